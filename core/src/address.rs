@@ -1,0 +1,413 @@
+//! RFC 5322 mailbox parsing: `addr@example.com`, `Name <addr@example.com>`,
+//! `"Quoted, Name" <"quoted local"@example.com>`, internationalised domains.
+//!
+//! Invariants: a [`Mailbox`] always holds a syntactically valid local part (dot-atom, or a
+//! quoted string kept in its quoted wire form) and an ASCII (IDNA-encoded, lower-case) domain
+//! with at least two labels; neither part nor the display name contains CR, LF or NUL.
+//! Addresses are parsed, never pattern-matched: every rejection names what was wrong.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest local part in octets (RFC 5321 §4.5.3.1.1).
+const MAX_LOCAL: usize = 64;
+/// Longest forward-path in octets (RFC 5321 §4.5.3.1.3 less the angle brackets).
+const MAX_ADDRESS: usize = 254;
+/// Longest domain name in octets (RFC 1035).
+const MAX_DOMAIN: usize = 253;
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("the address is empty")]
+    Empty,
+    #[error("the address has no `@`")]
+    MissingAt,
+    #[error("the local part (before `@`) is empty")]
+    EmptyLocalPart,
+    #[error("the local part is longer than 64 octets")]
+    LocalPartTooLong,
+    #[error("the local part has `{0}`, which is only allowed inside quotes")]
+    InvalidLocalChar(char),
+    #[error("the local part has an empty dot-separated segment")]
+    LocalPartDots,
+    #[error("a quoted string is not closed")]
+    UnterminatedQuote,
+    #[error("`<` is not closed by `>`")]
+    UnterminatedAngle,
+    #[error("unexpected text after the address: `{0}`")]
+    TrailingText(String),
+    #[error("the domain (after `@`) is empty")]
+    EmptyDomain,
+    #[error("domain literals such as `[192.0.2.1]` are not accepted")]
+    DomainLiteral,
+    #[error("the domain `{0}` is not a valid host name")]
+    InvalidDomain(String),
+    #[error("the domain `{0}` is not fully qualified")]
+    UnqualifiedDomain(String),
+    #[error("the domain is longer than 253 octets")]
+    DomainTooLong,
+    #[error("the address is longer than 254 octets")]
+    AddressTooLong,
+    #[error("the display name has `{0}`; put the name in double quotes")]
+    InvalidDisplayNameChar(char),
+    #[error("line breaks and control characters are not allowed")]
+    ControlCharacter,
+}
+
+/// One parsed mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Mailbox {
+    /// The display name, unquoted (`Acme, Inc.`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The local part in wire form: a dot-atom, or a quoted string with its quotes.
+    pub local: String,
+    /// The domain, IDNA (punycode) encoded and lower-cased.
+    pub domain: String,
+}
+
+impl Mailbox {
+    /// Parses `addr`, `Name <addr>` or `"Name" <addr>`.
+    pub fn parse(input: &str) -> Result<Mailbox, AddressError> {
+        if input.chars().any(|c| matches!(c, '\r' | '\n' | '\0')) {
+            return Err(AddressError::ControlCharacter);
+        }
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        match find_unquoted(s, '<')? {
+            Some(lt) => {
+                let rest = &s[lt + 1..];
+                let gt = find_unquoted(rest, '>')?.ok_or(AddressError::UnterminatedAngle)?;
+                let trailing = rest[gt + 1..].trim();
+                if !trailing.is_empty() {
+                    return Err(AddressError::TrailingText(trailing.to_string()));
+                }
+                let name = parse_display_name(s[..lt].trim())?;
+                let (local, domain) = parse_addr_spec(rest[..gt].trim())?;
+                Ok(Mailbox {
+                    name,
+                    local,
+                    domain,
+                })
+            }
+            None => {
+                let (local, domain) = parse_addr_spec(s)?;
+                Ok(Mailbox {
+                    name: None,
+                    local,
+                    domain,
+                })
+            }
+        }
+    }
+
+    /// `local@domain`, as it goes into an SMTP envelope.
+    pub fn address(&self) -> String {
+        format!("{}@{}", self.local, self.domain)
+    }
+
+    /// The key the suppression list and test-address matching use: the address with the
+    /// domain lower-cased (already) and the local part lower-cased too. RFC 5321 lets a host
+    /// treat local parts as case-sensitive, but no mailbox provider in practice does, and a
+    /// suppression that misses `Bob@` after `bob@` bounced would hurt the sender.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.local.to_lowercase(), self.domain)
+    }
+
+    /// The local part without quotes and escapes.
+    pub fn local_unquoted(&self) -> String {
+        unquote(&self.local)
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) if needs_quotes(n) => {
+                write!(f, "\"{}\" <{}>", n.replace('\\', "\\\\").replace('"', "\\\""), self.address())
+            }
+            Some(n) => write!(f, "{n} <{}>", self.address()),
+            None => f.write_str(&self.address()),
+        }
+    }
+}
+
+/// Normalises a bare address (as given to the suppression list) to its [`Mailbox::key`].
+pub fn normalize(address: &str) -> Result<String, AddressError> {
+    Ok(Mailbox::parse(address)?.key())
+}
+
+fn needs_quotes(name: &str) -> bool {
+    name.chars().any(|c| "()<>[]:;@\\,.\"".contains(c))
+}
+
+/// The byte index of the first `needle` outside a quoted string.
+fn find_unquoted(s: &str, needle: char) -> Result<Option<usize>, AddressError> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            c if c == needle && !in_quote => return Ok(Some(i)),
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err(AddressError::UnterminatedQuote);
+    }
+    Ok(None)
+}
+
+fn unquote(s: &str) -> String {
+    let Some(inner) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return s.to_string();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut escaped = false;
+    for c in inner.chars() {
+        if escaped {
+            out.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn parse_display_name(s: &str) -> Result<Option<String>, AddressError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.starts_with('"') {
+        if !s.ends_with('"') || s.len() < 2 {
+            return Err(AddressError::UnterminatedQuote);
+        }
+        let name = unquote(s);
+        if name.chars().any(char::is_control) {
+            return Err(AddressError::ControlCharacter);
+        }
+        return Ok(if name.trim().is_empty() {
+            None
+        } else {
+            Some(name)
+        });
+    }
+    // An unquoted phrase: atoms (UTF-8 allowed, as every modern client writes them) separated
+    // by white space; obs-phrase also allows `.`. Other specials need quotes.
+    for c in s.chars() {
+        if c.is_control() {
+            return Err(AddressError::ControlCharacter);
+        }
+        if "()<>[]:;@\\,\"".contains(c) {
+            return Err(AddressError::InvalidDisplayNameChar(c));
+        }
+    }
+    Ok(Some(s.split_whitespace().collect::<Vec<_>>().join(" ")))
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && !c.is_control())
+}
+
+fn parse_addr_spec(s: &str) -> Result<(String, String), AddressError> {
+    if s.is_empty() {
+        return Err(AddressError::Empty);
+    }
+    // The `@` that separates local and domain is the last one outside quotes.
+    let mut at = None;
+    let mut in_quote = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            '@' if !in_quote => at = Some(i),
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err(AddressError::UnterminatedQuote);
+    }
+    let at = at.ok_or(AddressError::MissingAt)?;
+    let local = parse_local(&s[..at])?;
+    let domain = parse_domain(&s[at + 1..])?;
+    if local.len() + 1 + domain.len() > MAX_ADDRESS {
+        return Err(AddressError::AddressTooLong);
+    }
+    Ok((local, domain))
+}
+
+fn parse_local(s: &str) -> Result<String, AddressError> {
+    if s.is_empty() {
+        return Err(AddressError::EmptyLocalPart);
+    }
+    if s.len() > MAX_LOCAL {
+        return Err(AddressError::LocalPartTooLong);
+    }
+    if s.starts_with('"') {
+        // quoted-string: qtext or quoted-pair, the whole local part.
+        if s.len() < 2 || !s.ends_with('"') {
+            return Err(AddressError::UnterminatedQuote);
+        }
+        let inner = &s[1..s.len() - 1];
+        let mut escaped = false;
+        for c in inner.chars() {
+            if c.is_control() && c != '\t' {
+                return Err(AddressError::ControlCharacter);
+            }
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                return Err(AddressError::InvalidLocalChar('"'));
+            }
+        }
+        if escaped {
+            return Err(AddressError::UnterminatedQuote);
+        }
+        if inner.is_empty() {
+            return Err(AddressError::EmptyLocalPart);
+        }
+        return Ok(s.to_string());
+    }
+    for segment in s.split('.') {
+        if segment.is_empty() {
+            return Err(AddressError::LocalPartDots);
+        }
+        if let Some(c) = segment.chars().find(|&c| !is_atext(c)) {
+            return Err(AddressError::InvalidLocalChar(c));
+        }
+    }
+    Ok(s.to_string())
+}
+
+fn parse_domain(s: &str) -> Result<String, AddressError> {
+    if s.is_empty() {
+        return Err(AddressError::EmptyDomain);
+    }
+    if s.starts_with('[') {
+        return Err(AddressError::DomainLiteral);
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(if c.is_control() {
+            AddressError::ControlCharacter
+        } else {
+            AddressError::InvalidDomain(s.to_string())
+        });
+    }
+    if s.is_ascii() && s.trim_end_matches('.').len() > MAX_DOMAIN {
+        return Err(AddressError::DomainTooLong);
+    }
+    let ascii = idna::domain_to_ascii_strict(s.trim_end_matches('.'))
+        .map_err(|_| AddressError::InvalidDomain(s.to_string()))?;
+    if ascii.len() > MAX_DOMAIN {
+        return Err(AddressError::DomainTooLong);
+    }
+    let labels: Vec<&str> = ascii.split('.').collect();
+    if labels.len() < 2 {
+        return Err(AddressError::UnqualifiedDomain(s.to_string()));
+    }
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(AddressError::InvalidDomain(s.to_string()));
+        }
+    }
+    // A top-level label of digits only would make `user@1.2.3.4` look like a host name.
+    if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+        return Err(AddressError::InvalidDomain(s.to_string()));
+    }
+    Ok(ascii)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn plain_and_named() {
+        let m = Mailbox::parse("onboarding@acme.test").unwrap();
+        assert_eq!((m.name, m.local.as_str(), m.domain.as_str()), (None, "onboarding", "acme.test"));
+        let m = Mailbox::parse("Acme Team <onboarding@Acme.TEST>").unwrap();
+        assert_eq!(m.name.as_deref(), Some("Acme Team"));
+        assert_eq!(m.address(), "onboarding@acme.test");
+    }
+
+    #[test]
+    fn quoted_display_name_and_local_part() {
+        let m = Mailbox::parse(r#""Doe, John \"JD\"" <"john doe"@example.com>"#).unwrap();
+        assert_eq!(m.name.as_deref(), Some(r#"Doe, John "JD""#));
+        assert_eq!(m.local, "\"john doe\"");
+        assert_eq!(m.local_unquoted(), "john doe");
+        // A quoted `@` inside the local part does not split the address.
+        let m = Mailbox::parse(r#""a@b"@example.com"#).unwrap();
+        assert_eq!(m.domain, "example.com");
+        // Display round-trips through the parser.
+        let again = Mailbox::parse(&Mailbox::parse(r#""Doe, John" <j@example.com>"#).unwrap().to_string()).unwrap();
+        assert_eq!(again.name.as_deref(), Some("Doe, John"));
+    }
+
+    #[test]
+    fn internationalised_domain_is_encoded() {
+        let m = Mailbox::parse("user@bücher.example").unwrap();
+        assert_eq!(m.domain, "xn--bcher-kva.example");
+        let m = Mailbox::parse("Ünïcode Näme <δοκιμή@παράδειγμα.δοκιμή>").unwrap();
+        assert!(m.domain.starts_with("xn--"));
+        assert_eq!(m.name.as_deref(), Some("Ünïcode Näme"));
+    }
+
+    #[test]
+    fn rejections_name_the_rule() {
+        let cases: &[(&str, AddressError)] = &[
+            ("", AddressError::Empty),
+            ("plainaddress", AddressError::MissingAt),
+            ("@example.com", AddressError::EmptyLocalPart),
+            ("a..b@example.com", AddressError::LocalPartDots),
+            (".a@example.com", AddressError::LocalPartDots),
+            ("a b@example.com", AddressError::InvalidLocalChar(' ')),
+            ("a@", AddressError::EmptyDomain),
+            ("a@localhost", AddressError::UnqualifiedDomain("localhost".into())),
+            ("a@[192.0.2.1]", AddressError::DomainLiteral),
+            ("a@-bad.example", AddressError::InvalidDomain("-bad.example".into())),
+            ("a@1.2.3.4", AddressError::InvalidDomain("1.2.3.4".into())),
+            ("Name <a@example.com", AddressError::UnterminatedAngle),
+            ("Name <a@example.com> x", AddressError::TrailingText("x".into())),
+            ("Doe, John <j@example.com>", AddressError::InvalidDisplayNameChar(',')),
+            ("\"unterminated <a@example.com>", AddressError::UnterminatedQuote),
+            ("a@example.com\r\nBcc: x@example.com", AddressError::ControlCharacter),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Mailbox::parse(input).as_ref().err(), Some(want), "{input:?}");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        assert_eq!(Mailbox::parse(&long_local), Err(AddressError::LocalPartTooLong));
+        let long_domain = format!("a@{}.com", ["abcdefghij"; 25].join("."));
+        assert_eq!(Mailbox::parse(&long_domain), Err(AddressError::DomainTooLong));
+    }
+
+    #[test]
+    fn key_folds_case() {
+        assert_eq!(Mailbox::parse("Bob@Example.COM").unwrap().key(), "bob@example.com");
+    }
+}

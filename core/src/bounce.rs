@@ -1,0 +1,221 @@
+//! SMTP replies and their classification into the hosted service's bounce types.
+//!
+//! Invariant: classification is total. Every reply is `Permanent`, `Transient` or
+//! `Undetermined`, and the raw reply travels with the result, never lost.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An RFC 3463 enhanced status code, `class.subject.detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EnhancedStatus {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl EnhancedStatus {
+    /// Parses `5.1.1` (class 2, 4 or 5; subject and detail up to three digits).
+    pub fn parse(s: &str) -> Option<EnhancedStatus> {
+        let mut it = s.split('.');
+        let class: u8 = it.next()?.parse().ok()?;
+        let sub = it.next()?;
+        let det = it.next()?;
+        if it.next().is_some() || !matches!(class, 2 | 4 | 5) {
+            return None;
+        }
+        let digits = |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(sub) || !digits(det) {
+            return None;
+        }
+        Some(EnhancedStatus {
+            class,
+            subject: sub.parse().ok()?,
+            detail: det.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EnhancedStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
+}
+
+/// A server's reply, kept exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpReply {
+    pub code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhanced: Option<EnhancedStatus>,
+    pub text: String,
+}
+
+impl SmtpReply {
+    /// Parses `550 5.1.1 User unknown` (the enhanced code is optional).
+    pub fn parse(line: &str) -> Option<SmtpReply> {
+        let line = line.trim();
+        let code_str = line.get(..3)?;
+        let code: u16 = code_str.parse().ok()?;
+        if !(200..600).contains(&code) {
+            return None;
+        }
+        let rest = line.get(3..).unwrap_or("").trim_start_matches(['-', ' ']);
+        let (enhanced, text) = match rest.split_once(' ') {
+            Some((first, tail)) => match EnhancedStatus::parse(first) {
+                Some(e) => (Some(e), tail.to_string()),
+                None => (None, rest.to_string()),
+            },
+            None => match EnhancedStatus::parse(rest) {
+                Some(e) => (Some(e), String::new()),
+                None => (None, rest.to_string()),
+            },
+        };
+        Some(SmtpReply { code, enhanced, text })
+    }
+
+    pub fn new(code: u16, enhanced: &str, text: &str) -> SmtpReply {
+        SmtpReply {
+            code,
+            enhanced: EnhancedStatus::parse(enhanced),
+            text: text.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for SmtpReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.enhanced {
+            Some(e) => write!(f, "{} {} {}", self.code, e, self.text),
+            None => write!(f, "{} {}", self.code, self.text),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BounceType {
+    Permanent,
+    Transient,
+    Undetermined,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BounceSubtype {
+    General,
+    NoEmail,
+    MailboxFull,
+    MessageTooLarge,
+    ContentRejected,
+    AttachmentRejected,
+    Undetermined,
+}
+
+/// The bounce detail an event carries (the webhook's `bounce` object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BounceInfo {
+    #[serde(rename = "type")]
+    pub kind: BounceType,
+    #[serde(rename = "subType")]
+    pub subtype: BounceSubtype,
+    pub message: String,
+    #[serde(rename = "diagnosticCode", default)]
+    pub diagnostic: Vec<String>,
+}
+
+/// The class of a reply. `retry` says whether delivering again later may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classification {
+    pub kind: BounceType,
+    pub subtype: BounceSubtype,
+    /// The address itself is unusable: only these feed the suppression list.
+    pub suppress: bool,
+}
+
+/// Classifies one reply. Total: every input gets a class.
+///
+/// The enhanced status decides when present (it is more specific than the basic code);
+/// otherwise the basic code's class. 5.7.x (policy, blocks, authentication) is treated as
+/// transient and never suppresses: such rejections are about the sender or its reputation,
+/// not the address, and suppressing on them would swallow good addresses.
+pub fn classify(reply: &SmtpReply) -> Classification {
+    use BounceSubtype as S;
+    use BounceType as T;
+    let c = |kind, subtype, suppress| Classification {
+        kind,
+        subtype,
+        suppress,
+    };
+    let class = reply.enhanced.map_or(reply.code / 100, |e| u16::from(e.class));
+    match (class, reply.enhanced.map(|e| (e.subject, e.detail))) {
+        (2, _) => c(T::Undetermined, S::Undetermined, false),
+        (_, Some((2, 2))) => c(T::Transient, S::MailboxFull, false),
+        (_, Some((3, 4))) | (_, Some((2, 3))) => c(T::Transient, S::MessageTooLarge, false),
+        (_, Some((6, _))) => c(T::Transient, S::ContentRejected, false),
+        (_, Some((7, _))) => c(T::Transient, S::General, false),
+        (5, Some((1, 1 | 2 | 3 | 6 | 10))) | (5, Some((2, 1))) => c(T::Permanent, S::General, true),
+        (4, _) => c(T::Transient, S::General, false),
+        (5, Some(_)) => c(T::Permanent, S::General, false),
+        (5, None) if matches!(reply.code, 550 | 551 | 553) => c(T::Permanent, S::General, true),
+        (5, None) if reply.code == 552 => c(T::Transient, S::MailboxFull, false),
+        (5, None) => c(T::Permanent, S::General, false),
+        _ => c(T::Undetermined, S::Undetermined, false),
+    }
+}
+
+/// The event detail for a rejected recipient.
+pub fn bounce_info(reply: &SmtpReply) -> (BounceInfo, Classification) {
+    let class = classify(reply);
+    let message = match class.kind {
+        BounceType::Permanent => "The recipient's mail server permanently rejected the email.",
+        BounceType::Transient => "The recipient's mail server temporarily rejected the email.",
+        BounceType::Undetermined => "The recipient's mail server answered in a way that could not be classified.",
+    };
+    (
+        BounceInfo {
+            kind: class.kind,
+            subtype: class.subtype,
+            message: message.to_string(),
+            diagnostic: vec![format!("smtp; {reply}")],
+        },
+        class,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn replies_parse_with_and_without_enhanced_codes() {
+        let r = SmtpReply::parse("550 5.1.1 Recipient address rejected: User unknown").unwrap();
+        assert_eq!((r.code, r.enhanced.unwrap().to_string().as_str()), (550, "5.1.1"));
+        assert_eq!(r.text, "Recipient address rejected: User unknown");
+        let r = SmtpReply::parse("451 Try again later").unwrap();
+        assert_eq!((r.code, r.enhanced, r.text.as_str()), (451, None, "Try again later"));
+        assert!(SmtpReply::parse("xyz").is_none());
+        assert!(SmtpReply::parse("999 nope").is_none());
+    }
+
+    #[test]
+    fn classification_is_total_and_keeps_hard_bounces_apart() {
+        let cases = [
+            ("550 5.1.1 User unknown", BounceType::Permanent, BounceSubtype::General, true),
+            ("452 4.2.2 Mailbox full", BounceType::Transient, BounceSubtype::MailboxFull, false),
+            ("552 5.3.4 Message too big", BounceType::Transient, BounceSubtype::MessageTooLarge, false),
+            ("554 5.7.1 Blocked by policy", BounceType::Transient, BounceSubtype::General, false),
+            ("554 5.6.0 Content rejected", BounceType::Transient, BounceSubtype::ContentRejected, false),
+            ("451 4.3.0 Try later", BounceType::Transient, BounceSubtype::General, false),
+            ("550 Mailbox unavailable", BounceType::Permanent, BounceSubtype::General, true),
+            ("250 2.0.0 Ok", BounceType::Undetermined, BounceSubtype::Undetermined, false),
+        ];
+        for (line, kind, sub, suppress) in cases {
+            let c = classify(&SmtpReply::parse(line).unwrap());
+            assert_eq!((c.kind, c.subtype, c.suppress), (kind, sub, suppress), "{line}");
+        }
+        // Every possible code gets a class (no panic, no gap).
+        for code in 200..600 {
+            let _ = classify(&SmtpReply { code, enhanced: None, text: String::new() });
+        }
+    }
+}

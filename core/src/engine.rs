@@ -1,0 +1,455 @@
+//! The engine: accepts single and batch sends (validation, idempotency, durable insert),
+//! answers reads, manages the suppression list, and hands out workers.
+//!
+//! Invariants: an id is returned only after the email is committed to [`Storage`]; a keyed
+//! request's emails and its idempotency record are committed in the same storage operation;
+//! a strict batch stores nothing unless every item is valid.
+
+use crate::address;
+use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, EmailView, ListResponse, NewEmail, PageRequest};
+use crate::error::{Error, FieldError, Rule};
+use crate::idempotency::{self, BatchItemError, Fingerprint, StoredResponse};
+use crate::ports::{
+    AttachmentLoader, Clock, IdempotencyBegin, IdempotencyCompletion, Storage, SuppressionEntry, SuppressionReason,
+    SystemClock, Transport,
+};
+use crate::render::message_id_for;
+use crate::request::EmailRequest;
+use crate::sandbox::DEFAULT_TEST_DOMAIN;
+use crate::validate::{Limits, Validated, validate};
+use crate::worker::{Worker, WorkerConfig};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Items in one batch.
+pub const MAX_BATCH: usize = 100;
+
+/// Options of a single send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    pub idempotency_key: Option<String>,
+}
+
+impl SendOptions {
+    pub fn idempotency_key(key: impl Into<String>) -> Self {
+        SendOptions { idempotency_key: Some(key.into()) }
+    }
+}
+
+/// `{"id": "..."}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResponse {
+    pub id: EmailId,
+}
+
+/// How a batch treats invalid items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchMode {
+    /// One invalid item fails the whole batch; nothing is stored.
+    #[default]
+    Strict,
+    /// Valid items are stored; invalid ones are reported by index.
+    Permissive,
+}
+
+impl FromStr for BatchMode {
+    type Err = FieldError;
+    fn from_str(s: &str) -> Result<Self, FieldError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "strict" => Ok(BatchMode::Strict),
+            "permissive" => Ok(BatchMode::Permissive),
+            other => Err(FieldError::new(
+                "x-batch-validation",
+                Rule::Shape(format!("{other:?} is not `strict` or `permissive`")),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOptions {
+    pub mode: BatchMode,
+    pub idempotency_key: Option<String>,
+}
+
+/// `{"data": [{"id"}...], "errors": [{"index", "message"}]}` (`errors` in permissive mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub data: Vec<SendResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<BatchItemError>>,
+}
+
+/// Generates UUIDv7 ids that increase strictly, even within one millisecond and when the
+/// clock steps back, so that id order is acceptance order (the listing index relies on it).
+#[derive(Debug, Default)]
+struct IdGen(Mutex<(u64, u128)>);
+
+impl IdGen {
+    fn next(&self, ms: u64) -> EmailId {
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last_ms, last_counter) = *g;
+        const COUNTER_BITS: u32 = 74;
+        let max = (1u128 << COUNTER_BITS) - 1;
+        let (ms, counter) = if ms > last_ms {
+            // A fresh millisecond starts at a random point in the lower half, leaving room to
+            // count up without overflowing.
+            (ms, rand::random::<u128>() & (max >> 1))
+        } else if last_counter < max {
+            (last_ms, last_counter + 1)
+        } else {
+            (last_ms + 1, 0)
+        };
+        *g = (ms, counter);
+        let rand_a = (counter >> 62) & 0xfff;
+        let rand_b = counter & ((1u128 << 62) - 1);
+        let v = (u128::from(ms & 0xffff_ffff_ffff) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b;
+        EmailId(Uuid::from_u128(v))
+    }
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    loader: Option<Arc<dyn AttachmentLoader>>,
+    test_domain: String,
+    ids: IdGen,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("storage", &self.storage)
+            .field("clock", &self.clock)
+            .field("limits", &self.limits)
+            .field("test_domain", &self.test_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    loader: Option<Arc<dyn AttachmentLoader>>,
+    test_domain: String,
+}
+
+impl EngineBuilder {
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Enables `path` attachments.
+    pub fn attachment_loader(mut self, loader: Arc<dyn AttachmentLoader>) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+    /// The domain of the test addresses (default `resend.dev`).
+    pub fn test_domain(mut self, domain: &str) -> Self {
+        self.test_domain = domain.to_ascii_lowercase();
+        self
+    }
+    pub fn build(self) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                storage: self.storage,
+                clock: self.clock,
+                limits: self.limits,
+                loader: self.loader,
+                test_domain: self.test_domain,
+                ids: IdGen::default(),
+                wake: Notify::new(),
+            }),
+            account: AccountId::default(),
+        }
+    }
+}
+
+/// The engine. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    account: AccountId,
+}
+
+impl Engine {
+    pub fn builder(storage: Arc<dyn Storage>) -> EngineBuilder {
+        EngineBuilder {
+            storage,
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            loader: None,
+            test_domain: DEFAULT_TEST_DOMAIN.to_string(),
+        }
+    }
+
+    /// The same engine acting for another account. A single-account host never calls this.
+    pub fn with_account(&self, account: impl Into<String>) -> Engine {
+        Engine { inner: Arc::clone(&self.inner), account: AccountId::new(account) }
+    }
+
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+    pub fn test_domain(&self) -> &str {
+        &self.inner.test_domain
+    }
+    pub(crate) fn wake_signal(&self) -> &Notify {
+        &self.inner.wake
+    }
+
+    /// A worker that delivers this engine's due emails (all accounts) through `transport`.
+    pub fn worker(&self, transport: Arc<dyn Transport>, config: WorkerConfig) -> Worker {
+        Worker::new(self.clone(), transport, config)
+    }
+
+    /// Sends one email. Returns once it is durably stored (queued or scheduled).
+    pub async fn send(&self, request: EmailRequest, options: SendOptions) -> Result<SendResponse, Error> {
+        let resp = self
+            .accept("email", std::slice::from_ref(&request), BatchMode::Strict, options.idempotency_key.as_deref(), false)
+            .await?;
+        resp.ids.first().map(|id| SendResponse { id: *id }).ok_or_else(|| {
+            Error::Storage(crate::error::StorageError::Corrupt("idempotent replay without an id".into()))
+        })
+    }
+
+    /// Sends 1 to 100 emails, each with its own recipients and content. Ids come back in
+    /// input order.
+    pub async fn send_batch(&self, requests: Vec<EmailRequest>, options: BatchOptions) -> Result<BatchResponse, Error> {
+        let resp = self.accept("batch", &requests, options.mode, options.idempotency_key.as_deref(), true).await?;
+        Ok(BatchResponse {
+            data: resp.ids.into_iter().map(|id| SendResponse { id }).collect(),
+            errors: (options.mode == BatchMode::Permissive).then_some(resp.errors),
+        })
+    }
+
+    async fn accept(
+        &self,
+        endpoint: &str,
+        requests: &[EmailRequest],
+        mode: BatchMode,
+        key: Option<&str>,
+        is_batch: bool,
+    ) -> Result<StoredResponse, Error> {
+        let storage = &self.inner.storage;
+        let Some(key) = key else {
+            return self.prepare_and_insert(requests, mode, None, is_batch).await;
+        };
+        idempotency::validate_key(key)?;
+        let now = self.inner.clock.now();
+        let fingerprint = Fingerprint::of(endpoint, &(mode, requests));
+        match storage
+            .idempotency_begin(&self.account, key, &fingerprint, now, now + idempotency::IN_FLIGHT_LEASE)
+            .await?
+        {
+            IdempotencyBegin::Started => {}
+            IdempotencyBegin::Replay(r) => return Ok(r),
+            IdempotencyBegin::Mismatch => return Err(Error::InvalidIdempotentRequest),
+            IdempotencyBegin::InFlight => return Err(Error::ConcurrentIdempotentRequests),
+        }
+        let result = self.prepare_and_insert(requests, mode, Some((key, fingerprint)), is_batch).await;
+        if result.is_err() {
+            // Nothing was stored: free the key so a corrected retry can use it. If this
+            // release fails too, the marker lapses on its own after IN_FLIGHT_LEASE.
+            let _ = storage.idempotency_release(&self.account, key).await;
+        }
+        result
+    }
+
+    async fn prepare_and_insert(
+        &self,
+        requests: &[EmailRequest],
+        mode: BatchMode,
+        key: Option<(&str, Fingerprint)>,
+        is_batch: bool,
+    ) -> Result<StoredResponse, Error> {
+        if is_batch && requests.is_empty() {
+            return Err(FieldError::new("emails", Rule::TooFew { min: 1, got: 0 }).into());
+        }
+        if is_batch && requests.len() > MAX_BATCH {
+            return Err(FieldError::new("emails", Rule::TooMany { max: MAX_BATCH, got: requests.len() }).into());
+        }
+        let now = self.inner.clock.now();
+        let mut valid = Vec::with_capacity(requests.len());
+        let mut invalid: Vec<(usize, Vec<FieldError>)> = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            let checked = match validate(r, now, &self.inner.limits) {
+                Ok(v) => self.load_attachments(v).await,
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(v) => valid.push(v),
+                Err(e) => invalid.push((i, e)),
+            }
+        }
+        let item_path = |i: usize| if is_batch { format!("emails[{i}]") } else { String::new() };
+        if !invalid.is_empty() && (mode == BatchMode::Strict || !is_batch) {
+            let all = invalid
+                .into_iter()
+                .flat_map(|(i, errs)| {
+                    let prefix = item_path(i);
+                    errs.into_iter().map(move |e| if prefix.is_empty() { e } else { e.under(&prefix) })
+                })
+                .collect();
+            return Err(Error::Invalid(all));
+        }
+        let errors: Vec<BatchItemError> = invalid
+            .into_iter()
+            .map(|(index, errs)| BatchItemError {
+                index,
+                message: errs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+            })
+            .collect();
+
+        let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let emails: Vec<NewEmail> = valid
+            .into_iter()
+            .map(|v| {
+                let id = self.inner.ids.next(ms);
+                let mut content = v.content;
+                content.message_id = message_id_for(&id, &content.from);
+                NewEmail { account: self.account.clone(), id, created_at: now, scheduled_at: v.scheduled_at, content }
+            })
+            .collect();
+        let response = StoredResponse { ids: emails.iter().map(|e| e.id).collect(), errors };
+        let completion = key.map(|(k, fingerprint)| IdempotencyCompletion {
+            key: k.to_string(),
+            fingerprint,
+            response: response.clone(),
+            created_at: now,
+            expires_at: now + idempotency::RETENTION,
+        });
+        if !emails.is_empty() || completion.is_some() {
+            self.inner.storage.insert_emails(&self.account, emails, completion).await?;
+        }
+        self.inner.wake.notify_one();
+        Ok(response)
+    }
+
+    async fn load_attachments(&self, mut v: Validated) -> Result<Validated, Vec<FieldError>> {
+        if v.to_load.is_empty() {
+            return Ok(v);
+        }
+        let mut errors = Vec::new();
+        let mut size = v.content.html.as_ref().map_or(0, String::len)
+            + v.content.text.as_ref().map_or(0, String::len)
+            + v.content.attachments.iter().map(|a| a.content.len()).sum::<usize>();
+        for (index, path) in std::mem::take(&mut v.to_load) {
+            let field = format!("attachments[{index}].path");
+            let Some(loader) = &self.inner.loader else {
+                errors.push(FieldError::new(field, Rule::AttachmentLoad("no attachment loader is configured".into())));
+                continue;
+            };
+            match loader.load(&path).await {
+                Ok(loaded) => {
+                    size += loaded.content.len();
+                    if let Some(a) = v.content.attachments.get_mut(index) {
+                        if let Some(ct) = loaded.content_type
+                            && a.content_type == "application/octet-stream"
+                        {
+                            a.content_type = ct;
+                        }
+                        a.content = loaded.content;
+                        if a.filename.is_none() {
+                            a.filename = path.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_string);
+                        }
+                    }
+                }
+                Err(why) => errors.push(FieldError::new(field, Rule::AttachmentLoad(why))),
+            }
+        }
+        let max = self.inner.limits.max_email_bytes;
+        if size > max {
+            errors.push(FieldError::new("", Rule::EmailTooLarge { max, got: size }));
+        }
+        if errors.is_empty() { Ok(v) } else { Err(errors) }
+    }
+
+    /// The whole stored email.
+    pub async fn get_record(&self, id: EmailId) -> Result<EmailRecord, Error> {
+        self.inner
+            .storage
+            .get_email(&self.account, id)
+            .await?
+            .ok_or(Error::NotFound { what: "Email" })
+    }
+
+    /// `GET /emails/{id}`.
+    pub async fn get(&self, id: EmailId) -> Result<EmailView, Error> {
+        Ok(EmailView::from(&self.get_record(id).await?))
+    }
+
+    /// `GET /emails`: newest first, cursor-paginated.
+    pub async fn list(&self, page: PageRequest) -> Result<ListResponse<EmailSummary>, Error> {
+        Ok(self.inner.storage.list_emails(&self.account, page).await?.into())
+    }
+
+    /// Puts an address on the suppression list (by hand).
+    pub async fn suppress(&self, address: &str, reason: SuppressionReason) -> Result<SuppressionEntry, Error> {
+        let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
+        let entry = SuppressionEntry { address: key, reason, source_email: None, created_at: self.inner.clock.now() };
+        self.inner.storage.suppression_add(&self.account, entry.clone()).await?;
+        Ok(entry)
+    }
+
+    /// Takes an address off the list. `NotFound` when it was not listed.
+    pub async fn unsuppress(&self, address: &str) -> Result<(), Error> {
+        let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
+        if self.inner.storage.suppression_remove(&self.account, &key).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound { what: "Suppression" })
+        }
+    }
+
+    /// The entry for `address`, if listed.
+    pub async fn suppression(&self, address: &str) -> Result<Option<SuppressionEntry>, Error> {
+        let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
+        Ok(self.inner.storage.suppression_lookup(&self.account, &[key]).await?.pop())
+    }
+
+    pub async fn suppressions(&self) -> Result<Vec<SuppressionEntry>, Error> {
+        Ok(self.inner.storage.suppression_list(&self.account).await?)
+    }
+
+    /// Drops idempotency records older than 24 hours. The worker calls this periodically.
+    pub async fn purge_expired(&self) -> Result<usize, Error> {
+        Ok(self.inner.storage.purge_idempotency(self.inner.clock.now()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_increase_within_a_millisecond_and_across_clock_steps() {
+        let g = IdGen::default();
+        let mut last = g.next(1_000);
+        for ms in [1_000, 1_000, 1_001, 999, 1_001, 5_000, 5_000] {
+            let id = g.next(ms);
+            assert!(id > last, "{id} after {last}");
+            assert_eq!(id.0.get_version_num(), 7);
+            last = id;
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Typed errors whose names and HTTP statuses follow the hosted service's catalogue.
+//!
+//! Invariant: every error a caller can cause names the field path (`to[3]`,
+//! `emails[7].tags[0].name`) and the rule it broke; every error maps to exactly one
+//! `{statusCode, name, message}` body.
+
+use crate::address::AddressError;
+use crate::lifecycle::TransitionError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The catalogue's error names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorName {
+    ValidationError,
+    MissingRequiredField,
+    InvalidAttachment,
+    InvalidParameter,
+    InvalidIdempotencyKey,
+    InvalidIdempotentRequest,
+    ConcurrentIdempotentRequests,
+    NotFound,
+    ApplicationError,
+}
+
+impl ErrorName {
+    /// The HTTP status the hosted service answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorName::ValidationError
+            | ErrorName::MissingRequiredField
+            | ErrorName::InvalidAttachment
+            | ErrorName::InvalidParameter => 422,
+            ErrorName::InvalidIdempotencyKey => 400,
+            ErrorName::InvalidIdempotentRequest | ErrorName::ConcurrentIdempotentRequests => 409,
+            ErrorName::NotFound => 404,
+            ErrorName::ApplicationError => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorName::ValidationError => "validation_error",
+            ErrorName::MissingRequiredField => "missing_required_field",
+            ErrorName::InvalidAttachment => "invalid_attachment",
+            ErrorName::InvalidParameter => "invalid_parameter",
+            ErrorName::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ErrorName::InvalidIdempotentRequest => "invalid_idempotent_request",
+            ErrorName::ConcurrentIdempotentRequests => "concurrent_idempotent_requests",
+            ErrorName::NotFound => "not_found",
+            ErrorName::ApplicationError => "application_error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The rule a field broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// The field is required and absent (or null).
+    Required,
+    /// The value has the wrong JSON type or shape.
+    Shape(String),
+    /// An address that does not parse.
+    Address(AddressError),
+    /// More items than allowed.
+    TooMany { max: usize, got: usize },
+    /// Fewer items than allowed.
+    TooFew { min: usize, got: usize },
+    /// Longer than allowed (characters).
+    TooLong { max: usize, got: usize },
+    /// Empty where a value is needed.
+    Empty,
+    /// Only ASCII letters, digits, `_` and `-`.
+    TagCharset(char),
+    /// A header name with characters outside printable ASCII or with `:`.
+    HeaderName,
+    /// A header value with CR or LF.
+    HeaderLineBreak,
+    /// A header the engine writes itself.
+    HeaderReserved(String),
+    /// Neither `html` nor `text`.
+    BodyRequired,
+    /// An attachment with neither `content` nor `path`.
+    AttachmentSource,
+    /// An attachment with both `content` and `path`.
+    AttachmentBothSources,
+    /// `content` is not valid base64.
+    Base64,
+    /// A `path` attachment that could not be loaded.
+    AttachmentLoad(String),
+    /// The whole email is over the size limit.
+    EmailTooLarge { max: usize, got: usize },
+    /// A timestamp that does not parse.
+    Timestamp(String),
+    /// A scheduled time that is not in the future.
+    SchedulePast,
+    /// A scheduled time too far ahead.
+    ScheduleTooFar { max_days: u32 },
+    /// A field this engine does not support.
+    Unsupported(&'static str),
+    /// Not a valid id.
+    InvalidId,
+    /// Two fields that exclude each other.
+    Exclusive(&'static str),
+}
+
+impl Rule {
+    /// The catalogue name an error of this rule carries.
+    pub fn error_name(&self) -> ErrorName {
+        match self {
+            Rule::Required => ErrorName::MissingRequiredField,
+            Rule::AttachmentSource
+            | Rule::AttachmentBothSources
+            | Rule::Base64
+            | Rule::AttachmentLoad(_) => ErrorName::InvalidAttachment,
+            Rule::InvalidId | Rule::Exclusive(_) => ErrorName::InvalidParameter,
+            _ => ErrorName::ValidationError,
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Required => f.write_str("it is required"),
+            Rule::Shape(s) => write!(f, "{s}"),
+            Rule::Address(e) => write!(f, "{e}"),
+            Rule::TooMany { max, got } => write!(f, "at most {max} allowed, got {got}"),
+            Rule::TooFew { min, got } => write!(f, "at least {min} needed, got {got}"),
+            Rule::TooLong { max, got } => write!(f, "at most {max} characters, got {got}"),
+            Rule::Empty => f.write_str("it must not be empty"),
+            Rule::TagCharset(c) => write!(
+                f,
+                "only ASCII letters, digits, underscores and dashes are allowed, got {c:?}"
+            ),
+            Rule::HeaderName => f.write_str("a header name is printable ASCII without `:`"),
+            Rule::HeaderLineBreak => f.write_str("header values must not contain CR or LF"),
+            Rule::HeaderReserved(h) => write!(f, "the `{h}` header is set by mailroom and cannot be overridden"),
+            Rule::BodyRequired => f.write_str("at least one of `html` or `text` is required"),
+            Rule::AttachmentSource => f.write_str("Attachment must have either a `content` or `path`."),
+            Rule::AttachmentBothSources => f.write_str("Attachment must have either a `content` or `path`, not both."),
+            Rule::Base64 => f.write_str("`content` is not valid base64"),
+            Rule::AttachmentLoad(why) => write!(f, "`path` could not be loaded: {why}"),
+            Rule::EmailTooLarge { max, got } => {
+                write!(f, "the email is {got} bytes; the limit is {max} bytes including attachments")
+            }
+            Rule::Timestamp(input) => write!(
+                f,
+                "{input:?} is not an ISO 8601 date-time such as `2024-08-05T11:52:01.858Z`"
+            ),
+            Rule::SchedulePast => f.write_str("the scheduled time must be in the future"),
+            Rule::ScheduleTooFar { max_days } => {
+                write!(f, "the scheduled time must be at most {max_days} days ahead")
+            }
+            Rule::Unsupported(what) => write!(f, "{what} is not supported"),
+            Rule::InvalidId => f.write_str("must be a valid UUID"),
+            Rule::Exclusive(other) => write!(f, "cannot be used together with `{other}`"),
+        }
+    }
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where: `to[3]`, `emails[7].tags[0].name`.
+    pub path: String,
+    pub rule: Rule,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, rule: Rule) -> Self {
+        FieldError {
+            path: path.into(),
+            rule,
+        }
+    }
+
+    /// The same error one level down: `to[0]` under `emails[3]` is `emails[3].to[0]`.
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.path = if self.path.is_empty() {
+            prefix.to_string()
+        } else if self.path.starts_with('[') {
+            format!("{prefix}{}", self.path)
+        } else {
+            format!("{prefix}.{}", self.path)
+        };
+        self
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.rule {
+            Rule::Required => write!(f, "Missing `{}` field.", self.path),
+            Rule::AttachmentSource | Rule::AttachmentBothSources => {
+                write!(f, "{} (`{}`)", self.rule, self.path)
+            }
+            Rule::Address(e) => write!(
+                f,
+                "Invalid `{}` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format: {e}.",
+                self.path
+            ),
+            rule => write!(f, "Invalid `{}` field: {rule}.", self.path),
+        }
+    }
+}
+
+/// A storage failure. Storage never half-applies an operation: when this is returned,
+/// nothing of the operation was committed (unless the variant says otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The backend failed (I/O, corruption, a full disk).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    /// A stored record does not decode.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// The operation would break the email lifecycle; nothing was written.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A double injected a failure (tests only).
+    #[error("injected failure at call {0}")]
+    Injected(u64),
+}
+
+/// Everything the engine can answer with instead of a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// One or more invalid fields. For a strict batch, every invalid item is listed.
+    #[error("{}", join(.0))]
+    Invalid(Vec<FieldError>),
+    /// The idempotency key is not 1 to 256 characters.
+    #[error("The key must be between 1-256 chars.")]
+    InvalidIdempotencyKey,
+    /// The key was used with another payload within 24 hours.
+    #[error("This idempotency key has already been used on a request with a different payload. Retrying this request is useless without changing the idempotency key or payload.")]
+    InvalidIdempotentRequest,
+    /// The key's first request is still being processed.
+    #[error("Same idempotency key used while original request is still in progress. Try the request again later.")]
+    ConcurrentIdempotentRequests,
+    /// No such email (in this account).
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// The email is not in a state that allows this operation.
+    #[error("{0}")]
+    Transition(TransitionError),
+    /// Storage failed; nothing was acknowledged.
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Transition(t) => Error::Transition(t),
+            other => Error::Storage(other),
+        }
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(e: FieldError) -> Self {
+        Error::Invalid(vec![e])
+    }
+}
+
+impl Error {
+    pub fn name(&self) -> ErrorName {
+        match self {
+            Error::Invalid(errors) => {
+                let first = errors.first().map_or(ErrorName::ValidationError, |e| e.rule.error_name());
+                // One name for the whole answer: the shared one, or the general one.
+                if errors.iter().all(|e| e.rule.error_name() == first) {
+                    first
+                } else {
+                    ErrorName::ValidationError
+                }
+            }
+            Error::InvalidIdempotencyKey => ErrorName::InvalidIdempotencyKey,
+            Error::InvalidIdempotentRequest => ErrorName::InvalidIdempotentRequest,
+            Error::ConcurrentIdempotentRequests => ErrorName::ConcurrentIdempotentRequests,
+            Error::NotFound { .. } => ErrorName::NotFound,
+            Error::Transition(_) => ErrorName::ValidationError,
+            Error::Storage(_) => ErrorName::ApplicationError,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.name().status()
+    }
+
+    /// The wire error body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            status_code: self.status(),
+            name: self.name(),
+            message: self.to_string(),
+        }
+    }
+
+    /// The field errors, if this is a validation failure.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            Error::Invalid(e) => e,
+            _ => &[],
+        }
+    }
+}
+
+/// `{"statusCode": 422, "name": "validation_error", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    pub name: ErrorName,
+    pub message: String,
+}

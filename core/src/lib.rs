@@ -1,0 +1,44 @@
+//! # mailroom-core
+//!
+//! The domain model, every rule, the engine and its worker, and the ports through which it
+//! reaches the world. Pure: no sockets, no files, no DNS. See `ARCHITECTURE.md` at the
+//! repository root for the map and the invariants each module keeps.
+
+pub mod address;
+pub mod bounce;
+pub mod email;
+pub mod engine;
+pub mod error;
+pub mod idempotency;
+pub mod lifecycle;
+pub mod memory;
+pub mod ports;
+pub mod render;
+pub mod request;
+pub mod retry;
+pub mod sandbox;
+pub mod schedule;
+pub mod store;
+pub mod validate;
+pub mod worker;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use engine::{BatchMode, BatchOptions, BatchResponse, Engine, EngineBuilder, SendOptions, SendResponse};
+pub use error::{Error, ErrorBody, ErrorName, FieldError, Rule, StorageError};
+pub use ports::{AttachmentLoader, Clock, Storage, SystemClock, Transport};
+
+/// What a host usually needs, in one import.
+pub mod prelude {
+    pub use crate::address::Mailbox;
+    pub use crate::email::{AccountId, EmailId, EmailView, PageRequest};
+    pub use crate::engine::{BatchMode, BatchOptions, BatchResponse, Engine, SendOptions, SendResponse};
+    pub use crate::error::{Error, ErrorBody};
+    pub use crate::lifecycle::EventKind;
+    pub use crate::memory::MemoryStorage;
+    pub use crate::ports::{Clock, Storage, SystemClock, Transport};
+    pub use crate::request::{EmailRequest, OneOrMany};
+    pub use crate::sandbox::SandboxTransport;
+    pub use crate::worker::{Worker, WorkerConfig};
+}

@@ -1,0 +1,313 @@
+//! An in-memory [`Storage`]: for embedding (a host that needs no durability) and for tests.
+//!
+//! One mutex guards all state, so every trait method is atomic and linearizable; no await
+//! happens while it is held. It passes the same conformance suite as the durable stores.
+
+use crate::email::{AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, NewEmail, Page, PageRequest};
+use crate::error::StorageError;
+use crate::idempotency::{Fingerprint, IdempotencyRecord};
+use crate::ports::{
+    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, Storage, StorageResult, SuppressionEntry,
+};
+use crate::store::{self, due_key};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+struct State {
+    /// (account, id) → content; the id's time prefix makes this the listing index.
+    emails: BTreeMap<(AccountId, u128), Arc<EmailContent>>,
+    states: HashMap<u128, EmailState>,
+    /// (due micros, id): what the worker should look at, earliest first.
+    due: BTreeSet<(i64, u128)>,
+    idempotency: HashMap<(AccountId, String), IdempotencyRecord>,
+    suppressions: BTreeMap<(AccountId, String), SuppressionEntry>,
+}
+
+impl State {
+    fn set_due(&mut self, id: u128, old: Option<DateTime<Utc>>, new: Option<DateTime<Utc>>) {
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            self.due.remove(&(due_key(o), id));
+        }
+        if let Some(n) = new {
+            self.due.insert((due_key(n), id));
+        }
+    }
+
+    fn record(&self, account: &AccountId, id: u128) -> Option<EmailRecord> {
+        let content = self.emails.get(&(account.clone(), id))?;
+        let state = self.states.get(&id)?;
+        Some(EmailRecord {
+            content: (**content).clone(),
+            state: state.clone(),
+        })
+    }
+}
+
+/// The in-memory store. Cheap to clone (clones share state).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    inner: Arc<Mutex<State>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave half an operation behind: every method
+        // computes its changes before it applies them. So a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn idempotency_begin(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &Fingerprint,
+        now: DateTime<Utc>,
+        in_flight_until: DateTime<Utc>,
+    ) -> StorageResult<IdempotencyBegin> {
+        let mut s = self.lock();
+        let k = (account.clone(), key.to_string());
+        if let Some(found) = s.idempotency.get(&k).and_then(|r| r.meet(fingerprint, now)) {
+            return Ok(found);
+        }
+        s.idempotency.insert(
+            k,
+            IdempotencyRecord {
+                fingerprint: *fingerprint,
+                created_at: now,
+                expires_at: in_flight_until,
+                response: None,
+            },
+        );
+        Ok(IdempotencyBegin::Started)
+    }
+
+    async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
+        let mut s = self.lock();
+        let k = (account.clone(), key.to_string());
+        if s.idempotency.get(&k).is_some_and(|r| r.response.is_none()) {
+            s.idempotency.remove(&k);
+        }
+        Ok(())
+    }
+
+    async fn insert_emails(
+        &self,
+        account: &AccountId,
+        emails: Vec<NewEmail>,
+        idempotency: Option<IdempotencyCompletion>,
+    ) -> StorageResult<()> {
+        let mut s = self.lock();
+        for e in emails {
+            let state = e.initial_state();
+            let id = e.id.as_u128();
+            s.set_due(id, None, state.due_at);
+            s.states.insert(id, state);
+            s.emails.insert((account.clone(), id), Arc::new(e.content));
+        }
+        if let Some(c) = idempotency {
+            s.idempotency.insert(
+                (account.clone(), c.key),
+                IdempotencyRecord {
+                    fingerprint: c.fingerprint,
+                    created_at: c.created_at,
+                    expires_at: c.expires_at,
+                    response: Some(c.response),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
+        let mut s = self.lock();
+        let before = s.idempotency.len();
+        s.idempotency.retain(|_, r| r.expires_at > now);
+        Ok(before - s.idempotency.len())
+    }
+
+    async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>> {
+        Ok(self.lock().record(account, id.as_u128()))
+    }
+
+    async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {
+        let s = self.lock();
+        let lo = (account.clone(), 0u128);
+        let hi = (account.clone(), u128::MAX);
+        let ids: Vec<u128> = match page.cursor {
+            Cursor::Start => s
+                .emails
+                .range(lo..=hi)
+                .rev()
+                .take(page.limit + 1)
+                .map(|(k, _)| k.1)
+                .collect(),
+            Cursor::After(c) => s
+                .emails
+                .range((Bound::Included(lo), Bound::Excluded((account.clone(), c.as_u128()))))
+                .rev()
+                .take(page.limit + 1)
+                .map(|(k, _)| k.1)
+                .collect(),
+            Cursor::Before(c) => {
+                let mut v: Vec<u128> = s
+                    .emails
+                    .range((Bound::Excluded((account.clone(), c.as_u128())), Bound::Included(hi)))
+                    .take(page.limit + 1)
+                    .map(|(k, _)| k.1)
+                    .collect();
+                let more = v.len() > page.limit;
+                v.truncate(page.limit);
+                v.reverse();
+                let items = v.iter().filter_map(|id| s.record(account, *id)).map(|r| EmailSummary::from(&r)).collect();
+                return Ok(Page { items, has_more: more });
+            }
+        };
+        let has_more = ids.len() > page.limit;
+        let items = ids
+            .iter()
+            .take(page.limit)
+            .filter_map(|id| s.record(account, *id))
+            .map(|r| EmailSummary::from(&r))
+            .collect();
+        Ok(Page { items, has_more })
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StorageResult<Vec<ClaimedEmail>> {
+        let mut s = self.lock();
+        let due: Vec<(i64, u128)> = s.due.range(..=(due_key(now), u128::MAX)).take(limit).copied().collect();
+        let mut out = Vec::new();
+        for (_, id) in due {
+            let Some(mut state) = s.states.get(&id).cloned() else { continue };
+            let token = rand::random::<u128>();
+            let old = state.due_at;
+            if !store::claim(&mut state, now, lease, token)? {
+                continue;
+            }
+            s.set_due(id, old, state.due_at);
+            let content = s
+                .emails
+                .get(&(state.account.clone(), id))
+                .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has state but no content")))?;
+            out.push(ClaimedEmail {
+                record: EmailRecord {
+                    content: (**content).clone(),
+                    state: state.clone(),
+                },
+                token,
+            });
+            s.states.insert(id, state);
+        }
+        Ok(out)
+    }
+
+    async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>> {
+        let mut s = self.lock();
+        let mut lost = Vec::new();
+        for c in claims {
+            let marked = s.states.get_mut(&c.id.as_u128()).is_some_and(|state| store::begin_handover(state, c.token));
+            if !marked {
+                lost.push(c.id);
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
+        let mut s = self.lock();
+        // Compute every change first, apply after: a transition error leaves nothing applied.
+        let mut changed = Vec::new();
+        let mut lost = Vec::new();
+        for o in &outcomes {
+            let id = o.claim.id.as_u128();
+            let Some(mut state) = s.states.get(&id).cloned() else {
+                lost.push(o.claim.id);
+                continue;
+            };
+            let old = state.due_at;
+            if store::apply_outcome(&mut state, o)? {
+                changed.push((id, old, state, o));
+            } else {
+                lost.push(o.claim.id);
+            }
+        }
+        for (id, old, state, o) in changed {
+            s.set_due(id, old, state.due_at);
+            for sup in &o.suppressions {
+                s.suppressions.insert((state.account.clone(), sup.address.clone()), sup.clone());
+            }
+            s.states.insert(id, state);
+        }
+        Ok(lost)
+    }
+
+    async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
+        let mut s = self.lock();
+        for c in claims {
+            let id = c.id.as_u128();
+            let Some(mut state) = s.states.get(&id).cloned() else { continue };
+            let old = state.due_at;
+            // Due again at the earlier of now and the lease's end (release must not delay).
+            let at = old.map_or(now, |o| o.min(now));
+            if store::release(&mut state, c.token, at) {
+                s.set_due(id, old, state.due_at);
+                s.states.insert(id, state);
+            }
+        }
+        Ok(())
+    }
+
+    async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>> {
+        let s = self.lock();
+        Ok(s.due.first().and_then(|(k, _)| DateTime::from_timestamp_micros(*k)))
+    }
+
+    async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()> {
+        self.lock().suppressions.insert((account.clone(), entry.address.clone()), entry);
+        Ok(())
+    }
+
+    async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool> {
+        Ok(self.lock().suppressions.remove(&(account.clone(), address.to_string())).is_some())
+    }
+
+    async fn suppression_lookup(&self, account: &AccountId, addresses: &[String]) -> StorageResult<Vec<SuppressionEntry>> {
+        let s = self.lock();
+        Ok(addresses
+            .iter()
+            .filter_map(|a| s.suppressions.get(&(account.clone(), a.clone())).cloned())
+            .collect())
+    }
+
+    async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {
+        let s = self.lock();
+        Ok(s.suppressions
+            .range((account.clone(), String::new())..)
+            .take_while(|((a, _), _)| a == account)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use super::MemoryStorage;
+    use crate::ports::Storage;
+    use std::sync::Arc;
+
+    crate::storage_conformance_tests!(((), Arc::new(MemoryStorage::new()) as Arc<dyn Storage>));
+}

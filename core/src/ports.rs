@@ -1,0 +1,315 @@
+//! The ports: the only ways the core touches the world.
+//!
+//! Invariant: every operation that must be atomic is ONE [`Storage`] method, so no adapter
+//! can half-apply it (insert a batch with its idempotency record; claim with a lease; record
+//! an outcome with its events and suppressions).
+
+use crate::bounce::SmtpReply;
+use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, Event, NewEmail, Page, PageRequest};
+use crate::error::StorageError;
+use crate::idempotency::{Fingerprint, StoredResponse};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::time::Duration;
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What [`Storage::idempotency_begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// No live record: an in-flight marker is now held by this request.
+    Started,
+    /// The same key and payload completed before: answer with this.
+    Replay(StoredResponse),
+    /// The key was used with another payload.
+    Mismatch,
+    /// The same key is still being processed by another request.
+    InFlight,
+}
+
+/// Completes an idempotency record in the same transaction as the emails it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyCompletion {
+    pub key: String,
+    pub fingerprint: Fingerprint,
+    pub response: StoredResponse,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why an address is on the suppression list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    Bounced,
+    Complained,
+}
+
+impl SuppressionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::Bounced => "bounced",
+            SuppressionReason::Complained => "complained",
+        }
+    }
+}
+
+/// One suppressed address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppressionEntry {
+    /// The normalised address ([`crate::address::Mailbox::key`]).
+    pub address: String,
+    pub reason: SuppressionReason,
+    /// The email whose bounce or complaint put it here, if any.
+    #[serde(default)]
+    pub source_email: Option<EmailId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A claimed email, with the token that proves the claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedEmail {
+    pub record: EmailRecord,
+    pub token: u128,
+}
+
+impl ClaimedEmail {
+    pub fn claim_ref(&self) -> ClaimRef {
+        ClaimRef {
+            id: self.record.state.id,
+            token: self.token,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub id: EmailId,
+    pub token: u128,
+}
+
+/// What happens to an email after an outcome is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing more is due.
+    Done,
+    /// Try again at this time, for these recipients.
+    RetryAt {
+        at: DateTime<Utc>,
+        pending: Vec<String>,
+    },
+}
+
+/// A delivery outcome, recorded atomically with its events and suppressions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub claim: ClaimRef,
+    pub events: Vec<Event>,
+    pub suppressions: Vec<SuppressionEntry>,
+    pub next: Next,
+}
+
+/// The only place state lives.
+///
+/// All times come from the caller (the engine's [`Clock`]); a store never reads the system
+/// clock, so expiry is testable and every store agrees.
+#[async_trait]
+pub trait Storage: Send + Sync + Debug {
+    /// Atomically looks up `key` and, when no live record exists, writes an in-flight marker
+    /// that lapses at `in_flight_until` (so a crashed request does not hold the key for 24 h).
+    async fn idempotency_begin(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &Fingerprint,
+        now: DateTime<Utc>,
+        in_flight_until: DateTime<Utc>,
+    ) -> StorageResult<IdempotencyBegin>;
+
+    /// Drops an in-flight marker (the request failed before storing anything).
+    async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()>;
+
+    /// Stores emails (and, when given, the completed idempotency record) in one atomic write.
+    async fn insert_emails(
+        &self,
+        account: &AccountId,
+        emails: Vec<NewEmail>,
+        idempotency: Option<IdempotencyCompletion>,
+    ) -> StorageResult<()>;
+
+    /// Removes idempotency records that expired before `now`; returns how many.
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize>;
+
+    async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>>;
+
+    /// One page of an account's emails, newest first.
+    async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>>;
+
+    /// Atomically claims up to `limit` emails due at `now` that no unexpired claim holds,
+    /// each until `now + lease`. A `scheduled` email gets its `queued` event here.
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StorageResult<Vec<ClaimedEmail>>;
+
+    /// Durably marks claimed emails as being handed to the transport. Returns the ones whose
+    /// claim was lost (they must not be handed over).
+    async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>>;
+
+    /// Records outcomes, each with its events, suppressions and next step, in one atomic
+    /// write. Outcomes whose claim was lost are skipped and returned.
+    async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>>;
+
+    /// Gives back claims not yet handed over (shutdown), so they are due again at once.
+    async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()>;
+
+    /// The earliest time anything becomes due (claims expire, schedules fall due).
+    async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>>;
+
+    /// Adds or replaces an entry.
+    async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()>;
+
+    /// Removes an address; `false` when it was not listed.
+    async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool>;
+
+    /// The entries for those of `addresses` (normalised) that are listed.
+    async fn suppression_lookup(&self, account: &AccountId, addresses: &[String]) -> StorageResult<Vec<SuppressionEntry>>;
+
+    /// All entries of an account, ordered by address.
+    async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>>;
+}
+
+/// Where the time comes from.
+pub trait Clock: Send + Sync + Debug {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock tests set and advance by hand.
+#[derive(Debug, Clone)]
+pub struct ManualClock(std::sync::Arc<std::sync::Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        ManualClock(std::sync::Arc::new(std::sync::Mutex::new(at)))
+    }
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The SMTP envelope of one hand-over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub email_id: EmailId,
+    /// The return path (`MAIL FROM`).
+    pub from: String,
+    /// `RCPT TO`, in order.
+    pub to: Vec<String>,
+}
+
+/// What happened to one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    /// Accepted by the recipient's own server: `delivered`.
+    Delivered,
+    /// Accepted by a relay: `sent`, the final fate unknown.
+    Relayed,
+    /// Temporarily refused: retry later.
+    Deferred,
+    /// Refused: a bounce.
+    Rejected,
+}
+
+/// Feedback that arrives after delivery (a complaint). Real ones come as ARF reports; the
+/// sandbox reports them directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    Complaint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientReport {
+    pub recipient: String,
+    pub status: RecipientStatus,
+    /// The server's exact reply for this recipient.
+    pub reply: Option<SmtpReply>,
+    pub feedback: Option<Feedback>,
+}
+
+/// The result of one hand-over, per recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryReport {
+    pub recipients: Vec<RecipientReport>,
+}
+
+/// A hand-over that failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TransportError {
+    pub kind: TransportErrorKind,
+    pub reply: Option<SmtpReply>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportErrorKind {
+    /// Nothing was handed over (connection refused, timeout before DATA, 4xx): retry.
+    Transient,
+    /// The message will never be accepted as it is (5xx on MAIL or DATA).
+    Permanent,
+    /// The connection broke after the message was written: it may have been accepted, so it
+    /// is never handed over again.
+    Ambiguous,
+}
+
+impl TransportError {
+    pub fn is_transient(&self) -> bool {
+        self.kind == TransportErrorKind::Transient
+    }
+    pub fn is_permanent(&self) -> bool {
+        self.kind == TransportErrorKind::Permanent
+    }
+    pub fn is_ambiguous(&self) -> bool {
+        self.kind == TransportErrorKind::Ambiguous
+    }
+}
+
+/// Hands rendered messages to the world. One required method; it never decides what a reply
+/// means (the core's classifier does).
+#[async_trait]
+pub trait Transport: Send + Sync + Debug {
+    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError>;
+}
+
+/// Bytes for an attachment given by `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedAttachment {
+    pub content: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+/// Resolves `path` attachments at acceptance (the host decides what a path may name: a URL,
+/// a file under a directory it allows, ...). Without one, `path` attachments are refused.
+#[async_trait]
+pub trait AttachmentLoader: Send + Sync + Debug {
+    async fn load(&self, path: &str) -> Result<LoadedAttachment, String>;
+}

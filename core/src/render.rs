@@ -1,0 +1,171 @@
+//! Rendering a stored email into RFC 5322 bytes with mail-builder.
+//!
+//! Structure: `text` + `html` → multipart/alternative; inline images (attachments with a
+//! `content_id`) → multipart/related around the html; other attachments → multipart/mixed
+//! around the rest. Bcc never appears in the headers (only in the envelope). Invariant: the
+//! bytes carry the Message-ID fixed at acceptance, so every attempt is the same message.
+
+use crate::address::Mailbox;
+use crate::email::EmailContent;
+use chrono::{DateTime, Utc};
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address;
+use mail_builder::headers::text::Text;
+use mail_builder::mime::MimePart;
+
+fn address(m: &Mailbox) -> Address<'static> {
+    Address::new_address(m.name.clone(), m.address())
+}
+
+fn list(ms: &[Mailbox]) -> Address<'static> {
+    Address::new_list(ms.iter().map(address).collect())
+}
+
+/// The id part of a Message-ID (`<id@domain>` without the angle brackets).
+pub fn message_id_for(id: &crate::email::EmailId, from: &Mailbox) -> String {
+    format!("{id}@{}", from.domain)
+}
+
+/// Renders `content` with `Date: at`.
+pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<u8>> {
+    let mut b = MessageBuilder::new()
+        .from(address(&content.from))
+        .to(list(&content.to))
+        .subject(content.subject.clone())
+        .message_id(content.message_id.trim_start_matches('<').trim_end_matches('>').to_string())
+        .date(at.timestamp());
+    if !content.cc.is_empty() {
+        b = b.cc(list(&content.cc));
+    }
+    if !content.reply_to.is_empty() {
+        b = b.reply_to(list(&content.reply_to));
+    }
+    for (name, value) in &content.headers {
+        b = b.header(name.clone(), Text::new(value.clone()));
+    }
+
+    let text = content.text.clone().map(|t| MimePart::new("text/plain", t));
+    let inline: Vec<MimePart<'static>> = content
+        .attachments
+        .iter()
+        .filter_map(|a| {
+            let cid = a.content_id.clone()?;
+            Some(MimePart::new(a.content_type.clone(), a.content.clone()).inline().cid(cid))
+        })
+        .collect();
+    let html = content.html.clone().map(|h| {
+        let html = MimePart::new("text/html", h);
+        if inline.is_empty() {
+            html
+        } else {
+            let mut parts = vec![html];
+            parts.extend(inline.iter().cloned());
+            MimePart::new("multipart/related", parts)
+        }
+    });
+    let mut body = match (text, html) {
+        (Some(t), Some(h)) => MimePart::new("multipart/alternative", vec![t, h]),
+        (Some(t), None) if !inline.is_empty() => {
+            // Inline parts with no html to reference them are attached as they are.
+            let mut parts = vec![t];
+            parts.extend(inline.iter().cloned());
+            MimePart::new("multipart/mixed", parts)
+        }
+        (Some(t), None) => t,
+        (None, Some(h)) => h,
+        (None, None) => MimePart::new("text/plain", "\n"),
+    };
+    let attached: Vec<MimePart<'static>> = content
+        .attachments
+        .iter()
+        .filter(|a| a.content_id.is_none())
+        .map(|a| {
+            MimePart::new(a.content_type.clone(), a.content.clone())
+                .attachment(a.filename.clone().unwrap_or_else(|| "attachment".to_string()))
+        })
+        .collect();
+    if !attached.is_empty() {
+        let mut parts = vec![body];
+        parts.extend(attached);
+        body = MimePart::new("multipart/mixed", parts);
+    }
+    b.body(body).write_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::email::{Attachment, EmailId, Tag};
+    use mail_parser::{MessageParser, MimeHeaders};
+
+    fn content() -> EmailContent {
+        let from = Mailbox::parse("Acme Billing <billing@acme.test>").unwrap();
+        let id = EmailId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+        EmailContent {
+            message_id: message_id_for(&id, &from),
+            from,
+            to: vec![Mailbox::parse("Ann <ann@example.com>").unwrap(), Mailbox::parse("bob@example.com").unwrap()],
+            cc: vec![Mailbox::parse("cc@example.com").unwrap()],
+            bcc: vec![Mailbox::parse("hidden@example.com").unwrap()],
+            reply_to: vec![Mailbox::parse("support@acme.test").unwrap()],
+            subject: "Your invoice — März".into(),
+            html: Some("<p>Hello <img src=\"cid:logo\"></p>".into()),
+            text: Some("Hello".into()),
+            headers: vec![("X-Entity-Ref-ID".into(), "abc-123".into()), ("List-Unsubscribe".into(), "<mailto:u@acme.test>".into())],
+            attachments: vec![
+                Attachment { id: uuid::Uuid::nil(), filename: Some("logo.png".into()), content_type: "image/png".into(), content_id: Some("logo".into()), content: vec![137, 80, 78, 71, 1, 2, 3] },
+                Attachment { id: uuid::Uuid::nil(), filename: Some("invoice.pdf".into()), content_type: "application/pdf".into(), content_id: None, content: b"%PDF-1.4 fake".to_vec() },
+            ],
+            tags: vec![Tag { name: "category".into(), value: "invoice".into() }],
+            topic_id: None,
+        }
+    }
+
+    #[test]
+    fn rendered_bytes_parse_back_field_by_field() {
+        let c = content();
+        let at = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z").unwrap().to_utc();
+        let bytes = render(&c, at).unwrap();
+        let m = MessageParser::default().parse(&bytes).unwrap();
+
+        let from = m.from().unwrap().first().unwrap();
+        assert_eq!((from.name(), from.address()), (Some("Acme Billing"), Some("billing@acme.test")));
+        let to: Vec<_> = m.to().unwrap().iter().map(|a| a.address().unwrap().to_string()).collect();
+        assert_eq!(to, ["ann@example.com", "bob@example.com"]);
+        assert_eq!(m.cc().unwrap().first().unwrap().address(), Some("cc@example.com"));
+        assert!(m.bcc().is_none(), "Bcc must not appear in headers");
+        assert!(!String::from_utf8_lossy(&bytes).contains("hidden@example.com"));
+        assert_eq!(m.reply_to().unwrap().first().unwrap().address(), Some("support@acme.test"));
+        assert_eq!(m.subject(), Some("Your invoice — März"));
+        assert_eq!(m.message_id(), Some(c.message_id.as_str()));
+        assert!(c.message_id.ends_with("@acme.test"));
+        assert_eq!(m.date().unwrap().to_timestamp(), at.timestamp());
+        assert_eq!(m.header_raw("X-Entity-Ref-ID").map(str::trim), Some("abc-123"));
+        assert_eq!(m.header_raw("List-Unsubscribe").map(str::trim), Some("<mailto:u@acme.test>"));
+
+        // Structure: mixed[ alternative[ text, related[ html, logo ] ], pdf ].
+        assert_eq!(m.root_part().content_type().unwrap().subtype(), Some("mixed"));
+        assert_eq!(m.body_text(0).as_deref(), Some("Hello"));
+        assert_eq!(m.body_html(0).as_deref(), Some("<p>Hello <img src=\"cid:logo\"></p>"));
+        let related = m.parts.iter().find(|p| p.content_type().is_some_and(|ct| ct.subtype() == Some("related")));
+        assert!(related.is_some(), "inline image must sit in multipart/related");
+        let logo = m.parts.iter().find(|p| p.content_id() == Some("logo")).unwrap();
+        assert_eq!(logo.contents(), &[137, 80, 78, 71, 1, 2, 3]);
+        assert_eq!(logo.content_disposition().unwrap().ctype(), "inline");
+        let pdf = m.attachments().find(|p| p.attachment_name() == Some("invoice.pdf")).unwrap();
+        assert_eq!(pdf.contents(), b"%PDF-1.4 fake");
+        assert_eq!(pdf.content_type().unwrap().ctype(), "application");
+    }
+
+    #[test]
+    fn text_only_is_a_single_part() {
+        let mut c = content();
+        c.html = None;
+        c.attachments.clear();
+        let bytes = render(&c, Utc::now()).unwrap();
+        let m = MessageParser::default().parse(&bytes).unwrap();
+        assert_eq!(m.root_part().content_type().unwrap().subtype(), Some("plain"));
+        assert_eq!(m.body_text(0).as_deref(), Some("Hello"));
+    }
+}

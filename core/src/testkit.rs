@@ -1,0 +1,426 @@
+//! The storage conformance suite (feature `testkit`). Every [`Storage`] runs it:
+//!
+//! ```ignore
+//! mailroom_core::storage_conformance_tests!((guard, Arc::new(MyStore::open(..)) as Arc<dyn Storage>));
+//! ```
+//!
+//! The expression is evaluated once per test and yields `(guard, store)`; the guard (a temp
+//! directory, say) lives as long as the test. Each case asserts one behaviour the engine
+//! relies on, so a store that breaks it fails a named test.
+#![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
+
+use crate::address::Mailbox;
+use crate::bounce::SmtpReply;
+use crate::email::{AccountId, Cursor, EmailContent, EmailId, Event, NewEmail, PageRequest};
+use crate::idempotency::{Fingerprint, StoredResponse};
+use crate::lifecycle::EventKind;
+use crate::ports::{
+    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, Storage, SuppressionEntry, SuppressionReason,
+};
+use chrono::{DateTime, Duration as CDuration, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Generates one `#[tokio::test]` per conformance case.
+#[macro_export]
+macro_rules! storage_conformance_tests {
+    ($make:expr) => {
+        $crate::storage_conformance_tests!(@each $make;
+            insert_get_roundtrip,
+            list_newest_first_with_cursors,
+            list_is_scoped_to_the_account,
+            idempotency_lifecycle,
+            idempotency_in_flight_marker_lapses,
+            idempotency_purge,
+            insert_with_idempotency_is_one_write,
+            claim_respects_schedule_and_lease,
+            outcome_records_events_and_finishes,
+            handover_survives_a_lost_outcome,
+            release_makes_due_again,
+            outcome_with_illegal_transition_changes_nothing,
+            retry_reschedules_with_pending_recipients,
+            suppression_crud,
+            next_due_is_the_earliest,
+            concurrent_claims_are_exclusive,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $make;
+                $crate::testkit::$name(store).await;
+            }
+        )*
+    };
+}
+
+pub fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc()
+}
+
+/// An id whose time prefix is `ms` (so ordering follows `ms`, then `seq`).
+pub fn id_at(ms: i64, seq: u16) -> EmailId {
+    let v = (u128::from(ms as u64 & 0xffff_ffff_ffff) << 80) | (0x7 << 76) | (0b10 << 62) | u128::from(seq);
+    EmailId::from_u128(v)
+}
+
+pub fn new_email(account: &str, at: DateTime<Utc>, seq: u16, scheduled: Option<DateTime<Utc>>) -> NewEmail {
+    let id = id_at(at.timestamp_millis(), seq);
+    let from = Mailbox::parse("Acme <hi@acme.test>").unwrap();
+    NewEmail {
+        account: AccountId::new(account),
+        id,
+        created_at: at,
+        scheduled_at: scheduled,
+        content: EmailContent {
+            message_id: format!("{id}@acme.test"),
+            from,
+            to: vec![Mailbox::parse(&format!("user{seq}@example.com")).unwrap()],
+            cc: vec![],
+            bcc: vec![Mailbox::parse("audit@example.com").unwrap()],
+            reply_to: vec![],
+            subject: format!("Hello {seq}"),
+            html: Some(format!("<p>email {seq}</p>")),
+            text: Some(format!("email {seq}")),
+            headers: vec![("X-Seq".into(), seq.to_string())],
+            attachments: vec![],
+            tags: vec![crate::email::Tag { name: "seq".into(), value: seq.to_string() }],
+            topic_id: None,
+        },
+    }
+}
+
+fn acct(a: &str) -> AccountId {
+    AccountId::new(a)
+}
+
+fn fp(n: u8) -> Fingerprint {
+    Fingerprint([n; 32])
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+pub async fn insert_get_roundtrip(s: Arc<dyn Storage>) {
+    let a = new_email("a", t0(), 1, None);
+    let b = new_email("a", t0(), 2, Some(t0() + CDuration::hours(1)));
+    s.insert_emails(&acct("a"), vec![a.clone(), b.clone()], None).await.unwrap();
+    let got = s.get_email(&acct("a"), a.id).await.unwrap().unwrap();
+    assert_eq!(got.content, a.content);
+    assert_eq!(got.state, a.initial_state());
+    assert_eq!(got.state.last_event(), Some(EventKind::Queued));
+    let got = s.get_email(&acct("a"), b.id).await.unwrap().unwrap();
+    assert_eq!(got.state.last_event(), Some(EventKind::Scheduled));
+    assert_eq!(got.state.scheduled_at, b.scheduled_at);
+    assert!(s.get_email(&acct("a"), id_at(1, 1)).await.unwrap().is_none());
+    assert!(s.get_email(&acct("other"), a.id).await.unwrap().is_none(), "ids are scoped to the account");
+}
+
+pub async fn list_newest_first_with_cursors(s: Arc<dyn Storage>) {
+    let emails: Vec<NewEmail> = (0..25).map(|i| new_email("a", t0() + CDuration::milliseconds(i), i as u16, None)).collect();
+    for chunk in emails.chunks(7) {
+        s.insert_emails(&acct("a"), chunk.to_vec(), None).await.unwrap();
+    }
+    let ids = |p: &crate::email::Page<crate::email::EmailSummary>| p.items.iter().map(|e| e.id).collect::<Vec<_>>();
+    let newest: Vec<EmailId> = emails.iter().rev().map(|e| e.id).collect();
+    let p1 = s.list_emails(&acct("a"), PageRequest { limit: 10, cursor: Cursor::Start }).await.unwrap();
+    assert_eq!(ids(&p1), newest[..10]);
+    assert!(p1.has_more);
+    let p2 = s.list_emails(&acct("a"), PageRequest { limit: 10, cursor: Cursor::After(newest[9]) }).await.unwrap();
+    assert_eq!(ids(&p2), newest[10..20]);
+    assert!(p2.has_more);
+    let p3 = s.list_emails(&acct("a"), PageRequest { limit: 10, cursor: Cursor::After(newest[19]) }).await.unwrap();
+    assert_eq!(ids(&p3), newest[20..]);
+    assert!(!p3.has_more);
+    let back = s.list_emails(&acct("a"), PageRequest { limit: 10, cursor: Cursor::Before(newest[10]) }).await.unwrap();
+    assert_eq!(ids(&back), newest[..10], "before pages towards newer emails, still newest first");
+    assert!(!back.has_more);
+    let back = s.list_emails(&acct("a"), PageRequest { limit: 5, cursor: Cursor::Before(newest[10]) }).await.unwrap();
+    assert_eq!(ids(&back), newest[5..10]);
+    assert!(back.has_more);
+    let exact = s.list_emails(&acct("a"), PageRequest { limit: 25, cursor: Cursor::Start }).await.unwrap();
+    assert_eq!(exact.items.len(), 25);
+    assert!(!exact.has_more);
+    let first = &p1.items[0];
+    assert_eq!(first.subject, "Hello 24");
+    assert_eq!(first.last_event, Some(EventKind::Queued));
+}
+
+pub async fn list_is_scoped_to_the_account(s: Arc<dyn Storage>) {
+    s.insert_emails(&acct("a"), vec![new_email("a", t0(), 1, None)], None).await.unwrap();
+    s.insert_emails(&acct("b"), vec![new_email("b", t0(), 2, None), new_email("b", t0(), 3, None)], None).await.unwrap();
+    let pa = s.list_emails(&acct("a"), PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
+    let pb = s.list_emails(&acct("b"), PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
+    let pc = s.list_emails(&acct("c"), PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
+    assert_eq!((pa.items.len(), pb.items.len(), pc.items.len()), (1, 2, 0));
+    // An account whose name is a prefix of another's does not see its emails.
+    s.insert_emails(&acct("ab"), vec![new_email("ab", t0(), 4, None)], None).await.unwrap();
+    let pa = s.list_emails(&acct("a"), PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
+    assert_eq!(pa.items.len(), 1);
+}
+
+pub async fn idempotency_lifecycle(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let until = t0() + CDuration::minutes(2);
+    assert_eq!(s.idempotency_begin(&a, "k", &fp(1), t0(), until).await.unwrap(), IdempotencyBegin::Started);
+    assert_eq!(s.idempotency_begin(&a, "k", &fp(1), t0(), until).await.unwrap(), IdempotencyBegin::InFlight);
+    assert_eq!(s.idempotency_begin(&a, "k", &fp(2), t0(), until).await.unwrap(), IdempotencyBegin::Mismatch);
+    // Keys are per account.
+    assert_eq!(s.idempotency_begin(&acct("b"), "k", &fp(2), t0(), until).await.unwrap(), IdempotencyBegin::Started);
+    let e = new_email("a", t0(), 1, None);
+    let response = StoredResponse { ids: vec![e.id], errors: vec![] };
+    let done = IdempotencyCompletion {
+        key: "k".into(),
+        fingerprint: fp(1),
+        response: response.clone(),
+        created_at: t0(),
+        expires_at: t0() + CDuration::hours(24),
+    };
+    s.insert_emails(&a, vec![e], Some(done)).await.unwrap();
+    let later = t0() + CDuration::hours(23);
+    assert_eq!(s.idempotency_begin(&a, "k", &fp(1), later, later).await.unwrap(), IdempotencyBegin::Replay(response));
+    assert_eq!(s.idempotency_begin(&a, "k", &fp(2), later, later).await.unwrap(), IdempotencyBegin::Mismatch);
+    // Release never drops a completed record.
+    s.idempotency_release(&a, "k").await.unwrap();
+    assert!(matches!(s.idempotency_begin(&a, "k", &fp(1), later, later).await.unwrap(), IdempotencyBegin::Replay(_)));
+    // After 24 hours the key is free again.
+    let expired = t0() + CDuration::hours(25);
+    assert_eq!(s.idempotency_begin(&a, "k", &fp(2), expired, expired + CDuration::minutes(2)).await.unwrap(), IdempotencyBegin::Started);
+    // Release drops an in-flight marker.
+    s.idempotency_release(&a, "k").await.unwrap();
+    assert_eq!(s.idempotency_begin(&a, "k", &fp(3), expired, expired + CDuration::minutes(2)).await.unwrap(), IdempotencyBegin::Started);
+}
+
+pub async fn idempotency_in_flight_marker_lapses(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    s.idempotency_begin(&a, "k", &fp(1), t0(), t0() + CDuration::minutes(2)).await.unwrap();
+    let t = t0() + CDuration::minutes(3);
+    assert_eq!(
+        s.idempotency_begin(&a, "k", &fp(1), t, t + CDuration::minutes(2)).await.unwrap(),
+        IdempotencyBegin::Started,
+        "a crashed request's marker must not block its retry for long"
+    );
+}
+
+pub async fn idempotency_purge(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    for (i, key) in ["k1", "k2", "k3"].iter().enumerate() {
+        let done = IdempotencyCompletion {
+            key: (*key).into(),
+            fingerprint: fp(1),
+            response: StoredResponse { ids: vec![], errors: vec![] },
+            created_at: t0(),
+            expires_at: t0() + CDuration::hours(i as i64 + 1),
+        };
+        s.insert_emails(&a, vec![], Some(done)).await.unwrap();
+    }
+    assert_eq!(s.purge_idempotency(t0() + CDuration::minutes(150)).await.unwrap(), 2);
+    let t = t0() + CDuration::minutes(150);
+    assert!(matches!(s.idempotency_begin(&a, "k3", &fp(1), t, t).await.unwrap(), IdempotencyBegin::Replay(_)));
+    assert_eq!(s.idempotency_begin(&a, "k1", &fp(1), t, t).await.unwrap(), IdempotencyBegin::Started);
+}
+
+pub async fn insert_with_idempotency_is_one_write(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let emails: Vec<NewEmail> = (0..3).map(|i| new_email("a", t0(), i, None)).collect();
+    let ids: Vec<EmailId> = emails.iter().map(|e| e.id).collect();
+    let done = IdempotencyCompletion {
+        key: "batch-1".into(),
+        fingerprint: fp(9),
+        response: StoredResponse { ids: ids.clone(), errors: vec![] },
+        created_at: t0(),
+        expires_at: t0() + CDuration::hours(24),
+    };
+    s.insert_emails(&a, emails, Some(done)).await.unwrap();
+    for id in &ids {
+        assert!(s.get_email(&a, *id).await.unwrap().is_some());
+    }
+    match s.idempotency_begin(&a, "batch-1", &fp(9), t0(), t0()).await.unwrap() {
+        IdempotencyBegin::Replay(r) => assert_eq!(r.ids, ids),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
+pub async fn claim_respects_schedule_and_lease(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let q = new_email("a", t0(), 1, None);
+    let sch = new_email("a", t0(), 2, Some(t0() + CDuration::minutes(10)));
+    s.insert_emails(&a, vec![q.clone(), sch.clone()], None).await.unwrap();
+    let c = s.claim_due(t0(), 10, LEASE).await.unwrap();
+    assert_eq!(c.iter().map(|c| c.record.state.id).collect::<Vec<_>>(), vec![q.id], "only the due email");
+    assert!(s.claim_due(t0(), 10, LEASE).await.unwrap().is_empty(), "a held claim is not handed out twice");
+    let t = t0() + CDuration::seconds(61);
+    let again = s.claim_due(t, 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1, "a lapsed lease is claimable");
+    assert_ne!(again[0].token, c[0].token);
+    let lost = s.begin_handover(&[c[0].claim_ref()]).await.unwrap();
+    assert_eq!(lost, vec![q.id], "the old holder lost its claim");
+    let finish = Outcome { claim: again[0].claim_ref(), events: vec![Event::new(EventKind::Failed, t)], suppressions: vec![], next: Next::Done };
+    assert!(s.record_outcomes(vec![finish]).await.unwrap().is_empty(), "the new holder records");
+    let t = t0() + CDuration::minutes(10);
+    let due = s.claim_due(t, 10, LEASE).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].record.state.id, sch.id);
+    assert_eq!(due[0].record.state.last_event(), Some(EventKind::Queued), "a scheduled email is queued when claimed");
+    let stored = s.get_email(&a, sch.id).await.unwrap().unwrap();
+    assert_eq!(stored.state.events.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![EventKind::Scheduled, EventKind::Queued]);
+}
+
+pub async fn outcome_records_events_and_finishes(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let e = new_email("a", t0(), 1, None);
+    s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
+    let c = s.claim_due(t0(), 10, LEASE).await.unwrap().remove(0);
+    assert!(s.begin_handover(&[c.claim_ref()]).await.unwrap().is_empty());
+    let events = vec![
+        Event::new(EventKind::Sent, t0()),
+        Event::new(EventKind::Delivered, t0()).recipient("user1@example.com").reply(SmtpReply::new(250, "2.0.0", "ok")),
+    ];
+    let lost = s
+        .record_outcomes(vec![Outcome { claim: c.claim_ref(), events: events.clone(), suppressions: vec![], next: Next::Done }])
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    let r = s.get_email(&a, e.id).await.unwrap().unwrap();
+    assert_eq!(r.state.events[1..], events[..]);
+    assert_eq!(r.state.last_event(), Some(EventKind::Delivered));
+    assert_eq!((r.state.attempts, r.state.handed_over, r.state.claim, r.state.due_at), (1, false, None, None));
+    assert!(s.claim_due(t0() + CDuration::days(1), 10, LEASE).await.unwrap().is_empty(), "finished emails are never due");
+    // A second outcome with the same (now released) claim is refused.
+    let lost = s
+        .record_outcomes(vec![Outcome { claim: c.claim_ref(), events: vec![], suppressions: vec![], next: Next::Done }])
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![e.id]);
+}
+
+pub async fn handover_survives_a_lost_outcome(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let e = new_email("a", t0(), 1, None);
+    s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
+    let c = s.claim_due(t0(), 10, LEASE).await.unwrap().remove(0);
+    s.begin_handover(&[c.claim_ref()]).await.unwrap();
+    // The worker dies here. After the lease, the email is due again and flagged.
+    assert!(s.claim_due(t0() + CDuration::seconds(30), 10, LEASE).await.unwrap().is_empty());
+    let again = s.claim_due(t0() + CDuration::seconds(61), 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].record.state.handed_over, "the next claimant must know it may have left");
+}
+
+pub async fn release_makes_due_again(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    s.insert_emails(&a, vec![new_email("a", t0(), 1, None), new_email("a", t0(), 2, None)], None).await.unwrap();
+    let c = s.claim_due(t0(), 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 2);
+    s.begin_handover(&[c[1].claim_ref()]).await.unwrap();
+    s.release_claims(&[c[0].claim_ref(), c[1].claim_ref()], t0()).await.unwrap();
+    let again = s.claim_due(t0(), 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1, "released: due now; handed over: held until its lease lapses");
+    assert_eq!(again[0].record.state.id, c[0].record.state.id);
+}
+
+pub async fn outcome_with_illegal_transition_changes_nothing(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let e = new_email("a", t0(), 1, None);
+    s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
+    let c = s.claim_due(t0(), 10, LEASE).await.unwrap().remove(0);
+    let before = s.get_email(&a, e.id).await.unwrap().unwrap();
+    let bad = Outcome {
+        claim: c.claim_ref(),
+        // queued → delivered skips `sent`: illegal.
+        events: vec![Event::new(EventKind::Delivered, t0())],
+        suppressions: vec![SuppressionEntry {
+            address: "user1@example.com".into(),
+            reason: SuppressionReason::Bounced,
+            source_email: Some(e.id),
+            created_at: t0(),
+        }],
+        next: Next::Done,
+    };
+    assert!(s.record_outcomes(vec![bad]).await.is_err());
+    assert_eq!(s.get_email(&a, e.id).await.unwrap().unwrap(), before);
+    assert!(s.suppression_list(&a).await.unwrap().is_empty(), "the suppression must not be half-applied");
+}
+
+pub async fn retry_reschedules_with_pending_recipients(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let e = new_email("a", t0(), 1, None);
+    s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
+    let c = s.claim_due(t0(), 10, LEASE).await.unwrap().remove(0);
+    s.begin_handover(&[c.claim_ref()]).await.unwrap();
+    let at = t0() + CDuration::minutes(2);
+    let o = Outcome {
+        claim: c.claim_ref(),
+        events: vec![Event::new(EventKind::Sent, t0()), Event::new(EventKind::DeliveryDelayed, t0())],
+        suppressions: vec![],
+        next: Next::RetryAt { at, pending: vec!["user1@example.com".into()] },
+    };
+    s.record_outcomes(vec![o]).await.unwrap();
+    assert!(s.claim_due(at - CDuration::seconds(1), 10, LEASE).await.unwrap().is_empty());
+    let c = s.claim_due(at, 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].record.state.pending, vec!["user1@example.com".to_string()]);
+    assert_eq!(c[0].record.state.attempts, 1);
+    assert!(!c[0].record.state.handed_over);
+}
+
+pub async fn suppression_crud(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let entry = |addr: &str, reason| SuppressionEntry { address: addr.into(), reason, source_email: None, created_at: t0() };
+    s.suppression_add(&a, entry("zed@example.com", SuppressionReason::Bounced)).await.unwrap();
+    s.suppression_add(&a, entry("amy@example.com", SuppressionReason::Complained)).await.unwrap();
+    s.suppression_add(&acct("b"), entry("bob@example.com", SuppressionReason::Bounced)).await.unwrap();
+    let list = s.suppression_list(&a).await.unwrap();
+    assert_eq!(list.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["amy@example.com", "zed@example.com"]);
+    let found = s
+        .suppression_lookup(&a, &["zed@example.com".into(), "bob@example.com".into(), "nobody@example.com".into()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "bob is listed for another account only");
+    assert_eq!(found[0].reason, SuppressionReason::Bounced);
+    assert!(s.suppression_remove(&a, "zed@example.com").await.unwrap());
+    assert!(!s.suppression_remove(&a, "zed@example.com").await.unwrap());
+    assert!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().is_empty());
+    s.suppression_add(&a, entry("zed@example.com", SuppressionReason::Bounced)).await.unwrap();
+    assert_eq!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().len(), 1);
+}
+
+pub async fn next_due_is_the_earliest(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    assert_eq!(s.next_due().await.unwrap(), None);
+    let later = t0() + CDuration::hours(2);
+    let sooner = t0() + CDuration::minutes(5);
+    s.insert_emails(&a, vec![new_email("a", t0(), 1, Some(later)), new_email("a", t0(), 2, Some(sooner))], None)
+        .await
+        .unwrap();
+    assert_eq!(s.next_due().await.unwrap(), Some(sooner));
+}
+
+pub async fn concurrent_claims_are_exclusive(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let emails: Vec<NewEmail> = (0..60).map(|i| new_email("a", t0(), i, None)).collect();
+    s.insert_emails(&a, emails, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let c = s.claim_due(t0(), 7, LEASE).await.unwrap();
+                if c.is_empty() {
+                    return mine;
+                }
+                mine.extend(c.into_iter().map(|c| ClaimRef { id: c.record.state.id, token: c.token }));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let mut ids: Vec<EmailId> = all.iter().map(|c| c.id).collect();
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!((n, ids.len()), (60, 60), "every email claimed exactly once");
+}

@@ -1,0 +1,400 @@
+//! The delivery worker: claims due emails, skips suppressed recipients, renders, hands over
+//! with bounded concurrency, and records each outcome with its events and suppressions.
+//!
+//! Invariants:
+//! - a message is handed to the transport only after its hand-over is durably marked, and
+//!   an email found marked by a later claim (the process died mid-send) is never handed over
+//!   again: it ends `failed` with the reason, because it may already have left;
+//! - a suppressed recipient is never handed over;
+//! - on shutdown, claims not yet handed over are released (due again at once), and claims
+//!   being sent are finished and recorded.
+
+use crate::address::Mailbox;
+use crate::bounce::{BounceInfo, BounceSubtype, BounceType, bounce_info};
+use crate::email::{EmailRecord, Event};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::lifecycle::EventKind;
+use crate::ports::{
+    ClaimRef, ClaimedEmail, Envelope, Feedback, Next, Outcome, RecipientStatus, SuppressionEntry, SuppressionReason,
+    Transport, TransportErrorKind,
+};
+use crate::render::render;
+use crate::retry::RetryPolicy;
+use crate::sandbox::TestAddress;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The reason recorded when a hand-over's outcome was lost to a crash.
+pub const AMBIGUOUS_REASON: &str = "the process stopped after handing the message to the transport; \
+     it may have been delivered, so it is not sent again";
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Messages in flight at once.
+    pub concurrency: usize,
+    /// Emails claimed per storage round trip.
+    pub claim_batch: usize,
+    /// How long a claim holds. Long enough for the slowest hand-over (SMTP deadlines add up
+    /// to a few minutes at most); a worker that dies loses its emails for this long.
+    pub lease: Duration,
+    /// The longest the worker sleeps with nothing due. Another process sharing the store
+    /// cannot wake this one, so it looks again at least this often.
+    pub max_idle: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 8,
+            claim_batch: 64,
+            lease: Duration::from_secs(300),
+            max_idle: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkReport {
+    /// Emails claimed and finished (or rescheduled for a retry).
+    pub processed: usize,
+    /// Messages handed to the transport.
+    pub handed_over: usize,
+    /// Claims given back at shutdown.
+    pub released: usize,
+}
+
+impl WorkReport {
+    fn add(&mut self, o: WorkReport) {
+        self.processed += o.processed;
+        self.handed_over += o.handed_over;
+        self.released += o.released;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    engine: Engine,
+    transport: Arc<dyn Transport>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub(crate) fn new(engine: Engine, transport: Arc<dyn Transport>, config: WorkerConfig) -> Self {
+        Worker { engine, transport, config }
+    }
+
+    /// Claims one round of due emails and processes them all.
+    pub async fn run_once(&self) -> Result<WorkReport, Error> {
+        self.round(std::future::pending()).await
+    }
+
+    /// Processes rounds until nothing is due now.
+    pub async fn run_until_idle(&self) -> Result<WorkReport, Error> {
+        let mut total = WorkReport::default();
+        loop {
+            let r = self.run_once().await?;
+            if r.processed == 0 {
+                return Ok(total);
+            }
+            total.add(r);
+        }
+    }
+
+    /// Runs until `shutdown` resolves: sleeps until the next due email (or until the engine
+    /// accepts a new one), then processes what is due.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<WorkReport, Error> {
+        let mut total = WorkReport::default();
+        let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+        loop {
+            let r = self.round(shutdown.clone()).await?;
+            total.add(r);
+            if futures::future::FutureExt::now_or_never(shutdown.clone()).is_some() {
+                return Ok(total);
+            }
+            if r.processed > 0 {
+                continue;
+            }
+            let now = self.engine.clock().now();
+            let wait = match self.engine.storage().next_due().await? {
+                Some(at) if at <= now => Duration::ZERO,
+                Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(self.config.max_idle),
+                None => self.config.max_idle,
+            };
+            if wait.is_zero() {
+                // Due but not claimable (a lease about to lapse): yield briefly.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.engine.wake_signal().notified() => {}
+                () = shutdown.clone() => return Ok(total),
+            }
+            // Purging is cheap and keeps the idempotency table at 24 hours' worth.
+            self.engine.purge_expired().await?;
+        }
+    }
+
+    async fn round(&self, shutdown: impl Future<Output = ()>) -> Result<WorkReport, Error> {
+        let storage = self.engine.storage();
+        let now = self.engine.clock().now();
+        let claimed = storage.claim_due(now, self.config.claim_batch, self.config.lease).await?;
+        let mut report = WorkReport::default();
+        let mut queue = claimed.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        let mut stopping = false;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut first_error = None;
+        loop {
+            while !stopping && in_flight.len() < self.config.concurrency.max(1) {
+                match queue.next() {
+                    Some(c) => in_flight.push(self.process(c)),
+                    None => break,
+                }
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(result) = in_flight.next() => match result {
+                    Ok(handed) => {
+                        report.processed += 1;
+                        report.handed_over += usize::from(handed);
+                    }
+                    Err(e) => { first_error.get_or_insert(e); }
+                },
+                () = &mut shutdown, if !stopping => stopping = true,
+            }
+        }
+        let rest: Vec<ClaimRef> = queue.map(|c| c.claim_ref()).collect();
+        if !rest.is_empty() {
+            report.released = rest.len();
+            storage.release_claims(&rest, self.engine.clock().now()).await?;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Processes one claimed email; `Ok(true)` when a message was handed over.
+    async fn process(&self, claimed: ClaimedEmail) -> Result<bool, Error> {
+        let storage = self.engine.storage();
+        let clock = self.engine.clock();
+        let claim = claimed.claim_ref();
+        let record = &claimed.record;
+        let account = &record.state.account;
+
+        if record.state.handed_over {
+            let outcome = Outcome {
+                claim,
+                events: vec![Event::new(EventKind::Failed, clock.now()).reason(AMBIGUOUS_REASON)],
+                suppressions: vec![],
+                next: Next::Done,
+            };
+            storage.record_outcomes(vec![outcome]).await?;
+            return Ok(false);
+        }
+
+        let targets = targets(record);
+        let keys: Vec<String> = targets.iter().map(|m| m.key()).collect();
+        let listed = storage.suppression_lookup(account, &keys).await?;
+        let mut events = Vec::new();
+        let mut send_to = Vec::new();
+        let now = clock.now();
+        for m in &targets {
+            let key = m.key();
+            let entry = listed.iter().find(|e| e.address == key);
+            let test = TestAddress::parse(&key, self.engine.test_domain()) == Some(TestAddress::Suppressed);
+            if entry.is_some() || test {
+                let why = match entry.map(|e| e.reason) {
+                    Some(SuppressionReason::Complained) => "previous_complaint",
+                    _ => "previous_bounce",
+                };
+                events.push(Event::new(EventKind::Suppressed, now).recipient(key).reason(why));
+            } else {
+                send_to.push(m.address());
+            }
+        }
+        if send_to.is_empty() {
+            storage
+                .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
+                .await?;
+            return Ok(false);
+        }
+
+        let bytes = match render(&record.content, now) {
+            Ok(b) => b,
+            Err(e) => {
+                events.push(Event::new(EventKind::Failed, now).reason(format!("rendering failed: {e}")));
+                storage
+                    .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
+                    .await?;
+                return Ok(false);
+            }
+        };
+
+        if !storage.begin_handover(&[claim]).await?.is_empty() {
+            // Our lease lapsed and another worker holds the email now.
+            return Ok(false);
+        }
+        let envelope = Envelope { email_id: record.state.id, from: record.content.from.address(), to: send_to.clone() };
+        let result = self.transport.send_raw(&envelope, &bytes).await;
+        let now = clock.now();
+        let already_sent = record.state.events.iter().any(|e| e.kind == EventKind::Sent);
+        let mut suppressions = Vec::new();
+        let mut deferred = Vec::new();
+        let mut hint = None;
+        match result {
+            Ok(report) => {
+                if !already_sent {
+                    events.push(Event::new(EventKind::Sent, now));
+                }
+                let mut complaints = Vec::new();
+                for r in report.recipients {
+                    match r.status {
+                        RecipientStatus::Delivered => {
+                            let mut e = Event::new(EventKind::Delivered, now).recipient(&r.recipient);
+                            e.reply = r.reply;
+                            events.push(e);
+                            if r.feedback == Some(Feedback::Complaint) {
+                                complaints.push(r.recipient);
+                            }
+                        }
+                        RecipientStatus::Relayed => {}
+                        RecipientStatus::Rejected => {
+                            let reply = r.reply.unwrap_or_else(|| crate::bounce::SmtpReply::new(550, "", "rejected without a reply"));
+                            let (info, class) = bounce_info(&reply);
+                            if class.suppress {
+                                suppressions.push(entry(&r.recipient, SuppressionReason::Bounced, record, now));
+                            }
+                            events.push(Event::new(EventKind::Bounced, now).recipient(&r.recipient).bounce(info).reply(reply));
+                        }
+                        RecipientStatus::Deferred => deferred.push((r.recipient, r.reply)),
+                    }
+                }
+                // Complaints arrive after delivery; recording them last keeps the order real.
+                for c in complaints {
+                    suppressions.push(entry(&c, SuppressionReason::Complained, record, now));
+                    events.push(Event::new(EventKind::Complained, now).recipient(c));
+                }
+            }
+            Err(e) => match e.kind {
+                TransportErrorKind::Ambiguous => {
+                    events.push(Event::new(EventKind::Failed, now).reason(format!("{AMBIGUOUS_REASON}: {e}")));
+                }
+                TransportErrorKind::Permanent => {
+                    if !already_sent {
+                        events.push(Event::new(EventKind::Sent, now));
+                    }
+                    let reply = e.reply.clone().unwrap_or_else(|| crate::bounce::SmtpReply::new(554, "", &e.message));
+                    for rcpt in &send_to {
+                        let (info, class) = bounce_info(&reply);
+                        if class.suppress {
+                            suppressions.push(entry(rcpt, SuppressionReason::Bounced, record, now));
+                        }
+                        events.push(Event::new(EventKind::Bounced, now).recipient(rcpt).bounce(info).reply(reply.clone()));
+                    }
+                }
+                TransportErrorKind::Transient => {
+                    if !already_sent {
+                        events.push(Event::new(EventKind::Sent, now));
+                    }
+                    hint = retry_hint(e.reply.as_ref().map(|r| r.text.as_str()).unwrap_or(&e.message));
+                    deferred = send_to.iter().map(|r| (r.clone(), e.reply.clone())).collect();
+                }
+            },
+        }
+
+        let next = if deferred.is_empty() {
+            Next::Done
+        } else {
+            let first = record.state.events.iter().find(|e| e.kind == EventKind::Sent).map_or(now, |e| e.at);
+            match self.config.retry.next_attempt(record.state.attempts + 1, first, now, hint) {
+                Some(at) => {
+                    let delayed_before = record.state.events.iter().any(|e| e.kind == EventKind::DeliveryDelayed);
+                    if !delayed_before && !events.iter().any(|e| e.kind == EventKind::DeliveryDelayed) {
+                        let mut e = Event::new(EventKind::DeliveryDelayed, now);
+                        e.reply = deferred.first().and_then(|d| d.1.clone());
+                        events.push(e);
+                    }
+                    Next::RetryAt { at, pending: deferred.iter().map(|d| d.0.clone()).collect() }
+                }
+                None => {
+                    for (rcpt, reply) in &deferred {
+                        let reply = reply.clone().unwrap_or_else(|| crate::bounce::SmtpReply::new(451, "4.4.7", "delivery time expired"));
+                        let mut info: BounceInfo = bounce_info(&reply).0;
+                        info.kind = BounceType::Transient;
+                        if info.subtype == BounceSubtype::Undetermined {
+                            info.subtype = BounceSubtype::General;
+                        }
+                        info.message = "Delivery was retried until the retry window closed.".into();
+                        events.push(Event::new(EventKind::Bounced, now).recipient(rcpt).bounce(info).reply(reply));
+                    }
+                    Next::Done
+                }
+            }
+        };
+        storage.record_outcomes(vec![Outcome { claim, events, suppressions, next }]).await?;
+        Ok(true)
+    }
+}
+
+/// The recipients this attempt is for: all of them, or those still pending after a deferral.
+fn targets(record: &EmailRecord) -> Vec<&Mailbox> {
+    let all = record.content.recipients();
+    if record.state.pending.is_empty() {
+        return all;
+    }
+    all.into_iter()
+        .filter(|m| record.state.pending.iter().any(|p| p.eq_ignore_ascii_case(&m.address())))
+        .collect()
+}
+
+fn entry(address: &str, reason: SuppressionReason, record: &EmailRecord, now: DateTime<Utc>) -> SuppressionEntry {
+    SuppressionEntry {
+        address: crate::address::normalize(address).unwrap_or_else(|_| address.to_ascii_lowercase()),
+        reason,
+        source_email: Some(record.state.id),
+        created_at: now,
+    }
+}
+
+/// Reads "try again in N seconds/minutes" style hints from a reply's text.
+pub fn retry_hint(text: &str) -> Option<chrono::Duration> {
+    let lower = text.to_ascii_lowercase();
+    let idx = lower.find(" in ").filter(|_| lower.contains("try"))?;
+    let mut words = lower[idx + 4..].split_whitespace();
+    let n: i64 = words.next()?.parse().ok()?;
+    let unit = words.next()?;
+    let d = if unit.starts_with("sec") {
+        chrono::Duration::seconds(n)
+    } else if unit.starts_with("min") {
+        chrono::Duration::minutes(n)
+    } else if unit.starts_with("hour") {
+        chrono::Duration::hours(n)
+    } else {
+        return None;
+    };
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints() {
+        assert_eq!(retry_hint("Greylisted, please try again in 300 seconds"), Some(chrono::Duration::seconds(300)));
+        assert_eq!(retry_hint("try again in 5 minutes"), Some(chrono::Duration::minutes(5)));
+        assert_eq!(retry_hint("mailbox full"), None);
+    }
+}

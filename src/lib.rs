@@ -1,0 +1,36 @@
+//! # mailroom
+//!
+//! An embeddable transactional email engine: what a hosted email API does behind its HTTP
+//! surface (send, batch, idempotency, scheduling, delivery, bounces, suppressions), as crates a
+//! host application links in.
+//!
+//! This facade only re-exports. The engine and its rules live in [`core`] (`mailroom-core`);
+//! each adapter implements one port with a real dependency and sits behind a cargo feature:
+//!
+//! | feature | module | what |
+//! | --- | --- | --- |
+//! | `redb` (default) | [`redb`] | the embedded, durable [`Storage`](core::Storage) on a redb file |
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use mailroom::prelude::*;
+//!
+//! let store = mailroom::redb::RedbStorage::open("mailroom.redb")?;
+//! let engine = Engine::builder(std::sync::Arc::new(store)).build();
+//! let request: EmailRequest = serde_json::from_str(r#"{
+//!     "from": "Acme <onboarding@acme.test>",
+//!     "to": "delivered@resend.dev",
+//!     "subject": "Hello",
+//!     "html": "<p>It works</p>"
+//! }"#)?;
+//! let sent = engine.send(request, SendOptions::default()).await?;
+//! println!("queued {}", sent.id);
+//! # Ok(()) }
+//! ```
+#![doc(html_no_source)]
+
+pub use mailroom_core as core;
+pub use mailroom_core::prelude;
+
+#[cfg(feature = "redb")]
+pub use mailroom_redb as redb;
