@@ -1,1 +1,480 @@
+//! # mailroom-redb
+//!
+//! mailroom's embedded default [`Storage`]: one redb file, one write transaction per atomic
+//! operation, durable (fsync) commits. The file is the only source of truth: nothing is
+//! cached across operations, so a restart sees exactly what was committed.
+//!
+//! Tables (all versioned by name, so a future layout can live beside this one):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `emails_v1` | (account, id) | content (JSON) — also the listing index: ids are UUIDv7, time-ordered |
+//! | `states_v1` | id | events and delivery state (JSON) |
+//! | `due_v1` | (due µs, id) | () — what the worker should look at, earliest first |
+//! | `idempotency_v1` | (account, key) | record (JSON) |
+//! | `suppressions_v1` | (account, address) | entry (JSON) |
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mailroom_core::email::{
+    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, NewEmail, Page, PageRequest,
+};
+use mailroom_core::error::StorageError;
+use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
+use mailroom_core::ports::{
+    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, Storage, StorageResult, SuppressionEntry,
+};
+use mailroom_core::store::{self, due_key};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EMAILS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("emails_v1");
+const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states_v1");
+const DUE: TableDefinition<(i64, u128), ()> = TableDefinition::new("due_v1");
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency_v1");
+const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("suppressions_v1");
+
+fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> StorageResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// The redb store. Cheap to clone (clones share the open database).
+#[derive(Clone)]
+pub struct RedbStorage {
+    db: Arc<Database>,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for RedbStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStorage").field("durability", &self.durability).finish_non_exhaustive()
+    }
+}
+
+impl RedbStorage {
+    /// Opens (or creates) the file at `path`, with durable commits.
+    pub fn open(path: impl AsRef<Path>) -> Result<RedbStorage, StorageError> {
+        let db = Database::create(path.as_ref()).map_err(backend)?;
+        let tx = db.begin_write().map_err(backend)?;
+        {
+            tx.open_table(EMAILS).map_err(backend)?;
+            tx.open_table(STATES).map_err(backend)?;
+            tx.open_table(DUE).map_err(backend)?;
+            tx.open_table(IDEMPOTENCY).map_err(backend)?;
+            tx.open_table(SUPPRESSIONS).map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(RedbStorage { db: Arc::new(db), durability: Durability::Immediate })
+    }
+
+    /// Commits without fsync. Faster, but a power loss (not a process crash) may lose the
+    /// newest commits: only for hosts that accept that, and for tests.
+    pub fn without_fsync(mut self) -> Self {
+        self.durability = Durability::None;
+        self
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let db = Arc::clone(&self.db);
+        let durability = self.durability;
+        // redb is blocking (and fsyncs): keep it off the async runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            let mut tx = db.begin_write().map_err(backend)?;
+            tx.set_durability(durability).map_err(backend)?;
+            // On error the transaction is dropped, which aborts it: nothing is half-written.
+            let out = f(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_read().map_err(backend)?;
+            f(&tx)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn get_state(table: &impl ReadableTable<u128, &'static [u8]>, id: u128) -> StorageResult<Option<EmailState>> {
+    table.get(id).map_err(backend)?.map(|v| decode(v.value())).transpose()
+}
+
+fn get_content(
+    table: &impl ReadableTable<(&'static str, u128), &'static [u8]>,
+    account: &str,
+    id: u128,
+) -> StorageResult<Option<EmailContent>> {
+    table.get((account, id)).map_err(backend)?.map(|v| decode(v.value())).transpose()
+}
+
+fn set_due(
+    due: &mut redb::Table<(i64, u128), ()>,
+    id: u128,
+    old: Option<DateTime<Utc>>,
+    new: Option<DateTime<Utc>>,
+) -> StorageResult<()> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(o) = old {
+        due.remove((due_key(o), id)).map_err(backend)?;
+    }
+    if let Some(n) = new {
+        due.insert((due_key(n), id), ()).map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for RedbStorage {
+    async fn idempotency_begin(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &Fingerprint,
+        now: DateTime<Utc>,
+        in_flight_until: DateTime<Utc>,
+    ) -> StorageResult<IdempotencyBegin> {
+        let (account, key, fingerprint) = (account.0.clone(), key.to_string(), *fingerprint);
+        self.write(move |tx| {
+            let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+            let existing: Option<IdempotencyRecord> =
+                t.get((account.as_str(), key.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            if let Some(found) = existing.and_then(|r| r.meet(&fingerprint, now)) {
+                return Ok(found);
+            }
+            let rec = IdempotencyRecord { fingerprint, created_at: now, expires_at: in_flight_until, response: None };
+            t.insert((account.as_str(), key.as_str()), encode(&rec)?.as_slice()).map_err(backend)?;
+            Ok(IdempotencyBegin::Started)
+        })
+        .await
+    }
+
+    async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
+        let (account, key) = (account.0.clone(), key.to_string());
+        self.write(move |tx| {
+            let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+            let existing: Option<IdempotencyRecord> =
+                t.get((account.as_str(), key.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            if existing.is_some_and(|r| r.response.is_none()) {
+                t.remove((account.as_str(), key.as_str())).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_emails(
+        &self,
+        account: &AccountId,
+        emails: Vec<NewEmail>,
+        idempotency: Option<IdempotencyCompletion>,
+    ) -> StorageResult<()> {
+        let account = account.0.clone();
+        self.write(move |tx| {
+            {
+                let mut contents = tx.open_table(EMAILS).map_err(backend)?;
+                let mut states = tx.open_table(STATES).map_err(backend)?;
+                let mut due = tx.open_table(DUE).map_err(backend)?;
+                for e in &emails {
+                    let id = e.id.as_u128();
+                    let state = e.initial_state();
+                    contents.insert((account.as_str(), id), encode(&e.content)?.as_slice()).map_err(backend)?;
+                    states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
+                    set_due(&mut due, id, None, state.due_at)?;
+                }
+            }
+            if let Some(c) = idempotency {
+                let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                let rec = IdempotencyRecord {
+                    fingerprint: c.fingerprint,
+                    created_at: c.created_at,
+                    expires_at: c.expires_at,
+                    response: Some(c.response),
+                };
+                t.insert((account.as_str(), c.key.as_str()), encode(&rec)?.as_slice()).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
+        self.write(move |tx| {
+            let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+            let mut removed = 0;
+            let mut corrupt = None;
+            t.retain(|_, v| match serde_json::from_slice::<IdempotencyRecord>(v) {
+                Ok(r) if r.expires_at <= now => {
+                    removed += 1;
+                    false
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    corrupt = Some(e.to_string());
+                    true
+                }
+            })
+            .map_err(backend)?;
+            match corrupt {
+                Some(e) => Err(StorageError::Corrupt(e)),
+                None => Ok(removed),
+            }
+        })
+        .await
+    }
+
+    async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>> {
+        let account = account.0.clone();
+        self.read(move |tx| {
+            let contents = tx.open_table(EMAILS).map_err(backend)?;
+            let states = tx.open_table(STATES).map_err(backend)?;
+            let Some(content) = get_content(&contents, &account, id.as_u128())? else { return Ok(None) };
+            let state = get_state(&states, id.as_u128())?
+                .ok_or_else(|| StorageError::Corrupt(format!("email {id} has content but no state")))?;
+            Ok(Some(EmailRecord { content, state }))
+        })
+        .await
+    }
+
+    async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {
+        let account = account.0.clone();
+        self.read(move |tx| {
+            let contents = tx.open_table(EMAILS).map_err(backend)?;
+            let states = tx.open_table(STATES).map_err(backend)?;
+            let a = account.as_str();
+            let take = page.limit + 1;
+            let mut rows = Vec::with_capacity(take);
+            let mut collect = |iter: &mut dyn Iterator<Item = Result<(redb::AccessGuard<'_, (&str, u128)>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>>| -> StorageResult<()> {
+                for item in iter.take(take) {
+                    let (k, v) = item.map_err(backend)?;
+                    let id = k.value().1;
+                    let content: EmailContent = decode(v.value())?;
+                    rows.push((id, content));
+                }
+                Ok(())
+            };
+            let reversed = match page.cursor {
+                Cursor::Start => {
+                    collect(&mut contents.range((a, 0u128)..=(a, u128::MAX)).map_err(backend)?.rev())?;
+                    false
+                }
+                Cursor::After(c) => {
+                    collect(&mut contents.range((a, 0u128)..(a, c.as_u128())).map_err(backend)?.rev())?;
+                    false
+                }
+                Cursor::Before(c) => {
+                    let lo = c.as_u128().saturating_add(1);
+                    if c.as_u128() < u128::MAX {
+                        collect(&mut contents.range((a, lo)..=(a, u128::MAX)).map_err(backend)?)?;
+                    }
+                    true
+                }
+            };
+            let has_more = rows.len() > page.limit;
+            rows.truncate(page.limit);
+            if reversed {
+                rows.reverse();
+            }
+            let mut items = Vec::with_capacity(rows.len());
+            for (id, content) in rows {
+                let state = get_state(&states, id)?
+                    .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has content but no state")))?;
+                items.push(EmailSummary::from(&EmailRecord { content, state }));
+            }
+            Ok(Page { items, has_more })
+        })
+        .await
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StorageResult<Vec<ClaimedEmail>> {
+        self.write(move |tx| {
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let contents = tx.open_table(EMAILS).map_err(backend)?;
+            let candidates: Vec<u128> = due
+                .range(..=(due_key(now), u128::MAX))
+                .map_err(backend)?
+                .take(limit)
+                .map(|r| r.map(|(k, _)| k.value().1).map_err(backend))
+                .collect::<StorageResult<_>>()?;
+            let mut out = Vec::with_capacity(candidates.len());
+            for id in candidates {
+                let Some(mut state) = get_state(&states, id)? else { continue };
+                let old = state.due_at;
+                let token = rand_token();
+                if !store::claim(&mut state, now, lease, token)? {
+                    continue;
+                }
+                set_due(&mut due, id, old, state.due_at)?;
+                states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
+                let content = get_content(&contents, state.account.as_str(), id)?
+                    .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has state but no content")))?;
+                out.push(ClaimedEmail { record: EmailRecord { content, state }, token });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>> {
+        let claims = claims.to_vec();
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut lost = Vec::new();
+            for c in claims {
+                let id = c.id.as_u128();
+                let mut state = get_state(&states, id)?;
+                let marked = state.as_mut().is_some_and(|s| store::begin_handover(s, c.token));
+                match state {
+                    Some(s) if marked => {
+                        states.insert(id, encode(&s)?.as_slice()).map_err(backend)?;
+                    }
+                    _ => lost.push(c.id),
+                }
+            }
+            Ok(lost)
+        })
+        .await
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let mut lost = Vec::new();
+            for o in &outcomes {
+                let id = o.claim.id.as_u128();
+                let Some(mut state) = get_state(&states, id)? else {
+                    lost.push(o.claim.id);
+                    continue;
+                };
+                let old = state.due_at;
+                // A transition error returns early, dropping (aborting) the whole transaction.
+                if !store::apply_outcome(&mut state, o)? {
+                    lost.push(o.claim.id);
+                    continue;
+                }
+                set_due(&mut due, id, old, state.due_at)?;
+                states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
+                for s in &o.suppressions {
+                    sup.insert((state.account.as_str(), s.address.as_str()), encode(s)?.as_slice()).map_err(backend)?;
+                }
+            }
+            Ok(lost)
+        })
+        .await
+    }
+
+    async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
+        let claims = claims.to_vec();
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            for c in claims {
+                let id = c.id.as_u128();
+                let Some(mut state) = get_state(&states, id)? else { continue };
+                let old = state.due_at;
+                let at = old.map_or(now, |o| o.min(now));
+                if store::release(&mut state, c.token, at) {
+                    set_due(&mut due, id, old, state.due_at)?;
+                    states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>> {
+        self.read(move |tx| {
+            let due = tx.open_table(DUE).map_err(backend)?;
+            let first = due.first().map_err(backend)?;
+            Ok(first.and_then(|(k, _)| DateTime::from_timestamp_micros(k.value().0)))
+        })
+        .await
+    }
+
+    async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()> {
+        let account = account.0.clone();
+        self.write(move |tx| {
+            let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            t.insert((account.as_str(), entry.address.as_str()), encode(&entry)?.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool> {
+        let (account, address) = (account.0.clone(), address.to_string());
+        self.write(move |tx| {
+            let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            Ok(t.remove((account.as_str(), address.as_str())).map_err(backend)?.is_some())
+        })
+        .await
+    }
+
+    async fn suppression_lookup(&self, account: &AccountId, addresses: &[String]) -> StorageResult<Vec<SuppressionEntry>> {
+        let (account, addresses) = (account.0.clone(), addresses.to_vec());
+        self.read(move |tx| {
+            let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let mut out = Vec::new();
+            for a in &addresses {
+                if let Some(v) = t.get((account.as_str(), a.as_str())).map_err(backend)? {
+                    out.push(decode(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {
+        let account = account.0.clone();
+        self.read(move |tx| {
+            let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let a = account.as_str();
+            let mut out = Vec::new();
+            for item in t.range((a, "")..).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                if k.value().0 != a {
+                    break;
+                }
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn rand_token() -> u128 {
+    // Claim tokens only need to differ between claims; uuid's v4 generator is already a
+    // dependency and uses the OS's randomness.
+    uuid::Uuid::new_v4().as_u128()
+}
