@@ -252,7 +252,7 @@ impl Worker {
         let already_sent = record.state.events.iter().any(|e| e.kind == EventKind::Sent);
         let mut suppressions = Vec::new();
         let mut deferred = Vec::new();
-        let mut hint = None;
+        let mut hint: Option<chrono::Duration> = None;
         match result {
             Ok(report) => {
                 if !already_sent {
@@ -314,6 +314,12 @@ impl Worker {
             },
         }
 
+        // A server's "try again in N" on any deferred recipient stretches the wait.
+        let hint = deferred
+            .iter()
+            .filter_map(|(_, reply)| reply.as_ref().and_then(|r| retry_hint(&r.text)))
+            .chain(hint)
+            .max();
         let next = if deferred.is_empty() {
             Next::Done
         } else {

@@ -1,0 +1,497 @@
+//! The engine end to end on the in-memory store: send, batch, idempotency, the worker, the
+//! sandbox's test addresses and the suppression list.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as CDuration, Utc};
+use mailroom_core::bounce::{BounceType, SmtpReply};
+use mailroom_core::email::{EmailId, PageRequest};
+use mailroom_core::error::{Error, ErrorName, Rule};
+use mailroom_core::lifecycle::EventKind;
+use mailroom_core::memory::MemoryStorage;
+use mailroom_core::ports::{
+    AttachmentLoader, DeliveryReport, Envelope, LoadedAttachment, ManualClock, RecipientReport, RecipientStatus,
+    Storage, SuppressionReason, Transport, TransportError, TransportErrorKind,
+};
+use mailroom_core::request::{AttachmentRequest, EmailRequest, OneOrMany, TagRequest};
+use mailroom_core::sandbox::SandboxTransport;
+use mailroom_core::worker::{AMBIGUOUS_REASON, WorkerConfig};
+use mailroom_core::{BatchMode, BatchOptions, Engine, SendOptions};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc()
+}
+
+struct Setup {
+    engine: Engine,
+    clock: ManualClock,
+    store: Arc<MemoryStorage>,
+    sandbox: SandboxTransport,
+}
+
+fn setup() -> Setup {
+    let store = Arc::new(MemoryStorage::new());
+    let clock = ManualClock::new(t0());
+    let engine = Engine::builder(store.clone()).clock(Arc::new(clock.clone())).build();
+    Setup { engine, clock, store, sandbox: SandboxTransport::default() }
+}
+
+fn email(to: &str) -> EmailRequest {
+    EmailRequest {
+        from: Some("Acme <onboarding@acme.test>".into()),
+        to: Some(OneOrMany::One(to.into())),
+        subject: Some("Hello".into()),
+        html: Some("<p>Hello</p>".into()),
+        ..Default::default()
+    }
+}
+
+impl Setup {
+    async fn work(&self) {
+        self.engine.worker(Arc::new(self.sandbox.clone()), WorkerConfig::default()).run_until_idle().await.unwrap();
+    }
+    async fn kinds(&self, id: EmailId) -> Vec<EventKind> {
+        self.engine.get_record(id).await.unwrap().state.events.iter().map(|e| e.kind).collect()
+    }
+    async fn count(&self) -> usize {
+        self.engine.list(PageRequest::new(Some(100), None, None).unwrap()).await.unwrap().data.len()
+    }
+}
+
+#[tokio::test]
+async fn each_test_address_reaches_its_outcome() {
+    use EventKind::*;
+    let s = setup();
+    let cases = [
+        ("delivered@resend.dev", vec![Queued, Sent, Delivered]),
+        ("delivered+label-1@resend.dev", vec![Queued, Sent, Delivered]),
+        ("bounced@resend.dev", vec![Queued, Sent, Bounced]),
+        ("complained+x@resend.dev", vec![Queued, Sent, Delivered, Complained]),
+        ("suppressed@resend.dev", vec![Queued, Suppressed]),
+        ("suppressed+y@resend.dev", vec![Queued, Suppressed]),
+        ("someone@example.com", vec![Queued, Sent, Delivered]),
+    ];
+    let mut ids = vec![];
+    for (to, _) in &cases {
+        ids.push(s.engine.send(email(to), SendOptions::default()).await.unwrap().id);
+    }
+    s.work().await;
+    for ((to, want), id) in cases.iter().zip(&ids) {
+        assert_eq!(&s.kinds(*id).await, want, "{to}");
+        assert_eq!(s.engine.get(*id).await.unwrap().last_event, want.last().copied());
+    }
+    let bounced = s.engine.get_record(ids[2]).await.unwrap();
+    let b = bounced.state.events.last().unwrap();
+    let info = b.bounce.as_ref().unwrap();
+    assert_eq!((info.kind, format!("{:?}", info.subtype)), (BounceType::Permanent, "General".into()));
+    assert_eq!(b.reply.as_ref().unwrap().code, 550);
+    assert_eq!(b.reply.as_ref().unwrap().enhanced.unwrap().to_string(), "5.1.1");
+
+    let list = s.engine.suppressions().await.unwrap();
+    let listed: Vec<(&str, SuppressionReason)> = list.iter().map(|e| (e.address.as_str(), e.reason)).collect();
+    assert_eq!(
+        listed,
+        vec![("bounced@resend.dev", SuppressionReason::Bounced), ("complained+x@resend.dev", SuppressionReason::Complained)]
+    );
+    assert_eq!(list[0].source_email, Some(ids[2]));
+    // Only the ordinary recipient reached the outbox; test addresses never leave.
+    let outbox = s.sandbox.outbox();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].envelope.to, vec!["someone@example.com".to_string()]);
+}
+
+#[tokio::test]
+async fn suppressed_recipients_are_never_contacted_and_removal_is_undone_by_the_next_bounce() {
+    let s = setup();
+    s.engine.suppress("Listed@Example.com", SuppressionReason::Bounced).await.unwrap();
+    let id = s.engine.send(email("listed@example.com"), SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    assert_eq!(s.kinds(id).await, vec![EventKind::Queued, EventKind::Suppressed]);
+    assert!(s.sandbox.outbox().is_empty(), "no server is contacted for a suppressed recipient");
+    let ev = s.engine.get_record(id).await.unwrap().state.events[1].clone();
+    assert_eq!(ev.reason.as_deref(), Some("previous_bounce"));
+
+    // Mixed: the suppressed one is skipped, the other is sent.
+    let mut mixed = email("listed@example.com");
+    mixed.cc = Some(OneOrMany::One("fine@example.com".into()));
+    let id = s.engine.send(mixed, SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    assert_eq!(s.kinds(id).await, vec![EventKind::Queued, EventKind::Suppressed, EventKind::Sent, EventKind::Delivered]);
+    assert_eq!(s.sandbox.outbox()[0].envelope.to, vec!["fine@example.com".to_string()]);
+
+    // bounced@ is listed by its first bounce, removed, and listed again by the next.
+    s.engine.send(email("bounced@resend.dev"), SendOptions::default()).await.unwrap();
+    s.work().await;
+    assert!(s.engine.suppression("bounced@resend.dev").await.unwrap().is_some());
+    s.engine.unsuppress("bounced@resend.dev").await.unwrap();
+    assert!(s.engine.suppression("bounced@resend.dev").await.unwrap().is_none());
+    assert_eq!(s.engine.unsuppress("bounced@resend.dev").await.unwrap_err().name(), ErrorName::NotFound);
+    let again = s.engine.send(email("bounced@resend.dev"), SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    assert_eq!(s.engine.get(again).await.unwrap().last_event, Some(EventKind::Bounced), "sent again after removal");
+    let entry = s.engine.suppression("bounced@resend.dev").await.unwrap().unwrap();
+    assert_eq!(entry.source_email, Some(again));
+}
+
+#[tokio::test]
+async fn strict_batch_stores_nothing_and_names_every_bad_item() {
+    let s = setup();
+    let mut items: Vec<EmailRequest> = (0..10).map(|i| email(&format!("u{i}@example.com"))).collect();
+    items[3].to = Some(OneOrMany::One("not-an-address".into()));
+    items[7].tags = Some(vec![TagRequest { name: Some("bad tag".into()), value: Some("v".into()) }]);
+    let err = s.engine.send_batch(items, BatchOptions::default()).await.unwrap_err();
+    let paths: Vec<&str> = err.field_errors().iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["emails[3].to", "emails[7].tags[0].name"]);
+    assert_eq!((err.status(), err.name()), (422, ErrorName::ValidationError));
+    assert!(err.to_string().contains("emails[7].tags[0].name"));
+    assert_eq!(s.count().await, 0, "strict: nothing stored");
+}
+
+#[tokio::test]
+async fn permissive_batch_stores_the_valid_ones_in_order() {
+    let s = setup();
+    let mut items: Vec<EmailRequest> = (0..5).map(|i| email(&format!("u{i}@example.com"))).collect();
+    items[1].from = None;
+    items[4].html = None;
+    let r = s.engine.send_batch(items, BatchOptions { mode: BatchMode::Permissive, idempotency_key: None }).await.unwrap();
+    assert_eq!(r.data.len(), 3);
+    let errors = r.errors.unwrap();
+    assert_eq!(errors.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 4]);
+    assert!(errors[0].message.contains("Missing `from` field"));
+    // Ids are in input order: the valid items were 0, 2, 3.
+    for (id, want) in r.data.iter().zip(["u0@example.com", "u2@example.com", "u3@example.com"]) {
+        assert_eq!(s.engine.get(id.id).await.unwrap().to, [want]);
+    }
+    assert!(r.data.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(s.count().await, 3);
+}
+
+#[tokio::test]
+async fn batch_size_bounds_and_items_with_attachments_and_schedules() {
+    let s = setup();
+    let err = s.engine.send_batch(vec![], BatchOptions::default()).await.unwrap_err();
+    assert_eq!(err.field_errors()[0].path, "emails");
+    let many: Vec<EmailRequest> = (0..101).map(|_| email("a@example.com")).collect();
+    let err = s.engine.send_batch(many, BatchOptions::default()).await.unwrap_err();
+    assert_eq!(err.field_errors()[0].rule, Rule::TooMany { max: 100, got: 101 });
+    let hundred: Vec<EmailRequest> = (0..100).map(|_| email("a@example.com")).collect();
+    assert_eq!(s.engine.send_batch(hundred, BatchOptions::default()).await.unwrap().data.len(), 100);
+
+    let mut a = email("a@example.com");
+    a.attachments = Some(vec![AttachmentRequest {
+        content: Some(mailroom_core::request::AttachmentContent::Base64("aGVsbG8=".into())),
+        filename: Some("hello.txt".into()),
+        ..Default::default()
+    }]);
+    let mut b = email("b@example.com");
+    b.scheduled_at = Some("2026-06-02T09:00:00Z".into());
+    let r = s.engine.send_batch(vec![a, b], BatchOptions::default()).await.unwrap();
+    let rec = s.engine.get_record(r.data[0].id).await.unwrap();
+    assert_eq!(rec.content.attachments[0].content, b"hello");
+    assert_eq!(rec.content.attachments[0].content_type, "text/plain");
+    let sched = s.engine.get(r.data[1].id).await.unwrap();
+    assert_eq!(sched.last_event, Some(EventKind::Scheduled));
+    assert_eq!(sched.scheduled_at.as_deref(), Some("2026-06-02T09:00:00.000Z"));
+}
+
+#[tokio::test]
+async fn idempotent_replay_returns_the_first_answer_and_sends_nothing() {
+    let s = setup();
+    let opts = SendOptions::idempotency_key("welcome/user-42");
+    let first = s.engine.send(email("delivered@resend.dev"), opts.clone()).await.unwrap();
+    // Same payload, different JSON key order and whitespace: same fingerprint.
+    let same: EmailRequest = serde_json::from_str(
+        r#"{ "html": "<p>Hello</p>", "subject": "Hello", "to": "delivered@resend.dev", "from": "Acme <onboarding@acme.test>" }"#,
+    )
+    .unwrap();
+    let replay = s.engine.send(same, opts.clone()).await.unwrap();
+    assert_eq!(first.id, replay.id);
+    assert_eq!(s.count().await, 1);
+    s.work().await;
+    let again = s.engine.send(email("delivered@resend.dev"), opts.clone()).await.unwrap();
+    assert_eq!(again.id, first.id);
+    s.work().await;
+    assert_eq!(s.count().await, 1, "nothing new stored or sent");
+
+    let mut other = email("delivered@resend.dev");
+    other.subject = Some("Different".into());
+    let err = s.engine.send(other, opts.clone()).await.unwrap_err();
+    assert_eq!((err.status(), err.name()), (409, ErrorName::InvalidIdempotentRequest));
+
+    // Keys are per account.
+    let other_account = s.engine.with_account("team-b");
+    let b = other_account.send(email("delivered@resend.dev"), opts.clone()).await.unwrap();
+    assert_ne!(b.id, first.id);
+
+    // After 24 hours the key is free, and purge drops the record.
+    s.clock.advance(CDuration::hours(25));
+    assert_eq!(s.engine.purge_expired().await.unwrap(), 2);
+    let fresh = s.engine.send(email("delivered@resend.dev"), opts).await.unwrap();
+    assert_ne!(fresh.id, first.id);
+
+    for bad in [String::new(), "k".repeat(257)] {
+        let err = s.engine.send(email("a@example.com"), SendOptions::idempotency_key(bad)).await.unwrap_err();
+        assert_eq!((err.status(), err.name()), (400, ErrorName::InvalidIdempotencyKey));
+    }
+}
+
+#[tokio::test]
+async fn idempotent_batch_replay_and_failed_requests_free_the_key() {
+    let s = setup();
+    let opts = BatchOptions { mode: BatchMode::Permissive, idempotency_key: Some("batch-signup/7".into()) };
+    let mut items = vec![email("a@example.com"), email("b@example.com")];
+    items[1].to = None;
+    let first = s.engine.send_batch(items.clone(), opts.clone()).await.unwrap();
+    let replay = s.engine.send_batch(items, opts.clone()).await.unwrap();
+    assert_eq!(first, replay, "the original response, errors included");
+    assert_eq!(s.count().await, 1);
+
+    // A strict batch that fails validation stores nothing and does not burn its key.
+    let strict = BatchOptions { mode: BatchMode::Strict, idempotency_key: Some("k2".into()) };
+    let bad = vec![EmailRequest::default()];
+    assert!(s.engine.send_batch(bad, strict.clone()).await.is_err());
+    let good = vec![email("c@example.com")];
+    assert!(s.engine.send_batch(good, strict).await.is_ok());
+}
+
+/// A loader that waits until released, to hold a request in flight.
+#[derive(Debug)]
+struct SlowLoader(tokio::sync::Semaphore);
+
+#[async_trait]
+impl AttachmentLoader for SlowLoader {
+    async fn load(&self, path: &str) -> Result<LoadedAttachment, String> {
+        let _permit = self.0.acquire().await.map_err(|e| e.to_string())?;
+        if path.contains("missing") {
+            return Err("not found".into());
+        }
+        Ok(LoadedAttachment { content: format!("loaded {path}").into_bytes(), content_type: Some("text/plain".into()) })
+    }
+}
+
+#[tokio::test]
+async fn a_twin_arriving_in_flight_is_refused_and_path_attachments_load() {
+    let store = Arc::new(MemoryStorage::new());
+    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
+    let engine = Engine::builder(store).attachment_loader(loader.clone()).build();
+    let mut req = email("a@example.com");
+    req.attachments = Some(vec![AttachmentRequest { path: Some("files/report.txt".into()), ..Default::default() }]);
+    let first = {
+        let (engine, req) = (engine.clone(), req.clone());
+        tokio::spawn(async move { engine.send(req, SendOptions::idempotency_key("k")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = engine.send(req.clone(), SendOptions::idempotency_key("k")).await.unwrap_err();
+    assert_eq!((err.status(), err.name()), (409, ErrorName::ConcurrentIdempotentRequests));
+    loader.0.add_permits(10);
+    let id = first.await.unwrap().unwrap().id;
+    let rec = engine.get_record(id).await.unwrap();
+    assert_eq!(rec.content.attachments[0].content, b"loaded files/report.txt");
+    assert_eq!(rec.content.attachments[0].filename.as_deref(), Some("report.txt"));
+    assert_eq!(engine.send(req, SendOptions::idempotency_key("k")).await.unwrap().id, id);
+
+    let mut missing = email("a@example.com");
+    missing.attachments = Some(vec![AttachmentRequest { path: Some("missing.txt".into()), ..Default::default() }]);
+    let err = engine.send(missing, SendOptions::default()).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidAttachment);
+    assert_eq!(err.field_errors()[0].path, "attachments[0].path");
+
+    // Without a loader, `path` is refused with a reason, not silently dropped.
+    let plain = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let mut p = email("a@example.com");
+    p.attachments = Some(vec![AttachmentRequest { path: Some("x.pdf".into()), ..Default::default() }]);
+    let err = plain.send(p, SendOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("no attachment loader"), "{err}");
+}
+
+#[tokio::test]
+async fn reads_are_scoped_and_unknown_ids_are_not_found() {
+    let s = setup();
+    let id = s.engine.send(email("a@example.com"), SendOptions::default()).await.unwrap().id;
+    let other = s.engine.with_account("team-b");
+    assert_eq!(other.get(id).await.unwrap_err().name(), ErrorName::NotFound);
+    assert_eq!(other.list(PageRequest::new(None, None, None).unwrap()).await.unwrap().data.len(), 0);
+    let unknown: EmailId = "00000000-0000-7000-8000-000000000000".parse().unwrap();
+    let err = s.engine.get(unknown).await.unwrap_err();
+    assert_eq!((err.status(), err.body().message.as_str()), (404, "Email not found"));
+    assert!("not-a-uuid".parse::<EmailId>().is_err());
+}
+
+#[tokio::test]
+async fn scheduled_emails_wait_for_their_time() {
+    let s = setup();
+    let mut r = email("delivered@resend.dev");
+    r.scheduled_at = Some("2026-06-01T13:00:00+01:00".into()); // 12:00Z: now
+    let now_id = s.engine.send(r, SendOptions::default()).await.unwrap().id;
+    let mut r = email("delivered@resend.dev");
+    r.scheduled_at = Some("2026-06-01T14:00:00Z".into());
+    let later_id = s.engine.send(r, SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    assert_eq!(s.engine.get(now_id).await.unwrap().last_event, Some(EventKind::Delivered));
+    assert_eq!(s.kinds(later_id).await, vec![EventKind::Scheduled]);
+    s.clock.advance(CDuration::hours(2));
+    s.work().await;
+    assert_eq!(
+        s.kinds(later_id).await,
+        vec![EventKind::Scheduled, EventKind::Queued, EventKind::Sent, EventKind::Delivered]
+    );
+}
+
+/// A transport scripted per call, counting hand-overs.
+#[derive(Debug, Default)]
+struct Scripted {
+    calls: AtomicUsize,
+    script: Mutex<Vec<Result<Vec<(RecipientStatus, &'static str)>, TransportErrorKind>>>,
+}
+
+#[async_trait]
+impl Transport for Scripted {
+    async fn send_raw(&self, envelope: &Envelope, _message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let next = self.script.lock().unwrap().remove(0);
+        match next {
+            Ok(statuses) => Ok(DeliveryReport {
+                recipients: envelope
+                    .to
+                    .iter()
+                    .zip(statuses)
+                    .map(|(r, (status, reply))| RecipientReport {
+                        recipient: r.clone(),
+                        status,
+                        reply: SmtpReply::parse(reply),
+                        feedback: None,
+                    })
+                    .collect(),
+            }),
+            Err(kind) => Err(TransportError { kind, reply: SmtpReply::parse("421 4.4.2 connection dropped"), message: "connection dropped".into() }),
+        }
+    }
+}
+
+#[tokio::test]
+async fn deferrals_retry_on_schedule_and_delay_is_reported_once() {
+    let s = setup();
+    let t = Arc::new(Scripted::default());
+    *t.script.lock().unwrap() = vec![
+        Ok(vec![(RecipientStatus::Delivered, "250 2.0.0 ok"), (RecipientStatus::Deferred, "451 4.7.1 greylisted, try again in 5 minutes")]),
+        Ok(vec![(RecipientStatus::Deferred, "451 4.3.0 busy")]),
+        Ok(vec![(RecipientStatus::Delivered, "250 2.0.0 ok")]),
+    ];
+    let mut r = email("a@example.com");
+    r.cc = Some(OneOrMany::One("b@example.com".into()));
+    let id = s.engine.send(r, SendOptions::default()).await.unwrap().id;
+    let worker = s.engine.worker(t.clone(), WorkerConfig::default());
+    worker.run_until_idle().await.unwrap();
+    use EventKind::*;
+    assert_eq!(s.kinds(id).await, vec![Queued, Sent, Delivered, DeliveryDelayed]);
+    let st = s.engine.get_record(id).await.unwrap().state;
+    assert_eq!(st.pending, vec!["b@example.com".to_string()]);
+    assert_eq!(st.due_at, Some(t0() + CDuration::minutes(5)), "the server's hint (5 min) beats the 2 min schedule");
+    s.clock.advance(CDuration::minutes(5));
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(id).await, vec![Queued, Sent, Delivered, DeliveryDelayed], "delay reported once");
+    s.clock.advance(CDuration::minutes(5));
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(id).await, vec![Queued, Sent, Delivered, DeliveryDelayed, Delivered]);
+    assert_eq!(t.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn mixed_results_and_transport_failures() {
+    use EventKind::*;
+    let s = setup();
+    let t = Arc::new(Scripted::default());
+    *t.script.lock().unwrap() = vec![
+        Ok(vec![(RecipientStatus::Delivered, "250 ok"), (RecipientStatus::Rejected, "550 5.1.1 no such user")]),
+        Err(TransportErrorKind::Ambiguous),
+        Ok(vec![(RecipientStatus::Rejected, "554 5.7.1 blocked by policy")]),
+    ];
+    let worker = s.engine.worker(t.clone(), WorkerConfig { concurrency: 1, ..Default::default() });
+    let mut r = email("good@example.com");
+    r.to = Some(vec!["good@example.com", "gone@example.com"].into());
+    let a = s.engine.send(r, SendOptions::default()).await.unwrap().id;
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(a).await, vec![Queued, Sent, Delivered, Bounced]);
+    assert!(s.engine.suppression("gone@example.com").await.unwrap().is_some());
+    assert!(s.engine.suppression("good@example.com").await.unwrap().is_none());
+
+    let b = s.engine.send(email("x@example.com"), SendOptions::default()).await.unwrap().id;
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(b).await, vec![Queued, Failed], "ambiguous: never re-sent");
+    s.clock.advance(CDuration::days(1));
+    worker.run_until_idle().await.unwrap();
+
+    let c = s.engine.send(email("policy@example.com"), SendOptions::default()).await.unwrap().id;
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(c).await, vec![Queued, Sent, Bounced]);
+    assert!(s.engine.suppression("policy@example.com").await.unwrap().is_none(), "a policy block does not suppress");
+    assert_eq!(t.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_crash_after_hand_over_is_never_sent_again() {
+    let s = setup();
+    let id = s.engine.send(email("x@example.com"), SendOptions::default()).await.unwrap().id;
+    // Simulate a worker that claimed, marked the hand-over, and died.
+    let c = s.store.claim_due(t0(), 10, Duration::from_secs(60)).await.unwrap();
+    s.store.begin_handover(&[c[0].claim_ref()]).await.unwrap();
+    s.work().await;
+    assert!(s.sandbox.outbox().is_empty(), "still held by the dead worker's lease");
+    s.clock.advance(CDuration::minutes(2));
+    s.work().await;
+    assert!(s.sandbox.outbox().is_empty(), "never handed over twice");
+    let rec = s.engine.get_record(id).await.unwrap();
+    assert_eq!(rec.state.last_event(), Some(EventKind::Failed));
+    assert_eq!(rec.state.events.last().unwrap().reason.as_deref(), Some(AMBIGUOUS_REASON));
+}
+
+#[tokio::test]
+async fn shutdown_releases_unstarted_claims() {
+    let s = setup();
+    for i in 0..20 {
+        s.engine.send(email(&format!("u{i}@example.com")), SendOptions::default()).await.unwrap();
+    }
+    let worker = s.engine.worker(Arc::new(s.sandbox.clone()), WorkerConfig { concurrency: 2, ..Default::default() });
+    // Shut down at once: in-flight sends finish, the rest are given back.
+    let report = worker.run(async {}).await.unwrap();
+    assert_eq!(report.processed + report.released, 20);
+    assert!(report.released > 0);
+    // Released claims are due now: a new worker finishes them.
+    s.work().await;
+    assert_eq!(s.sandbox.outbox().len(), 20);
+}
+
+#[tokio::test]
+async fn the_running_worker_wakes_for_new_mail() {
+    let store = Arc::new(MemoryStorage::new());
+    let engine = Engine::builder(store).build();
+    let sandbox = SandboxTransport::default();
+    let worker = engine.worker(Arc::new(sandbox.clone()), WorkerConfig { max_idle: Duration::from_secs(3600), ..Default::default() });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move { worker.run(async { stop_rx.await.unwrap_or(()) }).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let id = engine.send(email("delivered@resend.dev"), SendOptions::default()).await.unwrap().id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while engine.get(id).await.unwrap().last_event != Some(EventKind::Delivered) {
+        assert!(tokio::time::Instant::now() < deadline, "the worker did not wake up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop_tx.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn errors_carry_the_catalogue_body() {
+    let s = setup();
+    let missing_to = EmailRequest { to: None, ..email("a@example.com") };
+    let err = s.engine.send(missing_to, SendOptions::default()).await.unwrap_err();
+    let body = serde_json::to_value(err.body()).unwrap();
+    assert_eq!(body, serde_json::json!({"statusCode": 422, "name": "missing_required_field", "message": "Missing `to` field."}));
+    let bad_from = EmailRequest { from: Some("nope".into()), ..email("a@example.com") };
+    let err = s.engine.send(bad_from, SendOptions::default()).await.unwrap_err();
+    assert!(err.to_string().starts_with("Invalid `from` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format"));
+    assert!(matches!(err, Error::Invalid(_)));
+}
