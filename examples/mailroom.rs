@@ -1,1 +1,277 @@
-fn main(){}
+//! The mailroom command line: the engine on its embedded redb default.
+//!
+//! ```text
+//! cargo run --release --example mailroom -- [--db PATH] COMMAND
+//! ```
+//!
+//! Every command prints JSON on stdout. Every error prints the hosted service's error body
+//! `{"statusCode", "name", "message"}` on stdout and exits with status 1.
+
+use clap::{Args, Parser, Subcommand};
+use mailroom::core::email::{EmailId, EmailView, PageRequest};
+use mailroom::core::ports::{AttachmentLoader, LoadedAttachment, SuppressionReason};
+use mailroom::core::request::{EmailRequest, batch_from_json};
+use mailroom::core::sandbox::{DEFAULT_TEST_DOMAIN, OutboxMessage, SandboxTransport};
+use mailroom::core::worker::WorkerConfig;
+use mailroom::core::{BatchMode, BatchOptions, Engine, Error, SendOptions};
+use mailroom::redb::RedbStorage;
+use serde_json::json;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "mailroom", about = "An embeddable email engine, driven from the command line.")]
+struct Cli {
+    /// The redb file that holds everything.
+    #[arg(long, global = true, default_value = "./mailroom.redb")]
+    db: PathBuf,
+    /// The domain of the test addresses (delivered@, bounced@, complained@, suppressed@).
+    #[arg(long, global = true, default_value = DEFAULT_TEST_DOMAIN)]
+    test_domain: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send one email (a JSON email object from FILE or stdin).
+    Send {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Send a batch (a JSON array of up to 100 email objects from FILE or stdin).
+    Batch {
+        file: Option<PathBuf>,
+        /// Store the valid items and report the invalid ones, instead of refusing the batch.
+        #[arg(long)]
+        permissive: bool,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Print one email with its `last_event` and its events.
+    Get { id: String },
+    /// List emails, newest first.
+    List(ListArgs),
+    /// Deliver due emails through the sandbox transport.
+    Work {
+        /// Stop once nothing is due (otherwise run until Ctrl-C).
+        #[arg(long)]
+        until_idle: bool,
+        /// Messages in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Manage the suppression list.
+    Suppressions {
+        #[command(subcommand)]
+        action: SuppressionCommand,
+    },
+    /// Send a batch to each test address, deliver it, and print each email's events.
+    Demo,
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, conflicts_with = "before")]
+    after: Option<String>,
+    #[arg(long)]
+    before: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum SuppressionCommand {
+    /// Print every suppressed address.
+    List,
+    /// Suppress an address by hand.
+    Add {
+        address: String,
+        #[arg(long, value_parser = ["bounced", "complained"], default_value = "bounced")]
+        reason: String,
+    },
+    /// Take an address off the list.
+    Remove { address: String },
+}
+
+/// Loads `path` attachments from local files (relative to the working directory).
+#[derive(Debug)]
+struct FileLoader;
+
+#[async_trait::async_trait]
+impl AttachmentLoader for FileLoader {
+    async fn load(&self, path: &str) -> Result<LoadedAttachment, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{path}: not a regular file"));
+        }
+        let content = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        Ok(LoadedAttachment { content, content_type: None })
+    }
+}
+
+enum Failure {
+    Engine(Error),
+    Other(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Engine(e)
+    }
+}
+
+impl From<mailroom::core::FieldError> for Failure {
+    fn from(e: mailroom::core::FieldError) -> Self {
+        Failure::Engine(e.into())
+    }
+}
+
+fn read_input(file: Option<&Path>) -> Result<Vec<u8>, Failure> {
+    match file {
+        Some(p) => std::fs::read(p).map_err(|e| Failure::Other(format!("cannot read {}: {e}", p.display()))),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| Failure::Other(format!("cannot read stdin: {e}")))?;
+            Ok(buf)
+        }
+    }
+}
+
+fn print(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+}
+
+fn outbox_dir(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".outbox");
+    db.with_file_name(name)
+}
+
+/// The sandbox, writing every outbox message to `<db>.outbox/<email id>.eml` so that other
+/// processes (and people) can read what was "sent".
+fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
+    let dir = outbox_dir(db);
+    SandboxTransport::new(test_domain).with_hook(move |m: &OutboxMessage| {
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::write(dir.join(format!("{}.eml", m.envelope.email_id)), &m.message);
+        }
+    })
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let store = RedbStorage::open(&cli.db).map_err(|e| Failure::Engine(e.into()))?;
+    let engine = Engine::builder(Arc::new(store))
+        .test_domain(&cli.test_domain)
+        .attachment_loader(Arc::new(FileLoader))
+        .build();
+    match cli.command {
+        Command::Send { file, idempotency_key } => {
+            let request = EmailRequest::from_json(&read_input(file.as_deref())?)?;
+            let sent = engine.send(request, SendOptions { idempotency_key }).await?;
+            print(&sent);
+        }
+        Command::Batch { file, permissive, idempotency_key } => {
+            let requests = batch_from_json(&read_input(file.as_deref())?)?;
+            let mode = if permissive { BatchMode::Permissive } else { BatchMode::Strict };
+            print(&engine.send_batch(requests, BatchOptions { mode, idempotency_key }).await?);
+        }
+        Command::Get { id } => {
+            let id: EmailId = id.parse()?;
+            print(&engine.get(id).await?);
+        }
+        Command::List(args) => {
+            let after = args.after.as_deref().map(str::parse::<EmailId>).transpose()?;
+            let before = args.before.as_deref().map(str::parse::<EmailId>).transpose()?;
+            print(&engine.list(PageRequest::new(args.limit, after, before)?).await?);
+        }
+        Command::Work { until_idle, concurrency } => {
+            let transport = Arc::new(sandbox(&cli.db, &cli.test_domain));
+            let worker = engine.worker(transport, WorkerConfig { concurrency, ..Default::default() });
+            let report = if until_idle {
+                worker.run_until_idle().await?
+            } else {
+                worker.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?
+            };
+            print(&json!({
+                "processed": report.processed,
+                "handed_over": report.handed_over,
+                "released": report.released,
+                "outbox": outbox_dir(&cli.db),
+            }));
+        }
+        Command::Suppressions { action } => match action {
+            SuppressionCommand::List => print(&json!({"object": "list", "data": engine.suppressions().await?})),
+            SuppressionCommand::Add { address, reason } => {
+                let reason = if reason == "complained" { SuppressionReason::Complained } else { SuppressionReason::Bounced };
+                print(&engine.suppress(&address, reason).await?);
+            }
+            SuppressionCommand::Remove { address } => {
+                engine.unsuppress(&address).await?;
+                print(&json!({"object": "suppression", "address": address, "deleted": true}));
+            }
+        },
+        Command::Demo => demo(&engine, &cli.db, &cli.test_domain).await?,
+    }
+    Ok(())
+}
+
+async fn demo(engine: &Engine, db: &Path, test_domain: &str) -> Result<(), Failure> {
+    // A fresh label per run: `bounced+demo-1@` is suppressed after its bounce, so reusing it
+    // would show `suppressed` the second time (which is right, but not the demo).
+    let run = engine.clock().now().timestamp();
+    let batch: Vec<EmailRequest> = ["delivered", "bounced", "complained", "suppressed"]
+        .iter()
+        .map(|kind| {
+            serde_json::from_value(json!({
+                "from": "Acme <onboarding@acme.test>",
+                "to": format!("{kind}+demo-{run}@{test_domain}"),
+                "subject": format!("Demo: {kind}"),
+                "html": format!("<p>This email will be <strong>{kind}</strong>.</p>"),
+                "text": format!("This email will be {kind}."),
+                "tags": [{"name": "demo", "value": kind}],
+            }))
+            .map_err(|e| Failure::Other(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let accepted = engine.send_batch(batch, BatchOptions::default()).await?;
+    let worker = engine.worker(Arc::new(sandbox(db, test_domain)), WorkerConfig::default());
+    worker.run_until_idle().await?;
+    let mut out = Vec::new();
+    for r in &accepted.data {
+        let view: EmailView = engine.get(r.id).await?;
+        out.push(json!({
+            "id": view.id,
+            "to": view.to,
+            "last_event": view.last_event,
+            "events": view.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        }));
+    }
+    print(&json!({"db": db, "emails": out, "suppressions": engine.suppressions().await?}));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Engine(e)) => {
+            print(&e.body());
+            ExitCode::FAILURE
+        }
+        Err(Failure::Other(message)) => {
+            print(&json!({"statusCode": 400, "name": "validation_error", "message": message}));
+            ExitCode::FAILURE
+        }
+    }
+}

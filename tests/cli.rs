@@ -1,0 +1,189 @@
+//! The command-line example, run as a real process on a real redb file.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Integration tests live in target/<profile>/deps; `cargo test` builds examples
+            // beside them. `cargo test --test cli` does not, so build it then.
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            let bin = dir.join("examples").join("mailroom");
+            if !bin.exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut build = Command::new(cargo);
+                build.args(["build", "--example", "mailroom"]);
+                if dir.ends_with("release") {
+                    build.arg("--release");
+                }
+                assert!(build.status().unwrap().success(), "building the example failed");
+            }
+            bin
+        })
+        .clone()
+}
+
+struct Out {
+    ok: bool,
+    json: Value,
+}
+
+fn run(db: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut cmd = Command::new(binary());
+    cmd.arg("--db").arg(db).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    Out { ok: out.status.success(), json }
+}
+
+fn email(to: &str) -> String {
+    format!(r#"{{"from":"Acme <hi@acme.test>","to":"{to}","subject":"Hi","html":"<p>hi</p>"}}"#)
+}
+
+#[test]
+fn send_work_get_for_every_test_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let cases = [
+        ("delivered@resend.dev", "delivered"),
+        ("bounced+x@resend.dev", "bounced"),
+        ("complained@resend.dev", "complained"),
+        ("suppressed@resend.dev", "suppressed"),
+        ("person@example.com", "delivered"),
+    ];
+    let mut ids = vec![];
+    for (to, _) in cases {
+        let out = run(&db, &["send"], Some(&email(to)));
+        assert!(out.ok, "{}", out.json);
+        ids.push(out.json["id"].as_str().unwrap().to_string());
+    }
+    let before = run(&db, &["get", &ids[0]], None);
+    assert_eq!(before.json["last_event"], "queued");
+    let work = run(&db, &["work", "--until-idle"], None);
+    assert!(work.ok, "{}", work.json);
+    assert_eq!(work.json["processed"], 5);
+    for ((_, want), id) in cases.iter().zip(&ids) {
+        let got = run(&db, &["get", id], None);
+        assert_eq!(got.json["last_event"], *want, "{}", got.json);
+        assert_eq!(got.json["object"], "email");
+    }
+    // The ordinary recipient's message is in the outbox directory.
+    let outbox = dir.path().join("m.redb.outbox").join(format!("{}.eml", ids[4]));
+    let eml = std::fs::read_to_string(outbox).unwrap();
+    assert!(eml.contains("Subject: Hi"));
+    let sup = run(&db, &["suppressions", "list"], None);
+    let listed: Vec<&str> = sup.json["data"].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["bounced+x@resend.dev", "complained@resend.dev"]);
+}
+
+#[test]
+fn batches_strict_and_permissive_and_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let bad = format!("[{},{},{}]", email("a@example.com"), email("nope"), email("c@example.com"));
+    let strict = run(&db, &["batch"], Some(&bad));
+    assert!(!strict.ok);
+    assert_eq!(strict.json["statusCode"], 422);
+    assert_eq!(strict.json["name"], "validation_error");
+    assert!(strict.json["message"].as_str().unwrap().contains("emails[1].to"));
+    assert_eq!(run(&db, &["list"], None).json["data"].as_array().unwrap().len(), 0);
+
+    let permissive = run(&db, &["batch", "--permissive"], Some(&bad));
+    assert!(permissive.ok);
+    assert_eq!(permissive.json["data"].as_array().unwrap().len(), 2);
+    assert_eq!(permissive.json["errors"][0]["index"], 1);
+
+    let good = format!("[{},{}]", email("a@example.com"), email("b@example.com"));
+    let first = run(&db, &["batch", "--idempotency-key", "batch-1"], Some(&good));
+    // The option is accepted after the command name too (and --db before or after).
+    let replay = run(&db, &["batch", "--idempotency-key", "batch-1", "--db", db.to_str().unwrap()], Some(&good));
+    assert_eq!(first.json, replay.json);
+    assert!(first.json.get("errors").is_none(), "strict answers carry no errors field");
+    let conflict = run(&db, &["batch", "--idempotency-key", "batch-1"], Some(&format!("[{}]", email("z@example.com"))));
+    assert_eq!(conflict.json["statusCode"], 409);
+    assert_eq!(conflict.json["name"], "invalid_idempotent_request");
+    let long = "k".repeat(257);
+    let bad_key = run(&db, &["send", "--idempotency-key", &long], Some(&email("a@example.com")));
+    assert_eq!(bad_key.json["name"], "invalid_idempotency_key");
+    assert_eq!(bad_key.json["statusCode"], 400);
+    assert_eq!(run(&db, &["list", "--limit", "100"], None).json["data"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn list_pages_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let items: Vec<String> = (0..5).map(|i| email(&format!("u{i}@example.com"))).collect();
+    let ids: Vec<String> = run(&db, &["batch"], Some(&format!("[{}]", items.join(","))))
+        .json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    let page = run(&db, &["list", "--limit", "2"], None).json;
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["has_more"], true);
+    let got: Vec<&str> = page["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(got, [ids[4].as_str(), ids[3].as_str()], "newest first");
+    assert!(page["data"][0].get("html").is_none(), "list items carry no html");
+    let next = run(&db, &["list", "--limit", "2", "--after", &ids[3]], None).json;
+    let got: Vec<&str> = next["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
+    let back = run(&db, &["list", "--before", &ids[1]], None).json;
+    assert_eq!(back["data"].as_array().unwrap().len(), 3);
+
+    let bad_limit = run(&db, &["list", "--limit", "101"], None);
+    assert_eq!((bad_limit.ok, bad_limit.json["statusCode"].as_u64()), (false, Some(422)));
+    let bad_id = run(&db, &["get", "xyz"], None);
+    assert_eq!(bad_id.json["name"], "invalid_parameter");
+    let unknown = run(&db, &["get", "01900000-0000-7000-8000-000000000000"], None);
+    assert_eq!(unknown.json, serde_json::json!({"statusCode": 404, "name": "not_found", "message": "Email not found"}));
+    let garbage = run(&db, &["send"], Some("{not json"));
+    assert_eq!((garbage.ok, garbage.json["statusCode"].as_u64()), (false, Some(422)));
+    let wrong_type = run(&db, &["send"], Some(r#"{"from":"a@b.test","to":5}"#));
+    assert!(wrong_type.json["message"].as_str().unwrap().contains("`to`"), "{}", wrong_type.json);
+}
+
+#[test]
+fn suppression_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let added = run(&db, &["suppressions", "add", "Person@Example.com", "--reason", "complained"], None);
+    assert_eq!(added.json["address"], "person@example.com");
+    assert_eq!(added.json["reason"], "complained");
+    let id = run(&db, &["send"], Some(&email("person@example.com"))).json["id"].as_str().unwrap().to_string();
+    run(&db, &["work", "--until-idle"], None);
+    assert_eq!(run(&db, &["get", &id], None).json["last_event"], "suppressed");
+    assert!(run(&db, &["suppressions", "remove", "person@example.com"], None).ok);
+    let again = run(&db, &["suppressions", "remove", "person@example.com"], None);
+    assert_eq!((again.ok, again.json["statusCode"].as_u64()), (false, Some(404)));
+    let bad = run(&db, &["suppressions", "add", "not an address"], None);
+    assert_eq!(bad.json["statusCode"], 422);
+}
+
+#[test]
+fn demo_shows_every_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.redb");
+    let out = run(&db, &["demo"], None);
+    assert!(out.ok);
+    let last: Vec<&str> = out.json["emails"].as_array().unwrap().iter().map(|e| e["last_event"].as_str().unwrap()).collect();
+    assert_eq!(last, ["delivered", "bounced", "complained", "suppressed"]);
+}
