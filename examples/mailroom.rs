@@ -164,10 +164,8 @@ fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let store = RedbStorage::open(&cli.db).map_err(|e| Failure::Engine(e.into()))?;
-    let engine = Engine::builder(Arc::new(store))
-        .test_domain(&cli.test_domain)
-        .attachment_loader(Arc::new(FileLoader))
-        .build();
+    let engine =
+        Engine::builder(Arc::new(store)).test_domain(&cli.test_domain).attachment_loader(Arc::new(FileLoader)).build();
     match cli.command {
         Command::Send { file, idempotency_key } => {
             let request = EmailRequest::from_json(&read_input(file.as_deref())?)?;
@@ -206,7 +204,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Suppressions { action } => match action {
             SuppressionCommand::List => print(&json!({"object": "list", "data": engine.suppressions().await?})),
             SuppressionCommand::Add { address, reason } => {
-                let reason = if reason == "complained" { SuppressionReason::Complained } else { SuppressionReason::Bounced };
+                let reason =
+                    if reason == "complained" { SuppressionReason::Complained } else { SuppressionReason::Bounced };
                 print(&engine.suppress(&address, reason).await?);
             }
             SuppressionCommand::Remove { address } => {

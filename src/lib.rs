@@ -34,3 +34,8 @@ pub use mailroom_core::prelude;
 
 #[cfg(feature = "redb")]
 pub use mailroom_redb as redb;
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

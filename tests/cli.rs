@@ -46,9 +46,8 @@ fn run(db: &Path, args: &[&str], stdin: Option<&str>) -> Out {
     }
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
     Out { ok: out.status.success(), json }
 }
 
@@ -88,7 +87,8 @@ fn send_work_get_for_every_test_address() {
     let eml = std::fs::read_to_string(outbox).unwrap();
     assert!(eml.contains("Subject: Hi"));
     let sup = run(&db, &["suppressions", "list"], None);
-    let listed: Vec<&str> = sup.json["data"].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap()).collect();
+    let listed: Vec<&str> =
+        sup.json["data"].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap()).collect();
     assert_eq!(listed, ["bounced+x@resend.dev", "complained@resend.dev"]);
 }
 
@@ -130,8 +130,7 @@ fn list_pages_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.redb");
     let items: Vec<String> = (0..5).map(|i| email(&format!("u{i}@example.com"))).collect();
-    let ids: Vec<String> = run(&db, &["batch"], Some(&format!("[{}]", items.join(","))))
-        .json["data"]
+    let ids: Vec<String> = run(&db, &["batch"], Some(&format!("[{}]", items.join(",")))).json["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -184,6 +183,7 @@ fn demo_shows_every_outcome() {
     let db = dir.path().join("demo.redb");
     let out = run(&db, &["demo"], None);
     assert!(out.ok);
-    let last: Vec<&str> = out.json["emails"].as_array().unwrap().iter().map(|e| e["last_event"].as_str().unwrap()).collect();
+    let last: Vec<&str> =
+        out.json["emails"].as_array().unwrap().iter().map(|e| e["last_event"].as_str().unwrap()).collect();
     assert_eq!(last, ["delivered", "bounced", "complained", "suppressed"]);
 }

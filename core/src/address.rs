@@ -87,19 +87,11 @@ impl Mailbox {
                 }
                 let name = parse_display_name(s[..lt].trim())?;
                 let (local, domain) = parse_addr_spec(rest[..gt].trim())?;
-                Ok(Mailbox {
-                    name,
-                    local,
-                    domain,
-                })
+                Ok(Mailbox { name, local, domain })
             }
             None => {
                 let (local, domain) = parse_addr_spec(s)?;
-                Ok(Mailbox {
-                    name: None,
-                    local,
-                    domain,
-                })
+                Ok(Mailbox { name: None, local, domain })
             }
         }
     }
@@ -197,11 +189,7 @@ fn parse_display_name(s: &str) -> Result<Option<String>, AddressError> {
         if name.chars().any(char::is_control) {
             return Err(AddressError::ControlCharacter);
         }
-        return Ok(if name.trim().is_empty() {
-            None
-        } else {
-            Some(name)
-        });
+        return Ok(if name.trim().is_empty() { None } else { Some(name) });
     }
     // An unquoted phrase: atoms (UTF-8 allowed, as every modern client writes them) separated
     // by white space; obs-phrase also allows `.`. Other specials need quotes.

@@ -28,11 +28,7 @@ impl EnhancedStatus {
         if !digits(sub) || !digits(det) {
             return None;
         }
-        Some(EnhancedStatus {
-            class,
-            subject: sub.parse().ok()?,
-            detail: det.parse().ok()?,
-        })
+        Some(EnhancedStatus { class, subject: sub.parse().ok()?, detail: det.parse().ok()? })
     }
 }
 
@@ -75,11 +71,7 @@ impl SmtpReply {
     }
 
     pub fn new(code: u16, enhanced: &str, text: &str) -> SmtpReply {
-        SmtpReply {
-            code,
-            enhanced: EnhancedStatus::parse(enhanced),
-            text: text.to_string(),
-        }
+        SmtpReply { code, enhanced: EnhancedStatus::parse(enhanced), text: text.to_string() }
     }
 }
 
@@ -140,11 +132,7 @@ pub struct Classification {
 pub fn classify(reply: &SmtpReply) -> Classification {
     use BounceSubtype as S;
     use BounceType as T;
-    let c = |kind, subtype, suppress| Classification {
-        kind,
-        subtype,
-        suppress,
-    };
+    let c = |kind, subtype, suppress| Classification { kind, subtype, suppress };
     let class = reply.enhanced.map_or(reply.code / 100, |e| u16::from(e.class));
     match (class, reply.enhanced.map(|e| (e.subject, e.detail))) {
         (2, _) => c(T::Undetermined, S::Undetermined, false),

@@ -38,9 +38,7 @@ impl fmt::Display for EmailId {
 impl FromStr for EmailId {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, FieldError> {
-        Uuid::parse_str(s.trim())
-            .map(EmailId)
-            .map_err(|_| FieldError::new("id", Rule::InvalidId))
+        Uuid::parse_str(s.trim()).map(EmailId).map_err(|_| FieldError::new("id", Rule::InvalidId))
     }
 }
 
@@ -137,12 +135,7 @@ impl EmailContent {
     /// Every envelope recipient (to, cc, bcc), each once, by [`Mailbox::key`].
     pub fn recipients(&self) -> Vec<&Mailbox> {
         let mut seen = std::collections::HashSet::new();
-        self.to
-            .iter()
-            .chain(&self.cc)
-            .chain(&self.bcc)
-            .filter(|m| seen.insert(m.key()))
-            .collect()
+        self.to.iter().chain(&self.cc).chain(&self.bcc).filter(|m| seen.insert(m.key())).collect()
     }
 }
 
@@ -167,14 +160,7 @@ pub struct Event {
 
 impl Event {
     pub fn new(kind: EventKind, at: DateTime<Utc>) -> Self {
-        Event {
-            kind,
-            at,
-            recipient: None,
-            bounce: None,
-            reply: None,
-            reason: None,
-        }
+        Event { kind, at, recipient: None, bounce: None, reply: None, reason: None }
     }
     pub fn recipient(mut self, r: impl Into<String>) -> Self {
         self.recipient = Some(r.into());
@@ -259,11 +245,7 @@ pub struct NewEmail {
 impl NewEmail {
     /// The state a fresh email starts in: `scheduled` or `queued`, due at once or at its time.
     pub fn initial_state(&self) -> EmailState {
-        let kind = if self.scheduled_at.is_some() {
-            EventKind::Scheduled
-        } else {
-            EventKind::Queued
-        };
+        let kind = if self.scheduled_at.is_some() { EventKind::Scheduled } else { EventKind::Queued };
         EmailState {
             account: self.account.clone(),
             id: self.id,
@@ -297,11 +279,7 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 fn addresses(list: &[Mailbox]) -> Option<Vec<String>> {
-    if list.is_empty() {
-        None
-    } else {
-        Some(list.iter().map(ToString::to_string).collect())
-    }
+    if list.is_empty() { None } else { Some(list.iter().map(ToString::to_string).collect()) }
 }
 
 /// `GET /emails/{id}`.
@@ -418,13 +396,7 @@ impl PageRequest {
             return Err(FieldError::new("limit", Rule::TooFew { min: 1, got: 0 }));
         }
         if limit > Self::MAX_LIMIT {
-            return Err(FieldError::new(
-                "limit",
-                Rule::TooMany {
-                    max: Self::MAX_LIMIT,
-                    got: limit,
-                },
-            ));
+            return Err(FieldError::new("limit", Rule::TooMany { max: Self::MAX_LIMIT, got: limit }));
         }
         let cursor = match (after, before) {
             (Some(_), Some(_)) => return Err(FieldError::new("before", Rule::Exclusive("after"))),
@@ -454,10 +426,6 @@ pub struct ListResponse<T> {
 
 impl<T> From<Page<T>> for ListResponse<T> {
     fn from(p: Page<T>) -> Self {
-        ListResponse {
-            object: "list".into(),
-            has_more: p.has_more,
-            data: p.items,
-        }
+        ListResponse { object: "list".into(), has_more: p.has_more, data: p.items }
     }
 }

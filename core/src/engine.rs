@@ -225,7 +225,13 @@ impl Engine {
     /// Sends one email. Returns once it is durably stored (queued or scheduled).
     pub async fn send(&self, request: EmailRequest, options: SendOptions) -> Result<SendResponse, Error> {
         let resp = self
-            .accept("email", std::slice::from_ref(&request), BatchMode::Strict, options.idempotency_key.as_deref(), false)
+            .accept(
+                "email",
+                std::slice::from_ref(&request),
+                BatchMode::Strict,
+                options.idempotency_key.as_deref(),
+                false,
+            )
             .await?;
         resp.ids.first().map(|id| SendResponse { id: *id }).ok_or_else(|| {
             Error::Storage(crate::error::StorageError::Corrupt("idempotent replay without an id".into()))
@@ -386,11 +392,7 @@ impl Engine {
 
     /// The whole stored email.
     pub async fn get_record(&self, id: EmailId) -> Result<EmailRecord, Error> {
-        self.inner
-            .storage
-            .get_email(&self.account, id)
-            .await?
-            .ok_or(Error::NotFound { what: "Email" })
+        self.inner.storage.get_email(&self.account, id).await?.ok_or(Error::NotFound { what: "Email" })
     }
 
     /// `GET /emails/{id}`.

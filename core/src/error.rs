@@ -116,10 +116,9 @@ impl Rule {
     pub fn error_name(&self) -> ErrorName {
         match self {
             Rule::Required => ErrorName::MissingRequiredField,
-            Rule::AttachmentSource
-            | Rule::AttachmentBothSources
-            | Rule::Base64
-            | Rule::AttachmentLoad(_) => ErrorName::InvalidAttachment,
+            Rule::AttachmentSource | Rule::AttachmentBothSources | Rule::Base64 | Rule::AttachmentLoad(_) => {
+                ErrorName::InvalidAttachment
+            }
             Rule::InvalidId | Rule::Exclusive(_) => ErrorName::InvalidParameter,
             _ => ErrorName::ValidationError,
         }
@@ -136,10 +135,9 @@ impl fmt::Display for Rule {
             Rule::TooFew { min, got } => write!(f, "at least {min} needed, got {got}"),
             Rule::TooLong { max, got } => write!(f, "at most {max} characters, got {got}"),
             Rule::Empty => f.write_str("it must not be empty"),
-            Rule::TagCharset(c) => write!(
-                f,
-                "only ASCII letters, digits, underscores and dashes are allowed, got {c:?}"
-            ),
+            Rule::TagCharset(c) => {
+                write!(f, "only ASCII letters, digits, underscores and dashes are allowed, got {c:?}")
+            }
             Rule::HeaderName => f.write_str("a header name is printable ASCII without `:`"),
             Rule::HeaderLineBreak => f.write_str("header values must not contain CR or LF"),
             Rule::HeaderReserved(h) => write!(f, "the `{h}` header is set by mailroom and cannot be overridden"),
@@ -151,10 +149,9 @@ impl fmt::Display for Rule {
             Rule::EmailTooLarge { max, got } => {
                 write!(f, "the email is {got} bytes; the limit is {max} bytes including attachments")
             }
-            Rule::Timestamp(input) => write!(
-                f,
-                "{input:?} is not an ISO 8601 date-time such as `2024-08-05T11:52:01.858Z`"
-            ),
+            Rule::Timestamp(input) => {
+                write!(f, "{input:?} is not an ISO 8601 date-time such as `2024-08-05T11:52:01.858Z`")
+            }
             Rule::SchedulePast => f.write_str("the scheduled time must be in the future"),
             Rule::ScheduleTooFar { max_days } => {
                 write!(f, "the scheduled time must be at most {max_days} days ahead")
@@ -176,10 +173,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, rule: Rule) -> Self {
-        FieldError {
-            path: path.into(),
-            rule,
-        }
+        FieldError { path: path.into(), rule }
     }
 
     /// The same error one level down: `to[0]` under `emails[3]` is `emails[3].to[0]`.
@@ -240,7 +234,9 @@ pub enum Error {
     #[error("The key must be between 1-256 chars.")]
     InvalidIdempotencyKey,
     /// The key was used with another payload within 24 hours.
-    #[error("This idempotency key has already been used on a request with a different payload. Retrying this request is useless without changing the idempotency key or payload.")]
+    #[error(
+        "This idempotency key has already been used on a request with a different payload. Retrying this request is useless without changing the idempotency key or payload."
+    )]
     InvalidIdempotentRequest,
     /// The key's first request is still being processed.
     #[error("Same idempotency key used while original request is still in progress. Try the request again later.")]
@@ -281,11 +277,7 @@ impl Error {
             Error::Invalid(errors) => {
                 let first = errors.first().map_or(ErrorName::ValidationError, |e| e.rule.error_name());
                 // One name for the whole answer: the shared one, or the general one.
-                if errors.iter().all(|e| e.rule.error_name() == first) {
-                    first
-                } else {
-                    ErrorName::ValidationError
-                }
+                if errors.iter().all(|e| e.rule.error_name() == first) { first } else { ErrorName::ValidationError }
             }
             Error::InvalidIdempotencyKey => ErrorName::InvalidIdempotencyKey,
             Error::InvalidIdempotentRequest => ErrorName::InvalidIdempotentRequest,
@@ -302,11 +294,7 @@ impl Error {
 
     /// The wire error body.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            status_code: self.status(),
-            name: self.name(),
-            message: self.to_string(),
-        }
+        ErrorBody { status_code: self.status(), name: self.name(), message: self.to_string() }
     }
 
     /// The field errors, if this is a validation failure.

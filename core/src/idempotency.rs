@@ -21,11 +21,7 @@ pub const IN_FLIGHT_LEASE: chrono::Duration = chrono::Duration::minutes(2);
 /// Checks the key's length (in characters, as the hosted service counts).
 pub fn validate_key(key: &str) -> Result<(), Error> {
     let n = key.chars().count();
-    if (1..=256).contains(&n) {
-        Ok(())
-    } else {
-        Err(Error::InvalidIdempotencyKey)
-    }
+    if (1..=256).contains(&n) { Ok(()) } else { Err(Error::InvalidIdempotencyKey) }
 }
 
 /// SHA-256 of the canonical payload.
@@ -43,9 +39,7 @@ impl Fingerprint {
         h.update(endpoint.as_bytes());
         h.update([0]);
         // `to_value` sorts object keys (serde_json's map is ordered by key).
-        let canonical = serde_json::to_value(payload)
-            .and_then(|v| serde_json::to_vec(&v))
-            .unwrap_or_default();
+        let canonical = serde_json::to_value(payload).and_then(|v| serde_json::to_vec(&v)).unwrap_or_default();
         h.update(&canonical);
         Fingerprint(h.finalize().into())
     }

@@ -104,19 +104,10 @@ pub fn allowed(from: Option<EventKind>, to: EventKind) -> bool {
         Scheduled => matches!(to, Queued | Canceled | Failed),
         Queued => matches!(to, Sent | Suppressed | Failed),
         // Suppressed recipients are recorded before the rest are sent to, and again on a retry.
-        Suppressed => matches!(
-            to,
-            Sent | Suppressed | Failed | Delivered | Bounced | DeliveryDelayed
-        ),
-        Sent => matches!(
-            to,
-            Delivered | DeliveryDelayed | Bounced | Failed | Opened | Clicked | Complained
-        ),
+        Suppressed => matches!(to, Sent | Suppressed | Failed | Delivered | Bounced | DeliveryDelayed),
+        Sent => matches!(to, Delivered | DeliveryDelayed | Bounced | Failed | Opened | Clicked | Complained),
         DeliveryDelayed => matches!(to, Delivered | Bounced | Failed | Suppressed),
-        Delivered | Bounced => matches!(
-            to,
-            Delivered | Bounced | DeliveryDelayed | Opened | Clicked | Complained
-        ),
+        Delivered | Bounced => matches!(to, Delivered | Bounced | DeliveryDelayed | Opened | Clicked | Complained),
         Opened | Clicked | Complained => matches!(to, Opened | Clicked | Complained | Bounced),
         Canceled | Failed => false,
     }
@@ -124,11 +115,7 @@ pub fn allowed(from: Option<EventKind>, to: EventKind) -> bool {
 
 /// The transition function: `Ok` when `to` may follow `from`.
 pub fn transition(from: Option<EventKind>, to: EventKind) -> Result<EventKind, TransitionError> {
-    if allowed(from, to) {
-        Ok(to)
-    } else {
-        Err(TransitionError { from, to })
-    }
+    if allowed(from, to) { Ok(to) } else { Err(TransitionError { from, to }) }
 }
 
 #[cfg(test)]

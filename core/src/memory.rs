@@ -3,7 +3,9 @@
 //! One mutex guards all state, so every trait method is atomic and linearizable; no await
 //! happens while it is held. It passes the same conformance suite as the durable stores.
 
-use crate::email::{AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, NewEmail, Page, PageRequest};
+use crate::email::{
+    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, NewEmail, Page, PageRequest,
+};
 use crate::error::StorageError;
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ports::{
@@ -44,10 +46,7 @@ impl State {
     fn record(&self, account: &AccountId, id: u128) -> Option<EmailRecord> {
         let content = self.emails.get(&(account.clone(), id))?;
         let state = self.states.get(&id)?;
-        Some(EmailRecord {
-            content: (**content).clone(),
-            state: state.clone(),
-        })
+        Some(EmailRecord { content: (**content).clone(), state: state.clone() })
     }
 }
 
@@ -149,13 +148,7 @@ impl Storage for MemoryStorage {
         let lo = (account.clone(), 0u128);
         let hi = (account.clone(), u128::MAX);
         let ids: Vec<u128> = match page.cursor {
-            Cursor::Start => s
-                .emails
-                .range(lo..=hi)
-                .rev()
-                .take(page.limit + 1)
-                .map(|(k, _)| k.1)
-                .collect(),
+            Cursor::Start => s.emails.range(lo..=hi).rev().take(page.limit + 1).map(|(k, _)| k.1).collect(),
             Cursor::After(c) => s
                 .emails
                 .range((Bound::Included(lo), Bound::Excluded((account.clone(), c.as_u128()))))
@@ -204,10 +197,7 @@ impl Storage for MemoryStorage {
                 .get(&(state.account.clone(), id))
                 .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has state but no content")))?;
             out.push(ClaimedEmail {
-                record: EmailRecord {
-                    content: (**content).clone(),
-                    state: state.clone(),
-                },
+                record: EmailRecord { content: (**content).clone(), state: state.clone() },
                 token,
             });
             s.states.insert(id, state);
@@ -285,12 +275,13 @@ impl Storage for MemoryStorage {
         Ok(self.lock().suppressions.remove(&(account.clone(), address.to_string())).is_some())
     }
 
-    async fn suppression_lookup(&self, account: &AccountId, addresses: &[String]) -> StorageResult<Vec<SuppressionEntry>> {
+    async fn suppression_lookup(
+        &self,
+        account: &AccountId,
+        addresses: &[String],
+    ) -> StorageResult<Vec<SuppressionEntry>> {
         let s = self.lock();
-        Ok(addresses
-            .iter()
-            .filter_map(|a| s.suppressions.get(&(account.clone(), a.clone())).cloned())
-            .collect())
+        Ok(addresses.iter().filter_map(|a| s.suppressions.get(&(account.clone(), a.clone())).cloned()).collect())
     }
 
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {

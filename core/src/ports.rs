@@ -77,10 +77,7 @@ pub struct ClaimedEmail {
 
 impl ClaimedEmail {
     pub fn claim_ref(&self) -> ClaimRef {
-        ClaimRef {
-            id: self.record.state.id,
-            token: self.token,
-        }
+        ClaimRef { id: self.record.state.id, token: self.token }
     }
 }
 
@@ -96,10 +93,7 @@ pub enum Next {
     /// Nothing more is due.
     Done,
     /// Try again at this time, for these recipients.
-    RetryAt {
-        at: DateTime<Utc>,
-        pending: Vec<String>,
-    },
+    RetryAt { at: DateTime<Utc>, pending: Vec<String> },
 }
 
 /// A delivery outcome, recorded atomically with its events and suppressions.
@@ -172,7 +166,11 @@ pub trait Storage: Send + Sync + Debug {
     async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool>;
 
     /// The entries for those of `addresses` (normalised) that are listed.
-    async fn suppression_lookup(&self, account: &AccountId, addresses: &[String]) -> StorageResult<Vec<SuppressionEntry>>;
+    async fn suppression_lookup(
+        &self,
+        account: &AccountId,
+        addresses: &[String],
+    ) -> StorageResult<Vec<SuppressionEntry>>;
 
     /// All entries of an account, ordered by address.
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>>;

@@ -112,10 +112,25 @@ mod tests {
             subject: "Your invoice — März".into(),
             html: Some("<p>Hello <img src=\"cid:logo\"></p>".into()),
             text: Some("Hello".into()),
-            headers: vec![("X-Entity-Ref-ID".into(), "abc-123".into()), ("List-Unsubscribe".into(), "<mailto:u@acme.test>".into())],
+            headers: vec![
+                ("X-Entity-Ref-ID".into(), "abc-123".into()),
+                ("List-Unsubscribe".into(), "<mailto:u@acme.test>".into()),
+            ],
             attachments: vec![
-                Attachment { id: uuid::Uuid::nil(), filename: Some("logo.png".into()), content_type: "image/png".into(), content_id: Some("logo".into()), content: vec![137, 80, 78, 71, 1, 2, 3] },
-                Attachment { id: uuid::Uuid::nil(), filename: Some("invoice.pdf".into()), content_type: "application/pdf".into(), content_id: None, content: b"%PDF-1.4 fake".to_vec() },
+                Attachment {
+                    id: uuid::Uuid::nil(),
+                    filename: Some("logo.png".into()),
+                    content_type: "image/png".into(),
+                    content_id: Some("logo".into()),
+                    content: vec![137, 80, 78, 71, 1, 2, 3],
+                },
+                Attachment {
+                    id: uuid::Uuid::nil(),
+                    filename: Some("invoice.pdf".into()),
+                    content_type: "application/pdf".into(),
+                    content_id: None,
+                    content: b"%PDF-1.4 fake".to_vec(),
+                },
             ],
             tags: vec![Tag { name: "category".into(), value: "invoice".into() }],
             topic_id: None,

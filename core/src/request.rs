@@ -56,12 +56,7 @@ pub struct AttachmentRequest {
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "contentType")]
     pub content_type: Option<String>,
     /// Makes the attachment inline, referenced from the html as `cid:<content_id>`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "inline_content_id",
-        alias = "contentId"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "inline_content_id", alias = "contentId")]
     pub content_id: Option<String>,
 }
 

@@ -77,11 +77,7 @@ impl Default for SandboxTransport {
 
 impl SandboxTransport {
     pub fn new(test_domain: &str) -> Self {
-        SandboxTransport {
-            test_domain: test_domain.to_ascii_lowercase(),
-            outbox: Arc::default(),
-            hook: None,
-        }
+        SandboxTransport { test_domain: test_domain.to_ascii_lowercase(), outbox: Arc::default(), hook: None }
     }
 
     /// Calls `hook` for every outbox message as it arrives (the command line writes them to
@@ -118,7 +114,11 @@ impl Transport for SandboxTransport {
                 Some(TestAddress::Complained) => (RecipientStatus::Delivered, accepted(), Some(Feedback::Complaint)),
                 Some(TestAddress::Bounced) => (
                     RecipientStatus::Rejected,
-                    Some(SmtpReply::new(550, "5.1.1", "The email account that you tried to reach does not exist (simulated bounce)")),
+                    Some(SmtpReply::new(
+                        550,
+                        "5.1.1",
+                        "The email account that you tried to reach does not exist (simulated bounce)",
+                    )),
                     None,
                 ),
                 // The engine filters these out before hand-over; one that arrives anyway (a host

@@ -19,7 +19,12 @@ pub fn due_key(t: DateTime<Utc>) -> i64 {
 
 /// Claims `state` at `now` for `lease` with `token`. `Ok(false)`: not claimable now (not due,
 /// held, or finished). A `scheduled` email that falls due becomes `queued` here.
-pub fn claim(state: &mut EmailState, now: DateTime<Utc>, lease: Duration, token: u128) -> Result<bool, TransitionError> {
+pub fn claim(
+    state: &mut EmailState,
+    now: DateTime<Utc>,
+    lease: Duration,
+    token: u128,
+) -> Result<bool, TransitionError> {
     let Some(due) = state.due_at else { return Ok(false) };
     if due > now || state.is_claimed(now) || state.last_event().is_some_and(EventKind::is_final) {
         return Ok(false);
@@ -119,7 +124,8 @@ mod tests {
         assert!(!claim(&mut s, t1, lease, 2).unwrap(), "held");
         let t2 = t1 + chrono::Duration::seconds(61);
         assert!(claim(&mut s, t2, lease, 3).unwrap(), "lease lapsed");
-        let out = Outcome { claim: ClaimRef { id: s.id, token: 1 }, events: vec![], suppressions: vec![], next: Next::Done };
+        let out =
+            Outcome { claim: ClaimRef { id: s.id, token: 1 }, events: vec![], suppressions: vec![], next: Next::Done };
         assert!(!apply_outcome(&mut s, &out).unwrap(), "old token lost the claim");
         let mut f = state(EventKind::Canceled, t0);
         assert!(!claim(&mut f, t0, lease, 1).unwrap());

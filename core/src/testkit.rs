@@ -117,7 +117,8 @@ pub async fn insert_get_roundtrip(s: Arc<dyn Storage>) {
 }
 
 pub async fn list_newest_first_with_cursors(s: Arc<dyn Storage>) {
-    let emails: Vec<NewEmail> = (0..25).map(|i| new_email("a", t0() + CDuration::milliseconds(i), i as u16, None)).collect();
+    let emails: Vec<NewEmail> =
+        (0..25).map(|i| new_email("a", t0() + CDuration::milliseconds(i), i as u16, None)).collect();
     for chunk in emails.chunks(7) {
         s.insert_emails(&acct("a"), chunk.to_vec(), None).await.unwrap();
     }
@@ -148,7 +149,9 @@ pub async fn list_newest_first_with_cursors(s: Arc<dyn Storage>) {
 
 pub async fn list_is_scoped_to_the_account(s: Arc<dyn Storage>) {
     s.insert_emails(&acct("a"), vec![new_email("a", t0(), 1, None)], None).await.unwrap();
-    s.insert_emails(&acct("b"), vec![new_email("b", t0(), 2, None), new_email("b", t0(), 3, None)], None).await.unwrap();
+    s.insert_emails(&acct("b"), vec![new_email("b", t0(), 2, None), new_email("b", t0(), 3, None)], None)
+        .await
+        .unwrap();
     let pa = s.list_emails(&acct("a"), PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
     let pb = s.list_emails(&acct("b"), PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
     let pc = s.list_emails(&acct("c"), PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
@@ -185,10 +188,16 @@ pub async fn idempotency_lifecycle(s: Arc<dyn Storage>) {
     assert!(matches!(s.idempotency_begin(&a, "k", &fp(1), later, later).await.unwrap(), IdempotencyBegin::Replay(_)));
     // After 24 hours the key is free again.
     let expired = t0() + CDuration::hours(25);
-    assert_eq!(s.idempotency_begin(&a, "k", &fp(2), expired, expired + CDuration::minutes(2)).await.unwrap(), IdempotencyBegin::Started);
+    assert_eq!(
+        s.idempotency_begin(&a, "k", &fp(2), expired, expired + CDuration::minutes(2)).await.unwrap(),
+        IdempotencyBegin::Started
+    );
     // Release drops an in-flight marker.
     s.idempotency_release(&a, "k").await.unwrap();
-    assert_eq!(s.idempotency_begin(&a, "k", &fp(3), expired, expired + CDuration::minutes(2)).await.unwrap(), IdempotencyBegin::Started);
+    assert_eq!(
+        s.idempotency_begin(&a, "k", &fp(3), expired, expired + CDuration::minutes(2)).await.unwrap(),
+        IdempotencyBegin::Started
+    );
 }
 
 pub async fn idempotency_in_flight_marker_lapses(s: Arc<dyn Storage>) {
@@ -255,7 +264,12 @@ pub async fn claim_respects_schedule_and_lease(s: Arc<dyn Storage>) {
     assert_ne!(again[0].token, c[0].token);
     let lost = s.begin_handover(&[c[0].claim_ref()]).await.unwrap();
     assert_eq!(lost, vec![q.id], "the old holder lost its claim");
-    let finish = Outcome { claim: again[0].claim_ref(), events: vec![Event::new(EventKind::Failed, t)], suppressions: vec![], next: Next::Done };
+    let finish = Outcome {
+        claim: again[0].claim_ref(),
+        events: vec![Event::new(EventKind::Failed, t)],
+        suppressions: vec![],
+        next: Next::Done,
+    };
     assert!(s.record_outcomes(vec![finish]).await.unwrap().is_empty(), "the new holder records");
     let t = t0() + CDuration::minutes(10);
     let due = s.claim_due(t, 10, LEASE).await.unwrap();
@@ -263,7 +277,10 @@ pub async fn claim_respects_schedule_and_lease(s: Arc<dyn Storage>) {
     assert_eq!(due[0].record.state.id, sch.id);
     assert_eq!(due[0].record.state.last_event(), Some(EventKind::Queued), "a scheduled email is queued when claimed");
     let stored = s.get_email(&a, sch.id).await.unwrap().unwrap();
-    assert_eq!(stored.state.events.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![EventKind::Scheduled, EventKind::Queued]);
+    assert_eq!(
+        stored.state.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::Scheduled, EventKind::Queued]
+    );
 }
 
 pub async fn outcome_records_events_and_finishes(s: Arc<dyn Storage>) {
@@ -277,7 +294,12 @@ pub async fn outcome_records_events_and_finishes(s: Arc<dyn Storage>) {
         Event::new(EventKind::Delivered, t0()).recipient("user1@example.com").reply(SmtpReply::new(250, "2.0.0", "ok")),
     ];
     let lost = s
-        .record_outcomes(vec![Outcome { claim: c.claim_ref(), events: events.clone(), suppressions: vec![], next: Next::Done }])
+        .record_outcomes(vec![Outcome {
+            claim: c.claim_ref(),
+            events: events.clone(),
+            suppressions: vec![],
+            next: Next::Done,
+        }])
         .await
         .unwrap();
     assert!(lost.is_empty());
@@ -285,7 +307,10 @@ pub async fn outcome_records_events_and_finishes(s: Arc<dyn Storage>) {
     assert_eq!(r.state.events[1..], events[..]);
     assert_eq!(r.state.last_event(), Some(EventKind::Delivered));
     assert_eq!((r.state.attempts, r.state.handed_over, r.state.claim, r.state.due_at), (1, false, None, None));
-    assert!(s.claim_due(t0() + CDuration::days(1), 10, LEASE).await.unwrap().is_empty(), "finished emails are never due");
+    assert!(
+        s.claim_due(t0() + CDuration::days(1), 10, LEASE).await.unwrap().is_empty(),
+        "finished emails are never due"
+    );
     // A second outcome with the same (now released) claim is refused.
     let lost = s
         .record_outcomes(vec![Outcome { claim: c.claim_ref(), events: vec![], suppressions: vec![], next: Next::Done }])
@@ -366,7 +391,8 @@ pub async fn retry_reschedules_with_pending_recipients(s: Arc<dyn Storage>) {
 
 pub async fn suppression_crud(s: Arc<dyn Storage>) {
     let a = acct("a");
-    let entry = |addr: &str, reason| SuppressionEntry { address: addr.into(), reason, source_email: None, created_at: t0() };
+    let entry =
+        |addr: &str, reason| SuppressionEntry { address: addr.into(), reason, source_email: None, created_at: t0() };
     s.suppression_add(&a, entry("zed@example.com", SuppressionReason::Bounced)).await.unwrap();
     s.suppression_add(&a, entry("amy@example.com", SuppressionReason::Complained)).await.unwrap();
     s.suppression_add(&acct("b"), entry("bob@example.com", SuppressionReason::Bounced)).await.unwrap();

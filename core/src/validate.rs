@@ -40,10 +40,8 @@ impl Default for Limits {
 /// Headers the engine writes itself; a custom header may not override them.
 fn is_reserved_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "from" | "to" | "cc" | "bcc" | "subject" | "date" | "message-id" | "mime-version"
-    ) || n.starts_with("content-")
+    matches!(n.as_str(), "from" | "to" | "cc" | "bcc" | "subject" | "date" | "message-id" | "mime-version")
+        || n.starts_with("content-")
 }
 
 /// A checked email whose `path` attachments still need loading.
@@ -202,9 +200,9 @@ pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Resu
         }
         let content_type = match a.content_type.as_deref() {
             Some(ct) => {
-                let valid = ct.split_once('/').is_some_and(|(t, s)| {
-                    !t.is_empty() && !s.is_empty() && !ct.chars().any(|c| c.is_control())
-                });
+                let valid = ct
+                    .split_once('/')
+                    .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !ct.chars().any(|c| c.is_control()));
                 if !valid {
                     errors.push(p("content_type"), Rule::Shape(format!("{ct:?} is not a MIME type like `image/png`")));
                 }
@@ -310,12 +308,7 @@ mod tests {
     }
 
     fn errs(r: &EmailRequest) -> Vec<(String, Rule)> {
-        validate(r, now(), &Limits::default())
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| (e.path, e.rule))
-            .collect()
+        validate(r, now(), &Limits::default()).err().unwrap_or_default().into_iter().map(|e| (e.path, e.rule)).collect()
     }
 
     #[test]
@@ -417,11 +410,23 @@ mod tests {
     fn attachments() {
         let mut r = ok();
         r.attachments = Some(vec![
-            AttachmentRequest { content: Some(AttachmentContent::Base64("aGk=".into())), filename: Some("a.pdf".into()), ..Default::default() },
+            AttachmentRequest {
+                content: Some(AttachmentContent::Base64("aGk=".into())),
+                filename: Some("a.pdf".into()),
+                ..Default::default()
+            },
             AttachmentRequest { filename: Some("none.txt".into()), ..Default::default() },
             AttachmentRequest { content: Some(AttachmentContent::Base64("***".into())), ..Default::default() },
-            AttachmentRequest { content: Some(AttachmentContent::Bytes(vec![1])), content_id: Some("x".repeat(128)), ..Default::default() },
-            AttachmentRequest { content: Some(AttachmentContent::Bytes(vec![1])), path: Some("https://x.test/a".into()), ..Default::default() },
+            AttachmentRequest {
+                content: Some(AttachmentContent::Bytes(vec![1])),
+                content_id: Some("x".repeat(128)),
+                ..Default::default()
+            },
+            AttachmentRequest {
+                content: Some(AttachmentContent::Bytes(vec![1])),
+                path: Some("https://x.test/a".into()),
+                ..Default::default()
+            },
         ]);
         let e = errs(&r);
         assert_eq!(
@@ -436,8 +441,17 @@ mod tests {
         assert_eq!(Rule::AttachmentSource.error_name(), ErrorName::InvalidAttachment);
         let mut r = ok();
         r.attachments = Some(vec![
-            AttachmentRequest { content: Some(AttachmentContent::Base64("aGk=".into())), filename: Some("report.pdf".into()), ..Default::default() },
-            AttachmentRequest { content: Some(AttachmentContent::Bytes(vec![137, 80])), filename: Some("logo.png".into()), content_id: Some("logo".into()), ..Default::default() },
+            AttachmentRequest {
+                content: Some(AttachmentContent::Base64("aGk=".into())),
+                filename: Some("report.pdf".into()),
+                ..Default::default()
+            },
+            AttachmentRequest {
+                content: Some(AttachmentContent::Bytes(vec![137, 80])),
+                filename: Some("logo.png".into()),
+                content_id: Some("logo".into()),
+                ..Default::default()
+            },
             AttachmentRequest { path: Some("https://cdn.test/x.csv".into()), ..Default::default() },
         ]);
         let v = validate(&r, now(), &Limits::default()).unwrap();

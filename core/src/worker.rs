@@ -225,9 +225,7 @@ impl Worker {
             }
         }
         if send_to.is_empty() {
-            storage
-                .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
-                .await?;
+            storage.record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }]).await?;
             return Ok(false);
         }
 
@@ -271,12 +269,16 @@ impl Worker {
                         }
                         RecipientStatus::Relayed => {}
                         RecipientStatus::Rejected => {
-                            let reply = r.reply.unwrap_or_else(|| crate::bounce::SmtpReply::new(550, "", "rejected without a reply"));
+                            let reply = r
+                                .reply
+                                .unwrap_or_else(|| crate::bounce::SmtpReply::new(550, "", "rejected without a reply"));
                             let (info, class) = bounce_info(&reply);
                             if class.suppress {
                                 suppressions.push(entry(&r.recipient, SuppressionReason::Bounced, record, now));
                             }
-                            events.push(Event::new(EventKind::Bounced, now).recipient(&r.recipient).bounce(info).reply(reply));
+                            events.push(
+                                Event::new(EventKind::Bounced, now).recipient(&r.recipient).bounce(info).reply(reply),
+                            );
                         }
                         RecipientStatus::Deferred => deferred.push((r.recipient, r.reply)),
                     }
@@ -301,7 +303,9 @@ impl Worker {
                         if class.suppress {
                             suppressions.push(entry(rcpt, SuppressionReason::Bounced, record, now));
                         }
-                        events.push(Event::new(EventKind::Bounced, now).recipient(rcpt).bounce(info).reply(reply.clone()));
+                        events.push(
+                            Event::new(EventKind::Bounced, now).recipient(rcpt).bounce(info).reply(reply.clone()),
+                        );
                     }
                 }
                 TransportErrorKind::Transient => {
@@ -315,11 +319,8 @@ impl Worker {
         }
 
         // A server's "try again in N" on any deferred recipient stretches the wait.
-        let hint = deferred
-            .iter()
-            .filter_map(|(_, reply)| reply.as_ref().and_then(|r| retry_hint(&r.text)))
-            .chain(hint)
-            .max();
+        let hint =
+            deferred.iter().filter_map(|(_, reply)| reply.as_ref().and_then(|r| retry_hint(&r.text))).chain(hint).max();
         let next = if deferred.is_empty() {
             Next::Done
         } else {
@@ -336,7 +337,9 @@ impl Worker {
                 }
                 None => {
                     for (rcpt, reply) in &deferred {
-                        let reply = reply.clone().unwrap_or_else(|| crate::bounce::SmtpReply::new(451, "4.4.7", "delivery time expired"));
+                        let reply = reply
+                            .clone()
+                            .unwrap_or_else(|| crate::bounce::SmtpReply::new(451, "4.4.7", "delivery time expired"));
                         let mut info: BounceInfo = bounce_info(&reply).0;
                         info.kind = BounceType::Transient;
                         if info.subtype == BounceSubtype::Undetermined {
@@ -360,9 +363,7 @@ fn targets(record: &EmailRecord) -> Vec<&Mailbox> {
     if record.state.pending.is_empty() {
         return all;
     }
-    all.into_iter()
-        .filter(|m| record.state.pending.iter().any(|p| p.eq_ignore_ascii_case(&m.address())))
-        .collect()
+    all.into_iter().filter(|m| record.state.pending.iter().any(|p| p.eq_ignore_ascii_case(&m.address()))).collect()
 }
 
 fn entry(address: &str, reason: SuppressionReason, record: &EmailRecord, now: DateTime<Utc>) -> SuppressionEntry {

@@ -94,7 +94,10 @@ async fn each_test_address_reaches_its_outcome() {
     let listed: Vec<(&str, SuppressionReason)> = list.iter().map(|e| (e.address.as_str(), e.reason)).collect();
     assert_eq!(
         listed,
-        vec![("bounced@resend.dev", SuppressionReason::Bounced), ("complained+x@resend.dev", SuppressionReason::Complained)]
+        vec![
+            ("bounced@resend.dev", SuppressionReason::Bounced),
+            ("complained+x@resend.dev", SuppressionReason::Complained)
+        ]
     );
     assert_eq!(list[0].source_email, Some(ids[2]));
     // Only the ordinary recipient reached the outbox; test addresses never leave.
@@ -119,7 +122,10 @@ async fn suppressed_recipients_are_never_contacted_and_removal_is_undone_by_the_
     mixed.cc = Some(OneOrMany::One("fine@example.com".into()));
     let id = s.engine.send(mixed, SendOptions::default()).await.unwrap().id;
     s.work().await;
-    assert_eq!(s.kinds(id).await, vec![EventKind::Queued, EventKind::Suppressed, EventKind::Sent, EventKind::Delivered]);
+    assert_eq!(
+        s.kinds(id).await,
+        vec![EventKind::Queued, EventKind::Suppressed, EventKind::Sent, EventKind::Delivered]
+    );
     assert_eq!(s.sandbox.outbox()[0].envelope.to, vec!["fine@example.com".to_string()]);
 
     // bounced@ is listed by its first bounce, removed, and listed again by the next.
@@ -156,7 +162,8 @@ async fn permissive_batch_stores_the_valid_ones_in_order() {
     let mut items: Vec<EmailRequest> = (0..5).map(|i| email(&format!("u{i}@example.com"))).collect();
     items[1].from = None;
     items[4].html = None;
-    let r = s.engine.send_batch(items, BatchOptions { mode: BatchMode::Permissive, idempotency_key: None }).await.unwrap();
+    let r =
+        s.engine.send_batch(items, BatchOptions { mode: BatchMode::Permissive, idempotency_key: None }).await.unwrap();
     assert_eq!(r.data.len(), 3);
     let errors = r.errors.unwrap();
     assert_eq!(errors.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 4]);
@@ -340,11 +347,14 @@ async fn scheduled_emails_wait_for_their_time() {
     );
 }
 
+/// One scripted answer: a status and reply per recipient, or a failure of the whole hand-over.
+type Step = Result<Vec<(RecipientStatus, &'static str)>, TransportErrorKind>;
+
 /// A transport scripted per call, counting hand-overs.
 #[derive(Debug, Default)]
 struct Scripted {
     calls: AtomicUsize,
-    script: Mutex<Vec<Result<Vec<(RecipientStatus, &'static str)>, TransportErrorKind>>>,
+    script: Mutex<Vec<Step>>,
 }
 
 #[async_trait]
@@ -366,7 +376,11 @@ impl Transport for Scripted {
                     })
                     .collect(),
             }),
-            Err(kind) => Err(TransportError { kind, reply: SmtpReply::parse("421 4.4.2 connection dropped"), message: "connection dropped".into() }),
+            Err(kind) => Err(TransportError {
+                kind,
+                reply: SmtpReply::parse("421 4.4.2 connection dropped"),
+                message: "connection dropped".into(),
+            }),
         }
     }
 }
@@ -376,7 +390,10 @@ async fn deferrals_retry_on_schedule_and_delay_is_reported_once() {
     let s = setup();
     let t = Arc::new(Scripted::default());
     *t.script.lock().unwrap() = vec![
-        Ok(vec![(RecipientStatus::Delivered, "250 2.0.0 ok"), (RecipientStatus::Deferred, "451 4.7.1 greylisted, try again in 5 minutes")]),
+        Ok(vec![
+            (RecipientStatus::Delivered, "250 2.0.0 ok"),
+            (RecipientStatus::Deferred, "451 4.7.1 greylisted, try again in 5 minutes"),
+        ]),
         Ok(vec![(RecipientStatus::Deferred, "451 4.3.0 busy")]),
         Ok(vec![(RecipientStatus::Delivered, "250 2.0.0 ok")]),
     ];
@@ -469,7 +486,8 @@ async fn the_running_worker_wakes_for_new_mail() {
     let store = Arc::new(MemoryStorage::new());
     let engine = Engine::builder(store).build();
     let sandbox = SandboxTransport::default();
-    let worker = engine.worker(Arc::new(sandbox.clone()), WorkerConfig { max_idle: Duration::from_secs(3600), ..Default::default() });
+    let worker = engine
+        .worker(Arc::new(sandbox.clone()), WorkerConfig { max_idle: Duration::from_secs(3600), ..Default::default() });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move { worker.run(async { stop_rx.await.unwrap_or(()) }).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -489,7 +507,10 @@ async fn errors_carry_the_catalogue_body() {
     let missing_to = EmailRequest { to: None, ..email("a@example.com") };
     let err = s.engine.send(missing_to, SendOptions::default()).await.unwrap_err();
     let body = serde_json::to_value(err.body()).unwrap();
-    assert_eq!(body, serde_json::json!({"statusCode": 422, "name": "missing_required_field", "message": "Missing `to` field."}));
+    assert_eq!(
+        body,
+        serde_json::json!({"statusCode": 422, "name": "missing_required_field", "message": "Missing `to` field."})
+    );
     let bad_from = EmailRequest { from: Some("nope".into()), ..email("a@example.com") };
     let err = s.engine.send(bad_from, SendOptions::default()).await.unwrap_err();
     assert!(err.to_string().starts_with("Invalid `from` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format"));

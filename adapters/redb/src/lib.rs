@@ -269,7 +269,10 @@ impl Storage for RedbStorage {
             let a = account.as_str();
             let take = page.limit + 1;
             let mut rows = Vec::with_capacity(take);
-            let mut collect = |iter: &mut dyn Iterator<Item = Result<(redb::AccessGuard<'_, (&str, u128)>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>>| -> StorageResult<()> {
+            let mut collect = |iter: &mut dyn Iterator<
+                Item = Result<(redb::AccessGuard<'_, (&str, u128)>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>,
+            >|
+             -> StorageResult<()> {
                 for item in iter.take(take) {
                     let (k, v) = item.map_err(backend)?;
                     let id = k.value().1;
@@ -439,7 +442,11 @@ impl Storage for RedbStorage {
         .await
     }
 
-    async fn suppression_lookup(&self, account: &AccountId, addresses: &[String]) -> StorageResult<Vec<SuppressionEntry>> {
+    async fn suppression_lookup(
+        &self,
+        account: &AccountId,
+        addresses: &[String],
+    ) -> StorageResult<Vec<SuppressionEntry>> {
         let (account, addresses) = (account.0.clone(), addresses.to_vec());
         self.read(move |tx| {
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
