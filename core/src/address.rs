@@ -136,10 +136,11 @@ fn needs_quotes(name: &str) -> bool {
     name.chars().any(|c| "()<>[]:;@\\,.\"".contains(c))
 }
 
-/// The byte index of the first `needle` outside a quoted string.
-fn find_unquoted(s: &str, needle: char) -> Result<Option<usize>, AddressError> {
+/// The byte indices of every `needle` outside a quoted string (quoted-pairs honoured).
+fn unquoted_positions(s: &str, needle: char) -> Result<Vec<usize>, AddressError> {
     let mut in_quote = false;
     let mut escaped = false;
+    let mut found = Vec::new();
     for (i, c) in s.char_indices() {
         if escaped {
             escaped = false;
@@ -148,14 +149,18 @@ fn find_unquoted(s: &str, needle: char) -> Result<Option<usize>, AddressError> {
         match c {
             '\\' if in_quote => escaped = true,
             '"' => in_quote = !in_quote,
-            c if c == needle && !in_quote => return Ok(Some(i)),
+            c if c == needle && !in_quote => found.push(i),
             _ => {}
         }
     }
     if in_quote {
         return Err(AddressError::UnterminatedQuote);
     }
-    Ok(None)
+    Ok(found)
+}
+
+fn find_unquoted(s: &str, needle: char) -> Result<Option<usize>, AddressError> {
+    Ok(unquoted_positions(s, needle)?.first().copied())
 }
 
 fn unquote(s: &str) -> String {
@@ -213,24 +218,7 @@ fn parse_addr_spec(s: &str) -> Result<(String, String), AddressError> {
         return Err(AddressError::Empty);
     }
     // The `@` that separates local and domain is the last one outside quotes.
-    let mut at = None;
-    let mut in_quote = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quote => escaped = true,
-            '"' => in_quote = !in_quote,
-            '@' if !in_quote => at = Some(i),
-            _ => {}
-        }
-    }
-    if in_quote {
-        return Err(AddressError::UnterminatedQuote);
-    }
+    let at = unquoted_positions(s, '@')?.last().copied();
     let at = at.ok_or(AddressError::MissingAt)?;
     let local = parse_local(&s[..at])?;
     let domain = parse_domain(&s[at + 1..])?;
