@@ -59,7 +59,6 @@ pub enum AddressError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Mailbox {
     /// The display name, unquoted (`Acme, Inc.`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The local part in wire form: a dot-atom, or a quoted string with its quotes.
     pub local: String,
@@ -136,11 +135,11 @@ fn needs_quotes(name: &str) -> bool {
     name.chars().any(|c| "()<>[]:;@\\,.\"".contains(c))
 }
 
-/// The byte indices of every `needle` outside a quoted string (quoted-pairs honoured).
-fn unquoted_positions(s: &str, needle: char) -> Result<Vec<usize>, AddressError> {
+/// Calls `found` with the byte index of every `needle` outside a quoted string
+/// (quoted-pairs honoured); fails when a quote is left open.
+fn scan_unquoted(s: &str, needle: char, mut found: impl FnMut(usize)) -> Result<(), AddressError> {
     let mut in_quote = false;
     let mut escaped = false;
-    let mut found = Vec::new();
     for (i, c) in s.char_indices() {
         if escaped {
             escaped = false;
@@ -149,18 +148,32 @@ fn unquoted_positions(s: &str, needle: char) -> Result<Vec<usize>, AddressError>
         match c {
             '\\' if in_quote => escaped = true,
             '"' => in_quote = !in_quote,
-            c if c == needle && !in_quote => found.push(i),
+            c if c == needle && !in_quote => found(i),
             _ => {}
         }
     }
-    if in_quote {
-        return Err(AddressError::UnterminatedQuote);
-    }
-    Ok(found)
+    if in_quote { Err(AddressError::UnterminatedQuote) } else { Ok(()) }
 }
 
 fn find_unquoted(s: &str, needle: char) -> Result<Option<usize>, AddressError> {
-    Ok(unquoted_positions(s, needle)?.first().copied())
+    // Fast path: no quotes at all (almost every real address).
+    if !s.contains('"') {
+        return Ok(s.find(needle));
+    }
+    let mut first = None;
+    scan_unquoted(s, needle, |i| {
+        first.get_or_insert(i);
+    })?;
+    Ok(first)
+}
+
+fn rfind_unquoted(s: &str, needle: char) -> Result<Option<usize>, AddressError> {
+    if !s.contains('"') {
+        return Ok(s.rfind(needle));
+    }
+    let mut last = None;
+    scan_unquoted(s, needle, |i| last = Some(i))?;
+    Ok(last)
 }
 
 fn unquote(s: &str) -> String {
@@ -210,7 +223,12 @@ fn parse_display_name(s: &str) -> Result<Option<String>, AddressError> {
 }
 
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && !c.is_control())
+    match c {
+        'a'..='z' | 'A'..='Z' | '0'..='9' => true,
+        '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '-' | '/' | '=' | '?' | '^' | '_' | '`' | '{' | '|' | '}'
+        | '~' => true,
+        c => !c.is_ascii() && !c.is_control(),
+    }
 }
 
 fn parse_addr_spec(s: &str) -> Result<(String, String), AddressError> {
@@ -218,7 +236,7 @@ fn parse_addr_spec(s: &str) -> Result<(String, String), AddressError> {
         return Err(AddressError::Empty);
     }
     // The `@` that separates local and domain is the last one outside quotes.
-    let at = unquoted_positions(s, '@')?.last().copied();
+    let at = rfind_unquoted(s, '@')?;
     let at = at.ok_or(AddressError::MissingAt)?;
     let local = parse_local(&s[..at])?;
     let domain = parse_domain(&s[at + 1..])?;
@@ -290,16 +308,23 @@ fn parse_domain(s: &str) -> Result<String, AddressError> {
     if s.is_ascii() && s.trim_end_matches('.').len() > MAX_DOMAIN {
         return Err(AddressError::DomainTooLong);
     }
-    let ascii = idna::domain_to_ascii_strict(s.trim_end_matches('.'))
-        .map_err(|_| AddressError::InvalidDomain(s.to_string()))?;
+    let bare = s.trim_end_matches('.');
+    // Plain ASCII host names (the common case) need only lower-casing: the label checks
+    // below are exactly STD3's. IDNA runs for non-ASCII input and for A-labels (`xn--`),
+    // which it must verify decode to valid U-labels.
+    let has_a_label = bare.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"xn--"));
+    let ascii = if bare.is_ascii() && !has_a_label {
+        bare.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii_strict(bare).map_err(|_| AddressError::InvalidDomain(s.to_string()))?
+    };
     if ascii.len() > MAX_DOMAIN {
         return Err(AddressError::DomainTooLong);
     }
-    let labels: Vec<&str> = ascii.split('.').collect();
-    if labels.len() < 2 {
+    if !ascii.contains('.') {
         return Err(AddressError::UnqualifiedDomain(s.to_string()));
     }
-    for label in &labels {
+    for label in ascii.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')
@@ -310,7 +335,7 @@ fn parse_domain(s: &str) -> Result<String, AddressError> {
         }
     }
     // A top-level label of digits only would make `user@1.2.3.4` look like a host name.
-    if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+    if ascii.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
         return Err(AddressError::InvalidDomain(s.to_string()));
     }
     Ok(ascii)

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// An RFC 3463 enhanced status code, `class.subject.detail`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An RFC 3463 enhanced status code, `class.subject.detail`. Serialised as its text, `5.1.1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnhancedStatus {
     pub class: u8,
     pub subject: u16,
@@ -32,6 +32,19 @@ impl EnhancedStatus {
     }
 }
 
+impl Serialize for EnhancedStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EnhancedStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        EnhancedStatus::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an enhanced status code")))
+    }
+}
+
 impl fmt::Display for EnhancedStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
@@ -42,7 +55,6 @@ impl fmt::Display for EnhancedStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmtpReply {
     pub code: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enhanced: Option<EnhancedStatus>,
     pub text: String,
 }

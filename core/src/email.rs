@@ -44,9 +44,12 @@ impl FromStr for EmailId {
 
 /// The tenant an email belongs to (the hosted service's "team"). A single-account host
 /// never names it: everything lands in [`AccountId::default`].
+///
+/// Shared, immutable text: every stored record carries its account, and cloning one is a
+/// reference-count increment, not an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct AccountId(pub String);
+pub struct AccountId(pub std::sync::Arc<str>);
 
 impl Default for AccountId {
     fn default() -> Self {
@@ -55,8 +58,8 @@ impl Default for AccountId {
 }
 
 impl AccountId {
-    pub fn new(s: impl Into<String>) -> Self {
-        AccountId(s.into())
+    pub fn new(s: impl AsRef<str>) -> Self {
+        AccountId(s.as_ref().into())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -79,28 +82,12 @@ pub struct Tag {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub id: Uuid,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     pub content_type: String,
     /// Present: inline, referenced from the html as `cid:<content_id>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_id: Option<String>,
-    #[serde(with = "b64")]
+    #[serde(with = "serde_bytes")]
     pub content: Vec<u8>,
-}
-
-mod b64 {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD.decode(s.as_bytes()).map_err(serde::de::Error::custom)
-    }
 }
 
 /// What was accepted; immutable afterwards.
@@ -140,22 +127,49 @@ impl EmailContent {
 }
 
 /// One event on an email.
+///
+/// Stored types carry every field always (the stores use a compact binary encoding without
+/// field names); [`EventView`] is the wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    #[serde(rename = "type")]
     pub kind: EventKind,
     pub at: DateTime<Utc>,
     /// The recipient the event is about, for per-recipient events.
+    pub recipient: Option<String>,
+    pub bounce: Option<BounceInfo>,
+    /// The server's reply behind this event, kept exactly.
+    pub reply: Option<SmtpReply>,
+    /// Why, for `failed`, `suppressed` and `canceled`.
+    pub reason: Option<String>,
+}
+
+/// An event as the wire shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounce: Option<BounceInfo>,
-    /// The server's reply behind this event, kept exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply: Option<SmtpReply>,
-    /// Why, for `failed`, `suppressed` and `canceled`.
+    pub reply: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> Self {
+        EventView {
+            kind: e.kind,
+            created_at: rfc3339(e.at),
+            recipient: e.recipient.clone(),
+            bounce: e.bounce.clone(),
+            reply: e.reply.as_ref().map(ToString::to_string),
+            reason: e.reason.clone(),
+        }
+    }
 }
 
 impl Event {
@@ -304,7 +318,7 @@ pub struct EmailView {
     pub topic_id: Option<String>,
     pub message_id: String,
     /// Beyond the hosted service: the whole ordered history.
-    pub events: Vec<Event>,
+    pub events: Vec<EventView>,
 }
 
 impl From<&EmailRecord> for EmailView {
@@ -327,7 +341,7 @@ impl From<&EmailRecord> for EmailView {
             tags: c.tags.clone(),
             topic_id: c.topic_id.clone(),
             message_id: c.message_id.clone(),
-            events: r.state.events.clone(),
+            events: r.state.events.iter().map(EventView::from).collect(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::ports::{
 use crate::render::message_id_for;
 use crate::request::EmailRequest;
 use crate::sandbox::DEFAULT_TEST_DOMAIN;
-use crate::validate::{Limits, Validated, validate};
+use crate::validate::{Limits, Validated, validate_owned};
 use crate::worker::{Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -197,7 +197,7 @@ impl Engine {
     }
 
     /// The same engine acting for another account. A single-account host never calls this.
-    pub fn with_account(&self, account: impl Into<String>) -> Engine {
+    pub fn with_account(&self, account: impl AsRef<str>) -> Engine {
         Engine { inner: Arc::clone(&self.inner), account: AccountId::new(account) }
     }
 
@@ -227,7 +227,7 @@ impl Engine {
         let resp = self
             .accept(
                 "email",
-                std::slice::from_ref(&request),
+                vec![request],
                 BatchMode::Strict,
                 options.idempotency_key.as_deref(),
                 false,
@@ -241,7 +241,7 @@ impl Engine {
     /// Sends 1 to 100 emails, each with its own recipients and content. Ids come back in
     /// input order.
     pub async fn send_batch(&self, requests: Vec<EmailRequest>, options: BatchOptions) -> Result<BatchResponse, Error> {
-        let resp = self.accept("batch", &requests, options.mode, options.idempotency_key.as_deref(), true).await?;
+        let resp = self.accept("batch", requests, options.mode, options.idempotency_key.as_deref(), true).await?;
         Ok(BatchResponse {
             data: resp.ids.into_iter().map(|id| SendResponse { id }).collect(),
             errors: (options.mode == BatchMode::Permissive).then_some(resp.errors),
@@ -251,7 +251,7 @@ impl Engine {
     async fn accept(
         &self,
         endpoint: &str,
-        requests: &[EmailRequest],
+        requests: Vec<EmailRequest>,
         mode: BatchMode,
         key: Option<&str>,
         is_batch: bool,
@@ -262,7 +262,7 @@ impl Engine {
         };
         idempotency::validate_key(key)?;
         let now = self.inner.clock.now();
-        let fingerprint = Fingerprint::of(endpoint, &(mode, requests));
+        let fingerprint = Fingerprint::of(endpoint, &(mode, &requests));
         match storage
             .idempotency_begin(&self.account, key, &fingerprint, now, now + idempotency::IN_FLIGHT_LEASE)
             .await?
@@ -283,7 +283,7 @@ impl Engine {
 
     async fn prepare_and_insert(
         &self,
-        requests: &[EmailRequest],
+        requests: Vec<EmailRequest>,
         mode: BatchMode,
         key: Option<(&str, Fingerprint)>,
         is_batch: bool,
@@ -297,8 +297,8 @@ impl Engine {
         let now = self.inner.clock.now();
         let mut valid = Vec::with_capacity(requests.len());
         let mut invalid: Vec<(usize, Vec<FieldError>)> = Vec::new();
-        for (i, r) in requests.iter().enumerate() {
-            let checked = match validate(r, now, &self.inner.limits) {
+        for (i, r) in requests.into_iter().enumerate() {
+            let checked = match validate_owned(r, now, &self.inner.limits) {
                 Ok(v) => self.load_attachments(v).await,
                 Err(e) => Err(e),
             };

@@ -69,20 +69,25 @@ fn addresses(field: &str, value: Option<&OneOrMany>, errors: &mut Errors) -> Vec
     list.iter()
         .enumerate()
         .filter_map(|(i, a)| {
-            let path = if single { field.to_string() } else { format!("{field}[{i}]") };
-            Mailbox::parse(a).map_err(|e| errors.push(path, Rule::Address(e))).ok()
+            Mailbox::parse(a)
+                .map_err(|e| {
+                    // Paths are built only on failure: the common case allocates nothing here.
+                    let path = if single { field.to_string() } else { format!("{field}[{i}]") };
+                    errors.push(path, Rule::Address(e))
+                })
+                .ok()
         })
         .collect()
 }
 
-fn check_charset(path: String, s: &str, max: usize, errors: &mut Errors) {
+fn check_charset(path: impl FnOnce() -> String, s: &str, max: usize, errors: &mut Errors) {
     let n = s.chars().count();
     if n == 0 {
-        errors.push(path, Rule::Empty);
+        errors.push(path(), Rule::Empty);
     } else if n > max {
-        errors.push(path, Rule::TooLong { max, got: n });
+        errors.push(path(), Rule::TooLong { max, got: n });
     } else if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
-        errors.push(path, Rule::TagCharset(c));
+        errors.push(path(), Rule::TagCharset(c));
     }
 }
 
@@ -92,6 +97,15 @@ fn has_line_break(s: &str) -> bool {
 
 /// Validates one email at `now`. Every field error is reported.
 pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Result<Validated, Vec<FieldError>> {
+    validate_owned(req.clone(), now, limits)
+}
+
+/// [`validate`], taking the request by value so bodies move instead of being copied.
+pub fn validate_owned(
+    mut req: EmailRequest,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<Validated, Vec<FieldError>> {
     let mut errors = Errors(Vec::new());
 
     if req.template.is_some() {
@@ -119,20 +133,20 @@ pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Resu
     let bcc = addresses("bcc", req.bcc.as_ref(), &mut errors);
     let reply_to = addresses("reply_to", req.reply_to.as_ref(), &mut errors);
 
-    let subject = match req.subject.as_deref() {
+    let subject = match req.subject.take() {
         None => {
             errors.push("subject", Rule::Required);
             String::new()
         }
-        Some(s) if has_line_break(s) => {
+        Some(s) if has_line_break(&s) => {
             errors.push("subject", Rule::HeaderLineBreak);
             String::new()
         }
-        Some(s) => s.to_string(),
+        Some(s) => s,
     };
 
-    let html = req.html.clone().filter(|s| !s.is_empty());
-    let text = req.text.clone().filter(|s| !s.is_empty());
+    let html = req.html.take().filter(|s| !s.is_empty());
+    let text = req.text.take().filter(|s| !s.is_empty());
     if html.is_none() && text.is_none() {
         errors.push("html", Rule::BodyRequired);
     }
@@ -141,21 +155,21 @@ pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Resu
 
     let mut headers = Vec::new();
     for (name, value) in req.headers.iter().flatten() {
-        let path = format!("headers.{name}");
+        let path = || format!("headers.{name}");
         if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-            errors.push(path, Rule::HeaderName);
+            errors.push(path(), Rule::HeaderName);
             continue;
         }
         if is_reserved_header(name) {
-            errors.push(path, Rule::HeaderReserved(name.clone()));
+            errors.push(path(), Rule::HeaderReserved(name.clone()));
             continue;
         }
         let Some(value) = value.as_str() else {
-            errors.push(path, Rule::Shape("a header value must be a string".into()));
+            errors.push(path(), Rule::Shape("a header value must be a string".into()));
             continue;
         };
         if has_line_break(value) {
-            errors.push(path, Rule::HeaderLineBreak);
+            errors.push(path(), Rule::HeaderLineBreak);
             continue;
         }
         size += name.len() + value.len() + 4;
@@ -163,18 +177,17 @@ pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Resu
     }
 
     let mut tags = Vec::new();
-    for (i, tag) in req.tags.iter().flatten().enumerate() {
-        let (name, value) = (tag.name.as_deref(), tag.value.as_deref());
-        match name {
+    for (i, tag) in req.tags.take().into_iter().flatten().enumerate() {
+        match tag.name.as_deref() {
             None => errors.push(format!("tags[{i}].name"), Rule::Required),
-            Some(n) => check_charset(format!("tags[{i}].name"), n, limits.max_tag_len, &mut errors),
+            Some(n) => check_charset(|| format!("tags[{i}].name"), n, limits.max_tag_len, &mut errors),
         }
-        match value {
+        match tag.value.as_deref() {
             None => errors.push(format!("tags[{i}].value"), Rule::Required),
-            Some(v) => check_charset(format!("tags[{i}].value"), v, limits.max_tag_len, &mut errors),
+            Some(v) => check_charset(|| format!("tags[{i}].value"), v, limits.max_tag_len, &mut errors),
         }
-        if let (Some(n), Some(v)) = (name, value) {
-            tags.push(Tag { name: n.to_string(), value: v.to_string() });
+        if let (Some(name), Some(value)) = (tag.name, tag.value) {
+            tags.push(Tag { name, value });
         }
     }
 
@@ -276,7 +289,7 @@ pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Resu
                 headers,
                 attachments,
                 tags,
-                topic_id: req.topic_id.clone(),
+                topic_id: req.topic_id.take(),
                 message_id: String::new(),
             },
             scheduled_at,
