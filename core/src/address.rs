@@ -219,7 +219,14 @@ fn parse_display_name(s: &str) -> Result<Option<String>, AddressError> {
             return Err(AddressError::InvalidDisplayNameChar(c));
         }
     }
-    Ok(Some(s.split_whitespace().collect::<Vec<_>>().join(" ")))
+    let mut name = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !name.is_empty() {
+            name.push(' ');
+        }
+        name.push_str(word);
+    }
+    Ok(Some(name))
 }
 
 fn is_atext(c: char) -> bool {
@@ -235,6 +242,9 @@ fn parse_addr_spec(s: &str) -> Result<(String, String), AddressError> {
     if s.is_empty() {
         return Err(AddressError::Empty);
     }
+    if let Some(fast) = fast_addr_spec(s) {
+        return Ok(fast);
+    }
     // The `@` that separates local and domain is the last one outside quotes.
     let at = rfind_unquoted(s, '@')?;
     let at = at.ok_or(AddressError::MissingAt)?;
@@ -244,6 +254,64 @@ fn parse_addr_spec(s: &str) -> Result<(String, String), AddressError> {
         return Err(AddressError::AddressTooLong);
     }
     Ok((local, domain))
+}
+
+/// One pass over a plain ASCII `dot-atom@host` (nearly every real address). Accepts a strict
+/// subset of what [`parse_local`] and [`parse_domain`] accept, with the same result; anything
+/// else (quotes, UTF-8, A-labels, a trailing dot, any error) takes the full path, which also
+/// words the error.
+fn fast_addr_spec(s: &str) -> Option<(String, String)> {
+    let b = s.as_bytes();
+    let at = b.iter().rposition(|&c| c == b'@')?;
+    let (local, host) = (&b[..at], &b[at + 1..]);
+    if local.is_empty() || local.len() > MAX_LOCAL || host.is_empty() || b.len() > MAX_ADDRESS {
+        return None;
+    }
+    let mut prev_dot = true;
+    for &c in local {
+        if c == b'.' {
+            if prev_dot {
+                return None;
+            }
+            prev_dot = true;
+        } else if c.is_ascii() && is_atext(c as char) {
+            prev_dot = false;
+        } else {
+            return None;
+        }
+    }
+    if prev_dot {
+        return None;
+    }
+    let (mut labels, mut len, mut digits_only, mut last) = (1, 0usize, true, b'.');
+    for (i, &c) in host.iter().enumerate() {
+        match c {
+            b'.' => {
+                if len == 0 || last == b'-' {
+                    return None;
+                }
+                labels += 1;
+                len = 0;
+                digits_only = true;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => {
+                if len == 0 && (c == b'-' || host.get(i..i + 4).is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"))) {
+                    return None;
+                }
+                if len == 63 {
+                    return None;
+                }
+                len += 1;
+                digits_only &= c.is_ascii_digit();
+            }
+            _ => return None,
+        }
+        last = c;
+    }
+    if len == 0 || last == b'-' || labels < 2 || digits_only {
+        return None;
+    }
+    Some((s[..at].to_string(), s[at + 1..].to_ascii_lowercase()))
 }
 
 fn parse_local(s: &str) -> Result<String, AddressError> {
@@ -405,6 +473,23 @@ mod tests {
         assert_eq!(Mailbox::parse(&long_local), Err(AddressError::LocalPartTooLong));
         let long_domain = format!("a@{}.com", ["abcdefghij"; 25].join("."));
         assert_eq!(Mailbox::parse(&long_domain), Err(AddressError::DomainTooLong));
+    }
+
+    proptest::proptest! {
+        /// The fast path never accepts what the full path refuses, nor answers differently.
+        #[test]
+        fn fast_path_agrees_with_the_full_path(s in "[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~@-]{1,40}") {
+            if let Some(fast) = fast_addr_spec(&s) {
+                let at = s.rfind('@').unwrap();
+                let slow = (parse_local(&s[..at]), parse_domain(&s[at + 1..]));
+                proptest::prop_assert_eq!((Ok(fast.0), Ok(fast.1)), slow);
+            }
+        }
+
+        #[test]
+        fn any_input_is_parsed_or_refused_without_panic(s in "\\PC{0,80}") {
+            let _ = Mailbox::parse(&s);
+        }
     }
 
     #[test]

@@ -41,7 +41,8 @@ impl Serialize for EnhancedStatus {
 impl<'de> Deserialize<'de> for EnhancedStatus {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        EnhancedStatus::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an enhanced status code")))
+        EnhancedStatus::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an enhanced status code")))
     }
 }
 

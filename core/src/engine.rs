@@ -224,15 +224,8 @@ impl Engine {
 
     /// Sends one email. Returns once it is durably stored (queued or scheduled).
     pub async fn send(&self, request: EmailRequest, options: SendOptions) -> Result<SendResponse, Error> {
-        let resp = self
-            .accept(
-                "email",
-                vec![request],
-                BatchMode::Strict,
-                options.idempotency_key.as_deref(),
-                false,
-            )
-            .await?;
+        let resp =
+            self.accept("email", vec![request], BatchMode::Strict, options.idempotency_key.as_deref(), false).await?;
         resp.ids.first().map(|id| SendResponse { id: *id }).ok_or_else(|| {
             Error::Storage(crate::error::StorageError::Corrupt("idempotent replay without an id".into()))
         })

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 #[derive(Debug, Default)]
 struct State {
-    /// (account, id) → content; the id's time prefix makes this the listing index.
-    emails: BTreeMap<(AccountId, u128), Arc<EmailContent>>,
+    /// account → id → content; the id's time prefix makes each map its listing index.
+    emails: HashMap<AccountId, BTreeMap<u128, Arc<EmailContent>>>,
     states: HashMap<u128, EmailState>,
     /// (due micros, id): what the worker should look at, earliest first.
     due: BTreeSet<(i64, u128)>,
@@ -44,7 +44,7 @@ impl State {
     }
 
     fn record(&self, account: &AccountId, id: u128) -> Option<EmailRecord> {
-        let content = self.emails.get(&(account.clone(), id))?;
+        let content = self.emails.get(account)?.get(&id)?;
         let state = self.states.get(&id)?;
         Some(EmailRecord { content: (**content).clone(), state: state.clone() })
     }
@@ -110,13 +110,17 @@ impl Storage for MemoryStorage {
         emails: Vec<NewEmail>,
         idempotency: Option<IdempotencyCompletion>,
     ) -> StorageResult<()> {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let contents = s.emails.entry(account.clone()).or_default();
         for e in emails {
             let state = e.initial_state();
             let id = e.id.as_u128();
-            s.set_due(id, None, state.due_at);
+            if let Some(at) = state.due_at {
+                s.due.insert((due_key(at), id));
+            }
             s.states.insert(id, state);
-            s.emails.insert((account.clone(), id), Arc::new(e.content));
+            contents.insert(id, Arc::new(e.content));
         }
         if let Some(c) = idempotency {
             s.idempotency.insert(
@@ -145,38 +149,22 @@ impl Storage for MemoryStorage {
 
     async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {
         let s = self.lock();
-        let lo = (account.clone(), 0u128);
-        let hi = (account.clone(), u128::MAX);
-        let ids: Vec<u128> = match page.cursor {
-            Cursor::Start => s.emails.range(lo..=hi).rev().take(page.limit + 1).map(|(k, _)| k.1).collect(),
-            Cursor::After(c) => s
-                .emails
-                .range((Bound::Included(lo), Bound::Excluded((account.clone(), c.as_u128()))))
-                .rev()
-                .take(page.limit + 1)
-                .map(|(k, _)| k.1)
-                .collect(),
+        let empty = BTreeMap::new();
+        let contents = s.emails.get(account).unwrap_or(&empty);
+        let take = page.limit + 1;
+        let mut ids: Vec<u128> = match page.cursor {
+            Cursor::Start => contents.keys().rev().take(take).copied().collect(),
+            Cursor::After(c) => contents.range(..c.as_u128()).rev().map(|(k, _)| *k).take(take).collect(),
             Cursor::Before(c) => {
-                let mut v: Vec<u128> = s
-                    .emails
-                    .range((Bound::Excluded((account.clone(), c.as_u128())), Bound::Included(hi)))
-                    .take(page.limit + 1)
-                    .map(|(k, _)| k.1)
-                    .collect();
-                let more = v.len() > page.limit;
-                v.truncate(page.limit);
-                v.reverse();
-                let items = v.iter().filter_map(|id| s.record(account, *id)).map(|r| EmailSummary::from(&r)).collect();
-                return Ok(Page { items, has_more: more });
+                contents.range((Bound::Excluded(c.as_u128()), Bound::Unbounded)).map(|(k, _)| *k).take(take).collect()
             }
         };
         let has_more = ids.len() > page.limit;
-        let items = ids
-            .iter()
-            .take(page.limit)
-            .filter_map(|id| s.record(account, *id))
-            .map(|r| EmailSummary::from(&r))
-            .collect();
+        ids.truncate(page.limit);
+        if matches!(page.cursor, Cursor::Before(_)) {
+            ids.reverse();
+        }
+        let items = ids.iter().filter_map(|id| s.record(account, *id)).map(|r| EmailSummary::from(&r)).collect();
         Ok(Page { items, has_more })
     }
 
@@ -194,7 +182,8 @@ impl Storage for MemoryStorage {
             s.set_due(id, old, state.due_at);
             let content = s
                 .emails
-                .get(&(state.account.clone(), id))
+                .get(&state.account)
+                .and_then(|m| m.get(&id))
                 .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has state but no content")))?;
             out.push(ClaimedEmail {
                 record: EmailRecord { content: (**content).clone(), state: state.clone() },
