@@ -118,6 +118,7 @@ struct Inner {
     limits: Limits,
     loader: Option<Arc<dyn AttachmentLoader>>,
     test_domain: String,
+    in_flight_lease: chrono::Duration,
     ids: IdGen,
     wake: Notify,
 }
@@ -141,9 +142,17 @@ pub struct EngineBuilder {
     limits: Limits,
     loader: Option<Arc<dyn AttachmentLoader>>,
     test_domain: String,
+    in_flight_lease: chrono::Duration,
 }
 
 impl EngineBuilder {
+    /// How long a keyed request's in-flight marker holds its key (default 2 minutes): a
+    /// twin arriving meanwhile is refused; after it, a request whose process died no longer
+    /// blocks its retry.
+    pub fn idempotency_in_flight_lease(mut self, lease: std::time::Duration) -> Self {
+        self.in_flight_lease = chrono::Duration::from_std(lease).unwrap_or(idempotency::IN_FLIGHT_LEASE);
+        self
+    }
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -170,6 +179,7 @@ impl EngineBuilder {
                 limits: self.limits,
                 loader: self.loader,
                 test_domain: self.test_domain,
+                in_flight_lease: self.in_flight_lease,
                 ids: IdGen::default(),
                 wake: Notify::new(),
             }),
@@ -193,6 +203,7 @@ impl Engine {
             limits: Limits::default(),
             loader: None,
             test_domain: DEFAULT_TEST_DOMAIN.to_string(),
+            in_flight_lease: idempotency::IN_FLIGHT_LEASE,
         }
     }
 
@@ -256,9 +267,7 @@ impl Engine {
         idempotency::validate_key(key)?;
         let now = self.inner.clock.now();
         let fingerprint = Fingerprint::of(endpoint, &(mode, &requests));
-        match storage
-            .idempotency_begin(&self.account, key, &fingerprint, now, now + idempotency::IN_FLIGHT_LEASE)
-            .await?
+        match storage.idempotency_begin(&self.account, key, &fingerprint, now, now + self.inner.in_flight_lease).await?
         {
             IdempotencyBegin::Started => {}
             IdempotencyBegin::Replay(r) => return Ok(r),

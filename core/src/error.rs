@@ -219,6 +219,10 @@ pub enum StorageError {
     /// The operation would break the email lifecycle; nothing was written.
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// A keyed insert found its key already completed by a twin whose in-flight marker had
+    /// lapsed; nothing was written.
+    #[error("the idempotency key was completed by another request")]
+    IdempotencyConflict,
     /// A double injected a failure (tests only).
     #[error("injected failure at call {0}")]
     Injected(u64),
@@ -260,6 +264,7 @@ impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Transition(t) => Error::Transition(t),
+            StorageError::IdempotencyConflict => Error::ConcurrentIdempotentRequests,
             other => Error::Storage(other),
         }
     }

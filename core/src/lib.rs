@@ -42,3 +42,6 @@ pub mod prelude {
     pub use crate::sandbox::SandboxTransport;
     pub use crate::worker::{Worker, WorkerConfig};
 }
+
+#[cfg(test)]
+mod storage_failure_tests;

@@ -112,6 +112,9 @@ impl Storage for MemoryStorage {
     ) -> StorageResult<()> {
         let mut guard = self.lock();
         let s = &mut *guard;
+        if let Some(c) = &idempotency {
+            store::may_complete(s.idempotency.get(&(account.clone(), c.key.clone())), c.created_at)?;
+        }
         let contents = s.emails.entry(account.clone()).or_default();
         for e in emails {
             let state = e.initial_state();

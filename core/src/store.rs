@@ -12,6 +12,19 @@ use crate::ports::{Next, Outcome};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
+/// Whether a keyed insert may complete its record: not when a twin already completed it
+/// (possible only if this request outlived its in-flight marker). Checked inside the insert's
+/// transaction, so two requests can never both store emails under one key.
+pub fn may_complete(
+    existing: Option<&crate::idempotency::IdempotencyRecord>,
+    now: DateTime<Utc>,
+) -> Result<(), crate::error::StorageError> {
+    match existing {
+        Some(r) if r.response.is_some() && r.expires_at > now => Err(crate::error::StorageError::IdempotencyConflict),
+        _ => Ok(()),
+    }
+}
+
 /// The due-index key of a time: microseconds since the epoch.
 pub fn due_key(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()

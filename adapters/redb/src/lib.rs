@@ -213,6 +213,15 @@ impl Storage for RedbStorage {
     ) -> StorageResult<()> {
         let account = account.0.to_string();
         self.write(move |tx| {
+            if let Some(c) = &idempotency {
+                let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                let existing: Option<IdempotencyRecord> = t
+                    .get((account.as_str(), c.key.as_str()))
+                    .map_err(backend)?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
+                store::may_complete(existing.as_ref(), c.created_at)?;
+            }
             {
                 let mut contents = tx.open_table(EMAILS).map_err(backend)?;
                 let mut states = tx.open_table(STATES).map_err(backend)?;

@@ -9,6 +9,8 @@
 //! relies on, so a store that breaks it fails a named test.
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
+pub mod doubles;
+
 use crate::address::Mailbox;
 use crate::bounce::SmtpReply;
 use crate::email::{AccountId, Cursor, EmailContent, EmailId, Event, NewEmail, PageRequest};
@@ -33,6 +35,7 @@ macro_rules! storage_conformance_tests {
             idempotency_in_flight_marker_lapses,
             idempotency_purge,
             insert_with_idempotency_is_one_write,
+            a_completed_key_is_never_completed_twice,
             claim_respects_schedule_and_lease,
             outcome_records_events_and_finishes,
             handover_survives_a_lost_outcome,
@@ -248,6 +251,23 @@ pub async fn insert_with_idempotency_is_one_write(s: Arc<dyn Storage>) {
         IdempotencyBegin::Replay(r) => assert_eq!(r.ids, ids),
         other => panic!("expected a replay, got {other:?}"),
     }
+}
+
+pub async fn a_completed_key_is_never_completed_twice(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let done = |e: &NewEmail| IdempotencyCompletion {
+        key: "k".into(),
+        fingerprint: fp(1),
+        response: StoredResponse { ids: vec![e.id], errors: vec![] },
+        created_at: t0(),
+        expires_at: t0() + CDuration::hours(24),
+    };
+    let first = new_email("a", t0(), 1, None);
+    let twin = new_email("a", t0(), 2, None);
+    s.insert_emails(&a, vec![first.clone()], Some(done(&first))).await.unwrap();
+    let err = s.insert_emails(&a, vec![twin.clone()], Some(done(&twin))).await.unwrap_err();
+    assert_eq!(err, crate::error::StorageError::IdempotencyConflict);
+    assert!(s.get_email(&a, twin.id).await.unwrap().is_none(), "the twin's emails were not written");
 }
 
 pub async fn claim_respects_schedule_and_lease(s: Arc<dyn Storage>) {
