@@ -60,7 +60,7 @@ pub fn batch(n: u64, run: u64) -> Vec<EmailRequest> {
 /// Every other batch carries an idempotency key; its key does not depend on the run, so a
 /// retry after a kill is a replay.
 pub fn key(n: u64) -> Option<String> {
-    (n % 2 == 0).then(|| format!("batch-{n}"))
+    n.is_multiple_of(2).then(|| format!("batch-{n}"))
 }
 
 #[derive(Debug)]

@@ -6,27 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common;
+
 fn binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // Integration tests live in target/<profile>/deps; `cargo test` builds examples
-            // beside them. `cargo test --test cli` does not, so build it then.
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap();
-            let bin = dir.join("examples").join("mailroom");
-            if !bin.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let mut build = Command::new(cargo);
-                build.args(["build", "--example", "mailroom"]);
-                if dir.ends_with("release") {
-                    build.arg("--release");
-                }
-                assert!(build.status().unwrap().success(), "building the example failed");
-            }
-            bin
-        })
-        .clone()
+    common::example("mailroom")
 }
 
 struct Out {

@@ -1,0 +1,242 @@
+//! Crash tests: a real process accepts batches and delivers them on a redb file; it is killed
+//! with SIGKILL at random moments and restarted on the same file, at least 50 times. After
+//! every kill the file is opened and checked; at the end the survivors are drained and the
+//! outbox (one line per hand-over) is checked for duplicates.
+//!
+//! `MAILROOM_CRASH_KILLS` (default 50) and `MAILROOM_CRASH_SEED` (default: the clock) tune it;
+//! a failure prints the seed.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+mod common;
+
+use mailroom::core::email::{AccountId, EmailId, EmailRecord, PageRequest};
+use mailroom::core::lifecycle::EventKind;
+use mailroom::core::ports::Storage;
+use mailroom::core::worker::AMBIGUOUS_REASON;
+use mailroom::redb::RedbStorage;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The batch shape `crash_harness` uses (kept in step with `batch` there).
+fn size_of(n: u64) -> usize {
+    (1 + (n * 7 + 3) % 10) as usize
+}
+fn keyed(n: u64) -> bool {
+    n.is_multiple_of(2)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: plenty for picking kill times.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+fn tag<'a>(r: &'a EmailRecord, name: &str) -> &'a str {
+    r.content.tags.iter().find(|t| t.name == name).map(|t| t.value.as_str()).unwrap_or_else(|| panic!("no tag {name}"))
+}
+
+/// Everything in the store, by id.
+fn load_all(db: &Path) -> BTreeMap<EmailId, EmailRecord> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = RedbStorage::open(db).expect("reopen after kill");
+        let account = AccountId::default();
+        let mut all = BTreeMap::new();
+        let mut after = None;
+        loop {
+            let page = store.list_emails(&account, PageRequest::new(Some(100), after, None).unwrap()).await.unwrap();
+            for s in &page.items {
+                let rec = store.get_email(&account, s.id).await.unwrap().expect("listed emails exist");
+                all.insert(s.id, rec);
+            }
+            if !page.has_more {
+                return all;
+            }
+            after = page.items.last().map(|s| s.id);
+        }
+    })
+}
+
+fn outbox_counts(path: &Path) -> HashMap<EmailId, usize> {
+    let mut counts = HashMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        *counts.entry(line.trim().parse::<EmailId>().expect("outbox line is an id")).or_default() += 1;
+    }
+    counts
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// (batch, run tag) → ids, for every acknowledged batch.
+    acked: BTreeMap<(u64, String), Vec<EmailId>>,
+    /// Claimed but not handed over when a process was killed: must be delivered later.
+    stranded: BTreeSet<EmailId>,
+    /// Handed over but not recorded when a process was killed: must never be tried again.
+    in_doubt: BTreeMap<EmailId, usize>,
+}
+
+fn check(db: &Path, outbox: &Path, ledger: &mut Ledger, seed: u64) {
+    let all = load_all(db);
+    let handed = outbox_counts(outbox);
+    // Every acknowledged id exists, with all its content and its first event.
+    for ((n, _), ids) in &ledger.acked {
+        for (i, id) in ids.iter().enumerate() {
+            let r = all.get(id).unwrap_or_else(|| panic!("seed {seed}: acknowledged {id} (batch {n}) is lost"));
+            assert_eq!(r.content.subject, format!("batch {n} item {i}"), "seed {seed}");
+            assert_eq!(
+                r.content.html.as_deref(),
+                Some(format!("<p>batch {n} item {i} of {}</p>", size_of(*n)).as_str())
+            );
+            assert_eq!(r.content.to[0].address(), format!("user{n}-{i}@example.com"));
+            assert_eq!(r.state.events.first().map(|e| e.kind), Some(EventKind::Queued), "seed {seed}");
+        }
+    }
+    // Batches are all or nothing, and an idempotent batch exists once.
+    let mut groups: BTreeMap<(u64, String), Vec<(usize, EmailId)>> = BTreeMap::new();
+    for (id, r) in &all {
+        let n: u64 = tag(r, "batch").parse().unwrap();
+        groups.entry((n, tag(r, "run").to_string())).or_default().push((tag(r, "item").parse().unwrap(), *id));
+    }
+    for ((n, run), items) in &groups {
+        let mut idx: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+        idx.sort_unstable();
+        assert_eq!(idx, (0..size_of(*n)).collect::<Vec<_>>(), "seed {seed}: batch {n} run {run} is partial or doubled");
+        assert_eq!(keyed(*n), run == "keyed", "seed {seed}");
+        if let Some(acked) = ledger.acked.get(&(*n, run.clone())) {
+            let mut stored: Vec<(usize, EmailId)> = items.clone();
+            stored.sort_unstable();
+            assert_eq!(&stored.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), acked, "seed {seed}");
+        }
+    }
+    // Nothing is handed over twice, and nothing is handed over before its hand-over is durable.
+    for (id, n) in &handed {
+        assert!(*n <= 1, "seed {seed}: {id} handed over {n} times");
+        let r = all.get(id).unwrap_or_else(|| panic!("seed {seed}: handed over {id} is not stored"));
+        let recorded = r.state.events.iter().any(|e| matches!(e.kind, EventKind::Sent | EventKind::Failed));
+        assert!(r.state.handed_over || recorded, "seed {seed}: {id} left without a durable hand-over mark");
+    }
+    for (id, r) in &all {
+        if r.state.handed_over {
+            ledger.in_doubt.entry(*id).or_insert_with(|| handed.get(id).copied().unwrap_or(0));
+        } else if r.state.claim.is_some() && r.state.last_event() == Some(EventKind::Queued) {
+            ledger.stranded.insert(*id);
+        }
+    }
+}
+
+fn spawn(harness: &Path, db: &Path, outbox: &Path, extra: &[String]) -> std::process::Child {
+    Command::new(harness)
+        .arg("--db")
+        .arg(db)
+        .arg("--outbox")
+        .arg(outbox)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the harness")
+}
+
+#[test]
+fn killed_at_random_moments_nothing_is_lost_or_sent_twice() {
+    let kills: u64 = std::env::var("MAILROOM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let seed: u64 = std::env::var("MAILROOM_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
+    });
+    println!("crash test seed {seed}, {kills} kills");
+    let mut rng = Rng(seed);
+    let harness = common::example("crash_harness");
+    let dir = tempfile::tempdir().unwrap();
+    let (db, outbox) = (dir.path().join("crash.redb"), dir.path().join("outbox.log"));
+    let mut ledger = Ledger::default();
+    let mut next = 0u64;
+    let started = Instant::now();
+
+    for run in 0..kills {
+        // Bounded in time: the whole test stays within a few minutes even on a slow machine.
+        assert!(started.elapsed() < Duration::from_secs(600), "seed {seed}: crash test ran out of time");
+        let mut child =
+            spawn(&harness, &db, &outbox, &["--run".into(), run.to_string(), "--start".into(), next.to_string()]);
+        let stdout = child.stdout.take().unwrap();
+        let reader =
+            std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
+        std::thread::sleep(Duration::from_millis(rng.range(20, 250)));
+        child.kill().expect("SIGKILL");
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
+        assert!(!status.success(), "seed {seed}: the harness stopped before it was killed");
+        assert!(!err.contains("Error"), "seed {seed}: the harness failed on its own: {err}");
+        for line in reader.join().unwrap() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let [_, n, r, ids] = parts[..] else { panic!("seed {seed}: bad line {line:?}") };
+            let n: u64 = n.parse().unwrap();
+            let run_tag = if keyed(n) { "keyed".to_string() } else { r.to_string() };
+            let ids: Vec<EmailId> = ids.split(',').map(|s| s.parse().unwrap()).collect();
+            if let Some(before) = ledger.acked.get(&(n, run_tag.clone())) {
+                assert_eq!(before, &ids, "seed {seed}: a keyed batch answered differently after a restart");
+            }
+            ledger.acked.insert((n, run_tag), ids);
+            next = next.max(n + 1);
+        }
+        check(&db, &outbox, &mut ledger, seed);
+    }
+
+    // Let the last process deliver everything, with no more kills.
+    let mut child = spawn(&harness, &db, &outbox, &["--drain".into()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "seed {seed}: draining did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all = load_all(&db);
+    let handed = outbox_counts(&outbox);
+    let mut failed = 0;
+    for (id, r) in &all {
+        let n = handed.get(id).copied().unwrap_or(0);
+        match r.state.last_event() {
+            Some(EventKind::Delivered) => assert_eq!(n, 1, "seed {seed}: delivered {id} handed over {n} times"),
+            Some(EventKind::Failed) => {
+                failed += 1;
+                let reason = r.state.events.last().and_then(|e| e.reason.as_deref()).unwrap_or_default();
+                assert_eq!(reason, AMBIGUOUS_REASON, "seed {seed}");
+                assert!(ledger.in_doubt.contains_key(id), "seed {seed}: {id} failed without being in doubt");
+            }
+            other => panic!("seed {seed}: {id} ended {other:?}"),
+        }
+    }
+    for id in &ledger.stranded {
+        // Picked up again after the lease: delivered, or handed over by a later run that was
+        // itself killed mid-send (then it is in doubt and failed, never re-sent).
+        let last = all[id].state.last_event();
+        let ok =
+            last == Some(EventKind::Delivered) || (last == Some(EventKind::Failed) && ledger.in_doubt.contains_key(id));
+        assert!(ok, "seed {seed}: stranded claim {id} ended {last:?}");
+    }
+    for (id, at_kill) in &ledger.in_doubt {
+        assert_eq!(handed.get(id).copied().unwrap_or(0), *at_kill, "seed {seed}: {id} was attempted again");
+    }
+    assert!(failed <= (kills as usize) * 4, "seed {seed}: more ambiguous failures than kills × concurrency");
+    println!(
+        "{} emails in {} acknowledged batches over {kills} kills; {} claims recovered after their lease, {} hand-overs in doubt ({} failed), in {:?}",
+        all.len(),
+        ledger.acked.len(),
+        ledger.stranded.len(),
+        ledger.in_doubt.len(),
+        failed,
+        started.elapsed()
+    );
+    assert!(all.len() > 100, "seed {seed}: the processes did too little work to prove anything");
+}
