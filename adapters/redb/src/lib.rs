@@ -83,7 +83,17 @@ impl std::fmt::Debug for RedbStorage {
 impl RedbStorage {
     /// Opens (or creates) the file at `path`, with durable commits.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStorage, StorageError> {
-        let db = Database::create(path.as_ref()).map_err(backend)?;
+        Self::init(Database::create(path.as_ref()).map_err(backend)?)
+    }
+
+    /// A store whose redb database lives in memory (tests and fuzzing: the same code paths
+    /// as a file, without the disk).
+    pub fn in_memory() -> Result<RedbStorage, StorageError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(backend)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<RedbStorage, StorageError> {
         let tx = db.begin_write().map_err(backend)?;
         {
             tx.open_table(EMAILS).map_err(backend)?;

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 pub mod doubles;
+pub mod model;
 
 use crate::address::Mailbox;
 use crate::bounce::SmtpReply;

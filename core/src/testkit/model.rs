@@ -1,0 +1,475 @@
+//! Model-based testing: random sequences of storage operations — send, batch, idempotent
+//! replay, claim, hand-over, record outcome, release, suppress, remove, list, purge — run
+//! against real stores and against a plain `BTreeMap` model, compared after every step.
+//!
+//! The model is written independently of [`crate::store`] (it states the rules directly), so
+//! a bug shared by the stores' common code still shows up as a disagreement. The same byte
+//! decoder feeds the cargo-fuzz target and the bounded property test in `cargo test`.
+
+use crate::email::{AccountId, Cursor, EmailId, Event, NewEmail, PageRequest};
+use crate::idempotency::{Fingerprint, StoredResponse};
+use crate::lifecycle::EventKind;
+use crate::ports::{
+    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, Storage, SuppressionEntry, SuppressionReason,
+};
+use crate::testkit::{id_at, new_email, t0};
+use chrono::{DateTime, Duration as CDuration, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+const LEASE: Duration = Duration::from_secs(60);
+const ACCOUNTS: [&str; 2] = ["a", "b"];
+const ADDRESSES: [&str; 3] = ["x@example.com", "y@example.com", "z@example.com"];
+
+/// One operation. Indices pick among what exists when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Send { account: u8, scheduled_in_s: Option<u16> },
+    Batch { account: u8, n: u8, key: Option<u8>, payload: u8 },
+    Release { account: u8, key: u8 },
+    Claim { limit: u8 },
+    Handover { pick: u8, stale: bool },
+    Record { pick: u8, outcome: u8 },
+    ReleaseClaim { pick: u8 },
+    Advance { seconds: u16 },
+    Suppress { account: u8, address: u8, complained: bool },
+    Unsuppress { account: u8, address: u8 },
+    List { account: u8, limit: u8, cursor: u8 },
+    Purge,
+}
+
+/// Decodes bytes into operations: each takes a selector byte and up to three parameters.
+pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut it = data.iter().copied();
+    while let Some(sel) = it.next() {
+        let mut b = || it.next().unwrap_or(0);
+        let op = match sel % 12 {
+            0 => Op::Send {
+                account: b() % 2,
+                scheduled_in_s: match b() {
+                    x if x < 128 => None,
+                    x => Some(u16::from(x) * 3),
+                },
+            },
+            1 => {
+                let (account, n, k) = (b() % 2, 1 + b() % 4, b());
+                Op::Batch { account, n, key: (k < 200).then_some(k % 4), payload: b() % 2 }
+            }
+            2 => Op::Release { account: b() % 2, key: b() % 4 },
+            3 => Op::Claim { limit: 1 + b() % 5 },
+            4 => Op::Handover { pick: b(), stale: b() % 8 == 0 },
+            5 => Op::Record { pick: b(), outcome: b() },
+            6 => Op::ReleaseClaim { pick: b() },
+            7 => Op::Advance { seconds: u16::from(b()) * 2 },
+            8 => Op::Suppress { account: b() % 2, address: b() % 3, complained: b() % 2 == 0 },
+            9 => Op::Unsuppress { account: b() % 2, address: b() % 3 },
+            10 => Op::List { account: b() % 2, limit: 1 + b() % 6, cursor: b() },
+            _ => Op::Purge,
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MEmail {
+    account: u8,
+    kinds: Vec<EventKind>,
+    due: Option<DateTime<Utc>>,
+    /// (claim number, until); a claim number stands for each store's own token.
+    claim: Option<(u64, DateTime<Utc>)>,
+    handed_over: bool,
+    attempts: u32,
+    pending: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MIdem {
+    payload: u8,
+    response: Option<Vec<EmailId>>,
+    expires: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    emails: BTreeMap<EmailId, MEmail>,
+    idem: BTreeMap<(u8, u8), MIdem>,
+    suppressions: BTreeMap<(u8, String), SuppressionReason>,
+    claims: u64,
+}
+
+/// Runs `ops` against every store in `stores` and the model; panics at the first difference.
+pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
+    let mut m = Model::default();
+    let mut now = t0();
+    let mut seq: u16 = 0;
+    // Per store: claim number → that store's token.
+    let mut tokens: Vec<HashMap<u64, u128>> = vec![HashMap::new(); stores.len()];
+    // Claims handed out, in order: (claim number, email id).
+    let mut claimed: Vec<(u64, EmailId)> = Vec::new();
+
+    for (step, op) in ops.iter().enumerate() {
+        let ctx = format!("step {step}: {op:?}");
+        match op {
+            Op::Send { account, scheduled_in_s } => {
+                seq = seq.wrapping_add(1);
+                let at = scheduled_in_s.map(|s| now + CDuration::seconds(i64::from(s)));
+                let e = new_email(ACCOUNTS[*account as usize], now, seq, at);
+                m.emails.insert(e.id, fresh(*account, &e));
+                for s in stores {
+                    s.insert_emails(&AccountId::new(ACCOUNTS[*account as usize]), vec![e.clone()], None).await.unwrap();
+                }
+            }
+            Op::Batch { account, n, key, payload } => {
+                let acct = AccountId::new(ACCOUNTS[*account as usize]);
+                let fp = Fingerprint([*payload; 32]);
+                let emails: Vec<NewEmail> = (0..*n)
+                    .map(|_| {
+                        seq = seq.wrapping_add(1);
+                        new_email(ACCOUNTS[*account as usize], now, seq, None)
+                    })
+                    .collect();
+                let ids: Vec<EmailId> = emails.iter().map(|e| e.id).collect();
+                let Some(k) = key else {
+                    for e in &emails {
+                        m.emails.insert(e.id, fresh(*account, e));
+                    }
+                    for s in stores {
+                        s.insert_emails(&acct, emails.clone(), None).await.unwrap();
+                    }
+                    continue;
+                };
+                // The model's answer to `begin`.
+                let live = m.idem.get(&(*account, *k)).filter(|r| r.expires > now).cloned();
+                let want = match &live {
+                    None => IdempotencyBegin::Started,
+                    Some(r) if r.payload != *payload => IdempotencyBegin::Mismatch,
+                    Some(MIdem { response: None, .. }) => IdempotencyBegin::InFlight,
+                    Some(MIdem { response: Some(ids), .. }) => {
+                        IdempotencyBegin::Replay(StoredResponse { ids: ids.clone(), errors: vec![] })
+                    }
+                };
+                let key_s = format!("key-{k}");
+                for s in stores {
+                    let got = s.idempotency_begin(&acct, &key_s, &fp, now, now + CDuration::minutes(2)).await.unwrap();
+                    assert_eq!(got, want, "{ctx}");
+                }
+                if want == IdempotencyBegin::Started {
+                    let done = IdempotencyCompletion {
+                        key: key_s.clone(),
+                        fingerprint: fp,
+                        response: StoredResponse { ids: ids.clone(), errors: vec![] },
+                        created_at: now,
+                        expires_at: now + CDuration::hours(24),
+                    };
+                    for e in &emails {
+                        m.emails.insert(e.id, fresh(*account, e));
+                    }
+                    m.idem.insert(
+                        (*account, *k),
+                        MIdem { payload: *payload, response: Some(ids), expires: now + CDuration::hours(24) },
+                    );
+                    for s in stores {
+                        s.insert_emails(&acct, emails.clone(), Some(done.clone())).await.unwrap();
+                    }
+                }
+            }
+            Op::Release { account, key } => {
+                if m.idem.get(&(*account, *key)).is_some_and(|r| r.response.is_none()) {
+                    m.idem.remove(&(*account, *key));
+                }
+                for s in stores {
+                    s.idempotency_release(&AccountId::new(ACCOUNTS[*account as usize]), &format!("key-{key}"))
+                        .await
+                        .unwrap();
+                }
+            }
+            Op::Claim { limit } => {
+                // Due (time ≤ now), not held, not final; earliest due first, then id.
+                let mut due: Vec<(DateTime<Utc>, EmailId)> = m
+                    .emails
+                    .iter()
+                    .filter(|(_, e)| e.due.is_some_and(|d| d <= now))
+                    .filter(|(_, e)| e.claim.is_none_or(|(_, until)| until <= now))
+                    .map(|(id, e)| (e.due.unwrap_or(now), *id))
+                    .collect();
+                due.sort();
+                due.truncate(usize::from(*limit));
+                let mut want = BTreeSet::new();
+                for (_, id) in &due {
+                    m.claims += 1;
+                    let e = m.emails.get_mut(id).unwrap();
+                    if e.kinds.last() == Some(&EventKind::Scheduled) {
+                        e.kinds.push(EventKind::Queued);
+                    }
+                    let until = now + CDuration::from_std(LEASE).unwrap();
+                    e.claim = Some((m.claims, until));
+                    e.due = Some(until);
+                    claimed.push((m.claims, *id));
+                    want.insert(*id);
+                }
+                let first_claim = m.claims + 1 - due.len() as u64;
+                for (i, s) in stores.iter().enumerate() {
+                    let got = s.claim_due(now, usize::from(*limit), LEASE).await.unwrap();
+                    let ids: BTreeSet<EmailId> = got.iter().map(|c| c.record.state.id).collect();
+                    assert_eq!(ids, want, "{ctx}: store {i} claimed other emails");
+                    for (n, (_, id)) in due.iter().enumerate() {
+                        let c = got.iter().find(|c| c.record.state.id == *id).unwrap();
+                        tokens[i].insert(first_claim + n as u64, c.token);
+                    }
+                }
+            }
+            Op::Handover { pick, stale } => {
+                let Some(&(claim_no, id)) = pick_from(&claimed, *pick) else { continue };
+                let held = m.emails[&id].claim.is_some_and(|(c, _)| c == claim_no);
+                let ok = held && !stale;
+                if ok {
+                    m.emails.get_mut(&id).unwrap().handed_over = true;
+                }
+                for (i, s) in stores.iter().enumerate() {
+                    let token = if *stale { 0 } else { tokens[i][&claim_no] };
+                    let lost = s.begin_handover(&[ClaimRef { id, token }]).await.unwrap();
+                    assert_eq!(lost.is_empty(), ok, "{ctx}: store {i}");
+                }
+            }
+            Op::Record { pick, outcome } => {
+                let Some(&(claim_no, id)) = pick_from(&claimed, *pick) else { continue };
+                let e = m.emails[&id].clone();
+                let held = e.claim.is_some_and(|(c, _)| c == claim_no);
+                // Outcomes the worker would write from this state.
+                let (events, next, sup) = outcome_for(&e, *outcome, now);
+                let legal = held && legal(&e.kinds, &events);
+                if held && legal {
+                    let me = m.emails.get_mut(&id).unwrap();
+                    me.kinds.extend(events.iter().map(|ev| ev.kind));
+                    if me.handed_over {
+                        me.attempts += 1;
+                    }
+                    me.handed_over = false;
+                    me.claim = None;
+                    match &next {
+                        Next::Done => {
+                            me.due = None;
+                            me.pending.clear();
+                        }
+                        Next::RetryAt { at, pending } => {
+                            me.due = Some(*at);
+                            me.pending = pending.clone();
+                        }
+                    }
+                    if let Some(s) = &sup {
+                        m.suppressions.insert((me.account, s.address.clone()), s.reason);
+                    }
+                }
+                for (i, s) in stores.iter().enumerate() {
+                    let o = Outcome {
+                        claim: ClaimRef { id, token: tokens[i][&claim_no] },
+                        events: events.clone(),
+                        suppressions: sup.clone().into_iter().collect(),
+                        next: next.clone(),
+                    };
+                    match s.record_outcomes(vec![o]).await {
+                        Ok(lost) => {
+                            assert!(legal || !held, "{ctx}: store {i} accepted an illegal transition");
+                            assert_eq!(lost.is_empty(), held, "{ctx}: store {i}");
+                        }
+                        Err(err) => assert!(held && !legal, "{ctx}: store {i} failed: {err}"),
+                    }
+                }
+            }
+            Op::ReleaseClaim { pick } => {
+                let Some(&(claim_no, id)) = pick_from(&claimed, *pick) else { continue };
+                let e = m.emails.get_mut(&id).unwrap();
+                if e.claim.is_some_and(|(c, _)| c == claim_no) && !e.handed_over {
+                    e.claim = None;
+                    e.due = Some(e.due.map_or(now, |d| d.min(now)));
+                }
+                for (i, s) in stores.iter().enumerate() {
+                    s.release_claims(&[ClaimRef { id, token: tokens[i][&claim_no] }], now).await.unwrap();
+                }
+            }
+            Op::Advance { seconds } => now += CDuration::seconds(i64::from(*seconds)),
+            Op::Suppress { account, address, complained } => {
+                let reason = if *complained { SuppressionReason::Complained } else { SuppressionReason::Bounced };
+                let addr = ADDRESSES[*address as usize].to_string();
+                m.suppressions.insert((*account, addr.clone()), reason);
+                let entry = SuppressionEntry { address: addr, reason, source_email: None, created_at: now };
+                for s in stores {
+                    s.suppression_add(&AccountId::new(ACCOUNTS[*account as usize]), entry.clone()).await.unwrap();
+                }
+            }
+            Op::Unsuppress { account, address } => {
+                let addr = ADDRESSES[*address as usize];
+                let want = m.suppressions.remove(&(*account, addr.to_string())).is_some();
+                for s in stores {
+                    let got = s.suppression_remove(&AccountId::new(ACCOUNTS[*account as usize]), addr).await.unwrap();
+                    assert_eq!(got, want, "{ctx}");
+                }
+            }
+            Op::List { account, limit, cursor } => {
+                let mine: Vec<EmailId> =
+                    m.emails.iter().filter(|(_, e)| e.account == *account).map(|(id, _)| *id).rev().collect();
+                let (cur, want, more) = expected_page(&mine, usize::from(*limit), *cursor);
+                for (i, s) in stores.iter().enumerate() {
+                    let page = PageRequest { limit: usize::from(*limit), cursor: cur };
+                    let got = s.list_emails(&AccountId::new(ACCOUNTS[*account as usize]), page).await.unwrap();
+                    let ids: Vec<EmailId> = got.items.iter().map(|e| e.id).collect();
+                    assert_eq!((ids, got.has_more), (want.clone(), more), "{ctx}: store {i}");
+                }
+            }
+            Op::Purge => {
+                let before = m.idem.len();
+                m.idem.retain(|_, r| r.expires > now);
+                let want = before - m.idem.len();
+                for s in stores {
+                    assert_eq!(s.purge_idempotency(now).await.unwrap(), want, "{ctx}");
+                }
+            }
+        }
+        compare(&m, stores, now, &ctx).await;
+    }
+}
+
+fn fresh(account: u8, e: &NewEmail) -> MEmail {
+    MEmail {
+        account,
+        kinds: vec![if e.scheduled_at.is_some() { EventKind::Scheduled } else { EventKind::Queued }],
+        due: Some(e.scheduled_at.unwrap_or(e.created_at)),
+        claim: None,
+        handed_over: false,
+        attempts: 0,
+        pending: vec![],
+    }
+}
+
+fn pick_from<T>(v: &[T], pick: u8) -> Option<&T> {
+    if v.is_empty() { None } else { v.get(usize::from(pick) % v.len()) }
+}
+
+/// What the model says of appending `events` after `kinds`: every step must be allowed.
+fn legal(kinds: &[EventKind], events: &[Event]) -> bool {
+    let mut last = kinds.last().copied();
+    for e in events {
+        if !crate::lifecycle::allowed(last, e.kind) {
+            return false;
+        }
+        last = Some(e.kind);
+    }
+    true
+}
+
+fn outcome_for(e: &MEmail, outcome: u8, now: DateTime<Utc>) -> (Vec<Event>, Next, Option<SuppressionEntry>) {
+    let ev = |k| Event::new(k, now);
+    let sent_before = e.kinds.contains(&EventKind::Sent);
+    let mut events = Vec::new();
+    if !sent_before && outcome % 5 != 4 {
+        events.push(ev(EventKind::Sent));
+    }
+    match outcome % 5 {
+        0 => {
+            events.push(ev(EventKind::Delivered));
+            (events, Next::Done, None)
+        }
+        1 => {
+            events.push(ev(EventKind::Bounced));
+            let s = SuppressionEntry {
+                address: ADDRESSES[usize::from(outcome / 5) % 3].into(),
+                reason: SuppressionReason::Bounced,
+                source_email: None,
+                created_at: now,
+            };
+            (events, Next::Done, Some(s))
+        }
+        2 => {
+            if !e.kinds.contains(&EventKind::DeliveryDelayed) {
+                events.push(ev(EventKind::DeliveryDelayed));
+            }
+            let at = now + CDuration::seconds(i64::from(outcome));
+            (events, Next::RetryAt { at, pending: vec!["x@example.com".into()] }, None)
+        }
+        3 => {
+            events.push(ev(EventKind::Failed));
+            (events, Next::Done, None)
+        }
+        // An illegal step from most states: it must change nothing anywhere.
+        _ => (vec![ev(EventKind::Queued)], Next::Done, None),
+    }
+}
+
+/// The page the model expects: the cursor byte picks an existing id (or none).
+fn expected_page(newest_first: &[EmailId], limit: usize, cursor: u8) -> (Cursor, Vec<EmailId>, bool) {
+    let pick = |c: u8| newest_first.get(usize::from(c / 3) % newest_first.len().max(1)).copied();
+    match (cursor % 3, pick(cursor)) {
+        (1, Some(c)) => {
+            let older: Vec<EmailId> = newest_first.iter().copied().filter(|id| *id < c).collect();
+            (Cursor::After(c), older.iter().copied().take(limit).collect(), older.len() > limit)
+        }
+        (2, Some(c)) => {
+            let newer: Vec<EmailId> = newest_first.iter().copied().filter(|id| *id > c).collect();
+            // Nearest newer ones, shown newest first.
+            let start = newer.len().saturating_sub(limit);
+            (Cursor::Before(c), newer[start..].to_vec(), newer.len() > limit)
+        }
+        _ => (Cursor::Start, newest_first.iter().copied().take(limit).collect(), newest_first.len() > limit),
+    }
+}
+
+async fn compare(m: &Model, stores: &[Arc<dyn Storage>], now: DateTime<Utc>, ctx: &str) {
+    let want_next = m.emails.values().filter_map(|e| e.due).min();
+    for (i, s) in stores.iter().enumerate() {
+        for (id, e) in &m.emails {
+            let acct = AccountId::new(ACCOUNTS[e.account as usize]);
+            let r = s.get_email(&acct, *id).await.unwrap().unwrap_or_else(|| panic!("{ctx}: store {i} lost {id}"));
+            let st = &r.state;
+            let kinds: Vec<EventKind> = st.events.iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, e.kinds, "{ctx}: store {i} events of {id}");
+            assert_eq!(st.due_at, e.due, "{ctx}: store {i} due time of {id}");
+            assert_eq!(st.claim.map(|c| c.until), e.claim.map(|c| c.1), "{ctx}: store {i} claim of {id}");
+            assert_eq!(
+                (st.handed_over, st.attempts, &st.pending),
+                (e.handed_over, e.attempts, &e.pending),
+                "{ctx}: store {i} {id}"
+            );
+            let other = AccountId::new(ACCOUNTS[1 - e.account as usize]);
+            assert!(s.get_email(&other, *id).await.unwrap().is_none(), "{ctx}: store {i} leaks {id} across accounts");
+        }
+        assert_eq!(s.next_due().await.unwrap(), want_next, "{ctx}: store {i} next due");
+        for (a, name) in ACCOUNTS.iter().enumerate() {
+            let got: Vec<(String, SuppressionReason)> = s
+                .suppression_list(&AccountId::new(*name))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.address, e.reason))
+                .collect();
+            let want: Vec<(String, SuppressionReason)> = m
+                .suppressions
+                .iter()
+                .filter(|((acc, _), _)| usize::from(*acc) == a)
+                .map(|((_, ad), r)| (ad.clone(), *r))
+                .collect();
+            assert_eq!(got, want, "{ctx}: store {i} suppressions of {name}");
+        }
+    }
+    let _ = (now, id_at(0, 0));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStorage;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Two in-memory stores (one shared by both accesses) agree with the model.
+        #[test]
+        fn memory_store_matches_the_model(bytes in proptest::collection::vec(any::<u8>(), 0..240)) {
+            let ops = ops_from_bytes(&bytes);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(run(&ops, &[Arc::new(MemoryStorage::new())]));
+        }
+    }
+}
