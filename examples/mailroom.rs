@@ -69,6 +69,14 @@ enum Command {
         #[command(subcommand)]
         action: SuppressionCommand,
     },
+    /// Prune the bodies and old events of finished emails (ids and metadata stay).
+    Prune {
+        /// Keep emails younger than this many days whole.
+        #[arg(long)]
+        older_than_days: u32,
+    },
+    /// Rewrite the database file to give back the space that deletions and pruning freed.
+    Compact,
     /// Send a batch to each test address, deliver it, and print each email's events.
     Demo,
 }
@@ -164,8 +172,10 @@ fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let store = RedbStorage::open(&cli.db).map_err(|e| Failure::Engine(e.into()))?;
-    let engine =
-        Engine::builder(Arc::new(store)).test_domain(&cli.test_domain).attachment_loader(Arc::new(FileLoader)).build();
+    let engine = Engine::builder(Arc::new(store.clone()))
+        .test_domain(&cli.test_domain)
+        .attachment_loader(Arc::new(FileLoader))
+        .build();
     match cli.command {
         Command::Send { file, idempotency_key } => {
             let request = EmailRequest::from_json(&read_input(file.as_deref())?)?;
@@ -213,6 +223,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print(&json!({"object": "suppression", "address": address, "deleted": true}));
             }
         },
+        Command::Prune { older_than_days } => {
+            let pruned = engine.prune_older_than(chrono::Duration::days(i64::from(older_than_days))).await?;
+            print(&json!({"pruned": pruned}));
+        }
+        Command::Compact => {
+            let size = || std::fs::metadata(&cli.db).map(|m| m.len()).unwrap_or(0);
+            let before = size();
+            let mut changed = false;
+            // redb compacts incrementally: repeat until a pass moves nothing.
+            while store.compact().await.map_err(|e| Failure::Engine(e.into()))? {
+                changed = true;
+            }
+            print(&json!({"compacted": changed, "bytes_before": before, "bytes_after": size()}));
+        }
         Command::Demo => demo(&engine, &cli.db, &cli.test_domain).await?,
     }
     Ok(())

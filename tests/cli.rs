@@ -170,3 +170,20 @@ fn demo_shows_every_outcome() {
         out.json["emails"].as_array().unwrap().iter().map(|e| e["last_event"].as_str().unwrap()).collect();
     assert_eq!(last, ["delivered", "bounced", "complained", "suppressed"]);
 }
+
+#[test]
+fn prune_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let id = run(&db, &["send"], Some(&email("delivered@resend.dev"))).json["id"].as_str().unwrap().to_string();
+    let pending = run(&db, &["send"], Some(&email("later@example.com")));
+    assert!(pending.ok);
+    assert_eq!(run(&db, &["prune", "--older-than-days", "0"], None).json["pruned"], 0, "nothing finished yet");
+    run(&db, &["work", "--until-idle"], None);
+    assert_eq!(run(&db, &["prune", "--older-than-days", "30"], None).json["pruned"], 0, "too recent");
+    assert_eq!(run(&db, &["prune", "--older-than-days", "0"], None).json["pruned"], 2);
+    let got = run(&db, &["get", &id], None).json;
+    assert_eq!((got["html"].is_null(), got["last_event"].as_str()), (true, Some("delivered")));
+    let compact = run(&db, &["compact"], None);
+    assert!(compact.ok && compact.json["bytes_after"].as_u64().unwrap() > 0, "{}", compact.json);
+}

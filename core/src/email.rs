@@ -226,6 +226,9 @@ pub struct EmailState {
     /// Recipients still to be attempted after a deferral (empty: all of them).
     #[serde(default)]
     pub pending: Vec<String>,
+    /// When retention removed this email's bodies and old events (ids and metadata stay).
+    #[serde(default)]
+    pub pruned_at: Option<DateTime<Utc>>,
 }
 
 impl EmailState {
@@ -271,6 +274,7 @@ impl NewEmail {
             handed_over: false,
             attempts: 0,
             pending: Vec::new(),
+            pruned_at: None,
         }
     }
 }

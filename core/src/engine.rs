@@ -119,6 +119,7 @@ struct Inner {
     loader: Option<Arc<dyn AttachmentLoader>>,
     test_domain: String,
     in_flight_lease: chrono::Duration,
+    retention: Option<chrono::Duration>,
     ids: IdGen,
     wake: Notify,
 }
@@ -143,9 +144,17 @@ pub struct EngineBuilder {
     loader: Option<Arc<dyn AttachmentLoader>>,
     test_domain: String,
     in_flight_lease: chrono::Duration,
+    retention: Option<chrono::Duration>,
 }
 
 impl EngineBuilder {
+    /// Keep bodies and events this long; after it, finished emails are pruned (ids and
+    /// metadata stay). Off by default: nothing is ever removed unless the host asks.
+    pub fn retention(mut self, keep: std::time::Duration) -> Self {
+        self.retention = chrono::Duration::from_std(keep).ok();
+        self
+    }
+
     /// How long a keyed request's in-flight marker holds its key (default 2 minutes): a
     /// twin arriving meanwhile is refused; after it, a request whose process died no longer
     /// blocks its retry.
@@ -180,6 +189,7 @@ impl EngineBuilder {
                 loader: self.loader,
                 test_domain: self.test_domain,
                 in_flight_lease: self.in_flight_lease,
+                retention: self.retention,
                 ids: IdGen::default(),
                 wake: Notify::new(),
             }),
@@ -204,6 +214,7 @@ impl Engine {
             loader: None,
             test_domain: DEFAULT_TEST_DOMAIN.to_string(),
             in_flight_lease: idempotency::IN_FLIGHT_LEASE,
+            retention: None,
         }
     }
 
@@ -433,6 +444,31 @@ impl Engine {
 
     pub async fn suppressions(&self) -> Result<Vec<SuppressionEntry>, Error> {
         Ok(self.inner.storage.suppression_list(&self.account).await?)
+    }
+
+    /// Applies the retention setting (if any): prunes every finished email older than it.
+    /// The worker calls this periodically. Returns how many emails were pruned.
+    pub async fn prune(&self) -> Result<usize, Error> {
+        match self.inner.retention {
+            Some(keep) => self.prune_older_than(keep).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Prunes the bodies and old events of finished emails created more than `keep` ago, in
+    /// bounded steps (each one atomic) so that no write transaction grows without bound.
+    pub async fn prune_older_than(&self, keep: chrono::Duration) -> Result<usize, Error> {
+        /// Emails per write transaction: small enough to keep each commit short.
+        const STEP: usize = 500;
+        let now = self.inner.clock.now();
+        let mut total = 0;
+        loop {
+            let n = self.inner.storage.prune(now - keep, now, STEP).await?;
+            total += n;
+            if n < STEP {
+                return Ok(total);
+            }
+        }
     }
 
     /// Drops idempotency records older than 24 hours. The worker calls this periodically.

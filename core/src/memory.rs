@@ -276,6 +276,22 @@ impl Storage for MemoryStorage {
         Ok(addresses.iter().filter_map(|a| s.suppressions.get(&(account.clone(), a.clone())).cloned()).collect())
     }
 
+    async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let mut ids: Vec<u128> =
+            s.states.iter().filter(|(_, st)| store::prunable(st, cutoff)).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        for id in &ids {
+            let Some(state) = s.states.get_mut(id) else { continue };
+            let Some(content) = s.emails.get_mut(&state.account).and_then(|m| m.get_mut(id)) else { continue };
+            // Readers hold clones of the Arc, never a borrow: make_mut copies only if one is live.
+            store::prune(state, Arc::make_mut(content), cutoff, now);
+        }
+        Ok(ids.len())
+    }
+
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {
         let s = self.lock();
         Ok(s.suppressions

@@ -174,6 +174,11 @@ pub trait Storage: Send + Sync + Debug {
 
     /// All entries of an account, ordered by address.
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>>;
+
+    /// Retention: prunes up to `limit` finished emails created before `cutoff` (see
+    /// [`crate::store::prune`]), oldest first, in one atomic write. Returns how many; 0 when
+    /// none is left.
+    async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize>;
 }
 
 /// Where the time comes from.

@@ -25,6 +25,30 @@ pub fn may_complete(
     }
 }
 
+/// Retention: whether an email created before `cutoff` may be pruned now (it is finished —
+/// nothing more is due — and not pruned yet).
+pub fn prunable(state: &EmailState, cutoff: DateTime<Utc>) -> bool {
+    state.created_at < cutoff && state.due_at.is_none() && state.claim.is_none() && state.pruned_at.is_none()
+}
+
+/// Retention: drops the bodies (html, text, attachments) and the events older than `cutoff`,
+/// always keeping the newest event so `last_event` stays true. Ids and metadata (from, to,
+/// subject, tags, headers, times) stay.
+pub fn prune(
+    state: &mut EmailState,
+    content: &mut crate::email::EmailContent,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    content.html = None;
+    content.text = None;
+    content.attachments = Vec::new();
+    let last = state.events.pop();
+    state.events.retain(|e| e.at >= cutoff);
+    state.events.extend(last);
+    state.pruned_at = Some(now);
+}
+
 /// The due-index key of a time: microseconds since the epoch.
 pub fn due_key(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -122,6 +146,7 @@ mod tests {
             handed_over: false,
             attempts: 0,
             pending: vec![],
+            pruned_at: None,
         }
     }
 

@@ -113,6 +113,7 @@ impl Worker {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<WorkReport, Error> {
         let mut total = WorkReport::default();
         let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+        let mut last_maintenance: Option<DateTime<Utc>> = None;
         loop {
             let r = self.round(shutdown.clone()).await?;
             total.add(r);
@@ -138,8 +139,13 @@ impl Worker {
                 () = self.engine.wake_signal().notified() => {}
                 () = shutdown.clone() => return Ok(total),
             }
-            // Purging is cheap and keeps the idempotency table at 24 hours' worth.
-            self.engine.purge_expired().await?;
+            // Housekeeping at most once a minute: expired idempotency keys, and retention.
+            let now = self.engine.clock().now();
+            if last_maintenance.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+                last_maintenance = Some(now);
+                self.engine.purge_expired().await?;
+                self.engine.prune().await?;
+            }
         }
     }
 

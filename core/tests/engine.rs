@@ -516,3 +516,26 @@ async fn errors_carry_the_catalogue_body() {
     assert!(err.to_string().starts_with("Invalid `from` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format"));
     assert!(matches!(err, Error::Invalid(_)));
 }
+
+#[tokio::test]
+async fn retention_prunes_finished_emails_after_the_configured_time() {
+    let store = Arc::new(MemoryStorage::new());
+    let clock = ManualClock::new(t0());
+    let engine =
+        Engine::builder(store).clock(Arc::new(clock.clone())).retention(Duration::from_secs(7 * 24 * 3600)).build();
+    let done = engine.send(email("delivered@resend.dev"), SendOptions::default()).await.unwrap().id;
+    let mut later = email("delivered@resend.dev");
+    later.scheduled_at = Some("2026-06-20T12:00:00Z".into());
+    let waiting = engine.send(later, SendOptions::default()).await.unwrap().id;
+    engine.worker(Arc::new(SandboxTransport::default()), WorkerConfig::default()).run_until_idle().await.unwrap();
+    clock.advance(CDuration::days(6));
+    assert_eq!(engine.prune().await.unwrap(), 0, "not old enough yet");
+    clock.advance(CDuration::days(2));
+    assert_eq!(engine.prune().await.unwrap(), 1);
+    let v = engine.get(done).await.unwrap();
+    assert_eq!((v.html, v.last_event), (None, Some(EventKind::Delivered)));
+    assert_eq!(v.subject, "Hello");
+    assert_eq!(engine.get(waiting).await.unwrap().html.as_deref(), Some("<p>Hello</p>"), "a scheduled email is kept");
+    let no_retention = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    assert_eq!(no_retention.prune().await.unwrap(), 0, "without a setting nothing is ever removed");
+}

@@ -29,7 +29,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const EMAILS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("emails_v1");
@@ -70,7 +70,9 @@ pub fn encode_record(email: &NewEmail) -> Vec<u8> {
 /// The redb store. Cheap to clone (clones share the open database).
 #[derive(Clone)]
 pub struct RedbStorage {
-    db: Arc<Database>,
+    /// Every operation holds the read side (uncontended, so nearly free); only compaction,
+    /// which needs the database to itself, takes the write side.
+    db: Arc<RwLock<Database>>,
     durability: Durability,
 }
 
@@ -103,7 +105,19 @@ impl RedbStorage {
             tx.open_table(SUPPRESSIONS).map_err(backend)?;
         }
         tx.commit().map_err(backend)?;
-        Ok(RedbStorage { db: Arc::new(db), durability: Durability::Immediate })
+        Ok(RedbStorage { db: Arc::new(RwLock::new(db)), durability: Durability::Immediate })
+    }
+
+    /// Rewrites the file to drop the space freed by deletions and pruning. Waits for running
+    /// operations and holds all others off while it runs. Returns whether anything changed.
+    pub async fn compact(&self) -> Result<bool, StorageError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let mut db = db.write().map_err(backend)?;
+            db.compact().map_err(backend)
+        })
+        .await
+        .map_err(backend)?
     }
 
     /// Commits without fsync. Faster, but a power loss (not a process crash) may lose the
@@ -121,6 +135,7 @@ impl RedbStorage {
         let durability = self.durability;
         // redb is blocking (and fsyncs): keep it off the async runtime's threads.
         tokio::task::spawn_blocking(move || {
+            let db = db.read().map_err(backend)?;
             let mut tx = db.begin_write().map_err(backend)?;
             tx.set_durability(durability).map_err(backend)?;
             // On error the transaction is dropped, which aborts it: nothing is half-written.
@@ -138,6 +153,7 @@ impl RedbStorage {
     ) -> StorageResult<T> {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
+            let db = db.read().map_err(backend)?;
             let tx = db.begin_read().map_err(backend)?;
             f(&tx)
         })
@@ -455,6 +471,37 @@ impl Storage for RedbStorage {
             let due = tx.open_table(DUE).map_err(backend)?;
             let first = due.first().map_err(backend)?;
             Ok(first.and_then(|(k, _)| DateTime::from_timestamp_micros(k.value().0)))
+        })
+        .await
+    }
+
+    async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut contents = tx.open_table(EMAILS).map_err(backend)?;
+            // Ids start with their creation millisecond: everything created before the cutoff
+            // sorts below this id.
+            let ms = u128::try_from(cutoff.timestamp_millis().max(0)).unwrap_or(0);
+            let below = (ms & 0xffff_ffff_ffff) << 80;
+            let mut picked = Vec::new();
+            for item in states.range(..below).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let state: EmailState = decode(v.value())?;
+                if store::prunable(&state, cutoff) {
+                    picked.push((k.value(), state));
+                    if picked.len() == limit {
+                        break;
+                    }
+                }
+            }
+            for (id, mut state) in picked.iter().cloned() {
+                let account = state.account.0.to_string();
+                let Some(mut content) = get_content(&contents, &account, id)? else { continue };
+                store::prune(&mut state, &mut content, cutoff, now);
+                contents.insert((account.as_str(), id), encode(&content)?.as_slice()).map_err(backend)?;
+                states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
+            }
+            Ok(picked.len())
         })
         .await
     }

@@ -161,4 +161,8 @@ impl<S: Storage> Storage for StorageDouble<S> {
         self.gate("suppression_list")?;
         self.inner.suppression_list(account).await
     }
+    async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        self.gate("prune")?;
+        self.inner.prune(cutoff, now, limit).await
+    }
 }

@@ -46,6 +46,7 @@ macro_rules! storage_conformance_tests {
             suppression_crud,
             next_due_is_the_earliest,
             concurrent_claims_are_exclusive,
+            retention_prunes_bodies_and_old_events_of_finished_emails,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -470,4 +471,58 @@ pub async fn concurrent_claims_are_exclusive(s: Arc<dyn Storage>) {
     let n = ids.len();
     ids.dedup();
     assert_eq!((n, ids.len()), (60, 60), "every email claimed exactly once");
+}
+
+pub async fn retention_prunes_bodies_and_old_events_of_finished_emails(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let mut old_done = new_email("a", t0(), 1, None);
+    old_done.content.attachments.push(crate::email::Attachment {
+        id: uuid::Uuid::nil(),
+        filename: Some("a.bin".into()),
+        content_type: "application/octet-stream".into(),
+        content_id: None,
+        content: vec![1; 1000],
+    });
+    let old_pending = new_email("a", t0(), 2, Some(t0() + CDuration::days(20)));
+    let old_done2 = new_email("a", t0(), 3, None);
+    let recent = new_email("a", t0() + CDuration::days(10), 4, None);
+    s.insert_emails(&a, vec![old_done.clone(), old_pending.clone(), old_done2.clone()], None).await.unwrap();
+    s.insert_emails(&a, vec![recent.clone()], None).await.unwrap();
+    // Deliver the two old ones now, the recent one later.
+    let finish = |c: &crate::ports::ClaimedEmail, at| Outcome {
+        claim: c.claim_ref(),
+        events: vec![Event::new(EventKind::Sent, at), Event::new(EventKind::Delivered, at)],
+        suppressions: vec![],
+        next: Next::Done,
+    };
+    let claimed = s.claim_due(t0(), 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    s.record_outcomes(claimed.iter().map(|c| finish(c, t0())).collect()).await.unwrap();
+    let later = t0() + CDuration::days(10);
+    let claimed = s.claim_due(later, 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    s.record_outcomes(claimed.iter().map(|c| finish(c, later)).collect()).await.unwrap();
+
+    let cutoff = t0() + CDuration::days(5);
+    let now = t0() + CDuration::days(12);
+    assert_eq!(s.prune(cutoff, now, 1).await.unwrap(), 1, "the limit bounds one call");
+    assert_eq!(s.prune(cutoff, now, 100).await.unwrap(), 1);
+    assert_eq!(s.prune(cutoff, now, 100).await.unwrap(), 0, "nothing is pruned twice");
+
+    let r = s.get_email(&a, old_done.id).await.unwrap().unwrap();
+    assert_eq!((r.content.html.as_deref(), r.content.text.as_deref()), (None, None));
+    assert!(r.content.attachments.is_empty());
+    assert_eq!(r.content.subject, old_done.content.subject, "metadata stays");
+    assert_eq!(r.content.to, old_done.content.to);
+    assert_eq!(r.content.tags, old_done.content.tags);
+    assert_eq!(r.state.last_event(), Some(EventKind::Delivered), "last_event stays true");
+    assert_eq!(r.state.events.len(), 1, "older events are gone");
+    assert_eq!(r.state.pruned_at, Some(now));
+    let untouched = s.get_email(&a, old_pending.id).await.unwrap().unwrap();
+    assert_eq!(untouched.content, old_pending.content, "an email still due is kept whole");
+    let r = s.get_email(&a, recent.id).await.unwrap().unwrap();
+    assert_eq!(r.content, recent.content, "a recent email is kept whole");
+    assert_eq!(r.state.events.len(), 3);
+    let listed = s.list_emails(&a, PageRequest { limit: 10, cursor: Cursor::Start }).await.unwrap();
+    assert_eq!(listed.items.len(), 4, "ids stay listed");
 }
