@@ -97,8 +97,8 @@ pub enum Rule {
     AttachmentLoad(String),
     /// The whole email is over the size limit.
     EmailTooLarge { max: usize, got: usize },
-    /// A timestamp that does not parse.
-    Timestamp(String),
+    /// A `scheduled_at` that does not parse: the input, and what was not understood.
+    Schedule { input: String, why: String },
     /// A scheduled time that is not in the future.
     SchedulePast,
     /// A scheduled time too far ahead.
@@ -149,9 +149,11 @@ impl fmt::Display for Rule {
             Rule::EmailTooLarge { max, got } => {
                 write!(f, "the email is {got} bytes; the limit is {max} bytes including attachments")
             }
-            Rule::Timestamp(input) => {
-                write!(f, "{input:?} is not an ISO 8601 date-time such as `2024-08-05T11:52:01.858Z`")
-            }
+            Rule::Schedule { input, why } => write!(
+                f,
+                "{input:?} is not a time mailroom understands ({why}); use ISO 8601 such as \
+                 `2024-08-05T11:52:01.858Z` or a phrase such as `in 1 hour` or `tomorrow at 9am ET`"
+            ),
             Rule::SchedulePast => f.write_str("the scheduled time must be in the future"),
             Rule::ScheduleTooFar { max_days } => {
                 write!(f, "the scheduled time must be at most {max_days} days ahead")

@@ -1,16 +1,42 @@
 //! `scheduled_at`: from the wire's text to one UTC instant, resolved once at acceptance.
 //!
-//! Today this accepts ISO 8601 / RFC 3339 date-times with any offset; plain-English phrases
-//! ("in 1 min", "tomorrow at 9am") plug in here. Invariant: the answer is an instant strictly
-//! inside `(now - GRACE, now + max_days]`, or a typed error quoting the input: never a guess.
+//! Accepted: ISO 8601 / RFC 3339 date-times with an offset, and plain English relative to the
+//! engine's clock — `in 5 min`, `in an hour`, `30 minutes`, `tomorrow`, `tomorrow at 9am`,
+//! `tomorrow 9:00`, `today 17:00`, `friday 3pm`, `Friday at 3pm ET`, `next friday 8pm`,
+//! `next day at 9am PST`, `monday at noon`, `midnight`, `9am tomorrow`,
+//! `2026-12-01 09:00 Europe/Berlin`.
+//!
+//! The rules, so that nothing is ever guessed silently:
+//! - Every word must be understood; a phrase with anything left over is an error that quotes
+//!   the input (`tomorrow at 9am please` is refused, not read as "tomorrow").
+//! - Without a zone, clock times are in the engine's default zone (UTC unless configured).
+//! - Zone abbreviations name a region's civil time on that date: `ET`, `EST` and `EDT` all mean
+//!   New York time, EST or EDT as the date falls (people write "EST" all year). Likewise
+//!   CT/CST/CDT (Chicago), MT/MST/MDT (Denver), PT/PST/PDT (Los Angeles), CET/CEST (Paris),
+//!   BST (London), AEST/AEDT (Sydney), JST (Tokyo), UTC/GMT/Z. IANA names (`Europe/Berlin`)
+//!   work too. Ambiguous abbreviations (IST, CST-as-China, …) are not accepted.
+//! - A local time that does not exist (the hour skipped when clocks go forward) is read with
+//!   the offset in force before the change, which moves it forward by the gap: 02:30 on the
+//!   US spring-forward day is 03:30 EDT. A local time that exists twice (clocks go back) is
+//!   the first of the two.
+//! - `tomorrow` alone is the same clock time tomorrow; `today`/`tomorrow`/a weekday with a time
+//!   is that day at that time. A bare time (`9am`, `noon`, `midnight`) is its next occurrence.
+//!   A weekday (`friday`) is the nearest one whose time is still ahead (today included);
+//!   `next friday` is the first Friday after today. `next day` is tomorrow.
+//! - A time with a day that lies in the past (`today 9am` at noon) is an error, not moved.
+//! - The instant must lie after `now - GRACE` and at most `max_days` ahead.
 
 use crate::error::Rule;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
 
 /// How far in the past a time may lie and still be accepted (it is then due at once). Clients
 /// compute "now + a few seconds" on clocks that drift and over slow networks; refusing those
 /// would make the simplest use flaky. Anything older is a mistake worth reporting.
-pub const GRACE: chrono::Duration = chrono::Duration::seconds(60);
+pub const GRACE: Duration = Duration::seconds(60);
+
+/// The longest phrase considered (anything longer is refused before parsing).
+const MAX_INPUT: usize = 200;
 
 /// Parses an ISO 8601 date-time. A value without an offset is refused: guessing a zone is the
 /// silent wrong answer this module exists to prevent.
@@ -33,23 +59,420 @@ pub fn parse_instant(input: &str) -> Option<DateTime<Utc>> {
     None
 }
 
-/// Resolves `input` relative to `now`. `Ok(None)` never happens today; it is kept for
-/// inputs that mean "send now".
+/// Resolves `input` relative to `now`, clock times in UTC. See the module docs for the rules.
 pub fn resolve(input: &str, now: DateTime<Utc>, max_days: u32) -> Result<Option<DateTime<Utc>>, Rule> {
-    let at = parse_instant(input).ok_or_else(|| Rule::Timestamp(input.to_string()))?;
+    resolve_in(input, now, max_days, Tz::UTC)
+}
+
+/// [`resolve`] with clock times in `zone` unless the phrase names one.
+pub fn resolve_in(input: &str, now: DateTime<Utc>, max_days: u32, zone: Tz) -> Result<Option<DateTime<Utc>>, Rule> {
+    let at = parse_when(input, now, zone).map_err(|why| Rule::Schedule { input: input.to_string(), why })?;
     if at <= now - GRACE {
         return Err(Rule::SchedulePast);
     }
-    if at > now + chrono::Duration::days(i64::from(max_days)) {
+    if at > now + Duration::days(i64::from(max_days)) {
         return Err(Rule::ScheduleTooFar { max_days });
     }
     Ok(Some(at))
+}
+
+/// Parses `input` into an instant (ISO 8601, or English relative to `now`), without the
+/// window checks. The error says what was not understood.
+pub fn parse_when(input: &str, now: DateTime<Utc>, zone: Tz) -> Result<DateTime<Utc>, String> {
+    if input.len() > MAX_INPUT {
+        return Err(format!("longer than {MAX_INPUT} characters"));
+    }
+    if let Some(t) = parse_instant(input) {
+        return Ok(t);
+    }
+    let tokens = tokenize(input)?;
+    if tokens.is_empty() {
+        return Err("it is empty".into());
+    }
+    Parser { tokens: &tokens, pos: 0 }.phrase(now, zone)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Num(u32),
+    /// `9:30` (hour, minute).
+    Clock(u32, u32),
+    /// A calendar date `2026-12-01`.
+    Date(NaiveDate),
+}
+
+fn tokenize(input: &str) -> Result<Vec<Tok>, String> {
+    let lower = input.trim().trim_end_matches('.').to_lowercase();
+    let mut out = Vec::new();
+    for raw in lower.split(|c: char| c.is_whitespace() || c == ',') {
+        if raw.is_empty() {
+            continue;
+        }
+        // Split `9am`, `3pm`, `10min`, `2h` into number and word.
+        let digits = raw.bytes().take_while(|b| b.is_ascii_digit() || *b == b':' || *b == b'-').count();
+        let (head, tail) = raw.split_at(digits);
+        if head.is_empty() {
+            out.push(Tok::Word(raw.to_string()));
+            continue;
+        }
+        if head.matches('-').count() == 2 && tail.is_empty() {
+            let d = NaiveDate::parse_from_str(head, "%Y-%m-%d").map_err(|_| format!("`{raw}` is not a date"))?;
+            out.push(Tok::Date(d));
+            continue;
+        }
+        if head.contains('-') {
+            return Err(format!("`{raw}` is not understood"));
+        }
+        match head.split_once(':') {
+            Some((h, m)) => {
+                let h: u32 = h.parse().map_err(|_| format!("`{raw}` is not a time"))?;
+                if m.len() != 2 {
+                    return Err(format!("`{raw}` is not a time"));
+                }
+                let m: u32 = m.parse().map_err(|_| format!("`{raw}` is not a time"))?;
+                out.push(Tok::Clock(h, m));
+            }
+            None => out.push(Tok::Num(head.parse().map_err(|_| format!("`{raw}` is too large"))?)),
+        }
+        if !tail.is_empty() {
+            out.push(Tok::Word(tail.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn unit(word: &str) -> Option<Duration> {
+    Some(match word {
+        "s" | "sec" | "secs" | "second" | "seconds" => Duration::seconds(1),
+        "m" | "min" | "mins" | "minute" | "minutes" => Duration::minutes(1),
+        "h" | "hr" | "hrs" | "hour" | "hours" => Duration::hours(1),
+        "d" | "day" | "days" => Duration::days(1),
+        "w" | "wk" | "wks" | "week" | "weeks" => Duration::weeks(1),
+        _ => return None,
+    })
+}
+
+fn weekday(word: &str) -> Option<Weekday> {
+    Some(match word {
+        "monday" | "mon" => Weekday::Mon,
+        "tuesday" | "tue" | "tues" => Weekday::Tue,
+        "wednesday" | "wed" => Weekday::Wed,
+        "thursday" | "thu" | "thur" | "thurs" => Weekday::Thu,
+        "friday" | "fri" => Weekday::Fri,
+        "saturday" | "sat" => Weekday::Sat,
+        "sunday" | "sun" => Weekday::Sun,
+        _ => return None,
+    })
+}
+
+/// Zone words: abbreviations for a region's civil time, and IANA names.
+pub fn zone(word: &str) -> Option<Tz> {
+    use chrono_tz::{America, Asia, Australia, Europe};
+    Some(match word.to_ascii_lowercase().as_str() {
+        "utc" | "gmt" | "z" => Tz::UTC,
+        "et" | "est" | "edt" => America::New_York,
+        "ct" | "cst" | "cdt" => America::Chicago,
+        "mt" | "mst" | "mdt" => America::Denver,
+        "pt" | "pst" | "pdt" => America::Los_Angeles,
+        "cet" | "cest" => Europe::Paris,
+        "bst" => Europe::London,
+        "jst" => Asia::Tokyo,
+        "aest" | "aedt" => Australia::Sydney,
+        other if other.contains('/') => {
+            // IANA names are case-sensitive in the database; match them case-insensitively.
+            chrono_tz::TZ_VARIANTS.iter().copied().find(|tz| tz.name().eq_ignore_ascii_case(other))?
+        }
+        _ => return None,
+    })
+}
+
+/// The instant of wall-clock `local` in `tz`, by the module's DST rules.
+pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => Some(t.to_utc()),
+        // Clocks went back: the first occurrence.
+        LocalResult::Ambiguous(first, _) => Some(first.to_utc()),
+        // Clocks went forward: read it with the offset in force just before the gap.
+        LocalResult::None => {
+            let before = local - Duration::hours(3);
+            let offset = *tz.from_local_datetime(&before).earliest()?.offset();
+            let fixed = chrono::FixedOffset::east_opt(chrono::Offset::fix(&offset).local_minus_utc())?;
+            fixed.from_local_datetime(&local).single().map(|t| t.to_utc())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Day {
+    Today,
+    Tomorrow,
+    /// The nearest such weekday whose time is still ahead (today included).
+    Weekday(Weekday),
+    /// The first such weekday after today.
+    NextWeekday(Weekday),
+    Date(NaiveDate),
+}
+
+struct Parser<'a> {
+    tokens: &'a [Tok],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.tokens.get(self.pos)
+    }
+    fn peek_word(&self) -> Option<&str> {
+        match self.peek() {
+            Some(Tok::Word(w)) => Some(w),
+            _ => None,
+        }
+    }
+    fn eat(&mut self, word: &str) -> bool {
+        if self.peek_word() == Some(word) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn rest(&self) -> String {
+        self.tokens[self.pos..]
+            .iter()
+            .map(|t| match t {
+                Tok::Word(w) => w.clone(),
+                Tok::Num(n) => n.to_string(),
+                Tok::Clock(h, m) => format!("{h}:{m:02}"),
+                Tok::Date(d) => d.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn phrase(mut self, now: DateTime<Utc>, default_zone: Tz) -> Result<DateTime<Utc>, String> {
+        if let Some(d) = self.relative()? {
+            self.end()?;
+            return Ok(now + d);
+        }
+        // Absolute: [day] [at] [time] [zone], or [time] [day] [zone], in any of these orders.
+        let mut day = self.day()?;
+        self.eat("at");
+        let time = self.time()?;
+        if day.is_none() && time.is_some() {
+            day = self.day()?;
+        }
+        let tz = match self.peek_word().and_then(zone) {
+            Some(z) => {
+                self.pos += 1;
+                z
+            }
+            None => default_zone,
+        };
+        self.end()?;
+        let local_now = now.with_timezone(&tz).naive_local();
+        let today = local_now.date();
+        let at_time = |date: NaiveDate, t: NaiveTime| {
+            local_to_utc(tz, date.and_time(t)).ok_or_else(|| "that local time does not exist".to_string())
+        };
+        match (day, time) {
+            (None, None) => Err("no time or day was found".into()),
+            // A bare time: its next occurrence.
+            (None, Some(t)) => {
+                let first = at_time(today, t)?;
+                if first > now { Ok(first) } else { at_time(today + Duration::days(1), t) }
+            }
+            (Some(Day::Tomorrow), None) => Ok(now + Duration::days(1)),
+            (Some(Day::Today), None) => Err("`today` needs a time".into()),
+            (Some(Day::Date(_)), None) => Err("a date needs a time".into()),
+            (Some(Day::Weekday(_) | Day::NextWeekday(_)), None) => Err("a weekday needs a time".into()),
+            (Some(Day::Today), Some(t)) => at_time(today, t),
+            (Some(Day::Tomorrow), Some(t)) => at_time(today + Duration::days(1), t),
+            (Some(Day::Date(d)), Some(t)) => at_time(d, t),
+            (Some(Day::Weekday(w)), Some(t)) => {
+                let mut date = today;
+                for _ in 0..8 {
+                    if date.weekday() == w {
+                        let at = at_time(date, t)?;
+                        if at > now {
+                            return Ok(at);
+                        }
+                    }
+                    date += Duration::days(1);
+                }
+                Err("no such day ahead".into())
+            }
+            (Some(Day::NextWeekday(w)), Some(t)) => {
+                let mut date = today + Duration::days(1);
+                while date.weekday() != w {
+                    date += Duration::days(1);
+                }
+                at_time(date, t)
+            }
+        }
+    }
+
+    fn end(&self) -> Result<(), String> {
+        if self.pos == self.tokens.len() { Ok(()) } else { Err(format!("`{}` was not understood", self.rest())) }
+    }
+
+    /// `in 5 minutes`, `in an hour`, `5 min`, `5 minutes from now`, `in 1 hour 30 minutes`.
+    fn relative(&mut self) -> Result<Option<Duration>, String> {
+        let start = self.pos;
+        let had_in = self.eat("in");
+        let mut total = Duration::zero();
+        let mut parts = 0;
+        loop {
+            let n: i64 = match self.peek() {
+                Some(Tok::Num(n)) => i64::from(*n),
+                Some(Tok::Word(w)) if w == "a" || w == "an" || w == "one" => 1,
+                Some(Tok::Word(w)) if w == "half" && parts == 0 => {
+                    // `in half an hour`
+                    self.pos += 1;
+                    if !(self.eat("an") && self.eat("hour")) {
+                        return Err(format!("`half {}` was not understood", self.rest()));
+                    }
+                    total += Duration::minutes(30);
+                    parts += 1;
+                    continue;
+                }
+                _ => break,
+            };
+            let Some(u) = self.tokens.get(self.pos + 1).and_then(|t| match t {
+                Tok::Word(w) => unit(w),
+                _ => None,
+            }) else {
+                break;
+            };
+            self.pos += 2;
+            // 10 years of seconds at most: bigger numbers are errors, not overflow.
+            if n > 315_360_000 {
+                return Err("that is too far ahead".into());
+            }
+            total += Duration::seconds(u.num_seconds() * n);
+            parts += 1;
+            self.eat("and");
+        }
+        if parts == 0 {
+            self.pos = start;
+            return Ok(None);
+        }
+        if !had_in && self.eat("from") && !self.eat("now") {
+            return Err(format!("`from {}` was not understood", self.rest()));
+        }
+        Ok(Some(total))
+    }
+
+    fn day(&mut self) -> Result<Option<Day>, String> {
+        self.eat("on");
+        if let Some(Tok::Date(d)) = self.peek() {
+            let d = *d;
+            self.pos += 1;
+            return Ok(Some(Day::Date(d)));
+        }
+        let Some(word) = self.peek_word().map(str::to_string) else { return Ok(None) };
+        let day = match word.as_str() {
+            "today" | "tonight" => Day::Today,
+            "tomorrow" | "tmrw" => Day::Tomorrow,
+            "next" => {
+                self.pos += 1;
+                return match self.peek_word() {
+                    Some("day") => {
+                        self.pos += 1;
+                        Ok(Some(Day::Tomorrow))
+                    }
+                    Some(w) if weekday(w).is_some() => {
+                        let d = weekday(w).map(Day::NextWeekday);
+                        self.pos += 1;
+                        Ok(d)
+                    }
+                    _ => Err(format!("`next {}` was not understood", self.rest())),
+                };
+            }
+            "this" => {
+                self.pos += 1;
+                return match self.peek_word().and_then(weekday) {
+                    Some(w) => {
+                        self.pos += 1;
+                        Ok(Some(Day::Weekday(w)))
+                    }
+                    None => Err(format!("`this {}` was not understood", self.rest())),
+                };
+            }
+            w => match weekday(w) {
+                Some(d) => Day::Weekday(d),
+                None => return Ok(None),
+            },
+        };
+        self.pos += 1;
+        Ok(Some(day))
+    }
+
+    /// `9am`, `9 am`, `9:30pm`, `17:00`, `noon`, `midnight`, `9` (after `at`: a 24-hour hour).
+    fn time(&mut self) -> Result<Option<NaiveTime>, String> {
+        let t =
+            |h: u32, m: u32| NaiveTime::from_hms_opt(h, m, 0).ok_or_else(|| format!("{h}:{m:02} is not a time of day"));
+        match self.peek().cloned() {
+            Some(Tok::Word(w)) if w == "noon" || w == "midday" => {
+                self.pos += 1;
+                Ok(Some(t(12, 0)?))
+            }
+            Some(Tok::Word(w)) if w == "midnight" => {
+                self.pos += 1;
+                Ok(Some(t(0, 0)?))
+            }
+            Some(Tok::Num(h)) => {
+                self.pos += 1;
+                match self.meridiem() {
+                    Some(pm) => Ok(Some(t(twelve_hour(h, pm)?, 0)?)),
+                    None if h <= 23 => Ok(Some(t(h, 0)?)),
+                    None => Err(format!("`{h}` is not an hour")),
+                }
+            }
+            Some(Tok::Clock(h, m)) => {
+                self.pos += 1;
+                match self.meridiem() {
+                    Some(pm) => Ok(Some(t(twelve_hour(h, pm)?, m)?)),
+                    None => Ok(Some(t(h, m)?)),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn meridiem(&mut self) -> Option<bool> {
+        match self.peek_word() {
+            Some("am" | "a.m" | "a.m.") => {
+                self.pos += 1;
+                Some(false)
+            }
+            Some("pm" | "p.m" | "p.m.") => {
+                self.pos += 1;
+                Some(true)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn twelve_hour(h: u32, pm: bool) -> Result<u32, String> {
+    match (h, pm) {
+        (1..=11, false) => Ok(h),
+        (12, false) => Ok(0),
+        (1..=11, true) => Ok(h + 12),
+        (12, true) => Ok(12),
+        _ => Err(format!("`{h}` is not an hour on a 12-hour clock")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
 
     #[test]
     fn iso_forms() {
@@ -63,10 +486,21 @@ mod tests {
 
     #[test]
     fn window() {
-        let now = parse_instant("2026-01-01T00:00:00Z").unwrap();
+        let now = at("2026-01-01T00:00:00Z");
         assert!(resolve("2025-12-31T23:59:30Z", now, 30).is_ok(), "inside the grace");
         assert_eq!(resolve("2025-12-31T23:58:00Z", now, 30), Err(Rule::SchedulePast));
         assert!(resolve("2026-01-31T00:00:00Z", now, 30).is_ok());
         assert_eq!(resolve("2026-01-31T00:00:01Z", now, 30), Err(Rule::ScheduleTooFar { max_days: 30 }));
+        assert_eq!(resolve("in 31 days", now, 30), Err(Rule::ScheduleTooFar { max_days: 30 }));
+    }
+
+    #[test]
+    fn errors_quote_the_input_and_say_what_was_left() {
+        let now = at("2026-01-01T00:00:00Z");
+        let e = resolve("tomorrow at 9am please", now, 30).unwrap_err();
+        let Rule::Schedule { input, why } = &e else { panic!("{e:?}") };
+        assert_eq!(input, "tomorrow at 9am please");
+        assert!(why.contains("please"), "{why}");
+        assert!(e.to_string().contains("tomorrow at 9am please"));
     }
 }

@@ -23,6 +23,8 @@ pub struct Limits {
     pub max_content_id: usize,
     /// How far ahead an email may be scheduled.
     pub max_schedule_days: u32,
+    /// The zone of clock times in `scheduled_at` phrases that name none.
+    pub schedule_zone: chrono_tz::Tz,
 }
 
 impl Default for Limits {
@@ -33,6 +35,7 @@ impl Default for Limits {
             max_tag_len: 256,
             max_content_id: 128,
             max_schedule_days: 30,
+            schedule_zone: chrono_tz::Tz::UTC,
         }
     }
 }
@@ -269,7 +272,7 @@ pub fn validate_owned(
 
     let scheduled_at = match req.scheduled_at.as_deref() {
         None => None,
-        Some(s) => schedule::resolve(s, now, limits.max_schedule_days)
+        Some(s) => schedule::resolve_in(s, now, limits.max_schedule_days, limits.schedule_zone)
             .map_err(|rule| errors.push("scheduled_at", rule))
             .ok()
             .flatten(),
@@ -500,7 +503,7 @@ mod tests {
         r.scheduled_at = Some("2026-02-01T00:00:00Z".into());
         assert_eq!(errs(&r), vec![("scheduled_at".into(), Rule::SchedulePast)]);
         r.scheduled_at = Some("whenever".into());
-        assert!(matches!(errs(&r).as_slice(), [(p, Rule::Timestamp(_))] if p == "scheduled_at"));
+        assert!(matches!(errs(&r).as_slice(), [(p, Rule::Schedule { .. })] if p == "scheduled_at"));
     }
 
     #[test]

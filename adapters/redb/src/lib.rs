@@ -67,6 +67,12 @@ pub fn encode_record(email: &NewEmail) -> Vec<u8> {
     encode(&email.content).unwrap_or_default()
 }
 
+/// The page cache an opened store may fill. redb's own default (1 GiB) lets an embedded
+/// store's memory grow to a gigabyte under sustained writes; the working set of accepting and
+/// delivering mail is the newest pages of each table, which fit in far less. 64 MiB keeps
+/// ingestion at the disk's pace (see the `ingest` benchmark) and a host's memory predictable.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The redb store. Cheap to clone (clones share the open database).
 #[derive(Clone)]
 pub struct RedbStorage {
@@ -85,7 +91,13 @@ impl std::fmt::Debug for RedbStorage {
 impl RedbStorage {
     /// Opens (or creates) the file at `path`, with durable commits.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStorage, StorageError> {
-        Self::init(Database::create(path.as_ref()).map_err(backend)?)
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`open`](Self::open) with a page cache of `bytes`.
+    pub fn open_with_cache(path: impl AsRef<Path>, bytes: usize) -> Result<RedbStorage, StorageError> {
+        let db = Database::builder().set_cache_size(bytes).create(path.as_ref()).map_err(backend)?;
+        Self::init(db)
     }
 
     /// A store whose redb database lives in memory (tests and fuzzing: the same code paths
