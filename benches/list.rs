@@ -2,7 +2,8 @@
 //! 2 tags each), newest first and from the middle with an `after` cursor.
 //!
 //! The store is built once (commits without fsync, to save time) at
-//! `target/bench-data/list-1m.redb` and reused by later runs; delete it to rebuild.
+//! `target/bench-data/list-1m.redb` and reused by later runs; delete it to rebuild. Or point
+//! `MAILROOM_LIST_DB` at the file the `ingest` example wrote.
 //! `cargo bench --bench list`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -32,13 +33,17 @@ fn batch(round: usize, html: &str) -> Vec<EmailRequest> {
 }
 
 fn store_path() -> PathBuf {
+    // A store made by `examples/ingest.rs` (1,000,000 emails of the same shape) can stand in.
+    if let Some(p) = std::env::var_os("MAILROOM_LIST_DB") {
+        return PathBuf::from(p);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     target.join("bench-data").join("list-1m.redb")
 }
 
 fn build(rt: &tokio::runtime::Runtime, path: &PathBuf) {
     let done = path.with_extension("done");
-    if done.exists() {
+    if done.exists() || std::env::var_os("MAILROOM_LIST_DB").is_some() {
         return;
     }
     let _ = std::fs::create_dir_all(path.parent().unwrap_or(path));
