@@ -4,7 +4,7 @@
 //! cargo run --release --example mailroom -- [--db PATH] COMMAND
 //! ```
 //!
-//! Every command prints JSON on stdout. Every error prints the hosted service's error body
+//! Every command prints JSON on stdout (`when` prints a bare RFC 3339 instant). Every error prints the hosted service's error body
 //! `{"statusCode", "name", "message"}` on stdout and exits with status 1.
 
 use clap::{Args, Parser, Subcommand};
@@ -13,7 +13,7 @@ use mailroom::core::ports::{AttachmentLoader, LoadedAttachment, SuppressionReaso
 use mailroom::core::request::{EmailRequest, batch_from_json};
 use mailroom::core::sandbox::{DEFAULT_TEST_DOMAIN, OutboxMessage, SandboxTransport};
 use mailroom::core::worker::WorkerConfig;
-use mailroom::core::{BatchMode, BatchOptions, Engine, Error, SendOptions};
+use mailroom::core::{BatchMode, BatchOptions, Engine, Error, FieldError, Rule, SendOptions};
 use mailroom::redb::RedbStorage;
 use serde_json::json;
 use std::io::Read;
@@ -69,6 +69,23 @@ enum Command {
         #[command(subcommand)]
         action: SuppressionCommand,
     },
+    /// Resolve a `scheduled_at` value (ISO 8601 or English) to a UTC instant.
+    When {
+        /// The phrase, e.g. "tomorrow at 9am ET" (quote it, or give it as several words).
+        #[arg(required = true, num_args = 1..)]
+        phrase: Vec<String>,
+        /// The "now" to resolve against (RFC 3339; default: the clock).
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Move a scheduled email to another time (ISO 8601 or English).
+    Reschedule {
+        id: String,
+        #[arg(required = true, num_args = 1..)]
+        when: Vec<String>,
+    },
+    /// Cancel a scheduled email (for good).
+    Cancel { id: String },
     /// Prune the bodies and old events of finished emails (ids and metadata stay).
     Prune {
         /// Keep emails younger than this many days whole.
@@ -171,6 +188,9 @@ fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::When { phrase, now } = &cli.command {
+        return when(&phrase.join(" "), now.as_deref());
+    }
     let store = RedbStorage::open(&cli.db).map_err(|e| Failure::Engine(e.into()))?;
     let engine = Engine::builder(Arc::new(store.clone()))
         .test_domain(&cli.test_domain)
@@ -223,6 +243,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print(&json!({"object": "suppression", "address": address, "deleted": true}));
             }
         },
+        Command::When { .. } => {}
+        Command::Reschedule { id, when } => {
+            let id: EmailId = id.parse()?;
+            print(&engine.reschedule(id, &when.join(" ")).await?);
+        }
+        Command::Cancel { id } => {
+            let id: EmailId = id.parse()?;
+            print(&engine.cancel(id).await?);
+        }
         Command::Prune { older_than_days } => {
             let pruned = engine.prune_older_than(chrono::Duration::days(i64::from(older_than_days))).await?;
             print(&json!({"pruned": pruned}));
@@ -239,6 +268,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Demo => demo(&engine, &cli.db, &cli.test_domain).await?,
     }
+    Ok(())
+}
+
+/// `when`: the instant a phrase resolves to, by the same rules as `scheduled_at`.
+fn when(phrase: &str, now: Option<&str>) -> Result<(), Failure> {
+    let now = match now {
+        Some(n) => mailroom::core::schedule::parse_instant(n).ok_or_else(|| {
+            Failure::Engine(FieldError::new("now", Rule::Shape(format!("{n:?} is not an RFC 3339 time"))).into())
+        })?,
+        None => chrono::Utc::now(),
+    };
+    let at = mailroom::core::schedule::resolve(phrase, now, 30)
+        .map_err(|rule| Failure::Engine(FieldError::new("scheduled_at", rule).into()))?
+        .ok_or_else(|| Failure::Other("no instant".into()))?;
+    // The one command whose answer is not JSON: a bare RFC 3339 instant, for scripts.
+    println!("{}", mailroom::core::email::rfc3339(at));
     Ok(())
 }
 

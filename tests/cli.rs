@@ -187,3 +187,36 @@ fn prune_and_compact() {
     let compact = run(&db, &["compact"], None);
     assert!(compact.ok && compact.json["bytes_after"].as_u64().unwrap() > 0, "{}", compact.json);
 }
+
+fn run_raw(db: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary()).arg("--db").arg(db).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn when_reschedule_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let (ok, out) = run_raw(&db, &["when", "Friday at 3pm ET", "--now", "2026-08-05T11:52:01Z"]);
+    assert_eq!((ok, out.as_str()), (true, "2026-08-07T19:00:00.000Z"));
+    let (ok, out) = run_raw(&db, &["when", "tomorrow", "at", "9am", "--now", "2026-03-07T12:00:00Z"]);
+    assert_eq!((ok, out.as_str()), (true, "2026-03-08T09:00:00.000Z"), "several words make one phrase");
+    let bad = run(&db, &["when", "tomorrow at 9am please"], None);
+    assert!(!bad.ok);
+    assert!(bad.json["message"].as_str().unwrap().contains("tomorrow at 9am please"));
+
+    let scheduled =
+        r#"{"from":"a@acme.test","to":"delivered@resend.dev","subject":"s","text":"t","scheduled_at":"in 1 hour"}"#;
+    let id = run(&db, &["send"], Some(scheduled)).json["id"].as_str().unwrap().to_string();
+    let got = run(&db, &["get", &id], None).json;
+    assert_eq!(got["last_event"], "scheduled");
+    let moved = run(&db, &["reschedule", &id, "in", "2", "hours"], None);
+    assert_eq!(moved.json, serde_json::json!({"object": "email", "id": id}));
+    let canceled = run(&db, &["cancel", &id], None);
+    assert!(canceled.ok);
+    assert_eq!(run(&db, &["get", &id], None).json["last_event"], "canceled");
+    let again = run(&db, &["reschedule", &id, "in 3 hours"], None);
+    assert_eq!((again.ok, again.json["statusCode"].as_u64()), (false, Some(422)));
+    let twice = run(&db, &["cancel", &id], None);
+    assert!(twice.json["message"].as_str().unwrap().contains("canceled"));
+}

@@ -10,8 +10,8 @@ use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, EmailView, Lis
 use crate::error::{Error, FieldError, Rule};
 use crate::idempotency::{self, BatchItemError, Fingerprint, StoredResponse};
 use crate::ports::{
-    AttachmentLoader, Clock, IdempotencyBegin, IdempotencyCompletion, Storage, SuppressionEntry, SuppressionReason,
-    SystemClock, Transport,
+    AttachmentLoader, Clock, IdempotencyBegin, IdempotencyCompletion, ScheduleChange, Storage, SuppressionEntry,
+    SuppressionReason, SystemClock, Transport,
 };
 use crate::render::message_id_for;
 use crate::request::EmailRequest;
@@ -43,6 +43,19 @@ impl SendOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendResponse {
     pub id: EmailId,
+}
+
+/// `{"object": "email", "id": "..."}`: the answer to a reschedule or cancel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailRef {
+    pub object: String,
+    pub id: EmailId,
+}
+
+impl EmailRef {
+    pub fn new(id: EmailId) -> Self {
+        EmailRef { object: "email".into(), id }
+    }
 }
 
 /// How a batch treats invalid items.
@@ -168,6 +181,11 @@ impl EngineBuilder {
     }
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+    /// The zone of clock times in `scheduled_at` phrases that name none (default UTC).
+    pub fn schedule_zone(mut self, zone: chrono_tz::Tz) -> Self {
+        self.limits.schedule_zone = zone;
         self
     }
     /// Enables `path` attachments.
@@ -401,6 +419,38 @@ impl Engine {
             errors.push(FieldError::new("", Rule::EmailTooLarge { max, got: size }));
         }
         if errors.is_empty() { Ok(v) } else { Err(errors) }
+    }
+
+    /// Resolves a `scheduled_at` value (ISO 8601 or English) as a send would, at the
+    /// engine's now and in its default zone.
+    pub fn resolve_schedule(&self, when: &str) -> Result<chrono::DateTime<chrono::Utc>, Error> {
+        let limits = &self.inner.limits;
+        crate::schedule::resolve_in(when, self.inner.clock.now(), limits.max_schedule_days, limits.schedule_zone)
+            .map_err(|rule| FieldError::new("scheduled_at", rule))?
+            .ok_or_else(|| FieldError::new("scheduled_at", Rule::SchedulePast).into())
+    }
+
+    /// `PATCH /emails/{id}`: moves a scheduled email to `when` (ISO 8601 or English).
+    pub async fn reschedule(&self, id: EmailId, when: &str) -> Result<EmailRef, Error> {
+        let at = self.resolve_schedule(when)?;
+        match self.inner.storage.reschedule(&self.account, id, at).await? {
+            ScheduleChange::Applied => {
+                // It may now be the earliest due email: the worker recomputes its sleep.
+                self.inner.wake.notify_one();
+                Ok(EmailRef::new(id))
+            }
+            ScheduleChange::NotFound => Err(Error::NotFound { what: "Email" }),
+            ScheduleChange::NotScheduled(last_event) => Err(Error::NotScheduled { action: "rescheduled", last_event }),
+        }
+    }
+
+    /// `POST /emails/{id}/cancel`: cancels a scheduled email, for good.
+    pub async fn cancel(&self, id: EmailId) -> Result<EmailRef, Error> {
+        match self.inner.storage.cancel(&self.account, id, self.inner.clock.now()).await? {
+            ScheduleChange::Applied => Ok(EmailRef::new(id)),
+            ScheduleChange::NotFound => Err(Error::NotFound { what: "Email" }),
+            ScheduleChange::NotScheduled(last_event) => Err(Error::NotScheduled { action: "canceled", last_event }),
+        }
     }
 
     /// The whole stored email.

@@ -253,6 +253,9 @@ pub enum Error {
     /// The email is not in a state that allows this operation.
     #[error("{0}")]
     Transition(TransitionError),
+    /// Only a `scheduled` email can be rescheduled or canceled.
+    #[error("This email cannot be {action}: its last event is `{}`; only scheduled emails can be rescheduled or canceled.", .last_event.map_or("(none)", crate::lifecycle::EventKind::as_str))]
+    NotScheduled { action: &'static str, last_event: Option<crate::lifecycle::EventKind> },
     /// Storage failed; nothing was acknowledged.
     #[error(transparent)]
     Storage(StorageError),
@@ -290,7 +293,7 @@ impl Error {
             Error::InvalidIdempotentRequest => ErrorName::InvalidIdempotentRequest,
             Error::ConcurrentIdempotentRequests => ErrorName::ConcurrentIdempotentRequests,
             Error::NotFound { .. } => ErrorName::NotFound,
-            Error::Transition(_) => ErrorName::ValidationError,
+            Error::Transition(_) | Error::NotScheduled { .. } => ErrorName::ValidationError,
             Error::Storage(_) => ErrorName::ApplicationError,
         }
     }

@@ -25,7 +25,7 @@ pub mod worker;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
-pub use engine::{BatchMode, BatchOptions, BatchResponse, Engine, EngineBuilder, SendOptions, SendResponse};
+pub use engine::{BatchMode, BatchOptions, BatchResponse, EmailRef, Engine, EngineBuilder, SendOptions, SendResponse};
 pub use error::{Error, ErrorBody, ErrorName, FieldError, Rule, StorageError};
 pub use ports::{AttachmentLoader, Clock, Storage, SystemClock, Transport};
 

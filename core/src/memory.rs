@@ -9,7 +9,8 @@ use crate::email::{
 use crate::error::StorageError;
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ports::{
-    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, Storage, StorageResult, SuppressionEntry,
+    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage, StorageResult,
+    SuppressionEntry,
 };
 use crate::store::{self, due_key};
 use async_trait::async_trait;
@@ -274,6 +275,36 @@ impl Storage for MemoryStorage {
     ) -> StorageResult<Vec<SuppressionEntry>> {
         let s = self.lock();
         Ok(addresses.iter().filter_map(|a| s.suppressions.get(&(account.clone(), a.clone())).cloned()).collect())
+    }
+
+    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        let mut s = self.lock();
+        let key = id.as_u128();
+        let Some(mut state) = s.states.get(&key).filter(|st| st.account == *account).cloned() else {
+            return Ok(ScheduleChange::NotFound);
+        };
+        let old = state.due_at;
+        let change = store::reschedule(&mut state, at);
+        if change == ScheduleChange::Applied {
+            s.set_due(key, old, state.due_at);
+            s.states.insert(key, state);
+        }
+        Ok(change)
+    }
+
+    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        let mut s = self.lock();
+        let key = id.as_u128();
+        let Some(mut state) = s.states.get(&key).filter(|st| st.account == *account).cloned() else {
+            return Ok(ScheduleChange::NotFound);
+        };
+        let old = state.due_at;
+        let change = store::cancel(&mut state, now)?;
+        if change == ScheduleChange::Applied {
+            s.set_due(key, old, state.due_at);
+            s.states.insert(key, state);
+        }
+        Ok(change)
     }
 
     async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {

@@ -87,6 +87,18 @@ pub struct ClaimRef {
     pub token: u128,
 }
 
+/// What a reschedule or cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleChange {
+    /// Done.
+    Applied,
+    /// No such email in this account.
+    NotFound,
+    /// The email is no longer scheduled (claimed for sending, sent, or canceled): nothing
+    /// changed. Carries its last event.
+    NotScheduled(Option<crate::lifecycle::EventKind>),
+}
+
 /// What happens to an email after an outcome is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
@@ -174,6 +186,14 @@ pub trait Storage: Send + Sync + Debug {
 
     /// All entries of an account, ordered by address.
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>>;
+
+    /// Moves a `scheduled` email to `at`, atomically with respect to the worker: an email
+    /// already claimed (it is `queued` then) or canceled is not moved.
+    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange>;
+
+    /// Cancels a `scheduled` email (final), atomically with respect to the worker: a claimed
+    /// email cannot be canceled, and a canceled one is never claimed.
+    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange>;
 
     /// Retention: prunes up to `limit` finished emails created before `cutoff` (see
     /// [`crate::store::prune`]), oldest first, in one atomic write. Returns how many; 0 when

@@ -253,7 +253,7 @@ impl Parser<'_> {
     fn phrase(mut self, now: DateTime<Utc>, default_zone: Tz) -> Result<DateTime<Utc>, String> {
         if let Some(d) = self.relative()? {
             self.end()?;
-            return Ok(now + d);
+            return now.checked_add_signed(d).ok_or_else(|| "that is too far ahead".to_string());
         }
         // Absolute: [day] [at] [time] [zone], or [time] [day] [zone], in any of these orders.
         let mut day = self.day()?;
@@ -345,11 +345,13 @@ impl Parser<'_> {
                 break;
             };
             self.pos += 2;
-            // 10 years of seconds at most: bigger numbers are errors, not overflow.
-            if n > 315_360_000 {
+            // Ten years at most, per part and in all: bigger numbers are errors, not overflow.
+            const TEN_YEARS: i64 = 315_360_000;
+            let part = u.num_seconds().saturating_mul(n);
+            if part > TEN_YEARS || total.num_seconds() + part > TEN_YEARS {
                 return Err("that is too far ahead".into());
             }
-            total += Duration::seconds(u.num_seconds() * n);
+            total += Duration::seconds(part);
             parts += 1;
             self.eat("and");
         }
@@ -492,6 +494,18 @@ mod tests {
         assert!(resolve("2026-01-31T00:00:00Z", now, 30).is_ok());
         assert_eq!(resolve("2026-01-31T00:00:01Z", now, 30), Err(Rule::ScheduleTooFar { max_days: 30 }));
         assert_eq!(resolve("in 31 days", now, 30), Err(Rule::ScheduleTooFar { max_days: 30 }));
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_overflows() {
+        // Found by the `schedule` fuzz target: the parts summed past what a date can hold.
+        let now = at("2026-01-01T00:00:00Z");
+        assert!(parse_when(",,,,9d\u{b}1919d\u{b}191919199d,,,,", now, Tz::UTC).is_err());
+        assert!(parse_when("in 4294967295 weeks", now, Tz::UTC).is_err());
+        assert!(
+            parse_when("in 1000 days 1000 days", now, Tz::UTC).is_ok(),
+            "five years parse; the window refuses them later"
+        );
     }
 
     #[test]

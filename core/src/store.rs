@@ -8,7 +8,7 @@
 
 use crate::email::{Claim, EmailState, Event};
 use crate::lifecycle::{EventKind, TransitionError};
-use crate::ports::{Next, Outcome};
+use crate::ports::{Next, Outcome, ScheduleChange};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -47,6 +47,26 @@ pub fn prune(
     state.events.retain(|e| e.at >= cutoff);
     state.events.extend(last);
     state.pruned_at = Some(now);
+}
+
+/// Reschedules a `scheduled` email to `at` (its due time moves with it).
+pub fn reschedule(state: &mut EmailState, at: DateTime<Utc>) -> ScheduleChange {
+    if state.last_event() != Some(EventKind::Scheduled) || state.claim.is_some() {
+        return ScheduleChange::NotScheduled(state.last_event());
+    }
+    state.scheduled_at = Some(at);
+    state.due_at = Some(at);
+    ScheduleChange::Applied
+}
+
+/// Cancels a `scheduled` email: a final `canceled` event, and nothing is due any more.
+pub fn cancel(state: &mut EmailState, now: DateTime<Utc>) -> Result<ScheduleChange, TransitionError> {
+    if state.last_event() != Some(EventKind::Scheduled) || state.claim.is_some() {
+        return Ok(ScheduleChange::NotScheduled(state.last_event()));
+    }
+    state.push(Event::new(EventKind::Canceled, now))?;
+    state.due_at = None;
+    Ok(ScheduleChange::Applied)
 }
 
 /// The due-index key of a time: microseconds since the epoch.

@@ -539,3 +539,61 @@ async fn retention_prunes_finished_emails_after_the_configured_time() {
     let no_retention = Engine::builder(Arc::new(MemoryStorage::new())).build();
     assert_eq!(no_retention.prune().await.unwrap(), 0, "without a setting nothing is ever removed");
 }
+
+#[tokio::test]
+async fn reschedule_and_cancel_only_while_scheduled() {
+    let s = setup();
+    let mut r = email("delivered@resend.dev");
+    r.scheduled_at = Some("tomorrow at 9am".into());
+    let id = s.engine.send(r, SendOptions::default()).await.unwrap().id;
+    assert_eq!(s.engine.get(id).await.unwrap().scheduled_at.as_deref(), Some("2026-06-02T09:00:00.000Z"));
+    assert_eq!(s.engine.reschedule(id, "in 2 hours").await.unwrap().id, id);
+    assert_eq!(s.engine.get(id).await.unwrap().scheduled_at.as_deref(), Some("2026-06-01T14:00:00.000Z"));
+    let err = s.engine.reschedule(id, "in 40 days").await.unwrap_err();
+    assert_eq!((err.status(), err.field_errors()[0].path.as_str()), (422, "scheduled_at"));
+    let err = s.engine.reschedule(id, "someday").await.unwrap_err();
+    assert!(err.to_string().contains("\"someday\""), "{err}");
+    s.clock.advance(CDuration::hours(2));
+    s.work().await;
+    assert_eq!(s.engine.get(id).await.unwrap().last_event, Some(EventKind::Delivered));
+    let err = s.engine.cancel(id).await.unwrap_err();
+    assert_eq!((err.status(), err.name()), (422, ErrorName::ValidationError));
+    assert!(err.to_string().contains("`delivered`"), "{err}");
+
+    let mut r = email("delivered@resend.dev");
+    r.scheduled_at = Some("Friday at 3pm ET".into());
+    let later = s.engine.send(r, SendOptions::default()).await.unwrap().id;
+    s.engine.cancel(later).await.unwrap();
+    assert_eq!(s.engine.get(later).await.unwrap().last_event, Some(EventKind::Canceled));
+    let err = s.engine.reschedule(later, "in 1 hour").await.unwrap_err();
+    assert!(err.to_string().contains("`canceled`"));
+    s.clock.advance(CDuration::days(10));
+    s.work().await;
+    assert_eq!(s.engine.get(later).await.unwrap().last_event, Some(EventKind::Canceled), "never sent");
+    assert!(s.sandbox.outbox().is_empty());
+    let unknown: EmailId = "00000000-0000-7000-8000-000000000000".parse().unwrap();
+    assert_eq!(s.engine.cancel(unknown).await.unwrap_err().name(), ErrorName::NotFound);
+}
+
+#[tokio::test]
+async fn an_earlier_reschedule_wakes_the_sleeping_worker() {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let sandbox = SandboxTransport::default();
+    let worker = engine
+        .worker(Arc::new(sandbox.clone()), WorkerConfig { max_idle: Duration::from_secs(3600), ..Default::default() });
+    let mut r = email("delivered@resend.dev");
+    r.scheduled_at = Some("in 2 hours".into());
+    let id = engine.send(r, SendOptions::default()).await.unwrap().id;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move { worker.run(async { stop_rx.await.unwrap_or(()) }).await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let soon = (Utc::now() + CDuration::milliseconds(200)).to_rfc3339();
+    engine.reschedule(id, &soon).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while engine.get(id).await.unwrap().last_event != Some(EventKind::Delivered) {
+        assert!(tokio::time::Instant::now() < deadline, "the worker slept through the earlier time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop_tx.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}

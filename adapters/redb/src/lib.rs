@@ -22,7 +22,8 @@ use mailroom_core::email::{
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
-    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, Storage, StorageResult, SuppressionEntry,
+    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage, StorageResult,
+    SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -483,6 +484,46 @@ impl Storage for RedbStorage {
             let due = tx.open_table(DUE).map_err(backend)?;
             let first = due.first().map_err(backend)?;
             Ok(first.and_then(|(k, _)| DateTime::from_timestamp_micros(k.value().0)))
+        })
+        .await
+    }
+
+    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        let account = account.0.to_string();
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            let key = id.as_u128();
+            let Some(mut state) = get_state(&states, key)?.filter(|s| s.account.as_str() == account) else {
+                return Ok(ScheduleChange::NotFound);
+            };
+            let old = state.due_at;
+            let change = store::reschedule(&mut state, at);
+            if change == ScheduleChange::Applied {
+                set_due(&mut due, key, old, state.due_at)?;
+                states.insert(key, encode(&state)?.as_slice()).map_err(backend)?;
+            }
+            Ok(change)
+        })
+        .await
+    }
+
+    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        let account = account.0.to_string();
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            let key = id.as_u128();
+            let Some(mut state) = get_state(&states, key)?.filter(|s| s.account.as_str() == account) else {
+                return Ok(ScheduleChange::NotFound);
+            };
+            let old = state.due_at;
+            let change = store::cancel(&mut state, now)?;
+            if change == ScheduleChange::Applied {
+                set_due(&mut due, key, old, state.due_at)?;
+                states.insert(key, encode(&state)?.as_slice()).map_err(backend)?;
+            }
+            Ok(change)
         })
         .await
     }

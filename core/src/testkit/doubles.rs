@@ -6,7 +6,8 @@ use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, NewEmail, Page
 use crate::error::StorageError;
 use crate::idempotency::Fingerprint;
 use crate::ports::{
-    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, Storage, StorageResult, SuppressionEntry,
+    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage, StorageResult,
+    SuppressionEntry,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -160,6 +161,14 @@ impl<S: Storage> Storage for StorageDouble<S> {
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {
         self.gate("suppression_list")?;
         self.inner.suppression_list(account).await
+    }
+    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        self.gate("reschedule")?;
+        self.inner.reschedule(account, id, at).await
+    }
+    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        self.gate("cancel")?;
+        self.inner.cancel(account, id, now).await
     }
     async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
         self.gate("prune")?;

@@ -18,7 +18,8 @@ use crate::email::{AccountId, Cursor, EmailContent, EmailId, Event, NewEmail, Pa
 use crate::idempotency::{Fingerprint, StoredResponse};
 use crate::lifecycle::EventKind;
 use crate::ports::{
-    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, Storage, SuppressionEntry, SuppressionReason,
+    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, ScheduleChange, Storage, SuppressionEntry,
+    SuppressionReason,
 };
 use chrono::{DateTime, Duration as CDuration, Utc};
 use std::sync::Arc;
@@ -47,6 +48,9 @@ macro_rules! storage_conformance_tests {
             next_due_is_the_earliest,
             concurrent_claims_are_exclusive,
             retention_prunes_bodies_and_old_events_of_finished_emails,
+            reschedule_moves_the_due_time_only_while_scheduled,
+            cancel_is_final_and_never_claimed,
+            cancel_races_claim_correctly,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -525,4 +529,83 @@ pub async fn retention_prunes_bodies_and_old_events_of_finished_emails(s: Arc<dy
     assert_eq!(r.state.events.len(), 3);
     let listed = s.list_emails(&a, PageRequest { limit: 10, cursor: Cursor::Start }).await.unwrap();
     assert_eq!(listed.items.len(), 4, "ids stay listed");
+}
+
+pub async fn reschedule_moves_the_due_time_only_while_scheduled(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let e = new_email("a", t0(), 1, Some(t0() + CDuration::hours(5)));
+    s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
+    let sooner = t0() + CDuration::minutes(10);
+    assert_eq!(s.reschedule(&a, e.id, sooner).await.unwrap(), ScheduleChange::Applied);
+    assert_eq!(s.next_due().await.unwrap(), Some(sooner));
+    let r = s.get_email(&a, e.id).await.unwrap().unwrap();
+    assert_eq!((r.state.scheduled_at, r.state.last_event()), (Some(sooner), Some(EventKind::Scheduled)));
+    assert!(s.claim_due(sooner - CDuration::seconds(1), 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(
+        s.reschedule(&acct("b"), e.id, sooner).await.unwrap(),
+        ScheduleChange::NotFound,
+        "scoped to the account"
+    );
+    assert_eq!(s.reschedule(&a, id_at(1, 1), sooner).await.unwrap(), ScheduleChange::NotFound);
+    // Claimed: it is queued now and can no longer be moved.
+    assert_eq!(s.claim_due(sooner, 10, LEASE).await.unwrap().len(), 1);
+    assert_eq!(
+        s.reschedule(&a, e.id, t0() + CDuration::days(1)).await.unwrap(),
+        ScheduleChange::NotScheduled(Some(EventKind::Queued))
+    );
+    let q = new_email("a", t0(), 2, None);
+    s.insert_emails(&a, vec![q.clone()], None).await.unwrap();
+    assert_eq!(
+        s.reschedule(&a, q.id, sooner).await.unwrap(),
+        ScheduleChange::NotScheduled(Some(EventKind::Queued)),
+        "an email sent at once was never scheduled"
+    );
+}
+
+pub async fn cancel_is_final_and_never_claimed(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let at = t0() + CDuration::hours(1);
+    let e = new_email("a", t0(), 1, Some(at));
+    s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
+    assert_eq!(s.cancel(&a, e.id, t0()).await.unwrap(), ScheduleChange::Applied);
+    let r = s.get_email(&a, e.id).await.unwrap().unwrap();
+    assert_eq!(r.state.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Scheduled, EventKind::Canceled]);
+    assert_eq!(r.state.due_at, None);
+    assert!(s.claim_due(at + CDuration::days(1), 10, LEASE).await.unwrap().is_empty(), "never claimed");
+    assert_eq!(s.next_due().await.unwrap(), None);
+    assert_eq!(s.cancel(&a, e.id, t0()).await.unwrap(), ScheduleChange::NotScheduled(Some(EventKind::Canceled)));
+    assert_eq!(
+        s.reschedule(&a, e.id, at).await.unwrap(),
+        ScheduleChange::NotScheduled(Some(EventKind::Canceled)),
+        "a canceled email can never be rescheduled"
+    );
+    assert_eq!(s.cancel(&acct("b"), e.id, t0()).await.unwrap(), ScheduleChange::NotFound);
+}
+
+pub async fn cancel_races_claim_correctly(s: Arc<dyn Storage>) {
+    let a = acct("a");
+    let at = t0() + CDuration::minutes(1);
+    let emails: Vec<NewEmail> = (0..40).map(|i| new_email("a", t0(), i, Some(at))).collect();
+    s.insert_emails(&a, emails.clone(), None).await.unwrap();
+    let claimer = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..20 {
+                got.extend(s.claim_due(at, 3, LEASE).await.unwrap().into_iter().map(|c| c.record.state.id));
+            }
+            got
+        })
+    };
+    let mut canceled = Vec::new();
+    for e in &emails {
+        if s.cancel(&a, e.id, at).await.unwrap() == ScheduleChange::Applied {
+            canceled.push(e.id);
+        }
+    }
+    let claimed = claimer.await.unwrap();
+    for id in &canceled {
+        assert!(!claimed.contains(id), "{id} was both canceled and claimed");
+    }
+    assert_eq!(canceled.len() + claimed.len(), 40, "each email was either canceled or claimed");
 }
