@@ -32,7 +32,12 @@ impl Transport for Recorder {
             recipients: envelope
                 .to
                 .iter()
-                .map(|r| RecipientReport { recipient: r.clone(), status: RecipientStatus::Delivered, reply: None, feedback: None })
+                .map(|r| RecipientReport {
+                    recipient: r.clone(),
+                    status: RecipientStatus::Delivered,
+                    reply: None,
+                    feedback: None,
+                })
                 .collect(),
         })
     }
