@@ -86,6 +86,14 @@ enum Command {
     },
     /// Cancel a scheduled email (for good).
     Cancel { id: String },
+    /// Read bounce, complaint or auto-reply messages and print what they say, one JSON object
+    /// per file.
+    Classify {
+        files: Vec<PathBuf>,
+        /// Read the paths from stdin, one per line, and print one JSON line per path.
+        #[arg(long)]
+        batch: bool,
+    },
     /// Prune the bodies and old events of finished emails (ids and metadata stay).
     Prune {
         /// Keep emails younger than this many days whole.
@@ -191,6 +199,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::When { phrase, now } = &cli.command {
         return when(&phrase.join(" "), now.as_deref());
     }
+    if let Command::Classify { files, batch } = &cli.command {
+        return classify(files, *batch);
+    }
     let store = RedbStorage::open(&cli.db).map_err(|e| Failure::Engine(e.into()))?;
     let engine = Engine::builder(Arc::new(store.clone()))
         .test_domain(&cli.test_domain)
@@ -243,7 +254,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print(&json!({"object": "suppression", "address": address, "deleted": true}));
             }
         },
-        Command::When { .. } => {}
+        Command::When { .. } | Command::Classify { .. } => {}
         Command::Reschedule { id, when } => {
             let id: EmailId = id.parse()?;
             print(&engine.reschedule(id, &when.join(" ")).await?);
@@ -267,6 +278,38 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(&json!({"compacted": changed, "bytes_before": before, "bytes_after": size()}));
         }
         Command::Demo => demo(&engine, &cli.db, &cli.test_domain).await?,
+    }
+    Ok(())
+}
+
+/// `classify`: the reading of each message, in the corpus scorer's output shape.
+fn classify(files: &[PathBuf], batch: bool) -> Result<(), Failure> {
+    let one = |path: &Path| -> serde_json::Value {
+        let raw = match std::fs::read(path) {
+            Ok(r) => r,
+            Err(e) => return json!({"file": path, "error": e.to_string()}),
+        };
+        let p = mailroom::core::inbound::parse(&raw);
+        let bounces: Vec<serde_json::Value> = p
+            .bounces
+            .iter()
+            .map(|b| {
+                json!({"recipient": b.recipient, "status": b.status, "type": b.kind, "subtype": b.subtype,
+                       "reason": b.reason, "diagnostic": b.diagnostic})
+            })
+            .collect();
+        json!({"file": path, "bounces": bounces, "complaint": p.complaint})
+    };
+    if batch {
+        let mut input = String::new();
+        std::io::stdin().read_to_string(&mut input).map_err(|e| Failure::Other(format!("cannot read stdin: {e}")))?;
+        for line in input.lines().filter(|l| !l.trim().is_empty()) {
+            println!("{}", one(Path::new(line.trim())));
+        }
+    } else {
+        for f in files {
+            print(&one(f));
+        }
     }
     Ok(())
 }

@@ -220,3 +220,30 @@ fn when_reschedule_cancel() {
     let twice = run(&db, &["cancel", &id], None);
     assert!(twice.json["message"].as_str().unwrap().contains("canceled"));
 }
+
+#[test]
+fn classify_files_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces");
+    let qmail = corpus.join("bsd/lhost-qmail-01.eml");
+    let out = run(&db, &["classify", qmail.to_str().unwrap()], None);
+    assert!(out.ok);
+    let b = &out.json["bounces"][0];
+    assert_eq!((b["recipient"].as_str(), b["type"].as_str()), (Some("kijitora@example.ne.jp"), Some("Permanent")));
+    assert_eq!(out.json["complaint"], false);
+    let arf = corpus.join("bsd/arf-01.eml");
+    let input = format!("{}\n{}\n", arf.display(), qmail.display());
+    let mut child = Command::new(binary())
+        .args(["classify", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let text = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["file"], arf.display().to_string());
+    assert_eq!((lines[0]["complaint"].as_bool(), lines[0]["bounces"].as_array().map(Vec::len)), (Some(true), Some(0)));
+}

@@ -10,6 +10,7 @@ pub mod email;
 pub mod engine;
 pub mod error;
 pub mod idempotency;
+pub mod inbound;
 pub mod lifecycle;
 pub mod memory;
 pub mod ports;

@@ -1,0 +1,977 @@
+//! Reading bounce messages: RFC 3464 DSNs, RFC 5965 feedback reports (complaints), and the
+//! free-text wording of MTAs that send neither, into per-recipient bounces classified in the
+//! hosted service's terms.
+//!
+//! Invariants: the parser is total (any bytes give an answer, never a panic); auto-replies
+//! (RFC 3834) and success DSNs give no bounces; every bounce keeps its diagnostic text; the
+//! classification is one function of (status, reply code, text), shared with SMTP replies.
+
+use crate::bounce::{BounceSubtype, BounceType, EnhancedStatus};
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use serde::{Deserialize, Serialize};
+
+/// Input above this size is cut before parsing: bounces carry the original message, and
+/// nothing needed to classify one lies past the first megabyte.
+const MAX_INPUT: usize = 1 << 20;
+
+/// The finer reason carried beside the type (Sisimai's vocabulary, which the corpus uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    UserUnknown,
+    HostUnknown,
+    HasMoved,
+    NotAccept,
+    MailboxFull,
+    MesgTooBig,
+    ExceedLimit,
+    SpamDetected,
+    VirusDetected,
+    ContentError,
+    PolicyViolation,
+    NotCompliantRfc,
+    Blocked,
+    Rejected,
+    Filtered,
+    Suspend,
+    Expired,
+    AuthFailure,
+    RequirePtr,
+    NetworkError,
+    TooManyConn,
+    SecurityError,
+    MailerError,
+    SystemError,
+    SystemFull,
+    BadReputation,
+    Speeding,
+    NoRelaying,
+    SyntaxError,
+    OnHold,
+    Undefined,
+}
+
+impl Reason {
+    /// The hosted service's type and subtype for this reason; `code_class` is the reply's
+    /// class (4 or 5) where known. `text` decides AttachmentRejected.
+    pub fn classify(self, code_class: Option<u8>, text: &str) -> (BounceType, BounceSubtype) {
+        use BounceSubtype as S;
+        use BounceType as T;
+        match self {
+            Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => (T::Permanent, S::General),
+            Reason::NotAccept if code_class != Some(4) => (T::Permanent, S::General),
+            Reason::OnHold | Reason::Undefined => (T::Undetermined, S::Undetermined),
+            Reason::MailboxFull => (T::Transient, S::MailboxFull),
+            Reason::MesgTooBig | Reason::ExceedLimit => (T::Transient, S::MessageTooLarge),
+            Reason::SpamDetected
+            | Reason::ContentError
+            | Reason::VirusDetected
+            | Reason::PolicyViolation
+            | Reason::NotCompliantRfc => {
+                let t = text.to_ascii_lowercase();
+                if t.contains("attachment") || t.contains("file type") || t.contains("extension") {
+                    (T::Transient, S::AttachmentRejected)
+                } else {
+                    (T::Transient, S::ContentRejected)
+                }
+            }
+            _ => (T::Transient, S::General),
+        }
+    }
+
+    /// Only these put an address on the suppression list: the address itself is unusable.
+    pub fn suppresses(self, code_class: Option<u8>) -> bool {
+        matches!(self, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved)
+            || (self == Reason::NotAccept && code_class != Some(4))
+    }
+}
+
+/// One failed recipient read from a bounce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BounceRecord {
+    pub recipient: String,
+    /// The enhanced status (`5.1.1`), as given or inferred from the text.
+    pub status: String,
+    pub reply_code: Option<u16>,
+    #[serde(rename = "type")]
+    pub kind: BounceType,
+    pub subtype: BounceSubtype,
+    pub reason: Reason,
+    pub diagnostic: String,
+}
+
+/// What a message turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Bounce,
+    Complaint,
+    AutoReply,
+    Delivered,
+    NotBounce,
+}
+
+/// What links a bounce to the email it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Links {
+    /// The local part of a VERP return path (`bounces+<email id>@…`) found in the bounce.
+    pub verp: Option<String>,
+    /// The Message-ID of the original message, when the bounce quotes it.
+    pub original_message_id: Option<String>,
+}
+
+/// The reading of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parsed {
+    pub kind: MessageKind,
+    pub bounces: Vec<BounceRecord>,
+    pub complaint: bool,
+    /// The complained-about recipient, for complaints.
+    pub complainant: Option<String>,
+    pub links: Links,
+}
+
+/// Reads one message. Total: any input gives an answer.
+pub fn parse(raw: &[u8]) -> Parsed {
+    // mail-parser 0.11 can panic on some malformed MIME trees (found by the `bounce` fuzz
+    // target: "Invalid part ID, could not find multipart"). A message we cannot read is not
+    // a bounce we can act on; it must never take the process down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(raw))).unwrap_or_else(|_| Parsed {
+        kind: MessageKind::NotBounce,
+        bounces: vec![],
+        complaint: false,
+        complainant: None,
+        links: Links::default(),
+    })
+}
+
+fn parse_inner(raw: &[u8]) -> Parsed {
+    let raw = &raw[..raw.len().min(MAX_INPUT)];
+    let normalized = normalize_newlines(raw);
+    let Some(msg) = MessageParser::default().parse(&normalized[..]) else {
+        return Parsed {
+            kind: MessageKind::NotBounce,
+            bounces: vec![],
+            complaint: false,
+            complainant: None,
+            links: Links::default(),
+        };
+    };
+    let header = |name: &str| msg.header_raw(name).map(|v| v.trim().to_string());
+    let subject = msg.subject().unwrap_or_default().to_string();
+    let from = msg.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default().to_ascii_lowercase();
+    let to = msg.to().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default().to_ascii_lowercase();
+
+    let mut dsn_text = String::new();
+    let mut feedback = None::<String>;
+    let mut human = String::new();
+    let mut original = String::new();
+    for (i, part) in msg.parts.iter().enumerate() {
+        let ct = part
+            .content_type()
+            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase())
+            .unwrap_or_default();
+        match &part.body {
+            PartType::Message(m) => {
+                original.push_str(&String::from_utf8_lossy(m.raw_message()));
+            }
+            _ if ct.ends_with("/delivery-status") || ct == "message/global-delivery-status" => {
+                dsn_text.push_str(&String::from_utf8_lossy(part.contents()));
+                dsn_text.push('\n');
+            }
+            _ if ct == "message/feedback-report" => {
+                feedback = Some(String::from_utf8_lossy(part.contents()).into_owned());
+            }
+            _ if ct == "text/rfc822-headers" || ct == "message/rfc822-headers" => {
+                original.push_str(&String::from_utf8_lossy(part.contents()));
+            }
+            PartType::Text(t) if original.is_empty() && (i == 0 || human.is_empty() || !ct.is_empty()) => {
+                human.push_str(t);
+                human.push('\n');
+            }
+            PartType::Html(h) if human.trim().is_empty() && original.is_empty() => human.push_str(&strip_tags(h)),
+            _ => {}
+        }
+    }
+    if human.is_empty()
+        && let Some(t) = msg.body_text(0)
+    {
+        human = t.into_owned();
+    }
+    // A single-part bounce quotes the original inline: split it off.
+    let (mut human, inline_original) = split_inline_original(&human);
+    original.push_str(&inline_original);
+    let links = links(&original, &human, &dsn_text);
+
+    let report_type =
+        msg.content_type().and_then(|c| c.attribute("report-type")).map(str::to_ascii_lowercase).unwrap_or_default();
+    if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &human) {
+        let complainant = feedback
+            .as_deref()
+            .and_then(|f| field(f, "original-rcpt-to").or_else(|| field(f, "removal-recipient")))
+            .map(|a| clean_address(&a));
+        return Parsed { kind: MessageKind::Complaint, bounces: vec![], complaint: true, complainant, links };
+    }
+
+    // RFC 3464 fields, from a delivery-status part or quoted in the text.
+    let mut fields_source = dsn_text.clone();
+    if fields_source.is_empty() && human.to_ascii_lowercase().contains("final-recipient:") {
+        fields_source = human.clone();
+    }
+    let blocks = dsn_blocks(&fields_source);
+    let actions: Vec<String> = blocks.iter().filter_map(|b| b.action.clone()).collect();
+    if !blocks.is_empty()
+        && !actions.is_empty()
+        && actions.iter().all(|a| matches!(a.as_str(), "delivered" | "relayed" | "expanded"))
+    {
+        return Parsed { kind: MessageKind::Delivered, bounces: vec![], complaint: false, complainant: None, links };
+    }
+
+    let auto_reply = header("Auto-Submitted").is_some_and(|v| v.to_ascii_lowercase().starts_with("auto-replied"))
+        || header("X-Autoreply").is_some()
+        || header("X-Autorespond").is_some()
+        || is_vacation_subject(&subject);
+    if auto_reply && blocks.is_empty() && !looks_like_failure(&human) {
+        return Parsed { kind: MessageKind::AutoReply, bounces: vec![], complaint: false, complainant: None, links };
+    }
+
+    let mut bounces = Vec::new();
+    let lower_human = human.to_ascii_lowercase();
+    for b in blocks.iter().filter(|b| b.action.as_deref().is_none_or(|a| a == "failed" || a == "delayed")) {
+        let Some(rcpt) = b.recipient.clone() else { continue };
+        let mut diag = b.diagnostic.clone().unwrap_or_default();
+        if diag.trim().is_empty() || diag.trim().eq_ignore_ascii_case("smtp;") {
+            diag = block_for(&human, &rcpt).unwrap_or_default();
+        }
+        let status = b.status.clone();
+        let delayed = b.action.as_deref() == Some("delayed");
+        bounces.push(record(&rcpt, status.as_deref(), &diag, &lower_human, delayed));
+    }
+
+    if bounces.is_empty() {
+        // Free text: failed recipients are the addresses the human-readable part names, less
+        // the bounce's own parties and the MTA's mailboxes.
+        let mut rcpts: Vec<String> = Vec::new();
+        if let Some(h) = header("X-Failed-Recipients") {
+            rcpts.extend(h.split(',').map(clean_address).filter(|a| a.contains('@')));
+        }
+        if rcpts.is_empty() {
+            for a in addresses(&human) {
+                let l = a.to_ascii_lowercase();
+                let local = l.split('@').next().unwrap_or_default();
+                let mtaish = matches!(local, "mailer-daemon" | "postmaster" | "root" | "mailerdaemon" | "abuse")
+                    || local.starts_with("mailer-daemon")
+                    || local.starts_with("bounce")
+                    || local.starts_with("noreply")
+                    || local.starts_with("no-reply");
+                if l == from || l == to || mtaish || rcpts.contains(&l) {
+                    continue;
+                }
+                rcpts.push(l);
+            }
+        }
+        if rcpts.is_empty() && looks_like_failure(&human) {
+            // The failed address is only in the quoted original's To header.
+            if let Some(t) = header_in(&original, "to") {
+                rcpts.extend(addresses(&t).into_iter().map(|a| a.to_ascii_lowercase()).take(1));
+            }
+        }
+        if looks_like_failure(&human) || header("X-Failed-Recipients").is_some() {
+            for r in &rcpts {
+                let diag = block_for(&human, r).unwrap_or_else(|| human.chars().take(2000).collect());
+                bounces.push(record(r, None, &diag, &lower_human, false));
+            }
+        }
+    }
+
+    // Auto-replies and other mail that merely passes through here.
+    if bounces.is_empty() {
+        let kind = if auto_reply { MessageKind::AutoReply } else { MessageKind::NotBounce };
+        human.clear();
+        return Parsed { kind, bounces, complaint: false, complainant: None, links };
+    }
+    Parsed { kind: MessageKind::Bounce, bounces, complaint: false, complainant: None, links }
+}
+
+fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
+    if !raw.contains(&b'\r') {
+        return raw.to_vec();
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\r' if raw.get(i + 1) == Some(&b'\n') => {
+                out.push(b'\n');
+                i += 2;
+            }
+            b'\r' => {
+                out.push(b'\n');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&nbsp;", " ")
+}
+
+/// Splits a text body at the point where the original message is quoted.
+fn split_inline_original(text: &str) -> (String, String) {
+    const MARKERS: &[&str] = &[
+        "below this line is a copy of the message",
+        "----- original message -----",
+        "------ this is a copy of the message",
+        "original message follows",
+        "--- original message ---",
+        "---- start of returned message ----",
+        "----- unsent message follows -----",
+        "----- message header follows -----",
+        "----- original message header -----",
+        "the original message was:",
+        "original message headers",
+        "your message reads (in part)",
+        "----- transcript of session follows -----",
+    ];
+    let lower = text.to_ascii_lowercase();
+    let mut cut = text.len();
+    for m in MARKERS {
+        // A session transcript is part of the human account; only quoted messages are cut.
+        if *m == "----- transcript of session follows -----" {
+            continue;
+        }
+        if let Some(i) = lower.find(m) {
+            cut = cut.min(i);
+        }
+    }
+    // Quoted headers without a marker: a `Received:` or `Return-Path:` line starting a block.
+    for (i, _) in lower.match_indices("\nreturn-path:").chain(lower.match_indices("\nreceived: from")) {
+        if i > 0 {
+            cut = cut.min(i);
+        }
+    }
+    let cut = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    (text[..cut].to_string(), text[cut..].to_string())
+}
+
+fn links(original: &str, human: &str, dsn: &str) -> Links {
+    let mut l = Links {
+        original_message_id: header_in(original, "message-id").map(|m| m.trim().to_string()),
+        ..Links::default()
+    };
+    for text in [original, dsn, human] {
+        for a in addresses(text) {
+            let local = a.split('@').next().unwrap_or_default().to_ascii_lowercase();
+            if let Some(id) = local.strip_prefix("bounces+") {
+                l.verp = Some(id.to_string());
+                return l;
+            }
+        }
+    }
+    l
+}
+
+/// The value of header `name` in a block of quoted headers.
+fn header_in(text: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}:");
+    for line in text.lines() {
+        if let (Some(head), Some(rest)) = (line.get(..prefix.len()), line.get(prefix.len()..))
+            && head.eq_ignore_ascii_case(&prefix)
+        {
+            return Some(rest.trim().to_string());
+        }
+    }
+    None
+}
+
+fn field(text: &str, name: &str) -> Option<String> {
+    header_in(text, name)
+}
+
+#[derive(Debug, Default)]
+struct DsnBlock {
+    recipient: Option<String>,
+    action: Option<String>,
+    status: Option<String>,
+    diagnostic: Option<String>,
+}
+
+/// The per-recipient blocks of an RFC 3464 report (folded lines joined).
+fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
+    let mut blocks = Vec::new();
+    let mut cur = DsnBlock::default();
+    let mut last_field: Option<String> = None;
+    let flush = |cur: &mut DsnBlock, blocks: &mut Vec<DsnBlock>| {
+        if cur.recipient.is_some() {
+            blocks.push(std::mem::take(cur));
+        } else {
+            *cur = DsnBlock::default();
+        }
+    };
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            flush(&mut cur, &mut blocks);
+            last_field = None;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if last_field.as_deref() == Some("diagnostic-code")
+                && let Some(d) = cur.diagnostic.as_mut()
+            {
+                d.push(' ');
+                d.push_str(line.trim());
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim().to_string();
+        match name.as_str() {
+            "final-recipient" | "original-recipient" | "x-actual-recipient" => {
+                // A new Final-Recipient starts a new block even without a blank line.
+                if name == "final-recipient" && cur.recipient.is_some() && cur.action.is_some() {
+                    flush(&mut cur, &mut blocks);
+                }
+                let addr = clean_address(value.split_once(';').map_or(value.as_str(), |(_, a)| a));
+                if addr.contains('@') && (cur.recipient.is_none() || name == "final-recipient") {
+                    cur.recipient = Some(addr);
+                }
+            }
+            "action" => cur.action = Some(value.to_ascii_lowercase()),
+            "status" => cur.status = value.split_whitespace().next().map(str::to_string),
+            "diagnostic-code" => {
+                let d = value.split_once(';').map_or(value.as_str(), |(_, d)| d).trim().to_string();
+                cur.diagnostic = Some(d);
+            }
+            _ => {}
+        }
+        last_field = Some(name);
+    }
+    flush(&mut cur, &mut blocks);
+    blocks
+}
+
+fn clean_address(s: &str) -> String {
+    let s = s.trim().trim_start_matches("rfc822;").trim_start_matches("RFC822;").trim();
+    let s = match (s.find('<'), s.rfind('>')) {
+        (Some(a), Some(b)) if b > a => &s[a + 1..b],
+        _ => s,
+    };
+    s.trim()
+        .trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',' || c == ';' || c == ':')
+        .to_ascii_lowercase()
+}
+
+/// Every address-looking token in `text`, in order.
+fn addresses(text: &str) -> Vec<String> {
+    let is_addr = |c: char| c.is_ascii_alphanumeric() || "._%+-=!#$&'*/?^`{|}~".contains(c);
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut out = Vec::new();
+    for (k, &(i, c)) in chars.iter().enumerate() {
+        if c != '@' {
+            continue;
+        }
+        let mut start = k;
+        while start > 0 && is_addr(chars[start - 1].1) {
+            start -= 1;
+        }
+        let mut end = k + 1;
+        while end < chars.len() && (chars[end].1.is_ascii_alphanumeric() || chars[end].1 == '.' || chars[end].1 == '-')
+        {
+            end += 1;
+        }
+        if start == k || end == k + 1 {
+            continue;
+        }
+        let from = chars[start].0;
+        let to = chars.get(end).map_or(text.len(), |c| c.0);
+        let a = text[from..to].trim_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=');
+        let domain = a.rsplit('@').next().unwrap_or_default();
+        if a.starts_with('@') || !domain.contains('.') || i == 0 {
+            continue;
+        }
+        out.push(a.to_string());
+    }
+    out
+}
+
+/// The lines that talk about `rcpt`: from its first mention to the next blank line (or the
+/// next few lines), which is where MTAs put the reason.
+fn block_for(text: &str, rcpt: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find(rcpt)?;
+    let start = lower[..at].rfind('\n').map_or(0, |i| i + 1);
+    let mut out = String::new();
+    let mut lines = 0;
+    for line in text[start..].lines() {
+        if line.trim().is_empty() && lines > 0 {
+            // Some MTAs put a blank line between the address and the reason.
+            if lines == 1 && out.trim().ends_with(':') {
+                continue;
+            }
+            break;
+        }
+        out.push_str(line.trim());
+        out.push(' ');
+        lines += 1;
+        if lines >= 8 {
+            break;
+        }
+    }
+    Some(out.trim().to_string())
+}
+
+fn looks_like_failure(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    const WORDS: &[&str] = &[
+        "fail",
+        "undeliver",
+        "not deliver",
+        "could not be delivered",
+        "unable to deliver",
+        "returned",
+        "rejected",
+        "permanent",
+        "error",
+        "unknown",
+        "does not exist",
+        "not found",
+        "no such",
+        "refused",
+        "bounce",
+        "quota",
+        "mailbox",
+        "delivery",
+        "denied",
+        "blocked",
+        "expired",
+        "timed out",
+        "550",
+        "554",
+        "553",
+        "552",
+        "551",
+        "450",
+        "451",
+        "452",
+        "421",
+        "5.1.",
+        "5.7.",
+        "4.4.",
+    ];
+    WORDS.iter().any(|w| t.contains(w))
+}
+
+fn is_vacation_subject(subject: &str) -> bool {
+    let s = subject.to_ascii_lowercase();
+    [
+        "auto:",
+        "automatic reply",
+        "autoreply",
+        "auto-reply",
+        "out of office",
+        "out of the office",
+        "vacation",
+        "away from",
+    ]
+    .iter()
+    .any(|p| s.contains(p))
+}
+
+fn is_text_complaint(subject: &str, text: &str) -> bool {
+    let s = subject.to_ascii_lowercase();
+    let t = text.to_ascii_lowercase();
+    s.contains("complaint about message")
+        || ((s.contains("complaint") || s.contains("abuse report") || s.contains("spam report"))
+            && (t.contains("complaint") || t.contains("feedback") || t.contains("abuse")))
+}
+
+/// Builds one record: status and code from the block (or the text), reason from both.
+fn record(rcpt: &str, status: Option<&str>, diag: &str, whole: &str, delayed: bool) -> BounceRecord {
+    let diag_status = find_status(diag);
+    let status = status.and_then(EnhancedStatus::parse).or(diag_status).or_else(|| find_status(whole));
+    let code = find_code(diag).or_else(|| find_code(whole));
+    let reason = reason(diag, whole, status, code, delayed);
+    let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
+    let (kind, subtype) = reason.classify(class, diag);
+    let status = status.map_or_else(|| inferred_status(reason, class), |s| s.to_string());
+    BounceRecord {
+        recipient: rcpt.to_string(),
+        status,
+        reply_code: code,
+        kind,
+        subtype,
+        reason,
+        diagnostic: diag.chars().take(2000).collect(),
+    }
+}
+
+fn inferred_status(reason: Reason, class: Option<u8>) -> String {
+    let c = class.unwrap_or(5);
+    match reason {
+        Reason::UserUnknown => format!("{c}.1.1"),
+        Reason::HostUnknown => format!("{c}.1.2"),
+        Reason::HasMoved => format!("{c}.1.6"),
+        Reason::MailboxFull => format!("{c}.2.2"),
+        Reason::MesgTooBig => format!("{c}.3.4"),
+        Reason::ExceedLimit => format!("{c}.2.3"),
+        Reason::Expired => "4.4.7".into(),
+        Reason::Suspend => format!("{c}.2.1"),
+        Reason::Blocked | Reason::Rejected | Reason::PolicyViolation | Reason::SecurityError => format!("{c}.7.1"),
+        Reason::NetworkError => format!("{c}.4.0"),
+        Reason::ContentError | Reason::SpamDetected | Reason::VirusDetected => format!("{c}.6.0"),
+        _ => format!("{c}.0.0"),
+    }
+}
+
+fn find_status(text: &str) -> Option<EnhancedStatus> {
+    text.split(|c: char| c.is_whitespace() || "()[]<>,;:\"'#".contains(c))
+        .filter(|w| w.len() >= 5 && (w.starts_with("5.") || w.starts_with("4.")))
+        .find_map(|w| EnhancedStatus::parse(w.trim_end_matches('.')))
+}
+
+fn find_code(text: &str) -> Option<u16> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|w| w.len() == 3)
+        .filter_map(|w| w.parse::<u16>().ok())
+        .find(|c| (421..=554).contains(c) && matches!(c / 100, 4 | 5) && ![500].contains(c) || *c == 500)
+}
+
+/// The reason, from the words first (they are more specific than codes), then the codes.
+fn reason(diag: &str, whole: &str, status: Option<EnhancedStatus>, code: Option<u16>, delayed: bool) -> Reason {
+    let d = diag.to_ascii_lowercase();
+    let w = whole.to_ascii_lowercase();
+    let any = |pats: &[&str], t: &str| pats.iter().any(|p| t.contains(p));
+    use Reason as R;
+    // Order matters: the first match wins.
+    let rules: &[(R, &[&str])] = &[
+        (
+            R::Expired,
+            &[
+                "for a long time",
+                "attempts:",
+                "retry timeout",
+                "retry time",
+                "delivery time expired",
+                "has been delayed",
+                "timed out",
+                "time out",
+                "could not be delivered for",
+                "maximum time",
+                "too long",
+            ],
+        ),
+        (
+            R::MailboxFull,
+            &[
+                "mailbox full",
+                "mailbox is full",
+                "over quota",
+                "quota exceeded",
+                "exceeded storage",
+                "exceeds quota",
+                "mailbox size limit",
+                "mailfolder is full",
+                "insufficient storage",
+                "disk quota",
+                "user is over",
+                "over the storage",
+                "not enough storage",
+                "mailbox has exceeded",
+                "is over its quota",
+                "over its storage",
+                "exceeds allowed size",
+                "mailbox exceeds",
+                "quota",
+            ],
+        ),
+        (
+            R::MesgTooBig,
+            &[
+                "message too large",
+                "message is too large",
+                "size exceeds",
+                "message size exceeds",
+                "too big",
+                "exceeds the maximum",
+                "message length exceeds",
+                "size limit",
+                "message size",
+            ],
+        ),
+        (R::VirusDetected, &["virus", "malware", "infected"]),
+        (R::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
+        (
+            R::Rejected,
+            &[
+                "sender address rejected",
+                "sender rejected",
+                "domain of sender",
+                "sender denied",
+                "sender verify",
+                "after mail from",
+                "envelope sender",
+                "sender domain",
+            ],
+        ),
+        (
+            R::NetworkError,
+            &[
+                "dns error",
+                "name service error",
+                "unexpected name server",
+                "mail loop",
+                "hop count",
+                "loops back",
+                "routing loop",
+            ],
+        ),
+        (
+            R::Suspend,
+            &[
+                "suspended",
+                "disabled",
+                "inactive",
+                "deactivated",
+                "locked",
+                "frozen",
+                "not active",
+                "temporarily unavailable",
+            ],
+        ),
+        (R::HasMoved, &["has moved", "address has changed", "no longer", "moved to"]),
+        (
+            R::HostUnknown,
+            &[
+                "host unknown",
+                "unknown host",
+                "domain not found",
+                "no such domain",
+                "domain does not exist",
+                "name or service not known",
+                "host not found",
+                "unrouteable address",
+                "unroutable",
+                "no mx",
+                "mx record",
+                "nxdomain",
+                "invalid domain",
+                "host or domain name not found",
+                "unknown domain",
+                "non-existent domain",
+                "domain name not found",
+                "hostname not found",
+            ],
+        ),
+        (R::Filtered, &["after end of data", "after data"]),
+        (
+            R::UserUnknown,
+            &[
+                "user unknown",
+                "unknown user",
+                "no such user",
+                "no such recipient",
+                "no such mailbox",
+                "does not exist",
+                "doesn't exist",
+                "not exist",
+                "unknown recipient",
+                "recipient unknown",
+                "invalid recipient",
+                "recipient not found",
+                "user not found",
+                "mailbox not found",
+                "mailbox unavailable",
+                "mailbox is unavailable",
+                "unknown address",
+                "address unknown",
+                "no mailbox",
+                "not a valid recipient",
+                "invalid mailbox",
+                "user doesn't",
+                "unknown local part",
+                "unknown or illegal alias",
+                "account is unavailable",
+                "address rejected",
+                "no valid recipients",
+                "recipient address rejected",
+                "bad destination mailbox",
+                "address not found",
+                "invalid address",
+                "account that you tried to reach",
+                "user account is unavailable",
+                "no such person",
+                "not our customer",
+                "is not a valid",
+                "unknown mailbox",
+                "undeliverable address",
+                "no account",
+                "mailbox does not",
+                "user does not",
+                "addressee unknown",
+                "does not like recipient",
+                "badrcptto",
+                "not a registered",
+                "unknown",
+            ],
+        ),
+        (
+            R::RequirePtr,
+            &[
+                "reverse dns",
+                "ptr record",
+                "reverse lookup",
+                "name lookup failed",
+                "no ptr",
+                "rdns",
+                "does not resolve",
+            ],
+        ),
+        (R::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
+        (
+            R::Blocked,
+            &[
+                "blocked",
+                "blacklist",
+                "blocklist",
+                "spamhaus",
+                "rbl",
+                "dnsbl",
+                "listed",
+                "banned",
+                "poor reputation",
+                "reputation",
+                "client host rejected",
+                "connection refused",
+                "access denied",
+            ],
+        ),
+        (R::NoRelaying, &["relay", "relaying"]),
+        (R::PolicyViolation, &["policy", "prohibited", "not allowed"]),
+        (R::ContentError, &["content", "8-bit", "8bit", "header", "malformed", "mime"]),
+        (
+            R::TooManyConn,
+            &[
+                "too many connections",
+                "too many recipients",
+                "too many messages",
+                "rate limit",
+                "try again later",
+                "exceeded the rate",
+            ],
+        ),
+        (R::NetworkError, &["network", "connection", "dns", "lookup"]),
+        (R::SystemFull, &["system full", "insufficient system storage", "out of disk"]),
+        (R::SystemError, &["system error", "internal error", "server error", "temporary failure", "local error"]),
+        (R::MailerError, &["procmail", "mailer", "command", "pipe", "program"]),
+        (R::Filtered, &["filter", "not accepted", "refused"]),
+        (R::NotAccept, &["does not accept", "not accepting", "null mx", "no mail"]),
+    ];
+    for (r, pats) in rules {
+        if any(pats, &d) {
+            return *r;
+        }
+    }
+    // The block said nothing useful: the message's own words, for the reasons a whole
+    // message can speak for (one recipient, one story).
+    for (r, pats) in rules {
+        if matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
+            && any(pats, &w)
+            && d.len() < 120
+        {
+            return *r;
+        }
+    }
+    if let Some(s) = status {
+        match (s.subject, s.detail) {
+            (1, 1) | (1, 0) | (1, 3) | (1, 10) => return R::UserUnknown,
+            (1, 2) => return R::HostUnknown,
+            (1, 6) => return R::HasMoved,
+            (2, 2) => return R::MailboxFull,
+            (2, 3) => return R::ExceedLimit,
+            (3, 4) => return R::MesgTooBig,
+            (2, 1) => return R::Suspend,
+            (4, 7) => return R::Expired,
+            (4, _) => return R::NetworkError,
+            (7, 1) => return R::Blocked,
+            (7, _) => return R::SecurityError,
+            (6, _) => return R::ContentError,
+            (3, _) => return R::SystemError,
+            _ => {}
+        }
+    }
+    for (r, pats) in rules {
+        if matches!(r, R::UserUnknown | R::MailboxFull | R::HostUnknown | R::Expired | R::MesgTooBig) && any(pats, &w) {
+            return *r;
+        }
+    }
+    if delayed {
+        return R::Expired;
+    }
+    match code {
+        Some(550 | 551 | 553) => R::UserUnknown,
+        Some(552) => R::MailboxFull,
+        Some(c) if c / 100 == 4 => R::OnHold,
+        _ => R::OnHold,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_not_a_bounce() {
+        for input in [&b""[..], b"\xff\xfe\x00", b"Subject: hello\n\nhi there", b"\r\r\r\n\n"] {
+            let p = parse(input);
+            assert!(p.bounces.is_empty());
+            assert!(!p.complaint);
+        }
+    }
+
+    #[test]
+    fn a_mime_tree_that_panics_mail_parser_is_not_a_bounce() {
+        // Found by the `bounce` fuzz target.
+        let raw = include_bytes!("../tests/data/mail-parser-panic.eml");
+        assert_eq!(parse(raw).kind, MessageKind::NotBounce);
+    }
+
+    #[test]
+    fn a_minimal_dsn() {
+        let raw = b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Undelivered Mail\n\
+MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+--b\nContent-Type: text/plain\n\nI'm sorry.\n\n--b\nContent-Type: message/delivery-status\n\n\
+Reporting-MTA: dns; mx.example.net\n\nFinal-Recipient: rfc822; gone@example.org\nAction: failed\n\
+Status: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown\n\n\
+--b\nContent-Type: message/rfc822\n\nMessage-ID: <abc@example.com>\nFrom: sender@example.com\nTo: gone@example.org\n\nhi\n--b--\n";
+        let p = parse(raw);
+        assert_eq!(p.kind, MessageKind::Bounce);
+        assert_eq!(p.bounces.len(), 1);
+        let b = &p.bounces[0];
+        assert_eq!((b.recipient.as_str(), b.status.as_str(), b.reply_code), ("gone@example.org", "5.1.1", Some(550)));
+        assert_eq!((b.kind, b.reason), (BounceType::Permanent, Reason::UserUnknown));
+        assert_eq!(p.links.original_message_id.as_deref(), Some("<abc@example.com>"));
+        // Bare CR line endings read the same.
+        let cr: Vec<u8> = raw.iter().map(|&c| if c == b'\n' { b'\r' } else { c }).collect();
+        assert_eq!(parse(&cr).bounces, p.bounces);
+    }
+}
