@@ -94,6 +94,8 @@ enum Command {
         #[arg(long)]
         batch: bool,
     },
+    /// Apply a bounce or complaint message to the email it answers (events, suppressions).
+    IngestBounce { file: Option<PathBuf> },
     /// Prune the bodies and old events of finished emails (ids and metadata stay).
     Prune {
         /// Keep emails younger than this many days whole.
@@ -255,6 +257,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         },
         Command::When { .. } | Command::Classify { .. } => {}
+        Command::IngestBounce { file } => {
+            print(&engine.ingest_bounce(&read_input(file.as_deref())?).await?);
+        }
         Command::Reschedule { id, when } => {
             let id: EmailId = id.parse()?;
             print(&engine.reschedule(id, &when.join(" ")).await?);

@@ -247,3 +247,23 @@ fn classify_files_and_batches() {
     assert_eq!(lines[0]["file"], arf.display().to_string());
     assert_eq!((lines[0]["complaint"].as_bool(), lines[0]["bounces"].as_array().map(Vec::len)), (Some(true), Some(0)));
 }
+
+#[test]
+fn ingest_bounce_links_to_the_email_by_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let id = run(&db, &["send"], Some(&email("someone@example.org"))).json["id"].as_str().unwrap().to_string();
+    run(&db, &["work", "--until-idle"], None);
+    let mid = run(&db, &["get", &id], None).json["message_id"].as_str().unwrap().to_string();
+    let bounce = format!(
+        "From: MAILER-DAEMON@mx.example.org\nTo: hi@acme.test\nSubject: failure notice\n\n\
+Hi. This is the qmail-send program at mx.example.org.\nI'm afraid I wasn't able to deliver your message to the following addresses.\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\n\n<someone@example.org>:\nRemote host said: 550 5.1.1 User unknown\n\n\
+--- Below this line is a copy of the message.\n\nMessage-ID: <{mid}>\nFrom: hi@acme.test\nTo: someone@example.org\n\nhi\n"
+    );
+    let out = run(&db, &["ingest-bounce"], Some(&bounce));
+    assert!(out.ok, "{}", out.json);
+    assert_eq!(out.json["email"], id);
+    assert_eq!(out.json["suppressed"][0], "someone@example.org");
+    assert_eq!(run(&db, &["get", &id], None).json["last_event"], "bounced");
+}

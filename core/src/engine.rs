@@ -58,6 +58,15 @@ impl EmailRef {
     }
 }
 
+/// What [`Engine::ingest_bounce`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReport {
+    pub kind: crate::inbound::MessageKind,
+    pub email: Option<EmailId>,
+    pub events: usize,
+    pub suppressed: Vec<String>,
+}
+
 /// How a batch treats invalid items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -450,6 +459,74 @@ impl Engine {
             ScheduleChange::Applied => Ok(EmailRef::new(id)),
             ScheduleChange::NotFound => Err(Error::NotFound { what: "Email" }),
             ScheduleChange::NotScheduled(last_event) => Err(Error::NotScheduled { action: "canceled", last_event }),
+        }
+    }
+
+    /// Applies a bounce or complaint message to the email it answers (found by the VERP
+    /// return path or by the original Message-ID it quotes): a `bounced` event per failed
+    /// recipient (only a permanent failure of the address suppresses it), or a `complained`
+    /// event (which suppresses). Auto-replies and success reports change nothing.
+    pub async fn ingest_bounce(&self, raw: &[u8]) -> Result<IngestReport, Error> {
+        use crate::inbound::{MessageKind, parse};
+        let parsed = parse(raw);
+        let mut report = IngestReport { kind: parsed.kind, email: None, events: 0, suppressed: vec![] };
+        if !matches!(parsed.kind, MessageKind::Bounce | MessageKind::Complaint) {
+            return Ok(report);
+        }
+        let id = parsed
+            .links
+            .verp
+            .as_deref()
+            .and_then(|v| v.parse::<EmailId>().ok())
+            .or_else(|| {
+                let mid = parsed.links.original_message_id.as_deref()?;
+                mid.trim().trim_start_matches('<').split('@').next()?.parse::<EmailId>().ok()
+            })
+            .ok_or(Error::NotFound { what: "Email" })?;
+        let now = self.inner.clock.now();
+        let mut events = Vec::new();
+        let mut suppressions = Vec::new();
+        let entry = |address: &str, reason| SuppressionEntry {
+            address: address::normalize(address).unwrap_or_else(|_| address.to_ascii_lowercase()),
+            reason,
+            source_email: Some(id),
+            created_at: now,
+        };
+        for b in &parsed.bounces {
+            let class = b.reply_code.map(|c| (c / 100) as u8).or_else(|| b.status.bytes().next().map(|c| c - b'0'));
+            let info = crate::bounce::BounceInfo {
+                kind: b.kind,
+                subtype: b.subtype,
+                message: format!("{:?}", b.reason).to_ascii_lowercase(),
+                diagnostic: vec![b.diagnostic.clone()],
+            };
+            let mut e = crate::email::Event::new(crate::lifecycle::EventKind::Bounced, now)
+                .recipient(&b.recipient)
+                .bounce(info);
+            if let Some(code) = b.reply_code {
+                e.reply = Some(crate::bounce::SmtpReply::new(code, &b.status, &b.diagnostic));
+            }
+            events.push(e);
+            if b.reason.suppresses(class) {
+                suppressions.push(entry(&b.recipient, SuppressionReason::Bounced));
+            }
+        }
+        if parsed.complaint {
+            let mut e = crate::email::Event::new(crate::lifecycle::EventKind::Complained, now);
+            if let Some(r) = &parsed.complainant {
+                e.recipient = Some(r.clone());
+                suppressions.push(entry(r, SuppressionReason::Complained));
+            }
+            events.push(e);
+        }
+        report.events = events.len();
+        report.suppressed = suppressions.iter().map(|s| s.address.clone()).collect();
+        match self.inner.storage.append_events(id, events, suppressions).await? {
+            Some(_) => {
+                report.email = Some(id);
+                Ok(report)
+            }
+            None => Err(Error::NotFound { what: "Email" }),
         }
     }
 

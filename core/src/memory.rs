@@ -4,7 +4,7 @@
 //! happens while it is held. It passes the same conformance suite as the durable stores.
 
 use crate::email::{
-    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, NewEmail, Page, PageRequest,
+    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page, PageRequest,
 };
 use crate::error::StorageError;
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
@@ -305,6 +305,25 @@ impl Storage for MemoryStorage {
             s.states.insert(key, state);
         }
         Ok(change)
+    }
+
+    async fn append_events(
+        &self,
+        id: EmailId,
+        events: Vec<Event>,
+        suppressions: Vec<SuppressionEntry>,
+    ) -> StorageResult<Option<AccountId>> {
+        let mut s = self.lock();
+        let Some(mut state) = s.states.get(&id.as_u128()).cloned() else { return Ok(None) };
+        for e in events {
+            state.push(e)?;
+        }
+        let account = state.account.clone();
+        for sup in suppressions {
+            s.suppressions.insert((account.clone(), sup.address.clone()), sup);
+        }
+        s.states.insert(id.as_u128(), state);
+        Ok(Some(account))
     }
 
     async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {

@@ -195,6 +195,17 @@ pub trait Storage: Send + Sync + Debug {
     /// email cannot be canceled, and a canceled one is never claimed.
     async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange>;
 
+    /// Appends events that arrive after delivery (an asynchronous bounce, a complaint) to the
+    /// email with this id, whatever its account, with the suppressions they cause, in one
+    /// atomic write. `None` when no such email exists; a transition the lifecycle refuses
+    /// writes nothing.
+    async fn append_events(
+        &self,
+        id: EmailId,
+        events: Vec<Event>,
+        suppressions: Vec<SuppressionEntry>,
+    ) -> StorageResult<Option<AccountId>>;
+
     /// Retention: prunes up to `limit` finished emails created before `cutoff` (see
     /// [`crate::store::prune`]), oldest first, in one atomic write. Returns how many; 0 when
     /// none is left.

@@ -597,3 +597,72 @@ async fn an_earlier_reschedule_wakes_the_sleeping_worker() {
     stop_tx.send(()).unwrap();
     handle.await.unwrap().unwrap();
 }
+
+fn dsn(message_id: &str, rcpt: &str, status: &str, diag: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@mx.example.org\nTo: onboarding@acme.test\nSubject: Undelivered Mail Returned to Sender\n\
+MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+--b\nContent-Type: text/plain\n\nThis is the mail system.\n\n--b\nContent-Type: message/delivery-status\n\n\
+Reporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; {rcpt}\nAction: failed\nStatus: {status}\n\
+Diagnostic-Code: smtp; {diag}\n\n--b\nContent-Type: text/rfc822-headers\n\nMessage-ID: <{message_id}>\n\
+From: Acme <onboarding@acme.test>\nTo: {rcpt}\nSubject: Hello\n\n--b--\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn bounces_and_complaints_arriving_later_become_events_and_only_hard_ones_suppress() {
+    use mailroom_core::inbound::MessageKind;
+    let s = setup();
+    let t = Arc::new(Scripted::default());
+    *t.script.lock().unwrap() = vec![
+        Ok(vec![(RecipientStatus::Relayed, "250 2.0.0 queued")]),
+        Ok(vec![(RecipientStatus::Relayed, "250 2.0.0 queued")]),
+        Ok(vec![(RecipientStatus::Delivered, "250 2.0.0 ok")]),
+    ];
+    let worker = s.engine.worker(t.clone(), WorkerConfig { concurrency: 1, ..Default::default() });
+    let hard = s.engine.send(email("gone@example.org"), SendOptions::default()).await.unwrap().id;
+    let soft = s.engine.send(email("full@example.org"), SendOptions::default()).await.unwrap().id;
+    let fan = s.engine.send(email("angry@example.org"), SendOptions::default()).await.unwrap().id;
+    worker.run_until_idle().await.unwrap();
+    let (hard_mid, soft_mid, fan_mid) = (
+        s.engine.get(hard).await.unwrap().message_id,
+        s.engine.get(soft).await.unwrap().message_id,
+        s.engine.get(fan).await.unwrap().message_id,
+    );
+
+    let r =
+        s.engine.ingest_bounce(&dsn(&hard_mid, "gone@example.org", "5.1.1", "550 5.1.1 User unknown")).await.unwrap();
+    assert_eq!(
+        (r.kind, r.email, r.suppressed.clone()),
+        (MessageKind::Bounce, Some(hard), vec!["gone@example.org".to_string()])
+    );
+    let rec = s.engine.get_record(hard).await.unwrap();
+    assert_eq!(rec.state.last_event(), Some(EventKind::Bounced));
+    assert_eq!(rec.state.events.last().unwrap().bounce.as_ref().unwrap().kind, BounceType::Permanent);
+
+    let r =
+        s.engine.ingest_bounce(&dsn(&soft_mid, "full@example.org", "4.2.2", "452 4.2.2 Mailbox full")).await.unwrap();
+    assert!(r.suppressed.is_empty(), "a transient bounce never suppresses");
+    assert_eq!(s.engine.get(soft).await.unwrap().last_event, Some(EventKind::Bounced));
+    assert!(s.engine.suppression("full@example.org").await.unwrap().is_none());
+
+    let arf = format!(
+        "From: feedback@isp.example\nTo: abuse@acme.test\nSubject: FW: abuse report\nMIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=feedback-report; boundary=\"f\"\n\n--f\nContent-Type: text/plain\n\n\
+This is an email abuse report.\n\n--f\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n\
+User-Agent: test/1.0\nVersion: 1\nOriginal-Rcpt-To: angry@example.org\n\n--f\nContent-Type: message/rfc822\n\n\
+Message-ID: <{}>\nFrom: onboarding@acme.test\nTo: angry@example.org\nSubject: Hello\n\nhi\n--f--\n",
+        fan_mid
+    );
+    let r = s.engine.ingest_bounce(arf.as_bytes()).await.unwrap();
+    assert_eq!((r.kind, r.suppressed.clone()), (MessageKind::Complaint, vec!["angry@example.org".to_string()]));
+    assert_eq!(s.engine.get(fan).await.unwrap().last_event, Some(EventKind::Complained));
+    assert_eq!(s.engine.suppression("angry@example.org").await.unwrap().unwrap().reason, SuppressionReason::Complained);
+
+    let unknown = dsn("01900000-0000-7000-8000-000000000000@acme.test", "x@example.org", "5.1.1", "550 no");
+    assert_eq!(s.engine.ingest_bounce(&unknown).await.unwrap_err().name(), ErrorName::NotFound);
+    let auto =
+        b"From: a@example.org\nTo: b@acme.test\nSubject: Out of Office\nAuto-Submitted: auto-replied\n\nI am away.\n";
+    assert_eq!(s.engine.ingest_bounce(auto).await.unwrap().kind, MessageKind::AutoReply);
+}

@@ -17,7 +17,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::email::{
-    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, NewEmail, Page, PageRequest,
+    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page, PageRequest,
 };
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
@@ -524,6 +524,28 @@ impl Storage for RedbStorage {
                 states.insert(key, encode(&state)?.as_slice()).map_err(backend)?;
             }
             Ok(change)
+        })
+        .await
+    }
+
+    async fn append_events(
+        &self,
+        id: EmailId,
+        events: Vec<Event>,
+        suppressions: Vec<SuppressionEntry>,
+    ) -> StorageResult<Option<AccountId>> {
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let Some(mut state) = get_state(&states, id.as_u128())? else { return Ok(None) };
+            for e in events {
+                state.push(e)?;
+            }
+            for s in &suppressions {
+                sup.insert((state.account.as_str(), s.address.as_str()), encode(s)?.as_slice()).map_err(backend)?;
+            }
+            states.insert(id.as_u128(), encode(&state)?.as_slice()).map_err(backend)?;
+            Ok(Some(state.account))
         })
         .await
     }

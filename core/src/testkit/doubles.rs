@@ -170,6 +170,15 @@ impl<S: Storage> Storage for StorageDouble<S> {
         self.gate("cancel")?;
         self.inner.cancel(account, id, now).await
     }
+    async fn append_events(
+        &self,
+        id: EmailId,
+        events: Vec<crate::email::Event>,
+        suppressions: Vec<SuppressionEntry>,
+    ) -> StorageResult<Option<AccountId>> {
+        self.gate("append_events")?;
+        self.inner.append_events(id, events, suppressions).await
+    }
     async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
         self.gate("prune")?;
         self.inner.prune(cutoff, now, limit).await
