@@ -69,7 +69,8 @@ fn score(dir: &Path) -> Score {
             }
             s.status_ok += usize::from(g["status"].as_str() == Some(b.status.as_str()));
         }
-        let gold_rcpts: Vec<&str> = l["bounces"].as_array().unwrap().iter().filter_map(|g| g["recipient"].as_str()).collect();
+        let gold_rcpts: Vec<&str> =
+            l["bounces"].as_array().unwrap().iter().filter_map(|g| g["recipient"].as_str()).collect();
         for extra in got.keys().filter(|r| !gold_rcpts.contains(r)) {
             s.misses.push(format!("{file}: extra recipient {extra}"));
         }

@@ -142,6 +142,7 @@ struct Inner {
     test_domain: String,
     in_flight_lease: chrono::Duration,
     retention: Option<chrono::Duration>,
+    bounce_domain: Option<String>,
     ids: IdGen,
     wake: Notify,
 }
@@ -167,9 +168,18 @@ pub struct EngineBuilder {
     test_domain: String,
     in_flight_lease: chrono::Duration,
     retention: Option<chrono::Duration>,
+    bounce_domain: Option<String>,
 }
 
 impl EngineBuilder {
+    /// Sends with a VERP return path, `bounces+<email id>@<domain>`, so that a bounce that
+    /// arrives later names the email it answers even when it quotes nothing of it. Without
+    /// it, the return path is the sender's own address.
+    pub fn bounce_domain(mut self, domain: &str) -> Self {
+        self.bounce_domain = Some(domain.trim().trim_start_matches('@').to_ascii_lowercase());
+        self
+    }
+
     /// Keep bodies and events this long; after it, finished emails are pruned (ids and
     /// metadata stay). Off by default: nothing is ever removed unless the host asks.
     pub fn retention(mut self, keep: std::time::Duration) -> Self {
@@ -217,6 +227,7 @@ impl EngineBuilder {
                 test_domain: self.test_domain,
                 in_flight_lease: self.in_flight_lease,
                 retention: self.retention,
+                bounce_domain: self.bounce_domain,
                 ids: IdGen::default(),
                 wake: Notify::new(),
             }),
@@ -242,6 +253,7 @@ impl Engine {
             test_domain: DEFAULT_TEST_DOMAIN.to_string(),
             in_flight_lease: idempotency::IN_FLIGHT_LEASE,
             retention: None,
+            bounce_domain: None,
         }
     }
 
@@ -262,6 +274,15 @@ impl Engine {
     pub fn test_domain(&self) -> &str {
         &self.inner.test_domain
     }
+    /// The envelope sender (MAIL FROM) for an email: its VERP return path when a bounce
+    /// domain is configured, otherwise the sender's address.
+    pub fn return_path(&self, id: EmailId, from: &crate::address::Mailbox) -> String {
+        match &self.inner.bounce_domain {
+            Some(domain) => format!("bounces+{id}@{domain}"),
+            None => from.address(),
+        }
+    }
+
     pub(crate) fn wake_signal(&self) -> &Notify {
         &self.inner.wake
     }

@@ -205,7 +205,13 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     // A single-part bounce quotes the original inline: split it off.
     let (mut human, inline_original) = split_inline_original(&human);
     original.push_str(&inline_original);
-    let links = links(&original, &human, &dsn_text);
+    // A VERP return path is where the bounce was sent: its own To (or the delivery headers).
+    let envelope_to = ["X-Original-To", "Delivered-To", "Envelope-To", "To"]
+        .iter()
+        .filter_map(|h| header(h))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let links = links(&envelope_to, &original, &human, &dsn_text);
 
     let report_type =
         msg.content_type().and_then(|c| c.attribute("report-type")).map(str::to_ascii_lowercase).unwrap_or_default();
@@ -287,7 +293,10 @@ fn parse_inner(raw: &[u8]) -> Parsed {
             }
             // A help-desk address the MTA points to is no recipient when a real one is named.
             let contact = |a: &String| {
-                matches!(a.split('@').next(), Some("support" | "help" | "helpdesk" | "webmaster" | "hostmaster" | "admin"))
+                matches!(
+                    a.split('@').next(),
+                    Some("support" | "help" | "helpdesk" | "webmaster" | "hostmaster" | "admin")
+                )
             };
             if rcpts.iter().any(|a| !contact(a)) {
                 rcpts.retain(|a| !contact(a));
@@ -396,12 +405,12 @@ fn split_inline_original(text: &str) -> (String, String) {
     (text[..cut].to_string(), text[cut..].to_string())
 }
 
-fn links(original: &str, human: &str, dsn: &str) -> Links {
+fn links(envelope_to: &str, original: &str, human: &str, dsn: &str) -> Links {
     let mut l = Links {
         original_message_id: header_in(original, "message-id").map(|m| m.trim().to_string()),
         ..Links::default()
     };
-    for text in [original, dsn, human] {
+    for text in [envelope_to, original, dsn, human] {
         if !text.contains("bounces+") && !text.contains("BOUNCES+") {
             continue;
         }

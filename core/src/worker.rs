@@ -250,7 +250,11 @@ impl Worker {
             // Our lease lapsed and another worker holds the email now.
             return Ok(false);
         }
-        let envelope = Envelope { email_id: record.state.id, from: record.content.from.address(), to: send_to.clone() };
+        let envelope = Envelope {
+            email_id: record.state.id,
+            from: self.engine.return_path(record.state.id, &record.content.from),
+            to: send_to.clone(),
+        };
         let result = self.transport.send_raw(&envelope, &bytes).await;
         let now = clock.now();
         let already_sent = record.state.events.iter().any(|e| e.kind == EventKind::Sent);

@@ -666,3 +666,23 @@ Message-ID: <{}>\nFrom: onboarding@acme.test\nTo: angry@example.org\nSubject: He
         b"From: a@example.org\nTo: b@acme.test\nSubject: Out of Office\nAuto-Submitted: auto-replied\n\nI am away.\n";
     assert_eq!(s.engine.ingest_bounce(auto).await.unwrap().kind, MessageKind::AutoReply);
 }
+
+#[tokio::test]
+async fn a_verp_return_path_links_a_bounce_that_quotes_nothing() {
+    let store = Arc::new(MemoryStorage::new());
+    let engine = Engine::builder(store).bounce_domain("bounces.acme.test").build();
+    let sandbox = SandboxTransport::default();
+    let id = engine.send(email("someone@example.org"), SendOptions::default()).await.unwrap().id;
+    engine.worker(Arc::new(sandbox.clone()), WorkerConfig::default()).run_until_idle().await.unwrap();
+    let from = sandbox.outbox()[0].envelope.from.clone();
+    assert_eq!(from, format!("bounces+{id}@bounces.acme.test"));
+    // A bare qmail-style bounce sent to that return path, quoting no headers at all.
+    let bounce = format!(
+        "From: MAILER-DAEMON@mx.example.org\nTo: {from}\nSubject: failure notice\n\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\n\
+<someone@example.org>:\n550 5.1.1 User unknown\n"
+    );
+    let r = engine.ingest_bounce(bounce.as_bytes()).await.unwrap();
+    assert_eq!(r.email, Some(id));
+    assert_eq!(engine.get(id).await.unwrap().last_event, Some(EventKind::Bounced));
+}
