@@ -953,7 +953,7 @@ fn reason(diag: &str, whole: &str, status: Option<EnhancedStatus>, code: Option<
     // message can speak for (one recipient, one story).
     for (r, pats) in rules {
         if matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
-            && any(pats, &w)
+            && any(pats, w)
             && d.len() < 120
         {
             return *r;
