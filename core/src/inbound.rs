@@ -7,8 +7,10 @@
 //! classification is one function of (status, reply code, text), shared with SMTP replies.
 
 use crate::bounce::{BounceSubtype, BounceType, EnhancedStatus};
+use aho_corasick::AhoCorasick;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 
 /// Input above this size is cut before parsing: bounces carry the original message, and
 /// nothing needed to classify one lies past the first megabyte.
@@ -253,7 +255,8 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     let mut bounces = Vec::new();
     // The whole-text fallback of the reason rules reads the start of the account only: the
     // reason sits near the top, and scanning every quoted line costs time for nothing.
-    let lower_head: String = lower_human.chars().take(4000).collect();
+    let head_end = (0..=lower_human.len().min(4000)).rev().find(|i| lower_human.is_char_boundary(*i)).unwrap_or(0);
+    let lower_head = &lower_human[..head_end];
     for b in blocks.iter().filter(|b| b.action.as_deref().is_none_or(|a| a == "failed" || a == "delayed")) {
         let Some(rcpt) = b.recipient.clone() else { continue };
         let mut diag = b.diagnostic.clone().unwrap_or_default();
@@ -262,7 +265,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
         }
         let status = b.status.clone();
         let delayed = b.action.as_deref() == Some("delayed");
-        bounces.push(record(&rcpt, status.as_deref(), &diag, &lower_head, delayed));
+        bounces.push(record(&rcpt, status.as_deref(), &diag, lower_head, delayed));
     }
 
     if bounces.is_empty() {
@@ -311,7 +314,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
         if failure_words || header("X-Failed-Recipients").is_some() {
             for r in &rcpts {
                 let diag = block_for(&human, r).unwrap_or_else(|| human.chars().take(2000).collect());
-                bounces.push(record(r, None, &diag, &lower_head, false));
+                bounces.push(record(r, None, &diag, lower_head, false));
             }
         }
     }
@@ -382,25 +385,16 @@ fn split_inline_original(text: &str) -> (String, String) {
         "the original message was:",
         "original message headers",
         "your message reads (in part)",
-        "----- transcript of session follows -----",
+        // Quoted headers without a marker: a `Return-Path:` or `Received:` line that starts
+        // a block of them.
+        "\nreturn-path:",
+        "\nreceived: from",
     ];
-    let lower = text.to_ascii_lowercase();
-    let mut cut = text.len();
-    for m in MARKERS {
-        // A session transcript is part of the human account; only quoted messages are cut.
-        if *m == "----- transcript of session follows -----" {
-            continue;
-        }
-        if let Some(i) = lower.find(m) {
-            cut = cut.min(i);
-        }
-    }
-    // Quoted headers without a marker: a `Received:` or `Return-Path:` line starting a block.
-    for (i, _) in lower.match_indices("\nreturn-path:").chain(lower.match_indices("\nreceived: from")) {
-        if i > 0 {
-            cut = cut.min(i);
-        }
-    }
+    static FINDER: LazyLock<Option<AhoCorasick>> =
+        LazyLock::new(|| AhoCorasick::builder().ascii_case_insensitive(true).build(MARKERS).ok());
+    // The earliest marker (a session transcript is part of the human account and stays).
+    let cut =
+        FINDER.as_ref().and_then(|ac| ac.find_iter(text).map(|m| m.start()).find(|&i| i > 0)).unwrap_or(text.len());
     let cut = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
     (text[..cut].to_string(), text[cut..].to_string())
 }
@@ -615,7 +609,8 @@ fn looks_like_failure_lower(t: &str) -> bool {
         "5.7.",
         "4.4.",
     ];
-    WORDS.iter().any(|w| t.contains(w))
+    static FAILURE: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| AhoCorasick::new(WORDS).ok());
+    FAILURE.as_ref().is_some_and(|ac| ac.is_match(t))
 }
 
 fn is_failure_subject(subject: &str) -> bool {
@@ -713,251 +708,280 @@ fn find_code(text: &str) -> Option<u16> {
         .find(|c| (421..=554).contains(c) && matches!(c / 100, 4 | 5) && ![500].contains(c) || *c == 500)
 }
 
-/// The reason, from the words first (they are more specific than codes), then the codes.
-fn reason(diag: &str, whole: &str, status: Option<EnhancedStatus>, code: Option<u16>, delayed: bool) -> Reason {
-    let d = diag.to_ascii_lowercase();
-    // `whole` arrives lower-cased already.
-    let w = whole;
-    let any = |pats: &[&str], t: &str| pats.iter().any(|p| t.contains(p));
-    use Reason as R;
-    // Order matters: the first match wins.
-    let rules: &[(R, &[&str])] = &[
-        (
-            R::Expired,
-            &[
-                "for a long time",
-                "attempts:",
-                "retry timeout",
-                "retry time",
-                "delivery time expired",
-                "has been delayed",
-                "timed out",
-                "time out",
-                "could not be delivered for",
-                "maximum time",
-                "too long",
-            ],
-        ),
-        (
-            R::MailboxFull,
-            &[
-                "mailbox full",
-                "mailbox is full",
-                "over quota",
-                "quota exceeded",
-                "exceeded storage",
-                "exceeds quota",
-                "mailbox size limit",
-                "mailfolder is full",
-                "insufficient storage",
-                "disk quota",
-                "user is over",
-                "over the storage",
-                "not enough storage",
-                "mailbox has exceeded",
-                "is over its quota",
-                "over its storage",
-                "exceeds allowed size",
-                "mailbox exceeds",
-                "quota",
-            ],
-        ),
-        (
-            R::MesgTooBig,
-            &[
-                "message too large",
-                "message is too large",
-                "size exceeds",
-                "message size exceeds",
-                "too big",
-                "exceeds the maximum",
-                "message length exceeds",
-                "size limit",
-                "message size",
-            ],
-        ),
-        (R::VirusDetected, &["virus", "malware", "infected"]),
-        (R::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
-        (
-            R::Rejected,
-            &[
-                "sender address rejected",
-                "sender rejected",
-                "domain of sender",
-                "sender denied",
-                "sender verify",
-                "after mail from",
-                "envelope sender",
-                "sender domain",
-            ],
-        ),
-        (
-            R::NetworkError,
-            &[
-                "dns error",
-                "name service error",
-                "unexpected name server",
-                "mail loop",
-                "hop count",
-                "loops back",
-                "routing loop",
-            ],
-        ),
-        (
-            R::Suspend,
-            &[
-                "suspended",
-                "disabled",
-                "inactive",
-                "deactivated",
-                "locked",
-                "frozen",
-                "not active",
-                "temporarily unavailable",
-            ],
-        ),
-        (R::HasMoved, &["has moved", "address has changed", "no longer", "moved to"]),
-        (
-            R::HostUnknown,
-            &[
-                "host unknown",
-                "unknown host",
-                "domain not found",
-                "no such domain",
-                "domain does not exist",
-                "name or service not known",
-                "host not found",
-                "unrouteable address",
-                "unroutable",
-                "no mx",
-                "mx record",
-                "nxdomain",
-                "invalid domain",
-                "host or domain name not found",
-                "unknown domain",
-                "non-existent domain",
-                "domain name not found",
-                "hostname not found",
-            ],
-        ),
-        (R::Filtered, &["after end of data", "after data"]),
-        (
-            R::UserUnknown,
-            &[
-                "user unknown",
-                "unknown user",
-                "no such user",
-                "no such recipient",
-                "no such mailbox",
-                "does not exist",
-                "doesn't exist",
-                "not exist",
-                "unknown recipient",
-                "recipient unknown",
-                "invalid recipient",
-                "recipient not found",
-                "user not found",
-                "mailbox not found",
-                "mailbox unavailable",
-                "mailbox is unavailable",
-                "unknown address",
-                "address unknown",
-                "no mailbox",
-                "not a valid recipient",
-                "invalid mailbox",
-                "user doesn't",
-                "unknown local part",
-                "unknown or illegal alias",
-                "account is unavailable",
-                "address rejected",
-                "no valid recipients",
-                "recipient address rejected",
-                "bad destination mailbox",
-                "address not found",
-                "invalid address",
-                "account that you tried to reach",
-                "user account is unavailable",
-                "no such person",
-                "not our customer",
-                "is not a valid",
-                "unknown mailbox",
-                "undeliverable address",
-                "no account",
-                "mailbox does not",
-                "user does not",
-                "addressee unknown",
-                "does not like recipient",
-                "badrcptto",
-                "not a registered",
-                "unknown",
-            ],
-        ),
-        (
-            R::RequirePtr,
-            &[
-                "reverse dns",
-                "ptr record",
-                "reverse lookup",
-                "name lookup failed",
-                "no ptr",
-                "rdns",
-                "does not resolve",
-            ],
-        ),
-        (R::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
-        (
-            R::Blocked,
-            &[
-                "blocked",
-                "blacklist",
-                "blocklist",
-                "spamhaus",
-                "rbl",
-                "dnsbl",
-                "listed",
-                "banned",
-                "poor reputation",
-                "reputation",
-                "client host rejected",
-                "connection refused",
-                "access denied",
-            ],
-        ),
-        (R::NoRelaying, &["relay", "relaying"]),
-        (R::PolicyViolation, &["policy", "prohibited", "not allowed"]),
-        (R::ContentError, &["content", "8-bit", "8bit", "header", "malformed", "mime"]),
-        (
-            R::TooManyConn,
-            &[
-                "too many connections",
-                "too many recipients",
-                "too many messages",
-                "rate limit",
-                "try again later",
-                "exceeded the rate",
-            ],
-        ),
-        (R::NetworkError, &["network", "connection", "dns", "lookup"]),
-        (R::SystemFull, &["system full", "insufficient system storage", "out of disk"]),
-        (R::SystemError, &["system error", "internal error", "server error", "temporary failure", "local error"]),
-        (R::MailerError, &["procmail", "mailer", "command", "pipe", "program"]),
-        (R::Filtered, &["filter", "not accepted", "refused"]),
-        (R::NotAccept, &["does not accept", "not accepting", "null mx", "no mail"]),
-    ];
-    for (r, pats) in rules {
-        if any(pats, &d) {
-            return *r;
+/// The reason rules: words that name a reason, in priority order (the first rule with a
+/// word in the text wins).
+static RULES: &[(Reason, &[&str])] = &[
+    (
+        Reason::Expired,
+        &[
+            "for a long time",
+            "attempts:",
+            "retry timeout",
+            "retry time",
+            "delivery time expired",
+            "has been delayed",
+            "timed out",
+            "time out",
+            "could not be delivered for",
+            "maximum time",
+            "too long",
+        ],
+    ),
+    (
+        Reason::MailboxFull,
+        &[
+            "mailbox full",
+            "mailbox is full",
+            "over quota",
+            "quota exceeded",
+            "exceeded storage",
+            "exceeds quota",
+            "mailbox size limit",
+            "mailfolder is full",
+            "insufficient storage",
+            "disk quota",
+            "user is over",
+            "over the storage",
+            "not enough storage",
+            "mailbox has exceeded",
+            "is over its quota",
+            "over its storage",
+            "exceeds allowed size",
+            "mailbox exceeds",
+            "quota",
+        ],
+    ),
+    (
+        Reason::MesgTooBig,
+        &[
+            "message too large",
+            "message is too large",
+            "size exceeds",
+            "message size exceeds",
+            "too big",
+            "exceeds the maximum",
+            "message length exceeds",
+            "size limit",
+            "message size",
+        ],
+    ),
+    (Reason::VirusDetected, &["virus", "malware", "infected"]),
+    (Reason::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
+    (
+        Reason::Rejected,
+        &[
+            "sender address rejected",
+            "sender rejected",
+            "domain of sender",
+            "sender denied",
+            "sender verify",
+            "after mail from",
+            "envelope sender",
+            "sender domain",
+        ],
+    ),
+    (
+        Reason::NetworkError,
+        &[
+            "dns error",
+            "name service error",
+            "unexpected name server",
+            "mail loop",
+            "hop count",
+            "loops back",
+            "routing loop",
+        ],
+    ),
+    (
+        Reason::Suspend,
+        &[
+            "suspended",
+            "disabled",
+            "inactive",
+            "deactivated",
+            "locked",
+            "frozen",
+            "not active",
+            "temporarily unavailable",
+        ],
+    ),
+    (Reason::HasMoved, &["has moved", "address has changed", "no longer", "moved to"]),
+    (
+        Reason::HostUnknown,
+        &[
+            "host unknown",
+            "unknown host",
+            "domain not found",
+            "no such domain",
+            "domain does not exist",
+            "name or service not known",
+            "host not found",
+            "unrouteable address",
+            "unroutable",
+            "no mx",
+            "mx record",
+            "nxdomain",
+            "invalid domain",
+            "host or domain name not found",
+            "unknown domain",
+            "non-existent domain",
+            "domain name not found",
+            "hostname not found",
+        ],
+    ),
+    (Reason::Filtered, &["after end of data", "after data"]),
+    (
+        Reason::UserUnknown,
+        &[
+            "user unknown",
+            "unknown user",
+            "no such user",
+            "no such recipient",
+            "no such mailbox",
+            "does not exist",
+            "doesn't exist",
+            "not exist",
+            "unknown recipient",
+            "recipient unknown",
+            "invalid recipient",
+            "recipient not found",
+            "user not found",
+            "mailbox not found",
+            "mailbox unavailable",
+            "mailbox is unavailable",
+            "unknown address",
+            "address unknown",
+            "no mailbox",
+            "not a valid recipient",
+            "invalid mailbox",
+            "user doesn't",
+            "unknown local part",
+            "unknown or illegal alias",
+            "account is unavailable",
+            "address rejected",
+            "no valid recipients",
+            "recipient address rejected",
+            "bad destination mailbox",
+            "address not found",
+            "invalid address",
+            "account that you tried to reach",
+            "user account is unavailable",
+            "no such person",
+            "not our customer",
+            "is not a valid",
+            "unknown mailbox",
+            "undeliverable address",
+            "no account",
+            "mailbox does not",
+            "user does not",
+            "addressee unknown",
+            "does not like recipient",
+            "badrcptto",
+            "not a registered",
+            "unknown",
+        ],
+    ),
+    (
+        Reason::RequirePtr,
+        &["reverse dns", "ptr record", "reverse lookup", "name lookup failed", "no ptr", "rdns", "does not resolve"],
+    ),
+    (Reason::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
+    (
+        Reason::Blocked,
+        &[
+            "blocked",
+            "blacklist",
+            "blocklist",
+            "spamhaus",
+            "rbl",
+            "dnsbl",
+            "listed",
+            "banned",
+            "poor reputation",
+            "reputation",
+            "client host rejected",
+            "connection refused",
+            "access denied",
+        ],
+    ),
+    (Reason::NoRelaying, &["relay", "relaying"]),
+    (Reason::PolicyViolation, &["policy", "prohibited", "not allowed"]),
+    (Reason::ContentError, &["content", "8-bit", "8bit", "header", "malformed", "mime"]),
+    (
+        Reason::TooManyConn,
+        &[
+            "too many connections",
+            "too many recipients",
+            "too many messages",
+            "rate limit",
+            "try again later",
+            "exceeded the rate",
+        ],
+    ),
+    (Reason::NetworkError, &["network", "connection", "dns", "lookup"]),
+    (Reason::SystemFull, &["system full", "insufficient system storage", "out of disk"]),
+    (Reason::SystemError, &["system error", "internal error", "server error", "temporary failure", "local error"]),
+    (Reason::MailerError, &["procmail", "mailer", "command", "pipe", "program"]),
+    (Reason::Filtered, &["filter", "not accepted", "refused"]),
+    (Reason::NotAccept, &["does not accept", "not accepting", "null mx", "no mail"]),
+];
+
+/// All rule words in one automaton (ASCII case-insensitive): one pass over a text finds every
+/// rule that matches, instead of a substring search per word.
+static MATCHER: LazyLock<(AhoCorasick, Vec<u32>)> = LazyLock::new(|| {
+    let mut words = Vec::new();
+    let mut rule_of = Vec::new();
+    for (i, (_, pats)) in RULES.iter().enumerate() {
+        for p in *pats {
+            words.push(*p);
+            rule_of.push(u32::try_from(i).unwrap_or(u32::MAX));
         }
     }
+    let ac = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(&words)
+        .unwrap_or_else(|_| AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton()));
+    (ac, rule_of)
+});
+
+#[allow(clippy::panic)]
+fn unreachable_automaton() -> AhoCorasick {
+    // Building from a fixed, valid word list cannot fail; an empty automaton cannot either.
+    panic!("the rule automaton could not be built")
+}
+
+/// The rules whose words occur in `text`, as a bit set over rule indices.
+fn rule_hits(text: &str) -> u64 {
+    let (ac, rule_of) = &*MATCHER;
+    let mut bits = 0u64;
+    for m in ac.find_overlapping_iter(text) {
+        if let Some(&r) = rule_of.get(m.pattern().as_usize()) {
+            bits |= 1u64 << r.min(63);
+        }
+    }
+    bits
+}
+
+/// The first rule in `hits` whose reason `keep` accepts.
+fn first_rule(hits: u64, keep: impl Fn(Reason) -> bool) -> Option<Reason> {
+    (0..RULES.len().min(64)).filter(|i| hits & (1 << i) != 0).map(|i| RULES[i].0).find(|r| keep(*r))
+}
+
+/// The reason, from the words first (they are more specific than codes), then the codes.
+fn reason(diag: &str, whole: &str, status: Option<EnhancedStatus>, code: Option<u16>, delayed: bool) -> Reason {
+    use Reason as R;
+    if let Some(r) = first_rule(rule_hits(diag), |_| true) {
+        return r;
+    }
+    let whole_hits = rule_hits(whole);
     // The block said nothing useful: the message's own words, for the reasons a whole
     // message can speak for (one recipient, one story).
-    for (r, pats) in rules {
-        if matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
-            && any(pats, w)
-            && d.len() < 120
-        {
-            return *r;
-        }
+    if diag.len() < 120
+        && let Some(r) = first_rule(whole_hits, |r| {
+            matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
+        })
+    {
+        return r;
     }
     if let Some(s) = status {
         match (s.subject, s.detail) {
@@ -977,10 +1001,10 @@ fn reason(diag: &str, whole: &str, status: Option<EnhancedStatus>, code: Option<
             _ => {}
         }
     }
-    for (r, pats) in rules {
-        if matches!(r, R::UserUnknown | R::MailboxFull | R::HostUnknown | R::Expired | R::MesgTooBig) && any(pats, w) {
-            return *r;
-        }
+    if let Some(r) = first_rule(whole_hits, |r| {
+        matches!(r, R::UserUnknown | R::MailboxFull | R::HostUnknown | R::Expired | R::MesgTooBig)
+    }) {
+        return r;
     }
     if delayed {
         return R::Expired;
