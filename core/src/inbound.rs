@@ -711,6 +711,7 @@ fn find_code(text: &str) -> Option<u16> {
 /// The reason rules: words that name a reason, in priority order (the first rule with a
 /// word in the text wins).
 static RULES: &[(Reason, &[&str])] = &[
+    (Reason::NotAccept, &["couldn't find a mail exchanger", "no smtp service", "does not accept mail", "null mx"]),
     (
         Reason::Expired,
         &[
