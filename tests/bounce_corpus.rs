@@ -106,6 +106,6 @@ fn corpus_scores() {
     // met yet; the README gives the current figures and what the misses are.
     assert!(recall >= 0.97, "recipient recall fell to {recall:.3}");
     assert!(precision >= 0.96, "recipient precision fell to {precision:.3}");
-    assert!(type_acc >= 0.77, "type accuracy fell to {type_acc:.3}");
+    assert!(type_acc >= 0.82, "type accuracy fell to {type_acc:.3}");
     assert_eq!(s.complaints_found, s.complaints, "every complaint is detected");
 }

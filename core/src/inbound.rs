@@ -662,7 +662,29 @@ fn record(rcpt: &str, status: Option<&str>, diag: &str, whole: &str, delayed: bo
     let diag_status = find_status(diag);
     let status = status.and_then(EnhancedStatus::parse).or(diag_status).or_else(|| find_status(whole));
     let code = find_code(diag).or_else(|| find_code(whole));
-    let reason = reason(diag, whole, status, code, delayed);
+    let mut reason = reason(diag, whole, status, code, delayed);
+    // An unknown user is only certain when the server said so at RCPT time, or with the
+    // status that means it (x.1.1). The same words after DATA, or with another status, are a
+    // filter's answer (content or policy dressed as "no such user"): transient, and never a
+    // reason to suppress the address.
+    if reason == Reason::UserUnknown {
+        let said_111 = status.is_some_and(|s| s.subject == 1);
+        let lower = diag.to_ascii_lowercase();
+        let at_rcpt = [
+            "rcpt to",
+            "rcpt:",
+            "rcpt_to",
+            "in reply to rcpt",
+            "after rcpt",
+            "recipient address rejected",
+            "not recognized",
+        ]
+        .iter()
+        .any(|p| lower.contains(p));
+        if !said_111 && !at_rcpt {
+            reason = Reason::Filtered;
+        }
+    }
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
     let (kind, subtype) = reason.classify(class, diag);
     let status = status.map_or_else(|| inferred_status(reason, class), |s| s.to_string());
@@ -720,6 +742,9 @@ static RULES: &[(Reason, &[&str])] = &[
             "retry timeout",
             "retry time",
             "delivery time expired",
+            "envelope expired",
+            "message expired",
+            "multiple retries",
             "has been delayed",
             "timed out",
             "time out",
@@ -1010,10 +1035,12 @@ fn reason(diag: &str, whole: &str, status: Option<EnhancedStatus>, code: Option<
     if delayed {
         return R::Expired;
     }
-    match code {
-        Some(550 | 551 | 553) => R::UserUnknown,
-        Some(552) => R::MailboxFull,
-        Some(c) if c / 100 == 4 => R::OnHold,
+    // Nothing but a code: a rejection whose cause the server kept to itself. Transient (it
+    // says nothing against the address), unless nothing at all is known.
+    match (code, status) {
+        (Some(552), _) => R::MailboxFull,
+        (Some(c), _) if c / 100 == 5 => R::SystemError,
+        (None, Some(s)) if s.class == 5 => R::SystemError,
         _ => R::OnHold,
     }
 }
