@@ -62,6 +62,27 @@ impl MemoryStorage {
         Self::default()
     }
 
+    /// Applies a reschedule or cancel to one email of `account`, with its due index.
+    fn change_schedule(
+        &self,
+        account: &AccountId,
+        id: EmailId,
+        change: impl FnOnce(&mut EmailState) -> StorageResult<ScheduleChange>,
+    ) -> StorageResult<ScheduleChange> {
+        let mut s = self.lock();
+        let key = id.as_u128();
+        let Some(mut state) = s.states.get(&key).filter(|st| st.account == *account).cloned() else {
+            return Ok(ScheduleChange::NotFound);
+        };
+        let old = state.due_at;
+        let result = change(&mut state)?;
+        if result == ScheduleChange::Applied {
+            s.set_due(key, old, state.due_at);
+            s.states.insert(key, state);
+        }
+        Ok(result)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave half an operation behind: every method
         // computes its changes before it applies them. So a poisoned lock is still usable.
@@ -278,33 +299,11 @@ impl Storage for MemoryStorage {
     }
 
     async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        let mut s = self.lock();
-        let key = id.as_u128();
-        let Some(mut state) = s.states.get(&key).filter(|st| st.account == *account).cloned() else {
-            return Ok(ScheduleChange::NotFound);
-        };
-        let old = state.due_at;
-        let change = store::reschedule(&mut state, at);
-        if change == ScheduleChange::Applied {
-            s.set_due(key, old, state.due_at);
-            s.states.insert(key, state);
-        }
-        Ok(change)
+        self.change_schedule(account, id, |state| Ok(store::reschedule(state, at)))
     }
 
     async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        let mut s = self.lock();
-        let key = id.as_u128();
-        let Some(mut state) = s.states.get(&key).filter(|st| st.account == *account).cloned() else {
-            return Ok(ScheduleChange::NotFound);
-        };
-        let old = state.due_at;
-        let change = store::cancel(&mut state, now)?;
-        if change == ScheduleChange::Applied {
-            s.set_due(key, old, state.due_at);
-            s.states.insert(key, state);
-        }
-        Ok(change)
+        self.change_schedule(account, id, |state| Ok(store::cancel(state, now)?))
     }
 
     async fn append_events(

@@ -121,6 +121,33 @@ impl RedbStorage {
         Ok(RedbStorage { db: Arc::new(RwLock::new(db)), durability: Durability::Immediate })
     }
 
+    /// Applies a reschedule or cancel (`change`) to one email of `account`, with its due index,
+    /// in one write transaction.
+    async fn change_schedule(
+        &self,
+        account: &AccountId,
+        id: EmailId,
+        change: impl FnOnce(&mut EmailState) -> StorageResult<ScheduleChange> + Send + 'static,
+    ) -> StorageResult<ScheduleChange> {
+        let account = account.0.to_string();
+        self.write(move |tx| {
+            let mut states = tx.open_table(STATES).map_err(backend)?;
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            let key = id.as_u128();
+            let Some(mut state) = get_state(&states, key)?.filter(|s| s.account.as_str() == account) else {
+                return Ok(ScheduleChange::NotFound);
+            };
+            let old = state.due_at;
+            let result = change(&mut state)?;
+            if result == ScheduleChange::Applied {
+                set_due(&mut due, key, old, state.due_at)?;
+                states.insert(key, encode(&state)?.as_slice()).map_err(backend)?;
+            }
+            Ok(result)
+        })
+        .await
+    }
+
     /// Rewrites the file to drop the space freed by deletions and pruning. Waits for running
     /// operations and holds all others off while it runs. Returns whether anything changed.
     pub async fn compact(&self) -> Result<bool, StorageError> {
@@ -489,43 +516,11 @@ impl Storage for RedbStorage {
     }
 
     async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        let account = account.0.to_string();
-        self.write(move |tx| {
-            let mut states = tx.open_table(STATES).map_err(backend)?;
-            let mut due = tx.open_table(DUE).map_err(backend)?;
-            let key = id.as_u128();
-            let Some(mut state) = get_state(&states, key)?.filter(|s| s.account.as_str() == account) else {
-                return Ok(ScheduleChange::NotFound);
-            };
-            let old = state.due_at;
-            let change = store::reschedule(&mut state, at);
-            if change == ScheduleChange::Applied {
-                set_due(&mut due, key, old, state.due_at)?;
-                states.insert(key, encode(&state)?.as_slice()).map_err(backend)?;
-            }
-            Ok(change)
-        })
-        .await
+        self.change_schedule(account, id, move |state| Ok(store::reschedule(state, at))).await
     }
 
     async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        let account = account.0.to_string();
-        self.write(move |tx| {
-            let mut states = tx.open_table(STATES).map_err(backend)?;
-            let mut due = tx.open_table(DUE).map_err(backend)?;
-            let key = id.as_u128();
-            let Some(mut state) = get_state(&states, key)?.filter(|s| s.account.as_str() == account) else {
-                return Ok(ScheduleChange::NotFound);
-            };
-            let old = state.due_at;
-            let change = store::cancel(&mut state, now)?;
-            if change == ScheduleChange::Applied {
-                set_due(&mut due, key, old, state.due_at)?;
-                states.insert(key, encode(&state)?.as_slice()).map_err(backend)?;
-            }
-            Ok(change)
-        })
-        .await
+        self.change_schedule(account, id, move |state| Ok(store::cancel(state, now)?)).await
     }
 
     async fn append_events(

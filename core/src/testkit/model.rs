@@ -10,7 +10,8 @@ use crate::email::{AccountId, Cursor, EmailId, Event, NewEmail, PageRequest};
 use crate::idempotency::{Fingerprint, StoredResponse};
 use crate::lifecycle::EventKind;
 use crate::ports::{
-    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, Storage, SuppressionEntry, SuppressionReason,
+    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, ScheduleChange, Storage, SuppressionEntry,
+    SuppressionReason,
 };
 use crate::testkit::{id_at, new_email, t0};
 use chrono::{DateTime, Duration as CDuration, Utc};
@@ -37,6 +38,8 @@ pub enum Op {
     Unsuppress { account: u8, address: u8 },
     List { account: u8, limit: u8, cursor: u8 },
     Purge,
+    Reschedule { pick: u8, seconds: u16, wrong_account: bool },
+    Cancel { pick: u8, wrong_account: bool },
 }
 
 /// Decodes bytes into operations: each takes a selector byte and up to three parameters.
@@ -45,7 +48,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
     let mut it = data.iter().copied();
     while let Some(sel) = it.next() {
         let mut b = || it.next().unwrap_or(0);
-        let op = match sel % 12 {
+        let op = match sel % 14 {
             0 => Op::Send {
                 account: b() % 2,
                 scheduled_in_s: match b() {
@@ -66,7 +69,9 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
             8 => Op::Suppress { account: b() % 2, address: b() % 3, complained: b() % 2 == 0 },
             9 => Op::Unsuppress { account: b() % 2, address: b() % 3 },
             10 => Op::List { account: b() % 2, limit: 1 + b() % 6, cursor: b() },
-            _ => Op::Purge,
+            11 => Op::Purge,
+            12 => Op::Reschedule { pick: b(), seconds: u16::from(b()) * 4, wrong_account: b() % 8 == 0 },
+            _ => Op::Cancel { pick: b(), wrong_account: b() % 8 == 0 },
         };
         ops.push(op);
     }
@@ -317,6 +322,38 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                     let got = s.list_emails(&AccountId::new(ACCOUNTS[*account as usize]), page).await.unwrap();
                     let ids: Vec<EmailId> = got.items.iter().map(|e| e.id).collect();
                     assert_eq!((ids, got.has_more), (want.clone(), more), "{ctx}: store {i}");
+                }
+            }
+            Op::Reschedule { pick, wrong_account, .. } | Op::Cancel { pick, wrong_account } => {
+                let ids: Vec<EmailId> = m.emails.keys().copied().collect();
+                let Some(&id) = pick_from(&ids, *pick) else { continue };
+                let e = m.emails.get_mut(&id).unwrap();
+                let acct = if *wrong_account { 1 - e.account } else { e.account };
+                let scheduled = e.kinds.last() == Some(&EventKind::Scheduled) && e.claim.is_none();
+                let want = if *wrong_account {
+                    ScheduleChange::NotFound
+                } else if scheduled {
+                    ScheduleChange::Applied
+                } else {
+                    ScheduleChange::NotScheduled(e.kinds.last().copied())
+                };
+                let cancel = matches!(op, Op::Cancel { .. });
+                let at = match op {
+                    Op::Reschedule { seconds, .. } => now + CDuration::seconds(i64::from(*seconds) + 1),
+                    _ => now,
+                };
+                if want == ScheduleChange::Applied {
+                    if cancel {
+                        e.kinds.push(EventKind::Canceled);
+                        e.due = None;
+                    } else {
+                        e.due = Some(at);
+                    }
+                }
+                for (i, s) in stores.iter().enumerate() {
+                    let a = AccountId::new(ACCOUNTS[acct as usize]);
+                    let got = if cancel { s.cancel(&a, id, now).await } else { s.reschedule(&a, id, at).await };
+                    assert_eq!(got.unwrap(), want, "{ctx}: store {i}");
                 }
             }
             Op::Purge => {
