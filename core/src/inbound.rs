@@ -562,6 +562,14 @@ fn block_for(text: &str, rcpt: &str) -> Option<String> {
             }
             break;
         }
+        // Another recipient's own line starts its own block.
+        if lines > 0 {
+            let first = line.split_whitespace().next().unwrap_or_default();
+            let token = first.trim_matches(|c: char| c == '<' || c == '>' || c == ':' || c == ',').to_ascii_lowercase();
+            if token.contains('@') && token != rcpt && (first.starts_with('<') || first.ends_with(':')) {
+                break;
+            }
+        }
         out.push_str(line.trim());
         out.push(' ');
         lines += 1;
