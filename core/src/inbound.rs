@@ -230,6 +230,14 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     if fields_source.is_empty() && human.to_ascii_lowercase().contains("final-recipient:") {
         fields_source = human.clone();
     }
+    // A bounce that forwards another bounce (a relay returning what it got) carries the
+    // report only inside the quoted message.
+    if fields_source.is_empty() {
+        let quoted = original.to_ascii_lowercase();
+        if quoted.contains("final-recipient:") && quoted.contains("action: failed") {
+            fields_source = original.clone();
+        }
+    }
     let blocks = dsn_blocks(&fields_source);
     let actions: Vec<String> = blocks.iter().filter_map(|b| b.action.clone()).collect();
     if !blocks.is_empty()
@@ -293,6 +301,11 @@ fn parse_inner(raw: &[u8]) -> Parsed {
                     continue;
                 }
                 rcpts.push(l);
+            }
+            // Someone who wrote to themselves gets their own bounce: when the bounce's own
+            // recipient is the only address the account names as failing, it is the one.
+            if rcpts.is_empty() && !to.is_empty() && human.to_ascii_lowercase().contains(&format!("<{to}>")) {
+                rcpts.push(to.clone());
             }
             // A help-desk address the MTA points to is no recipient when a real one is named.
             let contact = |a: &String| {
