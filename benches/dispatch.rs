@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use mailroom::core::email::EmailId;
-use mailroom::core::ports::{DeliveryReport, Envelope, RecipientReport, RecipientStatus, Transport, TransportError};
+use mailroom::core::ports::{DeliveryReport, Envelope, RecipientStatus, Transport, TransportError};
 use mailroom::core::request::{EmailRequest, OneOrMany};
 use mailroom::core::worker::WorkerConfig;
 use mailroom::core::{BatchOptions, Engine, SendOptions};
@@ -28,18 +28,7 @@ struct Recorder(mpsc::UnboundedSender<(EmailId, DateTime<Utc>)>);
 impl Transport for Recorder {
     async fn send_raw(&self, envelope: &Envelope, _message: &[u8]) -> Result<DeliveryReport, TransportError> {
         let _ = self.0.send((envelope.email_id, Utc::now()));
-        Ok(DeliveryReport {
-            recipients: envelope
-                .to
-                .iter()
-                .map(|r| RecipientReport {
-                    recipient: r.clone(),
-                    status: RecipientStatus::Delivered,
-                    reply: None,
-                    feedback: None,
-                })
-                .collect(),
-        })
+        Ok(DeliveryReport::uniform(envelope, RecipientStatus::Delivered))
     }
 }
 

@@ -13,9 +13,7 @@
 
 use async_trait::async_trait;
 use mailroom::core::email::EmailId;
-use mailroom::core::ports::{
-    DeliveryReport, Envelope, RecipientReport, RecipientStatus, Storage, Transport, TransportError,
-};
+use mailroom::core::ports::{DeliveryReport, Envelope, RecipientStatus, Storage, Transport, TransportError};
 use mailroom::core::request::EmailRequest;
 use mailroom::core::worker::WorkerConfig;
 use mailroom::core::{BatchMode, BatchOptions, Engine, Error};
@@ -74,18 +72,7 @@ impl Transport for FileOutbox {
             // One write of a short line to an O_APPEND file: atomic with respect to a kill.
             let _ = f.write_all(line.as_bytes());
         }
-        Ok(DeliveryReport {
-            recipients: envelope
-                .to
-                .iter()
-                .map(|r| RecipientReport {
-                    recipient: r.clone(),
-                    status: RecipientStatus::Delivered,
-                    reply: None,
-                    feedback: None,
-                })
-                .collect(),
-        })
+        Ok(DeliveryReport::uniform(envelope, RecipientStatus::Delivered))
     }
 }
 

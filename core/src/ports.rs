@@ -295,6 +295,20 @@ pub struct DeliveryReport {
     pub recipients: Vec<RecipientReport>,
 }
 
+impl DeliveryReport {
+    /// The same status, without a reply, for every recipient of `envelope` (transports that
+    /// accept or refuse a message whole).
+    pub fn uniform(envelope: &Envelope, status: RecipientStatus) -> DeliveryReport {
+        DeliveryReport {
+            recipients: envelope
+                .to
+                .iter()
+                .map(|r| RecipientReport { recipient: r.clone(), status, reply: None, feedback: None })
+                .collect(),
+        }
+    }
+}
+
 /// A hand-over that failed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
