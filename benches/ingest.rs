@@ -12,36 +12,15 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mailroom::core::email::{AccountId, NewEmail};
 use mailroom::core::memory::MemoryStorage;
-use mailroom::core::request::{EmailRequest, OneOrMany, TagRequest};
 use mailroom::core::validate::{Limits, validate};
 use mailroom::core::{BatchOptions, Engine, Storage};
 use mailroom::redb::RedbStorage;
 use std::sync::Arc;
 
-fn batch(tag: &str) -> Vec<EmailRequest> {
-    let html: String = format!("<html><body>{}</body></html>", "<p>Hello from the benchmark.</p>".repeat(64))
-        .chars()
-        .take(2048)
-        .collect();
-    (0..100)
-        .map(|i| EmailRequest {
-            from: Some("Acme <bench@acme.test>".into()),
-            to: Some(OneOrMany::Many(vec![format!("a{i}@example.com"), format!("b{i}@example.com")])),
-            subject: Some(format!("Benchmark {i}")),
-            html: Some(html.clone()),
-            tags: Some(vec![
-                TagRequest { name: Some("kind".into()), value: Some(tag.into()) },
-                TagRequest { name: Some("n".into()), value: Some(i.to_string()) },
-            ]),
-            ..Default::default()
-        })
-        .collect()
-}
-
 fn ingest(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let items = batch("bench");
+    let items = mailroom::core::testkit::sample_batch(0);
 
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(100));

@@ -8,29 +8,12 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mailroom::core::email::{EmailId, PageRequest};
-use mailroom::core::request::{EmailRequest, OneOrMany, TagRequest};
 use mailroom::core::{BatchOptions, Engine};
 use mailroom::redb::RedbStorage;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 const EMAILS: usize = 1_000_000;
-
-fn batch(round: usize, html: &str) -> Vec<EmailRequest> {
-    (0..100)
-        .map(|i| EmailRequest {
-            from: Some("Acme <bench@acme.test>".into()),
-            to: Some(OneOrMany::Many(vec![format!("a{round}-{i}@example.com"), format!("b{round}-{i}@example.com")])),
-            subject: Some(format!("List {round}/{i}")),
-            html: Some(html.to_string()),
-            tags: Some(vec![
-                TagRequest { name: Some("kind".into()), value: Some("list".into()) },
-                TagRequest { name: Some("round".into()), value: Some(round.to_string()) },
-            ]),
-            ..Default::default()
-        })
-        .collect()
-}
 
 fn store_path() -> PathBuf {
     // A store made by `examples/ingest.rs` (1,000,000 emails of the same shape) can stand in.
@@ -48,12 +31,14 @@ fn build(rt: &tokio::runtime::Runtime, path: &PathBuf) {
     }
     let _ = std::fs::create_dir_all(path.parent().unwrap_or(path));
     let _ = std::fs::remove_file(path);
-    let html: String = "<p>Hello from the list benchmark.</p>".repeat(64).chars().take(2048).collect();
     let store = RedbStorage::open(path).expect("create").without_fsync();
     let engine = Engine::builder(Arc::new(store)).build();
     rt.block_on(async {
         for round in 0..EMAILS / 100 {
-            engine.send_batch(batch(round, &html), BatchOptions::default()).await.expect("accepted");
+            engine
+                .send_batch(mailroom::core::testkit::sample_batch(round as u64), BatchOptions::default())
+                .await
+                .expect("accepted");
         }
     });
     drop(engine);

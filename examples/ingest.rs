@@ -9,27 +9,10 @@
 //!
 //! Each email is the benchmarks' shape: 2 KB of html, 2 recipients, 2 tags; 100 per batch.
 
-use mailroom::core::request::{EmailRequest, OneOrMany, TagRequest};
 use mailroom::core::{BatchOptions, Engine};
 use mailroom::redb::RedbStorage;
 use std::sync::Arc;
 use std::time::Instant;
-
-fn batch(round: u64, html: &str) -> Vec<EmailRequest> {
-    (0..100)
-        .map(|i| EmailRequest {
-            from: Some("Acme <bench@acme.test>".into()),
-            to: Some(OneOrMany::Many(vec![format!("a{round}-{i}@example.com"), format!("b{round}-{i}@example.com")])),
-            subject: Some(format!("Ingest {round}/{i}")),
-            html: Some(html.to_string()),
-            tags: Some(vec![
-                TagRequest { name: Some("kind".into()), value: Some("ingest".into()) },
-                TagRequest { name: Some("round".into()), value: Some(round.to_string()) },
-            ]),
-            ..Default::default()
-        })
-        .collect()
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,15 +26,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let html: String = format!("<html><body>{}</body></html>", "<p>Hello from the ingest run.</p>".repeat(64))
-        .chars()
-        .take(2048)
-        .collect();
     let engine = Engine::builder(Arc::new(RedbStorage::open(&db)?)).build();
     let started = Instant::now();
     let rounds = emails.div_ceil(100);
     for round in 0..rounds {
-        engine.send_batch(batch(round, &html), BatchOptions::default()).await?;
+        engine.send_batch(mailroom::core::testkit::sample_batch(round), BatchOptions::default()).await?;
         if (round + 1) % 1000 == 0 {
             let done = (round + 1) * 100;
             eprintln!("{done} emails, {:.0}/s", done as f64 / started.elapsed().as_secs_f64());

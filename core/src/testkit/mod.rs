@@ -100,6 +100,26 @@ pub fn new_email(account: &str, at: DateTime<Utc>, seq: u16, scheduled: Option<D
     }
 }
 
+/// The benchmarks' email shape: 100 requests of 2 KB html, 2 recipients and 2 tags each;
+/// `round` keeps addresses and subjects distinct between batches.
+pub fn sample_batch(round: u64) -> Vec<crate::request::EmailRequest> {
+    use crate::request::{EmailRequest, OneOrMany, TagRequest};
+    let html: String = "<p>Hello from the benchmark.</p>".repeat(64).chars().take(2048).collect();
+    (0..100)
+        .map(|i| EmailRequest {
+            from: Some("Acme <bench@acme.test>".into()),
+            to: Some(OneOrMany::Many(vec![format!("a{round}-{i}@example.com"), format!("b{round}-{i}@example.com")])),
+            subject: Some(format!("Batch {round} item {i}")),
+            html: Some(html.clone()),
+            tags: Some(vec![
+                TagRequest { name: Some("round".into()), value: Some(round.to_string()) },
+                TagRequest { name: Some("n".into()), value: Some(i.to_string()) },
+            ]),
+            ..Default::default()
+        })
+        .collect()
+}
+
 fn acct(a: &str) -> AccountId {
     AccountId::new(a)
 }
