@@ -328,8 +328,7 @@ fn when(phrase: &str, now: Option<&str>) -> Result<(), Failure> {
         None => chrono::Utc::now(),
     };
     let at = mailroom::core::schedule::resolve(phrase, now, 30)
-        .map_err(|rule| Failure::Engine(FieldError::new("scheduled_at", rule).into()))?
-        .ok_or_else(|| Failure::Other("no instant".into()))?;
+        .map_err(|rule| Failure::Engine(FieldError::new("scheduled_at", rule).into()))?;
     // The one command whose answer is not JSON: a bare RFC 3339 instant, for scripts.
     println!("{}", mailroom::core::email::rfc3339(at));
     Ok(())

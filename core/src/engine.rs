@@ -134,28 +134,12 @@ impl IdGen {
     }
 }
 
+/// The engine's shared parts: its settings as built, and what it keeps at run time.
+#[derive(Debug)]
 struct Inner {
-    storage: Arc<dyn Storage>,
-    clock: Arc<dyn Clock>,
-    limits: Limits,
-    loader: Option<Arc<dyn AttachmentLoader>>,
-    test_domain: String,
-    in_flight_lease: chrono::Duration,
-    retention: Option<chrono::Duration>,
-    bounce_domain: Option<String>,
+    config: EngineBuilder,
     ids: IdGen,
     wake: Notify,
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("storage", &self.storage)
-            .field("clock", &self.clock)
-            .field("limits", &self.limits)
-            .field("test_domain", &self.test_domain)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Builds an [`Engine`].
@@ -219,18 +203,7 @@ impl EngineBuilder {
     }
     pub fn build(self) -> Engine {
         Engine {
-            inner: Arc::new(Inner {
-                storage: self.storage,
-                clock: self.clock,
-                limits: self.limits,
-                loader: self.loader,
-                test_domain: self.test_domain,
-                in_flight_lease: self.in_flight_lease,
-                retention: self.retention,
-                bounce_domain: self.bounce_domain,
-                ids: IdGen::default(),
-                wake: Notify::new(),
-            }),
+            inner: Arc::new(Inner { config: self, ids: IdGen::default(), wake: Notify::new() }),
             account: AccountId::default(),
         }
     }
@@ -266,18 +239,18 @@ impl Engine {
         &self.account
     }
     pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.inner.storage
+        &self.inner.config.storage
     }
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
+        &self.inner.config.clock
     }
     pub fn test_domain(&self) -> &str {
-        &self.inner.test_domain
+        &self.inner.config.test_domain
     }
     /// The envelope sender (MAIL FROM) for an email: its VERP return path when a bounce
     /// domain is configured, otherwise the sender's address.
     pub fn return_path(&self, id: EmailId, from: &crate::address::Mailbox) -> String {
-        match &self.inner.bounce_domain {
+        match &self.inner.config.bounce_domain {
             Some(domain) => format!("bounces+{id}@{domain}"),
             None => from.address(),
         }
@@ -319,14 +292,16 @@ impl Engine {
         key: Option<&str>,
         is_batch: bool,
     ) -> Result<StoredResponse, Error> {
-        let storage = &self.inner.storage;
+        let storage = &self.inner.config.storage;
         let Some(key) = key else {
             return self.prepare_and_insert(requests, mode, None, is_batch).await;
         };
         idempotency::validate_key(key)?;
-        let now = self.inner.clock.now();
+        let now = self.inner.config.clock.now();
         let fingerprint = Fingerprint::of(endpoint, &(mode, &requests));
-        match storage.idempotency_begin(&self.account, key, &fingerprint, now, now + self.inner.in_flight_lease).await?
+        match storage
+            .idempotency_begin(&self.account, key, &fingerprint, now, now + self.inner.config.in_flight_lease)
+            .await?
         {
             IdempotencyBegin::Started => {}
             IdempotencyBegin::Replay(r) => return Ok(r),
@@ -355,11 +330,11 @@ impl Engine {
         if is_batch && requests.len() > MAX_BATCH {
             return Err(FieldError::new("emails", Rule::TooMany { max: MAX_BATCH, got: requests.len() }).into());
         }
-        let now = self.inner.clock.now();
+        let now = self.inner.config.clock.now();
         let mut valid = Vec::with_capacity(requests.len());
         let mut invalid: Vec<(usize, Vec<FieldError>)> = Vec::new();
         for (i, r) in requests.into_iter().enumerate() {
-            let checked = match validate_owned(r, now, &self.inner.limits) {
+            let checked = match validate_owned(r, now, &self.inner.config.limits) {
                 Ok(v) => self.load_attachments(v).await,
                 Err(e) => Err(e),
             };
@@ -406,7 +381,7 @@ impl Engine {
             expires_at: now + idempotency::RETENTION,
         });
         if !emails.is_empty() || completion.is_some() {
-            self.inner.storage.insert_emails(&self.account, emails, completion).await?;
+            self.inner.config.storage.insert_emails(&self.account, emails, completion).await?;
         }
         self.inner.wake.notify_one();
         Ok(response)
@@ -417,12 +392,10 @@ impl Engine {
             return Ok(v);
         }
         let mut errors = Vec::new();
-        let mut size = v.content.html.as_ref().map_or(0, String::len)
-            + v.content.text.as_ref().map_or(0, String::len)
-            + v.content.attachments.iter().map(|a| a.content.len()).sum::<usize>();
+        let mut size = v.size;
         for (index, path) in std::mem::take(&mut v.to_load) {
             let field = format!("attachments[{index}].path");
-            let Some(loader) = &self.inner.loader else {
+            let Some(loader) = &self.inner.config.loader else {
                 errors.push(FieldError::new(field, Rule::AttachmentLoad("no attachment loader is configured".into())));
                 continue;
             };
@@ -444,7 +417,7 @@ impl Engine {
                 Err(why) => errors.push(FieldError::new(field, Rule::AttachmentLoad(why))),
             }
         }
-        let max = self.inner.limits.max_email_bytes;
+        let max = self.inner.config.limits.max_email_bytes;
         if size > max {
             errors.push(FieldError::new("", Rule::EmailTooLarge { max, got: size }));
         }
@@ -454,16 +427,15 @@ impl Engine {
     /// Resolves a `scheduled_at` value (ISO 8601 or English) as a send would, at the
     /// engine's now and in its default zone.
     pub fn resolve_schedule(&self, when: &str) -> Result<chrono::DateTime<chrono::Utc>, Error> {
-        let limits = &self.inner.limits;
-        crate::schedule::resolve_in(when, self.inner.clock.now(), limits.max_schedule_days, limits.schedule_zone)
-            .map_err(|rule| FieldError::new("scheduled_at", rule))?
-            .ok_or_else(|| FieldError::new("scheduled_at", Rule::SchedulePast).into())
+        let limits = &self.inner.config.limits;
+        crate::schedule::resolve_in(when, self.inner.config.clock.now(), limits.max_schedule_days, limits.schedule_zone)
+            .map_err(|rule| FieldError::new("scheduled_at", rule).into())
     }
 
     /// `PATCH /emails/{id}`: moves a scheduled email to `when` (ISO 8601 or English).
     pub async fn reschedule(&self, id: EmailId, when: &str) -> Result<EmailRef, Error> {
         let at = self.resolve_schedule(when)?;
-        match self.inner.storage.reschedule(&self.account, id, at).await? {
+        match self.inner.config.storage.reschedule(&self.account, id, at).await? {
             ScheduleChange::Applied => {
                 // It may now be the earliest due email: the worker recomputes its sleep.
                 self.inner.wake.notify_one();
@@ -476,7 +448,7 @@ impl Engine {
 
     /// `POST /emails/{id}/cancel`: cancels a scheduled email, for good.
     pub async fn cancel(&self, id: EmailId) -> Result<EmailRef, Error> {
-        match self.inner.storage.cancel(&self.account, id, self.inner.clock.now()).await? {
+        match self.inner.config.storage.cancel(&self.account, id, self.inner.config.clock.now()).await? {
             ScheduleChange::Applied => Ok(EmailRef::new(id)),
             ScheduleChange::NotFound => Err(Error::NotFound { what: "Email" }),
             ScheduleChange::NotScheduled(last_event) => Err(Error::NotScheduled { action: "canceled", last_event }),
@@ -504,15 +476,10 @@ impl Engine {
                 mid.trim().trim_start_matches('<').split('@').next()?.parse::<EmailId>().ok()
             })
             .ok_or(Error::NotFound { what: "Email" })?;
-        let now = self.inner.clock.now();
+        let now = self.inner.config.clock.now();
         let mut events = Vec::new();
         let mut suppressions = Vec::new();
-        let entry = |address: &str, reason| SuppressionEntry {
-            address: address::normalize(address).unwrap_or_else(|_| address.to_ascii_lowercase()),
-            reason,
-            source_email: Some(id),
-            created_at: now,
-        };
+        let entry = |address: &str, reason| SuppressionEntry::caused_by(address, reason, id, now);
         for b in &parsed.bounces {
             let class = b.reply_code.map(|c| (c / 100) as u8).or_else(|| b.status.bytes().next().map(|c| c - b'0'));
             let info = crate::bounce::BounceInfo {
@@ -542,7 +509,7 @@ impl Engine {
         }
         report.events = events.len();
         report.suppressed = suppressions.iter().map(|s| s.address.clone()).collect();
-        match self.inner.storage.append_events(id, events, suppressions).await? {
+        match self.inner.config.storage.append_events(id, events, suppressions).await? {
             Some(_) => {
                 report.email = Some(id);
                 Ok(report)
@@ -553,7 +520,7 @@ impl Engine {
 
     /// The whole stored email.
     pub async fn get_record(&self, id: EmailId) -> Result<EmailRecord, Error> {
-        self.inner.storage.get_email(&self.account, id).await?.ok_or(Error::NotFound { what: "Email" })
+        self.inner.config.storage.get_email(&self.account, id).await?.ok_or(Error::NotFound { what: "Email" })
     }
 
     /// `GET /emails/{id}`.
@@ -563,21 +530,22 @@ impl Engine {
 
     /// `GET /emails`: newest first, cursor-paginated.
     pub async fn list(&self, page: PageRequest) -> Result<ListResponse<EmailSummary>, Error> {
-        Ok(self.inner.storage.list_emails(&self.account, page).await?.into())
+        Ok(self.inner.config.storage.list_emails(&self.account, page).await?.into())
     }
 
     /// Puts an address on the suppression list (by hand).
     pub async fn suppress(&self, address: &str, reason: SuppressionReason) -> Result<SuppressionEntry, Error> {
         let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
-        let entry = SuppressionEntry { address: key, reason, source_email: None, created_at: self.inner.clock.now() };
-        self.inner.storage.suppression_add(&self.account, entry.clone()).await?;
+        let entry =
+            SuppressionEntry { address: key, reason, source_email: None, created_at: self.inner.config.clock.now() };
+        self.inner.config.storage.suppression_add(&self.account, entry.clone()).await?;
         Ok(entry)
     }
 
     /// Takes an address off the list. `NotFound` when it was not listed.
     pub async fn unsuppress(&self, address: &str) -> Result<(), Error> {
         let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
-        if self.inner.storage.suppression_remove(&self.account, &key).await? {
+        if self.inner.config.storage.suppression_remove(&self.account, &key).await? {
             Ok(())
         } else {
             Err(Error::NotFound { what: "Suppression" })
@@ -587,17 +555,17 @@ impl Engine {
     /// The entry for `address`, if listed.
     pub async fn suppression(&self, address: &str) -> Result<Option<SuppressionEntry>, Error> {
         let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
-        Ok(self.inner.storage.suppression_lookup(&self.account, &[key]).await?.pop())
+        Ok(self.inner.config.storage.suppression_lookup(&self.account, &[key]).await?.pop())
     }
 
     pub async fn suppressions(&self) -> Result<Vec<SuppressionEntry>, Error> {
-        Ok(self.inner.storage.suppression_list(&self.account).await?)
+        Ok(self.inner.config.storage.suppression_list(&self.account).await?)
     }
 
     /// Applies the retention setting (if any): prunes every finished email older than it.
     /// The worker calls this periodically. Returns how many emails were pruned.
     pub async fn prune(&self) -> Result<usize, Error> {
-        match self.inner.retention {
+        match self.inner.config.retention {
             Some(keep) => self.prune_older_than(keep).await,
             None => Ok(0),
         }
@@ -608,10 +576,10 @@ impl Engine {
     pub async fn prune_older_than(&self, keep: chrono::Duration) -> Result<usize, Error> {
         /// Emails per write transaction: small enough to keep each commit short.
         const STEP: usize = 500;
-        let now = self.inner.clock.now();
+        let now = self.inner.config.clock.now();
         let mut total = 0;
         loop {
-            let n = self.inner.storage.prune(now - keep, now, STEP).await?;
+            let n = self.inner.config.storage.prune(now - keep, now, STEP).await?;
             total += n;
             if n < STEP {
                 return Ok(total);
@@ -621,7 +589,7 @@ impl Engine {
 
     /// Drops idempotency records older than 24 hours. The worker calls this periodically.
     pub async fn purge_expired(&self) -> Result<usize, Error> {
-        Ok(self.inner.storage.purge_idempotency(self.inner.clock.now()).await?)
+        Ok(self.inner.config.storage.purge_idempotency(self.inner.config.clock.now()).await?)
     }
 }
 

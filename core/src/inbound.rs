@@ -133,18 +133,20 @@ pub struct Parsed {
     pub links: Links,
 }
 
+impl Parsed {
+    /// A reading with no bounces and no complaint.
+    fn empty(kind: MessageKind, links: Links) -> Parsed {
+        Parsed { kind, bounces: vec![], complaint: false, complainant: None, links }
+    }
+}
+
 /// Reads one message. Total: any input gives an answer.
 pub fn parse(raw: &[u8]) -> Parsed {
     // mail-parser 0.11 can panic on some malformed MIME trees (found by the `bounce` fuzz
     // target: "Invalid part ID, could not find multipart"). A message we cannot read is not
     // a bounce we can act on; it must never take the process down.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(raw))).unwrap_or_else(|_| Parsed {
-        kind: MessageKind::NotBounce,
-        bounces: vec![],
-        complaint: false,
-        complainant: None,
-        links: Links::default(),
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(raw)))
+        .unwrap_or_else(|_| Parsed::empty(MessageKind::NotBounce, Links::default()))
 }
 
 fn parse_inner(raw: &[u8]) -> Parsed {
@@ -155,13 +157,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     // of the time for nothing.
     let parser = MessageParser::new().with_mime_headers().with_address_headers().with_message_ids();
     let Some(msg) = parser.parse(&normalized[..]) else {
-        return Parsed {
-            kind: MessageKind::NotBounce,
-            bounces: vec![],
-            complaint: false,
-            complainant: None,
-            links: Links::default(),
-        };
+        return Parsed::empty(MessageKind::NotBounce, Links::default());
     };
     let header = |name: &str| msg.header_raw(name).map(|v| v.trim().to_string());
     let subject = msg.subject().unwrap_or_default().to_string();
@@ -205,7 +201,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
         human = t.into_owned();
     }
     // A single-part bounce quotes the original inline: split it off.
-    let (mut human, inline_original) = split_inline_original(&human);
+    let (human, inline_original) = split_inline_original(&human);
     original.push_str(&inline_original);
     // A VERP return path is where the bounce was sent: its own To (or the delivery headers).
     let envelope_to = ["X-Original-To", "Delivered-To", "Envelope-To", "To"]
@@ -214,20 +210,22 @@ fn parse_inner(raw: &[u8]) -> Parsed {
         .collect::<Vec<_>>()
         .join("\n");
     let links = links(&envelope_to, &original, &human, &dsn_text);
+    // Lower-cased once: every word test below reads this.
+    let lower_human = human.to_ascii_lowercase();
 
     let report_type =
         msg.content_type().and_then(|c| c.attribute("report-type")).map(str::to_ascii_lowercase).unwrap_or_default();
-    if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &human) {
+    if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &lower_human) {
         let complainant = feedback
             .as_deref()
             .and_then(|f| field(f, "original-rcpt-to").or_else(|| field(f, "removal-recipient")))
             .map(|a| clean_address(&a));
-        return Parsed { kind: MessageKind::Complaint, bounces: vec![], complaint: true, complainant, links };
+        return Parsed { complaint: true, complainant, ..Parsed::empty(MessageKind::Complaint, links) };
     }
 
     // RFC 3464 fields, from a delivery-status part or quoted in the text.
     let mut fields_source = dsn_text.clone();
-    if fields_source.is_empty() && human.to_ascii_lowercase().contains("final-recipient:") {
+    if fields_source.is_empty() && lower_human.contains("final-recipient:") {
         fields_source = human.clone();
     }
     // A bounce that forwards another bounce (a relay returning what it got) carries the
@@ -244,20 +242,20 @@ fn parse_inner(raw: &[u8]) -> Parsed {
         && !actions.is_empty()
         && actions.iter().all(|a| matches!(a.as_str(), "delivered" | "relayed" | "expanded"))
     {
-        return Parsed { kind: MessageKind::Delivered, bounces: vec![], complaint: false, complainant: None, links };
+        return Parsed::empty(MessageKind::Delivered, links);
     }
 
-    let lower_human = human.to_ascii_lowercase();
-    let failure_words = looks_like_failure_lower(&lower_human) || is_failure_subject(&subject);
+    let failure_subject = is_failure_subject(&subject);
+    let failure_words = failure_subject || looks_like_failure_lower(&lower_human);
     let auto_reply = header("Auto-Submitted").is_some_and(|v| v.to_ascii_lowercase().starts_with("auto-replied"))
         || header("X-Autoreply").is_some()
         || header("X-Autorespond").is_some()
         || is_vacation_subject(&subject);
     // Some MTAs mark their bounces auto-replied too (RFC 3834 allows it); a failure subject
     // from a mailer daemon is a bounce all the same.
-    let auto_reply = auto_reply && !(is_failure_subject(&subject) || from.starts_with("mailer-daemon@"));
+    let auto_reply = auto_reply && !(failure_subject || from.starts_with("mailer-daemon@"));
     if auto_reply && blocks.is_empty() && !failure_words {
-        return Parsed { kind: MessageKind::AutoReply, bounces: vec![], complaint: false, complainant: None, links };
+        return Parsed::empty(MessageKind::AutoReply, links);
     }
 
     let mut bounces = Vec::new();
@@ -269,7 +267,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
         let Some(rcpt) = b.recipient.clone() else { continue };
         let mut diag = b.diagnostic.clone().unwrap_or_default();
         if diag.trim().is_empty() || diag.trim().eq_ignore_ascii_case("smtp;") {
-            diag = block_for(&human, &rcpt).unwrap_or_default();
+            diag = block_for(&human, &lower_human, &rcpt).unwrap_or_default();
         }
         let status = b.status.clone();
         let delayed = b.action.as_deref() == Some("delayed");
@@ -304,7 +302,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
             }
             // Someone who wrote to themselves gets their own bounce: when the bounce's own
             // recipient is the only address the account names as failing, it is the one.
-            if rcpts.is_empty() && !to.is_empty() && human.to_ascii_lowercase().contains(&format!("<{to}>")) {
+            if rcpts.is_empty() && !to.is_empty() && lower_human.contains(&format!("<{to}>")) {
                 rcpts.push(to.clone());
             }
             // A help-desk address the MTA points to is no recipient when a real one is named.
@@ -326,7 +324,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
         }
         if failure_words || header("X-Failed-Recipients").is_some() {
             for r in &rcpts {
-                let diag = block_for(&human, r).unwrap_or_else(|| human.chars().take(2000).collect());
+                let diag = block_for(&human, &lower_human, r).unwrap_or_else(|| human.chars().take(2000).collect());
                 bounces.push(record(r, None, &diag, lower_head, false));
             }
         }
@@ -335,10 +333,9 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     // Auto-replies and other mail that merely passes through here.
     if bounces.is_empty() {
         let kind = if auto_reply { MessageKind::AutoReply } else { MessageKind::NotBounce };
-        human.clear();
-        return Parsed { kind, bounces, complaint: false, complainant: None, links };
+        return Parsed::empty(kind, links);
     }
-    Parsed { kind: MessageKind::Bounce, bounces, complaint: false, complainant: None, links }
+    Parsed { bounces, ..Parsed::empty(MessageKind::Bounce, links) }
 }
 
 fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
@@ -561,8 +558,8 @@ fn addresses(text: &str) -> Vec<String> {
 
 /// The lines that talk about `rcpt`: from its first mention to the next blank line (or the
 /// next few lines), which is where MTAs put the reason.
-fn block_for(text: &str, rcpt: &str) -> Option<String> {
-    let lower = text.to_ascii_lowercase();
+/// `lower` is `text` lower-cased (ASCII), computed once by the caller.
+fn block_for(text: &str, lower: &str, rcpt: &str) -> Option<String> {
     let at = lower.find(rcpt)?;
     let start = lower[..at].rfind('\n').map_or(0, |i| i + 1);
     let mut out = String::new();
@@ -670,9 +667,9 @@ fn is_vacation_subject(subject: &str) -> bool {
     .any(|p| s.contains(p))
 }
 
-fn is_text_complaint(subject: &str, text: &str) -> bool {
+/// `t` is the human-readable text, lower-cased.
+fn is_text_complaint(subject: &str, t: &str) -> bool {
     let s = subject.to_ascii_lowercase();
-    let t = text.to_ascii_lowercase();
     s.contains("complaint about message")
         || ((s.contains("complaint") || s.contains("abuse report") || s.contains("spam report"))
             && (t.contains("complaint") || t.contains("feedback") || t.contains("abuse")))

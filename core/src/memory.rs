@@ -265,9 +265,7 @@ impl Storage for MemoryStorage {
             let id = c.id.as_u128();
             let Some(mut state) = s.states.get(&id).cloned() else { continue };
             let old = state.due_at;
-            // Due again at the earlier of now and the lease's end (release must not delay).
-            let at = old.map_or(now, |o| o.min(now));
-            if store::release(&mut state, c.token, at) {
+            if store::release(&mut state, c.token, now) {
                 s.set_due(id, old, state.due_at);
                 s.states.insert(id, state);
             }

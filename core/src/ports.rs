@@ -68,6 +68,20 @@ pub struct SuppressionEntry {
     pub created_at: DateTime<Utc>,
 }
 
+impl SuppressionEntry {
+    /// The entry a bounce or complaint about `address` (as a server or report wrote it) on
+    /// email `source` causes. The address is normalised as the list's key; one that does not
+    /// parse (servers quote oddly) is kept lower-cased rather than dropped.
+    pub fn caused_by(address: &str, reason: SuppressionReason, source: EmailId, at: DateTime<Utc>) -> Self {
+        SuppressionEntry {
+            address: crate::address::normalize(address).unwrap_or_else(|_| address.to_ascii_lowercase()),
+            reason,
+            source_email: Some(source),
+            created_at: at,
+        }
+    }
+}
+
 /// A claimed email, with the token that proves the claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedEmail {

@@ -60,12 +60,12 @@ pub fn parse_instant(input: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Resolves `input` relative to `now`, clock times in UTC. See the module docs for the rules.
-pub fn resolve(input: &str, now: DateTime<Utc>, max_days: u32) -> Result<Option<DateTime<Utc>>, Rule> {
+pub fn resolve(input: &str, now: DateTime<Utc>, max_days: u32) -> Result<DateTime<Utc>, Rule> {
     resolve_in(input, now, max_days, Tz::UTC)
 }
 
 /// [`resolve`] with clock times in `zone` unless the phrase names one.
-pub fn resolve_in(input: &str, now: DateTime<Utc>, max_days: u32, zone: Tz) -> Result<Option<DateTime<Utc>>, Rule> {
+pub fn resolve_in(input: &str, now: DateTime<Utc>, max_days: u32, zone: Tz) -> Result<DateTime<Utc>, Rule> {
     let at = parse_when(input, now, zone).map_err(|why| Rule::Schedule { input: input.to_string(), why })?;
     if at <= now - GRACE {
         return Err(Rule::SchedulePast);
@@ -73,7 +73,7 @@ pub fn resolve_in(input: &str, now: DateTime<Utc>, max_days: u32, zone: Tz) -> R
     if at > now + Duration::days(i64::from(max_days)) {
         return Err(Rule::ScheduleTooFar { max_days });
     }
-    Ok(Some(at))
+    Ok(at)
 }
 
 /// Parses `input` into an instant (ISO 8601, or English relative to `now`), without the

@@ -29,8 +29,7 @@ fn engine(store: Arc<dyn Storage>) -> Engine {
 }
 
 async fn stored(store: &MemoryStorage) -> usize {
-    let page =
-        PageRequest::new(Some(100), None, None).unwrap_or(PageRequest { limit: 100, cursor: Default::default() });
+    let page = PageRequest { limit: 100, cursor: Default::default() };
     store.list_emails(&Default::default(), page).await.map(|p| p.items.len()).unwrap_or(usize::MAX)
 }
 

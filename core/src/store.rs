@@ -143,7 +143,8 @@ pub fn release(state: &mut EmailState, token: u128, now: DateTime<Utc>) -> bool 
         return false;
     }
     state.claim = None;
-    state.due_at = Some(now);
+    // Due again at the earlier of now and the lease's end: a release must never delay.
+    state.due_at = Some(state.due_at.map_or(now, |d| d.min(now)));
     true
 }
 

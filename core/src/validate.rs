@@ -55,6 +55,9 @@ pub struct Validated {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// `(index into content.attachments, path)` for attachments to load.
     pub to_load: Vec<(usize, String)>,
+    /// The email's size as the 40 MB limit counts it (bodies, subject, headers, decoded
+    /// attachments), before `path` attachments are loaded.
+    pub size: usize,
 }
 
 struct Errors(Vec<FieldError>);
@@ -274,8 +277,7 @@ pub fn validate_owned(
         None => None,
         Some(s) => schedule::resolve_in(s, now, limits.max_schedule_days, limits.schedule_zone)
             .map_err(|rule| errors.push("scheduled_at", rule))
-            .ok()
-            .flatten(),
+            .ok(),
     };
 
     match (errors.0.is_empty(), from) {
@@ -297,6 +299,7 @@ pub fn validate_owned(
             },
             scheduled_at,
             to_load,
+            size,
         }),
         _ => Err(errors.0),
     }

@@ -261,11 +261,15 @@ impl Worker {
         let mut suppressions = Vec::new();
         let mut deferred = Vec::new();
         let mut hint: Option<chrono::Duration> = None;
+        // Whatever came back, the message left unless the outcome is in doubt (then it ends
+        // `failed`, which needs no `sent` before it). `sent` is recorded once, not per attempt.
+        let in_doubt = result.as_ref().is_err_and(|e| e.kind == TransportErrorKind::Ambiguous);
+        if !already_sent && !in_doubt {
+            events.push(Event::new(EventKind::Sent, now));
+        }
+        let id = record.state.id;
         match result {
             Ok(report) => {
-                if !already_sent {
-                    events.push(Event::new(EventKind::Sent, now));
-                }
                 let mut complaints = Vec::new();
                 for r in report.recipients {
                     match r.status {
@@ -282,20 +286,14 @@ impl Worker {
                             let reply = r
                                 .reply
                                 .unwrap_or_else(|| crate::bounce::SmtpReply::new(550, "", "rejected without a reply"));
-                            let (info, class) = bounce_info(&reply);
-                            if class.suppress {
-                                suppressions.push(entry(&r.recipient, SuppressionReason::Bounced, record, now));
-                            }
-                            events.push(
-                                Event::new(EventKind::Bounced, now).recipient(&r.recipient).bounce(info).reply(reply),
-                            );
+                            push_bounce(&mut events, &mut suppressions, &r.recipient, reply, id, now);
                         }
                         RecipientStatus::Deferred => deferred.push((r.recipient, r.reply)),
                     }
                 }
                 // Complaints arrive after delivery; recording them last keeps the order real.
                 for c in complaints {
-                    suppressions.push(entry(&c, SuppressionReason::Complained, record, now));
+                    suppressions.push(SuppressionEntry::caused_by(&c, SuppressionReason::Complained, id, now));
                     events.push(Event::new(EventKind::Complained, now).recipient(c));
                 }
             }
@@ -304,24 +302,12 @@ impl Worker {
                     events.push(Event::new(EventKind::Failed, now).reason(format!("{AMBIGUOUS_REASON}: {e}")));
                 }
                 TransportErrorKind::Permanent => {
-                    if !already_sent {
-                        events.push(Event::new(EventKind::Sent, now));
-                    }
                     let reply = e.reply.clone().unwrap_or_else(|| crate::bounce::SmtpReply::new(554, "", &e.message));
                     for rcpt in &send_to {
-                        let (info, class) = bounce_info(&reply);
-                        if class.suppress {
-                            suppressions.push(entry(rcpt, SuppressionReason::Bounced, record, now));
-                        }
-                        events.push(
-                            Event::new(EventKind::Bounced, now).recipient(rcpt).bounce(info).reply(reply.clone()),
-                        );
+                        push_bounce(&mut events, &mut suppressions, rcpt, reply.clone(), id, now);
                     }
                 }
                 TransportErrorKind::Transient => {
-                    if !already_sent {
-                        events.push(Event::new(EventKind::Sent, now));
-                    }
                     hint = retry_hint(e.reply.as_ref().map(|r| r.text.as_str()).unwrap_or(&e.message));
                     deferred = send_to.iter().map(|r| (r.clone(), e.reply.clone())).collect();
                 }
@@ -367,6 +353,23 @@ impl Worker {
     }
 }
 
+/// Records a rejected recipient: a `bounced` event with the classified reply, and a
+/// suppression when the reply says the address itself is unusable.
+fn push_bounce(
+    events: &mut Vec<Event>,
+    suppressions: &mut Vec<SuppressionEntry>,
+    rcpt: &str,
+    reply: crate::bounce::SmtpReply,
+    id: crate::email::EmailId,
+    now: DateTime<Utc>,
+) {
+    let (info, class) = bounce_info(&reply);
+    if class.suppress {
+        suppressions.push(SuppressionEntry::caused_by(rcpt, SuppressionReason::Bounced, id, now));
+    }
+    events.push(Event::new(EventKind::Bounced, now).recipient(rcpt).bounce(info).reply(reply));
+}
+
 /// The recipients this attempt is for: all of them, or those still pending after a deferral.
 fn targets(record: &EmailRecord) -> Vec<&Mailbox> {
     let all = record.content.recipients();
@@ -374,15 +377,6 @@ fn targets(record: &EmailRecord) -> Vec<&Mailbox> {
         return all;
     }
     all.into_iter().filter(|m| record.state.pending.iter().any(|p| p.eq_ignore_ascii_case(&m.address()))).collect()
-}
-
-fn entry(address: &str, reason: SuppressionReason, record: &EmailRecord, now: DateTime<Utc>) -> SuppressionEntry {
-    SuppressionEntry {
-        address: crate::address::normalize(address).unwrap_or_else(|_| address.to_ascii_lowercase()),
-        reason,
-        source_email: Some(record.state.id),
-        created_at: now,
-    }
 }
 
 /// Reads "try again in N seconds/minutes" style hints from a reply's text.

@@ -214,6 +214,14 @@ fn get_content(
     table.get((account, id)).map_err(backend)?.map(|v| decode(v.value())).transpose()
 }
 
+fn get_idempotency(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    account: &str,
+    key: &str,
+) -> StorageResult<Option<IdempotencyRecord>> {
+    table.get((account, key)).map_err(backend)?.map(|v| decode(v.value())).transpose()
+}
+
 fn set_due(
     due: &mut redb::Table<(i64, u128), ()>,
     id: u128,
@@ -245,8 +253,7 @@ impl Storage for RedbStorage {
         let (account, key, fingerprint) = (account.0.to_string(), key.to_string(), *fingerprint);
         self.write(move |tx| {
             let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            let existing: Option<IdempotencyRecord> =
-                t.get((account.as_str(), key.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            let existing = get_idempotency(&t, &account, &key)?;
             if let Some(found) = existing.and_then(|r| r.meet(&fingerprint, now)) {
                 return Ok(found);
             }
@@ -261,8 +268,7 @@ impl Storage for RedbStorage {
         let (account, key) = (account.0.to_string(), key.to_string());
         self.write(move |tx| {
             let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            let existing: Option<IdempotencyRecord> =
-                t.get((account.as_str(), key.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            let existing = get_idempotency(&t, &account, &key)?;
             if existing.is_some_and(|r| r.response.is_none()) {
                 t.remove((account.as_str(), key.as_str())).map_err(backend)?;
             }
@@ -281,11 +287,7 @@ impl Storage for RedbStorage {
         self.write(move |tx| {
             if let Some(c) = &idempotency {
                 let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                let existing: Option<IdempotencyRecord> = t
-                    .get((account.as_str(), c.key.as_str()))
-                    .map_err(backend)?
-                    .map(|v| decode(v.value()))
-                    .transpose()?;
+                let existing = get_idempotency(&t, &account, &c.key)?;
                 store::may_complete(existing.as_ref(), c.created_at)?;
             }
             {
@@ -495,8 +497,7 @@ impl Storage for RedbStorage {
                 let id = c.id.as_u128();
                 let Some(mut state) = get_state(&states, id)? else { continue };
                 let old = state.due_at;
-                let at = old.map_or(now, |o| o.min(now));
-                if store::release(&mut state, c.token, at) {
+                if store::release(&mut state, c.token, now) {
                     set_due(&mut due, id, old, state.due_at)?;
                     states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
                 }
