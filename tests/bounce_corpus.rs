@@ -104,8 +104,8 @@ fn corpus_scores() {
     }
     // Floors that keep what works working. The goals (type ≥ 0.97, recall ≥ 0.99) are not
     // met yet; the README gives the current figures and what the misses are.
-    assert!(recall >= 0.97, "recipient recall fell to {recall:.3}");
-    assert!(precision >= 0.96, "recipient precision fell to {precision:.3}");
-    assert!(type_acc >= 0.82, "type accuracy fell to {type_acc:.3}");
+    assert!(recall >= 0.985, "recipient recall fell to {recall:.3}");
+    assert!(precision >= 0.98, "recipient precision fell to {precision:.3}");
+    assert!(type_acc >= 0.90, "type accuracy fell to {type_acc:.3}");
     assert_eq!(s.complaints_found, s.complaints, "every complaint is detected");
 }
