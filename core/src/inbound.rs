@@ -151,12 +151,30 @@ pub fn parse(raw: &[u8]) -> Parsed {
 
 fn parse_inner(raw: &[u8]) -> Parsed {
     let raw = &raw[..raw.len().min(MAX_INPUT)];
-    let normalized = normalize_newlines(raw);
+    let mut normalized = normalize_newlines(raw);
+    // The returned original says nothing about the failure beyond its headers, and parsing
+    // it was most of mail-parser's work: mail-parser reads the message up to the original's
+    // part, and the original's headers are taken as they are.
+    let returned_headers = match returned_original(&normalized) {
+        Some(r) => {
+            let headers = String::from_utf8_lossy(&normalized[r.headers]).into_owned();
+            // Close the multipart where the original's part began, so that the parts before
+            // it read as they would in the whole message.
+            let boundary = normalized[r.part_start..r.boundary_end].to_vec();
+            normalized.truncate(r.part_start);
+            normalized.extend_from_slice(&boundary);
+            normalized.extend_from_slice(b"--\n");
+            headers
+        }
+        None => String::new(),
+    };
     // Only the headers this reader uses are parsed (MIME structure, addresses, ids): parsing
     // every Received and Date header of the bounce and of the quoted original cost a fifth
     // of the time for nothing.
-    let parser = MessageParser::new().with_mime_headers().with_address_headers().with_message_ids();
-    let Some(msg) = parser.parse(&normalized[..]) else {
+    // (Built once: building one per message cost as much as reading a small bounce.)
+    static PARSER: LazyLock<MessageParser> =
+        LazyLock::new(|| MessageParser::new().with_mime_headers().with_address_headers().with_message_ids());
+    let Some(msg) = PARSER.parse(&normalized[..]) else {
         return Parsed::empty(MessageKind::NotBounce, Links::default());
     };
     let header = |name: &str| msg.header_raw(name).map(|v| v.trim().to_string());
@@ -202,10 +220,11 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     }
     // A broken MIME tree (a multipart whose boundary parameter fell off its folded header)
     // leaves no readable text part: read the raw body instead of reporting nothing.
-    if human.trim().is_empty() && original.is_empty() && dsn_text.is_empty() {
+    if human.trim().is_empty() && original.is_empty() && returned_headers.is_empty() && dsn_text.is_empty() {
         let body_at = normalized.windows(2).position(|w| w == b"\n\n").map_or(normalized.len(), |i| i + 2);
         human = String::from_utf8_lossy(&normalized[body_at..]).into_owned();
     }
+    original.push_str(&returned_headers);
     // A single-part bounce quotes the original inline: split it off.
     let (human, inline_original) = split_inline_original(&human);
     original.push_str(&inline_original);
@@ -242,8 +261,14 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     // A bounce that forwards another bounce (a relay returning what it got) carries the
     // report only inside the quoted message.
     if fields_source.is_empty() {
-        let quoted = original.to_ascii_lowercase();
-        if quoted.contains("final-recipient:") && quoted.contains("action: failed") {
+        static REPORT: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+            AhoCorasick::builder().ascii_case_insensitive(true).build(["final-recipient:", "action: failed"]).ok()
+        });
+        let mut seen = [false; 2];
+        for m in REPORT.as_ref().map(|ac| ac.find_iter(&original)).into_iter().flatten() {
+            seen[m.pattern().as_usize().min(1)] = true;
+        }
+        if seen == [true, true] {
             fields_source = original.clone();
         }
     }
@@ -273,7 +298,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     // The whole-text fallback of the reason rules reads the start of the account only: the
     // reason sits near the top, and scanning every quoted line costs time for nothing.
     let head_end = (0..=lower_human.len().min(4000)).rev().find(|i| lower_human.is_char_boundary(*i)).unwrap_or(0);
-    let lower_head = &lower_human[..head_end];
+    let lower_head = Head::new(&lower_human[..head_end]);
     let failed: Vec<&DsnBlock> = blocks
         .iter()
         .filter(|b| b.recipient.is_some() && b.action.as_deref().is_none_or(|a| a == "failed" || a == "delayed"))
@@ -295,7 +320,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
                 status: status.as_deref(),
                 diag: &diag,
                 account: &account,
-                head: lower_head,
+                head: &lower_head,
                 delayed,
                 only_recipient: failed.len() == 1,
             },
@@ -314,7 +339,8 @@ fn parse_inner(raw: &[u8]) -> Parsed {
             // envelope line ("RCPT TO:") names the recipient outright and wins over the rest.
             let mut named = Vec::new();
             let mut enveloped = Vec::new();
-            for line in human.lines() {
+            // (Only lines with an address are read: lower-casing every line cost more.)
+            for line in human.lines().filter(|l| l.contains('@')) {
                 let quoted = line.trim_start().trim_start_matches(['>', ' ']).to_ascii_lowercase();
                 const NOT_RECIPIENTS: &[&str] = &[
                     "from:",
@@ -396,7 +422,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
                     status: None,
                     diag: &diag,
                     account: "",
-                    head: lower_head,
+                    head: &lower_head,
                     delayed: false,
                     only_recipient: rcpts.len() == 1,
                 };
@@ -450,7 +476,7 @@ fn ses_notification(human: &str, links: &Links) -> Option<Parsed> {
                             status: status.as_deref(),
                             diag: &diag,
                             account: "",
-                            head: "",
+                            head: &Head::new(""),
                             delayed: false,
                             only_recipient: false,
                         },
@@ -467,6 +493,68 @@ fn ses_notification(human: &str, links: &Links) -> Option<Parsed> {
         }
         _ => None,
     }
+}
+
+/// Where the returned original sits in a report: the first `message/rfc822` (or
+/// `text/rfc822-headers`) part, provided no report part comes after it.
+struct Returned {
+    /// The boundary line that opens the part (`--boundary`).
+    part_start: usize,
+    boundary_end: usize,
+    /// The original's header block.
+    headers: std::ops::Range<usize>,
+}
+
+/// Finds the returned original in `b` (LF line endings).
+fn returned_original(b: &[u8]) -> Option<Returned> {
+    // Walks the Content-Type lines only (memchr over newlines): a case-insensitive automaton
+    // over every byte cost more than the parsing it saved.
+    let mut found = None;
+    let mut line_start = 0;
+    for nl in memchr::memchr_iter(b'\n', b).chain(std::iter::once(b.len())) {
+        let line = &b[line_start..nl];
+        let this_start = line_start;
+        line_start = nl + 1;
+        if line.len() < 14 || !line[..13].eq_ignore_ascii_case(b"content-type:") {
+            continue;
+        }
+        let value = String::from_utf8_lossy(&line[13..line.len().min(80)]).to_ascii_lowercase();
+        let declares = |t: &str| value.trim_start().starts_with(t);
+        if found.is_none() && (declares("message/rfc822") || declares("text/rfc822-headers")) {
+            found = Some(this_start);
+        } else if found.is_some()
+            && (declares("message/delivery-status")
+                || declares("message/global-delivery-status")
+                || declares("message/feedback-report"))
+        {
+            // A report part after the original: read everything.
+            return None;
+        }
+    }
+    let content_type_at = found?;
+    // The part opens with its boundary line, the nearest `--` line above its headers; a
+    // Content-Type with no boundary above it is the message's own (not a part).
+    let boundary_at = memchr::memmem::rfind(&b[..content_type_at], b"\n--").map(|i| i + 1)?;
+    if memchr::memmem::find(&b[boundary_at..content_type_at], b"\n\n").is_some() {
+        return None;
+    }
+    let blank = |from: usize| memchr::memmem::find(b.get(from..)?, b"\n\n").map(|i| from + i + 1);
+    // The part's own headers end at the first blank line; the original's headers at the next
+    // (or at the end of a truncated message).
+    let body_at = blank(content_type_at)? + 1;
+    let headers_end = blank(body_at).unwrap_or(b.len());
+    let boundary_end = boundary_at + memchr::memchr(b'\n', &b[boundary_at..])?;
+    // Only a boundary some Content-Type declared opens a part (a mangled one leaves the
+    // message to mail-parser whole).
+    let name = b[boundary_at + 2..boundary_end].trim_ascii_end();
+    let declared = memchr::memmem::find_iter(&b[..boundary_at], name).any(|i| {
+        let before = b[..i].strip_suffix(b"\"").unwrap_or(&b[..i]);
+        before.len() >= 9 && before[before.len() - 9..].eq_ignore_ascii_case(b"boundary=")
+    });
+    if name.is_empty() || !declared {
+        return None;
+    }
+    Some(Returned { part_start: boundary_at, boundary_end, headers: body_at..headers_end })
 }
 
 fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
@@ -532,8 +620,13 @@ fn split_inline_original(text: &str) -> (String, String) {
         "\nreturn-path:",
         "\nreceived: from",
     ];
-    static FINDER: LazyLock<Option<AhoCorasick>> =
-        LazyLock::new(|| AhoCorasick::builder().ascii_case_insensitive(true).build(MARKERS).ok());
+    static FINDER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+        AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .ascii_case_insensitive(true)
+            .build(MARKERS)
+            .ok()
+    });
     // The earliest marker (a session transcript is part of the human account and stays).
     let cut =
         FINDER.as_ref().and_then(|ac| ac.find_iter(text).map(|m| m.start()).find(|&i| i > 0)).unwrap_or(text.len());
@@ -773,7 +866,8 @@ fn looks_like_failure_lower(t: &str) -> bool {
         "5.7.",
         "4.4.",
     ];
-    static FAILURE: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| AhoCorasick::new(WORDS).ok());
+    static FAILURE: LazyLock<Option<AhoCorasick>> =
+        LazyLock::new(|| AhoCorasick::builder().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(WORDS).ok());
     FAILURE.as_ref().is_some_and(|ac| ac.is_match(t))
 }
 
@@ -830,11 +924,64 @@ struct Evidence<'a> {
     /// The human-readable lines about this recipient, read for the SMTP step only.
     account: &'a str,
     /// The start of the human-readable part, lower-cased.
-    head: &'a str,
+    head: &'a Head<'a>,
     /// The report's action was `delayed`.
     delayed: bool,
     /// This is the message's only failed recipient, so the whole account speaks for it.
     only_recipient: bool,
+}
+
+/// What the start of a message's human account says, read once for all its recipients.
+struct Head<'a> {
+    /// The text, lower-cased.
+    text: &'a str,
+    hits: std::cell::OnceCell<u64>,
+    status: std::cell::OnceCell<Option<EnhancedStatus>>,
+    code: std::cell::OnceCell<Option<u16>>,
+    rcpt_stage: std::cell::OnceCell<bool>,
+}
+
+impl<'a> Head<'a> {
+    fn new(text: &'a str) -> Head<'a> {
+        Head {
+            text,
+            hits: Default::default(),
+            status: Default::default(),
+            code: Default::default(),
+            rcpt_stage: Default::default(),
+        }
+    }
+
+    /// The strong rules whose words occur here.
+    fn hits(&self) -> u64 {
+        *self.hits.get_or_init(|| strong(rule_hits(self.text)))
+    }
+
+    fn status(&self) -> Option<EnhancedStatus> {
+        *self.status.get_or_init(|| find_status(self.text))
+    }
+
+    fn code(&self) -> Option<u16> {
+        *self.code.get_or_init(|| find_code(self.text))
+    }
+
+    fn rcpt_stage(&self) -> bool {
+        *self.rcpt_stage.get_or_init(|| says_rcpt_stage(self.text))
+    }
+}
+
+/// The text says the server refused at RCPT time. `lower` is lower-cased.
+fn says_rcpt_stage(lower: &str) -> bool {
+    const AT_RCPT: &[&str] = &[
+        "rcpt to",
+        "rcpt:",
+        "rcpt_to",
+        "in reply to rcpt",
+        "after rcpt",
+        "recipient address rejected",
+        "not recognized",
+    ];
+    AT_RCPT.iter().any(|p| lower.contains(p))
 }
 
 /// Builds one record: status and code from the block (or the text), reason from both.
@@ -848,8 +995,8 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
         (Some(g), Some(d)) if g.subject == 0 && g.detail == 0 && d.class == g.class => Some(d),
         (g, d) => g.or(d),
     }
-    .or_else(|| find_status(whole));
-    let code = find_code(diag).or_else(|| find_code(whole));
+    .or_else(|| whole.status());
+    let code = find_code(diag).or_else(|| whole.code());
     let mut reason = reason(diag, whole, status, code, delayed, only_recipient);
     // Google Groups answers every refused post with the same localised letter and no code:
     // the group does not exist or the sender may not post to it. A refusal, not a mystery.
@@ -862,18 +1009,8 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     // reason to suppress the address.
     if reason == Reason::UserUnknown {
         let said_111 = status.is_some_and(|s| s.subject == 1);
-        let lower = format!("{diag} {account} {}", if only_recipient { whole } else { "" }).to_ascii_lowercase();
-        let at_rcpt = [
-            "rcpt to",
-            "rcpt:",
-            "rcpt_to",
-            "in reply to rcpt",
-            "after rcpt",
-            "recipient address rejected",
-            "not recognized",
-        ]
-        .iter()
-        .any(|p| lower.contains(p));
+        let at_rcpt = says_rcpt_stage(&format!("{diag} {account}").to_ascii_lowercase())
+            || (only_recipient && whole.rcpt_stage());
         if !said_111 && !at_rcpt {
             reason = Reason::Filtered;
         }
@@ -911,18 +1048,49 @@ fn inferred_status(reason: Reason, class: Option<u8>) -> String {
 }
 
 fn find_status(text: &str) -> Option<EnhancedStatus> {
-    text.split(|c: char| c.is_whitespace() || "()[]<>,;:\"'#".contains(c))
-        .filter(|w| w.len() >= 5 && (w.starts_with("5.") || w.starts_with("4.")))
-        .find_map(|w| EnhancedStatus::parse(w.trim_end_matches('.')))
+    // Tokens end at whitespace or punctuation; a status token is `[45].d{1,3}.d{1,3}`
+    // (a trailing full stop is the sentence's). Byte-wise: this runs over every head.
+    let b = text.as_bytes();
+    let sep = |c: u8| c.is_ascii_whitespace() || b"()[]<>,;:\"'#".contains(&c);
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
+        let start = i + off;
+        i = start + 1;
+        if start > 0 && !sep(b[start - 1]) {
+            continue;
+        }
+        let end = b[start..].iter().position(|&c| sep(c)).map_or(b.len(), |p| start + p);
+        if end - start < 5 || b.get(start + 1) != Some(&b'.') {
+            continue;
+        }
+        if let Some(st) = text.get(start..end).and_then(|w| EnhancedStatus::parse(w.trim_end_matches('.'))) {
+            return Some(st);
+        }
+    }
+    None
 }
 
 fn find_code(text: &str) -> Option<u16> {
     // Whole tokens only: the digits inside a Message-ID (`af2558de-437b`) are no reply code.
     // (IPv4 octets never reach 421.)
-    text.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| w.len() == 3)
-        .filter_map(|w| w.parse::<u16>().ok())
-        .find(|c| matches!(c, 421..=554))
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
+        let start = i + off;
+        i = start + 1;
+        if start > 0 && b[start - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let Some(w) = b.get(start..start + 3) else { break };
+        if !w.iter().all(u8::is_ascii_digit) || b.get(start + 3).is_some_and(u8::is_ascii_alphanumeric) {
+            continue;
+        }
+        let c = u16::from(w[0] - b'0') * 100 + u16::from(w[1] - b'0') * 10 + u16::from(w[2] - b'0');
+        if matches!(c, 421..=554) {
+            return Some(c);
+        }
+    }
+    None
 }
 
 /// The reason rules: words that name a reason, in priority order (the first rule with a
@@ -1224,7 +1392,7 @@ fn strong(hits: u64) -> u64 {
 /// The reason, from the words first (they are more specific than codes), then the codes.
 fn reason(
     diag: &str,
-    whole: &str,
+    whole: &Head<'_>,
     status: Option<EnhancedStatus>,
     code: Option<u16>,
     delayed: bool,
@@ -1237,7 +1405,7 @@ fn reason(
     if let Some(r) = first_rule(rule_hits(diag), |_| true) {
         return if r == R::NetworkError && unroutable { R::HostUnknown } else { r };
     }
-    let whole_hits = strong(rule_hits(whole));
+    let whole_hits = whole.hits();
     // The block said nothing useful: the message's own words. With one failed recipient
     // the whole account is about it; with several, only the reasons a whole message can
     // speak for (a queue that expired, a host that does not exist).
@@ -1431,5 +1599,21 @@ Bonjour me@example.com,\n\nIl se peut que le groupe que vous avez essay\xc3\xa9 
             (b.recipient.as_str(), b.kind, b.reason),
             ("list@googlegroups.com", BounceType::Transient, Reason::Rejected)
         );
+    }
+
+    #[test]
+    fn a_report_part_after_the_returned_original_is_still_read() {
+        // Most MTAs put the original last, and the reader skips its body; one that puts the
+        // report after it must lose nothing.
+        let raw = b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Undelivered Mail\n\
+MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+--b\nContent-Type: text/plain\n\nI'm sorry.\n\n\
+--b\nContent-Type: message/rfc822\n\nMessage-ID: <orig@example.com>\nTo: gone@example.org\n\nbody\n\n\
+--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n\
+Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.2.2\n\n--b--\n";
+        let p = parse(raw);
+        assert_eq!(p.bounces.len(), 1);
+        assert_eq!((p.bounces[0].recipient.as_str(), p.bounces[0].reason), ("gone@example.org", Reason::MailboxFull));
+        assert_eq!(p.links.original_message_id.as_deref(), Some("<orig@example.com>"));
     }
 }
