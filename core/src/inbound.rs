@@ -438,8 +438,12 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     }
     // A report that repeats a recipient (a relay's report spliced with its own) names one
     // failure: the first account of it stands.
+    // Every recipient is a mailbox (a header mail-parser read oddly can name something else).
     let mut seen = std::collections::HashSet::new();
-    bounces.retain(|b| seen.insert(b.recipient.clone()));
+    bounces.retain(|b| b.recipient.contains('@') && seen.insert(b.recipient.clone()));
+    if bounces.is_empty() {
+        return Parsed::empty(MessageKind::NotBounce, links);
+    }
     Parsed { bounces, ..Parsed::empty(MessageKind::Bounce, links) }
 }
 
@@ -1599,6 +1603,13 @@ Bonjour me@example.com,\n\nIl se peut que le groupe que vous avez essay\xc3\xa9 
             (b.recipient.as_str(), b.kind, b.reason),
             ("list@googlegroups.com", BounceType::Transient, Reason::Rejected)
         );
+    }
+
+    #[test]
+    fn every_recipient_is_a_mailbox() {
+        // Found by the `bounce` fuzz target: a mangled To header read as "date:fri, ...".
+        let raw = include_bytes!("../tests/data/fuzz-recipient-without-at.eml");
+        assert!(parse(raw).bounces.iter().all(|b| b.recipient.contains('@')));
     }
 
     #[test]
