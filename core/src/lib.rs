@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod inbound;
 pub mod lifecycle;
 pub mod memory;
+pub mod mx;
 pub mod ports;
 pub mod render;
 pub mod request;
@@ -28,7 +29,7 @@ pub mod testkit;
 
 pub use engine::{BatchMode, BatchOptions, BatchResponse, EmailRef, Engine, EngineBuilder, SendOptions, SendResponse};
 pub use error::{Error, ErrorBody, ErrorName, FieldError, Rule, StorageError};
-pub use ports::{AttachmentLoader, Clock, Storage, SystemClock, Transport};
+pub use ports::{AttachmentLoader, Clock, DnsResolver, Storage, SystemClock, Transport};
 
 /// What a host usually needs, in one import.
 pub mod prelude {

@@ -375,3 +375,33 @@ pub struct LoadedAttachment {
 pub trait AttachmentLoader: Send + Sync + Debug {
     async fn load(&self, path: &str) -> Result<LoadedAttachment, String>;
 }
+
+/// One MX record: where mail for a domain goes, lower preference first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxRecord {
+    pub preference: u16,
+    /// The exchange's host name, without the trailing dot (`"."` stays `"."`: a null MX).
+    pub exchange: String,
+}
+
+/// Why a lookup gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// The name does not exist, or has no records of the type asked for: an answer.
+    #[error("{name}: no {rtype} records")]
+    NotFound { name: String, rtype: &'static str },
+    /// The lookup itself failed (timeout, SERVFAIL, unreachable server): no answer, try later.
+    #[error("{name}: {rtype} lookup failed: {message}")]
+    Failed { name: String, rtype: &'static str, message: String },
+}
+
+/// Answers DNS questions. Implementations cache as the records' TTLs allow.
+#[async_trait]
+pub trait DnsResolver: Send + Sync + Debug {
+    /// The MX records of `domain`, in any order.
+    async fn mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError>;
+    /// The A and AAAA addresses of `host`.
+    async fn ips(&self, host: &str) -> Result<Vec<std::net::IpAddr>, DnsError>;
+    /// The TXT records of `name`, each one's strings joined.
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError>;
+}

@@ -1,0 +1,430 @@
+//! # mailroom-smtp
+//!
+//! mailroom's SMTP [`Transport`]: relay every message to a smarthost, or deliver each
+//! recipient domain's share to its MX hosts (found through the core's [`DnsResolver`] port).
+//! Sessions are pooled per destination, reused with RSET between transactions, pipelined
+//! when the server offers PIPELINING, and every step runs under its own deadline.
+//!
+//! ## The no-duplicates policy
+//!
+//! A failure before the end-of-data dot was written hands nothing over: the message is tried
+//! again (on a fresh session when a reused one turns out dead, or later by the worker's retry
+//! policy). A failure after the dot — the connection lost, the final reply late or garbled —
+//! is *ambiguous*: the server may have accepted the message. It is reported as
+//! [`TransportErrorKind::Ambiguous`] and never sent again automatically; the email ends
+//! undetermined with the reason, and a person decides.
+
+mod config;
+mod pool;
+mod session;
+mod tls;
+
+pub use config::{ConfigError, Mode, RelayTarget, Security, SmtpConfig, Timeouts};
+
+use async_trait::async_trait;
+use mailroom_core::bounce::{EnhancedStatus, SmtpReply};
+use mailroom_core::mx::{Route, route};
+use mailroom_core::ports::{
+    DeliveryReport, DnsError, Envelope, RecipientReport, RecipientStatus, Transport, TransportError, TransportErrorKind,
+};
+use pool::Pool;
+use session::{Open, Session, StepError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_rustls::TlsConnector;
+
+/// Delivers over SMTP. Cheap to share (`Arc` inside); one per process.
+#[derive(Clone)]
+pub struct SmtpTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SmtpConfig,
+    pool: Pool,
+    /// For relays: the system's roots (unless the host accepts any certificate).
+    verifying: TlsConnector,
+    /// For MX hosts: opportunistic, unauthenticated TLS.
+    opportunistic: TlsConnector,
+}
+
+impl std::fmt::Debug for SmtpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpTransport").field("mode", &self.inner.config.mode).finish()
+    }
+}
+
+impl SmtpTransport {
+    pub fn new(config: SmtpConfig) -> Result<SmtpTransport, ConfigError> {
+        let opportunistic = tls::unverified()?;
+        let verifying = if config.accept_invalid_certs { opportunistic.clone() } else { tls::verifying()? };
+        let pool = Pool::new(config.max_connections, config.max_per_destination, config.idle_timeout);
+        Ok(SmtpTransport { inner: Arc::new(Inner { config, pool, verifying, opportunistic }) })
+    }
+}
+
+/// Where one transaction goes.
+struct Destination<'a> {
+    key: String,
+    addrs: Vec<SocketAddr>,
+    tls_name: String,
+    security: Security,
+    credentials: Option<&'a (String, String)>,
+    tls: &'a TlsConnector,
+    /// Accepted recipients are `Delivered` (their own server) or `Relayed` (a smarthost).
+    accepted: RecipientStatus,
+}
+
+/// A transaction's outcome for each of its recipients, or why it could not run.
+enum Outcome {
+    Done(Vec<RecipientReport>),
+    /// No session could be opened, or it broke before the dot: nothing was handed over.
+    NotHandedOver {
+        message: String,
+        reply: Option<SmtpReply>,
+    },
+    /// The dot may have reached the server.
+    Ambiguous(String),
+}
+
+#[async_trait]
+impl Transport for SmtpTransport {
+    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        match &self.inner.config.mode {
+            Mode::Relay(target) => self.relay(target, envelope, message).await,
+            Mode::Direct { resolver, port } => self.direct(resolver.as_ref(), *port, envelope, message).await,
+        }
+    }
+}
+
+impl SmtpTransport {
+    async fn relay(
+        &self,
+        target: &RelayTarget,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<DeliveryReport, TransportError> {
+        let addrs = resolve_host(&target.host, target.port).await.map_err(|message| TransportError {
+            kind: TransportErrorKind::Transient,
+            reply: None,
+            message,
+        })?;
+        let dest = Destination {
+            key: format!("relay:{}:{}", target.host, target.port),
+            addrs,
+            tls_name: target.host.clone(),
+            security: target.security,
+            credentials: target.credentials.as_ref(),
+            tls: &self.inner.verifying,
+            accepted: RecipientStatus::Relayed,
+        };
+        match self.transaction(&dest, &envelope.from, &envelope.to, message).await {
+            Ok(Outcome::Done(recipients)) => Ok(DeliveryReport { recipients }),
+            Ok(Outcome::NotHandedOver { message, reply }) => {
+                Err(TransportError { kind: TransportErrorKind::Transient, reply, message })
+            }
+            Ok(Outcome::Ambiguous(message)) => {
+                Err(TransportError { kind: TransportErrorKind::Ambiguous, reply: None, message })
+            }
+            Err(refused) => Err(refused),
+        }
+    }
+
+    async fn direct(
+        &self,
+        resolver: &dyn mailroom_core::DnsResolver,
+        port: u16,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<DeliveryReport, TransportError> {
+        // One transaction per recipient domain (each has its own MX hosts), in the order the
+        // recipients came.
+        let mut domains: Vec<(String, Vec<String>)> = Vec::new();
+        for r in &envelope.to {
+            let d = r.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+            match domains.iter_mut().find(|(k, _)| *k == d) {
+                Some((_, v)) => v.push(r.clone()),
+                None => domains.push((d, vec![r.clone()])),
+            }
+        }
+        let mut recipients = Vec::with_capacity(envelope.to.len());
+        let mut ambiguous = None;
+        for (domain, rcpts) in domains {
+            let every = |status: RecipientStatus, reply: SmtpReply| -> Vec<RecipientReport> {
+                rcpts
+                    .iter()
+                    .map(|r| RecipientReport {
+                        recipient: r.clone(),
+                        status,
+                        reply: Some(reply.clone()),
+                        feedback: None,
+                    })
+                    .collect()
+            };
+            let hosts = match self.route(resolver, &domain).await {
+                Route::Hosts(h) => h,
+                Route::NullMx => {
+                    recipients.extend(every(
+                        RecipientStatus::Rejected,
+                        synthetic(556, (5, 1, 10), &format!("{domain} does not accept mail (null MX, RFC 7505)")),
+                    ));
+                    continue;
+                }
+                Route::NoSuchDomain => {
+                    recipients.extend(every(
+                        RecipientStatus::Rejected,
+                        synthetic(
+                            550,
+                            (5, 1, 2),
+                            &format!("{domain} has no MX and no address: the domain does not exist"),
+                        ),
+                    ));
+                    continue;
+                }
+                Route::Unknown(why) => {
+                    recipients.extend(every(
+                        RecipientStatus::Deferred,
+                        synthetic(451, (4, 4, 3), &format!("DNS lookup for {domain} failed: {why}")),
+                    ));
+                    continue;
+                }
+            };
+            let mut last_failure = format!("{domain}: no MX host could be reached");
+            let mut done = false;
+            for host in hosts {
+                let addrs = match resolver.ips(&host).await {
+                    Ok(ips) if !ips.is_empty() => ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
+                    Ok(_) | Err(_) => {
+                        last_failure = format!("{host}: no address");
+                        continue;
+                    }
+                };
+                let dest = Destination {
+                    key: format!("mx:{host}:{port}"),
+                    addrs,
+                    tls_name: host.clone(),
+                    security: Security::Opportunistic,
+                    credentials: None,
+                    tls: &self.inner.opportunistic,
+                    accepted: RecipientStatus::Delivered,
+                };
+                match self.transaction(&dest, &envelope.from, &rcpts, message).await {
+                    Ok(Outcome::Done(r)) => {
+                        recipients.extend(r);
+                        done = true;
+                    }
+                    // The next MX host may do better (RFC 5321 §5.1).
+                    Ok(Outcome::NotHandedOver { message, .. }) => {
+                        last_failure = message;
+                        continue;
+                    }
+                    Ok(Outcome::Ambiguous(m)) => {
+                        ambiguous = Some(m);
+                        done = true;
+                    }
+                    // MAIL FROM refused by this domain's server: its recipients share the refusal.
+                    Err(e) => {
+                        let status = if e.kind == TransportErrorKind::Permanent {
+                            RecipientStatus::Rejected
+                        } else {
+                            RecipientStatus::Deferred
+                        };
+                        let reply = e.reply.unwrap_or_else(|| synthetic(451, (4, 0, 0), &e.message));
+                        recipients.extend(every(status, reply));
+                        done = true;
+                    }
+                }
+                break;
+            }
+            if !done {
+                recipients.extend(every(RecipientStatus::Deferred, synthetic(451, (4, 4, 1), &last_failure)));
+            }
+        }
+        // One ambiguous domain makes the whole hand-over ambiguous: the email is never sent
+        // again, so no recipient can get it twice (the others' outcomes are in the log).
+        if let Some(message) = ambiguous {
+            return Err(TransportError { kind: TransportErrorKind::Ambiguous, reply: None, message });
+        }
+        Ok(DeliveryReport { recipients })
+    }
+
+    async fn route(&self, resolver: &dyn mailroom_core::DnsResolver, domain: &str) -> Route {
+        let mx = resolver.mx(domain).await;
+        let needs_address = matches!(&mx, Ok(v) if v.is_empty()) || matches!(mx, Err(DnsError::NotFound { .. }));
+        let mut has_address = false;
+        if needs_address {
+            match resolver.ips(domain).await {
+                Ok(ips) => has_address = !ips.is_empty(),
+                Err(DnsError::NotFound { .. }) => {}
+                Err(DnsError::Failed { message, .. }) => return Route::Unknown(message),
+            }
+        }
+        route(domain, mx, || has_address)
+    }
+
+    /// One transaction to `dest`: a pooled session (or a new one), MAIL/RCPT, DATA.
+    /// `Err` is MAIL FROM's refusal (the message as a whole is refused).
+    async fn transaction(
+        &self,
+        dest: &Destination<'_>,
+        from: &str,
+        to: &[String],
+        message: &[u8],
+    ) -> Result<Outcome, TransportError> {
+        let cfg = &self.inner.config;
+        let pool = &self.inner.pool;
+        let (lease, pooled) = pool.checkout(&dest.key).await;
+        let mut session = match pooled {
+            Some(mut s) => {
+                if s.last_used.elapsed() > cfg.health_check_after && !s.healthy(cfg.timeouts.command).await {
+                    pool.discard(Some(s));
+                    match self.open(dest).await {
+                        Ok(s) => s,
+                        Err(o) => return Ok(o),
+                    }
+                } else {
+                    s
+                }
+            }
+            None => match self.open(dest).await {
+                Ok(s) => s,
+                Err(o) => return Ok(o),
+            },
+        };
+        let mut retried = false;
+        let rcpt_replies = loop {
+            match session.envelope(from, to, cfg.timeouts.command).await {
+                Ok(r) => break r,
+                Err(StepError::Reply(reply)) => {
+                    session.aborted();
+                    pool.checkin(lease, session, cfg.max_messages_per_connection);
+                    let kind = if reply.code / 100 == 5 {
+                        TransportErrorKind::Permanent
+                    } else {
+                        TransportErrorKind::Transient
+                    };
+                    return Err(TransportError {
+                        kind,
+                        message: format!("MAIL FROM refused: {reply}"),
+                        reply: Some(reply),
+                    });
+                }
+                Err(StepError::Lost { what, .. }) => {
+                    pool.discard(Some(session));
+                    // A reused session may have been closed by the server while idle; nothing
+                    // was sent, so one fresh session gets the transaction.
+                    if retried {
+                        return Ok(Outcome::NotHandedOver { message: what, reply: None });
+                    }
+                    retried = true;
+                    session = match self.open(dest).await {
+                        Ok(s) => s,
+                        Err(o) => return Ok(o),
+                    };
+                }
+            }
+        };
+        let mut reports: Vec<RecipientReport> = Vec::with_capacity(to.len());
+        let mut accepted = Vec::new();
+        for (i, (r, reply)) in to.iter().zip(rcpt_replies).enumerate() {
+            let status = match reply.code / 100 {
+                2 => {
+                    accepted.push(i);
+                    dest.accepted
+                }
+                4 => RecipientStatus::Deferred,
+                _ => RecipientStatus::Rejected,
+            };
+            reports.push(RecipientReport { recipient: r.clone(), status, reply: Some(reply), feedback: None });
+        }
+        if accepted.is_empty() {
+            session.aborted();
+            pool.checkin(lease, session, cfg.max_messages_per_connection);
+            return Ok(Outcome::Done(reports));
+        }
+        match session.data(message, &cfg.timeouts).await {
+            Ok(final_reply) => {
+                let status = match final_reply.code / 100 {
+                    2 => dest.accepted,
+                    4 => RecipientStatus::Deferred,
+                    _ => RecipientStatus::Rejected,
+                };
+                for &i in &accepted {
+                    reports[i].status = status;
+                    reports[i].reply = Some(final_reply.clone());
+                }
+                pool.checkin(lease, session, cfg.max_messages_per_connection);
+                Ok(Outcome::Done(reports))
+            }
+            Err(StepError::Reply(reply)) => {
+                // DATA itself refused: the accepted recipients share its answer.
+                let status = if reply.code / 100 == 4 { RecipientStatus::Deferred } else { RecipientStatus::Rejected };
+                for &i in &accepted {
+                    reports[i].status = status;
+                    reports[i].reply = Some(reply.clone());
+                }
+                session.aborted();
+                pool.checkin(lease, session, cfg.max_messages_per_connection);
+                Ok(Outcome::Done(reports))
+            }
+            Err(StepError::Lost { what, after_dot }) => {
+                pool.discard(Some(session));
+                drop(lease);
+                if after_dot {
+                    Ok(Outcome::Ambiguous(what))
+                } else {
+                    Ok(Outcome::NotHandedOver { message: what, reply: None })
+                }
+            }
+        }
+    }
+
+    /// Opens a session to the first of `dest.addrs` that answers.
+    async fn open(&self, dest: &Destination<'_>) -> Result<Session, Outcome> {
+        let cfg = &self.inner.config;
+        let pool = &self.inner.pool;
+        let mut last = String::from("no address to connect to");
+        let mut last_reply = None;
+        for addr in &dest.addrs {
+            pool.make_room();
+            let opened = Session::open(Open {
+                addr: *addr,
+                tls_name: &dest.tls_name,
+                helo: &cfg.helo_name,
+                security: dest.security,
+                credentials: dest.credentials,
+                timeouts: &cfg.timeouts,
+                tls: dest.tls,
+            })
+            .await;
+            match opened {
+                Ok(s) => return Ok(s),
+                Err(StepError::Reply(r)) => {
+                    pool.not_opened();
+                    last = format!("{addr}: {r}");
+                    last_reply = Some(r);
+                }
+                Err(StepError::Lost { what, .. }) => {
+                    pool.not_opened();
+                    last = what;
+                }
+            }
+        }
+        Err(Outcome::NotHandedOver { message: last, reply: last_reply })
+    }
+}
+
+async fn resolve_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, port)).await.map_err(|e| format!("resolving {host}: {e}"))?.collect();
+    if addrs.is_empty() { Err(format!("{host} has no address")) } else { Ok(addrs) }
+}
+
+/// A reply made up here for a failure no server answered (DNS, unreachable hosts), in the
+/// same shape as a server's so that the classifier reads both alike.
+fn synthetic(code: u16, (class, subject, detail): (u8, u16, u16), text: &str) -> SmtpReply {
+    SmtpReply { code, enhanced: Some(EnhancedStatus { class, subject, detail }), text: text.to_string() }
+}

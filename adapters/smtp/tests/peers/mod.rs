@@ -1,0 +1,136 @@
+//! Real SMTP peers for the tests, started on free 127.0.0.1 ports and stopped on drop:
+//! Debian postfix's `smtp-sink`, and `smtpd.py` (aiosmtpd) beside this file.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{what} exited ({status}) before listening: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 20 s");
+}
+
+/// A running peer; killed (SIGTERM, then waited for) on drop.
+pub struct Peer {
+    pub port: u16,
+    child: Option<Child>,
+    what: String,
+}
+
+impl Peer {
+    /// Stops the peer and returns what it printed.
+    pub fn stop(mut self) -> String {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> String {
+        let Some(mut child) = self.child.take() else { return String::new() };
+        // SIGTERM lets smtpd.py print its counters.
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut out = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = &self.what;
+        self.terminate();
+    }
+}
+
+fn need(program: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin", "/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: run ./scripts/test.sh, which installs the test peers");
+}
+
+/// `smtp-sink` with extra options (`-f RCPT -B "550 ..."`, `-q .`, `-W rcpt:30`, ...).
+pub fn smtp_sink(options: &[&str]) -> Peer {
+    let port = free_port();
+    let mut cmd = Command::new(need("smtp-sink"));
+    // As root, smtp-sink must drop to an unprivileged user.
+    if nix_is_root() {
+        cmd.args(["-u", "postfix"]);
+    }
+    cmd.args(options).arg(format!("127.0.0.1:{port}")).arg("1024");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("smtp-sink starts");
+    wait_listening(port, &mut child, "smtp-sink");
+    Peer { port, child: Some(child), what: "smtp-sink".into() }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// `smtpd.py` (aiosmtpd) with `--tls CERT KEY` / `--auth USER:PASS` options.
+pub fn smtpd(options: &[&str]) -> Peer {
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtpd.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .args(options)
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("SMTPD_DEBUG").is_some() { Stdio::inherit() } else { Stdio::piped() })
+        .spawn()
+        .expect("python3 starts");
+    wait_listening(port, &mut child, "smtpd.py (is aiosmtpd installed? ./scripts/test.sh installs it)");
+    Peer { port, child: Some(child), what: "smtpd.py".into() }
+}
+
+/// A self-signed certificate and key for `localhost` in `dir`.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new(need("openssl"))
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success();
+    assert!(ok, "openssl made no certificate");
+    (cert, key)
+}

@@ -1,0 +1,81 @@
+"""A small SMTP peer for mailroom-smtp's tests (aiosmtpd), whose answers depend on the recipient.
+
+Run:  python3 smtpd.py HOST PORT [--tls CERT KEY] [--auth USER:PASSWORD]
+The recipient's local part decides: hard* -> 550 5.1.1, full* -> 452 4.2.2, defer* -> 451 4.3.0,
+block* -> 554 5.7.1; anything else is accepted. A body line `X-Test-Reject: data` gets 554 5.6.0
+at DATA. With --tls the server offers STARTTLS (and requires it before AUTH); with --auth it
+requires AUTH PLAIN/LOGIN with those credentials before MAIL. SIGTERM stops it; it then prints
+`connections=N accepted=M` (sessions opened, messages accepted).
+"""
+import argparse, logging, os, signal, ssl
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+RULES = [("hard", "550 5.1.1 <{a}>: Recipient address rejected: User unknown"),
+         ("full", "452 4.2.2 <{a}>: Mailbox full"),
+         ("defer", "451 4.3.0 <{a}>: Temporary local problem, try again later"),
+         ("block", "554 5.7.1 <{a}>: Relay access denied")]
+
+
+class Handler:
+    def __init__(self):
+        self.accepted = 0
+        self.connections = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        if not getattr(session, "counted", False):
+            session.counted = True
+            self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0].lower()
+        for prefix, reply in RULES:
+            if local.startswith(prefix):
+                return reply.format(a=address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if b"\nX-Test-Reject: data" in envelope.original_content:
+            return "554 5.6.0 Message content rejected"
+        self.accepted += 1
+        return "250 2.0.0 OK queued"
+
+
+def main():
+    if os.environ.get("SMTPD_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG)
+    p = argparse.ArgumentParser()
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--auth")
+    a = p.parse_args()
+    kwargs = {}
+    if a.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.tls[0], a.tls[1])
+        kwargs.update(tls_context=ctx, require_starttls=True)
+    if a.auth:
+        user, password = a.auth.split(":", 1)
+
+        def check(server, session, envelope, mechanism, data):
+            ok = isinstance(data, LoginPassword) and data.login.decode() == user and data.password.decode() == password
+            # handled=False: aiosmtpd then answers a failure with 535 itself.
+            return AuthResult(success=ok, handled=False)
+
+        kwargs.update(authenticator=check, auth_required=True, auth_require_tls=bool(a.tls))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    h = Handler()
+    c = Controller(h, hostname=a.host, port=a.port, enable_SMTPUTF8=True, **kwargs)
+    c.start()
+    print(f"listening on {a.host}:{a.port}", flush=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    c.stop()
+    print(f"connections={h.connections} accepted={h.accepted}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+//! The SMTP transport in relay mode against real peers started here: Debian postfix's
+//! `smtp-sink` (accepting, refusing every RCPT, disconnecting, stalling) and an aiosmtpd
+//! server whose answers depend on the recipient (mixed transactions, AUTH, STARTTLS).
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+mod peers;
+
+use mailroom_core::email::EmailId;
+use mailroom_core::ports::{DeliveryReport, Envelope, RecipientStatus, Transport, TransportErrorKind};
+use mailroom_smtp::{RelayTarget, SmtpConfig, SmtpTransport, Timeouts};
+use std::time::{Duration, Instant};
+
+fn transport(url: &str, tweak: impl FnOnce(&mut SmtpConfig)) -> SmtpTransport {
+    let mut cfg = SmtpConfig::relay(RelayTarget::parse(url).unwrap());
+    cfg.helo_name = "client.test".into();
+    let s = Duration::from_secs;
+    cfg.timeouts = Timeouts {
+        connect: s(5),
+        greeting: s(5),
+        ehlo: s(5),
+        starttls: s(5),
+        command: s(5),
+        data_body: s(5),
+        final_reply: s(5),
+    };
+    tweak(&mut cfg);
+    SmtpTransport::new(cfg).unwrap()
+}
+
+fn envelope(to: &[&str]) -> Envelope {
+    Envelope {
+        email_id: EmailId::from_u128(7),
+        from: "bounces+7@bounce.test".into(),
+        to: to.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// A 2 KB message with CRLF line endings and a line that needs dot-stuffing.
+fn message(extra_header: &str) -> Vec<u8> {
+    let mut m = format!("From: a@sender.test\r\nTo: b@example.test\r\nSubject: hi\r\n{extra_header}\r\n");
+    m.push_str(".a line that starts with a dot\r\n");
+    while m.len() < 2048 {
+        m.push_str("0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n");
+    }
+    m.into_bytes()
+}
+
+fn statuses(r: &DeliveryReport) -> Vec<(String, RecipientStatus, String)> {
+    r.recipients
+        .iter()
+        .map(|x| (x.recipient.clone(), x.status, x.reply.as_ref().map(ToString::to_string).unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_accepts_every_recipient_over_one_reused_connection() {
+    let peer = peers::smtpd(&[]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |c| c.max_connections = 1);
+    for _ in 0..5 {
+        let r = t.send_raw(&envelope(&["one@example.test", "two@example.test"]), &message("")).await.unwrap();
+        for (rcpt, status, reply) in statuses(&r) {
+            assert_eq!(status, RecipientStatus::Relayed, "{rcpt}: {reply}");
+            assert!(reply.starts_with("250 2.0.0"), "{reply}");
+        }
+    }
+    let printed = peer.stop();
+    assert!(printed.contains("connections=1 accepted=5"), "five messages over one session: {printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_transaction_delivers_to_the_accepted_and_reports_each_refusal() {
+    let peer = peers::smtpd(&[]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |_| {});
+    let env = envelope(&["ok@example.test", "hard@example.test", "full@example.test", "block@example.test"]);
+    let r = t.send_raw(&env, &message("")).await.unwrap();
+    let got = statuses(&r);
+    assert_eq!(got[0].1, RecipientStatus::Relayed);
+    assert_eq!(
+        (got[1].1, got[1].2.as_str()),
+        (RecipientStatus::Rejected, "550 5.1.1 <hard@example.test>: Recipient address rejected: User unknown")
+    );
+    assert_eq!(
+        (got[2].1, got[2].2.as_str()),
+        (RecipientStatus::Deferred, "452 4.2.2 <full@example.test>: Mailbox full")
+    );
+    assert_eq!(
+        (got[3].1, got[3].2.as_str()),
+        (RecipientStatus::Rejected, "554 5.7.1 <block@example.test>: Relay access denied")
+    );
+    // A transaction where every recipient is refused sends no DATA; the session stays usable.
+    let r = t.send_raw(&envelope(&["hard@example.test"]), &message("")).await.unwrap();
+    assert_eq!(r.recipients[0].status, RecipientStatus::Rejected);
+    let r = t.send_raw(&envelope(&["ok@example.test"]), &message("X-Test-Reject: data")).await.unwrap();
+    assert_eq!(statuses(&r)[0].1, RecipientStatus::Rejected);
+    assert_eq!(statuses(&r)[0].2, "554 5.6.0 Message content rejected");
+    assert!(peer.stop().contains("accepted=1"), "only the first message was accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rcpt_refused_permanently_or_temporarily_by_smtp_sink() {
+    let hard = peers::smtp_sink(&["-f", "RCPT", "-B", "550 5.1.1 Recipient address rejected: User unknown"]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", hard.port), |_| {});
+    let r = t.send_raw(&envelope(&["a@example.test", "b@example.test"]), &message("")).await.unwrap();
+    for (_, status, reply) in statuses(&r) {
+        assert_eq!(status, RecipientStatus::Rejected);
+        assert_eq!(reply, "550 5.1.1 Recipient address rejected: User unknown");
+    }
+    let soft = peers::smtp_sink(&["-r", "RCPT", "-b", "452 4.2.2 Mailbox full"]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", soft.port), |_| {});
+    let r = t.send_raw(&envelope(&["a@example.test"]), &message("")).await.unwrap();
+    assert_eq!(statuses(&r)[0], ("a@example.test".into(), RecipientStatus::Deferred, "452 4.2.2 Mailbox full".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_before_the_dot_hands_nothing_over_and_after_it_is_ambiguous() {
+    // 421 and disconnect in answer to DATA: the body was never sent.
+    let before = peers::smtp_sink(&["-Q", "DATA"]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", before.port), |_| {});
+    let r = t.send_raw(&envelope(&["a@example.test"]), &message("")).await.unwrap();
+    let (_, status, reply) = &statuses(&r)[0];
+    assert_eq!(*status, RecipientStatus::Deferred, "{reply}");
+    assert!(reply.starts_with("421"), "{reply}");
+    // Disconnect without a reply after the end-of-data dot: it may have been accepted.
+    let after = peers::smtp_sink(&["-q", "."]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", after.port), |_| {});
+    let e = t.send_raw(&envelope(&["a@example.test"]), &message("")).await.unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Ambiguous, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_step_can_hang() {
+    // The server sits on RCPT: the command deadline ends it, nothing was handed over.
+    let stall = peers::smtp_sink(&["-W", "rcpt:30"]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", stall.port), |c| {
+        c.timeouts.command = Duration::from_millis(500);
+    });
+    let t0 = Instant::now();
+    let e = t.send_raw(&envelope(&["a@example.test"]), &message("")).await.unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Transient, "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+    // The server sits on the end of data: the final-reply deadline ends it, ambiguously.
+    let stall = peers::smtp_sink(&["-W", ".:30"]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", stall.port), |c| {
+        c.timeouts.final_reply = Duration::from_millis(500);
+    });
+    let t0 = Instant::now();
+    let e = t.send_raw(&envelope(&["a@example.test"]), &message("")).await.unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Ambiguous, "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+    // Nobody listens: connection refused is transient.
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", peers::free_port()), |_| {});
+    let e = t.send_raw(&envelope(&["a@example.test"]), &message("")).await.unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Transient, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_auth_against_a_relay_that_requires_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = peers::self_signed(dir.path());
+    let peer = peers::smtpd(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap(), "--auth", "user:s3cret"]);
+    let t = transport(&format!("smtp://user:s3cret@localhost:{}?tls=required", peer.port), |c| {
+        c.accept_invalid_certs = true
+    });
+    let r = t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap();
+    assert_eq!(statuses(&r)[0].1, RecipientStatus::Relayed, "{:?}", statuses(&r));
+    // Wrong password: the server's refusal is kept.
+    let t = transport(&format!("smtp://user:wrong@localhost:{}?tls=required", peer.port), |c| {
+        c.accept_invalid_certs = true
+    });
+    let e = t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Transient, "{e}");
+    assert!(e.reply.as_ref().is_some_and(|r| r.code == 535), "{e:?}");
+    // Without accepting the self-signed certificate, TLS fails and nothing is sent.
+    let t = transport(&format!("smtp://user:s3cret@localhost:{}?tls=required", peer.port), |_| {});
+    let e = t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Transient, "{e}");
+    assert!(peer.stop().contains("accepted=1"));
+}
