@@ -8,13 +8,15 @@
 //! `{"statusCode", "name", "message"}` on stdout and exits with status 1.
 
 use clap::{Args, Parser, Subcommand};
+use mailroom::core::Transport;
 use mailroom::core::email::{EmailId, EmailView, PageRequest};
 use mailroom::core::ports::{AttachmentLoader, LoadedAttachment, SuppressionReason};
 use mailroom::core::request::{EmailRequest, batch_from_json};
-use mailroom::core::sandbox::{DEFAULT_TEST_DOMAIN, OutboxMessage, SandboxTransport};
+use mailroom::core::sandbox::{DEFAULT_TEST_DOMAIN, OutboxMessage, SandboxTransport, WithTestAddresses};
 use mailroom::core::worker::WorkerConfig;
 use mailroom::core::{BatchMode, BatchOptions, Engine, Error, FieldError, Rule, SendOptions};
 use mailroom::redb::RedbStorage;
+use mailroom::smtp::{RelayTarget, SmtpConfig, SmtpTransport};
 use serde_json::json;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -63,6 +65,16 @@ enum Command {
         /// Messages in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Relay through this SMTP server (`smtp://[user:pass@]host[:port][?tls=required|none]`
+        /// or `smtps://...`) instead of the sandbox. Test addresses stay simulated.
+        #[arg(long, value_name = "URL")]
+        smtp: Option<String>,
+        /// Open SMTP connections at most (in total, and to one destination).
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// The name to give in EHLO.
+        #[arg(long, default_value = "localhost")]
+        helo: String,
     },
     /// Manage the suppression list.
     Suppressions {
@@ -159,6 +171,12 @@ impl From<Error> for Failure {
     }
 }
 
+impl From<mailroom::smtp::ConfigError> for Failure {
+    fn from(e: mailroom::smtp::ConfigError) -> Self {
+        Failure::Other(e.to_string())
+    }
+}
+
 impl From<mailroom::core::FieldError> for Failure {
     fn from(e: mailroom::core::FieldError) -> Self {
         Failure::Engine(e.into())
@@ -229,8 +247,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let before = args.before.as_deref().map(str::parse::<EmailId>).transpose()?;
             print(&engine.list(PageRequest::new(args.limit, after, before)?).await?);
         }
-        Command::Work { until_idle, concurrency } => {
-            let transport = Arc::new(sandbox(&cli.db, &cli.test_domain));
+        Command::Work { until_idle, concurrency, smtp, connections, helo } => {
+            let sandbox = sandbox(&cli.db, &cli.test_domain);
+            let relaying = smtp.is_some();
+            let transport: Arc<dyn Transport> = match smtp {
+                None => Arc::new(sandbox),
+                Some(url) => {
+                    let mut config = SmtpConfig::relay(RelayTarget::parse(&url)?);
+                    config.max_connections = connections;
+                    config.max_per_destination = connections;
+                    config.helo_name = helo;
+                    Arc::new(WithTestAddresses::new(sandbox, Arc::new(SmtpTransport::new(config)?)))
+                }
+            };
+            // More messages in flight than connections would only queue for a connection.
+            let concurrency = if relaying { concurrency.max(connections) } else { concurrency };
             let worker = engine.worker(transport, WorkerConfig { concurrency, ..Default::default() });
             let report = if until_idle {
                 worker.run_until_idle().await?

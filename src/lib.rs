@@ -10,6 +10,7 @@
 //! | feature | module | what |
 //! | --- | --- | --- |
 //! | `redb` (default) | [`redb`] | the embedded, durable [`Storage`](core::Storage) on a redb file |
+//! | `smtp` (default) | [`smtp`] | the SMTP [`Transport`](core::Transport): relay or direct to MX |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,6 +35,9 @@ pub use mailroom_core::prelude;
 
 #[cfg(feature = "redb")]
 pub use mailroom_redb as redb;
+
+#[cfg(feature = "smtp")]
+pub use mailroom_smtp as smtp;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

@@ -151,9 +151,68 @@ impl Transport for SandboxTransport {
     }
 }
 
+/// A real transport with the test addresses in front: recipients at the test domain are
+/// simulated by the sandbox (never a byte on the network), every other recipient goes to
+/// `real`. The report lists recipients in the envelope's order.
+#[derive(Debug)]
+pub struct WithTestAddresses {
+    sandbox: SandboxTransport,
+    real: Arc<dyn Transport>,
+}
+
+impl WithTestAddresses {
+    pub fn new(sandbox: SandboxTransport, real: Arc<dyn Transport>) -> Self {
+        WithTestAddresses { sandbox, real }
+    }
+}
+
+#[async_trait]
+impl Transport for WithTestAddresses {
+    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        let (test, other): (Vec<String>, Vec<String>) =
+            envelope.to.iter().cloned().partition(|r| TestAddress::parse(r, &self.sandbox.test_domain).is_some());
+        if test.is_empty() {
+            return self.real.send_raw(envelope, message).await;
+        }
+        let part = |to: Vec<String>| Envelope { email_id: envelope.email_id, from: envelope.from.clone(), to };
+        let mut reports = self.sandbox.send_raw(&part(test), message).await?.recipients;
+        if !other.is_empty() {
+            // A failure of the real part fails the hand-over as a whole; simulating the test
+            // addresses again on the retry costs nothing and reaches no one.
+            reports.extend(self.real.send_raw(&part(other), message).await?.recipients);
+        }
+        let position = |r: &RecipientReport| envelope.to.iter().position(|t| *t == r.recipient);
+        reports.sort_by_key(position);
+        Ok(DeliveryReport { recipients: reports })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn test_addresses_never_reach_the_real_transport() {
+        let real = Arc::new(SandboxTransport::new("elsewhere.test"));
+        let t = WithTestAddresses::new(SandboxTransport::default(), real.clone());
+        let env = Envelope {
+            email_id: crate::email::EmailId::from_u128(1),
+            from: "a@acme.test".into(),
+            to: vec!["x@example.com".into(), "bounced@resend.dev".into(), "y@example.com".into()],
+        };
+        let r = t.send_raw(&env, b"m").await.unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(&str, RecipientStatus)> = r.recipients.iter().map(|r| (r.recipient.as_str(), r.status)).collect();
+        assert_eq!(
+            got,
+            [
+                ("x@example.com", RecipientStatus::Delivered),
+                ("bounced@resend.dev", RecipientStatus::Rejected),
+                ("y@example.com", RecipientStatus::Delivered)
+            ]
+        );
+        let reached: Vec<Vec<String>> = real.outbox().into_iter().map(|m| m.envelope.to).collect();
+        assert_eq!(reached, [vec!["x@example.com".to_string(), "y@example.com".to_string()]]);
+    }
 
     #[test]
     fn test_addresses_with_labels() {

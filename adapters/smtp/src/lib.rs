@@ -28,7 +28,7 @@ use mailroom_core::ports::{
     DeliveryReport, DnsError, Envelope, RecipientReport, RecipientStatus, Transport, TransportError, TransportErrorKind,
 };
 use pool::Pool;
-use session::{Open, Session, StepError};
+use session::{DataOutcome, Open, Session, StepError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_rustls::TlsConnector;
@@ -292,9 +292,9 @@ impl SmtpTransport {
             },
         };
         let mut retried = false;
-        let rcpt_replies = loop {
-            match session.envelope(from, to, cfg.timeouts.command).await {
-                Ok(r) => break r,
+        let exchange = loop {
+            match session.transaction(from, to, message, &cfg.timeouts).await {
+                Ok(x) => break x,
                 Err(StepError::Reply(reply)) => {
                     session.aborted();
                     pool.checkin(lease, session, cfg.max_messages_per_connection);
@@ -309,10 +309,14 @@ impl SmtpTransport {
                         reply: Some(reply),
                     });
                 }
-                Err(StepError::Lost { what, .. }) => {
+                Err(StepError::Lost { what, after_dot: true }) => {
+                    pool.discard(Some(session));
+                    return Ok(Outcome::Ambiguous(what));
+                }
+                Err(StepError::Lost { what, after_dot: false }) => {
                     pool.discard(Some(session));
                     // A reused session may have been closed by the server while idle; nothing
-                    // was sent, so one fresh session gets the transaction.
+                    // was handed over, so one fresh session gets the transaction.
                     if retried {
                         return Ok(Outcome::NotHandedOver { message: what, reply: None });
                     }
@@ -325,58 +329,37 @@ impl SmtpTransport {
             }
         };
         let mut reports: Vec<RecipientReport> = Vec::with_capacity(to.len());
-        let mut accepted = Vec::new();
-        for (i, (r, reply)) in to.iter().zip(rcpt_replies).enumerate() {
+        for (r, reply) in to.iter().zip(exchange.rcpt) {
             let status = match reply.code / 100 {
-                2 => {
-                    accepted.push(i);
-                    dest.accepted
-                }
+                2 => dest.accepted,
                 4 => RecipientStatus::Deferred,
                 _ => RecipientStatus::Rejected,
             };
             reports.push(RecipientReport { recipient: r.clone(), status, reply: Some(reply), feedback: None });
         }
-        if accepted.is_empty() {
-            session.aborted();
-            pool.checkin(lease, session, cfg.max_messages_per_connection);
-            return Ok(Outcome::Done(reports));
-        }
-        match session.data(message, &cfg.timeouts).await {
-            Ok(final_reply) => {
-                let status = match final_reply.code / 100 {
-                    2 => dest.accepted,
-                    4 => RecipientStatus::Deferred,
-                    _ => RecipientStatus::Rejected,
-                };
-                for &i in &accepted {
-                    reports[i].status = status;
-                    reports[i].reply = Some(final_reply.clone());
-                }
-                pool.checkin(lease, session, cfg.max_messages_per_connection);
-                Ok(Outcome::Done(reports))
-            }
-            Err(StepError::Reply(reply)) => {
-                // DATA itself refused: the accepted recipients share its answer.
-                let status = if reply.code / 100 == 4 { RecipientStatus::Deferred } else { RecipientStatus::Rejected };
-                for &i in &accepted {
-                    reports[i].status = status;
-                    reports[i].reply = Some(reply.clone());
-                }
+        // The accepted recipients share the fate of the message: the final reply, or DATA's
+        // refusal.
+        let shared = match exchange.data {
+            DataOutcome::NotSent => None,
+            DataOutcome::Refused(reply) => {
                 session.aborted();
-                pool.checkin(lease, session, cfg.max_messages_per_connection);
-                Ok(Outcome::Done(reports))
+                Some(reply)
             }
-            Err(StepError::Lost { what, after_dot }) => {
-                pool.discard(Some(session));
-                drop(lease);
-                if after_dot {
-                    Ok(Outcome::Ambiguous(what))
-                } else {
-                    Ok(Outcome::NotHandedOver { message: what, reply: None })
-                }
+            DataOutcome::Final(reply) => Some(reply),
+        };
+        if let Some(reply) = shared {
+            let status = match reply.code / 100 {
+                2 => dest.accepted,
+                4 => RecipientStatus::Deferred,
+                _ => RecipientStatus::Rejected,
+            };
+            for r in reports.iter_mut().filter(|r| r.status == dest.accepted) {
+                r.status = status;
+                r.reply = Some(reply.clone());
             }
         }
+        pool.checkin(lease, session, cfg.max_messages_per_connection);
+        Ok(Outcome::Done(reports))
     }
 
     /// Opens a session to the first of `dest.addrs` that answers.

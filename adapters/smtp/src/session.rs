@@ -59,6 +59,22 @@ async fn within<T>(
     }
 }
 
+/// What a transaction got back.
+pub(crate) struct Exchange {
+    /// One reply per recipient, in order.
+    pub rcpt: Vec<SmtpReply>,
+    pub data: DataOutcome,
+}
+
+pub(crate) enum DataOutcome {
+    /// No recipient was accepted: no message was sent.
+    NotSent,
+    /// DATA itself was refused.
+    Refused(SmtpReply),
+    /// The reply to the end of data.
+    Final(SmtpReply),
+}
+
 /// An open, greeted session.
 pub(crate) struct Session {
     client: SmtpClient<Box<dyn Io>>,
@@ -148,79 +164,111 @@ impl Session {
         matches!(tokio::time::timeout(limit, self.client.cmd(b"NOOP\r\n")).await, Ok(Ok(r)) if r.code / 100 == 2)
     }
 
-    /// MAIL FROM and every RCPT TO (pipelined when the server offers it). `Ok` holds one
-    /// reply per recipient; `Err(Reply)` is MAIL's refusal.
-    pub(crate) async fn envelope(
+    /// One transaction: MAIL FROM, every RCPT TO and DATA — pipelined in one write when
+    /// the server offers PIPELINING (RFC 2920 lets DATA end the group), one by one otherwise
+    /// — then the message and the end-of-data dot in one write, and the final reply.
+    /// `Err(Reply)` is MAIL FROM's refusal.
+    pub(crate) async fn transaction(
         &mut self,
         from: &str,
         to: &[String],
-        limit: Duration,
-    ) -> Result<Vec<SmtpReply>, StepError> {
-        let mut cmds: Vec<String> = Vec::with_capacity(to.len() + 2);
+        message: &[u8],
+        t: &Timeouts,
+    ) -> Result<Exchange, StepError> {
         let reset = self.dirty || (self.pipelining && self.messages > 0);
-        if reset {
-            // A pipelined RSET costs no round trip; otherwise only after an aborted one.
-            cmds.push("RSET\r\n".into());
-        }
-        cmds.push(format!("MAIL FROM:<{from}>\r\n"));
-        cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
         self.dirty = true;
-        let replies: Vec<Response<String>> = if self.pipelining {
-            within(limit, "MAIL/RCPT", self.client.cmds(cmds.iter())).await?
+        let mut replies: Vec<Response<String>>;
+        if self.pipelining {
+            // A pipelined RSET costs no round trip: every reused session gets one.
+            let mut group = String::with_capacity(64 + 40 * to.len());
+            if reset {
+                group.push_str("RSET\r\n");
+            }
+            group.push_str(&format!("MAIL FROM:<{from}>\r\n"));
+            for r in to {
+                group.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            }
+            group.push_str("DATA\r\n");
+            let n = to.len() + 2 + usize::from(reset);
+            let stream = &mut self.client;
+            replies = within(t.command, "MAIL/RCPT/DATA", async move {
+                stream.stream.write_all(group.as_bytes()).await?;
+                stream.stream.flush().await?;
+                stream.read_many(n).await
+            })
+            .await?;
+            if reset && replies.first().is_none_or(|r| r.code / 100 != 2) {
+                return Err(StepError::lost("RSET was refused"));
+            }
+            if reset {
+                replies.remove(0);
+            }
         } else {
-            let mut out = Vec::with_capacity(cmds.len());
-            for (i, c) in cmds.iter().enumerate() {
-                let r = within(limit, "MAIL/RCPT", self.client.cmd(c.as_bytes())).await?;
-                let is_mail = i == usize::from(reset);
-                let refused = r.code / 100 != 2;
-                out.push(r);
-                // Without pipelining, RCPTs after a refused MAIL are pointless.
-                if is_mail && refused {
-                    break;
+            replies = Vec::with_capacity(to.len() + 2);
+            if reset {
+                let r = within(t.command, "RSET", self.client.cmd(b"RSET\r\n")).await?;
+                if r.code / 100 != 2 {
+                    return Err(StepError::lost("RSET was refused"));
                 }
             }
-            out
-        };
-        let mut it = replies.iter();
-        if reset && it.next().is_none_or(|r| r.code / 100 != 2) {
-            return Err(StepError::lost("RSET was refused"));
+            let mail = within(t.command, "MAIL FROM", self.client.cmd(format!("MAIL FROM:<{from}>\r\n"))).await?;
+            let refused = mail.code / 100 != 2;
+            replies.push(mail);
+            if !refused {
+                let mut any = false;
+                for r in to {
+                    let reply = within(t.command, "RCPT TO", self.client.cmd(format!("RCPT TO:<{r}>\r\n"))).await?;
+                    any |= reply.code / 100 == 2;
+                    replies.push(reply);
+                }
+                // Without pipelining, DATA is only worth sending for someone.
+                if any {
+                    replies.push(within(t.command, "DATA", self.client.cmd(b"DATA\r\n")).await?);
+                }
+            }
         }
+        let mut it = replies.into_iter();
         let mail = it.next().ok_or_else(|| StepError::lost("no reply to MAIL FROM"))?;
         if mail.code / 100 != 2 {
-            return Err(StepError::Reply(reply_of(mail)));
+            return Err(StepError::Reply(reply_of(&mail)));
         }
-        let rcpt: Vec<SmtpReply> = it.map(reply_of).collect();
+        let rcpt: Vec<SmtpReply> = it.by_ref().take(to.len()).map(|r| reply_of(&r)).collect();
         if rcpt.len() != to.len() {
             return Err(StepError::lost("fewer RCPT replies than recipients"));
         }
-        Ok(rcpt)
+        let accepted = rcpt.iter().any(|r| r.code / 100 == 2);
+        let data = match it.next() {
+            None => return Ok(Exchange { rcpt, data: DataOutcome::NotSent }),
+            Some(go) if go.code != 354 => {
+                // Refused DATA (every recipient refused, or the server will not take it now).
+                let outcome = if accepted { DataOutcome::Refused(reply_of(&go)) } else { DataOutcome::NotSent };
+                return Ok(Exchange { rcpt, data: outcome });
+            }
+            Some(_) if !accepted => {
+                // A server that opened DATA for no recipient: end it empty, hand nothing over.
+                let _ = within(t.command, "empty DATA", self.client.cmd(b".\r\n")).await?;
+                return Ok(Exchange { rcpt, data: DataOutcome::NotSent });
+            }
+            Some(_) => self.data(message, t).await?,
+        };
+        Ok(Exchange { rcpt, data: DataOutcome::Final(data) })
     }
 
-    /// DATA, the body, the end-of-data dot and its reply.
-    pub(crate) async fn data(&mut self, message: &[u8], t: &Timeouts) -> Result<SmtpReply, StepError> {
-        let go = within(t.command, "DATA", self.client.cmd(b"DATA\r\n")).await?;
-        if go.code != 354 {
-            return Err(StepError::Reply(reply_of(&go)));
-        }
-        // The body and the terminator are written apart: a failure while writing the body
-        // leaves the message unfinished (the server discards it), one while writing or
-        // after writing the terminator may not.
-        let body = async {
-            write_stuffed(&mut self.client.stream, message).await?;
-            Ok::<_, std::io::Error>(())
-        };
-        match tokio::time::timeout(t.data_body, body).await {
+    /// The message and the end-of-data dot, then its reply.
+    async fn data(&mut self, message: &[u8], t: &Timeouts) -> Result<SmtpReply, StepError> {
+        // Message and terminator go out in one write. If that write fails, its last bytes —
+        // the terminator's final LF — never reached the socket, so the server cannot have
+        // accepted the message: nothing was handed over. Once it succeeded, a failure to
+        // flush, a lost connection or a late reply is ambiguous.
+        let mut out = stuffed(message);
+        out.extend_from_slice(if message.ends_with(b"\r\n") { b".\r\n" } else { b"\r\n.\r\n" });
+        match tokio::time::timeout(t.data_body, self.client.stream.write_all(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(StepError::lost(format!("writing the message: {e}"))),
             Err(_) => return Err(StepError::lost("writing the message: timed out")),
         }
         let lost_after_dot = |what: String| StepError::Lost { what, after_dot: true };
-        let end = async {
-            let tail: &[u8] = if message.ends_with(b"\r\n") { b".\r\n" } else { b"\r\n.\r\n" };
-            self.client.stream.write_all(tail).await?;
-            self.client.stream.flush().await
-        };
-        match tokio::time::timeout(t.command, end).await {
+        match tokio::time::timeout(t.command, self.client.stream.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(lost_after_dot(format!("writing the end of data: {e}"))),
             Err(_) => return Err(lost_after_dot("writing the end of data: timed out".into())),
@@ -292,10 +340,9 @@ async fn greet<T: AsyncRead + AsyncWrite + Unpin>(c: &mut SmtpClient<T>, limit: 
     Ok(())
 }
 
-/// Writes `message` with dot-stuffing (RFC 5321 §4.5.2), buffered in large writes: a line
-/// that starts with a dot gets another. Bare CR or LF are left as they are (the renderer
-/// writes CRLF).
-async fn write_stuffed<W: AsyncWrite + Unpin>(w: &mut W, message: &[u8]) -> std::io::Result<()> {
+/// `message` with dot-stuffing (RFC 5321 §4.5.2): a line that starts with a dot gets
+/// another. Bare CR or LF are left as they are (the renderer writes CRLF).
+fn stuffed(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 64);
     let mut line_start = true;
     for &b in message {
@@ -305,18 +352,16 @@ async fn write_stuffed<W: AsyncWrite + Unpin>(w: &mut W, message: &[u8]) -> std:
         out.push(b);
         line_start = b == b'\n';
     }
-    w.write_all(&out).await
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn dot_stuffing() {
-        let mut out: Vec<u8> = Vec::new();
-        write_stuffed(&mut out, b".first\r\nmid.dle\r\n..two\r\n.\r\nend").await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(out, b"..first\r\nmid.dle\r\n...two\r\n..\r\nend");
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(stuffed(b".first\r\nmid.dle\r\n..two\r\n.\r\nend"), b"..first\r\nmid.dle\r\n...two\r\n..\r\nend");
     }
 
     #[test]
