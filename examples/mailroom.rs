@@ -15,6 +15,7 @@ use mailroom::core::request::{EmailRequest, batch_from_json};
 use mailroom::core::sandbox::{DEFAULT_TEST_DOMAIN, OutboxMessage, SandboxTransport, WithTestAddresses};
 use mailroom::core::worker::WorkerConfig;
 use mailroom::core::{BatchMode, BatchOptions, Engine, Error, FieldError, Rule, SendOptions};
+use mailroom::dns::HickoryResolver;
 use mailroom::redb::RedbStorage;
 use mailroom::smtp::{RelayTarget, SmtpConfig, SmtpTransport};
 use serde_json::json;
@@ -57,7 +58,7 @@ enum Command {
     Get { id: String },
     /// List emails, newest first.
     List(ListArgs),
-    /// Deliver due emails through the sandbox transport.
+    /// Deliver due emails: through the sandbox (default), a relay (--smtp), or direct to MX.
     Work {
         /// Stop once nothing is due (otherwise run until Ctrl-C).
         #[arg(long)]
@@ -67,8 +68,14 @@ enum Command {
         concurrency: usize,
         /// Relay through this SMTP server (`smtp://[user:pass@]host[:port][?tls=required|none]`
         /// or `smtps://...`) instead of the sandbox. Test addresses stay simulated.
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", conflicts_with = "direct")]
         smtp: Option<String>,
+        /// Deliver straight to each recipient domain's MX hosts (port 25).
+        #[arg(long)]
+        direct: bool,
+        /// The nameserver for --direct (default: the system's).
+        #[arg(long, value_name = "ADDR:PORT", requires = "direct")]
+        dns: Option<std::net::SocketAddr>,
         /// Open SMTP connections at most (in total, and to one destination).
         #[arg(long, default_value_t = 8)]
         connections: usize,
@@ -247,13 +254,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let before = args.before.as_deref().map(str::parse::<EmailId>).transpose()?;
             print(&engine.list(PageRequest::new(args.limit, after, before)?).await?);
         }
-        Command::Work { until_idle, concurrency, smtp, connections, helo } => {
+        Command::Work { until_idle, concurrency, smtp, direct, dns, connections, helo } => {
             let sandbox = sandbox(&cli.db, &cli.test_domain);
-            let relaying = smtp.is_some();
-            let transport: Arc<dyn Transport> = match smtp {
+            let relaying = smtp.is_some() || direct;
+            let config = match (smtp, direct) {
+                (Some(url), _) => Some(SmtpConfig::relay(RelayTarget::parse(&url)?)),
+                (None, true) => {
+                    let resolver = match dns {
+                        Some(addr) => HickoryResolver::with_nameserver(addr),
+                        None => HickoryResolver::system().map_err(|e| Failure::Other(e.to_string()))?,
+                    };
+                    Some(SmtpConfig::direct(Arc::new(resolver)))
+                }
+                (None, false) => None,
+            };
+            let transport: Arc<dyn Transport> = match config {
                 None => Arc::new(sandbox),
-                Some(url) => {
-                    let mut config = SmtpConfig::relay(RelayTarget::parse(&url)?);
+                Some(mut config) => {
                     config.max_connections = connections;
                     config.max_per_destination = connections;
                     config.helo_name = helo;

@@ -4,9 +4,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests need beyond the Rust toolchain is installed here, as later test suites
-# (real SMTP and DNS peers, the official SDKs) arrive.
+# What the tests need beyond the Rust toolchain: real SMTP and DNS peers (Debian's postfix
+# for smtp-sink, smtp-source and a loopback postfix; dnsmasq; openssl for test certificates)
+# and aiosmtpd (PyPI). Installed only when missing.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+missing=""
+for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3; do
+  command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || missing="$missing ${tool##*:}"
+done
+if [ -n "$missing" ]; then
+  # The package must not configure or start a system-wide postfix: the tests run their own.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing python3-pip >/dev/null
+fi
+if ! python3 -c "import aiosmtpd" 2>/dev/null; then
+  python3 -m pip install -q aiosmtpd 2>/dev/null || python3 -m pip install -q --break-system-packages aiosmtpd
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

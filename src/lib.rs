@@ -11,6 +11,7 @@
 //! | --- | --- | --- |
 //! | `redb` (default) | [`redb`] | the embedded, durable [`Storage`](core::Storage) on a redb file |
 //! | `smtp` (default) | [`smtp`] | the SMTP [`Transport`](core::Transport): relay or direct to MX |
+//! | `dns` (default) | [`dns`] | the [`DnsResolver`](core::DnsResolver) on hickory-resolver |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +39,9 @@ pub use mailroom_redb as redb;
 
 #[cfg(feature = "smtp")]
 pub use mailroom_smtp as smtp;
+
+#[cfg(feature = "dns")]
+pub use mailroom_dns as dns;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

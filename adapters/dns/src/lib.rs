@@ -1,0 +1,132 @@
+//! # mailroom-dns
+//!
+//! mailroom's [`DnsResolver`] on hickory-resolver: the system's nameservers, or one given by
+//! address and port (a local `dnsmasq`, a test server). Answers are cached for as long as
+//! their TTL allows (hickory's cache, which also keeps negative answers for the SOA's
+//! minimum TTL).
+//!
+//! Invariant: "no such name / no records" and "the lookup failed" stay apart
+//! ([`DnsError::NotFound`] vs [`DnsError::Failed`]): a failed lookup is never read as an
+//! absent record.
+
+use async_trait::async_trait;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use mailroom_core::ports::{DnsError, DnsResolver, MxRecord};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("DNS resolver: {0}")]
+pub struct ConfigError(String);
+
+/// A [`DnsResolver`] over hickory-resolver.
+#[derive(Clone)]
+pub struct HickoryResolver {
+    inner: TokioResolver,
+}
+
+impl std::fmt::Debug for HickoryResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HickoryResolver").finish_non_exhaustive()
+    }
+}
+
+fn options() -> ResolverOpts {
+    let mut o = ResolverOpts::default();
+    // A lookup that takes longer than this is a failure to report (the caller retries),
+    // not a reason to hold a delivery: hickory's default is 5 s per try, 2 tries.
+    o.timeout = Duration::from_secs(3);
+    o.attempts = 2;
+    // Enough for the MX hosts and policy records of many recipient domains.
+    o.cache_size = 4096;
+    o
+}
+
+impl HickoryResolver {
+    /// The system's configuration (`/etc/resolv.conf`).
+    pub fn system() -> Result<HickoryResolver, ConfigError> {
+        let b = TokioResolver::builder_tokio().map_err(|e| ConfigError(e.to_string()))?;
+        let inner = b.with_options(options()).build().map_err(|e| ConfigError(e.to_string()))?;
+        Ok(HickoryResolver { inner })
+    }
+
+    /// One nameserver, asked over UDP and TCP at `addr` (any port).
+    pub fn with_nameserver(addr: SocketAddr) -> HickoryResolver {
+        let conn = |mut c: ConnectionConfig| {
+            c.port = addr.port();
+            c
+        };
+        let ns =
+            NameServerConfig::new(addr.ip(), true, vec![conn(ConnectionConfig::udp()), conn(ConnectionConfig::tcp())]);
+        let config = ResolverConfig::from_parts(None, vec![], vec![ns]);
+        let inner =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(options()).build();
+        // Building from an explicit configuration has nothing left to fail on but the
+        // runtime provider, which is the running tokio runtime.
+        HickoryResolver { inner: inner.unwrap_or_else(|e| unreachable_build(&e)) }
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_build(e: &NetError) -> TokioResolver {
+    panic!("a resolver with an explicit nameserver could not be built: {e}")
+}
+
+/// An absolute name: no search domains are tried.
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
+}
+
+fn error(name: &str, rtype: &'static str, e: &NetError) -> DnsError {
+    if e.is_no_records_found() || e.is_nx_domain() {
+        DnsError::NotFound { name: name.to_string(), rtype }
+    } else {
+        DnsError::Failed { name: name.to_string(), rtype, message: e.to_string() }
+    }
+}
+
+#[async_trait]
+impl DnsResolver for HickoryResolver {
+    async fn mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError> {
+        let lookup = self.inner.mx_lookup(fqdn(domain)).await.map_err(|e| error(domain, "MX", &e))?;
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => {
+                    let host = mx.exchange.to_ascii();
+                    let host = host.trim_end_matches('.');
+                    Some(MxRecord {
+                        preference: mx.preference,
+                        exchange: if host.is_empty() { ".".into() } else { host.to_string() },
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let lookup = self.inner.lookup_ip(fqdn(host)).await.map_err(|e| error(host, "A/AAAA", &e))?;
+        Ok(lookup.iter().collect())
+    }
+
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let lookup = self.inner.txt_lookup(fqdn(name)).await.map_err(|e| error(name, "TXT", &e))?;
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => {
+                    Some(txt.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}

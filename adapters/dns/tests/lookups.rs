@@ -1,0 +1,41 @@
+//! The resolver against a real dnsmasq started here.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+#[path = "support/dnsmasq.rs"]
+mod dnsmasq;
+
+use mailroom_core::ports::{DnsError, DnsResolver, MxRecord};
+use mailroom_dns::HickoryResolver;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mx_a_and_txt_records_and_absent_names() {
+    let dns = dnsmasq::start(&[
+        "--mx-host=acme.test,mx2.acme.test,20".into(),
+        "--mx-host=acme.test,mx1.acme.test,10".into(),
+        "--host-record=mx1.acme.test,127.0.0.1".into(),
+        "--txt-record=_dmarc.acme.test,v=DMARC1; p=reject; rua=mailto:d@acme.test".into(),
+    ]);
+    let r = HickoryResolver::with_nameserver(dns.addr);
+    let mut mx = r.mx("acme.test").await.unwrap();
+    mx.sort_by_key(|m| m.preference);
+    assert_eq!(
+        mx,
+        [
+            MxRecord { preference: 10, exchange: "mx1.acme.test".into() },
+            MxRecord { preference: 20, exchange: "mx2.acme.test".into() }
+        ]
+    );
+    assert_eq!(r.ips("mx1.acme.test").await.unwrap(), ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(r.txt("_dmarc.acme.test").await.unwrap(), ["v=DMARC1; p=reject; rua=mailto:d@acme.test"]);
+    // A name that does not exist, and one that exists without records of the type.
+    assert!(matches!(r.mx("nowhere.test").await, Err(DnsError::NotFound { .. })), "{:?}", r.mx("nowhere.test").await);
+    assert!(matches!(r.txt("mx1.acme.test").await, Err(DnsError::NotFound { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nameserver_that_does_not_answer_is_a_failure_not_an_absence() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let r = HickoryResolver::with_nameserver(silent.local_addr().unwrap());
+    let got = r.mx("acme.test").await;
+    assert!(matches!(got, Err(DnsError::Failed { .. })), "{got:?}");
+}

@@ -1,0 +1,64 @@
+//! A real `dnsmasq` (Debian's dnsmasq-base) on a free 127.0.0.1 port, serving only the
+//! records a test gives it, authoritative for `test` (other `.test` names are NXDOMAIN);
+//! stopped on drop. Shared by the DNS and SMTP adapters' tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Dnsmasq {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free for both UDP and TCP.
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts dnsmasq with `records`: dnsmasq options such as `--mx-host=a.test,mx.a.test,10`,
+/// `--host-record=mx.a.test,127.0.0.1`, `--txt-record=_dmarc.a.test,"v=DMARC1; p=none"`.
+pub fn start(records: &[String]) -> Dnsmasq {
+    let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| panic!("dnsmasq is not installed: run ./scripts/test.sh, which installs it"));
+    let port = free_port();
+    let mut child = Command::new(bin)
+        .args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
+        .args(["--no-poll", "--pid-file=", "--local=/test/", "--user=root"])
+        .arg(format!("--port={port}"))
+        .args(records)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dnsmasq starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("dnsmasq exited ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "dnsmasq did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Dnsmasq { addr: SocketAddr::from(([127, 0, 0, 1], port)), child }
+}
