@@ -13,6 +13,8 @@ pub enum ConfigError {
     RelayUrl { url: String, rule: &'static str },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("DKIM key {0}")]
+    Dkim(String),
 }
 
 /// How the connection to a relay is secured.
@@ -189,6 +191,8 @@ pub struct SmtpConfig {
     pub health_check_after: Duration,
     /// Accept any TLS certificate (test servers with self-signed certificates only).
     pub accept_invalid_certs: bool,
+    /// DKIM keys: a message is signed with the key of its From domain (or a parent domain).
+    pub dkim: Vec<Arc<crate::dkim::DkimKey>>,
 }
 
 impl SmtpConfig {
@@ -222,6 +226,7 @@ impl SmtpConfig {
             // MAIL FROM, before anything was handed over, and is replaced.
             health_check_after: Duration::from_secs(5),
             accept_invalid_certs: false,
+            dkim: Vec::new(),
         }
     }
 }

@@ -15,11 +15,13 @@
 //! undetermined with the reason, and a person decides.
 
 mod config;
+mod dkim;
 mod pool;
 mod session;
 mod tls;
 
 pub use config::{ConfigError, Mode, RelayTarget, Security, SmtpConfig, Timeouts};
+pub use dkim::DkimKey;
 
 use async_trait::async_trait;
 use mailroom_core::bounce::{EnhancedStatus, SmtpReply};
@@ -90,6 +92,19 @@ enum Outcome {
 #[async_trait]
 impl Transport for SmtpTransport {
     async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        let signed;
+        let message = match dkim::key_for(&self.inner.config.dkim, message) {
+            Some(key) => {
+                let header = key.signature(message).map_err(|message| TransportError {
+                    kind: TransportErrorKind::Transient,
+                    reply: None,
+                    message,
+                })?;
+                signed = [header.as_bytes(), message].concat();
+                &signed[..]
+            }
+            None => message,
+        };
         match &self.inner.config.mode {
             Mode::Relay(target) => self.relay(target, envelope, message).await,
             Mode::Direct { resolver, port } => self.direct(resolver.as_ref(), *port, envelope, message).await,

@@ -1,6 +1,6 @@
 """A small SMTP peer for mailroom-smtp's tests (aiosmtpd), whose answers depend on the recipient.
 
-Run:  python3 smtpd.py HOST PORT [--tls CERT KEY] [--auth USER:PASSWORD]
+Run:  python3 smtpd.py HOST PORT [--tls CERT KEY] [--auth USER:PASSWORD] [--save DIR]
 The recipient's local part decides: hard* -> 550 5.1.1, full* -> 452 4.2.2, defer* -> 451 4.3.0,
 block* -> 554 5.7.1; anything else is accepted. A body line `X-Test-Reject: data` gets 554 5.6.0
 at DATA. With --tls the server offers STARTTLS (and requires it before AUTH); with --auth it
@@ -18,9 +18,10 @@ RULES = [("hard", "550 5.1.1 <{a}>: Recipient address rejected: User unknown"),
 
 
 class Handler:
-    def __init__(self):
+    def __init__(self, save=None):
         self.accepted = 0
         self.connections = 0
+        self.save = save
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         if not getattr(session, "counted", False):
@@ -41,6 +42,9 @@ class Handler:
         if b"\nX-Test-Reject: data" in envelope.original_content:
             return "554 5.6.0 Message content rejected"
         self.accepted += 1
+        if self.save:
+            with open(os.path.join(self.save, f"{self.accepted}.eml"), "wb") as f:
+                f.write(envelope.original_content)
         return "250 2.0.0 OK queued"
 
 
@@ -52,6 +56,7 @@ def main():
     p.add_argument("port", type=int)
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--auth")
+    p.add_argument("--save", help="write each accepted message to SAVE/N.eml")
     a = p.parse_args()
     kwargs = {}
     if a.tls:
@@ -68,7 +73,7 @@ def main():
 
         kwargs.update(authenticator=check, auth_required=True, auth_require_tls=bool(a.tls))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    h = Handler()
+    h = Handler(a.save)
     c = Controller(h, hostname=a.host, port=a.port, enable_SMTPUTF8=True, **kwargs)
     c.start()
     print(f"listening on {a.host}:{a.port}", flush=True)
