@@ -1,0 +1,105 @@
+//! The whole bounce loop against a real postfix: the engine sends through the SMTP transport
+//! to a throw-away postfix on 127.0.0.1 (started here from `tests/peers/setup-postfix.sh`),
+//! which accepts mail for an unknown local user and then returns a genuine DSN to the VERP
+//! return path; the DSN, fed to the bounce reader, ends the email `bounced` (Permanent) and
+//! puts the address on the suppression list.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use mailroom::core::lifecycle::EventKind;
+use mailroom::core::memory::MemoryStorage;
+use mailroom::core::request::{EmailRequest, OneOrMany};
+use mailroom::core::worker::WorkerConfig;
+use mailroom::core::{Engine, SendOptions};
+use mailroom::smtp::{RelayTarget, SmtpConfig, SmtpTransport};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Postfix {
+    base: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Postfix {
+    fn start(base: &Path) -> Postfix {
+        assert!(Path::new("/usr/sbin/postfix").exists(), "postfix is not installed: run ./scripts/test.sh");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/setup-postfix.sh");
+        let out = Command::new("bash").arg(script).arg(base).arg(port.to_string()).output().unwrap();
+        assert!(out.status.success(), "setup-postfix.sh: {}", String::from_utf8_lossy(&out.stderr));
+        let child = Command::new("postfix")
+            .arg("-c")
+            .arg(base.join("etc"))
+            .arg("start-fg")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "postfix did not listen on 127.0.0.1:{port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Postfix { base: base.to_path_buf(), port, child }
+    }
+
+    /// Waits for a message in the maildir of `bounces@bounces.test`.
+    fn next_bounce(&self, within: Duration) -> Vec<u8> {
+        let new = self.base.join("mail/bounces/new");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(entry) = std::fs::read_dir(&new).ok().and_then(|mut d| d.find_map(Result::ok)) {
+                return std::fs::read(entry.path()).unwrap();
+            }
+            assert!(Instant::now() < deadline, "no DSN arrived in {}", new.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        // Killing start-fg's shell does not stop the master: ask postfix to stop.
+        let _ = Command::new("postfix").arg("-c").arg(self.base.join("etc")).arg("stop").stderr(Stdio::null()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_bounces_back_through_postfix_and_is_suppressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let postfix = Postfix::start(&dir.path().join("postfix"));
+
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).bounce_domain("bounces.test").build();
+    let request = EmailRequest {
+        from: Some("Acme <hello@acme.test>".into()),
+        to: Some(OneOrMany::One("nosuchuser@mx.test".into())),
+        subject: Some("Welcome".into()),
+        text: Some("Hello.".into()),
+        ..Default::default()
+    };
+    let id = engine.send(request, SendOptions::default()).await.unwrap().id;
+
+    let target = RelayTarget::parse(&format!("smtp://127.0.0.1:{}?tls=none", postfix.port)).unwrap();
+    let transport = Arc::new(SmtpTransport::new(SmtpConfig::relay(target)).unwrap());
+    let report = engine.worker(transport, WorkerConfig::default()).run_until_idle().await.unwrap();
+    assert_eq!(report.handed_over, 1);
+    // Postfix took it (250): sent, its fate unknown yet.
+    assert_eq!(engine.get(id).await.unwrap().last_event, Some(EventKind::Sent));
+
+    let dsn = postfix.next_bounce(Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&dsn);
+    assert!(text.contains("report-type=delivery-status"), "a genuine DSN: {text}");
+    let ingested = engine.ingest_bounce(&dsn).await.unwrap();
+    assert_eq!(ingested.email, Some(id), "the VERP return path links the DSN to its email");
+
+    let view = engine.get(id).await.unwrap();
+    assert_eq!(view.last_event, Some(EventKind::Bounced));
+    let json = serde_json::to_value(&view).unwrap();
+    assert!(json.to_string().contains("\"Permanent\""), "a permanent bounce: {json}");
+    let entry = engine.suppression("nosuchuser@mx.test").await.unwrap();
+    assert!(entry.is_some(), "the address is suppressed");
+}
