@@ -267,3 +267,51 @@ This is a permanent error; I've given up. Sorry it didn't work out.\n\n<someone@
     assert_eq!(out.json["suppressed"][0], "someone@example.org");
     assert_eq!(run(&db, &["get", &id], None).json["last_event"], "bounced");
 }
+
+/// `smtp-sink` (Debian's postfix package) on a free loopback port, killed on drop.
+struct Sink(std::process::Child, u16);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn smtp_sink() -> Sink {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let mut cmd = Command::new("smtp-sink");
+    if root {
+        cmd.args(["-u", "postfix"]);
+    }
+    let child = cmd.arg(format!("127.0.0.1:{port}")).arg("64").stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let child = child.unwrap_or_else(|e| panic!("smtp-sink ({e}): run ./scripts/test.sh, which installs postfix"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "smtp-sink did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Sink(child, port)
+}
+
+#[test]
+fn work_relays_through_smtp_and_keeps_test_addresses_simulated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let sink = smtp_sink();
+    let real = run(&db, &["send"], Some(&email("person@example.com"))).json["id"].as_str().unwrap().to_string();
+    let test = run(&db, &["send"], Some(&email("bounced@resend.dev"))).json["id"].as_str().unwrap().to_string();
+    let url = format!("smtp://127.0.0.1:{}?tls=none", sink.1);
+    let work = run(&db, &["work", "--until-idle", "--smtp", &url, "--connections", "2"], None);
+    assert!(work.ok, "{}", work.json);
+    assert_eq!(work.json["handed_over"], 2);
+    // The relay accepted it: sent (the relay's own fate is unknown), with its reply kept.
+    let got = run(&db, &["get", &real], None).json;
+    assert_eq!(got["last_event"], "sent", "{got}");
+    // The test address never reached the relay and bounced as simulated.
+    assert_eq!(run(&db, &["get", &test], None).json["last_event"], "bounced");
+    // A relay URL that breaks the rules is refused with the rule named.
+    let bad = run(&db, &["work", "--until-idle", "--smtp", "smtp://127.0.0.1:99999"], None);
+    assert!(!bad.ok && bad.json.to_string().contains("port"), "{}", bad.json);
+}
