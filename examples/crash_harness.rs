@@ -5,11 +5,13 @@
 //! ```text
 //! crash_harness --db PATH --outbox PATH --run K --start N   # accept batches N, N+1, … and deliver
 //! crash_harness --db PATH --outbox PATH --drain             # deliver until nothing is left
+//! crash_harness ... --smtp URL                               # deliver over SMTP instead
 //! ```
 //!
 //! stdout: `ACK <batch> <run> <id>,<id>,…` once a batch is acknowledged (flushed at once).
 //! The outbox file gets one line `<email id>` per message handed to the transport, written
-//! with a single append, so the test can count duplicates after any kill.
+//! with a single append, so the test can count duplicates after any kill. With `--smtp`, the
+//! SMTP transport relays to URL instead, and the test counts what the server received.
 
 use async_trait::async_trait;
 use mailroom::core::email::EmailId;
@@ -82,10 +84,11 @@ struct Args {
     run: u64,
     start: u64,
     drain: bool,
+    smtp: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { db: PathBuf::new(), outbox: PathBuf::new(), run: 0, start: 0, drain: false };
+    let mut a = Args { db: PathBuf::new(), outbox: PathBuf::new(), run: 0, start: 0, drain: false, smtp: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -95,6 +98,7 @@ fn args() -> Result<Args, String> {
             "--run" => a.run = value()?.parse().map_err(|e| format!("--run: {e}"))?,
             "--start" => a.start = value()?.parse().map_err(|e| format!("--start: {e}"))?,
             "--drain" => a.drain = true,
+            "--smtp" => a.smtp = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -107,7 +111,16 @@ async fn main() -> Result<(), String> {
     let store = Arc::new(RedbStorage::open(&a.db).map_err(|e| e.to_string())?);
     let engine = Engine::builder(store.clone()).idempotency_in_flight_lease(IN_FLIGHT).build();
     let file = std::fs::OpenOptions::new().create(true).append(true).open(&a.outbox).map_err(|e| e.to_string())?;
-    let transport = Arc::new(FileOutbox(Mutex::new(file)));
+    let transport: Arc<dyn Transport> = match &a.smtp {
+        None => Arc::new(FileOutbox(Mutex::new(file))),
+        Some(url) => {
+            let target = mailroom::smtp::RelayTarget::parse(url).map_err(|e| e.to_string())?;
+            Arc::new(
+                mailroom::smtp::SmtpTransport::new(mailroom::smtp::SmtpConfig::relay(target))
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+    };
     let config = WorkerConfig {
         concurrency: 4,
         claim_batch: 8,

@@ -86,9 +86,27 @@ struct Ledger {
     in_doubt: BTreeMap<EmailId, usize>,
 }
 
-fn check(db: &Path, outbox: &Path, ledger: &mut Ledger, seed: u64) {
+/// How many times each email reached the other side: the harness's outbox file, or the
+/// messages an SMTP server saved (one file each, named by their Message-ID's email id).
+type Counter<'a> = &'a dyn Fn() -> HashMap<EmailId, usize>;
+
+fn saved_counts(dir: &Path) -> HashMap<EmailId, usize> {
+    let mut counts = HashMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let id = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: <").or_else(|| l.strip_prefix("Message-Id: <")))
+            .and_then(|v| v.split('@').next())
+            .and_then(|v| v.parse::<EmailId>().ok());
+        *counts.entry(id.unwrap_or_else(|| panic!("saved message without our Message-ID: {raw}"))).or_default() += 1;
+    }
+    counts
+}
+
+fn check(db: &Path, count: Counter<'_>, ledger: &mut Ledger, seed: u64) {
     let all = load_all(db);
-    let handed = outbox_counts(outbox);
+    let handed = count();
     // Every acknowledged id exists, with all its content and its first event.
     for ((n, _), ids) in &ledger.acked {
         for (i, id) in ids.iter().enumerate() {
@@ -151,15 +169,54 @@ fn spawn(harness: &Path, db: &Path, outbox: &Path, extra: &[String]) -> std::pro
 
 #[test]
 fn killed_at_random_moments_nothing_is_lost_or_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox.log");
     let kills: u64 = std::env::var("MAILROOM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    crash_test(dir.path(), kills, (20, 250), &[], &|| outbox_counts(&outbox), EventKind::Delivered);
+}
+
+/// The same over SMTP: the harness relays to an aiosmtpd server that saves every message it
+/// accepts, and is killed mid-transaction as often as anywhere else.
+#[test]
+fn killed_while_delivering_over_smtp_nothing_is_lost_or_received_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smtp/tests/peers/smtpd.py");
+    let mut server = Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string(), "--save"])
+        .arg(&saved)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "smtpd.py did not start (aiosmtpd missing? ./scripts/test.sh installs it)");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kills: u64 = std::env::var("MAILROOM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50) / 2;
+    let url = format!("smtp://127.0.0.1:{port}?tls=none");
+    // Longer lives: a hand-over over SMTP takes round trips, and a debug build starts slower.
+    crash_test(dir.path(), kills, (60, 700), &["--smtp".into(), url], &|| saved_counts(&saved), EventKind::Sent);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// Runs the harness `kills` times, killing it at a random moment each time, then lets it
+/// drain, and checks the invariants after every kill and at the end. `count` says how often
+/// each email reached the other side; a delivered email ends `done`.
+/// Each run lives a random number of milliseconds within `life`.
+fn crash_test(dir: &Path, kills: u64, life: (u64, u64), transport: &[String], count: Counter<'_>, done: EventKind) {
     let seed: u64 = std::env::var("MAILROOM_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
     });
     println!("crash test seed {seed}, {kills} kills");
     let mut rng = Rng(seed);
     let harness = common::example("crash_harness");
-    let dir = tempfile::tempdir().unwrap();
-    let (db, outbox) = (dir.path().join("crash.redb"), dir.path().join("outbox.log"));
+    let (db, outbox) = (dir.join("crash.redb"), dir.join("outbox.log"));
     let mut ledger = Ledger::default();
     let mut next = 0u64;
     let started = Instant::now();
@@ -167,12 +224,13 @@ fn killed_at_random_moments_nothing_is_lost_or_sent_twice() {
     for run in 0..kills {
         // Bounded in time: the whole test stays within a few minutes even on a slow machine.
         assert!(started.elapsed() < Duration::from_secs(600), "seed {seed}: crash test ran out of time");
-        let mut child =
-            spawn(&harness, &db, &outbox, &["--run".into(), run.to_string(), "--start".into(), next.to_string()]);
+        let mut args = vec!["--run".into(), run.to_string(), "--start".into(), next.to_string()];
+        args.extend_from_slice(transport);
+        let mut child = spawn(&harness, &db, &outbox, &args);
         let stdout = child.stdout.take().unwrap();
         let reader =
             std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
-        std::thread::sleep(Duration::from_millis(rng.range(20, 250)));
+        std::thread::sleep(Duration::from_millis(rng.range(life.0, life.1)));
         child.kill().expect("SIGKILL");
         let status = child.wait().unwrap();
         let mut err = String::new();
@@ -191,27 +249,29 @@ fn killed_at_random_moments_nothing_is_lost_or_sent_twice() {
             ledger.acked.insert((n, run_tag), ids);
             next = next.max(n + 1);
         }
-        check(&db, &outbox, &mut ledger, seed);
+        check(&db, count, &mut ledger, seed);
     }
 
     // Let the last process deliver everything, with no more kills.
-    let mut child = spawn(&harness, &db, &outbox, &["--drain".into()]);
+    let mut args = vec!["--drain".to_string()];
+    args.extend_from_slice(transport);
+    let mut child = spawn(&harness, &db, &outbox, &args);
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "seed {seed}: draining did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
     let all = load_all(&db);
-    let handed = outbox_counts(&outbox);
+    let handed = count();
     let mut failed = 0;
     for (id, r) in &all {
         let n = handed.get(id).copied().unwrap_or(0);
         match r.state.last_event() {
-            Some(EventKind::Delivered) => assert_eq!(n, 1, "seed {seed}: delivered {id} handed over {n} times"),
+            Some(k) if k == done => assert_eq!(n, 1, "seed {seed}: delivered {id} handed over {n} times"),
             Some(EventKind::Failed) => {
                 failed += 1;
                 let reason = r.state.events.last().and_then(|e| e.reason.as_deref()).unwrap_or_default();
-                assert_eq!(reason, AMBIGUOUS_REASON, "seed {seed}");
+                assert!(reason.starts_with(AMBIGUOUS_REASON), "seed {seed}: {reason}");
                 assert!(ledger.in_doubt.contains_key(id), "seed {seed}: {id} failed without being in doubt");
             }
             other => panic!("seed {seed}: {id} ended {other:?}"),
@@ -221,8 +281,7 @@ fn killed_at_random_moments_nothing_is_lost_or_sent_twice() {
         // Picked up again after the lease: delivered, or handed over by a later run that was
         // itself killed mid-send (then it is in doubt and failed, never re-sent).
         let last = all[id].state.last_event();
-        let ok =
-            last == Some(EventKind::Delivered) || (last == Some(EventKind::Failed) && ledger.in_doubt.contains_key(id));
+        let ok = last == Some(done) || (last == Some(EventKind::Failed) && ledger.in_doubt.contains_key(id));
         assert!(ok, "seed {seed}: stranded claim {id} ended {last:?}");
     }
     for (id, at_kill) in &ledger.in_doubt {

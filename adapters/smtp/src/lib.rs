@@ -59,7 +59,11 @@ impl std::fmt::Debug for SmtpTransport {
 impl SmtpTransport {
     pub fn new(config: SmtpConfig) -> Result<SmtpTransport, ConfigError> {
         let opportunistic = tls::unverified()?;
-        let verifying = if config.accept_invalid_certs { opportunistic.clone() } else { tls::verifying()? };
+        // The system's roots are loaded only when a relay will verify them (loading them is
+        // the slowest part of start-up).
+        let verifies = matches!(&config.mode, Mode::Relay(t) if t.security != Security::None);
+        let verifying =
+            if config.accept_invalid_certs || !verifies { opportunistic.clone() } else { tls::verifying()? };
         let pool = Pool::new(config.max_connections, config.max_per_destination, config.idle_timeout);
         Ok(SmtpTransport { inner: Arc::new(Inner { config, pool, verifying, opportunistic }) })
     }
