@@ -176,3 +176,52 @@ async fn starttls_and_auth_against_a_relay_that_requires_both() {
     assert_eq!(e.kind, TransportErrorKind::Transient, "{e}");
     assert!(peer.stop().contains("accepted=1"));
 }
+
+/// The worker and the retry policy over a real deferring server: a `452 4.2.2` answer
+/// schedules retries on the documented backoff, `delivery_delayed` is recorded once, and
+/// when the 72 h window closes the email ends `bounced` (Transient) with the last reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_recipient_is_retried_then_bounced_transient_when_the_window_closes() {
+    use mailroom_core::lifecycle::EventKind;
+    use mailroom_core::memory::MemoryStorage;
+    use mailroom_core::ports::ManualClock;
+    use mailroom_core::request::{EmailRequest, OneOrMany};
+    use mailroom_core::worker::WorkerConfig;
+    use mailroom_core::{Engine, SendOptions};
+    use std::sync::Arc;
+
+    let peer = peers::smtpd(&[]);
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).clock(clock.clone()).build();
+    let request = EmailRequest {
+        from: Some("Acme <hi@acme.test>".into()),
+        to: Some(OneOrMany::One("full@example.test".into())),
+        subject: Some("Hi".into()),
+        text: Some("hello".into()),
+        ..Default::default()
+    };
+    let id = engine.send(request, SendOptions::default()).await.unwrap().id;
+    let t = Arc::new(transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |_| {}));
+    let mut attempts = 0;
+    loop {
+        let report = engine.worker(t.clone(), WorkerConfig::default()).run_until_idle().await.unwrap();
+        attempts += report.handed_over;
+        let rec = engine.get_record(id).await.unwrap();
+        if rec.state.last_event() != Some(EventKind::DeliveryDelayed) {
+            break;
+        }
+        // Jump to the next attempt (the policy's waits: 2 m, 5 m, 15 m, ... every 8 h).
+        let due = rec.state.due_at.expect("a retry is scheduled");
+        clock.set(due);
+        assert!(attempts < 30, "the retry window never closed");
+    }
+    let rec = engine.get_record(id).await.unwrap();
+    let kinds: Vec<EventKind> = rec.state.events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == EventKind::DeliveryDelayed).count(), 1, "{kinds:?}");
+    assert_eq!(rec.state.last_event(), Some(EventKind::Bounced), "{kinds:?}");
+    let view = serde_json::to_string(&engine.get(id).await.unwrap()).unwrap();
+    assert!(view.contains("Transient") && view.contains("452"), "{view}");
+    // The first attempt, then retries after 2 m, 5 m, 15 m, 30 m, 1 h, 2 h, 4 h, 8 h (at 15 h 52 m)
+    // and every 8 h while within 72 h (7 more, the last at 71 h 52 m): 16 attempts.
+    assert_eq!(attempts, 16, "{kinds:?}");
+}
