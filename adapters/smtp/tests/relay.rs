@@ -8,6 +8,7 @@ mod peers;
 use mailroom_core::email::EmailId;
 use mailroom_core::ports::{DeliveryReport, Envelope, RecipientStatus, Transport, TransportErrorKind};
 use mailroom_smtp::{RelayTarget, SmtpConfig, SmtpTransport, Timeouts};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn transport(url: &str, tweak: impl FnOnce(&mut SmtpConfig)) -> SmtpTransport {
@@ -188,7 +189,6 @@ async fn a_deferred_recipient_is_retried_then_bounced_transient_when_the_window_
     use mailroom_core::request::{EmailRequest, OneOrMany};
     use mailroom_core::worker::WorkerConfig;
     use mailroom_core::{Engine, SendOptions};
-    use std::sync::Arc;
 
     let peer = peers::smtpd(&[]);
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
@@ -224,4 +224,55 @@ async fn a_deferred_recipient_is_retried_then_bounced_transient_when_the_window_
     // The first attempt, then retries after 2 m, 5 m, 15 m, 30 m, 1 h, 2 h, 4 h, 8 h (at 15 h 52 m)
     // and every 8 h while within 72 h (7 more, the last at 71 h 52 m): 16 attempts.
     assert_eq!(attempts, 16, "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_with_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = peers::self_signed(dir.path());
+    let peer = peers::smtpd(&["--implicit-tls", cert.to_str().unwrap(), key.to_str().unwrap(), "--auth", "user:pw"]);
+    let t = transport(&format!("smtps://user:pw@localhost:{}", peer.port), |c| c.accept_invalid_certs = true);
+    let r = t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap();
+    assert_eq!(statuses(&r)[0].1, RecipientStatus::Relayed, "{:?}", statuses(&r));
+    assert!(peer.stop().contains("accepted=1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_hand_overs_share_a_bounded_set_of_connections() {
+    let peer = peers::smtpd(&[]);
+    let t = Arc::new(transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |c| {
+        c.max_connections = 2;
+        c.max_per_destination = 2;
+    }));
+    let sends = (0..12).map(|_| {
+        let t = t.clone();
+        tokio::spawn(async move { t.send_raw(&envelope(&["ok@example.test"]), &message("")).await })
+    });
+    for s in sends.collect::<Vec<_>>() {
+        assert_eq!(s.await.unwrap().unwrap().recipients[0].status, RecipientStatus::Relayed);
+    }
+    let printed = peer.stop();
+    let connections: usize = printed
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("connections="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(connections <= 2 && printed.contains("accepted=12"), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_past_its_timeout_is_not_reused() {
+    let peer = peers::smtpd(&[]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |c| {
+        c.idle_timeout = Duration::from_millis(200);
+        c.health_check_after = Duration::from_millis(50);
+    });
+    t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap();
+    // Reused after a NOOP probe (idle 100 ms > 50 ms), then replaced after 300 ms idle.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap();
+    let printed = peer.stop();
+    assert!(printed.contains("connections=2 accepted=3"), "{printed}");
 }

@@ -1,6 +1,6 @@
 """A small SMTP peer for mailroom-smtp's tests (aiosmtpd), whose answers depend on the recipient.
 
-Run:  python3 smtpd.py HOST PORT [--tls CERT KEY] [--auth USER:PASSWORD] [--save DIR]
+Run:  python3 smtpd.py HOST PORT [--tls CERT KEY | --implicit-tls CERT KEY] [--auth USER:PASSWORD] [--save DIR]
 The recipient's local part decides: hard* -> 550 5.1.1, full* -> 452 4.2.2, defer* -> 451 4.3.0,
 block* -> 554 5.7.1; anything else is accepted. A body line `X-Test-Reject: data` gets 554 5.6.0
 at DATA. With --tls the server offers STARTTLS (and requires it before AUTH); with --auth it
@@ -55,6 +55,7 @@ def main():
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--implicit-tls", nargs=2, metavar=("CERT", "KEY"), help="TLS from the first byte (smtps)")
     p.add_argument("--auth")
     p.add_argument("--save", help="write each accepted message to SAVE/N.eml")
     a = p.parse_args()
@@ -63,6 +64,10 @@ def main():
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(a.tls[0], a.tls[1])
         kwargs.update(tls_context=ctx, require_starttls=True)
+    if a.implicit_tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.implicit_tls[0], a.implicit_tls[1])
+        kwargs.update(ssl_context=ctx)
     if a.auth:
         user, password = a.auth.split(":", 1)
 
@@ -71,6 +76,8 @@ def main():
             # handled=False: aiosmtpd then answers a failure with 535 itself.
             return AuthResult(success=ok, handled=False)
 
+        # aiosmtpd only recognises TLS started with STARTTLS for auth_require_tls; with
+        # implicit TLS the whole session is encrypted anyway.
         kwargs.update(authenticator=check, auth_required=True, auth_require_tls=bool(a.tls))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     h = Handler(a.save)
