@@ -279,7 +279,7 @@ impl Drop for Sink {
 }
 
 fn smtp_sink() -> Sink {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     let mut cmd = Command::new("smtp-sink");
     if root {
@@ -287,11 +287,7 @@ fn smtp_sink() -> Sink {
     }
     let child = cmd.arg(format!("127.0.0.1:{port}")).arg("64").stdout(Stdio::null()).stderr(Stdio::null()).spawn();
     let child = child.unwrap_or_else(|e| panic!("smtp-sink ({e}): run ./scripts/test.sh, which installs postfix"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "smtp-sink did not listen");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_listening(port, "smtp-sink");
     Sink(child, port)
 }
 

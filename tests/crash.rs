@@ -182,7 +182,7 @@ fn killed_while_delivering_over_smtp_nothing_is_lost_or_received_twice() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved");
     std::fs::create_dir(&saved).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smtp/tests/peers/smtpd.py");
     let mut server = Command::new("python3")
         .arg(script)
@@ -192,11 +192,7 @@ fn killed_while_delivering_over_smtp_nothing_is_lost_or_received_twice() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "smtpd.py did not start (aiosmtpd missing? ./scripts/test.sh installs it)");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_listening(port, "smtpd.py (aiosmtpd: ./scripts/test.sh installs it)");
     let kills: u64 = std::env::var("MAILROOM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50) / 2;
     let url = format!("smtp://127.0.0.1:{port}?tls=none");
     // Longer lives: a hand-over over SMTP takes round trips, and a debug build starts slower.

@@ -5,6 +5,8 @@
 //! puts the address on the suppression list.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
+mod common;
+
 use mailroom::core::lifecycle::EventKind;
 use mailroom::core::memory::MemoryStorage;
 use mailroom::core::request::{EmailRequest, OneOrMany};
@@ -25,7 +27,7 @@ struct Postfix {
 impl Postfix {
     fn start(base: &Path) -> Postfix {
         assert!(Path::new("/usr/sbin/postfix").exists(), "postfix is not installed: run ./scripts/test.sh");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = common::free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/setup-postfix.sh");
         let out = Command::new("bash").arg(script).arg(base).arg(port.to_string()).output().unwrap();
         assert!(out.status.success(), "setup-postfix.sh: {}", String::from_utf8_lossy(&out.stderr));
@@ -37,11 +39,7 @@ impl Postfix {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "postfix did not listen on 127.0.0.1:{port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_listening(port, "postfix");
         Postfix { base: base.to_path_buf(), port, child }
     }
 
