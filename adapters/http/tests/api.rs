@@ -1,0 +1,226 @@
+//! The API over a real socket: a server on a free 127.0.0.1 port, an HTTP client, the
+//! wire format of the hosted service (bodies, statuses, error bodies).
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use mailroom_core::Engine;
+use mailroom_core::memory::MemoryStorage;
+use mailroom_http::{Api, KeyRing, Permission, router};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+struct Server {
+    base: String,
+    full: String,
+    sending: String,
+    keys: Arc<KeyRing>,
+}
+
+async fn start() -> Server {
+    let keys = Arc::new(KeyRing::new());
+    let (_, full) = keys.create("full", Permission::FullAccess);
+    let (_, sending) = keys.create("sending", Permission::SendingAccess { domain: None });
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let app = router(Api { engine, keys: keys.clone() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server { base, full, sending, keys }
+}
+
+async fn call(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value, String) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.base));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, json, ct)
+}
+
+fn email(to: &str) -> Value {
+    json!({"from": "Acme <hi@acme.test>", "to": to, "subject": "Hi", "html": "<p>hi</p>"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_get_list_reschedule_cancel() {
+    let s = start().await;
+    let post = reqwest::Method::POST;
+    let (st, body, ct) =
+        call(&s, post.clone(), "/emails", Some(&s.full), Some(email("delivered@resend.dev")), &[]).await;
+    assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/json"), "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let (st, got, _) = call(&s, reqwest::Method::GET, &format!("/emails/{id}"), Some(&s.full), None, &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (got["object"].as_str(), got["id"].as_str(), got["last_event"].as_str()),
+        (Some("email"), Some(id.as_str()), Some("queued"))
+    );
+    let (st, page, _) = call(&s, reqwest::Method::GET, "/emails?limit=10", Some(&s.full), None, &[]).await;
+    assert_eq!(
+        (st, page["object"].as_str(), page["data"][0]["id"].as_str()),
+        (StatusCode::OK, Some("list"), Some(id.as_str()))
+    );
+
+    let mut later = email("delivered@resend.dev");
+    later["scheduled_at"] = json!("in 1 hour");
+    let (_, body, _) = call(&s, post.clone(), "/emails", Some(&s.full), Some(later), &[]).await;
+    let sid = body["id"].as_str().unwrap().to_string();
+    // The Python SDK's body carries "id" too.
+    let (st, r, _) = call(
+        &s,
+        reqwest::Method::PATCH,
+        &format!("/emails/{sid}"),
+        Some(&s.full),
+        Some(json!({"id": sid, "scheduled_at": "in 2 hours"})),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (st, r["object"].as_str(), r["id"].as_str()),
+        (StatusCode::OK, Some("email"), Some(sid.as_str())),
+        "{r}"
+    );
+    // Node cancels with no body but a JSON content type.
+    let (st, r, _) = call(
+        &s,
+        post.clone(),
+        &format!("/emails/{sid}/cancel"),
+        Some(&s.full),
+        None,
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let (_, got, _) =
+        call(&s, reqwest::Method::GET, &format!("/emails/{sid}"), Some(&s.full), Some(json!({})), &[]).await;
+    assert_eq!(got["last_event"], "canceled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_modes_and_idempotency() {
+    let s = start().await;
+    let post = reqwest::Method::POST;
+    let items = json!([email("a@example.com"), email("nope"), email("b@example.com")]);
+    let (st, r, _) = call(
+        &s,
+        post.clone(),
+        "/emails/batch",
+        Some(&s.full),
+        Some(items.clone()),
+        &[("x-batch-validation", "strict")],
+    )
+    .await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (422, Some("validation_error")), "{r}");
+    let (st, r, _) =
+        call(&s, post.clone(), "/emails/batch", Some(&s.full), Some(items), &[("x-batch-validation", "permissive")])
+            .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!((r["data"].as_array().unwrap().len(), r["errors"][0]["index"].as_u64()), (2, Some(1)), "{r}");
+
+    let key = [("idempotency-key", "welcome/42")];
+    let (_, first, _) = call(&s, post.clone(), "/emails", Some(&s.full), Some(email("a@example.com")), &key).await;
+    let (st, again, _) = call(&s, post.clone(), "/emails", Some(&s.full), Some(email("a@example.com")), &key).await;
+    assert_eq!((st, &again), (StatusCode::OK, &first), "a replay answers the first response");
+    let (st, r, _) = call(&s, post.clone(), "/emails", Some(&s.full), Some(email("b@example.com")), &key).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (409, Some("invalid_idempotent_request")), "{r}");
+    let long = "k".repeat(257);
+    let (st, r, _) =
+        call(&s, post, "/emails", Some(&s.full), Some(email("a@example.com")), &[("idempotency-key", &long)]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (400, Some("invalid_idempotency_key")), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_every_error_is_json() {
+    let s = start().await;
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    let expect = |r: (StatusCode, Value, String), status: u16, name: &str| {
+        assert_eq!(
+            (r.0.as_u16(), r.1["name"].as_str(), r.1["statusCode"].as_u64()),
+            (status, Some(name), Some(u64::from(status))),
+            "{}",
+            r.1
+        );
+        assert_eq!(r.2, "application/json");
+    };
+    expect(call(&s, post.clone(), "/emails", None, Some(email("a@example.com")), &[]).await, 401, "missing_api_key");
+    expect(
+        call(&s, post.clone(), "/emails", Some("re_unknown"), Some(email("a@example.com")), &[]).await,
+        403,
+        "invalid_api_key",
+    );
+    expect(call(&s, get.clone(), "/emails", Some(&s.sending), None, &[]).await, 401, "restricted_api_key");
+    let (st, _, _) = call(&s, post.clone(), "/emails", Some(&s.sending), Some(email("a@example.com")), &[]).await;
+    assert_eq!(st, StatusCode::OK, "a sending key sends");
+    let id = s.keys.list().into_iter().find(|k| k.name == "sending").unwrap().id;
+    assert!(s.keys.revoke(&id));
+    expect(
+        call(&s, post.clone(), "/emails", Some(&s.sending), Some(email("a@example.com")), &[]).await,
+        403,
+        "invalid_api_key",
+    );
+
+    expect(
+        call(
+            &s,
+            post.clone(),
+            "/emails",
+            Some(&s.full),
+            Some(json!({"from": "Acme <hi@acme.test>", "subject": "x", "text": "x"})),
+            &[],
+        )
+        .await,
+        422,
+        "missing_required_field",
+    );
+    expect(
+        call(&s, get.clone(), "/emails/00000000-0000-7000-8000-000000000000", Some(&s.full), None, &[]).await,
+        404,
+        "not_found",
+    );
+    expect(call(&s, get.clone(), "/emails/not-a-uuid", Some(&s.full), None, &[]).await, 422, "invalid_parameter");
+    expect(call(&s, get.clone(), "/emails?limit=0", Some(&s.full), None, &[]).await, 422, "validation_error");
+    expect(call(&s, get.clone(), "/nowhere", Some(&s.full), None, &[]).await, 404, "not_found");
+    expect(call(&s, reqwest::Method::DELETE, "/emails", Some(&s.full), None, &[]).await, 405, "method_not_allowed");
+
+    // Malformed JSON, a wrong content type, an oversize body: JSON errors all.
+    let raw = |body: Vec<u8>, ct: &'static str| {
+        let base = s.base.clone();
+        let key = s.full.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/emails"))
+                .bearer_auth(key)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            let text = r.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap_or_else(|_| panic!("not JSON: {text}")), ct)
+        }
+    };
+    let r = raw(b"{\"from\": ".to_vec(), "application/json").await;
+    assert!(r.0.is_client_error() && r.1["name"].is_string(), "{}", r.1);
+    expect(raw(b"from=a".to_vec(), "application/x-www-form-urlencoded").await, 400, "validation_error");
+    expect(raw(vec![b' '; mailroom_http::MAX_BODY_BYTES + 1], "application/json").await, 413, "validation_error");
+}
