@@ -66,22 +66,21 @@ enum Command {
         /// Messages in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
-        /// Relay through this SMTP server (`smtp://[user:pass@]host[:port][?tls=required|none]`
-        /// or `smtps://...`) instead of the sandbox. Test addresses stay simulated.
-        #[arg(long, value_name = "URL", conflicts_with = "direct")]
-        smtp: Option<String>,
-        /// Deliver straight to each recipient domain's MX hosts (port 25).
-        #[arg(long)]
-        direct: bool,
-        /// The nameserver for --direct (default: the system's).
-        #[arg(long, value_name = "ADDR:PORT", requires = "direct")]
-        dns: Option<std::net::SocketAddr>,
-        /// Open SMTP connections at most (in total, and to one destination).
-        #[arg(long, default_value_t = 8)]
-        connections: usize,
-        /// The name to give in EHLO.
-        #[arg(long, default_value = "localhost")]
-        helo: String,
+        #[command(flatten)]
+        delivery: Delivery,
+    },
+    /// Serve the REST API (the hosted service's wire format) and deliver in the same process,
+    /// until SIGTERM or Ctrl-C.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: std::net::SocketAddr,
+        /// A full-access API key to accept (`re_...`); repeatable. Without one, a key is
+        /// created and printed.
+        #[arg(long = "api-key", value_name = "KEY")]
+        api_keys: Vec<String>,
+        #[command(flatten)]
+        delivery: Delivery,
     },
     /// Manage the suppression list.
     Suppressions {
@@ -167,6 +166,49 @@ impl AttachmentLoader for FileLoader {
     }
 }
 
+/// How `work` and `serve` deliver.
+#[derive(Args, Debug)]
+struct Delivery {
+    /// Relay through this SMTP server (`smtp://[user:pass@]host[:port][?tls=required|none]`
+    /// or `smtps://...`) instead of the sandbox. Test addresses stay simulated.
+    #[arg(long, value_name = "URL", conflicts_with = "direct")]
+    smtp: Option<String>,
+    /// Deliver straight to each recipient domain's MX hosts (port 25).
+    #[arg(long)]
+    direct: bool,
+    /// The nameserver for --direct (default: the system's).
+    #[arg(long, value_name = "ADDR:PORT", requires = "direct")]
+    dns: Option<std::net::SocketAddr>,
+    /// Open SMTP connections at most (in total, and to one destination).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// The name to give in EHLO.
+    #[arg(long, default_value = "localhost")]
+    helo: String,
+}
+
+impl Delivery {
+    /// The transport, and whether it is SMTP.
+    fn transport(self, sandbox: SandboxTransport) -> Result<(Arc<dyn Transport>, bool), Failure> {
+        let config = match (self.smtp, self.direct) {
+            (Some(url), _) => SmtpConfig::relay(RelayTarget::parse(&url)?),
+            (None, true) => {
+                let resolver = match self.dns {
+                    Some(addr) => HickoryResolver::with_nameserver(addr),
+                    None => HickoryResolver::system().map_err(|e| Failure::Other(e.to_string()))?,
+                };
+                SmtpConfig::direct(Arc::new(resolver))
+            }
+            (None, false) => return Ok((Arc::new(sandbox), false)),
+        };
+        let mut config = config;
+        config.max_connections = self.connections;
+        config.max_per_destination = self.connections;
+        config.helo_name = self.helo;
+        Ok((Arc::new(WithTestAddresses::new(sandbox, Arc::new(SmtpTransport::new(config)?))), true))
+    }
+}
+
 enum Failure {
     Engine(Error),
     Other(String),
@@ -222,6 +264,67 @@ fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
     })
 }
 
+/// The API and the worker in one process; both stop on SIGTERM or Ctrl-C, the worker
+/// finishing what it has in flight.
+async fn serve(
+    engine: Engine,
+    addr: std::net::SocketAddr,
+    api_keys: Vec<String>,
+    transport: Arc<dyn Transport>,
+) -> Result<(), Failure> {
+    use mailroom::http::{Api, KeyRing, Permission};
+    let keys = Arc::new(KeyRing::new());
+    for k in &api_keys {
+        keys.insert(k, "command line", Permission::FullAccess);
+    }
+    if api_keys.is_empty() {
+        let (_, token) = keys.create("created at start", Permission::FullAccess);
+        tracing::info!("no --api-key given; created {token}");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
+    tracing::info!(%addr, "serving the API; the worker delivers in the same process");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let worker = engine.worker(transport, WorkerConfig::default());
+    let until = stopped(stop_rx.clone());
+    let worker = tokio::spawn(async move { worker.run(until).await });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new requests; finishing deliveries in flight");
+        let _ = stop_tx.send(true);
+    });
+    let app = mailroom::http::router(Api { engine, keys });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(stop_rx))
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let report = worker.await.map_err(|e| Failure::Other(e.to_string()))??;
+    tracing::info!(processed = report.processed, released = report.released, "stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::When { phrase, now } = &cli.command {
         return when(&phrase.join(" "), now.as_deref());
@@ -254,29 +357,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let before = args.before.as_deref().map(str::parse::<EmailId>).transpose()?;
             print(&engine.list(PageRequest::new(args.limit, after, before)?).await?);
         }
-        Command::Work { until_idle, concurrency, smtp, direct, dns, connections, helo } => {
-            let sandbox = sandbox(&cli.db, &cli.test_domain);
-            let relaying = smtp.is_some() || direct;
-            let config = match (smtp, direct) {
-                (Some(url), _) => Some(SmtpConfig::relay(RelayTarget::parse(&url)?)),
-                (None, true) => {
-                    let resolver = match dns {
-                        Some(addr) => HickoryResolver::with_nameserver(addr),
-                        None => HickoryResolver::system().map_err(|e| Failure::Other(e.to_string()))?,
-                    };
-                    Some(SmtpConfig::direct(Arc::new(resolver)))
-                }
-                (None, false) => None,
-            };
-            let transport: Arc<dyn Transport> = match config {
-                None => Arc::new(sandbox),
-                Some(mut config) => {
-                    config.max_connections = connections;
-                    config.max_per_destination = connections;
-                    config.helo_name = helo;
-                    Arc::new(WithTestAddresses::new(sandbox, Arc::new(SmtpTransport::new(config)?)))
-                }
-            };
+        Command::Work { until_idle, concurrency, delivery } => {
+            let connections = delivery.connections;
+            let (transport, relaying) = delivery.transport(sandbox(&cli.db, &cli.test_domain))?;
             // More messages in flight than connections would only queue for a connection.
             let concurrency = if relaying { concurrency.max(connections) } else { concurrency };
             let worker = engine.worker(transport, WorkerConfig { concurrency, ..Default::default() });
@@ -331,6 +414,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(&json!({"compacted": changed, "bytes_before": before, "bytes_after": size()}));
         }
         Command::Demo => demo(&engine, &cli.db, &cli.test_domain).await?,
+        Command::Serve { addr, api_keys, delivery } => {
+            serve(engine, addr, api_keys, delivery.transport(sandbox(&cli.db, &cli.test_domain))?.0).await?;
+        }
     }
     Ok(())
 }
@@ -419,6 +505,15 @@ async fn demo(engine: &Engine, db: &Path, test_domain: &str) -> Result<(), Failu
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr (stdout carries the commands' JSON); RUST_LOG filters them.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

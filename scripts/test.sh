@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests need beyond the Rust toolchain: real SMTP and DNS peers (Debian's postfix
-# for smtp-sink, smtp-source and a loopback postfix; dnsmasq; openssl for test certificates)
-# and aiosmtpd (PyPI). Installed only when missing.
+# for smtp-sink, smtp-source and a loopback postfix; dnsmasq; openssl for test certificates),
+# aiosmtpd (PyPI), and the official SDKs (PyPI resend 2.x, npm resend 6.x). Installed only
+# when missing.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 missing=""
-for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3; do
+for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3 node:nodejs npm:npm; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || missing="$missing ${tool##*:}"
 done
 if [ -n "$missing" ]; then
@@ -20,9 +21,13 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing python3-pip >/dev/null
 fi
-if ! python3 -c "import aiosmtpd" 2>/dev/null; then
-  python3 -m pip install -q aiosmtpd 2>/dev/null || python3 -m pip install -q --break-system-packages aiosmtpd
-fi
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
+}
+python3 -c "import aiosmtpd" 2>/dev/null || pip_install aiosmtpd
+# The official SDKs the HTTP tests drive: PyPI resend 2.x and npm resend 6.x.
+python3 -c "import resend" 2>/dev/null || pip_install "resend>=2,<3"
+[ -d tests/sdk/node_modules/resend ] || npm install --silent --no-audit --no-fund --prefix tests/sdk >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

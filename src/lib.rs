@@ -12,6 +12,7 @@
 //! | `redb` (default) | [`redb`] | the embedded, durable [`Storage`](core::Storage) on a redb file |
 //! | `smtp` (default) | [`smtp`] | the SMTP [`Transport`](core::Transport): relay or direct to MX |
 //! | `dns` (default) | [`dns`] | the [`DnsResolver`](core::DnsResolver) on hickory-resolver |
+//! | `http` (default) | [`http`] | the REST API (the hosted service's wire format) as an axum `Router` |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +43,9 @@ pub use mailroom_smtp as smtp;
 
 #[cfg(feature = "dns")]
 pub use mailroom_dns as dns;
+
+#[cfg(feature = "http")]
+pub use mailroom_http as http;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
