@@ -79,6 +79,9 @@ enum Command {
         /// created and printed.
         #[arg(long = "api-key", value_name = "KEY")]
         api_keys: Vec<String>,
+        /// Requests per second per API key (0: unlimited).
+        #[arg(long, default_value_t = 10)]
+        rate_limit: u32,
         #[command(flatten)]
         delivery: Delivery,
     },
@@ -270,6 +273,7 @@ async fn serve(
     engine: Engine,
     addr: std::net::SocketAddr,
     api_keys: Vec<String>,
+    rate_limit: u32,
     transport: Arc<dyn Transport>,
 ) -> Result<(), Failure> {
     use mailroom::http::{Api, KeyRing, Permission};
@@ -297,7 +301,7 @@ async fn serve(
         tracing::info!("shutting down: no new requests; finishing deliveries in flight");
         let _ = stop_tx.send(true);
     });
-    let app = mailroom::http::router(Api { engine, keys });
+    let app = mailroom::http::router(Api::new(engine, keys).rate_limit(rate_limit));
     axum::serve(listener, app)
         .with_graceful_shutdown(stopped(stop_rx))
         .await
@@ -414,8 +418,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(&json!({"compacted": changed, "bytes_before": before, "bytes_after": size()}));
         }
         Command::Demo => demo(&engine, &cli.db, &cli.test_domain).await?,
-        Command::Serve { addr, api_keys, delivery } => {
-            serve(engine, addr, api_keys, delivery.transport(sandbox(&cli.db, &cli.test_domain))?.0).await?;
+        Command::Serve { addr, api_keys, rate_limit, delivery } => {
+            let transport = delivery.transport(sandbox(&cli.db, &cli.test_domain))?.0;
+            serve(engine, addr, api_keys, rate_limit, transport).await?;
         }
     }
     Ok(())

@@ -10,8 +10,10 @@
 //! panics on input; the engine decides every rule, this layer only translates.
 
 mod keys;
+mod limit;
 
 pub use keys::{ApiKey, AuthError, KeyRing, Permission};
+pub use limit::{Quota, RateLimiter};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -35,8 +37,22 @@ pub const MAX_BODY_BYTES: usize = 56 << 20;
 /// What the handlers share.
 #[derive(Clone, Debug)]
 pub struct Api {
-    pub engine: Engine,
-    pub keys: Arc<KeyRing>,
+    engine: Engine,
+    keys: Arc<KeyRing>,
+    limiter: Arc<RateLimiter>,
+}
+
+impl Api {
+    /// The API over `engine`, accepting `keys`, at the default 10 requests per second per key.
+    pub fn new(engine: Engine, keys: Arc<KeyRing>) -> Api {
+        Api { engine, keys, limiter: Arc::new(RateLimiter::new(10)) }
+    }
+
+    /// Requests per second per key (0: unlimited).
+    pub fn rate_limit(mut self, per_second: u32) -> Api {
+        self.limiter = Arc::new(RateLimiter::new(per_second));
+        self
+    }
 }
 
 /// The API's routes over `api`.
@@ -48,8 +64,41 @@ pub fn router(api: Api) -> Router {
         .route("/emails/{id}/cancel", post(cancel))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
+}
+
+/// Authentication and the rate limit, before any handler: the key must exist, be active and
+/// be allowed on the endpoint; every answer to an identified key carries the RateLimit
+/// headers, and a request over the limit gets 429 with `retry-after`.
+async fn guard(State(api): State<Api>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let sending = req.method() == Method::POST && matches!(req.uri().path(), "/emails" | "/emails/batch");
+    let endpoint = if sending { Endpoint::Sending } else { Endpoint::Other };
+    let key = match authenticate(&api, req.headers(), endpoint) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let quota = api.limiter.check(&key.id, std::time::Instant::now());
+    let mut response = if quota.allowed {
+        next.run(req).await
+    } else {
+        let mut r = ApiError::new(
+            429,
+            "rate_limit_exceeded",
+            "Too many requests. You can only make a limited number of requests per second.",
+        )
+        .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, quota.reset.into());
+        r
+    };
+    if quota.limit > 0 {
+        let h = response.headers_mut();
+        h.insert("ratelimit-limit", quota.limit.into());
+        h.insert("ratelimit-remaining", quota.remaining.into());
+        h.insert("ratelimit-reset", quota.reset.into());
+    }
+    response
 }
 
 /// An error in the wire format.
@@ -151,7 +200,6 @@ fn email_id(id: &str) -> Result<EmailId, ApiError> {
 }
 
 async fn send(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult {
-    authenticate(&api, &headers, Endpoint::Sending)?;
     let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
     let request = EmailRequest::from_json(&body)?;
     let sent = api.engine.send(request, SendOptions { idempotency_key: idempotency_key(&headers)? }).await?;
@@ -159,7 +207,6 @@ async fn send(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, By
 }
 
 async fn batch(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult {
-    authenticate(&api, &headers, Endpoint::Sending)?;
     let mode = match headers.get("x-batch-validation").map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
         None => BatchMode::Strict,
         Some(m) if m == "strict" => BatchMode::Strict,
@@ -179,13 +226,15 @@ async fn batch(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, B
     ok(sent)
 }
 
-async fn get_email(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    authenticate(&api, &headers, Endpoint::Other)?;
+async fn get_email(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
     ok(api.engine.get(email_id(&id)?).await?)
 }
 
-async fn list(State(api): State<Api>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    authenticate(&api, &headers, Endpoint::Other)?;
+async fn list(
+    State(api): State<Api>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError::new(422, "validation_error", format!("Invalid query string: {e}")))?;
     // The core's default page size is the Node SDK's documented 20 (Python's docs say 10).
     let limit = q
         .get("limit")
@@ -215,7 +264,6 @@ async fn reschedule(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authenticate(&api, &headers, Endpoint::Other)?;
     let id = email_id(&id)?;
     let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
     // The Python SDK also sends "id" in the body: any other field is ignored.
@@ -232,7 +280,6 @@ async fn cancel(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authenticate(&api, &headers, Endpoint::Other)?;
     // Node sends no body, Python `{}`: either is fine, anything else must still be JSON.
     json_body(&headers, body)?;
     ok(api.engine.cancel(email_id(&id)?).await?)

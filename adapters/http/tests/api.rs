@@ -21,7 +21,7 @@ async fn start() -> Server {
     let (_, full) = keys.create("full", Permission::FullAccess);
     let (_, sending) = keys.create("sending", Permission::SendingAccess { domain: None });
     let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
-    let app = router(Api { engine, keys: keys.clone() });
+    let app = router(Api::new(engine, keys.clone()).rate_limit(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -223,4 +223,35 @@ async fn keys_and_every_error_is_json() {
     assert!(r.0.is_client_error() && r.1["name"].is_string(), "{}", r.1);
     expect(raw(b"from=a".to_vec(), "application/x-www-form-urlencoded").await, 400, "validation_error");
     expect(raw(vec![b' '; mailroom_http::MAX_BODY_BYTES + 1], "application/json").await, 413, "validation_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_per_key_with_headers() {
+    let keys = Arc::new(KeyRing::new());
+    let (_, a) = keys.create("a", Permission::FullAccess);
+    let (_, b) = keys.create("b", Permission::FullAccess);
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(Api::new(engine, keys).rate_limit(3))).await });
+    let client = reqwest::Client::new();
+    let hit = |key: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move { client.get(format!("{base}/emails")).bearer_auth(key).send().await.unwrap() }
+    };
+    let mut remaining = vec![];
+    for _ in 0..3 {
+        let r = hit(a.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["ratelimit-limit"], "3");
+        remaining.push(r.headers()["ratelimit-remaining"].to_str().unwrap().to_string());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let r = hit(a.clone()).await;
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after") && r.headers().contains_key("ratelimit-reset"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["name"], "rate_limit_exceeded");
+    // Another key has its own quota.
+    assert_eq!(hit(b).await.status(), StatusCode::OK);
 }
