@@ -9,7 +9,7 @@
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use mailroom::core::testkit::sample_batch;
 use mailroom::core::{BatchOptions, Engine};
-use mailroom::http::{Api, KeyRing, Permission, router};
+use mailroom::http::{Api, KeyPermission, KeyRing, router};
 use mailroom::redb::RedbStorage;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,10 +29,11 @@ fn http(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     // One store each, so that neither path runs on a file the other has grown.
     let store = |name: &str| Arc::new(RedbStorage::open(dir.path().join(name)).expect("redb"));
-    let engine = Engine::builder(store("http.redb")).build();
+    let http_store = store("http.redb");
+    let engine = Engine::builder(http_store.clone()).build();
     let lib_engine = Engine::builder(store("library.redb")).build();
-    let keys = Arc::new(KeyRing::new());
-    let (_, token) = keys.create("bench", Permission::FullAccess);
+    let keys = KeyRing::new(http_store);
+    let (_, token) = rt.block_on(keys.create(engine.account(), "bench", KeyPermission::FullAccess)).expect("key");
     let base = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -272,18 +272,23 @@ fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
 async fn serve(
     engine: Engine,
     addr: std::net::SocketAddr,
-    api_keys: Vec<String>,
+    (keys, api_keys): (mailroom::http::KeyRing, Vec<String>),
     rate_limit: u32,
     transport: Arc<dyn Transport>,
 ) -> Result<(), Failure> {
-    use mailroom::http::{Api, KeyRing, Permission};
-    let keys = Arc::new(KeyRing::new());
+    use mailroom::http::{Api, KeyPermission};
+    let account = engine.account().clone();
     for k in &api_keys {
-        keys.insert(k, "command line", Permission::FullAccess);
+        keys.insert(&account, k, "command line", KeyPermission::FullAccess)
+            .await
+            .map_err(|e| Failure::Engine(e.into()))?;
     }
-    if api_keys.is_empty() {
-        let (_, token) = keys.create("created at start", Permission::FullAccess);
-        tracing::info!("no --api-key given; created {token}");
+    if api_keys.is_empty() && keys.list(&account).await.map_err(|e| Failure::Engine(e.into()))?.is_empty() {
+        let (_, token) = keys
+            .create(&account, "created at start", KeyPermission::FullAccess)
+            .await
+            .map_err(|e| Failure::Engine(e.into()))?;
+        tracing::info!("no API key yet; created {token} (shown once)");
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -420,7 +425,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo => demo(&engine, &cli.db, &cli.test_domain).await?,
         Command::Serve { addr, api_keys, rate_limit, delivery } => {
             let transport = delivery.transport(sandbox(&cli.db, &cli.test_domain))?.0;
-            serve(engine, addr, api_keys, rate_limit, transport).await?;
+            let keys = mailroom::http::KeyRing::new(Arc::new(store.clone()));
+            serve(engine, addr, (keys, api_keys), rate_limit, transport).await?;
         }
     }
     Ok(())

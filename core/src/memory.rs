@@ -29,6 +29,7 @@ struct State {
     due: BTreeSet<(i64, u128)>,
     idempotency: HashMap<(AccountId, String), IdempotencyRecord>,
     suppressions: BTreeMap<(AccountId, String), SuppressionEntry>,
+    api_keys: HashMap<[u8; 32], (AccountId, crate::ports::ApiKeyRecord)>,
 }
 
 impl State {
@@ -349,6 +350,39 @@ impl Storage for MemoryStorage {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::ports::ApiKeyStore for MemoryStorage {
+    async fn key_insert(&self, account: &AccountId, key: crate::ports::ApiKeyRecord) -> Result<(), StorageError> {
+        self.lock().api_keys.entry(key.token_sha256).or_insert((account.clone(), key));
+        Ok(())
+    }
+
+    async fn key_by_hash(
+        &self,
+        sha256: &[u8; 32],
+    ) -> Result<Option<(AccountId, crate::ports::ApiKeyRecord)>, StorageError> {
+        Ok(self.lock().api_keys.get(sha256).cloned())
+    }
+
+    async fn key_list(&self, account: &AccountId) -> Result<Vec<crate::ports::ApiKeyRecord>, StorageError> {
+        let mut keys: Vec<_> =
+            self.lock().api_keys.values().filter(|(a, _)| a == account).map(|(_, k)| k.clone()).collect();
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError> {
+        let mut s = self.lock();
+        match s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id) {
+            Some((_, k)) => {
+                k.revoked_at.get_or_insert(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod conformance {
     use super::MemoryStorage;
@@ -356,4 +390,9 @@ mod conformance {
     use std::sync::Arc;
 
     crate::storage_conformance_tests!(((), Arc::new(MemoryStorage::new()) as Arc<dyn Storage>));
+
+    #[tokio::test]
+    async fn api_keys() {
+        crate::testkit::api_keys_conformance(Arc::new(MemoryStorage::new())).await;
+    }
 }

@@ -405,3 +405,39 @@ pub trait DnsResolver: Send + Sync + Debug {
     /// The TXT records of `name`, each one's strings joined.
     async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError>;
 }
+
+/// What an API key may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyPermission {
+    FullAccess,
+    /// The sending endpoints only; with a domain, only for senders at that domain.
+    SendingAccess {
+        domain: Option<String>,
+    },
+}
+
+/// A stored API key. Only a SHA-256 of its token is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub token_sha256: [u8; 32],
+    pub permission: KeyPermission,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// API keys, per account: an extension a store may offer beside [`Storage`] (the HTTP adapter
+/// needs it; an embedding host that calls the engine directly does not).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync + Debug {
+    /// Stores `key` for `account`. A key with the same token hash is left as it is.
+    async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> Result<(), StorageError>;
+    /// The key whose token hashes to `sha256`, with its account.
+    async fn key_by_hash(&self, sha256: &[u8; 32]) -> Result<Option<(AccountId, ApiKeyRecord)>, StorageError>;
+    /// The account's keys, oldest first.
+    async fn key_list(&self, account: &AccountId) -> Result<Vec<ApiKeyRecord>, StorageError>;
+    /// Marks the key revoked at `at`; `false` if the account has no key `id`. Idempotent.
+    async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
+}

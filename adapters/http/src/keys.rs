@@ -1,133 +1,134 @@
-//! API keys: only a SHA-256 of each token is kept; the token itself is shown once, at creation.
+//! API keys over the store's [`ApiKeyStore`]: only a SHA-256 of each token is kept; the
+//! token itself is shown once, at creation.
 //!
 //! Invariants: a revoked key never authenticates again; a `sending_access` key authenticates
-//! only the sending endpoints (and only for its domain, when it names one).
+//! only the sending endpoints (and, when it names a domain, only senders at that domain).
 
+use mailroom_core::email::AccountId;
+use mailroom_core::error::StorageError;
+use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, Clock, KeyPermission, SystemClock};
 use rand::RngCore;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::RwLock;
-
-/// What a key may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "permission")]
-pub enum Permission {
-    FullAccess,
-    /// `POST /emails` and `/emails/batch` only, optionally only from one sending domain.
-    SendingAccess {
-        domain: Option<String>,
-    },
-}
-
-/// A key as listed (never the token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ApiKey {
-    pub id: String,
-    pub name: String,
-    #[serde(flatten)]
-    pub permission: Permission,
-    pub revoked: bool,
-}
+use std::sync::Arc;
 
 /// Why a request is not authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     /// No `Authorization: Bearer …` header: 401 `missing_api_key`.
     Missing,
     /// Unknown or revoked: 403 `invalid_api_key`.
     Invalid,
+    /// The key store failed: 500.
+    Store(StorageError),
 }
 
-/// The keys this server accepts.
-#[derive(Debug, Default)]
+/// The keys this server accepts, kept in the store.
+#[derive(Debug, Clone)]
 pub struct KeyRing {
-    by_hash: RwLock<HashMap<[u8; 32], ApiKey>>,
+    store: Arc<dyn ApiKeyStore>,
+    clock: Arc<dyn Clock>,
 }
 
-fn hash(token: &str) -> [u8; 32] {
+pub(crate) fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 impl KeyRing {
-    pub fn new() -> KeyRing {
-        KeyRing::default()
+    pub fn new(store: Arc<dyn ApiKeyStore>) -> KeyRing {
+        KeyRing { store, clock: Arc::new(SystemClock) }
     }
 
-    /// Creates a key with a fresh random token (`re_` and 32 hex bytes), returned once.
-    pub fn create(&self, name: &str, permission: Permission) -> (ApiKey, String) {
+    /// Creates a key with a fresh random token (`re_` and 24 random bytes in hex), returned
+    /// once: only its hash is stored.
+    pub async fn create(
+        &self,
+        account: &AccountId,
+        name: &str,
+        permission: KeyPermission,
+    ) -> Result<(ApiKeyRecord, String), StorageError> {
         let mut raw = [0u8; 24];
         rand::rng().fill_bytes(&mut raw);
         let token = format!("re_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let key = self.insert(&token, name, permission);
-        (key, token)
+        let key = self.insert(account, &token, name, permission).await?;
+        Ok((key, token))
     }
 
-    /// Accepts a token the host chose (a server started with `--api-key re_…`). Idempotent.
-    pub fn insert(&self, token: &str, name: &str, permission: Permission) -> ApiKey {
-        let h = hash(token);
-        let mut map = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(h)
-            .or_insert_with(|| ApiKey {
-                // The id names the key without revealing it: a prefix of its hash.
-                id: h[..8].iter().map(|b| format!("{b:02x}")).collect(),
-                name: name.to_string(),
-                permission,
-                revoked: false,
-            })
-            .clone()
+    /// Accepts a token the host chose (`serve --api-key re_…`). Idempotent: the same token
+    /// again keeps the key it already names.
+    pub async fn insert(
+        &self,
+        account: &AccountId,
+        token: &str,
+        name: &str,
+        permission: KeyPermission,
+    ) -> Result<ApiKeyRecord, StorageError> {
+        let h = sha256(token);
+        let key = ApiKeyRecord {
+            id: uuid_like(&h),
+            name: name.to_string(),
+            token_sha256: h,
+            permission,
+            created_at: self.clock.now(),
+            revoked_at: None,
+        };
+        self.store.key_insert(account, key).await?;
+        Ok(self.store.key_by_hash(&h).await?.map(|(_, k)| k).unwrap_or_else(unreachable_stored))
     }
 
-    pub fn list(&self) -> Vec<ApiKey> {
-        let map = self.by_hash.read().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<ApiKey> = map.values().cloned().collect();
-        keys.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        keys
+    pub async fn list(&self, account: &AccountId) -> Result<Vec<ApiKeyRecord>, StorageError> {
+        self.store.key_list(account).await
     }
 
-    /// Revokes the key with `id`; `false` if there is none.
-    pub fn revoke(&self, id: &str) -> bool {
-        let mut map = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
-        match map.values_mut().find(|k| k.id == id) {
-            Some(k) => {
-                k.revoked = true;
-                true
-            }
-            None => false,
-        }
+    /// Revokes `id`; `false` if the account has no such key.
+    pub async fn revoke(&self, account: &AccountId, id: &str) -> Result<bool, StorageError> {
+        self.store.key_revoke(account, id, self.clock.now()).await
     }
 
-    /// The key an `Authorization` header value names.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<ApiKey, AuthError> {
+    /// The account and key an `Authorization` header value names.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<(AccountId, ApiKeyRecord), AuthError> {
         let token = authorization
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
-        let map = self.by_hash.read().unwrap_or_else(|p| p.into_inner());
-        match map.get(&hash(token)) {
-            Some(k) if !k.revoked => Ok(k.clone()),
+        match self.store.key_by_hash(&sha256(token)).await.map_err(AuthError::Store)? {
+            Some((account, key)) if key.revoked_at.is_none() => Ok((account, key)),
             _ => Err(AuthError::Invalid),
         }
     }
 }
 
+#[allow(clippy::panic)]
+fn unreachable_stored() -> ApiKeyRecord {
+    // key_insert either stored the key or found one with the same hash.
+    panic!("an API key just stored is not in the store")
+}
+
+/// A stable id for a key, from its hash (uuid-shaped like the hosted service's ids), so that
+/// the same token always names the same key and the id reveals nothing usable.
+fn uuid_like(h: &[u8; 32]) -> String {
+    let x: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailroom_core::memory::MemoryStorage;
 
-    #[test]
-    fn created_keys_authenticate_until_revoked_and_only_hashes_are_kept() {
-        let ring = KeyRing::new();
-        let (key, token) = ring.create("ci", Permission::FullAccess);
+    #[tokio::test]
+    async fn created_keys_authenticate_until_revoked_and_only_hashes_are_kept() {
+        let store = Arc::new(MemoryStorage::new());
+        let ring = KeyRing::new(store.clone());
+        let acct = AccountId::default();
+        let (key, token) = ring.create(&acct, "ci", KeyPermission::FullAccess).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(token.starts_with("re_") && token.len() == 51);
         let header = format!("Bearer {token}");
-        assert_eq!(ring.authenticate(Some(&header)).map(|k| k.id), Ok(key.id.clone()));
-        assert_eq!(ring.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(ring.authenticate(Some("Bearer re_nope")), Err(AuthError::Invalid));
-        assert!(!format!("{:?}", ring).contains(&token[3..]), "the token itself is not stored");
-        assert!(ring.revoke(&key.id));
-        assert_eq!(ring.authenticate(Some(&header)), Err(AuthError::Invalid));
-        assert!(ring.list()[0].revoked);
+        assert_eq!(ring.authenticate(Some(&header)).await.map(|k| k.1.id), Ok(key.id.clone()));
+        assert_eq!(ring.authenticate(None).await.err(), Some(AuthError::Missing));
+        assert_eq!(ring.authenticate(Some("Bearer re_nope")).await.err(), Some(AuthError::Invalid));
+        assert!(!format!("{store:?}").contains(&token[3..]), "the token itself is not stored");
+        assert!(ring.revoke(&acct, &key.id).await.unwrap_or(false));
+        assert_eq!(ring.authenticate(Some(&header)).await.err(), Some(AuthError::Invalid));
     }
 }

@@ -12,17 +12,18 @@
 mod keys;
 mod limit;
 
-pub use keys::{ApiKey, AuthError, KeyRing, Permission};
+pub use keys::{AuthError, KeyRing};
 pub use limit::{Quota, RateLimiter};
+pub use mailroom_core::ports::{ApiKeyRecord, KeyPermission};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use mailroom_core::email::{EmailId, PageRequest};
+use mailroom_core::email::{AccountId, EmailId, PageRequest};
 use mailroom_core::request::{EmailRequest, batch_from_json};
 use mailroom_core::{BatchMode, BatchOptions, Engine, Error, SendOptions};
 use serde::Deserialize;
@@ -38,13 +39,14 @@ pub const MAX_BODY_BYTES: usize = 56 << 20;
 #[derive(Clone, Debug)]
 pub struct Api {
     engine: Engine,
-    keys: Arc<KeyRing>,
+    keys: KeyRing,
     limiter: Arc<RateLimiter>,
 }
 
 impl Api {
-    /// The API over `engine`, accepting `keys`, at the default 10 requests per second per key.
-    pub fn new(engine: Engine, keys: Arc<KeyRing>) -> Api {
+    /// The API over `engine`, accepting the keys in `keys`, at the default 10 requests per
+    /// second per key. Each key acts for its own account (`Engine::with_account`).
+    pub fn new(engine: Engine, keys: KeyRing) -> Api {
         Api { engine, keys, limiter: Arc::new(RateLimiter::new(10)) }
     }
 
@@ -62,6 +64,8 @@ pub fn router(api: Api) -> Router {
         .route("/emails/batch", post(batch))
         .route("/emails/{id}", get(get_email).patch(reschedule))
         .route("/emails/{id}/cancel", post(cancel))
+        .route("/api-keys", post(create_key).get(list_keys))
+        .route("/api-keys/{id}", delete(revoke_key))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
@@ -72,15 +76,18 @@ pub fn router(api: Api) -> Router {
 /// Authentication and the rate limit, before any handler: the key must exist, be active and
 /// be allowed on the endpoint; every answer to an identified key carries the RateLimit
 /// headers, and a request over the limit gets 429 with `retry-after`.
-async fn guard(State(api): State<Api>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn guard(State(api): State<Api>, mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let sending = req.method() == Method::POST && matches!(req.uri().path(), "/emails" | "/emails/batch");
     let endpoint = if sending { Endpoint::Sending } else { Endpoint::Other };
-    let key = match authenticate(&api, req.headers(), endpoint) {
+    let (account, key) = match authenticate(&api, req.headers(), endpoint).await {
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
     let quota = api.limiter.check(&key.id, std::time::Instant::now());
     let mut response = if quota.allowed {
+        req.extensions_mut().insert(api.engine.with_account(account.0.as_ref()));
+        req.extensions_mut().insert(account);
+        req.extensions_mut().insert(key);
         next.run(req).await
     } else {
         let mut r = ApiError::new(
@@ -144,16 +151,35 @@ enum Endpoint {
     Other,
 }
 
-fn authenticate(api: &Api, headers: &HeaderMap, endpoint: Endpoint) -> Result<ApiKey, ApiError> {
+async fn authenticate(
+    api: &Api,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+) -> Result<(AccountId, ApiKeyRecord), ApiError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let key = api.keys.authenticate(value).map_err(|e| match e {
+    let (account, key) = api.keys.authenticate(value).await.map_err(|e| match e {
         AuthError::Missing => ApiError::new(401, "missing_api_key", "Missing API key in the authorization header"),
         AuthError::Invalid => ApiError::new(403, "invalid_api_key", "API key is invalid"),
+        AuthError::Store(e) => Error::from(e).into(),
     })?;
-    if endpoint == Endpoint::Other && matches!(key.permission, Permission::SendingAccess { .. }) {
+    if endpoint == Endpoint::Other && matches!(key.permission, KeyPermission::SendingAccess { .. }) {
         return Err(ApiError::new(401, "restricted_api_key", "This API key is restricted to only send emails"));
     }
-    Ok(key)
+    Ok((account, key))
+}
+
+/// A sending key limited to a domain sends only from that domain (or its subdomains).
+fn check_sender(key: &ApiKeyRecord, requests: &[EmailRequest]) -> Result<(), ApiError> {
+    let KeyPermission::SendingAccess { domain: Some(domain) } = &key.permission else { return Ok(()) };
+    for r in requests {
+        let from = r.from.as_deref().unwrap_or_default();
+        let sender_domain = mailroom_core::address::Mailbox::parse(from).map(|m| m.domain).unwrap_or_default();
+        let allowed = sender_domain == *domain || sender_domain.ends_with(&format!(".{domain}"));
+        if !from.is_empty() && !allowed {
+            return Err(ApiError::new(403, "validation_error", format!("This API key can only send from {domain}.")));
+        }
+    }
+    Ok(())
 }
 
 /// The request body, checked to be JSON (an empty body reads as `{}`, as Node sends for
@@ -199,14 +225,25 @@ fn email_id(id: &str) -> Result<EmailId, ApiError> {
     Ok(id.parse::<EmailId>()?)
 }
 
-async fn send(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn send(
+    Extension(engine): Extension<Engine>,
+    Extension(key): Extension<ApiKeyRecord>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
     let request = EmailRequest::from_json(&body)?;
-    let sent = api.engine.send(request, SendOptions { idempotency_key: idempotency_key(&headers)? }).await?;
+    check_sender(&key, std::slice::from_ref(&request))?;
+    let sent = engine.send(request, SendOptions { idempotency_key: idempotency_key(&headers)? }).await?;
     ok(sent)
 }
 
-async fn batch(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn batch(
+    Extension(engine): Extension<Engine>,
+    Extension(key): Extension<ApiKeyRecord>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let mode = match headers.get("x-batch-validation").map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
         None => BatchMode::Strict,
         Some(m) if m == "strict" => BatchMode::Strict,
@@ -221,17 +258,17 @@ async fn batch(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, B
     };
     let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"[]"));
     let requests = batch_from_json(&body)?;
-    let sent =
-        api.engine.send_batch(requests, BatchOptions { mode, idempotency_key: idempotency_key(&headers)? }).await?;
+    check_sender(&key, &requests)?;
+    let sent = engine.send_batch(requests, BatchOptions { mode, idempotency_key: idempotency_key(&headers)? }).await?;
     ok(sent)
 }
 
-async fn get_email(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
-    ok(api.engine.get(email_id(&id)?).await?)
+async fn get_email(Extension(engine): Extension<Engine>, Path(id): Path<String>) -> ApiResult {
+    ok(engine.get(email_id(&id)?).await?)
 }
 
 async fn list(
-    State(api): State<Api>,
+    Extension(engine): Extension<Engine>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query.map_err(|e| ApiError::new(422, "validation_error", format!("Invalid query string: {e}")))?;
@@ -250,7 +287,7 @@ async fn list(
         .transpose()?;
     let cursor = |name: &str| q.get(name).map(|v| email_id(v)).transpose();
     let page = PageRequest::new(limit, cursor("after")?, cursor("before")?)?;
-    ok(api.engine.list(page).await?)
+    ok(engine.list(page).await?)
 }
 
 #[derive(Deserialize)]
@@ -259,7 +296,7 @@ struct Reschedule {
 }
 
 async fn reschedule(
-    State(api): State<Api>,
+    Extension(engine): Extension<Engine>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -271,18 +308,81 @@ async fn reschedule(
         .map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))?;
     let when =
         r.scheduled_at.ok_or_else(|| ApiError::new(422, "missing_required_field", "Missing `scheduled_at` field."))?;
-    ok(api.engine.reschedule(id, &when).await?)
+    ok(engine.reschedule(id, &when).await?)
 }
 
 async fn cancel(
-    State(api): State<Api>,
+    Extension(engine): Extension<Engine>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     // Node sends no body, Python `{}`: either is fine, anything else must still be JSON.
     json_body(&headers, body)?;
-    ok(api.engine.cancel(email_id(&id)?).await?)
+    ok(engine.cancel(email_id(&id)?).await?)
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    name: Option<String>,
+    permission: Option<String>,
+    /// The one sending domain a `sending_access` key may send from.
+    domain: Option<String>,
+}
+
+async fn create_key(
+    State(api): State<Api>,
+    Extension(account): Extension<AccountId>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
+    let k: NewKey = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))?;
+    let name = k
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::new(422, "missing_required_field", "Missing `name` field."))?;
+    if name.chars().count() > 50 {
+        return Err(ApiError::new(422, "validation_error", "The `name` field must be at most 50 characters."));
+    }
+    let permission = match k.permission.as_deref() {
+        None | Some("full_access") => KeyPermission::FullAccess,
+        Some("sending_access") => {
+            KeyPermission::SendingAccess { domain: k.domain.map(|d| d.trim().to_ascii_lowercase()) }
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                422,
+                "validation_error",
+                format!("`permission` must be full_access or sending_access, not {other:?}."),
+            ));
+        }
+    };
+    let (key, token) = api.keys.create(&account, &name, permission).await.map_err(Error::from)?;
+    ok(json!({"id": key.id, "token": token}))
+}
+
+async fn list_keys(State(api): State<Api>, Extension(account): Extension<AccountId>) -> ApiResult {
+    let keys = api.keys.list(&account).await.map_err(Error::from)?;
+    let data: Vec<_> = keys
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .map(|k| json!({"id": k.id, "name": k.name, "created_at": k.created_at.to_rfc3339()}))
+        .collect();
+    ok(json!({"object": "list", "has_more": false, "data": data}))
+}
+
+async fn revoke_key(
+    State(api): State<Api>,
+    Extension(account): Extension<AccountId>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if api.keys.revoke(&account, &id).await.map_err(Error::from)? {
+        ok(json!({}))
+    } else {
+        Err(ApiError::new(404, "not_found", "API key not found"))
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use mailroom_core::Engine;
+use mailroom_core::email::AccountId;
 use mailroom_core::memory::MemoryStorage;
-use mailroom_http::{Api, KeyRing, Permission, router};
+use mailroom_http::{Api, KeyPermission, KeyRing, router};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -13,14 +14,16 @@ struct Server {
     base: String,
     full: String,
     sending: String,
-    keys: Arc<KeyRing>,
+    keys: KeyRing,
 }
 
 async fn start() -> Server {
-    let keys = Arc::new(KeyRing::new());
-    let (_, full) = keys.create("full", Permission::FullAccess);
-    let (_, sending) = keys.create("sending", Permission::SendingAccess { domain: None });
-    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let store = Arc::new(MemoryStorage::new());
+    let keys = KeyRing::new(store.clone());
+    let acct = AccountId::default();
+    let (_, full) = keys.create(&acct, "full", KeyPermission::FullAccess).await.unwrap();
+    let (_, sending) = keys.create(&acct, "sending", KeyPermission::SendingAccess { domain: None }).await.unwrap();
+    let engine = Engine::builder(store).build();
     let app = router(Api::new(engine, keys.clone()).rate_limit(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -169,8 +172,9 @@ async fn keys_and_every_error_is_json() {
     expect(call(&s, get.clone(), "/emails", Some(&s.sending), None, &[]).await, 401, "restricted_api_key");
     let (st, _, _) = call(&s, post.clone(), "/emails", Some(&s.sending), Some(email("a@example.com")), &[]).await;
     assert_eq!(st, StatusCode::OK, "a sending key sends");
-    let id = s.keys.list().into_iter().find(|k| k.name == "sending").unwrap().id;
-    assert!(s.keys.revoke(&id));
+    let acct = AccountId::default();
+    let id = s.keys.list(&acct).await.unwrap().into_iter().find(|k| k.name == "sending").unwrap().id;
+    assert!(s.keys.revoke(&acct, &id).await.unwrap());
     expect(
         call(&s, post.clone(), "/emails", Some(&s.sending), Some(email("a@example.com")), &[]).await,
         403,
@@ -227,10 +231,11 @@ async fn keys_and_every_error_is_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_per_key_with_headers() {
-    let keys = Arc::new(KeyRing::new());
-    let (_, a) = keys.create("a", Permission::FullAccess);
-    let (_, b) = keys.create("b", Permission::FullAccess);
-    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let store = Arc::new(MemoryStorage::new());
+    let keys = KeyRing::new(store.clone());
+    let (_, a) = keys.create(&AccountId::default(), "a", KeyPermission::FullAccess).await.unwrap();
+    let (_, b) = keys.create(&AccountId::default(), "b", KeyPermission::FullAccess).await.unwrap();
+    let engine = Engine::builder(store).build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(Api::new(engine, keys).rate_limit(3))).await });
@@ -254,4 +259,44 @@ async fn rate_limits_per_key_with_headers() {
     assert_eq!(body["name"], "rate_limit_exceeded");
     // Another key has its own quota.
     assert_eq!(hit(b).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_managed_over_the_api_and_scope_their_account() {
+    let s = start().await;
+    let (post, get) = (reqwest::Method::POST, reqwest::Method::GET);
+    let (st, created, _) = call(&s, post.clone(), "/api-keys", Some(&s.full), Some(json!({"name": "ci"})), &[]).await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let token = created["token"].as_str().unwrap().to_string();
+    let (_, listed, _) = call(&s, get.clone(), "/api-keys", Some(&s.full), None, &[]).await;
+    assert!(
+        listed["data"].as_array().unwrap().iter().any(|k| k["name"] == "ci" && k.get("token").is_none()),
+        "{listed}"
+    );
+    let (st, _, _) = call(&s, post.clone(), "/emails", Some(&token), Some(email("a@example.com")), &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    let id = created["id"].as_str().unwrap();
+    let (st, _, _) = call(&s, reqwest::Method::DELETE, &format!("/api-keys/{id}"), Some(&s.full), None, &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, r, _) = call(&s, post.clone(), "/emails", Some(&token), Some(email("a@example.com")), &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (403, Some("invalid_api_key")));
+    let (st, r, _) = call(&s, reqwest::Method::DELETE, "/api-keys/nope", Some(&s.full), None, &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (404, Some("not_found")));
+
+    // A sending key for one domain sends from it only.
+    let body = json!({"name": "acme", "permission": "sending_access", "domain": "acme.test"});
+    let (_, created, _) = call(&s, post.clone(), "/api-keys", Some(&s.full), Some(body), &[]).await;
+    let acme = created["token"].as_str().unwrap().to_string();
+    let (st, _, _) = call(&s, post.clone(), "/emails", Some(&acme), Some(email("a@example.com")), &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut other = email("a@example.com");
+    other["from"] = json!("Other <x@other.test>");
+    let (st, r, _) = call(&s, post.clone(), "/emails", Some(&acme), Some(other), &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (403, Some("validation_error")), "{r}");
+
+    // A key of another account sees none of this account's emails.
+    let other_acct = AccountId::new("other-team");
+    let (_, foreign) = s.keys.create(&other_acct, "theirs", KeyPermission::FullAccess).await.unwrap();
+    let (_, page, _) = call(&s, get, "/emails", Some(&foreign), None, &[]).await;
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(0), "{page}");
 }

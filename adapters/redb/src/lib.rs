@@ -22,8 +22,8 @@ use mailroom_core::email::{
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
-    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage, StorageResult,
-    SuppressionEntry,
+    ApiKeyRecord, ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage,
+    StorageResult, SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -38,6 +38,8 @@ const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states_v1");
 const DUE: TableDefinition<(i64, u128), ()> = TableDefinition::new("due_v1");
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency_v1");
 const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("suppressions_v1");
+/// token SHA-256 → (account, key record). Few keys: listing an account's scans them all.
+const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys_v1");
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(e.to_string())
@@ -629,6 +631,83 @@ impl Storage for RedbStorage {
                 out.push(decode(v.value())?);
             }
             Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl mailroom_core::ports::ApiKeyStore for RedbStorage {
+    async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
+        let value = encode(&(account.0.to_string(), &key))?;
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            if t.get(key.token_sha256.as_slice()).map_err(backend)?.is_none() {
+                t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
+        let h = *sha256;
+        self.read(move |tx| {
+            let t = match tx.open_table(API_KEYS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(backend(e)),
+            };
+            match t.get(h.as_slice()).map_err(backend)? {
+                Some(v) => {
+                    let (account, key): (String, ApiKeyRecord) = decode(v.value())?;
+                    Ok(Some((AccountId::new(&account), key)))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn key_list(&self, account: &AccountId) -> StorageResult<Vec<ApiKeyRecord>> {
+        let account = account.0.to_string();
+        self.read(move |tx| {
+            let t = match tx.open_table(API_KEYS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(backend(e)),
+            };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(backend)? {
+                let (_, v) = item.map_err(backend)?;
+                let (a, key): (String, ApiKeyRecord) = decode(v.value())?;
+                if a == account {
+                    out.push(key);
+                }
+            }
+            out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
+        let (account, id) = (account.0.to_string(), id.to_string());
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            let mut found = None;
+            for item in t.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let (a, key): (String, ApiKeyRecord) = decode(v.value())?;
+                if a == account && key.id == id {
+                    found = Some((k.value().to_vec(), a, key));
+                    break;
+                }
+            }
+            let Some((hash, a, mut key)) = found else { return Ok(false) };
+            key.revoked_at.get_or_insert(at);
+            t.insert(hash.as_slice(), encode(&(a, &key))?.as_slice()).map_err(backend)?;
+            Ok(true)
         })
         .await
     }

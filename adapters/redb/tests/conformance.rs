@@ -119,3 +119,16 @@ async fn pruning_and_compaction_shrink_the_file() {
     assert_eq!(page.items.len(), 100, "ids and metadata stay");
     assert_eq!(page.items[0].last_event, Some(EventKind::Delivered));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_conformance_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.redb");
+    let store = RedbStorage::open(&path).unwrap();
+    mailroom_core::testkit::api_keys_conformance(Arc::new(store)).await;
+    // The keys and the revocation are in the file.
+    let reopened = RedbStorage::open(&path).unwrap();
+    use mailroom_core::ports::ApiKeyStore;
+    let (_, k) = reopened.key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert!(k.revoked_at.is_some());
+}

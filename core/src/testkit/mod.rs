@@ -629,3 +629,39 @@ pub async fn cancel_races_claim_correctly(s: Arc<dyn Storage>) {
     }
     assert_eq!(canceled.len() + claimed.len(), 40, "each email was either canceled or claimed");
 }
+
+/// The API-key extension: insert (idempotent by token hash), lookup with account, list per
+/// account, revoke (idempotent, account-scoped). Every store that offers it runs this.
+pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
+    use crate::ports::{ApiKeyRecord, KeyPermission};
+    let key = |id: &str, n: u8, at: i64| ApiKeyRecord {
+        id: id.into(),
+        name: format!("key {id}"),
+        token_sha256: [n; 32],
+        permission: if n.is_multiple_of(2) {
+            KeyPermission::FullAccess
+        } else {
+            KeyPermission::SendingAccess { domain: Some("acme.test".into()) }
+        },
+        created_at: t0() + CDuration::seconds(at),
+        revoked_at: None,
+    };
+    s.key_insert(&acct("a"), key("k1", 1, 0)).await.unwrap();
+    s.key_insert(&acct("a"), key("k2", 2, 1)).await.unwrap();
+    s.key_insert(&acct("b"), key("k3", 3, 2)).await.unwrap();
+    // The same token again changes nothing.
+    let mut again = key("other", 1, 9);
+    again.name = "renamed".into();
+    s.key_insert(&acct("b"), again).await.unwrap();
+    let (account, found) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!((account, found), (acct("a"), key("k1", 1, 0)));
+    assert!(s.key_by_hash(&[9; 32]).await.unwrap().is_none());
+    let ids: Vec<String> = s.key_list(&acct("a")).await.unwrap().into_iter().map(|k| k.id).collect();
+    assert_eq!(ids, ["k1", "k2"]);
+    // Revoking is per account, and the first revocation time stands.
+    assert!(!s.key_revoke(&acct("b"), "k1", t0()).await.unwrap());
+    assert!(s.key_revoke(&acct("a"), "k1", t0() + CDuration::seconds(5)).await.unwrap());
+    assert!(s.key_revoke(&acct("a"), "k1", t0() + CDuration::seconds(50)).await.unwrap());
+    let (_, revoked) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(t0() + CDuration::seconds(5)));
+}
