@@ -345,6 +345,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let engine = Engine::builder(Arc::new(store.clone()))
         .test_domain(&cli.test_domain)
         .attachment_loader(Arc::new(FileLoader))
+        .api_keys(Arc::new(store.clone()))
         .build();
     match cli.command {
         Command::Send { file, idempotency_key } => {

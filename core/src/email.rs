@@ -116,6 +116,11 @@ pub struct EmailContent {
     pub topic_id: Option<String>,
     /// `<id@sender-domain>`, fixed at acceptance so every attempt carries the same one.
     pub message_id: String,
+    /// The API key the email was accepted with (the HTTP adapter's): a scheduled email whose
+    /// key is revoked before it falls due is not sent. Last, so that stores can read records
+    /// written before it existed.
+    #[serde(default)]
+    pub api_key_id: Option<String>,
 }
 
 impl EmailContent {

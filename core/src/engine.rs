@@ -153,9 +153,17 @@ pub struct EngineBuilder {
     in_flight_lease: chrono::Duration,
     retention: Option<chrono::Duration>,
     bounce_domain: Option<String>,
+    api_keys: Option<Arc<dyn crate::ports::ApiKeyStore>>,
 }
 
 impl EngineBuilder {
+    /// Where API keys live: an email accepted with a key (see [`Engine::with_api_key`]) is
+    /// not sent if that key is revoked before the email falls due; it ends `failed`.
+    pub fn api_keys(mut self, keys: Arc<dyn crate::ports::ApiKeyStore>) -> Self {
+        self.api_keys = Some(keys);
+        self
+    }
+
     /// Sends with a VERP return path, `bounces+<email id>@<domain>`, so that a bounce that
     /// arrives later names the email it answers even when it quotes nothing of it. Without
     /// it, the return path is the sender's own address.
@@ -205,6 +213,7 @@ impl EngineBuilder {
         Engine {
             inner: Arc::new(Inner { config: self, ids: IdGen::default(), wake: Notify::new() }),
             account: AccountId::default(),
+            api_key: None,
         }
     }
 }
@@ -214,6 +223,8 @@ impl EngineBuilder {
 pub struct Engine {
     inner: Arc<Inner>,
     account: AccountId,
+    /// The API key this engine accepts emails for (recorded on each email).
+    api_key: Option<Arc<str>>,
 }
 
 impl Engine {
@@ -227,12 +238,23 @@ impl Engine {
             in_flight_lease: idempotency::IN_FLIGHT_LEASE,
             retention: None,
             bounce_domain: None,
+            api_keys: None,
         }
     }
 
     /// The same engine acting for another account. A single-account host never calls this.
     pub fn with_account(&self, account: impl AsRef<str>) -> Engine {
-        Engine { inner: Arc::clone(&self.inner), account: AccountId::new(account) }
+        Engine { inner: Arc::clone(&self.inner), account: AccountId::new(account), api_key: self.api_key.clone() }
+    }
+
+    /// The same engine recording `key_id` as the API key of every email it accepts.
+    pub fn with_api_key(&self, key_id: &str) -> Engine {
+        Engine { api_key: Some(Arc::from(key_id)), ..self.clone() }
+    }
+
+    /// Where API keys live, if the host configured them.
+    pub fn api_keys(&self) -> Option<&Arc<dyn crate::ports::ApiKeyStore>> {
+        self.inner.config.api_keys.as_ref()
     }
 
     pub fn account(&self) -> &AccountId {
@@ -369,6 +391,7 @@ impl Engine {
                 let id = self.inner.ids.next(ms);
                 let mut content = v.content;
                 content.message_id = message_id_for(&id, &content.from);
+                content.api_key_id = self.api_key.as_deref().map(str::to_string);
                 NewEmail { account: self.account.clone(), id, created_at: now, scheduled_at: v.scheduled_at, content }
             })
             .collect();

@@ -438,6 +438,10 @@ pub trait ApiKeyStore: Send + Sync + Debug {
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> Result<Option<(AccountId, ApiKeyRecord)>, StorageError>;
     /// The account's keys, oldest first.
     async fn key_list(&self, account: &AccountId) -> Result<Vec<ApiKeyRecord>, StorageError>;
+    /// The account's key `id`.
+    async fn key_by_id(&self, account: &AccountId, id: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
+        Ok(self.key_list(account).await?.into_iter().find(|k| k.id == id))
+    }
     /// Marks the key revoked at `at`; `false` if the account has no key `id`. Idempotent.
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
 }

@@ -110,6 +110,7 @@ mod tests {
         let id = EmailId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
         EmailContent {
             message_id: message_id_for(&id, &from),
+            api_key_id: None,
             from,
             to: vec![Mailbox::parse("Ann <ann@example.com>").unwrap(), Mailbox::parse("bob@example.com").unwrap()],
             cc: vec![Mailbox::parse("cc@example.com").unwrap()],

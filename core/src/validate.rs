@@ -296,6 +296,7 @@ pub fn validate_owned(
                 tags,
                 topic_id: req.topic_id.take(),
                 message_id: String::new(),
+                api_key_id: None,
             },
             scheduled_at,
             to_load,

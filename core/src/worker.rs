@@ -29,6 +29,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why an email whose API key was revoked before it was due is not sent.
+pub const KEY_REVOKED_REASON: &str = "API key is no longer active";
+
 /// The reason recorded when a hand-over's outcome was lost to a crash.
 pub const AMBIGUOUS_REASON: &str = "the process stopped after handing the message to the transport; \
      it may have been delivered, so it is not sent again";
@@ -208,6 +211,19 @@ impl Worker {
             };
             storage.record_outcomes(vec![outcome]).await?;
             return Ok(false);
+        }
+
+        // An email accepted with an API key that has since been revoked is not sent: the key's
+        // owner withdrew the authority it was sent with.
+        if let (Some(key_id), Some(api_keys)) = (record.content.api_key_id.as_deref(), self.engine.api_keys()) {
+            let active = api_keys.key_by_id(account, key_id).await?.is_some_and(|k| k.revoked_at.is_none());
+            if !active {
+                let events = vec![Event::new(EventKind::Failed, clock.now()).reason(KEY_REVOKED_REASON)];
+                storage
+                    .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
+                    .await?;
+                return Ok(false);
+            }
         }
 
         let targets = targets(record);

@@ -85,7 +85,7 @@ async fn guard(State(api): State<Api>, mut req: axum::extract::Request, next: ax
     };
     let quota = api.limiter.check(&key.id, std::time::Instant::now());
     let mut response = if quota.allowed {
-        req.extensions_mut().insert(api.engine.with_account(account.0.as_ref()));
+        req.extensions_mut().insert(api.engine.with_account(account.0.as_ref()).with_api_key(&key.id));
         req.extensions_mut().insert(account);
         req.extensions_mut().insert(key);
         next.run(req).await

@@ -300,3 +300,53 @@ async fn api_keys_are_managed_over_the_api_and_scope_their_account() {
     let (_, page, _) = call(&s, get, "/emails", Some(&foreign), None, &[]).await;
     assert_eq!(page["data"].as_array().map(Vec::len), Some(0), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_email_whose_key_is_revoked_before_it_is_due_fails() {
+    use mailroom_core::lifecycle::EventKind;
+    use mailroom_core::ports::ManualClock;
+    use mailroom_core::sandbox::SandboxTransport;
+    use mailroom_core::worker::{KEY_REVOKED_REASON, WorkerConfig};
+
+    let store = Arc::new(MemoryStorage::new());
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let engine = Engine::builder(store.clone()).clock(clock.clone()).api_keys(store.clone()).build();
+    let keys = KeyRing::new(store.clone());
+    let acct = AccountId::default();
+    let (doomed, doomed_token) = keys.create(&acct, "doomed", KeyPermission::FullAccess).await.unwrap();
+    let (_, kept_token) = keys.create(&acct, "kept", KeyPermission::FullAccess).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(Api::new(engine.clone(), keys.clone()).rate_limit(0));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let mut later = email("someone@example.com");
+    later["scheduled_at"] = json!("in 1 hour");
+    let send = |token: String| {
+        let (client, base, body) = (client.clone(), base.clone(), later.clone());
+        async move {
+            let r: Value = client
+                .post(format!("{base}/emails"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["id"].as_str().unwrap().parse::<mailroom_core::email::EmailId>().unwrap()
+        }
+    };
+    let revoked_id = send(doomed_token).await;
+    let kept_id = send(kept_token).await;
+    assert!(keys.revoke(&acct, &doomed.id).await.unwrap());
+    clock.advance(chrono::Duration::hours(2));
+    let sandbox = Arc::new(SandboxTransport::default());
+    engine.worker(sandbox.clone(), WorkerConfig::default()).run_until_idle().await.unwrap();
+    let failed = engine.get_record(revoked_id).await.unwrap();
+    assert_eq!(failed.state.last_event(), Some(EventKind::Failed));
+    assert_eq!(failed.state.events.last().and_then(|e| e.reason.as_deref()), Some(KEY_REVOKED_REASON));
+    assert_eq!(engine.get_record(kept_id).await.unwrap().state.last_event(), Some(EventKind::Delivered));
+    assert_eq!(sandbox.outbox().len(), 1, "only the email of the active key was handed over");
+}

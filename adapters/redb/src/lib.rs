@@ -49,6 +49,29 @@ fn backend(e: impl std::fmt::Display) -> StorageError {
 /// compact binary serde format without field names (bodies are stored as they are, not
 /// escaped as JSON would). A later layout gets a new version and a decoder beside this one.
 const FORMAT_V1: u8 = 1;
+/// Email content from the version that added `api_key_id` (an `Option`, last): a version-1
+/// content record reads as version 2 with postcard's `None` (one zero byte) appended.
+const CONTENT_V2: u8 = 2;
+
+fn encode_content(c: &EmailContent) -> StorageResult<Vec<u8>> {
+    let mut out = vec![CONTENT_V2];
+    postcard::to_io(c, &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+fn decode_content(bytes: &[u8]) -> StorageResult<EmailContent> {
+    let corrupt = |e: postcard::Error| StorageError::Corrupt(e.to_string());
+    match bytes.split_first() {
+        Some((&CONTENT_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&FORMAT_V1, rest)) => {
+            let mut v2 = rest.to_vec();
+            v2.push(0);
+            postcard::from_bytes(&v2).map_err(corrupt)
+        }
+        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown content format {v}"))),
+        None => Err(StorageError::Corrupt("empty record".into())),
+    }
+}
 
 fn encode<T: Serialize>(v: &T) -> StorageResult<Vec<u8>> {
     let mut out = vec![FORMAT_V1];
@@ -67,7 +90,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
 /// The bytes the store writes for an email's content (benchmarks write the same bytes raw,
 /// to measure the store against the disk's limit).
 pub fn encode_record(email: &NewEmail) -> Vec<u8> {
-    encode(&email.content).unwrap_or_default()
+    encode_content(&email.content).unwrap_or_default()
 }
 
 /// The page cache an opened store may fill. redb's own default (1 GiB) lets an embedded
@@ -213,7 +236,7 @@ fn get_content(
     account: &str,
     id: u128,
 ) -> StorageResult<Option<EmailContent>> {
-    table.get((account, id)).map_err(backend)?.map(|v| decode(v.value())).transpose()
+    table.get((account, id)).map_err(backend)?.map(|v| decode_content(v.value())).transpose()
 }
 
 fn get_idempotency(
@@ -299,7 +322,7 @@ impl Storage for RedbStorage {
                 for e in &emails {
                     let id = e.id.as_u128();
                     let state = e.initial_state();
-                    contents.insert((account.as_str(), id), encode(&e.content)?.as_slice()).map_err(backend)?;
+                    contents.insert((account.as_str(), id), encode_content(&e.content)?.as_slice()).map_err(backend)?;
                     states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
                     set_due(&mut due, id, None, state.due_at)?;
                 }
@@ -372,7 +395,7 @@ impl Storage for RedbStorage {
                 for item in iter.take(take) {
                     let (k, v) = item.map_err(backend)?;
                     let id = k.value().1;
-                    let content: EmailContent = decode(v.value())?;
+                    let content: EmailContent = decode_content(v.value())?;
                     rows.push((id, content));
                 }
                 Ok(())
@@ -571,7 +594,7 @@ impl Storage for RedbStorage {
                 let account = state.account.0.to_string();
                 let Some(mut content) = get_content(&contents, &account, id)? else { continue };
                 store::prune(&mut state, &mut content, cutoff, now);
-                contents.insert((account.as_str(), id), encode(&content)?.as_slice()).map_err(backend)?;
+                contents.insert((account.as_str(), id), encode_content(&content)?.as_slice()).map_err(backend)?;
                 states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
             }
             Ok(picked.len())
@@ -717,4 +740,24 @@ fn rand_token() -> u128 {
     // Claim tokens only need to differ between claims; uuid's v4 generator is already a
     // dependency and uses the OS's randomness.
     uuid::Uuid::new_v4().as_u128()
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn content_written_before_api_key_ids_still_reads() {
+        let mut new = mailroom_core::testkit::new_email("a", mailroom_core::testkit::t0(), 1, None);
+        let v2 = encode_content(&new.content).unwrap_or_default();
+        // A version-1 record is the same bytes without the trailing `None`.
+        assert_eq!(v2.last(), Some(&0));
+        let mut v1 = v2[..v2.len() - 1].to_vec();
+        v1[0] = FORMAT_V1;
+        assert_eq!(decode_content(&v1).ok(), Some(new.content.clone()));
+        new.content.api_key_id = Some("key-1".into());
+        let with_key = encode_content(&new.content).unwrap_or_default();
+        assert_eq!(decode_content(&with_key).ok(), Some(new.content));
+        assert!(decode_content(&[9, 0]).is_err());
+    }
 }

@@ -84,6 +84,7 @@ pub fn new_email(account: &str, at: DateTime<Utc>, seq: u16, scheduled: Option<D
         scheduled_at: scheduled,
         content: EmailContent {
             message_id: format!("{id}@acme.test"),
+            api_key_id: None,
             from,
             to: vec![Mailbox::parse(&format!("user{seq}@example.com")).unwrap()],
             cc: vec![],
