@@ -30,6 +30,7 @@ struct State {
     idempotency: HashMap<(AccountId, String), IdempotencyRecord>,
     suppressions: BTreeMap<(AccountId, String), SuppressionEntry>,
     api_keys: HashMap<[u8; 32], (AccountId, crate::ports::ApiKeyRecord)>,
+    logs: BTreeMap<(AccountId, u128), crate::ports::RequestLog>,
 }
 
 impl State {
@@ -383,6 +384,29 @@ impl crate::ports::ApiKeyStore for MemoryStorage {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::ports::RequestLogStore for MemoryStorage {
+    async fn log_append(&self, account: &AccountId, log: crate::ports::RequestLog) -> Result<(), StorageError> {
+        self.lock().logs.insert((account.clone(), log.id), log);
+        Ok(())
+    }
+
+    async fn log_page(
+        &self,
+        account: &AccountId,
+        filter: &crate::ports::LogFilter,
+        before: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<crate::ports::RequestLog>, bool), StorageError> {
+        let s = self.lock();
+        let upper = before.unwrap_or(u128::MAX);
+        let range = (Bound::Included((account.clone(), 0)), Bound::Excluded((account.clone(), upper)));
+        let mut matching = s.logs.range(range).rev().map(|(_, l)| l).filter(|l| filter.matches(l));
+        let page: Vec<_> = matching.by_ref().take(limit).cloned().collect();
+        Ok((page, matching.next().is_some()))
+    }
+}
+
 #[cfg(test)]
 mod conformance {
     use super::MemoryStorage;
@@ -394,5 +418,10 @@ mod conformance {
     #[tokio::test]
     async fn api_keys() {
         crate::testkit::api_keys_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn request_logs() {
+        crate::testkit::request_logs_conformance(Arc::new(MemoryStorage::new())).await;
     }
 }

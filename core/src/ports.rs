@@ -445,3 +445,69 @@ pub trait ApiKeyStore: Send + Sync + Debug {
     /// Marks the key revoked at `at`; `false` if the account has no key `id`. Idempotent.
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
 }
+
+/// One request to the HTTP API, as recorded (secrets already redacted by the recorder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLog {
+    /// Time-ordered (UUID v7): newest first is descending id order.
+    pub id: u128,
+    pub at: DateTime<Utc>,
+    pub method: String,
+    pub endpoint: String,
+    pub status: u16,
+    pub user_agent: Option<String>,
+    pub api_key_id: Option<String>,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    pub duration_ms: u32,
+}
+
+/// Which requests a query wants. Every condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// `Some(true)`: 2xx only; `Some(false)`: everything else; `None`: all.
+    pub success: Option<bool>,
+    /// Only these statuses (empty: any).
+    pub statuses: Vec<u16>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// A case-insensitive substring of the user agent.
+    pub user_agent: Option<String>,
+    pub api_key_id: Option<String>,
+    /// A case-insensitive substring of the endpoint or either body.
+    pub search: Option<String>,
+}
+
+impl LogFilter {
+    /// Whether `log` is wanted: one function for every store, so that they all agree.
+    pub fn matches(&self, log: &RequestLog) -> bool {
+        let contains =
+            |hay: Option<&str>, needle: &str| hay.is_some_and(|h| h.to_lowercase().contains(&needle.to_lowercase()));
+        self.success.is_none_or(|s| s == (200..300).contains(&log.status))
+            && (self.statuses.is_empty() || self.statuses.contains(&log.status))
+            && self.from.is_none_or(|f| log.at >= f)
+            && self.to.is_none_or(|t| log.at <= t)
+            && self.user_agent.as_deref().is_none_or(|ua| contains(log.user_agent.as_deref(), ua))
+            && self.api_key_id.as_deref().is_none_or(|k| log.api_key_id.as_deref() == Some(k))
+            && self.search.as_deref().is_none_or(|q| {
+                contains(Some(&log.endpoint), q)
+                    || contains(log.request_body.as_deref(), q)
+                    || contains(log.response_body.as_deref(), q)
+            })
+    }
+}
+
+/// Request logs, per account: an extension a store may offer beside [`Storage`].
+#[async_trait]
+pub trait RequestLogStore: Send + Sync + Debug {
+    async fn log_append(&self, account: &AccountId, log: RequestLog) -> Result<(), StorageError>;
+    /// Up to `limit` logs matching `filter`, newest first, older than `before` when given;
+    /// and whether more match beyond them.
+    async fn log_page(
+        &self,
+        account: &AccountId,
+        filter: &LogFilter,
+        before: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<RequestLog>, bool), StorageError>;
+}

@@ -22,8 +22,8 @@ use mailroom_core::email::{
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
-    ApiKeyRecord, ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage,
-    StorageResult, SuppressionEntry,
+    ApiKeyRecord, ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, LogFilter, Outcome, RequestLog,
+    ScheduleChange, Storage, StorageResult, SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -40,6 +40,8 @@ const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("suppressions_v1");
 /// token SHA-256 → (account, key record). Few keys: listing an account's scans them all.
 const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys_v1");
+/// (account, log id) → request log; ids are time-ordered, so a reverse range is newest first.
+const LOGS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("request_logs_v1");
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(e.to_string())
@@ -731,6 +733,52 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
             key.revoked_at.get_or_insert(at);
             t.insert(hash.as_slice(), encode(&(a, &key))?.as_slice()).map_err(backend)?;
             Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl mailroom_core::ports::RequestLogStore for RedbStorage {
+    async fn log_append(&self, account: &AccountId, log: RequestLog) -> StorageResult<()> {
+        let (account, value) = (account.0.to_string(), encode(&log)?);
+        self.write(move |tx| {
+            let mut t = tx.open_table(LOGS).map_err(backend)?;
+            t.insert((account.as_str(), log.id), value.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn log_page(
+        &self,
+        account: &AccountId,
+        filter: &LogFilter,
+        before: Option<u128>,
+        limit: usize,
+    ) -> StorageResult<(Vec<RequestLog>, bool)> {
+        let (account, filter) = (account.0.to_string(), filter.clone());
+        self.read(move |tx| {
+            let t = match tx.open_table(LOGS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok((vec![], false)),
+                Err(e) => return Err(backend(e)),
+            };
+            let a = account.as_str();
+            let upper = before.unwrap_or(u128::MAX);
+            let mut page = Vec::new();
+            for item in t.range((a, 0)..(a, upper)).map_err(backend)?.rev() {
+                let (_, v) = item.map_err(backend)?;
+                let log: RequestLog = decode(v.value())?;
+                if !filter.matches(&log) {
+                    continue;
+                }
+                if page.len() == limit {
+                    return Ok((page, true));
+                }
+                page.push(log);
+            }
+            Ok((page, false))
         })
         .await
     }

@@ -132,3 +132,10 @@ async fn api_keys_conformance_and_reopen() {
     let (_, k) = reopened.key_by_hash(&[1; 32]).await.unwrap().unwrap();
     assert!(k.revoked_at.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_logs_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(dir.path().join("logs.redb")).unwrap().without_fsync();
+    mailroom_core::testkit::request_logs_conformance(Arc::new(store)).await;
+}

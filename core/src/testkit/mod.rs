@@ -666,3 +666,51 @@ pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     let (_, revoked) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(t0() + CDuration::seconds(5)));
 }
+
+/// The request-log extension: newest first, filters, cursor pages, accounts kept apart.
+pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>) {
+    use crate::ports::{LogFilter, RequestLog};
+    let log = |n: u16, status: u16, ua: &str| RequestLog {
+        id: id_at(i64::from(n), n).as_u128(),
+        at: t0() + CDuration::seconds(i64::from(n)),
+        method: "POST".into(),
+        endpoint: if n % 3 == 0 { "/emails/batch".into() } else { "/emails".into() },
+        status,
+        user_agent: Some(ua.into()),
+        api_key_id: Some(format!("key{}", n % 2)),
+        request_body: Some(format!("{{\"subject\":\"number {n}\"}}")),
+        response_body: None,
+        duration_ms: 3,
+    };
+    for n in 1..=30u16 {
+        let status = if n % 5 == 0 { 422 } else { 200 };
+        let ua = if n % 4 == 0 { "resend-python:2.51.0" } else { "resend-node:6.38.0" };
+        s.log_append(&acct("a"), log(n, status, ua)).await.unwrap();
+    }
+    s.log_append(&acct("b"), log(31, 200, "curl/8")).await.unwrap();
+    let ids = |v: &[RequestLog]| v.iter().map(|l| (l.at - t0()).num_seconds()).collect::<Vec<_>>();
+    // Newest first, in pages.
+    let (p1, more) = s.log_page(&acct("a"), &LogFilter::default(), None, 4).await.unwrap();
+    assert_eq!((ids(&p1), more), (vec![30, 29, 28, 27], true));
+    let (p2, _) = s.log_page(&acct("a"), &LogFilter::default(), Some(p1[3].id), 2).await.unwrap();
+    assert_eq!(ids(&p2), [26, 25]);
+    // Errors only; specific statuses; the user agent; a key; a search; a date range.
+    let errors = LogFilter { success: Some(false), ..Default::default() };
+    assert_eq!(ids(&s.log_page(&acct("a"), &errors, None, 100).await.unwrap().0), [30, 25, 20, 15, 10, 5]);
+    let f = LogFilter { statuses: vec![422], user_agent: Some("PYTHON".into()), ..Default::default() };
+    assert_eq!(ids(&s.log_page(&acct("a"), &f, None, 100).await.unwrap().0), [20]);
+    let f = LogFilter { api_key_id: Some("key1".into()), search: Some("batch".into()), ..Default::default() };
+    assert_eq!(ids(&s.log_page(&acct("a"), &f, None, 100).await.unwrap().0), [27, 21, 15, 9, 3]);
+    let f = LogFilter { search: Some("number 7\"".into()), ..Default::default() };
+    assert_eq!(ids(&s.log_page(&acct("a"), &f, None, 100).await.unwrap().0), [7]);
+    let f = LogFilter {
+        from: Some(t0() + CDuration::seconds(10)),
+        to: Some(t0() + CDuration::seconds(12)),
+        ..Default::default()
+    };
+    assert_eq!(ids(&s.log_page(&acct("a"), &f, None, 100).await.unwrap().0), [12, 11, 10]);
+    let (last, more) = s.log_page(&acct("a"), &errors, None, 6).await.unwrap();
+    assert_eq!((last.len(), more), (6, false));
+    // Another account's logs stay apart.
+    assert_eq!(ids(&s.log_page(&acct("b"), &LogFilter::default(), None, 100).await.unwrap().0), [31]);
+}
