@@ -674,7 +674,7 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
         id: id_at(i64::from(n), n).as_u128(),
         at: t0() + CDuration::seconds(i64::from(n)),
         method: "POST".into(),
-        endpoint: if n % 3 == 0 { "/emails/batch".into() } else { "/emails".into() },
+        endpoint: if n.is_multiple_of(3) { "/emails/batch".into() } else { "/emails".into() },
         status,
         user_agent: Some(ua.into()),
         api_key_id: Some(format!("key{}", n % 2)),
@@ -683,8 +683,8 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
         duration_ms: 3,
     };
     for n in 1..=30u16 {
-        let status = if n % 5 == 0 { 422 } else { 200 };
-        let ua = if n % 4 == 0 { "resend-python:2.51.0" } else { "resend-node:6.38.0" };
+        let status = if n.is_multiple_of(5) { 422 } else { 200 };
+        let ua = if n.is_multiple_of(4) { "resend-python:2.51.0" } else { "resend-node:6.38.0" };
         s.log_append(&acct("a"), log(n, status, ua)).await.unwrap();
     }
     s.log_append(&acct("b"), log(31, 200, "curl/8")).await.unwrap();
