@@ -272,7 +272,7 @@ fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
 async fn serve(
     engine: Engine,
     addr: std::net::SocketAddr,
-    (keys, api_keys): (mailroom::http::KeyRing, Vec<String>),
+    (keys, api_keys, logs): (mailroom::http::KeyRing, Vec<String>, Arc<dyn mailroom::core::ports::RequestLogStore>),
     rate_limit: u32,
     transport: Arc<dyn Transport>,
 ) -> Result<(), Failure> {
@@ -306,7 +306,7 @@ async fn serve(
         tracing::info!("shutting down: no new requests; finishing deliveries in flight");
         let _ = stop_tx.send(true);
     });
-    let app = mailroom::http::router(Api::new(engine, keys).rate_limit(rate_limit));
+    let app = mailroom::http::router(Api::new(engine, keys).rate_limit(rate_limit).request_logs(logs));
     axum::serve(listener, app)
         .with_graceful_shutdown(stopped(stop_rx))
         .await
@@ -427,7 +427,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { addr, api_keys, rate_limit, delivery } => {
             let transport = delivery.transport(sandbox(&cli.db, &cli.test_domain))?.0;
             let keys = mailroom::http::KeyRing::new(Arc::new(store.clone()));
-            serve(engine, addr, (keys, api_keys), rate_limit, transport).await?;
+            serve(engine, addr, (keys, api_keys, Arc::new(store.clone())), rate_limit, transport).await?;
         }
     }
     Ok(())

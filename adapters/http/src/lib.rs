@@ -11,9 +11,11 @@
 
 mod keys;
 mod limit;
+mod logs;
 
 pub use keys::{AuthError, KeyRing};
 pub use limit::{Quota, RateLimiter};
+pub use logs::sdk_name;
 pub use mailroom_core::ports::{ApiKeyRecord, KeyPermission};
 
 use axum::body::Bytes;
@@ -41,13 +43,21 @@ pub struct Api {
     engine: Engine,
     keys: KeyRing,
     limiter: Arc<RateLimiter>,
+    logs: Option<Arc<dyn mailroom_core::ports::RequestLogStore>>,
 }
 
 impl Api {
     /// The API over `engine`, accepting the keys in `keys`, at the default 10 requests per
     /// second per key. Each key acts for its own account (`Engine::with_account`).
     pub fn new(engine: Engine, keys: KeyRing) -> Api {
-        Api { engine, keys, limiter: Arc::new(RateLimiter::new(10)) }
+        Api { engine, keys, limiter: Arc::new(RateLimiter::new(10)), logs: None }
+    }
+
+    /// Records every authenticated request (redacted) in `logs`, and serves `GET /logs` and
+    /// `GET /logs/export` from it.
+    pub fn request_logs(mut self, logs: Arc<dyn mailroom_core::ports::RequestLogStore>) -> Api {
+        self.logs = Some(logs);
+        self
     }
 
     /// Requests per second per key (0: unlimited).
@@ -64,6 +74,9 @@ pub fn router(api: Api) -> Router {
         .route("/emails/batch", post(batch))
         .route("/emails/{id}", get(get_email).patch(reschedule))
         .route("/emails/{id}/cancel", post(cancel))
+        .route("/emails/export", get(logs::export_emails))
+        .route("/logs", get(logs::list))
+        .route("/logs/export", get(logs::export_logs))
         .route("/api-keys", post(create_key).get(list_keys))
         .route("/api-keys/{id}", delete(revoke_key))
         .fallback(not_found)
@@ -83,11 +96,33 @@ async fn guard(State(api): State<Api>, mut req: axum::extract::Request, next: ax
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    let quota = api.limiter.check(&key.id, std::time::Instant::now());
+    let started = std::time::Instant::now();
+    let quota = api.limiter.check(&key.id, started);
+    // The log keeps the request body: read it here (bounded as the handlers bound it) and
+    // hand the same bytes on.
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut request_body = None;
+    if api.logs.is_some() {
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(b) => b,
+            Err(_) => {
+                return ApiError::new(
+                    413,
+                    "validation_error",
+                    format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+                )
+                .into_response();
+            }
+        };
+        request_body = logs::redact(&bytes);
+        req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
     let mut response = if quota.allowed {
         req.extensions_mut().insert(api.engine.with_account(account.0.as_ref()).with_api_key(&key.id));
-        req.extensions_mut().insert(account);
-        req.extensions_mut().insert(key);
+        req.extensions_mut().insert(account.clone());
+        req.extensions_mut().insert(key.clone());
         next.run(req).await
     } else {
         let mut r = ApiError::new(
@@ -104,6 +139,34 @@ async fn guard(State(api): State<Api>, mut req: axum::extract::Request, next: ax
         h.insert("ratelimit-limit", quota.limit.into());
         h.insert("ratelimit-remaining", quota.remaining.into());
         h.insert("ratelimit-reset", quota.reset.into());
+    }
+    let Some(store) = &api.logs else { return response };
+    // Exports stream: their bodies are not logged (nor held).
+    let streamed = path.ends_with("/export");
+    let response_body = if streamed {
+        None
+    } else {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        response = Response::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        logs::redact(&bytes)
+    };
+    let log = mailroom_core::ports::RequestLog {
+        // Time-ordered, so that a store lists newest first by id.
+        id: uuid::Uuid::now_v7().as_u128(),
+        at: api.engine.clock().now(),
+        method,
+        endpoint: path,
+        status: response.status().as_u16(),
+        user_agent,
+        api_key_id: Some(key.id),
+        request_body,
+        response_body,
+        duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+    };
+    // A failed write of the log must not fail the request it records.
+    if let Err(e) = store.log_append(&account, log).await {
+        tracing::warn!(error = %e, "a request log could not be written");
     }
     response
 }

@@ -350,3 +350,64 @@ async fn a_scheduled_email_whose_key_is_revoked_before_it_is_due_fails() {
     assert_eq!(engine.get_record(kept_id).await.unwrap().state.last_event(), Some(EventKind::Delivered));
     assert_eq!(sandbox.outbox().len(), 1, "only the email of the active key was handed over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_logged_redacted_queried_and_exported() {
+    let store = Arc::new(MemoryStorage::new());
+    let keys = KeyRing::new(store.clone());
+    let acct = AccountId::default();
+    let (_, token) = keys.create(&acct, "full", KeyPermission::FullAccess).await.unwrap();
+    let engine = Engine::builder(store.clone()).build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(Api::new(engine, keys).rate_limit(0).request_logs(store.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value, ua: &str| {
+        client.post(format!("{base}{path}")).bearer_auth(&token).header("user-agent", ua).json(&body).send()
+    };
+    let mut with_attachment = email("a@example.com");
+    with_attachment["attachments"] = json!([{"filename": "secret.txt", "content": "U0VDUkVUIERBVEE="}]);
+    post("/emails", with_attachment, "resend-node:6.38.0").await.unwrap();
+    post("/emails", json!({"from": "nope"}), "resend-python:2.51.0").await.unwrap();
+    post("/api-keys", json!({"name": "second"}), "curl/8").await.unwrap();
+    let get = |path: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move { client.get(path).bearer_auth(token).send().await.unwrap() }
+    };
+
+    let all: Value = get(format!("{base}/logs")).await.json().await.unwrap();
+    let data = all["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "{all}");
+    assert_eq!(data[0]["endpoint"], "/api-keys", "newest first");
+    assert!(!all.to_string().contains("U0VDUkVUIERBVEE") && !all.to_string().contains("\"re_"), "redacted: {all}");
+    assert_eq!(data[2]["sdk"], "Resend Node.js 6.38.0");
+    let errors: Value = get(format!("{base}/logs?status=error")).await.json().await.unwrap();
+    assert_eq!(errors["data"].as_array().unwrap().len(), 1);
+    assert_eq!(errors["data"][0]["status"], 422);
+    let found: Value = get(format!("{base}/logs?q=secret.txt&user_agent=resend-node")).await.json().await.unwrap();
+    assert_eq!(found["data"].as_array().unwrap().len(), 1, "{found}");
+    let page: Value = get(format!("{base}/logs?limit=2")).await.json().await.unwrap();
+    let cursor = page["data"][1]["id"].as_str().unwrap();
+    let rest: Value = get(format!("{base}/logs?before={cursor}")).await.json().await.unwrap();
+    // Reading the logs is logged too: older than the second-newest are the first /logs read
+    // and the three posts.
+    assert_eq!((page["has_more"].as_bool(), rest["data"].as_array().unwrap().len()), (Some(true), 4));
+    let bad = get(format!("{base}/logs?status=teapot")).await;
+    assert_eq!(bad.status().as_u16(), 422);
+
+    let csv = get(format!("{base}/logs/export?status=success")).await;
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("id,created_at,method,endpoint,status"), "{text}");
+    // The two successful requests (the earlier /logs reads were logged too, and succeeded).
+    assert!(
+        lines.iter().any(|l| l.contains("/api-keys")) && lines.iter().any(|l| l.contains("Resend Node.js 6.38.0")),
+        "{text}"
+    );
+    let emails = get(format!("{base}/emails/export")).await.text().await.unwrap();
+    let rows: Vec<&str> = emails.lines().collect();
+    assert_eq!(rows.len(), 2, "one email was accepted: {emails}");
+    assert!(rows[1].contains("a@example.com") && rows[1].contains("queued"), "{emails}");
+}

@@ -1,0 +1,266 @@
+//! Request logs: what the guard records (redacted), their query, and the CSV exports.
+//!
+//! Invariants: the Authorization header and API key tokens are never recorded; attachment
+//! contents are replaced by their size; a body is kept up to 64 KB. Exports stream page by
+//! page: no table is ever held whole in memory.
+
+use crate::{Api, ApiError, ApiResult, email_id, ok};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use mailroom_core::email::{AccountId, EmailId, PageRequest};
+use mailroom_core::ports::{LogFilter, RequestLog};
+use mailroom_core::{Engine, Error};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// The most of a body a log keeps.
+const KEEP: usize = 64 << 10;
+
+/// "Resend Node.js 6.38.0" for `resend-node:6.38.0`, and likewise for the other official
+/// SDKs; `None` for any other client.
+pub fn sdk_name(user_agent: &str) -> Option<String> {
+    let (name, version) = user_agent.split_whitespace().next()?.split_once(':')?;
+    let sdk = match name {
+        "resend-node" => "Node.js",
+        "resend-python" => "Python",
+        "resend-ruby" => "Ruby",
+        "resend-go" => "Go",
+        "resend-php" => "PHP",
+        "resend-java" => "Java",
+        "resend-rust" => "Rust",
+        "resend-elixir" => "Elixir",
+        "resend-dotnet" => ".NET",
+        _ => return None,
+    };
+    Some(format!("Resend {sdk} {version}"))
+}
+
+/// A body as the log keeps it: JSON with secrets and attachment contents replaced, cut at
+/// 64 KB; `None` when empty.
+pub(crate) fn redact(body: &[u8]) -> Option<String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(mut v) => {
+            scrub(&mut v);
+            v.to_string()
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let cut = (0..=text.len().min(KEEP)).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    Some(text[..cut].to_string())
+}
+
+fn scrub(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                match (k.as_str(), &*val) {
+                    ("token" | "api_key" | "password", Value::String(_)) => *val = json!("[redacted]"),
+                    ("content", Value::String(s)) => *val = json!(format!("[{} characters]", s.len())),
+                    ("content", Value::Array(a)) => *val = json!(format!("[{} bytes]", a.len())),
+                    _ => scrub(val),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+/// The filters `/logs` and `/logs/export` take.
+fn filter(q: &HashMap<String, String>) -> Result<LogFilter, ApiError> {
+    let bad = |name: &str, rule: &str| ApiError::new(422, "validation_error", format!("`{name}` {rule}."));
+    let date = |name: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
+        q.get(name)
+            .map(|v| {
+                DateTime::parse_from_rfc3339(v)
+                    .map(|d| d.with_timezone(&Utc))
+                    .map_err(|_| bad(name, "must be an RFC 3339 time"))
+            })
+            .transpose()
+    };
+    let mut f = LogFilter { from: date("from")?, to: date("to")?, ..LogFilter::default() };
+    match q.get("status").map(String::as_str) {
+        None | Some("all") => {}
+        Some("success") => f.success = Some(true),
+        Some("error") => f.success = Some(false),
+        Some(codes) => {
+            f.statuses = codes
+                .split(',')
+                .map(|c| c.trim().parse::<u16>().ok().filter(|c| (100..600).contains(c)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("status", "must be all, success, error or a list of status codes"))?;
+        }
+    }
+    f.user_agent = q.get("user_agent").cloned();
+    f.api_key_id = q.get("api_key_id").cloned();
+    f.search = q.get("q").cloned();
+    Ok(f)
+}
+
+fn view(l: &RequestLog) -> Value {
+    json!({
+        "object": "log",
+        "id": EmailId::from_u128(l.id).to_string(),
+        "created_at": l.at.to_rfc3339(),
+        "method": l.method,
+        "endpoint": l.endpoint,
+        "status": l.status,
+        "user_agent": l.user_agent,
+        "sdk": l.user_agent.as_deref().and_then(sdk_name),
+        "api_key_id": l.api_key_id,
+        "duration_ms": l.duration_ms,
+        "request_body": l.request_body,
+        "response_body": l.response_body,
+    })
+}
+
+type Q = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn query(q: Q) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::new(422, "validation_error", format!("Invalid query string: {e}")))
+}
+
+/// `GET /logs`: newest first, `limit` 1–100 (default 20), `before` a log id.
+pub(crate) async fn list(State(api): State<Api>, Extension(account): Extension<AccountId>, q: Q) -> ApiResult {
+    let q = query(q)?;
+    let store = api.logs.as_ref().ok_or_else(|| ApiError::new(404, "not_found", "Request logs are not kept here."))?;
+    let limit = match q.get("limit") {
+        None => 20,
+        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| {
+            ApiError::new(422, "validation_error", "The `limit` parameter must be a number from 1 to 100.")
+        })?,
+    };
+    let before = q.get("before").map(|b| email_id(b).map(EmailId::as_u128)).transpose()?;
+    let (page, has_more) = store.log_page(&account, &filter(&q)?, before, limit).await.map_err(Error::from)?;
+    ok(json!({"object": "list", "has_more": has_more, "data": page.iter().map(view).collect::<Vec<_>>()}))
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn csv_response(name: &str, body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// How many rows one page of an export reads.
+const EXPORT_PAGE: usize = 100;
+
+/// `GET /logs/export`: the same filters as `/logs`, every match, as CSV, streamed a page at a
+/// time.
+pub(crate) async fn export_logs(State(api): State<Api>, Extension(account): Extension<AccountId>, q: Q) -> ApiResult {
+    let q = query(q)?;
+    let store = api.logs.clone().ok_or_else(|| ApiError::new(404, "not_found", "Request logs are not kept here."))?;
+    let f = filter(&q)?;
+    let header = Bytes::from_static(b"id,created_at,method,endpoint,status,user_agent,sdk,api_key_id,duration_ms\n");
+    // State: (cursor, done). Each step reads one page and yields its rows.
+    let pages = futures::stream::unfold((None::<u128>, false), move |(before, done)| {
+        let (store, account, f) = (store.clone(), account.clone(), f.clone());
+        async move {
+            if done {
+                return None;
+            }
+            match store.log_page(&account, &f, before, EXPORT_PAGE).await {
+                Ok((page, more)) => {
+                    let mut out = String::new();
+                    for l in &page {
+                        let ua = l.user_agent.clone().unwrap_or_default();
+                        out.push_str(&format!(
+                            "{},{},{},{},{},{},{},{},{}\n",
+                            EmailId::from_u128(l.id),
+                            l.at.to_rfc3339(),
+                            csv_field(&l.method),
+                            csv_field(&l.endpoint),
+                            l.status,
+                            csv_field(&ua),
+                            csv_field(&sdk_name(&ua).unwrap_or_default()),
+                            csv_field(l.api_key_id.as_deref().unwrap_or_default()),
+                            l.duration_ms
+                        ));
+                    }
+                    let next = page.last().map(|l| l.id);
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), (next, !more || next.is_none())))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (None, true))),
+            }
+        }
+    });
+    let stream = futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), pages);
+    Ok(csv_response("logs.csv", Body::from_stream(stream)))
+}
+
+/// `GET /emails/export`: every email of the account, newest first, as CSV, streamed.
+pub(crate) async fn export_emails(Extension(engine): Extension<Engine>) -> ApiResult {
+    let header = Bytes::from_static(b"id,created_at,from,to,subject,last_event,scheduled_at\n");
+    let pages = futures::stream::unfold((None::<EmailId>, false), move |(after, done)| {
+        let engine = engine.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let page = match PageRequest::new(Some(EXPORT_PAGE), after, None) {
+                Ok(p) => p,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (None, true))),
+            };
+            match engine.list(page).await {
+                Ok(list) => {
+                    let mut out = String::new();
+                    for e in &list.data {
+                        let last = e.last_event.and_then(|k| serde_json::to_value(k).ok());
+                        out.push_str(&format!(
+                            "{},{},{},{},{},{},{}\n",
+                            e.id,
+                            csv_field(&e.created_at),
+                            csv_field(&e.from),
+                            csv_field(&e.to.join(", ")),
+                            csv_field(&e.subject),
+                            last.as_ref().and_then(Value::as_str).unwrap_or_default(),
+                            csv_field(e.scheduled_at.as_deref().unwrap_or_default()),
+                        ));
+                    }
+                    let next = list.data.last().map(|e| e.id);
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), (next, !list.has_more || next.is_none())))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (None, true))),
+            }
+        }
+    });
+    let stream = futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), pages);
+    Ok(csv_response("emails.csv", Body::from_stream(stream)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdks_are_recognised_from_the_user_agent() {
+        assert_eq!(sdk_name("resend-node:6.38.0").as_deref(), Some("Resend Node.js 6.38.0"));
+        assert_eq!(sdk_name("resend-python:2.51.0").as_deref(), Some("Resend Python 2.51.0"));
+        assert_eq!(sdk_name("curl/8.5.0"), None);
+    }
+
+    #[test]
+    fn secrets_and_attachment_contents_are_redacted() {
+        let body = br#"{"from":"a@b.test","attachments":[{"filename":"x.pdf","content":"QUJD"},{"content":[1,2,3]}]}"#;
+        let kept = redact(body).unwrap_or_default();
+        assert!(kept.contains("[4 characters]") && kept.contains("[3 bytes]") && !kept.contains("QUJD"), "{kept}");
+        let kept = redact(br#"{"id":"k","token":"re_secret"}"#).unwrap_or_default();
+        assert!(!kept.contains("re_secret"), "{kept}");
+        assert_eq!(redact(b"  "), None);
+        assert_eq!(redact(&vec![b'x'; 100_000]).map(|s| s.len()), Some(KEEP));
+    }
+}
