@@ -9,6 +9,7 @@
 //! body, an unknown path or method all get one, never HTML or plain text; a handler never
 //! panics on input; the engine decides every rule, this layer only translates.
 
+mod attachments;
 mod keys;
 mod limit;
 mod logs;
@@ -44,13 +45,18 @@ pub struct Api {
     keys: KeyRing,
     limiter: Arc<RateLimiter>,
     logs: Option<Arc<dyn mailroom_core::ports::RequestLogStore>>,
+    /// Signs attachment download URLs; random per process, so links die with a restart
+    /// (they last an hour at most anyway).
+    url_key: [u8; 32],
 }
 
 impl Api {
     /// The API over `engine`, accepting the keys in `keys`, at the default 10 requests per
     /// second per key. Each key acts for its own account (`Engine::with_account`).
     pub fn new(engine: Engine, keys: KeyRing) -> Api {
-        Api { engine, keys, limiter: Arc::new(RateLimiter::new(10)), logs: None }
+        let mut url_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut url_key);
+        Api { engine, keys, limiter: Arc::new(RateLimiter::new(10)), logs: None, url_key }
     }
 
     /// Records every authenticated request (redacted) in `logs`, and serves `GET /logs` and
@@ -75,6 +81,9 @@ pub fn router(api: Api) -> Router {
         .route("/emails/{id}", get(get_email).patch(reschedule))
         .route("/emails/{id}/cancel", post(cancel))
         .route("/emails/export", get(logs::export_emails))
+        .route("/emails/{id}/attachments", get(attachments::list))
+        .route("/emails/{id}/attachments/{attachment_id}", get(attachments::get))
+        .route("/emails/{id}/attachments/{attachment_id}/content", get(attachments::download))
         .route("/logs", get(logs::list))
         .route("/logs/export", get(logs::export_logs))
         .route("/api-keys", post(create_key).get(list_keys))
@@ -90,6 +99,11 @@ pub fn router(api: Api) -> Router {
 /// be allowed on the endpoint; every answer to an identified key carries the RateLimit
 /// headers, and a request over the limit gets 429 with `retry-after`.
 async fn guard(State(api): State<Api>, mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // A signed attachment download needs no key: its handler checks the signature.
+    if req.method() == Method::GET && req.uri().path().starts_with("/emails/") && req.uri().path().ends_with("/content")
+    {
+        return next.run(req).await;
+    }
     let sending = req.method() == Method::POST && matches!(req.uri().path(), "/emails" | "/emails/batch");
     let endpoint = if sending { Endpoint::Sending } else { Endpoint::Other };
     let (account, key) = match authenticate(&api, req.headers(), endpoint).await {

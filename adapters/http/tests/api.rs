@@ -411,3 +411,40 @@ async fn requests_are_logged_redacted_queried_and_exported() {
     assert_eq!(rows.len(), 2, "one email was accepted: {emails}");
     assert!(rows[1].contains("a@example.com") && rows[1].contains("queued"), "{emails}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_are_listed_with_signed_download_urls() {
+    let s = start().await;
+    let mut body = email("a@example.com");
+    body["html"] = json!("<p>logo: <img src=\"cid:logo\"></p>");
+    body["attachments"] = json!([
+        {"filename": "report.txt", "content": "aGVsbG8gd29ybGQ="},
+        {"filename": "logo.png", "content": "iVBORw0KGgo=", "content_id": "logo"}
+    ]);
+    let (_, sent, _) = call(&s, reqwest::Method::POST, "/emails", Some(&s.full), Some(body), &[]).await;
+    let id = sent["id"].as_str().unwrap();
+    let (st, list, _) =
+        call(&s, reqwest::Method::GET, &format!("/emails/{id}/attachments"), Some(&s.full), None, &[]).await;
+    assert_eq!(st, StatusCode::OK, "{list}");
+    let items = list["data"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        (items[0]["filename"].as_str(), items[0]["size"].as_u64(), items[0]["content_disposition"].as_str()),
+        (Some("report.txt"), Some(11), Some("attachment"))
+    );
+    assert_eq!(items[1]["content_disposition"], "inline");
+    let att = items[0]["id"].as_str().unwrap();
+    let (st, one, _) =
+        call(&s, reqwest::Method::GET, &format!("/emails/{id}/attachments/{att}"), Some(&s.full), None, &[]).await;
+    assert_eq!((st, one["id"].as_str()), (StatusCode::OK, Some(att)));
+    // The download URL works without a key, and only as signed.
+    let url = one["download_url"].as_str().unwrap().to_string();
+    let got = reqwest::get(&url).await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"hello world");
+    let forged = url.replace("expires=", "expires=9");
+    assert_eq!(reqwest::get(&forged).await.unwrap().status().as_u16(), 403);
+    let (st, r, _) =
+        call(&s, reqwest::Method::GET, &format!("/emails/{id}/attachments/nope"), Some(&s.full), None, &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (404, Some("not_found")));
+}
