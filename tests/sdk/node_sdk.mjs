@@ -26,6 +26,9 @@ const strict = await resend.batch.send([email('a@example.com'), email('not-an-ad
 check('batch.send strict refuses all', strict.error && strict.error.name === 'validation_error', strict);
 const permissive = await resend.batch.send([email('a@example.com'), email('nope'), email('b@example.com')], { batchValidation: 'permissive' });
 check('batch.send permissive', permissive.data && permissive.data.data.length === 2 && permissive.data.errors[0].index === 1, permissive);
+const page1 = await resend.emails.list({ limit: 1 });
+const page2 = await resend.emails.list({ limit: 1, after: page1.data.data[0].id });
+check('emails.list pagination', page1.data.has_more === true && page2.data.data.length === 1 && page2.data.data[0].id !== page1.data.data[0].id, { page1, page2 });
 
 const key = `welcome/${Date.now()}`;
 const first = await resend.emails.send(email('a@example.com'), { idempotencyKey: key });

@@ -33,6 +33,9 @@ except resend.exceptions.ResendError as e:
     check("Batch.send strict refuses all", e.error_type == "validation_error", e)
 perm = resend.Batch.send([email("a@example.com"), email("nope"), email("b@example.com")], {"batch_validation": "permissive"})
 check("Batch.send permissive", len(perm["data"]) == 2 and perm["errors"][0]["index"] == 1, perm)
+p1 = resend.Emails.list({"limit": 1})
+p2 = resend.Emails.list({"limit": 1, "after": p1["data"][0]["id"]})
+check("Emails.list pagination", p1["has_more"] and len(p2["data"]) == 1 and p2["data"][0]["id"] != p1["data"][0]["id"], (p1, p2))
 
 key = f"py/{time.time()}"
 first = resend.Emails.send(email("a@example.com"), {"idempotency_key": key})

@@ -202,11 +202,51 @@ pub(crate) async fn export_logs(State(api): State<Api>, Extension(account): Exte
     Ok(csv_response("logs.csv", Body::from_stream(stream)))
 }
 
-/// `GET /emails/export`: every email of the account, newest first, as CSV, streamed.
-pub(crate) async fn export_emails(Extension(engine): Extension<Engine>) -> ApiResult {
+/// Which emails an export wants: `last_event`, a `from`/`to` range on `created_at`, and `q`
+/// (a case-insensitive substring of the sender, a recipient or the subject).
+#[derive(Clone, Default)]
+struct EmailFilter {
+    last_event: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    search: Option<String>,
+}
+
+impl EmailFilter {
+    fn parse(q: &HashMap<String, String>) -> Result<EmailFilter, ApiError> {
+        let f = filter(q)?;
+        Ok(EmailFilter {
+            last_event: q.get("last_event").map(|s| s.to_ascii_lowercase()),
+            from: f.from,
+            to: f.to,
+            search: f.search.map(|s| s.to_lowercase()),
+        })
+    }
+
+    fn matches(&self, e: &mailroom_core::email::EmailSummary, last: &str) -> bool {
+        // The wire's Postgres-style time, `2023-04-03 22:13:42.674981+00` (always UTC).
+        let created =
+            chrono::NaiveDateTime::parse_from_str(e.created_at.trim_end_matches("+00"), "%Y-%m-%d %H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc());
+        self.last_event.as_deref().is_none_or(|l| l == last)
+            && self.from.is_none_or(|f| created.is_some_and(|c| c >= f))
+            && self.to.is_none_or(|t| created.is_some_and(|c| c <= t))
+            && self.search.as_deref().is_none_or(|q| {
+                e.from.to_lowercase().contains(q)
+                    || e.subject.to_lowercase().contains(q)
+                    || e.to.iter().any(|t| t.to_lowercase().contains(q))
+            })
+    }
+}
+
+/// `GET /emails/export`: the account's emails matching the filters, newest first, as CSV,
+/// streamed a page at a time.
+pub(crate) async fn export_emails(Extension(engine): Extension<Engine>, q: Q) -> ApiResult {
+    let wanted = EmailFilter::parse(&query(q)?)?;
     let header = Bytes::from_static(b"id,created_at,from,to,subject,last_event,scheduled_at\n");
     let pages = futures::stream::unfold((None::<EmailId>, false), move |(after, done)| {
-        let engine = engine.clone();
+        let (engine, wanted) = (engine.clone(), wanted.clone());
         async move {
             if done {
                 return None;
@@ -220,6 +260,10 @@ pub(crate) async fn export_emails(Extension(engine): Extension<Engine>) -> ApiRe
                     let mut out = String::new();
                     for e in &list.data {
                         let last = e.last_event.and_then(|k| serde_json::to_value(k).ok());
+                        let last_str = last.as_ref().and_then(Value::as_str).unwrap_or_default();
+                        if !wanted.matches(e, last_str) {
+                            continue;
+                        }
                         out.push_str(&format!(
                             "{},{},{},{},{},{},{}\n",
                             e.id,
@@ -227,7 +271,7 @@ pub(crate) async fn export_emails(Extension(engine): Extension<Engine>) -> ApiRe
                             csv_field(&e.from),
                             csv_field(&e.to.join(", ")),
                             csv_field(&e.subject),
-                            last.as_ref().and_then(Value::as_str).unwrap_or_default(),
+                            last_str,
                             csv_field(e.scheduled_at.as_deref().unwrap_or_default()),
                         ));
                     }

@@ -410,6 +410,13 @@ async fn requests_are_logged_redacted_queried_and_exported() {
     let rows: Vec<&str> = emails.lines().collect();
     assert_eq!(rows.len(), 2, "one email was accepted: {emails}");
     assert!(rows[1].contains("a@example.com") && rows[1].contains("queued"), "{emails}");
+    // The same filters narrow the emails export.
+    let none = get(format!("{base}/emails/export?last_event=delivered")).await.text().await.unwrap();
+    assert_eq!(none.lines().count(), 1, "only the header: {none}");
+    let found = get(format!("{base}/emails/export?q=A@EXAMPLE&from=2000-01-01T00:00:00Z")).await.text().await.unwrap();
+    assert_eq!(found.lines().count(), 2, "{found}");
+    let later = get(format!("{base}/emails/export?from=2999-01-01T00:00:00Z")).await.text().await.unwrap();
+    assert_eq!(later.lines().count(), 1, "{later}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
