@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod idempotency;
 pub mod inbound;
+pub mod insights;
 pub mod lifecycle;
 pub mod memory;
 pub mod mx;

@@ -1,0 +1,472 @@
+//! Deliverability insights: the hosted service's eight checks, each pass / fail / unknown with
+//! its group and advice a person can act on.
+//!
+//! Invariants: a DNS lookup that fails is `unknown`, never `pass`; links are read with a real
+//! HTML parser (lol_html) and domains compared by their organisational domain from the Public
+//! Suffix List (the `psl` crate), never by a hand-written list; the DMARC validator names the
+//! tag and the rule of every problem it finds.
+
+use crate::ports::{DnsError, DnsResolver};
+use serde::Serialize;
+use std::cell::RefCell;
+
+/// Gmail clips a message whose HTML exceeds about 102 KB (the hosted service's figure).
+pub const GMAIL_CLIP_BYTES: usize = 102 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    Attention,
+    Improvement,
+}
+
+/// One check's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Insight {
+    pub check: &'static str,
+    pub status: Status,
+    pub group: Group,
+    pub advice: String,
+    /// What the check looked at (sizes, mismatching hosts, the record found, ...).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+/// A sending domain's settings, as the host registered them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct DomainSettings {
+    pub click_tracking: bool,
+    pub open_tracking: bool,
+}
+
+/// What the checks read of an email (sent, scheduled or a draft).
+#[derive(Debug, Clone, Copy)]
+pub struct Draft<'a> {
+    /// The sender's address (`local@domain`).
+    pub from: &'a str,
+    pub html: Option<&'a str>,
+    pub text: Option<&'a str>,
+}
+
+/// The organisational domain ("registrable domain") of `host`, lower-cased.
+pub fn organisational_domain(host: &str) -> Option<String> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    psl::domain_str(&host).map(str::to_string)
+}
+
+/// Every link target in `html` (`href` of `a` and `area`), entity-decoded.
+pub fn links(html: &str) -> Result<Vec<String>, String> {
+    let found = RefCell::new(Vec::new());
+    let handler = |el: &mut lol_html::html_content::Element<'_, '_>| {
+        if let Some(href) = el.get_attribute("href") {
+            // lol_html hands attribute values back still entity-encoded.
+            found.borrow_mut().push(decode_entities(&href));
+        }
+        Ok(())
+    };
+    let settings =
+        lol_html::Settings::new().append_element_content_handler(lol_html::element!("a[href], area[href]", handler));
+    let mut rewriter = lol_html::HtmlRewriter::new(settings, |_: &[u8]| {});
+    rewriter.write(html.as_bytes()).map_err(|e| e.to_string())?;
+    rewriter.end().map_err(|e| e.to_string())?;
+    Ok(found.into_inner())
+}
+
+fn decode_entities(s: &str) -> String {
+    s.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'")
+}
+
+/// The host of an `http(s)` URL; `None` for other schemes (mailto:, tel:, #anchors, cid:).
+fn http_host(url: &str) -> Option<String> {
+    let rest = url.trim().strip_prefix("https://").or_else(|| url.trim().strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.starts_with('[') { host } else { host.split(':').next()? };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// One problem with a DMARC record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DmarcProblem {
+    pub tag: String,
+    pub rule: String,
+}
+
+/// Checks a DMARC record against RFC 7489 §6.3: `v=DMARC1` first, a valid `p=`, and the
+/// optional tags well-formed. Every problem is reported, each naming its tag.
+pub fn validate_dmarc(record: &str) -> Result<(), Vec<DmarcProblem>> {
+    let mut problems = Vec::new();
+    let mut bad = |tag: &str, rule: &str| problems.push(DmarcProblem { tag: tag.into(), rule: rule.into() });
+    let tags: Vec<(String, String)> = record
+        .split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim().to_string()),
+            None => (t.to_ascii_lowercase(), String::new()),
+        })
+        .collect();
+    match tags.first() {
+        Some((k, v)) if k == "v" && v == "DMARC1" => {}
+        _ => bad("v", "the record must start with v=DMARC1"),
+    }
+    let policy = |v: &str| matches!(v.to_ascii_lowercase().as_str(), "none" | "quarantine" | "reject");
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in tags.iter().skip(1) {
+        if !seen.insert(k.clone()) {
+            bad(k, "appears more than once");
+            continue;
+        }
+        match k.as_str() {
+            "p" | "sp" if !policy(v) => bad(k, "must be none, quarantine or reject"),
+            "adkim" | "aspf" if !matches!(v.as_str(), "r" | "s") => bad(k, "must be r (relaxed) or s (strict)"),
+            "pct" if !v.parse::<u8>().is_ok_and(|n| n <= 100) => bad(k, "must be a whole number from 0 to 100"),
+            "rua" | "ruf" => {
+                for uri in v.split(',').map(str::trim) {
+                    // A size suffix (`!10m`) may follow the URI.
+                    let uri = uri.split('!').next().unwrap_or_default();
+                    let mailbox = uri
+                        .strip_prefix("mailto:")
+                        .filter(|m| m.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.')));
+                    if mailbox.is_none() {
+                        bad(k, "each address must be a mailto: URI with a valid address");
+                    }
+                }
+            }
+            "fo" if !v.split(':').all(|o| matches!(o.trim(), "0" | "1" | "d" | "s")) => {
+                bad(k, "must be 0, 1, d or s (colon-separated)")
+            }
+            "rf" if !v.split(':').all(|o| o.trim().eq_ignore_ascii_case("afrf")) => bad(k, "must be afrf"),
+            "ri" if v.parse::<u32>().is_err() => bad(k, "must be a number of seconds"),
+            "v" => bad(k, "must come first, once"),
+            _ => {}
+        }
+    }
+    if !tags.iter().any(|(k, _)| k == "p") {
+        bad("p", "is required (none, quarantine or reject)");
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+/// The eight checks for `draft` sent from a domain with `settings` (`None`: not registered).
+pub async fn insights(draft: Draft<'_>, settings: Option<DomainSettings>, dns: &dyn DnsResolver) -> Vec<Insight> {
+    let (local, domain) = draft.from.rsplit_once('@').unwrap_or((draft.from, ""));
+    let domain = domain.trim().trim_end_matches('>').to_ascii_lowercase();
+    let org = organisational_domain(&domain);
+    let mut out = Vec::with_capacity(8);
+    let insight = |check, status, group, advice: String, detail| Insight { check, status, group, advice, detail };
+
+    // 1. Link domains.
+    out.push(match (draft.html.map(links), &org) {
+        (Some(Err(e)), _) => insight(
+            "link_domains_match",
+            Status::Unknown,
+            Group::Attention,
+            format!("The HTML could not be read ({e}), so its links could not be checked."),
+            serde_json::Value::Null,
+        ),
+        (_, None) => insight(
+            "link_domains_match",
+            Status::Unknown,
+            Group::Attention,
+            format!("The sending domain {domain:?} has no organisational domain to compare links with."),
+            serde_json::Value::Null,
+        ),
+        (found, Some(org)) => {
+            let links = found.and_then(Result::ok).unwrap_or_default();
+            let mut foreign: Vec<String> = links
+                .iter()
+                .filter_map(|l| http_host(l))
+                .filter(|h| organisational_domain(h).as_deref() != Some(org.as_str()))
+                .collect();
+            foreign.sort();
+            foreign.dedup();
+            if foreign.is_empty() {
+                insight("link_domains_match", Status::Pass, Group::Attention, format!("Every link points to {org}."), serde_json::Value::Null)
+            } else {
+                insight(
+                    "link_domains_match",
+                    Status::Fail,
+                    Group::Attention,
+                    format!(
+                        "Links point to {} while the email comes from {org}. Mailbox providers distrust mail whose links lead elsewhere: link to your own domain (or a subdomain of it), e.g. through a redirect you host.",
+                        foreign.join(", ")
+                    ),
+                    serde_json::json!({"hosts": foreign}),
+                )
+            }
+        }
+    });
+
+    // 2. DMARC.
+    out.push(dmarc(&domain, org.as_deref(), dns).await);
+
+    // 3. Plain text.
+    let has_text = draft.text.is_some_and(|t| !t.trim().is_empty());
+    out.push(if has_text {
+        insight("plain_text_included", Status::Pass, Group::Attention, "The email has a plain-text version.".into(), serde_json::Value::Null)
+    } else {
+        insight(
+            "plain_text_included",
+            Status::Fail,
+            Group::Attention,
+            "Add a plain-text version (`text`): spam filters score HTML-only mail lower, and some readers show only text.".into(),
+            serde_json::Value::Null,
+        )
+    });
+
+    // 4. No "no-reply" sender.
+    let squashed: String = local.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let no_reply = squashed.contains("noreply") || squashed.contains("donotreply") || squashed.contains("dontreply");
+    out.push(if no_reply {
+        insight(
+            "no_reply_sender",
+            Status::Fail,
+            Group::Attention,
+            format!("Send from an address people can answer instead of {local:?}: a no-reply sender discourages engagement and replies go nowhere."),
+            serde_json::Value::Null,
+        )
+    } else {
+        insight("no_reply_sender", Status::Pass, Group::Attention, "The sender accepts replies.".into(), serde_json::Value::Null)
+    });
+
+    // 5. Body size.
+    let size = draft.html.map_or(0, str::len);
+    out.push(insight(
+        "body_size",
+        if size < GMAIL_CLIP_BYTES { Status::Pass } else { Status::Fail },
+        Group::Attention,
+        if size < GMAIL_CLIP_BYTES {
+            format!("The HTML is {size} bytes, under Gmail's {GMAIL_CLIP_BYTES}-byte clipping limit.")
+        } else {
+            format!("The HTML is {size} bytes: Gmail clips anything over {GMAIL_CLIP_BYTES} bytes and hides the rest (and your unsubscribe link). Trim inline styles and images.")
+        },
+        serde_json::json!({"bytes": size, "limit": GMAIL_CLIP_BYTES}),
+    ));
+
+    // 6. Sending from a subdomain.
+    out.push(match &org {
+        None => insight("subdomain_sender", Status::Unknown, Group::Improvement, format!("{domain:?} is not a registrable domain."), serde_json::Value::Null),
+        Some(o) if *o != domain => insight("subdomain_sender", Status::Pass, Group::Improvement, format!("Sending from {domain}, a subdomain of {o}."), serde_json::Value::Null),
+        Some(o) => insight(
+            "subdomain_sender",
+            Status::Fail,
+            Group::Improvement,
+            format!("Send from a subdomain (e.g. mail.{o} or updates.{o}) so that this mail's reputation stays apart from {o}'s own."),
+            serde_json::Value::Null,
+        ),
+    });
+
+    // 7 and 8. Tracking, from the domain's settings.
+    for (check, what, on) in [
+        ("click_tracking_disabled", "Click tracking", settings.map(|s| s.click_tracking)),
+        ("open_tracking_disabled", "Open tracking", settings.map(|s| s.open_tracking)),
+    ] {
+        out.push(match on {
+            None => insight(check, Status::Unknown, Group::Improvement, format!("{domain} is not a registered domain, so its tracking settings are unknown."), serde_json::Value::Null),
+            Some(false) => insight(check, Status::Pass, Group::Improvement, format!("{what} is off for {domain}."), serde_json::Value::Null),
+            Some(true) => insight(
+                check,
+                Status::Fail,
+                Group::Improvement,
+                format!("{what} is on for {domain}: rewritten links and tracking pixels look like bulk mail to filters. Turn it off for transactional mail."),
+                serde_json::Value::Null,
+            ),
+        });
+    }
+    out
+}
+
+async fn dmarc(domain: &str, org: Option<&str>, dns: &dyn DnsResolver) -> Insight {
+    let mut tried = Vec::new();
+    let names: Vec<String> =
+        std::iter::once(domain.to_string()).chain(org.filter(|o| *o != domain).map(str::to_string)).collect();
+    let suggestion = format!("v=DMARC1; p=none; rua=mailto:dmarc-reports@{}", org.unwrap_or(domain));
+    for name in names {
+        let q = format!("_dmarc.{name}");
+        tried.push(q.clone());
+        match dns.txt(&q).await {
+            Ok(records) => {
+                let dmarc: Vec<&String> =
+                    records.iter().filter(|r| r.trim_start().to_ascii_lowercase().starts_with("v=dmarc1")).collect();
+                match dmarc.as_slice() {
+                    [] => continue,
+                    [one] => {
+                        return match validate_dmarc(one) {
+                            Ok(()) => Insight {
+                                check: "dmarc_valid",
+                                status: Status::Pass,
+                                group: Group::Attention,
+                                advice: format!("{q} publishes a valid DMARC record."),
+                                detail: serde_json::json!({"record": one}),
+                            },
+                            Err(problems) => Insight {
+                                check: "dmarc_valid",
+                                status: Status::Fail,
+                                group: Group::Attention,
+                                advice: format!(
+                                    "The DMARC record at {q} is not valid: {}. A valid start: \"{suggestion}\".",
+                                    problems
+                                        .iter()
+                                        .map(|p| format!("{} {}", p.tag, p.rule))
+                                        .collect::<Vec<_>>()
+                                        .join("; ")
+                                ),
+                                detail: serde_json::json!({"record": one, "problems": problems}),
+                            },
+                        };
+                    }
+                    _ => {
+                        return Insight {
+                            check: "dmarc_valid",
+                            status: Status::Fail,
+                            group: Group::Attention,
+                            advice: format!(
+                                "{q} publishes more than one DMARC record; receivers then ignore them all (RFC 7489 §6.6.3). Keep one."
+                            ),
+                            detail: serde_json::json!({"records": dmarc}),
+                        };
+                    }
+                }
+            }
+            Err(DnsError::NotFound { .. }) => continue,
+            Err(DnsError::Failed { message, .. }) => {
+                return Insight {
+                    check: "dmarc_valid",
+                    status: Status::Unknown,
+                    group: Group::Attention,
+                    advice: format!("The DNS lookup of {q} failed ({message}); try again."),
+                    detail: serde_json::Value::Null,
+                };
+            }
+        }
+    }
+    Insight {
+        check: "dmarc_valid",
+        status: Status::Fail,
+        group: Group::Attention,
+        advice: format!(
+            "No DMARC record found (looked up {}). Publish a TXT record at _dmarc.{}: \"{suggestion}\".",
+            tried.join(" and "),
+            org.unwrap_or(domain)
+        ),
+        detail: serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::MxRecord;
+    use async_trait::async_trait;
+    use std::collections::HashMap;
+
+    /// TXT answers from a map; names listed in `failing` fail as a broken resolver would.
+    #[derive(Debug, Default)]
+    struct Txt {
+        records: HashMap<String, Vec<String>>,
+        failing: Vec<String>,
+    }
+
+    #[async_trait]
+    impl DnsResolver for Txt {
+        async fn mx(&self, d: &str) -> Result<Vec<MxRecord>, DnsError> {
+            Err(DnsError::NotFound { name: d.into(), rtype: "MX" })
+        }
+        async fn ips(&self, h: &str) -> Result<Vec<std::net::IpAddr>, DnsError> {
+            Err(DnsError::NotFound { name: h.into(), rtype: "A/AAAA" })
+        }
+        async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+            if self.failing.iter().any(|f| f == name) {
+                return Err(DnsError::Failed { name: name.into(), rtype: "TXT", message: "SERVFAIL".into() });
+            }
+            self.records.get(name).cloned().ok_or(DnsError::NotFound { name: name.into(), rtype: "TXT" })
+        }
+    }
+
+    fn status(all: &[Insight], check: &str) -> Status {
+        all.iter().find(|i| i.check == check).map_or(Status::Unknown, |i| i.status)
+    }
+
+    #[test]
+    fn dmarc_records_are_validated_tag_by_tag() {
+        assert_eq!(
+            validate_dmarc("v=DMARC1; p=reject; rua=mailto:d@acme.test,mailto:x@y.test!10m; pct=50; adkim=s"),
+            Ok(())
+        );
+        let tags = |r: &str| validate_dmarc(r).err().unwrap_or_default().into_iter().map(|p| p.tag).collect::<Vec<_>>();
+        assert_eq!(tags("v=DMARC1"), ["p"]);
+        assert_eq!(tags("p=none; v=DMARC1"), ["v", "v"]);
+        assert_eq!(tags("v=DMARC1; p=maybe; pct=150; rua=d@acme.test; aspf=x"), ["p", "pct", "rua", "aspf"]);
+        assert_eq!(tags("v=DMARC1; p=none; p=reject"), ["p"]);
+    }
+
+    #[test]
+    fn links_are_read_with_entities_decoded() {
+        let html = r#"<a href="https://click.acme.test/x?a=1&amp;b=2">x</a><area href="mailto:a@b.test"><a>no</a>"#;
+        assert_eq!(links(html).unwrap_or_default(), ["https://click.acme.test/x?a=1&b=2", "mailto:a@b.test"]);
+        assert_eq!(http_host("https://user@Shop.Acme.co.uk:8443/p"), Some("shop.acme.co.uk".into()));
+        assert_eq!(http_host("mailto:a@b.test"), None);
+        assert_eq!(organisational_domain("a.b.acme.co.uk").as_deref(), Some("acme.co.uk"));
+    }
+
+    #[tokio::test]
+    async fn a_good_email_passes_every_check() {
+        let dns = Txt {
+            records: HashMap::from([(
+                "_dmarc.acme.test".into(),
+                vec!["v=DMARC1; p=quarantine; rua=mailto:d@acme.test".into()],
+            )]),
+            ..Default::default()
+        };
+        let html = r#"<p>Hi</p><a href="https://www.acme.test/welcome">start</a>"#;
+        let draft = Draft { from: "hello@mail.acme.test", html: Some(html), text: Some("Hi") };
+        let all = insights(draft, Some(DomainSettings::default()), &dns).await;
+        assert_eq!(all.len(), 8);
+        for i in &all {
+            assert_eq!(i.status, Status::Pass, "{}: {}", i.check, i.advice);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_email_fails_and_a_failed_lookup_is_unknown() {
+        let big = format!(r#"<a href="https://bit.ly/x">x</a>{}"#, "x".repeat(GMAIL_CLIP_BYTES));
+        let draft = Draft { from: "no-reply@acme.test", html: Some(&big), text: None };
+        let tracking = DomainSettings { click_tracking: true, open_tracking: true };
+        let all = insights(draft, Some(tracking), &Txt::default()).await;
+        for check in [
+            "link_domains_match",
+            "dmarc_valid",
+            "plain_text_included",
+            "no_reply_sender",
+            "body_size",
+            "subdomain_sender",
+            "click_tracking_disabled",
+            "open_tracking_disabled",
+        ] {
+            assert_eq!(status(&all, check), Status::Fail, "{check}");
+        }
+        let dmarc = all.iter().find(|i| i.check == "dmarc_valid").map(|i| i.advice.clone()).unwrap_or_default();
+        assert!(dmarc.contains("v=DMARC1; p=none"), "a record is suggested: {dmarc}");
+        // A resolver that fails: unknown, never pass. An unregistered domain: tracking unknown.
+        let broken = Txt { failing: vec!["_dmarc.acme.test".into()], ..Default::default() };
+        let all = insights(Draft { from: "a@acme.test", html: None, text: Some("x") }, None, &broken).await;
+        assert_eq!(status(&all, "dmarc_valid"), Status::Unknown);
+        assert_eq!(status(&all, "click_tracking_disabled"), Status::Unknown);
+        // The organisational domain's record covers a subdomain sender.
+        let org = Txt {
+            records: HashMap::from([("_dmarc.acme.test".into(), vec!["v=DMARC1; p=none".into()])]),
+            ..Default::default()
+        };
+        let all = insights(Draft { from: "a@news.acme.test", html: None, text: None }, None, &org).await;
+        assert_eq!(status(&all, "dmarc_valid"), Status::Pass);
+    }
+}
