@@ -31,6 +31,7 @@ struct State {
     suppressions: BTreeMap<(AccountId, String), SuppressionEntry>,
     api_keys: HashMap<[u8; 32], (AccountId, crate::ports::ApiKeyRecord)>,
     logs: BTreeMap<(AccountId, u128), crate::ports::RequestLog>,
+    domains: BTreeMap<(AccountId, String), crate::ports::DomainRecord>,
 }
 
 impl State {
@@ -407,6 +408,26 @@ impl crate::ports::RequestLogStore for MemoryStorage {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::ports::DomainStore for MemoryStorage {
+    async fn domain_put(&self, account: &AccountId, domain: crate::ports::DomainRecord) -> Result<(), StorageError> {
+        self.lock().domains.insert((account.clone(), domain.name.clone()), domain);
+        Ok(())
+    }
+
+    async fn domain_get(
+        &self,
+        account: &AccountId,
+        name: &str,
+    ) -> Result<Option<crate::ports::DomainRecord>, StorageError> {
+        Ok(self.lock().domains.get(&(account.clone(), name.to_string())).cloned())
+    }
+
+    async fn domain_list(&self, account: &AccountId) -> Result<Vec<crate::ports::DomainRecord>, StorageError> {
+        Ok(self.lock().domains.iter().filter(|((a, _), _)| a == account).map(|(_, d)| d.clone()).collect())
+    }
+}
+
 #[cfg(test)]
 mod conformance {
     use super::MemoryStorage;
@@ -418,6 +439,11 @@ mod conformance {
     #[tokio::test]
     async fn api_keys() {
         crate::testkit::api_keys_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn domains() {
+        crate::testkit::domains_conformance(Arc::new(MemoryStorage::new())).await;
     }
 
     #[tokio::test]

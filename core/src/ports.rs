@@ -511,3 +511,22 @@ pub trait RequestLogStore: Send + Sync + Debug {
         limit: usize,
     ) -> Result<(Vec<RequestLog>, bool), StorageError>;
 }
+
+/// A sending domain the host registered, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub name: String,
+    pub click_tracking: bool,
+    pub open_tracking: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Sending domains, per account: an extension a store may offer beside [`Storage`].
+#[async_trait]
+pub trait DomainStore: Send + Sync + Debug {
+    /// Adds or replaces the domain `domain.name` (lower-case).
+    async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> Result<(), StorageError>;
+    async fn domain_get(&self, account: &AccountId, name: &str) -> Result<Option<DomainRecord>, StorageError>;
+    /// The account's domains by name.
+    async fn domain_list(&self, account: &AccountId) -> Result<Vec<DomainRecord>, StorageError>;
+}

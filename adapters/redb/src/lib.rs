@@ -22,8 +22,8 @@ use mailroom_core::email::{
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
-    ApiKeyRecord, ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, LogFilter, Outcome, RequestLog,
-    ScheduleChange, Storage, StorageResult, SuppressionEntry,
+    ApiKeyRecord, ClaimRef, ClaimedEmail, DomainRecord, IdempotencyBegin, IdempotencyCompletion, LogFilter, Outcome,
+    RequestLog, ScheduleChange, Storage, StorageResult, SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -42,6 +42,8 @@ const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys_v1");
 /// (account, log id) → request log; ids are time-ordered, so a reverse range is newest first.
 const LOGS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("request_logs_v1");
+/// (account, domain name) → sending domain and its settings.
+const DOMAINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("domains_v1");
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(e.to_string())
@@ -779,6 +781,54 @@ impl mailroom_core::ports::RequestLogStore for RedbStorage {
                 page.push(log);
             }
             Ok((page, false))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl mailroom_core::ports::DomainStore for RedbStorage {
+    async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> StorageResult<()> {
+        let (account, value) = (account.0.to_string(), encode(&domain)?);
+        self.write(move |tx| {
+            let mut t = tx.open_table(DOMAINS).map_err(backend)?;
+            t.insert((account.as_str(), domain.name.as_str()), value.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn domain_get(&self, account: &AccountId, name: &str) -> StorageResult<Option<DomainRecord>> {
+        let (account, name) = (account.0.to_string(), name.to_string());
+        self.read(move |tx| {
+            let t = match tx.open_table(DOMAINS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(backend(e)),
+            };
+            t.get((account.as_str(), name.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn domain_list(&self, account: &AccountId) -> StorageResult<Vec<DomainRecord>> {
+        let account = account.0.to_string();
+        self.read(move |tx| {
+            let t = match tx.open_table(DOMAINS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(backend(e)),
+            };
+            let a = account.as_str();
+            let mut out = Vec::new();
+            for item in t.range((a, "")..).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                if k.value().0 != a {
+                    break;
+                }
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
         })
         .await
     }

@@ -139,3 +139,10 @@ async fn request_logs_conformance() {
     let store = RedbStorage::open(dir.path().join("logs.redb")).unwrap().without_fsync();
     mailroom_core::testkit::request_logs_conformance(Arc::new(store)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(dir.path().join("domains.redb")).unwrap().without_fsync();
+    mailroom_core::testkit::domains_conformance(Arc::new(store)).await;
+}

@@ -714,3 +714,22 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
     // Another account's logs stay apart.
     assert_eq!(ids(&s.log_page(&acct("b"), &LogFilter::default(), None, 100).await.unwrap().0), [31]);
 }
+
+/// The domain extension: put replaces, get and list per account, by name.
+pub async fn domains_conformance(s: Arc<dyn crate::ports::DomainStore>) {
+    use crate::ports::DomainRecord;
+    let d = |name: &str, click: bool| DomainRecord {
+        name: name.into(),
+        click_tracking: click,
+        open_tracking: false,
+        created_at: t0(),
+    };
+    s.domain_put(&acct("a"), d("mail.acme.test", true)).await.unwrap();
+    s.domain_put(&acct("a"), d("acme.test", false)).await.unwrap();
+    s.domain_put(&acct("b"), d("other.test", false)).await.unwrap();
+    s.domain_put(&acct("a"), d("mail.acme.test", false)).await.unwrap();
+    assert_eq!(s.domain_get(&acct("a"), "mail.acme.test").await.unwrap(), Some(d("mail.acme.test", false)));
+    assert_eq!(s.domain_get(&acct("b"), "acme.test").await.unwrap(), None);
+    let names: Vec<String> = s.domain_list(&acct("a")).await.unwrap().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["acme.test", "mail.acme.test"]);
+}
