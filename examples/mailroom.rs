@@ -85,6 +85,24 @@ enum Command {
         #[command(flatten)]
         delivery: Delivery,
     },
+    /// Manage sending domains and their tracking settings.
+    Domains {
+        #[command(subcommand)]
+        action: DomainCommand,
+    },
+    /// The eight deliverability checks for a stored email (ID) or a draft (--json FILE), as a
+    /// JSON array.
+    Insights {
+        /// A stored email's id.
+        #[arg(required_unless_present = "json", conflicts_with = "json")]
+        id: Option<String>,
+        /// A draft in the wire format (JSON email object).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// The nameserver to ask (default: the system's).
+        #[arg(long, value_name = "ADDR:PORT")]
+        dns: Option<std::net::SocketAddr>,
+    },
     /// Manage the suppression list.
     Suppressions {
         #[command(subcommand)]
@@ -137,6 +155,20 @@ struct ListArgs {
     after: Option<String>,
     #[arg(long)]
     before: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DomainCommand {
+    /// Register a sending domain (or change its settings).
+    Add {
+        domain: String,
+        #[arg(long)]
+        click_tracking: bool,
+        #[arg(long)]
+        open_tracking: bool,
+    },
+    /// Print the registered domains.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -384,6 +416,55 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "released": report.released,
                 "outbox": outbox_dir(&cli.db),
             }));
+        }
+        Command::Domains { action } => {
+            use mailroom::core::ports::{DomainRecord, DomainStore};
+            match action {
+                DomainCommand::Add { domain, click_tracking, open_tracking } => {
+                    let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+                    if !name.contains('.') || name.contains(['@', ' ', '/']) {
+                        return Err(Failure::Other(format!("{domain:?} is not a domain name")));
+                    }
+                    let record = DomainRecord { name, click_tracking, open_tracking, created_at: engine.clock().now() };
+                    store.domain_put(engine.account(), record.clone()).await.map_err(|e| Failure::Engine(e.into()))?;
+                    print(&record);
+                }
+                DomainCommand::List => {
+                    let list = store.domain_list(engine.account()).await.map_err(|e| Failure::Engine(e.into()))?;
+                    print(&json!({"object": "list", "data": list}));
+                }
+            }
+        }
+        Command::Insights { id, json, dns } => {
+            use mailroom::core::insights::{DomainSettings, Draft, insights};
+            use mailroom::core::ports::DomainStore;
+            let (from, html, text) = match (id, json) {
+                (Some(id), _) => {
+                    let r = engine.get_record(id.parse::<EmailId>()?).await?;
+                    (r.content.from.address(), r.content.html, r.content.text)
+                }
+                (None, Some(file)) => {
+                    let request = EmailRequest::from_json(&read_input(Some(&file))?)?;
+                    let from = request.from.clone().unwrap_or_default();
+                    let from = mailroom::core::address::Mailbox::parse(&from)
+                        .map(|m| m.address())
+                        .map_err(|e| Failure::Engine(FieldError::new("from", Rule::Address(e)).into()))?;
+                    (from, request.html, request.text)
+                }
+                (None, None) => return Err(Failure::Other("give an email id or --json FILE".into())),
+            };
+            let domain = from.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+            let settings = store
+                .domain_get(engine.account(), &domain)
+                .await
+                .map_err(|e| Failure::Engine(e.into()))?
+                .map(|d| DomainSettings { click_tracking: d.click_tracking, open_tracking: d.open_tracking });
+            let resolver = match dns {
+                Some(addr) => HickoryResolver::with_nameserver(addr),
+                None => HickoryResolver::system().map_err(|e| Failure::Other(e.to_string()))?,
+            };
+            let draft = Draft { from: &from, html: html.as_deref(), text: text.as_deref() };
+            print(&insights(draft, settings, &resolver).await);
         }
         Command::Suppressions { action } => match action {
             SuppressionCommand::List => print(&json!({"object": "list", "data": engine.suppressions().await?})),

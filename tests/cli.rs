@@ -311,3 +311,74 @@ fn work_relays_through_smtp_and_keeps_test_addresses_simulated() {
     let bad = run(&db, &["work", "--until-idle", "--smtp", "smtp://127.0.0.1:99999"], None);
     assert!(!bad.ok && bad.json.to_string().contains("port"), "{}", bad.json);
 }
+
+#[path = "../adapters/dns/tests/support/dnsmasq.rs"]
+mod dnsmasq;
+
+#[test]
+fn insights_and_domains_on_real_dns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let dns = dnsmasq::start(&[
+        "--txt-record=_dmarc.acme.test,v=DMARC1; p=quarantine; rua=mailto:dmarc@acme.test".into(),
+        "--txt-record=_dmarc.broken.test,v=DMARC1; p=sometimes".into(),
+    ]);
+    let added = run(&db, &["domains", "add", "mail.acme.test"], None);
+    assert!(added.ok && added.json["click_tracking"] == false, "{}", added.json);
+    run(&db, &["domains", "add", "broken.test", "--click-tracking", "--open-tracking"], None);
+    assert_eq!(run(&db, &["domains", "list"], None).json["data"].as_array().map(Vec::len), Some(2));
+
+    let draft = |name: &str, body: serde_json::Value| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body.to_string()).unwrap();
+        p
+    };
+    let status = |out: &Out, check: &str| {
+        out.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["check"] == check)
+            .map(|i| i["status"].as_str().unwrap().to_string())
+    };
+    let addr = dns.addr.to_string();
+    let good = draft(
+        "good.json",
+        serde_json::json!({
+            "from": "Acme <hello@mail.acme.test>", "to": "a@example.com", "subject": "Hi",
+            "html": "<p>Hi <a href=\"https://www.acme.test/x\">x</a></p>", "text": "Hi"
+        }),
+    );
+    let out = run(&db, &["insights", "--json", good.to_str().unwrap(), "--dns", &addr], None);
+    assert_eq!(out.json.as_array().map(Vec::len), Some(8), "{}", out.json);
+    for i in out.json.as_array().unwrap() {
+        assert_eq!(i["status"], "pass", "{i}");
+        assert!(i["group"] == "attention" || i["group"] == "improvement");
+    }
+    let bad = draft(
+        "bad.json",
+        serde_json::json!({
+            "from": "no-reply@broken.test", "to": "a@example.com", "subject": "Hi",
+            "html": "<a href=\"https://bit.ly/x\">x</a>"
+        }),
+    );
+    let out = run(&db, &["insights", "--json", bad.to_str().unwrap(), "--dns", &addr], None);
+    for check in [
+        "link_domains_match",
+        "dmarc_valid",
+        "plain_text_included",
+        "no_reply_sender",
+        "subdomain_sender",
+        "click_tracking_disabled",
+        "open_tracking_disabled",
+    ] {
+        assert_eq!(status(&out, check).as_deref(), Some("fail"), "{check}: {}", out.json);
+    }
+    // A stored email; a nameserver that never answers makes DMARC unknown, not pass; an
+    // unregistered domain leaves tracking unknown.
+    let id = run(&db, &["send"], Some(&email("a@example.com"))).json["id"].as_str().unwrap().to_string();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = run(&db, &["insights", &id, "--dns", &silent.local_addr().unwrap().to_string()], None);
+    assert_eq!(status(&out, "dmarc_valid").as_deref(), Some("unknown"), "{}", out.json);
+    assert_eq!(status(&out, "click_tracking_disabled").as_deref(), Some("unknown"));
+}
