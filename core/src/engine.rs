@@ -154,9 +154,17 @@ pub struct EngineBuilder {
     retention: Option<chrono::Duration>,
     bounce_domain: Option<String>,
     api_keys: Option<Arc<dyn crate::ports::ApiKeyStore>>,
+    text_from_html: bool,
 }
 
 impl EngineBuilder {
+    /// Generates the plain-text part from the html of an email that has none (mailbox
+    /// providers trust mail with both more than html alone).
+    pub fn text_from_html(mut self, on: bool) -> Self {
+        self.text_from_html = on;
+        self
+    }
+
     /// Where API keys live: an email accepted with a key (see [`Engine::with_api_key`]) is
     /// not sent if that key is revoked before the email falls due; it ends `failed`.
     pub fn api_keys(mut self, keys: Arc<dyn crate::ports::ApiKeyStore>) -> Self {
@@ -239,6 +247,7 @@ impl Engine {
             retention: None,
             bounce_domain: None,
             api_keys: None,
+            text_from_html: false,
         }
     }
 
@@ -392,6 +401,10 @@ impl Engine {
                 let mut content = v.content;
                 content.message_id = message_id_for(&id, &content.from);
                 content.api_key_id = self.api_key.as_deref().map(str::to_string);
+                if self.inner.config.text_from_html && content.text.is_none() {
+                    content.text =
+                        content.html.as_deref().map(crate::insights::text_from_html).filter(|t| !t.is_empty());
+                }
                 NewEmail { account: self.account.clone(), id, created_at: now, scheduled_at: v.scheduled_at, content }
             })
             .collect();

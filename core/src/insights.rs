@@ -56,6 +56,14 @@ pub struct Draft<'a> {
     pub text: Option<&'a str>,
 }
 
+/// A plain-text version of `html`: html2text's plain, undecorated rendering at 78 columns,
+/// trailing spaces trimmed from each line (hidden preheader text is kept, as it should be).
+pub fn text_from_html(html: &str) -> String {
+    let text = html2text::config::plain_no_decorate().string_from_read(html.as_bytes(), 78).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    lines.join("\n").trim().to_string()
+}
+
 /// The organisational domain ("registrable domain") of `host`, lower-cased.
 pub fn organisational_domain(host: &str) -> Option<String> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -468,5 +476,26 @@ mod tests {
         };
         let all = insights(Draft { from: "a@news.acme.test", html: None, text: None }, None, &org).await;
         assert_eq!(status(&all, "dmarc_valid"), Status::Pass);
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn text_from_a_real_looking_email() {
+        let html = r#"<!doctype html><html><head><style>p{color:red}</style></head><body>
+<div style="display:none;max-height:0">Your receipt for order 1042</div>
+<table><tr><td><h1>Thanks, Ada!</h1><p>We received your payment of <b>$42.00</b>.</p>
+<p><a href="https://shop.acme.test/orders/1042">View your order</a></p></td></tr></table>
+<p>Acme Inc &middot; 1 Main St</p></body></html>"#;
+        let text = text_from_html(html);
+        for want in ["Your receipt for order 1042", "Thanks, Ada!", "$42.00", "View your order", "Acme Inc · 1 Main St"]
+        {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        assert!(!text.contains("color:red") && !text.contains('<'), "{text}");
+        assert!(text.lines().all(|l| l == l.trim_end()));
     }
 }

@@ -686,3 +686,27 @@ I'm afraid I wasn't able to deliver your message to the following addresses.\n\n
     assert_eq!(r.email, Some(id));
     assert_eq!(engine.get(id).await.unwrap().last_event, Some(EventKind::Bounced));
 }
+
+#[tokio::test]
+async fn the_text_part_is_generated_from_html_when_asked() {
+    use mailroom_core::memory::MemoryStorage;
+    use mailroom_core::prelude::*;
+    use std::sync::Arc;
+    let request = |html: &str, text: Option<&str>| EmailRequest {
+        from: Some("Acme <hi@acme.test>".into()),
+        to: Some(OneOrMany::One("a@example.com".into())),
+        subject: Some("Hi".into()),
+        html: Some(html.into()),
+        text: text.map(Into::into),
+        ..Default::default()
+    };
+    let on = Engine::builder(Arc::new(MemoryStorage::new())).text_from_html(true).build();
+    let id = on.send(request("<p>Hello <b>there</b></p>", None), SendOptions::default()).await.unwrap().id;
+    assert_eq!(on.get_record(id).await.unwrap().content.text.as_deref(), Some("Hello there"));
+    // A text the sender wrote stays; without the option nothing is generated.
+    let id = on.send(request("<p>x</p>", Some("mine")), SendOptions::default()).await.unwrap().id;
+    assert_eq!(on.get_record(id).await.unwrap().content.text.as_deref(), Some("mine"));
+    let off = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let id = off.send(request("<p>x</p>", None), SendOptions::default()).await.unwrap().id;
+    assert_eq!(off.get_record(id).await.unwrap().content.text, None);
+}

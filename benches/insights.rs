@@ -1,0 +1,52 @@
+//! `insights`: the eight checks for a 50 KB html email with 100 links, DNS answers cached
+//! (hickory's cache in front of a real dnsmasq started here, warmed by the first run).
+//!
+//! `cargo bench --bench insights` (needs dnsmasq: `./scripts/test.sh` installs it)
+
+#[path = "../adapters/dns/tests/support/dnsmasq.rs"]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod dnsmasq;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mailroom::core::insights::{DomainSettings, Draft, insights};
+use mailroom::dns::HickoryResolver;
+
+fn email() -> String {
+    let mut html = String::from("<html><body><table>");
+    for i in 0..100 {
+        let host = if i % 10 == 0 { "cdn.partner.test" } else { "www.acme.test" };
+        html.push_str(&format!(
+            "<tr><td style=\"padding:8px;font-family:Arial\"><p>Item {i}: a line of copy about the product.</p>\
+             <a href=\"https://{host}/p/{i}?utm_source=mail&amp;utm_medium=email\">See item {i}</a></td></tr>"
+        ));
+    }
+    while html.len() < 50 * 1024 {
+        html.push_str("<p>Filler paragraph to reach fifty kilobytes of realistic markup.</p>");
+    }
+    html.push_str("</table></body></html>");
+    html
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let dns = dnsmasq::start(&["--txt-record=_dmarc.acme.test,v=DMARC1; p=quarantine; rua=mailto:d@acme.test".into()]);
+    let resolver = rt.block_on(async { HickoryResolver::with_nameserver(dns.addr) });
+    let html = email();
+    let draft = Draft { from: "hello@mail.acme.test", html: Some(&html), text: Some("hello") };
+    let settings = Some(DomainSettings::default());
+    // Warm the cache: the measured runs read DNS answers from it.
+    let first = rt.block_on(insights(draft, settings, &resolver));
+    assert_eq!(first.len(), 8);
+    let mut group = c.benchmark_group("insights");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("50kb_100_links", |b| b.iter(|| rt.block_on(insights(draft, settings, &resolver))));
+    // Where the time goes: the html parse alone, and the DMARC lookup alone (cached).
+    group.bench_function("links_only", |b| b.iter(|| mailroom::core::insights::links(&html)));
+    group.bench_function("dmarc_lookup_cached", |b| {
+        b.iter(|| rt.block_on(mailroom::core::ports::DnsResolver::txt(&resolver, "_dmarc.mail.acme.test")))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
