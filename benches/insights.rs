@@ -4,7 +4,6 @@
 //! `cargo bench --bench insights` (needs dnsmasq: `./scripts/test.sh` installs it)
 
 #[path = "../adapters/dns/tests/support/dnsmasq.rs"]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod dnsmasq;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
