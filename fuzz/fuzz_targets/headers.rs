@@ -4,21 +4,11 @@
 //! Seed with the corpus: `cargo fuzz run -s none headers fuzz/corpus/headers ../tests/corpus/bounces/bsd`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use std::sync::Once;
-
-static HOOK: Once = Once::new();
+#[path = "mail_parser_hook.rs"]
+mod mail_parser_hook;
 
 fuzz_target!(|data: &[u8]| {
-    // As in the `bounce` target: mail-parser's own panics are caught by `parse`.
-    HOOK.call_once(|| {
-        let abort = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.location().is_some_and(|l| l.file().contains("mail-parser")) {
-                return;
-            }
-            abort(info);
-        }));
-    });
+    mail_parser_hook::let_mail_parser_panics_unwind();
     // 1. The bytes as a header block.
     let mut headers = data.to_vec();
     headers.extend_from_slice(b"\n\nbody\n");

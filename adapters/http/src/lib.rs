@@ -284,6 +284,15 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
     Ok(Some(body))
 }
 
+/// A small JSON object body (`{}` when there is none) as `T`; a type error is 422.
+fn json_object<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = json_body(headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
@@ -379,10 +388,8 @@ async fn reschedule(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let id = email_id(&id)?;
-    let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
     // The Python SDK also sends "id" in the body: any other field is ignored.
-    let r: Reschedule = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))?;
+    let r: Reschedule = json_object(&headers, body)?;
     let when =
         r.scheduled_at.ok_or_else(|| ApiError::new(422, "missing_required_field", "Missing `scheduled_at` field."))?;
     ok(engine.reschedule(id, &when).await?)
@@ -413,9 +420,7 @@ async fn create_key(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
-    let k: NewKey = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))?;
+    let k: NewKey = json_object(&headers, body)?;
     let name = k
         .name
         .filter(|n| !n.trim().is_empty())

@@ -231,6 +231,19 @@ impl RedbStorage {
     }
 }
 
+/// A table of one of the extensions, read before anything was ever written to it: `None`
+/// (the table does not exist yet), which every reader takes as "empty".
+fn optional_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> StorageResult<Option<redb::ReadOnlyTable<K, V>>> {
+    match tx.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(backend(e)),
+    }
+}
+
 fn get_state(table: &impl ReadableTable<u128, &'static [u8]>, id: u128) -> StorageResult<Option<EmailState>> {
     table.get(id).map_err(backend)?.map(|v| decode(v.value())).transpose()
 }
@@ -680,11 +693,7 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
         let h = *sha256;
         self.read(move |tx| {
-            let t = match tx.open_table(API_KEYS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(backend(e)),
-            };
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
             match t.get(h.as_slice()).map_err(backend)? {
                 Some(v) => {
                     let (account, key): (String, ApiKeyRecord) = decode(v.value())?;
@@ -699,11 +708,7 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
     async fn key_list(&self, account: &AccountId) -> StorageResult<Vec<ApiKeyRecord>> {
         let account = account.0.to_string();
         self.read(move |tx| {
-            let t = match tx.open_table(API_KEYS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(backend(e)),
-            };
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(vec![]) };
             let mut out = Vec::new();
             for item in t.iter().map_err(backend)? {
                 let (_, v) = item.map_err(backend)?;
@@ -761,11 +766,7 @@ impl mailroom_core::ports::RequestLogStore for RedbStorage {
     ) -> StorageResult<(Vec<RequestLog>, bool)> {
         let (account, filter) = (account.0.to_string(), filter.clone());
         self.read(move |tx| {
-            let t = match tx.open_table(LOGS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok((vec![], false)),
-                Err(e) => return Err(backend(e)),
-            };
+            let Some(t) = optional_table(tx, LOGS)? else { return Ok((vec![], false)) };
             let a = account.as_str();
             let upper = before.unwrap_or(u128::MAX);
             let mut page = Vec::new();
@@ -801,11 +802,7 @@ impl mailroom_core::ports::DomainStore for RedbStorage {
     async fn domain_get(&self, account: &AccountId, name: &str) -> StorageResult<Option<DomainRecord>> {
         let (account, name) = (account.0.to_string(), name.to_string());
         self.read(move |tx| {
-            let t = match tx.open_table(DOMAINS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(backend(e)),
-            };
+            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(None) };
             t.get((account.as_str(), name.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()
         })
         .await
@@ -814,11 +811,7 @@ impl mailroom_core::ports::DomainStore for RedbStorage {
     async fn domain_list(&self, account: &AccountId) -> StorageResult<Vec<DomainRecord>> {
         let account = account.0.to_string();
         self.read(move |tx| {
-            let t = match tx.open_table(DOMAINS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(backend(e)),
-            };
+            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(vec![]) };
             let a = account.as_str();
             let mut out = Vec::new();
             for item in t.range((a, "")..).map_err(backend)? {
