@@ -225,7 +225,7 @@ struct Delivery {
 impl Delivery {
     /// The transport, and whether it is SMTP.
     fn transport(self, sandbox: SandboxTransport) -> Result<(Arc<dyn Transport>, bool), Failure> {
-        let config = match (self.smtp, self.direct) {
+        let mut config = match (self.smtp, self.direct) {
             (Some(url), _) => SmtpConfig::relay(RelayTarget::parse(&url)?),
             (None, true) => {
                 let resolver = match self.dns {
@@ -236,7 +236,6 @@ impl Delivery {
             }
             (None, false) => return Ok((Arc::new(sandbox), false)),
         };
-        let mut config = config;
         config.max_connections = self.connections;
         config.max_per_destination = self.connections;
         config.helo_name = self.helo;

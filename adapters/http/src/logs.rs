@@ -165,41 +165,59 @@ pub(crate) async fn export_logs(State(api): State<Api>, Extension(account): Exte
     let q = query(q)?;
     let store = api.logs.clone().ok_or_else(|| ApiError::new(404, "not_found", "Request logs are not kept here."))?;
     let f = filter(&q)?;
-    let header = Bytes::from_static(b"id,created_at,method,endpoint,status,user_agent,sdk,api_key_id,duration_ms\n");
-    // State: (cursor, done). Each step reads one page and yields its rows.
-    let pages = futures::stream::unfold((None::<u128>, false), move |(before, done)| {
+    let header = "id,created_at,method,endpoint,status,user_agent,sdk,api_key_id,duration_ms\n";
+    Ok(csv_export("logs.csv", header, move |before: Option<u128>| {
         let (store, account, f) = (store.clone(), account.clone(), f.clone());
         async move {
-            if done {
-                return None;
+            let (page, more) = store.log_page(&account, &f, before, EXPORT_PAGE).await.map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            for l in &page {
+                let ua = l.user_agent.clone().unwrap_or_default();
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{},{},{}\n",
+                    EmailId::from_u128(l.id),
+                    l.at.to_rfc3339(),
+                    csv_field(&l.method),
+                    csv_field(&l.endpoint),
+                    l.status,
+                    csv_field(&ua),
+                    csv_field(&sdk_name(&ua).unwrap_or_default()),
+                    csv_field(l.api_key_id.as_deref().unwrap_or_default()),
+                    l.duration_ms
+                ));
             }
-            match store.log_page(&account, &f, before, EXPORT_PAGE).await {
-                Ok((page, more)) => {
-                    let mut out = String::new();
-                    for l in &page {
-                        let ua = l.user_agent.clone().unwrap_or_default();
-                        out.push_str(&format!(
-                            "{},{},{},{},{},{},{},{},{}\n",
-                            EmailId::from_u128(l.id),
-                            l.at.to_rfc3339(),
-                            csv_field(&l.method),
-                            csv_field(&l.endpoint),
-                            l.status,
-                            csv_field(&ua),
-                            csv_field(&sdk_name(&ua).unwrap_or_default()),
-                            csv_field(l.api_key_id.as_deref().unwrap_or_default()),
-                            l.duration_ms
-                        ));
-                    }
-                    let next = page.last().map(|l| l.id);
-                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), (next, !more || next.is_none())))
+            Ok((out, page.last().map(|l| l.id).filter(|_| more)))
+        }
+    }))
+}
+
+/// A CSV download streamed a page at a time: `header`, then what `page(cursor)` returns for
+/// each page (its rows, and the cursor of the next page while there is one). An error ends
+/// the stream (the client sees a cut-off download, not a partial file passed off as whole).
+fn csv_export<C, F, Fut>(name: &str, header: &'static str, page: F) -> Response
+where
+    C: Send + 'static,
+    F: Fn(Option<C>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(String, Option<C>), String>> + Send + 'static,
+{
+    // State: (cursor, done). Each step reads one page and yields its rows.
+    let pages = futures::stream::unfold((None::<C>, false), move |(cursor, done)| {
+        let next_page = (!done).then(|| page(cursor));
+        async move {
+            match next_page?.await {
+                Ok((rows, next)) => {
+                    let done = next.is_none();
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(rows)), (next, done)))
                 }
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (None, true))),
+                Err(e) => Some((Err(std::io::Error::other(e)), (None, true))),
             }
         }
     });
-    let stream = futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), pages);
-    Ok(csv_response("logs.csv", Body::from_stream(stream)))
+    let stream = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok(Bytes::from_static(header.as_bytes())) }),
+        pages,
+    );
+    csv_response(name, Body::from_stream(stream))
 }
 
 /// Which emails an export wants: `last_event`, a `from`/`to` range on `created_at`, and `q`
@@ -244,46 +262,33 @@ impl EmailFilter {
 /// streamed a page at a time.
 pub(crate) async fn export_emails(Extension(engine): Extension<Engine>, q: Q) -> ApiResult {
     let wanted = EmailFilter::parse(&query(q)?)?;
-    let header = Bytes::from_static(b"id,created_at,from,to,subject,last_event,scheduled_at\n");
-    let pages = futures::stream::unfold((None::<EmailId>, false), move |(after, done)| {
+    let header = "id,created_at,from,to,subject,last_event,scheduled_at\n";
+    Ok(csv_export("emails.csv", header, move |after: Option<EmailId>| {
         let (engine, wanted) = (engine.clone(), wanted.clone());
         async move {
-            if done {
-                return None;
-            }
-            let page = match PageRequest::new(Some(EXPORT_PAGE), after, None) {
-                Ok(p) => p,
-                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (None, true))),
-            };
-            match engine.list(page).await {
-                Ok(list) => {
-                    let mut out = String::new();
-                    for e in &list.data {
-                        let last = e.last_event.and_then(|k| serde_json::to_value(k).ok());
-                        let last_str = last.as_ref().and_then(Value::as_str).unwrap_or_default();
-                        if !wanted.matches(e, last_str) {
-                            continue;
-                        }
-                        out.push_str(&format!(
-                            "{},{},{},{},{},{},{}\n",
-                            e.id,
-                            csv_field(&e.created_at),
-                            csv_field(&e.from),
-                            csv_field(&e.to.join(", ")),
-                            csv_field(&e.subject),
-                            last_str,
-                            csv_field(e.scheduled_at.as_deref().unwrap_or_default()),
-                        ));
-                    }
-                    let next = list.data.last().map(|e| e.id);
-                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), (next, !list.has_more || next.is_none())))
+            let request = PageRequest::new(Some(EXPORT_PAGE), after, None).map_err(|e| e.to_string())?;
+            let list = engine.list(request).await.map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            for e in &list.data {
+                let last = e.last_event.and_then(|k| serde_json::to_value(k).ok());
+                let last_str = last.as_ref().and_then(Value::as_str).unwrap_or_default();
+                if !wanted.matches(e, last_str) {
+                    continue;
                 }
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (None, true))),
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{}\n",
+                    e.id,
+                    csv_field(&e.created_at),
+                    csv_field(&e.from),
+                    csv_field(&e.to.join(", ")),
+                    csv_field(&e.subject),
+                    last_str,
+                    csv_field(e.scheduled_at.as_deref().unwrap_or_default()),
+                ));
             }
+            Ok((out, list.data.last().map(|e| e.id).filter(|_| list.has_more)))
         }
-    });
-    let stream = futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), pages);
-    Ok(csv_response("emails.csv", Body::from_stream(stream)))
+    }))
 }
 
 #[cfg(test)]

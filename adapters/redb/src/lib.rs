@@ -231,6 +231,22 @@ impl RedbStorage {
     }
 }
 
+/// Every value of `account` in a table keyed by (account, name), in name order.
+fn account_values<T: DeserializeOwned>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    account: &str,
+) -> StorageResult<Vec<T>> {
+    let mut out = Vec::new();
+    for item in table.range((account, "")..).map_err(backend)? {
+        let (k, v) = item.map_err(backend)?;
+        if k.value().0 != account {
+            break;
+        }
+        out.push(decode(v.value())?);
+    }
+    Ok(out)
+}
+
 /// A table of one of the extensions, read before anything was ever written to it: `None`
 /// (the table does not exist yet), which every reader takes as "empty".
 fn optional_table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -661,16 +677,7 @@ impl Storage for RedbStorage {
         let account = account.0.to_string();
         self.read(move |tx| {
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let a = account.as_str();
-            let mut out = Vec::new();
-            for item in t.range((a, "")..).map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                if k.value().0 != a {
-                    break;
-                }
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
+            account_values(&t, &account)
         })
         .await
     }
@@ -812,16 +819,7 @@ impl mailroom_core::ports::DomainStore for RedbStorage {
         let account = account.0.to_string();
         self.read(move |tx| {
             let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(vec![]) };
-            let a = account.as_str();
-            let mut out = Vec::new();
-            for item in t.range((a, "")..).map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                if k.value().0 != a {
-                    break;
-                }
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
+            account_values(&t, &account)
         })
         .await
     }
