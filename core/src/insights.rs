@@ -8,7 +8,6 @@
 
 use crate::ports::{DnsError, DnsResolver};
 use serde::Serialize;
-use std::cell::RefCell;
 
 /// Gmail clips a message whose HTML exceeds about 102 KB (the hosted service's figure).
 pub const GMAIL_CLIP_BYTES: usize = 102 * 1024;
@@ -70,35 +69,73 @@ pub fn organisational_domain(host: &str) -> Option<String> {
     psl::domain_str(&host).map(str::to_string)
 }
 
-/// Every link target in `html` (`href` of `a` and `area`), entity-decoded.
-pub fn links(html: &str) -> Result<Vec<String>, String> {
-    let found = RefCell::new(Vec::new());
-    let handler = |el: &mut lol_html::html_content::Element<'_, '_>| {
-        if let Some(href) = el.get_attribute("href") {
-            // lol_html hands attribute values back still entity-encoded.
-            found.borrow_mut().push(decode_entities(&href));
+/// The distinct hosts that the links of `html` lead to (`a` and `area`; relative links through
+/// the first `<base href>`), lower-case and in ASCII, in order of first appearance. Links to
+/// other schemes (mailto:, tel:, cid:, #anchors) and relative links without a base lead to no
+/// host; neither does a URL the WHATWG URL parser rejects.
+pub fn link_hosts(html: &str) -> Vec<String> {
+    let found = crate::html::links(html);
+    let base = found.iter().find(|l| l.kind == crate::html::LinkKind::Base).and_then(|l| url::Url::parse(&l.href).ok());
+    let mut hosts: Vec<String> = Vec::new();
+    for link in found.iter().filter(|l| l.kind == crate::html::LinkKind::Anchor) {
+        // Most links repeat a host already seen: compare before allocating.
+        if let Some(host) = plain_http_host(&link.href) {
+            if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                hosts.push(host.to_ascii_lowercase());
+            }
+        } else if let Some(host) = parsed_http_host(&link.href, base.as_ref())
+            && !hosts.contains(&host)
+        {
+            hosts.push(host);
         }
-        Ok(())
+    }
+    hosts
+}
+
+/// The host of an `http(s)` link, as the WHATWG URL parser (the `url` crate) reads it.
+pub fn href_host(href: &str, base: Option<&url::Url>) -> Option<String> {
+    match plain_http_host(href) {
+        Some(host) => Some(host.to_ascii_lowercase()),
+        None => parsed_http_host(href, base),
+    }
+}
+
+fn parsed_http_host(href: &str, base: Option<&url::Url>) -> Option<String> {
+    let url = url::Url::options().base_url(base).parse(href).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.host_str().map(str::to_string)).flatten()
+}
+
+/// The common case without the URL parser (which costs more than reading the whole email):
+/// `http(s)://` followed by a host of plain LDH labels whose last label starts with a letter
+/// (so it is neither an IPv4 address in any notation nor punycode to validate), then `/`, `?`,
+/// `#` or the end (what follows cannot change the host, not even the tabs and newlines the
+/// parser strips). For such a URL the parser's host is this label text, lower-cased; anything
+/// else (userinfo, ports, percent-escapes, backslashes, Unicode, IP literals) goes to the
+/// parser.
+/// `tests::the_shortcut_agrees_with_the_url_parser` holds the two together.
+fn plain_http_host(href: &str) -> Option<&str> {
+    let b = href.as_bytes();
+    let start = if b.len() > 8 && b[..8].eq_ignore_ascii_case(b"https://") {
+        8
+    } else if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"http://") {
+        7
+    } else {
+        return None;
     };
-    let settings =
-        lol_html::Settings::new().append_element_content_handler(lol_html::element!("a[href], area[href]", handler));
-    let mut rewriter = lol_html::HtmlRewriter::new(settings, |_: &[u8]| {});
-    rewriter.write(html.as_bytes()).map_err(|e| e.to_string())?;
-    rewriter.end().map_err(|e| e.to_string())?;
-    Ok(found.into_inner())
-}
-
-fn decode_entities(s: &str) -> String {
-    s.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'")
-}
-
-/// The host of an `http(s)` URL; `None` for other schemes (mailto:, tel:, #anchors, cid:).
-fn http_host(url: &str) -> Option<String> {
-    let rest = url.trim().strip_prefix("https://").or_else(|| url.trim().strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host.starts_with('[') { host } else { host.split(':').next()? };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let punycode = |l: &[u8]| l.len() >= 4 && l[..4].eq_ignore_ascii_case(b"xn--");
+    let mut end = start;
+    let mut label = start;
+    while end < b.len() && !matches!(b[end], b'/' | b'?' | b'#') {
+        match b[end] {
+            b'.' if end > label && !punycode(&b[label..end]) => label = end + 1,
+            c if c.is_ascii_alphanumeric() || c == b'-' => {}
+            _ => return None,
+        }
+        end += 1;
+    }
+    // The last label: not empty, a letter first, not punycode.
+    let last = &b[label..end];
+    (last.first().is_some_and(u8::is_ascii_alphabetic) && !punycode(last)).then(|| &href[start..end])
 }
 
 /// One problem with a DMARC record.
@@ -173,30 +210,23 @@ pub async fn insights(draft: Draft<'_>, settings: Option<DomainSettings>, dns: &
     let insight = |check, status, group, advice: String, detail| Insight { check, status, group, advice, detail };
 
     // 1. Link domains.
-    out.push(match (draft.html.map(links), &org) {
-        (Some(Err(e)), _) => insight(
-            "link_domains_match",
-            Status::Unknown,
-            Group::Attention,
-            format!("The HTML could not be read ({e}), so its links could not be checked."),
-            serde_json::Value::Null,
-        ),
-        (_, None) => insight(
+    out.push(match &org {
+        None => insight(
             "link_domains_match",
             Status::Unknown,
             Group::Attention,
             format!("The sending domain {domain:?} has no organisational domain to compare links with."),
             serde_json::Value::Null,
         ),
-        (found, Some(org)) => {
-            let links = found.and_then(Result::ok).unwrap_or_default();
-            let mut foreign: Vec<String> = links
-                .iter()
-                .filter_map(|l| http_host(l))
+        Some(org) => {
+            let mut foreign: Vec<String> = draft
+                .html
+                .map(link_hosts)
+                .unwrap_or_default()
+                .into_iter()
                 .filter(|h| organisational_domain(h).as_deref() != Some(org.as_str()))
                 .collect();
             foreign.sort();
-            foreign.dedup();
             if foreign.is_empty() {
                 insight("link_domains_match", Status::Pass, Group::Attention, format!("Every link points to {org}."), serde_json::Value::Null)
             } else {
@@ -418,12 +448,37 @@ mod tests {
     }
 
     #[test]
-    fn links_are_read_with_entities_decoded() {
-        let html = r#"<a href="https://click.acme.test/x?a=1&amp;b=2">x</a><area href="mailto:a@b.test"><a>no</a>"#;
-        assert_eq!(links(html).unwrap_or_default(), ["https://click.acme.test/x?a=1&b=2", "mailto:a@b.test"]);
-        assert_eq!(http_host("https://user@Shop.Acme.co.uk:8443/p"), Some("shop.acme.co.uk".into()));
-        assert_eq!(http_host("mailto:a@b.test"), None);
+    fn link_hosts_are_read_as_a_browser_would() {
+        let html = r#"<a href="https://Click.Acme.test/x?a=1&amp;b=2">x</a><area href="mailto:a@b.test">
+            <a href="https://evil&#46;test/">obfuscated</a><a href="HTTPS://user@Shop.Acme.co.uk:8443/p">
+            <a href="//cdn.partner.test/img">protocol-relative, no base</a><a href="/relative">no base</a>
+            <a href=" https://spaced.test/ ">x</a><a href="https:\\backslash.test\x">x</a>
+            <a href="https://click.acme.test/again">dup</a><!-- <a href="https://hidden.test"> -->"#;
+        assert_eq!(
+            link_hosts(html),
+            ["click.acme.test", "evil.test", "shop.acme.co.uk", "spaced.test", "backslash.test"]
+        );
+        // The first <base href> resolves relative links.
+        let with_base = r#"<base href="https://tracker.test/r/"><a href="go?x=1">x</a><a href="//cdn.test/i">"#;
+        assert_eq!(link_hosts(with_base), ["tracker.test", "cdn.test"]);
         assert_eq!(organisational_domain("a.b.acme.co.uk").as_deref(), Some("acme.co.uk"));
+    }
+
+    proptest::proptest! {
+        /// Whenever the shortcut answers, the WHATWG URL parser gives the same host.
+        #[test]
+        fn the_shortcut_agrees_with_the_url_parser(
+            scheme in "(?i)https?://",
+            host in "[a-zA-Z0-9.-]{0,12}([xX][nN]--[a-z0-9]{1,4})?[a-zA-Z0-9.-]{0,6}",
+            tail in "([/?#][ -~\t\n\r\x00]{0,10})?",
+            space in proptest::sample::select(vec!["", " ", "\t", "\n"]),
+        ) {
+            let href = format!("{scheme}{host}{space}{tail}");
+            if let Some(short) = plain_http_host(&href) {
+                let parsed = url::Url::parse(&href).ok().and_then(|u| u.host_str().map(str::to_string));
+                proptest::prop_assert_eq!(Some(short.to_ascii_lowercase()), parsed, "{:?}", href);
+            }
+        }
     }
 
     #[tokio::test]

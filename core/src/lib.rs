@@ -9,6 +9,7 @@ pub mod bounce;
 pub mod email;
 pub mod engine;
 pub mod error;
+pub mod html;
 pub mod idempotency;
 pub mod inbound;
 pub mod insights;
