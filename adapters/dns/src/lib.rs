@@ -2,8 +2,9 @@
 //!
 //! mailroom's [`DnsResolver`] on hickory-resolver: the system's nameservers, or one given by
 //! address and port (a local `dnsmasq`, a test server). Answers are cached for as long as
-//! their TTL allows (hickory's cache, which also keeps negative answers for the SOA's
-//! minimum TTL).
+//! their TTL allows — hickory's record cache, and in front of it a memo of final answers
+//! (`memo`) that makes a hit cost a hash lookup; a "no such record" answer is kept for its
+//! SOA's negative TTL, and for 30 s when it carries no SOA; a failed lookup is never kept.
 //!
 //! Invariant: "no such name / no records" and "the lookup failed" stay apart
 //! ([`DnsError::NotFound`] vs [`DnsError::Failed`]): a failed lookup is never read as an
@@ -12,12 +13,18 @@
 use async_trait::async_trait;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use mailroom_core::ports::{DnsError, DnsResolver, MxRecord};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod memo;
+use memo::{Memo, NEGATIVE_MIN};
 
 /// The resolver could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,14 @@ pub struct ConfigError(String);
 #[derive(Clone)]
 pub struct HickoryResolver {
     inner: TokioResolver,
+    memo: Arc<Memos>,
+}
+
+#[derive(Debug, Default)]
+struct Memos {
+    mx: Memo<Vec<MxRecord>>,
+    ips: Memo<Vec<IpAddr>>,
+    txt: Memo<Vec<String>>,
 }
 
 impl std::fmt::Debug for HickoryResolver {
@@ -44,6 +59,8 @@ fn options() -> ResolverOpts {
     o.attempts = 2;
     // Enough for the MX hosts and policy records of many recipient domains.
     o.cache_size = 4096;
+    // The same floor for absences as the memo's (see `memo::NEGATIVE_MIN`).
+    o.negative_min_ttl = Some(NEGATIVE_MIN);
     o
 }
 
@@ -52,7 +69,7 @@ impl HickoryResolver {
     pub fn system() -> Result<HickoryResolver, ConfigError> {
         let b = TokioResolver::builder_tokio().map_err(|e| ConfigError(e.to_string()))?;
         let inner = b.with_options(options()).build().map_err(|e| ConfigError(e.to_string()))?;
-        Ok(HickoryResolver { inner })
+        Ok(HickoryResolver { inner, memo: Arc::default() })
     }
 
     /// One nameserver, asked over UDP and TCP at `addr` (any port).
@@ -68,7 +85,7 @@ impl HickoryResolver {
             TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(options()).build();
         // Building from an explicit configuration has nothing left to fail on but the
         // runtime provider, which is the running tokio runtime.
-        HickoryResolver { inner: inner.unwrap_or_else(|e| unreachable_build(&e)) }
+        HickoryResolver { inner: inner.unwrap_or_else(|e| unreachable_build(&e)), memo: Arc::default() }
     }
 }
 
@@ -90,43 +107,89 @@ fn error(name: &str, rtype: &'static str, e: &NetError) -> DnsError {
     }
 }
 
+/// How long an absence may be kept: its SOA's negative TTL, at least `NEGATIVE_MIN`.
+fn negative_ttl(e: &NetError) -> Duration {
+    let soa = match e {
+        NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(n)) => n.negative_ttl,
+        _ => None,
+    };
+    soa.map_or(NEGATIVE_MIN, |s| Duration::from_secs(u64::from(s)).max(NEGATIVE_MIN))
+}
+
+/// The memo's answer for `name`, or `lookup`'s (which is then kept for as long as it may be).
+async fn memoised<T: Clone>(
+    memo: &Memo<T>,
+    name: &str,
+    rtype: &'static str,
+    lookup: impl Future<Output = Result<(Instant, T), NetError>>,
+) -> Result<T, DnsError> {
+    let now = Instant::now();
+    if let Some(hit) = memo.get(name, now) {
+        return hit;
+    }
+    let (until, answer) = match lookup.await {
+        Ok((until, answer)) => (until, Ok(answer)),
+        Err(e) => (now + negative_ttl(&e), Err(error(name, rtype, &e))),
+    };
+    memo.put(name, until, &answer, now);
+    answer
+}
+
 #[async_trait]
 impl DnsResolver for HickoryResolver {
     async fn mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError> {
-        let lookup = self.inner.mx_lookup(fqdn(domain)).await.map_err(|e| error(domain, "MX", &e))?;
-        Ok(lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::MX(mx) => {
-                    let host = mx.exchange.to_ascii();
-                    let host = host.trim_end_matches('.');
-                    Some(MxRecord {
-                        preference: mx.preference,
-                        exchange: if host.is_empty() { ".".into() } else { host.to_string() },
-                    })
-                }
-                _ => None,
-            })
-            .collect())
+        memoised(&self.memo.mx, domain, "MX", async {
+            let lookup = self.inner.mx_lookup(fqdn(domain)).await?;
+            Ok((lookup.valid_until(), mx_records(&lookup)))
+        })
+        .await
     }
 
     async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let lookup = self.inner.lookup_ip(fqdn(host)).await.map_err(|e| error(host, "A/AAAA", &e))?;
-        Ok(lookup.iter().collect())
+        memoised(&self.memo.ips, host, "A/AAAA", async {
+            let lookup = self.inner.lookup_ip(fqdn(host)).await?;
+            Ok((lookup.valid_until(), lookup.iter().collect()))
+        })
+        .await
     }
 
     async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
-        let lookup = self.inner.txt_lookup(fqdn(name)).await.map_err(|e| error(name, "TXT", &e))?;
-        Ok(lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::TXT(txt) => {
-                    Some(txt.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>())
-                }
-                _ => None,
-            })
-            .collect())
+        memoised(&self.memo.txt, name, "TXT", async {
+            let lookup = self.inner.txt_lookup(fqdn(name)).await?;
+            Ok((lookup.valid_until(), txt_records(&lookup)))
+        })
+        .await
     }
+}
+
+fn mx_records(lookup: &Lookup) -> Vec<MxRecord> {
+    lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::MX(mx) => {
+                let host = mx.exchange.to_ascii();
+                let host = host.trim_end_matches('.');
+                Some(MxRecord {
+                    preference: mx.preference,
+                    exchange: if host.is_empty() { ".".into() } else { host.to_string() },
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each TXT record's strings joined (RFC 7208 §3.3, RFC 7489 §6.1).
+fn txt_records(lookup: &Lookup) -> Vec<String> {
+    lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => {
+                Some(txt.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>())
+            }
+            _ => None,
+        })
+        .collect()
 }

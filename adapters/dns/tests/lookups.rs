@@ -39,3 +39,25 @@ async fn a_nameserver_that_does_not_answer_is_a_failure_not_an_absence() {
     let got = r.mx("acme.test").await;
     assert!(matches!(got, Err(DnsError::Failed { .. })), "{got:?}");
 }
+
+/// Answers are kept for their TTL: with the nameserver gone, a record served with a 300 s TTL
+/// and an absent name (kept 30 s: dnsmasq sends no SOA) are still answered from the cache,
+/// while a record served with TTL 0 must be asked again — and that now fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_cached_for_their_ttl_and_absences_briefly() {
+    let long = dnsmasq::start(&["--local-ttl=300".into(), "--txt-record=_dmarc.acme.test,v=DMARC1; p=none".into()]);
+    let r = HickoryResolver::with_nameserver(long.addr);
+    assert_eq!(r.txt("_dmarc.acme.test").await.unwrap(), ["v=DMARC1; p=none"]);
+    assert!(matches!(r.txt("_dmarc.absent.acme.test").await, Err(DnsError::NotFound { .. })));
+    drop(long);
+    assert_eq!(r.txt("_dmarc.acme.test").await.unwrap(), ["v=DMARC1; p=none"], "served from the cache");
+    let absent = r.txt("_dmarc.absent.acme.test").await;
+    assert!(matches!(absent, Err(DnsError::NotFound { .. })), "the absence is cached: {absent:?}");
+
+    let zero = dnsmasq::start(&["--local-ttl=0".into(), "--txt-record=_dmarc.zero.test,v=DMARC1; p=none".into()]);
+    let r = HickoryResolver::with_nameserver(zero.addr);
+    assert_eq!(r.txt("_dmarc.zero.test").await.unwrap(), ["v=DMARC1; p=none"]);
+    drop(zero);
+    let again = r.txt("_dmarc.zero.test").await;
+    assert!(matches!(again, Err(DnsError::Failed { .. })), "a TTL of 0 is not cached: {again:?}");
+}
