@@ -435,35 +435,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Insights { id, json, dns } => {
-            use mailroom::core::insights::{DomainSettings, Draft, insights};
-            use mailroom::core::ports::DomainStore;
-            let (from, html, text) = match (id, json) {
-                (Some(id), _) => {
-                    let r = engine.get_record(id.parse::<EmailId>()?).await?;
-                    (r.content.from.address(), r.content.html, r.content.text)
-                }
-                (None, Some(file)) => {
-                    let request = EmailRequest::from_json(&read_input(Some(&file))?)?;
-                    let from = request.from.clone().unwrap_or_default();
-                    let from = mailroom::core::address::Mailbox::parse(&from)
-                        .map(|m| m.address())
-                        .map_err(|e| Failure::Engine(FieldError::new("from", Rule::Address(e)).into()))?;
-                    (from, request.html, request.text)
-                }
-                (None, None) => return Err(Failure::Other("give an email id or --json FILE".into())),
-            };
-            let domain = from.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
-            let settings = store
-                .domain_get(engine.account(), &domain)
-                .await
-                .map_err(|e| Failure::Engine(e.into()))?
-                .map(|d| DomainSettings { click_tracking: d.click_tracking, open_tracking: d.open_tracking });
             let resolver = match dns {
                 Some(addr) => HickoryResolver::with_nameserver(addr),
                 None => HickoryResolver::system().map_err(|e| Failure::Other(e.to_string()))?,
             };
-            let draft = Draft { from: &from, html: html.as_deref(), text: text.as_deref() };
-            print(&insights(draft, settings, &resolver).await);
+            let all = match (id, json) {
+                (Some(id), _) => engine.insights(id.parse::<EmailId>()?, &store, &resolver).await?,
+                (None, Some(file)) => {
+                    // A draft need not be complete: what it lacks shows as `unknown`.
+                    let draft = EmailRequest::from_json(&read_input(Some(&file))?)?;
+                    engine.draft_insights(&draft, &store, &resolver).await?
+                }
+                (None, None) => return Err(Failure::Other("give an email id or --json FILE".into())),
+            };
+            print(&all);
         }
         Command::Suppressions { action } => match action {
             SuppressionCommand::List => print(&json!({"object": "list", "data": engine.suppressions().await?})),

@@ -9,9 +9,10 @@ use crate::address;
 use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, EmailView, ListResponse, NewEmail, PageRequest};
 use crate::error::{Error, FieldError, Rule};
 use crate::idempotency::{self, BatchItemError, Fingerprint, StoredResponse};
+use crate::insights::{Body, DomainSettings, Draft, Insight};
 use crate::ports::{
-    AttachmentLoader, Clock, IdempotencyBegin, IdempotencyCompletion, ScheduleChange, Storage, SuppressionEntry,
-    SuppressionReason, SystemClock, Transport,
+    AttachmentLoader, Clock, DnsResolver, DomainStore, IdempotencyBegin, IdempotencyCompletion, ScheduleChange,
+    Storage, SuppressionEntry, SuppressionReason, SystemClock, Transport,
 };
 use crate::render::message_id_for;
 use crate::request::EmailRequest;
@@ -557,6 +558,62 @@ impl Engine {
     /// The whole stored email.
     pub async fn get_record(&self, id: EmailId) -> Result<EmailRecord, Error> {
         self.inner.config.storage.get_email(&self.account, id).await?.ok_or(Error::NotFound { what: "Email" })
+    }
+
+    /// Deliverability insights for a stored email (queued, scheduled, sent, ...): its body as
+    /// kept (a pruned body makes the checks that read it `unknown`), its sending domain's
+    /// settings from `domains`, DNS answers from `dns`.
+    pub async fn insights(
+        &self,
+        id: EmailId,
+        domains: &dyn DomainStore,
+        dns: &dyn DnsResolver,
+    ) -> Result<Vec<Insight>, Error> {
+        let r = self.get_record(id).await?;
+        let body = r
+            .state
+            .pruned_at
+            .is_none()
+            .then_some(Body { html: r.content.html.as_deref(), text: r.content.text.as_deref() });
+        self.insights_of(Draft { from: Ok(&r.content.from), body }, domains, dns).await
+    }
+
+    /// Deliverability insights for a draft: a request not submitted, which need not be complete
+    /// (a missing or unreadable `from` makes the sender's checks `unknown`, saying why). A text
+    /// part this engine would derive from the html (`text_from_html`) counts as included.
+    pub async fn draft_insights(
+        &self,
+        draft: &EmailRequest,
+        domains: &dyn DomainStore,
+        dns: &dyn DnsResolver,
+    ) -> Result<Vec<Insight>, Error> {
+        let from = match draft.from.as_deref() {
+            None => Err(FieldError::new("from", Rule::Required).to_string()),
+            Some(f) => address::Mailbox::parse(f).map_err(|e| FieldError::new("from", Rule::Address(e)).to_string()),
+        };
+        let derived = match (&draft.text, &draft.html) {
+            (None, Some(html)) if self.inner.config.text_from_html => Some(crate::insights::text_from_html(html)),
+            _ => None,
+        };
+        let body = Body { html: draft.html.as_deref(), text: draft.text.as_deref().or(derived.as_deref()) };
+        let from = from.as_ref().map_err(String::as_str);
+        self.insights_of(Draft { from, body: Some(body) }, domains, dns).await
+    }
+
+    async fn insights_of(
+        &self,
+        draft: Draft<'_>,
+        domains: &dyn DomainStore,
+        dns: &dyn DnsResolver,
+    ) -> Result<Vec<Insight>, Error> {
+        let settings = match draft.from {
+            Ok(m) => domains
+                .domain_get(&self.account, &m.domain)
+                .await?
+                .map(|d| DomainSettings { click_tracking: d.click_tracking, open_tracking: d.open_tracking }),
+            Err(_) => None,
+        };
+        Ok(crate::insights::insights(draft, settings, dns).await)
     }
 
     /// `GET /emails/{id}`.

@@ -6,8 +6,10 @@
 //! Suffix List (the `psl` crate), never by a hand-written list; the DMARC validator names the
 //! tag and the rule of every problem it finds.
 
+use crate::address::Mailbox;
 use crate::ports::{DnsError, DnsResolver};
 use serde::Serialize;
+use serde_json::Value;
 
 /// Gmail clips a message whose HTML exceeds about 102 KB (the hosted service's figure).
 pub const GMAIL_CLIP_BYTES: usize = 102 * 1024;
@@ -49,8 +51,15 @@ pub struct DomainSettings {
 /// What the checks read of an email (sent, scheduled or a draft).
 #[derive(Debug, Clone, Copy)]
 pub struct Draft<'a> {
-    /// The sender's address (`local@domain`).
-    pub from: &'a str,
+    /// The sender, or why it could not be read (a draft may be unfinished).
+    pub from: Result<&'a Mailbox, &'a str>,
+    /// The body; `None` when it is no longer kept (retention pruned it).
+    pub body: Option<Body<'a>>,
+}
+
+/// An email's body parts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Body<'a> {
     pub html: Option<&'a str>,
     pub text: Option<&'a str>,
 }
@@ -202,24 +211,28 @@ pub fn validate_dmarc(record: &str) -> Result<(), Vec<DmarcProblem>> {
 }
 
 /// The eight checks for `draft` sent from a domain with `settings` (`None`: not registered).
+/// A check that cannot tell says `unknown` and why: the sender could not be read, its domain
+/// is not registrable, the body is no longer kept, a DNS lookup failed, the domain is not
+/// registered.
 pub async fn insights(draft: Draft<'_>, settings: Option<DomainSettings>, dns: &dyn DnsResolver) -> Vec<Insight> {
-    let (local, domain) = draft.from.rsplit_once('@').unwrap_or((draft.from, ""));
-    let domain = domain.trim().trim_end_matches('>').to_ascii_lowercase();
-    let org = organisational_domain(&domain);
-    let mut out = Vec::with_capacity(8);
+    use Group::{Attention, Improvement};
     let insight = |check, status, group, advice: String, detail| Insight { check, status, group, advice, detail };
+    let unknown = |check, group, why: &str| insight(check, Status::Unknown, group, why.to_string(), Value::Null);
+    let sender = draft.from.map(|m| (m, organisational_domain(&m.domain)));
+    let body_gone = "The email's body is no longer kept (retention pruned it), so this cannot be checked.";
+    let mut out = Vec::with_capacity(8);
 
     // 1. Link domains.
-    out.push(match &org {
-        None => insight(
+    out.push(match (&sender, draft.body) {
+        (Err(why), _) => unknown("link_domains_match", Attention, why),
+        (Ok((m, None)), _) => unknown(
             "link_domains_match",
-            Status::Unknown,
-            Group::Attention,
-            format!("The sending domain {domain:?} has no organisational domain to compare links with."),
-            serde_json::Value::Null,
+            Attention,
+            &format!("{:?} is not a registrable domain, so there is nothing to compare links with.", m.domain),
         ),
-        Some(org) => {
-            let mut foreign: Vec<String> = draft
+        (_, None) => unknown("link_domains_match", Attention, body_gone),
+        (Ok((_, Some(org))), Some(body)) => {
+            let mut foreign: Vec<String> = body
                 .html
                 .map(link_hosts)
                 .unwrap_or_default()
@@ -228,12 +241,12 @@ pub async fn insights(draft: Draft<'_>, settings: Option<DomainSettings>, dns: &
                 .collect();
             foreign.sort();
             if foreign.is_empty() {
-                insight("link_domains_match", Status::Pass, Group::Attention, format!("Every link points to {org}."), serde_json::Value::Null)
+                insight("link_domains_match", Status::Pass, Attention, format!("Every link points to {org}."), Value::Null)
             } else {
                 insight(
                     "link_domains_match",
                     Status::Fail,
-                    Group::Attention,
+                    Attention,
                     format!(
                         "Links point to {} while the email comes from {org}. Mailbox providers distrust mail whose links lead elsewhere: link to your own domain (or a subdomain of it), e.g. through a redirect you host.",
                         foreign.join(", ")
@@ -245,61 +258,84 @@ pub async fn insights(draft: Draft<'_>, settings: Option<DomainSettings>, dns: &
     });
 
     // 2. DMARC.
-    out.push(dmarc(&domain, org.as_deref(), dns).await);
-
-    // 3. Plain text.
-    let has_text = draft.text.is_some_and(|t| !t.trim().is_empty());
-    out.push(if has_text {
-        insight("plain_text_included", Status::Pass, Group::Attention, "The email has a plain-text version.".into(), serde_json::Value::Null)
-    } else {
-        insight(
-            "plain_text_included",
-            Status::Fail,
-            Group::Attention,
-            "Add a plain-text version (`text`): spam filters score HTML-only mail lower, and some readers show only text.".into(),
-            serde_json::Value::Null,
-        )
+    out.push(match &sender {
+        Err(why) => unknown("dmarc_valid", Attention, why),
+        Ok((m, org)) => dmarc(&m.domain, org.as_deref(), dns).await,
     });
 
-    // 4. No "no-reply" sender.
-    let squashed: String = local.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let no_reply = squashed.contains("noreply") || squashed.contains("donotreply") || squashed.contains("dontreply");
-    out.push(if no_reply {
-        insight(
-            "no_reply_sender",
+    // 3. Plain text.
+    out.push(match draft.body {
+        None => unknown("plain_text_included", Attention, body_gone),
+        Some(b) if b.text.is_some_and(|t| !t.trim().is_empty()) => insight(
+            "plain_text_included",
+            Status::Pass,
+            Attention,
+            "The email has a plain-text version.".into(),
+            Value::Null,
+        ),
+        Some(_) => insight(
+            "plain_text_included",
             Status::Fail,
-            Group::Attention,
-            format!("Send from an address people can answer instead of {local:?}: a no-reply sender discourages engagement and replies go nowhere."),
-            serde_json::Value::Null,
-        )
-    } else {
-        insight("no_reply_sender", Status::Pass, Group::Attention, "The sender accepts replies.".into(), serde_json::Value::Null)
+            Attention,
+            "Add a plain-text version (`text`), or let the engine derive one from the HTML (`text_from_html`): spam filters score HTML-only mail lower, and some readers show only text.".into(),
+            Value::Null,
+        ),
+    });
+
+    // 4. No "no-reply" sender: the local part's letters and digits, so that `no.reply`,
+    // `NoReply`, `do_not_reply` and `"no-reply"` are all caught.
+    out.push(match &sender {
+        Err(why) => unknown("no_reply_sender", Attention, why),
+        Ok((m, _)) => {
+            let squashed: String =
+                m.local.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+            if ["noreply", "donotreply", "dontreply"].iter().any(|w| squashed.contains(w)) {
+                insight(
+                    "no_reply_sender",
+                    Status::Fail,
+                    Attention,
+                    format!("Send from an address people can answer instead of {:?}: a no-reply sender discourages engagement and replies go nowhere.", m.local),
+                    Value::Null,
+                )
+            } else {
+                insight("no_reply_sender", Status::Pass, Attention, "The sender accepts replies.".into(), Value::Null)
+            }
+        }
     });
 
     // 5. Body size.
-    let size = draft.html.map_or(0, str::len);
-    out.push(insight(
-        "body_size",
-        if size < GMAIL_CLIP_BYTES { Status::Pass } else { Status::Fail },
-        Group::Attention,
-        if size < GMAIL_CLIP_BYTES {
-            format!("The HTML is {size} bytes, under Gmail's {GMAIL_CLIP_BYTES}-byte clipping limit.")
-        } else {
-            format!("The HTML is {size} bytes: Gmail clips anything over {GMAIL_CLIP_BYTES} bytes and hides the rest (and your unsubscribe link). Trim inline styles and images.")
-        },
-        serde_json::json!({"bytes": size, "limit": GMAIL_CLIP_BYTES}),
-    ));
+    out.push(match draft.body {
+        None => unknown("body_size", Attention, body_gone),
+        Some(b) => {
+            let size = b.html.map_or(0, str::len);
+            let detail = serde_json::json!({"bytes": size, "limit": GMAIL_CLIP_BYTES});
+            if size < GMAIL_CLIP_BYTES {
+                let advice = format!("The HTML is {size} bytes, under Gmail's {GMAIL_CLIP_BYTES}-byte clipping limit.");
+                insight("body_size", Status::Pass, Attention, advice, detail)
+            } else {
+                let advice = format!("The HTML is {size} bytes: Gmail clips anything over {GMAIL_CLIP_BYTES} bytes and hides the rest (and your unsubscribe link). Trim inline styles and images.");
+                insight("body_size", Status::Fail, Attention, advice, detail)
+            }
+        }
+    });
 
     // 6. Sending from a subdomain.
-    out.push(match &org {
-        None => insight("subdomain_sender", Status::Unknown, Group::Improvement, format!("{domain:?} is not a registrable domain."), serde_json::Value::Null),
-        Some(o) if *o != domain => insight("subdomain_sender", Status::Pass, Group::Improvement, format!("Sending from {domain}, a subdomain of {o}."), serde_json::Value::Null),
-        Some(o) => insight(
+    out.push(match &sender {
+        Err(why) => unknown("subdomain_sender", Improvement, why),
+        Ok((m, None)) => unknown("subdomain_sender", Improvement, &format!("{:?} is not a registrable domain.", m.domain)),
+        Ok((m, Some(o))) if *o != m.domain => insight(
+            "subdomain_sender",
+            Status::Pass,
+            Improvement,
+            format!("Sending from {}, a subdomain of {o}.", m.domain),
+            Value::Null,
+        ),
+        Ok((_, Some(o))) => insight(
             "subdomain_sender",
             Status::Fail,
-            Group::Improvement,
+            Improvement,
             format!("Send from a subdomain (e.g. mail.{o} or updates.{o}) so that this mail's reputation stays apart from {o}'s own."),
-            serde_json::Value::Null,
+            Value::Null,
         ),
     });
 
@@ -308,15 +344,22 @@ pub async fn insights(draft: Draft<'_>, settings: Option<DomainSettings>, dns: &
         ("click_tracking_disabled", "Click tracking", settings.map(|s| s.click_tracking)),
         ("open_tracking_disabled", "Open tracking", settings.map(|s| s.open_tracking)),
     ] {
-        out.push(match on {
-            None => insight(check, Status::Unknown, Group::Improvement, format!("{domain} is not a registered domain, so its tracking settings are unknown."), serde_json::Value::Null),
-            Some(false) => insight(check, Status::Pass, Group::Improvement, format!("{what} is off for {domain}."), serde_json::Value::Null),
-            Some(true) => insight(
+        out.push(match (&sender, on) {
+            (Err(why), _) => unknown(check, Improvement, why),
+            (Ok((m, _)), None) => unknown(
+                check,
+                Improvement,
+                &format!("{} is not a registered domain (`domains add {}`), so its tracking settings are unknown.", m.domain, m.domain),
+            ),
+            (Ok((m, _)), Some(false)) => {
+                insight(check, Status::Pass, Improvement, format!("{what} is off for {}.", m.domain), Value::Null)
+            }
+            (Ok((m, _)), Some(true)) => insight(
                 check,
                 Status::Fail,
-                Group::Improvement,
-                format!("{what} is on for {domain}: rewritten links and tracking pixels look like bulk mail to filters. Turn it off for transactional mail."),
-                serde_json::Value::Null,
+                Improvement,
+                format!("{what} is on for {}: rewritten links and tracking pixels look like bulk mail to filters. Turn it off for transactional mail.", m.domain),
+                Value::Null,
             ),
         });
     }
@@ -430,6 +473,10 @@ mod tests {
         }
     }
 
+    fn mailbox(s: &str) -> Mailbox {
+        Mailbox::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
     fn status(all: &[Insight], check: &str) -> Status {
         all.iter().find(|i| i.check == check).map_or(Status::Unknown, |i| i.status)
     }
@@ -491,7 +538,8 @@ mod tests {
             ..Default::default()
         };
         let html = r#"<p>Hi</p><a href="https://www.acme.test/welcome">start</a>"#;
-        let draft = Draft { from: "hello@mail.acme.test", html: Some(html), text: Some("Hi") };
+        let from = mailbox("Acme <hello@mail.acme.test>");
+        let draft = Draft { from: Ok(&from), body: Some(Body { html: Some(html), text: Some("Hi") }) };
         let all = insights(draft, Some(DomainSettings::default()), &dns).await;
         assert_eq!(all.len(), 8);
         for i in &all {
@@ -502,7 +550,8 @@ mod tests {
     #[tokio::test]
     async fn a_bad_email_fails_and_a_failed_lookup_is_unknown() {
         let big = format!(r#"<a href="https://bit.ly/x">x</a>{}"#, "x".repeat(GMAIL_CLIP_BYTES));
-        let draft = Draft { from: "no-reply@acme.test", html: Some(&big), text: None };
+        let from = mailbox("\"No.Reply\" <No.Reply@acme.test>");
+        let draft = Draft { from: Ok(&from), body: Some(Body { html: Some(&big), text: None }) };
         let tracking = DomainSettings { click_tracking: true, open_tracking: true };
         let all = insights(draft, Some(tracking), &Txt::default()).await;
         for check in [
@@ -521,7 +570,9 @@ mod tests {
         assert!(dmarc.contains("v=DMARC1; p=none"), "a record is suggested: {dmarc}");
         // A resolver that fails: unknown, never pass. An unregistered domain: tracking unknown.
         let broken = Txt { failing: vec!["_dmarc.acme.test".into()], ..Default::default() };
-        let all = insights(Draft { from: "a@acme.test", html: None, text: Some("x") }, None, &broken).await;
+        let a = mailbox("a@acme.test");
+        let all =
+            insights(Draft { from: Ok(&a), body: Some(Body { html: None, text: Some("x") }) }, None, &broken).await;
         assert_eq!(status(&all, "dmarc_valid"), Status::Unknown);
         assert_eq!(status(&all, "click_tracking_disabled"), Status::Unknown);
         // The organisational domain's record covers a subdomain sender.
@@ -529,8 +580,33 @@ mod tests {
             records: HashMap::from([("_dmarc.acme.test".into(), vec!["v=DMARC1; p=none".into()])]),
             ..Default::default()
         };
-        let all = insights(Draft { from: "a@news.acme.test", html: None, text: None }, None, &org).await;
+        let news = mailbox("a@news.acme.test");
+        let all = insights(Draft { from: Ok(&news), body: Some(Body::default()) }, None, &org).await;
         assert_eq!(status(&all, "dmarc_valid"), Status::Pass);
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_read_is_unknown_with_the_reason() {
+        let dns = Txt::default();
+        // A pruned body: the checks that read it cannot tell; the others still can.
+        let from = mailbox("hello@mail.acme.test");
+        let all = insights(Draft { from: Ok(&from), body: None }, Some(DomainSettings::default()), &dns).await;
+        for check in ["link_domains_match", "plain_text_included", "body_size"] {
+            assert_eq!(status(&all, check), Status::Unknown, "{check}");
+        }
+        for check in ["no_reply_sender", "subdomain_sender", "click_tracking_disabled"] {
+            assert_eq!(status(&all, check), Status::Pass, "{check}");
+        }
+        // A sender that could not be read: everything about the sender is unknown, and says why.
+        let all = insights(Draft { from: Err("from: not an address"), body: Some(Body::default()) }, None, &dns).await;
+        for i in all.iter().filter(|i| !matches!(i.check, "plain_text_included" | "body_size")) {
+            assert_eq!((i.check, i.status, i.advice.as_str()), (i.check, Status::Unknown, "from: not an address"));
+        }
+        // A sender on a public suffix itself: no organisational domain to compare with.
+        let suffix = mailbox("a@github.io");
+        let all = insights(Draft { from: Ok(&suffix), body: Some(Body::default()) }, None, &dns).await;
+        assert_eq!(status(&all, "link_domains_match"), Status::Unknown);
+        assert_eq!(status(&all, "subdomain_sender"), Status::Unknown);
     }
 }
 

@@ -710,3 +710,76 @@ async fn the_text_part_is_generated_from_html_when_asked() {
     let id = off.send(request("<p>x</p>", None), SendOptions::default()).await.unwrap().id;
     assert_eq!(off.get_record(id).await.unwrap().content.text, None);
 }
+
+/// DMARC answers from a list; every other name is absent.
+#[derive(Debug)]
+struct Dmarc(Vec<(&'static str, &'static str)>);
+
+#[async_trait]
+impl mailroom_core::ports::DnsResolver for Dmarc {
+    async fn mx(&self, d: &str) -> Result<Vec<mailroom_core::ports::MxRecord>, mailroom_core::ports::DnsError> {
+        Err(mailroom_core::ports::DnsError::NotFound { name: d.into(), rtype: "MX" })
+    }
+    async fn ips(&self, h: &str) -> Result<Vec<std::net::IpAddr>, mailroom_core::ports::DnsError> {
+        Err(mailroom_core::ports::DnsError::NotFound { name: h.into(), rtype: "A/AAAA" })
+    }
+    async fn txt(&self, name: &str) -> Result<Vec<String>, mailroom_core::ports::DnsError> {
+        let found: Vec<String> = self.0.iter().filter(|(n, _)| *n == name).map(|(_, r)| r.to_string()).collect();
+        if found.is_empty() {
+            return Err(mailroom_core::ports::DnsError::NotFound { name: name.into(), rtype: "TXT" });
+        }
+        Ok(found)
+    }
+}
+
+#[tokio::test]
+async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
+    use mailroom_core::insights::Status;
+    use mailroom_core::ports::{DomainRecord, DomainStore};
+    let store = Arc::new(MemoryStorage::new());
+    let clock = ManualClock::new(t0());
+    let engine =
+        Engine::builder(store.clone()).clock(Arc::new(clock.clone())).retention(Duration::from_secs(3600)).build();
+    let account = engine.account().clone();
+    let domain =
+        DomainRecord { name: "acme.test".into(), click_tracking: true, open_tracking: false, created_at: t0() };
+    store.domain_put(&account, domain).await.unwrap();
+    let dns = Dmarc(vec![("_dmarc.acme.test", "v=DMARC1; p=reject")]);
+    let status = |all: &[mailroom_core::insights::Insight], check: &str| {
+        all.iter().find(|i| i.check == check).map(|i| (i.status, i.advice.clone())).unwrap()
+    };
+
+    let id = engine.send(email("delivered@resend.dev"), SendOptions::default()).await.unwrap().id;
+    let all = engine.insights(id, store.as_ref(), &dns).await.unwrap();
+    assert_eq!(all.len(), 8);
+    assert_eq!(status(&all, "plain_text_included").0, Status::Fail, "html only");
+    assert_eq!(status(&all, "dmarc_valid").0, Status::Pass);
+    assert_eq!(status(&all, "click_tracking_disabled").0, Status::Fail, "the domain's own setting");
+    assert_eq!(status(&all, "open_tracking_disabled").0, Status::Pass);
+    assert_eq!(status(&all, "subdomain_sender").0, Status::Fail, "acme.test is the organisational domain");
+
+    // Pruned by retention: what reads the body cannot tell any more.
+    engine.worker(Arc::new(SandboxTransport::default()), WorkerConfig::default()).run_until_idle().await.unwrap();
+    clock.advance(CDuration::hours(2));
+    assert_eq!(engine.prune().await.unwrap(), 1);
+    let all = engine.insights(id, store.as_ref(), &dns).await.unwrap();
+    for check in ["link_domains_match", "plain_text_included", "body_size"] {
+        let (st, advice) = status(&all, check);
+        assert_eq!(st, Status::Unknown, "{check}");
+        assert!(advice.contains("no longer kept"), "{advice}");
+    }
+    assert_eq!(status(&all, "dmarc_valid").0, Status::Pass);
+
+    // Drafts: an unfinished one says why the sender's checks cannot tell; with text_from_html
+    // a derived text part counts.
+    let mut draft = email("a@b.test");
+    draft.from = None;
+    let all = engine.draft_insights(&draft, store.as_ref(), &dns).await.unwrap();
+    let (st, advice) = status(&all, "no_reply_sender");
+    assert_eq!(st, Status::Unknown);
+    assert!(advice.contains("`from`"), "{advice}");
+    let deriving = Engine::builder(store.clone()).text_from_html(true).build();
+    let all = deriving.draft_insights(&email("a@b.test"), store.as_ref(), &dns).await.unwrap();
+    assert_eq!(status(&all, "plain_text_included").0, Status::Pass);
+    assert!(matches!(engine.insights(EmailId::from_u128(7), store.as_ref(), &dns).await, Err(Error::NotFound { .. })));
+}
