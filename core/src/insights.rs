@@ -64,10 +64,17 @@ pub struct Body<'a> {
     pub text: Option<&'a str>,
 }
 
-/// A plain-text version of `html`: html2text's plain, undecorated rendering at 78 columns,
-/// trailing spaces trimmed from each line (hidden preheader text is kept, as it should be).
+/// A plain-text version of `html`: html2text's undecorated rendering at 78 columns, without the
+/// borders of layout tables (emails are built of them), links as numbered footnotes with their
+/// URLs (a text part without them loses the button that was the point of the email), trailing
+/// spaces trimmed from each line (hidden preheader text is kept, as it should be).
 pub fn text_from_html(html: &str) -> String {
-    let text = html2text::config::plain_no_decorate().string_from_read(html.as_bytes(), 78).unwrap_or_default();
+    let text = html2text::config::plain_no_decorate()
+        .no_table_borders()
+        .link_footnotes(true)
+        .no_link_wrapping()
+        .string_from_read(html.as_bytes(), 78)
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
     lines.join("\n").trim().to_string()
 }
@@ -613,6 +620,41 @@ mod tests {
 #[cfg(test)]
 mod text_tests {
     use super::*;
+
+    #[test]
+    fn text_from_a_password_reset_with_a_button_a_list_and_hidden_parts() {
+        let html = r#"<html><head><title>Reset</title><script>track("open")</script>
+<style>.btn{background:#000}</style></head><body><!-- preview tracking -->
+<table role="presentation" width="100%"><tr><td align="center">
+<img src="https://acme.test/logo.png" alt="Acme">
+<h2>Reset your password</h2>
+<p>Someone asked to reset the password for <strong>ada@example.com</strong>.</p>
+<a class="btn" href="https://acme.test/reset?t=abc&amp;u=1">Choose a new password</a>
+<p>If it wasn't you:</p><ul><li>ignore this email,</li><li>or <a href="https://acme.test/help">contact us</a>.</li></ul>
+<p style="font-size:11px">This link expires in 1&nbsp;hour.</p>
+</td></tr></table></body></html>"#;
+        let text = text_from_html(html);
+        for want in [
+            "Reset your password",
+            "ada@example.com",
+            "Choose a new password",
+            "ignore this email",
+            "contact us",
+            "1\u{a0}hour",
+            // The links survive, as numbered footnotes with their URLs decoded.
+            "[1]: https://acme.test/reset?t=abc&u=1",
+            "[2]: https://acme.test/help",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        for never in ["track(", "background:", "preview tracking", "<", "&amp;", "&nbsp;"] {
+            assert!(!text.contains(never), "{never:?} leaked into:\n{text}");
+        }
+        assert!(
+            text.lines().filter(|l| !l.starts_with('[')).all(|l| l.chars().count() <= 78),
+            "prose wrapped at 78 columns (a link footnote may be longer):\n{text}"
+        );
+    }
 
     #[test]
     fn text_from_a_real_looking_email() {
