@@ -315,17 +315,7 @@ fn work_relays_through_smtp_and_keeps_test_addresses_simulated() {
 #[path = "../adapters/dns/tests/support/dnsmasq.rs"]
 mod dnsmasq;
 
-/// The eight checks in the order the command prints them.
-const CHECKS: [&str; 8] = [
-    "link_domains_match",
-    "dmarc_valid",
-    "plain_text_included",
-    "no_reply_sender",
-    "body_size",
-    "subdomain_sender",
-    "click_tracking_disabled",
-    "open_tracking_disabled",
-];
+use mailroom::core::insights::CHECKS;
 
 /// Every check passes, fails and cannot tell in one of these cases, against a real dnsmasq:
 /// a good draft, a bad one, a stored email whose body retention pruned (asked of a nameserver

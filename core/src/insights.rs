@@ -11,6 +11,18 @@ use crate::ports::{DnsError, DnsResolver};
 use serde::Serialize;
 use serde_json::Value;
 
+/// The eight checks' names, in the order [`insights`] returns them.
+pub const CHECKS: [&str; 8] = [
+    "link_domains_match",
+    "dmarc_valid",
+    "plain_text_included",
+    "no_reply_sender",
+    "body_size",
+    "subdomain_sender",
+    "click_tracking_disabled",
+    "open_tracking_disabled",
+];
+
 /// Gmail clips a message whose HTML exceeds about 102 KB (the hosted service's figure).
 pub const GMAIL_CLIP_BYTES: usize = 102 * 1024;
 
@@ -561,16 +573,8 @@ mod tests {
         let draft = Draft { from: Ok(&from), body: Some(Body { html: Some(&big), text: None }) };
         let tracking = DomainSettings { click_tracking: true, open_tracking: true };
         let all = insights(draft, Some(tracking), &Txt::default()).await;
-        for check in [
-            "link_domains_match",
-            "dmarc_valid",
-            "plain_text_included",
-            "no_reply_sender",
-            "body_size",
-            "subdomain_sender",
-            "click_tracking_disabled",
-            "open_tracking_disabled",
-        ] {
+        assert_eq!(all.iter().map(|i| i.check).collect::<Vec<_>>(), CHECKS, "every check, in order");
+        for check in CHECKS {
             assert_eq!(status(&all, check), Status::Fail, "{check}");
         }
         let dmarc = all.iter().find(|i| i.check == "dmarc_valid").map(|i| i.advice.clone()).unwrap_or_default();
