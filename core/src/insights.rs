@@ -121,13 +121,6 @@ pub fn link_hosts(html: &str) -> Vec<String> {
 }
 
 /// The host of an `http(s)` link, as the WHATWG URL parser (the `url` crate) reads it.
-pub fn href_host(href: &str, base: Option<&url::Url>) -> Option<String> {
-    match plain_http_host(href) {
-        Some(host) => Some(host.to_ascii_lowercase()),
-        None => parsed_http_host(href, base),
-    }
-}
-
 fn parsed_http_host(href: &str, base: Option<&url::Url>) -> Option<String> {
     let url = url::Url::options().base_url(base).parse(href).ok()?;
     matches!(url.scheme(), "http" | "https").then(|| url.host_str().map(str::to_string)).flatten()
