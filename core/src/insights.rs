@@ -185,8 +185,17 @@ pub fn validate_dmarc(record: &str) -> Result<(), Vec<DmarcProblem>> {
         _ => bad("v", "the record must start with v=DMARC1"),
     }
     let policy = |v: &str| matches!(v.to_ascii_lowercase().as_str(), "none" | "quarantine" | "reject");
+    // RFC 7489 §6.4: a tag name is ALPHA *(ALPHA / DIGIT / "_").
+    let is_name = |k: &str| {
+        k.starts_with(|c: char| c.is_ascii_alphabetic()) && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
     let mut seen = std::collections::HashSet::new();
     for (k, v) in tags.iter().skip(1) {
+        if !is_name(k) {
+            // Named by its own text: there is no tag name to name it by.
+            bad(&format!("{k}={v}"), "is not a tag=value pair (a tag name is a letter, then letters, digits or _)");
+            continue;
+        }
         if !seen.insert(k.clone()) {
             bad(k, "appears more than once");
             continue;
@@ -504,6 +513,9 @@ mod tests {
         assert_eq!(tags("p=none; v=DMARC1"), ["v", "v"]);
         assert_eq!(tags("v=DMARC1; p=maybe; pct=150; rua=d@acme.test; aspf=x"), ["p", "pct", "rua", "aspf"]);
         assert_eq!(tags("v=DMARC1; p=none; p=reject"), ["p"]);
+        // Found by the fuzzer: a part without a tag name is named by its own text.
+        assert_eq!(tags("v=DMARC1; p=none; =x; 1a=b"), ["=x", "1a=b"]);
+        assert_eq!(tags("];=;="), ["v", "=", "=", "p"]);
     }
 
     #[test]
