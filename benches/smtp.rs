@@ -13,49 +13,14 @@ use mailroom::core::request::{EmailRequest, OneOrMany};
 use mailroom::core::worker::WorkerConfig;
 use mailroom::core::{BatchOptions, Engine};
 use mailroom::smtp::{RelayTarget, SmtpConfig, SmtpTransport};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MESSAGES: u64 = 20_000;
 
-struct Sink(Child);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
-}
-
-fn start_sink(port: u16) -> Sink {
-    let mut cmd = Command::new("smtp-sink");
-    if is_root() {
-        cmd.args(["-u", "postfix"]);
-    }
-    // Backlog 1024, as in the recipes both tools were measured with.
-    let child = cmd
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("1024")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("smtp-sink (install postfix: ./scripts/test.sh)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "smtp-sink did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Sink(child)
-}
+#[path = "../adapters/smtp/tests/peers/mod.rs"]
+mod peers;
 
 /// One 2 KB email (as rendered: headers plus a 1.6 KB text body) to one recipient.
 fn email(i: u64) -> EmailRequest {
@@ -71,8 +36,8 @@ fn email(i: u64) -> EmailRequest {
 
 fn smtp(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let port = free_port();
-    let _sink = start_sink(port);
+    let sink = peers::smtp_sink(&[]);
+    let port = sink.port;
 
     let mut group = c.benchmark_group("smtp");
     group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(20));

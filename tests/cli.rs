@@ -268,37 +268,14 @@ This is a permanent error; I've given up. Sorry it didn't work out.\n\n<someone@
     assert_eq!(run(&db, &["get", &id], None).json["last_event"], "bounced");
 }
 
-/// `smtp-sink` (Debian's postfix package) on a free loopback port, killed on drop.
-struct Sink(std::process::Child, u16);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtp_sink() -> Sink {
-    let port = common::free_port();
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let mut cmd = Command::new("smtp-sink");
-    if root {
-        cmd.args(["-u", "postfix"]);
-    }
-    let child = cmd.arg(format!("127.0.0.1:{port}")).arg("64").stdout(Stdio::null()).stderr(Stdio::null()).spawn();
-    let child = child.unwrap_or_else(|e| panic!("smtp-sink ({e}): run ./scripts/test.sh, which installs postfix"));
-    common::wait_listening(port, "smtp-sink");
-    Sink(child, port)
-}
-
 #[test]
 fn work_relays_through_smtp_and_keeps_test_addresses_simulated() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.redb");
-    let sink = smtp_sink();
+    let sink = common::peers::smtp_sink(&[]);
     let real = run(&db, &["send"], Some(&email("person@example.com"))).json["id"].as_str().unwrap().to_string();
     let test = run(&db, &["send"], Some(&email("bounced@resend.dev"))).json["id"].as_str().unwrap().to_string();
-    let url = format!("smtp://127.0.0.1:{}?tls=none", sink.1);
+    let url = format!("smtp://127.0.0.1:{}?tls=none", sink.port);
     let work = run(&db, &["work", "--until-idle", "--smtp", &url, "--connections", "2"], None);
     assert!(work.ok, "{}", work.json);
     assert_eq!(work.json["handed_over"], 2);

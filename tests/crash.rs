@@ -182,23 +182,13 @@ fn killed_while_delivering_over_smtp_nothing_is_lost_or_received_twice() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved");
     std::fs::create_dir(&saved).unwrap();
-    let port = common::free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smtp/tests/peers/smtpd.py");
-    let mut server = Command::new("python3")
-        .arg(script)
-        .args(["127.0.0.1", &port.to_string(), "--save"])
-        .arg(&saved)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_listening(port, "smtpd.py (aiosmtpd: ./scripts/test.sh installs it)");
+    let server = common::peers::smtpd(&["--save", saved.to_str().unwrap()]);
+    let port = server.port;
     let kills: u64 = std::env::var("MAILROOM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50) / 2;
     let url = format!("smtp://127.0.0.1:{port}?tls=none");
     // Longer lives: a hand-over over SMTP takes round trips, and a debug build starts slower.
     crash_test(dir.path(), kills, (60, 700), &["--smtp".into(), url], &|| saved_counts(&saved), EventKind::Sent);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// Runs the harness `kills` times, killing it at a random moment each time, then lets it

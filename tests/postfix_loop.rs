@@ -27,11 +27,11 @@ struct Postfix {
 impl Postfix {
     fn start(base: &Path) -> Postfix {
         assert!(Path::new("/usr/sbin/postfix").exists(), "postfix is not installed: run ./scripts/test.sh");
-        let port = common::free_port();
+        let port = common::peers::free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/setup-postfix.sh");
         let out = Command::new("bash").arg(script).arg(base).arg(port.to_string()).output().unwrap();
         assert!(out.status.success(), "setup-postfix.sh: {}", String::from_utf8_lossy(&out.stderr));
-        let child = Command::new("postfix")
+        let mut child = Command::new("postfix")
             .arg("-c")
             .arg(base.join("etc"))
             .arg("start-fg")
@@ -39,7 +39,7 @@ impl Postfix {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        common::wait_listening(port, "postfix");
+        common::peers::wait_listening(port, &mut child, "postfix");
         Postfix { base: base.to_path_buf(), port, child }
     }
 

@@ -27,7 +27,7 @@ fn run_script(program: &str, script: &str, env: &[(&str, String)]) {
 #[test]
 fn the_official_node_and_python_sdks_work_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
+    let port = common::peers::free_port();
     let key = "re_sdk_test_key";
     let mut server = Command::new(common::example("mailroom"))
         .arg("--db")
@@ -38,7 +38,7 @@ fn the_official_node_and_python_sdks_work_unchanged() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    common::wait_listening(port, "mailroom serve");
+    common::peers::wait_listening(port, &mut server, "mailroom serve");
     let base = format!("http://127.0.0.1:{port}");
     run_script("node", "node_sdk.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())]);
     run_script("python3", "python_sdk.py", &[("RESEND_API_URL", base), ("KEY", key.into())]);

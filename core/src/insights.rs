@@ -388,80 +388,58 @@ pub async fn insights(draft: Draft<'_>, settings: Option<DomainSettings>, dns: &
 }
 
 async fn dmarc(domain: &str, org: Option<&str>, dns: &dyn DnsResolver) -> Insight {
-    let mut tried = Vec::new();
-    let names: Vec<String> =
-        std::iter::once(domain.to_string()).chain(org.filter(|o| *o != domain).map(str::to_string)).collect();
+    let verdict =
+        |status, advice, detail| Insight { check: "dmarc_valid", status, group: Group::Attention, advice, detail };
     let suggestion = format!("v=DMARC1; p=none; rua=mailto:dmarc-reports@{}", org.unwrap_or(domain));
-    for name in names {
+    let mut tried = Vec::new();
+    for name in std::iter::once(domain).chain(org.filter(|o| *o != domain)) {
         let q = format!("_dmarc.{name}");
         tried.push(q.clone());
-        match dns.txt(&q).await {
-            Ok(records) => {
-                let dmarc: Vec<&String> =
-                    records.iter().filter(|r| r.trim_start().to_ascii_lowercase().starts_with("v=dmarc1")).collect();
-                match dmarc.as_slice() {
-                    [] => continue,
-                    [one] => {
-                        return match validate_dmarc(one) {
-                            Ok(()) => Insight {
-                                check: "dmarc_valid",
-                                status: Status::Pass,
-                                group: Group::Attention,
-                                advice: format!("{q} publishes a valid DMARC record."),
-                                detail: serde_json::json!({"record": one}),
-                            },
-                            Err(problems) => Insight {
-                                check: "dmarc_valid",
-                                status: Status::Fail,
-                                group: Group::Attention,
-                                advice: format!(
-                                    "The DMARC record at {q} is not valid: {}. A valid start: \"{suggestion}\".",
-                                    problems
-                                        .iter()
-                                        .map(|p| format!("{} {}", p.tag, p.rule))
-                                        .collect::<Vec<_>>()
-                                        .join("; ")
-                                ),
-                                detail: serde_json::json!({"record": one, "problems": problems}),
-                            },
-                        };
-                    }
-                    _ => {
-                        return Insight {
-                            check: "dmarc_valid",
-                            status: Status::Fail,
-                            group: Group::Attention,
-                            advice: format!(
-                                "{q} publishes more than one DMARC record; receivers then ignore them all (RFC 7489 §6.6.3). Keep one."
-                            ),
-                            detail: serde_json::json!({"records": dmarc}),
-                        };
-                    }
-                }
-            }
-            Err(DnsError::NotFound { .. }) => continue,
+        let records = match dns.txt(&q).await {
+            Ok(records) => records,
+            Err(DnsError::NotFound { .. }) => Vec::new(),
             Err(DnsError::Failed { message, .. }) => {
-                return Insight {
-                    check: "dmarc_valid",
-                    status: Status::Unknown,
-                    group: Group::Attention,
-                    advice: format!("The DNS lookup of {q} failed ({message}); try again."),
-                    detail: serde_json::Value::Null,
+                let advice = format!("The DNS lookup of {q} failed ({message}); try again.");
+                return verdict(Status::Unknown, advice, Value::Null);
+            }
+        };
+        let found: Vec<&String> = records
+            .iter()
+            .filter(|r| r.trim_start().get(..8).is_some_and(|v| v.eq_ignore_ascii_case("v=dmarc1")))
+            .collect();
+        match found.as_slice() {
+            [] => {}
+            [one] => {
+                return match validate_dmarc(one) {
+                    Ok(()) => verdict(
+                        Status::Pass,
+                        format!("{q} publishes a valid DMARC record."),
+                        serde_json::json!({"record": one}),
+                    ),
+                    Err(problems) => {
+                        let list: Vec<String> = problems.iter().map(|p| format!("{} {}", p.tag, p.rule)).collect();
+                        let advice = format!(
+                            "The DMARC record at {q} is not valid: {}. A valid start: \"{suggestion}\".",
+                            list.join("; ")
+                        );
+                        verdict(Status::Fail, advice, serde_json::json!({"record": one, "problems": problems}))
+                    }
                 };
+            }
+            _ => {
+                let advice = format!(
+                    "{q} publishes more than one DMARC record; receivers then ignore them all (RFC 7489 §6.6.3). Keep one."
+                );
+                return verdict(Status::Fail, advice, serde_json::json!({"records": found}));
             }
         }
     }
-    Insight {
-        check: "dmarc_valid",
-        status: Status::Fail,
-        group: Group::Attention,
-        advice: format!(
-            "No DMARC record found (looked up {}). Publish a TXT record at _dmarc.{}: \"{suggestion}\".",
-            tried.join(" and "),
-            org.unwrap_or(domain)
-        ),
-        detail: serde_json::Value::Null,
-    }
+    let advice = format!(
+        "No DMARC record found (looked up {}). Publish a TXT record at _dmarc.{}: \"{suggestion}\".",
+        tried.join(" and "),
+        org.unwrap_or(domain)
+    );
+    verdict(Status::Fail, advice, Value::Null)
 }
 
 #[cfg(test)]

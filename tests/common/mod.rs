@@ -27,17 +27,7 @@ pub fn example(name: &str) -> PathBuf {
     dir.join("examples").join(name)
 }
 
-/// A free TCP port on 127.0.0.1 (for a peer the test starts).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits until something accepts connections on 127.0.0.1:`port`; `what` names it (and how to
-/// install it) in the failure.
-pub fn wait_listening(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
+/// The real peers (smtp-sink, aiosmtpd) and the free-port / wait-for-listener helpers, shared
+/// with the SMTP adapter's tests.
+#[path = "../../adapters/smtp/tests/peers/mod.rs"]
+pub mod peers;

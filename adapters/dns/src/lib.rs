@@ -59,8 +59,6 @@ fn options() -> ResolverOpts {
     o.attempts = 2;
     // Enough for the MX hosts and policy records of many recipient domains.
     o.cache_size = 4096;
-    // The same floor for absences as the memo's (see `memo::NEGATIVE_MIN`).
-    o.negative_min_ttl = Some(NEGATIVE_MIN);
     o
 }
 

@@ -1,5 +1,6 @@
-//! Real SMTP peers for the tests, started on free 127.0.0.1 ports and stopped on drop:
-//! Debian postfix's `smtp-sink`, and `smtpd.py` (aiosmtpd) beside this file.
+//! Real peers for the tests and benchmarks, started on free 127.0.0.1 ports and stopped on
+//! drop: Debian postfix's `smtp-sink`, and `smtpd.py` (aiosmtpd) beside this file. Shared by
+//! the root package's tests and benches (`#[path]`), so it names nothing by manifest directory.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use std::io::Read;
@@ -8,11 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free TCP port on 127.0.0.1 (for a peer about to be started).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_listening(port: u16, child: &mut Child, what: &str) {
+/// Waits until `child` accepts connections on 127.0.0.1:`port`; fails with its stderr if it
+/// exits first. `what` names it (and how to install it) in the failure.
+pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -103,9 +107,9 @@ fn nix_is_root() -> bool {
 /// `smtpd.py` (aiosmtpd) with `--tls CERT KEY` / `--auth USER:PASS` options.
 pub fn smtpd(options: &[&str]) -> Peer {
     let port = free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtpd.py");
+    // The script travels inside the including crate, wherever that crate lives.
     let mut child = Command::new("python3")
-        .arg(script)
+        .args(["-c", include_str!("smtpd.py")])
         .arg("127.0.0.1")
         .arg(port.to_string())
         .args(options)
