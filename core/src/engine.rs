@@ -11,8 +11,8 @@ use crate::error::{Error, FieldError, Rule};
 use crate::idempotency::{self, BatchItemError, Fingerprint, StoredResponse};
 use crate::insights::{Body, DomainSettings, Draft, Insight};
 use crate::ports::{
-    AttachmentLoader, Clock, DnsResolver, DomainStore, IdempotencyBegin, IdempotencyCompletion, ScheduleChange,
-    Storage, SuppressionEntry, SuppressionReason, SystemClock, Transport,
+    AttachmentLoader, Clock, DnsResolver, IdempotencyBegin, IdempotencyCompletion, LoadError, ScheduleChange, Storage,
+    SuppressionEntry, SuppressionReason, SystemClock, Transport,
 };
 use crate::render::message_id_for;
 use crate::request::EmailRequest;
@@ -154,8 +154,8 @@ pub struct EngineBuilder {
     in_flight_lease: chrono::Duration,
     retention: Option<chrono::Duration>,
     bounce_domain: Option<String>,
-    api_keys: Option<Arc<dyn crate::ports::ApiKeyStore>>,
     text_from_html: bool,
+    request_log_retention: Option<chrono::Duration>,
 }
 
 impl EngineBuilder {
@@ -166,10 +166,10 @@ impl EngineBuilder {
         self
     }
 
-    /// Where API keys live: an email accepted with a key (see [`Engine::with_api_key`]) is
-    /// not sent if that key is revoked before the email falls due; it ends `failed`.
-    pub fn api_keys(mut self, keys: Arc<dyn crate::ports::ApiKeyStore>) -> Self {
-        self.api_keys = Some(keys);
+    /// How long request logs are kept (default 30 days; `None` keeps them for ever). The
+    /// worker's housekeeping removes older ones.
+    pub fn request_log_retention(mut self, keep: Option<std::time::Duration>) -> Self {
+        self.request_log_retention = keep.and_then(|k| chrono::Duration::from_std(k).ok());
         self
     }
 
@@ -222,7 +222,7 @@ impl EngineBuilder {
         Engine {
             inner: Arc::new(Inner { config: self, ids: IdGen::default(), wake: Notify::new() }),
             account: AccountId::default(),
-            api_key: None,
+            key: None,
         }
     }
 }
@@ -232,8 +232,9 @@ impl EngineBuilder {
 pub struct Engine {
     inner: Arc<Inner>,
     account: AccountId,
-    /// The API key this engine accepts emails for (recorded on each email).
-    api_key: Option<Arc<str>>,
+    /// The API key this engine acts for: recorded on each email it accepts, and its limits
+    /// (a sending domain) applied to every send.
+    key: Option<Arc<crate::keys::KeyScope>>,
 }
 
 impl Engine {
@@ -247,24 +248,27 @@ impl Engine {
             in_flight_lease: idempotency::IN_FLIGHT_LEASE,
             retention: None,
             bounce_domain: None,
-            api_keys: None,
             text_from_html: false,
+            request_log_retention: Some(chrono::Duration::days(30)),
         }
     }
 
     /// The same engine acting for another account. A single-account host never calls this.
     pub fn with_account(&self, account: impl AsRef<str>) -> Engine {
-        Engine { inner: Arc::clone(&self.inner), account: AccountId::new(account), api_key: self.api_key.clone() }
+        Engine { inner: Arc::clone(&self.inner), account: AccountId::new(account), key: self.key.clone() }
     }
 
-    /// The same engine recording `key_id` as the API key of every email it accepts.
-    pub fn with_api_key(&self, key_id: &str) -> Engine {
-        Engine { api_key: Some(Arc::from(key_id)), ..self.clone() }
+    /// The same engine acting for `key` of `account`: every email it accepts records the key
+    /// (an email whose key is revoked before it falls due is not sent: it ends `failed`), and
+    /// a key limited to a sending domain sends only from it (403 otherwise).
+    pub fn with_key(&self, account: &AccountId, key: &crate::ports::ApiKeyRecord) -> Engine {
+        let scope = crate::keys::KeyScope { id: key.id.clone(), permission: key.permission.clone() };
+        Engine { inner: Arc::clone(&self.inner), account: account.clone(), key: Some(Arc::new(scope)) }
     }
 
-    /// Where API keys live, if the host configured them.
-    pub fn api_keys(&self) -> Option<&Arc<dyn crate::ports::ApiKeyStore>> {
-        self.inner.config.api_keys.as_ref()
+    /// The id of the key this engine acts for, if any.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.id.as_str())
     }
 
     pub fn account(&self) -> &AccountId {
@@ -278,6 +282,10 @@ impl Engine {
     }
     pub fn test_domain(&self) -> &str {
         &self.inner.config.test_domain
+    }
+    /// The limits every email is checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
     }
     /// The envelope sender (MAIL FROM) for an email: its VERP return path when a bounce
     /// domain is configured, otherwise the sender's address.
@@ -325,6 +333,9 @@ impl Engine {
         is_batch: bool,
     ) -> Result<StoredResponse, Error> {
         let storage = &self.inner.config.storage;
+        if let Some(scope) = &self.key {
+            scope.check_senders(&requests)?;
+        }
         let Some(key) = key else {
             return self.prepare_and_insert(requests, mode, None, is_batch).await;
         };
@@ -401,7 +412,7 @@ impl Engine {
                 let id = self.inner.ids.next(ms);
                 let mut content = v.content;
                 content.message_id = message_id_for(&id, &content.from);
-                content.api_key_id = self.api_key.as_deref().map(str::to_string);
+                content.api_key_id = self.key_id().map(str::to_string);
                 if self.inner.config.text_from_html && content.text.is_none() {
                     content.text =
                         content.html.as_deref().map(crate::insights::text_from_html).filter(|t| !t.is_empty());
@@ -417,9 +428,11 @@ impl Engine {
             created_at: now,
             expires_at: now + idempotency::RETENTION,
         });
+        let accepted = emails.len() as u64;
         if !emails.is_empty() || completion.is_some() {
             self.inner.config.storage.insert_emails(&self.account, emails, completion).await?;
         }
+        metrics::counter!("mailroom_emails_accepted_total").increment(accepted);
         self.inner.wake.notify_one();
         Ok(response)
     }
@@ -428,33 +441,58 @@ impl Engine {
         if v.to_load.is_empty() {
             return Ok(v);
         }
+        let limits = &self.inner.config.limits;
+        let max = limits.max_email_bytes;
+        let Some(loader) = &self.inner.config.loader else {
+            return Err(v
+                .to_load
+                .iter()
+                .map(|(index, _)| {
+                    let why = LoadError::Refused("no attachment loader is configured".into());
+                    FieldError::new(format!("attachments[{index}].path"), Rule::AttachmentLoad(why.to_string()))
+                })
+                .collect());
+        };
+        // One after the other, each against what is left of the size limit, so that one
+        // email never holds more than the limit; all within one deadline.
+        let to_load = std::mem::take(&mut v.to_load);
         let mut errors = Vec::new();
         let mut size = v.size;
-        for (index, path) in std::mem::take(&mut v.to_load) {
-            let field = format!("attachments[{index}].path");
-            let Some(loader) = &self.inner.config.loader else {
-                errors.push(FieldError::new(field, Rule::AttachmentLoad("no attachment loader is configured".into())));
-                continue;
-            };
-            match loader.load(&path).await {
-                Ok(loaded) => {
-                    size += loaded.content.len();
-                    if let Some(a) = v.content.attachments.get_mut(index) {
-                        if let Some(ct) = loaded.content_type
-                            && a.content_type == "application/octet-stream"
-                        {
-                            a.content_type = ct;
-                        }
-                        a.content = loaded.content;
-                        if a.filename.is_none() {
-                            a.filename = path.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_string);
+        let loading = async {
+            for (index, path) in &to_load {
+                let field = format!("attachments[{index}].path");
+                let left = max.saturating_sub(size);
+                match loader.load(path, left).await {
+                    Ok(loaded) => {
+                        size += loaded.content.len();
+                        if let Some(a) = v.content.attachments.get_mut(*index) {
+                            if let Some(ct) = loaded.content_type
+                                && a.content_type == "application/octet-stream"
+                            {
+                                a.content_type = ct;
+                            }
+                            a.content = loaded.content;
+                            if a.filename.is_none() {
+                                a.filename = loaded.filename;
+                            }
                         }
                     }
+                    Err(LoadError::TooLarge { .. }) => {
+                        let why = format!("it is larger than the {left} bytes left of the {max}-byte email limit");
+                        errors.push(FieldError::new(field, Rule::AttachmentLoad(why)));
+                        return;
+                    }
+                    Err(why) => errors.push(FieldError::new(field, Rule::AttachmentLoad(why.to_string()))),
                 }
-                Err(why) => errors.push(FieldError::new(field, Rule::AttachmentLoad(why))),
             }
+        };
+        if tokio::time::timeout(limits.attachment_load_timeout, loading).await.is_err() {
+            let secs = limits.attachment_load_timeout.as_secs();
+            errors.push(FieldError::new(
+                "attachments",
+                Rule::AttachmentLoad(format!("loading the `path` attachments took longer than {secs} s")),
+            ));
         }
-        let max = self.inner.config.limits.max_email_bytes;
         if size > max {
             errors.push(FieldError::new("", Rule::EmailTooLarge { max, got: size }));
         }
@@ -563,30 +601,20 @@ impl Engine {
     /// Deliverability insights for a stored email (queued, scheduled, sent, ...): its body as
     /// kept (a pruned body makes the checks that read it `unknown`), its sending domain's
     /// settings from `domains`, DNS answers from `dns`.
-    pub async fn insights(
-        &self,
-        id: EmailId,
-        domains: &dyn DomainStore,
-        dns: &dyn DnsResolver,
-    ) -> Result<Vec<Insight>, Error> {
+    pub async fn insights(&self, id: EmailId, dns: &dyn DnsResolver) -> Result<Vec<Insight>, Error> {
         let r = self.get_record(id).await?;
         let body = r
             .state
             .pruned_at
             .is_none()
             .then_some(Body { html: r.content.html.as_deref(), text: r.content.text.as_deref() });
-        self.insights_of(Draft { from: Ok(&r.content.from), body }, domains, dns).await
+        self.insights_of(Draft { from: Ok(&r.content.from), body }, dns).await
     }
 
     /// Deliverability insights for a draft: a request not submitted, which need not be complete
     /// (a missing or unreadable `from` makes the sender's checks `unknown`, saying why). A text
     /// part this engine would derive from the html (`text_from_html`) counts as included.
-    pub async fn draft_insights(
-        &self,
-        draft: &EmailRequest,
-        domains: &dyn DomainStore,
-        dns: &dyn DnsResolver,
-    ) -> Result<Vec<Insight>, Error> {
+    pub async fn draft_insights(&self, draft: &EmailRequest, dns: &dyn DnsResolver) -> Result<Vec<Insight>, Error> {
         let from = match draft.from.as_deref() {
             None => Err(FieldError::new("from", Rule::Required).to_string()),
             Some(f) => address::Mailbox::parse(f).map_err(|e| FieldError::new("from", Rule::Address(e)).to_string()),
@@ -597,21 +625,18 @@ impl Engine {
         };
         let body = Body { html: draft.html.as_deref(), text: draft.text.as_deref().or(derived.as_deref()) };
         let from = from.as_ref().map_err(String::as_str);
-        self.insights_of(Draft { from, body: Some(body) }, domains, dns).await
+        self.insights_of(Draft { from, body: Some(body) }, dns).await
     }
 
-    async fn insights_of(
-        &self,
-        draft: Draft<'_>,
-        domains: &dyn DomainStore,
-        dns: &dyn DnsResolver,
-    ) -> Result<Vec<Insight>, Error> {
-        let settings = match draft.from {
-            Ok(m) => domains
+    /// The sending domain's settings come from the store's [`crate::ports::DomainStore`]; a
+    /// store without one knows no domain (its checks say so).
+    async fn insights_of(&self, draft: Draft<'_>, dns: &dyn DnsResolver) -> Result<Vec<Insight>, Error> {
+        let settings = match (draft.from, self.storage().domains()) {
+            (Ok(m), Some(domains)) => domains
                 .domain_get(&self.account, &m.domain)
                 .await?
                 .map(|d| DomainSettings { click_tracking: d.click_tracking, open_tracking: d.open_tracking }),
-            Err(_) => None,
+            _ => None,
         };
         Ok(crate::insights::insights(draft, settings, dns).await)
     }
@@ -683,6 +708,33 @@ impl Engine {
     /// Drops idempotency records older than 24 hours. The worker calls this periodically.
     pub async fn purge_expired(&self) -> Result<usize, Error> {
         Ok(self.inner.config.storage.purge_idempotency(self.inner.config.clock.now()).await?)
+    }
+
+    /// What the worker does once a minute: drops expired idempotency records and applies the
+    /// retention of emails and request logs.
+    pub async fn housekeeping(&self) -> Result<(), Error> {
+        self.purge_expired().await?;
+        self.prune().await?;
+        self.prune_request_logs().await?;
+        Ok(())
+    }
+
+    /// Applies the request-log retention (default 30 days): removes older logs, in bounded
+    /// steps. The worker calls this periodically. Returns how many were removed.
+    pub async fn prune_request_logs(&self) -> Result<usize, Error> {
+        const STEP: usize = 1000;
+        let (Some(keep), Some(logs)) = (self.inner.config.request_log_retention, self.storage().request_logs()) else {
+            return Ok(0);
+        };
+        let cutoff = self.inner.config.clock.now() - keep;
+        let mut total = 0;
+        loop {
+            let n = logs.log_prune(cutoff, STEP).await?;
+            total += n;
+            if n < STEP {
+                return Ok(total);
+            }
+        }
     }
 }
 

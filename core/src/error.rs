@@ -83,6 +83,10 @@ pub enum Rule {
     HeaderName,
     /// A header value with CR or LF.
     HeaderLineBreak,
+    /// A header value with a control character other than tab.
+    ControlCharacter(char),
+    /// `to`, `cc` and `bcc` together name more recipients than one email may have.
+    TooManyRecipients { max: usize, got: usize },
     /// A header the engine writes itself.
     HeaderReserved(String),
     /// Neither `html` nor `text`.
@@ -140,6 +144,10 @@ impl fmt::Display for Rule {
             }
             Rule::HeaderName => f.write_str("a header name is printable ASCII without `:`"),
             Rule::HeaderLineBreak => f.write_str("header values must not contain CR or LF"),
+            Rule::ControlCharacter(c) => write!(f, "header values must not contain control characters, got {c:?}"),
+            Rule::TooManyRecipients { max, got } => {
+                write!(f, "`to`, `cc` and `bcc` together may name at most {max} recipients, got {got}")
+            }
             Rule::HeaderReserved(h) => write!(f, "the `{h}` header is set by mailroom and cannot be overridden"),
             Rule::BodyRequired => f.write_str("at least one of `html` or `text` is required"),
             Rule::AttachmentSource => f.write_str("Attachment must have either a `content` or `path`."),
@@ -256,6 +264,11 @@ pub enum Error {
     /// Only a `scheduled` email can be rescheduled or canceled.
     #[error("This email cannot be {action}: its last event is `{}`; only scheduled emails can be rescheduled or canceled.", .last_event.map_or("(none)", crate::lifecycle::EventKind::as_str))]
     NotScheduled { action: &'static str, last_event: Option<crate::lifecycle::EventKind> },
+    /// The caller may not do this: a key limited to one domain sending from another, or a
+    /// change to a key the server's configuration manages. 403 `validation_error`, as the
+    /// hosted service answers a sender it does not allow.
+    #[error("{0}")]
+    Forbidden(String),
     /// Storage failed; nothing was acknowledged.
     #[error(transparent)]
     Storage(StorageError),
@@ -293,13 +306,18 @@ impl Error {
             Error::InvalidIdempotentRequest => ErrorName::InvalidIdempotentRequest,
             Error::ConcurrentIdempotentRequests => ErrorName::ConcurrentIdempotentRequests,
             Error::NotFound { .. } => ErrorName::NotFound,
-            Error::Transition(_) | Error::NotScheduled { .. } => ErrorName::ValidationError,
+            Error::Transition(_) | Error::NotScheduled { .. } | Error::Forbidden(_) => ErrorName::ValidationError,
             Error::Storage(_) => ErrorName::ApplicationError,
         }
     }
 
+    /// The HTTP status of the answer: the name's, except where the catalogue gives the same
+    /// name another status (403 for a forbidden sender).
     pub fn status(&self) -> u16 {
-        self.name().status()
+        match self {
+            Error::Forbidden(_) => 403,
+            _ => self.name().status(),
+        }
     }
 
     /// The wire error body.

@@ -31,17 +31,27 @@ pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
     /// Fingerprints `payload` as the endpoint sees it. The canonical form is the parsed
-    /// payload re-serialised with sorted object keys, so key order, white space and
-    /// `null`-versus-absent do not make two equal requests differ; `endpoint` keeps a single
-    /// send and a one-item batch with the same key apart.
+    /// payload re-serialised (structs in field order, maps by sorted key: serde_json's map is
+    /// ordered by key), so key order, white space and `null`-versus-absent do not make two
+    /// equal requests differ; `endpoint` keeps a single send and a one-item batch with the
+    /// same key apart. It is streamed into the hash: a 40 MB attachment is not copied for it.
     pub fn of<T: Serialize>(endpoint: &str, payload: &T) -> Fingerprint {
-        let mut h = Sha256::new();
-        h.update(endpoint.as_bytes());
-        h.update([0]);
-        // `to_value` sorts object keys (serde_json's map is ordered by key).
-        let canonical = serde_json::to_value(payload).and_then(|v| serde_json::to_vec(&v)).unwrap_or_default();
-        h.update(&canonical);
-        Fingerprint(h.finalize().into())
+        struct Hashing(Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(Sha256::new());
+        h.0.update(endpoint.as_bytes());
+        h.0.update([0]);
+        // Serializing plain data into a sink that never fails cannot fail.
+        let _ = serde_json::to_writer(&mut h, payload);
+        Fingerprint(h.0.finalize().into())
     }
 }
 
@@ -106,5 +116,14 @@ mod tests {
         assert_eq!(Fingerprint::of("email", &a), Fingerprint::of("email", &b));
         assert_ne!(Fingerprint::of("email", &a), Fingerprint::of("email", &c));
         assert_ne!(Fingerprint::of("email", &a), Fingerprint::of("batch", &a));
+    }
+
+    #[test]
+    fn requests_differing_only_in_header_order_and_layout_are_the_same() {
+        use crate::request::EmailRequest;
+        let a = EmailRequest::from_json(br#"{"to":"a@x.test","headers":{"X-A":"1","X-B":"2"},"subject":null}"#);
+        let b = EmailRequest::from_json(b"{\"headers\": {\"X-B\": \"2\", \"X-A\": \"1\"},\n \"to\": \"a@x.test\"}");
+        let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+        assert_eq!(Fingerprint::of("email", &a), Fingerprint::of("email", &b));
     }
 }

@@ -13,6 +13,7 @@ pub mod html;
 pub mod idempotency;
 pub mod inbound;
 pub mod insights;
+pub mod keys;
 pub mod lifecycle;
 pub mod memory;
 pub mod mx;

@@ -350,6 +350,25 @@ impl Storage for MemoryStorage {
             .map(|(_, e)| e.clone())
             .collect())
     }
+
+    async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<crate::ports::QueueStats>> {
+        let s = self.lock();
+        let due = s.due.range(..=(due_key(now), u128::MAX)).take(crate::ports::QueueStats::COUNT_CAP as usize).count();
+        let oldest = s.due.first().and_then(|(micros, _)| DateTime::from_timestamp_micros(*micros));
+        Ok(Some(crate::ports::QueueStats::new(s.due.len() as u64, due as u64, oldest)))
+    }
+
+    fn api_keys(&self) -> Option<&dyn crate::ports::ApiKeyStore> {
+        Some(self)
+    }
+
+    fn request_logs(&self) -> Option<&dyn crate::ports::RequestLogStore> {
+        Some(self)
+    }
+
+    fn domains(&self) -> Option<&dyn crate::ports::DomainStore> {
+        Some(self)
+    }
 }
 
 #[async_trait::async_trait]
@@ -357,6 +376,15 @@ impl crate::ports::ApiKeyStore for MemoryStorage {
     async fn key_insert(&self, account: &AccountId, key: crate::ports::ApiKeyRecord) -> Result<(), StorageError> {
         self.lock().api_keys.entry(key.token_sha256).or_insert((account.clone(), key));
         Ok(())
+    }
+
+    async fn key_put(&self, account: &AccountId, key: crate::ports::ApiKeyRecord) -> Result<(), StorageError> {
+        self.lock().api_keys.insert(key.token_sha256, (account.clone(), key));
+        Ok(())
+    }
+
+    async fn key_all(&self) -> Result<Vec<(AccountId, crate::ports::ApiKeyRecord)>, StorageError> {
+        Ok(self.lock().api_keys.values().cloned().collect())
     }
 
     async fn key_by_hash(
@@ -390,6 +418,18 @@ impl crate::ports::RequestLogStore for MemoryStorage {
     async fn log_append(&self, account: &AccountId, log: crate::ports::RequestLog) -> Result<(), StorageError> {
         self.lock().logs.insert((account.clone(), log.id), log);
         Ok(())
+    }
+
+    async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<usize, StorageError> {
+        let mut s = self.lock();
+        let mut old: Vec<(u128, AccountId)> =
+            s.logs.iter().filter(|(_, l)| l.at < cutoff).map(|((a, id), _)| (*id, a.clone())).collect();
+        old.sort();
+        old.truncate(limit);
+        for (id, account) in &old {
+            s.logs.remove(&(account.clone(), *id));
+        }
+        Ok(old.len())
     }
 
     async fn log_page(

@@ -224,6 +224,53 @@ pub trait Storage: Send + Sync + Debug {
     /// [`crate::store::prune`]), oldest first, in one atomic write. Returns how many; 0 when
     /// none is left.
     async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize>;
+
+    /// How many emails wait for the worker (scheduled, queued, retrying), how many of them are
+    /// due at `now`, and since when the oldest due one has waited. `None`: this store cannot
+    /// tell cheaply (metrics then leave the gauges out).
+    async fn queue_stats(&self, _now: DateTime<Utc>) -> StorageResult<Option<QueueStats>> {
+        Ok(None)
+    }
+
+    /// The API keys this store keeps, if it offers the [`ApiKeyStore`] extension. A host
+    /// plugs a store in once: the engine, the HTTP API and the worker all find the
+    /// extensions here.
+    fn api_keys(&self) -> Option<&dyn ApiKeyStore> {
+        None
+    }
+
+    /// The request logs this store keeps, if it offers the [`RequestLogStore`] extension.
+    fn request_logs(&self) -> Option<&dyn RequestLogStore> {
+        None
+    }
+
+    /// The sending domains this store keeps, if it offers the [`DomainStore`] extension.
+    fn domains(&self) -> Option<&dyn DomainStore> {
+        None
+    }
+}
+
+/// The worker's queue at one moment (see [`Storage::queue_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Emails with a due time: scheduled, queued, waiting for a retry, or claimed.
+    pub waiting: u64,
+    /// Of those, the ones due now (counted up to [`QueueStats::COUNT_CAP`]).
+    pub due: u64,
+    /// The due time of the earliest one, if any.
+    pub oldest_due: Option<DateTime<Utc>>,
+}
+
+impl QueueStats {
+    /// Stores stop counting due emails here: a gauge need not be exact beyond it, and a scrape
+    /// must stay cheap however long the queue is.
+    pub const COUNT_CAP: u64 = 1_000_000;
+
+    /// The figures, from a store's counts.
+    pub fn new(waiting: u64, due: u64, oldest_due: Option<DateTime<Utc>>) -> QueueStats {
+        QueueStats { waiting, due, oldest_due }
+    }
 }
 
 /// Where the time comes from.
@@ -364,16 +411,63 @@ pub trait Transport: Send + Sync + Debug {
 
 /// Bytes for an attachment given by `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadedAttachment {
+    /// The bytes.
     pub content: Vec<u8>,
+    /// Their type, when the source said (an HTTP `Content-Type`).
     pub content_type: Option<String>,
+    /// A name for them, when the source gives one (the URL's last path segment).
+    pub filename: Option<String>,
+}
+
+impl LoadedAttachment {
+    /// Bytes with no type or name known.
+    pub fn new(content: Vec<u8>) -> LoadedAttachment {
+        LoadedAttachment { content, content_type: None, filename: None }
+    }
+    /// With the type the source gave.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> LoadedAttachment {
+        self.content_type = Some(content_type.into());
+        self
+    }
+    /// With the name the source gave.
+    pub fn filename(mut self, filename: impl Into<String>) -> LoadedAttachment {
+        self.filename = Some(filename.into());
+        self
+    }
+}
+
+/// Why a `path` attachment was not loaded. The text is shown to the API client, so a loader
+/// must not say more than the client may know (never whether a local file exists).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The content is larger than the `max_bytes` it was loaded against (it was not read
+    /// further).
+    #[error("the attachment is larger than {max} bytes")]
+    TooLarge {
+        /// The limit it was loaded against.
+        max: usize,
+    },
+    /// The host does not allow this location (a scheme it does not fetch, an address on a
+    /// private network, a file outside the directory it serves, or one that does not exist).
+    #[error("{0}")]
+    Refused(String),
+    /// The location is allowed but the content could not be had (a timeout, an HTTP error).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Resolves `path` attachments at acceptance (the host decides what a path may name: a URL,
 /// a file under a directory it allows, ...). Without one, `path` attachments are refused.
+///
+/// Invariant for implementations: never hold more than `max_bytes` of one attachment (stop
+/// reading and answer [`LoadError::TooLarge`]).
 #[async_trait]
 pub trait AttachmentLoader: Send + Sync + Debug {
-    async fn load(&self, path: &str) -> Result<LoadedAttachment, String>;
+    /// The bytes `path` names, at most `max_bytes` of them.
+    async fn load(&self, path: &str, max_bytes: usize) -> Result<LoadedAttachment, LoadError>;
 }
 
 /// One MX record: where mail for a domain goes, lower preference first.
@@ -410,22 +504,57 @@ pub trait DnsResolver: Send + Sync + Debug {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyPermission {
+    /// Every endpoint.
     FullAccess,
     /// The sending endpoints only; with a domain, only for senders at that domain.
     SendingAccess {
+        /// The one domain (and its subdomains) it may send from; `None`: any.
         domain: Option<String>,
     },
 }
 
-/// A stored API key. Only a SHA-256 of its token is kept.
+/// A stored API key. Only a SHA-256 of its token is kept; its id is random, so it says
+/// nothing about the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ApiKeyRecord {
+    /// Random, uuid-shaped; shown in listings and logs.
     pub id: String,
+    /// What its owner called it.
     pub name: String,
+    /// SHA-256 of the token (tokens are 192 random bits, so no salt is needed for them).
     pub token_sha256: [u8; 32],
+    /// What it may do.
     pub permission: KeyPermission,
+    /// When it was first stored.
     pub created_at: DateTime<Utc>,
+    /// When it was revoked; a revoked key never authenticates.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Named in the server's configuration: only the configuration changes it (the API
+    /// cannot revoke it; a restart with it configured makes it active again).
+    #[serde(default)]
+    pub managed: bool,
+}
+
+impl ApiKeyRecord {
+    /// A key that is not revoked and not managed by a configuration.
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        token_sha256: [u8; 32],
+        permission: KeyPermission,
+        created_at: DateTime<Utc>,
+    ) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: id.into(),
+            name: name.into(),
+            token_sha256,
+            permission,
+            created_at,
+            revoked_at: None,
+            managed: false,
+        }
+    }
 }
 
 /// API keys, per account: an extension a store may offer beside [`Storage`] (the HTTP adapter
@@ -434,6 +563,11 @@ pub struct ApiKeyRecord {
 pub trait ApiKeyStore: Send + Sync + Debug {
     /// Stores `key` for `account`. A key with the same token hash is left as it is.
     async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> Result<(), StorageError>;
+    /// Stores `key` for `account`, replacing the key with the same token hash if there is one
+    /// (the configuration's keys are brought up to date this way at start).
+    async fn key_put(&self, account: &AccountId, key: ApiKeyRecord) -> Result<(), StorageError>;
+    /// Every key of every account (start-up reconciles the managed ones).
+    async fn key_all(&self) -> Result<Vec<(AccountId, ApiKeyRecord)>, StorageError>;
     /// The key whose token hashes to `sha256`, with its account.
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> Result<Option<(AccountId, ApiKeyRecord)>, StorageError>;
     /// The account's keys, oldest first.
@@ -449,7 +583,8 @@ pub trait ApiKeyStore: Send + Sync + Debug {
 /// One request to the HTTP API, as recorded (secrets already redacted by the recorder).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestLog {
-    /// Time-ordered (UUID v7): newest first is descending id order.
+    /// A UUIDv7 whose time is `at` ([`RequestLog::id_at`]): newest first is descending id
+    /// order, and stores may prune by id.
     pub id: u128,
     pub at: DateTime<Utc>,
     pub method: String,
@@ -460,6 +595,23 @@ pub struct RequestLog {
     pub request_body: Option<String>,
     pub response_body: Option<String>,
     pub duration_ms: u32,
+}
+
+impl RequestLog {
+    /// A fresh log id for a request recorded at `at`: its time prefix is `at`, the rest random.
+    pub fn id_at(at: DateTime<Utc>) -> u128 {
+        let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff;
+        let random: u128 = rand::random::<u128>() & ((1u128 << 74) - 1);
+        let rand_a = (random >> 62) & 0xfff;
+        let rand_b = random & ((1u128 << 62) - 1);
+        (u128::from(ms) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    }
+
+    /// The smallest id [`RequestLog::id_at`] gives for an instant: logs before `at` have
+    /// smaller ids.
+    pub fn first_id_at(at: DateTime<Utc>) -> u128 {
+        u128::from(u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff) << 80
+    }
 }
 
 /// Which requests a query wants. Every condition must hold.
@@ -500,7 +652,11 @@ impl LogFilter {
 /// Request logs, per account: an extension a store may offer beside [`Storage`].
 #[async_trait]
 pub trait RequestLogStore: Send + Sync + Debug {
+    /// Records one request.
     async fn log_append(&self, account: &AccountId, log: RequestLog) -> Result<(), StorageError>;
+    /// Retention: removes up to `limit` logs (any account) recorded before `cutoff`, oldest
+    /// first, in one atomic write. Returns how many; fewer than `limit` when none is left.
+    async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<usize, StorageError>;
     /// Up to `limit` logs matching `filter`, newest first, older than `before` when given;
     /// and whether more match beyond them.
     async fn log_page(

@@ -10,6 +10,7 @@ use crate::email::EmailContent;
 use chrono::{DateTime, Utc};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::MimePart;
 
@@ -86,8 +87,9 @@ pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<
         .iter()
         .filter(|a| a.content_id.is_none())
         .map(|a| {
+            let name = a.filename.as_deref().unwrap_or("attachment");
             MimePart::new(a.content_type.clone(), a.content.clone())
-                .attachment(a.filename.clone().unwrap_or_else(|| "attachment".to_string()))
+                .header("Content-Disposition", Raw::new(content_disposition("attachment", name)))
         })
         .collect();
     if !attached.is_empty() {
@@ -96,6 +98,52 @@ pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<
         body = MimePart::new("multipart/mixed", parts);
     }
     b.body(body).write_to_vec()
+}
+
+/// Filename characters written as they are inside a quoted string: printable ASCII but
+/// space (mail-builder folds long header lines at white space, which would change the name),
+/// the quote and the backslash (escapes some readers get wrong).
+fn plain_filename_char(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// The longest filename written as one plain quoted string; longer ones are split into RFC
+/// 2231 continuations so that no header line grows past what readers accept.
+const PLAIN_FILENAME_MAX: usize = 60;
+
+/// `attachment; filename="report.pdf"`, or, for a name with anything else in it (spaces,
+/// non-ASCII letters, control characters, quotes) or a long one, RFC 2231's encoded and
+/// continued form only (`filename*0*=utf-8''%E2%80%A6; filename*1*=…`: a plain fallback beside
+/// it is merged into the name by some readers). Whatever the name holds, the header carries
+/// only printable ASCII: no CR, LF or control byte can reach it.
+pub fn content_disposition(kind: &str, filename: &str) -> String {
+    if !filename.is_empty() && filename.len() <= PLAIN_FILENAME_MAX && filename.bytes().all(plain_filename_char) {
+        return format!("{kind}; filename=\"{filename}\"");
+    }
+    // RFC 2231 §7: attribute-char is printable ASCII but space, `*`, `'`, `%` and tspecials.
+    let attr_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b);
+    let mut out = kind.to_string();
+    let mut piece = String::new();
+    let mut n = 0;
+    let count = filename.chars().count();
+    for (i, c) in filename.chars().enumerate() {
+        let mut buf = [0u8; 4];
+        for &b in c.encode_utf8(&mut buf).as_bytes() {
+            if attr_char(b) {
+                piece.push(b as char);
+            } else {
+                piece.push_str(&format!("%{b:02X}"));
+            }
+        }
+        // Break between characters, never inside one's encoding.
+        if piece.len() >= PLAIN_FILENAME_MAX || i + 1 == count {
+            let charset = if n == 0 { "utf-8''" } else { "" };
+            out.push_str(&format!("; filename*{n}*={charset}{piece}"));
+            piece.clear();
+            n += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -178,6 +226,25 @@ mod tests {
         let pdf = m.attachments().find(|p| p.attachment_name() == Some("invoice.pdf")).unwrap();
         assert_eq!(pdf.contents(), b"%PDF-1.4 fake");
         assert_eq!(pdf.content_type().unwrap().ctype(), "application");
+    }
+
+    #[test]
+    fn filenames_with_control_characters_and_non_ascii_are_encoded() {
+        assert_eq!(content_disposition("attachment", "report.pdf"), "attachment; filename=\"report.pdf\"");
+        let evil = "a\r\nBcc: victim@example.com\u{1}\"x.pdf";
+        let d = content_disposition("attachment", evil);
+        assert!(d.bytes().all(|b| (0x20..0x7f).contains(&b)), "{d:?}");
+        assert!(d.contains("filename*0*=utf-8''a%0D%0ABcc%3A%20victim%40example.com%01%22x.pdf"), "{d}");
+        let mut c = content();
+        c.attachments[1].filename = Some(format!("März {evil} {}", "ü".repeat(100)));
+        let bytes = render(&c, Utc::now()).unwrap();
+        let m = MessageParser::default().parse(&bytes).unwrap();
+        let pdf = m.attachments().find(|p| p.content_type().is_some_and(|t| t.ctype() == "application")).unwrap();
+        assert_eq!(pdf.attachment_name(), c.attachments[1].filename.as_deref(), "decoded back exactly");
+        let head = &bytes[..bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap()];
+        assert!(!String::from_utf8_lossy(head).contains("\r\nBcc:"), "no header injected");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.lines().all(|l| l.len() <= 998), "no line over RFC 5322's limit");
     }
 
     #[test]

@@ -37,11 +37,76 @@ impl From<Vec<&str>> for OneOrMany {
 }
 
 /// An attachment's bytes: base64 text (Node, curl) or an array of byte values (Python).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Parsing decodes base64 at once (into [`AttachmentContent::Bytes`]), so a request never
+/// holds an attachment twice, and refuses one whose decoded size alone is over the limit
+/// given to [`EmailRequest::from_json_limited`] without decoding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum AttachmentContent {
+    /// Base64 text, as a host building a request in code may give it.
     Base64(String),
+    /// The bytes themselves.
     Bytes(Vec<u8>),
+}
+
+/// Marks a serde error raised for an attachment's content, so that [`parse_json`] can turn it
+/// into the rule it stands for (serde errors carry only text).
+const BASE64_MARK: &str = "\u{1}base64";
+const TOO_LARGE_MARK: &str = "\u{1}too-large:";
+
+thread_local! {
+    /// The most one attachment may decode to while [`parse_json`] runs on this thread
+    /// (deserialization is synchronous, so the value cannot leak into another request).
+    static DECODE_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Decodes standard base64, tolerating the line breaks and spaces of MIME-style encoders
+/// (copying the text only when it has some).
+pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let engine = &base64::engine::general_purpose::STANDARD;
+    match engine.decode(s.as_bytes()) {
+        Ok(b) => Some(b),
+        Err(_) if s.bytes().any(|b| b.is_ascii_whitespace()) => {
+            let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            engine.decode(compact).ok()
+        }
+        Err(_) => None,
+    }
+}
+
+impl<'de> Deserialize<'de> for AttachmentContent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AttachmentContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("base64 text or an array of byte values")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<AttachmentContent, E> {
+                // The decoded size is known before decoding: refuse what is too large unread.
+                let decoded = s.len() / 4 * 3;
+                let limit = DECODE_LIMIT.with(std::cell::Cell::get);
+                if decoded > limit.saturating_add(3) {
+                    return Err(E::custom(format!("{TOO_LARGE_MARK}{decoded}")));
+                }
+                decode_base64(s).map(AttachmentContent::Bytes).ok_or_else(|| E::custom(BASE64_MARK))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AttachmentContent, A::Error> {
+                let limit = DECODE_LIMIT.with(std::cell::Cell::get);
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    if out.len() == limit {
+                        return Err(serde::de::Error::custom(format!("{TOO_LARGE_MARK}{}", out.len() + 1)));
+                    }
+                    out.push(b);
+                }
+                Ok(AttachmentContent::Bytes(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,15 +169,28 @@ pub struct EmailRequest {
 }
 
 impl EmailRequest {
-    /// Parses one email from JSON, naming the field of any type error.
+    /// Parses one email from JSON, naming the field of any type error. The body must be one
+    /// JSON value and nothing else (trailing bytes are malformed JSON).
     pub fn from_json(json: &[u8]) -> Result<EmailRequest, FieldError> {
-        parse_json(json)
+        parse_json(json, usize::MAX)
+    }
+
+    /// [`from_json`](Self::from_json), refusing without decoding it any attachment whose
+    /// content alone would decode to more than `max_attachment_bytes` (the email size limit):
+    /// a request then holds at most one decoded copy of what it carries.
+    pub fn from_json_limited(json: &[u8], max_attachment_bytes: usize) -> Result<EmailRequest, FieldError> {
+        parse_json(json, max_attachment_bytes)
     }
 }
 
 /// Parses a batch (a JSON array of email objects), naming `emails[i].field` on type errors.
 pub fn batch_from_json(json: &[u8]) -> Result<Vec<EmailRequest>, FieldError> {
-    parse_json::<Vec<EmailRequest>>(json).map_err(|mut e| {
+    batch_from_json_limited(json, usize::MAX)
+}
+
+/// [`batch_from_json`] with [`EmailRequest::from_json_limited`]'s attachment limit.
+pub fn batch_from_json_limited(json: &[u8], max_attachment_bytes: usize) -> Result<Vec<EmailRequest>, FieldError> {
+    parse_json::<Vec<EmailRequest>>(json, max_attachment_bytes).map_err(|mut e| {
         if e.path.starts_with('[') {
             e.path = format!("emails{}", e.path);
         } else if e.path.is_empty() {
@@ -122,24 +200,43 @@ pub fn batch_from_json(json: &[u8]) -> Result<Vec<EmailRequest>, FieldError> {
     })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, FieldError> {
+/// Restores the decode limit when parsing ends, however it ends.
+struct LimitGuard(usize);
+
+impl Drop for LimitGuard {
+    fn drop(&mut self) {
+        DECODE_LIMIT.with(|l| l.set(self.0));
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8], max_attachment_bytes: usize) -> Result<T, FieldError> {
+    let _restore = LimitGuard(DECODE_LIMIT.with(|l| l.replace(max_attachment_bytes)));
     let de = &mut serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let inner = e.into_inner();
+        let text = inner.to_string();
+        if text.starts_with(BASE64_MARK) {
+            return FieldError::new(path, Rule::Base64);
+        }
+        if let Some(got) = text.strip_prefix(TOO_LARGE_MARK).and_then(|t| t.split(' ').next()?.parse().ok()) {
+            return FieldError::new(path, Rule::EmailTooLarge { max: max_attachment_bytes, got });
+        }
         let msg = if inner.is_syntax() || inner.is_eof() {
             format!("the body is not valid JSON ({inner})")
         } else {
             // serde's own words name the expected type; drop its line/column suffix.
-            let text = inner.to_string();
             match text.rfind(" at line ") {
                 Some(i) => text[..i].to_string(),
                 None => text,
             }
         };
         FieldError::new(path, Rule::Shape(msg))
-    })
+    })?;
+    // One JSON value and nothing after it: `{…} x` is malformed, not a request plus noise.
+    de.end().map_err(|e| FieldError::new("", Rule::Shape(format!("the body is not valid JSON ({e})"))))?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -170,5 +267,31 @@ mod tests {
         assert_eq!(e.path, "emails");
         let e = EmailRequest::from_json(b"{not json").unwrap_err();
         assert!(matches!(e.rule, Rule::Shape(ref m) if m.contains("not valid JSON")));
+    }
+
+    #[test]
+    fn one_json_value_and_nothing_after_it() {
+        let e = EmailRequest::from_json(br#"{"from":"a@x.test"} x"#).unwrap_err();
+        assert!(matches!(e.rule, Rule::Shape(ref m) if m.contains("not valid JSON")), "{e}");
+        let e = batch_from_json(br#"[{"from":"a@x.test"}]]"#).unwrap_err();
+        assert!(matches!(e.rule, Rule::Shape(ref m) if m.contains("not valid JSON")), "{e}");
+        assert!(EmailRequest::from_json(b"{\"from\":\"a@x.test\"}\n  ").is_ok(), "trailing white space is fine");
+    }
+
+    #[test]
+    fn base64_is_decoded_while_parsing_and_refused_unread_when_too_large() {
+        let r = EmailRequest::from_json(br#"{"attachments":[{"content":"aGVs\nbG8="}]}"#).unwrap();
+        assert_eq!(r.attachments.unwrap()[0].content, Some(AttachmentContent::Bytes(b"hello".to_vec())));
+        let e = EmailRequest::from_json(br#"{"attachments":[{"content":"***"}]}"#).unwrap_err();
+        assert_eq!((e.path.as_str(), &e.rule), ("attachments[0].content", &Rule::Base64));
+        let big = format!(r#"{{"attachments":[{{"content":"{}"}}]}}"#, "QUJD".repeat(100));
+        let e = EmailRequest::from_json_limited(big.as_bytes(), 100).unwrap_err();
+        assert_eq!((e.path.as_str(), &e.rule), ("attachments[0].content", &Rule::EmailTooLarge { max: 100, got: 300 }));
+        assert!(EmailRequest::from_json_limited(big.as_bytes(), 300).is_ok());
+        let bytes = format!(r#"{{"attachments":[{{"content":[{}]}}]}}"#, vec!["1"; 101].join(","));
+        let e = EmailRequest::from_json_limited(bytes.as_bytes(), 100).unwrap_err();
+        assert!(matches!(e.rule, Rule::EmailTooLarge { max: 100, .. }), "{e:?}");
+        // The limit holds only while its parse runs.
+        assert!(EmailRequest::from_json(big.as_bytes()).is_ok());
     }
 }

@@ -94,7 +94,7 @@ async fn a_crash_at_any_point_of_the_delivery_loses_nothing_acknowledged_and_sen
             .await
             .unwrap()
             .data;
-        let cfg = WorkerConfig { concurrency: 1, claim_batch: 3, ..Default::default() };
+        let cfg = WorkerConfig::default().concurrency(1).claim_batch(3);
         let crashed = e.worker(Arc::new(sandbox.clone()), cfg.clone()).run_until_idle().await;
         let before = sandbox.outbox().len();
 

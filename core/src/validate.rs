@@ -6,15 +6,34 @@ use crate::email::{Attachment, EmailContent, Tag};
 use crate::error::{FieldError, Rule};
 use crate::request::{AttachmentContent, EmailRequest, OneOrMany};
 use crate::schedule;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-/// The limits the hosted service documents.
+/// What one email may carry: the hosted service's documented limits, and caps on what it
+/// leaves open (so that one request can never fan out without bound).
+///
+/// A host changes a field of [`Limits::default`]; new limits may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
-    /// Recipients in `to`.
+    /// Recipients in `to` (the hosted service's 50).
     pub max_to: usize,
+    /// Deliveries one email may cause: `to`, `cc` and `bcc` together.
+    pub max_recipients: usize,
+    /// Addresses in `reply_to`.
+    pub max_reply_to: usize,
+    /// Tags on one email.
+    pub max_tags: usize,
+    /// Custom headers on one email.
+    pub max_headers: usize,
+    /// The length of one custom header value, in characters.
+    pub max_header_value: usize,
+    /// Attachments on one email (inline images included).
+    pub max_attachments: usize,
+    /// The length of an attachment's filename, in characters.
+    pub max_filename: usize,
+    /// How long loading one email's `path` attachments may take in all.
+    pub attachment_load_timeout: std::time::Duration,
     /// The whole email: bodies, headers and decoded attachments.
     pub max_email_bytes: usize,
     /// Tag names and values, and idempotency keys.
@@ -31,6 +50,14 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_to: 50,
+            max_recipients: 50,
+            max_reply_to: 50,
+            max_tags: 50,
+            max_headers: 50,
+            max_header_value: 2048,
+            max_attachments: 50,
+            max_filename: 255,
+            attachment_load_timeout: std::time::Duration::from_secs(60),
             max_email_bytes: 40 * 1024 * 1024,
             max_tag_len: 256,
             max_content_id: 128,
@@ -40,11 +67,35 @@ impl Default for Limits {
     }
 }
 
-/// Headers the engine writes itself; a custom header may not override them.
-fn is_reserved_header(name: &str) -> bool {
+/// Headers a custom header may not set: those the engine writes itself (addresses, subject,
+/// date, ids, MIME structure), those that name the envelope or another sender (`Sender`,
+/// `Return-Path`, `Resent-*`: a key limited to one domain must not speak for another), and
+/// the trace and authentication headers that only servers on the path write (`Received`,
+/// `DKIM-Signature`, `ARC-*`, `Authentication-Results`).
+pub fn is_reserved_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    matches!(n.as_str(), "from" | "to" | "cc" | "bcc" | "subject" | "date" | "message-id" | "mime-version")
-        || n.starts_with("content-")
+    matches!(
+        n.as_str(),
+        "from"
+            | "to"
+            | "cc"
+            | "bcc"
+            | "reply-to"
+            | "sender"
+            | "return-path"
+            | "subject"
+            | "date"
+            | "message-id"
+            | "mime-version"
+            | "received"
+            | "received-spf"
+            | "dkim-signature"
+            | "domainkey-signature"
+            | "authentication-results"
+            | "delivered-to"
+    ) || n.starts_with("content-")
+        || n.starts_with("resent-")
+        || n.starts_with("arc-")
 }
 
 /// A checked email whose `path` attachments still need loading.
@@ -101,6 +152,34 @@ fn has_line_break(s: &str) -> bool {
     s.contains(['\r', '\n'])
 }
 
+/// A control character other than tab: not allowed in a header (RFC 5322 §2.2).
+fn control_char(s: &str) -> Option<char> {
+    s.chars().find(|c| c.is_control() && *c != '\t')
+}
+
+/// `to`, `cc` and `bcc` together are capped: the first field that takes the count over the
+/// cap is the one named.
+fn check_recipients(req: &EmailRequest, limits: &Limits, errors: &mut Errors) {
+    let mut total = 0;
+    for (field, value) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
+        let before = total;
+        total += value.as_ref().map_or(0, |v| v.as_slice().len());
+        if before <= limits.max_recipients && total > limits.max_recipients && !(field == "to" && total > limits.max_to)
+        {
+            errors.push(field, Rule::TooManyRecipients { max: limits.max_recipients, got: total });
+        }
+    }
+}
+
+/// A list field capped at `max` items.
+fn check_count(field: &str, n: usize, max: usize, errors: &mut Errors) -> bool {
+    if n > max {
+        errors.push(field, Rule::TooMany { max, got: n });
+        return false;
+    }
+    true
+}
+
 /// Validates one email at `now`. Every field error is reported.
 pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Result<Validated, Vec<FieldError>> {
     validate_owned(req.clone(), now, limits)
@@ -134,10 +213,25 @@ pub fn validate_owned(
         }
         Some(_) => {}
     }
-    let to = addresses("to", req.to.as_ref(), &mut errors);
-    let cc = addresses("cc", req.cc.as_ref(), &mut errors);
-    let bcc = addresses("bcc", req.bcc.as_ref(), &mut errors);
-    let reply_to = addresses("reply_to", req.reply_to.as_ref(), &mut errors);
+    check_recipients(&req, limits, &mut errors);
+    let within = |total: usize| total <= limits.max_recipients.max(limits.max_to);
+    let all = [&req.to, &req.cc, &req.bcc].iter().map(|v| v.as_ref().map_or(0, |v| v.as_slice().len())).sum();
+    // Past the cap the addresses are not parsed one by one: 10,000 of them make one error.
+    let (to, cc, bcc) = if within(all) {
+        (
+            addresses("to", req.to.as_ref(), &mut errors),
+            addresses("cc", req.cc.as_ref(), &mut errors),
+            addresses("bcc", req.bcc.as_ref(), &mut errors),
+        )
+    } else {
+        Default::default()
+    };
+    let n_reply_to = req.reply_to.as_ref().map_or(0, |v| v.as_slice().len());
+    let reply_to = if check_count("reply_to", n_reply_to, limits.max_reply_to, &mut errors) {
+        addresses("reply_to", req.reply_to.as_ref(), &mut errors)
+    } else {
+        Vec::new()
+    };
 
     let subject = match req.subject.take() {
         None => {
@@ -146,6 +240,10 @@ pub fn validate_owned(
         }
         Some(s) if has_line_break(&s) => {
             errors.push("subject", Rule::HeaderLineBreak);
+            String::new()
+        }
+        Some(s) if control_char(&s).is_some() => {
+            errors.push("subject", Rule::ControlCharacter(control_char(&s).unwrap_or_default()));
             String::new()
         }
         Some(s) => s,
@@ -160,7 +258,10 @@ pub fn validate_owned(
     let mut size = subject.len() + html.as_ref().map_or(0, String::len) + text.as_ref().map_or(0, String::len);
 
     let mut headers = Vec::new();
-    for (name, value) in req.headers.iter().flatten() {
+    let n_headers = req.headers.as_ref().map_or(0, serde_json::Map::len);
+    let custom =
+        if check_count("headers", n_headers, limits.max_headers, &mut errors) { req.headers.take() } else { None };
+    for (name, value) in custom.iter().flatten() {
         let path = || format!("headers.{name}");
         if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
             errors.push(path(), Rule::HeaderName);
@@ -178,12 +279,23 @@ pub fn validate_owned(
             errors.push(path(), Rule::HeaderLineBreak);
             continue;
         }
+        if let Some(c) = control_char(value) {
+            errors.push(path(), Rule::ControlCharacter(c));
+            continue;
+        }
+        let n = value.chars().count();
+        if n > limits.max_header_value {
+            errors.push(path(), Rule::TooLong { max: limits.max_header_value, got: n });
+            continue;
+        }
         size += name.len() + value.len() + 4;
         headers.push((name.clone(), value.to_string()));
     }
 
     let mut tags = Vec::new();
-    for (i, tag) in req.tags.take().into_iter().flatten().enumerate() {
+    let n_tags = req.tags.as_ref().map_or(0, Vec::len);
+    let given_tags = if check_count("tags", n_tags, limits.max_tags, &mut errors) { req.tags.take() } else { None };
+    for (i, tag) in given_tags.into_iter().flatten().enumerate() {
         match tag.name.as_deref() {
             None => errors.push(format!("tags[{i}].name"), Rule::Required),
             Some(n) => check_charset(|| format!("tags[{i}].name"), n, limits.max_tag_len, &mut errors),
@@ -199,12 +311,20 @@ pub fn validate_owned(
 
     let mut attachments = Vec::new();
     let mut to_load = Vec::new();
-    for (i, a) in req.attachments.iter().flatten().enumerate() {
+    let n_attachments = req.attachments.as_ref().map_or(0, Vec::len);
+    let given = if check_count("attachments", n_attachments, limits.max_attachments, &mut errors) {
+        req.attachments.take()
+    } else {
+        None
+    };
+    for (i, a) in given.into_iter().flatten().enumerate() {
         let p = |f: &str| format!("attachments[{i}].{f}");
+        // Any characters may name a file (rendering encodes them, RFC 2231); only the length
+        // is capped.
         if let Some(f) = &a.filename
-            && (has_line_break(f) || f.contains('\0'))
+            && f.chars().count() > limits.max_filename
         {
-            errors.push(p("filename"), Rule::HeaderLineBreak);
+            errors.push(p("filename"), Rule::TooLong { max: limits.max_filename, got: f.chars().count() });
         }
         let content_id = a.content_id.as_deref().map(|c| c.trim().trim_start_matches('<').trim_end_matches('>'));
         if let Some(cid) = content_id {
@@ -234,7 +354,7 @@ pub fn validate_owned(
                 .map(|f| mime_guess::from_path(f).first_or_octet_stream().essence_str().to_string())
                 .unwrap_or_else(|| "application/octet-stream".into()),
         };
-        let content = match (&a.content, &a.path) {
+        let content = match (a.content, a.path) {
             (Some(_), Some(_)) => {
                 errors.push(format!("attachments[{i}]"), Rule::AttachmentBothSources);
                 continue;
@@ -244,25 +364,23 @@ pub fn validate_owned(
                 continue;
             }
             (None, Some(path)) => {
-                to_load.push((attachments.len(), path.clone()));
+                to_load.push((attachments.len(), path));
                 Vec::new()
             }
-            (Some(AttachmentContent::Bytes(b)), None) => b.clone(),
-            (Some(AttachmentContent::Base64(s)), None) => {
-                let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-                match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
-                    Ok(b) => b,
-                    Err(_) => {
-                        errors.push(p("content"), Rule::Base64);
-                        continue;
-                    }
+            // Moved, not copied: an attachment is held once.
+            (Some(AttachmentContent::Bytes(b)), None) => b,
+            (Some(AttachmentContent::Base64(s)), None) => match crate::request::decode_base64(&s) {
+                Some(b) => b,
+                None => {
+                    errors.push(p("content"), Rule::Base64);
+                    continue;
                 }
-            }
+            },
         };
         size += content.len();
         attachments.push(Attachment {
             id: Uuid::new_v4(),
-            filename: a.filename.clone(),
+            filename: a.filename,
             content_type,
             content_id: content_id.map(str::to_string),
             content,
@@ -424,6 +542,99 @@ mod tests {
         let mut r = ok();
         r.subject = Some("a\nb".into());
         assert_eq!(errs(&r), vec![("subject".into(), Rule::HeaderLineBreak)]);
+    }
+
+    #[test]
+    fn one_email_is_capped_at_fifty_deliveries_and_bounded_lists() {
+        let many = |n: usize| OneOrMany::Many((0..n).map(|i| format!("u{i}@example.com")).collect());
+        let mut r = ok();
+        r.to = Some(many(30));
+        r.cc = Some(many(15));
+        r.bcc = Some(many(10_000));
+        assert_eq!(errs(&r), vec![("bcc".into(), Rule::TooManyRecipients { max: 50, got: 10_045 })]);
+        r.bcc = Some(many(5));
+        assert!(errs(&r).is_empty(), "exactly 50 deliveries");
+        let mut r = ok();
+        r.cc = Some(many(51));
+        assert_eq!(errs(&r), vec![("cc".into(), Rule::TooManyRecipients { max: 50, got: 52 })]);
+        let mut r = ok();
+        r.reply_to = Some(many(10_000));
+        r.tags = Some(vec![TagRequest { name: Some("n".into()), value: Some("v".into()) }; 10_000]);
+        let mut h = serde_json::Map::new();
+        for i in 0..10_000 {
+            h.insert(format!("X-H{i}"), "v".into());
+        }
+        r.headers = Some(h);
+        r.attachments =
+            Some(vec![
+                AttachmentRequest { content: Some(AttachmentContent::Bytes(vec![1])), ..Default::default() };
+                10_000
+            ]);
+        assert_eq!(
+            errs(&r),
+            vec![
+                ("reply_to".into(), Rule::TooMany { max: 50, got: 10_000 }),
+                ("headers".into(), Rule::TooMany { max: 50, got: 10_000 }),
+                ("tags".into(), Rule::TooMany { max: 50, got: 10_000 }),
+                ("attachments".into(), Rule::TooMany { max: 50, got: 10_000 }),
+            ]
+        );
+        let limits = Limits { max_recipients: 2, ..Limits::default() };
+        let mut r = ok();
+        r.cc = Some(many(2));
+        let e = validate(&r, now(), &limits).unwrap_err();
+        assert_eq!((e[0].path.as_str(), &e[0].rule), ("cc", &Rule::TooManyRecipients { max: 2, got: 3 }));
+    }
+
+    #[test]
+    fn envelope_and_authentication_headers_are_reserved_and_control_characters_refused() {
+        for name in [
+            "Reply-To",
+            "Sender",
+            "Return-Path",
+            "DKIM-Signature",
+            "Resent-From",
+            "resent-sender",
+            "Received",
+            "ARC-Seal",
+            "Authentication-Results",
+        ] {
+            let mut r = ok();
+            let mut h = serde_json::Map::new();
+            h.insert(name.into(), "ceo@bank.test".into());
+            r.headers = Some(h);
+            assert_eq!(errs(&r), vec![(format!("headers.{name}"), Rule::HeaderReserved(name.into()))], "{name}");
+        }
+        let mut r = ok();
+        let mut h = serde_json::Map::new();
+        h.insert("X-Ctl".into(), "a\u{1}b".into());
+        h.insert("X-Tab".into(), "a\tb".into());
+        h.insert("X-Long".into(), "x".repeat(2049).into());
+        r.headers = Some(h);
+        r.subject = Some("hi\u{7f}".into());
+        assert_eq!(
+            errs(&r),
+            vec![
+                ("subject".into(), Rule::ControlCharacter('\u{7f}')),
+                ("headers.X-Ctl".into(), Rule::ControlCharacter('\u{1}')),
+                ("headers.X-Long".into(), Rule::TooLong { max: 2048, got: 2049 }),
+            ]
+        );
+        // Any filename is accepted (rendering encodes it); only its length is capped.
+        let mut r = ok();
+        r.attachments = Some(vec![
+            AttachmentRequest {
+                content: Some(AttachmentContent::Bytes(vec![1])),
+                filename: Some("a\r\nb\u{1}.pdf".into()),
+                ..Default::default()
+            },
+            AttachmentRequest {
+                content: Some(AttachmentContent::Bytes(vec![1])),
+                filename: Some("x".repeat(256)),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(errs(&r), vec![("attachments[1].filename".into(), Rule::TooLong { max: 255, got: 256 })]);
     }
 
     #[test]

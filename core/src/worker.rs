@@ -36,7 +36,9 @@ pub const KEY_REVOKED_REASON: &str = "API key is no longer active";
 pub const AMBIGUOUS_REASON: &str = "the process stopped after handing the message to the transport; \
      it may have been delivered, so it is not sent again";
 
+/// How a worker runs. Change fields of [`WorkerConfig::default`]; new ones may be added.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Messages in flight at once.
     pub concurrency: usize,
@@ -60,6 +62,34 @@ impl Default for WorkerConfig {
             max_idle: Duration::from_secs(30),
             retry: RetryPolicy::default(),
         }
+    }
+}
+
+impl WorkerConfig {
+    /// With `n` messages in flight at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+    /// Claiming `n` emails per storage round trip.
+    pub fn claim_batch(mut self, n: usize) -> Self {
+        self.claim_batch = n;
+        self
+    }
+    /// With claims that hold this long.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+    /// Sleeping at most this long with nothing due.
+    pub fn max_idle(mut self, max_idle: Duration) -> Self {
+        self.max_idle = max_idle;
+        self
+    }
+    /// With this retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 }
 
@@ -142,12 +172,12 @@ impl Worker {
                 () = self.engine.wake_signal().notified() => {}
                 () = shutdown.clone() => return Ok(total),
             }
-            // Housekeeping at most once a minute: expired idempotency keys, and retention.
+            // Housekeeping at most once a minute: expired idempotency keys, and retention of
+            // emails and request logs.
             let now = self.engine.clock().now();
             if last_maintenance.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
                 last_maintenance = Some(now);
-                self.engine.purge_expired().await?;
-                self.engine.prune().await?;
+                self.engine.housekeeping().await?;
             }
         }
     }
@@ -210,18 +240,20 @@ impl Worker {
                 next: Next::Done,
             };
             storage.record_outcomes(vec![outcome]).await?;
+            count_events(&[EventKind::Failed]);
             return Ok(false);
         }
 
         // An email accepted with an API key that has since been revoked is not sent: the key's
         // owner withdrew the authority it was sent with.
-        if let (Some(key_id), Some(api_keys)) = (record.content.api_key_id.as_deref(), self.engine.api_keys()) {
+        if let (Some(key_id), Some(api_keys)) = (record.content.api_key_id.as_deref(), storage.api_keys()) {
             let active = api_keys.key_by_id(account, key_id).await?.is_some_and(|k| k.revoked_at.is_none());
             if !active {
                 let events = vec![Event::new(EventKind::Failed, clock.now()).reason(KEY_REVOKED_REASON)];
                 storage
                     .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
                     .await?;
+                count_events(&[EventKind::Failed]);
                 return Ok(false);
             }
         }
@@ -234,9 +266,11 @@ impl Worker {
         let now = clock.now();
         for m in &targets {
             let key = m.key();
-            let entry = listed.iter().find(|e| e.address == key);
-            let test = TestAddress::parse(&key, self.engine.test_domain()) == Some(TestAddress::Suppressed);
-            if entry.is_some() || test {
+            // A test address simulates its outcome every time: `bounced@` bounces again even
+            // though its first bounce put it on the list; only `suppressed@` is suppressed.
+            let test = TestAddress::parse(&key, self.engine.test_domain());
+            let entry = listed.iter().find(|e| e.address == key).filter(|_| test.is_none());
+            if entry.is_some() || test == Some(TestAddress::Suppressed) {
                 let why = match entry.map(|e| e.reason) {
                     Some(SuppressionReason::Complained) => "previous_complaint",
                     _ => "previous_bounce",
@@ -247,7 +281,9 @@ impl Worker {
             }
         }
         if send_to.is_empty() {
+            let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
             storage.record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }]).await?;
+            count_events(&kinds);
             return Ok(false);
         }
 
@@ -364,8 +400,18 @@ impl Worker {
                 }
             }
         };
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
         storage.record_outcomes(vec![Outcome { claim, events, suppressions, next }]).await?;
+        count_events(&kinds);
         Ok(true)
+    }
+}
+
+/// Counts recorded events by kind (`mailroom_events_total{event="delivered"}`…), after they
+/// are durable.
+fn count_events(kinds: &[EventKind]) {
+    for k in kinds {
+        metrics::counter!("mailroom_events_total", "event" => k.as_str()).increment(1);
     }
 }
 

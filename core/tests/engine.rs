@@ -10,8 +10,8 @@ use mailroom_core::error::{Error, ErrorName, Rule};
 use mailroom_core::lifecycle::EventKind;
 use mailroom_core::memory::MemoryStorage;
 use mailroom_core::ports::{
-    AttachmentLoader, DeliveryReport, Envelope, LoadedAttachment, ManualClock, RecipientReport, RecipientStatus,
-    Storage, SuppressionReason, Transport, TransportError, TransportErrorKind,
+    AttachmentLoader, DeliveryReport, Envelope, LoadError, LoadedAttachment, ManualClock, RecipientReport,
+    RecipientStatus, Storage, SuppressionReason, Transport, TransportError, TransportErrorKind,
 };
 use mailroom_core::request::{AttachmentRequest, EmailRequest, OneOrMany, TagRequest};
 use mailroom_core::sandbox::SandboxTransport;
@@ -128,10 +128,16 @@ async fn suppressed_recipients_are_never_contacted_and_removal_is_undone_by_the_
     );
     assert_eq!(s.sandbox.outbox()[0].envelope.to, vec!["fine@example.com".to_string()]);
 
-    // bounced@ is listed by its first bounce, removed, and listed again by the next.
-    s.engine.send(email("bounced@resend.dev"), SendOptions::default()).await.unwrap();
+    // bounced@ is listed by its first bounce, yet bounces again every time (a test address
+    // simulates its outcome, the list notwithstanding); removed, it is listed by the next.
+    let first = s.engine.send(email("bounced@resend.dev"), SendOptions::default()).await.unwrap().id;
     s.work().await;
     assert!(s.engine.suppression("bounced@resend.dev").await.unwrap().is_some());
+    let second = s.engine.send(email("bounced@resend.dev"), SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    for id in [first, second] {
+        assert_eq!(s.engine.get(id).await.unwrap().last_event, Some(EventKind::Bounced), "bounced every time");
+    }
     s.engine.unsuppress("bounced@resend.dev").await.unwrap();
     assert!(s.engine.suppression("bounced@resend.dev").await.unwrap().is_none());
     assert_eq!(s.engine.unsuppress("bounced@resend.dev").await.unwrap_err().name(), ErrorName::NotFound);
@@ -270,12 +276,17 @@ struct SlowLoader(tokio::sync::Semaphore);
 
 #[async_trait]
 impl AttachmentLoader for SlowLoader {
-    async fn load(&self, path: &str) -> Result<LoadedAttachment, String> {
-        let _permit = self.0.acquire().await.map_err(|e| e.to_string())?;
+    async fn load(&self, path: &str, max_bytes: usize) -> Result<LoadedAttachment, LoadError> {
+        let _permit = self.0.acquire().await.map_err(|e| LoadError::Failed(e.to_string()))?;
         if path.contains("missing") {
-            return Err("not found".into());
+            return Err(LoadError::Refused("not an allowed location".into()));
         }
-        Ok(LoadedAttachment { content: format!("loaded {path}").into_bytes(), content_type: Some("text/plain".into()) })
+        let content = format!("loaded {path}").into_bytes();
+        if content.len() > max_bytes {
+            return Err(LoadError::TooLarge { max: max_bytes });
+        }
+        let name = path.rsplit('/').next().unwrap_or(path);
+        Ok(LoadedAttachment::new(content).content_type("text/plain").filename(name))
     }
 }
 
@@ -426,7 +437,7 @@ async fn mixed_results_and_transport_failures() {
         Err(TransportErrorKind::Ambiguous),
         Ok(vec![(RecipientStatus::Rejected, "554 5.7.1 blocked by policy")]),
     ];
-    let worker = s.engine.worker(t.clone(), WorkerConfig { concurrency: 1, ..Default::default() });
+    let worker = s.engine.worker(t.clone(), WorkerConfig::default().concurrency(1));
     let mut r = email("good@example.com");
     r.to = Some(vec!["good@example.com", "gone@example.com"].into());
     let a = s.engine.send(r, SendOptions::default()).await.unwrap().id;
@@ -471,7 +482,7 @@ async fn shutdown_releases_unstarted_claims() {
     for i in 0..20 {
         s.engine.send(email(&format!("u{i}@example.com")), SendOptions::default()).await.unwrap();
     }
-    let worker = s.engine.worker(Arc::new(s.sandbox.clone()), WorkerConfig { concurrency: 2, ..Default::default() });
+    let worker = s.engine.worker(Arc::new(s.sandbox.clone()), WorkerConfig::default().concurrency(2));
     // Shut down at once: in-flight sends finish, the rest are given back.
     let report = worker.run(async {}).await.unwrap();
     assert_eq!(report.processed + report.released, 20);
@@ -486,8 +497,7 @@ async fn the_running_worker_wakes_for_new_mail() {
     let store = Arc::new(MemoryStorage::new());
     let engine = Engine::builder(store).build();
     let sandbox = SandboxTransport::default();
-    let worker = engine
-        .worker(Arc::new(sandbox.clone()), WorkerConfig { max_idle: Duration::from_secs(3600), ..Default::default() });
+    let worker = engine.worker(Arc::new(sandbox.clone()), WorkerConfig::default().max_idle(Duration::from_secs(3600)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move { worker.run(async { stop_rx.await.unwrap_or(()) }).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -579,8 +589,7 @@ async fn reschedule_and_cancel_only_while_scheduled() {
 async fn an_earlier_reschedule_wakes_the_sleeping_worker() {
     let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
     let sandbox = SandboxTransport::default();
-    let worker = engine
-        .worker(Arc::new(sandbox.clone()), WorkerConfig { max_idle: Duration::from_secs(3600), ..Default::default() });
+    let worker = engine.worker(Arc::new(sandbox.clone()), WorkerConfig::default().max_idle(Duration::from_secs(3600)));
     let mut r = email("delivered@resend.dev");
     r.scheduled_at = Some("in 2 hours".into());
     let id = engine.send(r, SendOptions::default()).await.unwrap().id;
@@ -620,7 +629,7 @@ async fn bounces_and_complaints_arriving_later_become_events_and_only_hard_ones_
         Ok(vec![(RecipientStatus::Relayed, "250 2.0.0 queued")]),
         Ok(vec![(RecipientStatus::Delivered, "250 2.0.0 ok")]),
     ];
-    let worker = s.engine.worker(t.clone(), WorkerConfig { concurrency: 1, ..Default::default() });
+    let worker = s.engine.worker(t.clone(), WorkerConfig::default().concurrency(1));
     let hard = s.engine.send(email("gone@example.org"), SendOptions::default()).await.unwrap().id;
     let soft = s.engine.send(email("full@example.org"), SendOptions::default()).await.unwrap().id;
     let fan = s.engine.send(email("angry@example.org"), SendOptions::default()).await.unwrap().id;
@@ -750,7 +759,7 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     };
 
     let id = engine.send(email("delivered@resend.dev"), SendOptions::default()).await.unwrap().id;
-    let all = engine.insights(id, store.as_ref(), &dns).await.unwrap();
+    let all = engine.insights(id, &dns).await.unwrap();
     assert_eq!(all.len(), 8);
     assert_eq!(status(&all, "plain_text_included").0, Status::Fail, "html only");
     assert_eq!(status(&all, "dmarc_valid").0, Status::Pass);
@@ -762,7 +771,7 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     engine.worker(Arc::new(SandboxTransport::default()), WorkerConfig::default()).run_until_idle().await.unwrap();
     clock.advance(CDuration::hours(2));
     assert_eq!(engine.prune().await.unwrap(), 1);
-    let all = engine.insights(id, store.as_ref(), &dns).await.unwrap();
+    let all = engine.insights(id, &dns).await.unwrap();
     for check in ["link_domains_match", "plain_text_included", "body_size"] {
         let (st, advice) = status(&all, check);
         assert_eq!(st, Status::Unknown, "{check}");
@@ -774,12 +783,12 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     // a derived text part counts.
     let mut draft = email("a@b.test");
     draft.from = None;
-    let all = engine.draft_insights(&draft, store.as_ref(), &dns).await.unwrap();
+    let all = engine.draft_insights(&draft, &dns).await.unwrap();
     let (st, advice) = status(&all, "no_reply_sender");
     assert_eq!(st, Status::Unknown);
     assert!(advice.contains("`from`"), "{advice}");
     let deriving = Engine::builder(store.clone()).text_from_html(true).build();
-    let all = deriving.draft_insights(&email("a@b.test"), store.as_ref(), &dns).await.unwrap();
+    let all = deriving.draft_insights(&email("a@b.test"), &dns).await.unwrap();
     assert_eq!(status(&all, "plain_text_included").0, Status::Pass);
-    assert!(matches!(engine.insights(EmailId::from_u128(7), store.as_ref(), &dns).await, Err(Error::NotFound { .. })));
+    assert!(matches!(engine.insights(EmailId::from_u128(7), &dns).await, Err(Error::NotFound { .. })));
 }

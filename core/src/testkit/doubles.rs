@@ -183,4 +183,19 @@ impl<S: Storage> Storage for StorageDouble<S> {
         self.gate("prune")?;
         self.inner.prune(cutoff, now, limit).await
     }
+    async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<crate::ports::QueueStats>> {
+        self.gate("queue_stats")?;
+        self.inner.queue_stats(now).await
+    }
+    // The extensions are the wrapped store's, neither counted nor failed: the doubles are
+    // about the email operations.
+    fn api_keys(&self) -> Option<&dyn crate::ports::ApiKeyStore> {
+        self.inner.api_keys()
+    }
+    fn request_logs(&self) -> Option<&dyn crate::ports::RequestLogStore> {
+        self.inner.request_logs()
+    }
+    fn domains(&self) -> Option<&dyn crate::ports::DomainStore> {
+        self.inner.domains()
+    }
 }

@@ -635,17 +635,13 @@ pub async fn cancel_races_claim_correctly(s: Arc<dyn Storage>) {
 /// account, revoke (idempotent, account-scoped). Every store that offers it runs this.
 pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     use crate::ports::{ApiKeyRecord, KeyPermission};
-    let key = |id: &str, n: u8, at: i64| ApiKeyRecord {
-        id: id.into(),
-        name: format!("key {id}"),
-        token_sha256: [n; 32],
-        permission: if n.is_multiple_of(2) {
+    let key = |id: &str, n: u8, at: i64| {
+        let permission = if n.is_multiple_of(2) {
             KeyPermission::FullAccess
         } else {
             KeyPermission::SendingAccess { domain: Some("acme.test".into()) }
-        },
-        created_at: t0() + CDuration::seconds(at),
-        revoked_at: None,
+        };
+        ApiKeyRecord::new(id, format!("key {id}"), [n; 32], permission, t0() + CDuration::seconds(at))
     };
     s.key_insert(&acct("a"), key("k1", 1, 0)).await.unwrap();
     s.key_insert(&acct("a"), key("k2", 2, 1)).await.unwrap();
@@ -665,13 +661,28 @@ pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     assert!(s.key_revoke(&acct("a"), "k1", t0() + CDuration::seconds(50)).await.unwrap());
     let (_, revoked) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(t0() + CDuration::seconds(5)));
+    // Put replaces by token hash (a managed key brought up to date and active again), and the
+    // replaced fields, the managed flag included, survive a read.
+    let mut managed = revoked.clone();
+    managed.name = "from the configuration".into();
+    managed.revoked_at = None;
+    managed.managed = true;
+    s.key_put(&acct("a"), managed.clone()).await.unwrap();
+    assert_eq!(s.key_by_hash(&[1; 32]).await.unwrap(), Some((acct("a"), managed.clone())));
+    assert_eq!(s.key_by_id(&acct("a"), "k1").await.unwrap(), Some(managed));
+    s.key_put(&acct("b"), key("k4", 4, 3)).await.unwrap();
+    let mut all: Vec<(String, String)> =
+        s.key_all().await.unwrap().into_iter().map(|(a, k)| (a.as_str().to_string(), k.id)).collect();
+    all.sort();
+    let want = [("a", "k1"), ("a", "k2"), ("b", "k3"), ("b", "k4")];
+    assert_eq!(all, want.map(|(a, k)| (a.to_string(), k.to_string())));
 }
 
 /// The request-log extension: newest first, filters, cursor pages, accounts kept apart.
 pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>) {
     use crate::ports::{LogFilter, RequestLog};
     let log = |n: u16, status: u16, ua: &str| RequestLog {
-        id: id_at(i64::from(n), n).as_u128(),
+        id: crate::ports::RequestLog::id_at(t0() + CDuration::seconds(i64::from(n))),
         at: t0() + CDuration::seconds(i64::from(n)),
         method: "POST".into(),
         endpoint: if n.is_multiple_of(3) { "/emails/batch".into() } else { "/emails".into() },
@@ -713,6 +724,14 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
     assert_eq!((last.len(), more), (6, false));
     // Another account's logs stay apart.
     assert_eq!(ids(&s.log_page(&acct("b"), &LogFilter::default(), None, 100).await.unwrap().0), [31]);
+    // Retention removes the oldest first, across accounts, in steps of `limit`.
+    assert_eq!(s.log_prune(t0() + CDuration::seconds(8), 5).await.unwrap(), 5);
+    assert_eq!(s.log_prune(t0() + CDuration::seconds(8), 5).await.unwrap(), 2);
+    assert_eq!(s.log_prune(t0() + CDuration::seconds(8), 5).await.unwrap(), 0);
+    let left = s.log_page(&acct("a"), &LogFilter::default(), None, 100).await.unwrap().0;
+    assert_eq!(ids(&left).last(), Some(&8), "logs from 8 s on are kept");
+    assert_eq!(s.log_prune(t0() + CDuration::seconds(40), 100).await.unwrap(), 24);
+    assert!(s.log_page(&acct("b"), &LogFilter::default(), None, 100).await.unwrap().0.is_empty());
 }
 
 /// The domain extension: put replaces, get and list per account, by name.
