@@ -22,11 +22,12 @@ use mailroom_core::email::{
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
-    ApiKeyRecord, ClaimRef, ClaimedEmail, DomainRecord, IdempotencyBegin, IdempotencyCompletion, LogFilter, Outcome,
-    RequestLog, ScheduleChange, Storage, StorageResult, SuppressionEntry,
+    ApiKeyRecord, ApiKeyStore, ClaimRef, ClaimedEmail, DomainRecord, DomainStore, IdempotencyBegin,
+    IdempotencyCompletion, LogFilter, Outcome, RequestLog, RequestLogStore, ScheduleChange, Storage, StorageResult,
+    SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -44,6 +45,22 @@ const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys_v
 const LOGS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("request_logs_v1");
 /// (account, domain name) → sending domain and its settings.
 const DOMAINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("domains_v1");
+/// log id → account: the request logs in time order across accounts, for retention.
+const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log_times_v1");
+
+/// Every table this store writes, by name: a backup copies each, and refuses a file holding a
+/// table it does not know (it would be lost).
+const TABLE_NAMES: [&str; 9] = [
+    "emails_v1",
+    "states_v1",
+    "due_v1",
+    "idempotency_v1",
+    "suppressions_v1",
+    "api_keys_v1",
+    "request_logs_v1",
+    "domains_v1",
+    "request_log_times_v1",
+];
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(e.to_string())
@@ -73,6 +90,30 @@ fn decode_content(bytes: &[u8]) -> StorageResult<EmailContent> {
             postcard::from_bytes(&v2).map_err(corrupt)
         }
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown content format {v}"))),
+        None => Err(StorageError::Corrupt("empty record".into())),
+    }
+}
+
+/// API keys from the version that added `managed` (a bool, last): a version-1 key record reads
+/// as version 2 with postcard's `false` (one zero byte) appended.
+const KEY_V2: u8 = 2;
+
+fn encode_key(account: &str, key: &ApiKeyRecord) -> StorageResult<Vec<u8>> {
+    let mut out = vec![KEY_V2];
+    postcard::to_io(&(account, key), &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+fn decode_key(bytes: &[u8]) -> StorageResult<(String, ApiKeyRecord)> {
+    let corrupt = |e: postcard::Error| StorageError::Corrupt(e.to_string());
+    match bytes.split_first() {
+        Some((&KEY_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&FORMAT_V1, rest)) => {
+            let mut v2 = rest.to_vec();
+            v2.push(0);
+            postcard::from_bytes(&v2).map_err(corrupt)
+        }
+        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown key format {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
 }
@@ -118,10 +159,39 @@ impl std::fmt::Debug for RedbStorage {
     }
 }
 
+/// Why a store could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// Another process holds the file (redb opens a file in one process at a time).
+    InUse,
+    /// Anything else.
+    Failed(StorageError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::InUse => f.write_str("another process has the database open"),
+            OpenError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
 impl RedbStorage {
     /// Opens (or creates) the file at `path`, with durable commits.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStorage, StorageError> {
         Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`open`](Self::open), telling a file another process holds apart from other failures.
+    pub fn try_open(path: impl AsRef<Path>) -> Result<RedbStorage, OpenError> {
+        match Database::builder().set_cache_size(DEFAULT_CACHE_BYTES).create(path.as_ref()) {
+            Ok(db) => Self::init(db).map_err(OpenError::Failed),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::InUse),
+            Err(e) => Err(OpenError::Failed(backend(e))),
+        }
     }
 
     /// [`open`](Self::open) with a page cache of `bytes`.
@@ -145,6 +215,7 @@ impl RedbStorage {
             tx.open_table(DUE).map_err(backend)?;
             tx.open_table(IDEMPOTENCY).map_err(backend)?;
             tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            index_request_logs(&tx)?;
         }
         tx.commit().map_err(backend)?;
         Ok(RedbStorage { db: Arc::new(RwLock::new(db)), durability: Durability::Immediate })
@@ -189,6 +260,75 @@ impl RedbStorage {
         .map_err(backend)?
     }
 
+    /// Writes a consistent copy of the whole store to a new file at `path` while the store
+    /// stays in use: every table is read in one read transaction (a snapshot: writes that
+    /// commit meanwhile are not in the copy) and written to the new file, which is synced
+    /// before this returns. Refuses to overwrite an existing file. Returns the rows copied.
+    pub async fn backup(&self, path: impl AsRef<Path>) -> Result<u64, StorageError> {
+        let path = path.as_ref().to_path_buf();
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let db = db.read().map_err(backend)?;
+            let snapshot = db.begin_read().map_err(backend)?;
+            if let Some(unknown) = snapshot
+                .list_tables()
+                .map_err(backend)?
+                .map(|t| t.name().to_string())
+                .find(|n| !TABLE_NAMES.contains(&n.as_str()))
+            {
+                return Err(StorageError::Backend(format!(
+                    "the store holds a table this version does not know ({unknown}); use the version that wrote it"
+                )));
+            }
+            // create_new: never overwrite (a backup over the live file would destroy it).
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", path.display())))?;
+            let file = redb::backends::FileBackend::new(file).map_err(backend)?;
+            let copy = Database::builder().create_with_backend(file).map_err(backend)?;
+            let tx = copy.begin_write().map_err(backend)?;
+            let mut rows = 0;
+            rows += copy_table(&snapshot, &tx, EMAILS)?;
+            rows += copy_table(&snapshot, &tx, STATES)?;
+            rows += copy_table(&snapshot, &tx, DUE)?;
+            rows += copy_table(&snapshot, &tx, IDEMPOTENCY)?;
+            rows += copy_table(&snapshot, &tx, SUPPRESSIONS)?;
+            rows += copy_table(&snapshot, &tx, API_KEYS)?;
+            rows += copy_table(&snapshot, &tx, LOGS)?;
+            rows += copy_table(&snapshot, &tx, DOMAINS)?;
+            rows += copy_table(&snapshot, &tx, LOG_TIMES)?;
+            tx.commit().map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Checks that the file at `path` is a store this version can open and read (a backup
+    /// before it is restored): opens it, lists its tables and counts its emails.
+    pub fn verify(path: impl AsRef<Path>) -> Result<u64, StorageError> {
+        let db = Database::open(path.as_ref()).map_err(backend)?;
+        let tx = db.begin_read().map_err(backend)?;
+        for t in tx.list_tables().map_err(backend)? {
+            if !TABLE_NAMES.contains(&t.name()) {
+                return Err(StorageError::Backend(format!("unknown table {}", t.name())));
+            }
+        }
+        let Some(states) = optional_table(&tx, STATES)? else {
+            return Err(StorageError::Backend("not a mailroom store (no states table)".into()));
+        };
+        let mut n = 0;
+        for item in states.iter().map_err(backend)? {
+            let (_, v) = item.map_err(backend)?;
+            decode::<EmailState>(v.value())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Commits without fsync. Faster, but a power loss (not a process crash) may lose the
     /// newest commits: only for hosts that accept that, and for tests.
     pub fn without_fsync(mut self) -> Self {
@@ -229,6 +369,41 @@ impl RedbStorage {
         .await
         .map_err(backend)?
     }
+}
+
+/// Files written before the time index of request logs existed get it once, at open, so that
+/// retention reaches their logs too.
+fn index_request_logs(tx: &WriteTransaction) -> StorageResult<()> {
+    let exists =
+        |name: &str| -> StorageResult<bool> { Ok(tx.list_tables().map_err(backend)?.any(|t| t.name() == name)) };
+    if exists("request_log_times_v1")? || !exists("request_logs_v1")? {
+        return Ok(());
+    }
+    let logs = tx.open_table(LOGS).map_err(backend)?;
+    let mut times = tx.open_table(LOG_TIMES).map_err(backend)?;
+    for item in logs.iter().map_err(backend)? {
+        let (k, _) = item.map_err(backend)?;
+        let (account, id) = k.value();
+        times.insert(id, account).map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Copies every row of `def` from `from` into `to`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> StorageResult<u64> {
+    let Some(src) = optional_table(from, def)? else { return Ok(0) };
+    let mut dst = to.open_table(def).map_err(backend)?;
+    let mut n = 0;
+    for item in src.iter().map_err(backend)? {
+        let (k, v) = item.map_err(backend)?;
+        dst.insert(k.value(), v.value()).map_err(backend)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Every value of `account` in a table keyed by (account, name), in name order.
@@ -574,6 +749,38 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<mailroom_core::ports::QueueStats>> {
+        use redb::ReadableTableMetadata;
+        self.read(move |tx| {
+            let due = tx.open_table(DUE).map_err(backend)?;
+            let waiting = due.len().map_err(backend)?;
+            let oldest = due.first().map_err(backend)?.and_then(|(k, _)| DateTime::from_timestamp_micros(k.value().0));
+            let cap = mailroom_core::ports::QueueStats::COUNT_CAP;
+            let mut n = 0;
+            for item in due.range(..=(due_key(now), u128::MAX)).map_err(backend)? {
+                item.map_err(backend)?;
+                n += 1;
+                if n == cap {
+                    break;
+                }
+            }
+            Ok(Some(mailroom_core::ports::QueueStats::new(waiting, n, oldest)))
+        })
+        .await
+    }
+
+    fn api_keys(&self) -> Option<&dyn ApiKeyStore> {
+        Some(self)
+    }
+
+    fn request_logs(&self) -> Option<&dyn RequestLogStore> {
+        Some(self)
+    }
+
+    fn domains(&self) -> Option<&dyn DomainStore> {
+        Some(self)
+    }
+
     async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
         self.change_schedule(account, id, move |state| Ok(store::reschedule(state, at))).await
     }
@@ -684,9 +891,9 @@ impl Storage for RedbStorage {
 }
 
 #[async_trait]
-impl mailroom_core::ports::ApiKeyStore for RedbStorage {
+impl ApiKeyStore for RedbStorage {
     async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
-        let value = encode(&(account.0.to_string(), &key))?;
+        let value = encode_key(&account.0, &key)?;
         self.write(move |tx| {
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             if t.get(key.token_sha256.as_slice()).map_err(backend)?.is_none() {
@@ -697,13 +904,37 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
         .await
     }
 
+    async fn key_put(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
+        let value = encode_key(&account.0, &key)?;
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_all(&self) -> StorageResult<Vec<(AccountId, ApiKeyRecord)>> {
+        self.read(move |tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(vec![]) };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(backend)? {
+                let (_, v) = item.map_err(backend)?;
+                let (a, key) = decode_key(v.value())?;
+                out.push((AccountId::new(&a), key));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
         let h = *sha256;
         self.read(move |tx| {
             let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
             match t.get(h.as_slice()).map_err(backend)? {
                 Some(v) => {
-                    let (account, key): (String, ApiKeyRecord) = decode(v.value())?;
+                    let (account, key) = decode_key(v.value())?;
                     Ok(Some((AccountId::new(&account), key)))
                 }
                 None => Ok(None),
@@ -713,21 +944,10 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
     }
 
     async fn key_list(&self, account: &AccountId) -> StorageResult<Vec<ApiKeyRecord>> {
-        let account = account.0.to_string();
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(vec![]) };
-            let mut out = Vec::new();
-            for item in t.iter().map_err(backend)? {
-                let (_, v) = item.map_err(backend)?;
-                let (a, key): (String, ApiKeyRecord) = decode(v.value())?;
-                if a == account {
-                    out.push(key);
-                }
-            }
-            out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-            Ok(out)
-        })
-        .await
+        let mut out: Vec<ApiKeyRecord> =
+            self.key_all().await?.into_iter().filter(|(a, _)| a == account).map(|(_, k)| k).collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
@@ -737,7 +957,7 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
             let mut found = None;
             for item in t.iter().map_err(backend)? {
                 let (k, v) = item.map_err(backend)?;
-                let (a, key): (String, ApiKeyRecord) = decode(v.value())?;
+                let (a, key) = decode_key(v.value())?;
                 if a == account && key.id == id {
                     found = Some((k.value().to_vec(), a, key));
                     break;
@@ -745,7 +965,7 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
             }
             let Some((hash, a, mut key)) = found else { return Ok(false) };
             key.revoked_at.get_or_insert(at);
-            t.insert(hash.as_slice(), encode(&(a, &key))?.as_slice()).map_err(backend)?;
+            t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
             Ok(true)
         })
         .await
@@ -753,13 +973,33 @@ impl mailroom_core::ports::ApiKeyStore for RedbStorage {
 }
 
 #[async_trait]
-impl mailroom_core::ports::RequestLogStore for RedbStorage {
+impl RequestLogStore for RedbStorage {
     async fn log_append(&self, account: &AccountId, log: RequestLog) -> StorageResult<()> {
         let (account, value) = (account.0.to_string(), encode(&log)?);
         self.write(move |tx| {
             let mut t = tx.open_table(LOGS).map_err(backend)?;
             t.insert((account.as_str(), log.id), value.as_slice()).map_err(backend)?;
+            tx.open_table(LOG_TIMES).map_err(backend)?.insert(log.id, account.as_str()).map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        let below = RequestLog::first_id_at(cutoff);
+        self.write(move |tx| {
+            let mut times = tx.open_table(LOG_TIMES).map_err(backend)?;
+            let mut logs = tx.open_table(LOGS).map_err(backend)?;
+            let mut old = Vec::new();
+            for item in times.range(..below).map_err(backend)?.take(limit) {
+                let (k, v) = item.map_err(backend)?;
+                old.push((k.value(), v.value().to_string()));
+            }
+            for (id, account) in &old {
+                times.remove(id).map_err(backend)?;
+                logs.remove((account.as_str(), *id)).map_err(backend)?;
+            }
+            Ok(old.len())
         })
         .await
     }
@@ -795,7 +1035,7 @@ impl mailroom_core::ports::RequestLogStore for RedbStorage {
 }
 
 #[async_trait]
-impl mailroom_core::ports::DomainStore for RedbStorage {
+impl DomainStore for RedbStorage {
     async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> StorageResult<()> {
         let (account, value) = (account.0.to_string(), encode(&domain)?);
         self.write(move |tx| {
@@ -848,5 +1088,21 @@ mod format_tests {
         let with_key = encode_content(&new.content).unwrap_or_default();
         assert_eq!(decode_content(&with_key).ok(), Some(new.content));
         assert!(decode_content(&[9, 0]).is_err());
+    }
+
+    #[test]
+    fn keys_written_before_the_managed_flag_still_read() {
+        let key = ApiKeyRecord::new(
+            "k",
+            "ops",
+            [5; 32],
+            mailroom_core::ports::KeyPermission::FullAccess,
+            mailroom_core::testkit::t0(),
+        );
+        let v2 = encode_key("acct", &key).unwrap_or_default();
+        assert_eq!(v2.last(), Some(&0), "managed = false is one zero byte, last");
+        let mut v1 = v2[..v2.len() - 1].to_vec();
+        v1[0] = FORMAT_V1;
+        assert_eq!(decode_key(&v1).ok(), Some(("acct".to_string(), key)));
     }
 }

@@ -126,11 +126,110 @@ async fn api_keys_conformance_and_reopen() {
     let path = dir.path().join("keys.redb");
     let store = RedbStorage::open(&path).unwrap();
     mailroom_core::testkit::api_keys_conformance(Arc::new(store)).await;
-    // The keys and the revocation are in the file.
+    // The keys, the revocation and the last put (a managed key, active again) are in the file.
     let reopened = RedbStorage::open(&path).unwrap();
     use mailroom_core::ports::ApiKeyStore;
     let (_, k) = reopened.key_by_hash(&[1; 32]).await.unwrap().unwrap();
-    assert!(k.revoked_at.is_some());
+    assert_eq!((k.managed, k.revoked_at, k.name.as_str()), (true, None, "from the configuration"));
+    let (_, k2) = reopened.key_by_hash(&[2; 32]).await.unwrap().unwrap();
+    assert!(!k2.managed);
+}
+
+/// A backup taken while the store is written to is a consistent snapshot that opens on its
+/// own, and a backup never overwrites a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_backup_is_a_consistent_copy() {
+    use mailroom_core::email::{AccountId, Cursor, PageRequest};
+    use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, KeyPermission, RequestLog, RequestLogStore};
+    use mailroom_core::testkit::{new_email, t0};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(dir.path().join("live.redb")).unwrap().without_fsync();
+    let a = AccountId::default();
+    for i in 0..200u16 {
+        store.insert_emails(&a, vec![new_email("default", t0(), i, None)], None).await.unwrap();
+    }
+    let key = ApiKeyRecord::new("k", "ops", [3; 32], KeyPermission::FullAccess, t0());
+    store.key_insert(&a, key.clone()).await.unwrap();
+    let log = RequestLog {
+        id: RequestLog::id_at(t0()),
+        at: t0(),
+        method: "GET".into(),
+        endpoint: "/emails".into(),
+        status: 200,
+        user_agent: None,
+        api_key_id: Some("k".into()),
+        request_body: None,
+        response_body: None,
+        duration_ms: 1,
+    };
+    store.log_append(&a, log).await.unwrap();
+    // Writers keep going while the backup runs.
+    let writer = {
+        let store = store.clone();
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 200..400u16 {
+                store.insert_emails(&a, vec![new_email("default", t0(), i, None)], None).await.unwrap();
+            }
+        })
+    };
+    let copy = dir.path().join("backup.redb");
+    let rows = store.backup(&copy).await.unwrap();
+    writer.await.unwrap();
+    assert!(rows >= 200 * 3 + 2, "emails, states, due entries, the key and the log: {rows}");
+    let emails = RedbStorage::verify(&copy).unwrap();
+    assert!((200..=400).contains(&emails), "a snapshot between the two phases: {emails}");
+    let restored = RedbStorage::open(&copy).unwrap();
+    let page = restored.list_emails(&a, PageRequest { limit: 100, cursor: Cursor::Start }).await.unwrap();
+    assert_eq!(page.items.len(), 100);
+    assert_eq!(restored.key_by_hash(&[3; 32]).await.unwrap(), Some((a.clone(), key)));
+    assert_eq!(restored.claim_due(t0(), 1000, std::time::Duration::from_secs(60)).await.unwrap().len() as u64, emails);
+    // Never over an existing file (the live one least of all).
+    let again = store.backup(&copy).await.unwrap_err();
+    assert!(again.to_string().contains("cannot create"), "{again}");
+    assert!(RedbStorage::verify(dir.path().join("missing.redb")).is_err());
+    assert!(!dir.path().join("missing.redb").exists(), "verifying creates nothing");
+}
+
+/// Logs written before the time index existed are indexed when the file is opened, so
+/// retention reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_log_retention_reaches_old_logs() {
+    use mailroom_core::email::AccountId;
+    use mailroom_core::ports::{LogFilter, RequestLog, RequestLogStore};
+    use mailroom_core::testkit::t0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    let store = RedbStorage::open(&path).unwrap();
+    for n in 0..10 {
+        let at = t0() + chrono::Duration::days(n);
+        let log = RequestLog {
+            id: RequestLog::id_at(at),
+            at,
+            method: "GET".into(),
+            endpoint: "/emails".into(),
+            status: 200,
+            user_agent: None,
+            api_key_id: None,
+            request_body: None,
+            response_body: None,
+            duration_ms: 1,
+        };
+        store.log_append(&AccountId::default(), log).await.unwrap();
+    }
+    drop(store);
+    // Remove the index as a file from before it existed would lack it.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(redb::TableDefinition::<u128, &str>::new("request_log_times_v1")).unwrap();
+        tx.commit().unwrap();
+    }
+    let store = RedbStorage::open(&path).unwrap();
+    assert_eq!(store.log_prune(t0() + chrono::Duration::days(5), 100).await.unwrap(), 5);
+    let (left, _) = store.log_page(&AccountId::default(), &LogFilter::default(), None, 100).await.unwrap();
+    assert_eq!(left.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
