@@ -9,7 +9,7 @@
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use mailroom::core::testkit::sample_batch;
 use mailroom::core::{BatchOptions, Engine};
-use mailroom::http::{Api, KeyPermission, KeyRing, router};
+use mailroom::http::{Api, ApiConfig, KeyPermission, RateLimits, ServerConfig, router, serve};
 use mailroom::redb::RedbStorage;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,13 +32,16 @@ fn http(c: &mut Criterion) {
     let http_store = store("http.redb");
     let engine = Engine::builder(http_store.clone()).build();
     let lib_engine = Engine::builder(store("library.redb")).build();
-    let keys = KeyRing::new(http_store);
-    let (_, token) = rt.block_on(keys.create(engine.account(), "bench", KeyPermission::FullAccess)).expect("key");
+    drop(http_store);
+    let token = rt.block_on(engine.create_api_key(Some("bench"), KeyPermission::FullAccess)).expect("key").token;
     let base = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = router(Api::new(engine.clone(), keys).rate_limit(0));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        // As `serve` builds it (request logs on, from the store), without rate limits.
+        let mut config = ApiConfig::default();
+        config.rate_limits = RateLimits::none();
+        let app = router(Api::new(engine.clone(), config));
+        tokio::spawn(serve(listener, app, ServerConfig::default(), std::future::pending()));
         base
     });
     // The batches, built once: the library path clones its requests, the HTTP path sends

@@ -60,10 +60,8 @@ fn smtp(c: &mut Criterion) {
                     config.max_per_destination = connections;
                     config.max_messages_per_connection = usize::MAX;
                     let transport = Arc::new(SmtpTransport::new(config).expect("transport"));
-                    let worker = engine.worker(
-                        transport,
-                        WorkerConfig { concurrency: connections, claim_batch: 256, ..Default::default() },
-                    );
+                    let worker =
+                        engine.worker(transport, WorkerConfig::default().concurrency(connections).claim_batch(256));
                     let t0 = Instant::now();
                     let report = worker.run_until_idle().await.expect("worker");
                     total += t0.elapsed();

@@ -1,42 +1,61 @@
 //! `GET /emails/{id}/attachments[/{attachment_id}]`, and the signed download URLs they hand
 //! out (valid for one hour, like the hosted service's).
 //!
-//! Invariant: a download URL works without an API key only while its HMAC-SHA256 signature
-//! over (account, email, attachment, expiry) checks out and the expiry has not passed.
+//! Invariants: a download URL works without an API key only while its HMAC-SHA256 signature
+//! over (account, email, attachment, expiry) checks out (compared in constant time, by ring)
+//! and the expiry has not passed on the engine's clock; downloads are rate-limited per client
+//! address; a URL's host is the configured public URL's, or a `Host` header that is a plain
+//! host name (anything else is not echoed back).
 
-use crate::{Api, ApiError, ApiResult, email_id, ok};
-use axum::extract::{Extension, Path, Query, State};
+use crate::guard::{client_ip, peer};
+use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, ok, path, query};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use mailroom_core::Engine;
 use mailroom_core::email::{AccountId, Attachment, EmailId};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 
 /// How long a download URL works.
 const URL_LIFETIME_SECS: i64 = 3600;
 
-/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
-fn hmac(key: &[u8; 32], message: &str) -> String {
-    let mut k = [0u8; 64];
-    k[..32].copy_from_slice(key);
-    let pad = |byte: u8| k.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
-    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message.as_bytes()).finalize();
-    let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
-    outer.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn signed_part(account: &str, email: &EmailId, attachment: &str, expires: i64) -> String {
     format!("{account}\n{email}\n{attachment}\n{expires}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A host name and optional port, and nothing else (no scheme, path, user info or spaces).
+fn plain_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        && !h.starts_with(['.', '-', ':'])
+}
+
+/// Where the URLs the API hands out point: the configured public URL, or the request's host.
+pub(crate) fn base_url(api: &Api, headers: &HeaderMap) -> String {
+    if let Some(base) = &api.config.public_url {
+        return base.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| plain_host(h));
+    format!("http://{}", host.unwrap_or("localhost"))
 }
 
 fn view(api: &Api, headers: &HeaderMap, account: &AccountId, email: &EmailId, a: &Attachment) -> Value {
     let now = api.engine.clock().now();
     let expires = now.timestamp() + URL_LIFETIME_SECS;
     let id = a.id.to_string();
-    let signature = hmac(&api.url_key, &signed_part(&account.0, email, &id, expires));
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let tag = ring::hmac::sign(&api.url_key, signed_part(&account.0, email, &id, expires).as_bytes());
     let account_q: String = account.0.bytes().map(|b| format!("%{b:02X}")).collect();
     json!({
         "object": "attachment",
@@ -47,7 +66,9 @@ fn view(api: &Api, headers: &HeaderMap, account: &AccountId, email: &EmailId, a:
         "content_disposition": if a.content_id.is_some() { "inline" } else { "attachment" },
         "size": a.content.len(),
         "download_url": format!(
-            "http://{host}/emails/{email}/attachments/{id}/content?account={account_q}&expires={expires}&signature={signature}"
+            "{}/emails/{email}/attachments/{id}/content?account={account_q}&expires={expires}&signature={}",
+            base_url(api, headers),
+            hex(tag.as_ref())
         ),
         "expires_at": chrono::DateTime::from_timestamp(expires, 0).map(|t| t.to_rfc3339()),
     })
@@ -59,41 +80,66 @@ async fn attachments_of(engine: &Engine, id: &str) -> Result<(EmailId, Vec<Attac
 }
 
 /// `GET /emails/{id}/attachments`: every attachment of the email, in order.
-pub(crate) async fn list(
-    State(api): State<Api>,
-    Extension(engine): Extension<Engine>,
-    Extension(account): Extension<AccountId>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let (email, list) = attachments_of(&engine, &id).await?;
-    let data: Vec<Value> = list.iter().map(|a| view(&api, &headers, &account, &email, a)).collect();
+pub(crate) async fn list(State(api): State<Api>, auth: Auth, headers: HeaderMap, id: PathParam<String>) -> ApiResult {
+    let (email, list) = attachments_of(&auth.engine, &path(id)?).await?;
+    let data: Vec<Value> = list.iter().map(|a| view(&api, &headers, &auth.account, &email, a)).collect();
     ok(json!({"object": "list", "has_more": false, "data": data}))
 }
 
 /// `GET /emails/{id}/attachments/{attachment_id}`.
 pub(crate) async fn get(
     State(api): State<Api>,
-    Extension(engine): Extension<Engine>,
-    Extension(account): Extension<AccountId>,
+    auth: Auth,
     headers: HeaderMap,
-    Path((id, attachment)): Path<(String, String)>,
+    ids: PathParam<(String, String)>,
 ) -> ApiResult {
-    let (email, list) = attachments_of(&engine, &id).await?;
+    let (id, attachment) = path(ids)?;
+    let (email, list) = attachments_of(&auth.engine, &id).await?;
     let a = list
         .iter()
         .find(|a| a.id.to_string() == attachment)
         .ok_or_else(|| ApiError::new(404, "not_found", "Attachment not found"))?;
-    ok(view(&api, &headers, &account, &email, a))
+    ok(view(&api, &headers, &auth.account, &email, a))
+}
+
+/// `Content-Disposition` for a download (RFC 6266): a plain ASCII fallback and the exact name
+/// encoded (RFC 8187), so no byte of a filename reaches the header unencoded.
+fn disposition(filename: &str) -> String {
+    let fallback: String = filename
+        .chars()
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .collect();
+    let encoded: String = filename
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 /// `GET /emails/{id}/attachments/{attachment_id}/content?account&expires&signature`: the
 /// bytes, for whoever holds an unexpired signed URL (no API key).
 pub(crate) async fn download(
     State(api): State<Api>,
-    Path((id, attachment)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    ids: PathParam<(String, String)>,
+    q: QueryParam,
+    req: Request,
 ) -> ApiResult {
+    let ip = client_ip(&api, peer(&req), req.headers());
+    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
+    if !api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed {
+        let mut r =
+            ApiError::new(429, "rate_limit_exceeded", "Too many downloads; try again in a moment.").into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        return Ok(r);
+    }
+    let (id, attachment) = path(ids)?;
+    let q = query(q)?;
     let denied = || ApiError::new(403, "invalid_access", "The download link is invalid or has expired.");
     let (Some(account), Some(expires), Some(signature)) = (q.get("account"), q.get("expires"), q.get("signature"))
     else {
@@ -101,11 +147,10 @@ pub(crate) async fn download(
     };
     let email = email_id(&id)?;
     let expires: i64 = expires.parse().map_err(|_| denied())?;
-    let expected = hmac(&api.url_key, &signed_part(account, &email, &attachment, expires));
-    // Compared whole, without an early exit on the first differing byte.
-    let same = expected.len() == signature.len()
-        && expected.bytes().zip(signature.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if !same || api.engine.clock().now().timestamp() > expires {
+    let tag = unhex(signature).ok_or_else(denied)?;
+    ring::hmac::verify(&api.url_key, signed_part(account, &email, &attachment, expires).as_bytes(), &tag)
+        .map_err(|_| denied())?;
+    if api.engine.clock().now().timestamp() > expires {
         return Err(denied());
     }
     let engine = api.engine.with_account(account);
@@ -114,8 +159,15 @@ pub(crate) async fn download(
         .into_iter()
         .find(|a| a.id.to_string() == attachment)
         .ok_or_else(|| ApiError::new(404, "not_found", "Attachment not found"))?;
-    let disposition = format!("attachment; filename=\"{}\"", a.filename.unwrap_or_default().replace('"', ""));
-    Ok(([(header::CONTENT_TYPE, a.content_type), (header::CONTENT_DISPOSITION, disposition)], a.content)
+    let name = a.filename.unwrap_or_else(|| "attachment".into());
+    Ok((
+        [
+            (header::CONTENT_TYPE, a.content_type),
+            (header::CONTENT_DISPOSITION, disposition(&name)),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        a.content,
+    )
         .into_response())
 }
 
@@ -124,10 +176,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231() {
-        // Test case 1: a 20-byte key of 0x0b (zero-padded, as HMAC pads every short key).
-        let mut key = [0u8; 32];
-        key[..20].fill(0x0b);
-        assert_eq!(hmac(&key, "Hi There"), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    fn download_names_are_encoded_and_hosts_checked() {
+        let d = disposition("a\r\nb\u{1}\"ü.pdf");
+        assert!(d.bytes().all(|b| (0x20..0x7f).contains(&b)), "{d:?}");
+        assert!(d.ends_with("filename*=UTF-8''a%0D%0Ab%01%22%C3%BC.pdf"), "{d}");
+        assert!(plain_host("mail.example.com:3000") && plain_host("[::1]:80"));
+        assert!(!plain_host("evil.test/x?") && !plain_host("a b") && !plain_host("user@host"));
     }
 }

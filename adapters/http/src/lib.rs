@@ -1,81 +1,229 @@
 //! # mailroom-http
 //!
 //! The hosted service's REST API over a mailroom [`Engine`], as an axum [`Router`] a host can
-//! mount or serve: `POST /emails`, `POST /emails/batch`, `GET /emails`, `GET /emails/{id}`,
-//! `PATCH /emails/{id}`, `POST /emails/{id}/cancel`.
+//! mount ([`router`]), and a server hardened for the open internet ([`serve`]): header, body
+//! and idle timeouts, a connection cap, TLS from certificate files, and JSON for every answer,
+//! the HTTP layer's own included.
+//!
+//! ```no_run
+//! use mailroom_core::{Engine, memory::MemoryStorage};
+//! use mailroom_http::{Api, ApiConfig, ServerConfig, router, serve};
+//! use std::sync::Arc;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+//! let app = router(Api::new(engine, ApiConfig::default()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! serve(listener, app, ServerConfig::default(), std::future::pending()).await
+//! # }
+//! ```
 //!
 //! Invariants: every response is JSON, errors included (`{"statusCode", "message", "name"}`,
 //! the catalogue's names and statuses) — malformed JSON, a wrong content type, an oversize
-//! body, an unknown path or method all get one, never HTML or plain text; a handler never
-//! panics on input; the engine decides every rule, this layer only translates.
+//! body, an unknown path or method, a panic in a handler all get one; a request's memory is
+//! bounded (its body limit is enforced while reading, request logs keep a bounded copy, and
+//! a body is not read at all for a request that is refused before it); the engine decides
+//! every rule, this layer only translates.
 
 mod attachments;
+mod guard;
 mod keys;
 mod limit;
 mod logs;
+mod ops;
+mod redact;
+mod server;
 
-pub use keys::{AuthError, KeyRing};
-pub use limit::{Quota, RateLimiter};
+pub use limit::{Quota, RateLimiter, ip_subject};
 pub use logs::sdk_name;
 pub use mailroom_core::ports::{ApiKeyRecord, KeyPermission};
+pub use server::{ServerConfig, TlsError, serve, tls_config};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use mailroom_core::email::{AccountId, EmailId, PageRequest};
-use mailroom_core::request::{EmailRequest, batch_from_json};
+use mailroom_core::request::{EmailRequest, batch_from_json_limited};
 use mailroom_core::{BatchMode, BatchOptions, Engine, Error, SendOptions};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The largest request body: the hosted service's 40 MB per email, plus room for base64 and
-/// JSON around it.
+/// The largest request body by default: the hosted service's 40 MB per email, plus room for
+/// base64 and JSON around it.
 pub const MAX_BODY_BYTES: usize = 56 << 20;
 
-/// What the handlers share.
-#[derive(Clone, Debug)]
+/// Requests per second by default, per key and per account.
+pub const DEFAULT_RATE_LIMIT: u32 = 10;
+
+/// Rate limits, each in requests per second (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimits {
+    /// Per API key.
+    pub per_key: u32,
+    /// Per account, whatever key it uses (so minting keys does not multiply the allowance).
+    pub per_account: u32,
+    /// Per client address, for requests without a valid key (floods and key guessing).
+    pub unauthenticated_per_ip: u32,
+    /// Per client address, for signed attachment downloads (which need no key).
+    pub downloads_per_ip: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_key: DEFAULT_RATE_LIMIT,
+            per_account: DEFAULT_RATE_LIMIT,
+            unauthenticated_per_ip: 10,
+            downloads_per_ip: 20,
+        }
+    }
+}
+
+impl RateLimits {
+    /// No limits at all (tests, trusted networks).
+    pub fn none() -> RateLimits {
+        RateLimits { per_key: 0, per_account: 0, unauthenticated_per_ip: 0, downloads_per_ip: 0 }
+    }
+}
+
+/// How the API treats requests. Change fields of [`ApiConfig::default`]; new ones may be added.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// The largest request body; larger ones get 413 before they are read.
+    pub max_body_bytes: usize,
+    /// How long reading one request body may take in all (408 after).
+    pub body_timeout: Duration,
+    /// Requests handled at once; beyond, 503 `service_unavailable` at once (load shedding).
+    pub max_concurrent_requests: usize,
+    /// Request bodies held in memory at once, in bytes (each counted twice: it is parsed).
+    /// A large body waits up to `body_timeout` for room, then gets 503.
+    pub max_body_memory: usize,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The base of the URLs the API hands out (`https://mail.example.com`); without it they
+    /// are built from the request's (checked) `Host` header.
+    pub public_url: Option<String>,
+    /// The key that signs download URLs; random per process when `None` (links die with a
+    /// restart; they last an hour at most anyway).
+    pub url_key: Option<[u8; 32]>,
+    /// Renders `/metrics` (Prometheus text); `None`: no such route.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("max_body_memory", &self.max_body_memory)
+            .field("rate_limits", &self.rate_limits)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("public_url", &self.public_url)
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: MAX_BODY_BYTES,
+            body_timeout: Duration::from_secs(60),
+            max_concurrent_requests: 256,
+            max_body_memory: 512 << 20,
+            rate_limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
+            public_url: None,
+            url_key: None,
+            metrics: None,
+        }
+    }
+}
+
+/// The limiters of one API.
+#[derive(Debug)]
+struct Limiters {
+    key: RateLimiter,
+    account: RateLimiter,
+    unauthenticated: RateLimiter,
+    downloads: RateLimiter,
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
 pub struct Api {
     engine: Engine,
-    keys: KeyRing,
-    limiter: Arc<RateLimiter>,
-    logs: Option<Arc<dyn mailroom_core::ports::RequestLogStore>>,
-    /// Signs attachment download URLs; random per process, so links die with a restart
-    /// (they last an hour at most anyway).
-    url_key: [u8; 32],
+    config: Arc<ApiConfig>,
+    limiters: Arc<Limiters>,
+    /// Requests in progress (load shedding).
+    requests: Arc<tokio::sync::Semaphore>,
+    /// Body memory, in KiB.
+    body_memory: Arc<tokio::sync::Semaphore>,
+    url_key: Arc<ring::hmac::Key>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("engine", &self.engine).field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 impl Api {
-    /// The API over `engine`, accepting the keys in `keys`, at the default 10 requests per
-    /// second per key. Each key acts for its own account (`Engine::with_account`).
-    pub fn new(engine: Engine, keys: KeyRing) -> Api {
-        let mut url_key = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut url_key);
-        Api { engine, keys, limiter: Arc::new(RateLimiter::new(10)), logs: None, url_key }
+    /// The API over `engine`. Keys, request logs and domains come from the engine's store
+    /// (its extensions); each key acts for its own account.
+    pub fn new(engine: Engine, config: ApiConfig) -> Api {
+        let key = config.url_key.unwrap_or_else(|| {
+            let mut k = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+            k
+        });
+        let r = config.rate_limits;
+        let limiters = Limiters {
+            key: RateLimiter::new(r.per_key),
+            account: RateLimiter::new(r.per_account),
+            unauthenticated: RateLimiter::new(r.unauthenticated_per_ip),
+            downloads: RateLimiter::new(r.downloads_per_ip),
+        };
+        let kib = u32::try_from((config.max_body_memory >> 10).max(1)).unwrap_or(u32::MAX) as usize;
+        Api {
+            requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
+            body_memory: Arc::new(tokio::sync::Semaphore::new(kib)),
+            url_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
+            limiters: Arc::new(limiters),
+            config: Arc::new(config),
+            engine,
+        }
     }
 
-    /// Records every authenticated request (redacted) in `logs`, and serves `GET /logs` and
-    /// `GET /logs/export` from it.
-    pub fn request_logs(mut self, logs: Arc<dyn mailroom_core::ports::RequestLogStore>) -> Api {
-        self.logs = Some(logs);
-        self
-    }
-
-    /// Requests per second per key (0: unlimited).
-    pub fn rate_limit(mut self, per_second: u32) -> Api {
-        self.limiter = Arc::new(RateLimiter::new(per_second));
-        self
+    /// The engine behind the API.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 }
 
 /// The API's routes over `api`.
 pub fn router(api: Api) -> Router {
-    Router::new()
+    let max_body = api.config.max_body_bytes;
+    let mut public = Router::new()
+        .route("/emails/{id}/attachments/{attachment_id}/content", get(attachments::download))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready));
+    if api.config.metrics.is_some() {
+        public = public.route("/metrics", get(ops::metrics));
+    }
+    let authenticated = Router::new()
         .route("/emails", post(send).get(list))
         .route("/emails/batch", post(batch))
         .route("/emails/{id}", get(get_email).patch(reschedule))
@@ -83,118 +231,34 @@ pub fn router(api: Api) -> Router {
         .route("/emails/export", get(logs::export_emails))
         .route("/emails/{id}/attachments", get(attachments::list))
         .route("/emails/{id}/attachments/{attachment_id}", get(attachments::get))
-        .route("/emails/{id}/attachments/{attachment_id}/content", get(attachments::download))
         .route("/logs", get(logs::list))
         .route("/logs/export", get(logs::export_logs))
-        .route("/api-keys", post(create_key).get(list_keys))
-        .route("/api-keys/{id}", delete(revoke_key))
+        .route("/api-keys", post(keys::create).get(keys::list))
+        .route("/api-keys/{id}", delete(keys::revoke))
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard::authenticated));
+    Router::new()
+        .merge(public)
+        .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard::shed))
+        .layer(axum::middleware::from_fn(guard::json_errors))
+        .layer(axum::middleware::from_fn(guard::catch_panic))
+        .layer(axum::middleware::from_fn(guard::observe))
         .with_state(api)
-}
-
-/// Authentication and the rate limit, before any handler: the key must exist, be active and
-/// be allowed on the endpoint; every answer to an identified key carries the RateLimit
-/// headers, and a request over the limit gets 429 with `retry-after`.
-async fn guard(State(api): State<Api>, mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    // A signed attachment download needs no key: its handler checks the signature.
-    if req.method() == Method::GET && req.uri().path().starts_with("/emails/") && req.uri().path().ends_with("/content")
-    {
-        return next.run(req).await;
-    }
-    let sending = req.method() == Method::POST && matches!(req.uri().path(), "/emails" | "/emails/batch");
-    let endpoint = if sending { Endpoint::Sending } else { Endpoint::Other };
-    let (account, key) = match authenticate(&api, req.headers(), endpoint).await {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
-    let started = std::time::Instant::now();
-    let quota = api.limiter.check(&key.id, started);
-    // The log keeps the request body: read it here (bounded as the handlers bound it) and
-    // hand the same bytes on.
-    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
-    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut request_body = None;
-    if api.logs.is_some() {
-        let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-            Ok(b) => b,
-            Err(_) => {
-                return ApiError::new(
-                    413,
-                    "validation_error",
-                    format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
-                )
-                .into_response();
-            }
-        };
-        request_body = logs::redact(&bytes);
-        req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
-    }
-    let mut response = if quota.allowed {
-        req.extensions_mut().insert(api.engine.with_account(account.0.as_ref()).with_api_key(&key.id));
-        req.extensions_mut().insert(account.clone());
-        req.extensions_mut().insert(key.clone());
-        next.run(req).await
-    } else {
-        let mut r = ApiError::new(
-            429,
-            "rate_limit_exceeded",
-            "Too many requests. You can only make a limited number of requests per second.",
-        )
-        .into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, quota.reset.into());
-        r
-    };
-    if quota.limit > 0 {
-        let h = response.headers_mut();
-        h.insert("ratelimit-limit", quota.limit.into());
-        h.insert("ratelimit-remaining", quota.remaining.into());
-        h.insert("ratelimit-reset", quota.reset.into());
-    }
-    let Some(store) = &api.logs else { return response };
-    // Exports stream: their bodies are not logged (nor held).
-    let streamed = path.ends_with("/export");
-    let response_body = if streamed {
-        None
-    } else {
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-        response = Response::from_parts(parts, axum::body::Body::from(bytes.clone()));
-        logs::redact(&bytes)
-    };
-    let log = mailroom_core::ports::RequestLog {
-        // Time-ordered, so that a store lists newest first by id.
-        id: uuid::Uuid::now_v7().as_u128(),
-        at: api.engine.clock().now(),
-        method,
-        endpoint: path,
-        status: response.status().as_u16(),
-        user_agent,
-        api_key_id: Some(key.id),
-        request_body,
-        response_body,
-        duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
-    };
-    // A failed write of the log must not fail the request it records.
-    if let Err(e) = store.log_append(&account, log).await {
-        tracing::warn!(error = %e, "a request log could not be written");
-    }
-    response
 }
 
 /// An error in the wire format.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: u16,
     name: &'static str,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: u16, name: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: u16, name: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, name, message: message.into() }
     }
 }
@@ -212,6 +276,12 @@ impl From<mailroom_core::FieldError> for ApiError {
     }
 }
 
+impl From<mailroom_core::StorageError> for ApiError {
+    fn from(e: mailroom_core::StorageError) -> ApiError {
+        Error::from(e).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -219,56 +289,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-/// Which endpoints a key may call.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Sending,
-    Other,
+/// The key a request was authenticated with, and the engine acting for it (set by the guard
+/// on every authenticated route).
+#[derive(Clone, Debug)]
+pub(crate) struct Auth {
+    pub(crate) engine: Engine,
+    pub(crate) account: AccountId,
 }
 
-async fn authenticate(
-    api: &Api,
-    headers: &HeaderMap,
-    endpoint: Endpoint,
-) -> Result<(AccountId, ApiKeyRecord), ApiError> {
-    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let (account, key) = api.keys.authenticate(value).await.map_err(|e| match e {
-        AuthError::Missing => ApiError::new(401, "missing_api_key", "Missing API key in the authorization header"),
-        AuthError::Invalid => ApiError::new(403, "invalid_api_key", "API key is invalid"),
-        AuthError::Store(e) => Error::from(e).into(),
-    })?;
-    if endpoint == Endpoint::Other && matches!(key.permission, KeyPermission::SendingAccess { .. }) {
-        return Err(ApiError::new(401, "restricted_api_key", "This API key is restricted to only send emails"));
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Auth>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(401, "missing_api_key", "Missing API key in the authorization header"))
     }
-    Ok((account, key))
 }
 
-/// A sending key limited to a domain sends only from that domain (or its subdomains).
-fn check_sender(key: &ApiKeyRecord, requests: &[EmailRequest]) -> Result<(), ApiError> {
-    let KeyPermission::SendingAccess { domain: Some(domain) } = &key.permission else { return Ok(()) };
-    for r in requests {
-        let from = r.from.as_deref().unwrap_or_default();
-        let sender_domain = mailroom_core::address::Mailbox::parse(from).map(|m| m.domain).unwrap_or_default();
-        let allowed = sender_domain == *domain || sender_domain.ends_with(&format!(".{domain}"));
-        if !from.is_empty() && !allowed {
-            return Err(ApiError::new(403, "validation_error", format!("This API key can only send from {domain}.")));
-        }
-    }
-    Ok(())
-}
-
-/// The request body, checked to be JSON (an empty body reads as `{}`, as Node sends for
-/// cancel). `None`: there was no body.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Option<Bytes>, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(413, "validation_error", format!("The request body is larger than {MAX_BODY_BYTES} bytes."))
-        } else {
-            ApiError::new(400, "validation_error", format!("The request body could not be read: {e}"))
-        }
-    })?;
+/// The request body, checked to be JSON (an empty body reads as `None`, as Node sends for
+/// cancel).
+fn json_body(headers: &HeaderMap, body: Bytes) -> Result<Option<Bytes>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -284,13 +328,13 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
     Ok(Some(body))
 }
 
-/// A small JSON object body (`{}` when there is none) as `T`; a type error is 422.
-fn json_object<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
+/// A small JSON object body (`{}` when there is none) as `T`; a type error is 422, and so is
+/// anything after the object.
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bytes) -> Result<T, ApiError> {
     let body = json_body(headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
-    serde_json::from_slice(&body).map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value = T::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    value.map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -303,61 +347,56 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn ok(value: impl serde::Serialize) -> ApiResult {
+pub(crate) fn ok(value: impl serde::Serialize) -> ApiResult {
     Ok((StatusCode::OK, Json(value)).into_response())
 }
 
-fn email_id(id: &str) -> Result<EmailId, ApiError> {
+pub(crate) fn email_id(id: &str) -> Result<EmailId, ApiError> {
     Ok(id.parse::<EmailId>()?)
 }
 
-async fn send(
-    Extension(engine): Extension<Engine>,
-    Extension(key): Extension<ApiKeyRecord>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
-    let request = EmailRequest::from_json(&body)?;
-    check_sender(&key, std::slice::from_ref(&request))?;
-    let sent = engine.send(request, SendOptions { idempotency_key: idempotency_key(&headers)? }).await?;
-    ok(sent)
+type PathParam<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
+
+/// A path parameter, or a JSON 400 naming it.
+pub(crate) fn path<T>(p: PathParam<T>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v).map_err(|e| ApiError::new(400, "validation_error", format!("Invalid path: {e}")))
 }
 
-async fn batch(
-    Extension(engine): Extension<Engine>,
-    Extension(key): Extension<ApiKeyRecord>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let mode = match headers.get("x-batch-validation").map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
+type QueryParam = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+pub(crate) fn query(q: QueryParam) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::new(422, "validation_error", format!("Invalid query string: {e}")))
+}
+
+async fn send(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
+    let limit = auth.engine.limits().max_email_bytes;
+    let request = EmailRequest::from_json_limited(&body, limit)?;
+    // The parsed request holds what it needs (attachments decoded): the raw body goes now,
+    // so that a large email is never held twice.
+    drop(body);
+    ok(auth.engine.send(request, SendOptions { idempotency_key: idempotency_key(&headers)? }).await?)
+}
+
+async fn batch(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiResult {
+    // The Node SDK always sends the header, Python only when asked: absent means strict.
+    let mode = match headers.get("x-batch-validation") {
         None => BatchMode::Strict,
-        Some(m) if m == "strict" => BatchMode::Strict,
-        Some(m) if m == "permissive" => BatchMode::Permissive,
-        Some(m) => {
-            return Err(ApiError::new(
-                422,
-                "validation_error",
-                format!("x-batch-validation must be strict or permissive, not {m:?}."),
-            ));
-        }
+        Some(v) => v.to_str().unwrap_or("").parse::<BatchMode>()?,
     };
     let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"[]"));
-    let requests = batch_from_json(&body)?;
-    check_sender(&key, &requests)?;
-    let sent = engine.send_batch(requests, BatchOptions { mode, idempotency_key: idempotency_key(&headers)? }).await?;
-    ok(sent)
+    let requests = batch_from_json_limited(&body, auth.engine.limits().max_email_bytes)?;
+    drop(body);
+    let options = BatchOptions { mode, idempotency_key: idempotency_key(&headers)? };
+    ok(auth.engine.send_batch(requests, options).await?)
 }
 
-async fn get_email(Extension(engine): Extension<Engine>, Path(id): Path<String>) -> ApiResult {
-    ok(engine.get(email_id(&id)?).await?)
+async fn get_email(auth: Auth, id: PathParam<String>) -> ApiResult {
+    ok(auth.engine.get(email_id(&path(id)?)?).await?)
 }
 
-async fn list(
-    Extension(engine): Extension<Engine>,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
-    let Query(q) = query.map_err(|e| ApiError::new(422, "validation_error", format!("Invalid query string: {e}")))?;
+async fn list(auth: Auth, q: QueryParam) -> ApiResult {
+    let q = query(q)?;
     // The core's default page size is the Node SDK's documented 20 (Python's docs say 10).
     let limit = q
         .get("limit")
@@ -373,7 +412,7 @@ async fn list(
         .transpose()?;
     let cursor = |name: &str| q.get(name).map(|v| email_id(v)).transpose();
     let page = PageRequest::new(limit, cursor("after")?, cursor("before")?)?;
-    ok(engine.list(page).await?)
+    ok(auth.engine.list(page).await?)
 }
 
 #[derive(Deserialize)]
@@ -381,90 +420,19 @@ struct Reschedule {
     scheduled_at: Option<String>,
 }
 
-async fn reschedule(
-    Extension(engine): Extension<Engine>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let id = email_id(&id)?;
+async fn reschedule(auth: Auth, headers: HeaderMap, id: PathParam<String>, body: Bytes) -> ApiResult {
+    let id = email_id(&path(id)?)?;
     // The Python SDK also sends "id" in the body: any other field is ignored.
     let r: Reschedule = json_object(&headers, body)?;
     let when =
         r.scheduled_at.ok_or_else(|| ApiError::new(422, "missing_required_field", "Missing `scheduled_at` field."))?;
-    ok(engine.reschedule(id, &when).await?)
+    ok(auth.engine.reschedule(id, &when).await?)
 }
 
-async fn cancel(
-    Extension(engine): Extension<Engine>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+async fn cancel(auth: Auth, headers: HeaderMap, id: PathParam<String>, body: Bytes) -> ApiResult {
     // Node sends no body, Python `{}`: either is fine, anything else must still be JSON.
     json_body(&headers, body)?;
-    ok(engine.cancel(email_id(&id)?).await?)
-}
-
-#[derive(Deserialize)]
-struct NewKey {
-    name: Option<String>,
-    permission: Option<String>,
-    /// The one sending domain a `sending_access` key may send from.
-    domain: Option<String>,
-}
-
-async fn create_key(
-    State(api): State<Api>,
-    Extension(account): Extension<AccountId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let k: NewKey = json_object(&headers, body)?;
-    let name = k
-        .name
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::new(422, "missing_required_field", "Missing `name` field."))?;
-    if name.chars().count() > 50 {
-        return Err(ApiError::new(422, "validation_error", "The `name` field must be at most 50 characters."));
-    }
-    let permission = match k.permission.as_deref() {
-        None | Some("full_access") => KeyPermission::FullAccess,
-        Some("sending_access") => {
-            KeyPermission::SendingAccess { domain: k.domain.map(|d| d.trim().to_ascii_lowercase()) }
-        }
-        Some(other) => {
-            return Err(ApiError::new(
-                422,
-                "validation_error",
-                format!("`permission` must be full_access or sending_access, not {other:?}."),
-            ));
-        }
-    };
-    let (key, token) = api.keys.create(&account, &name, permission).await.map_err(Error::from)?;
-    ok(json!({"id": key.id, "token": token}))
-}
-
-async fn list_keys(State(api): State<Api>, Extension(account): Extension<AccountId>) -> ApiResult {
-    let keys = api.keys.list(&account).await.map_err(Error::from)?;
-    let data: Vec<_> = keys
-        .iter()
-        .filter(|k| k.revoked_at.is_none())
-        .map(|k| json!({"id": k.id, "name": k.name, "created_at": k.created_at.to_rfc3339()}))
-        .collect();
-    ok(json!({"object": "list", "has_more": false, "data": data}))
-}
-
-async fn revoke_key(
-    State(api): State<Api>,
-    Extension(account): Extension<AccountId>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    if api.keys.revoke(&account, &id).await.map_err(Error::from)? {
-        ok(json!({}))
-    } else {
-        Err(ApiError::new(404, "not_found", "API key not found"))
-    }
+    ok(auth.engine.cancel(email_id(&path(id)?)?).await?)
 }
 
 async fn not_found() -> ApiError {

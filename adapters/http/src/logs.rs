@@ -1,23 +1,21 @@
-//! Request logs: what the guard records (redacted), their query, and the CSV exports.
+//! Request logs: their query, and the CSV exports (what the guard records is redacted by
+//! `redact`).
 //!
-//! Invariants: the Authorization header and API key tokens are never recorded; attachment
-//! contents are replaced by their size; a body is kept up to 64 KB. Exports stream page by
-//! page: no table is ever held whole in memory.
+//! Invariants: exports stream page by page (no table is ever held whole in memory); every
+//! CSV cell goes through the `csv` crate's quoting, and a cell that a spreadsheet would run
+//! as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) is neutralised with a leading
+//! `'`, as OWASP recommends.
 
-use crate::{Api, ApiError, ApiResult, email_id, ok};
+use crate::{ApiError, ApiResult, Auth, QueryParam, email_id, ok, query};
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use mailroom_core::email::{AccountId, EmailId, PageRequest};
+use mailroom_core::email::{EmailId, PageRequest};
 use mailroom_core::ports::{LogFilter, RequestLog};
 use mailroom_core::{Engine, Error};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-
-/// The most of a body a log keeps.
-const KEEP: usize = 64 << 10;
 
 /// "Resend Node.js 6.38.0" for `resend-node:6.38.0`, and likewise for the other official
 /// SDKs; `None` for any other client.
@@ -36,40 +34,6 @@ pub fn sdk_name(user_agent: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("Resend {sdk} {version}"))
-}
-
-/// A body as the log keeps it: JSON with secrets and attachment contents replaced, cut at
-/// 64 KB; `None` when empty.
-pub(crate) fn redact(body: &[u8]) -> Option<String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return None;
-    }
-    let text = match serde_json::from_slice::<Value>(body) {
-        Ok(mut v) => {
-            scrub(&mut v);
-            v.to_string()
-        }
-        Err(_) => String::from_utf8_lossy(body).into_owned(),
-    };
-    let cut = (0..=text.len().min(KEEP)).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-    Some(text[..cut].to_string())
-}
-
-fn scrub(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                match (k.as_str(), &*val) {
-                    ("token" | "api_key" | "password", Value::String(_)) => *val = json!("[redacted]"),
-                    ("content", Value::String(s)) => *val = json!(format!("[{} characters]", s.len())),
-                    ("content", Value::Array(a)) => *val = json!(format!("[{} bytes]", a.len())),
-                    _ => scrub(val),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(scrub),
-        _ => {}
-    }
 }
 
 /// The filters `/logs` and `/logs/export` take.
@@ -120,16 +84,15 @@ fn view(l: &RequestLog) -> Value {
     })
 }
 
-type Q = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
-fn query(q: Q) -> Result<HashMap<String, String>, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| ApiError::new(422, "validation_error", format!("Invalid query string: {e}")))
+fn no_logs() -> ApiError {
+    ApiError::new(404, "not_found", "Request logs are not kept here.")
 }
 
 /// `GET /logs`: newest first, `limit` 1–100 (default 20), `before` a log id.
-pub(crate) async fn list(State(api): State<Api>, Extension(account): Extension<AccountId>, q: Q) -> ApiResult {
+pub(crate) async fn list(auth: Auth, q: QueryParam) -> ApiResult {
     let q = query(q)?;
-    let store = api.logs.as_ref().ok_or_else(|| ApiError::new(404, "not_found", "Request logs are not kept here."))?;
+    let store = auth.engine.storage().request_logs().ok_or_else(no_logs)?;
+    let account = &auth.account;
     let limit = match q.get("limit") {
         None => 20,
         Some(l) => l.parse::<usize>().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| {
@@ -137,12 +100,27 @@ pub(crate) async fn list(State(api): State<Api>, Extension(account): Extension<A
         })?,
     };
     let before = q.get("before").map(|b| email_id(b).map(EmailId::as_u128)).transpose()?;
-    let (page, has_more) = store.log_page(&account, &filter(&q)?, before, limit).await.map_err(Error::from)?;
+    let (page, has_more) = store.log_page(account, &filter(&q)?, before, limit).await.map_err(Error::from)?;
     ok(json!({"object": "list", "has_more": has_more, "data": page.iter().map(view).collect::<Vec<_>>()}))
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+/// A cell a spreadsheet would read as a formula gets a leading `'` (OWASP's CSV injection
+/// advice); every other cell is left as it is.
+fn neutral(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}").into(),
+        _ => s.into(),
+    }
+}
+
+/// Rows as CSV text, through the `csv` crate's quoting.
+fn csv_rows<'a>(rows: impl IntoIterator<Item = Vec<std::borrow::Cow<'a, str>>>) -> Result<String, String> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    for row in rows {
+        w.write_record(row.iter().map(|c| neutral(c).into_owned())).map_err(|e| e.to_string())?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
 }
 
 fn csv_response(name: &str, body: Body) -> Response {
@@ -161,32 +139,32 @@ const EXPORT_PAGE: usize = 100;
 
 /// `GET /logs/export`: the same filters as `/logs`, every match, as CSV, streamed a page at a
 /// time.
-pub(crate) async fn export_logs(State(api): State<Api>, Extension(account): Extension<AccountId>, q: Q) -> ApiResult {
+pub(crate) async fn export_logs(auth: Auth, q: QueryParam) -> ApiResult {
     let q = query(q)?;
-    let store = api.logs.clone().ok_or_else(|| ApiError::new(404, "not_found", "Request logs are not kept here."))?;
+    auth.engine.storage().request_logs().ok_or_else(no_logs)?;
     let f = filter(&q)?;
     let header = "id,created_at,method,endpoint,status,user_agent,sdk,api_key_id,duration_ms\n";
+    let (engine, account) = (auth.engine, auth.account);
     Ok(csv_export("logs.csv", header, move |before: Option<u128>| {
-        let (store, account, f) = (store.clone(), account.clone(), f.clone());
+        let (engine, account, f) = (engine.clone(), account.clone(), f.clone());
         async move {
+            let store = engine.storage().request_logs().ok_or("request logs are not kept here")?;
             let (page, more) = store.log_page(&account, &f, before, EXPORT_PAGE).await.map_err(|e| e.to_string())?;
-            let mut out = String::new();
-            for l in &page {
-                let ua = l.user_agent.clone().unwrap_or_default();
-                out.push_str(&format!(
-                    "{},{},{},{},{},{},{},{},{}\n",
-                    EmailId::from_u128(l.id),
-                    l.at.to_rfc3339(),
-                    csv_field(&l.method),
-                    csv_field(&l.endpoint),
-                    l.status,
-                    csv_field(&ua),
-                    csv_field(&sdk_name(&ua).unwrap_or_default()),
-                    csv_field(l.api_key_id.as_deref().unwrap_or_default()),
-                    l.duration_ms
-                ));
-            }
-            Ok((out, page.last().map(|l| l.id).filter(|_| more)))
+            let rows = page.iter().map(|l| {
+                let ua = l.user_agent.as_deref().unwrap_or_default();
+                vec![
+                    EmailId::from_u128(l.id).to_string().into(),
+                    l.at.to_rfc3339().into(),
+                    l.method.as_str().into(),
+                    l.endpoint.as_str().into(),
+                    l.status.to_string().into(),
+                    ua.into(),
+                    sdk_name(ua).unwrap_or_default().into(),
+                    l.api_key_id.as_deref().unwrap_or_default().into(),
+                    l.duration_ms.to_string().into(),
+                ]
+            });
+            Ok((csv_rows(rows)?, page.last().map(|l| l.id).filter(|_| more)))
         }
     }))
 }
@@ -260,33 +238,32 @@ impl EmailFilter {
 
 /// `GET /emails/export`: the account's emails matching the filters, newest first, as CSV,
 /// streamed a page at a time.
-pub(crate) async fn export_emails(Extension(engine): Extension<Engine>, q: Q) -> ApiResult {
+pub(crate) async fn export_emails(auth: Auth, q: QueryParam) -> ApiResult {
     let wanted = EmailFilter::parse(&query(q)?)?;
+    let engine: Engine = auth.engine;
     let header = "id,created_at,from,to,subject,last_event,scheduled_at\n";
     Ok(csv_export("emails.csv", header, move |after: Option<EmailId>| {
         let (engine, wanted) = (engine.clone(), wanted.clone());
         async move {
             let request = PageRequest::new(Some(EXPORT_PAGE), after, None).map_err(|e| e.to_string())?;
             let list = engine.list(request).await.map_err(|e| e.to_string())?;
-            let mut out = String::new();
+            let mut rows = Vec::new();
             for e in &list.data {
-                let last = e.last_event.and_then(|k| serde_json::to_value(k).ok());
-                let last_str = last.as_ref().and_then(Value::as_str).unwrap_or_default();
-                if !wanted.matches(e, last_str) {
+                let last = e.last_event.map_or("", |k| k.as_str());
+                if !wanted.matches(e, last) {
                     continue;
                 }
-                out.push_str(&format!(
-                    "{},{},{},{},{},{},{}\n",
-                    e.id,
-                    csv_field(&e.created_at),
-                    csv_field(&e.from),
-                    csv_field(&e.to.join(", ")),
-                    csv_field(&e.subject),
-                    last_str,
-                    csv_field(e.scheduled_at.as_deref().unwrap_or_default()),
-                ));
+                rows.push(vec![
+                    e.id.to_string().into(),
+                    e.created_at.as_str().into(),
+                    e.from.as_str().into(),
+                    e.to.join(", ").into(),
+                    e.subject.as_str().into(),
+                    last.into(),
+                    e.scheduled_at.as_deref().unwrap_or_default().into(),
+                ]);
             }
-            Ok((out, list.data.last().map(|e| e.id).filter(|_| list.has_more)))
+            Ok((csv_rows(rows)?, list.data.last().map(|e| e.id).filter(|_| list.has_more)))
         }
     }))
 }
@@ -303,13 +280,17 @@ mod tests {
     }
 
     #[test]
-    fn secrets_and_attachment_contents_are_redacted() {
-        let body = br#"{"from":"a@b.test","attachments":[{"filename":"x.pdf","content":"QUJD"},{"content":[1,2,3]}]}"#;
-        let kept = redact(body).unwrap_or_default();
-        assert!(kept.contains("[4 characters]") && kept.contains("[3 bytes]") && !kept.contains("QUJD"), "{kept}");
-        let kept = redact(br#"{"id":"k","token":"re_secret"}"#).unwrap_or_default();
-        assert!(!kept.contains("re_secret"), "{kept}");
-        assert_eq!(redact(b"  "), None);
-        assert_eq!(redact(&vec![b'x'; 100_000]).map(|s| s.len()), Some(KEEP));
+    fn csv_cells_cannot_be_formulas_and_are_quoted() {
+        let rows = vec![vec![
+            "=HYPERLINK(\"http://evil.test\",\"x\")".into(),
+            "+1".into(),
+            "-2".into(),
+            "@SUM(A1)".into(),
+            "\tx".into(),
+            "a,b".into(),
+            "plain".into(),
+        ]];
+        let text = csv_rows(rows).unwrap_or_default();
+        assert_eq!(text, "\"'=HYPERLINK(\"\"http://evil.test\"\",\"\"x\"\")\",'+1,'-2,'@SUM(A1),'\tx,\"a,b\",plain\n");
     }
 }

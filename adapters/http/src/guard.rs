@@ -1,0 +1,359 @@
+//! The layers every request passes, outermost first:
+//!
+//! 1. [`observe`] — one `info` line per request (method, path, status, latency, key id) and
+//!    the latency histogram, whatever happened inside;
+//! 2. [`catch_panic`] — a panic in a handler is logged and answered 500 JSON; the server
+//!    lives on;
+//! 3. [`json_errors`] — an error answer that is not JSON (axum's own rejections) is rewritten
+//!    into the catalogue's shape with the same status;
+//! 4. [`shed`] — more requests in progress than allowed: 503 at once;
+//! 5. [`authenticated`] (on every route but the public ones) — in this order, each step
+//!    before any byte of the body is read: the client address's allowance for requests
+//!    without a valid key, the key, the key's endpoint rights, the key's and the account's
+//!    rate limits, the declared body size, room in the body memory budget; then the body,
+//!    read against the size limit and the body timeout; then the handler; then the request
+//!    log (a bounded, redacted copy of each body).
+
+use crate::limit::{Quota, ip_subject};
+use crate::redact::{KEEP, redact};
+use crate::{Api, ApiError, Auth};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use http_body_util::BodyExt;
+use mailroom_core::keys::bearer_token;
+use mailroom_core::ports::{KeyPermission, RequestLog};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// The id of the key a request was made with, on the response (for [`observe`]).
+#[derive(Clone, Debug)]
+struct KeyId(String);
+
+/// One `info` line per request and the latency histogram.
+pub(crate) async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let response = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let key = response.extensions().get::<KeyId>().map(|k| k.0.clone());
+    tracing::info!(
+        target: "mailroom::http",
+        %method,
+        path = %path,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        key = key.as_deref().unwrap_or("-"),
+        "request"
+    );
+    let class = format!("{}xx", status / 100);
+    metrics::histogram!(
+        "mailroom_http_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route,
+        "status" => class
+    )
+    .record(elapsed.as_secs_f64());
+    response
+}
+
+/// A panic in a handler: logged, answered 500 JSON, and the server goes on.
+pub(crate) async fn catch_panic(req: Request, next: Next) -> Response {
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(target: "mailroom::http", panic = %what, "a handler panicked");
+            ApiError::new(500, "application_error", "An unexpected error occurred.").into_response()
+        }
+    }
+}
+
+/// The catalogue's name for a status the HTTP layer chose itself.
+fn name_for(status: u16) -> &'static str {
+    match status {
+        401 => "missing_api_key",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        429 => "rate_limit_exceeded",
+        503 => "service_unavailable",
+        400..=499 => "validation_error",
+        _ => "application_error",
+    }
+}
+
+/// Rewrites an error answer that is not JSON into the catalogue's shape, keeping its status
+/// (and its text as the message when it is short plain text; never a 5xx's, which may name
+/// internals).
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let code = status.as_u16();
+    let (parts, body) = response.into_parts();
+    let text = match Body::new(body).collect().await.map(|c| c.to_bytes()) {
+        Ok(b) if b.len() <= 512 && code < 500 => String::from_utf8_lossy(&b).trim().to_string(),
+        _ => String::new(),
+    };
+    let message = if text.is_empty() || text.chars().any(char::is_control) {
+        status.canonical_reason().unwrap_or("Error").to_string()
+    } else {
+        text
+    };
+    let mut fixed = ApiError::new(code, name_for(code), message).into_response();
+    // Keep what the original said beyond its body (retry-after, allow, rate-limit headers).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
+}
+
+/// Load shedding: beyond the configured number of requests in progress, 503 at once (a
+/// queue would only hold memory and make every answer late).
+pub(crate) async fn shed(State(api): State<Api>, req: Request, next: Next) -> Response {
+    match api.requests.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(req).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            metrics::counter!("mailroom_http_shed_total").increment(1);
+            let mut r =
+                ApiError::new(503, "service_unavailable", "The server is busy; try again in a moment.").into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+/// The client's address: the peer, or — when the peer is a trusted reverse proxy — the
+/// nearest address in `X-Forwarded-For` that is not one. `None`: the server gave no peer (a
+/// host serving the router without connect info).
+pub(crate) fn client_ip(api: &Api, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = peer?.ip();
+    let trusted = |ip: &IpAddr| api.config.trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let hops: Vec<IpAddr> = forwarded.flat_map(|v| v.split(',')).filter_map(|h| h.trim().parse().ok()).collect();
+    Some(hops.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer))
+}
+
+pub(crate) fn peer(req: &Request) -> Option<SocketAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+fn ip_key(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_string(), ip_subject)
+}
+
+fn too_many(quota: Quota) -> Response {
+    let mut r = ApiError::new(
+        429,
+        "rate_limit_exceeded",
+        "Too many requests. You can only make a limited number of requests per second.",
+    )
+    .into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, quota.reset.into());
+    rate_headers(&mut r, quota);
+    r
+}
+
+fn rate_headers(r: &mut Response, quota: Quota) {
+    if quota.limit > 0 {
+        let h = r.headers_mut();
+        h.insert("ratelimit-limit", quota.limit.into());
+        h.insert("ratelimit-remaining", quota.remaining.into());
+        h.insert("ratelimit-reset", quota.reset.into());
+    }
+}
+
+/// Whether a key may call this route: `sending_access` keys reach only the sending routes.
+fn sending_route(method: &Method, route: &str) -> bool {
+    method == Method::POST && matches!(route, "/emails" | "/emails/batch")
+}
+
+/// Reads a body against the size limit and the deadline, into one buffer sized from its
+/// declared length (no second copy while collecting).
+async fn read_body(api: &Api, body: Body, declared: Option<usize>) -> Result<Bytes, ApiError> {
+    let max = api.config.max_body_bytes;
+    let too_large = || ApiError::new(413, "validation_error", format!("The request body is larger than {max} bytes."));
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    let mut body = body;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                    too_large()
+                } else {
+                    ApiError::new(400, "validation_error", format!("The request body could not be read: {e}"))
+                }
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > max {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(api.config.body_timeout, reading).await {
+        Ok(Ok(())) => Ok(buf.freeze()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::new(
+            408,
+            "validation_error",
+            format!("The request body did not arrive within {} s.", api.config.body_timeout.as_secs()),
+        )),
+    }
+}
+
+/// Authentication, rate limits, the body and the request log, for every non-public route.
+pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let ip = client_ip(&api, peer(&req), req.headers());
+    let ip_subject = ip_key(ip);
+    let now = Instant::now();
+    // A client that keeps failing to authenticate is refused before its key is even looked up.
+    if let Some(q) = api.limiters.unauthenticated.exhausted(&ip_subject, now) {
+        return too_many(q);
+    }
+    let token = bearer_token(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let found = match token {
+        None => Err(ApiError::new(401, "missing_api_key", "Missing API key in the authorization header")),
+        Some(t) => match api.engine.authenticate(t).await {
+            Ok(Some(k)) => Ok(k),
+            Ok(None) => Err(ApiError::new(403, "invalid_api_key", "API key is invalid")),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+    };
+    let (account, key) = match found {
+        Ok(k) => k,
+        Err(e) => {
+            api.limiters.unauthenticated.check(&ip_subject, now);
+            return e.into_response();
+        }
+    };
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let with_key = |mut r: Response| {
+        r.extensions_mut().insert(KeyId(key.id.clone()));
+        r
+    };
+    if matches!(key.permission, KeyPermission::SendingAccess { .. }) && !sending_route(req.method(), &route) {
+        let e = ApiError::new(401, "restricted_api_key", "This API key is restricted to only send emails");
+        return with_key(e.into_response());
+    }
+    let quota = api.limiters.key.check(&key.id, now).and(api.limiters.account.check(account.as_str(), now));
+    if !quota.allowed {
+        return with_key(too_many(quota));
+    }
+
+    // The body: refused unread when it says it is too large; read only with room for it.
+    let (parts, body) = req.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let max = api.config.max_body_bytes;
+    if declared.is_some_and(|n| n > max) {
+        let e = ApiError::new(413, "validation_error", format!("The request body is larger than {max} bytes."));
+        return with_key(e.into_response());
+    }
+    // A body is held about twice while it is parsed; small ones are not worth counting.
+    let cost_kib = u32::try_from((declared.unwrap_or(max).saturating_mul(2)) >> 10).unwrap_or(u32::MAX);
+    let _memory = if cost_kib > 64 {
+        let wait = api.body_memory.clone().acquire_many_owned(cost_kib);
+        match tokio::time::timeout(api.config.body_timeout, wait).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                let mut r =
+                    ApiError::new(503, "service_unavailable", "The server is busy with large requests; try again.")
+                        .into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return with_key(r);
+            }
+        }
+    } else {
+        None
+    };
+    let bytes = match read_body(&api, body, declared).await {
+        Ok(b) => b,
+        Err(e) => return with_key(e.into_response()),
+    };
+    let logs = api.engine.storage().request_logs().is_some();
+    let request_body = if logs { redact(&bytes) } else { None };
+    let (method, endpoint) = (parts.method.to_string(), parts.uri.path().to_string());
+    let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut req = Request::from_parts(parts, Body::from(bytes));
+    let engine = api.engine.with_key(&account, &key);
+    req.extensions_mut().insert(Auth { engine, account: account.clone() });
+
+    let mut response = next.run(req).await;
+    rate_headers(&mut response, quota);
+    response.extensions_mut().insert(KeyId(key.id.clone()));
+    if !logs {
+        return response;
+    }
+    // Exports stream and downloads are bytes: neither is kept. A JSON answer is small, but is
+    // read with a bound all the same.
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let response_body = if json {
+        let (rparts, rbody) = response.into_parts();
+        match axum::body::to_bytes(rbody, KEEP * 4).await {
+            Ok(b) => {
+                let kept = redact(&b);
+                response = Response::from_parts(rparts, Body::from(b));
+                kept
+            }
+            Err(_) => {
+                response = ApiError::new(500, "application_error", "The answer could not be sent.").into_response();
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let at = api.engine.clock().now();
+    let log = RequestLog {
+        id: RequestLog::id_at(at),
+        at,
+        method,
+        endpoint,
+        status: response.status().as_u16(),
+        user_agent,
+        api_key_id: Some(key.id.clone()),
+        request_body,
+        response_body,
+        duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+    };
+    // A failed write of the log must not fail the request it records.
+    if let Some(store) = api.engine.storage().request_logs()
+        && let Err(e) = store.log_append(&account, log).await
+    {
+        tracing::warn!(target: "mailroom::http", error = %e, "a request log could not be written");
+    }
+    response
+}
