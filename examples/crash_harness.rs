@@ -121,13 +121,7 @@ async fn main() -> Result<(), String> {
             )
         }
     };
-    let config = WorkerConfig {
-        concurrency: 4,
-        claim_batch: 8,
-        lease: LEASE,
-        max_idle: Duration::from_millis(50),
-        ..Default::default()
-    };
+    let config = WorkerConfig::default().concurrency(4).claim_batch(8).lease(LEASE).max_idle(Duration::from_millis(50));
     let worker = engine.worker(transport, config);
 
     if a.drain {

@@ -12,7 +12,9 @@
 //! | `redb` (default) | [`redb`] | the embedded, durable [`Storage`](core::Storage) on a redb file |
 //! | `smtp` (default) | [`smtp`] | the SMTP [`Transport`](core::Transport): relay or direct to MX |
 //! | `dns` (default) | [`dns`] | the [`DnsResolver`](core::DnsResolver) on hickory-resolver |
-//! | `http` (default) | [`http`] | the REST API (the hosted service's wire format) as an axum `Router` |
+//! | `http` (default) | [`http`] | the REST API (the hosted service's wire format) as an axum `Router`, and a hardened server for it |
+//! | `fetch` (default) | [`fetch`] | the [`AttachmentLoader`](core::AttachmentLoader) for `path` attachments: URLs under an address policy, one confined directory |
+//! | `cli` (default) | — | the `mailroom` binary (command line, `serve`, configuration) |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,6 +48,9 @@ pub use mailroom_dns as dns;
 
 #[cfg(feature = "http")]
 pub use mailroom_http as http;
+
+#[cfg(feature = "fetch")]
+pub use mailroom_fetch as fetch;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

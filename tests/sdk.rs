@@ -29,11 +29,10 @@ fn the_official_node_and_python_sdks_work_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::peers::free_port();
     let key = "re_sdk_test_key";
-    let mut server = Command::new(common::example("mailroom"))
-        .arg("--db")
-        .arg(dir.path().join("sdk.redb"))
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mailroom"))
         // The scripts poll in tight loops; the limit itself is tested in mailroom-http.
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--api-key", key, "--rate-limit", "0"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", key, "--rate-limit", "0", "--db"])
+        .arg(dir.path().join("sdk.redb"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,195 @@
+//! The commands that read or change the database, as data: the command line builds a
+//! [`Request`] (with its inputs read), and [`execute`] runs it against an engine — the
+//! command line's own, or a running server's when it holds the database (through the admin
+//! socket). Either way the answer is the same JSON.
+
+use mailroom::core::email::{EmailId, PageRequest};
+use mailroom::core::ports::{DomainRecord, KeyPermission, SuppressionReason};
+use mailroom::core::request::{EmailRequest, batch_from_json};
+use mailroom::core::{BatchMode, BatchOptions, Engine, Error, SendOptions};
+use mailroom::dns::HickoryResolver;
+use mailroom::redb::RedbStorage;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The engine refused (a typed error with its catalogue body).
+    Engine(Error),
+    /// The command's input or the situation is wrong (a bad domain name, a file that cannot be
+    /// read, a database in use); said in words.
+    Usage(String),
+    /// A running server's answer, through the admin socket (already an error body).
+    Remote(Value),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Engine(e)
+    }
+}
+
+impl From<mailroom::core::FieldError> for Failure {
+    fn from(e: mailroom::core::FieldError) -> Self {
+        Failure::Engine(e.into())
+    }
+}
+
+impl From<mailroom::core::StorageError> for Failure {
+    fn from(e: mailroom::core::StorageError) -> Self {
+        Failure::Engine(e.into())
+    }
+}
+
+impl Failure {
+    /// The error body the command line prints.
+    pub fn body(&self) -> Value {
+        match self {
+            Failure::Engine(e) => serde_json::to_value(e.body()).unwrap_or(Value::Null),
+            Failure::Usage(m) => json!({"statusCode": 400, "name": "validation_error", "message": m}),
+            Failure::Remote(body) => body.clone(),
+        }
+    }
+}
+
+/// A command with its inputs already read (so that a server can run it for the command line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Send { body: String, idempotency_key: Option<String> },
+    Batch { body: String, permissive: bool, idempotency_key: Option<String> },
+    Get { id: String },
+    List { limit: Option<usize>, after: Option<String>, before: Option<String> },
+    Reschedule { id: String, when: String },
+    Cancel { id: String },
+    SuppressionsList,
+    SuppressionsAdd { address: String, reason: String },
+    SuppressionsRemove { address: String },
+    DomainsAdd { domain: String, click_tracking: bool, open_tracking: bool },
+    DomainsList,
+    KeysCreate { name: String, sending_access: bool, domain: Option<String> },
+    KeysList,
+    KeysRevoke { id: String },
+    Insights { id: Option<String>, draft: Option<String>, dns: Option<SocketAddr> },
+    IngestBounce { message: Vec<u8> },
+    Prune { older_than_days: u32 },
+    Backup { path: PathBuf },
+}
+
+/// What a command runs against.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub engine: Engine,
+    /// The redb store itself (for backups).
+    pub store: RedbStorage,
+    /// The configured nameserver.
+    pub dns: Option<SocketAddr>,
+}
+
+fn resolver(dns: Option<SocketAddr>) -> Result<HickoryResolver, Failure> {
+    match dns {
+        Some(addr) => Ok(HickoryResolver::with_nameserver(addr)),
+        None => HickoryResolver::system().map_err(|e| Failure::Usage(e.to_string())),
+    }
+}
+
+/// Runs `request`; the JSON the command prints.
+pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> {
+    let engine = &ctx.engine;
+    let out = match request {
+        Request::Send { body, idempotency_key } => {
+            let request = EmailRequest::from_json_limited(body.as_bytes(), engine.limits().max_email_bytes)?;
+            json!(engine.send(request, SendOptions { idempotency_key }).await?)
+        }
+        Request::Batch { body, permissive, idempotency_key } => {
+            let requests = batch_from_json(body.as_bytes())?;
+            let mode = if permissive { BatchMode::Permissive } else { BatchMode::Strict };
+            json!(engine.send_batch(requests, BatchOptions { mode, idempotency_key }).await?)
+        }
+        Request::Get { id } => json!(engine.get(id.parse::<EmailId>()?).await?),
+        Request::List { limit, after, before } => {
+            let after = after.as_deref().map(str::parse::<EmailId>).transpose()?;
+            let before = before.as_deref().map(str::parse::<EmailId>).transpose()?;
+            json!(engine.list(PageRequest::new(limit, after, before)?).await?)
+        }
+        Request::Reschedule { id, when } => json!(engine.reschedule(id.parse::<EmailId>()?, &when).await?),
+        Request::Cancel { id } => json!(engine.cancel(id.parse::<EmailId>()?).await?),
+        Request::SuppressionsList => json!({"object": "list", "data": engine.suppressions().await?}),
+        Request::SuppressionsAdd { address, reason } => {
+            let reason =
+                if reason == "complained" { SuppressionReason::Complained } else { SuppressionReason::Bounced };
+            json!(engine.suppress(&address, reason).await?)
+        }
+        Request::SuppressionsRemove { address } => {
+            engine.unsuppress(&address).await?;
+            json!({"object": "suppression", "address": address, "deleted": true})
+        }
+        Request::DomainsAdd { domain, click_tracking, open_tracking } => {
+            let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            if mailroom::core::address::Mailbox::parse(&format!("x@{name}")).is_err() {
+                return Err(Failure::Usage(format!("{domain:?} is not a domain name")));
+            }
+            let domains =
+                engine.storage().domains().ok_or_else(|| Failure::Usage("this store keeps no domains".into()))?;
+            let record = DomainRecord { name, click_tracking, open_tracking, created_at: engine.clock().now() };
+            domains.domain_put(engine.account(), record.clone()).await?;
+            json!(record)
+        }
+        Request::DomainsList => {
+            let domains =
+                engine.storage().domains().ok_or_else(|| Failure::Usage("this store keeps no domains".into()))?;
+            json!({"object": "list", "data": domains.domain_list(engine.account()).await?})
+        }
+        Request::KeysCreate { name, sending_access, domain } => {
+            let permission = KeyPermission::parse(
+                Some(if sending_access { "sending_access" } else { "full_access" }),
+                domain.as_deref(),
+            )?;
+            let created = engine.create_api_key(Some(&name), permission).await?;
+            json!({"id": created.record.id, "name": created.record.name, "token": created.token})
+        }
+        Request::KeysList => {
+            let keys: Vec<Value> = engine
+                .list_api_keys()
+                .await?
+                .into_iter()
+                .map(|k| {
+                    json!({"id": k.id, "name": k.name, "permission": k.permission, "managed": k.managed,
+                           "created_at": k.created_at.to_rfc3339(), "revoked_at": k.revoked_at.map(|t| t.to_rfc3339())})
+                })
+                .collect();
+            json!({"object": "list", "data": keys})
+        }
+        Request::KeysRevoke { id } => {
+            engine.revoke_api_key(&id).await?;
+            json!({"object": "api_key", "id": id, "revoked": true})
+        }
+        Request::Insights { id, draft, dns } => {
+            let resolver = resolver(dns.or(ctx.dns))?;
+            match (id, draft) {
+                (Some(id), _) => json!(engine.insights(id.parse::<EmailId>()?, &resolver).await?),
+                (None, Some(draft)) => {
+                    // A draft need not be complete: what it lacks shows as `unknown`.
+                    let draft = EmailRequest::from_json(draft.as_bytes())?;
+                    json!(engine.draft_insights(&draft, &resolver).await?)
+                }
+                (None, None) => return Err(Failure::Usage("give an email id or --json FILE".into())),
+            }
+        }
+        Request::IngestBounce { message } => json!(engine.ingest_bounce(&message).await?),
+        Request::Prune { older_than_days } => {
+            let pruned = engine.prune_older_than(chrono::Duration::days(i64::from(older_than_days))).await?;
+            json!({"pruned": pruned})
+        }
+        Request::Backup { path } => {
+            let started = std::time::Instant::now();
+            let rows = ctx.store.backup(&path).await?;
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            json!({"backup": path, "rows": rows, "bytes": bytes, "seconds": started.elapsed().as_secs_f64()})
+        }
+    };
+    Ok(out)
+}

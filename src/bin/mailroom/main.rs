@@ -1,0 +1,427 @@
+//! The `mailroom` binary: the command line and `serve`, the composition root of the product.
+//!
+//! Every command prints JSON on stdout (`when` prints a bare RFC 3339 instant; `config check`
+//! prints its findings as text). A command that fails prints the error body
+//! `{"statusCode", "name", "message"}` on stdout and exits with status 1; `serve` says why it
+//! could not start on stderr. Logs go to stderr.
+
+mod admin;
+mod cli;
+mod commands;
+mod config;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command, ConfigCommand, DomainCommand, KeyCommand, Store, SuppressionCommand};
+use commands::{Context, Failure, Request, execute};
+use config::{Layers, Settings};
+use mailroom::core::email::EmailView;
+use mailroom::core::request::EmailRequest;
+use mailroom::core::worker::WorkerConfig;
+use mailroom::core::{BatchOptions, Engine, FieldError, Rule};
+use mailroom::redb::OpenError;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn print(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+}
+
+fn read_input(file: Option<&Path>) -> Result<Vec<u8>, Failure> {
+    match file {
+        Some(p) => std::fs::read(p).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", p.display()))),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
+            Ok(buf)
+        }
+    }
+}
+
+fn read_text(file: Option<&Path>) -> Result<String, Failure> {
+    String::from_utf8(read_input(file)?).map_err(|_| Failure::Usage("the input is not UTF-8 text".into()))
+}
+
+/// The settings from the configuration file, the environment and `flags`.
+fn settings(config: Option<&Path>, db: Option<&Path>, flags: impl FnOnce(&mut Layers)) -> Result<Settings, Failure> {
+    let mut layers = Layers::new(config, std::env::vars().collect());
+    layers.flag("database.path", "--db", db.map(|p| p.display().to_string()));
+    flags(&mut layers);
+    layers.resolve().map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Failure::Usage(format!("the configuration has problems: {}", lines.join("; ")))
+    })
+}
+
+fn store_settings(store: &Store) -> Result<Settings, Failure> {
+    settings(store.config.as_deref(), store.db.as_deref(), |_| {})
+}
+
+/// Runs a request on the database: here when the file is free, through the running server's
+/// admin socket when a server holds it.
+async fn run_request(settings: &Settings, request: Request) -> Result<Value, Failure> {
+    match serve::open_store(&settings.db) {
+        Ok(store) => {
+            let engine = serve::build_engine(settings, &store).map_err(Failure::Usage)?;
+            execute(&Context { engine, store, dns: settings.dns }, request).await
+        }
+        Err(OpenError::InUse) => match admin::call(&settings.admin_socket, &request).await {
+            Ok(result) => result,
+            Err(why) => Err(Failure::Usage(format!(
+                "the database {} is in use by another process and no server answers on its admin socket ({why}): \
+                 stop that process, or point --config at the server's configuration",
+                settings.db.display()
+            ))),
+        },
+        Err(OpenError::Failed(e)) => Err(e.into()),
+    }
+}
+
+/// Opens the database for a command that needs it to itself (not through a server).
+fn open_alone(settings: &Settings, what: &str) -> Result<mailroom::redb::RedbStorage, Failure> {
+    serve::open_store(&settings.db).map_err(|e| match e {
+        OpenError::InUse => Failure::Usage(format!(
+            "the database {} is in use (a running `mailroom serve`?); {what}",
+            settings.db.display()
+        )),
+        OpenError::Failed(e) => e.into(),
+    })
+}
+
+fn delivery_flags(layers: &mut Layers, d: &cli::Delivery) {
+    layers.flag("delivery.relay", "--smtp", d.relay.clone());
+    if d.direct {
+        layers.flag("delivery.mode", "--direct", Some("direct".into()));
+    }
+    layers.flag("dns.nameserver", "--dns", d.dns.map(|a| a.to_string()));
+    layers.flag("delivery.connections", "--connections", d.connections.map(|c| c.to_string()));
+    layers.flag("delivery.helo", "--helo", d.helo.clone());
+}
+
+async fn run(command: Command) -> Result<(), Failure> {
+    let request = match command {
+        // `main` runs `serve` itself (it owns the runtime's lifetime and reports on stderr).
+        Command::Serve(_) => return Err(Failure::Usage("`serve` cannot run here".into())),
+        Command::Send { file, idempotency_key, store } => {
+            let body = read_text(file.as_deref())?;
+            (store, Request::Send { body, idempotency_key })
+        }
+        Command::Batch { file, permissive, idempotency_key, store } => {
+            let body = read_text(file.as_deref())?;
+            (store, Request::Batch { body, permissive, idempotency_key })
+        }
+        Command::Get { id, store } => (store, Request::Get { id }),
+        Command::List { limit, after, before, store } => (store, Request::List { limit, after, before }),
+        Command::Reschedule { id, when, store } => (store, Request::Reschedule { id, when: when.join(" ") }),
+        Command::Cancel { id, store } => (store, Request::Cancel { id }),
+        Command::Suppressions { action } => match action {
+            SuppressionCommand::List { store } => (store, Request::SuppressionsList),
+            SuppressionCommand::Add { address, reason, store } => (store, Request::SuppressionsAdd { address, reason }),
+            SuppressionCommand::Remove { address, store } => (store, Request::SuppressionsRemove { address }),
+        },
+        Command::Domains { action } => match action {
+            DomainCommand::Add { domain, click_tracking, open_tracking, store } => {
+                (store, Request::DomainsAdd { domain, click_tracking, open_tracking })
+            }
+            DomainCommand::List { store } => (store, Request::DomainsList),
+        },
+        Command::Keys { action } => match action {
+            KeyCommand::Create { name, sending_access, domain, store } => {
+                (store, Request::KeysCreate { name, sending_access, domain })
+            }
+            KeyCommand::List { store } => (store, Request::KeysList),
+            KeyCommand::Revoke { id, store } => (store, Request::KeysRevoke { id }),
+            KeyCommand::Token => {
+                print(&json!({"token": mailroom::core::keys::generate_token()}));
+                return Ok(());
+            }
+        },
+        Command::Insights { id, json, dns, store } => {
+            let draft = json.as_deref().map(|f| read_text(Some(f))).transpose()?;
+            (store, Request::Insights { id, draft, dns })
+        }
+        Command::IngestBounce { file, store } => {
+            (store, Request::IngestBounce { message: read_input(file.as_deref())? })
+        }
+        Command::Prune { older_than_days, store } => (store, Request::Prune { older_than_days }),
+        Command::Backup { path, store } => {
+            // The server may run elsewhere in the file system: the path must not depend on it.
+            let path = std::path::absolute(&path).map_err(|e| Failure::Usage(e.to_string()))?;
+            (store, Request::Backup { path })
+        }
+        Command::Classify { files, batch } => return classify(&files, batch),
+        Command::When { phrase, now } => return when(&phrase.join(" "), now.as_deref()),
+        Command::Work { until_idle, concurrency, delivery, store } => {
+            return work(until_idle, concurrency, &delivery, &store).await;
+        }
+        Command::Compact { store } => return compact(&store).await,
+        Command::Restore { backup, force, store } => return restore(&backup, force, &store),
+        Command::Config { action } => return config_command(action),
+        Command::Demo { store } => return demo(&store).await,
+    };
+    let (store, request) = request;
+    let settings = store_settings(&store)?;
+    print(&run_request(&settings, request).await?);
+    Ok(())
+}
+
+async fn work(
+    until_idle: bool,
+    concurrency: Option<usize>,
+    delivery: &cli::Delivery,
+    store: &Store,
+) -> Result<(), Failure> {
+    let settings = settings(store.config.as_deref(), store.db.as_deref(), |l| {
+        delivery_flags(l, delivery);
+        l.flag("delivery.concurrency", "--concurrency", concurrency.map(|c| c.to_string()));
+    })?;
+    let db = open_alone(&settings, "the server delivers already: `work` is for when none runs")?;
+    let engine = serve::build_engine(&settings, &db).map_err(Failure::Usage)?;
+    let (transport, relaying) = serve::transport(&settings).map_err(Failure::Usage)?;
+    let worker = engine.worker(transport, serve::worker_config(&settings, relaying));
+    let report = if until_idle {
+        worker.run_until_idle().await?
+    } else {
+        worker.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?
+    };
+    print(&json!({
+        "processed": report.processed,
+        "handed_over": report.handed_over,
+        "released": report.released,
+        "outbox": serve::outbox_dir(&settings.db),
+    }));
+    Ok(())
+}
+
+async fn compact(store: &Store) -> Result<(), Failure> {
+    let settings = store_settings(store)?;
+    let db = open_alone(&settings, "stop the server to compact")?;
+    let size = || std::fs::metadata(&settings.db).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let mut changed = false;
+    // redb compacts incrementally: repeat until a pass moves nothing.
+    while db.compact().await? {
+        changed = true;
+    }
+    print(&json!({"compacted": changed, "bytes_before": before, "bytes_after": size()}));
+    Ok(())
+}
+
+/// `restore`: checks the backup opens and reads, then puts a copy in the database's place (the
+/// file it replaces is kept as `<db>.before-restore`).
+fn restore(backup: &Path, force: bool, store: &Store) -> Result<(), Failure> {
+    let settings = store_settings(store)?;
+    let emails = mailroom::redb::RedbStorage::verify(backup)
+        .map_err(|e| Failure::Usage(format!("{} is not a usable backup: {e}", backup.display())))?;
+    let db = &settings.db;
+    if db.exists() {
+        drop(open_alone(&settings, "stop the server before restoring")?);
+        if !force {
+            return Err(Failure::Usage(format!("{} exists: give --force to replace it", db.display())));
+        }
+    }
+    // Copy beside the target, then rename: the database is never half-written.
+    let staging = db.with_extension("restoring");
+    std::fs::copy(backup, &staging).map_err(|e| Failure::Usage(format!("cannot copy the backup: {e}")))?;
+    let kept = db.exists().then(|| {
+        let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".before-restore");
+        db.with_file_name(name)
+    });
+    if let Some(k) = &kept {
+        std::fs::rename(db, k).map_err(|e| Failure::Usage(format!("cannot move the old database aside: {e}")))?;
+    }
+    std::fs::rename(&staging, db).map_err(|e| Failure::Usage(format!("cannot put the backup in place: {e}")))?;
+    print(&json!({"restored": db, "from": backup, "emails": emails, "previous": kept}));
+    Ok(())
+}
+
+fn config_command(action: ConfigCommand) -> Result<(), Failure> {
+    let (file, show) = match action {
+        ConfigCommand::Check { config } => (config, false),
+        ConfigCommand::Show { config } => (config, true),
+    };
+    let layers = Layers::new(file.as_deref(), std::env::vars().collect());
+    match layers.resolve() {
+        Ok(s) => {
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
+            if show {
+                let origins: serde_json::Map<String, Value> =
+                    s.origins.iter().map(|(k, o)| (k.clone(), json!(o.to_string()))).collect();
+                print(&json!({
+                    "listen": s.listen.to_string(),
+                    "tls": s.tls.is_some(),
+                    "database": s.db,
+                    "admin_socket": s.admin_socket,
+                    "delivery": format!("{:?}", s.delivery),
+                    "api_keys": s.keys.iter().map(|k| json!({"name": k.name, "permission": k.permission})).collect::<Vec<_>>(),
+                    "dkim": s.dkim.iter().map(|d| json!({"domain": d.domain, "selector": d.selector})).collect::<Vec<_>>(),
+                    "origins": origins,
+                }));
+            } else {
+                println!(
+                    "ok: the configuration is valid ({} settings given, {} keys)",
+                    s.origins.values().filter(|o| !matches!(o, config::Origin::Default)).count(),
+                    s.keys.len()
+                );
+            }
+            Ok(())
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            Err(Failure::Usage(format!("{} problem(s) in the configuration", problems.len())))
+        }
+    }
+}
+
+/// `classify`: the reading of each message, in the corpus scorer's output shape.
+fn classify(files: &[PathBuf], batch: bool) -> Result<(), Failure> {
+    let one = |path: &Path| -> Value {
+        let raw = match std::fs::read(path) {
+            Ok(r) => r,
+            Err(e) => return json!({"file": path, "error": e.to_string()}),
+        };
+        let p = mailroom::core::inbound::parse(&raw);
+        let bounces: Vec<Value> = p
+            .bounces
+            .iter()
+            .map(|b| {
+                json!({"recipient": b.recipient, "status": b.status, "type": b.kind, "subtype": b.subtype,
+                       "reason": b.reason, "diagnostic": b.diagnostic})
+            })
+            .collect();
+        json!({"file": path, "bounces": bounces, "complaint": p.complaint})
+    };
+    if batch {
+        let mut input = String::new();
+        std::io::stdin().read_to_string(&mut input).map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
+        for line in input.lines().filter(|l| !l.trim().is_empty()) {
+            println!("{}", one(Path::new(line.trim())));
+        }
+    } else {
+        for f in files {
+            print(&one(f));
+        }
+    }
+    Ok(())
+}
+
+/// `when`: the instant a phrase resolves to, by the same rules as `scheduled_at`.
+fn when(phrase: &str, now: Option<&str>) -> Result<(), Failure> {
+    let now = match now {
+        Some(n) => mailroom::core::schedule::parse_instant(n).ok_or_else(|| {
+            Failure::from(FieldError::new("now", Rule::Shape(format!("{n:?} is not an RFC 3339 time"))))
+        })?,
+        None => chrono::Utc::now(),
+    };
+    let at =
+        mailroom::core::schedule::resolve(phrase, now, 30).map_err(|rule| FieldError::new("scheduled_at", rule))?;
+    // The one command whose answer is not JSON: a bare RFC 3339 instant, for scripts.
+    println!("{}", mailroom::core::email::rfc3339(at));
+    Ok(())
+}
+
+async fn demo(store: &Store) -> Result<(), Failure> {
+    let settings = store_settings(store)?;
+    let db = open_alone(&settings, "the demo delivers in its own process: stop the server or use another --db")?;
+    let engine: Engine = serve::build_engine(&settings, &db).map_err(Failure::Usage)?;
+    let test_domain = &settings.test_domain;
+    let batch: Vec<EmailRequest> = ["delivered", "bounced", "complained", "suppressed"]
+        .iter()
+        .map(|kind| {
+            serde_json::from_value(json!({
+                "from": "Acme <onboarding@acme.test>",
+                "to": format!("{kind}+demo@{test_domain}"),
+                "subject": format!("Demo: {kind}"),
+                "html": format!("<p>This email will be <strong>{kind}</strong>.</p>"),
+                "text": format!("This email will be {kind}."),
+                "tags": [{"name": "demo", "value": kind}],
+            }))
+            .map_err(|e| Failure::Usage(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let accepted = engine.send_batch(batch, BatchOptions::default()).await?;
+    let worker = engine.worker(Arc::new(serve::sandbox(&settings.db, test_domain)), WorkerConfig::default());
+    worker.run_until_idle().await?;
+    let mut out = Vec::new();
+    for r in &accepted.data {
+        let view: EmailView = engine.get(r.id).await?;
+        out.push(json!({
+            "id": view.id,
+            "to": view.to,
+            "last_event": view.last_event,
+            "events": view.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        }));
+    }
+    print(&json!({"db": settings.db, "emails": out, "suppressions": engine.suppressions().await?}));
+    Ok(())
+}
+
+fn init_logging(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
+}
+
+fn serve_main(args: cli::ServeArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let settings = settings(args.store.config.as_deref(), args.store.db.as_deref(), |l| {
+        l.flag("server.listen", "--listen", args.listen.clone());
+        l.flag("server.tls_cert", "--tls-cert", args.tls_cert.as_ref().map(|p| p.display().to_string()));
+        l.flag("server.tls_key", "--tls-key", args.tls_key.as_ref().map(|p| p.display().to_string()));
+        l.flag("rate_limits.per_key", "--rate-limit", args.rate_limit.map(|r| r.to_string()));
+        l.flag("rate_limits.per_account", "--rate-limit", args.rate_limit.map(|r| r.to_string()));
+        delivery_flags(l, &args.delivery);
+        l.flag_keys(&args.api_keys);
+    });
+    let settings = match settings {
+        Ok(s) => s,
+        Err(f) => {
+            eprintln!("mailroom: {}", f.body()["message"].as_str().unwrap_or("invalid configuration"));
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&settings.log_level, settings.log_json);
+    match runtime.block_on(serve::serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            tracing::error!("{why}");
+            eprintln!("mailroom: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailroom: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Command::Serve(args) = cli.command {
+        return serve_main(*args, &runtime);
+    }
+    // Commands log only warnings unless asked (stdout is their JSON).
+    init_logging("warn", false);
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            print(&f.body());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `mailroom serve`: the composition root. It wires the adapters the settings name around one
+//! engine — the redb store, the REST API on the hardened server, the delivery worker, the
+//! admin socket, metrics — and decides nothing itself.
+//!
+//! Order matters: the database is opened and the port bound before anything is written, so a
+//! server that cannot start (a port in use, another server on the file) changes nothing.
+
+use crate::admin;
+use crate::commands::Context;
+use crate::config::{DeliveryMode, Settings};
+use mailroom::core::Engine;
+use mailroom::core::Transport;
+use mailroom::core::sandbox::{OutboxMessage, SandboxTransport, WithTestAddresses};
+use mailroom::core::worker::WorkerConfig;
+use mailroom::dns::HickoryResolver;
+use mailroom::fetch::Fetcher;
+use mailroom::http::{Api, router};
+use mailroom::redb::{OpenError, RedbStorage};
+use mailroom::smtp::{DkimKey, RelayTarget, SmtpConfig, SmtpTransport};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Opens the store, telling "another process holds it" apart.
+pub fn open_store(db: &Path) -> Result<RedbStorage, OpenError> {
+    RedbStorage::try_open(db)
+}
+
+/// The engine the settings describe, on `store`.
+pub fn build_engine(settings: &Settings, store: &RedbStorage) -> Result<Engine, String> {
+    let loader = Fetcher::new(settings.fetch.clone()).map_err(|e| format!("the attachment loader: {e}"))?;
+    let mut builder = Engine::builder(Arc::new(store.clone()))
+        .limits(settings.limits)
+        .test_domain(&settings.test_domain)
+        .attachment_loader(Arc::new(loader))
+        .request_log_retention(settings.log_retention);
+    if let Some(keep) = settings.email_retention {
+        builder = builder.retention(keep);
+    }
+    if let Some(domain) = &settings.bounce_domain {
+        builder = builder.bounce_domain(domain);
+    }
+    Ok(builder.build())
+}
+
+/// The folder the sandbox writes messages for ordinary recipients to: `<db>.outbox/`.
+pub fn outbox_dir(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".outbox");
+    db.with_file_name(name)
+}
+
+/// The sandbox, writing every outbox message to `<db>.outbox/<email id>.eml` so that other
+/// processes (and people) can read what was "sent".
+pub fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
+    let dir = outbox_dir(db);
+    SandboxTransport::new(test_domain).with_hook(move |m: &OutboxMessage| {
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::write(dir.join(format!("{}.eml", m.envelope.email_id)), &m.message);
+        }
+    })
+}
+
+/// The transport the settings name (test addresses always simulated), and whether it is SMTP.
+pub fn transport(settings: &Settings) -> Result<(Arc<dyn Transport>, bool), String> {
+    let sandbox = sandbox(&settings.db, &settings.test_domain);
+    let resolver = || -> Result<Arc<HickoryResolver>, String> {
+        Ok(Arc::new(match settings.dns {
+            Some(addr) => HickoryResolver::with_nameserver(addr),
+            None => HickoryResolver::system().map_err(|e| e.to_string())?,
+        }))
+    };
+    let mut config = match &settings.delivery {
+        DeliveryMode::Sandbox => return Ok((Arc::new(sandbox), false)),
+        DeliveryMode::Relay(url) => SmtpConfig::relay(RelayTarget::parse(url).map_err(|e| e.to_string())?),
+        DeliveryMode::Direct => SmtpConfig::direct(resolver()?),
+    };
+    config.max_connections = settings.connections;
+    config.max_per_destination = settings.connections;
+    config.helo_name = settings.helo.clone();
+    for d in &settings.dkim {
+        let pem = std::fs::read_to_string(&d.key_file).map_err(|e| format!("{}: {e}", d.key_file.display()))?;
+        let key = if d.ed25519 {
+            DkimKey::ed25519_pem(&d.domain, &d.selector, &pem)
+        } else {
+            DkimKey::rsa_pem(&d.domain, &d.selector, &pem)
+        };
+        config.dkim.push(Arc::new(key.map_err(|e| format!("{}: {e}", d.origin))?));
+    }
+    let smtp = SmtpTransport::new(config).map_err(|e| e.to_string())?;
+    Ok((Arc::new(WithTestAddresses::new(sandbox, Arc::new(smtp))), true))
+}
+
+/// The worker the settings describe.
+pub fn worker_config(settings: &Settings, relaying: bool) -> WorkerConfig {
+    let mut config = WorkerConfig::default();
+    // More messages in flight than connections would only queue for a connection.
+    config.concurrency = if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
+    config
+}
+
+/// Installs the Prometheus recorder; the renderer for `/metrics`.
+fn metrics() -> Result<Arc<dyn Fn() -> String + Send + Sync>, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("mailroom_http_request_duration_seconds".into()), &buckets)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(move || handle.render()))
+}
+
+/// Keeps the queue gauges current (a scrape reads them; counting needs the store).
+async fn queue_gauges(engine: Engine) {
+    loop {
+        let now = engine.clock().now();
+        if let Ok(Some(q)) = engine.storage().queue_stats(now).await {
+            metrics::gauge!("mailroom_queue_waiting").set(q.waiting as f64);
+            metrics::gauge!("mailroom_queue_due").set(q.due as f64);
+            let lag = q.oldest_due.filter(|t| *t < now).map_or(0.0, |t| (now - t).num_milliseconds() as f64 / 1000.0);
+            metrics::gauge!("mailroom_queue_due_lag_seconds").set(lag);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// Runs the server until SIGTERM or Ctrl-C. `Err`: it could not start (nothing was changed).
+pub async fn serve(settings: Settings) -> Result<(), String> {
+    let store = match open_store(&settings.db) {
+        Ok(s) => s,
+        Err(OpenError::InUse) => {
+            return Err(format!(
+                "the database {} is in use by another process: is a `mailroom serve` already running on it?",
+                settings.db.display()
+            ));
+        }
+        Err(OpenError::Failed(e)) => return Err(format!("cannot open {}: {e}", settings.db.display())),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let mut server_config = settings.server.clone();
+    if let Some((cert, key)) = &settings.tls {
+        server_config.tls = Some(mailroom::http::tls_config(cert, key).map_err(|e| format!("TLS: {e}"))?);
+    }
+    let (transport, relaying) = transport(&settings)?;
+    let engine = build_engine(&settings, &store)?;
+    let mut api_config = settings.api.clone();
+    if settings.metrics {
+        api_config.metrics = Some(metrics()?);
+    }
+    for w in &settings.warnings {
+        tracing::warn!("configuration: {w}");
+    }
+
+    // Keys: the configuration's are brought in line; a server with no key at all gets one.
+    let managed = engine.sync_managed_keys(&settings.keys).await.map_err(|e| format!("API keys: {e}"))?;
+    let active = engine.list_api_keys().await.map_err(|e| e.to_string())?.iter().any(|k| k.revoked_at.is_none());
+    if managed.is_empty() && !active {
+        let created = engine
+            .create_api_key(Some("created at start"), mailroom::core::ports::KeyPermission::FullAccess)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The token goes to stdout once, not into the logs.
+        println!("{}", serde_json::json!({"created_api_key": created.token, "id": created.record.id}));
+        tracing::info!(id = %created.record.id, "no API key yet: created one (its token is printed once on stdout)");
+    }
+
+    let context = Context { engine: engine.clone(), store: store.clone(), dns: settings.dns };
+    let admin = admin::listen(&settings.admin_socket, context).await?;
+    let _cleanup = admin::Cleanup(settings.admin_socket.clone());
+    let gauges = tokio::spawn(queue_gauges(engine.clone()));
+
+    let scheme = if server_config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        listen = %settings.listen,
+        %scheme,
+        db = %settings.db.display(),
+        delivery = ?settings.delivery,
+        admin_socket = %settings.admin_socket.display(),
+        "serving the API; the worker delivers in the same process"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut worker_config = WorkerConfig::default();
+    worker_config.concurrency =
+        if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
+    let worker = engine.worker(transport, worker_config);
+    let until = stopped(stop_rx.clone());
+    let worker = tokio::spawn(async move { worker.run(until).await });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new requests; finishing deliveries in flight");
+        let _ = stop_tx.send(true);
+    });
+    let app = router(Api::new(engine, api_config));
+    let served = mailroom::http::serve(listener, app, server_config, stopped(stop_rx)).await;
+    admin.abort();
+    gauges.abort();
+    served.map_err(|e| e.to_string())?;
+    let report = worker.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    tracing::info!(processed = report.processed, released = report.released, "stopped");
+    Ok(())
+}
