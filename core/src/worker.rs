@@ -240,7 +240,7 @@ impl Worker {
                 next: Next::Done,
             };
             storage.record_outcomes(vec![outcome]).await?;
-            count_events(&[EventKind::Failed]);
+            observe(record.state.id, &[EventKind::Failed]);
             return Ok(false);
         }
 
@@ -253,7 +253,7 @@ impl Worker {
                 storage
                     .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
                     .await?;
-                count_events(&[EventKind::Failed]);
+                observe(record.state.id, &[EventKind::Failed]);
                 return Ok(false);
             }
         }
@@ -283,7 +283,7 @@ impl Worker {
         if send_to.is_empty() {
             let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
             storage.record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }]).await?;
-            count_events(&kinds);
+            observe(record.state.id, &kinds);
             return Ok(false);
         }
 
@@ -402,14 +402,16 @@ impl Worker {
         };
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
         storage.record_outcomes(vec![Outcome { claim, events, suppressions, next }]).await?;
-        count_events(&kinds);
+        observe(record.state.id, &kinds);
         Ok(true)
     }
 }
 
-/// Counts recorded events by kind (`mailroom_events_total{event="delivered"}`…), after they
-/// are durable.
-fn count_events(kinds: &[EventKind]) {
+/// After an outcome is durable: one `info` line for the email (what happened to it), and the
+/// events counted by kind (`mailroom_events_total{event="delivered"}`…).
+fn observe(id: crate::email::EmailId, kinds: &[EventKind]) {
+    let events: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    tracing::info!(target: "mailroom::delivery", email = %id, events = %events.join(","), "delivery");
     for k in kinds {
         metrics::counter!("mailroom_events_total", "event" => k.as_str()).increment(1);
     }

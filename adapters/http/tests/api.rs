@@ -470,3 +470,47 @@ async fn attachments_are_listed_with_signed_download_urls() {
         call(&s, reqwest::Method::GET, &format!("/emails/{id}/attachments/nope"), Some(&s.full), None, &[]).await;
     assert_eq!((st.as_u16(), r["name"].as_str()), (404, Some("not_found")));
 }
+
+/// A download URL works for an hour on the engine's clock: at 59 minutes yes, at 61 no.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_urls_expire_after_one_hour() {
+    use mailroom_core::ports::{Clock, ManualClock};
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).clock(clock.clone()).build();
+    let token = key(&engine, "full", KeyPermission::FullAccess).await;
+    let base = listen(engine, unlimited()).await;
+    let client = reqwest::Client::new();
+    let mut body = email("a@example.com");
+    body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
+    let sent: Value = client
+        .post(format!("{base}/emails"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["id"].as_str().unwrap();
+    let list: Value = client
+        .get(format!("{base}/emails/{id}/attachments"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = list["data"][0]["download_url"].as_str().unwrap().to_string();
+    let expires_at = chrono::DateTime::parse_from_rfc3339(list["data"][0]["expires_at"].as_str().unwrap()).unwrap();
+    let lifetime = (expires_at.to_utc() - clock.now()).num_seconds();
+    assert!((3599..=3600).contains(&lifetime), "{lifetime} s");
+    clock.advance(chrono::Duration::minutes(59));
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), StatusCode::OK);
+    clock.advance(chrono::Duration::minutes(2));
+    let late = reqwest::get(&url).await.unwrap();
+    assert_eq!(late.status().as_u16(), 403);
+    let body: Value = late.json().await.unwrap();
+    assert_eq!(body["name"], "invalid_access");
+}

@@ -75,13 +75,23 @@ impl Pool {
             found
         };
         self.close(expired);
+        self.report();
         (lease, session)
+    }
+
+    /// The pool's gauges: sessions open, and in use, across destinations.
+    fn report(&self) {
+        metrics::gauge!("mailroom_smtp_connections_open").set(self.open.load(Ordering::SeqCst) as f64);
+        let in_use = self.max_connections.saturating_sub(self.in_use_total.available_permits());
+        metrics::gauge!("mailroom_smtp_connections_in_use").set(in_use as f64);
     }
 
     /// Called before opening a session: closes the longest-idle session elsewhere if the
     /// total is reached, and counts the new one.
     pub(crate) fn make_room(&self) {
+        metrics::counter!("mailroom_smtp_connections_opened_total").increment(1);
         if self.open.fetch_add(1, Ordering::SeqCst) < self.max_connections {
+            self.report();
             return;
         }
         let victim = {
@@ -99,6 +109,7 @@ impl Pool {
     /// A session counted by [`Pool::make_room`] could not be opened after all.
     pub(crate) fn not_opened(&self) {
         self.open.fetch_sub(1, Ordering::SeqCst);
+        self.report();
     }
 
     /// A session that will not be reused (broken, or its lease ends with it).
@@ -115,6 +126,7 @@ impl Pool {
             idle.entry(lease.key.clone()).or_default().push(session);
         }
         drop(lease);
+        self.report();
     }
 
     fn close(&self, sessions: Vec<Session>) {
@@ -126,6 +138,7 @@ impl Pool {
                 handle.spawn(s.quit());
             }
         }
+        self.report();
     }
 }
 

@@ -55,7 +55,7 @@ async fn serve_one(stream: UnixStream, ctx: &Context) -> std::io::Result<()> {
     BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line).await?;
     let answer = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
-            tracing::info!(command = ?std::mem::discriminant(&request), "admin request");
+            tracing::info!(command = request.name(), "admin request");
             match execute(ctx, request).await {
                 Ok(output) => json!({"ok": true, "output": output}),
                 Err(f) => json!({"ok": false, "error": f.body()}),

@@ -79,6 +79,32 @@ pub enum Request {
     Backup { path: PathBuf },
 }
 
+impl Request {
+    /// The command's name, as the wire tags it (`send`, `keys-create`…).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Send { .. } => "send",
+            Request::Batch { .. } => "batch",
+            Request::Get { .. } => "get",
+            Request::List { .. } => "list",
+            Request::Reschedule { .. } => "reschedule",
+            Request::Cancel { .. } => "cancel",
+            Request::SuppressionsList => "suppressions-list",
+            Request::SuppressionsAdd { .. } => "suppressions-add",
+            Request::SuppressionsRemove { .. } => "suppressions-remove",
+            Request::DomainsAdd { .. } => "domains-add",
+            Request::DomainsList => "domains-list",
+            Request::KeysCreate { .. } => "keys-create",
+            Request::KeysList => "keys-list",
+            Request::KeysRevoke { .. } => "keys-revoke",
+            Request::Insights { .. } => "insights",
+            Request::IngestBounce { .. } => "ingest-bounce",
+            Request::Prune { .. } => "prune",
+            Request::Backup { .. } => "backup",
+        }
+    }
+}
+
 /// What a command runs against.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -192,4 +218,37 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
         }
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_wire_tags() {
+        let all = [
+            Request::Send { body: String::new(), idempotency_key: None },
+            Request::Batch { body: String::new(), permissive: false, idempotency_key: None },
+            Request::Get { id: String::new() },
+            Request::List { limit: None, after: None, before: None },
+            Request::Reschedule { id: String::new(), when: String::new() },
+            Request::Cancel { id: String::new() },
+            Request::SuppressionsList,
+            Request::SuppressionsAdd { address: String::new(), reason: String::new() },
+            Request::SuppressionsRemove { address: String::new() },
+            Request::DomainsAdd { domain: String::new(), click_tracking: false, open_tracking: false },
+            Request::DomainsList,
+            Request::KeysCreate { name: String::new(), sending_access: false, domain: None },
+            Request::KeysList,
+            Request::KeysRevoke { id: String::new() },
+            Request::Insights { id: None, draft: None, dns: None },
+            Request::IngestBounce { message: vec![] },
+            Request::Prune { older_than_days: 0 },
+            Request::Backup { path: PathBuf::new() },
+        ];
+        for r in all {
+            let tag = serde_json::to_value(&r).ok().and_then(|v| v["command"].as_str().map(str::to_string));
+            assert_eq!(tag.as_deref(), Some(r.name()));
+        }
+    }
 }

@@ -152,6 +152,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         }
         Err(OpenError::Failed(e)) => return Err(format!("cannot open {}: {e}", settings.db.display())),
     };
+    // The admin socket before the port: once the API answers, so does the command line.
+    let engine = build_engine(&settings, &store)?;
+    let context = Context { engine: engine.clone(), store: store.clone(), dns: settings.dns };
+    let admin = admin::listen(&settings.admin_socket, context).await?;
+    let _cleanup = admin::Cleanup(settings.admin_socket.clone());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -160,7 +165,6 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         server_config.tls = Some(mailroom::http::tls_config(cert, key).map_err(|e| format!("TLS: {e}"))?);
     }
     let (transport, relaying) = transport(&settings)?;
-    let engine = build_engine(&settings, &store)?;
     let mut api_config = settings.api.clone();
     if settings.metrics {
         api_config.metrics = Some(metrics()?);
@@ -182,9 +186,6 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!(id = %created.record.id, "no API key yet: created one (its token is printed once on stdout)");
     }
 
-    let context = Context { engine: engine.clone(), store: store.clone(), dns: settings.dns };
-    let admin = admin::listen(&settings.admin_socket, context).await?;
-    let _cleanup = admin::Cleanup(settings.admin_socket.clone());
     let gauges = tokio::spawn(queue_gauges(engine.clone()));
 
     let scheme = if server_config.tls.is_some() { "https" } else { "http" };

@@ -1,0 +1,626 @@
+//! The server attacked as a hostile API client would: every finding of the review that found
+//! it giving way, as a regression test over a real socket, against the real `mailroom serve`
+//! started from a configuration file on a real redb file.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+mod common;
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "re_operator_key_0001";
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Server {
+    /// `mailroom serve` with the operator's key and `extra` configuration (TOML sections).
+    fn start(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    /// `extra` may begin with a `[server]` table: its lines join the server's own.
+    fn start_in(dir: tempfile::TempDir, extra: &str) -> Server {
+        let port = common::peers::free_port();
+        let config = dir.path().join("mailroom.toml");
+        let db = dir.path().join("h.redb");
+        let (server_lines, rest) = match extra.strip_prefix("[server]\n") {
+            Some(after) => after.split_at(after.find("\n[").map_or(after.len(), |i| i + 1)),
+            None => ("", extra),
+        };
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{server_lines}\n[database]\npath = \"{}\"\n\n[[api_keys]]\nname = \"operator\"\ntoken = \"{OPERATOR}\"\n\n{rest}\n",
+            db.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        common::peers::wait_listening(port, &mut child, "mailroom serve");
+        let s = Server { child, port, dir, config };
+        // Listening is not serving yet: wait for an answer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while request(s.port, "GET", "/health", None, b"", &[]).status != 200 {
+            assert!(Instant::now() < deadline, "serve did not answer /health");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("h.redb")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) -> (String, tempfile::TempDir) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).ok();
+        (err, std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// One HTTP/1.1 exchange written by hand (the tests need to send what no library sends).
+fn raw(port: u16, request: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
+        panic!(
+            "no answer to {:?}: {:?}",
+            String::from_utf8_lossy(&request[..request.len().min(200)]),
+            String::from_utf8_lossy(&out)
+        )
+    });
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Reply { status, headers: head, body: out[split + 4..].to_vec() }
+}
+
+fn request(port: u16, method: &str, path: &str, key: Option<&str>, body: &[u8], extra: &[(&str, &str)]) -> Reply {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    if let Some(k) = key {
+        head.push_str(&format!("authorization: Bearer {k}\r\n"));
+    }
+    if !body.is_empty() && !extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        head.push_str("content-type: application/json\r\n");
+    }
+    for (n, v) in extra {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(port, &bytes)
+}
+
+fn post(s: &Server, path: &str, key: &str, body: &Value) -> Reply {
+    request(s.port, "POST", path, Some(key), body.to_string().as_bytes(), &[])
+}
+
+fn get(s: &Server, path: &str, key: &str) -> Reply {
+    request(s.port, "GET", path, Some(key), b"", &[])
+}
+
+fn email(to: &str) -> Value {
+    json!({"from": "Acme <hi@acme.test>", "to": to, "subject": "Hi", "html": "<p>hi</p>"})
+}
+
+fn count_emails(s: &Server) -> usize {
+    get(s, "/emails?limit=100", OPERATOR).json()["data"].as_array().map_or(0, Vec::len)
+}
+
+fn new_key(s: &Server, body: Value) -> String {
+    let r = post(s, "/api-keys", OPERATOR, &body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+/// Peak resident memory of a process so far, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn path_attachments_never_read_the_servers_files() {
+    let s = Server::start("[rate_limits]\nper_key = 0\nper_account = 0\n");
+    let sender = new_key(&s, json!({"name": "sender", "permission": "sending_access"}));
+    let db = s.db().display().to_string();
+    let config = s.config.display().to_string();
+    let mut answers = std::collections::BTreeSet::new();
+    for path in [
+        "/etc/passwd",
+        "/etc/shadow",
+        "/proc/self/environ",
+        "/proc/self/cmdline",
+        "../../etc/hostname",
+        "/etc/no-such-file",
+        db.as_str(),
+        config.as_str(),
+        "mailroom.toml",
+    ] {
+        for key in [OPERATOR, sender.as_str()] {
+            let mut body = email("outside@example.com");
+            body["attachments"] = json!([{"path": path, "filename": "x.txt"}]);
+            let r = post(&s, "/emails", key, &body);
+            assert_eq!((r.status, r.json()["name"].as_str()), (422, Some("invalid_attachment")), "{path}");
+            answers.insert(r.json()["message"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(answers.len(), 1, "one answer, whether the file exists or not: {answers:?}");
+    assert_eq!(count_emails(&s), 0, "nothing was accepted");
+    // A URL on the loopback interface is refused by default too.
+    let mut body = email("outside@example.com");
+    body["attachments"] = json!([{"path": format!("http://127.0.0.1:{}/health", s.port)}]);
+    let r = post(&s, "/emails", OPERATOR, &body);
+    assert_eq!(r.status, 422);
+    assert!(r.json()["message"].as_str().unwrap().contains("does not fetch from"), "{}", r.json());
+}
+
+/// A plain HTTP server that serves one file, for `path` URLs.
+fn file_server(content: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/pdf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                content.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(content);
+        }
+    });
+    port
+}
+
+#[test]
+fn path_means_a_url_the_server_fetches_or_a_file_in_the_named_directory() {
+    let files = file_server(b"%PDF-1.4 quarterly");
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    std::fs::write(public.join("terms.txt"), b"the terms").unwrap();
+    let extra = format!("[attachments]\nallow_networks = [\"127.0.0.1/32\"]\nlocal_dir = \"{}\"\n", public.display());
+    let s = Server::start_in(dir, &extra);
+    let mut body = email("outside@example.com");
+    body["attachments"] = json!([
+        {"path": format!("http://127.0.0.1:{files}/reports/Q3%20report.pdf")},
+        {"path": "terms.txt"},
+    ]);
+    let r = post(&s, "/emails", OPERATOR, &body);
+    assert_eq!(r.status, 200, "{}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let list = get(&s, &format!("/emails/{id}/attachments"), OPERATOR).json();
+    let items = list["data"].as_array().unwrap();
+    assert_eq!(items[0]["filename"], "Q3 report.pdf");
+    assert_eq!(items[0]["content_type"], "application/pdf");
+    assert_eq!(items[1]["filename"], "terms.txt");
+    let url = items[0]["download_url"].as_str().unwrap();
+    let path = url.split_once(&format!("{}", s.port)).unwrap().1;
+    let got = request(s.port, "GET", path, None, b"", &[]);
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"%PDF-1.4 quarterly"[..]));
+    // Outside the directory, whatever the spelling: the same refusal as a missing file.
+    let mut answers = std::collections::BTreeSet::new();
+    for bad in ["../h.redb", "../mailroom.toml", "/etc/passwd", "missing.txt", "public/../../x"] {
+        let mut body = email("outside@example.com");
+        body["attachments"] = json!([{"path": bad}]);
+        let r = post(&s, "/emails", OPERATOR, &body);
+        assert_eq!(r.status, 422, "{bad}");
+        answers.insert(r.json()["message"].as_str().unwrap().to_string());
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+}
+
+/// A 55 MB request (one attachment, base64): refused, and the process's peak memory rises by
+/// less than 100 MB; eight at once by less than 500 MB. Prints the figures.
+#[test]
+fn memory_per_request_is_bounded() {
+    let s = Server::start("[rate_limits]\nper_key = 0\nper_account = 0\n");
+    // Warm up (allocator arenas, the first commit) with a small accepted email.
+    assert_eq!(post(&s, "/emails", OPERATOR, &email("a@example.com")).status, 200);
+    let base = peak_rss(s.pid());
+    let payload = "QUJD".repeat(55 << 20 >> 2); // 55 MiB of base64 (41 MiB decoded)
+    let body = format!(
+        r#"{{"from":"Acme <hi@acme.test>","to":"a@example.com","subject":"big","html":"x","attachments":[{{"filename":"big.bin","content":"{payload}"}}]}}"#
+    );
+    let started = Instant::now();
+    let r = request(s.port, "POST", "/emails", Some(OPERATOR), body.as_bytes(), &[]);
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["message"].as_str().unwrap().contains("limit"), "{}", r.json());
+    let one = peak_rss(s.pid()).saturating_sub(base);
+    println!(
+        "one 55 MB request: peak RSS {} MB → {} MB (+{} MB), answered in {:.2} s",
+        base >> 20,
+        (base + one) >> 20,
+        one >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(one < 100 << 20, "one 55 MB request raised peak RSS by {} MB", one >> 20);
+
+    let body = std::sync::Arc::new(body);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (body, port) = (body.clone(), s.port);
+            std::thread::spawn(move || request(port, "POST", "/emails", Some(OPERATOR), body.as_bytes(), &[]).status)
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 422 || *s == 503), "{statuses:?}");
+    let eight = peak_rss(s.pid()).saturating_sub(base);
+    println!("eight concurrent 55 MB requests: +{} MB peak RSS; answers {statuses:?}", eight >> 20);
+    assert!(eight < 500 << 20, "eight 55 MB requests raised peak RSS by {} MB", eight >> 20);
+    assert_eq!(count_emails(&s), 1);
+}
+
+/// Requests refused before their body matters are not read: the answer arrives while the
+/// client is still sending.
+#[test]
+fn refused_requests_are_not_parsed() {
+    let s = Server::start("[rate_limits]\nper_key = 1\nper_account = 1\n");
+    let big_head = |key: Option<&str>| {
+        let mut h = format!(
+            "POST /emails HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            55 << 20
+        );
+        if let Some(k) = key {
+            h.push_str(&format!("authorization: Bearer {k}\r\n"));
+        }
+        h.push_str("\r\n{\"from\":\"");
+        h
+    };
+    let unauthenticated = raw(s.port, big_head(None).as_bytes());
+    assert_eq!(unauthenticated.status, 401);
+    assert_eq!(post(&s, "/emails", OPERATOR, &email("a@example.com")).status, 200);
+    let limited = raw(s.port, big_head(Some(OPERATOR)).as_bytes());
+    assert_eq!(limited.status, 429, "{}", limited.headers);
+    assert!(limited.header("retry-after").is_some());
+}
+
+#[test]
+fn one_email_causes_at_most_fifty_deliveries_and_lists_are_capped() {
+    let s = Server::start("");
+    let many: Vec<String> = (0..10_000).map(|i| format!("u{i}@example.com")).collect();
+    for field in ["cc", "bcc", "reply_to"] {
+        let mut body = email("a@example.com");
+        body[field] = json!(many);
+        let r = post(&s, "/emails", OPERATOR, &body);
+        assert_eq!(r.status, 422, "{field}");
+        assert!(r.json()["message"].as_str().unwrap().contains(&format!("`{field}`")), "{}", r.json());
+    }
+    let mut body = email("a@example.com");
+    body["tags"] = json!((0..10_000).map(|i| json!({"name": format!("t{i}"), "value": "v"})).collect::<Vec<_>>());
+    body["headers"] = json!((0..10_000).map(|i| (format!("X-H{i}"), json!("v"))).collect::<serde_json::Map<_, _>>());
+    let r = post(&s, "/emails", OPERATOR, &body);
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(r.status == 422 && message.contains("`tags`") && message.contains("`headers`"), "{message}");
+    // 30 + 20: fifty deliveries are fine; one more is not.
+    let mut body = email("a@example.com");
+    body["to"] = json!(many[..30]);
+    body["cc"] = json!(many[30..50]);
+    assert_eq!(post(&s, "/emails", OPERATOR, &body).status, 200);
+    body["bcc"] = json!([many[50]]);
+    assert_eq!(post(&s, "/emails", OPERATOR, &body).status, 422);
+    assert_eq!(count_emails(&s), 1);
+}
+
+#[test]
+fn stalled_connections_are_closed_and_every_answer_is_json() {
+    let s = Server::start(
+        "[server]\nheader_read_timeout = \"1s\"\nbody_timeout = \"1s\"\n[rate_limits]\nper_key = 0\nper_account = 0\n",
+    );
+    // 100 connections stop mid-header, 100 mid-body.
+    let mut stalled = Vec::new();
+    for i in 0..200 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        if i % 2 == 0 {
+            c.write_all(b"POST /emails HTTP/1.1\r\nhost: x\r\nx-slow: ").unwrap();
+        } else {
+            let head = format!(
+                "POST /emails HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {OPERATOR}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"from\""
+            );
+            c.write_all(head.as_bytes()).unwrap();
+        }
+        stalled.push(c);
+    }
+    let started = Instant::now();
+    let mut timed_out_bodies = 0;
+    for (i, mut c) in stalled.into_iter().enumerate() {
+        let mut out = Vec::new();
+        let r = c.read_to_end(&mut out);
+        assert!(r.is_ok(), "connection {i} was not closed by the server: {r:?}");
+        if i % 2 == 1 {
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with("HTTP/1.1 408") && text.contains("\"statusCode\":408"), "{text}");
+            timed_out_bodies += 1;
+        }
+    }
+    assert_eq!(timed_out_bodies, 100);
+    assert!(started.elapsed() < Duration::from_secs(8), "closed within the timeouts: {:?}", started.elapsed());
+
+    // hyper's own answers carry JSON bodies.
+    let bad = raw(s.port, b"GARBAGE\r\n\r\n");
+    assert_eq!((bad.status, bad.json()["statusCode"].as_u64()), (400, Some(400)), "{}", bad.headers);
+    let huge = format!("GET /emails HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(64 << 10));
+    let r = raw(s.port, huge.as_bytes());
+    assert_eq!((r.status, r.json()["statusCode"].as_u64()), (431, Some(431)));
+    assert!(r.header("content-type").unwrap().starts_with("application/json"));
+    // The download route without a signature, and an attachment route without a key.
+    let r = request(s.port, "GET", "/emails/x/attachments/content", None, b"", &[]);
+    assert_eq!((r.status, r.json()["name"].as_str()), (401, Some("missing_api_key")));
+    let r =
+        request(s.port, "GET", "/emails/00000000-0000-7000-8000-000000000000/attachments/a/content", None, b"", &[]);
+    assert_eq!((r.status, r.json()["name"].as_str()), (403, Some("invalid_access")));
+    let r = request(s.port, "GET", "/emails/%FF%FE", Some(OPERATOR), b"", &[]);
+    assert!(r.status >= 400 && r.json()["statusCode"].as_u64() == Some(u64::from(r.status)), "{}", r.status);
+}
+
+#[test]
+fn keys_cannot_be_escalated_or_guessed_offline() {
+    let s = Server::start("[rate_limits]\nper_key = 5\nper_account = 5\nunauthenticated_per_ip = 5\n");
+    let keys = get(&s, "/api-keys", OPERATOR).json();
+    let operator_id = keys["data"][0]["id"].as_str().unwrap().to_string();
+    // The id says nothing about the token.
+    let digest = {
+        let out = Command::new("sh").arg("-c").arg(format!("printf %s {OPERATOR} | sha256sum")).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    };
+    assert!(!digest.starts_with(&operator_id.replace('-', "")[..8]), "{operator_id} vs {digest}");
+    // A full-access key made over the API cannot revoke the operator's.
+    let minted = new_key(&s, json!({"name": "minted"}));
+    let r = request(s.port, "DELETE", &format!("/api-keys/{operator_id}"), Some(&minted), b"", &[]);
+    assert_eq!((r.status, r.json()["name"].as_str()), (403, Some("validation_error")), "{}", r.json());
+    assert_eq!(get(&s, "/api-keys", OPERATOR).status, 200, "the operator's key still works");
+
+    // Minting keys does not multiply the allowance: the account has five per second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let minted: Vec<String> = (0..4).map(|i| new_key(&s, json!({"name": format!("k{i}")}))).collect();
+    std::thread::sleep(Duration::from_millis(1100));
+    let ok = (0..20).filter(|i| get(&s, "/emails", &minted[i % minted.len()]).status == 200).count();
+    assert!(ok <= 5, "{ok} requests passed in one second across minted keys");
+
+    // Guessing keys: after five failures in a second, the address is refused outright.
+    std::thread::sleep(Duration::from_millis(1100));
+    let statuses: Vec<u16> = (0..10).map(|i| get(&s, "/emails", &format!("re_guess_{i:012}")).status).collect();
+    assert_eq!(statuses[..5], [403; 5]);
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[test]
+fn logs_and_exports_keep_no_secrets_and_no_formulas() {
+    let s = Server::start("[rate_limits]\nper_key = 0\nper_account = 0\n");
+    // Not JSON: refused and never logged in clear.
+    let r = request(s.port, "POST", "/emails", Some(OPERATOR), b"content=U0VDUkVUX0FUVEFDSE1FTlQ&to=x", &[]);
+    assert_eq!(r.status, 422);
+    // Valid JSON with bytes after it: malformed, not sent, not logged in clear.
+    let mut trailing = email("a@example.com");
+    trailing["attachments"] = json!([{"filename": "s.txt", "content": "U0VDUkVUX0FUVEFDSE1FTlQ="}]);
+    let body = format!("{trailing} U0VDUkVUX0FUVEFDSE1FTlQ");
+    let r = request(s.port, "POST", "/emails", Some(OPERATOR), body.as_bytes(), &[]);
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(count_emails(&s), 0);
+    // Secret-looking custom headers are not logged either.
+    let mut with_header = email("a@example.com");
+    with_header["headers"] = json!({"X-Api-Token": "tok_SECRET_HEADER_VALUE", "X-Entity-Ref-ID": "42"});
+    with_header["subject"] = json!("=HYPERLINK(\"http://evil.test\",\"click\")");
+    assert_eq!(post(&s, "/emails", OPERATOR, &with_header).status, 200);
+    let logs = get(&s, "/logs?limit=100", OPERATOR);
+    let text = String::from_utf8_lossy(&logs.body).to_string();
+    assert!(text.contains("X-Entity-Ref-ID"), "the log keeps what is harmless: {text}");
+    for secret in ["U0VDUkVUX0FUVEFDSE1FTlQ", "tok_SECRET_HEADER_VALUE", OPERATOR] {
+        assert!(!text.contains(secret), "{secret} is in the logs: {text}");
+    }
+    let csv = String::from_utf8_lossy(&get(&s, "/emails/export", OPERATOR).body).to_string();
+    assert!(csv.contains("\"'=HYPERLINK(\"\"http://evil.test\"\",\"\"click\"\")\""), "{csv}");
+    assert!(!csv.lines().any(|l| l.split(',').any(|cell| cell.starts_with('='))), "{csv}");
+}
+
+#[test]
+fn envelope_and_authentication_headers_are_reserved_and_filenames_encoded() {
+    let s = Server::start("");
+    let limited = new_key(&s, json!({"name": "acme", "permission": "sending_access", "domain": "acme.test"}));
+    for name in ["Reply-To", "Sender", "Return-Path", "DKIM-Signature", "Resent-From", "Received"] {
+        let mut body = email("a@example.com");
+        body["headers"] = json!({name: "ceo@bank.test"});
+        let r = post(&s, "/emails", &limited, &body);
+        assert_eq!(r.status, 422, "{name}");
+        assert!(r.json()["message"].as_str().unwrap().contains(&format!("headers.{name}")), "{}", r.json());
+    }
+    let mut other = email("a@example.com");
+    other["from"] = json!("CEO <ceo@bank.test>");
+    assert_eq!(post(&s, "/emails", &limited, &other).status, 403);
+    // A control byte in a filename reaches the message only encoded.
+    let mut body = email("person@example.com");
+    body["attachments"] = json!([{"filename": "a\u{1}b\r\nBcc: victim@example.com.txt", "content": "aGk="}]);
+    let r = post(&s, "/emails", OPERATOR, &body);
+    assert_eq!(r.status, 200, "{}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let outbox = s.dir.path().join("h.redb.outbox").join(format!("{id}.eml"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !outbox.exists() {
+        assert!(Instant::now() < deadline, "not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let eml = std::fs::read(&outbox).unwrap();
+    let text = String::from_utf8_lossy(&eml);
+    assert!(text.contains("filename*0*=utf-8''a%01b%0D%0ABcc%3A%20victim%40example.com.txt"), "{text}");
+    assert!(!eml.contains(&1u8) && !text.contains("\r\nBcc:"), "{text}");
+}
+
+#[test]
+fn operations_health_metrics_backup_and_restore() {
+    let s = Server::start("");
+    assert_eq!(request(s.port, "GET", "/health", None, b"", &[]).json()["status"], "ok");
+    assert_eq!(request(s.port, "GET", "/ready", None, b"", &[]).json()["status"], "ready");
+    let id = post(&s, "/emails", OPERATOR, &email("delivered@resend.dev")).json()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&s, &format!("/emails/{id}"), OPERATOR).json()["last_event"] != "delivered" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(6)); // the queue gauges refresh every 5 s
+    let metrics = String::from_utf8_lossy(&request(s.port, "GET", "/metrics", None, b"", &[]).body).to_string();
+    for line in [
+        "mailroom_emails_accepted_total 1",
+        "mailroom_events_total{event=\"delivered\"} 1",
+        "mailroom_queue_waiting 0",
+        "mailroom_queue_due_lag_seconds",
+        "mailroom_http_request_duration_seconds_bucket{method=\"POST\",route=\"/emails\",status=\"2xx\"",
+        "mailroom_http_connections",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    // A backup while serving, through the command line (the server holds the file).
+    let backup = s.dir.path().join("backup.redb");
+    let out = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["backup", backup.to_str().unwrap(), "--config", s.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let (log, dir) = s.stop();
+    assert!(log.contains("request") && log.contains("status=200"), "per-request logs at info: {log}");
+    // Restore it over the (stopped) server's file and find the email again.
+    let config = dir.path().join("mailroom.toml");
+    let restore = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["restore", backup.to_str().unwrap(), "--force", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stdout));
+    let got = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["get", &id, "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let got: Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(got["last_event"], "delivered");
+}
+
+#[test]
+fn what_a_newcomer_hit() {
+    let s = Server::start("");
+    // The command line works while the server holds the database.
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(args)
+            .args(["--config", s.config.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let out = c.wait_with_output().unwrap();
+        (out.status.success(), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+    };
+    let (ok, sent) = cli(&["send"], Some(&email("bounced@resend.dev").to_string()));
+    assert!(ok, "{sent}");
+    let first = sent["id"].as_str().unwrap().to_string();
+    // A test address simulates its outcome every time, the suppression list notwithstanding.
+    let wait_for = |id: &str, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = get(&s, &format!("/emails/{id}"), OPERATOR).json()["last_event"].clone();
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} is {got}, not {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&first, "bounced");
+    let second = post(&s, "/emails", OPERATOR, &email("bounced@resend.dev")).json()["id"].as_str().unwrap().to_string();
+    wait_for(&second, "bounced");
+    let (ok, listed) = cli(&["list"], None);
+    assert!(ok && listed["data"].as_array().unwrap().len() == 2, "{listed}");
+
+    // A port in use: a clear error, and nothing written (no key created).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("other.redb");
+    let out = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", s.port), "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot listen on") && err.contains("in use"), "{err}");
+    assert!(out.stdout.is_empty(), "no key was created or printed");
+    let keys = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["keys", "list", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let keys: Value = serde_json::from_slice(&keys.stdout).unwrap();
+    assert_eq!(keys["data"].as_array().map(Vec::len), Some(0), "{keys}");
+
+    let version = Command::new(env!("CARGO_BIN_EXE_mailroom")).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("mailroom {}", env!("CARGO_PKG_VERSION")));
+    let help = Command::new(env!("CARGO_BIN_EXE_mailroom")).args(["send", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in help.lines().filter(|l| l.trim_start().starts_with("[FILE]") || l.contains("--idempotency-key")) {
+        assert!(line.split_whitespace().count() > 3, "a help line without text: {line:?}");
+    }
+    let when = Command::new(env!("CARGO_BIN_EXE_mailroom")).args(["when", "--help"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&when.stdout).contains("--db"), "when takes no database");
+    for licence in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(licence).is_file(), "{licence}");
+    }
+}
