@@ -5,14 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests need beyond the Rust toolchain: real SMTP and DNS peers (Debian's postfix
-# for smtp-sink, smtp-source and a loopback postfix; dnsmasq; openssl for test certificates),
-# aiosmtpd (PyPI), and the official SDKs (PyPI resend 2.x, npm resend 6.x). Installed only
-# when missing.
+# for smtp-sink, smtp-source and a loopback postfix; dnsmasq; openssl for test certificates;
+# systemd-analyze for the unit in deploy/), aiosmtpd and the official SDKs (PyPI resend 2.x,
+# npm resend 6.x, at the versions their lockfiles pin), and cargo-fuzz for the fuzz smoke.
+# Installed only when missing.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 missing=""
-for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3 node:nodejs npm:npm; do
+for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3 node:nodejs npm:npm systemd-analyze:systemd; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || missing="$missing ${tool##*:}"
 done
 if [ -n "$missing" ]; then
@@ -24,11 +25,15 @@ fi
 pip_install() {
   python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
 }
-python3 -c "import aiosmtpd" 2>/dev/null || pip_install aiosmtpd
-# The official SDKs the HTTP tests drive: PyPI resend 2.x and npm resend 6.x.
-python3 -c "import resend" 2>/dev/null || pip_install "resend>=2,<3"
-[ -d tests/sdk/node_modules/resend ] || npm install --silent --no-audit --no-fund --prefix tests/sdk >/dev/null
+# aiosmtpd and the official Python SDK, exactly as tests/requirements.txt pins them (hashes).
+pip_install --require-hashes -r tests/requirements.txt
+# The official Node SDK, exactly as tests/sdk/package-lock.json pins it.
+want=$(node -p 'require("./tests/sdk/package-lock.json").packages["node_modules/resend"].version')
+have=$(node -p 'try { require("./tests/sdk/node_modules/resend/package.json").version } catch { "" }')
+[ "$want" = "$have" ] || npm ci --silent --no-audit --no-fund --prefix tests/sdk >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Every fuzz target builds and runs a few seconds without breaking its invariants.
+./scripts/fuzz-smoke.sh 5

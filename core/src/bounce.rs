@@ -142,12 +142,24 @@ pub struct Classification {
 /// otherwise the basic code's class. 5.7.x (policy, blocks, authentication) is treated as
 /// transient and never suppresses: such rejections are about the sender or its reputation,
 /// not the address, and suppressing on them would swallow good addresses.
+///
+/// An enhanced status whose class disagrees with the reply code's (`280 5.2.1`, `450 5.1.1`)
+/// is ignored: RFC 3463 §3.1 requires them to agree, and the reply code is what the server's
+/// SMTP state machine acts on; such a self-contradicting reply is no evidence that the address
+/// is gone, so it never suppresses.
 pub fn classify(reply: &SmtpReply) -> Classification {
+    let class = reply.code / 100;
+    let agrees = reply.enhanced.is_none_or(|e| u16::from(e.class) == class);
+    let mut c = classify_consistent(class, reply.code, reply.enhanced.filter(|_| agrees));
+    c.suppress &= agrees;
+    c
+}
+
+fn classify_consistent(class: u16, code: u16, enhanced: Option<EnhancedStatus>) -> Classification {
     use BounceSubtype as S;
     use BounceType as T;
     let c = |kind, subtype, suppress| Classification { kind, subtype, suppress };
-    let class = reply.enhanced.map_or(reply.code / 100, |e| u16::from(e.class));
-    match (class, reply.enhanced.map(|e| (e.subject, e.detail))) {
+    match (class, enhanced.map(|e| (e.subject, e.detail))) {
         (2, _) => c(T::Undetermined, S::Undetermined, false),
         (_, Some((2, 2))) => c(T::Transient, S::MailboxFull, false),
         (_, Some((3, 4))) | (_, Some((2, 3))) => c(T::Transient, S::MessageTooLarge, false),
@@ -156,8 +168,8 @@ pub fn classify(reply: &SmtpReply) -> Classification {
         (5, Some((1, 1 | 2 | 3 | 6 | 10))) | (5, Some((2, 1))) => c(T::Permanent, S::General, true),
         (4, _) => c(T::Transient, S::General, false),
         (5, Some(_)) => c(T::Permanent, S::General, false),
-        (5, None) if matches!(reply.code, 550 | 551 | 553) => c(T::Permanent, S::General, true),
-        (5, None) if reply.code == 552 => c(T::Transient, S::MailboxFull, false),
+        (5, None) if matches!(code, 550 | 551 | 553) => c(T::Permanent, S::General, true),
+        (5, None) if code == 552 => c(T::Transient, S::MailboxFull, false),
         (5, None) => c(T::Permanent, S::General, false),
         _ => c(T::Undetermined, S::Undetermined, false),
     }
@@ -209,6 +221,10 @@ mod tests {
             ("451 4.3.0 Try later", BounceType::Transient, BounceSubtype::General, false),
             ("550 Mailbox unavailable", BounceType::Permanent, BounceSubtype::General, true),
             ("250 2.0.0 Ok", BounceType::Undetermined, BounceSubtype::Undetermined, false),
+            // A class that contradicts the reply code is ignored (found by the fuzzer).
+            ("280 5.2.1 odd", BounceType::Undetermined, BounceSubtype::Undetermined, false),
+            ("450 5.1.1 odd", BounceType::Transient, BounceSubtype::General, false),
+            ("550 4.2.2 odd", BounceType::Permanent, BounceSubtype::General, false),
         ];
         for (line, kind, sub, suppress) in cases {
             let c = classify(&SmtpReply::parse(line).unwrap());

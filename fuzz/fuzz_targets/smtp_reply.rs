@@ -1,4 +1,5 @@
-//! SMTP reply parsing and classification: never panics, always classifies.
+//! SMTP reply parsing and classification: never panics, always classifies, and a policy
+//! refusal (x.7.x: the sender, its content or reputation) never suppresses the address.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mailroom_core::bounce::{SmtpReply, classify};
@@ -6,7 +7,13 @@ use mailroom_core::bounce::{SmtpReply, classify};
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
     if let Some(r) = SmtpReply::parse(s) {
-        let _ = classify(&r);
+        let c = classify(&r);
         assert!((200..600).contains(&r.code));
+        if r.enhanced.is_some_and(|e| e.subject == 7) {
+            assert!(!c.suppress, "a 5.7.x reply suppressed the address: {s:?}");
+        }
+        if r.code < 500 {
+            assert!(!c.suppress, "a transient reply suppressed the address: {s:?}");
+        }
     }
 });

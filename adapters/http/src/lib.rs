@@ -37,6 +37,7 @@ mod server;
 pub use limit::{Quota, RateLimiter, ip_subject};
 pub use logs::sdk_name;
 pub use mailroom_core::ports::{ApiKeyRecord, KeyPermission};
+pub use redact::{KEEP as LOG_BODY_LIMIT, redact as redact_for_log};
 pub use server::{ServerConfig, TlsError, serve, tls_config};
 
 use axum::body::Bytes;

@@ -13,7 +13,7 @@
 //!   syntax error, trailing bytes after the value — is never kept, only counted.
 
 /// The most of a body a log keeps.
-pub(crate) const KEEP: usize = 64 << 10;
+pub const KEEP: usize = 64 << 10;
 
 /// Containers deeper than this are not followed (and not kept).
 const MAX_DEPTH: usize = 64;
@@ -308,8 +308,9 @@ impl Scanner<'_> {
     }
 }
 
-/// A body as the log keeps it (see the module's invariants); `None` when empty.
-pub(crate) fn redact(body: &[u8]) -> Option<String> {
+/// A body as the request log keeps it: redacted, at most [`KEEP`] bytes and a short note of
+/// what was cut; `None` when empty. See the module's invariants.
+pub fn redact(body: &[u8]) -> Option<String> {
     redact_to(body, KEEP)
 }
 
