@@ -83,7 +83,7 @@ fn ingest(c: &mut Criterion) {
     });
 
     let engine = Engine::builder(Arc::new(RedbStorage::open(dir.path().join("replay.redb")).expect("redb"))).build();
-    let keyed = BatchOptions { idempotency_key: Some("batch-replay".into()), ..Default::default() };
+    let keyed = BatchOptions::default().keyed(Some("batch-replay".into()));
     rt.block_on(engine.send_batch(items.clone(), keyed.clone())).expect("first");
     group.bench_function("replay", |b| {
         b.to_async(&rt).iter_batched(

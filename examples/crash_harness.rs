@@ -138,7 +138,7 @@ async fn main() -> Result<(), String> {
     tokio::spawn(async move { worker.run(std::future::pending()).await });
     let mut out = std::io::stdout();
     for n in a.start.. {
-        let options = BatchOptions { mode: BatchMode::Strict, idempotency_key: key(n) };
+        let options = BatchOptions::new(BatchMode::Strict).keyed(key(n));
         let accepted = loop {
             match engine.send_batch(batch(n, a.run), options.clone()).await {
                 Ok(r) => break r,

@@ -32,6 +32,7 @@
 //! println!("queued {}", sent.id);
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 #![doc(html_no_source)]
 
 pub use mailroom_core as core;

@@ -19,38 +19,55 @@ const MAX_DOMAIN: usize = 253;
 /// Why an address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
+    /// Nothing was given.
     #[error("the address is empty")]
     Empty,
+    /// There is no `@`.
     #[error("the address has no `@`")]
     MissingAt,
+    /// Nothing before the `@`.
     #[error("the local part (before `@`) is empty")]
     EmptyLocalPart,
+    /// The local part is longer than RFC 5321's 64 octets.
     #[error("the local part is longer than 64 octets")]
     LocalPartTooLong,
+    /// A character that the local part allows only inside quotes.
     #[error("the local part has `{0}`, which is only allowed inside quotes")]
     InvalidLocalChar(char),
+    /// The local part has an empty dot-separated segment (`a..b`, `.a`).
     #[error("the local part has an empty dot-separated segment")]
     LocalPartDots,
+    /// A quoted string is not closed.
     #[error("a quoted string is not closed")]
     UnterminatedQuote,
+    /// `<` is not closed by `>`.
     #[error("`<` is not closed by `>`")]
     UnterminatedAngle,
+    /// Text follows the address.
     #[error("unexpected text after the address: `{0}`")]
     TrailingText(String),
+    /// Nothing after the `@`.
     #[error("the domain (after `@`) is empty")]
     EmptyDomain,
+    /// A domain literal (`[192.0.2.1]`): not accepted.
     #[error("domain literals such as `[192.0.2.1]` are not accepted")]
     DomainLiteral,
+    /// The domain is not a valid host name (after IDNA).
     #[error("the domain `{0}` is not a valid host name")]
     InvalidDomain(String),
+    /// The domain has one label only (`localhost`).
     #[error("the domain `{0}` is not fully qualified")]
     UnqualifiedDomain(String),
+    /// The domain is longer than 253 octets.
     #[error("the domain is longer than 253 octets")]
     DomainTooLong,
+    /// The whole address is longer than 254 octets.
     #[error("the address is longer than 254 octets")]
     AddressTooLong,
+    /// A character the display name allows only inside quotes.
     #[error("the display name has `{0}`; put the name in double quotes")]
     InvalidDisplayNameChar(char),
+    /// A line break or control character.
     #[error("line breaks and control characters are not allowed")]
     ControlCharacter,
 }

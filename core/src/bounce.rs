@@ -9,8 +9,11 @@ use std::fmt;
 /// An RFC 3463 enhanced status code, `class.subject.detail`. Serialised as its text, `5.1.1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnhancedStatus {
+    /// 2 (success), 4 (persistent transient failure) or 5 (permanent failure).
     pub class: u8,
+    /// What the status is about: 1 addressing, 2 mailbox, 3 mail system, 4 network and routing, 5 delivery protocol, 6 content, 7 security and policy.
     pub subject: u16,
+    /// The detail within the subject (`5.1.1`: the mailbox does not exist).
     pub detail: u16,
 }
 
@@ -55,8 +58,11 @@ impl fmt::Display for EnhancedStatus {
 /// A server's reply, kept exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmtpReply {
+    /// The three-digit reply code.
     pub code: u16,
+    /// The RFC 3463 status at the start of the text, when the server gave one.
     pub enhanced: Option<EnhancedStatus>,
+    /// The rest of the reply, as the server wrote it.
     pub text: String,
 }
 
@@ -83,6 +89,7 @@ impl SmtpReply {
         Some(SmtpReply { code, enhanced, text })
     }
 
+    /// A reply from its parts (`enhanced` may be empty or not a status: then there is none).
     pub fn new(code: u16, enhanced: &str, text: &str) -> SmtpReply {
         SmtpReply { code, enhanced: EnhancedStatus::parse(enhanced), text: text.to_string() }
     }
@@ -97,32 +104,48 @@ impl fmt::Display for SmtpReply {
     }
 }
 
+/// The hosted service's bounce type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BounceType {
+    /// The address or domain does not take mail, for good.
     Permanent,
+    /// It may succeed later (a full mailbox, a policy refusal, a delay past the retry window).
     Transient,
+    /// The answer could not be read as either.
     Undetermined,
 }
 
+/// The hosted service's bounce subtype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BounceSubtype {
+    /// No more specific reason.
     General,
+    /// The recipient does not exist (as reported by the provider).
     NoEmail,
+    /// The recipient's mailbox is full.
     MailboxFull,
+    /// The message is larger than the recipient's server takes.
     MessageTooLarge,
+    /// The content was refused (spam, policy).
     ContentRejected,
+    /// An attachment was refused.
     AttachmentRejected,
+    /// No reason could be read.
     Undetermined,
 }
 
 /// The bounce detail an event carries (the webhook's `bounce` object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BounceInfo {
+    /// Permanent, Transient or Undetermined.
     #[serde(rename = "type")]
     pub kind: BounceType,
+    /// The reason within the type.
     #[serde(rename = "subType")]
     pub subtype: BounceSubtype,
+    /// A sentence for people.
     pub message: String,
+    /// The server's own words, exactly.
     #[serde(rename = "diagnosticCode", default)]
     pub diagnostic: Vec<String>,
 }
@@ -130,7 +153,9 @@ pub struct BounceInfo {
 /// The class of a reply. `retry` says whether delivering again later may succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classification {
+    /// Permanent, Transient or Undetermined.
     pub kind: BounceType,
+    /// The reason within the type.
     pub subtype: BounceSubtype,
     /// The address itself is unusable: only these feed the suppression list.
     pub suppress: bool,

@@ -21,9 +21,11 @@ use uuid::Uuid;
 pub struct EmailId(pub Uuid);
 
 impl EmailId {
+    /// The id as a number (its time prefix in the high bits).
     pub fn as_u128(self) -> u128 {
         self.0.as_u128()
     }
+    /// The id from a number ([`EmailId::as_u128`]'s inverse).
     pub fn from_u128(v: u128) -> Self {
         EmailId(Uuid::from_u128(v))
     }
@@ -58,9 +60,11 @@ impl Default for AccountId {
 }
 
 impl AccountId {
+    /// An account of that name.
     pub fn new(s: impl AsRef<str>) -> Self {
         AccountId(s.as_ref().into())
     }
+    /// Its name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -72,20 +76,27 @@ impl fmt::Display for AccountId {
     }
 }
 
+/// A tag: a name and a value, each `[A-Za-z0-9_-]`, up to 256 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tag {
+    /// The tag's name.
     pub name: String,
+    /// The tag's value.
     pub value: String,
 }
 
 /// A decoded attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
+    /// The attachment's own id (`GET /emails/{id}/attachments/{attachment_id}`).
     pub id: Uuid,
+    /// Its file name, as given (rendering encodes it).
     pub filename: Option<String>,
+    /// Its MIME type.
     pub content_type: String,
     /// Present: inline, referenced from the html as `cid:<content_id>`.
     pub content_id: Option<String>,
+    /// The bytes, decoded.
     #[serde(with = "serde_bytes")]
     pub content: Vec<u8>,
 }
@@ -93,25 +104,37 @@ pub struct Attachment {
 /// What was accepted; immutable afterwards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailContent {
+    /// The sender.
     pub from: Mailbox,
+    /// The recipients in `To` (1 to 50).
     pub to: Vec<Mailbox>,
+    /// The recipients in `Cc`.
     #[serde(default)]
     pub cc: Vec<Mailbox>,
+    /// The recipients only the envelope names (never in a header).
     #[serde(default)]
     pub bcc: Vec<Mailbox>,
+    /// Where replies go.
     #[serde(default)]
     pub reply_to: Vec<Mailbox>,
+    /// The subject.
     pub subject: String,
+    /// The HTML body.
     #[serde(default)]
     pub html: Option<String>,
+    /// The plain-text body.
     #[serde(default)]
     pub text: Option<String>,
+    /// Custom headers, in the order given (reserved names refused at validation).
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// Attachments, inline images included.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// Tags.
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// The hosted service's topic, kept as given.
     #[serde(default)]
     pub topic_id: Option<String>,
     /// `<id@sender-domain>`, fixed at acceptance so every attempt carries the same one.
@@ -137,10 +160,13 @@ impl EmailContent {
 /// field names); [`EventView`] is the wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// What happened.
     pub kind: EventKind,
+    /// When.
     pub at: DateTime<Utc>,
     /// The recipient the event is about, for per-recipient events.
     pub recipient: Option<String>,
+    /// The bounce detail, for `bounced`.
     pub bounce: Option<BounceInfo>,
     /// The server's reply behind this event, kept exactly.
     pub reply: Option<SmtpReply>,
@@ -150,16 +176,23 @@ pub struct Event {
 
 /// An event as the wire shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EventView {
+    /// What happened.
     #[serde(rename = "type")]
     pub kind: EventKind,
+    /// When (RFC 3339).
     pub created_at: String,
+    /// The recipient it is about, for per-recipient events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
+    /// The bounce detail, for `bounced`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounce: Option<BounceInfo>,
+    /// The server's reply, as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
+    /// Why, for `failed`, `suppressed` and `canceled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -178,21 +211,26 @@ impl From<&Event> for EventView {
 }
 
 impl Event {
+    /// An event of `kind` at `at`, with no detail.
     pub fn new(kind: EventKind, at: DateTime<Utc>) -> Self {
         Event { kind, at, recipient: None, bounce: None, reply: None, reason: None }
     }
+    /// With the recipient it is about.
     pub fn recipient(mut self, r: impl Into<String>) -> Self {
         self.recipient = Some(r.into());
         self
     }
+    /// With a reason.
     pub fn reason(mut self, r: impl Into<String>) -> Self {
         self.reason = Some(r.into());
         self
     }
+    /// With the server's reply.
     pub fn reply(mut self, r: SmtpReply) -> Self {
         self.reply = Some(r);
         self
     }
+    /// With the bounce detail.
     pub fn bounce(mut self, b: BounceInfo) -> Self {
         self.bounce = Some(b);
         self
@@ -202,22 +240,30 @@ impl Event {
 /// A worker's hold on an email, until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
+    /// The token only the holder knows (outcomes are recorded only with it).
     pub token: u128,
+    /// When the claim lapses and the email is due again.
     pub until: DateTime<Utc>,
 }
 
 /// The mutable half of an email: its events and delivery bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailState {
+    /// The account it belongs to.
     pub account: AccountId,
+    /// Its id.
     pub id: EmailId,
+    /// When it was accepted.
     pub created_at: DateTime<Utc>,
+    /// When it was scheduled for, if it was.
     #[serde(default)]
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Every event, oldest first.
     pub events: Vec<Event>,
     /// When the worker should next look at this email; `None` once nothing more is due.
     #[serde(default)]
     pub due_at: Option<DateTime<Utc>>,
+    /// The worker's claim, while one holds it.
     #[serde(default)]
     pub claim: Option<Claim>,
     /// Set durably just before the message is handed to the transport, cleared when the
@@ -237,6 +283,7 @@ pub struct EmailState {
 }
 
 impl EmailState {
+    /// The newest event's kind.
     pub fn last_event(&self) -> Option<EventKind> {
         self.events.last().map(|e| e.kind)
     }
@@ -257,10 +304,15 @@ impl EmailState {
 /// An email ready to be stored: content plus the first event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEmail {
+    /// The account it belongs to.
     pub account: AccountId,
+    /// Its id (the engine's, time-ordered).
     pub id: EmailId,
+    /// When it was accepted.
     pub created_at: DateTime<Utc>,
+    /// When it is scheduled for, if it is.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// What was accepted.
     pub content: EmailContent,
 }
 
@@ -287,7 +339,9 @@ impl NewEmail {
 /// A whole stored email.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailRecord {
+    /// What was accepted.
     pub content: EmailContent,
+    /// What happened since.
     pub state: EmailState,
 }
 
@@ -307,24 +361,41 @@ fn addresses(list: &[Mailbox]) -> Option<Vec<String>> {
 
 /// `GET /emails/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EmailView {
+    /// Always `email`.
     pub object: String,
+    /// Its id.
     pub id: EmailId,
+    /// `To`, as written.
     pub to: Vec<String>,
+    /// `From`, as written.
     pub from: String,
+    /// When it was accepted (the hosted service's `2023-04-03 22:13:42.674981+00`).
     pub created_at: String,
+    /// The subject.
     pub subject: String,
+    /// The HTML body (`null` once retention pruned it).
     pub html: Option<String>,
+    /// The plain-text body (`null` once retention pruned it).
     pub text: Option<String>,
+    /// `Bcc`, or `null`.
     pub bcc: Option<Vec<String>>,
+    /// `Cc`, or `null`.
     pub cc: Option<Vec<String>>,
+    /// `Reply-To`, or `null`.
     pub reply_to: Option<Vec<String>>,
+    /// The newest event.
     pub last_event: Option<EventKind>,
+    /// When it is scheduled for, if it is.
     pub scheduled_at: Option<String>,
+    /// Tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// The topic, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_id: Option<String>,
+    /// The `Message-ID` it is sent with (without angle brackets).
     pub message_id: String,
     /// Beyond the hosted service: the whole ordered history.
     pub events: Vec<EventView>,
@@ -357,16 +428,27 @@ impl From<&EmailRecord> for EmailView {
 
 /// One item of `GET /emails`: the email minus html, text and tags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EmailSummary {
+    /// Its id.
     pub id: EmailId,
+    /// `To`, as written.
     pub to: Vec<String>,
+    /// `From`, as written.
     pub from: String,
+    /// When it was accepted.
     pub created_at: String,
+    /// The subject.
     pub subject: String,
+    /// `Bcc`, or `null`.
     pub bcc: Option<Vec<String>>,
+    /// `Cc`, or `null`.
     pub cc: Option<Vec<String>>,
+    /// `Reply-To`, or `null`.
     pub reply_to: Option<Vec<String>>,
+    /// The newest event.
     pub last_event: Option<EventKind>,
+    /// When it is scheduled for, if it is.
     pub scheduled_at: Option<String>,
 }
 
@@ -392,20 +474,28 @@ impl From<&EmailRecord> for EmailSummary {
 /// newer ones; they exclude each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
+    /// Items per page (1 to 100).
     pub limit: usize,
+    /// Where the page starts.
     pub cursor: Cursor,
 }
 
+/// Where a page starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Cursor {
+    /// The newest emails.
     #[default]
     Start,
+    /// Emails older than this one.
     After(EmailId),
+    /// Emails newer than this one.
     Before(EmailId),
 }
 
 impl PageRequest {
+    /// The largest page.
     pub const MAX_LIMIT: usize = 100;
+    /// The page size when none is asked for.
     pub const DEFAULT_LIMIT: usize = 20;
 
     /// Checks `limit` (1 to 100) and that at most one cursor is given.
@@ -434,6 +524,7 @@ impl PageRequest {
 /// One page, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
+    /// The items, newest first.
     pub items: Vec<T>,
     /// More items exist beyond this page in the direction of travel.
     pub has_more: bool,
@@ -442,8 +533,11 @@ pub struct Page<T> {
 /// `{"object":"list","has_more":…,"data":[…]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListResponse<T> {
+    /// Always `list`.
     pub object: String,
+    /// More items exist beyond this page.
     pub has_more: bool,
+    /// The items.
     pub data: Vec<T>,
 }
 

@@ -30,30 +30,41 @@ pub const MAX_BATCH: usize = 100;
 
 /// Options of a single send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SendOptions {
+    /// Makes a retry safe: the same key and body within 24 hours answers the first result.
     pub idempotency_key: Option<String>,
 }
 
 impl SendOptions {
+    /// Options with an idempotency key.
     pub fn idempotency_key(key: impl Into<String>) -> Self {
         SendOptions { idempotency_key: Some(key.into()) }
+    }
+    /// Options with an idempotency key, when there is one.
+    pub fn keyed(key: Option<String>) -> Self {
+        SendOptions { idempotency_key: key }
     }
 }
 
 /// `{"id": "..."}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendResponse {
+    /// The new email's id.
     pub id: EmailId,
 }
 
 /// `{"object": "email", "id": "..."}`: the answer to a reschedule or cancel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailRef {
+    /// Always `email`.
     pub object: String,
+    /// The email's id.
     pub id: EmailId,
 }
 
 impl EmailRef {
+    /// The answer for `id`.
     pub fn new(id: EmailId) -> Self {
         EmailRef { object: "email".into(), id }
     }
@@ -61,10 +72,15 @@ impl EmailRef {
 
 /// What [`Engine::ingest_bounce`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct IngestReport {
+    /// What the message was (bounce, complaint, auto-reply, delivery report, …).
     pub kind: crate::inbound::MessageKind,
+    /// The email it answers, when one was found.
     pub email: Option<EmailId>,
+    /// How many events were added.
     pub events: usize,
+    /// The addresses it put on the suppression list.
     pub suppressed: Vec<String>,
 }
 
@@ -93,16 +109,34 @@ impl FromStr for BatchMode {
     }
 }
 
+/// Options of a batch send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchOptions {
+    /// Strict (all or nothing) or permissive (valid items stored, invalid ones reported).
     pub mode: BatchMode,
+    /// Makes a retry safe, as for a single send.
     pub idempotency_key: Option<String>,
+}
+
+impl BatchOptions {
+    /// Options in `mode`, without a key.
+    pub fn new(mode: BatchMode) -> Self {
+        BatchOptions { mode, idempotency_key: None }
+    }
+    /// The same options with an idempotency key, when there is one.
+    pub fn keyed(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
 }
 
 /// `{"data": [{"id"}...], "errors": [{"index", "message"}]}` (`errors` in permissive mode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchResponse {
+    /// One id per stored email, in input order.
     pub data: Vec<SendResponse>,
+    /// Permissive mode: the invalid items, by index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<BatchItemError>>,
 }
@@ -195,10 +229,12 @@ impl EngineBuilder {
         self.in_flight_lease = chrono::Duration::from_std(lease).unwrap_or(idempotency::IN_FLIGHT_LEASE);
         self
     }
+    /// Where the time comes from (tests use a [`crate::ports::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
+    /// What one email may carry (default: the hosted service's limits and caps).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -218,6 +254,7 @@ impl EngineBuilder {
         self.test_domain = domain.to_ascii_lowercase();
         self
     }
+    /// The engine.
     pub fn build(self) -> Engine {
         Engine {
             inner: Arc::new(Inner { config: self, ids: IdGen::default(), wake: Notify::new() }),
@@ -238,6 +275,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// A builder over `storage`; everything else has a default.
     pub fn builder(storage: Arc<dyn Storage>) -> EngineBuilder {
         EngineBuilder {
             storage,
@@ -271,15 +309,19 @@ impl Engine {
         self.key.as_deref().map(|k| k.id.as_str())
     }
 
+    /// The account this engine acts for.
     pub fn account(&self) -> &AccountId {
         &self.account
     }
+    /// The store.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.config.storage
     }
+    /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.config.clock
     }
+    /// The domain of the test addresses.
     pub fn test_domain(&self) -> &str {
         &self.inner.config.test_domain
     }
@@ -676,6 +718,7 @@ impl Engine {
         Ok(self.inner.config.storage.suppression_lookup(&self.account, &[key]).await?.pop())
     }
 
+    /// Every suppressed address of this account, by address.
     pub async fn suppressions(&self) -> Result<Vec<SuppressionEntry>, Error> {
         Ok(self.inner.config.storage.suppression_list(&self.account).await?)
     }

@@ -12,15 +12,25 @@ use std::fmt;
 /// The catalogue's error names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorName {
+    /// A field breaks a rule (422; 403 for a forbidden sender).
     ValidationError,
+    /// A required field is missing (422).
     MissingRequiredField,
+    /// An attachment has no usable content (422).
     InvalidAttachment,
+    /// A parameter is malformed, such as an id that is not a UUID (422).
     InvalidParameter,
+    /// The idempotency key is not 1 to 256 characters (400).
     InvalidIdempotencyKey,
+    /// The idempotency key was used with another payload (409).
     InvalidIdempotentRequest,
+    /// The idempotency key's first request is still running (409).
     ConcurrentIdempotentRequests,
+    /// No such thing (404).
     NotFound,
+    /// Something failed on the server's side (500).
     ApplicationError,
 }
 
@@ -39,6 +49,7 @@ impl ErrorName {
         }
     }
 
+    /// The wire name (`validation_error`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorName::ValidationError => "validation_error",
@@ -62,6 +73,7 @@ impl fmt::Display for ErrorName {
 
 /// The rule a field broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rule {
     /// The field is required and absent (or null).
     Required,
@@ -70,11 +82,26 @@ pub enum Rule {
     /// An address that does not parse.
     Address(AddressError),
     /// More items than allowed.
-    TooMany { max: usize, got: usize },
+    TooMany {
+        /// The most allowed.
+        max: usize,
+        /// How many were given.
+        got: usize,
+    },
     /// Fewer items than allowed.
-    TooFew { min: usize, got: usize },
+    TooFew {
+        /// The fewest allowed.
+        min: usize,
+        /// How many were given.
+        got: usize,
+    },
     /// Longer than allowed (characters).
-    TooLong { max: usize, got: usize },
+    TooLong {
+        /// The most characters allowed.
+        max: usize,
+        /// How many were given.
+        got: usize,
+    },
     /// Empty where a value is needed.
     Empty,
     /// Only ASCII letters, digits, `_` and `-`.
@@ -86,7 +113,12 @@ pub enum Rule {
     /// A header value with a control character other than tab.
     ControlCharacter(char),
     /// `to`, `cc` and `bcc` together name more recipients than one email may have.
-    TooManyRecipients { max: usize, got: usize },
+    TooManyRecipients {
+        /// The most recipients one email may have.
+        max: usize,
+        /// How many `to`, `cc` and `bcc` name together.
+        got: usize,
+    },
     /// A header the engine writes itself.
     HeaderReserved(String),
     /// Neither `html` nor `text`.
@@ -100,13 +132,26 @@ pub enum Rule {
     /// A `path` attachment that could not be loaded.
     AttachmentLoad(String),
     /// The whole email is over the size limit.
-    EmailTooLarge { max: usize, got: usize },
+    EmailTooLarge {
+        /// The limit in bytes.
+        max: usize,
+        /// The email's size in bytes (at least).
+        got: usize,
+    },
     /// A `scheduled_at` that does not parse: the input, and what was not understood.
-    Schedule { input: String, why: String },
+    Schedule {
+        /// What was given.
+        input: String,
+        /// What was not understood.
+        why: String,
+    },
     /// A scheduled time that is not in the future.
     SchedulePast,
     /// A scheduled time too far ahead.
-    ScheduleTooFar { max_days: u32 },
+    ScheduleTooFar {
+        /// How many days ahead are allowed.
+        max_days: u32,
+    },
     /// A field this engine does not support.
     Unsupported(&'static str),
     /// Not a valid id.
@@ -178,10 +223,12 @@ impl fmt::Display for Rule {
 pub struct FieldError {
     /// Where: `to[3]`, `emails[7].tags[0].name`.
     pub path: String,
+    /// What it broke.
     pub rule: Rule,
 }
 
 impl FieldError {
+    /// `rule`, broken at `path`.
     pub fn new(path: impl Into<String>, rule: Rule) -> Self {
         FieldError { path: path.into(), rule }
     }
@@ -219,6 +266,7 @@ impl fmt::Display for FieldError {
 /// A storage failure. Storage never half-applies an operation: when this is returned,
 /// nothing of the operation was committed (unless the variant says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     /// The backend failed (I/O, corruption, a full disk).
     #[error("storage backend failed: {0}")]
@@ -240,6 +288,7 @@ pub enum StorageError {
 
 /// Everything the engine can answer with instead of a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// One or more invalid fields. For a strict batch, every invalid item is listed.
     #[error("{}", join(.0))]
@@ -257,13 +306,21 @@ pub enum Error {
     ConcurrentIdempotentRequests,
     /// No such email (in this account).
     #[error("{what} not found")]
-    NotFound { what: &'static str },
+    NotFound {
+        /// What was looked for (`Email`, `API key`, …).
+        what: &'static str,
+    },
     /// The email is not in a state that allows this operation.
     #[error("{0}")]
     Transition(TransitionError),
     /// Only a `scheduled` email can be rescheduled or canceled.
     #[error("This email cannot be {action}: its last event is `{}`; only scheduled emails can be rescheduled or canceled.", .last_event.map_or("(none)", crate::lifecycle::EventKind::as_str))]
-    NotScheduled { action: &'static str, last_event: Option<crate::lifecycle::EventKind> },
+    NotScheduled {
+        /// `rescheduled` or `canceled`.
+        action: &'static str,
+        /// Where the email is instead.
+        last_event: Option<crate::lifecycle::EventKind>,
+    },
     /// The caller may not do this: a key limited to one domain sending from another, or a
     /// change to a key the server's configuration manages. 403 `validation_error`, as the
     /// hosted service answers a sender it does not allow.
@@ -295,6 +352,7 @@ impl From<FieldError> for Error {
 }
 
 impl Error {
+    /// The catalogue name of the answer.
     pub fn name(&self) -> ErrorName {
         match self {
             Error::Invalid(errors) => {
@@ -338,7 +396,10 @@ impl Error {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     #[serde(rename = "statusCode")]
+    /// The HTTP status.
     pub status_code: u16,
+    /// The catalogue name.
     pub name: ErrorName,
+    /// What went wrong, naming the field and the rule.
     pub message: String,
 }

@@ -36,7 +36,9 @@ pub enum LinkKind {
 /// One `href`, decoded as a browser would hand it to the URL parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link<'a> {
+    /// Which tag it came from.
     pub kind: LinkKind,
+    /// The attribute's value, character references decoded.
     pub href: Cow<'a, str>,
 }
 

@@ -58,14 +58,18 @@ impl Fingerprint {
 /// One permissive-batch error, as the wire reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchItemError {
+    /// The item's position in the batch.
     pub index: usize,
+    /// Every problem of the item, in words.
     pub message: String,
 }
 
 /// The first answer to a keyed request, replayed verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredResponse {
+    /// The ids the first request returned.
     pub ids: Vec<EmailId>,
+    /// The permissive batch errors it returned.
     #[serde(default)]
     pub errors: Vec<BatchItemError>,
 }
@@ -73,8 +77,11 @@ pub struct StoredResponse {
 /// A stored idempotency record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
+    /// The payload the key was first used with.
     pub fingerprint: Fingerprint,
+    /// When the key was first used.
     pub created_at: DateTime<Utc>,
+    /// When the record lapses (24 h after completion; the in-flight lease before).
     pub expires_at: DateTime<Utc>,
     /// `None` while the first request is in flight.
     pub response: Option<StoredResponse>,

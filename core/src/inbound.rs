@@ -20,36 +20,67 @@ const MAX_INPUT: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
+    /// The mailbox does not exist.
     UserUnknown,
+    /// The domain does not exist or takes no mail.
     HostUnknown,
+    /// The recipient has moved (a forwarding notice).
     HasMoved,
+    /// The domain takes no mail (a null MX).
     NotAccept,
+    /// The mailbox is full.
     MailboxFull,
+    /// The message is larger than the server takes.
     MesgTooBig,
+    /// A size or count limit of the recipient was exceeded.
     ExceedLimit,
+    /// Refused as spam.
     SpamDetected,
+    /// Refused for a virus.
     VirusDetected,
+    /// The content was refused.
     ContentError,
+    /// A policy of the receiving side refused it.
     PolicyViolation,
+    /// The message does not follow the RFCs.
     NotCompliantRfc,
+    /// The sending address or host is blocked.
     Blocked,
+    /// The sender was refused.
     Rejected,
+    /// A filter refused it (often an unknown user said after DATA).
     Filtered,
+    /// The mailbox is suspended or disabled.
     Suspend,
+    /// Delivery gave up after retrying.
     Expired,
+    /// Sender authentication (SPF, DKIM, DMARC) failed.
     AuthFailure,
+    /// The sending host lacks a PTR record.
     RequirePtr,
+    /// A network failure.
     NetworkError,
+    /// Too many connections.
     TooManyConn,
+    /// A security (TLS) failure.
     SecurityError,
+    /// A failure of the mailer itself.
     MailerError,
+    /// A system failure on the receiving side.
     SystemError,
+    /// The receiving system is out of space.
     SystemFull,
+    /// The sender's reputation is bad.
     BadReputation,
+    /// Too much mail too fast.
     Speeding,
+    /// Relaying was refused.
     NoRelaying,
+    /// An SMTP syntax error.
     SyntaxError,
+    /// Held, its fate undecided.
     OnHold,
+    /// No reason could be read.
     Undefined,
 }
 
@@ -90,15 +121,22 @@ impl Reason {
 
 /// One failed recipient read from a bounce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BounceRecord {
+    /// The failed address.
     pub recipient: String,
     /// The enhanced status (`5.1.1`), as given or inferred from the text.
     pub status: String,
+    /// The SMTP reply code, when the report gives one.
     pub reply_code: Option<u16>,
+    /// Permanent, Transient or Undetermined.
     #[serde(rename = "type")]
     pub kind: BounceType,
+    /// The reason within the type.
     pub subtype: BounceSubtype,
+    /// The finer reason.
     pub reason: Reason,
+    /// The server's words.
     pub diagnostic: String,
 }
 
@@ -106,10 +144,15 @@ pub struct BounceRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
+    /// A delivery failure (DSN or MTA text).
     Bounce,
+    /// A complaint (an ARF feedback report).
     Complaint,
+    /// An auto-reply (vacation notice and the like).
     AutoReply,
+    /// A success report (DSN `delivered`/`relayed`).
     Delivered,
+    /// Nothing of the above.
     NotBounce,
 }
 
@@ -124,12 +167,17 @@ pub struct Links {
 
 /// The reading of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Parsed {
+    /// What the message was.
     pub kind: MessageKind,
+    /// One record per failed recipient.
     pub bounces: Vec<BounceRecord>,
+    /// Whether it is a complaint.
     pub complaint: bool,
     /// The complained-about recipient, for complaints.
     pub complainant: Option<String>,
+    /// What links it to the email it answers.
     pub links: Links,
 }
 

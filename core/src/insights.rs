@@ -26,27 +26,39 @@ pub const CHECKS: [&str; 8] = [
 /// Gmail clips a message whose HTML exceeds about 102 KB (the hosted service's figure).
 pub const GMAIL_CLIP_BYTES: usize = 102 * 1024;
 
+/// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// The email does what the check asks.
     Pass,
+    /// It does not: the advice says what to change.
     Fail,
+    /// It cannot be told (a DNS lookup failed, the body was pruned, …): the advice says why.
     Unknown,
 }
 
+/// How much a check matters, as the hosted service groups them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Group {
+    /// Needs attention: it hurts deliverability.
     Attention,
+    /// Could be better.
     Improvement,
 }
 
 /// One check's verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Insight {
+    /// The check's name (one of [`CHECKS`]).
     pub check: &'static str,
+    /// Its verdict.
     pub status: Status,
+    /// Its group.
     pub group: Group,
+    /// What to do, in words a person can act on.
     pub advice: String,
     /// What the check looked at (sizes, mismatching hosts, the record found, ...).
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
@@ -56,7 +68,9 @@ pub struct Insight {
 /// A sending domain's settings, as the host registered them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct DomainSettings {
+    /// Links are rewritten to count clicks.
     pub click_tracking: bool,
+    /// A pixel counts opens.
     pub open_tracking: bool,
 }
 
@@ -72,7 +86,9 @@ pub struct Draft<'a> {
 /// An email's body parts.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Body<'a> {
+    /// The HTML body, if any.
     pub html: Option<&'a str>,
+    /// The plain-text body, if any.
     pub text: Option<&'a str>,
 }
 
@@ -92,7 +108,7 @@ pub fn text_from_html(html: &str) -> String {
 }
 
 /// The organisational domain ("registrable domain") of `host`, lower-cased.
-pub fn organisational_domain(host: &str) -> Option<String> {
+pub(crate) fn organisational_domain(host: &str) -> Option<String> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     psl::domain_str(&host).map(str::to_string)
 }
@@ -162,7 +178,9 @@ fn plain_http_host(href: &str) -> Option<&str> {
 /// One problem with a DMARC record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DmarcProblem {
+    /// The tag the problem is in (`p`, `pct`, …, or the text of a part that is no tag).
     pub tag: String,
+    /// The rule it breaks.
     pub rule: String,
 }
 

@@ -95,7 +95,7 @@ impl KeyPermission {
 }
 
 /// A key name: 1 to [`MAX_NAME`] characters, no control characters.
-pub fn check_name(name: Option<&str>) -> Result<String, FieldError> {
+pub(crate) fn check_name(name: Option<&str>) -> Result<String, FieldError> {
     let name = name.map(str::trim).filter(|n| !n.is_empty()).ok_or_else(|| FieldError::new("name", Rule::Required))?;
     let n = name.chars().count();
     if n > MAX_NAME {

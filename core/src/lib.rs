@@ -3,6 +3,7 @@
 //! The domain model, every rule, the engine and its worker, and the ports through which it
 //! reaches the world. Pure: no sockets, no files, no DNS. See `ARCHITECTURE.md` at the
 //! repository root for the map and the invariants each module keeps.
+#![warn(missing_docs)]
 
 pub mod address;
 pub mod bounce;

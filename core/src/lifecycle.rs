@@ -22,21 +22,34 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// Accepted, waiting to be sent now.
     Queued,
+    /// Accepted for a later time.
     Scheduled,
+    /// Handed to a server (a relay: its fate beyond is unknown).
     Sent,
+    /// The recipient's server accepted it.
     Delivered,
+    /// A server deferred it; it will be retried.
     DeliveryDelayed,
+    /// A server refused it, or the retry window closed.
     Bounced,
+    /// The recipient marked it as spam.
     Complained,
+    /// The recipient opened it (tracking).
     Opened,
+    /// The recipient clicked a link (tracking).
     Clicked,
+    /// It was not sent, for the reason the event gives.
     Failed,
+    /// The sender canceled it before it was sent.
     Canceled,
+    /// The recipient is on the suppression list: no server was contacted.
     Suppressed,
 }
 
 impl EventKind {
+    /// Every kind, in the order the lifecycle introduces them.
     pub const ALL: [EventKind; 12] = [
         EventKind::Queued,
         EventKind::Scheduled,
@@ -52,6 +65,7 @@ impl EventKind {
         EventKind::Suppressed,
     ];
 
+    /// The wire name (`delivery_delayed`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Queued => "queued",
@@ -90,7 +104,9 @@ impl fmt::Display for EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an email whose last event is `{}` cannot become `{to}`", .from.map_or("(none)", EventKind::as_str))]
 pub struct TransitionError {
+    /// The current last event (`None`: nothing yet).
     pub from: Option<EventKind>,
+    /// The event that was refused.
     pub to: EventKind,
 }
 

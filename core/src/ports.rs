@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use std::time::Duration;
 
+/// What a storage operation answers.
 pub type StorageResult<T> = Result<T, StorageError>;
 
 /// What [`Storage::idempotency_begin`] found.
@@ -32,10 +33,15 @@ pub enum IdempotencyBegin {
 /// Completes an idempotency record in the same transaction as the emails it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyCompletion {
+    /// The key, as the client gave it.
     pub key: String,
+    /// The payload it covers.
     pub fingerprint: Fingerprint,
+    /// The answer replayed to a retry.
     pub response: StoredResponse,
+    /// When the key was first used.
     pub created_at: DateTime<Utc>,
+    /// When the record lapses (24 h later).
     pub expires_at: DateTime<Utc>,
 }
 
@@ -43,11 +49,14 @@ pub struct IdempotencyCompletion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressionReason {
+    /// A permanent bounce (or by hand).
     Bounced,
+    /// A complaint.
     Complained,
 }
 
 impl SuppressionReason {
+    /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             SuppressionReason::Bounced => "bounced",
@@ -61,10 +70,12 @@ impl SuppressionReason {
 pub struct SuppressionEntry {
     /// The normalised address ([`crate::address::Mailbox::key`]).
     pub address: String,
+    /// Why it is listed.
     pub reason: SuppressionReason,
     /// The email whose bounce or complaint put it here, if any.
     #[serde(default)]
     pub source_email: Option<EmailId>,
+    /// When it was listed.
     pub created_at: DateTime<Utc>,
 }
 
@@ -85,19 +96,25 @@ impl SuppressionEntry {
 /// A claimed email, with the token that proves the claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedEmail {
+    /// The email, as it was when claimed.
     pub record: EmailRecord,
+    /// The proof of the claim.
     pub token: u128,
 }
 
 impl ClaimedEmail {
+    /// What names this claim in later calls.
     pub fn claim_ref(&self) -> ClaimRef {
         ClaimRef { id: self.record.state.id, token: self.token }
     }
 }
 
+/// A claim, by email and token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimRef {
+    /// The email.
     pub id: EmailId,
+    /// The claim's token.
     pub token: u128,
 }
 
@@ -119,15 +136,24 @@ pub enum Next {
     /// Nothing more is due.
     Done,
     /// Try again at this time, for these recipients.
-    RetryAt { at: DateTime<Utc>, pending: Vec<String> },
+    RetryAt {
+        /// When.
+        at: DateTime<Utc>,
+        /// The recipients still to be attempted.
+        pending: Vec<String>,
+    },
 }
 
 /// A delivery outcome, recorded atomically with its events and suppressions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// Whose outcome.
     pub claim: ClaimRef,
+    /// The events to append, in order.
     pub events: Vec<Event>,
+    /// Suppressions the outcome causes.
     pub suppressions: Vec<SuppressionEntry>,
+    /// What is due next.
     pub next: Next,
 }
 
@@ -162,6 +188,7 @@ pub trait Storage: Send + Sync + Debug {
     /// Removes idempotency records that expired before `now`; returns how many.
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize>;
 
+    /// One email of `account`, whole.
     async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>>;
 
     /// One page of an account's emails, newest first.
@@ -275,6 +302,7 @@ impl QueueStats {
 
 /// Where the time comes from.
 pub trait Clock: Send + Sync + Debug {
+    /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -293,12 +321,15 @@ impl Clock for SystemClock {
 pub struct ManualClock(std::sync::Arc<std::sync::Mutex<DateTime<Utc>>>);
 
 impl ManualClock {
+    /// A clock stopped at `at`.
     pub fn new(at: DateTime<Utc>) -> Self {
         ManualClock(std::sync::Arc::new(std::sync::Mutex::new(at)))
     }
+    /// Moves the clock to `at`.
     pub fn set(&self, at: DateTime<Utc>) {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = at;
     }
+    /// Moves the clock forward by `by`.
     pub fn advance(&self, by: chrono::Duration) {
         let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *t += by;
@@ -314,6 +345,7 @@ impl Clock for ManualClock {
 /// The SMTP envelope of one hand-over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The email being handed over.
     pub email_id: EmailId,
     /// The return path (`MAIL FROM`).
     pub from: String,
@@ -338,21 +370,27 @@ pub enum RecipientStatus {
 /// sandbox reports them directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {
+    /// The recipient marked it as spam.
     Complaint,
 }
 
+/// What happened to one recipient of a hand-over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientReport {
+    /// The recipient (as in the envelope).
     pub recipient: String,
+    /// Accepted, deferred or refused.
     pub status: RecipientStatus,
     /// The server's exact reply for this recipient.
     pub reply: Option<SmtpReply>,
+    /// Feedback that arrived already (the sandbox's complaints).
     pub feedback: Option<Feedback>,
 }
 
 /// The result of one hand-over, per recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeliveryReport {
+    /// One report per recipient, in envelope order.
     pub recipients: Vec<RecipientReport>,
 }
 
@@ -374,11 +412,15 @@ impl DeliveryReport {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct TransportError {
+    /// Transient, permanent or ambiguous.
     pub kind: TransportErrorKind,
+    /// The server's reply behind it, if there was one.
     pub reply: Option<SmtpReply>,
+    /// What happened, in words.
     pub message: String,
 }
 
+/// How a whole hand-over failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportErrorKind {
     /// Nothing was handed over (connection refused, timeout before DATA, 4xx): retry.
@@ -391,12 +433,15 @@ pub enum TransportErrorKind {
 }
 
 impl TransportError {
+    /// Nothing was handed over: try again later.
     pub fn is_transient(&self) -> bool {
         self.kind == TransportErrorKind::Transient
     }
+    /// It will never be accepted as it is.
     pub fn is_permanent(&self) -> bool {
         self.kind == TransportErrorKind::Permanent
     }
+    /// It may have been accepted: never hand it over again.
     pub fn is_ambiguous(&self) -> bool {
         self.kind == TransportErrorKind::Ambiguous
     }
@@ -406,6 +451,7 @@ impl TransportError {
 /// means (the core's classifier does).
 #[async_trait]
 pub trait Transport: Send + Sync + Debug {
+    /// Hands `message` over to the recipients of `envelope`; one report per recipient.
     async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError>;
 }
 
@@ -473,6 +519,7 @@ pub trait AttachmentLoader: Send + Sync + Debug {
 /// One MX record: where mail for a domain goes, lower preference first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MxRecord {
+    /// Lower is tried first.
     pub preference: u16,
     /// The exchange's host name, without the trailing dot (`"."` stays `"."`: a null MX).
     pub exchange: String,
@@ -483,10 +530,22 @@ pub struct MxRecord {
 pub enum DnsError {
     /// The name does not exist, or has no records of the type asked for: an answer.
     #[error("{name}: no {rtype} records")]
-    NotFound { name: String, rtype: &'static str },
+    NotFound {
+        /// The name asked about.
+        name: String,
+        /// The record type asked for.
+        rtype: &'static str,
+    },
     /// The lookup itself failed (timeout, SERVFAIL, unreachable server): no answer, try later.
     #[error("{name}: {rtype} lookup failed: {message}")]
-    Failed { name: String, rtype: &'static str, message: String },
+    Failed {
+        /// The name asked about.
+        name: String,
+        /// The record type asked for.
+        rtype: &'static str,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// Answers DNS questions. Implementations cache as the records' TTLs allow.
@@ -586,14 +645,23 @@ pub struct RequestLog {
     /// A UUIDv7 whose time is `at` ([`RequestLog::id_at`]): newest first is descending id
     /// order, and stores may prune by id.
     pub id: u128,
+    /// When it was received (the engine's clock).
     pub at: DateTime<Utc>,
+    /// The HTTP method.
     pub method: String,
+    /// The path, without the query.
     pub endpoint: String,
+    /// The answer's status.
     pub status: u16,
+    /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+    /// The key it was made with.
     pub api_key_id: Option<String>,
+    /// The request body, redacted and cut (see the HTTP adapter).
     pub request_body: Option<String>,
+    /// The answer's body, redacted and cut.
     pub response_body: Option<String>,
+    /// How long the answer took.
     pub duration_ms: u32,
 }
 
@@ -621,10 +689,13 @@ pub struct LogFilter {
     pub success: Option<bool>,
     /// Only these statuses (empty: any).
     pub statuses: Vec<u16>,
+    /// Not before this time.
     pub from: Option<DateTime<Utc>>,
+    /// Not after this time.
     pub to: Option<DateTime<Utc>>,
     /// A case-insensitive substring of the user agent.
     pub user_agent: Option<String>,
+    /// Only this key's requests.
     pub api_key_id: Option<String>,
     /// A case-insensitive substring of the endpoint or either body.
     pub search: Option<String>,
@@ -670,11 +741,23 @@ pub trait RequestLogStore: Send + Sync + Debug {
 
 /// A sending domain the host registered, with its settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DomainRecord {
+    /// The domain, lower-case.
     pub name: String,
+    /// Click tracking is on.
     pub click_tracking: bool,
+    /// Open tracking is on.
     pub open_tracking: bool,
+    /// When it was registered.
     pub created_at: DateTime<Utc>,
+}
+
+impl DomainRecord {
+    /// A domain with its tracking settings.
+    pub fn new(name: impl Into<String>, click_tracking: bool, open_tracking: bool, created_at: DateTime<Utc>) -> Self {
+        DomainRecord { name: name.into(), click_tracking, open_tracking, created_at }
+    }
 }
 
 /// Sending domains, per account: an extension a store may offer beside [`Storage`].
@@ -682,6 +765,7 @@ pub struct DomainRecord {
 pub trait DomainStore: Send + Sync + Debug {
     /// Adds or replaces the domain `domain.name` (lower-case).
     async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> Result<(), StorageError>;
+    /// The account's domain `name`.
     async fn domain_get(&self, account: &AccountId, name: &str) -> Result<Option<DomainRecord>, StorageError>;
     /// The account's domains by name.
     async fn domain_list(&self, account: &AccountId) -> Result<Vec<DomainRecord>, StorageError>;

@@ -23,7 +23,7 @@ fn list(ms: &[Mailbox]) -> Address<'static> {
 }
 
 /// The id part of a Message-ID (`<id@domain>` without the angle brackets).
-pub fn message_id_for(id: &crate::email::EmailId, from: &Mailbox) -> String {
+pub(crate) fn message_id_for(id: &crate::email::EmailId, from: &Mailbox) -> String {
     let mut buf = uuid::Uuid::encode_buffer();
     let id = id.0.hyphenated().encode_lower(&mut buf);
     let mut out = String::with_capacity(id.len() + 1 + from.domain.len());

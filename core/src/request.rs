@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
+    /// One address.
     One(String),
+    /// A list.
     Many(Vec<String>),
 }
 
 impl OneOrMany {
+    /// The addresses, one or many.
     pub fn as_slice(&self) -> &[String] {
         match self {
             OneOrMany::One(s) => std::slice::from_ref(s),
@@ -109,15 +112,19 @@ impl<'de> Deserialize<'de> for AttachmentContent {
     }
 }
 
+/// One attachment as the wire carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentRequest {
+    /// The bytes (base64 text or byte values): this or `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<AttachmentContent>,
+    /// The file name to show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     /// A location the host's [`crate::ports::AttachmentLoader`] resolves at acceptance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The MIME type (guessed from the name when absent).
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "contentType")]
     pub content_type: Option<String>,
     /// Makes the attachment inline, referenced from the html as `cid:<content_id>`.
@@ -125,10 +132,13 @@ pub struct AttachmentRequest {
     pub content_id: Option<String>,
 }
 
+/// One tag as the wire carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRequest {
+    /// The tag's name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The tag's value.
     #[serde(default)]
     pub value: Option<String>,
 }
@@ -136,31 +146,43 @@ pub struct TagRequest {
 /// One email as the wire carries it (`POST /emails`, or one item of a batch).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailRequest {
+    /// The sender, `addr@x` or `Name <addr@x>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The recipients (at most 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<OneOrMany>,
+    /// Carbon-copy recipients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cc: Option<OneOrMany>,
+    /// Blind-copy recipients (never in a header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bcc: Option<OneOrMany>,
+    /// Where replies go.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "replyTo")]
     pub reply_to: Option<OneOrMany>,
+    /// The subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The HTML body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
+    /// The plain-text body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// Custom headers, in the order given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Attachments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachments: Option<Vec<AttachmentRequest>>,
+    /// Tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<TagRequest>>,
+    /// When to send: ISO 8601, or English (`tomorrow at 9am ET`).
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "scheduledAt")]
     pub scheduled_at: Option<String>,
+    /// The hosted service's topic, kept as given.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "topicId")]
     pub topic_id: Option<String>,
     /// Hosted templates; not supported by this engine (refused with a typed error).

@@ -10,6 +10,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+/// When a deferred delivery is tried again: a fixed schedule of waits, then a steady wait,
+/// within a window that starts at the first attempt (the hosted service gives up after 72 h).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The wait after the 1st, 2nd, … failed attempt.

@@ -13,14 +13,19 @@ use crate::ports::{DeliveryReport, Envelope, Feedback, RecipientReport, Recipien
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
 
+/// The test addresses' domain by default (the hosted service's own).
 pub const DEFAULT_TEST_DOMAIN: &str = "resend.dev";
 
 /// What a test address simulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestAddress {
+    /// `delivered@`: delivered.
     Delivered,
+    /// `bounced@`: a permanent bounce (550 5.1.1).
     Bounced,
+    /// `complained@`: delivered, then marked as spam.
     Complained,
+    /// `suppressed@`: treated as already on the suppression list.
     Suppressed,
 }
 
@@ -46,7 +51,9 @@ impl TestAddress {
 /// One message the sandbox accepted for an ordinary recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
+    /// The envelope it was handed over with.
     pub envelope: Envelope,
+    /// The rendered message.
     pub message: Vec<u8>,
 }
 
@@ -76,6 +83,7 @@ impl Default for SandboxTransport {
 }
 
 impl SandboxTransport {
+    /// A sandbox whose test addresses are at `test_domain`.
     pub fn new(test_domain: &str) -> Self {
         SandboxTransport { test_domain: test_domain.to_ascii_lowercase(), outbox: Arc::default(), hook: None }
     }
@@ -87,6 +95,7 @@ impl SandboxTransport {
         self
     }
 
+    /// The domain of the test addresses.
     pub fn test_domain(&self) -> &str {
         &self.test_domain
     }
@@ -161,6 +170,7 @@ pub struct WithTestAddresses {
 }
 
 impl WithTestAddresses {
+    /// `real` for ordinary recipients, `sandbox` for the test addresses.
     pub fn new(sandbox: SandboxTransport, real: Arc<dyn Transport>) -> Self {
         WithTestAddresses { sandbox, real }
     }

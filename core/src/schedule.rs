@@ -78,7 +78,7 @@ pub fn resolve_in(input: &str, now: DateTime<Utc>, max_days: u32, zone: Tz) -> R
 
 /// Parses `input` into an instant (ISO 8601, or English relative to `now`), without the
 /// window checks. The error says what was not understood.
-pub fn parse_when(input: &str, now: DateTime<Utc>, zone: Tz) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_when(input: &str, now: DateTime<Utc>, zone: Tz) -> Result<DateTime<Utc>, String> {
     if input.len() > MAX_INPUT {
         return Err(format!("longer than {MAX_INPUT} characters"));
     }
@@ -167,7 +167,7 @@ fn weekday(word: &str) -> Option<Weekday> {
 }
 
 /// Zone words: abbreviations for a region's civil time, and IANA names.
-pub fn zone(word: &str) -> Option<Tz> {
+pub(crate) fn zone(word: &str) -> Option<Tz> {
     use chrono_tz::{America, Asia, Australia, Europe};
     Some(match word.to_ascii_lowercase().as_str() {
         "utc" | "gmt" | "z" => Tz::UTC,
@@ -188,7 +188,7 @@ pub fn zone(word: &str) -> Option<Tz> {
 }
 
 /// The instant of wall-clock `local` in `tz`, by the module's DST rules.
-pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+pub(crate) fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Some(t.to_utc()),
         // Clocks went back: the first occurrence.

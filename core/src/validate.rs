@@ -103,6 +103,7 @@ pub fn is_reserved_header(name: &str) -> bool {
 pub struct Validated {
     /// `message_id` is empty until the engine assigns the id.
     pub content: EmailContent,
+    /// When it is scheduled for, resolved to UTC.
     pub scheduled_at: Option<DateTime<Utc>>,
     /// `(index into content.attachments, path)` for attachments to load.
     pub to_load: Vec<(usize, String)>,
@@ -186,7 +187,7 @@ pub fn validate(req: &EmailRequest, now: DateTime<Utc>, limits: &Limits) -> Resu
 }
 
 /// [`validate`], taking the request by value so bodies move instead of being copied.
-pub fn validate_owned(
+pub(crate) fn validate_owned(
     mut req: EmailRequest,
     now: DateTime<Utc>,
     limits: &Limits,

@@ -50,6 +50,7 @@ pub struct WorkerConfig {
     /// The longest the worker sleeps with nothing due. Another process sharing the store
     /// cannot wake this one, so it looks again at least this often.
     pub max_idle: Duration,
+    /// When deferred deliveries are retried.
     pub retry: RetryPolicy,
 }
 
@@ -95,6 +96,7 @@ impl WorkerConfig {
 
 /// What a run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkReport {
     /// Emails claimed and finished (or rescheduled for a retry).
     pub processed: usize,
@@ -112,6 +114,7 @@ impl WorkReport {
     }
 }
 
+/// Delivers the engine's due emails through a transport (see [`crate::engine::Engine::worker`]).
 #[derive(Debug, Clone)]
 pub struct Worker {
     engine: Engine,
@@ -444,7 +447,7 @@ fn targets(record: &EmailRecord) -> Vec<&Mailbox> {
 }
 
 /// Reads "try again in N seconds/minutes" style hints from a reply's text.
-pub fn retry_hint(text: &str) -> Option<chrono::Duration> {
+pub(crate) fn retry_hint(text: &str) -> Option<chrono::Duration> {
     let lower = text.to_ascii_lowercase();
     let idx = lower.find(" in ").filter(|_| lower.contains("try"))?;
     let mut words = lower[idx + 4..].split_whitespace();

@@ -168,8 +168,7 @@ async fn permissive_batch_stores_the_valid_ones_in_order() {
     let mut items: Vec<EmailRequest> = (0..5).map(|i| email(&format!("u{i}@example.com"))).collect();
     items[1].from = None;
     items[4].html = None;
-    let r =
-        s.engine.send_batch(items, BatchOptions { mode: BatchMode::Permissive, idempotency_key: None }).await.unwrap();
+    let r = s.engine.send_batch(items, BatchOptions::new(BatchMode::Permissive)).await.unwrap();
     assert_eq!(r.data.len(), 3);
     let errors = r.errors.unwrap();
     assert_eq!(errors.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 4]);
@@ -254,7 +253,7 @@ async fn idempotent_replay_returns_the_first_answer_and_sends_nothing() {
 #[tokio::test]
 async fn idempotent_batch_replay_and_failed_requests_free_the_key() {
     let s = setup();
-    let opts = BatchOptions { mode: BatchMode::Permissive, idempotency_key: Some("batch-signup/7".into()) };
+    let opts = BatchOptions::new(BatchMode::Permissive).keyed(Some("batch-signup/7".into()));
     let mut items = vec![email("a@example.com"), email("b@example.com")];
     items[1].to = None;
     let first = s.engine.send_batch(items.clone(), opts.clone()).await.unwrap();
@@ -263,7 +262,7 @@ async fn idempotent_batch_replay_and_failed_requests_free_the_key() {
     assert_eq!(s.count().await, 1);
 
     // A strict batch that fails validation stores nothing and does not burn its key.
-    let strict = BatchOptions { mode: BatchMode::Strict, idempotency_key: Some("k2".into()) };
+    let strict = BatchOptions::new(BatchMode::Strict).keyed(Some("k2".into()));
     let bad = vec![EmailRequest::default()];
     assert!(s.engine.send_batch(bad, strict.clone()).await.is_err());
     let good = vec![email("c@example.com")];
@@ -750,8 +749,7 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     let engine =
         Engine::builder(store.clone()).clock(Arc::new(clock.clone())).retention(Duration::from_secs(3600)).build();
     let account = engine.account().clone();
-    let domain =
-        DomainRecord { name: "acme.test".into(), click_tracking: true, open_tracking: false, created_at: t0() };
+    let domain = DomainRecord::new("acme.test", true, false, t0());
     store.domain_put(&account, domain).await.unwrap();
     let dns = Dmarc(vec![("_dmarc.acme.test", "v=DMARC1; p=reject")]);
     let status = |all: &[mailroom_core::insights::Insight], check: &str| {

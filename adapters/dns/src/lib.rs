@@ -9,6 +9,7 @@
 //! Invariant: "no such name / no records" and "the lookup failed" stay apart
 //! ([`DnsError::NotFound`] vs [`DnsError::Failed`]): a failed lookup is never read as an
 //! absent record.
+#![warn(missing_docs)]
 
 use async_trait::async_trait;
 use hickory_resolver::TokioResolver;

@@ -20,6 +20,7 @@
 //!   (no `..`, no absolute path, no symlink leading out); every refusal — outside, missing,
 //!   unreadable, not a file — gets the same answer, so a client learns nothing about which
 //!   files exist.
+#![warn(missing_docs)]
 
 use async_trait::async_trait;
 use ipnet::IpNet;

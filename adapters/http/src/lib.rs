@@ -24,6 +24,7 @@
 //! bounded (its body limit is enforced while reading, request logs keep a bounded copy, and
 //! a body is not read at all for a request that is refused before it); the engine decides
 //! every rule, this layer only translates.
+#![warn(missing_docs)]
 
 mod attachments;
 mod guard;
@@ -376,7 +377,7 @@ async fn send(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiResult {
     // The parsed request holds what it needs (attachments decoded): the raw body goes now,
     // so that a large email is never held twice.
     drop(body);
-    ok(auth.engine.send(request, SendOptions { idempotency_key: idempotency_key(&headers)? }).await?)
+    ok(auth.engine.send(request, SendOptions::keyed(idempotency_key(&headers)?)).await?)
 }
 
 async fn batch(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -388,7 +389,7 @@ async fn batch(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiResult {
     let body = json_body(&headers, body)?.unwrap_or_else(|| Bytes::from_static(b"[]"));
     let requests = batch_from_json_limited(&body, auth.engine.limits().max_email_bytes)?;
     drop(body);
-    let options = BatchOptions { mode, idempotency_key: idempotency_key(&headers)? };
+    let options = BatchOptions::new(mode).keyed(idempotency_key(&headers)?);
     ok(auth.engine.send_batch(requests, options).await?)
 }
 

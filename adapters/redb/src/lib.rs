@@ -13,6 +13,7 @@
 //! | `due_v1` | (due µs, id) | () — what the worker should look at, earliest first |
 //! | `idempotency_v1` | (account, key) | record (JSON) |
 //! | `suppressions_v1` | (account, address) | entry (JSON) |
+#![warn(missing_docs)]
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -9,10 +9,18 @@ use std::time::Duration;
 /// A configuration the transport cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// A relay URL that breaks a rule.
     #[error("relay URL {url:?}: {rule}")]
-    RelayUrl { url: String, rule: &'static str },
+    RelayUrl {
+        /// The URL given.
+        url: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// The TLS set-up failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A DKIM key could not be used.
     #[error("DKIM key {0}")]
     Dkim(String),
 }
@@ -34,8 +42,11 @@ pub enum Security {
 /// `smtps://[user:pass@]host[:port]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RelayTarget {
+    /// The relay's host name or address.
     pub host: String,
+    /// Its port (587 for `smtp://`, 465 for `smtps://` by default).
     pub port: u16,
+    /// How the connection is secured.
     pub security: Security,
     /// AUTH PLAIN/LOGIN credentials (user, password).
     pub credentials: Option<(String, String)>,
@@ -134,7 +145,12 @@ pub enum Mode {
     Relay(RelayTarget),
     /// Each recipient domain's MX hosts, found through the resolver. `port` is 25 except in
     /// tests (a server on a high loopback port).
-    Direct { resolver: Arc<dyn DnsResolver>, port: u16 },
+    Direct {
+        /// Where MX, A and AAAA records come from.
+        resolver: Arc<dyn DnsResolver>,
+        /// The port MX hosts listen on.
+        port: u16,
+    },
 }
 
 /// A deadline for every step of a session: none may hang.
@@ -145,9 +161,13 @@ pub enum Mode {
 /// outcome (the message may well have been accepted), so it keeps the RFC's 10 minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// Opening the TCP connection.
     pub connect: Duration,
+    /// The server's greeting.
     pub greeting: Duration,
+    /// The answer to EHLO.
     pub ehlo: Duration,
+    /// The STARTTLS exchange and handshake.
     pub starttls: Duration,
     /// MAIL, RCPT, DATA, RSET, NOOP, AUTH.
     pub command: Duration,
@@ -175,9 +195,11 @@ impl Default for Timeouts {
 /// The transport's configuration.
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
+    /// Relay or direct.
     pub mode: Mode,
     /// The name this client gives in EHLO.
     pub helo_name: String,
+    /// Every step's deadline.
     pub timeouts: Timeouts,
     /// Open connections, in total.
     pub max_connections: usize,

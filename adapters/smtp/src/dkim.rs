@@ -112,6 +112,7 @@ impl DkimKey {
         Ok(DkimKey { domain, selector, key: Key::Ed25519(signer) })
     }
 
+    /// The domain it signs for.
     pub fn domain(&self) -> &str {
         &self.domain
     }

@@ -13,6 +13,7 @@
 //! is *ambiguous*: the server may have accepted the message. It is reported as
 //! [`TransportErrorKind::Ambiguous`] and never sent again automatically; the email ends
 //! undetermined with the reason, and a person decides.
+#![warn(missing_docs)]
 
 mod config;
 mod dkim;
@@ -57,6 +58,8 @@ impl std::fmt::Debug for SmtpTransport {
 }
 
 impl SmtpTransport {
+    /// A transport with `config` (loads the system's root certificates for relays that need
+    /// TLS verified).
     pub fn new(config: SmtpConfig) -> Result<SmtpTransport, ConfigError> {
         let opportunistic = tls::unverified()?;
         // The system's roots are loaded only when a relay will verify them (loading them is

@@ -128,12 +128,12 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
     let out = match request {
         Request::Send { body, idempotency_key } => {
             let request = EmailRequest::from_json_limited(body.as_bytes(), engine.limits().max_email_bytes)?;
-            json!(engine.send(request, SendOptions { idempotency_key }).await?)
+            json!(engine.send(request, SendOptions::keyed(idempotency_key)).await?)
         }
         Request::Batch { body, permissive, idempotency_key } => {
             let requests = batch_from_json(body.as_bytes())?;
             let mode = if permissive { BatchMode::Permissive } else { BatchMode::Strict };
-            json!(engine.send_batch(requests, BatchOptions { mode, idempotency_key }).await?)
+            json!(engine.send_batch(requests, BatchOptions::new(mode).keyed(idempotency_key)).await?)
         }
         Request::Get { id } => json!(engine.get(id.parse::<EmailId>()?).await?),
         Request::List { limit, after, before } => {
@@ -160,7 +160,7 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
             }
             let domains =
                 engine.storage().domains().ok_or_else(|| Failure::Usage("this store keeps no domains".into()))?;
-            let record = DomainRecord { name, click_tracking, open_tracking, created_at: engine.clock().now() };
+            let record = DomainRecord::new(name, click_tracking, open_tracking, engine.clock().now());
             domains.domain_put(engine.account(), record.clone()).await?;
             json!(record)
         }
