@@ -1,7 +1,7 @@
 //! # mailroom-smtp
 //!
 //! mailroom's SMTP [`Transport`]: relay every message to a smarthost, or deliver each
-//! recipient domain's share to its MX hosts (found through the core's [`DnsResolver`] port).
+//! recipient domain's share to its MX hosts (found through the core's [`DnsResolver`](mailroom_core::DnsResolver) port).
 //! Sessions are pooled per destination, reused with RSET between transactions, pipelined
 //! when the server offers PIPELINING, and every step runs under its own deadline.
 //!
