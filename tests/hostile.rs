@@ -624,3 +624,97 @@ fn what_a_newcomer_hit() {
         assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(licence).is_file(), "{licence}");
     }
 }
+
+/// HTTPS from certificate files: the API answers over TLS (checked by curl against the
+/// certificate), download URLs use the configured public URL, and a plain-HTTP client gets no
+/// answer from the TLS port.
+#[test]
+fn tls_from_certificate_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = common::peers::free_port();
+    let config = dir.path().join("mailroom.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\npublic_url = \"https://localhost:{port}\"\n[database]\npath = \"{}\"\n[[api_keys]]\ntoken = \"{OPERATOR}\"\n",
+            cert.display(),
+            key.display(),
+            dir.path().join("tls.redb").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::peers::wait_listening(port, &mut child, "mailroom serve (TLS)");
+    let curl = |args: &[&str]| {
+        let out =
+            Command::new("curl").args(["-sS", "--max-time", "10", "--cacert"]).arg(&cert).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let (ok, body) = curl(&[&format!("https://localhost:{port}/health")]);
+        if ok || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(health.trim(), r#"{"status":"ok"}"#);
+    let mut body = email("a@example.com");
+    body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
+    let auth = format!("Authorization: Bearer {OPERATOR}");
+    let (ok, sent) = curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &body.to_string(),
+        &format!("https://localhost:{port}/emails"),
+    ]);
+    assert!(ok, "{sent}");
+    let id = serde_json::from_str::<Value>(&sent).unwrap()["id"].as_str().unwrap().to_string();
+    let (_, list) = curl(&["-H", &auth, &format!("https://localhost:{port}/emails/{id}/attachments")]);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let url = list["data"][0]["download_url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("https://localhost:{port}/emails/")), "{url}");
+    assert_eq!(curl(&[url]).1, "hi");
+    // Plain HTTP to the TLS port: the handshake fails, no HTTP answer.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    plain.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"), "plain HTTP was served");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Signed downloads need no key, so they are limited per client address instead.
+#[test]
+fn downloads_are_rate_limited_per_address() {
+    let s = Server::start("[rate_limits]\ndownloads_per_ip = 3\nper_key = 0\nper_account = 0\n");
+    let mut body = email("a@example.com");
+    body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
+    let id = post(&s, "/emails", OPERATOR, &body).json()["id"].as_str().unwrap().to_string();
+    let list = get(&s, &format!("/emails/{id}/attachments"), OPERATOR).json();
+    let url = list["data"][0]["download_url"].as_str().unwrap().to_string();
+    let path = url.split_once(&s.port.to_string()).unwrap().1.to_string();
+    let statuses: Vec<u16> = (0..5).map(|_| request(s.port, "GET", &path, None, b"", &[]).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}

@@ -790,3 +790,36 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     assert_eq!(status(&all, "plain_text_included").0, Status::Pass);
     assert!(matches!(engine.insights(EmailId::from_u128(7), &dns).await, Err(Error::NotFound { .. })));
 }
+
+/// Request logs are kept 30 days by default: the housekeeping the worker runs removes older
+/// ones, and a host can keep them for ever.
+#[tokio::test]
+async fn housekeeping_applies_request_log_retention() {
+    use mailroom_core::ports::{LogFilter, RequestLog, RequestLogStore};
+    let store = Arc::new(MemoryStorage::new());
+    let clock = ManualClock::new(t0());
+    let engine = Engine::builder(store.clone()).clock(Arc::new(clock.clone())).build();
+    let log = |at: chrono::DateTime<chrono::Utc>| RequestLog {
+        id: RequestLog::id_at(at),
+        at,
+        method: "GET".into(),
+        endpoint: "/emails".into(),
+        status: 200,
+        user_agent: None,
+        api_key_id: None,
+        request_body: None,
+        response_body: None,
+        duration_ms: 1,
+    };
+    for days in [0, 10, 29, 31, 45] {
+        store.log_append(engine.account(), log(t0() + CDuration::days(days))).await.unwrap();
+    }
+    clock.set(t0() + CDuration::days(60));
+    engine.housekeeping().await.unwrap();
+    let (left, _) = store.log_page(engine.account(), &LogFilter::default(), None, 10).await.unwrap();
+    let ages: Vec<i64> = left.iter().map(|l| (l.at - t0()).num_days()).collect();
+    assert_eq!(ages, [45, 31], "older than 30 days at day 60: gone");
+    let forever = Engine::builder(store.clone()).clock(Arc::new(clock.clone())).request_log_retention(None).build();
+    clock.set(t0() + CDuration::days(400));
+    assert_eq!(forever.prune_request_logs().await.unwrap(), 0);
+}

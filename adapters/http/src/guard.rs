@@ -357,3 +357,52 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_json_and_the_router_lives_on() {
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        async fn fine() -> &'static str {
+            "fine"
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(fine))
+            .route("/teapot", get(|| async { (axum::http::StatusCode::IM_A_TEAPOT, "short and stout") }))
+            .layer(axum::middleware::from_fn(json_errors))
+            .layer(axum::middleware::from_fn(catch_panic));
+        let call = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let r = app.oneshot(Request::builder().uri(path).body(Body::empty()).unwrap_or_default()).await;
+                let r = r.unwrap_or_else(|e| match e {});
+                let status = r.status().as_u16();
+                let ct = r.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("").to_string());
+                let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap_or_default();
+                (status, ct, serde_json::from_slice::<serde_json::Value>(&body).ok())
+            }
+        };
+        let (status, ct, body) = call("/boom").await;
+        assert_eq!((status, ct.as_deref()), (500, Some("application/json")));
+        let body = body.unwrap_or_default();
+        assert_eq!(body["name"], "application_error");
+        assert!(!body.to_string().contains("handler bug"), "a panic's text is not shown: {body}");
+        assert_eq!(call("/fine").await.0, 200, "the router lives on");
+        // A plain-text error of the HTTP layer becomes JSON with its status and its words.
+        let (status, _, body) = call("/teapot").await;
+        let body = body.unwrap_or_default();
+        assert_eq!(
+            (status, body["statusCode"].as_u64(), body["message"].as_str()),
+            (418, Some(418), Some("short and stout"))
+        );
+    }
+}
