@@ -312,6 +312,25 @@ fn memory_per_request_is_bounded() {
     assert_eq!(count_emails(&s), 1);
 }
 
+/// The largest email the limits accept (a 39.5 MiB attachment, a 53 MB request), stored on
+/// the durable default store: what one accepted request costs at its peak (scheduled for
+/// later, so that the worker's rendering is not counted with it). Prints it.
+#[test]
+fn memory_for_the_largest_accepted_email() {
+    let s = Server::start("[rate_limits]\nper_key = 0\nper_account = 0\n");
+    assert_eq!(post(&s, "/emails", OPERATOR, &email("a@example.com")).status, 200);
+    let base = peak_rss(s.pid());
+    let payload = "QUJD".repeat((79 << 20) / 6); // 52.7 MiB of base64: 39.5 MiB decoded
+    let body = format!(
+        r#"{{"from":"Acme <hi@acme.test>","to":"someone@example.com","subject":"big","html":"x","scheduled_at":"in 1 hour","attachments":[{{"filename":"big.bin","content":"{payload}"}}]}}"#
+    );
+    let r = request(s.port, "POST", "/emails", Some(OPERATOR), body.as_bytes(), &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let grown = peak_rss(s.pid()).saturating_sub(base);
+    println!("the largest accepted email ({} MB request): +{} MB peak RSS", body.len() >> 20, grown >> 20);
+    assert!(grown < 150 << 20, "{} MB", grown >> 20);
+}
+
 /// Requests refused before their body matters are not read: the answer arrives while the
 /// client is still sending.
 #[test]

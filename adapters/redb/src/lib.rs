@@ -76,7 +76,13 @@ const FORMAT_V1: u8 = 1;
 const CONTENT_V2: u8 = 2;
 
 fn encode_content(c: &EmailContent) -> StorageResult<Vec<u8>> {
-    let mut out = vec![CONTENT_V2];
+    // Sized up front: a 40 MB attachment must not be copied through a doubling buffer.
+    let hint = c.attachments.iter().map(|a| a.content.len() + 256).sum::<usize>()
+        + c.html.as_ref().map_or(0, String::len)
+        + c.text.as_ref().map_or(0, String::len)
+        + 4096;
+    let mut out = Vec::with_capacity(hint);
+    out.push(CONTENT_V2);
     postcard::to_io(c, &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
     Ok(out)
 }
@@ -528,10 +534,15 @@ impl Storage for RedbStorage {
                 let mut contents = tx.open_table(EMAILS).map_err(backend)?;
                 let mut states = tx.open_table(STATES).map_err(backend)?;
                 let mut due = tx.open_table(DUE).map_err(backend)?;
-                for e in &emails {
+                for e in emails {
                     let id = e.id.as_u128();
                     let state = e.initial_state();
-                    contents.insert((account.as_str(), id), encode_content(&e.content)?.as_slice()).map_err(backend)?;
+                    let bytes = encode_content(&e.content)?;
+                    // The decoded content goes before redb copies the bytes into its pages: a
+                    // large email is never held three times.
+                    drop(e);
+                    contents.insert((account.as_str(), id), bytes.as_slice()).map_err(backend)?;
+                    drop(bytes);
                     states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
                     set_due(&mut due, id, None, state.due_at)?;
                 }
