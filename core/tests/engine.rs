@@ -795,24 +795,15 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
 /// ones, and a host can keep them for ever.
 #[tokio::test]
 async fn housekeeping_applies_request_log_retention() {
-    use mailroom_core::ports::{LogFilter, RequestLog, RequestLogStore};
+    use mailroom_core::ports::{LogFilter, RequestLogStore};
     let store = Arc::new(MemoryStorage::new());
     let clock = ManualClock::new(t0());
     let engine = Engine::builder(store.clone()).clock(Arc::new(clock.clone())).build();
-    let log = |at: chrono::DateTime<chrono::Utc>| RequestLog {
-        id: RequestLog::id_at(at),
-        at,
-        method: "GET".into(),
-        endpoint: "/emails".into(),
-        status: 200,
-        user_agent: None,
-        api_key_id: None,
-        request_body: None,
-        response_body: None,
-        duration_ms: 1,
-    };
     for days in [0, 10, 29, 31, 45] {
-        store.log_append(engine.account(), log(t0() + CDuration::days(days))).await.unwrap();
+        store
+            .log_append(engine.account(), mailroom_core::testkit::request_log(t0() + CDuration::days(days)))
+            .await
+            .unwrap();
     }
     clock.set(t0() + CDuration::days(60));
     engine.housekeeping().await.unwrap();

@@ -70,6 +70,11 @@ async fn call(
     (status, json, ct)
 }
 
+/// POST `body` to `base` + `path` with `token`, the answer as JSON.
+async fn post_json(client: &reqwest::Client, base: &str, path: &str, token: &str, body: &Value) -> Value {
+    client.post(format!("{base}{path}")).bearer_auth(token).json(body).send().await.unwrap().json().await.unwrap()
+}
+
 fn email(to: &str) -> Value {
     json!({"from": "Acme <hi@acme.test>", "to": to, "subject": "Hi", "html": "<p>hi</p>"})
 }
@@ -346,16 +351,7 @@ async fn a_scheduled_email_whose_key_is_revoked_before_it_is_due_fails() {
     let send = |token: String| {
         let (client, base, body) = (client.clone(), base.clone(), later.clone());
         async move {
-            let r: Value = client
-                .post(format!("{base}/emails"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let r = post_json(&client, &base, "/emails", &token, &body).await;
             r["id"].as_str().unwrap().parse::<mailroom_core::email::EmailId>().unwrap()
         }
     };
@@ -482,16 +478,7 @@ async fn download_urls_expire_after_one_hour() {
     let client = reqwest::Client::new();
     let mut body = email("a@example.com");
     body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
-    let sent: Value = client
-        .post(format!("{base}/emails"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent = post_json(&client, &base, "/emails", &token, &body).await;
     let id = sent["id"].as_str().unwrap();
     let list: Value = client
         .get(format!("{base}/emails/{id}/attachments"))

@@ -140,7 +140,7 @@ async fn api_keys_conformance_and_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_backup_is_a_consistent_copy() {
     use mailroom_core::email::{AccountId, Cursor, PageRequest};
-    use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, KeyPermission, RequestLog, RequestLogStore};
+    use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, KeyPermission, RequestLogStore};
     use mailroom_core::testkit::{new_email, t0};
 
     let dir = tempfile::tempdir().unwrap();
@@ -151,18 +151,7 @@ async fn online_backup_is_a_consistent_copy() {
     }
     let key = ApiKeyRecord::new("k", "ops", [3; 32], KeyPermission::FullAccess, t0());
     store.key_insert(&a, key.clone()).await.unwrap();
-    let log = RequestLog {
-        id: RequestLog::id_at(t0()),
-        at: t0(),
-        method: "GET".into(),
-        endpoint: "/emails".into(),
-        status: 200,
-        user_agent: None,
-        api_key_id: Some("k".into()),
-        request_body: None,
-        response_body: None,
-        duration_ms: 1,
-    };
+    let log = mailroom_core::testkit::request_log(t0());
     store.log_append(&a, log).await.unwrap();
     // Writers keep going while the backup runs.
     let writer = {
@@ -197,25 +186,14 @@ async fn online_backup_is_a_consistent_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_log_retention_reaches_old_logs() {
     use mailroom_core::email::AccountId;
-    use mailroom_core::ports::{LogFilter, RequestLog, RequestLogStore};
+    use mailroom_core::ports::{LogFilter, RequestLogStore};
     use mailroom_core::testkit::t0;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.redb");
     let store = RedbStorage::open(&path).unwrap();
     for n in 0..10 {
         let at = t0() + chrono::Duration::days(n);
-        let log = RequestLog {
-            id: RequestLog::id_at(at),
-            at,
-            method: "GET".into(),
-            endpoint: "/emails".into(),
-            status: 200,
-            user_agent: None,
-            api_key_id: None,
-            request_body: None,
-            response_body: None,
-            duration_ms: 1,
-        };
+        let log = mailroom_core::testkit::request_log(at);
         store.log_append(&AccountId::default(), log).await.unwrap();
     }
     drop(store);

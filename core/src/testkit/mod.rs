@@ -678,6 +678,22 @@ pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     assert_eq!(all, want.map(|(a, k)| (a.to_string(), k.to_string())));
 }
 
+/// A plain successful `GET /emails` logged at `at` (tests of retention and backups).
+pub fn request_log(at: DateTime<Utc>) -> crate::ports::RequestLog {
+    crate::ports::RequestLog {
+        id: crate::ports::RequestLog::id_at(at),
+        at,
+        method: "GET".into(),
+        endpoint: "/emails".into(),
+        status: 200,
+        user_agent: None,
+        api_key_id: None,
+        request_body: None,
+        response_body: None,
+        duration_ms: 1,
+    }
+}
+
 /// The request-log extension: newest first, filters, cursor pages, accounts kept apart.
 pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>) {
     use crate::ports::{LogFilter, RequestLog};
