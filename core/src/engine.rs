@@ -683,6 +683,32 @@ impl Engine {
         Ok(crate::insights::insights(draft, settings, dns).await)
     }
 
+    /// Registers a sending domain for this account (or changes its tracking settings). The name
+    /// must be a fully qualified domain; it is stored lower-case, without a trailing dot.
+    pub async fn put_domain(
+        &self,
+        domain: &str,
+        click_tracking: bool,
+        open_tracking: bool,
+    ) -> Result<crate::ports::DomainRecord, Error> {
+        let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if address::Mailbox::parse(&format!("x@{name}")).is_err() {
+            return Err(FieldError::new("domain", Rule::Shape(format!("{domain:?} is not a domain name"))).into());
+        }
+        let store = self.storage().domains().ok_or(Error::Forbidden("This store keeps no domains.".into()))?;
+        let record = crate::ports::DomainRecord::new(name, click_tracking, open_tracking, self.clock().now());
+        store.domain_put(&self.account, record.clone()).await?;
+        Ok(record)
+    }
+
+    /// This account's sending domains, by name.
+    pub async fn domains(&self) -> Result<Vec<crate::ports::DomainRecord>, Error> {
+        match self.storage().domains() {
+            Some(store) => Ok(store.domain_list(&self.account).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// `GET /emails/{id}`.
     pub async fn get(&self, id: EmailId) -> Result<EmailView, Error> {
         Ok(EmailView::from(&self.get_record(id).await?))

@@ -8,9 +8,14 @@ fuzz_target!(|data: &[u8]| {
     if let Some(kept) = redact_for_log(data) {
         assert!(kept.len() <= LOG_BODY_LIMIT + 64, "{} bytes kept", kept.len());
     }
-    // The same bytes as an attachment's content, after a valid start: never kept.
+    // The same bytes as an attachment's content, after a valid start: never kept. (The marker
+    // is taken out of the bytes first: they may spell it somewhere else, say in a key.)
+    let mut rest = data.to_vec();
+    while let Some(i) = rest.windows(6).position(|w| w == b"MARKER") {
+        rest.drain(i..i + 6);
+    }
     let mut body = br#"{"from":"a@b.test","attachments":[{"content":"MARKER"#.to_vec();
-    body.extend_from_slice(data);
+    body.extend_from_slice(&rest);
     let kept = redact_for_log(&body).unwrap_or_default();
     assert!(!kept.contains("MARKER"), "{kept}");
 });

@@ -96,6 +96,10 @@ impl Scanner<'_> {
         loop {
             let rest = self.input.get(self.pos..)?;
             let i = memchr::memchr2(b'"', b'\\', rest)?;
+            // A raw control character ends the JSON: nothing from here on is kept.
+            if rest[..i].iter().any(|b| *b < 0x20) {
+                return None;
+            }
             if let Some(t) = text.as_mut()
                 && t.len() < 128
             {
@@ -393,6 +397,9 @@ mod tests {
         assert!(!kept.contains("U0VDUkVU") && kept.starts_with(r#"{"subject":"hi","content":"#), "{kept}");
         let kept = redact(br#"{"subject":"hi" "attachments":[{"content":"U0VDUkVU"}]}"#).unwrap();
         assert!(!kept.contains("U0VDUkVU"), "{kept}");
+        // A raw control character in a string is not JSON either (found by the fuzzer).
+        let kept = redact(b"{\"subject\":\"a\nb\",\"x\":\"U0VDUkVU\"}").unwrap();
+        assert!(kept.starts_with("{\"subject\":") && !kept.contains("U0VDUkVU"), "{kept}");
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert!(redact(deep.as_bytes()).unwrap().contains("not kept"));
     }

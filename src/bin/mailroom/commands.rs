@@ -4,7 +4,7 @@
 //! socket). Either way the answer is the same JSON.
 
 use mailroom::core::email::{EmailId, PageRequest};
-use mailroom::core::ports::{DomainRecord, KeyPermission, SuppressionReason};
+use mailroom::core::ports::{KeyPermission, SuppressionReason};
 use mailroom::core::request::{EmailRequest, batch_from_json};
 use mailroom::core::{BatchMode, BatchOptions, Engine, Error, SendOptions};
 use mailroom::dns::HickoryResolver;
@@ -154,21 +154,9 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
             json!({"object": "suppression", "address": address, "deleted": true})
         }
         Request::DomainsAdd { domain, click_tracking, open_tracking } => {
-            let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-            if mailroom::core::address::Mailbox::parse(&format!("x@{name}")).is_err() {
-                return Err(Failure::Usage(format!("{domain:?} is not a domain name")));
-            }
-            let domains =
-                engine.storage().domains().ok_or_else(|| Failure::Usage("this store keeps no domains".into()))?;
-            let record = DomainRecord::new(name, click_tracking, open_tracking, engine.clock().now());
-            domains.domain_put(engine.account(), record.clone()).await?;
-            json!(record)
+            json!(engine.put_domain(&domain, click_tracking, open_tracking).await?)
         }
-        Request::DomainsList => {
-            let domains =
-                engine.storage().domains().ok_or_else(|| Failure::Usage("this store keeps no domains".into()))?;
-            json!({"object": "list", "data": domains.domain_list(engine.account()).await?})
-        }
+        Request::DomainsList => json!({"object": "list", "data": engine.domains().await?}),
         Request::KeysCreate { name, sending_access, domain } => {
             let permission = KeyPermission::parse(
                 Some(if sending_access { "sending_access" } else { "full_access" }),
