@@ -381,3 +381,14 @@ fn insights_and_domains_on_real_dns() {
         }
     }
 }
+
+/// The embedding example runs: the library and the nested REST API each send, the worker
+/// delivers both.
+#[test]
+fn the_embedding_example_runs() {
+    let out = Command::new(common::example("embed")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("library: ") && text.contains("Some(\"delivered\")"), "{text}");
+    assert!(text.contains("REST API: ") && text.contains("Some(\"bounced\")"), "{text}");
+}

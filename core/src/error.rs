@@ -263,6 +263,8 @@ impl fmt::Display for FieldError {
     }
 }
 
+impl std::error::Error for FieldError {}
+
 /// A storage failure. Storage never half-applies an operation: when this is returned,
 /// nothing of the operation was committed (unless the variant says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
