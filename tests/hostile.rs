@@ -737,3 +737,33 @@ fn downloads_are_rate_limited_per_address() {
     let statuses: Vec<u16> = (0..5).map(|_| request(s.port, "GET", &path, None, b"", &[]).status).collect();
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }
+
+/// Beyond the requests it may handle at once, the server answers 503 JSON at once instead of
+/// queueing (here: one request in progress, held by an attachment URL that never answers).
+#[test]
+fn load_is_shed_with_503_json() {
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hang.incoming().flatten() {
+            held.push(c); // accepted, never answered
+        }
+    });
+    let s = Server::start(
+        "[server]\nmax_concurrent_requests = 1\n[attachments]\nallow_networks = [\"127.0.0.1/32\"]\ntimeout = \"4s\"\n[rate_limits]\nper_key = 0\nper_account = 0\n",
+    );
+    let port = s.port;
+    let slow = std::thread::spawn(move || {
+        let mut body = email("a@example.com");
+        body["attachments"] = json!([{"path": format!("http://127.0.0.1:{hang_port}/never")}]);
+        request(port, "POST", "/emails", Some(OPERATOR), body.to_string().as_bytes(), &[]).status
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let shed = get(&s, "/emails", OPERATOR);
+    assert_eq!((shed.status, shed.json()["name"].as_str()), (503, Some("service_unavailable")));
+    assert!(shed.header("retry-after").is_some() && started.elapsed() < Duration::from_secs(1));
+    assert_eq!(slow.join().unwrap(), 422, "the slow request ends when its fetch times out");
+    assert_eq!(get(&s, "/emails", OPERATOR).status, 200, "and the server takes requests again");
+}
