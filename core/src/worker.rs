@@ -11,6 +11,7 @@
 
 use crate::address::Mailbox;
 use crate::bounce::{BounceInfo, BounceSubtype, BounceType, bounce_info};
+use crate::email::AccountId;
 use crate::email::{EmailRecord, Event};
 use crate::engine::Engine;
 use crate::error::Error;
@@ -25,6 +26,7 @@ use crate::sandbox::TestAddress;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,6 +192,10 @@ impl Worker {
         let now = self.engine.clock().now();
         let claimed = storage.claim_due(now, self.config.claim_batch, self.config.lease).await?;
         let mut report = WorkReport::default();
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+        let facts = self.facts(&claimed).await?;
         let mut queue = claimed.into_iter();
         let mut in_flight = FuturesUnordered::new();
         let mut stopping = false;
@@ -198,7 +204,7 @@ impl Worker {
         loop {
             while !stopping && in_flight.len() < self.config.concurrency.max(1) {
                 match queue.next() {
-                    Some(c) => in_flight.push(self.process(c)),
+                    Some(c) => in_flight.push(self.process(c, &facts)),
                     None => break,
                 }
             }
@@ -227,8 +233,39 @@ impl Worker {
         }
     }
 
+    /// Looks up, once for the whole round, what every email of it needs to know: which of
+    /// their recipients are suppressed, and which of their API keys are no longer active (one
+    /// lookup per account and per key, not per email).
+    async fn facts(&self, claimed: &[ClaimedEmail]) -> Result<RoundFacts, Error> {
+        let storage = self.engine.storage();
+        let mut by_account: HashMap<&AccountId, BTreeSet<String>> = HashMap::new();
+        let mut keys: BTreeSet<(&AccountId, &str)> = BTreeSet::new();
+        for c in claimed {
+            let account = &c.record.state.account;
+            by_account.entry(account).or_default().extend(targets(&c.record).iter().map(|m| m.key()));
+            if let Some(k) = c.record.content.api_key_id.as_deref() {
+                keys.insert((account, k));
+            }
+        }
+        let mut facts = RoundFacts::default();
+        for (account, addresses) in by_account {
+            let addresses: Vec<String> = addresses.into_iter().collect();
+            let found = storage.suppression_lookup(account, &addresses).await?;
+            facts.listed(account, found.into_iter().map(|e| (e.address, e.reason)).collect());
+        }
+        if let Some(api_keys) = storage.api_keys() {
+            for (account, key_id) in keys {
+                let active = api_keys.key_by_id(account, key_id).await?.is_some_and(|k| k.revoked_at.is_none());
+                if !active {
+                    facts.inactive_keys.insert((account.clone(), key_id.to_string()));
+                }
+            }
+        }
+        Ok(facts)
+    }
+
     /// Processes one claimed email; `Ok(true)` when a message was handed over.
-    async fn process(&self, claimed: ClaimedEmail) -> Result<bool, Error> {
+    async fn process(&self, claimed: ClaimedEmail, facts: &RoundFacts) -> Result<bool, Error> {
         let storage = self.engine.storage();
         let clock = self.engine.clock();
         let claim = claimed.claim_ref();
@@ -249,9 +286,8 @@ impl Worker {
 
         // An email accepted with an API key that has since been revoked is not sent: the key's
         // owner withdrew the authority it was sent with.
-        if let (Some(key_id), Some(api_keys)) = (record.content.api_key_id.as_deref(), storage.api_keys()) {
-            let active = api_keys.key_by_id(account, key_id).await?.is_some_and(|k| k.revoked_at.is_none());
-            if !active {
+        if let Some(key_id) = record.content.api_key_id.as_deref() {
+            if facts.inactive_keys.contains(&(account.clone(), key_id.to_string())) {
                 let events = vec![Event::new(EventKind::Failed, clock.now()).reason(KEY_REVOKED_REASON)];
                 storage
                     .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
@@ -262,8 +298,6 @@ impl Worker {
         }
 
         let targets = targets(record);
-        let keys: Vec<String> = targets.iter().map(|m| m.key()).collect();
-        let listed = storage.suppression_lookup(account, &keys).await?;
         let mut events = Vec::new();
         let mut send_to = Vec::new();
         let now = clock.now();
@@ -272,9 +306,9 @@ impl Worker {
             // A test address simulates its outcome every time: `bounced@` bounces again even
             // though its first bounce put it on the list; only `suppressed@` is suppressed.
             let test = TestAddress::parse(&key, self.engine.test_domain());
-            let entry = listed.iter().find(|e| e.address == key).filter(|_| test.is_none());
+            let entry = facts.suppressed(account, &key).filter(|_| test.is_none());
             if entry.is_some() || test == Some(TestAddress::Suppressed) {
-                let why = match entry.map(|e| e.reason) {
+                let why = match entry {
                     Some(SuppressionReason::Complained) => "previous_complaint",
                     _ => "previous_bounce",
                 };
@@ -404,7 +438,12 @@ impl Worker {
             }
         };
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+        let listed: Vec<(String, SuppressionReason)> =
+            suppressions.iter().map(|s| (s.address.clone(), s.reason)).collect();
         storage.record_outcomes(vec![Outcome { claim, events, suppressions, next }]).await?;
+        // Later emails of this round see what this one put on the list, as they would have
+        // had each looked the list up itself.
+        facts.listed(account, listed);
         observe(record.state.id, &kinds);
         Ok(true)
     }
@@ -417,6 +456,30 @@ fn observe(id: crate::email::EmailId, kinds: &[EventKind]) {
     tracing::info!(target: "mailroom::delivery", email = %id, events = %events.join(","), "delivery");
     for k in kinds {
         metrics::counter!("mailroom_events_total", "event" => k.as_str()).increment(1);
+    }
+}
+
+/// What a round looks up once for all its emails (see `Worker::facts`).
+#[derive(Debug, Default)]
+struct RoundFacts {
+    /// Suppressed recipients, by account and normalised address, with why. Behind a lock
+    /// because the round's own hard bounces and complaints are added as they are recorded.
+    suppressed: std::sync::Mutex<HashMap<(AccountId, String), SuppressionReason>>,
+    /// API keys that are revoked or gone, by account and id.
+    inactive_keys: HashSet<(AccountId, String)>,
+}
+
+impl RoundFacts {
+    fn suppressed(&self, account: &AccountId, address: &str) -> Option<SuppressionReason> {
+        let list = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
+        list.get(&(account.clone(), address.to_string())).copied()
+    }
+
+    fn listed(&self, account: &AccountId, entries: Vec<(String, SuppressionReason)>) {
+        let mut list = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
+        for (address, reason) in entries {
+            list.insert((account.clone(), address), reason);
+        }
     }
 }
 

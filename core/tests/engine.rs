@@ -459,6 +459,24 @@ async fn mixed_results_and_transport_failures() {
 }
 
 #[tokio::test]
+async fn a_hard_bounce_suppresses_the_next_email_of_the_same_round() {
+    use EventKind::*;
+    let s = setup();
+    let t = Arc::new(Scripted::default());
+    *t.script.lock().unwrap() = vec![Ok(vec![(RecipientStatus::Rejected, "550 5.1.1 no such user")])];
+    let a = s.engine.send(email("gone@example.com"), SendOptions::default()).await.unwrap().id;
+    let b = s.engine.send(email("gone@example.com"), SendOptions::default()).await.unwrap().id;
+    // One round claims both; the worker looks the list up once per round, so the first email's
+    // bounce must reach the second without another lookup.
+    let worker = s.engine.worker(t.clone(), WorkerConfig::default().concurrency(1).claim_batch(10));
+    let report = worker.run_once().await.unwrap();
+    assert_eq!(report.processed, 2);
+    assert_eq!(s.kinds(a).await, vec![Queued, Sent, Bounced]);
+    assert_eq!(s.kinds(b).await, vec![Queued, Suppressed]);
+    assert_eq!(t.calls.load(Ordering::SeqCst), 1, "the suppressed address was not contacted again");
+}
+
+#[tokio::test]
 async fn a_crash_after_hand_over_is_never_sent_again() {
     let s = setup();
     let id = s.engine.send(email("x@example.com"), SendOptions::default()).await.unwrap().id;
