@@ -1,38 +1,60 @@
 //! # mailroom-redb
 //!
-//! mailroom's embedded default [`Storage`]: one redb file, one write transaction per atomic
-//! operation, durable (fsync) commits. The file is the only source of truth: nothing is
-//! cached across operations, so a restart sees exactly what was committed.
+//! mailroom's embedded default [`Storage`]: one redb file, durable (fsync) commits. The file
+//! is the only source of truth: nothing is cached across operations, so a restart sees
+//! exactly what was committed.
+//!
+//! Writes go through one writer thread that commits concurrent writes together (`writer`:
+//! group commit, each write still atomic on its own); reads run in parallel on their own
+//! read transactions.
+//!
+//! **A restart recovers at once.** redb opens a file in one process at a time, so whatever
+//! the previous process held when it died is dead. This store therefore keeps what a process
+//! holds only in memory: an idempotency key in flight (a retry after a restart starts
+//! afresh), and the workers' claims (an email claimed by a dead process is due at once after
+//! a restart, not when its lease would have lapsed; the hand-over mark, which is durable,
+//! still sends it through recovery). A claim then costs no write at all. The shared rules
+//! (`mailroom_core::store`) see the claims as usual: the store lays them over the states it
+//! reads and takes them off the states it writes. Stores shared by several processes keep
+//! leases instead.
 //!
 //! Tables (all versioned by name, so a future layout can live beside this one):
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `emails_v1` | (account, id) | content (JSON) — also the listing index: ids are UUIDv7, time-ordered |
-//! | `states_v1` | id | events and delivery state (JSON) |
+//! | `emails_v1` | (account, id) | content (zstd-compressed postcard) — also the listing index: ids are UUIDv7, time-ordered |
+//! | `states_v1` | id | events and delivery state |
 //! | `due_v1` | (due µs, id) | () — what the worker should look at, earliest first |
-//! | `idempotency_v1` | (account, key) | record (JSON) |
-//! | `suppressions_v1` | (account, address) | entry (JSON) |
+//! | `idempotency_v1` | (account, key) | completed record |
+//! | `suppressions_v1` | (account, address) | entry |
+//! | `api_keys_v1`, `request_logs_v1`, `request_log_times_v1`, `domains_v1` | | the extensions |
 #![warn(missing_docs)]
+
+mod codec;
+mod extensions;
+mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use codec::{decode, decode_content, encode, encode_content};
 use mailroom_core::email::{
-    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page, PageRequest,
+    AccountId, Claim, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page,
+    PageRequest,
 };
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
-    ApiKeyRecord, ApiKeyStore, ClaimRef, ClaimedEmail, DomainRecord, DomainStore, IdempotencyBegin,
-    IdempotencyCompletion, LogFilter, Outcome, RequestLog, RequestLogStore, ScheduleChange, Storage, StorageResult,
-    SuppressionEntry,
+    ApiKeyStore, ClaimRef, ClaimedEmail, DomainStore, IdempotencyBegin, IdempotencyCompletion, Outcome,
+    RequestLogStore, ScheduleChange, Storage, StorageResult, SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
-use serde::Serialize;
+pub use redb::StorageBackend;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 const EMAILS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("emails_v1");
@@ -63,86 +85,25 @@ const TABLE_NAMES: [&str; 9] = [
     "request_log_times_v1",
 ];
 
+fn backend_err(e: impl std::fmt::Display) -> StorageError {
+    backend(e)
+}
+
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(e.to_string())
-}
-
-/// The first byte of every stored value: its encoding's version. Version 1 is postcard, a
-/// compact binary serde format without field names (bodies are stored as they are, not
-/// escaped as JSON would). A later layout gets a new version and a decoder beside this one.
-const FORMAT_V1: u8 = 1;
-/// Email content from the version that added `api_key_id` (an `Option`, last): a version-1
-/// content record reads as version 2 with postcard's `None` (one zero byte) appended.
-const CONTENT_V2: u8 = 2;
-
-fn encode_content(c: &EmailContent) -> StorageResult<Vec<u8>> {
-    // Sized up front: a 40 MB attachment must not be copied through a doubling buffer.
-    let hint = c.attachments.iter().map(|a| a.content.len() + 256).sum::<usize>()
-        + c.html.as_ref().map_or(0, String::len)
-        + c.text.as_ref().map_or(0, String::len)
-        + 4096;
-    let mut out = Vec::with_capacity(hint);
-    out.push(CONTENT_V2);
-    postcard::to_io(c, &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    Ok(out)
-}
-
-fn decode_content(bytes: &[u8]) -> StorageResult<EmailContent> {
-    let corrupt = |e: postcard::Error| StorageError::Corrupt(e.to_string());
-    match bytes.split_first() {
-        Some((&CONTENT_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
-        Some((&FORMAT_V1, rest)) => {
-            let mut v2 = rest.to_vec();
-            v2.push(0);
-            postcard::from_bytes(&v2).map_err(corrupt)
-        }
-        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown content format {v}"))),
-        None => Err(StorageError::Corrupt("empty record".into())),
-    }
-}
-
-/// API keys from the version that added `managed` (a bool, last): a version-1 key record reads
-/// as version 2 with postcard's `false` (one zero byte) appended.
-const KEY_V2: u8 = 2;
-
-fn encode_key(account: &str, key: &ApiKeyRecord) -> StorageResult<Vec<u8>> {
-    let mut out = vec![KEY_V2];
-    postcard::to_io(&(account, key), &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    Ok(out)
-}
-
-fn decode_key(bytes: &[u8]) -> StorageResult<(String, ApiKeyRecord)> {
-    let corrupt = |e: postcard::Error| StorageError::Corrupt(e.to_string());
-    match bytes.split_first() {
-        Some((&KEY_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
-        Some((&FORMAT_V1, rest)) => {
-            let mut v2 = rest.to_vec();
-            v2.push(0);
-            postcard::from_bytes(&v2).map_err(corrupt)
-        }
-        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown key format {v}"))),
-        None => Err(StorageError::Corrupt("empty record".into())),
-    }
-}
-
-fn encode<T: Serialize>(v: &T) -> StorageResult<Vec<u8>> {
-    let mut out = vec![FORMAT_V1];
-    postcard::to_io(v, &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    Ok(out)
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
-    match bytes.split_first() {
-        Some((&FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(e.to_string())),
-        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown record format {v}"))),
-        None => Err(StorageError::Corrupt("empty record".into())),
-    }
 }
 
 /// The bytes the store writes for an email's content (benchmarks write the same bytes raw,
 /// to measure the store against the disk's limit).
 pub fn encode_record(email: &NewEmail) -> Vec<u8> {
     encode_content(&email.content).unwrap_or_default()
+}
+
+/// An idempotency key in flight, held in memory only (see the crate's docs).
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    fingerprint: Fingerprint,
+    until: DateTime<Utc>,
 }
 
 /// The page cache an opened store may fill. redb's own default (1 GiB) lets an embedded
@@ -157,13 +118,55 @@ pub struct RedbStorage {
     /// Every operation holds the read side (uncontended, so nearly free); only compaction,
     /// which needs the database to itself, takes the write side.
     db: Arc<RwLock<Database>>,
-    durability: Durability,
+    writer: Arc<writer::Writer>,
+    fsync: Arc<AtomicBool>,
+    /// Idempotency keys in flight, by (account, key): a dead process's die with it.
+    in_flight: Arc<Mutex<HashMap<(String, String), InFlight>>>,
+    /// The workers' claims, by email id (see the crate's docs).
+    claims: Claims,
+}
+
+/// Claims held by this process, by email id.
+type Claims = Arc<Mutex<HashMap<u128, Claim>>>;
+
+fn locked(claims: &Claims) -> std::sync::MutexGuard<'_, HashMap<u128, Claim>> {
+    claims.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The state as the shared rules see it: with this process's claim over it (while claimed,
+/// due when the claim lapses), or none — a claim written by an older version of this store is
+/// not this process's. Returns the due time the state has on disk.
+fn overlay(claims: &HashMap<u128, Claim>, state: &mut EmailState) -> Option<DateTime<Utc>> {
+    let on_disk = state.due_at;
+    state.claim = claims.get(&state.id.as_u128()).copied();
+    if let Some(c) = state.claim {
+        state.due_at = Some(c.until);
+    }
+    on_disk
+}
+
+/// The state as it is written: no claim, and `due` on disk (a claim does not move it).
+fn to_disk(state: &EmailState, due: Option<DateTime<Utc>>) -> StorageResult<Vec<u8>> {
+    let mut s = state.clone();
+    s.claim = None;
+    s.due_at = due;
+    encode(&s)
 }
 
 impl std::fmt::Debug for RedbStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStorage").field("durability", &self.durability).finish_non_exhaustive()
+        f.debug_struct("RedbStorage").field("fsync", &self.fsync.load(Ordering::Relaxed)).finish_non_exhaustive()
     }
+}
+
+/// How the writer has grouped writes so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitStats {
+    /// Transactions committed (or aborted).
+    pub commits: u64,
+    /// Writes they held.
+    pub writes: u64,
 }
 
 /// Why a store could not be opened.
@@ -207,6 +210,16 @@ impl RedbStorage {
         Self::init(db)
     }
 
+    /// A store on any redb storage backend (a host's own medium, or a test's counting and
+    /// failing doubles around a real backend).
+    pub fn with_backend(backend: impl StorageBackend) -> Result<RedbStorage, StorageError> {
+        let db = Database::builder()
+            .set_cache_size(DEFAULT_CACHE_BYTES)
+            .create_with_backend(backend)
+            .map_err(backend_err)?;
+        Self::init(db)
+    }
+
     /// A store whose redb database lives in memory (tests and fuzzing: the same code paths
     /// as a file, without the disk).
     pub fn in_memory() -> Result<RedbStorage, StorageError> {
@@ -225,7 +238,19 @@ impl RedbStorage {
             index_request_logs(&tx)?;
         }
         tx.commit().map_err(backend)?;
-        Ok(RedbStorage { db: Arc::new(RwLock::new(db)), durability: Durability::Immediate })
+        let db = Arc::new(RwLock::new(db));
+        let fsync = Arc::new(AtomicBool::new(true));
+        let writer = Arc::new(writer::Writer::start(Arc::clone(&db), Arc::clone(&fsync))?);
+        Ok(RedbStorage { db, writer, fsync, in_flight: Arc::default(), claims: Arc::default() })
+    }
+
+    /// How many transactions the writer committed, holding how many writes (group commit at
+    /// work: fewer commits than writes under concurrency).
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.writer.stats.groups.load(Ordering::Relaxed),
+            writes: self.writer.stats.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Applies a reschedule or cancel (`change`) to one email of `account`, with its due index,
@@ -237,6 +262,7 @@ impl RedbStorage {
         change: impl FnOnce(&mut EmailState) -> StorageResult<ScheduleChange> + Send + 'static,
     ) -> StorageResult<ScheduleChange> {
         let account = account.0.to_string();
+        let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
             let mut due = tx.open_table(DUE).map_err(backend)?;
@@ -244,11 +270,12 @@ impl RedbStorage {
             let Some(mut state) = get_state(&states, key)?.filter(|s| s.account.as_str() == account) else {
                 return Ok(ScheduleChange::NotFound);
             };
-            let old = state.due_at;
+            let old = overlay(&locked(&claims), &mut state);
             let result = change(&mut state)?;
             if result == ScheduleChange::Applied {
+                let bytes = to_disk(&state, state.due_at)?;
                 set_due(&mut due, key, old, state.due_at)?;
-                states.insert(key, encode(&state)?.as_slice()).map_err(backend)?;
+                states.insert(key, bytes.as_slice()).map_err(backend)?;
             }
             Ok(result)
         })
@@ -338,31 +365,30 @@ impl RedbStorage {
 
     /// Commits without fsync. Faster, but a power loss (not a process crash) may lose the
     /// newest commits: only for hosts that accept that, and for tests.
-    pub fn without_fsync(mut self) -> Self {
-        self.durability = Durability::None;
+    pub fn without_fsync(self) -> Self {
+        self.fsync.store(false, Ordering::Relaxed);
         self
     }
 
+    /// Runs `f` in the writer's next group (see `writer`): `f` must make every check that can
+    /// refuse before its first change.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
-        let db = Arc::clone(&self.db);
-        let durability = self.durability;
-        // redb is blocking (and fsyncs): keep it off the async runtime's threads.
-        tokio::task::spawn_blocking(move || {
-            let db = db.read().map_err(backend)?;
-            let mut tx = db.begin_write().map_err(backend)?;
-            tx.set_durability(durability).map_err(backend)?;
-            // On error the transaction is dropped, which aborts it: nothing is half-written.
-            let out = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
-        .map_err(backend)?
+        self.writer.write(f).await
     }
 
+    /// A read on the calling thread, for point lookups (a few pages, almost always in the page
+    /// cache): handing them to the blocking pool costs two thread switches, more than the
+    /// lookup itself.
+    fn read_now<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> StorageResult<T>) -> StorageResult<T> {
+        let db = self.db.read().map_err(backend)?;
+        let tx = db.begin_read().map_err(backend)?;
+        f(&tx)
+    }
+
+    /// A read on the blocking pool, for scans.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> StorageResult<T> + Send + 'static,
@@ -491,30 +517,34 @@ impl Storage for RedbStorage {
         in_flight_until: DateTime<Utc>,
     ) -> StorageResult<IdempotencyBegin> {
         let (account, key, fingerprint) = (account.0.to_string(), key.to_string(), *fingerprint);
-        self.write(move |tx| {
-            let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            let existing = get_idempotency(&t, &account, &key)?;
-            if let Some(found) = existing.and_then(|r| r.meet(&fingerprint, now)) {
+        // The marker is held in memory (no write, no fsync): this process holds the file, so
+        // a marker dies exactly when the request it stands for can no longer complete. The
+        // completed record is read and the marker set under one lock, so a completion (which
+        // writes its record, then drops its marker) is always seen one way or the other.
+        let mut markers = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        self.read_now(|tx| {
+            let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+            // A stored record without a response is an older version's marker: dead.
+            let done = get_idempotency(&t, &account, &key)?.filter(|r| r.response.is_some());
+            if let Some(found) = done.and_then(|r| r.meet(&fingerprint, now)) {
                 return Ok(found);
             }
-            let rec = IdempotencyRecord { fingerprint, created_at: now, expires_at: in_flight_until, response: None };
-            t.insert((account.as_str(), key.as_str()), encode(&rec)?.as_slice()).map_err(backend)?;
+            let slot = (account, key);
+            if let Some(m) = markers.get(&slot).filter(|m| m.until > now) {
+                return Ok(if m.fingerprint == fingerprint {
+                    IdempotencyBegin::InFlight
+                } else {
+                    IdempotencyBegin::Mismatch
+                });
+            }
+            markers.insert(slot, InFlight { fingerprint, until: in_flight_until });
             Ok(IdempotencyBegin::Started)
         })
-        .await
     }
 
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
-        let (account, key) = (account.0.to_string(), key.to_string());
-        self.write(move |tx| {
-            let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            let existing = get_idempotency(&t, &account, &key)?;
-            if existing.is_some_and(|r| r.response.is_none()) {
-                t.remove((account.as_str(), key.as_str())).map_err(backend)?;
-            }
-            Ok(())
-        })
-        .await
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&(account.0.to_string(), key.to_string()));
+        Ok(())
     }
 
     async fn insert_emails(
@@ -524,84 +554,93 @@ impl Storage for RedbStorage {
         idempotency: Option<IdempotencyCompletion>,
     ) -> StorageResult<()> {
         let account = account.0.to_string();
-        self.write(move |tx| {
-            if let Some(c) = &idempotency {
-                let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                let existing = get_idempotency(&t, &account, &c.key)?;
-                store::may_complete(existing.as_ref(), c.created_at)?;
-            }
-            {
-                let mut contents = tx.open_table(EMAILS).map_err(backend)?;
-                let mut states = tx.open_table(STATES).map_err(backend)?;
-                let mut due = tx.open_table(DUE).map_err(backend)?;
-                for e in emails {
-                    let id = e.id.as_u128();
-                    let state = e.initial_state();
-                    let bytes = encode_content(&e.content)?;
-                    // The decoded content goes before redb copies the bytes into its pages: a
-                    // large email is never held three times.
-                    drop(e);
-                    contents.insert((account.as_str(), id), bytes.as_slice()).map_err(backend)?;
-                    drop(bytes);
-                    states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
-                    set_due(&mut due, id, None, state.due_at)?;
-                }
-            }
-            if let Some(c) = idempotency {
-                let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+        let slot = idempotency.as_ref().map(|c| (account.clone(), c.key.clone()));
+        // Encoded here, on the caller's thread: the writer thread only writes. Each email's
+        // decoded content goes as soon as it is encoded (a large email is held once).
+        let mut rows = Vec::with_capacity(emails.len());
+        for e in emails {
+            let state = e.initial_state();
+            rows.push((e.id.as_u128(), encode_content(&e.content)?, encode(&state)?, state.due_at));
+        }
+        let record = idempotency
+            .as_ref()
+            .map(|c| {
                 let rec = IdempotencyRecord {
                     fingerprint: c.fingerprint,
                     created_at: c.created_at,
                     expires_at: c.expires_at,
-                    response: Some(c.response),
+                    response: Some(c.response.clone()),
                 };
-                t.insert((account.as_str(), c.key.as_str()), encode(&rec)?.as_slice()).map_err(backend)?;
-            }
-            Ok(())
-        })
-        .await
+                encode(&rec).map(|bytes| (c.key.clone(), c.created_at, bytes))
+            })
+            .transpose()?;
+        let written = self
+            .write(move |tx| {
+                if let Some((key, created_at, _)) = &record {
+                    let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                    let existing = get_idempotency(&t, &account, key)?;
+                    store::may_complete(existing.as_ref(), *created_at)?;
+                }
+                let mut contents = tx.open_table(EMAILS).map_err(backend)?;
+                let mut states = tx.open_table(STATES).map_err(backend)?;
+                let mut due = tx.open_table(DUE).map_err(backend)?;
+                for (id, content, state, due_at) in rows {
+                    contents.insert((account.as_str(), id), content.as_slice()).map_err(backend)?;
+                    states.insert(id, state.as_slice()).map_err(backend)?;
+                    set_due(&mut due, id, None, due_at)?;
+                }
+                if let Some((key, _, bytes)) = record {
+                    let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                    t.insert((account.as_str(), key.as_str()), bytes.as_slice()).map_err(backend)?;
+                }
+                Ok(())
+            })
+            .await;
+        // The completed record is durable (or the insert failed, and the engine releases the
+        // key): the marker goes either way.
+        if let (Ok(()), Some(slot)) = (&written, slot) {
+            self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
+        }
+        written
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
         self.write(move |tx| {
             let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            let mut removed = 0;
-            let mut corrupt = None;
-            t.retain(|_, v| match decode::<IdempotencyRecord>(v) {
-                Ok(r) if r.expires_at <= now => {
-                    removed += 1;
-                    false
+            let mut expired = Vec::new();
+            for item in t.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let r: IdempotencyRecord = decode(v.value())?;
+                if r.expires_at <= now || r.response.is_none() {
+                    let (a, key) = k.value();
+                    expired.push((a.to_string(), key.to_string()));
                 }
-                Ok(_) => true,
-                Err(e) => {
-                    corrupt = Some(e.to_string());
-                    true
-                }
-            })
-            .map_err(backend)?;
-            match corrupt {
-                Some(e) => Err(StorageError::Corrupt(e)),
-                None => Ok(removed),
             }
+            for (a, key) in &expired {
+                t.remove((a.as_str(), key.as_str())).map_err(backend)?;
+            }
+            Ok(expired.len())
         })
         .await
     }
 
     async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>> {
         let account = account.0.to_string();
-        self.read(move |tx| {
+        let claims = Arc::clone(&self.claims);
+        self.read_now(move |tx| {
             let contents = tx.open_table(EMAILS).map_err(backend)?;
             let states = tx.open_table(STATES).map_err(backend)?;
             let Some(content) = get_content(&contents, &account, id.as_u128())? else { return Ok(None) };
-            let state = get_state(&states, id.as_u128())?
+            let mut state = get_state(&states, id.as_u128())?
                 .ok_or_else(|| StorageError::Corrupt(format!("email {id} has content but no state")))?;
+            overlay(&locked(&claims), &mut state);
             Ok(Some(EmailRecord { content, state }))
         })
-        .await
     }
 
     async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {
         let account = account.0.to_string();
+        let claims = Arc::clone(&self.claims);
         self.read(move |tx| {
             let contents = tx.open_table(EMAILS).map_err(backend)?;
             let states = tx.open_table(STATES).map_err(backend)?;
@@ -644,8 +683,9 @@ impl Storage for RedbStorage {
             }
             let mut items = Vec::with_capacity(rows.len());
             for (id, content) in rows {
-                let state = get_state(&states, id)?
+                let mut state = get_state(&states, id)?
                     .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has content but no state")))?;
+                overlay(&locked(&claims), &mut state);
                 items.push(EmailSummary::from(&EmailRecord { content, state }));
             }
             Ok(Page { items, has_more })
@@ -654,50 +694,114 @@ impl Storage for RedbStorage {
     }
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StorageResult<Vec<ClaimedEmail>> {
-        self.write(move |tx| {
-            let mut due = tx.open_table(DUE).map_err(backend)?;
-            let mut states = tx.open_table(STATES).map_err(backend)?;
-            let contents = tx.open_table(EMAILS).map_err(backend)?;
-            let candidates: Vec<u128> = due
-                .range(..=(due_key(now), u128::MAX))
-                .map_err(backend)?
-                .take(limit)
-                .map(|r| r.map(|(k, _)| k.value().1).map_err(backend))
-                .collect::<StorageResult<_>>()?;
-            let mut out = Vec::with_capacity(candidates.len());
-            for id in candidates {
-                let Some(mut state) = get_state(&states, id)? else { continue };
-                let old = state.due_at;
-                let token = rand_token();
-                if !store::claim(&mut state, now, lease, token)? {
-                    continue;
+        let claims = Arc::clone(&self.claims);
+        // The claims are taken in the writer (so that a cancel or reschedule queued beside them
+        // sees them, and they see it); only a `scheduled` email that becomes `queued` is written.
+        let taken = self
+            .write(move |tx| {
+                let due = tx.open_table(DUE).map_err(backend)?;
+                let mut states = tx.open_table(STATES).map_err(backend)?;
+                let mut held = locked(&claims);
+                // Candidates in order of when they are due: an unclaimed email at its place in
+                // the index, a lapsed claim at the time it lapsed (the index keeps a claimed
+                // email at its original time). Lapsed claims are few: they wait in a heap and
+                // are merged into the index's order.
+                let mut order: Vec<u128> = Vec::new();
+                let mut lapsed: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u128)>> = Default::default();
+                let enough =
+                    |order: &Vec<u128>, lapsed: &std::collections::BinaryHeap<_>| order.len() >= limit + lapsed.len();
+                for item in due.range(..=(due_key(now), u128::MAX)).map_err(backend)? {
+                    let (at, id) = item.map_err(backend)?.0.value();
+                    match held.get(&id) {
+                        Some(c) if c.until > now => continue,
+                        Some(c) => lapsed.push(std::cmp::Reverse((due_key(c.until), id))),
+                        None => {
+                            while lapsed.peek().is_some_and(|std::cmp::Reverse(l)| *l < (at, id)) {
+                                if let Some(std::cmp::Reverse((_, l))) = lapsed.pop() {
+                                    order.push(l);
+                                }
+                            }
+                            order.push(id);
+                        }
+                    }
+                    if enough(&order, &lapsed) {
+                        break;
+                    }
                 }
-                set_due(&mut due, id, old, state.due_at)?;
-                states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
-                let content = get_content(&contents, state.account.as_str(), id)?
-                    .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has state but no content")))?;
-                out.push(ClaimedEmail { record: EmailRecord { content, state }, token });
-            }
-            Ok(out)
+                while let Some(std::cmp::Reverse((_, l))) = lapsed.pop() {
+                    order.push(l);
+                }
+                let mut out = Vec::new();
+                let mut writes = Vec::new();
+                for id in order {
+                    if out.len() == limit {
+                        break;
+                    }
+                    let Some(mut state) = get_state(&states, id)? else { continue };
+                    let on_disk = overlay(&held, &mut state);
+                    let events = state.events.len();
+                    let token = rand_token();
+                    if !store::claim(&mut state, now, lease, token)? {
+                        continue;
+                    }
+                    if state.events.len() != events {
+                        writes.push((id, to_disk(&state, on_disk)?));
+                    }
+                    out.push((state, token));
+                }
+                drop(due);
+                for (id, bytes) in writes {
+                    states.insert(id, bytes.as_slice()).map_err(backend)?;
+                }
+                for (state, token) in &out {
+                    if let Some(c) = state.claim.filter(|c| c.token == *token) {
+                        held.insert(state.id.as_u128(), c);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Content never changes after acceptance: it is read outside the writer.
+        self.read_now(move |tx| {
+            let contents = tx.open_table(EMAILS).map_err(backend)?;
+            taken
+                .into_iter()
+                .map(|(state, token)| {
+                    let id = state.id.as_u128();
+                    let content = get_content(&contents, state.account.as_str(), id)?
+                        .ok_or_else(|| StorageError::Corrupt(format!("email {id:x} has state but no content")))?;
+                    Ok(ClaimedEmail { record: EmailRecord { content, state }, token })
+                })
+                .collect()
         })
-        .await
     }
 
     async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>> {
-        let claims = claims.to_vec();
+        let refs = claims.to_vec();
+        let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
+            let held = locked(&claims);
             let mut lost = Vec::new();
-            for c in claims {
+            let mut writes = Vec::with_capacity(refs.len());
+            for c in refs {
                 let id = c.id.as_u128();
-                let mut state = get_state(&states, id)?;
-                let marked = state.as_mut().is_some_and(|s| store::begin_handover(s, c.token));
-                match state {
-                    Some(s) if marked => {
-                        states.insert(id, encode(&s)?.as_slice()).map_err(backend)?;
-                    }
-                    _ => lost.push(c.id),
+                let Some(mut state) = get_state(&states, id)? else {
+                    lost.push(c.id);
+                    continue;
+                };
+                let on_disk = overlay(&held, &mut state);
+                if store::begin_handover(&mut state, c.token) {
+                    writes.push((id, to_disk(&state, on_disk)?));
+                } else {
+                    lost.push(c.id);
                 }
+            }
+            for (id, bytes) in writes {
+                states.insert(id, bytes.as_slice()).map_err(backend)?;
             }
             Ok(lost)
         })
@@ -705,47 +809,87 @@ impl Storage for RedbStorage {
     }
 
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
+        let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
             let mut due = tx.open_table(DUE).map_err(backend)?;
             let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let mut held = locked(&claims);
             let mut lost = Vec::new();
+            // Every outcome is applied before anything is written: a transition the lifecycle
+            // refuses returns here and the whole call changes nothing.
+            let mut changed: Vec<(u128, Option<DateTime<Utc>>, EmailState)> = Vec::new();
+            let mut suppressions = Vec::new();
             for o in &outcomes {
                 let id = o.claim.id.as_u128();
-                let Some(mut state) = get_state(&states, id)? else {
+                // An email named twice in one call sees its first outcome.
+                let at = changed.iter().position(|(c, _, _)| *c == id);
+                let (current, on_disk) = match at {
+                    Some(i) => (Some(changed[i].2.clone()), changed[i].1),
+                    None => match get_state(&states, id)? {
+                        Some(mut s) => {
+                            let d = overlay(&held, &mut s);
+                            (Some(s), d)
+                        }
+                        None => (None, None),
+                    },
+                };
+                let Some(mut state) = current else {
                     lost.push(o.claim.id);
                     continue;
                 };
-                let old = state.due_at;
-                // A transition error returns early, dropping (aborting) the whole transaction.
+                let old = on_disk;
                 if !store::apply_outcome(&mut state, o)? {
                     lost.push(o.claim.id);
                     continue;
                 }
-                set_due(&mut due, id, old, state.due_at)?;
-                states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
                 for s in &o.suppressions {
-                    sup.insert((state.account.as_str(), s.address.as_str()), encode(s)?.as_slice()).map_err(backend)?;
+                    suppressions.push((state.account.0.to_string(), s.address.clone(), encode(s)?));
                 }
+                match at {
+                    Some(i) => changed[i].2 = state,
+                    None => changed.push((id, old, state)),
+                }
+            }
+            let encoded: Vec<(u128, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Vec<u8>)> = changed
+                .into_iter()
+                .map(|(id, old, state)| Ok((id, old, state.due_at, to_disk(&state, state.due_at)?)))
+                .collect::<StorageResult<_>>()?;
+            for (id, old, new, bytes) in encoded {
+                set_due(&mut due, id, old, new)?;
+                states.insert(id, bytes.as_slice()).map_err(backend)?;
+                // The outcome ends the claim (should this group fail to commit, the email is
+                // due again and its durable hand-over mark sends it through recovery).
+                held.remove(&id);
+            }
+            for (account, address, bytes) in suppressions {
+                sup.insert((account.as_str(), address.as_str()), bytes.as_slice()).map_err(backend)?;
             }
             Ok(lost)
         })
         .await
     }
 
-    async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
-        let claims = claims.to_vec();
+    async fn release_claims(&self, refs: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
+        let refs = refs.to_vec();
+        let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
             let mut due = tx.open_table(DUE).map_err(backend)?;
-            for c in claims {
+            let mut held = locked(&claims);
+            let mut writes = Vec::new();
+            for c in refs {
                 let id = c.id.as_u128();
                 let Some(mut state) = get_state(&states, id)? else { continue };
-                let old = state.due_at;
+                let on_disk = overlay(&held, &mut state);
                 if store::release(&mut state, c.token, now) {
-                    set_due(&mut due, id, old, state.due_at)?;
-                    states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
+                    writes.push((id, on_disk, state.due_at, to_disk(&state, state.due_at)?));
                 }
+            }
+            for (id, old, new, bytes) in writes {
+                set_due(&mut due, id, old, new)?;
+                states.insert(id, bytes.as_slice()).map_err(backend)?;
+                held.remove(&id);
             }
             Ok(())
         })
@@ -753,12 +897,30 @@ impl Storage for RedbStorage {
     }
 
     async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>> {
-        self.read(move |tx| {
+        let claims = Arc::clone(&self.claims);
+        self.read_now(move |tx| {
             let due = tx.open_table(DUE).map_err(backend)?;
-            let first = due.first().map_err(backend)?;
-            Ok(first.and_then(|(k, _)| DateTime::from_timestamp_micros(k.value().0)))
+            let held = locked(&claims);
+            // A claimed email is due when its claim lapses; the others when the index says.
+            // Claimed ones are few and sort first (they were due when claimed).
+            let mut earliest: Option<DateTime<Utc>> = None;
+            for item in due.iter().map_err(backend)? {
+                let (k, _) = item.map_err(backend)?;
+                let (at, id) = k.value();
+                let at = match held.get(&id) {
+                    Some(c) => Some(c.until),
+                    None => DateTime::from_timestamp_micros(at),
+                };
+                earliest = match (earliest, at) {
+                    (Some(e), Some(a)) => Some(e.min(a)),
+                    (e, a) => e.or(a),
+                };
+                if !held.contains_key(&id) {
+                    break;
+                }
+            }
+            Ok(earliest)
         })
-        .await
     }
 
     async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<mailroom_core::ports::QueueStats>> {
@@ -814,16 +976,20 @@ impl Storage for RedbStorage {
             for e in events {
                 state.push(e)?;
             }
-            for s in &suppressions {
-                sup.insert((state.account.as_str(), s.address.as_str()), encode(s)?.as_slice()).map_err(backend)?;
+            let entries: Vec<(&str, Vec<u8>)> =
+                suppressions.iter().map(|s| Ok((s.address.as_str(), encode(s)?))).collect::<StorageResult<_>>()?;
+            let bytes = encode(&state)?;
+            for (address, entry) in entries {
+                sup.insert((state.account.as_str(), address), entry.as_slice()).map_err(backend)?;
             }
-            states.insert(id.as_u128(), encode(&state)?.as_slice()).map_err(backend)?;
+            states.insert(id.as_u128(), bytes.as_slice()).map_err(backend)?;
             Ok(Some(state.account))
         })
         .await
     }
 
     async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
             let mut contents = tx.open_table(EMAILS).map_err(backend)?;
@@ -832,9 +998,11 @@ impl Storage for RedbStorage {
             let ms = u128::try_from(cutoff.timestamp_millis().max(0)).unwrap_or(0);
             let below = (ms & 0xffff_ffff_ffff) << 80;
             let mut picked = Vec::new();
+            let held = locked(&claims);
             for item in states.range(..below).map_err(backend)? {
                 let (k, v) = item.map_err(backend)?;
-                let state: EmailState = decode(v.value())?;
+                let mut state: EmailState = decode(v.value())?;
+                overlay(&held, &mut state);
                 if store::prunable(&state, cutoff) {
                     picked.push((k.value(), state));
                     if picked.len() == limit {
@@ -842,12 +1010,16 @@ impl Storage for RedbStorage {
                     }
                 }
             }
+            let mut writes = Vec::with_capacity(picked.len());
             for (id, mut state) in picked.iter().cloned() {
                 let account = state.account.0.to_string();
                 let Some(mut content) = get_content(&contents, &account, id)? else { continue };
                 store::prune(&mut state, &mut content, cutoff, now);
-                contents.insert((account.as_str(), id), encode_content(&content)?.as_slice()).map_err(backend)?;
-                states.insert(id, encode(&state)?.as_slice()).map_err(backend)?;
+                writes.push((account, id, encode_content(&content)?, to_disk(&state, state.due_at)?));
+            }
+            for (account, id, content, state) in writes {
+                contents.insert((account.as_str(), id), content.as_slice()).map_err(backend)?;
+                states.insert(id, state.as_slice()).map_err(backend)?;
             }
             Ok(picked.len())
         })
@@ -878,18 +1050,16 @@ impl Storage for RedbStorage {
         account: &AccountId,
         addresses: &[String],
     ) -> StorageResult<Vec<SuppressionEntry>> {
-        let (account, addresses) = (account.0.to_string(), addresses.to_vec());
-        self.read(move |tx| {
+        self.read_now(move |tx| {
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
             let mut out = Vec::new();
-            for a in &addresses {
+            for a in addresses {
                 if let Some(v) = t.get((account.as_str(), a.as_str())).map_err(backend)? {
                     out.push(decode(v.value())?);
                 }
             }
             Ok(out)
         })
-        .await
     }
 
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {
@@ -902,219 +1072,8 @@ impl Storage for RedbStorage {
     }
 }
 
-#[async_trait]
-impl ApiKeyStore for RedbStorage {
-    async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
-        let value = encode_key(&account.0, &key)?;
-        self.write(move |tx| {
-            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
-            if t.get(key.token_sha256.as_slice()).map_err(backend)?.is_none() {
-                t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn key_put(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
-        let value = encode_key(&account.0, &key)?;
-        self.write(move |tx| {
-            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
-            t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn key_all(&self) -> StorageResult<Vec<(AccountId, ApiKeyRecord)>> {
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(vec![]) };
-            let mut out = Vec::new();
-            for item in t.iter().map_err(backend)? {
-                let (_, v) = item.map_err(backend)?;
-                let (a, key) = decode_key(v.value())?;
-                out.push((AccountId::new(&a), key));
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
-        let h = *sha256;
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
-            match t.get(h.as_slice()).map_err(backend)? {
-                Some(v) => {
-                    let (account, key) = decode_key(v.value())?;
-                    Ok(Some((AccountId::new(&account), key)))
-                }
-                None => Ok(None),
-            }
-        })
-        .await
-    }
-
-    async fn key_list(&self, account: &AccountId) -> StorageResult<Vec<ApiKeyRecord>> {
-        let mut out: Vec<ApiKeyRecord> =
-            self.key_all().await?.into_iter().filter(|(a, _)| a == account).map(|(_, k)| k).collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
-    }
-
-    async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
-        let (account, id) = (account.0.to_string(), id.to_string());
-        self.write(move |tx| {
-            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
-            let mut found = None;
-            for item in t.iter().map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                let (a, key) = decode_key(v.value())?;
-                if a == account && key.id == id {
-                    found = Some((k.value().to_vec(), a, key));
-                    break;
-                }
-            }
-            let Some((hash, a, mut key)) = found else { return Ok(false) };
-            key.revoked_at.get_or_insert(at);
-            t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
-            Ok(true)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl RequestLogStore for RedbStorage {
-    async fn log_append(&self, account: &AccountId, log: RequestLog) -> StorageResult<()> {
-        let (account, value) = (account.0.to_string(), encode(&log)?);
-        self.write(move |tx| {
-            let mut t = tx.open_table(LOGS).map_err(backend)?;
-            t.insert((account.as_str(), log.id), value.as_slice()).map_err(backend)?;
-            tx.open_table(LOG_TIMES).map_err(backend)?.insert(log.id, account.as_str()).map_err(backend)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
-        let below = RequestLog::first_id_at(cutoff);
-        self.write(move |tx| {
-            let mut times = tx.open_table(LOG_TIMES).map_err(backend)?;
-            let mut logs = tx.open_table(LOGS).map_err(backend)?;
-            let mut old = Vec::new();
-            for item in times.range(..below).map_err(backend)?.take(limit) {
-                let (k, v) = item.map_err(backend)?;
-                old.push((k.value(), v.value().to_string()));
-            }
-            for (id, account) in &old {
-                times.remove(id).map_err(backend)?;
-                logs.remove((account.as_str(), *id)).map_err(backend)?;
-            }
-            Ok(old.len())
-        })
-        .await
-    }
-
-    async fn log_page(
-        &self,
-        account: &AccountId,
-        filter: &LogFilter,
-        before: Option<u128>,
-        limit: usize,
-    ) -> StorageResult<(Vec<RequestLog>, bool)> {
-        let (account, filter) = (account.0.to_string(), filter.clone());
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, LOGS)? else { return Ok((vec![], false)) };
-            let a = account.as_str();
-            let upper = before.unwrap_or(u128::MAX);
-            let mut page = Vec::new();
-            for item in t.range((a, 0)..(a, upper)).map_err(backend)?.rev() {
-                let (_, v) = item.map_err(backend)?;
-                let log: RequestLog = decode(v.value())?;
-                if !filter.matches(&log) {
-                    continue;
-                }
-                if page.len() == limit {
-                    return Ok((page, true));
-                }
-                page.push(log);
-            }
-            Ok((page, false))
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl DomainStore for RedbStorage {
-    async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> StorageResult<()> {
-        let (account, value) = (account.0.to_string(), encode(&domain)?);
-        self.write(move |tx| {
-            let mut t = tx.open_table(DOMAINS).map_err(backend)?;
-            t.insert((account.as_str(), domain.name.as_str()), value.as_slice()).map_err(backend)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn domain_get(&self, account: &AccountId, name: &str) -> StorageResult<Option<DomainRecord>> {
-        let (account, name) = (account.0.to_string(), name.to_string());
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(None) };
-            t.get((account.as_str(), name.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()
-        })
-        .await
-    }
-
-    async fn domain_list(&self, account: &AccountId) -> StorageResult<Vec<DomainRecord>> {
-        let account = account.0.to_string();
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(vec![]) };
-            account_values(&t, &account)
-        })
-        .await
-    }
-}
-
 fn rand_token() -> u128 {
     // Claim tokens only need to differ between claims; uuid's v4 generator is already a
     // dependency and uses the OS's randomness.
     uuid::Uuid::new_v4().as_u128()
-}
-
-#[cfg(test)]
-mod format_tests {
-    use super::*;
-
-    #[test]
-    fn content_written_before_api_key_ids_still_reads() {
-        let mut new = mailroom_core::testkit::new_email("a", mailroom_core::testkit::t0(), 1, None);
-        let v2 = encode_content(&new.content).unwrap_or_default();
-        // A version-1 record is the same bytes without the trailing `None`.
-        assert_eq!(v2.last(), Some(&0));
-        let mut v1 = v2[..v2.len() - 1].to_vec();
-        v1[0] = FORMAT_V1;
-        assert_eq!(decode_content(&v1).ok(), Some(new.content.clone()));
-        new.content.api_key_id = Some("key-1".into());
-        let with_key = encode_content(&new.content).unwrap_or_default();
-        assert_eq!(decode_content(&with_key).ok(), Some(new.content));
-        assert!(decode_content(&[9, 0]).is_err());
-    }
-
-    #[test]
-    fn keys_written_before_the_managed_flag_still_read() {
-        let key = ApiKeyRecord::new(
-            "k",
-            "ops",
-            [5; 32],
-            mailroom_core::ports::KeyPermission::FullAccess,
-            mailroom_core::testkit::t0(),
-        );
-        let v2 = encode_key("acct", &key).unwrap_or_default();
-        assert_eq!(v2.last(), Some(&0), "managed = false is one zero byte, last");
-        let mut v1 = v2[..v2.len() - 1].to_vec();
-        v1[0] = FORMAT_V1;
-        assert_eq!(decode_key(&v1).ok(), Some(("acct".to_string(), key)));
-    }
 }

@@ -1,0 +1,185 @@
+//! The extensions a store may offer beside `Storage`: API keys, request logs, sending
+//! domains. Each write goes through the group committer like every other.
+
+use crate::codec::{decode, decode_key, encode, encode_key};
+use crate::{API_KEYS, DOMAINS, LOG_TIMES, LOGS, RedbStorage, account_values, backend, optional_table};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mailroom_core::email::AccountId;
+use mailroom_core::ports::{
+    ApiKeyRecord, ApiKeyStore, DomainRecord, DomainStore, LogFilter, RequestLog, RequestLogStore, StorageResult,
+};
+use redb::ReadableTable;
+
+#[async_trait]
+impl ApiKeyStore for RedbStorage {
+    async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
+        let value = encode_key(&account.0, &key)?;
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            if t.get(key.token_sha256.as_slice()).map_err(backend)?.is_none() {
+                t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_put(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
+        let value = encode_key(&account.0, &key)?;
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_all(&self) -> StorageResult<Vec<(AccountId, ApiKeyRecord)>> {
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(vec![]) };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(backend)? {
+                let (_, v) = item.map_err(backend)?;
+                let (a, key) = decode_key(v.value())?;
+                out.push((AccountId::new(&a), key));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
+        let h = *sha256;
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
+            match t.get(h.as_slice()).map_err(backend)? {
+                Some(v) => {
+                    let (account, key) = decode_key(v.value())?;
+                    Ok(Some((AccountId::new(&account), key)))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn key_list(&self, account: &AccountId) -> StorageResult<Vec<ApiKeyRecord>> {
+        let mut out: Vec<ApiKeyRecord> =
+            self.key_all().await?.into_iter().filter(|(a, _)| a == account).map(|(_, k)| k).collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
+        let (account, id) = (account.0.to_string(), id.to_string());
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            let mut found = None;
+            for item in t.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let (a, key) = decode_key(v.value())?;
+                if a == account && key.id == id {
+                    found = Some((k.value().to_vec(), a, key));
+                    break;
+                }
+            }
+            let Some((hash, a, mut key)) = found else { return Ok(false) };
+            key.revoked_at.get_or_insert(at);
+            t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RequestLogStore for RedbStorage {
+    async fn log_append(&self, account: &AccountId, log: RequestLog) -> StorageResult<()> {
+        let (account, value) = (account.0.to_string(), encode(&log)?);
+        self.write(move |tx| {
+            let mut t = tx.open_table(LOGS).map_err(backend)?;
+            t.insert((account.as_str(), log.id), value.as_slice()).map_err(backend)?;
+            tx.open_table(LOG_TIMES).map_err(backend)?.insert(log.id, account.as_str()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        let below = RequestLog::first_id_at(cutoff);
+        self.write(move |tx| {
+            let mut times = tx.open_table(LOG_TIMES).map_err(backend)?;
+            let mut logs = tx.open_table(LOGS).map_err(backend)?;
+            let mut old = Vec::new();
+            for item in times.range(..below).map_err(backend)?.take(limit) {
+                let (k, v) = item.map_err(backend)?;
+                old.push((k.value(), v.value().to_string()));
+            }
+            for (id, account) in &old {
+                times.remove(id).map_err(backend)?;
+                logs.remove((account.as_str(), *id)).map_err(backend)?;
+            }
+            Ok(old.len())
+        })
+        .await
+    }
+
+    async fn log_page(
+        &self,
+        account: &AccountId,
+        filter: &LogFilter,
+        before: Option<u128>,
+        limit: usize,
+    ) -> StorageResult<(Vec<RequestLog>, bool)> {
+        let (account, filter) = (account.0.to_string(), filter.clone());
+        self.read(move |tx| {
+            let Some(t) = optional_table(tx, LOGS)? else { return Ok((vec![], false)) };
+            let a = account.as_str();
+            let upper = before.unwrap_or(u128::MAX);
+            let mut page = Vec::new();
+            for item in t.range((a, 0)..(a, upper)).map_err(backend)?.rev() {
+                let (_, v) = item.map_err(backend)?;
+                let log: RequestLog = decode(v.value())?;
+                if !filter.matches(&log) {
+                    continue;
+                }
+                if page.len() == limit {
+                    return Ok((page, true));
+                }
+                page.push(log);
+            }
+            Ok((page, false))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DomainStore for RedbStorage {
+    async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> StorageResult<()> {
+        let (account, value) = (account.0.to_string(), encode(&domain)?);
+        self.write(move |tx| {
+            let mut t = tx.open_table(DOMAINS).map_err(backend)?;
+            t.insert((account.as_str(), domain.name.as_str()), value.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn domain_get(&self, account: &AccountId, name: &str) -> StorageResult<Option<DomainRecord>> {
+        let (account, name) = (account.0.to_string(), name.to_string());
+        self.read(move |tx| {
+            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(None) };
+            t.get((account.as_str(), name.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn domain_list(&self, account: &AccountId) -> StorageResult<Vec<DomainRecord>> {
+        let account = account.0.to_string();
+        self.read(move |tx| {
+            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(vec![]) };
+            account_values(&t, &account)
+        })
+        .await
+    }
+}

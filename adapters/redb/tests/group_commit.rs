@@ -1,0 +1,209 @@
+//! Group commit and restart recovery, with doubles around a real redb backend (as redb's own
+//! tests do): one that counts syncs, one that holds a sync back (so that writes queue behind
+//! it and form one group), one that fails a sync.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use mailroom_core::Engine;
+use mailroom_core::email::{AccountId, Event};
+use mailroom_core::error::StorageError;
+use mailroom_core::idempotency::Fingerprint;
+use mailroom_core::lifecycle::EventKind;
+use mailroom_core::ports::{IdempotencyBegin, Next, Outcome, Storage};
+use mailroom_core::testkit::{new_email, t0};
+use mailroom_core::{SendOptions, request::EmailRequest};
+use mailroom_redb::RedbStorage;
+use redb::StorageBackend;
+use redb::backends::InMemoryBackend;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A real in-memory backend that counts syncs, can hold one back, and can fail them.
+#[derive(Debug, Default)]
+struct Double {
+    inner: InMemoryBackend,
+    syncs: Arc<AtomicU64>,
+    hold_next: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+    held: Arc<Mutex<()>>,
+}
+
+impl StorageBackend for Double {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        if self.hold_next.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        let _unused = self.held.lock();
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write(offset, data)
+    }
+}
+
+struct Handles {
+    syncs: Arc<AtomicU64>,
+    hold_next: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+}
+
+fn store() -> (RedbStorage, Handles) {
+    let d = Double::default();
+    let h = Handles { syncs: d.syncs.clone(), hold_next: d.hold_next.clone(), fail: d.fail.clone() };
+    (RedbStorage::with_backend(d).unwrap(), h)
+}
+
+fn email(i: usize) -> EmailRequest {
+    serde_json::from_value(serde_json::json!({
+        "from": "Acme <hi@acme.test>", "to": format!("u{i}@example.com"), "subject": "Hi", "html": "<p>hi</p>"
+    }))
+    .unwrap()
+}
+
+/// N concurrent sends share fewer than N commits (and fsyncs), and every one of them is
+/// there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_share_commits() {
+    let (s, h) = store();
+    let engine = Engine::builder(Arc::new(s.clone())).build();
+    let before = (h.syncs.load(Ordering::SeqCst), s.commit_stats());
+    let sends: Vec<_> = (0..64)
+        .map(|i| {
+            let e = engine.clone();
+            tokio::spawn(async move { e.send(email(i), SendOptions::default()).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in sends {
+        ids.push(t.await.unwrap().unwrap().id);
+    }
+    let syncs = h.syncs.load(Ordering::SeqCst) - before.0;
+    let stats = s.commit_stats();
+    let commits = stats.commits - before.1.commits;
+    assert_eq!(stats.writes - before.1.writes, 64, "one write per send");
+    assert!(commits < 64 && syncs < 64, "64 sends, {commits} commits, {syncs} syncs");
+    for id in ids {
+        assert!(engine.get(id).await.is_ok());
+    }
+    println!("64 concurrent sends: {commits} commits, {syncs} syncs");
+}
+
+/// Writes queued behind a slow commit form one group; one of them that the lifecycle refuses
+/// fails alone, and changes nothing; the others commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_write_fails_alone_in_its_group() {
+    let (s, h) = store();
+    let a = AccountId::new("a");
+    let emails: Vec<_> = (0..3).map(|i| new_email("a", t0(), i, None)).collect();
+    s.insert_emails(&a, emails.clone(), None).await.unwrap();
+    let claimed = s.claim_due(t0(), 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // Hold the next commit: a slow write takes the writer while the others queue.
+    h.hold_next.store(true, Ordering::SeqCst);
+    let slow = {
+        let s = s.clone();
+        let e = new_email("a", t0(), 9, None);
+        let a = a.clone();
+        tokio::spawn(async move { s.insert_emails(&a, vec![e], None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let groups_before = s.commit_stats().commits;
+    let outcome = |c: &mailroom_core::ports::ClaimedEmail, events: Vec<Event>| Outcome {
+        claim: c.claim_ref(),
+        events,
+        suppressions: vec![],
+        next: Next::Done,
+    };
+    let ok = vec![Event::new(EventKind::Sent, t0()), Event::new(EventKind::Delivered, t0())];
+    // `delivered` straight after `queued` is refused by the lifecycle.
+    let refused = vec![Event::new(EventKind::Delivered, t0())];
+    let jobs = [outcome(&claimed[0], ok.clone()), outcome(&claimed[1], refused), outcome(&claimed[2], ok)];
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|o| {
+            let s = s.clone();
+            tokio::spawn(async move { s.record_outcomes(vec![o]).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    slow.await.unwrap().unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(StorageError::Transition(_))), "{results:?}");
+    // The slow group (counted once it finished), then the three queued writes as one group.
+    assert_eq!(s.commit_stats().commits - groups_before, 2, "the three queued writes were one group");
+    let last = |i: usize| {
+        let s = s.clone();
+        let (a, id) = (a.clone(), emails[i].id);
+        async move { s.get_email(&a, id).await.unwrap().unwrap().state.last_event() }
+    };
+    assert_eq!(last(0).await, Some(EventKind::Delivered));
+    assert_eq!(last(1).await, Some(EventKind::Queued), "the refused outcome changed nothing");
+    assert_eq!(last(2).await, Some(EventKind::Delivered));
+}
+
+/// When the commit fails, nobody in the group is told their write succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_commit_acknowledges_nothing() {
+    let (s, h) = store();
+    let engine = Engine::builder(Arc::new(s.clone())).build();
+    h.fail.store(true, Ordering::SeqCst);
+    let sends: Vec<_> = (0..16)
+        .map(|i| {
+            let e = engine.clone();
+            tokio::spawn(async move { e.send(email(i), SendOptions::default()).await })
+        })
+        .collect();
+    for t in sends {
+        assert!(t.await.unwrap().is_err(), "a send was acknowledged though its commit failed");
+    }
+}
+
+/// A restart on the same file recovers at once: a keyed request in flight when the process
+/// died does not block its retry, and the emails it had claimed are due at once, not when
+/// their leases would have lapsed; one handed over goes through recovery (still marked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_releases_what_the_dead_process_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("restart.redb");
+    let a = AccountId::default();
+    let fp = Fingerprint([7; 32]);
+    let lease = Duration::from_secs(3600);
+    {
+        let s = RedbStorage::open(&path).unwrap();
+        let in_flight_until = t0() + chrono::Duration::minutes(2);
+        assert_eq!(s.idempotency_begin(&a, "k", &fp, t0(), in_flight_until).await.unwrap(), IdempotencyBegin::Started);
+        let emails: Vec<_> = (0..5).map(|i| new_email("default", t0(), i, None)).collect();
+        s.insert_emails(&a, emails, None).await.unwrap();
+        let claimed = s.claim_due(t0(), 10, lease).await.unwrap();
+        assert_eq!(claimed.len(), 5);
+        assert!(s.begin_handover(&[claimed[0].claim_ref()]).await.unwrap().is_empty());
+        // The process dies here: nothing is released, no outcome recorded.
+    }
+    let s = RedbStorage::open(&path).unwrap();
+    let now = t0() + chrono::Duration::seconds(1);
+    assert_eq!(
+        s.idempotency_begin(&a, "k", &fp, now, now + chrono::Duration::minutes(2)).await.unwrap(),
+        IdempotencyBegin::Started,
+        "the dead request's key is free at once"
+    );
+    assert!(s.next_due().await.unwrap().is_some_and(|d| d <= now));
+    let again = s.claim_due(now, 10, lease).await.unwrap();
+    assert_eq!(again.len(), 5, "every claimed email is due at once, not in an hour");
+    assert_eq!(again.iter().filter(|c| c.record.state.handed_over).count(), 1, "the handed-over one stays marked");
+}
