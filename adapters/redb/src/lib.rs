@@ -36,7 +36,7 @@ mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use codec::{decode, decode_content, encode, encode_content};
+use codec::{decode, decode_content, decode_state, encode, encode_content, encode_state};
 use mailroom_core::email::{
     AccountId, Claim, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page,
     PageRequest,
@@ -147,10 +147,7 @@ fn overlay(claims: &HashMap<u128, Claim>, state: &mut EmailState) -> Option<Date
 
 /// The state as it is written: no claim, and `due` on disk (a claim does not move it).
 fn to_disk(state: &EmailState, due: Option<DateTime<Utc>>) -> StorageResult<Vec<u8>> {
-    let mut s = state.clone();
-    s.claim = None;
-    s.due_at = due;
-    encode(&s)
+    encode_state(state, None, due)
 }
 
 impl std::fmt::Debug for RedbStorage {
@@ -357,7 +354,7 @@ impl RedbStorage {
         let mut n = 0;
         for item in states.iter().map_err(backend)? {
             let (_, v) = item.map_err(backend)?;
-            decode::<EmailState>(v.value())?;
+            decode_state(v.value())?;
             n += 1;
         }
         Ok(n)
@@ -469,7 +466,7 @@ fn optional_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 fn get_state(table: &impl ReadableTable<u128, &'static [u8]>, id: u128) -> StorageResult<Option<EmailState>> {
-    table.get(id).map_err(backend)?.map(|v| decode(v.value())).transpose()
+    table.get(id).map_err(backend)?.map(|v| decode_state(v.value())).transpose()
 }
 
 fn get_content(
@@ -560,7 +557,7 @@ impl Storage for RedbStorage {
         let mut rows = Vec::with_capacity(emails.len());
         for e in emails {
             let state = e.initial_state();
-            rows.push((e.id.as_u128(), encode_content(&e.content)?, encode(&state)?, state.due_at));
+            rows.push((e.id.as_u128(), encode_content(&e.content)?, to_disk(&state, state.due_at)?, state.due_at));
         }
         let record = idempotency
             .as_ref()
@@ -978,7 +975,7 @@ impl Storage for RedbStorage {
             }
             let entries: Vec<(&str, Vec<u8>)> =
                 suppressions.iter().map(|s| Ok((s.address.as_str(), encode(s)?))).collect::<StorageResult<_>>()?;
-            let bytes = encode(&state)?;
+            let bytes = to_disk(&state, state.due_at)?;
             for (address, entry) in entries {
                 sup.insert((state.account.as_str(), address), entry.as_slice()).map_err(backend)?;
             }
@@ -1001,7 +998,7 @@ impl Storage for RedbStorage {
             let held = locked(&claims);
             for item in states.range(..below).map_err(backend)? {
                 let (k, v) = item.map_err(backend)?;
-                let mut state: EmailState = decode(v.value())?;
+                let mut state = decode_state(v.value())?;
                 overlay(&held, &mut state);
                 if store::prunable(&state, cutoff) {
                     picked.push((k.value(), state));
@@ -1073,7 +1070,11 @@ impl Storage for RedbStorage {
 }
 
 fn rand_token() -> u128 {
-    // Claim tokens only need to differ between claims; uuid's v4 generator is already a
-    // dependency and uses the OS's randomness.
-    uuid::Uuid::new_v4().as_u128()
+    // Claim tokens only need to differ between the claims of this process (claims live in its
+    // memory and die with it): a random prefix drawn once and a counter, rather than a
+    // system call for fresh randomness per claimed email.
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    (u128::from(prefix) << 64) | u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
 }
