@@ -10,9 +10,12 @@ use crate::email::EmailContent;
 use chrono::{DateTime, Utc};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::MimePart;
+
+mod transfer;
 
 fn address(m: &Mailbox) -> Address<'static> {
     Address::new_address(m.name.clone(), m.address())
@@ -33,6 +36,13 @@ pub(crate) fn message_id_for(id: &crate::email::EmailId, from: &Mailbox) -> Stri
     out
 }
 
+/// A text part, its transfer encoding chosen and applied here (see [`transfer`]).
+fn text_part(content_type: &'static str, text: &str) -> MimePart<'static> {
+    let encoded = transfer::encode_text(text.as_bytes());
+    MimePart::new(ContentType::new(content_type).attribute("charset", "utf-8"), encoded.body)
+        .transfer_encoding(encoded.encoding)
+}
+
 /// Renders `content` with `Date: at`.
 pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<u8>> {
     let mut b = MessageBuilder::new()
@@ -51,7 +61,7 @@ pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<
         b = b.header(name.clone(), Text::new(value.clone()));
     }
 
-    let text = content.text.clone().map(|t| MimePart::new("text/plain", t));
+    let text = content.text.as_deref().map(|t| text_part("text/plain", t));
     let inline: Vec<MimePart<'static>> = content
         .attachments
         .iter()
@@ -60,8 +70,8 @@ pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<
             Some(MimePart::new(a.content_type.clone(), a.content.clone()).inline().cid(cid))
         })
         .collect();
-    let html = content.html.clone().map(|h| {
-        let html = MimePart::new("text/html", h);
+    let html = content.html.as_deref().map(|h| {
+        let html = text_part("text/html", h);
         if inline.is_empty() {
             html
         } else {
@@ -80,7 +90,7 @@ pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<
         }
         (Some(t), None) => t,
         (None, Some(h)) => h,
-        (None, None) => MimePart::new("text/plain", "\n"),
+        (None, None) => text_part("text/plain", "\n"),
     };
     let attached: Vec<MimePart<'static>> = content
         .attachments

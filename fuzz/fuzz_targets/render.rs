@@ -1,10 +1,12 @@
 //! Whatever validates renders, and no field can make a header of its own: every header line
 //! of the message and of each MIME part is one the engine writes (or a custom header the
-//! request named), every CR is followed by LF, and Bcc never appears.
+//! request named), every CR is followed by LF, Bcc never appears, and the html and text
+//! bodies decode back to what was sent.
 //!
 //! Two inputs: the bytes as a JSON request, and the bytes split at NUL into the values of a
 //! fixed request's free-text fields (subject, display names, a custom header, filenames,
-//! content id, content type), which reaches control characters in every field at once.
+//! content id, content type, html, text), which reaches control characters in every field at
+//! once.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mailroom_core::request::{AttachmentContent, AttachmentRequest, EmailRequest, OneOrMany};
@@ -44,6 +46,16 @@ fn rendered(r: &EmailRequest) {
     let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
     check_head(&bytes[..head_end + 2], &|n| TOP.contains(&n) || custom.iter().any(|c| c == n));
     let message = mail_parser::MessageParser::default().parse(&bytes).expect("parses back");
+    // The bodies decode back to what was sent (line breaks aside: they go as CRLF).
+    let unix = |s: &str| s.replace("\r\n", "\n");
+    if let Some(html) = &v.content.html {
+        let got = message.body_html(0).expect("an html body");
+        assert_eq!(unix(&got), unix(html), "the html body changed on the way");
+    }
+    if let Some(text) = &v.content.text {
+        let got = message.body_text(0).expect("a text body");
+        assert_eq!(unix(&got), unix(text), "the text body changed on the way");
+    }
     for part in message.parts.iter().skip(1) {
         for h in part.headers() {
             let name = h.name().to_ascii_lowercase();
@@ -60,6 +72,7 @@ fuzz_target!(|data: &[u8]| {
     let mut f = text.split('\0').map(str::to_string);
     let mut next = || f.next().unwrap_or_default();
     let (subject, name, value, file1, file2, cid, ct) = (next(), next(), next(), next(), next(), next(), next());
+    let (html, plain) = (next(), next());
     let mut headers = serde_json::Map::new();
     headers.insert("X-Fuzz".into(), value.into());
     let r = EmailRequest {
@@ -67,8 +80,8 @@ fuzz_target!(|data: &[u8]| {
         to: Some(OneOrMany::One(format!("{name} <b@example.com>"))),
         bcc: Some(OneOrMany::One("hidden@example.com".into())),
         subject: Some(subject),
-        html: Some("<p>x</p>".into()),
-        text: Some("x".into()),
+        html: Some(if html.is_empty() { "<p>x</p>".into() } else { html }),
+        text: Some(if plain.is_empty() { "x".into() } else { plain }),
         headers: Some(headers),
         attachments: Some(vec![
             AttachmentRequest { content: Some(AttachmentContent::Bytes(vec![1, 2])), filename: Some(file1), ..Default::default() },
