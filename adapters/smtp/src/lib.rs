@@ -2,8 +2,9 @@
 //!
 //! mailroom's SMTP [`Transport`]: relay every message to a smarthost, or deliver each
 //! recipient domain's share to its MX hosts (found through the core's [`DnsResolver`](mailroom_core::DnsResolver) port).
-//! Sessions are pooled per destination, reused with RSET between transactions, pipelined
-//! when the server offers PIPELINING, and every step runs under its own deadline.
+//! Sessions are pooled per destination and reused (with RSET only after a transaction that
+//! did not finish), pipelined when the server offers PIPELINING, and every step runs under its
+//! own deadline.
 //!
 //! ## The no-duplicates policy
 //!
@@ -11,8 +12,9 @@
 //! again (on a fresh session when a reused one turns out dead, or later by the worker's retry
 //! policy). A failure after the dot — the connection lost, the final reply late or garbled —
 //! is *ambiguous*: the server may have accepted the message. It is reported as
-//! [`TransportErrorKind::Ambiguous`] and never sent again automatically; the email ends
-//! undetermined with the reason, and a person decides.
+//! [`TransportErrorKind::Ambiguous`] and never retried here; the worker's in-doubt policy
+//! decides (by default the email ends `failed` with the reason; an operator who prefers
+//! duplicates to losses has it sent again).
 #![warn(missing_docs)]
 
 mod config;

@@ -175,11 +175,13 @@ impl Session {
         message: &[u8],
         t: &Timeouts,
     ) -> Result<Exchange, StepError> {
-        let reset = self.dirty || (self.pipelining && self.messages > 0);
+        // A transaction that ended with its final reply leaves the session reset (RFC 5321
+        // §4.1.1.4); only one that stopped half way needs an RSET.
+        let reset = self.dirty;
         self.dirty = true;
         let mut replies: Vec<Response<String>>;
         if self.pipelining {
-            // A pipelined RSET costs no round trip: every reused session gets one.
+            // A pipelined RSET costs no round trip.
             let mut group = String::with_capacity(64 + 40 * to.len());
             if reset {
                 group.push_str("RSET\r\n");
@@ -343,15 +345,19 @@ async fn greet<T: AsyncRead + AsyncWrite + Unpin>(c: &mut SmtpClient<T>, limit: 
 /// `message` with dot-stuffing (RFC 5321 §4.5.2): a line that starts with a dot gets
 /// another. Bare CR or LF are left as they are (the renderer writes CRLF).
 fn stuffed(message: &[u8]) -> Vec<u8> {
+    // Room for the stuffing and the terminator; copied in runs between the lines that start
+    // with a dot (rare), found by a vectorised search for line ends.
     let mut out = Vec::with_capacity(message.len() + 64);
-    let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
+    let mut copied = 0;
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', message).map(|i| i + 1));
+    for start in starts {
+        if message.get(start) == Some(&b'.') {
+            out.extend_from_slice(&message[copied..start]);
             out.push(b'.');
+            copied = start;
         }
-        out.push(b);
-        line_start = b == b'\n';
     }
+    out.extend_from_slice(&message[copied..]);
     out
 }
 
@@ -362,6 +368,27 @@ mod tests {
     #[test]
     fn dot_stuffing() {
         assert_eq!(stuffed(b".first\r\nmid.dle\r\n..two\r\n.\r\nend"), b"..first\r\nmid.dle\r\n...two\r\n..\r\nend");
+        assert_eq!(stuffed(b""), b"");
+        assert_eq!(stuffed(b"."), b"..");
+        assert_eq!(stuffed(b"a\n"), b"a\n");
+        assert_eq!(stuffed(b"a\n."), b"a\n..");
+    }
+
+    proptest::proptest! {
+        /// Every line that starts with a dot gets one more; nothing else changes.
+        #[test]
+        fn dot_stuffing_doubles_leading_dots_only(message in proptest::collection::vec(proptest::sample::select(vec![b'.', b'\r', b'\n', b'a']), 0..200)) {
+            let mut expected = Vec::new();
+            let mut line_start = true;
+            for &b in &message {
+                if line_start && b == b'.' {
+                    expected.push(b'.');
+                }
+                expected.push(b);
+                line_start = b == b'\n';
+            }
+            proptest::prop_assert_eq!(stuffed(&message), expected);
+        }
     }
 
     #[test]

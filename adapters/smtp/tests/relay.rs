@@ -65,7 +65,10 @@ async fn a_relay_accepts_every_recipient_over_one_reused_connection() {
         }
     }
     let printed = peer.stop();
-    assert!(printed.contains("connections=1 accepted=5"), "five messages over one session: {printed}");
+    assert!(
+        printed.contains("connections=1 accepted=5 resets=0"),
+        "five messages over one session, no RSET between finished transactions: {printed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +97,9 @@ async fn a_mixed_transaction_delivers_to_the_accepted_and_reports_each_refusal()
     let r = t.send_raw(&envelope(&["ok@example.test"]), &message("X-Test-Reject: data")).await.unwrap();
     assert_eq!(statuses(&r)[0].1, RecipientStatus::Rejected);
     assert_eq!(statuses(&r)[0].2, "554 5.6.0 Message content rejected");
-    assert!(peer.stop().contains("accepted=1"), "only the first message was accepted");
+    let printed = peer.stop();
+    assert!(printed.contains("accepted=1"), "only the first message was accepted: {printed}");
+    assert!(printed.contains("resets=1"), "one RSET, after the transaction that sent no DATA: {printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

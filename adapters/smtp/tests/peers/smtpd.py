@@ -5,7 +5,7 @@ The recipient's local part decides: hard* -> 550 5.1.1, full* -> 452 4.2.2, defe
 block* -> 554 5.7.1; anything else is accepted. A body line `X-Test-Reject: data` gets 554 5.6.0
 at DATA. With --tls the server offers STARTTLS (and requires it before AUTH); with --auth it
 requires AUTH PLAIN/LOGIN with those credentials before MAIL. SIGTERM stops it; it then prints
-`connections=N accepted=M` (sessions opened, messages accepted).
+`connections=N accepted=M resets=R` (sessions opened, messages accepted, RSETs received).
 """
 import argparse, logging, os, signal, ssl
 from aiosmtpd.controller import Controller
@@ -21,6 +21,7 @@ class Handler:
     def __init__(self, save=None):
         self.accepted = 0
         self.connections = 0
+        self.resets = 0
         self.save = save
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -29,6 +30,10 @@ class Handler:
             self.connections += 1
         session.host_name = hostname
         return responses
+
+    async def handle_RSET(self, server, session, envelope):
+        self.resets += 1
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
@@ -86,7 +91,7 @@ def main():
     print(f"listening on {a.host}:{a.port}", flush=True)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
     c.stop()
-    print(f"connections={h.connections} accepted={h.accepted}", flush=True)
+    print(f"connections={h.connections} accepted={h.accepted} resets={h.resets}", flush=True)
 
 
 if __name__ == "__main__":
