@@ -42,8 +42,13 @@ pub const AMBIGUOUS_REASON: &str = "the process stopped after handing the messag
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerConfig {
-    /// Messages in flight at once.
+    /// Emails in flight at once (claimed, being prepared, handed over, being recorded).
     pub concurrency: usize,
+    /// Hand-overs at once: emails whose hand-over is durably marked and whose transport call
+    /// has not returned. These are the emails a crash leaves in doubt (see [`InDoubt`]), so
+    /// the bound is kept near what the transport can actually send at once (its connections),
+    /// well below `concurrency`: the other emails in flight wait before their mark, not after.
+    pub handovers: usize,
     /// Emails claimed per storage round trip.
     pub claim_batch: usize,
     /// How long a claim holds. Long enough for the slowest hand-over (SMTP deadlines add up
@@ -54,16 +59,52 @@ pub struct WorkerConfig {
     pub max_idle: Duration,
     /// When deferred deliveries are retried.
     pub retry: RetryPolicy,
+    /// What happens to a hand-over whose outcome is unknown.
+    pub in_doubt: InDoubt,
+}
+
+/// What the worker does with a hand-over whose outcome it cannot know: the process stopped
+/// after the hand-over was marked and before its outcome was recorded, or the connection
+/// dropped after the message's last byte and before the server's reply.
+///
+/// Neither choice is free. SMTP offers no way to ask a server whether it took a message, so a
+/// hand-over in doubt either risks a duplicate or risks a loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InDoubt {
+    /// At most once (the default): the email ends `failed` with [`AMBIGUOUS_REASON`] and is
+    /// never handed over again. No recipient gets it twice; a message lost in the crash stays
+    /// lost (the `failed` event says so, and the caller can send it again on purpose).
+    #[default]
+    Fail,
+    /// At least once: the email is handed over again (under the usual retry schedule when the
+    /// connection dropped), with the same bytes and the same `Message-ID`, so receivers and
+    /// mail clients that deduplicate by Message-ID show it once. A recipient whose server took
+    /// the first copy may get a second one.
+    Resend,
+}
+
+impl InDoubt {
+    /// The configuration's spelling: `fail` or `resend`.
+    pub fn parse(s: &str) -> Option<InDoubt> {
+        match s {
+            "fail" => Some(InDoubt::Fail),
+            "resend" => Some(InDoubt::Resend),
+            _ => None,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: 8,
+            concurrency: 64,
+            handovers: 16,
             claim_batch: 64,
             lease: Duration::from_secs(300),
             max_idle: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            in_doubt: InDoubt::Fail,
         }
     }
 }
@@ -72,6 +113,11 @@ impl WorkerConfig {
     /// With `n` messages in flight at once.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
+        self
+    }
+    /// With at most `n` hand-overs at once.
+    pub fn handovers(mut self, n: usize) -> Self {
+        self.handovers = n;
         self
     }
     /// Claiming `n` emails per storage round trip.
@@ -92,6 +138,11 @@ impl WorkerConfig {
     /// With this retry policy.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+    /// Treating hand-overs in doubt this way.
+    pub fn in_doubt(mut self, policy: InDoubt) -> Self {
+        self.in_doubt = policy;
         self
     }
 }
@@ -122,23 +173,26 @@ pub struct Worker {
     engine: Engine,
     transport: Arc<dyn Transport>,
     config: WorkerConfig,
+    /// One permit per hand-over at once (`WorkerConfig::handovers`).
+    handovers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Worker {
     pub(crate) fn new(engine: Engine, transport: Arc<dyn Transport>, config: WorkerConfig) -> Self {
-        Worker { engine, transport, config }
+        let handovers = Arc::new(tokio::sync::Semaphore::new(config.handovers.max(1)));
+        Worker { engine, transport, config, handovers }
     }
 
     /// Claims one round of due emails and processes them all.
     pub async fn run_once(&self) -> Result<WorkReport, Error> {
-        self.round(std::future::pending()).await
+        self.round(std::future::pending(), false).await
     }
 
     /// Processes rounds until nothing is due now.
     pub async fn run_until_idle(&self) -> Result<WorkReport, Error> {
         let mut total = WorkReport::default();
         loop {
-            let r = self.run_once().await?;
+            let r = self.round(std::future::pending(), true).await?;
             if r.processed == 0 {
                 return Ok(total);
             }
@@ -153,7 +207,7 @@ impl Worker {
         let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
         let mut last_maintenance: Option<DateTime<Utc>> = None;
         loop {
-            let r = self.round(shutdown.clone()).await?;
+            let r = self.round(shutdown.clone(), true).await?;
             total.add(r);
             if futures::future::FutureExt::now_or_never(shutdown.clone()).is_some() {
                 return Ok(total);
@@ -187,50 +241,86 @@ impl Worker {
         }
     }
 
-    async fn round(&self, shutdown: impl Future<Output = ()>) -> Result<WorkReport, Error> {
-        let storage = self.engine.storage();
-        let now = self.engine.clock().now();
-        let claimed = storage.claim_due(now, self.config.claim_batch, self.config.lease).await?;
+    /// One round: claims a batch of due emails and processes them with bounded concurrency.
+    /// With `refill`, the next batch is claimed as soon as every claimed email has started,
+    /// so that connections never wait for the slowest email of a batch; the round then ends
+    /// when a claim comes back empty (or at shutdown).
+    async fn round(&self, shutdown: impl Future<Output = ()>, refill: bool) -> Result<WorkReport, Error> {
         let mut report = WorkReport::default();
-        if claimed.is_empty() {
-            return Ok(report);
-        }
-        let facts = self.facts(&claimed).await?;
-        let mut queue = claimed.into_iter();
+        let Some(first) = self.claim().await? else { return Ok(report) };
+        let mut queue: std::collections::VecDeque<(ClaimedEmail, Arc<RoundFacts>)> = first.into();
+        let mut claiming: Option<Claiming<'_>> = None;
+        let mut exhausted = !refill;
         let mut in_flight = FuturesUnordered::new();
         let mut stopping = false;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut first_error = None;
+        let concurrency = self.config.concurrency.max(1);
         loop {
-            while !stopping && in_flight.len() < self.config.concurrency.max(1) {
-                match queue.next() {
-                    Some(c) => in_flight.push(self.process(c, &facts)),
+            while !stopping && in_flight.len() < concurrency {
+                match queue.pop_front() {
+                    Some((c, facts)) => {
+                        // Each email is a task of its own, so rendering and the SMTP exchanges
+                        // of concurrent emails use every thread of the runtime.
+                        let worker = self.clone();
+                        in_flight.push(tokio::spawn(async move { worker.process(c, facts).await }));
+                    }
                     None => break,
                 }
             }
-            if in_flight.is_empty() {
+            if queue.is_empty() && !exhausted && !stopping && claiming.is_none() {
+                claiming = Some(Box::pin(self.claim()));
+            }
+            if in_flight.is_empty() && claiming.is_none() {
                 break;
             }
             tokio::select! {
-                Some(result) = in_flight.next() => match result {
+                Some(result) = in_flight.next() => match joined(result) {
                     Ok(handed) => {
                         report.processed += 1;
                         report.handed_over += usize::from(handed);
                     }
-                    Err(e) => { first_error.get_or_insert(e); }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        // A store that fails once will likely fail again: stop taking work.
+                        exhausted = true;
+                    }
+                },
+                Some(claimed) = futures::future::OptionFuture::from(claiming.as_mut()), if claiming.is_some() => {
+                    claiming = None;
+                    match claimed {
+                        Ok(Some(batch)) => queue.extend(batch),
+                        Ok(None) => exhausted = true,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            exhausted = true;
+                        }
+                    }
                 },
                 () = &mut shutdown, if !stopping => stopping = true,
             }
         }
-        let rest: Vec<ClaimRef> = queue.map(|c| c.claim_ref()).collect();
+        let rest: Vec<ClaimRef> = queue.into_iter().map(|(c, _)| c.claim_ref()).collect();
         if !rest.is_empty() {
             report.released = rest.len();
-            storage.release_claims(&rest, self.engine.clock().now()).await?;
+            self.engine.storage().release_claims(&rest, self.engine.clock().now()).await?;
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Claims the next batch of due emails with what the worker needs to know about them;
+    /// `None` when nothing is due.
+    async fn claim(&self) -> Result<Option<Batch>, Error> {
+        let now = self.engine.clock().now();
+        let claimed = self.engine.storage().claim_due(now, self.config.claim_batch, self.config.lease).await?;
+        if claimed.is_empty() {
+            return Ok(None);
+        }
+        let facts = Arc::new(self.facts(&claimed).await?);
+        Ok(Some(claimed.into_iter().map(|c| (c, facts.clone())).collect()))
     }
 
     /// Looks up, once for the whole round, what every email of it needs to know: which of
@@ -265,14 +355,18 @@ impl Worker {
     }
 
     /// Processes one claimed email; `Ok(true)` when a message was handed over.
-    async fn process(&self, claimed: ClaimedEmail, facts: &RoundFacts) -> Result<bool, Error> {
+    async fn process(&self, claimed: ClaimedEmail, facts: Arc<RoundFacts>) -> Result<bool, Error> {
         let storage = self.engine.storage();
         let clock = self.engine.clock();
         let claim = claimed.claim_ref();
         let record = &claimed.record;
         let account = &record.state.account;
 
-        if record.state.handed_over {
+        if record.state.handed_over && self.config.in_doubt == InDoubt::Resend {
+            // At least once: hand it over again below, same bytes, same Message-ID.
+            tracing::warn!(target: "mailroom::delivery", email = %record.state.id, "resending a hand-over in doubt");
+            metrics::counter!("mailroom_in_doubt_resends_total").increment(1);
+        } else if record.state.handed_over {
             let outcome = Outcome {
                 claim,
                 events: vec![Event::new(EventKind::Failed, clock.now()).reason(AMBIGUOUS_REASON)],
@@ -286,15 +380,13 @@ impl Worker {
 
         // An email accepted with an API key that has since been revoked is not sent: the key's
         // owner withdrew the authority it was sent with.
-        if let Some(key_id) = record.content.api_key_id.as_deref() {
-            if facts.inactive_keys.contains(&(account.clone(), key_id.to_string())) {
-                let events = vec![Event::new(EventKind::Failed, clock.now()).reason(KEY_REVOKED_REASON)];
-                storage
-                    .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
-                    .await?;
-                observe(record.state.id, &[EventKind::Failed]);
-                return Ok(false);
-            }
+        if let Some(key_id) = record.content.api_key_id.as_deref()
+            && facts.inactive_keys.contains(&(account.clone(), key_id.to_string()))
+        {
+            let events = vec![Event::new(EventKind::Failed, clock.now()).reason(KEY_REVOKED_REASON)];
+            storage.record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }]).await?;
+            observe(record.state.id, &[EventKind::Failed]);
+            return Ok(false);
         }
 
         let targets = targets(record);
@@ -335,6 +427,11 @@ impl Worker {
             }
         };
 
+        // The permit is held from the mark until the transport answers: a crash leaves at
+        // most `handovers` emails in doubt, however many are in flight.
+        let permit = self.handovers.acquire().await.map_err(|_| {
+            Error::Storage(crate::error::StorageError::Backend("the worker's hand-over permits are closed".into()))
+        })?;
         if !storage.begin_handover(&[claim]).await?.is_empty() {
             // Our lease lapsed and another worker holds the email now.
             return Ok(false);
@@ -345,6 +442,7 @@ impl Worker {
             to: send_to.clone(),
         };
         let result = self.transport.send_raw(&envelope, &bytes).await;
+        drop(permit);
         let now = clock.now();
         let already_sent = record.state.events.iter().any(|e| e.kind == EventKind::Sent);
         let mut suppressions = Vec::new();
@@ -352,7 +450,8 @@ impl Worker {
         let mut hint: Option<chrono::Duration> = None;
         // Whatever came back, the message left unless the outcome is in doubt (then it ends
         // `failed`, which needs no `sent` before it). `sent` is recorded once, not per attempt.
-        let in_doubt = result.as_ref().is_err_and(|e| e.kind == TransportErrorKind::Ambiguous);
+        let in_doubt = self.config.in_doubt == InDoubt::Fail
+            && result.as_ref().is_err_and(|e| e.kind == TransportErrorKind::Ambiguous);
         if !already_sent && !in_doubt {
             events.push(Event::new(EventKind::Sent, now));
         }
@@ -387,7 +486,7 @@ impl Worker {
                 }
             }
             Err(e) => match e.kind {
-                TransportErrorKind::Ambiguous => {
+                TransportErrorKind::Ambiguous if self.config.in_doubt == InDoubt::Fail => {
                     events.push(Event::new(EventKind::Failed, now).reason(format!("{AMBIGUOUS_REASON}: {e}")));
                 }
                 TransportErrorKind::Permanent => {
@@ -396,7 +495,8 @@ impl Worker {
                         push_bounce(&mut events, &mut suppressions, rcpt, reply.clone(), id, now);
                     }
                 }
-                TransportErrorKind::Transient => {
+                // At least once, a dropped connection is a deferral like any other.
+                TransportErrorKind::Transient | TransportErrorKind::Ambiguous => {
                     hint = retry_hint(e.reply.as_ref().map(|r| r.text.as_str()).unwrap_or(&e.message));
                     deferred = send_to.iter().map(|r| (r.clone(), e.reply.clone())).collect();
                 }
@@ -458,6 +558,23 @@ fn observe(id: crate::email::EmailId, kinds: &[EventKind]) {
         metrics::counter!("mailroom_events_total", "event" => k.as_str()).increment(1);
     }
 }
+
+/// A delivery task's answer: a panic in it is this worker's panic, as it would have been had
+/// the email been processed in place; a task the runtime dropped (it is shutting down) is an
+/// error, its claim lapses.
+fn joined(r: Result<Result<bool, Error>, tokio::task::JoinError>) -> Result<bool, Error> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::Storage(crate::error::StorageError::Backend(format!("delivery task stopped: {e}")))),
+    }
+}
+
+/// A claimed batch, each email with what its batch looked up.
+type Batch = Vec<(ClaimedEmail, Arc<RoundFacts>)>;
+
+/// The claim of the next batch, running while the current one is processed.
+type Claiming<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Option<Batch>, Error>> + Send + 'a>>;
 
 /// What a round looks up once for all its emails (see `Worker::facts`).
 #[derive(Debug, Default)]

@@ -127,7 +127,7 @@ pub enum Command {
         /// Stop once nothing is due (otherwise run until Ctrl-C).
         #[arg(long)]
         until_idle: bool,
-        /// Messages in flight at once (default 8).
+        /// Emails in flight at once (default 64, or 8 per connection if more).
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
         #[command(flatten)]

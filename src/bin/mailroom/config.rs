@@ -15,6 +15,7 @@ use mailroom::core::email::AccountId;
 use mailroom::core::keys::ManagedKey;
 use mailroom::core::ports::KeyPermission;
 use mailroom::core::validate::Limits;
+use mailroom::core::worker::InDoubt;
 use mailroom::fetch::FetchConfig;
 use mailroom::http::{ApiConfig, RateLimits, ServerConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -93,6 +94,7 @@ pub struct Settings {
     pub delivery: DeliveryMode,
     pub connections: usize,
     pub concurrency: usize,
+    pub in_doubt: InDoubt,
     pub helo: String,
     pub bounce_domain: Option<String>,
     pub test_domain: String,
@@ -223,6 +225,7 @@ const SETTINGS: &[&str] = &[
     "delivery.relay",
     "delivery.connections",
     "delivery.concurrency",
+    "delivery.in_doubt",
     "delivery.helo",
     "delivery.bounce_domain",
     "delivery.test_domain",
@@ -522,7 +525,13 @@ impl Layers {
             _ => DeliveryMode::Sandbox,
         };
         let connections = self.get("delivery.connections", 8, count);
-        let concurrency = self.get("delivery.concurrency", connections.max(8), count);
+        // Emails in flight: more than the connections, so that while some wait for their
+        // durable hand-over mark or outcome, others hold every connection.
+        let concurrency = self.get("delivery.concurrency", (connections * 8).max(64), count);
+        let in_doubt = self.get("delivery.in_doubt", InDoubt::Fail, |raw| {
+            let s = raw.text()?;
+            InDoubt::parse(&s).ok_or_else(|| format!("must be fail or resend, not {s:?}"))
+        });
         let helo = self.get("delivery.helo", "localhost".to_string(), |raw| {
             let h = raw.text()?;
             if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)) {
@@ -616,6 +625,7 @@ impl Layers {
             delivery,
             connections,
             concurrency,
+            in_doubt,
             helo,
             bounce_domain,
             test_domain,

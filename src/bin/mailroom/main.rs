@@ -5,6 +5,11 @@
 //! `{"statusCode", "name", "message"}` on stdout and exits with status 1; `serve` says why it
 //! could not start on stderr. Logs go to stderr.
 
+// Many small allocations on several threads (requests, renders, records) are the server's
+// pattern; mimalloc serves them with less contention and fragmentation than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod cli;
 mod commands;

