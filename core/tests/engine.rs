@@ -15,7 +15,7 @@ use mailroom_core::ports::{
 };
 use mailroom_core::request::{AttachmentRequest, EmailRequest, OneOrMany, TagRequest};
 use mailroom_core::sandbox::SandboxTransport;
-use mailroom_core::worker::{AMBIGUOUS_REASON, WorkerConfig};
+use mailroom_core::worker::{AMBIGUOUS_REASON, InDoubt, WorkerConfig};
 use mailroom_core::{BatchMode, BatchOptions, Engine, SendOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -365,12 +365,15 @@ type Step = Result<Vec<(RecipientStatus, &'static str)>, TransportErrorKind>;
 struct Scripted {
     calls: AtomicUsize,
     script: Mutex<Vec<Step>>,
+    /// Every message handed over, as bytes.
+    messages: Mutex<Vec<Vec<u8>>>,
 }
 
 #[async_trait]
 impl Transport for Scripted {
-    async fn send_raw(&self, envelope: &Envelope, _message: &[u8]) -> Result<DeliveryReport, TransportError> {
+    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.messages.lock().unwrap().push(message.to_vec());
         let next = self.script.lock().unwrap().remove(0);
         match next {
             Ok(statuses) => Ok(DeliveryReport {
@@ -491,6 +494,61 @@ async fn a_crash_after_hand_over_is_never_sent_again() {
     let rec = s.engine.get_record(id).await.unwrap();
     assert_eq!(rec.state.last_event(), Some(EventKind::Failed));
     assert_eq!(rec.state.events.last().unwrap().reason.as_deref(), Some(AMBIGUOUS_REASON));
+}
+
+fn message_id(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    text.lines().find_map(|l| l.strip_prefix("Message-ID: ")).expect("a Message-ID").to_string()
+}
+
+/// At least once: a crash between the hand-over mark and the outcome sends the email again,
+/// once its claim is free, with the Message-ID it would have had.
+#[tokio::test]
+async fn with_resend_a_crash_after_hand_over_sends_again() {
+    use EventKind::*;
+    let s = setup();
+    let id = s.engine.send(email("x@example.com"), SendOptions::default()).await.unwrap().id;
+    let c = s.store.claim_due(t0(), 10, Duration::from_secs(60)).await.unwrap();
+    s.store.begin_handover(&[c[0].claim_ref()]).await.unwrap();
+    let t = Arc::new(Scripted::default());
+    *t.script.lock().unwrap() = vec![Ok(vec![(RecipientStatus::Delivered, "250 ok")])];
+    let worker = s.engine.worker(t.clone(), WorkerConfig::default().in_doubt(InDoubt::Resend));
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(t.calls.load(Ordering::SeqCst), 0, "still held by the dead worker's lease");
+    s.clock.advance(CDuration::minutes(2));
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(t.calls.load(Ordering::SeqCst), 1, "sent again once the claim is free");
+    assert_eq!(s.kinds(id).await, vec![Queued, Sent, Delivered]);
+    assert!(message_id(&t.messages.lock().unwrap()[0]).starts_with(&format!("<{id}@")));
+}
+
+/// At least once: a connection lost before the server answered the data is a deferral; the
+/// retry carries the same Message-ID, so a receiver that got the first copy can drop the second.
+#[tokio::test]
+async fn with_resend_an_ambiguous_hand_over_is_retried_with_the_same_message_id() {
+    use EventKind::*;
+    let s = setup();
+    let t = Arc::new(Scripted::default());
+    *t.script.lock().unwrap() =
+        vec![Err(TransportErrorKind::Ambiguous), Ok(vec![(RecipientStatus::Delivered, "250 ok")])];
+    let worker = s.engine.worker(t.clone(), WorkerConfig::default().in_doubt(InDoubt::Resend));
+    let id = s.engine.send(email("x@example.com"), SendOptions::default()).await.unwrap().id;
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(id).await, vec![Queued, Sent, DeliveryDelayed]);
+    s.clock.advance(CDuration::hours(1));
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(id).await, vec![Queued, Sent, DeliveryDelayed, Delivered]);
+    let messages = t.messages.lock().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(message_id(&messages[0]), message_id(&messages[1]));
+}
+
+#[test]
+fn in_doubt_policies_parse_by_name() {
+    assert_eq!(InDoubt::parse("fail"), Some(InDoubt::Fail));
+    assert_eq!(InDoubt::parse("resend"), Some(InDoubt::Resend));
+    assert_eq!(InDoubt::parse("retry"), None);
+    assert_eq!(WorkerConfig::default().in_doubt, InDoubt::Fail, "at most once unless asked");
 }
 
 #[tokio::test]
@@ -807,6 +865,59 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     let all = deriving.draft_insights(&email("a@b.test"), &dns).await.unwrap();
     assert_eq!(status(&all, "plain_text_included").0, Status::Pass);
     assert!(matches!(engine.insights(EmailId::from_u128(7), &dns).await, Err(Error::NotFound { .. })));
+}
+
+/// A key answers with its first result for 24 hours and not a minute more, on both sides of
+/// the boundary (the hosted service's retention).
+#[tokio::test]
+async fn idempotency_keys_replay_until_24_hours_and_are_free_after() {
+    let s = setup();
+    let opts = SendOptions::idempotency_key("boundary");
+    let first = s.engine.send(email("a@example.com"), opts.clone()).await.unwrap();
+    s.clock.advance(CDuration::hours(23) + CDuration::minutes(59));
+    assert_eq!(s.engine.send(email("a@example.com"), opts.clone()).await.unwrap().id, first.id, "23 h 59 m: replay");
+    let mut other = email("a@example.com");
+    other.subject = Some("Other".into());
+    let err = s.engine.send(other.clone(), opts.clone()).await.unwrap_err();
+    assert_eq!((err.status(), err.name()), (409, ErrorName::InvalidIdempotentRequest), "23 h 59 m: still held");
+    s.clock.advance(CDuration::minutes(2));
+    // 24 h 1 m: free, even before housekeeping purged the record, and for another payload.
+    let fresh = s.engine.send(other, opts).await.unwrap();
+    assert_ne!(fresh.id, first.id, "24 h 1 m: a new email");
+    assert_eq!(s.count().await, 2);
+}
+
+/// The worker's own loop runs housekeeping while idle: expired keys purged, old request logs
+/// pruned, with nobody calling `housekeeping` by hand.
+#[tokio::test]
+async fn the_running_worker_does_housekeeping() {
+    use mailroom_core::ports::{Clock, LogFilter, RequestLogStore};
+    let s = setup();
+    s.engine.send(email("a@example.com"), SendOptions::idempotency_key("old")).await.unwrap();
+    for days in [0, 45] {
+        s.store
+            .log_append(s.engine.account(), mailroom_core::testkit::request_log(t0() + CDuration::days(days)))
+            .await
+            .unwrap();
+    }
+    s.work().await;
+    s.clock.set(t0() + CDuration::days(60));
+    let worker =
+        s.engine.worker(Arc::new(s.sandbox.clone()), WorkerConfig::default().max_idle(Duration::from_millis(5)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move { worker.run(async { stopped.await.unwrap_or(()) }).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (left, _) = s.store.log_page(s.engine.account(), &LogFilter::default(), None, 10).await.unwrap();
+        if left.len() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "housekeeping never ran: {} logs left", left.len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(s.store.purge_idempotency(s.clock.now()).await.unwrap(), 0, "the expired key was already purged");
 }
 
 /// Request logs are kept 30 days by default: the housekeeping the worker runs removes older
