@@ -167,9 +167,11 @@ impl Storage for MemoryStorage {
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
         let mut s = self.lock();
-        let before = s.idempotency.len();
+        // Lapsed in-flight markers go too, but only completed records are counted: a marker is
+        // not a record (the redb store keeps them in memory), so every store counts alike.
+        let expired = s.idempotency.values().filter(|r| r.response.is_some() && r.expires_at <= now).count();
         s.idempotency.retain(|_, r| r.expires_at > now);
-        Ok(before - s.idempotency.len())
+        Ok(expired)
     }
 
     async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>> {

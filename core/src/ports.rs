@@ -185,7 +185,8 @@ pub trait Storage: Send + Sync + Debug {
         idempotency: Option<IdempotencyCompletion>,
     ) -> StorageResult<()>;
 
-    /// Removes idempotency records that expired before `now`; returns how many.
+    /// Removes completed idempotency records that expired at or before `now` and returns how
+    /// many; in-flight markers that lapsed go too, uncounted (they are not records).
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize>;
 
     /// One email of `account`, whole.

@@ -602,21 +602,27 @@ impl Storage for RedbStorage {
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
+        // Markers of requests that neither completed nor released (a handler that died with
+        // its task) lapse here, uncounted: they are not records.
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, m| m.until > now);
         self.write(move |tx| {
             let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            let mut expired = Vec::new();
+            let mut drop = Vec::new();
+            let mut expired = 0;
             for item in t.iter().map_err(backend)? {
                 let (k, v) = item.map_err(backend)?;
                 let r: IdempotencyRecord = decode(v.value())?;
+                // A stored record without a response is an older version's marker: dead.
                 if r.expires_at <= now || r.response.is_none() {
+                    expired += usize::from(r.response.is_some());
                     let (a, key) = k.value();
-                    expired.push((a.to_string(), key.to_string()));
+                    drop.push((a.to_string(), key.to_string()));
                 }
             }
-            for (a, key) in &expired {
+            for (a, key) in &drop {
                 t.remove((a.as_str(), key.as_str())).map_err(backend)?;
             }
-            Ok(expired.len())
+            Ok(expired)
         })
         .await
     }
