@@ -161,6 +161,28 @@ pub struct Outcome {
 ///
 /// All times come from the caller (the engine's [`Clock`]); a store never reads the system
 /// clock, so expiry is testable and every store agrees.
+///
+/// # Durability
+/// A method returns `Ok` only once what it wrote is durable; a failed write leaves nothing.
+/// Writes of concurrent callers may share one durable commit (group commit), but each stays
+/// atomic on its own: one that fails fails alone.
+///
+/// # What a dead process leaves: single-process and shared stores
+/// In-flight idempotency markers and claim leases stand for work a live process is doing.
+/// - A store that **one process holds exclusively** (redb locks its file) may keep them in
+///   memory: when the store is opened again, the process that held them is gone, so they
+///   are released at once. A keyed retry after a restart is answered immediately, and the
+///   emails the dead process had claimed are due at once. Only the durable hand-over mark
+///   survives (an email in doubt is never silently re-sent; the worker's
+///   [`crate::worker::InDoubt`] policy decides).
+/// - A store that **several processes share** (a database server) cannot tell a dead holder
+///   from a slow one: it keeps markers and leases durable and lets them lapse
+///   (`in_flight_until`, `now + lease`), and a holder renews what it still needs. It should
+///   keep leases short (seconds, renewed by heartbeat) so that a dead process's work is
+///   taken over quickly.
+///
+/// Either way the answers are the same as far as a caller can see: a live marker answers
+/// `InFlight`, a live claim is never claimed twice, and a lapsed one is free.
 #[async_trait]
 pub trait Storage: Send + Sync + Debug {
     /// Atomically looks up `key` and, when no live record exists, writes an in-flight marker

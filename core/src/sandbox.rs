@@ -88,8 +88,9 @@ impl SandboxTransport {
         SandboxTransport { test_domain: test_domain.to_ascii_lowercase(), outbox: Arc::default(), hook: None }
     }
 
-    /// Calls `hook` for every outbox message as it arrives (the command line writes them to
-    /// files; a test may count them).
+    /// Calls `hook` for every outbox message as it arrives, instead of keeping it in the
+    /// in-memory outbox (the command line writes them to files: a server that runs for months
+    /// must not hold every message it ever simulated).
     pub fn with_hook(mut self, hook: impl Fn(&OutboxMessage) + Send + Sync + 'static) -> Self {
         self.hook = Some(Arc::new(hook));
         self
@@ -151,8 +152,7 @@ impl Transport for SandboxTransport {
             };
             if let Some(h) = &self.hook {
                 h(&msg);
-            }
-            if let Ok(mut o) = self.outbox.lock() {
+            } else if let Ok(mut o) = self.outbox.lock() {
                 o.push(msg);
             }
         }

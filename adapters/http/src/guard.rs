@@ -349,11 +349,22 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
         response_body,
         duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
     };
-    // A failed write of the log must not fail the request it records.
-    if let Some(store) = api.engine.storage().request_logs()
-        && let Err(e) = store.log_append(&account, log).await
-    {
-        tracing::warn!(target: "mailroom::http", error = %e, "a request log could not be written");
+    // The log is written beside the answer, not before it: the answer waits for the commit
+    // that holds what the request did, never for a second one holding its log, and the log
+    // joins the next group commit. A crash can lose the logs of the last instant (never an
+    // acknowledged email); readers of the logs wait for writes under way (`logs_settled`).
+    // A bounded number are under way; past it, the request waits for its own.
+    if let Ok(permit) = api.log_writes.clone().acquire_owned().await {
+        let engine = api.engine.clone();
+        tokio::spawn(async move {
+            // A failed write of the log must not fail the request it records.
+            if let Some(store) = engine.storage().request_logs()
+                && let Err(e) = store.log_append(&account, log).await
+            {
+                tracing::warn!(target: "mailroom::http", error = %e, "a request log could not be written");
+            }
+            drop(permit);
+        });
     }
     response
 }

@@ -173,8 +173,13 @@ pub struct Api {
     requests: Arc<tokio::sync::Semaphore>,
     /// Body memory, in KiB.
     body_memory: Arc<tokio::sync::Semaphore>,
+    /// Request-log writes under way (see [`Api::logs_settled`]).
+    log_writes: Arc<tokio::sync::Semaphore>,
     url_key: Arc<ring::hmac::Key>,
 }
+
+/// Request-log writes allowed under way at once; beyond it a request waits for its log.
+const LOG_WRITES: u32 = 4096;
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,6 +207,7 @@ impl Api {
         Api {
             requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
             body_memory: Arc::new(tokio::sync::Semaphore::new(kib)),
+            log_writes: Arc::new(tokio::sync::Semaphore::new(LOG_WRITES as usize)),
             url_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
             limiters: Arc::new(limiters),
             config: Arc::new(config),
@@ -212,6 +218,14 @@ impl Api {
     /// The engine behind the API.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Waits until every request-log write begun before the call is durable: a client that
+    /// reads its logs sees the requests it was already answered for, and a server stopping
+    /// keeps the logs of its last answers.
+    pub async fn logs_settled(&self) {
+        // The semaphore is fair: this waits for every earlier writer, not for later ones.
+        drop(self.log_writes.acquire_many(LOG_WRITES).await);
     }
 }
 

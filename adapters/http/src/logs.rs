@@ -6,8 +6,9 @@
 //! as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) is neutralised with a leading
 //! `'`, as OWASP recommends.
 
-use crate::{ApiError, ApiResult, Auth, QueryParam, email_id, ok, query};
+use crate::{Api, ApiError, ApiResult, Auth, QueryParam, email_id, ok, query};
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -89,8 +90,9 @@ fn no_logs() -> ApiError {
 }
 
 /// `GET /logs`: newest first, `limit` 1–100 (default 20), `before` a log id.
-pub(crate) async fn list(auth: Auth, q: QueryParam) -> ApiResult {
+pub(crate) async fn list(State(api): State<Api>, auth: Auth, q: QueryParam) -> ApiResult {
     let q = query(q)?;
+    api.logs_settled().await;
     let store = auth.engine.storage().request_logs().ok_or_else(no_logs)?;
     let account = &auth.account;
     let limit = match q.get("limit") {
@@ -139,8 +141,9 @@ const EXPORT_PAGE: usize = 100;
 
 /// `GET /logs/export`: the same filters as `/logs`, every match, as CSV, streamed a page at a
 /// time.
-pub(crate) async fn export_logs(auth: Auth, q: QueryParam) -> ApiResult {
+pub(crate) async fn export_logs(State(api): State<Api>, auth: Auth, q: QueryParam) -> ApiResult {
     let q = query(q)?;
+    api.logs_settled().await;
     auth.engine.storage().request_logs().ok_or_else(no_logs)?;
     let f = filter(&q)?;
     let header = "id,created_at,method,endpoint,status,user_agent,sdk,api_key_id,duration_ms\n";

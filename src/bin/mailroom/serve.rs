@@ -54,9 +54,12 @@ pub fn outbox_dir(db: &Path) -> PathBuf {
 /// processes (and people) can read what was "sent".
 pub fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
     let dir = outbox_dir(db);
+    let _ = std::fs::create_dir_all(&dir);
     SandboxTransport::new(test_domain).with_hook(move |m: &OutboxMessage| {
-        if std::fs::create_dir_all(&dir).is_ok() {
-            let _ = std::fs::write(dir.join(format!("{}.eml", m.envelope.email_id)), &m.message);
+        let file = dir.join(format!("{}.eml", m.envelope.email_id));
+        // The folder is made once; again only if someone removed it meanwhile.
+        if std::fs::write(&file, &m.message).is_err() && std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::write(&file, &m.message);
         }
     })
 }
@@ -213,8 +216,10 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!("shutting down: no new requests; finishing deliveries in flight");
         let _ = stop_tx.send(true);
     });
-    let app = router(Api::new(engine, api_config));
-    let served = mailroom::http::serve(listener, app, server_config, stopped(stop_rx)).await;
+    let api = Api::new(engine, api_config);
+    let served = mailroom::http::serve(listener, router(api.clone()), server_config, stopped(stop_rx)).await;
+    // The logs of the last answers are written beside them: keep them.
+    api.logs_settled().await;
     admin.abort();
     gauges.abort();
     served.map_err(|e| e.to_string())?;
