@@ -1,113 +1,179 @@
-//! `http`: sustained `POST /emails/batch` (100-email batches) from 4 concurrent clients over
-//! loopback to the HTTP adapter, against the same work through the library call path
-//! (`Engine::send_batch` from 4 concurrent tasks) in the same run. Both on a durable redb
-//! store, as `mailroom serve` runs. Each iteration is 40 batches (4,000 emails); criterion's
-//! throughput line is emails per second, and the run prints p50/p99 batch latency.
+//! `http`: the REST API as users run it — the `mailroom serve` binary on a durable redb file,
+//! request logs and rate limits on (limits high enough never to refuse), its worker relaying
+//! what it accepts to postfix's `smtp-sink` — driven over loopback by HTTP clients in this
+//! process. In one run, each on a server and file of its own:
 //!
-//! `cargo bench --bench http`
+//! - `http/batch`: `POST /emails/batch` (100 emails each) from 4 clients, 40 batches;
+//! - `http/single`: `POST /emails` from 64 clients, 3,840 emails (one email per request, as
+//!   most users of the hosted API send);
+//! - `http/single_keyed`: the same, every request with its own `Idempotency-Key`;
+//! - `library/batch`: `Engine::send_batch` from 4 tasks on a redb file (what HTTP costs).
+//!
+//! Throughput is emails per second. The ratios that matter: single / batch, keyed / single.
+//! `cargo bench --bench http` (needs `smtp-sink`: `./scripts/test.sh` installs postfix)
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use mailroom::core::testkit::sample_batch;
 use mailroom::core::{BatchOptions, Engine};
-use mailroom::http::{Api, ApiConfig, KeyPermission, RateLimits, ServerConfig, router, serve};
 use mailroom::redb::RedbStorage;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const CLIENTS: u64 = 4;
-const BATCHES_PER_CLIENT: u64 = 10;
+#[path = "../adapters/smtp/tests/peers/mod.rs"]
+mod peers;
 
-fn percentiles(label: &str, samples: &Mutex<Vec<f64>>) {
-    let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    s.sort_by(f64::total_cmp);
-    let pct = |p: f64| s.get(((s.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
-    println!("{label}: {} batches, p50 {:.2} ms, p99 {:.2} ms", s.len(), pct(0.5), pct(0.99));
+const TOKEN: &str = "re_bench_operator_key_01";
+const BATCH_CLIENTS: usize = 4;
+const BATCHES_PER_CLIENT: usize = 10;
+const SINGLE_CLIENTS: usize = 64;
+const SINGLES_PER_CLIENT: usize = 60;
+
+/// `mailroom serve` on its own redb file in `dir`, killed on drop.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, name: &str, smtp: u16) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let config = dir.join(format!("{name}.toml"));
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\npath = \"{}\"\n\n[[api_keys]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\n\n[rate_limits]\nper_key = 1000000\nper_account = 1000000\n\n[delivery]\nrelay = \"smtp://127.0.0.1:{smtp}?tls=none\"\n",
+            dir.join(format!("{name}.redb")).display()
+        );
+        std::fs::write(&config, text).expect("config");
+        let child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "serve did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Serve { child, base: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `clients` tasks, each posting its share of `bodies` to `path` one after another; keyed
+/// requests carry a key never used before.
+async fn post_all(client: &reqwest::Client, url: String, bodies: Arc<Vec<Vec<u8>>>, clients: usize, keyed: bool) {
+    static KEYS: AtomicU64 = AtomicU64::new(0);
+    let per = bodies.len() / clients;
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, url, bodies) = (client.clone(), url.clone(), bodies.clone());
+            tokio::spawn(async move {
+                for body in &bodies[c * per..(c + 1) * per] {
+                    let mut req = client
+                        .post(&url)
+                        .bearer_auth(TOKEN)
+                        .header("content-type", "application/json")
+                        .body(body.clone());
+                    if keyed {
+                        req = req.header("idempotency-key", format!("bench-{}", KEYS.fetch_add(1, Ordering::Relaxed)));
+                    }
+                    let r = req.send().await.expect("request");
+                    assert!(r.status().is_success(), "{}", r.status());
+                    let _ = r.bytes().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
 }
 
 fn http(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    // One store each, so that neither path runs on a file the other has grown.
-    let store = |name: &str| Arc::new(RedbStorage::open(dir.path().join(name)).expect("redb"));
-    let http_store = store("http.redb");
-    let engine = Engine::builder(http_store.clone()).build();
-    let lib_engine = Engine::builder(store("library.redb")).build();
-    drop(http_store);
-    let token = rt.block_on(engine.create_api_key(Some("bench"), KeyPermission::FullAccess)).expect("key").token;
-    let base = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        // As `serve` builds it (request logs on, from the store), without rate limits.
-        let mut config = ApiConfig::default();
-        config.rate_limits = RateLimits::none();
-        let app = router(Api::new(engine.clone(), config));
-        tokio::spawn(serve(listener, app, ServerConfig::default(), std::future::pending()));
-        base
-    });
-    // The batches, built once: the library path clones its requests, the HTTP path sends
-    // their JSON (a client has its payload ready either way).
-    let batches: Vec<_> = (0..CLIENTS * BATCHES_PER_CLIENT).map(sample_batch).collect();
-    let bodies: Vec<Vec<u8>> = batches.iter().map(|b| serde_json::to_vec(b).expect("json")).collect();
-    let (batches, bodies) = (Arc::new(batches), Arc::new(bodies));
-    let client = reqwest::Client::new();
-    let (http_lat, lib_lat) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let sink = peers::smtp_sink(&[]);
+    let batch_server = Serve::start(dir.path(), "batch", sink.port);
+    let single_server = Serve::start(dir.path(), "single", sink.port);
+    let keyed_server = Serve::start(dir.path(), "keyed", sink.port);
+    let lib_engine =
+        Engine::builder(Arc::new(RedbStorage::open(dir.path().join("library.redb")).expect("redb"))).build();
+
+    // Bodies built once: a client has its payload ready either way.
+    let batches: Vec<_> = (0..BATCH_CLIENTS * BATCHES_PER_CLIENT).map(|i| sample_batch(i as u64)).collect();
+    let batch_bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new(batches.iter().map(|b| serde_json::to_vec(b).expect("json")).collect());
+    let singles: Arc<Vec<Vec<u8>>> = Arc::new(
+        batches
+            .iter()
+            .flatten()
+            .take(SINGLE_CLIENTS * SINGLES_PER_CLIENT)
+            .map(|e| serde_json::to_vec(e).expect("json"))
+            .collect(),
+    );
+    let batches = Arc::new(batches);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(SINGLE_CLIENTS).build().expect("client");
 
     let mut group = c.benchmark_group("http");
     group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(20));
-    group.throughput(Throughput::Elements(CLIENTS * BATCHES_PER_CLIENT * 100));
-    group.bench_function("post_batch", |b| {
+    group.throughput(Throughput::Elements((BATCH_CLIENTS * BATCHES_PER_CLIENT * 100) as u64));
+    group.bench_function("batch", |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let (client, base, token, bodies, lat) =
-                (client.clone(), base.clone(), token.clone(), bodies.clone(), http_lat.clone());
+            let (client, url, bodies) =
+                (client.clone(), format!("{}/emails/batch", batch_server.base), batch_bodies.clone());
             async move {
                 let t0 = Instant::now();
                 for _ in 0..iters {
-                    let tasks: Vec<_> = (0..CLIENTS)
-                        .map(|cl| {
-                            let (client, base, token, bodies, lat) =
-                                (client.clone(), base.clone(), token.clone(), bodies.clone(), lat.clone());
-                            tokio::spawn(async move {
-                                for i in 0..BATCHES_PER_CLIENT {
-                                    let body = bodies[(cl * BATCHES_PER_CLIENT + i) as usize].clone();
-                                    let t = Instant::now();
-                                    let r = client
-                                        .post(format!("{base}/emails/batch"))
-                                        .bearer_auth(&token)
-                                        .header("content-type", "application/json")
-                                        .body(body)
-                                        .send()
-                                        .await
-                                        .expect("request");
-                                    assert!(r.status().is_success(), "{}", r.status());
-                                    let _ = r.bytes().await;
-                                    lat.lock().map(|mut l| l.push(t.elapsed().as_secs_f64() * 1000.0)).ok();
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("client");
-                    }
+                    post_all(&client, url.clone(), bodies.clone(), BATCH_CLIENTS, false).await;
                 }
                 t0.elapsed()
             }
         });
     });
-    group.bench_function("library_batch", |b| {
+    group.throughput(Throughput::Elements((SINGLE_CLIENTS * SINGLES_PER_CLIENT) as u64));
+    for (name, server, keyed) in [("single", &single_server, false), ("single_keyed", &keyed_server, true)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (client, url, bodies) = (client.clone(), format!("{}/emails", server.base), singles.clone());
+                async move {
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        post_all(&client, url.clone(), bodies.clone(), SINGLE_CLIENTS, keyed).await;
+                    }
+                    t0.elapsed()
+                }
+            });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("library");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements((BATCH_CLIENTS * BATCHES_PER_CLIENT * 100) as u64));
+    group.bench_function("batch", |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let (engine, lat, batches) = (lib_engine.clone(), lib_lat.clone(), batches.clone());
+            let (engine, batches) = (lib_engine.clone(), batches.clone());
             async move {
                 let t0 = Instant::now();
                 for _ in 0..iters {
-                    let tasks: Vec<_> = (0..CLIENTS)
+                    let tasks: Vec<_> = (0..BATCH_CLIENTS)
                         .map(|cl| {
-                            let (engine, lat, batches) = (engine.clone(), lat.clone(), batches.clone());
+                            let (engine, batches) = (engine.clone(), batches.clone());
                             tokio::spawn(async move {
                                 for i in 0..BATCHES_PER_CLIENT {
-                                    let items = batches[(cl * BATCHES_PER_CLIENT + i) as usize].clone();
-                                    let t = Instant::now();
+                                    let items = batches[cl * BATCHES_PER_CLIENT + i].clone();
                                     engine.send_batch(items, BatchOptions::default()).await.expect("batch");
-                                    lat.lock().map(|mut l| l.push(t.elapsed().as_secs_f64() * 1000.0)).ok();
                                 }
                             })
                         })
@@ -121,8 +187,6 @@ fn http(c: &mut Criterion) {
         });
     });
     group.finish();
-    percentiles("http post_batch", &http_lat);
-    percentiles("library send_batch", &lib_lat);
 }
 
 criterion_group!(benches, http);

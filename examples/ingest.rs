@@ -1,5 +1,6 @@
 //! Ingests many emails through the engine into a redb file, with durable commits, and
-//! reports the rate: the memory check of the performance section runs this under
+//! reports the rate and the bytes on disk per email against the payload (the clients' JSON):
+//! the memory check of the performance section runs this under
 //! `/usr/bin/time -v`.
 //!
 //! ```text
@@ -29,19 +30,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder(Arc::new(RedbStorage::open(&db)?)).build();
     let started = Instant::now();
     let rounds = emails.div_ceil(100);
+    // The payload: what the clients sent, as JSON (the body of their requests).
+    let mut payload = 0u64;
     for round in 0..rounds {
-        engine.send_batch(mailroom::core::testkit::sample_batch(round), BatchOptions::default()).await?;
+        let batch = mailroom::core::testkit::sample_batch(round);
+        payload += batch.iter().map(|r| serde_json::to_vec(r).map_or(0, |v| v.len() as u64)).sum::<u64>();
+        engine.send_batch(batch, BatchOptions::default()).await?;
         if (round + 1) % 1000 == 0 {
             let done = (round + 1) * 100;
             eprintln!("{done} emails, {:.0}/s", done as f64 / started.elapsed().as_secs_f64());
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    drop(engine);
+    let file = std::fs::metadata(&db)?.len();
+    let n = rounds * 100;
     println!(
-        "{{\"emails\": {}, \"seconds\": {secs:.1}, \"emails_per_second\": {:.0}, \"file_bytes\": {}}}",
-        rounds * 100,
-        (rounds * 100) as f64 / secs,
-        std::fs::metadata(&db)?.len()
+        "{{\"emails\": {n}, \"seconds\": {secs:.1}, \"emails_per_second\": {:.0}, \"file_bytes\": {file}, \"bytes_per_email\": {}, \"payload_bytes_per_email\": {}, \"file_to_payload\": {:.2}}}",
+        n as f64 / secs,
+        file / n.max(1),
+        payload / n.max(1),
+        file as f64 / payload.max(1) as f64
     );
     Ok(())
 }
