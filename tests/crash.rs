@@ -9,11 +9,9 @@
 
 mod common;
 
-use mailroom::core::email::{AccountId, EmailId, EmailRecord, PageRequest};
+use mailroom::core::email::{EmailId, EmailRecord};
 use mailroom::core::lifecycle::EventKind;
-use mailroom::core::ports::Storage;
 use mailroom::core::worker::AMBIGUOUS_REASON;
-use mailroom::redb::RedbStorage;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -28,44 +26,8 @@ fn keyed(n: u64) -> bool {
     n.is_multiple_of(2)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*: plenty for picking kill times.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
 fn tag<'a>(r: &'a EmailRecord, name: &str) -> &'a str {
     r.content.tags.iter().find(|t| t.name == name).map(|t| t.value.as_str()).unwrap_or_else(|| panic!("no tag {name}"))
-}
-
-/// Everything in the store, by id.
-fn load_all(db: &Path) -> BTreeMap<EmailId, EmailRecord> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let store = RedbStorage::open(db).expect("reopen after kill");
-        let account = AccountId::default();
-        let mut all = BTreeMap::new();
-        let mut after = None;
-        loop {
-            let page = store.list_emails(&account, PageRequest::new(Some(100), after, None).unwrap()).await.unwrap();
-            for s in &page.items {
-                let rec = store.get_email(&account, s.id).await.unwrap().expect("listed emails exist");
-                all.insert(s.id, rec);
-            }
-            if !page.has_more {
-                return all;
-            }
-            after = page.items.last().map(|s| s.id);
-        }
-    })
 }
 
 fn outbox_counts(path: &Path) -> HashMap<EmailId, usize> {
@@ -90,22 +52,8 @@ struct Ledger {
 /// messages an SMTP server saved (one file each, named by their Message-ID's email id).
 type Counter<'a> = &'a dyn Fn() -> HashMap<EmailId, usize>;
 
-fn saved_counts(dir: &Path) -> HashMap<EmailId, usize> {
-    let mut counts = HashMap::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let id = raw
-            .lines()
-            .find_map(|l| l.strip_prefix("Message-ID: <").or_else(|| l.strip_prefix("Message-Id: <")))
-            .and_then(|v| v.split('@').next())
-            .and_then(|v| v.parse::<EmailId>().ok());
-        *counts.entry(id.unwrap_or_else(|| panic!("saved message without our Message-ID: {raw}"))).or_default() += 1;
-    }
-    counts
-}
-
 fn check(db: &Path, count: Counter<'_>, ledger: &mut Ledger, seed: u64) {
-    let all = load_all(db);
+    let all = common::load_all(db);
     let handed = count();
     // Every acknowledged id exists, with all its content and its first event.
     for ((n, _), ids) in &ledger.acked {
@@ -187,7 +135,14 @@ fn killed_while_delivering_over_smtp_nothing_is_lost_or_received_twice() {
     let kills: u64 = std::env::var("MAILROOM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50) / 2;
     let url = format!("smtp://127.0.0.1:{port}?tls=none");
     // Longer lives: a hand-over over SMTP takes round trips, and a debug build starts slower.
-    crash_test(dir.path(), kills, (60, 700), &["--smtp".into(), url], &|| saved_counts(&saved), EventKind::Sent);
+    crash_test(
+        dir.path(),
+        kills,
+        (60, 700),
+        &["--smtp".into(), url],
+        &|| common::saved_counts(&saved),
+        EventKind::Sent,
+    );
     drop(server);
 }
 
@@ -200,7 +155,7 @@ fn crash_test(dir: &Path, kills: u64, life: (u64, u64), transport: &[String], co
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
     });
     println!("crash test seed {seed}, {kills} kills");
-    let mut rng = Rng(seed);
+    let mut rng = common::Rng(seed);
     let harness = common::example("crash_harness");
     let (db, outbox) = (dir.join("crash.redb"), dir.join("outbox.log"));
     let mut ledger = Ledger::default();
@@ -247,7 +202,7 @@ fn crash_test(dir: &Path, kills: u64, life: (u64, u64), transport: &[String], co
         assert!(Instant::now() < deadline, "seed {seed}: draining did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let all = load_all(&db);
+    let all = common::load_all(&db);
     let handed = count();
     let mut failed = 0;
     for (id, r) in &all {

@@ -12,11 +12,9 @@
 
 mod common;
 
-use mailroom::core::email::{AccountId, EmailId, EmailRecord, PageRequest};
+use mailroom::core::email::{EmailId, EmailRecord};
 use mailroom::core::lifecycle::EventKind;
-use mailroom::core::ports::Storage;
 use mailroom::core::worker::AMBIGUOUS_REASON;
-use mailroom::redb::RedbStorage;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -34,19 +32,6 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 fn size_of(n: u64) -> usize {
     (1 + (n * 7 + 3) % 10) as usize
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
 }
 
 /// One HTTP/1.1 exchange; `None` when the server is not there or died before answering.
@@ -193,41 +178,6 @@ fn last_events(port: u16) -> BTreeMap<String, String> {
     }
 }
 
-fn load_all(db: &Path) -> BTreeMap<EmailId, EmailRecord> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let store = RedbStorage::open(db).expect("reopen");
-        let account = AccountId::default();
-        let mut all = BTreeMap::new();
-        let mut after = None;
-        loop {
-            let page = store.list_emails(&account, PageRequest::new(Some(100), after, None).unwrap()).await.unwrap();
-            for s in &page.items {
-                all.insert(s.id, store.get_email(&account, s.id).await.unwrap().unwrap());
-            }
-            if !page.has_more {
-                return all;
-            }
-            after = page.items.last().map(|s| s.id);
-        }
-    })
-}
-
-/// How many times each email reached the server (one saved file per message).
-fn saved_counts(dir: &Path) -> HashMap<EmailId, usize> {
-    let mut counts = HashMap::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let id = raw
-            .lines()
-            .find_map(|l| l.strip_prefix("Message-ID: <").or_else(|| l.strip_prefix("Message-Id: <")))
-            .and_then(|v| v.split('@').next())
-            .and_then(|v| v.parse::<EmailId>().ok());
-        *counts.entry(id.unwrap_or_else(|| panic!("saved message without our Message-ID: {raw}"))).or_default() += 1;
-    }
-    counts
-}
-
 fn config(dir: &Path, port: u16, smtp: u16, in_doubt: &str) -> (PathBuf, PathBuf) {
     let db = dir.join("serve.redb");
     let config = dir.join("mailroom.toml");
@@ -266,7 +216,7 @@ fn run(kills: u64, in_doubt: &str) -> (BTreeMap<EmailId, EmailRecord>, HashMap<E
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
     });
     println!("serve crash test ({in_doubt}): seed {seed}, {kills} kills");
-    let mut rng = Rng(seed);
+    let mut rng = common::Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved");
     std::fs::create_dir(&saved).unwrap();
@@ -319,8 +269,8 @@ fn run(kills: u64, in_doubt: &str) -> (BTreeMap<EmailId, EmailRecord>, HashMap<E
     serve.stop();
     let shared = Arc::try_unwrap(shared).ok().unwrap().into_inner().unwrap();
     assert!(shared.wrong.is_empty(), "seed {seed}: {:?}", shared.wrong);
-    let all = load_all(&db);
-    let received = saved_counts(&saved);
+    let all = common::load_all(&db);
+    let received = common::saved_counts(&saved);
     drop(smtp);
 
     // Every acknowledged id survives, with its content; batches are whole and exist once.

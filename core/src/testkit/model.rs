@@ -218,7 +218,6 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                         new_email(ACCOUNTS[*account as usize], now, seq, None)
                     })
                     .collect();
-                let ids: Vec<EmailId> = emails.iter().map(|e| e.id).collect();
                 let Some(k) = key else {
                     for e in &emails {
                         m.emails.insert(e.id, fresh(*account, e));
@@ -235,23 +234,7 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                     assert_eq!(got, want, "{ctx}");
                 }
                 if want == IdempotencyBegin::Started {
-                    let done = IdempotencyCompletion {
-                        key: key_s.clone(),
-                        fingerprint: fp,
-                        response: StoredResponse { ids: ids.clone(), errors: vec![] },
-                        created_at: now,
-                        expires_at: now + CDuration::hours(24),
-                    };
-                    for e in &emails {
-                        m.emails.insert(e.id, fresh(*account, e));
-                    }
-                    m.idem.insert(
-                        (*account, *k),
-                        MIdem { payload: *payload, response: Some(ids), expires: now + CDuration::hours(24) },
-                    );
-                    for s in stores {
-                        s.insert_emails(&acct, emails.clone(), Some(done.clone())).await.unwrap();
-                    }
+                    complete(&mut m, stores, (*account, *k, *payload), emails, now).await;
                 }
             }
             Op::Release { account, key } => {
@@ -451,31 +434,13 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                     continue;
                 };
                 let payload = held.payload;
-                let acct = AccountId::new(ACCOUNTS[*account as usize]);
                 let emails: Vec<NewEmail> = (0..*n)
                     .map(|_| {
                         seq = seq.wrapping_add(1);
                         new_email(ACCOUNTS[*account as usize], now, seq, None)
                     })
                     .collect();
-                let ids: Vec<EmailId> = emails.iter().map(|e| e.id).collect();
-                let done = IdempotencyCompletion {
-                    key: format!("key-{key}"),
-                    fingerprint: Fingerprint([payload; 32]),
-                    response: StoredResponse { ids: ids.clone(), errors: vec![] },
-                    created_at: now,
-                    expires_at: now + CDuration::hours(24),
-                };
-                for e in &emails {
-                    m.emails.insert(e.id, fresh(*account, e));
-                }
-                m.idem.insert(
-                    (*account, *key),
-                    MIdem { payload, response: Some(ids), expires: now + CDuration::hours(24) },
-                );
-                for s in stores {
-                    s.insert_emails(&acct, emails.clone(), Some(done.clone())).await.unwrap();
-                }
+                complete(&mut m, stores, (*account, *key, payload), emails, now).await;
             }
             Op::Append { pick, kind } => {
                 use EventKind::*;
@@ -549,6 +514,33 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
             }
         }
         compare(&m, stores, &ctx).await;
+    }
+}
+
+/// Stores `emails` with the completed record of key `key` (account, key, payload): in the
+/// model, and in every store in one write each.
+async fn complete(
+    m: &mut Model,
+    stores: &[Arc<dyn Storage>],
+    (account, key, payload): (u8, u8, u8),
+    emails: Vec<NewEmail>,
+    now: DateTime<Utc>,
+) {
+    let ids: Vec<EmailId> = emails.iter().map(|e| e.id).collect();
+    let done = IdempotencyCompletion {
+        key: format!("key-{key}"),
+        fingerprint: Fingerprint([payload; 32]),
+        response: StoredResponse { ids: ids.clone(), errors: vec![] },
+        created_at: now,
+        expires_at: now + CDuration::hours(24),
+    };
+    for e in &emails {
+        m.emails.insert(e.id, fresh(account, e));
+    }
+    m.idem.insert((account, key), MIdem { payload, response: Some(ids), expires: now + CDuration::hours(24) });
+    let acct = AccountId::new(ACCOUNTS[account as usize]);
+    for s in stores {
+        s.insert_emails(&acct, emails.clone(), Some(done.clone())).await.unwrap();
     }
 }
 
