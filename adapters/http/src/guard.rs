@@ -353,7 +353,8 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
     // that holds what the request did, never for a second one holding its log, and the log
     // joins the next group commit. A crash can lose the logs of the last instant (never an
     // acknowledged email); readers of the logs wait for writes under way (`logs_settled`).
-    // A bounded number are under way; past it, the request waits for its own.
+    // No more are under way than requests may be in progress; past that, the request waits
+    // for its own (each holds up to two redacted bodies of 64 KB).
     if let Ok(permit) = api.log_writes.clone().acquire_owned().await {
         let engine = api.engine.clone();
         tokio::spawn(async move {

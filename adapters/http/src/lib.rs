@@ -173,13 +173,13 @@ pub struct Api {
     requests: Arc<tokio::sync::Semaphore>,
     /// Body memory, in KiB.
     body_memory: Arc<tokio::sync::Semaphore>,
-    /// Request-log writes under way (see [`Api::logs_settled`]).
+    /// Request-log writes under way (see [`Api::logs_settled`]); as many permits as requests
+    /// in progress, so the logs waiting for the disk hold no more memory than the requests
+    /// that made them could.
     log_writes: Arc<tokio::sync::Semaphore>,
+    log_permits: u32,
     url_key: Arc<ring::hmac::Key>,
 }
-
-/// Request-log writes allowed under way at once; beyond it a request waits for its log.
-const LOG_WRITES: u32 = 4096;
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,10 +204,12 @@ impl Api {
             downloads: RateLimiter::new(r.downloads_per_ip),
         };
         let kib = u32::try_from((config.max_body_memory >> 10).max(1)).unwrap_or(u32::MAX) as usize;
+        let log_permits = u32::try_from(config.max_concurrent_requests.max(1)).unwrap_or(u32::MAX);
         Api {
             requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
             body_memory: Arc::new(tokio::sync::Semaphore::new(kib)),
-            log_writes: Arc::new(tokio::sync::Semaphore::new(LOG_WRITES as usize)),
+            log_writes: Arc::new(tokio::sync::Semaphore::new(log_permits as usize)),
+            log_permits,
             url_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
             limiters: Arc::new(limiters),
             config: Arc::new(config),
@@ -225,7 +227,7 @@ impl Api {
     /// keeps the logs of its last answers.
     pub async fn logs_settled(&self) {
         // The semaphore is fair: this waits for every earlier writer, not for later ones.
-        drop(self.log_writes.acquire_many(LOG_WRITES).await);
+        drop(self.log_writes.acquire_many(self.log_permits).await);
     }
 }
 
