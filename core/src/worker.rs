@@ -247,8 +247,12 @@ impl Worker {
     /// when a claim comes back empty (or at shutdown).
     async fn round(&self, shutdown: impl Future<Output = ()>, refill: bool) -> Result<WorkReport, Error> {
         let mut report = WorkReport::default();
-        let Some(first) = self.claim().await? else { return Ok(report) };
-        let mut queue: std::collections::VecDeque<(ClaimedEmail, Arc<RoundFacts>)> = first.into();
+        // What the round's own outcomes put on the suppression list, seen by every batch of
+        // the round: a batch claimed while an earlier one is still in flight looked the list
+        // up before that one's bounces were recorded.
+        let recorded = Arc::new(Recorded::default());
+        let Some(first) = self.claim(&recorded).await? else { return Ok(report) };
+        let mut queue: std::collections::VecDeque<(ClaimedEmail, Arc<BatchFacts>)> = first.into();
         let mut claiming: Option<Claiming<'_>> = None;
         let mut exhausted = !refill;
         let mut in_flight = FuturesUnordered::new();
@@ -269,7 +273,7 @@ impl Worker {
                 }
             }
             if queue.is_empty() && !exhausted && !stopping && claiming.is_none() {
-                claiming = Some(Box::pin(self.claim()));
+                claiming = Some(Box::pin(self.claim(&recorded)));
             }
             if in_flight.is_empty() && claiming.is_none() {
                 break;
@@ -313,20 +317,20 @@ impl Worker {
 
     /// Claims the next batch of due emails with what the worker needs to know about them;
     /// `None` when nothing is due.
-    async fn claim(&self) -> Result<Option<Batch>, Error> {
+    async fn claim(&self, recorded: &Arc<Recorded>) -> Result<Option<Batch>, Error> {
         let now = self.engine.clock().now();
         let claimed = self.engine.storage().claim_due(now, self.config.claim_batch, self.config.lease).await?;
         if claimed.is_empty() {
             return Ok(None);
         }
-        let facts = Arc::new(self.facts(&claimed).await?);
+        let facts = Arc::new(self.facts(&claimed, recorded).await?);
         Ok(Some(claimed.into_iter().map(|c| (c, facts.clone())).collect()))
     }
 
-    /// Looks up, once for the whole round, what every email of it needs to know: which of
+    /// Looks up, once for a claimed batch, what every email of it needs to know: which of
     /// their recipients are suppressed, and which of their API keys are no longer active (one
     /// lookup per account and per key, not per email).
-    async fn facts(&self, claimed: &[ClaimedEmail]) -> Result<RoundFacts, Error> {
+    async fn facts(&self, claimed: &[ClaimedEmail], recorded: &Arc<Recorded>) -> Result<BatchFacts, Error> {
         let storage = self.engine.storage();
         let mut by_account: HashMap<&AccountId, BTreeSet<String>> = HashMap::new();
         let mut keys: BTreeSet<(&AccountId, &str)> = BTreeSet::new();
@@ -337,11 +341,12 @@ impl Worker {
                 keys.insert((account, k));
             }
         }
-        let mut facts = RoundFacts::default();
+        let mut facts = BatchFacts { recorded: Arc::clone(recorded), ..BatchFacts::default() };
         for (account, addresses) in by_account {
             let addresses: Vec<String> = addresses.into_iter().collect();
-            let found = storage.suppression_lookup(account, &addresses).await?;
-            facts.listed(account, found.into_iter().map(|e| (e.address, e.reason)).collect());
+            for e in storage.suppression_lookup(account, &addresses).await? {
+                facts.suppressed.insert((account.clone(), e.address), e.reason);
+            }
         }
         if let Some(api_keys) = storage.api_keys() {
             for (account, key_id) in keys {
@@ -355,7 +360,7 @@ impl Worker {
     }
 
     /// Processes one claimed email; `Ok(true)` when a message was handed over.
-    async fn process(&self, claimed: ClaimedEmail, facts: Arc<RoundFacts>) -> Result<bool, Error> {
+    async fn process(&self, claimed: ClaimedEmail, facts: Arc<BatchFacts>) -> Result<bool, Error> {
         let storage = self.engine.storage();
         let clock = self.engine.clock();
         let claim = claimed.claim_ref();
@@ -543,7 +548,7 @@ impl Worker {
         storage.record_outcomes(vec![Outcome { claim, events, suppressions, next }]).await?;
         // Later emails of this round see what this one put on the list, as they would have
         // had each looked the list up itself.
-        facts.listed(account, listed);
+        facts.recorded.add(account, listed);
         observe(record.state.id, &kinds);
         Ok(true)
     }
@@ -571,29 +576,41 @@ fn joined(r: Result<Result<bool, Error>, tokio::task::JoinError>) -> Result<bool
 }
 
 /// A claimed batch, each email with what its batch looked up.
-type Batch = Vec<(ClaimedEmail, Arc<RoundFacts>)>;
+type Batch = Vec<(ClaimedEmail, Arc<BatchFacts>)>;
 
 /// The claim of the next batch, running while the current one is processed.
 type Claiming<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Option<Batch>, Error>> + Send + 'a>>;
 
-/// What a round looks up once for all its emails (see `Worker::facts`).
+/// What a batch looks up once for all its emails (see `Worker::facts`).
 #[derive(Debug, Default)]
-struct RoundFacts {
-    /// Suppressed recipients, by account and normalised address, with why. Behind a lock
-    /// because the round's own hard bounces and complaints are added as they are recorded.
-    suppressed: std::sync::Mutex<HashMap<(AccountId, String), SuppressionReason>>,
+struct BatchFacts {
+    /// Suppressed recipients when the batch was claimed, by account and normalised address.
+    suppressed: HashMap<(AccountId, String), SuppressionReason>,
     /// API keys that are revoked or gone, by account and id.
     inactive_keys: HashSet<(AccountId, String)>,
+    /// What the round's outcomes listed since.
+    recorded: Arc<Recorded>,
 }
 
-impl RoundFacts {
+impl BatchFacts {
     fn suppressed(&self, account: &AccountId, address: &str) -> Option<SuppressionReason> {
-        let list = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
-        list.get(&(account.clone(), address.to_string())).copied()
+        let key = (account.clone(), address.to_string());
+        self.suppressed.get(&key).copied().or_else(|| self.recorded.get(&key))
+    }
+}
+
+/// Suppressions a round's own outcomes recorded (hard bounces, complaints), shared by its
+/// batches; behind a lock because they are added as outcomes are recorded.
+#[derive(Debug, Default)]
+struct Recorded(std::sync::Mutex<HashMap<(AccountId, String), SuppressionReason>>);
+
+impl Recorded {
+    fn get(&self, key: &(AccountId, String)) -> Option<SuppressionReason> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
     }
 
-    fn listed(&self, account: &AccountId, entries: Vec<(String, SuppressionReason)>) {
-        let mut list = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
+    fn add(&self, account: &AccountId, entries: Vec<(String, SuppressionReason)>) {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
         for (address, reason) in entries {
             list.insert((account.clone(), address), reason);
         }

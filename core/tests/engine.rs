@@ -479,6 +479,36 @@ async fn a_hard_bounce_suppresses_the_next_email_of_the_same_round() {
     assert_eq!(t.calls.load(Ordering::SeqCst), 1, "the suppressed address was not contacted again");
 }
 
+/// A transport that answers like `inner` after a pause (so the worker's next batch is
+/// claimed while this hand-over is still in flight).
+#[derive(Debug)]
+struct Slow(Arc<Scripted>);
+
+#[async_trait]
+impl Transport for Slow {
+    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.0.send_raw(envelope, message).await
+    }
+}
+
+#[tokio::test]
+async fn a_hard_bounce_suppresses_the_next_batch_claimed_while_it_was_in_flight() {
+    use EventKind::*;
+    let s = setup();
+    let t = Arc::new(Scripted::default());
+    *t.script.lock().unwrap() = vec![Ok(vec![(RecipientStatus::Rejected, "550 5.1.1 no such user")])];
+    let a = s.engine.send(email("gone@example.com"), SendOptions::default()).await.unwrap().id;
+    let b = s.engine.send(email("gone@example.com"), SendOptions::default()).await.unwrap().id;
+    // One email per batch: the second batch is claimed, and its list looked up, while the
+    // first email waits for the transport; its bounce must still reach the second.
+    let worker = s.engine.worker(Arc::new(Slow(t.clone())), WorkerConfig::default().concurrency(1).claim_batch(1));
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(a).await, vec![Queued, Sent, Bounced]);
+    assert_eq!(s.kinds(b).await, vec![Queued, Suppressed]);
+    assert_eq!(t.calls.load(Ordering::SeqCst), 1, "the suppressed address was not contacted again");
+}
+
 #[tokio::test]
 async fn a_crash_after_hand_over_is_never_sent_again() {
     let s = setup();
