@@ -112,15 +112,20 @@ pub(crate) fn encode_content(c: &EmailContent) -> Result<Vec<u8>, StorageError> 
     Ok(plain)
 }
 
+/// Decodes a version-1 record whose version 2 added one last field whose default encodes as
+/// a single zero byte (`None`, `false`): the bytes as version 2 with that byte appended.
+fn decode_v1_with_default_last<T: DeserializeOwned>(rest: &[u8]) -> Result<T, StorageError> {
+    let mut v2 = Vec::with_capacity(rest.len() + 1);
+    v2.extend_from_slice(rest);
+    v2.push(0);
+    postcard::from_bytes(&v2).map_err(corrupt)
+}
+
 pub(crate) fn decode_content(bytes: &[u8]) -> Result<EmailContent, StorageError> {
     match bytes.split_first() {
         Some((&CONTENT_V3, rest)) => postcard::from_bytes(&decompress(rest)?).map_err(corrupt),
         Some((&CONTENT_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
-        Some((&FORMAT_V1, rest)) => {
-            let mut v2 = rest.to_vec();
-            v2.push(0);
-            postcard::from_bytes(&v2).map_err(corrupt)
-        }
+        Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(rest),
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown content format {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
@@ -135,11 +140,7 @@ pub(crate) fn encode_key(account: &str, key: &ApiKeyRecord) -> Result<Vec<u8>, S
 pub(crate) fn decode_key(bytes: &[u8]) -> Result<(String, ApiKeyRecord), StorageError> {
     match bytes.split_first() {
         Some((&KEY_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
-        Some((&FORMAT_V1, rest)) => {
-            let mut v2 = rest.to_vec();
-            v2.push(0);
-            postcard::from_bytes(&v2).map_err(corrupt)
-        }
+        Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(rest),
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown key format {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
