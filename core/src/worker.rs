@@ -421,6 +421,13 @@ impl Worker {
             return Ok(false);
         }
 
+        // The permit is held from before rendering until the transport answers: a crash leaves
+        // at most `handovers` emails in doubt, and at most that many rendered messages (the
+        // largest copy of an email, up to twice its attachments) are in memory, however many
+        // emails are in flight.
+        let permit = self.handovers.acquire().await.map_err(|_| {
+            Error::Storage(crate::error::StorageError::Backend("the worker's hand-over permits are closed".into()))
+        })?;
         let bytes = match render(&record.content, now) {
             Ok(b) => b,
             Err(e) => {
@@ -432,11 +439,6 @@ impl Worker {
             }
         };
 
-        // The permit is held from the mark until the transport answers: a crash leaves at
-        // most `handovers` emails in doubt, however many are in flight.
-        let permit = self.handovers.acquire().await.map_err(|_| {
-            Error::Storage(crate::error::StorageError::Backend("the worker's hand-over permits are closed".into()))
-        })?;
         if !storage.begin_handover(&[claim]).await?.is_empty() {
             // Our lease lapsed and another worker holds the email now.
             return Ok(false);
