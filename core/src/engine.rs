@@ -731,7 +731,7 @@ impl Engine {
     /// Takes an address off the list. `NotFound` when it was not listed.
     pub async fn unsuppress(&self, address: &str) -> Result<(), Error> {
         let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
-        if self.inner.config.storage.suppression_remove(&self.account, &key).await? {
+        if self.inner.config.storage.suppression_remove(&self.account, &key, self.inner.config.clock.now()).await? {
             Ok(())
         } else {
             Err(Error::NotFound { what: "Suppression" })

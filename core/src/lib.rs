@@ -10,6 +10,7 @@ pub mod bounce;
 pub mod email;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod html;
 pub mod idempotency;
 pub mod inbound;
@@ -26,6 +27,7 @@ pub mod sandbox;
 pub mod schedule;
 pub mod store;
 pub mod validate;
+pub mod webhooks;
 pub mod worker;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -7,12 +7,14 @@ use crate::email::{
     AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page, PageRequest,
 };
 use crate::error::StorageError;
+use crate::events::{LoggedEvent, Pending, Subject};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ports::{
     ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage, StorageResult,
     SuppressionEntry,
 };
 use crate::store::{self, due_key};
+use crate::webhooks::{Message, Webhook};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,6 +34,14 @@ struct State {
     api_keys: HashMap<[u8; 32], (AccountId, crate::ports::ApiKeyRecord)>,
     logs: BTreeMap<(AccountId, u128), crate::ports::RequestLog>,
     domains: BTreeMap<(AccountId, String), crate::ports::DomainRecord>,
+    /// The event log: (account, number) → entry; `seq` is the last number given.
+    events: BTreeMap<(AccountId, u64), LoggedEvent>,
+    seq: u64,
+    webhooks: BTreeMap<(AccountId, String), Webhook>,
+    /// (endpoint id, event number) → message.
+    messages: BTreeMap<(String, u64), Message>,
+    /// (due micros, endpoint id, event number): messages with an attempt to make.
+    message_due: BTreeSet<(i64, String, u64)>,
 }
 
 impl State {
@@ -45,6 +55,47 @@ impl State {
         if let Some(n) = new {
             self.due.insert((due_key(n), id));
         }
+    }
+
+    /// Stores an email's state, logging the events it gained over the stored one (every
+    /// change of state goes through here, so the log and the emails never disagree).
+    fn put_state(&mut self, id: u128, state: EmailState) {
+        let before = self.states.get(&id).map_or(0, |s| s.events.len());
+        let gained: Vec<Pending> =
+            Pending::for_email(&state.account, state.id, state.events.get(before..).unwrap_or(&[])).collect();
+        self.log(gained);
+        self.states.insert(id, state);
+    }
+
+    /// Lists an address, logging `suppression.added` when it was not listed.
+    fn put_suppression(&mut self, account: &AccountId, entry: SuppressionEntry) {
+        let key = (account.clone(), entry.address.clone());
+        if !self.suppressions.contains_key(&key) {
+            self.log([Pending {
+                account: account.clone(),
+                at: entry.created_at,
+                subject: Subject::SuppressionAdded(entry.clone()),
+            }]);
+        }
+        self.suppressions.insert(key, entry);
+    }
+
+    fn log(&mut self, entries: impl IntoIterator<Item = Pending>) {
+        for p in entries {
+            self.seq += 1;
+            self.events.insert((p.account.clone(), self.seq), p.numbered(self.seq));
+        }
+    }
+
+    fn put_message(&mut self, m: Message) {
+        let key = (m.webhook_id.clone(), m.seq);
+        if let Some(old) = self.messages.get(&key).and_then(Message::due_at) {
+            self.message_due.remove(&(due_key(old), key.0.clone(), key.1));
+        }
+        if let Some(at) = m.due_at() {
+            self.message_due.insert((due_key(at), key.0.clone(), key.1));
+        }
+        self.messages.insert(key, m);
     }
 
     fn record(&self, account: &AccountId, id: u128) -> Option<EmailRecord> {
@@ -82,7 +133,7 @@ impl MemoryStorage {
         let result = change(&mut state)?;
         if result == ScheduleChange::Applied {
             s.set_due(key, old, state.due_at);
-            s.states.insert(key, state);
+            s.put_state(key, state);
         }
         Ok(result)
     }
@@ -141,6 +192,7 @@ impl Storage for MemoryStorage {
         if let Some(c) = &idempotency {
             store::may_complete(s.idempotency.get(&(account.clone(), c.key.clone())), c.created_at)?;
         }
+        let mut gained = Vec::new();
         let contents = s.emails.entry(account.clone()).or_default();
         for e in emails {
             let state = e.initial_state();
@@ -148,9 +200,11 @@ impl Storage for MemoryStorage {
             if let Some(at) = state.due_at {
                 s.due.insert((due_key(at), id));
             }
-            s.states.insert(id, state);
             contents.insert(id, Arc::new(e.content));
+            gained.extend(Pending::for_email(account, e.id, &state.events));
+            s.states.insert(id, state);
         }
+        s.log(gained);
         if let Some(c) = idempotency {
             s.idempotency.insert(
                 (account.clone(), c.key),
@@ -220,7 +274,7 @@ impl Storage for MemoryStorage {
                 record: EmailRecord { content: (**content).clone(), state: state.clone() },
                 token,
             });
-            s.states.insert(id, state);
+            s.put_state(id, state);
         }
         Ok(out)
     }
@@ -257,10 +311,11 @@ impl Storage for MemoryStorage {
         }
         for (id, old, state, o) in changed {
             s.set_due(id, old, state.due_at);
+            let account = state.account.clone();
+            s.put_state(id, state);
             for sup in &o.suppressions {
-                s.suppressions.insert((state.account.clone(), sup.address.clone()), sup.clone());
+                s.put_suppression(&account, sup.clone());
             }
-            s.states.insert(id, state);
         }
         Ok(lost)
     }
@@ -273,7 +328,7 @@ impl Storage for MemoryStorage {
             let old = state.due_at;
             if store::release(&mut state, c.token, now) {
                 s.set_due(id, old, state.due_at);
-                s.states.insert(id, state);
+                s.put_state(id, state);
             }
         }
         Ok(())
@@ -285,12 +340,15 @@ impl Storage for MemoryStorage {
     }
 
     async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()> {
-        self.lock().suppressions.insert((account.clone(), entry.address.clone()), entry);
+        self.lock().put_suppression(account, entry);
         Ok(())
     }
 
-    async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool> {
-        Ok(self.lock().suppressions.remove(&(account.clone(), address.to_string())).is_some())
+    async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
+        let mut s = self.lock();
+        let Some(entry) = s.suppressions.remove(&(account.clone(), address.to_string())) else { return Ok(false) };
+        s.log([Pending { account: account.clone(), at, subject: Subject::SuppressionRemoved(entry) }]);
+        Ok(true)
     }
 
     async fn suppression_lookup(
@@ -322,10 +380,10 @@ impl Storage for MemoryStorage {
             state.push(e)?;
         }
         let account = state.account.clone();
+        s.put_state(id.as_u128(), state);
         for sup in suppressions {
-            s.suppressions.insert((account.clone(), sup.address.clone()), sup);
+            s.put_suppression(&account, sup);
         }
-        s.states.insert(id.as_u128(), state);
         Ok(Some(account))
     }
 
@@ -371,6 +429,143 @@ impl Storage for MemoryStorage {
 
     fn domains(&self) -> Option<&dyn crate::ports::DomainStore> {
         Some(self)
+    }
+
+    fn event_log(&self) -> Option<&dyn crate::ports::EventLog> {
+        Some(self)
+    }
+
+    fn webhooks(&self) -> Option<&dyn crate::ports::WebhookStore> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::EventLog for MemoryStorage {
+    async fn events_after(&self, account: &AccountId, after: u64, limit: usize) -> StorageResult<Vec<LoggedEvent>> {
+        let s = self.lock();
+        let from = (account.clone(), after.saturating_add(1));
+        let to = (account.clone(), u64::MAX);
+        if after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        Ok(s.events.range(from..=to).take(limit).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn events_head(&self) -> StorageResult<u64> {
+        Ok(self.lock().seq)
+    }
+
+    async fn events_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        let mut s = self.lock();
+        let mut old: Vec<(u64, AccountId)> =
+            s.events.iter().filter(|(_, e)| e.at < cutoff).map(|((a, n), _)| (*n, a.clone())).collect();
+        old.sort();
+        old.truncate(limit);
+        for (n, a) in &old {
+            s.events.remove(&(a.clone(), *n));
+        }
+        Ok(old.len())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::WebhookStore for MemoryStorage {
+    async fn webhook_put(&self, account: &AccountId, hook: Webhook) -> StorageResult<()> {
+        self.lock().webhooks.insert((account.clone(), hook.id.clone()), hook);
+        Ok(())
+    }
+
+    async fn webhook_get(&self, account: &AccountId, id: &str) -> StorageResult<Option<Webhook>> {
+        Ok(self.lock().webhooks.get(&(account.clone(), id.to_string())).cloned())
+    }
+
+    async fn webhook_all(&self) -> StorageResult<Vec<(AccountId, Webhook)>> {
+        Ok(self.lock().webhooks.iter().map(|((a, _), h)| (a.clone(), h.clone())).collect())
+    }
+
+    async fn webhook_delete(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
+        let mut s = self.lock();
+        if s.webhooks.remove(&(account.clone(), id.to_string())).is_none() {
+            return Ok(false);
+        }
+        let gone: Vec<(String, u64)> =
+            s.messages.range((id.to_string(), 0)..=(id.to_string(), u64::MAX)).map(|(k, _)| k.clone()).collect();
+        for k in gone {
+            if let Some(at) = s.messages.remove(&k).and_then(|m| m.due_at()) {
+                s.message_due.remove(&(due_key(at), k.0, k.1));
+            }
+        }
+        Ok(true)
+    }
+
+    async fn messages_enqueue(
+        &self,
+        account: &AccountId,
+        id: &str,
+        from: u64,
+        to: u64,
+        messages: Vec<Message>,
+    ) -> StorageResult<bool> {
+        let mut s = self.lock();
+        match s.webhooks.get_mut(&(account.clone(), id.to_string())) {
+            Some(h) if h.cursor == from => h.cursor = to,
+            _ => return Ok(false),
+        }
+        for m in messages {
+            s.put_message(m);
+        }
+        Ok(true)
+    }
+
+    async fn messages_due(&self, now: DateTime<Utc>, limit: usize) -> StorageResult<Vec<Message>> {
+        let s = self.lock();
+        let upto = (due_key(now), String::from("\u{10ffff}"), u64::MAX);
+        Ok(s.message_due
+            .range(..=upto)
+            .take(limit)
+            .filter_map(|(_, h, n)| s.messages.get(&(h.clone(), *n)).cloned())
+            .collect())
+    }
+
+    async fn message_put(
+        &self,
+        message: Message,
+        attempt: Option<(crate::webhooks::AttemptResult, DateTime<Utc>)>,
+    ) -> StorageResult<bool> {
+        let mut s = self.lock();
+        if !s.messages.contains_key(&(message.webhook_id.clone(), message.seq)) {
+            return Ok(false);
+        }
+        if let Some((result, at)) = attempt
+            && let Some(h) = s.webhooks.get_mut(&(message.account.clone(), message.webhook_id.clone()))
+        {
+            h.health = crate::webhooks::health_after(h.health, result, at);
+            if h.health.disabled {
+                h.enabled = false;
+            }
+        }
+        s.put_message(message);
+        Ok(true)
+    }
+
+    async fn message_get(&self, account: &AccountId, id: &str, seq: u64) -> StorageResult<Option<Message>> {
+        Ok(self.lock().messages.get(&(id.to_string(), seq)).filter(|m| m.account == *account).cloned())
+    }
+
+    async fn message_page(
+        &self,
+        account: &AccountId,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<(Vec<Message>, bool)> {
+        let s = self.lock();
+        let upper = before.unwrap_or(u64::MAX);
+        let range = (Bound::Included((id.to_string(), 0)), Bound::Excluded((id.to_string(), upper)));
+        let mut it = s.messages.range(range).rev().map(|(_, m)| m).filter(|m| m.account == *account);
+        let page: Vec<Message> = it.by_ref().take(limit).cloned().collect();
+        Ok((page, it.next().is_some()))
     }
 }
 

@@ -238,8 +238,9 @@ pub trait Storage: Send + Sync + Debug {
     /// Adds or replaces an entry.
     async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()>;
 
-    /// Removes an address; `false` when it was not listed.
-    async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool>;
+    /// Removes an address at `at` (the time its `suppression.removed` entry carries); `false`
+    /// when it was not listed.
+    async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool>;
 
     /// The entries for those of `addresses` (normalised) that are listed.
     async fn suppression_lookup(
@@ -298,6 +299,90 @@ pub trait Storage: Send + Sync + Debug {
     fn domains(&self) -> Option<&dyn DomainStore> {
         None
     }
+
+    /// The event log this store keeps, if it offers the [`EventLog`] extension. A store that
+    /// offers it appends to it inside every method above that changes an email's events or
+    /// the suppression list (see [`crate::events`]).
+    fn event_log(&self) -> Option<&dyn EventLog> {
+        None
+    }
+
+    /// The webhooks this store keeps, if it offers the [`WebhookStore`] extension.
+    fn webhooks(&self) -> Option<&dyn WebhookStore> {
+        None
+    }
+}
+
+/// The event log, per account, read by cursor: an extension a store may offer beside
+/// [`Storage`]. The store writes it itself, in the transactions of [`Storage`]'s methods.
+#[async_trait]
+pub trait EventLog: Send + Sync + Debug {
+    /// Up to `limit` entries of `account` numbered above `after`, in order.
+    async fn events_after(
+        &self,
+        account: &AccountId,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<crate::events::LoggedEvent>>;
+    /// The highest number given to any entry so far (0: none yet).
+    async fn events_head(&self) -> StorageResult<u64>;
+    /// Retention: removes up to `limit` entries (any account) that happened before `cutoff`,
+    /// oldest first. Returns how many; fewer than `limit` when none is left.
+    async fn events_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize>;
+}
+
+/// Webhook endpoints and their messages: an extension a store may offer beside [`Storage`].
+/// Fan-out ([`WebhookStore::messages_enqueue`]) moves an endpoint's cursor in the same write as
+/// the messages it stores, so a message is created once per (endpoint, event) whatever
+/// crashes.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + Debug {
+    /// Adds or replaces an endpoint (by id).
+    async fn webhook_put(&self, account: &AccountId, hook: crate::webhooks::Webhook) -> StorageResult<()>;
+    /// The account's endpoint `id`.
+    async fn webhook_get(&self, account: &AccountId, id: &str) -> StorageResult<Option<crate::webhooks::Webhook>>;
+    /// Every endpoint of every account, by account then id.
+    async fn webhook_all(&self) -> StorageResult<Vec<(AccountId, crate::webhooks::Webhook)>>;
+    /// Removes an endpoint and its messages; `false` when there was none.
+    async fn webhook_delete(&self, account: &AccountId, id: &str) -> StorageResult<bool>;
+    /// Stores `messages` for endpoint `id` and moves its cursor from `from` to `to`, in one
+    /// write; `false` (and nothing written) when the cursor is not at `from` any more or the
+    /// endpoint is gone.
+    async fn messages_enqueue(
+        &self,
+        account: &AccountId,
+        id: &str,
+        from: u64,
+        to: u64,
+        messages: Vec<crate::webhooks::Message>,
+    ) -> StorageResult<bool>;
+    /// Up to `limit` messages (any endpoint) with an attempt due at `now`, earliest first.
+    async fn messages_due(&self, now: DateTime<Utc>, limit: usize) -> StorageResult<Vec<crate::webhooks::Message>>;
+    /// Replaces a message (its status, schedule and attempts) and, when an attempt was made,
+    /// applies its result at that time to the endpoint's health
+    /// ([`crate::webhooks::health_after`]; an endpoint that becomes `disabled` is turned off),
+    /// in one write. `false` when the message is gone (its endpoint deleted).
+    async fn message_put(
+        &self,
+        message: crate::webhooks::Message,
+        attempt: Option<(crate::webhooks::AttemptResult, DateTime<Utc>)>,
+    ) -> StorageResult<bool>;
+    /// The message numbered `seq` of endpoint `id`.
+    async fn message_get(
+        &self,
+        account: &AccountId,
+        id: &str,
+        seq: u64,
+    ) -> StorageResult<Option<crate::webhooks::Message>>;
+    /// Up to `limit` messages of endpoint `id`, newest first, numbered below `before` when given;
+    /// and whether more follow.
+    async fn message_page(
+        &self,
+        account: &AccountId,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<(Vec<crate::webhooks::Message>, bool)>;
 }
 
 /// The worker's queue at one moment (see [`Storage::queue_stats`]).

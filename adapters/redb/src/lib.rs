@@ -31,17 +31,20 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod events;
 mod extensions;
 mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use codec::{decode, decode_content, decode_state, encode, encode_content, encode_state};
+use events::log_pending;
 use mailroom_core::email::{
     AccountId, Claim, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page,
     PageRequest,
 };
 use mailroom_core::error::StorageError;
+use mailroom_core::events::{Pending, Subject};
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
     ApiKeyStore, ClaimRef, ClaimedEmail, DomainStore, IdempotencyBegin, IdempotencyCompletion, Outcome,
@@ -73,7 +76,12 @@ const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log
 
 /// Every table this store writes, by name: a backup copies each, and refuses a file holding a
 /// table it does not know (it would be lost).
-const TABLE_NAMES: [&str; 9] = [
+const TABLE_NAMES: [&str; 14] = [
+    "events_v1",
+    "meta_v1",
+    "webhooks_v1",
+    "webhook_messages_v1",
+    "webhook_due_v1",
     "emails_v1",
     "states_v1",
     "due_v1",
@@ -268,11 +276,14 @@ impl RedbStorage {
                 return Ok(ScheduleChange::NotFound);
             };
             let old = overlay(&locked(&claims), &mut state);
+            let before = state.events.len();
             let result = change(&mut state)?;
             if result == ScheduleChange::Applied {
                 let bytes = to_disk(&state, state.due_at)?;
                 set_due(&mut due, key, old, state.due_at)?;
                 states.insert(key, bytes.as_slice()).map_err(backend)?;
+                drop((states, due));
+                log_pending(tx, gained(&state, before))?;
             }
             Ok(result)
         })
@@ -331,6 +342,11 @@ impl RedbStorage {
             rows += copy_table(&snapshot, &tx, LOGS)?;
             rows += copy_table(&snapshot, &tx, DOMAINS)?;
             rows += copy_table(&snapshot, &tx, LOG_TIMES)?;
+            rows += copy_table(&snapshot, &tx, events::EVENTS)?;
+            rows += copy_table(&snapshot, &tx, events::META)?;
+            rows += copy_table(&snapshot, &tx, events::WEBHOOKS)?;
+            rows += copy_table(&snapshot, &tx, events::MESSAGES)?;
+            rows += copy_table(&snapshot, &tx, events::MESSAGE_DUE)?;
             tx.commit().map_err(backend)?;
             Ok(rows)
         })
@@ -555,8 +571,10 @@ impl Storage for RedbStorage {
         // Encoded here, on the caller's thread: the writer thread only writes. Each email's
         // decoded content goes as soon as it is encoded (a large email is held once).
         let mut rows = Vec::with_capacity(emails.len());
+        let mut pending = Vec::with_capacity(emails.len());
         for e in emails {
             let state = e.initial_state();
+            pending.extend(gained(&state, 0));
             rows.push((e.id.as_u128(), encode_content(&e.content)?, to_disk(&state, state.due_at)?, state.due_at));
         }
         let record = idempotency
@@ -590,6 +608,8 @@ impl Storage for RedbStorage {
                     let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
                     t.insert((account.as_str(), key.as_str()), bytes.as_slice()).map_err(backend)?;
                 }
+                drop((contents, states, due));
+                log_pending(tx, pending)?;
                 Ok(())
             })
             .await;
@@ -736,6 +756,7 @@ impl Storage for RedbStorage {
                 }
                 let mut out = Vec::new();
                 let mut writes = Vec::new();
+                let mut pending = Vec::new();
                 for id in order {
                     if out.len() == limit {
                         break;
@@ -749,6 +770,7 @@ impl Storage for RedbStorage {
                     }
                     if state.events.len() != events {
                         writes.push((id, to_disk(&state, on_disk)?));
+                        pending.extend(gained(&state, events));
                     }
                     out.push((state, token));
                 }
@@ -756,6 +778,8 @@ impl Storage for RedbStorage {
                 for (id, bytes) in writes {
                     states.insert(id, bytes.as_slice()).map_err(backend)?;
                 }
+                drop(states);
+                log_pending(tx, pending)?;
                 for (state, token) in &out {
                     if let Some(c) = state.claim.filter(|c| c.token == *token) {
                         held.insert(state.id.as_u128(), c);
@@ -822,6 +846,8 @@ impl Storage for RedbStorage {
             // Every outcome is applied before anything is written: a transition the lifecycle
             // refuses returns here and the whole call changes nothing.
             let mut changed: Vec<(u128, Option<DateTime<Utc>>, EmailState)> = Vec::new();
+            // The number of events each changed email had on disk.
+            let mut before: HashMap<u128, usize> = HashMap::new();
             let mut suppressions = Vec::new();
             for o in &outcomes {
                 let id = o.claim.id.as_u128();
@@ -841,22 +867,27 @@ impl Storage for RedbStorage {
                     lost.push(o.claim.id);
                     continue;
                 };
+                before.entry(id).or_insert(state.events.len());
                 let old = on_disk;
                 if !store::apply_outcome(&mut state, o)? {
                     lost.push(o.claim.id);
                     continue;
                 }
                 for s in &o.suppressions {
-                    suppressions.push((state.account.0.to_string(), s.address.clone(), encode(s)?));
+                    suppressions.push((state.account.0.to_string(), s.address.clone(), s.clone(), encode(s)?));
                 }
                 match at {
                     Some(i) => changed[i].2 = state,
                     None => changed.push((id, old, state)),
                 }
             }
+            let mut pending = Vec::new();
             let encoded: Vec<(u128, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Vec<u8>)> = changed
                 .into_iter()
-                .map(|(id, old, state)| Ok((id, old, state.due_at, to_disk(&state, state.due_at)?)))
+                .map(|(id, old, state)| {
+                    pending.extend(gained(&state, before.get(&id).copied().unwrap_or(0)));
+                    Ok((id, old, state.due_at, to_disk(&state, state.due_at)?))
+                })
                 .collect::<StorageResult<_>>()?;
             for (id, old, new, bytes) in encoded {
                 set_due(&mut due, id, old, new)?;
@@ -865,9 +896,13 @@ impl Storage for RedbStorage {
                 // due again and its durable hand-over mark sends it through recovery).
                 held.remove(&id);
             }
-            for (account, address, bytes) in suppressions {
-                sup.insert((account.as_str(), address.as_str()), bytes.as_slice()).map_err(backend)?;
+            for (account, address, entry, bytes) in suppressions {
+                if sup.insert((account.as_str(), address.as_str()), bytes.as_slice()).map_err(backend)?.is_none() {
+                    pending.push(added(&account, entry));
+                }
             }
+            drop((states, due, sup));
+            log_pending(tx, pending)?;
             Ok(lost)
         })
         .await
@@ -958,6 +993,14 @@ impl Storage for RedbStorage {
         Some(self)
     }
 
+    fn event_log(&self) -> Option<&dyn mailroom_core::ports::EventLog> {
+        Some(self)
+    }
+
+    fn webhooks(&self) -> Option<&dyn mailroom_core::ports::WebhookStore> {
+        Some(self)
+    }
+
     async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
         self.change_schedule(account, id, move |state| Ok(store::reschedule(state, at))).await
     }
@@ -976,16 +1019,23 @@ impl Storage for RedbStorage {
             let mut states = tx.open_table(STATES).map_err(backend)?;
             let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
             let Some(mut state) = get_state(&states, id.as_u128())? else { return Ok(None) };
+            let before = state.events.len();
             for e in events {
                 state.push(e)?;
             }
-            let entries: Vec<(&str, Vec<u8>)> =
-                suppressions.iter().map(|s| Ok((s.address.as_str(), encode(s)?))).collect::<StorageResult<_>>()?;
+            let entries: Vec<(&SuppressionEntry, Vec<u8>)> =
+                suppressions.iter().map(|s| Ok((s, encode(s)?))).collect::<StorageResult<_>>()?;
             let bytes = to_disk(&state, state.due_at)?;
-            for (address, entry) in entries {
-                sup.insert((state.account.as_str(), address), entry.as_slice()).map_err(backend)?;
+            let mut pending = gained(&state, before);
+            for (entry, value) in entries {
+                let k = (state.account.as_str(), entry.address.as_str());
+                if sup.insert(k, value.as_slice()).map_err(backend)?.is_none() {
+                    pending.push(added(state.account.as_str(), entry.clone()));
+                }
             }
             states.insert(id.as_u128(), bytes.as_slice()).map_err(backend)?;
+            drop((states, sup));
+            log_pending(tx, pending)?;
             Ok(Some(state.account))
         })
         .await
@@ -1031,19 +1081,36 @@ impl Storage for RedbStorage {
 
     async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()> {
         let account = account.0.to_string();
+        let value = encode(&entry)?;
         self.write(move |tx| {
             let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            t.insert((account.as_str(), entry.address.as_str()), encode(&entry)?.as_slice()).map_err(backend)?;
+            let fresh =
+                t.insert((account.as_str(), entry.address.as_str()), value.as_slice()).map_err(backend)?.is_none();
+            drop(t);
+            if fresh {
+                log_pending(tx, vec![added(&account, entry)])?;
+            }
             Ok(())
         })
         .await
     }
 
-    async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool> {
+    async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         let (account, address) = (account.0.to_string(), address.to_string());
         self.write(move |tx| {
             let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            Ok(t.remove((account.as_str(), address.as_str())).map_err(backend)?.is_some())
+            let removed: Option<SuppressionEntry> = t
+                .remove((account.as_str(), address.as_str()))
+                .map_err(backend)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            drop(t);
+            let Some(entry) = removed else { return Ok(false) };
+            log_pending(
+                tx,
+                vec![Pending { account: AccountId::new(&account), at, subject: Subject::SuppressionRemoved(entry) }],
+            )?;
+            Ok(true)
         })
         .await
     }
@@ -1073,6 +1140,16 @@ impl Storage for RedbStorage {
         })
         .await
     }
+}
+
+/// The log entries for the events `state` gained beyond its first `before`.
+fn gained(state: &EmailState, before: usize) -> Vec<Pending> {
+    Pending::for_email(&state.account, state.id, state.events.get(before..).unwrap_or(&[])).collect()
+}
+
+/// The log entry for an address newly listed.
+fn added(account: &str, entry: SuppressionEntry) -> Pending {
+    Pending { account: AccountId::new(account), at: entry.created_at, subject: Subject::SuppressionAdded(entry) }
 }
 
 fn rand_token() -> u128 {

@@ -146,9 +146,9 @@ impl<S: Storage> Storage for StorageDouble<S> {
         self.gate("suppression_add")?;
         self.inner.suppression_add(account, entry).await
     }
-    async fn suppression_remove(&self, account: &AccountId, address: &str) -> StorageResult<bool> {
+    async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         self.gate("suppression_remove")?;
-        self.inner.suppression_remove(account, address).await
+        self.inner.suppression_remove(account, address, at).await
     }
     async fn suppression_lookup(
         &self,
@@ -197,5 +197,11 @@ impl<S: Storage> Storage for StorageDouble<S> {
     }
     fn domains(&self) -> Option<&dyn crate::ports::DomainStore> {
         self.inner.domains()
+    }
+    fn event_log(&self) -> Option<&dyn crate::ports::EventLog> {
+        self.inner.event_log()
+    }
+    fn webhooks(&self) -> Option<&dyn crate::ports::WebhookStore> {
+        self.inner.webhooks()
     }
 }

@@ -491,8 +491,8 @@ pub async fn suppression_crud(s: Arc<dyn Storage>) {
         .unwrap();
     assert_eq!(found.len(), 1, "bob is listed for another account only");
     assert_eq!(found[0].reason, SuppressionReason::Bounced);
-    assert!(s.suppression_remove(&a, "zed@example.com").await.unwrap());
-    assert!(!s.suppression_remove(&a, "zed@example.com").await.unwrap());
+    assert!(s.suppression_remove(&a, "zed@example.com", t0()).await.unwrap());
+    assert!(!s.suppression_remove(&a, "zed@example.com", t0()).await.unwrap());
     assert!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().is_empty());
     s.suppression_add(&a, entry("zed@example.com", SuppressionReason::Bounced)).await.unwrap();
     assert_eq!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().len(), 1);

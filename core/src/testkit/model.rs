@@ -179,12 +179,43 @@ struct MIdem {
     expires: DateTime<Utc>,
 }
 
+/// One entry of the model's event log.
+#[derive(Debug, Clone, PartialEq)]
+enum MLog {
+    Email(EmailId, EventKind, DateTime<Utc>),
+    Added(String),
+    Removed(String),
+}
+
 #[derive(Debug, Default)]
 struct Model {
     emails: BTreeMap<EmailId, MEmail>,
     idem: BTreeMap<(u8, u8), MIdem>,
     suppressions: BTreeMap<(u8, String), SuppressionReason>,
     claims: u64,
+    /// The event log as the model writes it: every event an email gains and every address
+    /// newly listed or taken off, in the order the operations made them.
+    log: Vec<(u8, MLog)>,
+}
+
+impl Model {
+    fn add(&mut self, account: u8, e: &NewEmail) {
+        let fresh = fresh(account, e);
+        self.log.push((account, MLog::Email(e.id, fresh.events[0].0, fresh.events[0].1)));
+        self.emails.insert(e.id, fresh);
+    }
+
+    fn push(&mut self, id: EmailId, kind: EventKind, at: DateTime<Utc>) {
+        let e = self.emails.get_mut(&id).unwrap();
+        e.events.push((kind, at));
+        self.log.push((e.account, MLog::Email(id, kind, at)));
+    }
+
+    fn suppress(&mut self, account: u8, address: &str, reason: SuppressionReason) {
+        if self.suppressions.insert((account, address.to_string()), reason).is_none() {
+            self.log.push((account, MLog::Added(address.to_string())));
+        }
+    }
 }
 
 /// Runs `ops` against every store in `stores` and the model; panics at the first difference.
@@ -204,7 +235,7 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                 seq = seq.wrapping_add(1);
                 let at = scheduled_in_s.map(|s| now + CDuration::seconds(i64::from(s)));
                 let e = new_email(ACCOUNTS[*account as usize], now, seq, at);
-                m.emails.insert(e.id, fresh(*account, &e));
+                m.add(*account, &e);
                 for s in stores {
                     s.insert_emails(&AccountId::new(ACCOUNTS[*account as usize]), vec![e.clone()], None).await.unwrap();
                 }
@@ -220,7 +251,7 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                     .collect();
                 let Some(k) = key else {
                     for e in &emails {
-                        m.emails.insert(e.id, fresh(*account, e));
+                        m.add(*account, e);
                     }
                     for s in stores {
                         s.insert_emails(&acct, emails.clone(), None).await.unwrap();
@@ -261,10 +292,10 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                 let mut want = BTreeSet::new();
                 for (_, id) in &due {
                     m.claims += 1;
-                    let e = m.emails.get_mut(id).unwrap();
-                    if e.last() == Some(EventKind::Scheduled) {
-                        e.events.push((EventKind::Queued, now));
+                    if m.emails[id].last() == Some(EventKind::Scheduled) {
+                        m.push(*id, EventKind::Queued, now);
                     }
+                    let e = m.emails.get_mut(id).unwrap();
                     let until = now + CDuration::from_std(LEASE).unwrap();
                     e.claim = Some((m.claims, until));
                     e.due = Some(until);
@@ -303,8 +334,10 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                 let (events, next, sup) = outcome_for(&e, *outcome, now);
                 let legal = held && legal(e.last(), &events);
                 if held && legal {
+                    for ev in &events {
+                        m.push(id, ev.kind, ev.at);
+                    }
                     let me = m.emails.get_mut(&id).unwrap();
-                    me.events.extend(events.iter().map(|ev| (ev.kind, ev.at)));
                     if me.handed_over {
                         me.attempts += 1;
                     }
@@ -320,8 +353,9 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                             me.pending = pending.clone();
                         }
                     }
+                    let account = me.account;
                     if let Some(s) = &sup {
-                        m.suppressions.insert((me.account, s.address.clone()), s.reason);
+                        m.suppress(account, &s.address, s.reason);
                     }
                 }
                 for (i, s) in stores.iter().enumerate() {
@@ -355,7 +389,7 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
             Op::Suppress { account, address, complained } => {
                 let reason = if *complained { SuppressionReason::Complained } else { SuppressionReason::Bounced };
                 let addr = ADDRESSES[*address as usize].to_string();
-                m.suppressions.insert((*account, addr.clone()), reason);
+                m.suppress(*account, &addr, reason);
                 let entry = SuppressionEntry { address: addr, reason, source_email: None, created_at: now };
                 for s in stores {
                     s.suppression_add(&AccountId::new(ACCOUNTS[*account as usize]), entry.clone()).await.unwrap();
@@ -364,8 +398,12 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
             Op::Unsuppress { account, address } => {
                 let addr = ADDRESSES[*address as usize];
                 let want = m.suppressions.remove(&(*account, addr.to_string())).is_some();
+                if want {
+                    m.log.push((*account, MLog::Removed(addr.to_string())));
+                }
                 for s in stores {
-                    let got = s.suppression_remove(&AccountId::new(ACCOUNTS[*account as usize]), addr).await.unwrap();
+                    let got =
+                        s.suppression_remove(&AccountId::new(ACCOUNTS[*account as usize]), addr, t0()).await.unwrap();
                     assert_eq!(got, want, "{ctx}");
                 }
             }
@@ -400,8 +438,8 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                 };
                 if want == ScheduleChange::Applied {
                     if cancel {
-                        e.events.push((EventKind::Canceled, now));
                         e.due = None;
+                        m.push(id, EventKind::Canceled, now);
                     } else {
                         e.due = Some(at);
                     }
@@ -458,15 +496,15 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                     source_email: Some(id),
                     created_at: now,
                 });
-                let e = m.emails.get_mut(&id).unwrap();
-                let ok = follows(e.last(), k);
+                let owner = m.emails[&id].account;
+                let ok = follows(m.emails[&id].last(), k);
                 if ok {
-                    e.events.push((k, now));
+                    m.push(id, k, now);
                     if let Some(s) = &sup {
-                        m.suppressions.insert((e.account, s.address.clone()), s.reason);
+                        m.suppress(owner, &s.address, s.reason);
                     }
                 }
-                let account = AccountId::new(ACCOUNTS[e.account as usize]);
+                let account = AccountId::new(ACCOUNTS[owner as usize]);
                 for (i, s) in stores.iter().enumerate() {
                     match s.append_events(id, vec![Event::new(k, now)], sup.clone().into_iter().collect()).await {
                         Ok(got) => {
@@ -535,7 +573,7 @@ async fn complete(
         expires_at: now + CDuration::hours(24),
     };
     for e in &emails {
-        m.emails.insert(e.id, fresh(account, e));
+        m.add(account, e);
     }
     m.idem.insert((account, key), MIdem { payload, response: Some(ids), expires: now + CDuration::hours(24) });
     let acct = AccountId::new(ACCOUNTS[account as usize]);
@@ -723,6 +761,31 @@ async fn compare(m: &Model, stores: &[Arc<dyn Storage>], ctx: &str) {
                 .map(|((_, ad), r)| (ad.clone(), *r))
                 .collect();
             assert_eq!(got, want, "{ctx}: store {i} suppressions of {name}");
+            // The event log holds exactly what the model logged for this account, in order,
+            // numbered upwards; read in pages, as a follower would.
+            let log = s.event_log().unwrap_or_else(|| panic!("store {i} keeps no event log"));
+            let acct = AccountId::new(*name);
+            let mut entries = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = log.events_after(&acct, after, 7).await.unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                entries.extend(page);
+            }
+            assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq), "{ctx}: store {i} log order");
+            assert!(entries.iter().all(|e| e.account == acct), "{ctx}: store {i} log of {name} leaks");
+            let got: Vec<MLog> = entries
+                .iter()
+                .map(|e| match &e.subject {
+                    crate::events::Subject::Email { id, event } => MLog::Email(*id, event.kind, event.at),
+                    crate::events::Subject::SuppressionAdded(s) => MLog::Added(s.address.clone()),
+                    crate::events::Subject::SuppressionRemoved(s) => MLog::Removed(s.address.clone()),
+                })
+                .collect();
+            let want: Vec<MLog> =
+                m.log.iter().filter(|(acc, _)| usize::from(*acc) == a).map(|(_, l)| l.clone()).collect();
+            assert_eq!(got, want, "{ctx}: store {i} event log of {name}");
         }
     }
 }

@@ -1,0 +1,291 @@
+//! The event log and webhooks on redb. The log is appended by the `Storage` methods' own
+//! writes ([`log_pending`]), inside their transactions; numbers come from one counter in
+//! `meta_v1`, read and moved by the writer thread, so they follow commit order.
+
+use crate::codec::{decode, encode};
+use crate::{RedbStorage, backend, optional_table};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mailroom_core::email::AccountId;
+use mailroom_core::events::{LoggedEvent, Pending};
+use mailroom_core::ports::{EventLog, StorageResult, WebhookStore};
+use mailroom_core::store::due_key;
+use mailroom_core::webhooks::{AttemptResult, Message, Webhook, health_after};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+/// (account, number) → entry.
+pub(crate) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events_v1");
+/// Counters: `event_seq`, the last number given.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+/// (account, endpoint id) → endpoint.
+pub(crate) const WEBHOOKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("webhooks_v1");
+/// (endpoint id, event number) → message.
+pub(crate) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("webhook_messages_v1");
+/// (due µs, endpoint id, event number): messages with an attempt to make.
+pub(crate) const MESSAGE_DUE: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("webhook_due_v1");
+
+/// Appends `pending` to the log inside `tx`, numbering each.
+pub(crate) fn log_pending(tx: &WriteTransaction, pending: Vec<Pending>) -> StorageResult<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut meta = tx.open_table(META).map_err(backend)?;
+    let mut seq = meta.get("event_seq").map_err(backend)?.map_or(0, |v| v.value());
+    let mut events = tx.open_table(EVENTS).map_err(backend)?;
+    for p in pending {
+        seq += 1;
+        let account = p.account.0.clone();
+        let bytes = encode(&p.numbered(seq))?;
+        events.insert((&*account, seq), bytes.as_slice()).map_err(backend)?;
+    }
+    meta.insert("event_seq", seq).map_err(backend)?;
+    Ok(())
+}
+
+fn put_message(
+    messages: &mut redb::Table<(&str, u64), &[u8]>,
+    due: &mut redb::Table<(i64, &str, u64), ()>,
+    m: &Message,
+) -> StorageResult<()> {
+    let key = (m.webhook_id.as_str(), m.seq);
+    let old: Option<Message> = messages.get(key).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+    if let Some(at) = old.as_ref().and_then(Message::due_at) {
+        due.remove((due_key(at), key.0, key.1)).map_err(backend)?;
+    }
+    if let Some(at) = m.due_at() {
+        due.insert((due_key(at), key.0, key.1), ()).map_err(backend)?;
+    }
+    messages.insert(key, encode(m)?.as_slice()).map_err(backend)?;
+    Ok(())
+}
+
+#[async_trait]
+impl EventLog for RedbStorage {
+    async fn events_after(&self, account: &AccountId, after: u64, limit: usize) -> StorageResult<Vec<LoggedEvent>> {
+        let account = account.0.clone();
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, EVENTS)? else { return Ok(vec![]) };
+            let Some(from) = after.checked_add(1) else { return Ok(vec![]) };
+            let mut out = Vec::new();
+            for item in t.range((&*account, from)..=(&*account, u64::MAX)).map_err(backend)?.take(limit) {
+                let (_, v) = item.map_err(backend)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn events_head(&self) -> StorageResult<u64> {
+        self.read_now(|tx| {
+            let Some(t) = optional_table(tx, META)? else { return Ok(0) };
+            Ok(t.get("event_seq").map_err(backend)?.map_or(0, |v| v.value()))
+        })
+    }
+
+    async fn events_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        self.write(move |tx| {
+            let mut t = tx.open_table(EVENTS).map_err(backend)?;
+            // Each account's entries are in time order: take its old ones from the front, then
+            // jump to the next account.
+            let mut gone: Vec<(String, u64)> = Vec::new();
+            let mut from = String::new();
+            'accounts: while gone.len() < limit {
+                let mut next_account: Option<String> = None;
+                for item in t.range((from.as_str(), 0)..).map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    let (a, n) = k.value();
+                    let e: LoggedEvent = decode(v.value())?;
+                    if e.at >= cutoff {
+                        next_account = Some(format!("{a}\0"));
+                        break;
+                    }
+                    gone.push((a.to_string(), n));
+                    if gone.len() == limit {
+                        break 'accounts;
+                    }
+                }
+                match next_account {
+                    Some(a) => from = a,
+                    None => break,
+                }
+            }
+            for (a, n) in &gone {
+                t.remove((a.as_str(), *n)).map_err(backend)?;
+            }
+            Ok(gone.len())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for RedbStorage {
+    async fn webhook_put(&self, account: &AccountId, hook: Webhook) -> StorageResult<()> {
+        let account = account.0.clone();
+        let bytes = encode(&hook)?;
+        self.write(move |tx| {
+            let mut t = tx.open_table(WEBHOOKS).map_err(backend)?;
+            t.insert((&*account, hook.id.as_str()), bytes.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn webhook_get(&self, account: &AccountId, id: &str) -> StorageResult<Option<Webhook>> {
+        let account = account.0.clone();
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, WEBHOOKS)? else { return Ok(None) };
+            t.get((&*account, id)).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+    }
+
+    async fn webhook_all(&self) -> StorageResult<Vec<(AccountId, Webhook)>> {
+        self.read_now(|tx| {
+            let Some(t) = optional_table(tx, WEBHOOKS)? else { return Ok(vec![]) };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                out.push((AccountId::new(k.value().0), decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn webhook_delete(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
+        let (account, id) = (account.0.clone(), id.to_string());
+        self.write(move |tx| {
+            let mut hooks = tx.open_table(WEBHOOKS).map_err(backend)?;
+            if hooks.remove((&*account, id.as_str())).map_err(backend)?.is_none() {
+                return Ok(false);
+            }
+            let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut due = tx.open_table(MESSAGE_DUE).map_err(backend)?;
+            let mut gone = Vec::new();
+            for item in messages.range((id.as_str(), 0)..=(id.as_str(), u64::MAX)).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let m: Message = decode(v.value())?;
+                gone.push((k.value().1, m.due_at()));
+            }
+            for (n, at) in gone {
+                messages.remove((id.as_str(), n)).map_err(backend)?;
+                if let Some(at) = at {
+                    due.remove((due_key(at), id.as_str(), n)).map_err(backend)?;
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn messages_enqueue(
+        &self,
+        account: &AccountId,
+        id: &str,
+        from: u64,
+        to: u64,
+        new: Vec<Message>,
+    ) -> StorageResult<bool> {
+        let (account, id) = (account.0.clone(), id.to_string());
+        self.write(move |tx| {
+            let mut hooks = tx.open_table(WEBHOOKS).map_err(backend)?;
+            let current: Option<Webhook> =
+                hooks.get((&*account, id.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            let Some(mut hook) = current.filter(|h| h.cursor == from) else { return Ok(false) };
+            hook.cursor = to;
+            let bytes = encode(&hook)?;
+            hooks.insert((&*account, id.as_str()), bytes.as_slice()).map_err(backend)?;
+            let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut due = tx.open_table(MESSAGE_DUE).map_err(backend)?;
+            for m in &new {
+                put_message(&mut messages, &mut due, m)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn messages_due(&self, now: DateTime<Utc>, limit: usize) -> StorageResult<Vec<Message>> {
+        self.read_now(move |tx| {
+            let (Some(due), Some(messages)) = (optional_table(tx, MESSAGE_DUE)?, optional_table(tx, MESSAGES)?) else {
+                return Ok(vec![]);
+            };
+            let mut out = Vec::new();
+            for item in due.range(..(due_key(now).saturating_add(1), "", 0)).map_err(backend)?.take(limit) {
+                let (k, _) = item.map_err(backend)?;
+                let (_, hook, n) = k.value();
+                if let Some(v) = messages.get((hook, n)).map_err(backend)? {
+                    out.push(decode(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn message_put(
+        &self,
+        message: Message,
+        attempt: Option<(AttemptResult, DateTime<Utc>)>,
+    ) -> StorageResult<bool> {
+        self.write(move |tx| {
+            let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
+            if messages.get((message.webhook_id.as_str(), message.seq)).map_err(backend)?.is_none() {
+                return Ok(false);
+            }
+            if let Some((result, at)) = attempt {
+                let mut hooks = tx.open_table(WEBHOOKS).map_err(backend)?;
+                let key = (message.account.as_str(), message.webhook_id.as_str());
+                let current: Option<Webhook> =
+                    hooks.get(key).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+                if let Some(mut hook) = current {
+                    hook.health = health_after(hook.health, result, at);
+                    if hook.health.disabled {
+                        hook.enabled = false;
+                    }
+                    hooks.insert(key, encode(&hook)?.as_slice()).map_err(backend)?;
+                }
+            }
+            let mut due = tx.open_table(MESSAGE_DUE).map_err(backend)?;
+            put_message(&mut messages, &mut due, &message)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn message_get(&self, account: &AccountId, id: &str, seq: u64) -> StorageResult<Option<Message>> {
+        let account = account.clone();
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, MESSAGES)? else { return Ok(None) };
+            let m: Option<Message> = t.get((id, seq)).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            Ok(m.filter(|m| m.account == account))
+        })
+    }
+
+    async fn message_page(
+        &self,
+        account: &AccountId,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<(Vec<Message>, bool)> {
+        let account = account.clone();
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, MESSAGES)? else { return Ok((vec![], false)) };
+            let upper = before.unwrap_or(u64::MAX);
+            let mut out = Vec::new();
+            let mut more = false;
+            for item in t.range((id, 0)..(id, upper)).map_err(backend)?.rev() {
+                let (_, v) = item.map_err(backend)?;
+                let m: Message = decode(v.value())?;
+                if m.account != account {
+                    continue;
+                }
+                if out.len() == limit {
+                    more = true;
+                    break;
+                }
+                out.push(m);
+            }
+            Ok((out, more))
+        })
+    }
+}
