@@ -158,6 +158,10 @@ pub enum Rule {
     InvalidId,
     /// Two fields that exclude each other.
     Exclusive(&'static str),
+    /// Not an absolute `http` or `https` URL: why.
+    Url(String),
+    /// Not an event type a webhook can receive.
+    EventType(String),
 }
 
 impl Rule {
@@ -212,6 +216,8 @@ impl fmt::Display for Rule {
                 write!(f, "the scheduled time must be at most {max_days} days ahead")
             }
             Rule::Unsupported(what) => write!(f, "{what} is not supported"),
+            Rule::Url(why) => write!(f, "an absolute http or https URL is required: {why}"),
+            Rule::EventType(t) => write!(f, "{t:?} is not an event type a webhook can receive"),
             Rule::InvalidId => f.write_str("must be a valid UUID"),
             Rule::Exclusive(other) => write!(f, "cannot be used together with `{other}`"),
         }

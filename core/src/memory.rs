@@ -685,6 +685,16 @@ mod conformance {
     }
 
     #[tokio::test]
+    async fn webhooks() {
+        crate::testkit::webhooks_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn event_log() {
+        crate::testkit::event_log_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
     async fn request_logs() {
         crate::testkit::request_logs_conformance(Arc::new(MemoryStorage::new())).await;
     }

@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 use std::fmt::Debug;
 use std::time::Duration;
 
+mod api;
 mod dispatch;
+pub use api::{MAX_ENDPOINT_LEN, WebhookUpdate, check_endpoint, check_events};
 pub use dispatch::{DispatchConfig, Dispatcher, RunReport};
 
 /// How long a rotated-out secret keeps signing beside the new one.

@@ -233,3 +233,37 @@ async fn domains_conformance() {
     let store = RedbStorage::open(dir.path().join("domains.redb")).unwrap().without_fsync();
     mailroom_core::testkit::domains_conformance(Arc::new(store)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(dir.path().join("hooks.redb")).unwrap().without_fsync();
+    mailroom_core::testkit::webhooks_conformance(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_log_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(dir.path().join("log.redb")).unwrap().without_fsync();
+    mailroom_core::testkit::event_log_conformance(Arc::new(store)).await;
+}
+
+/// The log and its counter survive reopening: numbers go on from where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_numbers_continue_after_reopening() {
+    use mailroom_core::ports::Storage;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reopen.redb");
+    let a = mailroom_core::email::AccountId::new("a");
+    {
+        let store = RedbStorage::open(&path).unwrap();
+        let e = mailroom_core::testkit::new_email("a", mailroom_core::testkit::t0(), 1, None);
+        store.insert_emails(&a, vec![e], None).await.unwrap();
+        assert_eq!(store.event_log().unwrap().events_head().await.unwrap(), 1);
+    }
+    let store = RedbStorage::open(&path).unwrap();
+    let e = mailroom_core::testkit::new_email("a", mailroom_core::testkit::t0(), 2, None);
+    store.insert_emails(&a, vec![e], None).await.unwrap();
+    let log = store.event_log().unwrap().events_after(&a, 0, 10).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+}

@@ -808,3 +808,119 @@ pub async fn domains_conformance(s: Arc<dyn crate::ports::DomainStore>) {
     let names: Vec<String> = s.domain_list(&acct("a")).await.unwrap().into_iter().map(|d| d.name).collect();
     assert_eq!(names, ["acme.test", "mail.acme.test"]);
 }
+
+/// The webhook store: endpoints, fan-out that moves the cursor once, due messages in time
+/// order, pages newest first, deletion taking the messages along.
+pub async fn webhooks_conformance(s: Arc<dyn Storage>) {
+    use crate::webhooks::{AttemptResult, Health, Message, MessageStatus, Webhook};
+    let hooks = s.webhooks().expect("the store keeps webhooks");
+    let a = acct("a");
+    let hook = |id: &str| Webhook {
+        id: id.into(),
+        endpoint: "https://x.example/".into(),
+        events: vec!["email.sent".into()],
+        enabled: true,
+        created_at: t0(),
+        secret: "whsec_AAAA".into(),
+        previous_secret: None,
+        cursor: 0,
+        health: Health::default(),
+    };
+    let msg = |h: &str, seq: u64, due: i64| Message {
+        account: a.clone(),
+        webhook_id: h.into(),
+        seq,
+        id: crate::webhooks::message_id(h, seq),
+        event_type: "email.sent".into(),
+        created_at: t0(),
+        payload: format!("{{\"n\":{seq}}}"),
+        status: MessageStatus::Pending,
+        failures: 0,
+        next_attempt_at: Some(t0() + CDuration::seconds(due)),
+        replay_at: None,
+        attempts: vec![],
+    };
+    hooks.webhook_put(&a, hook("h1")).await.unwrap();
+    hooks.webhook_put(&acct("b"), hook("h2")).await.unwrap();
+    assert_eq!(hooks.webhook_get(&a, "h1").await.unwrap().unwrap().endpoint, "https://x.example/");
+    assert!(hooks.webhook_get(&a, "h2").await.unwrap().is_none(), "another account's endpoint");
+    assert_eq!(hooks.webhook_all().await.unwrap().len(), 2);
+
+    // Fan-out moves the cursor from where it is, once.
+    assert!(hooks.messages_enqueue(&a, "h1", 0, 5, vec![msg("h1", 2, 10), msg("h1", 5, 0)]).await.unwrap());
+    assert!(!hooks.messages_enqueue(&a, "h1", 0, 5, vec![msg("h1", 3, 0)]).await.unwrap(), "stale cursor");
+    assert!(hooks.message_get(&a, "h1", 3).await.unwrap().is_none(), "a refused fan-out wrote nothing");
+    assert_eq!(hooks.webhook_get(&a, "h1").await.unwrap().unwrap().cursor, 5);
+    assert!(!hooks.messages_enqueue(&a, "nope", 0, 1, vec![]).await.unwrap());
+
+    // Due in time order, only when due.
+    let due = |n: i64| {
+        let hooks = s.webhooks().unwrap();
+        async move { hooks.messages_due(t0() + CDuration::seconds(n), 10).await.unwrap() }
+    };
+    assert_eq!(due(0).await.iter().map(|m| m.seq).collect::<Vec<_>>(), [5]);
+    assert_eq!(due(10).await.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 2]);
+
+    // An attempt's result: the message moves, the endpoint's health follows.
+    let mut m = hooks.message_get(&a, "h1", 5).await.unwrap().unwrap();
+    m.status = MessageStatus::Attempting;
+    m.next_attempt_at = Some(t0() + CDuration::seconds(100));
+    assert!(hooks.message_put(m.clone(), Some((AttemptResult::Failed, t0()))).await.unwrap());
+    assert_eq!(due(10).await.iter().map(|m| m.seq).collect::<Vec<_>>(), [2]);
+    assert_eq!(hooks.message_get(&a, "h1", 5).await.unwrap().unwrap(), m);
+    let h = hooks.webhook_get(&a, "h1").await.unwrap().unwrap();
+    assert_eq!(h.health.failing_since, Some(t0()));
+    hooks.message_put(m.clone(), Some((AttemptResult::Failed, t0() + CDuration::days(6)))).await.unwrap();
+    assert!(!hooks.webhook_get(&a, "h1").await.unwrap().unwrap().enabled, "five days failing disables");
+    assert!(hooks.message_get(&acct("b"), "h1", 5).await.unwrap().is_none(), "another account's message");
+
+    // Pages: newest first.
+    let (page, more) = hooks.message_page(&a, "h1", None, 1).await.unwrap();
+    assert_eq!((page.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![5], true));
+    let (page, more) = hooks.message_page(&a, "h1", Some(5), 1).await.unwrap();
+    assert_eq!((page.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![2], false));
+
+    // Deleting the endpoint takes its messages and their due times along.
+    assert!(hooks.webhook_delete(&a, "h1").await.unwrap());
+    assert!(!hooks.webhook_delete(&a, "h1").await.unwrap());
+    assert!(due(1000).await.is_empty());
+    assert!(!hooks.message_put(m, None).await.unwrap(), "a message of a deleted endpoint");
+}
+
+/// The event log's reading and retention (what it holds is the model test's business).
+pub async fn event_log_conformance(s: Arc<dyn Storage>) {
+    use futures::StreamExt;
+    let log = s.event_log().expect("the store keeps an event log");
+    assert_eq!(log.events_head().await.unwrap(), 0);
+    let a = new_email("a", t0(), 1, None);
+    let b = new_email("b", t0() + CDuration::hours(2), 2, None);
+    s.insert_emails(&acct("a"), vec![a.clone()], None).await.unwrap();
+    s.insert_emails(&acct("b"), vec![b.clone()], None).await.unwrap();
+    let entry = SuppressionEntry {
+        address: "x@example.com".into(),
+        reason: SuppressionReason::Bounced,
+        source_email: None,
+        created_at: t0() + CDuration::hours(3),
+    };
+    s.suppression_add(&acct("a"), entry.clone()).await.unwrap();
+    s.suppression_add(&acct("a"), entry).await.unwrap();
+    assert_eq!(log.events_head().await.unwrap(), 3, "a second add of a listed address logs nothing");
+    let mine = log.events_after(&acct("a"), 0, 10).await.unwrap();
+    assert_eq!(mine.iter().map(|e| e.type_name()).collect::<Vec<_>>(), ["email.queued", "suppression.added"]);
+    assert_eq!(mine[0].email_id(), Some(a.id));
+    assert!(log.events_after(&acct("a"), u64::MAX, 10).await.unwrap().is_empty());
+    // Retention: entries older than the cutoff go, any account, up to the limit.
+    assert_eq!(log.events_prune(t0() + CDuration::hours(2) + CDuration::minutes(30), 10).await.unwrap(), 2);
+    let left: Vec<u64> = [acct("a"), acct("b")]
+        .iter()
+        .map(|x| {
+            let log = s.event_log().unwrap();
+            let x = x.clone();
+            async move { log.events_after(&x, 0, 10).await.unwrap().len() as u64 }
+        })
+        .collect::<futures::stream::FuturesOrdered<_>>()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(left, [1, 0]);
+    assert_eq!(log.events_head().await.unwrap(), 3, "numbers are never reused");
+}

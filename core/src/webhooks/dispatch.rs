@@ -181,9 +181,8 @@ impl Dispatcher {
         for e in events.iter().filter(|e| hook.wants(e.type_name())) {
             let email = match e.email_id() {
                 Some(id) => {
-                    if !emails.contains_key(&id) {
-                        let r = self.storage.get_email(account, id).await?;
-                        emails.insert(id, r);
+                    if let std::collections::hash_map::Entry::Vacant(slot) = emails.entry(id) {
+                        slot.insert(self.storage.get_email(account, id).await?);
                     }
                     emails.get(&id).and_then(Option::as_ref).map(|r| (&r.content, &r.state))
                 }
