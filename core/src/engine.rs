@@ -785,7 +785,27 @@ impl Engine {
         self.purge_expired().await?;
         self.prune().await?;
         self.prune_request_logs().await?;
+        self.prune_event_log().await?;
         Ok(())
+    }
+
+    /// Applies the request-log retention (default 30 days) to the event log too: entries that
+    /// happened before it go, in bounded steps. Webhook messages keep their own bodies, so an
+    /// event already fanned out is unaffected. Returns how many were removed.
+    pub async fn prune_event_log(&self) -> Result<usize, Error> {
+        const STEP: usize = 1000;
+        let (Some(keep), Some(log)) = (self.inner.config.request_log_retention, self.storage().event_log()) else {
+            return Ok(0);
+        };
+        let cutoff = self.inner.config.clock.now() - keep;
+        let mut total = 0;
+        loop {
+            let n = log.events_prune(cutoff, STEP).await?;
+            total += n;
+            if n < STEP {
+                return Ok(total);
+            }
+        }
     }
 
     /// Applies the request-log retention (default 30 days): removes older logs, in bounded

@@ -22,6 +22,9 @@
 //!   files exist.
 #![warn(missing_docs)]
 
+mod webhook;
+pub use webhook::{WebhookConfig, WebhookPoster};
+
 use async_trait::async_trait;
 use ipnet::IpNet;
 use mailroom_core::ports::{AttachmentLoader, LoadError, LoadedAttachment};

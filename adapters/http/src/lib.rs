@@ -34,6 +34,7 @@ mod logs;
 mod ops;
 mod redact;
 mod server;
+mod webhooks;
 
 pub use limit::{Quota, RateLimiter, ip_subject};
 pub use logs::sdk_name;
@@ -253,6 +254,13 @@ pub fn router(api: Api) -> Router {
         .route("/logs/export", get(logs::export_logs))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}", delete(keys::revoke))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::remove))
+        .route("/webhooks/{id}/signing-secret/rotate", post(webhooks::rotate))
+        .route("/webhooks/{id}/events", get(webhooks::events))
+        .route("/webhooks/{id}/events/{event_id}", get(webhooks::event))
+        .route("/webhooks/{id}/events/{event_id}/replay", post(webhooks::replay))
+        .route("/webhooks/{id}/events/{event_id}/attempts", get(webhooks::attempts))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard::authenticated));
     Router::new()
         .merge(public)
@@ -373,14 +381,14 @@ pub(crate) fn email_id(id: &str) -> Result<EmailId, ApiError> {
     Ok(id.parse::<EmailId>()?)
 }
 
-type PathParam<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
+pub(crate) type PathParam<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
 
 /// A path parameter, or a JSON 400 naming it.
 pub(crate) fn path<T>(p: PathParam<T>) -> Result<T, ApiError> {
     p.map(|Path(v)| v).map_err(|e| ApiError::new(400, "validation_error", format!("Invalid path: {e}")))
 }
 
-type QueryParam = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+pub(crate) type QueryParam = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
 pub(crate) fn query(q: QueryParam) -> Result<HashMap<String, String>, ApiError> {
     q.map(|Query(q)| q).map_err(|e| ApiError::new(422, "validation_error", format!("Invalid query string: {e}")))

@@ -145,6 +145,16 @@ pub enum Command {
         #[command(subcommand)]
         action: DomainCommand,
     },
+    /// Manage webhook endpoints.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhookCommand,
+    },
+    /// Read the event log.
+    Events {
+        #[command(subcommand)]
+        action: EventsCommand,
+    },
     /// Manage API keys (the configuration's own keys are managed in the configuration).
     Keys {
         #[command(subcommand)]
@@ -302,6 +312,44 @@ pub enum DomainCommand {
     },
     /// Print the registered domains.
     List {
+        #[command(flatten)]
+        store: Store,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Add an endpoint; its signing secret is printed.
+    Add {
+        /// Where events are posted (http or https).
+        url: String,
+        /// The event types it receives (comma-separated or repeated), e.g. email.delivered.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        #[command(flatten)]
+        store: Store,
+    },
+    /// Print the endpoints.
+    List {
+        #[command(flatten)]
+        store: Store,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCommand {
+    /// Print the event log as JSON lines, from after `--after`; with `--follow`, keep printing
+    /// new entries as they are written.
+    Tail {
+        /// Start after this entry number (0: from the start).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Print at most this many entries (without --follow).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Keep following the log.
+        #[arg(long, short)]
+        follow: bool,
         #[command(flatten)]
         store: Store,
     },

@@ -77,6 +77,9 @@ pub enum Request {
     IngestBounce { message: Vec<u8> },
     Prune { older_than_days: u32 },
     Backup { path: PathBuf },
+    WebhooksAdd { url: String, events: Vec<String> },
+    WebhooksList,
+    EventsAfter { after: u64, limit: usize },
 }
 
 impl Request {
@@ -101,6 +104,9 @@ impl Request {
             Request::IngestBounce { .. } => "ingest-bounce",
             Request::Prune { .. } => "prune",
             Request::Backup { .. } => "backup",
+            Request::WebhooksAdd { .. } => "webhooks-add",
+            Request::WebhooksList => "webhooks-list",
+            Request::EventsAfter { .. } => "events-after",
         }
     }
 }
@@ -204,6 +210,50 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             json!({"backup": path, "rows": rows, "bytes": bytes, "seconds": started.elapsed().as_secs_f64()})
         }
+        Request::WebhooksAdd { url, events } => {
+            let h = engine.create_webhook(&url, &events).await?;
+            json!({"object": "webhook", "id": h.id, "endpoint": h.endpoint, "events": h.events, "signing_secret": h.secret})
+        }
+        Request::WebhooksList => {
+            let hooks: Vec<Value> = engine
+                .webhooks()
+                .await?
+                .into_iter()
+                .map(|h| {
+                    json!({"id": h.id, "endpoint": h.endpoint, "events": h.events,
+                           "status": if h.enabled { "enabled" } else { "disabled" },
+                           "created_at": h.created_at.to_rfc3339()})
+                })
+                .collect();
+            json!({"object": "list", "data": hooks})
+        }
+        Request::EventsAfter { after, limit } => {
+            let entries: Vec<Value> = engine
+                .events(after, limit)
+                .await?
+                .iter()
+                .map(|e| {
+                    let mut v = json!({"seq": e.seq, "type": e.type_name(), "at": e.at.to_rfc3339()});
+                    if let Some(id) = e.email_id() {
+                        v["email_id"] = json!(id.to_string());
+                    }
+                    match &e.subject {
+                        mailroom::core::events::Subject::Email { event, .. } => {
+                            if let Some(r) = &event.recipient {
+                                v["recipient"] = json!(r);
+                            }
+                            if let Some(r) = &event.reason {
+                                v["reason"] = json!(r);
+                            }
+                        }
+                        mailroom::core::events::Subject::SuppressionAdded(s)
+                        | mailroom::core::events::Subject::SuppressionRemoved(s) => v["address"] = json!(s.address),
+                    }
+                    v
+                })
+                .collect();
+            json!({"object": "list", "data": entries})
+        }
     };
     Ok(out)
 }
@@ -233,6 +283,9 @@ mod tests {
             Request::IngestBounce { message: vec![] },
             Request::Prune { older_than_days: 0 },
             Request::Backup { path: PathBuf::new() },
+            Request::WebhooksAdd { url: String::new(), events: vec![] },
+            Request::WebhooksList,
+            Request::EventsAfter { after: 0, limit: 1 },
         ];
         for r in all {
             let tag = serde_json::to_value(&r).ok().and_then(|v| v["command"].as_str().map(str::to_string));

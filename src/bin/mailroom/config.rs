@@ -104,6 +104,7 @@ pub struct Settings {
     pub api: ApiConfig,
     pub server: ServerConfig,
     pub fetch: FetchConfig,
+    pub webhooks: WebhookSettings,
     pub email_retention: Option<Duration>,
     pub log_retention: Option<Duration>,
     pub log_level: String,
@@ -249,11 +250,29 @@ const SETTINGS: &[&str] = &[
     "attachments.connect_timeout",
     "attachments.timeout",
     "attachments.max_redirects",
+    "webhooks.enabled",
+    "webhooks.allow_private",
+    "webhooks.allow_networks",
+    "webhooks.per_endpoint",
     "retention.emails",
     "retention.request_logs",
     "log.level",
     "log.format",
 ];
+
+/// Webhook delivery: on by default; endpoints on private networks allowed unless restricted.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub enabled: bool,
+    pub sender: mailroom::fetch::WebhookConfig,
+    pub per_endpoint: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings { enabled: true, sender: mailroom::fetch::WebhookConfig::default(), per_endpoint: 32 }
+    }
+}
 
 /// The tables of arrays the file may hold besides the settings above.
 const LISTS: &[&str] = &["api_keys", "delivery.dkim"];
@@ -597,6 +616,23 @@ impl Layers {
         fetch.max_redirects =
             self.get("attachments.max_redirects", fetch.max_redirects, |r| r.int().map(|n| n as usize));
 
+        let mut webhooks = WebhookSettings::default();
+        webhooks.enabled = self.get("webhooks.enabled", webhooks.enabled, Raw::boolean);
+        webhooks.sender.allow_private = self.get("webhooks.allow_private", webhooks.sender.allow_private, Raw::boolean);
+        webhooks.sender.allow_networks = self.get("webhooks.allow_networks", Vec::new(), |raw| {
+            raw.list()?
+                .iter()
+                .map(|p| {
+                    p.parse::<IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| format!("{p:?} is not an address or network"))
+                })
+                .collect()
+        });
+        webhooks.per_endpoint = self.get("webhooks.per_endpoint", webhooks.per_endpoint, |r| {
+            r.int().and_then(|n| if (1..=1024).contains(&n) { Ok(n as usize) } else { Err("1 to 1024".into()) })
+        });
+
         let email_retention = self.get("retention.emails", None, parse_retention);
         let log_retention = self.get("retention.request_logs", Some(Duration::from_secs(30 * 86_400)), parse_retention);
         let log_level = self.get("log.level", "info".to_string(), |raw| {
@@ -635,6 +671,7 @@ impl Layers {
             api,
             server,
             fetch,
+            webhooks,
             email_retention,
             log_retention,
             log_level,

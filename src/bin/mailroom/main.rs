@@ -17,7 +17,9 @@ mod config;
 mod serve;
 
 use clap::Parser;
-use cli::{Cli, Command, ConfigCommand, DomainCommand, KeyCommand, Store, SuppressionCommand};
+use cli::{
+    Cli, Command, ConfigCommand, DomainCommand, EventsCommand, KeyCommand, Store, SuppressionCommand, WebhookCommand,
+};
 use commands::{Context, Failure, Request, execute};
 use config::{Layers, Settings};
 use mailroom::core::email::EmailView;
@@ -106,6 +108,27 @@ fn delivery_flags(layers: &mut Layers, d: &cli::Delivery) {
     layers.flag("delivery.helo", "--helo", d.helo.clone());
 }
 
+/// `events tail`: pages of the log as JSON lines; following, it asks again for what came after
+/// the last entry printed (through the server when one holds the file).
+async fn tail(mut after: u64, limit: usize, follow: bool, store: &Store) -> Result<(), Failure> {
+    let settings = store_settings(store)?;
+    loop {
+        let page =
+            run_request(&settings, Request::EventsAfter { after, limit: if follow { 500 } else { limit } }).await?;
+        let entries = page["data"].as_array().cloned().unwrap_or_default();
+        for e in &entries {
+            println!("{e}");
+            after = e["seq"].as_u64().unwrap_or(after);
+        }
+        if !follow {
+            return Ok(());
+        }
+        if entries.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
 async fn run(command: Command) -> Result<(), Failure> {
     let request = match command {
         // `main` runs `serve` itself (it owns the runtime's lifetime and reports on stderr).
@@ -133,6 +156,13 @@ async fn run(command: Command) -> Result<(), Failure> {
             }
             DomainCommand::List { store } => (store, Request::DomainsList),
         },
+        Command::Webhooks { action } => match action {
+            WebhookCommand::Add { url, events, store } => (store, Request::WebhooksAdd { url, events }),
+            WebhookCommand::List { store } => (store, Request::WebhooksList),
+        },
+        Command::Events { action: EventsCommand::Tail { after, limit, follow, store } } => {
+            return tail(after, limit, follow, &store).await;
+        }
         Command::Keys { action } => match action {
             KeyCommand::Create { name, sending_access, domain, store } => {
                 (store, Request::KeysCreate { name, sending_access, domain })

@@ -211,6 +211,22 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let worker = engine.worker(transport, worker_config(&settings, relaying));
     let until = stopped(stop_rx.clone());
     let worker = tokio::spawn(async move { worker.run(until).await });
+    let webhooks = if settings.webhooks.enabled {
+        let sender = mailroom::fetch::WebhookPoster::new(settings.webhooks.sender.clone())
+            .map_err(|e| format!("webhooks: {e}"))?;
+        let mut config = mailroom::core::webhooks::DispatchConfig::default();
+        config.per_endpoint = settings.webhooks.per_endpoint;
+        let dispatcher = mailroom::core::webhooks::Dispatcher::new(
+            engine.storage().clone(),
+            engine.clock().clone(),
+            Arc::new(sender),
+            config,
+        );
+        let until = stopped(stop_rx.clone());
+        Some(tokio::spawn(async move { dispatcher.run(until).await }))
+    } else {
+        None
+    };
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new requests; finishing deliveries in flight");
@@ -224,6 +240,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     gauges.abort();
     served.map_err(|e| e.to_string())?;
     let report = worker.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    if let Some(w) = webhooks {
+        w.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
     tracing::info!(processed = report.processed, released = report.released, "stopped");
     Ok(())
 }
