@@ -212,10 +212,10 @@ impl Dispatcher {
 
     /// One attempt; `(attempted, delivered)`.
     async fn attempt(&self, hook: &Webhook, mut m: super::Message) -> Result<(bool, bool), Error> {
-        let now = self.clock.now();
-        let ts = now.timestamp();
+        let sent_at = self.clock.now();
+        let ts = sent_at.timestamp();
         let body = m.payload.as_bytes();
-        let signature = hook.signature(&m.id, ts, body, now);
+        let signature = hook.signature(&m.id, ts, body, sent_at);
         let headers = [
             ("svix-id", m.id.clone()),
             ("svix-timestamp", ts.to_string()),
@@ -230,6 +230,9 @@ impl Dispatcher {
             Ok(r) => (AttemptResult::Failed, Some(r.status), r.body),
             Err(why) => (AttemptResult::Failed, None, why),
         };
+        // The schedule counts each delay from the failure, which a timeout makes 15 s later
+        // than the attempt began.
+        let now = self.clock.now();
         let mut response = response;
         if response.len() > RESPONSE_KEPT {
             let mut cut = RESPONSE_KEPT;
@@ -238,7 +241,7 @@ impl Dispatcher {
             }
             response.truncate(cut);
         }
-        m.attempts.push(Attempt { id: attempt_id(), sent_at: now, status_code, response });
+        m.attempts.push(Attempt { id: attempt_id(), sent_at, status_code, response });
         if m.attempts.len() > super::ATTEMPTS_KEPT {
             let extra = m.attempts.len() - super::ATTEMPTS_KEPT;
             m.attempts.drain(..extra);
