@@ -146,7 +146,7 @@ fn expected(port: u16, ids: &BTreeSet<String>, types: &[&str]) -> (BTreeSet<(Str
 #[test]
 fn a_killed_server_delivers_every_event_after_restart_under_the_same_ids() {
     let kills: u64 = std::env::var("MAILROOM_WEBHOOK_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    let seed: u64 = std::env::var("MAILROOM_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_0f_c0ffee);
+    let seed: u64 = std::env::var("MAILROOM_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_0fc0_ffee);
     let mut rng = common::Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let port = common::peers::free_port();

@@ -326,8 +326,9 @@ pub trait EventLog: Send + Sync + Debug {
     ) -> StorageResult<Vec<crate::events::LoggedEvent>>;
     /// The highest number given to any entry so far (0: none yet).
     async fn events_head(&self) -> StorageResult<u64>;
-    /// Retention: removes up to `limit` entries (any account) that happened before `cutoff`,
-    /// oldest first. Returns how many; fewer than `limit` when none is left.
+    /// Retention: removes about `limit` entries (any account) that happened before `cutoff`,
+    /// oldest first (a store may remove entries written together as one, so a few more).
+    /// Returns how many; fewer than `limit` when none is left.
     async fn events_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize>;
 }
 

@@ -1,22 +1,25 @@
 //! The event log and webhooks on redb. The log is appended by the `Storage` methods' own
-//! writes ([`log_pending`]), inside their transactions; numbers come from one counter in
-//! `meta_v1`, read and moved by the writer thread, so they follow commit order.
+//! writes ([`log_pending`]), inside their transactions, as chunks (one row per write and
+//! account). Numbers come from a counter in memory, moved only by the writer thread, so they
+//! follow commit order; at open it resumes after the highest number in the file.
 
 use crate::codec::{decode, encode};
 use crate::{RedbStorage, backend, optional_table};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::email::AccountId;
-use mailroom_core::events::{LoggedEvent, Pending};
+use mailroom_core::events::{LoggedEvent, Pending, Subject};
 use mailroom_core::ports::{EventLog, StorageResult, WebhookStore};
 use mailroom_core::store::due_key;
 use mailroom_core::webhooks::{AttemptResult, Message, Webhook, health_after};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// (account, number) → entry.
+/// (account, number of its first entry) → a chunk: the entries one write appended for that
+/// account, numbered on from the key. A batch of 100 emails adds one row, not 100.
 pub(crate) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events_v1");
-/// Counters: `event_seq`, the last number given.
-pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
 /// (account, endpoint id) → endpoint.
 pub(crate) const WEBHOOKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("webhooks_v1");
 /// (endpoint id, event number) → message.
@@ -24,22 +27,90 @@ pub(crate) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition
 /// (due µs, endpoint id, event number): messages with an attempt to make.
 pub(crate) const MESSAGE_DUE: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("webhook_due_v1");
 
-/// Appends `pending` to the log inside `tx`, numbering each.
-pub(crate) fn log_pending(tx: &WriteTransaction, pending: Vec<Pending>) -> StorageResult<()> {
-    if pending.is_empty() {
+/// One entry in a chunk: the account and the number come from the chunk's key.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    at: DateTime<Utc>,
+    subject: Subject,
+}
+
+/// A run of entries of one account, encoded, waiting for its numbers: (account, count, value).
+pub(crate) type Chunk = (Arc<str>, u64, Vec<u8>);
+
+/// Encodes entries into chunks, one per run of the same account (on the caller's thread when
+/// it can be: the writer then only writes).
+pub(crate) fn encode_chunks(pending: Vec<Pending>) -> StorageResult<Vec<Chunk>> {
+    let mut out: Vec<Chunk> = Vec::new();
+    let mut run: Vec<Stored> = Vec::new();
+    let mut account: Option<Arc<str>> = None;
+    for p in pending {
+        if account.as_deref().is_some_and(|a| a != p.account.as_str()) {
+            let a = account.take().unwrap_or_default();
+            out.push((a, run.len() as u64, encode(&run)?));
+            run.clear();
+        }
+        account.get_or_insert_with(|| p.account.0.clone());
+        run.push(Stored { at: p.at, subject: p.subject });
+    }
+    if let Some(a) = account {
+        out.push((a, run.len() as u64, encode(&run)?));
+    }
+    Ok(out)
+}
+
+fn decode_chunk(account: &str, first: u64, bytes: &[u8]) -> StorageResult<Vec<LoggedEvent>> {
+    let run: Vec<Stored> = decode(bytes)?;
+    Ok(run
+        .into_iter()
+        .zip(first..)
+        .map(|(s, seq)| LoggedEvent { seq, account: AccountId::new(account), at: s.at, subject: s.subject })
+        .collect())
+}
+
+/// Appends `pending` to the log inside `tx`, numbering each (when the store keeps a log).
+pub(crate) fn log_pending(tx: &WriteTransaction, log: Option<&AtomicU64>, pending: Vec<Pending>) -> StorageResult<()> {
+    if log.is_none() || pending.is_empty() {
         return Ok(());
     }
-    let mut meta = tx.open_table(META).map_err(backend)?;
-    let mut seq = meta.get("event_seq").map_err(backend)?.map_or(0, |v| v.value());
-    let mut events = tx.open_table(EVENTS).map_err(backend)?;
-    for p in pending {
-        seq += 1;
-        let account = p.account.0.clone();
-        let bytes = encode(&p.numbered(seq))?;
-        events.insert((&*account, seq), bytes.as_slice()).map_err(backend)?;
+    log_chunks(tx, log, encode_chunks(pending)?)
+}
+
+/// Appends chunks already encoded, numbering their entries in the order given. Called by the
+/// writer thread only, last in a write (after every check), so numbers follow commit order;
+/// those of a group that fails to commit are never used again.
+pub(crate) fn log_chunks(tx: &WriteTransaction, log: Option<&AtomicU64>, chunks: Vec<Chunk>) -> StorageResult<()> {
+    let Some(counter) = log else { return Ok(()) };
+    if chunks.is_empty() {
+        return Ok(());
     }
-    meta.insert("event_seq", seq).map_err(backend)?;
+    let mut events = tx.open_table(EVENTS).map_err(backend)?;
+    for (account, n, bytes) in chunks {
+        let first = counter.fetch_add(n, Ordering::SeqCst) + 1;
+        events.insert((&*account, first), bytes.as_slice()).map_err(backend)?;
+    }
     Ok(())
+}
+
+/// The highest number in the file's log (0: none): each account's last chunk, read from its end.
+pub(crate) fn last_number(db: &redb::Database) -> StorageResult<u64> {
+    use redb::ReadableDatabase;
+    let tx = db.begin_read().map_err(backend)?;
+    let Some(t) = optional_table(&tx, EVENTS)? else { return Ok(0) };
+    let mut highest = 0;
+    let mut before: Option<String> = None;
+    // From the last account backwards: the last row below an account's first key is the
+    // previous account's last chunk.
+    loop {
+        let last = match &before {
+            None => t.last().map_err(backend)?,
+            Some(a) => t.range(..(a.as_str(), 0)).map_err(backend)?.next_back().transpose().map_err(backend)?,
+        };
+        let Some((k, v)) = last else { return Ok(highest) };
+        let (account, first) = k.value();
+        let n = decode_chunk(account, first, v.value())?.len() as u64;
+        highest = highest.max(first + n.saturating_sub(1));
+        before = Some(account.to_string());
+    }
 }
 
 fn put_message(
@@ -66,41 +137,51 @@ impl EventLog for RedbStorage {
         self.read_now(move |tx| {
             let Some(t) = optional_table(tx, EVENTS)? else { return Ok(vec![]) };
             let Some(from) = after.checked_add(1) else { return Ok(vec![]) };
+            // The chunk holding `from` starts at or before it: the last chunk keyed ≤ `from`.
+            let start = match t.range((&*account, 0)..=(&*account, from)).map_err(backend)?.next_back() {
+                Some(item) => item.map_err(backend)?.0.value().1,
+                None => from,
+            };
             let mut out = Vec::new();
-            for item in t.range((&*account, from)..=(&*account, u64::MAX)).map_err(backend)?.take(limit) {
-                let (_, v) = item.map_err(backend)?;
-                out.push(decode(v.value())?);
+            for item in t.range((&*account, start)..=(&*account, u64::MAX)).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                out.extend(decode_chunk(&account, k.value().1, v.value())?.into_iter().filter(|e| e.seq > after));
+                if out.len() >= limit {
+                    break;
+                }
             }
+            out.truncate(limit);
             Ok(out)
         })
     }
 
     async fn events_head(&self) -> StorageResult<u64> {
-        self.read_now(|tx| {
-            let Some(t) = optional_table(tx, META)? else { return Ok(0) };
-            Ok(t.get("event_seq").map_err(backend)?.map_or(0, |v| v.value()))
-        })
+        let db = self.db.read().map_err(backend)?;
+        last_number(&db)
     }
 
     async fn events_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
         self.write(move |tx| {
             let mut t = tx.open_table(EVENTS).map_err(backend)?;
-            // Each account's entries are in time order: take its old ones from the front, then
-            // jump to the next account.
+            // Each account's chunks are in time order: take its old ones from the front, then
+            // jump to the next account. A chunk goes whole, when its newest entry is older than
+            // the cutoff (its entries were written together, within one group commit).
             let mut gone: Vec<(String, u64)> = Vec::new();
+            let mut entries = 0;
             let mut from = String::new();
-            'accounts: while gone.len() < limit {
+            'accounts: while entries < limit {
                 let mut next_account: Option<String> = None;
                 for item in t.range((from.as_str(), 0)..).map_err(backend)? {
                     let (k, v) = item.map_err(backend)?;
                     let (a, n) = k.value();
-                    let e: LoggedEvent = decode(v.value())?;
-                    if e.at >= cutoff {
+                    let chunk = decode_chunk(a, n, v.value())?;
+                    if chunk.last().is_some_and(|e| e.at >= cutoff) {
                         next_account = Some(format!("{a}\0"));
                         break;
                     }
                     gone.push((a.to_string(), n));
-                    if gone.len() == limit {
+                    entries += chunk.len();
+                    if entries >= limit {
                         break 'accounts;
                     }
                 }
@@ -112,7 +193,7 @@ impl EventLog for RedbStorage {
             for (a, n) in &gone {
                 t.remove((a.as_str(), *n)).map_err(backend)?;
             }
-            Ok(gone.len())
+            Ok(entries)
         })
         .await
     }
@@ -236,7 +317,8 @@ impl WebhookStore for RedbStorage {
                 let key = (message.account.as_str(), message.webhook_id.as_str());
                 let current: Option<Webhook> =
                     hooks.get(key).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
-                if let Some(mut hook) = current {
+                // Most attempts leave a healthy endpoint healthy: then nothing is rewritten.
+                if let Some(mut hook) = current.filter(|h| health_after(h.health, result, at) != h.health) {
                     hook.health = health_after(hook.health, result, at);
                     if hook.health.disabled {
                         hook.enabled = false;

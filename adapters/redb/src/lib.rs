@@ -76,9 +76,8 @@ const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log
 
 /// Every table this store writes, by name: a backup copies each, and refuses a file holding a
 /// table it does not know (it would be lost).
-const TABLE_NAMES: [&str; 14] = [
+const TABLE_NAMES: [&str; 13] = [
     "events_v1",
-    "meta_v1",
     "webhooks_v1",
     "webhook_messages_v1",
     "webhook_due_v1",
@@ -132,6 +131,9 @@ pub struct RedbStorage {
     in_flight: Arc<Mutex<HashMap<(String, String), InFlight>>>,
     /// The workers' claims, by email id (see the crate's docs).
     claims: Claims,
+    /// The event log's counter: the last number given (`None`: no log is written, only to
+    /// measure what it costs).
+    log: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Claims held by this process, by email id.
@@ -243,10 +245,21 @@ impl RedbStorage {
             index_request_logs(&tx)?;
         }
         tx.commit().map_err(backend)?;
+        // The counter lives in memory (numbers are given by the one writer thread, in commit
+        // order): a durable counter would cost a page per commit. At open it resumes after the
+        // highest number in the file.
+        let seq = events::last_number(&db)?;
         let db = Arc::new(RwLock::new(db));
         let fsync = Arc::new(AtomicBool::new(true));
         let writer = Arc::new(writer::Writer::start(Arc::clone(&db), Arc::clone(&fsync))?);
-        Ok(RedbStorage { db, writer, fsync, in_flight: Arc::default(), claims: Arc::default() })
+        Ok(RedbStorage {
+            db,
+            writer,
+            fsync,
+            in_flight: Arc::default(),
+            claims: Arc::default(),
+            log: Some(Arc::new(seq.into())),
+        })
     }
 
     /// How many transactions the writer committed, holding how many writes (group commit at
@@ -266,6 +279,7 @@ impl RedbStorage {
         id: EmailId,
         change: impl FnOnce(&mut EmailState) -> StorageResult<ScheduleChange> + Send + 'static,
     ) -> StorageResult<ScheduleChange> {
+        let log = self.log.clone();
         let account = account.0.to_string();
         let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
@@ -283,7 +297,7 @@ impl RedbStorage {
                 set_due(&mut due, key, old, state.due_at)?;
                 states.insert(key, bytes.as_slice()).map_err(backend)?;
                 drop((states, due));
-                log_pending(tx, gained(&state, before))?;
+                log_pending(tx, log.as_deref(), gained(&state, before))?;
             }
             Ok(result)
         })
@@ -343,7 +357,6 @@ impl RedbStorage {
             rows += copy_table(&snapshot, &tx, DOMAINS)?;
             rows += copy_table(&snapshot, &tx, LOG_TIMES)?;
             rows += copy_table(&snapshot, &tx, events::EVENTS)?;
-            rows += copy_table(&snapshot, &tx, events::META)?;
             rows += copy_table(&snapshot, &tx, events::WEBHOOKS)?;
             rows += copy_table(&snapshot, &tx, events::MESSAGES)?;
             rows += copy_table(&snapshot, &tx, events::MESSAGE_DUE)?;
@@ -374,6 +387,14 @@ impl RedbStorage {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// A store that writes no event log and offers none (`event_log()` is `None`): for
+    /// measuring what the log costs (the `ingest` benchmark), never for serving.
+    #[doc(hidden)]
+    pub fn without_event_log(mut self) -> Self {
+        self.log = None;
+        self
     }
 
     /// Commits without fsync. Faster, but a power loss (not a process crash) may lose the
@@ -566,6 +587,7 @@ impl Storage for RedbStorage {
         emails: Vec<NewEmail>,
         idempotency: Option<IdempotencyCompletion>,
     ) -> StorageResult<()> {
+        let log = self.log.clone();
         let account = account.0.to_string();
         let slot = idempotency.as_ref().map(|c| (account.clone(), c.key.clone()));
         // Encoded here, on the caller's thread: the writer thread only writes. Each email's
@@ -574,9 +596,12 @@ impl Storage for RedbStorage {
         let mut pending = Vec::with_capacity(emails.len());
         for e in emails {
             let state = e.initial_state();
-            pending.extend(gained(&state, 0));
+            if log.is_some() {
+                pending.extend(gained(&state, 0));
+            }
             rows.push((e.id.as_u128(), encode_content(&e.content)?, to_disk(&state, state.due_at)?, state.due_at));
         }
+        let pending = events::encode_chunks(pending)?;
         let record = idempotency
             .as_ref()
             .map(|c| {
@@ -609,7 +634,7 @@ impl Storage for RedbStorage {
                     t.insert((account.as_str(), key.as_str()), bytes.as_slice()).map_err(backend)?;
                 }
                 drop((contents, states, due));
-                log_pending(tx, pending)?;
+                events::log_chunks(tx, log.as_deref(), pending)?;
                 Ok(())
             })
             .await;
@@ -717,6 +742,7 @@ impl Storage for RedbStorage {
     }
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StorageResult<Vec<ClaimedEmail>> {
+        let log = self.log.clone();
         let claims = Arc::clone(&self.claims);
         // The claims are taken in the writer (so that a cancel or reschedule queued beside them
         // sees them, and they see it); only a `scheduled` email that becomes `queued` is written.
@@ -779,7 +805,7 @@ impl Storage for RedbStorage {
                     states.insert(id, bytes.as_slice()).map_err(backend)?;
                 }
                 drop(states);
-                log_pending(tx, pending)?;
+                log_pending(tx, log.as_deref(), pending)?;
                 for (state, token) in &out {
                     if let Some(c) = state.claim.filter(|c| c.token == *token) {
                         held.insert(state.id.as_u128(), c);
@@ -836,6 +862,7 @@ impl Storage for RedbStorage {
     }
 
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
+        let log = self.log.clone();
         let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
@@ -902,7 +929,7 @@ impl Storage for RedbStorage {
                 }
             }
             drop((states, due, sup));
-            log_pending(tx, pending)?;
+            log_pending(tx, log.as_deref(), pending)?;
             Ok(lost)
         })
         .await
@@ -994,7 +1021,7 @@ impl Storage for RedbStorage {
     }
 
     fn event_log(&self) -> Option<&dyn mailroom_core::ports::EventLog> {
-        Some(self)
+        self.log.is_some().then_some(self as &dyn mailroom_core::ports::EventLog)
     }
 
     fn webhooks(&self) -> Option<&dyn mailroom_core::ports::WebhookStore> {
@@ -1015,6 +1042,7 @@ impl Storage for RedbStorage {
         events: Vec<Event>,
         suppressions: Vec<SuppressionEntry>,
     ) -> StorageResult<Option<AccountId>> {
+        let log = self.log.clone();
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
             let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
@@ -1035,7 +1063,7 @@ impl Storage for RedbStorage {
             }
             states.insert(id.as_u128(), bytes.as_slice()).map_err(backend)?;
             drop((states, sup));
-            log_pending(tx, pending)?;
+            log_pending(tx, log.as_deref(), pending)?;
             Ok(Some(state.account))
         })
         .await
@@ -1080,6 +1108,7 @@ impl Storage for RedbStorage {
     }
 
     async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()> {
+        let log = self.log.clone();
         let account = account.0.to_string();
         let value = encode(&entry)?;
         self.write(move |tx| {
@@ -1088,7 +1117,7 @@ impl Storage for RedbStorage {
                 t.insert((account.as_str(), entry.address.as_str()), value.as_slice()).map_err(backend)?.is_none();
             drop(t);
             if fresh {
-                log_pending(tx, vec![added(&account, entry)])?;
+                log_pending(tx, log.as_deref(), vec![added(&account, entry)])?;
             }
             Ok(())
         })
@@ -1096,6 +1125,7 @@ impl Storage for RedbStorage {
     }
 
     async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
+        let log = self.log.clone();
         let (account, address) = (account.0.to_string(), address.to_string());
         self.write(move |tx| {
             let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
@@ -1108,6 +1138,7 @@ impl Storage for RedbStorage {
             let Some(entry) = removed else { return Ok(false) };
             log_pending(
                 tx,
+                log.as_deref(),
                 vec![Pending { account: AccountId::new(&account), at, subject: Subject::SuppressionRemoved(entry) }],
             )?;
             Ok(true)
