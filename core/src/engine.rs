@@ -803,9 +803,14 @@ impl Engine {
             let n = log.events_prune(cutoff, STEP).await?;
             total += n;
             if n < STEP {
-                return Ok(total);
+                break;
             }
         }
+        // Webhook messages that are finished go with their events.
+        if let Some(hooks) = self.storage().webhooks() {
+            while hooks.messages_prune(cutoff, STEP).await? == STEP {}
+        }
+        Ok(total)
     }
 
     /// Applies the request-log retention (default 30 days): removes older logs, in bounded

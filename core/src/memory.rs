@@ -549,6 +549,21 @@ impl crate::ports::WebhookStore for MemoryStorage {
         Ok(true)
     }
 
+    async fn messages_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        let mut s = self.lock();
+        let old: Vec<(String, u64)> = s
+            .messages
+            .iter()
+            .filter(|(_, m)| m.created_at < cutoff && m.due_at().is_none())
+            .map(|(k, _)| k.clone())
+            .take(limit)
+            .collect();
+        for k in &old {
+            s.messages.remove(k);
+        }
+        Ok(old.len())
+    }
+
     async fn message_get(&self, account: &AccountId, id: &str, seq: u64) -> StorageResult<Option<Message>> {
         Ok(self.lock().messages.get(&(id.to_string(), seq)).filter(|m| m.account == *account).cloned())
     }

@@ -375,6 +375,10 @@ pub trait WebhookStore: Send + Sync + Debug {
         id: &str,
         seq: u64,
     ) -> StorageResult<Option<crate::webhooks::Message>>;
+    /// Retention: removes up to `limit` finished messages (nothing due: delivered, or failed
+    /// for good) of events that happened before `cutoff`, oldest first per endpoint. Returns
+    /// how many; fewer than `limit` when none is left.
+    async fn messages_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize>;
     /// Up to `limit` messages of endpoint `id`, newest first, numbered below `before` when given;
     /// and whether more follow.
     async fn message_page(

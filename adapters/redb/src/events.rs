@@ -333,6 +333,43 @@ impl WebhookStore for RedbStorage {
         .await
     }
 
+    async fn messages_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        self.write(move |tx| {
+            let mut t = tx.open_table(MESSAGES).map_err(backend)?;
+            // Per endpoint, messages are in event order, so in time order: take its old ones
+            // from the front (skipping those still due), then jump to the next endpoint.
+            let mut gone: Vec<(String, u64)> = Vec::new();
+            let mut from = String::new();
+            'hooks: while gone.len() < limit {
+                let mut next_hook: Option<String> = None;
+                for item in t.range((from.as_str(), 0)..).map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    let (hook, n) = k.value();
+                    let m: Message = decode(v.value())?;
+                    if m.created_at >= cutoff {
+                        next_hook = Some(format!("{hook}\0"));
+                        break;
+                    }
+                    if m.due_at().is_none() {
+                        gone.push((hook.to_string(), n));
+                        if gone.len() == limit {
+                            break 'hooks;
+                        }
+                    }
+                }
+                match next_hook {
+                    Some(h) => from = h,
+                    None => break,
+                }
+            }
+            for (h, n) in &gone {
+                t.remove((h.as_str(), *n)).map_err(backend)?;
+            }
+            Ok(gone.len())
+        })
+        .await
+    }
+
     async fn message_get(&self, account: &AccountId, id: &str, seq: u64) -> StorageResult<Option<Message>> {
         let account = account.clone();
         self.read_now(move |tx| {

@@ -880,6 +880,18 @@ pub async fn webhooks_conformance(s: Arc<dyn Storage>) {
     let (page, more) = hooks.message_page(&a, "h1", Some(5), 1).await.unwrap();
     assert_eq!((page.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![2], false));
 
+    // Retention: finished messages of old events go; one still due stays.
+    let (before, _) = hooks.message_page(&a, "h1", None, 10).await.unwrap();
+    assert_eq!(before.len(), 2);
+    let mut done = hooks.message_get(&a, "h1", 2).await.unwrap().unwrap();
+    done.status = MessageStatus::Success;
+    done.next_attempt_at = None;
+    hooks.message_put(done, None).await.unwrap();
+    assert_eq!(hooks.messages_prune(t0(), 10).await.unwrap(), 0, "nothing before the cutoff");
+    assert_eq!(hooks.messages_prune(t0() + CDuration::seconds(1), 10).await.unwrap(), 1);
+    let (after, _) = hooks.message_page(&a, "h1", None, 10).await.unwrap();
+    assert_eq!(after.iter().map(|m| m.seq).collect::<Vec<_>>(), [5], "the due one stays");
+
     // Deleting the endpoint takes its messages and their due times along.
     assert!(hooks.webhook_delete(&a, "h1").await.unwrap());
     assert!(!hooks.webhook_delete(&a, "h1").await.unwrap());
