@@ -392,3 +392,37 @@ fn the_embedding_example_runs() {
     assert!(text.contains("library: ") && text.contains("Some(\"delivered\")"), "{text}");
     assert!(text.contains("REST API: ") && text.contains("Some(\"bounced\")"), "{text}");
 }
+
+#[test]
+fn webhooks_and_the_event_log_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let hook = run(&db, &["webhooks", "add", "http://127.0.0.1:9/in", "--events", "email.sent,email.delivered"], None);
+    assert!(hook.ok, "{}", hook.json);
+    assert!(hook.json["signing_secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(hook.json["events"], serde_json::json!(["email.sent", "email.delivered"]));
+    let bad = run(&db, &["webhooks", "add", "gopher://x", "--events", "email.sent"], None);
+    assert_eq!((bad.ok, bad.json["statusCode"].as_u64()), (false, Some(422)));
+    let listed = run(&db, &["webhooks", "list"], None);
+    assert_eq!(listed.json["data"][0]["id"], hook.json["id"]);
+    assert!(listed.json["data"][0].get("signing_secret").is_none());
+
+    let id = run(&db, &["send"], Some(&email("delivered@resend.dev"))).json["id"].as_str().unwrap().to_string();
+    run(&db, &["work", "--until-idle"], None);
+    // `events tail` prints JSON lines: queued, sent, delivered, numbered from 1.
+    let tail = |after: &str| {
+        let out = Command::new(binary()).args(with_db(&db, &["events", "tail", "--after", after])).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let all = tail("0");
+    let types: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["email.queued", "email.sent", "email.delivered"]);
+    assert!(all.iter().all(|e| e["email_id"] == id.as_str()));
+    assert_eq!(all.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(tail("2").len(), 1);
+}

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
+/// Pages of the log fanned out per endpoint and pass.
+const FAN_OUT_PAGES: usize = 8;
+
 /// How the dispatcher works. Change fields of [`DispatchConfig::default`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -117,7 +120,8 @@ impl Dispatcher {
         let all = hooks.webhook_all().await?;
         for (account, hook) in all.iter().filter(|(_, h)| h.enabled) {
             let mut cursor = hook.cursor;
-            loop {
+            // A bounded share per pass, so that a long backlog does not hold up deliveries.
+            for _ in 0..FAN_OUT_PAGES {
                 let events = log.events_after(account, cursor, self.config.batch).await?;
                 let Some(last) = events.last().map(|e| e.seq) else { break };
                 let messages = self.messages_for(account, hook, &events).await?;
