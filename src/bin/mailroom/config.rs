@@ -199,6 +199,18 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     Ok(n.saturating_mul(k))
 }
 
+/// A list of addresses or networks (`10.0.0.0/8`, `127.0.0.1`).
+fn parse_networks(raw: &Raw) -> Result<Vec<IpNet>, String> {
+    raw.list()?
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{p:?} is not an address or network like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 /// A retention: a duration, or `"off"` (keep for ever).
 fn parse_retention(raw: &Raw) -> Result<Option<Duration>, String> {
     let s = raw.text()?;
@@ -496,16 +508,7 @@ impl Layers {
             }
             Ok(Some(s.trim_end_matches('/').to_string()))
         });
-        let trusted_proxies = self.get("server.trusted_proxies", Vec::new(), |raw| {
-            raw.list()?
-                .iter()
-                .map(|p| {
-                    p.parse::<IpNet>()
-                        .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| format!("{p:?} is not an address or network like 10.0.0.0/8"))
-                })
-                .collect()
-        });
+        let trusted_proxies = self.get("server.trusted_proxies", Vec::new(), parse_networks);
         let mut server = ServerConfig::default();
         server.header_read_timeout = self.get("server.header_read_timeout", server.header_read_timeout, duration);
         server.idle_timeout = self.get("server.idle_timeout", server.idle_timeout, duration);
@@ -594,16 +597,7 @@ impl Layers {
         let mut fetch = FetchConfig::default();
         fetch.fetch_urls = self.get("attachments.fetch_urls", fetch.fetch_urls, Raw::boolean);
         fetch.allow_private = self.get("attachments.allow_private", fetch.allow_private, Raw::boolean);
-        fetch.allow_networks = self.get("attachments.allow_networks", Vec::new(), |raw| {
-            raw.list()?
-                .iter()
-                .map(|p| {
-                    p.parse::<IpNet>()
-                        .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| format!("{p:?} is not an address or network"))
-                })
-                .collect()
-        });
+        fetch.allow_networks = self.get("attachments.allow_networks", Vec::new(), parse_networks);
         fetch.local_dir = self.get("attachments.local_dir", None, |raw| {
             let p = PathBuf::from(raw.text()?);
             if !p.is_dir() {
@@ -619,16 +613,7 @@ impl Layers {
         let mut webhooks = WebhookSettings::default();
         webhooks.enabled = self.get("webhooks.enabled", webhooks.enabled, Raw::boolean);
         webhooks.sender.allow_private = self.get("webhooks.allow_private", webhooks.sender.allow_private, Raw::boolean);
-        webhooks.sender.allow_networks = self.get("webhooks.allow_networks", Vec::new(), |raw| {
-            raw.list()?
-                .iter()
-                .map(|p| {
-                    p.parse::<IpNet>()
-                        .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| format!("{p:?} is not an address or network"))
-                })
-                .collect()
-        });
+        webhooks.sender.allow_networks = self.get("webhooks.allow_networks", Vec::new(), parse_networks);
         webhooks.per_endpoint = self.get("webhooks.per_endpoint", webhooks.per_endpoint, |r| {
             r.int().and_then(|n| if (1..=1024).contains(&n) { Ok(n as usize) } else { Err("1 to 1024".into()) })
         });
