@@ -294,28 +294,38 @@ impl Storage for MemoryStorage {
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
         let mut s = self.lock();
         // Compute every change first, apply after: a transition error leaves nothing applied.
-        let mut changed = Vec::new();
+        let mut changed: Vec<(u128, Option<DateTime<Utc>>, EmailState)> = Vec::new();
+        let mut listed: Vec<(AccountId, SuppressionEntry)> = Vec::new();
         let mut lost = Vec::new();
         for o in &outcomes {
             let id = o.claim.id.as_u128();
-            let Some(mut state) = s.states.get(&id).cloned() else {
+            // An email named twice in one call sees its first outcome (as in every store).
+            let at = changed.iter().position(|(c, _, _)| *c == id);
+            let current = match at {
+                Some(i) => Some(changed[i].2.clone()),
+                None => s.states.get(&id).cloned(),
+            };
+            let Some(mut state) = current else {
                 lost.push(o.claim.id);
                 continue;
             };
-            let old = state.due_at;
-            if store::apply_outcome(&mut state, o)? {
-                changed.push((id, old, state, o));
-            } else {
+            let old = at.map_or(state.due_at, |i| changed[i].1);
+            if !store::apply_outcome(&mut state, o)? {
                 lost.push(o.claim.id);
+                continue;
+            }
+            listed.extend(o.suppressions.iter().map(|sup| (state.account.clone(), sup.clone())));
+            match at {
+                Some(i) => changed[i].2 = state,
+                None => changed.push((id, old, state)),
             }
         }
-        for (id, old, state, o) in changed {
+        for (id, old, state) in changed {
             s.set_due(id, old, state.due_at);
-            let account = state.account.clone();
             s.put_state(id, state);
-            for sup in &o.suppressions {
-                s.put_suppression(&account, sup.clone());
-            }
+        }
+        for (account, sup) in listed {
+            s.put_suppression(&account, sup);
         }
         Ok(lost)
     }

@@ -404,6 +404,36 @@ pub async fn outcome_records_events_and_finishes(s: Arc<dyn Storage>) {
         .await
         .unwrap();
     assert_eq!(lost, vec![e.id]);
+
+    // An email named twice in one call: the first outcome ends the claim, the second is lost,
+    // and the event log holds exactly the events the email shows.
+    let f = new_email("a", t0(), 2, None);
+    s.insert_emails(&a, vec![f.clone()], None).await.unwrap();
+    let c = s.claim_due(t0(), 10, LEASE).await.unwrap().remove(0);
+    let once = |kind| Outcome {
+        claim: c.claim_ref(),
+        events: vec![Event::new(EventKind::Sent, t0()), Event::new(kind, t0())],
+        suppressions: vec![],
+        next: Next::Done,
+    };
+    let lost = s.record_outcomes(vec![once(EventKind::Delivered), once(EventKind::Bounced)]).await.unwrap();
+    assert_eq!(lost, vec![f.id]);
+    let shown: Vec<EventKind> =
+        s.get_email(&a, f.id).await.unwrap().unwrap().state.events.iter().map(|e| e.kind).collect();
+    assert_eq!(shown, [EventKind::Queued, EventKind::Sent, EventKind::Delivered]);
+    if let Some(log) = s.event_log() {
+        let logged: Vec<EventKind> = log
+            .events_after(&a, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|l| match l.subject {
+                crate::events::Subject::Email { id, event } if id == f.id => Some(event.kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(logged, shown);
+    }
 }
 
 pub async fn handover_survives_a_lost_outcome(s: Arc<dyn Storage>) {
