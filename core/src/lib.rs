@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod bounce;
+pub mod domains;
 pub mod email;
 pub mod engine;
 pub mod error;

@@ -169,6 +169,23 @@ pub(crate) fn key_for<'a>(keys: &'a [std::sync::Arc<DkimKey>], message: &[u8]) -
 mod tests {
     use super::*;
 
+    /// The keys the core generates for a sending domain load here and sign.
+    #[test]
+    fn generated_domain_keys_sign() {
+        use mailroom_core::domains::{DkimAlgorithm, generate_dkim_key};
+        let message = b"From: a@acme.test\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
+        let rsa = generate_dkim_key(DkimAlgorithm::Rsa2048).unwrap_or_else(|e| panic!("{e}"));
+        let key = DkimKey::rsa_pem("acme.test", "mailroom", &rsa.private_pem).unwrap_or_else(|e| panic!("{e}"));
+        let sig = key.signature(message).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            sig.starts_with("DKIM-Signature:") && sig.contains("a=rsa-sha256") && sig.contains("s=mailroom"),
+            "{sig}"
+        );
+        let ed = generate_dkim_key(DkimAlgorithm::Ed25519).unwrap_or_else(|e| panic!("{e}"));
+        let key = DkimKey::ed25519_pem("acme.test", "mailroom", &ed.private_pem).unwrap_or_else(|e| panic!("{e}"));
+        assert!(key.signature(message).unwrap_or_else(|e| panic!("{e}")).contains("a=ed25519-sha256"));
+    }
+
     #[test]
     fn the_from_domain_picks_the_most_specific_key() {
         let der = Ed25519Key::generate_pkcs8().unwrap_or_default();
