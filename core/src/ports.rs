@@ -670,6 +670,16 @@ pub trait DnsResolver: Send + Sync + Debug {
     async fn ips(&self, host: &str) -> Result<Vec<std::net::IpAddr>, DnsError>;
     /// The TXT records of `name`, each one's strings joined.
     async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError>;
+    /// The target of `name`'s CNAME record, without the trailing dot (a domain's tracking
+    /// host is verified by it). Provided: a resolver that cannot tell says the lookup failed,
+    /// which is never read as absence.
+    async fn cname(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        Err(DnsError::Failed {
+            name: name.to_string(),
+            rtype: "CNAME",
+            message: "this resolver does not look up CNAME records".into(),
+        })
+    }
 }
 
 /// What an API key may do.

@@ -17,7 +17,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use mailroom_core::ports::{DnsError, DnsResolver, MxRecord};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +44,7 @@ struct Memos {
     mx: Memo<Vec<MxRecord>>,
     ips: Memo<Vec<IpAddr>>,
     txt: Memo<Vec<String>>,
+    cname: Memo<Vec<String>>,
 }
 
 impl std::fmt::Debug for HickoryResolver {
@@ -156,6 +157,22 @@ impl DnsResolver for HickoryResolver {
         memoised(&self.memo.txt, name, "TXT", async {
             let lookup = self.inner.txt_lookup(fqdn(name)).await?;
             Ok((lookup.valid_until(), txt_records(&lookup)))
+        })
+        .await
+    }
+
+    async fn cname(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        memoised(&self.memo.cname, name, "CNAME", async {
+            let lookup = self.inner.lookup(fqdn(name), RecordType::CNAME).await?;
+            let targets = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::CNAME(c) => Some(c.0.to_ascii().trim_end_matches('.').to_string()),
+                    _ => None,
+                })
+                .collect();
+            Ok((lookup.valid_until(), targets))
         })
         .await
     }

@@ -61,3 +61,17 @@ async fn answers_are_cached_for_their_ttl_and_absences_briefly() {
     let again = r.txt("_dmarc.zero.test").await;
     assert!(matches!(again, Err(DnsError::Failed { .. })), "a TTL of 0 is not cached: {again:?}");
 }
+
+/// A domain's tracking host is verified by its CNAME: the target as published, an absent one as
+/// an answer (not a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cname_targets_and_their_absence() {
+    let dns = dnsmasq::start(&[
+        "--host-record=track.mailroom.test,127.0.0.1".into(),
+        "--cname=links.acme.test,track.mailroom.test".into(),
+    ]);
+    let r = HickoryResolver::with_nameserver(dns.addr);
+    assert_eq!(r.cname("links.acme.test").await.unwrap(), ["track.mailroom.test"]);
+    assert!(matches!(r.cname("track.mailroom.test").await, Err(DnsError::NotFound { .. })), "a host, not an alias");
+    assert!(matches!(r.cname("nothing.acme.test").await, Err(DnsError::NotFound { .. })));
+}
