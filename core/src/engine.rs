@@ -7,7 +7,7 @@
 
 use crate::address;
 use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, EmailView, ListResponse, NewEmail, PageRequest};
-use crate::error::{Error, FieldError, Rule};
+use crate::error::{Error, FieldError, Rule, StorageError};
 use crate::idempotency::{self, BatchItemError, Fingerprint, StoredResponse};
 use crate::insights::{Body, DomainSettings, Draft, Insight};
 use crate::ports::{
@@ -761,17 +761,9 @@ impl Engine {
     /// Prunes the bodies and old events of finished emails created more than `keep` ago, in
     /// bounded steps (each one atomic) so that no write transaction grows without bound.
     pub async fn prune_older_than(&self, keep: chrono::Duration) -> Result<usize, Error> {
-        /// Emails per write transaction: small enough to keep each commit short.
-        const STEP: usize = 500;
         let now = self.inner.config.clock.now();
-        let mut total = 0;
-        loop {
-            let n = self.inner.config.storage.prune(now - keep, now, STEP).await?;
-            total += n;
-            if n < STEP {
-                return Ok(total);
-            }
-        }
+        // 500 emails per write transaction: small enough to keep each commit short.
+        drain(500, |n| self.inner.config.storage.prune(now - keep, now, n)).await
     }
 
     /// Drops idempotency records older than 24 hours. The worker calls this periodically.
@@ -790,25 +782,17 @@ impl Engine {
     }
 
     /// Applies the request-log retention (default 30 days) to the event log too: entries that
-    /// happened before it go, in bounded steps. Webhook messages keep their own bodies, so an
-    /// event already fanned out is unaffected. Returns how many were removed.
+    /// happened before it go, in bounded steps, and so do webhook messages that are finished
+    /// (they keep their own bodies, so a pruned event does not change them). Returns how many
+    /// log entries were removed.
     pub async fn prune_event_log(&self) -> Result<usize, Error> {
-        const STEP: usize = 1000;
         let (Some(keep), Some(log)) = (self.inner.config.request_log_retention, self.storage().event_log()) else {
             return Ok(0);
         };
         let cutoff = self.inner.config.clock.now() - keep;
-        let mut total = 0;
-        loop {
-            let n = log.events_prune(cutoff, STEP).await?;
-            total += n;
-            if n < STEP {
-                break;
-            }
-        }
-        // Webhook messages that are finished go with their events.
+        let total = drain(1000, |n| log.events_prune(cutoff, n)).await?;
         if let Some(hooks) = self.storage().webhooks() {
-            while hooks.messages_prune(cutoff, STEP).await? == STEP {}
+            drain(1000, |n| hooks.messages_prune(cutoff, n)).await?;
         }
         Ok(total)
     }
@@ -816,18 +800,27 @@ impl Engine {
     /// Applies the request-log retention (default 30 days): removes older logs, in bounded
     /// steps. The worker calls this periodically. Returns how many were removed.
     pub async fn prune_request_logs(&self) -> Result<usize, Error> {
-        const STEP: usize = 1000;
         let (Some(keep), Some(logs)) = (self.inner.config.request_log_retention, self.storage().request_logs()) else {
             return Ok(0);
         };
         let cutoff = self.inner.config.clock.now() - keep;
-        let mut total = 0;
-        loop {
-            let n = logs.log_prune(cutoff, STEP).await?;
-            total += n;
-            if n < STEP {
-                return Ok(total);
-            }
+        drain(1000, |n| logs.log_prune(cutoff, n)).await
+    }
+}
+
+/// Retention in bounded writes: calls `step` with a limit of `size` until a call removes
+/// fewer. Returns how many were removed in all.
+async fn drain<F, Fut>(size: usize, mut step: F) -> Result<usize, Error>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, StorageError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = step(size).await?;
+        total += n;
+        if n < size {
+            return Ok(total);
         }
     }
 }

@@ -494,6 +494,15 @@ impl crate::ports::WebhookStore for MemoryStorage {
         Ok(self.lock().webhooks.iter().map(|((a, _), h)| (a.clone(), h.clone())).collect())
     }
 
+    async fn webhook_list(&self, account: &AccountId) -> StorageResult<Vec<Webhook>> {
+        let s = self.lock();
+        Ok(s.webhooks
+            .range((account.clone(), String::new())..)
+            .take_while(|((a, _), _)| a == account)
+            .map(|(_, h)| h.clone())
+            .collect())
+    }
+
     async fn webhook_delete(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
         let mut s = self.lock();
         if s.webhooks.remove(&(account.clone(), id.to_string())).is_none() {
@@ -551,9 +560,7 @@ impl crate::ports::WebhookStore for MemoryStorage {
             && let Some(h) = s.webhooks.get_mut(&(message.account.clone(), message.webhook_id.clone()))
         {
             h.health = crate::webhooks::health_after(h.health, result, at);
-            if h.health.disabled {
-                h.enabled = false;
-            }
+            h.enabled &= !h.health.disabled;
         }
         s.put_message(message);
         Ok(true)

@@ -344,6 +344,8 @@ pub trait WebhookStore: Send + Sync + Debug {
     async fn webhook_get(&self, account: &AccountId, id: &str) -> StorageResult<Option<crate::webhooks::Webhook>>;
     /// Every endpoint of every account, by account then id.
     async fn webhook_all(&self) -> StorageResult<Vec<(AccountId, crate::webhooks::Webhook)>>;
+    /// The account's endpoints, by id.
+    async fn webhook_list(&self, account: &AccountId) -> StorageResult<Vec<crate::webhooks::Webhook>>;
     /// Removes an endpoint and its messages; `false` when there was none.
     async fn webhook_delete(&self, account: &AccountId, id: &str) -> StorageResult<bool>;
     /// Stores `messages` for endpoint `id` and moves its cursor from `from` to `to`, in one

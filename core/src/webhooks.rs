@@ -21,7 +21,7 @@ use std::time::Duration;
 
 mod api;
 mod dispatch;
-pub use api::{MAX_ENDPOINT_LEN, WebhookUpdate, check_endpoint, check_events};
+pub use api::{MAX_ENDPOINT_LEN, MAX_WEBHOOKS, WebhookUpdate, check_endpoint, check_events};
 pub use dispatch::{DispatchConfig, Dispatcher, RunReport};
 
 /// How long a rotated-out secret keeps signing beside the new one.

@@ -277,3 +277,18 @@ async fn endpoints_and_event_types_are_checked() {
     }
     assert!(s.engine.webhooks().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_account_has_at_most_a_hundred_endpoints() {
+    let s = setup();
+    for i in 0..mailroom_core::webhooks::MAX_WEBHOOKS {
+        s.engine.create_webhook(&format!("https://x.example/{i}"), &["email.sent".into()]).await.unwrap();
+    }
+    let e = s.engine.create_webhook("https://x.example/one-more", &["email.sent".into()]).await.unwrap_err();
+    assert_eq!(e.status(), 422, "{e}");
+    assert!(e.to_string().contains("webhooks"), "{e}");
+    let h = s.engine.webhooks().await.unwrap();
+    assert_eq!(h.len(), 100);
+    s.engine.delete_webhook(&h[0].id).await.unwrap();
+    s.engine.create_webhook("https://x.example/again", &["email.sent".into()]).await.unwrap();
+}

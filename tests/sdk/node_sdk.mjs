@@ -2,17 +2,10 @@
 // base URL. Usage: RESEND_BASE_URL=http://127.0.0.1:PORT KEY=re_... node node_sdk.mjs
 // Prints one line per check; exits 1 on the first failure.
 import { Resend } from 'resend';
+import { check, sleep } from './check.mjs';
 
 const base = process.env.RESEND_BASE_URL;
 const resend = new Resend(process.env.KEY, { baseUrl: base });
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function check(name, ok, detail) {
-  if (!ok) {
-    console.log(`FAIL ${name}: ${JSON.stringify(detail)}`);
-    process.exit(1);
-  }
-  console.log(`ok ${name}`);
-}
 const email = (to, extra = {}) => ({ from: 'Acme <hello@acme.test>', to, subject: 'Hi', html: '<p>hi</p>', ...extra });
 
 const sent = await resend.emails.send(email('delivered@resend.dev'));

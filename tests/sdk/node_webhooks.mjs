@@ -3,19 +3,12 @@
 // with the SDK's own `webhooks.verify` (standardwebhooks underneath).
 // Usage: RESEND_BASE_URL=http://127.0.0.1:PORT KEY=re_... node node_webhooks.mjs
 import { Resend } from 'resend';
+import { check, sleep } from './check.mjs';
 import http from 'node:http';
 import crypto from 'node:crypto';
 
 const base = process.env.RESEND_BASE_URL;
 const resend = new Resend(process.env.KEY, { baseUrl: base });
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function check(name, ok, detail) {
-  if (!ok) {
-    console.log(`FAIL ${name}: ${JSON.stringify(detail)}`);
-    process.exit(1);
-  }
-  console.log(`ok ${name}`);
-}
 const email = (to) => ({ from: 'Acme <hello@acme.test>', to, subject: 'Hi', html: '<p>hi</p>', tags: [{ name: 'kind', value: 'welcome' }] });
 
 // The receiver: answers 500 to the first request of each svix-id listed in `failFirst`.
@@ -107,7 +100,13 @@ check('suppression.added', JSON.parse(sup.body).data.origin === 'bounce', sup &&
 const events = await resend.webhooks.events.list({ webhookId: id, limit: 10 });
 check('webhooks.events.list', events.data && events.data.data.length >= 4 && events.data.data.every((e) => e.id.startsWith('msg_')), events);
 const msgId = delivered[0].headers['svix-id'];
-const ev = await resend.webhooks.events.get({ webhookId: id, eventId: msgId });
+// The receiver has a request a moment before the server has recorded its answer.
+let ev;
+for (let i = 0; i < 100; i++) {
+  ev = await resend.webhooks.events.get({ webhookId: id, eventId: msgId });
+  if (ev.data && ev.data.status === 'success') break;
+  await sleep(50);
+}
 check('webhooks.events.get', ev.data && ev.data.object === 'webhook_event' && ev.data.status === 'success' && ev.data.payload.type === 'email.delivered', ev);
 const attempts = await resend.webhooks.events.attempts.list({ webhookId: id, eventId: msgId });
 check('webhooks.events.attempts.list', attempts.data && attempts.data.data.length === 2 && attempts.data.data[0].http_status_code === 200 && attempts.data.data[1].http_status_code === 500, attempts);

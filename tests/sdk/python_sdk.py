@@ -1,18 +1,14 @@
 """Drives a mailroom server with the official Python SDK (PyPI `resend` 2.x), changing only
 the base URL. Usage: RESEND_API_URL=http://127.0.0.1:PORT KEY=re_... python3 python_sdk.py
 Prints one line per check; exits 1 on the first failure."""
-import os, sys, time
+import os, time
 import resend
+from checks import check
 
 resend.api_key = os.environ["KEY"]
 resend.api_url = os.environ["RESEND_API_URL"]
 
 
-def check(name, ok, detail=None):
-    if not ok:
-        print(f"FAIL {name}: {detail!r}")
-        sys.exit(1)
-    print(f"ok {name}")
 
 
 def email(to, **extra):

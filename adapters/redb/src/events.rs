@@ -4,7 +4,7 @@
 //! follow commit order; at open it resumes after the highest number in the file.
 
 use crate::codec::{decode, encode};
-use crate::{RedbStorage, backend, optional_table};
+use crate::{RedbStorage, account_values, backend, optional_table};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::email::AccountId;
@@ -113,14 +113,15 @@ pub(crate) fn last_number(db: &redb::Database) -> StorageResult<u64> {
     }
 }
 
+/// Stores `m` with its due-index entry, replacing the one it had (`old_due`).
 fn put_message(
     messages: &mut redb::Table<(&str, u64), &[u8]>,
     due: &mut redb::Table<(i64, &str, u64), ()>,
     m: &Message,
+    old_due: Option<DateTime<Utc>>,
 ) -> StorageResult<()> {
     let key = (m.webhook_id.as_str(), m.seq);
-    let old: Option<Message> = messages.get(key).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
-    if let Some(at) = old.as_ref().and_then(Message::due_at) {
+    if let Some(at) = old_due {
         due.remove((due_key(at), key.0, key.1)).map_err(backend)?;
     }
     if let Some(at) = m.due_at() {
@@ -232,6 +233,14 @@ impl WebhookStore for RedbStorage {
         })
     }
 
+    async fn webhook_list(&self, account: &AccountId) -> StorageResult<Vec<Webhook>> {
+        let account = account.0.clone();
+        self.read_now(move |tx| match optional_table(tx, WEBHOOKS)? {
+            Some(t) => account_values(&t, &account),
+            None => Ok(vec![]),
+        })
+    }
+
     async fn webhook_delete(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
         let (account, id) = (account.0.clone(), id.to_string());
         self.write(move |tx| {
@@ -277,8 +286,9 @@ impl WebhookStore for RedbStorage {
             hooks.insert((&*account, id.as_str()), bytes.as_slice()).map_err(backend)?;
             let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
             let mut due = tx.open_table(MESSAGE_DUE).map_err(backend)?;
+            // New messages: the cursor moves in this same write, so none of them exists yet.
             for m in &new {
-                put_message(&mut messages, &mut due, m)?;
+                put_message(&mut messages, &mut due, m, None)?;
             }
             Ok(true)
         })
@@ -309,25 +319,29 @@ impl WebhookStore for RedbStorage {
     ) -> StorageResult<bool> {
         self.write(move |tx| {
             let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
-            if messages.get((message.webhook_id.as_str(), message.seq)).map_err(backend)?.is_none() {
-                return Ok(false);
-            }
+            let old: Option<Message> = messages
+                .get((message.webhook_id.as_str(), message.seq))
+                .map_err(backend)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let Some(old) = old else { return Ok(false) };
             if let Some((result, at)) = attempt {
                 let mut hooks = tx.open_table(WEBHOOKS).map_err(backend)?;
                 let key = (message.account.as_str(), message.webhook_id.as_str());
                 let current: Option<Webhook> =
                     hooks.get(key).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
-                // Most attempts leave a healthy endpoint healthy: then nothing is rewritten.
-                if let Some(mut hook) = current.filter(|h| health_after(h.health, result, at) != h.health) {
-                    hook.health = health_after(hook.health, result, at);
-                    if hook.health.disabled {
-                        hook.enabled = false;
+                if let Some(mut hook) = current {
+                    let health = health_after(hook.health, result, at);
+                    // Most attempts leave a healthy endpoint healthy: then nothing is rewritten.
+                    if health != hook.health {
+                        hook.health = health;
+                        hook.enabled &= !health.disabled;
+                        hooks.insert(key, encode(&hook)?.as_slice()).map_err(backend)?;
                     }
-                    hooks.insert(key, encode(&hook)?.as_slice()).map_err(backend)?;
                 }
             }
             let mut due = tx.open_table(MESSAGE_DUE).map_err(backend)?;
-            put_message(&mut messages, &mut due, &message)?;
+            put_message(&mut messages, &mut due, &message, old.due_at())?;
             Ok(true)
         })
         .await

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 /// The longest endpoint URL accepted.
 pub const MAX_ENDPOINT_LEN: usize = 2048;
+/// Endpoints one account may have: each one multiplies every event into a message and is
+/// read on every dispatcher pass.
+pub const MAX_WEBHOOKS: usize = 100;
 
 /// Changes to an endpoint; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -138,6 +141,10 @@ impl Engine {
     pub async fn create_webhook(&self, endpoint: &str, events: &[String]) -> Result<Webhook, Error> {
         let endpoint = check_endpoint(endpoint)?;
         let events = check_events(events)?;
+        let existing = self.hooks()?.webhook_list(self.account()).await?.len();
+        if existing >= MAX_WEBHOOKS {
+            return Err(FieldError::new("webhooks", Rule::TooMany { max: MAX_WEBHOOKS, got: existing + 1 }).into());
+        }
         let hook = Webhook {
             id: uuid::Uuid::new_v4().to_string(),
             endpoint,
@@ -160,14 +167,7 @@ impl Engine {
 
     /// This account's endpoints, newest first.
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, Error> {
-        let mut all: Vec<Webhook> = self
-            .hooks()?
-            .webhook_all()
-            .await?
-            .into_iter()
-            .filter(|(a, _)| a == self.account())
-            .map(|(_, h)| h)
-            .collect();
+        let mut all = self.hooks()?.webhook_list(self.account()).await?;
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(all)
     }
