@@ -9,6 +9,14 @@
 //! `ttl`, `status`, `priority`); the values are this server's own: its bounce MX host, its SPF
 //! policy, the domain's own DKIM key.
 
+mod api;
+mod model;
+mod verify;
+
+pub use api::{DomainUpdate, MAX_DOMAINS, NewDomain, domain_event_json, domain_json, normalize_name, records_json};
+pub use model::{DkimEntry, Domain, DomainConfig, REGIONS, TlsMode};
+pub use verify::{Verifier, check_domain};
+
 use crate::ports::DnsError;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};

@@ -190,6 +190,7 @@ pub struct EngineBuilder {
     bounce_domain: Option<String>,
     text_from_html: bool,
     request_log_retention: Option<chrono::Duration>,
+    domains: crate::domains::DomainConfig,
 }
 
 impl EngineBuilder {
@@ -249,6 +250,12 @@ impl EngineBuilder {
         self.loader = Some(loader);
         self
     }
+    /// What domains publish and how they are checked; whether sending from an unverified
+    /// domain is refused.
+    pub fn domains(mut self, config: crate::domains::DomainConfig) -> Self {
+        self.domains = config;
+        self
+    }
     /// The domain of the test addresses (default `resend.dev`).
     pub fn test_domain(mut self, domain: &str) -> Self {
         self.test_domain = domain.to_ascii_lowercase();
@@ -288,6 +295,7 @@ impl Engine {
             bounce_domain: None,
             text_from_html: false,
             request_log_retention: Some(chrono::Duration::days(30)),
+            domains: crate::domains::DomainConfig::default(),
         }
     }
 
@@ -321,6 +329,10 @@ impl Engine {
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.config.clock
     }
+    pub(crate) fn domain_settings(&self) -> &crate::domains::DomainConfig {
+        &self.inner.config.domains
+    }
+
     /// The domain of the test addresses.
     pub fn test_domain(&self) -> &str {
         &self.inner.config.test_domain
@@ -673,40 +685,14 @@ impl Engine {
     /// The sending domain's settings come from the store's [`crate::ports::DomainStore`]; a
     /// store without one knows no domain (its checks say so).
     async fn insights_of(&self, draft: Draft<'_>, dns: &dyn DnsResolver) -> Result<Vec<Insight>, Error> {
-        let settings = match (draft.from, self.storage().domains()) {
-            (Ok(m), Some(domains)) => domains
-                .domain_get(&self.account, &m.domain)
+        let settings = match draft.from {
+            Ok(m) => self
+                .domain_named(&m.domain)
                 .await?
                 .map(|d| DomainSettings { click_tracking: d.click_tracking, open_tracking: d.open_tracking }),
-            _ => None,
+            Err(_) => None,
         };
         Ok(crate::insights::insights(draft, settings, dns).await)
-    }
-
-    /// Registers a sending domain for this account (or changes its tracking settings). The name
-    /// must be a fully qualified domain; it is stored lower-case, without a trailing dot.
-    pub async fn put_domain(
-        &self,
-        domain: &str,
-        click_tracking: bool,
-        open_tracking: bool,
-    ) -> Result<crate::ports::DomainRecord, Error> {
-        let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-        if address::Mailbox::parse(&format!("x@{name}")).is_err() {
-            return Err(FieldError::new("domain", Rule::Shape(format!("{domain:?} is not a domain name"))).into());
-        }
-        let store = self.storage().domains().ok_or(Error::Forbidden("This store keeps no domains.".into()))?;
-        let record = crate::ports::DomainRecord::new(name, click_tracking, open_tracking, self.clock().now());
-        store.domain_put(&self.account, record.clone()).await?;
-        Ok(record)
-    }
-
-    /// This account's sending domains, by name.
-    pub async fn domains(&self) -> Result<Vec<crate::ports::DomainRecord>, Error> {
-        match self.storage().domains() {
-            Some(store) => Ok(store.domain_list(&self.account).await?),
-            None => Ok(Vec::new()),
-        }
     }
 
     /// `GET /emails/{id}`.

@@ -22,6 +22,8 @@ pub enum ErrorName {
     InvalidAttachment,
     /// A parameter is malformed, such as an id that is not a UUID (422).
     InvalidParameter,
+    /// A domain's region is not one the hosted service names (422).
+    InvalidRegion,
     /// The idempotency key is not 1 to 256 characters (400).
     InvalidIdempotencyKey,
     /// The idempotency key was used with another payload (409).
@@ -41,7 +43,8 @@ impl ErrorName {
             ErrorName::ValidationError
             | ErrorName::MissingRequiredField
             | ErrorName::InvalidAttachment
-            | ErrorName::InvalidParameter => 422,
+            | ErrorName::InvalidParameter
+            | ErrorName::InvalidRegion => 422,
             ErrorName::InvalidIdempotencyKey => 400,
             ErrorName::InvalidIdempotentRequest | ErrorName::ConcurrentIdempotentRequests => 409,
             ErrorName::NotFound => 404,
@@ -56,6 +59,7 @@ impl ErrorName {
             ErrorName::MissingRequiredField => "missing_required_field",
             ErrorName::InvalidAttachment => "invalid_attachment",
             ErrorName::InvalidParameter => "invalid_parameter",
+            ErrorName::InvalidRegion => "invalid_region",
             ErrorName::InvalidIdempotencyKey => "invalid_idempotency_key",
             ErrorName::InvalidIdempotentRequest => "invalid_idempotent_request",
             ErrorName::ConcurrentIdempotentRequests => "concurrent_idempotent_requests",
@@ -162,6 +166,8 @@ pub enum Rule {
     Url(String),
     /// Not an event type a webhook can receive.
     EventType(String),
+    /// Not a region the hosted service names.
+    Region(String),
 }
 
 impl Rule {
@@ -173,6 +179,7 @@ impl Rule {
                 ErrorName::InvalidAttachment
             }
             Rule::InvalidId | Rule::Exclusive(_) => ErrorName::InvalidParameter,
+            Rule::Region(_) => ErrorName::InvalidRegion,
             _ => ErrorName::ValidationError,
         }
     }
@@ -219,6 +226,9 @@ impl fmt::Display for Rule {
             Rule::Url(why) => write!(f, "an absolute http or https URL is required: {why}"),
             Rule::EventType(t) => write!(f, "{t:?} is not an event type a webhook can receive"),
             Rule::InvalidId => f.write_str("must be a valid UUID"),
+            Rule::Region(r) => {
+                write!(f, "{r:?} is not a region; use one of us-east-1, eu-west-1, sa-east-1, ap-northeast-1")
+            }
             Rule::Exclusive(other) => write!(f, "cannot be used together with `{other}`"),
         }
     }

@@ -28,6 +28,25 @@ pub enum Subject {
     SuppressionAdded(SuppressionEntry),
     /// An address was taken off the suppression list.
     SuppressionRemoved(SuppressionEntry),
+    /// A domain was added, changed (settings or status) or removed; as it stood after the
+    /// change, without its keys.
+    Domain {
+        /// `domain.created`, `domain.updated` or `domain.deleted`.
+        change: DomainEvent,
+        /// The domain.
+        domain: Box<crate::domains::Domain>,
+    },
+}
+
+/// What happened to a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomainEvent {
+    /// Added.
+    Created,
+    /// Changed.
+    Updated,
+    /// Removed.
+    Deleted,
 }
 
 /// One entry of an account's event log.
@@ -44,7 +63,7 @@ pub struct LoggedEvent {
 }
 
 /// Every event type the log can hold, as the hosted service names them in webhooks.
-pub const EVENT_TYPES: [&str; 14] = [
+pub const EVENT_TYPES: [&str; 17] = [
     "email.sent",
     "email.scheduled",
     "email.delivered",
@@ -59,20 +78,20 @@ pub const EVENT_TYPES: [&str; 14] = [
     "email.queued",
     "suppression.added",
     "suppression.removed",
+    "domain.created",
+    "domain.updated",
+    "domain.deleted",
 ];
 
 /// The event types the hosted service defines beyond [`EVENT_TYPES`], which this engine will
 /// emit as its features land (receiving, domains, contacts, topics): accepted in a webhook's
 /// `events` so that endpoints written for the hosted service subscribe unchanged.
-pub const LATER_TYPES: [&str; 11] = [
+pub const LATER_TYPES: [&str; 8] = [
     "email.received",
     "contact.created",
     "contact.updated",
     "contact.deleted",
     "contact.topics.updated",
-    "domain.created",
-    "domain.updated",
-    "domain.deleted",
     "topic.created",
     "topic.updated",
     "topic.deleted",
@@ -91,6 +110,9 @@ impl LoggedEvent {
             Subject::Email { event, .. } => email_type(event.kind),
             Subject::SuppressionAdded(_) => "suppression.added",
             Subject::SuppressionRemoved(_) => "suppression.removed",
+            Subject::Domain { change: DomainEvent::Created, .. } => "domain.created",
+            Subject::Domain { change: DomainEvent::Updated, .. } => "domain.updated",
+            Subject::Domain { change: DomainEvent::Deleted, .. } => "domain.deleted",
         }
     }
 
@@ -133,6 +155,16 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The entry for a domain change (its keys left out).
+    pub fn for_domain(
+        account: &AccountId,
+        at: DateTime<Utc>,
+        change: DomainEvent,
+        domain: &crate::domains::Domain,
+    ) -> Pending {
+        Pending { account: account.clone(), at, subject: Subject::Domain { change, domain: Box::new(domain.public()) } }
+    }
+
     /// The entries for the events `events` just pushed onto email `id`.
     pub fn for_email<'a>(account: &AccountId, id: EmailId, events: &'a [Event]) -> impl Iterator<Item = Pending> + 'a {
         let account = account.clone();

@@ -33,7 +33,7 @@ struct State {
     suppressions: BTreeMap<(AccountId, String), SuppressionEntry>,
     api_keys: HashMap<[u8; 32], (AccountId, crate::ports::ApiKeyRecord)>,
     logs: BTreeMap<(AccountId, u128), crate::ports::RequestLog>,
-    domains: BTreeMap<(AccountId, String), crate::ports::DomainRecord>,
+    domains: BTreeMap<(AccountId, String), crate::domains::Domain>,
     /// The event log: (account, number) → entry; `seq` is the last number given.
     events: BTreeMap<(AccountId, u64), LoggedEvent>,
     seq: u64,
@@ -680,21 +680,68 @@ impl crate::ports::RequestLogStore for MemoryStorage {
 
 #[async_trait::async_trait]
 impl crate::ports::DomainStore for MemoryStorage {
-    async fn domain_put(&self, account: &AccountId, domain: crate::ports::DomainRecord) -> Result<(), StorageError> {
-        self.lock().domains.insert((account.clone(), domain.name.clone()), domain);
-        Ok(())
+    async fn domain_put(
+        &self,
+        account: &AccountId,
+        domain: crate::domains::Domain,
+        change: Option<(crate::events::DomainEvent, DateTime<Utc>)>,
+    ) -> Result<bool, StorageError> {
+        let mut s = self.lock();
+        let key = (account.clone(), domain.name.clone());
+        let current = s.domains.get(&key).map_or(0, |d| d.version);
+        if current + 1 != domain.version {
+            return Ok(false);
+        }
+        if let Some((change, at)) = change {
+            s.log([Pending::for_domain(account, at, change, &domain)]);
+        }
+        s.domains.insert(key, domain);
+        Ok(true)
     }
 
     async fn domain_get(
         &self,
         account: &AccountId,
         name: &str,
-    ) -> Result<Option<crate::ports::DomainRecord>, StorageError> {
+    ) -> Result<Option<crate::domains::Domain>, StorageError> {
         Ok(self.lock().domains.get(&(account.clone(), name.to_string())).cloned())
     }
 
-    async fn domain_list(&self, account: &AccountId) -> Result<Vec<crate::ports::DomainRecord>, StorageError> {
+    async fn domain_by_id(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<Option<crate::domains::Domain>, StorageError> {
+        let s = self.lock();
+        Ok(s.domains.iter().find(|((a, _), d)| a == account && d.id == id).map(|(_, d)| d.clone()))
+    }
+
+    async fn domain_list(&self, account: &AccountId) -> Result<Vec<crate::domains::Domain>, StorageError> {
         Ok(self.lock().domains.iter().filter(|((a, _), _)| a == account).map(|(_, d)| d.clone()).collect())
+    }
+
+    async fn domain_delete(&self, account: &AccountId, name: &str, at: DateTime<Utc>) -> Result<bool, StorageError> {
+        let mut s = self.lock();
+        let Some(d) = s.domains.remove(&(account.clone(), name.to_string())) else { return Ok(false) };
+        s.log([Pending::for_domain(account, at, crate::events::DomainEvent::Deleted, &d)]);
+        Ok(true)
+    }
+
+    async fn domains_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(AccountId, crate::domains::Domain)>, StorageError> {
+        let s = self.lock();
+        let mut due: Vec<(AccountId, crate::domains::Domain)> = s
+            .domains
+            .iter()
+            .filter(|(_, d)| d.next_check.is_some_and(|t| t <= now))
+            .map(|((a, _), d)| (a.clone(), d.clone()))
+            .collect();
+        due.sort_by_key(|(_, d)| d.next_check);
+        due.truncate(limit);
+        Ok(due)
     }
 }
 

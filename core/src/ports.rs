@@ -5,6 +5,7 @@
 //! an outcome with its events and suppressions).
 
 use crate::bounce::SmtpReply;
+use crate::domains::Domain;
 use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, Event, NewEmail, Page, PageRequest};
 use crate::error::StorageError;
 use crate::idempotency::{Fingerprint, StoredResponse};
@@ -864,34 +865,33 @@ pub trait RequestLogStore: Send + Sync + Debug {
     ) -> Result<(Vec<RequestLog>, bool), StorageError>;
 }
 
-/// A sending domain the host registered, with its settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct DomainRecord {
-    /// The domain, lower-case.
-    pub name: String,
-    /// Click tracking is on.
-    pub click_tracking: bool,
-    /// Open tracking is on.
-    pub open_tracking: bool,
-    /// When it was registered.
-    pub created_at: DateTime<Utc>,
-}
-
-impl DomainRecord {
-    /// A domain with its tracking settings.
-    pub fn new(name: impl Into<String>, click_tracking: bool, open_tracking: bool, created_at: DateTime<Utc>) -> Self {
-        DomainRecord { name: name.into(), click_tracking, open_tracking, created_at }
-    }
-}
-
 /// Sending domains, per account: an extension a store may offer beside [`Storage`].
+///
+/// Writes are compare-and-set on [`Domain::version`](crate::domains::Domain::version): a put
+/// writes only over the version before it (none, for version 1), so two requests changing
+/// one domain, or a request and the verifier, never lose each other's change, and two
+/// creations of one name cannot both succeed. Each write appends its change to the event log
+/// (when the store keeps one) in the same transaction; the logged domain has no keys.
 #[async_trait]
 pub trait DomainStore: Send + Sync + Debug {
-    /// Adds or replaces the domain `domain.name` (lower-case).
-    async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> Result<(), StorageError>;
+    /// Writes `domain` (keyed by its name) if the stored one is at `domain.version - 1` (or
+    /// absent, for version 1), logging `change` (`Created` or `Updated`, at the time given);
+    /// whether it was written.
+    async fn domain_put(
+        &self,
+        account: &AccountId,
+        domain: Domain,
+        change: Option<(crate::events::DomainEvent, DateTime<Utc>)>,
+    ) -> Result<bool, StorageError>;
     /// The account's domain `name`.
-    async fn domain_get(&self, account: &AccountId, name: &str) -> Result<Option<DomainRecord>, StorageError>;
+    async fn domain_get(&self, account: &AccountId, name: &str) -> Result<Option<Domain>, StorageError>;
+    /// The account's domain with this id.
+    async fn domain_by_id(&self, account: &AccountId, id: &str) -> Result<Option<Domain>, StorageError>;
     /// The account's domains by name.
-    async fn domain_list(&self, account: &AccountId) -> Result<Vec<DomainRecord>, StorageError>;
+    async fn domain_list(&self, account: &AccountId) -> Result<Vec<Domain>, StorageError>;
+    /// Removes the domain `name`, logging `domain.deleted` at `at`; whether it was there.
+    async fn domain_delete(&self, account: &AccountId, name: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
+    /// Up to `limit` domains (any account) whose `next_check` is at or before `now`, earliest
+    /// first.
+    async fn domains_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(AccountId, Domain)>, StorageError>;
 }

@@ -849,14 +849,13 @@ impl mailroom_core::ports::DnsResolver for Dmarc {
 #[tokio::test]
 async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     use mailroom_core::insights::Status;
-    use mailroom_core::ports::{DomainRecord, DomainStore};
     let store = Arc::new(MemoryStorage::new());
     let clock = ManualClock::new(t0());
     let engine =
         Engine::builder(store.clone()).clock(Arc::new(clock.clone())).retention(Duration::from_secs(3600)).build();
-    let account = engine.account().clone();
-    let domain = DomainRecord::new("acme.test", true, false, t0());
-    store.domain_put(&account, domain).await.unwrap();
+    let mut domain = mailroom_core::domains::NewDomain::new("acme.test");
+    domain.click_tracking = Some(true);
+    engine.create_domain(domain).await.unwrap();
     let dns = Dmarc(vec![("_dmarc.acme.test", "v=DMARC1; p=reject")]);
     let status = |all: &[mailroom_core::insights::Insight], check: &str| {
         all.iter().find(|i| i.check == check).map(|i| (i.status, i.advice.clone())).unwrap()

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod attachments;
+mod domains;
 mod guard;
 mod keys;
 mod limit;
@@ -254,6 +255,9 @@ pub fn router(api: Api) -> Router {
         .route("/logs/export", get(logs::export_logs))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}", delete(keys::revoke))
+        .route("/domains", post(domains::create).get(domains::list))
+        .route("/domains/{id}", get(domains::get).patch(domains::update).delete(domains::remove))
+        .route("/domains/{id}/verify", post(domains::verify))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::remove))
         .route("/webhooks/{id}/signing-secret/rotate", post(webhooks::rotate))
@@ -371,6 +375,49 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             .map(|s| Some(s.to_string()))
             .map_err(|_| ApiError::new(400, "invalid_idempotency_key", "The key must be between 1-256 chars.")),
     }
+}
+
+/// `limit` from 1 to 100 (default 20), as every list takes it.
+pub(crate) fn page_limit(q: &std::collections::HashMap<String, String>) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(20),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(ApiError::new(
+                422,
+                "validation_error",
+                format!("The `limit` parameter must be a number from 1 to 100, not {l:?}."),
+            )),
+        },
+    }
+}
+
+/// One page of `all` (already in list order) by the `limit`, `after` and `before` parameters,
+/// where a cursor is an item's id; and whether more follow in that direction.
+pub(crate) fn page_by_id<'a, T>(
+    all: &'a [T],
+    id: impl Fn(&T) -> &str,
+    q: &std::collections::HashMap<String, String>,
+) -> Result<(&'a [T], bool), ApiError> {
+    let limit = page_limit(q)?;
+    if q.contains_key("after") && q.contains_key("before") {
+        return Err(ApiError::new(422, "validation_error", "Use `after` or `before`, not both."));
+    }
+    let find = |cursor: &str| {
+        all.iter()
+            .position(|t| id(t) == cursor)
+            .ok_or_else(|| ApiError::new(422, "validation_error", "Unknown cursor."))
+    };
+    Ok(if let Some(after) = q.get("after") {
+        let rest = &all[find(after)? + 1..];
+        (&rest[..rest.len().min(limit)], rest.len() > limit)
+    } else if let Some(before) = q.get("before") {
+        let head = &all[..find(before)?];
+        let start = head.len().saturating_sub(limit);
+        (&head[start..], start > 0)
+    } else {
+        (&all[..all.len().min(limit)], all.len() > limit)
+    })
 }
 
 pub(crate) fn ok(value: impl serde::Serialize) -> ApiResult {

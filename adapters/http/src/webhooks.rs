@@ -19,21 +19,6 @@ fn status(h: &Webhook) -> &'static str {
     if h.enabled { "enabled" } else { "disabled" }
 }
 
-/// `limit` from 1 to 100 (default 20), as every list takes it.
-fn limit(q: &std::collections::HashMap<String, String>) -> Result<usize, ApiError> {
-    match q.get("limit") {
-        None => Ok(20),
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => Ok(n),
-            _ => Err(ApiError::new(
-                422,
-                "validation_error",
-                format!("The `limit` parameter must be a number from 1 to 100, not {l:?}."),
-            )),
-        },
-    }
-}
-
 #[derive(Deserialize)]
 pub(crate) struct NewWebhook {
     endpoint: Option<String>,
@@ -65,24 +50,8 @@ pub(crate) async fn get(auth: Auth, id: PathParam<String>) -> ApiResult {
 
 pub(crate) async fn list(auth: Auth, q: QueryParam) -> ApiResult {
     let q = query(q)?;
-    let limit = limit(&q)?;
-    if q.contains_key("after") && q.contains_key("before") {
-        return Err(ApiError::new(422, "validation_error", "Use `after` or `before`, not both."));
-    }
     let all = auth.engine.webhooks().await?;
-    let find = |id: &str| {
-        all.iter().position(|h| h.id == id).ok_or_else(|| ApiError::new(422, "validation_error", "Unknown cursor."))
-    };
-    let (page, has_more): (&[Webhook], bool) = if let Some(after) = q.get("after") {
-        let rest = &all[find(after)? + 1..];
-        (&rest[..rest.len().min(limit)], rest.len() > limit)
-    } else if let Some(before) = q.get("before") {
-        let head = &all[..find(before)?];
-        let start = head.len().saturating_sub(limit);
-        (&head[start..], start > 0)
-    } else {
-        (&all[..all.len().min(limit)], all.len() > limit)
-    };
+    let (page, has_more) = crate::page_by_id(&all, |h| h.id.as_str(), &q)?;
     let data: Vec<Value> = page
         .iter()
         .map(|h| {
@@ -147,7 +116,8 @@ pub(crate) async fn events(auth: Auth, id: PathParam<String>, q: QueryParam) -> 
     if q.contains_key("before") {
         return Err(ApiError::new(422, "validation_error", "Webhook events are paged with `after` only."));
     }
-    let (page, has_more) = auth.engine.webhook_messages(&id, q.get("after").map(String::as_str), limit(&q)?).await?;
+    let (page, has_more) =
+        auth.engine.webhook_messages(&id, q.get("after").map(String::as_str), crate::page_limit(&q)?).await?;
     let data: Vec<Value> = page
         .iter()
         .map(
@@ -181,7 +151,7 @@ pub(crate) async fn replay(auth: Auth, ids: PathParam<(String, String)>) -> ApiR
 pub(crate) async fn attempts(auth: Auth, ids: PathParam<(String, String)>, q: QueryParam) -> ApiResult {
     let (id, msg) = path(ids)?;
     let q = query(q)?;
-    let limit = limit(&q)?;
+    let limit = crate::page_limit(&q)?;
     let m = auth.engine.webhook_message(&id, &msg).await?;
     let newest_first: Vec<_> = m.attempts.iter().rev().collect();
     let start = match q.get("after") {

@@ -13,6 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use mailroom_core::bounce::{BounceInfo, SmtpReply};
+use mailroom_core::domains::Domain;
 use mailroom_core::email::{AccountId, Claim, EmailContent, EmailId, EmailState, Event};
 use mailroom_core::error::StorageError;
 use mailroom_core::lifecycle::EventKind;
@@ -35,6 +36,11 @@ pub(crate) const STATE_V2: u8 = 2;
 /// API keys from the version that added `managed` (a bool, last): a version-1 key record
 /// reads as version 2 with postcard's `false` (one zero byte) appended.
 pub(crate) const KEY_V2: u8 = 2;
+
+/// Domains from the version that added DNS records, keys and verification
+/// ([`mailroom_core::domains::Domain`]); a version-1 domain (a name and two tracking flags)
+/// reads as a domain with no key and nothing checked, its id derived from account and name.
+pub(crate) const DOMAIN_V2: u8 = 2;
 
 /// Content records up to this size are compressed.
 pub(crate) const COMPRESS_UP_TO: usize = 256 << 10;
@@ -142,6 +148,33 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Result<(String, ApiKeyRecord), Storage
         Some((&KEY_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
         Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(rest),
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown key format {v}"))),
+        None => Err(StorageError::Corrupt("empty record".into())),
+    }
+}
+
+pub(crate) fn encode_domain(d: &Domain) -> Result<Vec<u8>, StorageError> {
+    let mut out = vec![DOMAIN_V2];
+    postcard::to_io(d, &mut out).map_err(corrupt)?;
+    Ok(out)
+}
+
+/// A domain as version 1 stored it.
+#[derive(serde::Deserialize)]
+struct DomainV1 {
+    name: String,
+    click_tracking: bool,
+    open_tracking: bool,
+    created_at: DateTime<Utc>,
+}
+
+pub(crate) fn decode_domain(account: &str, bytes: &[u8]) -> Result<Domain, StorageError> {
+    match bytes.split_first() {
+        Some((&DOMAIN_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&FORMAT_V1, rest)) => {
+            let v1: DomainV1 = postcard::from_bytes(rest).map_err(corrupt)?;
+            Ok(Domain::legacy(account, v1.name, v1.click_tracking, v1.open_tracking, v1.created_at))
+        }
+        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown domain format {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
 }
@@ -320,6 +353,30 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageErro
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A domain written by the version before keys and records reads, with an id that is the
+    /// same at every read and differs by account.
+    #[test]
+    fn version_1_domains_still_read() {
+        #[derive(serde::Serialize)]
+        struct V1 {
+            name: String,
+            click_tracking: bool,
+            open_tracking: bool,
+            created_at: DateTime<Utc>,
+        }
+        let at = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let v1 = V1 { name: "acme.test".into(), click_tracking: true, open_tracking: false, created_at: at };
+        let bytes = encode(&v1).unwrap();
+        let d = decode_domain("a", &bytes).unwrap();
+        assert_eq!((d.name.as_str(), d.click_tracking, d.open_tracking, d.created_at), ("acme.test", true, false, at));
+        assert!(d.keys.is_empty() && d.next_check.is_none() && d.version == 1);
+        assert_eq!(decode_domain("a", &bytes).unwrap().id, d.id);
+        assert_ne!(decode_domain("b", &bytes).unwrap().id, d.id);
+        let again = decode_domain("a", &encode_domain(&d).unwrap()).unwrap();
+        assert_eq!(again, d);
+        assert!(decode_domain("a", &[9, 1, 2]).is_err());
+    }
 
     #[test]
     fn content_written_by_every_version_still_reads() {

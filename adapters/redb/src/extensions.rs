@@ -1,14 +1,12 @@
-//! The extensions a store may offer beside `Storage`: API keys, request logs, sending
-//! domains. Each write goes through the group committer like every other.
+//! The extensions a store may offer beside `Storage`: API keys, request logs (domains:
+//! `domains.rs`; the event log and webhooks: `events.rs`). Each write goes through the group committer like every other.
 
 use crate::codec::{decode, decode_key, encode, encode_key};
-use crate::{API_KEYS, DOMAINS, LOG_TIMES, LOGS, RedbStorage, account_values, backend, optional_table};
+use crate::{API_KEYS, LOG_TIMES, LOGS, RedbStorage, backend, optional_table};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::email::AccountId;
-use mailroom_core::ports::{
-    ApiKeyRecord, ApiKeyStore, DomainRecord, DomainStore, LogFilter, RequestLog, RequestLogStore, StorageResult,
-};
+use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, LogFilter, RequestLog, RequestLogStore, StorageResult};
 use redb::ReadableTable;
 
 #[async_trait]
@@ -148,37 +146,6 @@ impl RequestLogStore for RedbStorage {
                 page.push(log);
             }
             Ok((page, false))
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl DomainStore for RedbStorage {
-    async fn domain_put(&self, account: &AccountId, domain: DomainRecord) -> StorageResult<()> {
-        let (account, value) = (account.0.to_string(), encode(&domain)?);
-        self.write(move |tx| {
-            let mut t = tx.open_table(DOMAINS).map_err(backend)?;
-            t.insert((account.as_str(), domain.name.as_str()), value.as_slice()).map_err(backend)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn domain_get(&self, account: &AccountId, name: &str) -> StorageResult<Option<DomainRecord>> {
-        let (account, name) = (account.0.to_string(), name.to_string());
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(None) };
-            t.get((account.as_str(), name.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()
-        })
-        .await
-    }
-
-    async fn domain_list(&self, account: &AccountId) -> StorageResult<Vec<DomainRecord>> {
-        let account = account.0.to_string();
-        self.read(move |tx| {
-            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(vec![]) };
-            account_values(&t, &account)
         })
         .await
     }

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod domains;
 mod events;
 mod extensions;
 mod writer;
@@ -76,7 +77,7 @@ const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log
 
 /// Every table this store writes, by name: a backup copies each, and refuses a file holding a
 /// table it does not know (it would be lost).
-const TABLE_NAMES: [&str; 13] = [
+const TABLE_NAMES: [&str; 15] = [
     "events_v1",
     "webhooks_v1",
     "webhook_messages_v1",
@@ -89,6 +90,8 @@ const TABLE_NAMES: [&str; 13] = [
     "api_keys_v1",
     "request_logs_v1",
     "domains_v1",
+    "domain_ids_v1",
+    "domain_due_v1",
     "request_log_times_v1",
 ];
 
@@ -355,6 +358,8 @@ impl RedbStorage {
             rows += copy_table(&snapshot, &tx, API_KEYS)?;
             rows += copy_table(&snapshot, &tx, LOGS)?;
             rows += copy_table(&snapshot, &tx, DOMAINS)?;
+            rows += copy_table(&snapshot, &tx, domains::DOMAIN_IDS)?;
+            rows += copy_table(&snapshot, &tx, domains::DOMAIN_DUE)?;
             rows += copy_table(&snapshot, &tx, LOG_TIMES)?;
             rows += copy_table(&snapshot, &tx, events::EVENTS)?;
             rows += copy_table(&snapshot, &tx, events::WEBHOOKS)?;

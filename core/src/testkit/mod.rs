@@ -820,23 +820,92 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
     assert!(s.log_page(&acct("b"), &LogFilter::default(), None, 100).await.unwrap().0.is_empty());
 }
 
-/// The domain extension: put replaces, get and list per account, by name.
-pub async fn domains_conformance(s: Arc<dyn crate::ports::DomainStore>) {
-    use crate::ports::DomainRecord;
-    let d = |name: &str, click: bool| DomainRecord {
-        name: name.into(),
-        click_tracking: click,
-        open_tracking: false,
-        created_at: t0(),
+/// The domain extension: compare-and-set puts (a stale version or a second creation of a name
+/// is refused), get by name and by id, list per account, delete, the due index in time order,
+/// and every write's change in the event log with the keys left out.
+pub async fn domains_conformance(s: Arc<dyn Storage>) {
+    use crate::domains::{DkimAlgorithm, DkimKeyPair, Domain, DomainConfig};
+    use crate::events::{DomainEvent, Subject};
+    let store = s.domains().expect("the store keeps domains");
+    let key = DkimKeyPair {
+        algorithm: DkimAlgorithm::Ed25519,
+        private_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n".into(),
+        record: "v=DKIM1; k=ed25519; p=AAAA".into(),
     };
-    s.domain_put(&acct("a"), d("mail.acme.test", true)).await.unwrap();
-    s.domain_put(&acct("a"), d("acme.test", false)).await.unwrap();
-    s.domain_put(&acct("b"), d("other.test", false)).await.unwrap();
-    s.domain_put(&acct("a"), d("mail.acme.test", false)).await.unwrap();
-    assert_eq!(s.domain_get(&acct("a"), "mail.acme.test").await.unwrap(), Some(d("mail.acme.test", false)));
-    assert_eq!(s.domain_get(&acct("b"), "acme.test").await.unwrap(), None);
-    let names: Vec<String> = s.domain_list(&acct("a")).await.unwrap().into_iter().map(|d| d.name).collect();
+    let config = DomainConfig::default();
+    let d = |id: &str, name: &str| Domain::new(id.into(), name.into(), key.clone(), &config, t0());
+    let (a, b) = (acct("a"), acct("b"));
+    let at = |secs: i64| t0() + CDuration::seconds(secs);
+
+    assert!(store.domain_put(&a, d("1", "mail.acme.test"), Some((DomainEvent::Created, at(1)))).await.unwrap());
+    assert!(store.domain_put(&a, d("2", "acme.test"), Some((DomainEvent::Created, at(2)))).await.unwrap());
+    assert!(store.domain_put(&b, d("3", "acme.test"), Some((DomainEvent::Created, at(3)))).await.unwrap());
+    assert!(
+        !store.domain_put(&a, d("4", "acme.test"), Some((DomainEvent::Created, at(4)))).await.unwrap(),
+        "a name is created once per account"
+    );
+
+    let mut changed = store.domain_get(&a, "mail.acme.test").await.unwrap().unwrap();
+    changed.click_tracking = true;
+    changed.version = 2;
+    changed.next_check = Some(at(50));
+    assert!(store.domain_put(&a, changed.clone(), Some((DomainEvent::Updated, at(5)))).await.unwrap());
+    let mut stale = changed.clone();
+    stale.open_tracking = true;
+    assert!(!store.domain_put(&a, stale, None).await.unwrap(), "a write over a version it did not read is refused");
+    assert_eq!(store.domain_get(&a, "mail.acme.test").await.unwrap(), Some(changed.clone()));
+    assert_eq!(store.domain_by_id(&a, "1").await.unwrap(), Some(changed.clone()));
+    assert_eq!(store.domain_by_id(&b, "1").await.unwrap(), None, "ids are per account");
+    assert_eq!(store.domain_get(&b, "mail.acme.test").await.unwrap(), None);
+    let names: Vec<String> = store.domain_list(&a).await.unwrap().into_iter().map(|d| d.name).collect();
     assert_eq!(names, ["acme.test", "mail.acme.test"]);
+
+    // Due in time order, across accounts; a check moved later leaves its old place.
+    let mut other = store.domain_get(&b, "acme.test").await.unwrap().unwrap();
+    other.version = 2;
+    other.next_check = Some(at(20));
+    assert!(store.domain_put(&b, other.clone(), None).await.unwrap());
+    let due = |now: i64| {
+        let store = Arc::clone(&s);
+        async move {
+            let store = store.domains().unwrap();
+            store.domains_due(at(now), 10).await.unwrap().into_iter().map(|(a, d)| (a, d.id)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due(19).await, vec![]);
+    assert_eq!(due(60).await, vec![(b.clone(), "3".to_string()), (a.clone(), "1".to_string())]);
+    other.version = 3;
+    other.next_check = Some(at(100));
+    assert!(store.domain_put(&b, other, None).await.unwrap());
+    assert_eq!(due(60).await, vec![(a.clone(), "1".to_string())]);
+
+    assert!(store.domain_delete(&a, "mail.acme.test", at(6)).await.unwrap());
+    assert!(!store.domain_delete(&a, "mail.acme.test", at(7)).await.unwrap());
+    assert_eq!(store.domain_by_id(&a, "1").await.unwrap(), None);
+    assert_eq!(due(60).await, vec![], "a removed domain is never due");
+
+    if let Some(log) = s.event_log() {
+        let entries = log.events_after(&a, 0, 100).await.unwrap();
+        let seen: Vec<(&str, &str, i64)> = entries
+            .iter()
+            .filter_map(|e| match &e.subject {
+                Subject::Domain { domain, .. } => {
+                    assert!(domain.keys.is_empty(), "the log never holds a private key");
+                    Some((e.type_name(), domain.name.as_str(), (e.at - t0()).num_seconds()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("domain.created", "mail.acme.test", 1),
+                ("domain.created", "acme.test", 2),
+                ("domain.updated", "mail.acme.test", 5),
+                ("domain.deleted", "mail.acme.test", 6),
+            ]
+        );
+    }
 }
 
 /// The webhook store: endpoints, fan-out that moves the cursor once, due messages in time

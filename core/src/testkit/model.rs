@@ -185,6 +185,8 @@ enum MLog {
     Email(EmailId, EventKind, DateTime<Utc>),
     Added(String),
     Removed(String),
+    /// The model makes no domain changes: one in a store's log is a difference.
+    Domain(String),
 }
 
 #[derive(Debug, Default)]
@@ -781,6 +783,7 @@ async fn compare(m: &Model, stores: &[Arc<dyn Storage>], ctx: &str) {
                     crate::events::Subject::Email { id, event } => MLog::Email(*id, event.kind, event.at),
                     crate::events::Subject::SuppressionAdded(s) => MLog::Added(s.address.clone()),
                     crate::events::Subject::SuppressionRemoved(s) => MLog::Removed(s.address.clone()),
+                    crate::events::Subject::Domain { domain, .. } => MLog::Domain(domain.name.clone()),
                 })
                 .collect();
             let want: Vec<MLog> =

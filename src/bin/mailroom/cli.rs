@@ -140,7 +140,7 @@ pub enum Command {
         #[command(subcommand)]
         action: SuppressionCommand,
     },
-    /// Manage sending domains and their tracking settings.
+    /// Manage domains: DNS records, DKIM keys, verification.
     Domains {
         #[command(subcommand)]
         action: DomainCommand,
@@ -297,7 +297,7 @@ pub enum SuppressionCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum DomainCommand {
-    /// Register a sending domain (or change its settings).
+    /// Add a domain: a DKIM key is generated and the DNS records to publish are printed.
     Add {
         /// The domain, e.g. mail.acme.test.
         domain: String,
@@ -307,11 +307,50 @@ pub enum DomainCommand {
         /// Turn open tracking on.
         #[arg(long)]
         open_tracking: bool,
+        /// Receive mail for it (adds the MX record).
+        #[arg(long)]
+        receiving: bool,
+        /// The tracking host's label (links → links.<domain>).
+        #[arg(long)]
+        tracking_subdomain: Option<String>,
+        /// The return-path label (default send → send.<domain>).
+        #[arg(long)]
+        return_path: Option<String>,
+        /// An Ed25519 key instead of RSA-2048.
+        #[arg(long)]
+        ed25519: bool,
         #[command(flatten)]
         store: Store,
     },
-    /// Print the registered domains.
+    /// Print the domains.
     List {
+        #[command(flatten)]
+        store: Store,
+    },
+    /// Print a domain with its records and their statuses.
+    Show {
+        domain: String,
+        #[command(flatten)]
+        store: Store,
+    },
+    /// Look the domain's records up now and print what was found.
+    Verify {
+        domain: String,
+        /// The nameserver to ask (default: the configuration's, or the system's).
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        store: Store,
+    },
+    /// Publish a new DKIM key beside the current one (which signs until the new one verifies).
+    RotateKey {
+        domain: String,
+        #[command(flatten)]
+        store: Store,
+    },
+    /// Remove a domain (its mail is no longer signed).
+    Remove {
+        domain: String,
         #[command(flatten)]
         store: Store,
     },

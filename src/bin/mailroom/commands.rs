@@ -68,8 +68,12 @@ pub enum Request {
     SuppressionsList,
     SuppressionsAdd { address: String, reason: String },
     SuppressionsRemove { address: String },
-    DomainsAdd { domain: String, click_tracking: bool, open_tracking: bool },
+    DomainsAdd { domain: String, options: DomainOptions },
     DomainsList,
+    DomainsShow { domain: String },
+    DomainsVerify { domain: String, dns: Option<SocketAddr> },
+    DomainsRotateKey { domain: String },
+    DomainsRemove { domain: String },
     KeysCreate { name: String, sending_access: bool, domain: Option<String> },
     KeysList,
     KeysRevoke { id: String },
@@ -97,6 +101,10 @@ impl Request {
             Request::SuppressionsRemove { .. } => "suppressions-remove",
             Request::DomainsAdd { .. } => "domains-add",
             Request::DomainsList => "domains-list",
+            Request::DomainsShow { .. } => "domains-show",
+            Request::DomainsVerify { .. } => "domains-verify",
+            Request::DomainsRotateKey { .. } => "domains-rotate-key",
+            Request::DomainsRemove { .. } => "domains-remove",
             Request::KeysCreate { .. } => "keys-create",
             Request::KeysList => "keys-list",
             Request::KeysRevoke { .. } => "keys-revoke",
@@ -109,6 +117,31 @@ impl Request {
             Request::EventsAfter { .. } => "events-after",
         }
     }
+}
+
+/// A new domain's settings, as the command line takes them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DomainOptions {
+    pub click_tracking: bool,
+    pub open_tracking: bool,
+    pub receiving: bool,
+    pub tracking_subdomain: Option<String>,
+    pub return_path: Option<String>,
+    pub ed25519: bool,
+}
+
+/// A domain as the command line prints it: the API's view with its records.
+fn domain_view(d: &mailroom::core::domains::Domain) -> Value {
+    let mut v = mailroom::core::domains::domain_json(d);
+    v["object"] = json!("domain");
+    v["records"] = json!(mailroom::core::domains::records_json(d));
+    v["signing_selector"] = json!(d.signing_key().map(|k| k.selector.clone()));
+    v
+}
+
+/// The domain the command line names (by name, not id).
+async fn named_domain(engine: &Engine, name: &str) -> Result<mailroom::core::domains::Domain, Failure> {
+    engine.domain_named(name).await?.ok_or(Failure::Engine(Error::NotFound { what: "Domain" }))
 }
 
 /// What a command runs against.
@@ -159,10 +192,37 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
             engine.unsuppress(&address).await?;
             json!({"object": "suppression", "address": address, "deleted": true})
         }
-        Request::DomainsAdd { domain, click_tracking, open_tracking } => {
-            json!(engine.put_domain(&domain, click_tracking, open_tracking).await?)
+        Request::DomainsAdd { domain, options: o } => {
+            let mut new = mailroom::core::domains::NewDomain::new(domain);
+            new.click_tracking = Some(o.click_tracking);
+            new.open_tracking = Some(o.open_tracking);
+            new.receiving = Some(o.receiving);
+            new.tracking_subdomain = o.tracking_subdomain;
+            new.custom_return_path = o.return_path;
+            if o.ed25519 {
+                new.dkim_algorithm = Some(mailroom::core::domains::DkimAlgorithm::Ed25519);
+            }
+            domain_view(&engine.create_domain(new).await?)
         }
-        Request::DomainsList => json!({"object": "list", "data": engine.domains().await?}),
+        Request::DomainsList => {
+            let data: Vec<Value> = engine.domains().await?.iter().map(mailroom::core::domains::domain_json).collect();
+            json!({"object": "list", "data": data})
+        }
+        Request::DomainsShow { domain } => domain_view(&named_domain(engine, &domain).await?),
+        Request::DomainsVerify { domain, dns } => {
+            let d = named_domain(engine, &domain).await?;
+            let resolver = resolver(dns.or(ctx.dns))?;
+            domain_view(&engine.check_domain_now(&d.id, &resolver).await?)
+        }
+        Request::DomainsRotateKey { domain } => {
+            let d = named_domain(engine, &domain).await?;
+            domain_view(&engine.rotate_domain_key(&d.id).await?)
+        }
+        Request::DomainsRemove { domain } => {
+            let d = named_domain(engine, &domain).await?;
+            engine.delete_domain(&d.id).await?;
+            json!({"object": "domain", "id": d.id, "name": d.name, "deleted": true})
+        }
         Request::KeysCreate { name, sending_access, domain } => {
             let permission = KeyPermission::parse(
                 Some(if sending_access { "sending_access" } else { "full_access" }),
@@ -248,6 +308,10 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
                         }
                         mailroom::core::events::Subject::SuppressionAdded(s)
                         | mailroom::core::events::Subject::SuppressionRemoved(s) => v["address"] = json!(s.address),
+                        mailroom::core::events::Subject::Domain { domain, .. } => {
+                            v["domain"] = json!(domain.name);
+                            v["status"] = json!(domain.status());
+                        }
                     }
                     v
                 })
@@ -274,8 +338,12 @@ mod tests {
             Request::SuppressionsList,
             Request::SuppressionsAdd { address: String::new(), reason: String::new() },
             Request::SuppressionsRemove { address: String::new() },
-            Request::DomainsAdd { domain: String::new(), click_tracking: false, open_tracking: false },
+            Request::DomainsAdd { domain: String::new(), options: DomainOptions::default() },
             Request::DomainsList,
+            Request::DomainsShow { domain: String::new() },
+            Request::DomainsVerify { domain: String::new(), dns: None },
+            Request::DomainsRotateKey { domain: String::new() },
+            Request::DomainsRemove { domain: String::new() },
             Request::KeysCreate { name: String::new(), sending_access: false, domain: None },
             Request::KeysList,
             Request::KeysRevoke { id: String::new() },

@@ -105,6 +105,9 @@ pub struct Settings {
     pub server: ServerConfig,
     pub fetch: FetchConfig,
     pub webhooks: WebhookSettings,
+    pub domains: mailroom::core::domains::DomainConfig,
+    /// Whether `serve` checks domains' DNS records on their schedule.
+    pub verify_domains: bool,
     pub email_retention: Option<Duration>,
     pub log_retention: Option<Duration>,
     pub log_level: String,
@@ -262,6 +265,13 @@ const SETTINGS: &[&str] = &[
     "attachments.connect_timeout",
     "attachments.timeout",
     "attachments.max_redirects",
+    "domains.host",
+    "domains.spf",
+    "domains.dkim_selector",
+    "domains.dkim_algorithm",
+    "domains.require_verified",
+    "domains.recheck",
+    "domains.verify",
     "webhooks.enabled",
     "webhooks.allow_private",
     "webhooks.allow_networks",
@@ -618,6 +628,40 @@ impl Layers {
             r.int().and_then(|n| if (1..=1024).contains(&n) { Ok(n as usize) } else { Err("1 to 1024".into()) })
         });
 
+        // Domains: the host that receives bounces (and mail) and serves tracking links is the
+        // server's own name unless given.
+        let host = self.get("domains.host", Some(helo.clone()), domain).unwrap_or_else(|| helo.clone());
+        let mut domains = mailroom::core::domains::DomainConfig::default().host(&host);
+        if let Some(spf) = self.get("domains.spf", None, |raw| {
+            let v = raw.text()?;
+            if !v.starts_with("v=spf1 ") || v.len() > 450 || v.chars().any(|c| c.is_control() || c == '"') {
+                return Err(format!("{v:?} is not an SPF record (v=spf1 …, at most 450 characters)"));
+            }
+            Ok(Some(v))
+        }) {
+            domains = domains.spf(spf);
+        }
+        domains = domains.dkim_selector(self.get("domains.dkim_selector", "mailroom".to_string(), |raw| {
+            let v = raw.text()?;
+            let ok = !v.is_empty()
+                && v.len() <= 40
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !v.starts_with('-');
+            if ok { Ok(v) } else { Err(format!("{v:?} is not a selector (letters, digits and -)")) }
+        }));
+        domains = domains.dkim_algorithm(self.get(
+            "domains.dkim_algorithm",
+            mailroom::core::domains::DkimAlgorithm::Rsa2048,
+            |raw| match raw.text()?.as_str() {
+                "rsa" | "rsa-sha256" => Ok(mailroom::core::domains::DkimAlgorithm::Rsa2048),
+                "ed25519" | "ed25519-sha256" => Ok(mailroom::core::domains::DkimAlgorithm::Ed25519),
+                other => Err(format!("must be rsa or ed25519, not {other:?}")),
+            },
+        ));
+        domains = domains.require_verified(self.get("domains.require_verified", false, Raw::boolean));
+        domains = domains.recheck_verified(self.get("domains.recheck", Duration::from_secs(6 * 3600), duration));
+        let verify_domains = self.get("domains.verify", true, Raw::boolean);
+
         let email_retention = self.get("retention.emails", None, parse_retention);
         let log_retention = self.get("retention.request_logs", Some(Duration::from_secs(30 * 86_400)), parse_retention);
         let log_level = self.get("log.level", "info".to_string(), |raw| {
@@ -657,6 +701,8 @@ impl Layers {
             server,
             fetch,
             webhooks,
+            domains,
+            verify_domains,
             email_retention,
             log_retention,
             log_level,

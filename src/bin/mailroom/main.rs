@@ -20,7 +20,7 @@ use clap::Parser;
 use cli::{
     Cli, Command, ConfigCommand, DomainCommand, EventsCommand, KeyCommand, Store, SuppressionCommand, WebhookCommand,
 };
-use commands::{Context, Failure, Request, execute};
+use commands::{Context, DomainOptions, Failure, Request, execute};
 use config::{Layers, Settings};
 use mailroom::core::email::EmailView;
 use mailroom::core::request::EmailRequest;
@@ -151,10 +151,31 @@ async fn run(command: Command) -> Result<(), Failure> {
             SuppressionCommand::Remove { address, store } => (store, Request::SuppressionsRemove { address }),
         },
         Command::Domains { action } => match action {
-            DomainCommand::Add { domain, click_tracking, open_tracking, store } => {
-                (store, Request::DomainsAdd { domain, click_tracking, open_tracking })
+            DomainCommand::Add {
+                domain,
+                click_tracking,
+                open_tracking,
+                receiving,
+                tracking_subdomain,
+                return_path,
+                ed25519,
+                store,
+            } => {
+                let options = DomainOptions {
+                    click_tracking,
+                    open_tracking,
+                    receiving,
+                    tracking_subdomain,
+                    return_path,
+                    ed25519,
+                };
+                (store, Request::DomainsAdd { domain, options })
             }
             DomainCommand::List { store } => (store, Request::DomainsList),
+            DomainCommand::Show { domain, store } => (store, Request::DomainsShow { domain }),
+            DomainCommand::Verify { domain, dns, store } => (store, Request::DomainsVerify { domain, dns }),
+            DomainCommand::RotateKey { domain, store } => (store, Request::DomainsRotateKey { domain }),
+            DomainCommand::Remove { domain, store } => (store, Request::DomainsRemove { domain }),
         },
         Command::Webhooks { action } => match action {
             WebhookCommand::Add { url, events, store } => (store, Request::WebhooksAdd { url, events }),

@@ -33,7 +33,8 @@ pub fn build_engine(settings: &Settings, store: &RedbStorage) -> Result<Engine, 
         .limits(settings.limits)
         .test_domain(&settings.test_domain)
         .attachment_loader(Arc::new(loader))
-        .request_log_retention(settings.log_retention);
+        .request_log_retention(settings.log_retention)
+        .domains(settings.domains.clone());
     if let Some(keep) = settings.email_retention {
         builder = builder.retention(keep);
     }
@@ -64,15 +65,18 @@ pub fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
     })
 }
 
+/// The resolver every lookup goes through (`dns.nameserver`, or the system's).
+pub fn resolver(settings: &Settings) -> Result<Arc<HickoryResolver>, String> {
+    Ok(Arc::new(match settings.dns {
+        Some(addr) => HickoryResolver::with_nameserver(addr),
+        None => HickoryResolver::system().map_err(|e| e.to_string())?,
+    }))
+}
+
 /// The transport the settings name (test addresses always simulated), and whether it is SMTP.
 pub fn transport(settings: &Settings) -> Result<(Arc<dyn Transport>, bool), String> {
     let sandbox = sandbox(&settings.db, &settings.test_domain);
-    let resolver = || -> Result<Arc<HickoryResolver>, String> {
-        Ok(Arc::new(match settings.dns {
-            Some(addr) => HickoryResolver::with_nameserver(addr),
-            None => HickoryResolver::system().map_err(|e| e.to_string())?,
-        }))
-    };
+    let resolver = || resolver(settings);
     let mut config = match &settings.delivery {
         DeliveryMode::Sandbox => return Ok((Arc::new(sandbox), false)),
         DeliveryMode::Relay(url) => SmtpConfig::relay(RelayTarget::parse(url).map_err(|e| e.to_string())?),
@@ -227,6 +231,19 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     } else {
         None
     };
+    // Domains are checked on their schedule through the configured nameserver.
+    let verifier = if settings.verify_domains {
+        let verifier = mailroom::core::domains::Verifier::new(
+            engine.storage().clone(),
+            engine.clock().clone(),
+            resolver(&settings)?,
+            settings.domains.clone(),
+        );
+        let until = stopped(stop_rx.clone());
+        Some(tokio::spawn(async move { verifier.run(until).await }))
+    } else {
+        None
+    };
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new requests; finishing deliveries in flight");
@@ -242,6 +259,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let report = worker.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     if let Some(w) = webhooks {
         w.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = verifier {
+        v.await.map_err(|e| e.to_string())?;
     }
     tracing::info!(processed = report.processed, released = report.released, "stopped");
     Ok(())

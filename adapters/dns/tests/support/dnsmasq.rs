@@ -21,7 +21,7 @@ impl Drop for Dnsmasq {
 }
 
 /// A port free for both UDP and TCP.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
@@ -33,11 +33,34 @@ fn free_port() -> u16 {
 /// Starts dnsmasq with `records`: dnsmasq options such as `--mx-host=a.test,mx.a.test,10`,
 /// `--host-record=mx.a.test,127.0.0.1`, `--txt-record=_dmarc.a.test,"v=DMARC1; p=none"`.
 pub fn start(records: &[String]) -> Dnsmasq {
+    start_at(free_port(), records)
+}
+
+/// The dnsmasq options that publish one record: `rtype` MX (value `"pref host"`), TXT (a
+/// long value split into strings of at most 255 bytes, as DNS carries them) or CNAME (whose
+/// target dnsmasq must know: give it a `--host-record`).
+pub fn record(name: &str, rtype: &str, value: &str) -> String {
+    match rtype {
+        "MX" => {
+            let (pref, host) = value.split_once(' ').unwrap();
+            format!("--mx-host={name},{host},{pref}")
+        }
+        "TXT" => {
+            let parts: Vec<String> =
+                value.as_bytes().chunks(255).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+            format!("--txt-record={name},{}", parts.join(","))
+        }
+        "CNAME" => format!("--cname={name},{value}"),
+        other => panic!("no dnsmasq option for {other} records here"),
+    }
+}
+
+/// Starts dnsmasq on `port` (chosen earlier, e.g. so that a server could be told it first).
+pub fn start_at(port: u16, records: &[String]) -> Dnsmasq {
     let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .unwrap_or_else(|| panic!("dnsmasq is not installed: run ./scripts/test.sh, which installs it"));
-    let port = free_port();
     let mut child = Command::new(bin)
         .args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
         .args(["--no-poll", "--pid-file=", "--local=/test/", "--user=root"])
