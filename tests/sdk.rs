@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 mod common;
+#[path = "../adapters/dns/tests/support/dnsmasq.rs"]
+mod dnsmasq;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,8 +14,9 @@ use std::time::{Duration, Instant};
 
 fn run_script(program: &str, script: &str, env: &[(&str, String)], checks: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    let mut words = script.split(' ');
     let out = Command::new(program)
-        .arg(script)
+        .args(words.by_ref())
         .current_dir(&dir)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
@@ -28,11 +31,14 @@ fn run_script(program: &str, script: &str, env: &[(&str, String)], checks: usize
 fn the_official_node_and_python_sdks_work_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::peers::free_port();
+    let dns_port = dnsmasq::free_port();
     let key = "re_sdk_test_key";
     let mut server = Command::new(env!("CARGO_BIN_EXE_mailroom"))
         // The scripts poll in tight loops; the limit itself is tested in mailroom-http.
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", key, "--rate-limit", "0", "--db"])
         .arg(dir.path().join("sdk.redb"))
+        .args(["--dns", &format!("127.0.0.1:{dns_port}")])
+        .env("MAILROOM_DOMAINS_HOST", "mx.mailroom.test")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -44,7 +50,37 @@ fn the_official_node_and_python_sdks_work_unchanged() {
     // Webhooks, each SDK with a receiver of its own on 127.0.0.1: create, get, list, update,
     // events, attempts, replay, rotation, remove; deliveries verified by the SDKs' `verify`.
     run_script("node", "node_webhooks.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 25);
-    run_script("python3", "python_webhooks.py", &[("RESEND_API_URL", base), ("KEY", key.into())], 13);
+    run_script("python3", "python_webhooks.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 13);
+
+    // Domains: each SDK creates one and writes its records; a dnsmasq then publishes them on
+    // the port the server was told; each SDK verifies, updates, pages and removes.
+    let node_records = dir.path().join("node-records.json");
+    let py_records = dir.path().join("py-records.json");
+    let node_env = |f: &std::path::Path| {
+        vec![("RESEND_BASE_URL", base.clone()), ("KEY", key.to_string()), ("RECORDS", f.display().to_string())]
+    };
+    let py_env = |f: &std::path::Path| {
+        vec![("RESEND_API_URL", base.clone()), ("KEY", key.to_string()), ("RECORDS", f.display().to_string())]
+    };
+    run_script("node", "node_domains.mjs create", &node_env(&node_records), 11);
+    run_script("python3", "python_domains.py create", &py_env(&py_records), 5);
+    let mut options = vec!["--host-record=mx.mailroom.test,127.0.0.1".to_string()];
+    for file in [&node_records, &py_records] {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let domain = v["domain"].as_str().unwrap();
+        for r in v["records"].as_array().unwrap() {
+            let name = r["name"].as_str().unwrap();
+            let fqdn = if name == "@" { domain.to_string() } else { format!("{name}.{domain}") };
+            let value = match r["type"].as_str().unwrap() {
+                "MX" => format!("{} {}", r["priority"], r["value"].as_str().unwrap()),
+                _ => r["value"].as_str().unwrap().to_string(),
+            };
+            options.push(dnsmasq::record(&fqdn, r["type"].as_str().unwrap(), &value));
+        }
+    }
+    let _dns = dnsmasq::start_at(dns_port, &options);
+    run_script("node", "node_domains.mjs verify", &node_env(&node_records), 10);
+    run_script("python3", "python_domains.py verify", &py_env(&py_records), 6);
 
     // SIGTERM: the server stops accepting, the worker finishes, the process exits 0.
     let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
