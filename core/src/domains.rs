@@ -13,7 +13,10 @@ mod api;
 mod model;
 mod verify;
 
-pub use api::{DomainUpdate, MAX_DOMAINS, NewDomain, domain_event_json, domain_json, normalize_name, records_json};
+pub use api::{
+    DomainUpdate, MAX_DOMAINS, NewDomain, Sender, domain_event_json, domain_json, governing_domain, normalize_name,
+    records_json,
+};
 pub use model::{DkimEntry, Domain, DomainConfig, REGIONS, TlsMode};
 pub use verify::{Verifier, check_domain};
 

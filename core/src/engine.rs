@@ -390,6 +390,7 @@ impl Engine {
         if let Some(scope) = &self.key {
             scope.check_senders(&requests)?;
         }
+        self.check_verified_senders(&requests).await?;
         let Some(key) = key else {
             return self.prepare_and_insert(requests, mode, None, is_batch).await;
         };

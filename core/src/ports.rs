@@ -460,6 +460,7 @@ impl Clock for ManualClock {
 
 /// The SMTP envelope of one hand-over.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Envelope {
     /// The email being handed over.
     pub email_id: EmailId,
@@ -467,6 +468,48 @@ pub struct Envelope {
     pub from: String,
     /// `RCPT TO`, in order.
     pub to: Vec<String>,
+    /// The key to DKIM-sign with: the sending domain's verified key (a transport that signs
+    /// prefers it to keys of its own).
+    pub dkim: Option<std::sync::Arc<SigningKey>>,
+    /// The sending domain requires TLS: a server that cannot offer it is not given the mail.
+    pub require_tls: bool,
+}
+
+impl Envelope {
+    /// An envelope with no key and TLS as the transport does it.
+    pub fn new(email_id: EmailId, from: impl Into<String>, to: Vec<String>) -> Envelope {
+        Envelope { email_id, from: from.into(), to, dkim: None, require_tls: false }
+    }
+    /// Signed with `key`.
+    pub fn dkim(mut self, key: Option<std::sync::Arc<SigningKey>>) -> Envelope {
+        self.dkim = key;
+        self
+    }
+    /// TLS required (or not).
+    pub fn require_tls(mut self, on: bool) -> Envelope {
+        self.require_tls = on;
+        self
+    }
+}
+
+/// A DKIM key chosen for a message: the `d=` domain, the selector, the private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    /// The signing domain (`d=`): the sending domain or a parent of it.
+    pub domain: String,
+    /// The selector (`s=`).
+    pub selector: String,
+    /// The algorithm.
+    pub algorithm: crate::domains::DkimAlgorithm,
+    /// The private key, PKCS#8 PEM.
+    pub private_pem: String,
+}
+
+impl Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("SigningKey").field("domain", &self.domain).field("selector", &self.selector).finish()
+    }
 }
 
 /// What happened to one recipient.

@@ -146,10 +146,8 @@ impl Transport for SandboxTransport {
             report.recipients.push(RecipientReport { recipient: rcpt.clone(), status, reply, feedback });
         }
         if !ordinary.is_empty() {
-            let msg = OutboxMessage {
-                envelope: Envelope { email_id: envelope.email_id, from: envelope.from.clone(), to: ordinary },
-                message: message.to_vec(),
-            };
+            let msg =
+                OutboxMessage { envelope: Envelope { to: ordinary, ..envelope.clone() }, message: message.to_vec() };
             if let Some(h) = &self.hook {
                 h(&msg);
             } else if let Ok(mut o) = self.outbox.lock() {
@@ -184,7 +182,7 @@ impl Transport for WithTestAddresses {
         if test.is_empty() {
             return self.real.send_raw(envelope, message).await;
         }
-        let part = |to: Vec<String>| Envelope { email_id: envelope.email_id, from: envelope.from.clone(), to };
+        let part = |to: Vec<String>| Envelope { to, ..envelope.clone() };
         let mut reports = self.sandbox.send_raw(&part(test), message).await?.recipients;
         if !other.is_empty() {
             // A failure of the real part fails the hand-over as a whole; simulating the test
@@ -205,11 +203,11 @@ mod tests {
     async fn test_addresses_never_reach_the_real_transport() {
         let real = Arc::new(SandboxTransport::new("elsewhere.test"));
         let t = WithTestAddresses::new(SandboxTransport::default(), real.clone());
-        let env = Envelope {
-            email_id: crate::email::EmailId::from_u128(1),
-            from: "a@acme.test".into(),
-            to: vec!["x@example.com".into(), "bounced@resend.dev".into(), "y@example.com".into()],
-        };
+        let env = Envelope::new(
+            crate::email::EmailId::from_u128(1),
+            "a@acme.test",
+            vec!["x@example.com".into(), "bounced@resend.dev".into(), "y@example.com".into()],
+        );
         let r = t.send_raw(&env, b"m").await.unwrap_or_else(|e| panic!("{e}"));
         let got: Vec<(&str, RecipientStatus)> = r.recipients.iter().map(|r| (r.recipient.as_str(), r.status)).collect();
         assert_eq!(

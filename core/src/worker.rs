@@ -342,6 +342,20 @@ impl Worker {
             }
         }
         let mut facts = BatchFacts { recorded: Arc::clone(recorded), ..BatchFacts::default() };
+        if let Some(domains) = storage.domains() {
+            let config = self.engine.domain_config();
+            for c in claimed {
+                let key = (c.record.state.account.clone(), c.record.content.from.domain.clone());
+                if facts.senders.contains_key(&key) {
+                    continue;
+                }
+                let sender = crate::domains::governing_domain(domains, &key.0, &key.1).await?.map(|mut d| {
+                    d.refresh(config);
+                    crate::domains::Sender::of(&d)
+                });
+                facts.senders.insert(key, sender.unwrap_or_default());
+            }
+        }
         for (account, addresses) in by_account {
             let addresses: Vec<String> = addresses.into_iter().collect();
             for e in storage.suppression_lookup(account, &addresses).await? {
@@ -443,11 +457,16 @@ impl Worker {
             // Our lease lapsed and another worker holds the email now.
             return Ok(false);
         }
-        let envelope = Envelope {
-            email_id: record.state.id,
-            from: self.engine.return_path(record.state.id, &record.content.from),
-            to: send_to.clone(),
+        let sender = facts.senders.get(&(account.clone(), record.content.from.domain.clone()));
+        // Bounces come back to the sending domain's own return path once it is verified (SPF
+        // then aligns with From), else to the server's bounce domain.
+        let return_path = match sender.and_then(|s| s.return_path.as_deref()) {
+            Some(host) => format!("bounces+{}@{host}", record.state.id),
+            None => self.engine.return_path(record.state.id, &record.content.from),
         };
+        let envelope = Envelope::new(record.state.id, return_path, send_to.clone())
+            .dkim(sender.and_then(|s| s.key.clone()))
+            .require_tls(sender.is_some_and(|s| s.require_tls));
         let result = self.transport.send_raw(&envelope, &bytes).await;
         drop(permit);
         let now = clock.now();
@@ -592,6 +611,9 @@ struct BatchFacts {
     inactive_keys: HashSet<(AccountId, String)>,
     /// What the round's outcomes listed since.
     recorded: Arc<Recorded>,
+    /// How mail from each sending domain goes out (its key, return path, TLS), by account
+    /// and the From domain; read once per batch.
+    senders: HashMap<(AccountId, String), crate::domains::Sender>,
 }
 
 impl BatchFacts {

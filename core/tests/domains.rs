@@ -274,3 +274,48 @@ async fn settings_add_records_and_bad_input_names_the_field() {
     let idn = s.engine.create_domain(NewDomain::new("bücher.test")).await.unwrap();
     assert_eq!(idn.name, "xn--bcher-kva.test");
 }
+
+#[tokio::test]
+async fn unverified_domains_are_refused_when_the_operator_says_so_and_verified_ones_sign() {
+    use mailroom_core::SendOptions;
+    use mailroom_core::request::EmailRequest;
+    use mailroom_core::sandbox::SandboxTransport;
+    let store = Arc::new(MemoryStorage::new());
+    let clock = ManualClock::new(t0());
+    let config = DomainConfig::default().host("mx.mailroom.test").require_verified(true);
+    let engine = Engine::builder(store.clone()).clock(Arc::new(clock.clone())).domains(config.clone()).build();
+    let zone = Zone::default();
+    let verifier = Verifier::new(store, Arc::new(clock.clone()), Arc::new(zone.clone()), config);
+    let email = |from: &str, to: &str| -> EmailRequest {
+        serde_json::from_value(serde_json::json!({"from": from, "to": to, "subject": "s", "text": "t"})).unwrap()
+    };
+
+    let refused = engine.send(email("a@acme.test", "x@example.com"), SendOptions::default()).await.unwrap_err();
+    assert_eq!((refused.status(), refused.name()), (403, ErrorName::ValidationError));
+    assert!(refused.to_string().contains("The acme.test domain is not verified"), "{refused}");
+    // Test addresses never leave the machine; the test domain is always allowed.
+    engine.send(email("a@acme.test", "delivered+x@resend.dev"), SendOptions::default()).await.unwrap();
+    engine.send(email("onboarding@resend.dev", "x@example.com"), SendOptions::default()).await.unwrap();
+    // A batch with one unverified sender is refused as a whole.
+    let batch = vec![email("onboarding@resend.dev", "x@example.com"), email("b@acme.test", "y@example.com")];
+    assert!(engine.send_batch(batch, Default::default()).await.is_err());
+
+    let d = engine.create_domain(NewDomain::new("acme.test")).await.unwrap();
+    let refused = engine.send(email("a@news.acme.test", "x@example.com"), SendOptions::default()).await.unwrap_err();
+    assert_eq!(refused.status(), 403, "added is not verified");
+    zone.publish(&d);
+    engine.verify_domain(&d.id).await.unwrap();
+    verifier.run_once().await.unwrap();
+    let id = engine.send(email("a@news.acme.test", "x@example.com"), SendOptions::default()).await.unwrap().id;
+
+    // The worker hands the domain's key and return path to the transport.
+    let sandbox = Arc::new(SandboxTransport::default());
+    engine.worker(sandbox.clone(), Default::default()).run_until_idle().await.unwrap();
+    let sent = sandbox.outbox();
+    let ours = sent.iter().find(|m| m.envelope.email_id == id).unwrap();
+    let key = ours.envelope.dkim.as_ref().expect("signed with the domain's key");
+    assert_eq!((key.domain.as_str(), key.selector.as_str()), ("acme.test", "mailroom"));
+    assert_eq!(ours.envelope.from, format!("bounces+{id}@send.acme.test"));
+    let other = sent.iter().find(|m| m.envelope.email_id != id && m.envelope.to == ["x@example.com"]).unwrap();
+    assert!(other.envelope.dkim.is_none(), "the test domain has no key here");
+}

@@ -51,7 +51,15 @@ struct Inner {
     verifying: TlsConnector,
     /// For MX hosts: opportunistic, unauthenticated TLS.
     opportunistic: TlsConnector,
+    /// Signers built from the keys envelopes carry (a sending domain's, from the store), by
+    /// domain, selector and key: parsing a PEM key for every message would cost more than
+    /// signing it.
+    envelope_keys: std::sync::Mutex<std::collections::HashMap<(String, String, String), Arc<dkim::DkimKey>>>,
 }
+
+/// Signers kept for envelope keys at most (rotations leave old ones behind; past this the
+/// cache starts over).
+const ENVELOPE_KEYS: usize = 1024;
 
 impl std::fmt::Debug for SmtpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,7 +78,36 @@ impl SmtpTransport {
         let verifying =
             if config.accept_invalid_certs || !verifies { opportunistic.clone() } else { tls::verifying()? };
         let pool = Pool::new(config.max_connections, config.max_per_destination, config.idle_timeout);
-        Ok(SmtpTransport { inner: Arc::new(Inner { config, pool, verifying, opportunistic }) })
+        let envelope_keys = std::sync::Mutex::new(std::collections::HashMap::new());
+        Ok(SmtpTransport { inner: Arc::new(Inner { config, pool, verifying, opportunistic, envelope_keys }) })
+    }
+
+    /// The signer for the key an envelope carries.
+    fn envelope_key(&self, k: &mailroom_core::ports::SigningKey) -> Result<Arc<dkim::DkimKey>, TransportError> {
+        let id = (k.domain.clone(), k.selector.clone(), k.private_pem.clone());
+        let mut cache = self.inner.envelope_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(key) = cache.get(&id) {
+            return Ok(Arc::clone(key));
+        }
+        let key = match k.algorithm {
+            mailroom_core::domains::DkimAlgorithm::Rsa2048 => {
+                dkim::DkimKey::rsa_pem(&k.domain, &k.selector, &k.private_pem)
+            }
+            mailroom_core::domains::DkimAlgorithm::Ed25519 => {
+                dkim::DkimKey::ed25519_pem(&k.domain, &k.selector, &k.private_pem)
+            }
+        }
+        .map_err(|e| TransportError {
+            kind: TransportErrorKind::Transient,
+            reply: None,
+            message: e.to_string(),
+        })?;
+        if cache.len() >= ENVELOPE_KEYS {
+            cache.clear();
+        }
+        let key = Arc::new(key);
+        cache.insert(id, Arc::clone(&key));
+        Ok(key)
     }
 }
 
@@ -102,7 +139,11 @@ enum Outcome {
 impl Transport for SmtpTransport {
     async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError> {
         let signed;
-        let message = match dkim::key_for(&self.inner.config.dkim, message) {
+        // The sending domain's verified key first (the domain published it and the server
+        // checked it); else a key the host configured for the From domain.
+        let from_envelope = envelope.dkim.as_deref().map(|k| self.envelope_key(k)).transpose()?;
+        let key = from_envelope.as_deref().or_else(|| dkim::key_for(&self.inner.config.dkim, message));
+        let message = match key {
             Some(key) => {
                 let header = key.signature(message).map_err(|message| TransportError {
                     kind: TransportErrorKind::Transient,
@@ -133,11 +174,27 @@ impl SmtpTransport {
             reply: None,
             message,
         })?;
+        let security = match (envelope.require_tls, target.security) {
+            (true, Security::None) => {
+                return Err(TransportError {
+                    kind: TransportErrorKind::Permanent,
+                    reply: Some(synthetic(
+                        550,
+                        (5, 7, 10),
+                        "the sending domain requires TLS; the relay is set to plain",
+                    )),
+                    message: "the sending domain requires TLS, and the relay is configured without it".into(),
+                });
+            }
+            (true, Security::Opportunistic) => Security::StartTlsRequired,
+            (_, s) => s,
+        };
         let dest = Destination {
-            key: format!("relay:{}:{}", target.host, target.port),
+            // A connection opened without TLS is never reused for mail that requires it.
+            key: format!("relay:{}:{}:{security:?}", target.host, target.port),
             addrs,
             tls_name: target.host.clone(),
-            security: target.security,
+            security,
             credentials: target.credentials.as_ref(),
             tls: &self.inner.verifying,
             accepted: RecipientStatus::Relayed,
@@ -223,11 +280,12 @@ impl SmtpTransport {
                         continue;
                     }
                 };
+                let security = if envelope.require_tls { Security::StartTlsRequired } else { Security::Opportunistic };
                 let dest = Destination {
-                    key: format!("mx:{host}:{port}"),
+                    key: format!("mx:{host}:{port}:{security:?}"),
                     addrs,
                     tls_name: host.clone(),
-                    security: Security::Opportunistic,
+                    security,
                     credentials: None,
                     tls: &self.inner.opportunistic,
                     accepted: RecipientStatus::Delivered,

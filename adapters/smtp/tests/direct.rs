@@ -14,11 +14,7 @@ use mailroom_smtp::{Mode, SmtpConfig, SmtpTransport};
 use std::sync::Arc;
 
 fn envelope(to: &[&str]) -> Envelope {
-    Envelope {
-        email_id: EmailId::from_u128(9),
-        from: "bounces+9@bounce.test".into(),
-        to: to.iter().map(|s| s.to_string()).collect(),
-    }
+    Envelope::new(EmailId::from_u128(9), "bounces+9@bounce.test", to.iter().map(|s| s.to_string()).collect())
 }
 
 const MESSAGE: &[u8] = b"From: a@sender.test\r\nTo: b@acme.test\r\nSubject: hi\r\n\r\nhello\r\n";

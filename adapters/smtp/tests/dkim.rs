@@ -59,11 +59,7 @@ async fn signed_with_rsa_and_ed25519_and_verified_over_dns() {
         Arc::new(DkimKey::ed25519_pem("news.acme.test", "e1", &ed_pem).unwrap()),
     ];
     let t = SmtpTransport::new(config).unwrap();
-    let env = Envelope {
-        email_id: EmailId::from_u128(3),
-        from: "bounces+3@bounce.test".into(),
-        to: vec!["x@example.test".into()],
-    };
+    let env = Envelope::new(EmailId::from_u128(3), "bounces+3@bounce.test", vec!["x@example.test".into()]);
     for from in ["a@acme.test", "b@news.acme.test"] {
         let msg = format!(
             "From: Acme <{from}>\r\nTo: x@example.test\r\nSubject: Signed\r\nMessage-ID: <1@acme.test>\r\nDate: Thu, 26 Nov 2026 12:00:00 +0000\r\n\r\nHello.\r\n"

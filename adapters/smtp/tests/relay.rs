@@ -29,11 +29,7 @@ fn transport(url: &str, tweak: impl FnOnce(&mut SmtpConfig)) -> SmtpTransport {
 }
 
 fn envelope(to: &[&str]) -> Envelope {
-    Envelope {
-        email_id: EmailId::from_u128(7),
-        from: "bounces+7@bounce.test".into(),
-        to: to.iter().map(|s| s.to_string()).collect(),
-    }
+    Envelope::new(EmailId::from_u128(7), "bounces+7@bounce.test", to.iter().map(|s| s.to_string()).collect())
 }
 
 /// A 2 KB message with CRLF line endings and a line that needs dot-stuffing.
@@ -280,4 +276,25 @@ async fn an_idle_session_past_its_timeout_is_not_reused() {
     t.send_raw(&envelope(&["ok@example.test"]), &message("")).await.unwrap();
     let printed = peer.stop();
     assert!(printed.contains("connections=2 accepted=3"), "{printed}");
+}
+
+/// A sending domain that enforces TLS: its mail never goes over a plain connection — not a
+/// new one to a server without STARTTLS, not one pooled for other mail, not through a relay
+/// configured without TLS — while other mail still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_that_requires_tls_never_goes_in_plain() {
+    let peer = peers::smtpd(&[]);
+    let t = transport(&format!("smtp://127.0.0.1:{}", peer.port), |c| c.max_connections = 2);
+    let plain = t.send_raw(&envelope(&["one@example.test"]), &message("")).await.unwrap();
+    assert_eq!(plain.recipients[0].status, RecipientStatus::Relayed, "opportunistic: plain is fine");
+    let err = t.send_raw(&envelope(&["one@example.test"]).require_tls(true), &message("")).await.unwrap_err();
+    assert!(err.message.contains("STARTTLS"), "{err:?}");
+    let printed = peer.stop();
+    assert!(printed.contains("accepted=1"), "{printed}");
+
+    let peer = peers::smtpd(&[]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |_| {});
+    let err = t.send_raw(&envelope(&["one@example.test"]).require_tls(true), &message("")).await.unwrap_err();
+    assert_eq!(err.kind, TransportErrorKind::Permanent, "{err:?}");
+    assert!(peer.stop().contains("accepted=0"));
 }

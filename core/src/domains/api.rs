@@ -352,6 +352,100 @@ impl Engine {
     }
 }
 
+/// What mail from one sending domain goes out with: the key it is signed with, the host its
+/// bounces come back to, whether TLS is required; taken from the domain that governs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// The verified DKIM key.
+    pub key: Option<std::sync::Arc<crate::ports::SigningKey>>,
+    /// The return-path host (`send.<domain>`), once its SPF records are verified.
+    pub return_path: Option<String>,
+    /// TLS enforced.
+    pub require_tls: bool,
+    /// The domain is verified for sending.
+    pub verified: bool,
+}
+
+/// The domain that governs mail from `domain` in `account`: itself if added, else its
+/// nearest added parent below the public suffix (a subdomain's mail aligns with its parent's
+/// under DMARC's relaxed rules).
+pub async fn governing_domain(
+    store: &dyn DomainStore,
+    account: &crate::email::AccountId,
+    domain: &str,
+) -> Result<Option<Domain>, StorageError> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let Some(zone) = psl::domain_str(&domain).map(str::to_string) else { return Ok(None) };
+    let mut name = domain.as_str();
+    loop {
+        if let Some(d) = store.domain_get(account, name).await? {
+            return Ok(Some(d));
+        }
+        if name.len() <= zone.len() {
+            return Ok(None);
+        }
+        match name.split_once('.') {
+            Some((_, parent)) => name = parent,
+            None => return Ok(None),
+        }
+    }
+}
+
+impl Sender {
+    /// How mail from `d` goes out.
+    pub fn of(d: &Domain) -> Sender {
+        Sender {
+            key: d.signing().map(std::sync::Arc::new),
+            return_path: d.spf_verified().then(|| d.return_path_host()),
+            require_tls: d.tls == TlsMode::Enforced,
+            verified: d.verified_for_sending(),
+        }
+    }
+}
+
+impl Engine {
+    /// Refuses requests sent from a domain that is not verified, when the operator requires
+    /// it; mail only to test addresses, and mail from the test domain, is exempt (it never
+    /// leaves the machine). A `from` that does not parse is left to validation.
+    pub(crate) async fn check_verified_senders(&self, requests: &[crate::request::EmailRequest]) -> Result<(), Error> {
+        if !self.domain_config().require_verified {
+            return Ok(());
+        }
+        let test_domain = self.test_domain().to_string();
+        let only_tests = |r: &crate::request::EmailRequest| {
+            let all: Vec<&String> =
+                [&r.to, &r.cc, &r.bcc].into_iter().flatten().flat_map(|l| l.as_slice().iter()).collect();
+            !all.is_empty()
+                && all.iter().all(|a| {
+                    crate::address::Mailbox::parse(a)
+                        .is_ok_and(|m| crate::sandbox::TestAddress::parse(&m.key(), &test_domain).is_some())
+                })
+        };
+        let mut checked: Vec<String> = Vec::new();
+        for r in requests {
+            let Some(from) = r.from.as_deref().and_then(|f| crate::address::Mailbox::parse(f).ok()) else { continue };
+            if from.domain == test_domain || only_tests(r) || checked.contains(&from.domain) {
+                continue;
+            }
+            let verified = match self.storage().domains() {
+                Some(store) => governing_domain(store, self.account(), &from.domain).await?.is_some_and(|mut d| {
+                    d.refresh(self.domain_config());
+                    d.verified_for_sending()
+                }),
+                None => false,
+            };
+            if !verified {
+                return Err(Error::Forbidden(format!(
+                    "The {} domain is not verified. Please, add and verify your domain.",
+                    from.domain
+                )));
+            }
+            checked.push(from.domain);
+        }
+        Ok(())
+    }
+}
+
 /// `records[]` as the hosted service shows them.
 pub fn records_json(d: &Domain) -> Vec<Value> {
     d.records

@@ -339,6 +339,16 @@ impl Domain {
             .map(|r| r.fqdn.as_str())
     }
 
+    /// The key mail from this domain is signed with, as transports take it.
+    pub fn signing(&self) -> Option<crate::ports::SigningKey> {
+        self.signing_key().map(|k| crate::ports::SigningKey {
+            domain: self.name.clone(),
+            selector: k.selector.clone(),
+            algorithm: k.key.algorithm,
+            private_pem: k.key.private_pem.clone(),
+        })
+    }
+
     /// The return-path host (`send.<domain>`).
     pub fn return_path_host(&self) -> String {
         format!("{}.{}", self.return_path, self.name)

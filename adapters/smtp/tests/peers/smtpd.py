@@ -7,7 +7,7 @@ at DATA. With --tls the server offers STARTTLS (and requires it before AUTH); wi
 requires AUTH PLAIN/LOGIN with those credentials before MAIL. SIGTERM stops it; it then prints
 `connections=N accepted=M resets=R` (sessions opened, messages accepted, RSETs received).
 """
-import argparse, logging, os, signal, ssl
+import argparse, json, logging, os, signal, ssl
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -50,6 +50,10 @@ class Handler:
         if self.save:
             with open(os.path.join(self.save, f"{self.accepted}.eml"), "wb") as f:
                 f.write(envelope.original_content)
+            with open(os.path.join(self.save, f"{self.accepted}.json"), "w") as f:
+                json.dump({"mail_from": envelope.mail_from, "mail_options": envelope.mail_options,
+                           "rcpt_tos": envelope.rcpt_tos, "helo": getattr(session, "host_name", None),
+                           "peer": session.peer[0]}, f)
         return "250 2.0.0 OK queued"
 
 
