@@ -172,6 +172,22 @@ pub struct Event {
     pub reply: Option<SmtpReply>,
     /// Why, for `failed`, `suppressed` and `canceled`.
     pub reason: Option<String>,
+    /// Who or what opened or clicked, for `opened` and `clicked`.
+    pub hit: Option<Box<Hit>>,
+}
+
+/// An open or a click as the tracking server saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    /// The original URL, for a click.
+    pub link: Option<String>,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Set when the hit was made by a machine, not a person: which one (a mail-privacy
+    /// prefetcher, a link scanner), see [`crate::tracking::machine`].
+    pub machine: Option<String>,
 }
 
 /// An event as the wire shows it.
@@ -213,7 +229,12 @@ impl From<&Event> for EventView {
 impl Event {
     /// An event of `kind` at `at`, with no detail.
     pub fn new(kind: EventKind, at: DateTime<Utc>) -> Self {
-        Event { kind, at, recipient: None, bounce: None, reply: None, reason: None }
+        Event { kind, at, recipient: None, bounce: None, reply: None, reason: None, hit: None }
+    }
+    /// With who or what opened or clicked.
+    pub fn hit(mut self, h: Hit) -> Self {
+        self.hit = Some(Box::new(h));
+        self
     }
     /// With the recipient it is about.
     pub fn recipient(mut self, r: impl Into<String>) -> Self {

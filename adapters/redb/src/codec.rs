@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use mailroom_core::bounce::{BounceInfo, SmtpReply};
 use mailroom_core::domains::Domain;
-use mailroom_core::email::{AccountId, Claim, EmailContent, EmailId, EmailState, Event};
+use mailroom_core::email::{AccountId, Claim, EmailContent, EmailId, EmailState, Event, Hit};
 use mailroom_core::error::StorageError;
 use mailroom_core::lifecycle::EventKind;
 use mailroom_core::ports::ApiKeyRecord;
@@ -33,6 +33,8 @@ pub(crate) const CONTENT_V3: u8 = 3;
 /// outcome), and formatting and parsing its times was a tenth of the delivery path's work.
 /// Version-1 states (postcard of `EmailState`, times as text) still read.
 pub(crate) const STATE_V2: u8 = 2;
+/// Version-2 states whose events carry `hit` (who opened or clicked), last in each event.
+pub(crate) const STATE_V3: u8 = 3;
 /// API keys from the version that added `managed` (a bool, last): a version-1 key record
 /// reads as version 2 with postcard's `false` (one zero byte) appended.
 pub(crate) const KEY_V2: u8 = 2;
@@ -216,18 +218,25 @@ struct StateOut<'a> {
     pruned_at: Option<Ts>,
 }
 
-struct EventsOut<'a>(&'a [Event]);
+/// The events, with `hit` (version 3) or without (version 2, for the tests of old layouts).
+struct EventsOut<'a>(&'a [Event], bool);
 
 impl Serialize for EventsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|e| EventOut {
-            kind: e.kind,
-            at: e.at.into(),
-            recipient: e.recipient.as_deref(),
-            bounce: e.bounce.as_ref(),
-            reply: e.reply.as_ref(),
-            reason: e.reason.as_deref(),
-        }))
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for e in self.0 {
+            let out = EventOut {
+                kind: e.kind,
+                at: e.at.into(),
+                recipient: e.recipient.as_deref(),
+                bounce: e.bounce.as_ref(),
+                reply: e.reply.as_ref(),
+                reason: e.reason.as_deref(),
+            };
+            if self.1 { seq.serialize_element(&(out, e.hit.as_deref()))? } else { seq.serialize_element(&out)? }
+        }
+        seq.end()
     }
 }
 
@@ -241,14 +250,14 @@ struct EventOut<'a> {
     reason: Option<&'a str>,
 }
 
-/// A version-2 state as read.
+/// A version-2 or -3 state as read (events of either version).
 #[derive(serde::Deserialize)]
-struct StateIn {
+struct StateIn<E> {
     account: AccountId,
     id: EmailId,
     created_at: Ts,
     scheduled_at: Option<Ts>,
-    events: Vec<EventIn>,
+    events: Vec<E>,
     due_at: Option<Ts>,
     claim: Option<(u128, Ts)>,
     handed_over: bool,
@@ -257,6 +266,18 @@ struct StateIn {
     pruned_at: Option<Ts>,
 }
 
+/// An event as a version-2 state holds it.
+#[derive(serde::Deserialize)]
+struct EventInV2 {
+    kind: EventKind,
+    at: Ts,
+    recipient: Option<String>,
+    bounce: Option<BounceInfo>,
+    reply: Option<SmtpReply>,
+    reason: Option<String>,
+}
+
+/// An event as a version-3 state holds it.
 #[derive(serde::Deserialize)]
 struct EventIn {
     kind: EventKind,
@@ -265,6 +286,21 @@ struct EventIn {
     bounce: Option<BounceInfo>,
     reply: Option<SmtpReply>,
     reason: Option<String>,
+    hit: Option<Hit>,
+}
+
+impl From<EventInV2> for EventIn {
+    fn from(e: EventInV2) -> EventIn {
+        EventIn {
+            kind: e.kind,
+            at: e.at,
+            recipient: e.recipient,
+            bounce: e.bounce,
+            reply: e.reply,
+            reason: e.reason,
+            hit: None,
+        }
+    }
 }
 
 /// An email's state as stored, with its claim and due time replaced by `claim` and `due`
@@ -274,12 +310,21 @@ pub(crate) fn encode_state(
     claim: Option<Claim>,
     due: Option<DateTime<Utc>>,
 ) -> Result<Vec<u8>, StorageError> {
+    encode_state_as(STATE_V3, s, claim, due)
+}
+
+fn encode_state_as(
+    version: u8,
+    s: &EmailState,
+    claim: Option<Claim>,
+    due: Option<DateTime<Utc>>,
+) -> Result<Vec<u8>, StorageError> {
     let out = StateOut {
         account: &s.account,
         id: s.id,
         created_at: s.created_at.into(),
         scheduled_at: s.scheduled_at.map(Ts::from),
-        events: EventsOut(&s.events),
+        events: EventsOut(&s.events, version >= STATE_V3),
         due_at: due.map(Ts::from),
         claim: claim.map(|c| (c.token, c.until.into())),
         handed_over: s.handed_over,
@@ -288,51 +333,134 @@ pub(crate) fn encode_state(
         pruned_at: s.pruned_at.map(Ts::from),
     };
     let mut bytes = Vec::with_capacity(128 + 64 * s.events.len());
-    bytes.push(STATE_V2);
+    bytes.push(version);
     postcard::to_io(&out, &mut bytes).map_err(corrupt)?;
     Ok(bytes)
 }
 
 pub(crate) fn decode_state(bytes: &[u8]) -> Result<EmailState, StorageError> {
     match bytes.split_first() {
+        Some((&STATE_V3, rest)) => state_from(postcard::from_bytes::<StateIn<EventIn>>(rest).map_err(corrupt)?),
         Some((&STATE_V2, rest)) => {
-            let s: StateIn = postcard::from_bytes(rest).map_err(corrupt)?;
-            let events = s
-                .events
-                .into_iter()
-                .map(|e| {
-                    Ok(Event {
-                        kind: e.kind,
-                        at: e.at.try_into()?,
-                        recipient: e.recipient,
-                        bounce: e.bounce,
-                        reply: e.reply,
-                        reason: e.reason,
-                    })
-                })
-                .collect::<Result<Vec<_>, StorageError>>()?;
-            let claim = match s.claim {
-                Some((token, until)) => Some(Claim { token, until: until.try_into()? }),
-                None => None,
-            };
-            Ok(EmailState {
+            let s: StateIn<EventInV2> = postcard::from_bytes(rest).map_err(corrupt)?;
+            state_from(StateIn {
                 account: s.account,
                 id: s.id,
-                created_at: s.created_at.try_into()?,
-                scheduled_at: time(s.scheduled_at)?,
-                events,
-                due_at: time(s.due_at)?,
-                claim,
+                created_at: s.created_at,
+                scheduled_at: s.scheduled_at,
+                events: s.events.into_iter().map(EventIn::from).collect(),
+                due_at: s.due_at,
+                claim: s.claim,
                 handed_over: s.handed_over,
                 attempts: s.attempts,
                 pending: s.pending,
-                pruned_at: time(s.pruned_at)?,
+                pruned_at: s.pruned_at,
             })
         }
-        Some((&FORMAT_V1, _)) => decode(bytes),
+        Some((&FORMAT_V1, rest)) => {
+            let s: StateV1 = postcard::from_bytes(rest).map_err(corrupt)?;
+            let events = s.events.into_iter().map(|e| e.into_event()).collect();
+            Ok(EmailState {
+                account: s.account,
+                id: s.id,
+                created_at: s.created_at,
+                scheduled_at: s.scheduled_at,
+                events,
+                due_at: s.due_at,
+                claim: s.claim,
+                handed_over: s.handed_over,
+                attempts: s.attempts,
+                pending: s.pending,
+                pruned_at: s.pruned_at,
+            })
+        }
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown state format {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
+}
+
+fn state_from(s: StateIn<EventIn>) -> Result<EmailState, StorageError> {
+    let events = s
+        .events
+        .into_iter()
+        .map(|e| {
+            Ok(Event {
+                kind: e.kind,
+                at: e.at.try_into()?,
+                recipient: e.recipient,
+                bounce: e.bounce,
+                reply: e.reply,
+                reason: e.reason,
+                hit: e.hit.map(Box::new),
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    let claim = match s.claim {
+        Some((token, until)) => Some(Claim { token, until: until.try_into()? }),
+        None => None,
+    };
+    Ok(EmailState {
+        account: s.account,
+        id: s.id,
+        created_at: s.created_at.try_into()?,
+        scheduled_at: time(s.scheduled_at)?,
+        events,
+        due_at: time(s.due_at)?,
+        claim,
+        handed_over: s.handed_over,
+        attempts: s.attempts,
+        pending: s.pending,
+        pruned_at: time(s.pruned_at)?,
+    })
+}
+
+/// An event as written before events had `hit` (version-1 states and event-log chunks): the
+/// serde form of the event of that time.
+#[derive(serde::Deserialize)]
+pub(crate) struct EventV1 {
+    kind: EventKind,
+    at: DateTime<Utc>,
+    recipient: Option<String>,
+    bounce: Option<BounceInfo>,
+    reply: Option<SmtpReply>,
+    reason: Option<String>,
+}
+
+impl EventV1 {
+    pub(crate) fn into_event(self) -> Event {
+        Event {
+            kind: self.kind,
+            at: self.at,
+            recipient: self.recipient,
+            bounce: self.bounce,
+            reply: self.reply,
+            reason: self.reason,
+            hit: None,
+        }
+    }
+}
+
+/// A version-1 state: the serde form of the state of that time.
+#[derive(serde::Deserialize)]
+struct StateV1 {
+    account: AccountId,
+    id: EmailId,
+    created_at: DateTime<Utc>,
+    #[serde(default)]
+    scheduled_at: Option<DateTime<Utc>>,
+    events: Vec<EventV1>,
+    #[serde(default)]
+    due_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    claim: Option<Claim>,
+    #[serde(default)]
+    handed_over: bool,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default)]
+    pending: Vec<String>,
+    #[serde(default)]
+    pruned_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
@@ -400,6 +528,35 @@ mod tests {
         assert!(decode_content(&[CONTENT_V3, 1, 2, 3]).is_err());
     }
 
+    /// A state as version 1 wrote it: serde's form of the state of that time.
+    fn v1_bytes(state: &EmailState) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct E<'a>(
+            EventKind,
+            DateTime<Utc>,
+            &'a Option<String>,
+            &'a Option<BounceInfo>,
+            &'a Option<SmtpReply>,
+            &'a Option<String>,
+        );
+        let events: Vec<E<'_>> =
+            state.events.iter().map(|e| E(e.kind, e.at, &e.recipient, &e.bounce, &e.reply, &e.reason)).collect();
+        let fields = (
+            &state.account,
+            state.id,
+            state.created_at,
+            state.scheduled_at,
+            events,
+            state.due_at,
+            state.claim,
+            state.handed_over,
+            state.attempts,
+            &state.pending,
+            state.pruned_at,
+        );
+        encode(&fields).unwrap()
+    }
+
     #[test]
     fn states_written_by_every_version_still_read() {
         use mailroom_core::bounce::SmtpReply;
@@ -418,13 +575,21 @@ mod tests {
         state.attempts = 3;
         state.pending = vec!["b@example.com".into()];
         state.pruned_at = DateTime::from_timestamp(-62_000_000_000, 999_999_999);
-        let v2 = encode_state(&state, state.claim, state.due_at).unwrap();
-        assert_eq!(v2[0], STATE_V2);
+        // Version 2 and 1 know no `hit`: written without it, read back with none.
+        let v2 = encode_state_as(STATE_V2, &state, state.claim, state.due_at).unwrap();
         assert_eq!(decode_state(&v2).unwrap(), state);
-        let v1 = encode(&state).unwrap();
-        assert_eq!(v1[0], FORMAT_V1);
+        let v1 = v1_bytes(&state);
         assert_eq!(decode_state(&v1).unwrap(), state);
         assert!(v2.len() * 3 < v1.len() * 2, "{} bytes against {}", v2.len(), v1.len());
+        state.events.push(Event::new(EventKind::Clicked, t0).hit(Hit {
+            link: Some("https://acme.test/x".into()),
+            ip: Some("192.0.2.1".into()),
+            user_agent: Some("UA".into()),
+            machine: None,
+        }));
+        let v3 = encode_state(&state, state.claim, state.due_at).unwrap();
+        assert_eq!(v3[0], STATE_V3);
+        assert_eq!(decode_state(&v3).unwrap(), state);
         // The claim and due time written are the ones given.
         let bare = decode_state(&encode_state(&state, None, None).unwrap()).unwrap();
         assert_eq!((bare.claim, bare.due_at), (None, None));

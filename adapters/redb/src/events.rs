@@ -34,6 +34,41 @@ struct Stored {
     subject: Subject,
 }
 
+/// Chunks from the version whose events carry `hit`; version-1 chunks read through
+/// [`StoredV1`].
+const CHUNK_V2: u8 = 2;
+
+/// An entry as a version-1 chunk holds it (its email events without `hit`).
+#[derive(Deserialize)]
+struct StoredV1 {
+    at: DateTime<Utc>,
+    subject: SubjectV1,
+}
+
+/// [`Subject`] as version 1 wrote it: the same variants in the same order.
+#[derive(Deserialize)]
+enum SubjectV1 {
+    Email { id: mailroom_core::email::EmailId, event: crate::codec::EventV1 },
+    SuppressionAdded(mailroom_core::ports::SuppressionEntry),
+    SuppressionRemoved(mailroom_core::ports::SuppressionEntry),
+}
+
+impl From<SubjectV1> for Subject {
+    fn from(s: SubjectV1) -> Subject {
+        match s {
+            SubjectV1::Email { id, event } => Subject::Email { id, event: event.into_event() },
+            SubjectV1::SuppressionAdded(e) => Subject::SuppressionAdded(e),
+            SubjectV1::SuppressionRemoved(e) => Subject::SuppressionRemoved(e),
+        }
+    }
+}
+
+fn encode_run(run: &[Stored]) -> StorageResult<Vec<u8>> {
+    let mut out = vec![CHUNK_V2];
+    postcard::to_io(run, &mut out).map_err(|e| mailroom_core::error::StorageError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
 /// A run of entries of one account, encoded, waiting for its numbers: (account, count, value).
 pub(crate) type Chunk = (Arc<str>, u64, Vec<u8>);
 
@@ -46,20 +81,28 @@ pub(crate) fn encode_chunks(pending: Vec<Pending>) -> StorageResult<Vec<Chunk>> 
     for p in pending {
         if account.as_deref().is_some_and(|a| a != p.account.as_str()) {
             let a = account.take().unwrap_or_default();
-            out.push((a, run.len() as u64, encode(&run)?));
+            out.push((a, run.len() as u64, encode_run(&run)?));
             run.clear();
         }
         account.get_or_insert_with(|| p.account.0.clone());
         run.push(Stored { at: p.at, subject: p.subject });
     }
     if let Some(a) = account {
-        out.push((a, run.len() as u64, encode(&run)?));
+        out.push((a, run.len() as u64, encode_run(&run)?));
     }
     Ok(out)
 }
 
 fn decode_chunk(account: &str, first: u64, bytes: &[u8]) -> StorageResult<Vec<LoggedEvent>> {
-    let run: Vec<Stored> = decode(bytes)?;
+    let run: Vec<Stored> = match bytes.split_first() {
+        Some((&CHUNK_V2, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| mailroom_core::error::StorageError::Corrupt(e.to_string()))?
+        }
+        _ => decode::<Vec<StoredV1>>(bytes)?
+            .into_iter()
+            .map(|s| Stored { at: s.at, subject: s.subject.into() })
+            .collect(),
+    };
     Ok(run
         .into_iter()
         .zip(first..)
@@ -420,5 +463,43 @@ impl WebhookStore for RedbStorage {
             }
             Ok((out, more))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use mailroom_core::email::{EmailId, Event, Hit};
+    use mailroom_core::lifecycle::EventKind;
+
+    /// A chunk written before events had `hit` reads; a new one keeps it.
+    #[test]
+    fn chunks_of_both_versions_read() {
+        /// kind, at, recipient, bounce, reply, reason: an event as version 1 wrote it.
+        type OldEvent = (EventKind, DateTime<Utc>, Option<String>, Option<()>, Option<()>, Option<String>);
+        #[derive(Serialize)]
+        enum OldSubject {
+            Email { id: EmailId, event: OldEvent },
+        }
+        let at = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let id = EmailId::from_u128(5);
+        let old = vec![(
+            at,
+            OldSubject::Email { id, event: (EventKind::Sent, at, Some("a@b.test".into()), None, None, None) },
+        )];
+        let entries = decode_chunk("acct", 7, &crate::codec::encode(&old).unwrap()).unwrap();
+        let want = Event::new(EventKind::Sent, at).recipient("a@b.test");
+        assert_eq!(entries[0].subject, Subject::Email { id, event: want });
+        assert_eq!(entries[0].seq, 7);
+
+        let hit =
+            Hit { link: Some("https://x.test/".into()), ip: None, user_agent: None, machine: Some("scanner".into()) };
+        let event = Event::new(EventKind::Clicked, at).hit(hit);
+        let pending =
+            vec![Pending { account: AccountId::new("acct"), at, subject: Subject::Email { id, event: event.clone() } }];
+        let (_, n, bytes) = encode_chunks(pending).unwrap().remove(0);
+        assert_eq!(n, 1);
+        assert_eq!(decode_chunk("acct", 1, &bytes).unwrap()[0].subject, Subject::Email { id, event });
     }
 }
