@@ -144,6 +144,9 @@ pub struct EmailContent {
     /// written before it existed.
     #[serde(default)]
     pub api_key_id: Option<String>,
+    /// One-click unsubscribe (RFC 8058) for its one recipient.
+    #[serde(default)]
+    pub unsubscribe: bool,
 }
 
 impl EmailContent {

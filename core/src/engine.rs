@@ -191,6 +191,8 @@ pub struct EngineBuilder {
     text_from_html: bool,
     request_log_retention: Option<chrono::Duration>,
     domains: crate::domains::DomainConfig,
+    link_key: crate::tracking::LinkKey,
+    public_url: Option<String>,
 }
 
 impl EngineBuilder {
@@ -250,6 +252,18 @@ impl EngineBuilder {
         self.loader = Some(loader);
         self
     }
+    /// The key that signs tracking and unsubscribe links (default: a random one, so links
+    /// stop working when the process stops; a server keeps its key).
+    pub fn link_key(mut self, key: crate::tracking::LinkKey) -> Self {
+        self.link_key = key;
+        self
+    }
+    /// The server's public base URL (`https://mail.example.com`): where unsubscribe links
+    /// point when the sending domain has no verified tracking host.
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.trim_end_matches('/').to_string());
+        self
+    }
     /// What domains publish and how they are checked; whether sending from an unverified
     /// domain is refused.
     pub fn domains(mut self, config: crate::domains::DomainConfig) -> Self {
@@ -296,6 +310,8 @@ impl Engine {
             text_from_html: false,
             request_log_retention: Some(chrono::Duration::days(30)),
             domains: crate::domains::DomainConfig::default(),
+            link_key: crate::tracking::LinkKey::random(),
+            public_url: None,
         }
     }
 
@@ -331,6 +347,15 @@ impl Engine {
     }
     pub(crate) fn domain_settings(&self) -> &crate::domains::DomainConfig {
         &self.inner.config.domains
+    }
+
+    pub(crate) fn link_key(&self) -> &crate::tracking::LinkKey {
+        &self.inner.config.link_key
+    }
+
+    /// The server's public base URL, when configured.
+    pub fn public_url(&self) -> Option<&str> {
+        self.inner.config.public_url.as_deref()
     }
 
     /// The domain of the test addresses.
@@ -391,6 +416,7 @@ impl Engine {
             scope.check_senders(&requests)?;
         }
         self.check_verified_senders(&requests).await?;
+        self.check_unsubscribe_links(&requests).await?;
         let Some(key) = key else {
             return self.prepare_and_insert(requests, mode, None, is_batch).await;
         };

@@ -40,6 +40,9 @@ pub struct Link<'a> {
     pub kind: LinkKind,
     /// The attribute's value, character references decoded.
     pub href: Cow<'a, str>,
+    /// Where the value stands in the source, as written (inside its quotes, if any; empty
+    /// for an `href` without a value): what a rewriter replaces.
+    pub span: std::ops::Range<usize>,
 }
 
 /// The `href` of every `a`, `area` and `base` start tag of `html`, in document order.
@@ -274,6 +277,7 @@ impl<'a> Tokenizer<'a> {
         };
         let want_href = link.is_some();
         let mut href = None;
+        let mut span = 0..0;
         let mut seen_href = false;
         loop {
             // Before attribute name (a `/` here is the self-closing flag, which changes nothing
@@ -284,7 +288,7 @@ impl<'a> Tokenizer<'a> {
             if *b.get(i)? == b'>' {
                 self.pos = i + 1;
                 if let (Some(kind), Some(href)) = (link, href) {
-                    self.out.push(Link { kind, href });
+                    self.out.push(Link { kind, href, span });
                 }
                 return Some(kind);
             }
@@ -303,6 +307,7 @@ impl<'a> Tokenizer<'a> {
             if *b.get(i)? != b'=' {
                 if is_href {
                     href = Some(Cow::Borrowed(""));
+                    span = i..i;
                 }
                 continue;
             }
@@ -333,6 +338,7 @@ impl<'a> Tokenizer<'a> {
             };
             if is_href {
                 href = Some(decode_attribute(&self.src[start..end]));
+                span = start..end;
             }
         }
     }

@@ -27,6 +27,7 @@ pub mod retry;
 pub mod sandbox;
 pub mod schedule;
 pub mod store;
+pub mod tracking;
 pub mod validate;
 pub mod webhooks;
 pub mod worker;

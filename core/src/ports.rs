@@ -54,6 +54,8 @@ pub enum SuppressionReason {
     Bounced,
     /// A complaint.
     Complained,
+    /// The recipient used the one-click unsubscribe link of an email.
+    Unsubscribed,
 }
 
 impl SuppressionReason {
@@ -62,6 +64,7 @@ impl SuppressionReason {
         match self {
             SuppressionReason::Bounced => "bounced",
             SuppressionReason::Complained => "complained",
+            SuppressionReason::Unsubscribed => "unsubscribed",
         }
     }
 }

@@ -45,6 +45,17 @@ fn text_part(content_type: &'static str, text: &str) -> MimePart<'static> {
 
 /// Renders `content` with `Date: at`.
 pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<u8>> {
+    render_with(content, at, None, &[])
+}
+
+/// [`render`] with the html replaced (links rewritten for tracking) and headers the engine
+/// adds (`List-Unsubscribe`).
+pub fn render_with(
+    content: &EmailContent,
+    at: DateTime<Utc>,
+    html: Option<&str>,
+    extra_headers: &[(String, String)],
+) -> std::io::Result<Vec<u8>> {
     let mut b = MessageBuilder::new()
         .from(address(&content.from))
         .to(list(&content.to))
@@ -60,6 +71,11 @@ pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<
     for (name, value) in &content.headers {
         b = b.header(name.clone(), Text::new(value.clone()));
     }
+    // The engine's own headers are ASCII by construction and must stay as written (a URL in
+    // `List-Unsubscribe` as an encoded word is no URL to a mail client).
+    for (name, value) in extra_headers {
+        b = b.header(name.clone(), Raw::new(value.clone()));
+    }
 
     let text = content.text.as_deref().map(|t| text_part("text/plain", t));
     let inline: Vec<MimePart<'static>> = content
@@ -70,7 +86,7 @@ pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<
             Some(MimePart::new(a.content_type.clone(), a.content.clone()).inline().cid(cid))
         })
         .collect();
-    let html = content.html.as_deref().map(|h| {
+    let html = html.or(content.html.as_deref()).map(|h| {
         let html = text_part("text/html", h);
         if inline.is_empty() {
             html
@@ -169,6 +185,7 @@ mod tests {
         EmailContent {
             message_id: message_id_for(&id, &from),
             api_key_id: None,
+            unsubscribe: false,
             from,
             to: vec![Mailbox::parse("Ann <ann@example.com>").unwrap(), Mailbox::parse("bob@example.com").unwrap()],
             cc: vec![Mailbox::parse("cc@example.com").unwrap()],

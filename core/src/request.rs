@@ -188,6 +188,10 @@ pub struct EmailRequest {
     /// Hosted templates; not supported by this engine (refused with a typed error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<serde_json::Value>,
+    /// Beyond the hosted service: add RFC 8058 one-click unsubscribe (`List-Unsubscribe` with
+    /// a signed link, `List-Unsubscribe-Post`). Needs exactly one recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<bool>,
 }
 
 impl EmailRequest {

@@ -293,6 +293,23 @@ pub(crate) fn validate_owned(
         headers.push((name.clone(), value.to_string()));
     }
 
+    // One-click unsubscribe names its one recipient in a signed link: with several, whose
+    // click would it be? Its headers are written by the engine.
+    let unsubscribe = req.unsubscribe.unwrap_or(false);
+    if unsubscribe {
+        if all != 1 {
+            errors.push(
+                "unsubscribe",
+                Rule::Shape(format!(
+                    "one-click unsubscribe needs exactly one recipient, got {all}; send one email per recipient (a batch)"
+                )),
+            );
+        }
+        if let Some((name, _)) = headers.iter().find(|(n, _)| n.to_ascii_lowercase().starts_with("list-unsubscribe")) {
+            errors.push(format!("headers.{name}"), Rule::Exclusive("unsubscribe"));
+        }
+    }
+
     let mut tags = Vec::new();
     let n_tags = req.tags.as_ref().map_or(0, Vec::len);
     let given_tags = if check_count("tags", n_tags, limits.max_tags, &mut errors) { req.tags.take() } else { None };
@@ -416,6 +433,7 @@ pub(crate) fn validate_owned(
                 topic_id: req.topic_id.take(),
                 message_id: String::new(),
                 api_key_id: None,
+                unsubscribe,
             },
             scheduled_at,
             to_load,

@@ -422,6 +422,7 @@ pub fn suppression_id(account: &AccountId, address: &str) -> String {
 fn suppression_data(account: &AccountId, s: &SuppressionEntry) -> Value {
     let origin = match (s.reason, s.source_email) {
         (SuppressionReason::Complained, _) => "complaint",
+        (SuppressionReason::Unsubscribed, _) => "unsubscribe",
         (SuppressionReason::Bounced, Some(_)) => "bounce",
         (SuppressionReason::Bounced, None) => "manual",
     };

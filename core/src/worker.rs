@@ -20,7 +20,6 @@ use crate::ports::{
     ClaimRef, ClaimedEmail, Envelope, Feedback, Next, Outcome, RecipientStatus, SuppressionEntry, SuppressionReason,
     Transport, TransportErrorKind,
 };
-use crate::render::render;
 use crate::retry::RetryPolicy;
 use crate::sandbox::TestAddress;
 use chrono::{DateTime, Utc};
@@ -351,7 +350,7 @@ impl Worker {
                 }
                 let sender = crate::domains::governing_domain(domains, &key.0, &key.1).await?.map(|mut d| {
                     d.refresh(config);
-                    crate::domains::Sender::of(&d)
+                    crate::domains::Sender::of(&d, config)
                 });
                 facts.senders.insert(key, sender.unwrap_or_default());
             }
@@ -421,6 +420,7 @@ impl Worker {
             if entry.is_some() || test == Some(TestAddress::Suppressed) {
                 let why = match entry {
                     Some(SuppressionReason::Complained) => "previous_complaint",
+                    Some(SuppressionReason::Unsubscribed) => "previous_unsubscribe",
                     _ => "previous_bounce",
                 };
                 events.push(Event::new(EventKind::Suppressed, now).recipient(key).reason(why));
@@ -442,7 +442,9 @@ impl Worker {
         let permit = self.handovers.acquire().await.map_err(|_| {
             Error::Storage(crate::error::StorageError::Backend("the worker's hand-over permits are closed".into()))
         })?;
-        let bytes = match render(&record.content, now) {
+        let sender = facts.senders.get(&(account.clone(), record.content.from.domain.clone()));
+        let extras = self.engine.render_extras(&record.content, record.state.id, account, sender, &send_to, now);
+        let bytes = match crate::render::render_with(&record.content, now, extras.html.as_deref(), &extras.headers) {
             Ok(b) => b,
             Err(e) => {
                 events.push(Event::new(EventKind::Failed, now).reason(format!("rendering failed: {e}")));
@@ -457,7 +459,6 @@ impl Worker {
             // Our lease lapsed and another worker holds the email now.
             return Ok(false);
         }
-        let sender = facts.senders.get(&(account.clone(), record.content.from.domain.clone()));
         // Bounces come back to the sending domain's own return path once it is verified (SPF
         // then aligns with From), else to the server's bounce domain.
         let return_path = match sender.and_then(|s| s.return_path.as_deref()) {

@@ -319,3 +319,119 @@ async fn unverified_domains_are_refused_when_the_operator_says_so_and_verified_o
     let other = sent.iter().find(|m| m.envelope.email_id != id && m.envelope.to == ["x@example.com"]).unwrap();
     assert!(other.envelope.dkim.is_none(), "the test domain has no key here");
 }
+
+/// Tracking and one-click unsubscribe through the engine: a domain with a verified tracking
+/// host gets its links rewritten and the pixel added; following them records `clicked` and
+/// `opened` with who did it (a scanner marked as one); a forged link records nothing; the
+/// unsubscribe link suppresses its recipient for the account, and the next email to them is
+/// suppressed.
+#[tokio::test]
+async fn tracked_links_record_opens_and_clicks_and_unsubscribe_suppresses() {
+    use mailroom_core::SendOptions;
+    use mailroom_core::lifecycle::EventKind;
+    use mailroom_core::request::EmailRequest;
+    use mailroom_core::sandbox::SandboxTransport;
+    use mailroom_core::tracking::Followed;
+    let store = Arc::new(MemoryStorage::new());
+    let clock = ManualClock::new(t0());
+    let config = DomainConfig::default().host("mx.mailroom.test");
+    let engine = Engine::builder(store.clone()).clock(Arc::new(clock.clone())).domains(config.clone()).build();
+    let zone = Zone::default();
+    let verifier = Verifier::new(store.clone(), Arc::new(clock.clone()), Arc::new(zone.clone()), config);
+    let mut new = NewDomain::new("acme.test");
+    new.tracking_subdomain = Some("links".into());
+    new.open_tracking = Some(true);
+    new.click_tracking = Some(true);
+    let d = engine.create_domain(new).await.unwrap();
+    zone.publish(&d);
+    engine.verify_domain(&d.id).await.unwrap();
+    verifier.run_once().await.unwrap();
+    assert_eq!(engine.domain(&d.id).await.unwrap().tracking_host(), Some("links.acme.test"));
+
+    let request: EmailRequest = serde_json::from_value(serde_json::json!({
+        "from": "news@acme.test", "to": "reader@example.com", "subject": "s", "unsubscribe": true,
+        "html": "<html><body><p><a href=\"https://shop.test/sale?x=1&amp;y=2\">Sale</a> <a href=\"mailto:a@acme.test\">mail</a></p></body></html>"
+    }))
+    .unwrap();
+    let id = engine.send(request, SendOptions::default()).await.unwrap().id;
+    let sandbox = Arc::new(SandboxTransport::default());
+    engine.worker(sandbox.clone(), Default::default()).run_until_idle().await.unwrap();
+    let message = String::from_utf8(sandbox.outbox()[0].message.clone()).unwrap();
+    let unfolded = message.replace("=\r\n", "").replace("=3D", "=");
+    assert!(unfolded.contains("List-Unsubscribe: <https://links.acme.test/unsubscribe/"), "{message}");
+    assert!(unfolded.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{message}");
+    let token_after = |marker: &str| -> String {
+        let start = unfolded.find(marker).unwrap_or_else(|| panic!("{marker} in {unfolded}")) + marker.len();
+        unfolded[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    };
+    let click = token_after("https://links.acme.test/t/c/");
+    let open = token_after("https://links.acme.test/t/o/");
+    let unsubscribe = token_after("https://links.acme.test/unsubscribe/");
+    assert!(unfolded.contains("href=\"mailto:a@acme.test\""), "mailto untouched");
+
+    let person = Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0");
+    let ip: Option<std::net::IpAddr> = Some("198.51.100.9".parse().unwrap());
+    // A gateway scanning the link at once is recorded as a machine.
+    let first = engine.follow(&click, ip, person, true).await.unwrap();
+    assert_eq!(first, Followed::Click("https://shop.test/sale?x=1&y=2".into()));
+    clock.advance(CDuration::minutes(5));
+    engine.follow(&open, ip, person, true).await.unwrap();
+    engine.follow(&click, ip, person, true).await.unwrap();
+    let events = engine.get_record(id).await.unwrap().state.events;
+    let hits: Vec<(EventKind, Option<String>, Option<String>)> =
+        events.iter().filter_map(|e| e.hit.as_ref().map(|h| (e.kind, h.link.clone(), h.machine.clone()))).collect();
+    let link = Some("https://shop.test/sale?x=1&y=2".to_string());
+    assert_eq!(
+        hits,
+        [
+            (EventKind::Clicked, link.clone(), Some("link_scanner:too_fast".into())),
+            (EventKind::Opened, None, None),
+            (EventKind::Clicked, link, None),
+        ]
+    );
+    assert_eq!(engine.get(id).await.unwrap().last_event, Some(EventKind::Clicked));
+    // Forged or altered tokens are refused and record nothing.
+    let mut forged = click.clone();
+    forged.replace_range(10..11, if &click[10..11] == "A" { "B" } else { "A" });
+    assert!(engine.follow(&forged, ip, person, true).await.is_err());
+    assert!(engine.follow(&unsubscribe, ip, person, true).await.is_err(), "an unsubscribe token is not a link");
+    // At most MAX_HITS clicks are recorded; the redirect goes on.
+    for _ in 0..40 {
+        engine.follow(&click, ip, person, true).await.unwrap();
+    }
+    let clicks =
+        engine.get_record(id).await.unwrap().state.events.iter().filter(|e| e.kind == EventKind::Clicked).count();
+    assert_eq!(clicks, mailroom_core::tracking::MAX_HITS);
+
+    // One-click unsubscribe: the recipient is suppressed (unsubscribed) for this account.
+    assert_eq!(engine.unsubscribe(&unsubscribe).await.unwrap(), "reader@example.com");
+    let s = engine.suppression("reader@example.com").await.unwrap().unwrap();
+    assert_eq!(s.reason, mailroom_core::ports::SuppressionReason::Unsubscribed);
+    assert_eq!(engine.unsubscribe(&unsubscribe).await.unwrap(), "reader@example.com", "again: the same");
+    let again: EmailRequest = serde_json::from_value(serde_json::json!({
+        "from": "news@acme.test", "to": "reader@example.com", "subject": "s", "text": "t"
+    }))
+    .unwrap();
+    let second = engine.send(again, SendOptions::default()).await.unwrap().id;
+    engine.worker(sandbox.clone(), Default::default()).run_until_idle().await.unwrap();
+    assert_eq!(engine.get(second).await.unwrap().last_event, Some(EventKind::Suppressed));
+    let types: Vec<String> = engine.events(0, 1000).await.unwrap().iter().map(|e| e.type_name().to_string()).collect();
+    assert!(
+        types.contains(&"suppression.added".to_string()) && types.contains(&"email.clicked".to_string()),
+        "{types:?}"
+    );
+
+    // Without a public URL or a tracking host, unsubscribe is refused at once.
+    let other: EmailRequest = serde_json::from_value(serde_json::json!({
+        "from": "a@other.test", "to": "x@example.com", "subject": "s", "text": "t", "unsubscribe": true
+    }))
+    .unwrap();
+    let e = engine.send(other.clone(), SendOptions::default()).await.unwrap_err();
+    assert!(e.to_string().contains("unsubscribe"), "{e}");
+    let two: EmailRequest = serde_json::from_value(serde_json::json!({
+        "from": "a@acme.test", "to": ["x@example.com", "y@example.com"], "subject": "s", "text": "t", "unsubscribe": true
+    }))
+    .unwrap();
+    let e = engine.send(two, SendOptions::default()).await.unwrap_err();
+    assert!(e.to_string().contains("exactly one recipient"), "{e}");
+}

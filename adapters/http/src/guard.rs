@@ -103,7 +103,7 @@ pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    if status.as_u16() < 400 || is_json {
+    if status.as_u16() < 400 || is_json || response.extensions().get::<crate::pages::Page>().is_some() {
         return response;
     }
     let code = status.as_u16();

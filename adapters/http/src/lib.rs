@@ -33,6 +33,7 @@ mod keys;
 mod limit;
 mod logs;
 mod ops;
+mod pages;
 mod redact;
 mod server;
 mod webhooks;
@@ -238,6 +239,9 @@ pub fn router(api: Api) -> Router {
     let max_body = api.config.max_body_bytes;
     let mut public = Router::new()
         .route("/emails/{id}/attachments/{attachment_id}/content", get(attachments::download))
+        .route("/t/o/{token}", get(pages::open))
+        .route("/t/c/{token}", get(pages::click))
+        .route("/unsubscribe/{token}", get(pages::unsubscribe_page).post(pages::unsubscribe))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready));
     if api.config.metrics.is_some() {

@@ -28,6 +28,11 @@ pub(crate) const FORMAT_V1: u8 = 1;
 pub(crate) const CONTENT_V2: u8 = 2;
 /// Version-2 content, zstd-compressed.
 pub(crate) const CONTENT_V3: u8 = 3;
+/// Content from the version that added `unsubscribe` (a bool, last): versions 2 and 3 read
+/// as version 4 with postcard's `false` (one zero byte) appended.
+pub(crate) const CONTENT_V4: u8 = 4;
+/// Version-4 content, zstd-compressed.
+pub(crate) const CONTENT_V5: u8 = 5;
 /// Email states with times as whole seconds and nanoseconds (two varints) instead of RFC 3339
 /// text: a state is read and written at least three times on its way out (claim, hand-over,
 /// outcome), and formatting and parsing its times was a tenth of the delivery path's work.
@@ -105,7 +110,7 @@ pub(crate) fn encode_content(c: &EmailContent) -> Result<Vec<u8>, StorageError> 
         + c.text.as_ref().map_or(0, String::len)
         + 4096;
     let mut plain = Vec::with_capacity(hint);
-    plain.push(CONTENT_V2);
+    plain.push(CONTENT_V4);
     postcard::to_io(c, &mut plain).map_err(corrupt)?;
     if plain.len() <= COMPRESS_UP_TO
         && let Some(z) = compress(&plain[1..])
@@ -113,7 +118,7 @@ pub(crate) fn encode_content(c: &EmailContent) -> Result<Vec<u8>, StorageError> 
         && z.len() + z.len() / 9 < plain.len()
     {
         let mut out = Vec::with_capacity(z.len() + 1);
-        out.push(CONTENT_V3);
+        out.push(CONTENT_V5);
         out.extend_from_slice(&z);
         return Ok(out);
     }
@@ -131,9 +136,12 @@ fn decode_v1_with_default_last<T: DeserializeOwned>(rest: &[u8]) -> Result<T, St
 
 pub(crate) fn decode_content(bytes: &[u8]) -> Result<EmailContent, StorageError> {
     match bytes.split_first() {
-        Some((&CONTENT_V3, rest)) => postcard::from_bytes(&decompress(rest)?).map_err(corrupt),
-        Some((&CONTENT_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
-        Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(rest),
+        Some((&CONTENT_V5, rest)) => postcard::from_bytes(&decompress(rest)?).map_err(corrupt),
+        Some((&CONTENT_V4, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&CONTENT_V3, rest)) => decode_v1_with_default_last(&decompress(rest)?),
+        Some((&CONTENT_V2, rest)) => decode_v1_with_default_last(rest),
+        // Version 1 lacked `api_key_id` too: two defaults appended.
+        Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(&[rest, &[0]].concat()),
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown content format {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
@@ -510,19 +518,27 @@ mod tests {
     fn content_written_by_every_version_still_reads() {
         let mut new = mailroom_core::testkit::new_email("a", mailroom_core::testkit::t0(), 1, None);
         new.content.html = Some(mailroom_core::testkit::sample_html(7));
-        let v3 = encode_content(&new.content).unwrap();
-        assert_eq!(v3[0], CONTENT_V3, "a typical email is stored compressed");
-        assert!(v3.len() * 2 < new.content.html.as_ref().unwrap().len(), "{} bytes", v3.len());
-        assert_eq!(decode_content(&v3).unwrap(), new.content);
-        // Version 2: postcard as it is; version 1: the same without the trailing `None`.
-        let mut v2 = vec![CONTENT_V2];
-        postcard::to_io(&new.content, &mut v2).unwrap();
+        let v5 = encode_content(&new.content).unwrap();
+        assert_eq!(v5[0], CONTENT_V5, "a typical email is stored compressed");
+        assert!(v5.len() * 2 < new.content.html.as_ref().unwrap().len(), "{} bytes", v5.len());
+        assert_eq!(decode_content(&v5).unwrap(), new.content);
+        // Version 4: postcard as it is; 2: without the trailing `false` (unsubscribe); 3: 2
+        // compressed; 1: 2 without the `None` before it (api_key_id).
+        let mut v4 = vec![CONTENT_V4];
+        postcard::to_io(&new.content, &mut v4).unwrap();
+        assert_eq!(decode_content(&v4).unwrap(), new.content);
+        assert_eq!(&v4[v4.len() - 2..], &[0, 0]);
+        let mut v2 = v4[..v4.len() - 1].to_vec();
+        v2[0] = CONTENT_V2;
         assert_eq!(decode_content(&v2).unwrap(), new.content);
-        assert_eq!(v2.last(), Some(&0));
+        let mut v3 = vec![CONTENT_V3];
+        v3.extend(compress(&v2[1..]).unwrap());
+        assert_eq!(decode_content(&v3).unwrap(), new.content);
         let mut v1 = v2[..v2.len() - 1].to_vec();
         v1[0] = FORMAT_V1;
         assert_eq!(decode_content(&v1).unwrap(), new.content);
         new.content.api_key_id = Some("key-1".into());
+        new.content.unsubscribe = true;
         assert_eq!(decode_content(&encode_content(&new.content).unwrap()).unwrap(), new.content);
         assert!(decode_content(&[9, 0]).is_err());
         assert!(decode_content(&[CONTENT_V3, 1, 2, 3]).is_err());
@@ -618,9 +634,9 @@ mod tests {
             content_id: None,
             content: noise,
         }];
-        assert_eq!(encode_content(&new.content).unwrap()[0], CONTENT_V2);
+        assert_eq!(encode_content(&new.content).unwrap()[0], CONTENT_V4);
         new.content.attachments[0].content = vec![b'a'; COMPRESS_UP_TO + 1];
-        assert_eq!(encode_content(&new.content).unwrap()[0], CONTENT_V2, "large: not compressed");
+        assert_eq!(encode_content(&new.content).unwrap()[0], CONTENT_V4, "large: not compressed");
     }
 
     #[test]

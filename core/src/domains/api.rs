@@ -364,6 +364,10 @@ pub struct Sender {
     pub require_tls: bool,
     /// The domain is verified for sending.
     pub verified: bool,
+    /// Open and click tracking, once the tracking host is verified and either is on.
+    pub tracking: Option<crate::tracking::Tracking>,
+    /// The verified tracking host's base URL (unsubscribe links go there when it exists).
+    pub link_base: Option<String>,
 }
 
 /// The domain that governs mail from `domain` in `account`: itself if added, else its
@@ -392,9 +396,17 @@ pub async fn governing_domain(
 }
 
 impl Sender {
-    /// How mail from `d` goes out.
-    pub fn of(d: &Domain) -> Sender {
+    /// How mail from `d` goes out, tracking links on `config`'s base URL.
+    pub fn of(d: &Domain, config: &DomainConfig) -> Sender {
+        let link_base =
+            d.tracking_host().map(|h| config.tracking_url.replace("{host}", h).trim_end_matches('/').to_string());
+        let tracking = link_base
+            .clone()
+            .filter(|_| d.open_tracking || d.click_tracking)
+            .map(|base| crate::tracking::Tracking { base, open: d.open_tracking, click: d.click_tracking });
         Sender {
+            tracking,
+            link_base,
             key: d.signing().map(std::sync::Arc::new),
             return_path: d.spf_verified().then(|| d.return_path_host()),
             require_tls: d.tls == TlsMode::Enforced,

@@ -30,6 +30,9 @@ pub struct DomainConfig {
     pub require_verified: bool,
     /// How often a verified domain is checked again (a record removed later shows).
     pub recheck_verified: Duration,
+    /// The base URL of tracking links, `{host}` standing for a domain's tracking host
+    /// (default `https://{host}`).
+    pub tracking_url: String,
 }
 
 impl Default for DomainConfig {
@@ -43,6 +46,7 @@ impl Default for DomainConfig {
             receiving_mx: "localhost".into(),
             require_verified: false,
             recheck_verified: Duration::hours(6),
+            tracking_url: "https://{host}".into(),
         }
     }
 }
@@ -91,6 +95,11 @@ impl DomainConfig {
     /// Another return-path MX.
     pub fn return_path_mx(mut self, host: impl Into<String>) -> Self {
         self.return_path_mx = host.into();
+        self
+    }
+    /// The base URL of tracking links (`{host}` is replaced by the tracking host).
+    pub fn tracking_url(mut self, template: impl Into<String>) -> Self {
+        self.tracking_url = template.into();
         self
     }
     /// How often verified domains are checked again.

@@ -85,6 +85,7 @@ pub fn new_email(account: &str, at: DateTime<Utc>, seq: u16, scheduled: Option<D
         content: EmailContent {
             message_id: format!("{id}@acme.test"),
             api_key_id: None,
+            unsubscribe: false,
             from,
             to: vec![Mailbox::parse(&format!("user{seq}@example.com")).unwrap()],
             cc: vec![],

@@ -89,6 +89,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub db: PathBuf,
     pub admin_socket: PathBuf,
+    /// The secret that signs tracking and unsubscribe links (made at first start).
+    pub link_key_file: PathBuf,
     pub metrics: bool,
     pub keys: Vec<ManagedKey>,
     pub delivery: DeliveryMode,
@@ -226,6 +228,7 @@ const SETTINGS: &[&str] = &[
     "server.tls_cert",
     "server.tls_key",
     "server.public_url",
+    "server.link_key_file",
     "server.trusted_proxies",
     "server.header_read_timeout",
     "server.body_timeout",
@@ -272,6 +275,7 @@ const SETTINGS: &[&str] = &[
     "domains.require_verified",
     "domains.recheck",
     "domains.verify",
+    "domains.tracking_url",
     "webhooks.enabled",
     "webhooks.allow_private",
     "webhooks.allow_networks",
@@ -534,6 +538,7 @@ impl Layers {
 
         let db = self.get("database.path", PathBuf::from("./mailroom.redb"), path);
         let admin_socket = self.get("server.admin_socket", admin_socket_for(&db), path);
+        let link_key_file = self.get("server.link_key_file", beside(&db, ".link-key"), path);
 
         let relay = self.get("delivery.relay", None, |raw| {
             let url = raw.text()?;
@@ -661,6 +666,14 @@ impl Layers {
         domains = domains.require_verified(self.get("domains.require_verified", false, Raw::boolean));
         domains = domains.recheck_verified(self.get("domains.recheck", Duration::from_secs(6 * 3600), duration));
         let verify_domains = self.get("domains.verify", true, Raw::boolean);
+        domains = domains.tracking_url(self.get("domains.tracking_url", "https://{host}".to_string(), |raw| {
+            let v = raw.text()?;
+            let probe = v.replace("{host}", "links.example.com");
+            match url::Url::parse(&probe) {
+                Ok(u) if v.contains("{host}") && matches!(u.scheme(), "http" | "https") && u.query().is_none() => Ok(v),
+                _ => Err(format!("{v:?} is not an http(s) base URL with {{host}} in it")),
+            }
+        }));
 
         let email_retention = self.get("retention.emails", None, parse_retention);
         let log_retention = self.get("retention.request_logs", Some(Duration::from_secs(30 * 86_400)), parse_retention);
@@ -685,6 +698,7 @@ impl Layers {
             tls,
             db,
             admin_socket,
+            link_key_file,
             metrics,
             keys,
             delivery,
@@ -863,8 +877,13 @@ fn check_token(token: &str) -> Result<(), String> {
 
 /// The admin socket beside the database: `<db>.sock`.
 pub fn admin_socket_for(db: &Path) -> PathBuf {
+    beside(db, ".sock")
+}
+
+/// `<db file name><suffix>` in the database's folder.
+pub fn beside(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".sock");
+    name.push(suffix);
     db.with_file_name(name)
 }
 

@@ -34,7 +34,11 @@ pub fn build_engine(settings: &Settings, store: &RedbStorage) -> Result<Engine, 
         .test_domain(&settings.test_domain)
         .attachment_loader(Arc::new(loader))
         .request_log_retention(settings.log_retention)
-        .domains(settings.domains.clone());
+        .domains(settings.domains.clone())
+        .link_key(link_key(&settings.link_key_file)?);
+    if let Some(url) = &settings.api.public_url {
+        builder = builder.public_url(url);
+    }
     if let Some(keep) = settings.email_retention {
         builder = builder.retention(keep);
     }
@@ -42,6 +46,45 @@ pub fn build_engine(settings: &Settings, store: &RedbStorage) -> Result<Engine, 
         builder = builder.bounce_domain(domain);
     }
     Ok(builder.build())
+}
+
+/// The key that signs tracking and unsubscribe links, from its file; made (32 random bytes,
+/// hex, mode 0600) when the file does not exist yet. Links in mail already sent depend on it:
+/// the file is kept beside the database and belongs in its backups.
+pub fn link_key(file: &Path) -> Result<mailroom::core::tracking::LinkKey, String> {
+    let parse = |text: &str| -> Option<[u8; 32]> {
+        let t = text.trim();
+        let mut out = [0u8; 32];
+        if t.len() != 64 {
+            return None;
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(t.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    };
+    match std::fs::read_to_string(file) {
+        Ok(text) => parse(&text)
+            .map(|k| mailroom::core::tracking::LinkKey::new(&k))
+            .ok_or_else(|| format!("{}: not a link key (64 hex digits)", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = mailroom::core::tracking::random_secret();
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+            f.write_all(format!("{hex}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            Ok(mailroom::core::tracking::LinkKey::new(&key))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
 }
 
 /// The folder the sandbox writes messages for ordinary recipients to: `<db>.outbox/`.

@@ -1,0 +1,173 @@
+//! The routes a person's browser or mail client opens, not an API client: tracking links,
+//! the open pixel, one-click unsubscribe. They need no key (the token in the path is the
+//! authority), answer HTML or an image rather than JSON, and record at most what the
+//! per-address limit allows (the pixel and the redirect are answered regardless).
+
+use crate::guard::{client_ip, peer};
+use crate::{Api, PathParam};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailroom_core::tracking::{Followed, PIXEL_GIF};
+
+/// Marks a response as a page on purpose (the JSON error layer leaves it alone).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Page;
+
+/// Escapes text for HTML.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A small page: no script, no outside resource, not framable, not cached.
+pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+         button{{font:inherit;padding:.5rem 1rem}}</style></head><body><h1>{title}</h1>{body}</body></html>",
+        title = esc(title)
+    );
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    secure(h);
+    r.extensions_mut().insert(Page);
+    r
+}
+
+fn secure(h: &mut axum::http::HeaderMap) {
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn not_a_link() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "This link is not valid",
+        "<p>The link is incomplete or was changed. Open it from the email again.</p>",
+    )
+}
+
+/// Whether this client may cause a write now (the per-address download limit).
+fn may_record(api: &Api, req: &Request) -> (Option<std::net::IpAddr>, bool) {
+    let ip = client_ip(api, peer(req), req.headers());
+    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
+    (ip, api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed)
+}
+
+fn user_agent(req: &Request) -> Option<String> {
+    req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `GET /t/o/{token}.gif`: the open pixel.
+pub(crate) async fn open(State(api): State<Api>, token: PathParam<String>, req: Request) -> Response {
+    let token = match token {
+        Ok(t) => t.0,
+        Err(_) => return not_a_link(),
+    };
+    let (ip, record) = may_record(&api, &req);
+    let token = token.strip_suffix(".gif").unwrap_or(&token);
+    // Any answer but the image would show a broken picture in the reader's mail.
+    let _ = api.engine.follow(token, ip, user_agent(&req).as_deref(), record).await;
+    let mut r = Response::new(Body::from(PIXEL_GIF));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    secure(r.headers_mut());
+    r.extensions_mut().insert(Page);
+    r
+}
+
+/// `GET /t/c/{token}`: a tracked link, redirected to the URL it signs.
+pub(crate) async fn click(State(api): State<Api>, token: PathParam<String>, req: Request) -> Response {
+    let Ok(token) = token else { return not_a_link() };
+    let (ip, record) = may_record(&api, &req);
+    match api.engine.follow(&token.0, ip, user_agent(&req).as_deref(), record).await {
+        Ok(Followed::Click(url)) => match HeaderValue::from_str(&url) {
+            Ok(location) => {
+                let mut r = StatusCode::FOUND.into_response();
+                r.headers_mut().insert(header::LOCATION, location);
+                secure(r.headers_mut());
+                r.extensions_mut().insert(Page);
+                r
+            }
+            Err(_) => not_a_link(),
+        },
+        // A failed write must not keep the reader from the link: the token was checked first.
+        Err(mailroom_core::Error::Storage(_)) => match api.engine.follow(&token.0, ip, None, false).await {
+            Ok(Followed::Click(url)) => HeaderValue::from_str(&url).map_or_else(
+                |_| not_a_link(),
+                |location| {
+                    let mut r = StatusCode::FOUND.into_response();
+                    r.headers_mut().insert(header::LOCATION, location);
+                    r.extensions_mut().insert(Page);
+                    r
+                },
+            ),
+            _ => not_a_link(),
+        },
+        _ => not_a_link(),
+    }
+}
+
+/// `GET /unsubscribe/{token}`: a page asking to confirm (a GET must not unsubscribe: mail
+/// scanners follow links).
+pub(crate) async fn unsubscribe_page(State(api): State<Api>, token: PathParam<String>) -> Response {
+    let Ok(token) = token else { return not_a_link() };
+    match api.engine.unsubscribe_token(&token.0) {
+        Some((_, _, recipient)) => page(
+            StatusCode::OK,
+            "Unsubscribe",
+            &format!(
+                "<p>Stop emails from this sender to <strong>{}</strong>?</p>\
+                 <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+                 <button type=\"submit\">Unsubscribe</button></form>",
+                esc(&recipient)
+            ),
+        ),
+        None => not_a_link(),
+    }
+}
+
+/// `POST /unsubscribe/{token}`: RFC 8058 one-click (`List-Unsubscribe=One-Click`), or the
+/// confirmation form.
+pub(crate) async fn unsubscribe(State(api): State<Api>, token: PathParam<String>, req: Request) -> Response {
+    let Ok(token) = token else { return not_a_link() };
+    let (_, allowed) = may_record(&api, &req);
+    if !allowed {
+        let mut r =
+            page(StatusCode::TOO_MANY_REQUESTS, "Try again", "<p>Too many requests; try again in a moment.</p>");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    match api.engine.unsubscribe(&token.0).await {
+        Ok(recipient) => page(
+            StatusCode::OK,
+            "You are unsubscribed",
+            &format!("<p>No more emails from this sender will be sent to <strong>{}</strong>.</p>", esc(&recipient)),
+        ),
+        Err(mailroom_core::Error::NotFound { .. }) => not_a_link(),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again",
+            "<p>Something went wrong on our side; try again in a moment.</p>",
+        ),
+    }
+}
