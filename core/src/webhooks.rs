@@ -396,6 +396,26 @@ pub fn payload(event: &LoggedEvent, email: Option<(&EmailContent, &EmailState)>)
                         }),
                     );
                 }
+                // The hosted service's click detail; opens get the same detail under `open`
+                // (beyond the hosted service, which sends none), both with `machine` set when
+                // a prefetcher or scanner made the hit.
+                EventKind::Clicked | EventKind::Opened => {
+                    if let Some(h) = e.hit.as_deref() {
+                        let mut detail = json!({
+                            "ipAddress": h.ip,
+                            "timestamp": iso(e.at),
+                            "userAgent": h.user_agent,
+                            "machine": h.machine,
+                        });
+                        let field = if e.kind == EventKind::Clicked {
+                            detail["link"] = json!(h.link);
+                            "click"
+                        } else {
+                            "open"
+                        };
+                        obj.insert(field.into(), detail);
+                    }
+                }
                 EventKind::Canceled => {
                     if let Some(r) = &e.reason {
                         obj.insert("canceled".into(), json!({ "reason": r }));
@@ -484,6 +504,31 @@ mod tests {
         let both = h.signature("msg", 5, b"{}", t(10));
         assert_eq!(both, format!("{} {}", sign(&h.secret, "msg", 5, b"{}"), sign(&old, "msg", 5, b"{}")));
         assert_eq!(h.signature("msg", 5, b"{}", t(86_400)), sign(&h.secret, "msg", 5, b"{}"));
+    }
+
+    #[test]
+    fn a_click_carries_the_hosted_click_detail() {
+        let new = crate::testkit::new_email("a", t(0), 1, None);
+        let state = new.initial_state();
+        let hit = crate::email::Hit {
+            link: Some("https://shop.test/x".into()),
+            ip: Some("198.51.100.9".into()),
+            user_agent: Some("UA".into()),
+            machine: None,
+        };
+        let event = crate::email::Event::new(EventKind::Clicked, t(60)).hit(hit);
+        let logged = LoggedEvent {
+            seq: 1,
+            account: state.account.clone(),
+            at: t(60),
+            subject: Subject::Email { id: state.id, event },
+        };
+        let body = payload(&logged, Some((&new.content, &state))).unwrap();
+        assert_eq!(body["type"], "email.clicked");
+        assert_eq!(
+            body["data"]["click"],
+            json!({"ipAddress": "198.51.100.9", "link": "https://shop.test/x", "timestamp": iso(t(60)), "userAgent": "UA", "machine": null})
+        );
     }
 
     #[test]
