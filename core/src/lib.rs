@@ -26,6 +26,7 @@ pub mod request;
 pub mod retry;
 pub mod sandbox;
 pub mod schedule;
+pub mod share;
 pub mod store;
 pub mod tracking;
 pub mod validate;

@@ -73,6 +73,14 @@ impl LinkKey {
         LinkKey::new(&random_secret())
     }
 
+    /// A key for another purpose derived from this one (HMAC of `label`): one secret, keys
+    /// that never stand for each other.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// A token for `t`; `None` when the account name is too long to carry.
     pub fn sign(&self, t: &Token) -> Option<String> {
         let account = t.account.as_str().as_bytes();

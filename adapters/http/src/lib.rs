@@ -239,6 +239,7 @@ pub fn router(api: Api) -> Router {
     let max_body = api.config.max_body_bytes;
     let mut public = Router::new()
         .route("/emails/{id}/attachments/{attachment_id}/content", get(attachments::download))
+        .route("/shared", get(pages::shared))
         .route("/t/o/{token}", get(pages::open))
         .route("/t/c/{token}", get(pages::click))
         .route("/unsubscribe/{token}", get(pages::unsubscribe_page).post(pages::unsubscribe))
@@ -252,6 +253,7 @@ pub fn router(api: Api) -> Router {
         .route("/emails/batch", post(batch))
         .route("/emails/{id}", get(get_email).patch(reschedule))
         .route("/emails/{id}/cancel", post(cancel))
+        .route("/emails/{id}/share", post(pages::share))
         .route("/emails/export", get(logs::export_emails))
         .route("/emails/{id}/attachments", get(attachments::list))
         .route("/emails/{id}/attachments/{attachment_id}", get(attachments::get))

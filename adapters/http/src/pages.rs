@@ -171,3 +171,135 @@ pub(crate) async fn unsubscribe(State(api): State<Api>, token: PathParam<String>
         ),
     }
 }
+
+#[derive(serde::Deserialize)]
+pub(crate) struct ShareBody {
+    expires_in: Option<String>,
+}
+
+/// `POST /emails/{id}/share {expires_in}` → `{object, id, url}`.
+pub(crate) async fn share(
+    State(api): State<Api>,
+    auth: crate::Auth,
+    headers: axum::http::HeaderMap,
+    id: PathParam<String>,
+    body: axum::body::Bytes,
+) -> crate::ApiResult {
+    let id = crate::email_id(&crate::path(id)?)?;
+    let b: ShareBody = crate::json_object(&headers, body)?;
+    let (token, _) = auth.engine.share(id, b.expires_in.as_deref()).await?;
+    let url = format!("{}/shared?token={token}", crate::attachments::base_url(&api, &headers));
+    crate::ok(serde_json::json!({"object": "email", "id": id.to_string(), "url": url}))
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct SharedQuery {
+    token: Option<String>,
+    images: Option<String>,
+}
+
+/// Inline images (`cid:`) as `data:` URLs, so the preview shows them without a request; up to
+/// 5 MB of them.
+fn inline_images(html: &str, r: &mailroom_core::email::EmailRecord) -> String {
+    use base64::Engine as _;
+    let mut out = html.to_string();
+    let mut budget: usize = 5 << 20;
+    for a in &r.content.attachments {
+        let Some(cid) = a.content_id.as_deref() else { continue };
+        if a.content.len() > budget || !a.content_type.starts_with("image/") {
+            continue;
+        }
+        budget -= a.content.len();
+        let data = format!(
+            "data:{};base64,{}",
+            a.content_type.split(';').next().unwrap_or("image/png"),
+            base64::engine::general_purpose::STANDARD.encode(&a.content)
+        );
+        out = out.replace(&format!("cid:{cid}"), &data);
+    }
+    out
+}
+
+/// `GET /shared?token=…`: the email as Preview, Plain Text and HTML, for whoever holds the
+/// link. Its HTML is shown only inside a sandboxed frame without scripts, under a policy that
+/// runs no script and loads nothing from elsewhere — remote images only when asked for
+/// (`&images=1`).
+pub(crate) async fn shared(State(api): State<Api>, q: axum::extract::Query<SharedQuery>, req: Request) -> Response {
+    let (_, allowed) = may_record(&api, &req);
+    if !allowed {
+        let mut r =
+            page(StatusCode::TOO_MANY_REQUESTS, "Try again", "<p>Too many requests; try again in a moment.</p>");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    let Some(token) = q.token.as_deref() else { return not_a_link() };
+    let record = match api.engine.shared(token).await {
+        Ok(r) => r,
+        Err(mailroom_core::share::ShareError::Expired) => {
+            return page(
+                StatusCode::GONE,
+                "This link has expired",
+                "<p>Share links last at most 48 hours. Ask for a new one.</p>",
+            );
+        }
+        Err(mailroom_core::share::ShareError::Invalid) => return not_a_link(),
+    };
+    let images = q.images.as_deref() == Some("1");
+    let c = &record.content;
+    let list =
+        |v: &[mailroom_core::address::Mailbox]| esc(&v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+    let html = c.html.as_deref().map(|h| inline_images(h, &record));
+    let preview = match &html {
+        Some(h) => format!(
+            "<iframe title=\"Preview\" sandbox srcdoc=\"{}\" referrerpolicy=\"no-referrer\"></iframe>{}",
+            esc(h),
+            if images {
+                String::new()
+            } else {
+                format!(
+                    "<p class=\"note\">Remote images are not loaded. <a href=\"?token={}&amp;images=1#preview\">Load remote images</a></p>",
+                    esc(token)
+                )
+            }
+        ),
+        None => "<p>This email has no HTML part.</p>".into(),
+    };
+    let text = c
+        .text
+        .as_deref()
+        .map_or_else(|| "<p>This email has no plain-text part.</p>".into(), |t| format!("<pre>{}</pre>", esc(t)));
+    let source = html
+        .as_deref()
+        .map_or_else(|| "<p>This email has no HTML part.</p>".into(), |h| format!("<pre>{}</pre>", esc(h)));
+    let when = mailroom_core::email::rfc3339(record.state.created_at);
+    let body = format!(
+        "<dl><dt>From</dt><dd>{from}</dd><dt>To</dt><dd>{to}</dd>{cc}<dt>Subject</dt><dd>{subject}</dd>\
+         <dt>Sent</dt><dd><time datetime=\"{when}\">{when}</time></dd></dl>\
+         <nav aria-label=\"Views\"><a href=\"#preview\">Preview</a> <a href=\"#text\">Plain Text</a> <a href=\"#html\">HTML</a></nav>\
+         <div class=\"views\"><section id=\"text\"><h2>Plain Text</h2>{text}</section>\
+         <section id=\"html\"><h2>HTML</h2>{source}</section>\
+         <section id=\"preview\"><h2>Preview</h2>{preview}</section></div>",
+        from = esc(&c.from.to_string()),
+        to = list(&c.to),
+        cc = if c.cc.is_empty() { String::new() } else { format!("<dt>Cc</dt><dd>{}</dd>", list(&c.cc)) },
+        subject = esc(&c.subject),
+    );
+    let mut r = page(StatusCode::OK, &c.subject, &format!("<style>{SHARE_CSS}</style>{body}"));
+    let img = if images { "data: https: http:" } else { "data:" };
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src {img}; font-src data:; frame-src 'self'; \
+         form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
+}
+
+/// Tabs without script: the section named in the URL's fragment shows; with none, the preview.
+const SHARE_CSS: &str = "body{max-width:60rem}dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}\
+dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}nav a{margin-right:1rem}\
+.views section{display:none}.views section:target{display:block}\
+.views:not(:has(section:target)) #preview{display:block}\
+iframe{width:100%;min-height:70vh;border:1px solid #ccc}pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;padding:1rem}\
+.note{font-size:.9rem;color:#555}";
