@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "re_tracking_test_key";
 
 /// An HTTP server on 127.0.0.1 that records each request line and answers `landed`.
+#[derive(Debug)]
 pub struct Landing {
     pub port: u16,
     pub seen: Arc<Mutex<Vec<String>>>,
@@ -52,6 +53,7 @@ impl Landing {
     }
 }
 
+#[derive(Debug)]
 pub struct Server {
     pub child: Child,
     pub port: u16,
