@@ -287,3 +287,69 @@ async fn tracked_links_the_pixel_unsubscribe_and_share_through_serve() {
     assert_eq!(expired.status(), 410);
     assert!(expired.text().await.unwrap().contains("expired"));
 }
+
+/// A hostile email shared and opened in a real browser (Debian's headless Chromium): no
+/// script of it runs — not in `<script>`, not in `onerror`/`onload`/`onfocus`, not through a
+/// `javascript:` link, a meta refresh, a nested frame, a form or a stylesheet — and its remote
+/// image loads only when asked for (which also shows that the recorder would see a request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_email_runs_nothing_on_its_share_page() {
+    let Some(chromium) =
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("chromium is not installed: ./scripts/test.sh installs it");
+    };
+    let server = serve();
+    let landing = Landing::start();
+    let l = format!("http://127.0.0.1:{}", landing.port);
+    let html = format!(
+        r#"<html><head><script>fetch('{l}/pwned-script')</script><meta http-equiv="refresh" content="0;url={l}/pwned-refresh">
+<link rel="stylesheet" href="{l}/pwned-link"><style>@import url({l}/pwned-css);</style></head>
+<body onload="fetch('{l}/pwned-body')"><img src="x" onerror="fetch('{l}/pwned-onerror')">
+<img src="{l}/remote.png" alt="remote"><a id="j" href="javascript:fetch('{l}/pwned-js')">click</a>
+<svg onload="fetch('{l}/pwned-svg')"></svg><iframe src="{l}/pwned-iframe"></iframe>
+<form action="{l}/pwned-form"><input autofocus onfocus="fetch('{l}/pwned-focus')"></form>
+<object data="{l}/pwned-object"></object><video src="{l}/pwned-video" autoplay></video></body></html>"#
+    );
+    let (status, sent) = server
+        .call(
+            reqwest::Method::POST,
+            "/emails",
+            Some(json!({
+                "from": "a@acme.test", "to": "delivered@resend.dev",
+                "subject": format!("<script>fetch('{l}/pwned-subject')</script>"),
+                "html": html,
+                "text": format!("</pre><script>fetch('{l}/pwned-text')</script>"),
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let id = sent["id"].as_str().unwrap();
+    let (_, shared) = server.call(reqwest::Method::POST, &format!("/emails/{id}/share"), Some(json!({}))).await;
+    let url = shared["url"].as_str().unwrap().to_string();
+
+    let open = |url: String| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new(chromium)
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--virtual-time-budget=5000", "--dump-dom"])
+            .arg(&url)
+            .output()
+            .expect("chromium runs");
+        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let dom = open(url.clone());
+    assert!(dom.contains("<iframe title=\"Preview\" sandbox=\"\""), "{dom}");
+    assert!(dom.contains("&lt;script&gt;fetch("), "the subject and text are shown as text: {dom}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(landing.requests(), Vec::<String>::new(), "nothing of the email reached the network");
+
+    // Asked for, remote images load — and still nothing runs.
+    open(format!("{url}&images=1"));
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = landing.requests();
+    assert!(seen.iter().any(|r| r.starts_with("GET /remote.png")), "{seen:?}");
+    assert!(seen.iter().all(|r| !r.contains("pwned")), "{seen:?}");
+}

@@ -220,6 +220,35 @@ fn inline_images(html: &str, r: &mailroom_core::email::EmailRecord) -> String {
     out
 }
 
+/// The preview's html with its embedding elements (`iframe`, `frame`, `object`, `embed`)
+/// renamed into unknown elements: the policy stops their loads, but Chromium opens a
+/// connection to a frame's host before it checks — enough to tell a tracker the email was
+/// looked at. A tag name is only ever spelled out in the source (scripts, which could make
+/// one otherwise, never run), so renaming every spelling ignoring case is complete.
+fn without_frames(html: &str) -> String {
+    const TAGS: [&str; 4] = ["<iframe", "<frame", "<object", "<embed"];
+    let lower = html.to_ascii_lowercase();
+    let mut out = String::with_capacity(html.len() + 64);
+    let mut i = 0;
+    while let Some(off) = lower[i..].find('<') {
+        let at = i + off;
+        out.push_str(&html[i..at]);
+        match TAGS.iter().find(|t| lower[at..].starts_with(**t)) {
+            Some(t) => {
+                out.push_str("<x-blocked-");
+                out.push_str(&html[at + 1..at + t.len()]);
+                i = at + t.len();
+            }
+            None => {
+                out.push('<');
+                i = at + 1;
+            }
+        }
+    }
+    out.push_str(&html[i..]);
+    out
+}
+
 /// `GET /shared?token=…`: the email as Preview, Plain Text and HTML, for whoever holds the
 /// link. Its HTML is shown only inside a sandboxed frame without scripts, under a policy that
 /// runs no script and loads nothing from elsewhere — remote images only when asked for
@@ -252,7 +281,7 @@ pub(crate) async fn shared(State(api): State<Api>, q: axum::extract::Query<Share
     let preview = match &html {
         Some(h) => format!(
             "<iframe title=\"Preview\" sandbox srcdoc=\"{}\" referrerpolicy=\"no-referrer\"></iframe>{}",
-            esc(h),
+            esc(&without_frames(h)),
             if images {
                 String::new()
             } else {
@@ -303,3 +332,17 @@ dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}nav a{margin-right:1rem}\
 .views:not(:has(section:target)) #preview{display:block}\
 iframe{width:100%;min-height:70vh;border:1px solid #ccc}pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;padding:1rem}\
 .note{font-size:.9rem;color:#555}";
+
+#[cfg(test)]
+mod tests {
+    use super::without_frames;
+
+    #[test]
+    fn embedding_elements_are_renamed_whatever_their_case() {
+        assert_eq!(
+            without_frames("<p>a<IFRAME src=x></iframe><Frame><object data=y><embed src=z><img src=w>"),
+            "<p>a<x-blocked-IFRAME src=x></iframe><x-blocked-Frame><x-blocked-object data=y><x-blocked-embed src=z><img src=w>"
+        );
+        assert_eq!(without_frames("é<iframeö"), "é<x-blocked-iframeö");
+    }
+}
