@@ -274,6 +274,20 @@ mod tests {
         assert!(text.lines().all(|l| l.len() <= 998), "no line over RFC 5322's limit");
     }
 
+    /// RFC 6532: an address with a UTF-8 local part is written as it is (the transport then
+    /// needs SMTPUTF8); an ASCII message's headers stay ASCII.
+    #[test]
+    fn internationalised_addresses_are_written_as_utf8() {
+        let at = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z").unwrap().to_utc();
+        let mut c = content();
+        let ascii = render(&c, at).unwrap();
+        let head = |b: &[u8]| b[..b.windows(4).position(|w| w == b"\r\n\r\n").unwrap()].to_vec();
+        assert!(head(&ascii).is_ascii());
+        c.to = vec![Mailbox::parse("Jörg <jörg@bücher.example>").unwrap()];
+        let utf8 = String::from_utf8(head(&render(&c, at).unwrap())).unwrap();
+        assert!(utf8.contains("jörg@"), "{utf8}");
+    }
+
     #[test]
     fn text_only_is_a_single_part() {
         let mut c = content();

@@ -111,6 +111,13 @@ impl SmtpTransport {
     }
 }
 
+/// Whether a transaction needs SMTPUTF8: a non-ASCII envelope address, or non-ASCII bytes in
+/// the message's headers (RFC 6532 puts addresses there as they are).
+fn needs_smtputf8(from: &str, to: &[String], message: &[u8]) -> bool {
+    let headers_end = memchr::memmem::find(message, b"\r\n\r\n").unwrap_or(message.len());
+    !from.is_ascii() || to.iter().any(|r| !r.is_ascii()) || !message[..headers_end].is_ascii()
+}
+
 /// Where one transaction goes.
 struct Destination<'a> {
     key: String,
@@ -373,9 +380,31 @@ impl SmtpTransport {
                 Err(o) => return Ok(o),
             },
         };
+        // RFC 6531: an address with a UTF-8 local part, or UTF-8 in the headers, goes only to
+        // a server that takes SMTPUTF8; anywhere else each recipient fails for good with
+        // 5.6.7 — an address is never rewritten to make it fit.
+        let utf8 = needs_smtputf8(from, to, message);
+        if utf8 && !session.smtputf8 {
+            pool.checkin(lease, session, cfg.max_messages_per_connection);
+            let reply = synthetic(
+                553,
+                (5, 6, 7),
+                "the message has internationalised addresses (RFC 6531) and this server does not offer SMTPUTF8",
+            );
+            return Ok(Outcome::Done(
+                to.iter()
+                    .map(|r| RecipientReport {
+                        recipient: r.clone(),
+                        status: RecipientStatus::Rejected,
+                        reply: Some(reply.clone()),
+                        feedback: None,
+                    })
+                    .collect(),
+            ));
+        }
         let mut retried = false;
         let exchange = loop {
-            match session.transaction(from, to, message, &cfg.timeouts).await {
+            match session.transaction(from, to, message, &cfg.timeouts, utf8).await {
                 Ok(x) => break x,
                 Err(StepError::Reply(reply)) => {
                     session.aborted();

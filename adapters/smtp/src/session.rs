@@ -8,7 +8,7 @@
 use crate::config::{Security, Timeouts};
 use mail_send::SmtpClient;
 use mailroom_core::bounce::{EnhancedStatus, SmtpReply};
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, EXT_PIPELINING, EXT_START_TLS, EhloResponse, Response};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, EXT_PIPELINING, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Response};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -79,6 +79,8 @@ pub(crate) enum DataOutcome {
 pub(crate) struct Session {
     client: SmtpClient<Box<dyn Io>>,
     pipelining: bool,
+    /// The server offers SMTPUTF8 (RFC 6531).
+    pub(crate) smtputf8: bool,
     /// Transactions completed on this session.
     pub(crate) messages: usize,
     pub(crate) last_used: Instant,
@@ -153,6 +155,7 @@ impl Session {
         Ok(Session {
             client: boxed,
             pipelining: ehlo.has_capability(EXT_PIPELINING),
+            smtputf8: ehlo.has_capability(EXT_SMTP_UTF8),
             messages: 0,
             last_used: Instant::now(),
             dirty: false,
@@ -168,13 +171,19 @@ impl Session {
     /// the server offers PIPELINING (RFC 2920 lets DATA end the group), one by one otherwise
     /// — then the message and the end-of-data dot in one write, and the final reply.
     /// `Err(Reply)` is MAIL FROM's refusal.
+    ///
+    /// `utf8`: the envelope or the headers hold UTF-8 (RFC 6531): MAIL FROM declares
+    /// `SMTPUTF8` (the caller has checked that the server offers it).
     pub(crate) async fn transaction(
         &mut self,
         from: &str,
         to: &[String],
         message: &[u8],
         t: &Timeouts,
+        utf8: bool,
     ) -> Result<Exchange, StepError> {
+        let mail_from =
+            if utf8 { format!("MAIL FROM:<{from}> SMTPUTF8\r\n") } else { format!("MAIL FROM:<{from}>\r\n") };
         // A transaction that ended with its final reply leaves the session reset (RFC 5321
         // §4.1.1.4); only one that stopped half way needs an RSET.
         let reset = self.dirty;
@@ -186,7 +195,7 @@ impl Session {
             if reset {
                 group.push_str("RSET\r\n");
             }
-            group.push_str(&format!("MAIL FROM:<{from}>\r\n"));
+            group.push_str(&mail_from);
             for r in to {
                 group.push_str(&format!("RCPT TO:<{r}>\r\n"));
             }
@@ -213,7 +222,7 @@ impl Session {
                     return Err(StepError::lost("RSET was refused"));
                 }
             }
-            let mail = within(t.command, "MAIL FROM", self.client.cmd(format!("MAIL FROM:<{from}>\r\n"))).await?;
+            let mail = within(t.command, "MAIL FROM", self.client.cmd(mail_from)).await?;
             let refused = mail.code / 100 != 2;
             replies.push(mail);
             if !refused {

@@ -298,3 +298,44 @@ async fn mail_that_requires_tls_never_goes_in_plain() {
     assert_eq!(err.kind, TransportErrorKind::Permanent, "{err:?}");
     assert!(peer.stop().contains("accepted=0"));
 }
+
+/// RFC 6531: an address with a UTF-8 local part goes out with `SMTPUTF8` on MAIL FROM, as
+/// it is (never rewritten), to a server that offers the extension; to one that does not,
+/// each recipient fails for good with 5.6.7 and nothing is sent; ASCII mail is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internationalised_addresses_need_a_server_that_takes_smtputf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let utf8 = "jörg@xn--bcher-kva.example";
+    let message =
+        format!("From: a@acme.test\r\nTo: {utf8}\r\nSubject: Grüße\r\nMessage-ID: <1@acme.test>\r\n\r\nHallo\r\n");
+    let ascii = "From: a@acme.test\r\nTo: b@example.test\r\nSubject: hi\r\nMessage-ID: <2@acme.test>\r\n\r\nhi\r\n";
+
+    let saved = dir.path().join("yes");
+    std::fs::create_dir(&saved).unwrap();
+    let peer = peers::smtpd(&["--save", saved.to_str().unwrap()]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |_| {});
+    let r = t.send_raw(&envelope(&[utf8]), message.as_bytes()).await.unwrap();
+    assert_eq!(r.recipients[0].status, RecipientStatus::Relayed, "{:?}", r.recipients[0].reply);
+    let r = t.send_raw(&envelope(&["b@example.test"]), ascii.as_bytes()).await.unwrap();
+    assert_eq!(r.recipients[0].status, RecipientStatus::Relayed);
+    assert!(peer.stop().contains("accepted=2"));
+    let env = |n: u32| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(saved.join(format!("{n}.json"))).unwrap()).unwrap()
+    };
+    assert_eq!(env(1)["mail_options"], serde_json::json!(["SMTPUTF8"]));
+    assert_eq!(env(1)["rcpt_tos"], serde_json::json!([utf8]), "the address as it is");
+    assert!(String::from_utf8(std::fs::read(saved.join("1.eml")).unwrap()).unwrap().contains(&format!("To: {utf8}")));
+    assert_eq!(env(2)["mail_options"], serde_json::json!([]), "ASCII mail declares nothing");
+
+    let peer = peers::smtpd(&["--no-smtputf8"]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", peer.port), |_| {});
+    let r = t.send_raw(&envelope(&[utf8, "b@example.test"]), message.as_bytes()).await.unwrap();
+    for rcpt in &r.recipients {
+        let reply = rcpt.reply.as_ref().unwrap();
+        let status = reply.enhanced.map(|e| e.to_string());
+        assert_eq!((rcpt.status, status.as_deref()), (RecipientStatus::Rejected, Some("5.6.7")), "{reply}");
+    }
+    let r = t.send_raw(&envelope(&["b@example.test"]), ascii.as_bytes()).await.unwrap();
+    assert_eq!(r.recipients[0].status, RecipientStatus::Relayed, "ASCII mail still goes");
+    assert!(peer.stop().contains("accepted=1"));
+}

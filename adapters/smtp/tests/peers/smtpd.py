@@ -67,6 +67,7 @@ def main():
     p.add_argument("--implicit-tls", nargs=2, metavar=("CERT", "KEY"), help="TLS from the first byte (smtps)")
     p.add_argument("--auth")
     p.add_argument("--save", help="write each accepted message to SAVE/N.eml")
+    p.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8 (RFC 6531)")
     a = p.parse_args()
     kwargs = {}
     if a.tls:
@@ -90,7 +91,7 @@ def main():
         kwargs.update(authenticator=check, auth_required=True, auth_require_tls=bool(a.tls))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     h = Handler(a.save)
-    c = Controller(h, hostname=a.host, port=a.port, enable_SMTPUTF8=True, **kwargs)
+    c = Controller(h, hostname=a.host, port=a.port, enable_SMTPUTF8=not a.no_smtputf8, **kwargs)
     c.start()
     print(f"listening on {a.host}:{a.port}", flush=True)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
