@@ -376,7 +376,7 @@ fn script_word(rest: &[u8], at: usize) -> bool {
 
 /// An attribute value as the tokenizer emits it: CRLF and CR become LF, NUL becomes U+FFFD,
 /// character references are decoded by the attribute-value rules.
-fn decode_attribute(raw: &str) -> Cow<'_, str> {
+pub(crate) fn decode_attribute(raw: &str) -> Cow<'_, str> {
     let bytes = raw.as_bytes();
     let value: Cow<'_, str> = if memchr2(b'\r', b'\0', bytes).is_some() {
         Cow::Owned(raw.replace("\r\n", "\n").replace('\r', "\n").replace('\0', "\u{fffd}"))

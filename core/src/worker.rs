@@ -443,7 +443,7 @@ impl Worker {
             Error::Storage(crate::error::StorageError::Backend("the worker's hand-over permits are closed".into()))
         })?;
         let sender = facts.senders.get(&(account.clone(), record.content.from.domain.clone()));
-        let extras = self.engine.render_extras(&record.content, record.state.id, account, sender, &send_to, now);
+        let extras = self.engine.render_extras(&record.content, record.state.id, account, sender, &send_to);
         let bytes = match crate::render::render_with(&record.content, now, extras.html.as_deref(), &extras.headers) {
             Ok(b) => b,
             Err(e) => {

@@ -362,7 +362,9 @@ async fn tracked_links_record_opens_and_clicks_and_unsubscribe_suppresses() {
     assert!(unfolded.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{message}");
     let token_after = |marker: &str| -> String {
         let start = unfolded.find(marker).unwrap_or_else(|| panic!("{marker} in {unfolded}")) + marker.len();
-        unfolded[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+        let token: String =
+            unfolded[start..].chars().take_while(|c| !matches!(c, '"' | '>' | '\r' | '\n' | ' ')).collect();
+        token.strip_suffix(".gif").map_or(token.clone(), str::to_string)
     };
     let click = token_after("https://links.acme.test/t/c/");
     let open = token_after("https://links.acme.test/t/o/");

@@ -241,8 +241,8 @@ pub fn router(api: Api) -> Router {
         .route("/emails/{id}/attachments/{attachment_id}/content", get(attachments::download))
         .route("/shared", get(pages::shared))
         .route("/t/o/{token}", get(pages::open))
-        .route("/t/c/{token}", get(pages::click))
-        .route("/unsubscribe/{token}", get(pages::unsubscribe_page).post(pages::unsubscribe))
+        .route("/t/c/{*token}", get(pages::click))
+        .route("/unsubscribe/{*token}", get(pages::unsubscribe_page).post(pages::unsubscribe))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready));
     if api.config.metrics.is_some() {

@@ -78,14 +78,17 @@ fn user_agent(req: &Request) -> Option<String> {
     req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// The token after `prefix` in the request's path, as sent (not percent-decoded: the token's
+/// own escapes are part of what is signed).
+fn raw_token<'a>(req: &'a Request, prefix: &str) -> Option<&'a str> {
+    req.uri().path().strip_prefix(prefix).filter(|t| !t.is_empty())
+}
+
 /// `GET /t/o/{token}.gif`: the open pixel.
-pub(crate) async fn open(State(api): State<Api>, token: PathParam<String>, req: Request) -> Response {
-    let token = match token {
-        Ok(t) => t.0,
-        Err(_) => return not_a_link(),
-    };
+pub(crate) async fn open(State(api): State<Api>, req: Request) -> Response {
     let (ip, record) = may_record(&api, &req);
-    let token = token.strip_suffix(".gif").unwrap_or(&token);
+    let token = raw_token(&req, "/t/o/").unwrap_or_default();
+    let token = token.strip_suffix(".gif").unwrap_or(token);
     // Any answer but the image would show a broken picture in the reader's mail.
     let _ = api.engine.follow(token, ip, user_agent(&req).as_deref(), record).await;
     let mut r = Response::new(Body::from(PIXEL_GIF));
@@ -96,10 +99,10 @@ pub(crate) async fn open(State(api): State<Api>, token: PathParam<String>, req: 
 }
 
 /// `GET /t/c/{token}`: a tracked link, redirected to the URL it signs.
-pub(crate) async fn click(State(api): State<Api>, token: PathParam<String>, req: Request) -> Response {
-    let Ok(token) = token else { return not_a_link() };
+pub(crate) async fn click(State(api): State<Api>, req: Request) -> Response {
+    let Some(token) = raw_token(&req, "/t/c/") else { return not_a_link() };
     let (ip, record) = may_record(&api, &req);
-    match api.engine.follow(&token.0, ip, user_agent(&req).as_deref(), record).await {
+    match api.engine.follow(token, ip, user_agent(&req).as_deref(), record).await {
         Ok(Followed::Click(url)) => match HeaderValue::from_str(&url) {
             Ok(location) => {
                 let mut r = StatusCode::FOUND.into_response();
@@ -111,7 +114,7 @@ pub(crate) async fn click(State(api): State<Api>, token: PathParam<String>, req:
             Err(_) => not_a_link(),
         },
         // A failed write must not keep the reader from the link: the token was checked first.
-        Err(mailroom_core::Error::Storage(_)) => match api.engine.follow(&token.0, ip, None, false).await {
+        Err(mailroom_core::Error::Storage(_)) => match api.engine.follow(token, ip, None, false).await {
             Ok(Followed::Click(url)) => HeaderValue::from_str(&url).map_or_else(
                 |_| not_a_link(),
                 |location| {
@@ -129,9 +132,9 @@ pub(crate) async fn click(State(api): State<Api>, token: PathParam<String>, req:
 
 /// `GET /unsubscribe/{token}`: a page asking to confirm (a GET must not unsubscribe: mail
 /// scanners follow links).
-pub(crate) async fn unsubscribe_page(State(api): State<Api>, token: PathParam<String>) -> Response {
-    let Ok(token) = token else { return not_a_link() };
-    match api.engine.unsubscribe_token(&token.0) {
+pub(crate) async fn unsubscribe_page(State(api): State<Api>, req: Request) -> Response {
+    let Some(token) = raw_token(&req, "/unsubscribe/") else { return not_a_link() };
+    match api.engine.unsubscribe_token(token) {
         Some((_, _, recipient)) => page(
             StatusCode::OK,
             "Unsubscribe",
@@ -148,8 +151,8 @@ pub(crate) async fn unsubscribe_page(State(api): State<Api>, token: PathParam<St
 
 /// `POST /unsubscribe/{token}`: RFC 8058 one-click (`List-Unsubscribe=One-Click`), or the
 /// confirmation form.
-pub(crate) async fn unsubscribe(State(api): State<Api>, token: PathParam<String>, req: Request) -> Response {
-    let Ok(token) = token else { return not_a_link() };
+pub(crate) async fn unsubscribe(State(api): State<Api>, req: Request) -> Response {
+    let Some(token) = raw_token(&req, "/unsubscribe/") else { return not_a_link() };
     let (_, allowed) = may_record(&api, &req);
     if !allowed {
         let mut r =
@@ -157,7 +160,7 @@ pub(crate) async fn unsubscribe(State(api): State<Api>, token: PathParam<String>
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    match api.engine.unsubscribe(&token.0).await {
+    match api.engine.unsubscribe(token).await {
         Ok(recipient) => page(
             StatusCode::OK,
             "You are unsubscribed",
