@@ -393,7 +393,10 @@ pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, acc
     if t.click {
         for (span, href) in anchor_hrefs(html) {
             let href = href.trim();
-            if !trackable(href, &t.base) {
+            // A value holding markup characters is left alone: replacing it would take away a
+            // `>` or a quote that a reader might see as ending something else (a comment, a
+            // tag). No real URL has them unescaped.
+            if !trackable(href, &t.base) || html[span.clone()].contains(['<', '>', '"', '\'', '`']) {
                 continue;
             }
             let mark = out.len();
