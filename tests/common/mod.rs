@@ -74,6 +74,10 @@ pub fn load_all(db: &Path) -> BTreeMap<EmailId, EmailRecord> {
 pub fn saved_counts(dir: &Path) -> HashMap<EmailId, usize> {
     let mut counts = HashMap::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        // Beside each message N.eml the server writes its envelope, N.json.
+        if entry.path().extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
         let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
         let id = raw
             .lines()
