@@ -12,21 +12,8 @@ use mailroom::core::address::Mailbox;
 use mailroom::core::insights::{Body, DomainSettings, Draft, insights};
 use mailroom::dns::HickoryResolver;
 
-fn email() -> String {
-    let mut html = String::from("<html><body><table>");
-    for i in 0..100 {
-        let host = if i % 10 == 0 { "cdn.partner.test" } else { "www.acme.test" };
-        html.push_str(&format!(
-            "<tr><td style=\"padding:8px;font-family:Arial\"><p>Item {i}: a line of copy about the product.</p>\
-             <a href=\"https://{host}/p/{i}?utm_source=mail&amp;utm_medium=email\">See item {i}</a></td></tr>"
-        ));
-    }
-    while html.len() < 50 * 1024 {
-        html.push_str("<p>Filler paragraph to reach fifty kilobytes of realistic markup.</p>");
-    }
-    html.push_str("</table></body></html>");
-    html
-}
+#[path = "fixtures.rs"]
+mod fixtures;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -36,7 +23,7 @@ fn bench(c: &mut Criterion) {
         "--txt-record=_dmarc.acme.test,v=DMARC1; p=quarantine; rua=mailto:d@acme.test".into(),
     ]);
     let resolver = rt.block_on(async { HickoryResolver::with_nameserver(dns.addr) });
-    let html = email();
+    let html = fixtures::links_email();
     let from = Mailbox::parse("Acme <hello@mail.acme.test>").expect("a sender");
     let draft = Draft { from: Ok(&from), body: Some(Body { html: Some(&html), text: Some("hello") }) };
     let settings = Some(DomainSettings::default());

@@ -5,25 +5,16 @@
 //! `cargo bench --bench tracking`
 
 use chrono::{DateTime, Utc};
+#[path = "fixtures.rs"]
+mod fixtures;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mailroom::core::email::AccountId;
 use mailroom::core::render::{render, render_with};
 use mailroom::core::tracking::{LinkKey, Tracking, rewrite_html};
 
 fn html() -> String {
-    let mut html = String::from("<html><body><table>");
-    for i in 0..100 {
-        let host = if i % 10 == 0 { "cdn.partner.test" } else { "www.acme.test" };
-        html.push_str(&format!(
-            "<tr><td style=\"padding:8px;font-family:Arial\"><p>Item {i}: a line of copy about the product.</p>\
-             <a href=\"https://{host}/p/{i}?utm_source=mail&amp;utm_medium=email\">See item {i}</a></td></tr>"
-        ));
-    }
-    while html.len() < 50 * 1024 {
-        html.push_str("<p>Filler paragraph to reach fifty kilobytes of realistic markup.</p>");
-    }
-    html.push_str("</table></body></html>");
-    html
+    fixtures::links_email()
 }
 
 fn bench(c: &mut Criterion) {

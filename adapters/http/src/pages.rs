@@ -59,6 +59,12 @@ fn secure(h: &mut axum::http::HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
+fn too_many() -> Response {
+    let mut r = page(StatusCode::TOO_MANY_REQUESTS, "Try again", "<p>Too many requests; try again in a moment.</p>");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 fn not_a_link() -> Response {
     page(
         StatusCode::NOT_FOUND,
@@ -155,10 +161,7 @@ pub(crate) async fn unsubscribe(State(api): State<Api>, req: Request) -> Respons
     let Some(token) = raw_token(&req, "/unsubscribe/") else { return not_a_link() };
     let (_, allowed) = may_record(&api, &req);
     if !allowed {
-        let mut r =
-            page(StatusCode::TOO_MANY_REQUESTS, "Try again", "<p>Too many requests; try again in a moment.</p>");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return too_many();
     }
     match api.engine.unsubscribe(token).await {
         Ok(recipient) => page(
@@ -259,10 +262,7 @@ fn without_frames(html: &str) -> String {
 pub(crate) async fn shared(State(api): State<Api>, q: axum::extract::Query<SharedQuery>, req: Request) -> Response {
     let (_, allowed) = may_record(&api, &req);
     if !allowed {
-        let mut r =
-            page(StatusCode::TOO_MANY_REQUESTS, "Try again", "<p>Too many requests; try again in a moment.</p>");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return too_many();
     }
     let Some(token) = q.token.as_deref() else { return not_a_link() };
     let record = match api.engine.shared(token).await {
