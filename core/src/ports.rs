@@ -218,6 +218,13 @@ pub trait Storage: Send + Sync + Debug {
     /// One email of `account`, whole.
     async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>>;
 
+    /// One email's state (its events and bookkeeping) without its content. Provided through
+    /// [`get_email`](Self::get_email); a store that keeps content apart answers it without
+    /// reading the content (a tracking hit needs the events, not a 40 MB attachment).
+    async fn get_state(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<crate::email::EmailState>> {
+        Ok(self.get_email(account, id).await?.map(|r| r.state))
+    }
+
     /// One page of an account's emails, newest first.
     async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>>;
 

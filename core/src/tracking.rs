@@ -754,15 +754,15 @@ impl crate::Engine {
         }
         let now = self.clock().now();
         let storage = self.storage();
-        let Some(record) = storage.get_email(&t.account, t.email).await? else { return Ok(followed) };
-        if record.state.events.iter().filter(|e| e.kind == kind).count() >= MAX_HITS {
+        // The state alone: a hit must not read the email's content (attachments included).
+        let Some(state) = storage.get_state(&t.account, t.email).await? else { return Ok(followed) };
+        if state.events.iter().filter(|e| e.kind == kind).count() >= MAX_HITS {
             return Ok(followed);
         }
         let user_agent = user_agent.map(|u| u.chars().take(512).collect::<String>());
         // Seconds since the message left: its hand-over's event (a hit before any is a
         // machine's too: nobody reads mail not sent yet).
-        let sent = record
-            .state
+        let sent = state
             .events
             .iter()
             .find(|e| matches!(e.kind, crate::lifecycle::EventKind::Sent | crate::lifecycle::EventKind::Delivered));

@@ -4,7 +4,7 @@
 
 use crate::codec::{decode_domain, encode_domain};
 use crate::events::log_pending;
-use crate::{DOMAINS, RedbStorage, backend, optional_table};
+use crate::{DOMAINS, RedbStorage, account_values_with, backend, optional_table};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::domains::Domain;
@@ -23,15 +23,7 @@ fn account_domains(
     t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     account: &str,
 ) -> StorageResult<Vec<Domain>> {
-    let mut out = Vec::new();
-    for item in t.range((account, "")..).map_err(backend)? {
-        let (k, v) = item.map_err(backend)?;
-        if k.value().0 != account {
-            break;
-        }
-        out.push(decode_domain(account, v.value())?);
-    }
-    Ok(out)
+    account_values_with(t, account, |v| decode_domain(account, v))
 }
 
 #[async_trait]

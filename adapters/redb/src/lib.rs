@@ -483,13 +483,22 @@ fn account_values<T: DeserializeOwned>(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     account: &str,
 ) -> StorageResult<Vec<T>> {
+    account_values_with(table, account, decode)
+}
+
+/// [`account_values`], each value read by `read`.
+fn account_values_with<T>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    account: &str,
+    read: impl Fn(&[u8]) -> StorageResult<T>,
+) -> StorageResult<Vec<T>> {
     let mut out = Vec::new();
     for item in table.range((account, "")..).map_err(backend)? {
         let (k, v) = item.map_err(backend)?;
         if k.value().0 != account {
             break;
         }
-        out.push(decode(v.value())?);
+        out.push(read(v.value())?);
     }
     Ok(out)
 }
@@ -688,6 +697,19 @@ impl Storage for RedbStorage {
                 .ok_or_else(|| StorageError::Corrupt(format!("email {id} has content but no state")))?;
             overlay(&locked(&claims), &mut state);
             Ok(Some(EmailRecord { content, state }))
+        })
+    }
+
+    async fn get_state(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailState>> {
+        let account = account.clone();
+        let claims = Arc::clone(&self.claims);
+        self.read_now(move |tx| {
+            let states = tx.open_table(STATES).map_err(backend)?;
+            let Some(mut state) = get_state(&states, id.as_u128())?.filter(|s| s.account == account) else {
+                return Ok(None);
+            };
+            overlay(&locked(&claims), &mut state);
+            Ok(Some(state))
         })
     }
 

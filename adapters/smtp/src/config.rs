@@ -85,8 +85,8 @@ impl RelayTarget {
         let credentials = match userinfo {
             Some(u) => {
                 let (user, pass) = u.split_once(':').ok_or_else(|| err("credentials must be user:password"))?;
-                Some((percent_decode(user).ok_or_else(|| err("bad %-escape in the user"))?, {
-                    percent_decode(pass).ok_or_else(|| err("bad %-escape in the password"))?
+                Some((mailroom_core::tracking::unescape(user).ok_or_else(|| err("bad %-escape in the user"))?, {
+                    mailroom_core::tracking::unescape(pass).ok_or_else(|| err("bad %-escape in the password"))?
                 }))
             }
             None => None,
@@ -118,23 +118,6 @@ fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_string(),
     }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Where mail goes.

@@ -185,6 +185,9 @@ pub async fn insert_get_roundtrip(s: Arc<dyn Storage>) {
     assert_eq!(got.state.scheduled_at, b.scheduled_at);
     assert!(s.get_email(&acct("a"), id_at(1, 1)).await.unwrap().is_none());
     assert!(s.get_email(&acct("other"), a.id).await.unwrap().is_none(), "ids are scoped to the account");
+    let state = s.get_state(&acct("a"), a.id).await.unwrap().unwrap();
+    assert_eq!(state, s.get_email(&acct("a"), a.id).await.unwrap().unwrap().state, "the state alone is the email's");
+    assert!(s.get_state(&acct("other"), a.id).await.unwrap().is_none(), "states are scoped to the account too");
 }
 
 pub async fn list_newest_first_with_cursors(s: Arc<dyn Storage>) {
