@@ -74,10 +74,16 @@ impl DomainUpdate {
 /// A domain name as stored: trimmed, without the final dot, lower-case ASCII (an
 /// internationalised name in its `xn--` form), with a registrable part under a public suffix.
 pub fn normalize_name(raw: &str) -> Result<String, FieldError> {
-    let bad = |why: &str| FieldError::new("name", Rule::Shape(format!("{raw:?} is not a domain name: {why}")));
+    // What a client sent is echoed at most 100 characters long.
+    let shown: String = raw.chars().take(100).collect();
+    let bad = |why: &str| FieldError::new("name", Rule::Shape(format!("{shown:?} is not a domain name: {why}")));
     let trimmed = raw.trim().trim_end_matches('.');
     if trimmed.is_empty() {
         return Err(FieldError::new("name", Rule::Empty));
+    }
+    // Longer than any name IDNA could bring under 253: refused before it is converted.
+    if trimmed.len() > 1024 {
+        return Err(FieldError::new("name", Rule::TooLong { max: 253, got: trimmed.chars().count() }));
     }
     let ascii = idna::domain_to_ascii_strict(trimmed).map_err(|_| bad("it does not encode as IDNA"))?;
     if ascii.len() > 253 {
