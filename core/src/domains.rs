@@ -215,7 +215,13 @@ pub fn check(record: &DnsRecord, answer: &Result<Vec<(u16, String)>, DnsError>) 
         Err(DnsError::Failed { .. }) => Check::Unknown,
         Err(DnsError::NotFound { .. }) => Check::Missing,
         Ok(values) => {
+            // Mail reaches us only if our MX is the most preferred of the name: another host
+            // at a lower value would take it first.
+            let best = values.iter().map(|(p, _)| *p).min().unwrap_or(0);
             let found = values.iter().any(|(pref, v)| match record.rtype {
+                RecordType::Mx if record.record == RecordPurpose::Receiving => {
+                    norm_host(v) == norm_host(&record.value) && *pref == best
+                }
                 RecordType::Mx => {
                     norm_host(v) == norm_host(&record.value) && record.priority.is_none_or(|p| p == *pref)
                 }
@@ -320,6 +326,15 @@ mod tests {
         assert_eq!(check(&r[2], &ok("v=DKIM1; k=rsa; p=OTHER")), Check::Missing);
         assert_eq!(check(&r[0], &Ok(vec![(10, "Bounces.Mailroom.Example.".into())])), Check::Found);
         assert_eq!(check(&r[0], &Ok(vec![(20, "bounces.mailroom.example".into())])), Check::Missing);
+        let rx = &records("acme.com", &Plan { receiving: Some("in.mailroom.example".into()), ..plan() })[3];
+        let mx = |v: &[(u16, &str)]| Ok(v.iter().map(|(p, h)| (*p, h.to_string())).collect());
+        assert_eq!(check(rx, &mx(&[(10, "in.mailroom.example")])), Check::Found);
+        assert_eq!(check(rx, &mx(&[(5, "in.mailroom.example"), (20, "mx.other.example")])), Check::Found);
+        assert_eq!(
+            check(rx, &mx(&[(10, "in.mailroom.example"), (5, "mx.other.example")])),
+            Check::Missing,
+            "another host is preferred: mail would not reach us"
+        );
         let failed = Err(DnsError::Failed { name: "x".into(), rtype: "TXT", message: "timeout".into() });
         assert_eq!(check(&r[1], &failed), Check::Unknown, "a failed lookup is not an absence");
         assert_eq!(check(&r[1], &Err(DnsError::NotFound { name: "x".into(), rtype: "TXT" })), Check::Missing);

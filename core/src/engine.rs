@@ -175,6 +175,8 @@ struct Inner {
     config: EngineBuilder,
     ids: IdGen,
     wake: Notify,
+    /// Recent answers to "who receives mail for this domain" (see `receiving::RouteCache`).
+    routes: crate::receiving::RouteCache,
 }
 
 /// Builds an [`Engine`].
@@ -278,7 +280,12 @@ impl EngineBuilder {
     /// The engine.
     pub fn build(self) -> Engine {
         Engine {
-            inner: Arc::new(Inner { config: self, ids: IdGen::default(), wake: Notify::new() }),
+            inner: Arc::new(Inner {
+                config: self,
+                ids: IdGen::default(),
+                wake: Notify::new(),
+                routes: Default::default(),
+            }),
             account: AccountId::default(),
             key: None,
         }
@@ -331,6 +338,22 @@ impl Engine {
     /// The id of the key this engine acts for, if any.
     pub fn key_id(&self) -> Option<&str> {
         self.key.as_deref().map(|k| k.id.as_str())
+    }
+
+    /// A fresh id, later than every id this engine gave before.
+    pub(crate) fn next_id(&self) -> EmailId {
+        let ms = u64::try_from(self.inner.config.clock.now().timestamp_millis()).unwrap_or(0);
+        self.inner.ids.next(ms)
+    }
+
+    /// The route cache of inbound mail.
+    pub(crate) fn route_cache(&self) -> &crate::receiving::RouteCache {
+        &self.inner.routes
+    }
+
+    /// The domain of VERP bounce addresses, if one is set.
+    pub fn bounce_domain_name(&self) -> Option<&str> {
+        self.inner.config.bounce_domain.as_deref()
     }
 
     /// The account this engine acts for.

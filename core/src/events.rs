@@ -36,6 +36,8 @@ pub enum Subject {
         /// The domain.
         domain: Box<crate::domains::Domain>,
     },
+    /// A message arrived for one of the account's receiving domains.
+    Received(Box<crate::receiving::ReceivedEmail>),
 }
 
 /// What happened to a domain.
@@ -63,7 +65,7 @@ pub struct LoggedEvent {
 }
 
 /// Every event type the log can hold, as the hosted service names them in webhooks.
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 18] = [
     "email.sent",
     "email.scheduled",
     "email.delivered",
@@ -81,13 +83,13 @@ pub const EVENT_TYPES: [&str; 17] = [
     "domain.created",
     "domain.updated",
     "domain.deleted",
+    "email.received",
 ];
 
 /// The event types the hosted service defines beyond [`EVENT_TYPES`], which this engine will
 /// emit as its features land (receiving, domains, contacts, topics): accepted in a webhook's
 /// `events` so that endpoints written for the hosted service subscribe unchanged.
-pub const LATER_TYPES: [&str; 8] = [
-    "email.received",
+pub const LATER_TYPES: [&str; 7] = [
     "contact.created",
     "contact.updated",
     "contact.deleted",
@@ -113,6 +115,7 @@ impl LoggedEvent {
             Subject::Domain { change: DomainEvent::Created, .. } => "domain.created",
             Subject::Domain { change: DomainEvent::Updated, .. } => "domain.updated",
             Subject::Domain { change: DomainEvent::Deleted, .. } => "domain.deleted",
+            Subject::Received(_) => "email.received",
         }
     }
 

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod mx;
 pub mod ports;
+pub mod receiving;
 pub mod render;
 pub mod request;
 pub mod retry;

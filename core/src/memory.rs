@@ -42,6 +42,8 @@ struct State {
     messages: BTreeMap<(String, u64), Message>,
     /// (due micros, endpoint id, event number): messages with an attempt to make.
     message_due: BTreeSet<(i64, String, u64)>,
+    /// (account, id) → received message and its raw bytes (shared by its copies).
+    received: BTreeMap<(AccountId, u128), (crate::receiving::ReceivedEmail, Arc<Vec<u8>>)>,
 }
 
 impl State {
@@ -445,6 +447,10 @@ impl Storage for MemoryStorage {
         Some(self)
     }
 
+    fn received(&self) -> Option<&dyn crate::ports::ReceivedStore> {
+        Some(self)
+    }
+
     fn webhooks(&self) -> Option<&dyn crate::ports::WebhookStore> {
         Some(self)
     }
@@ -727,6 +733,11 @@ impl crate::ports::DomainStore for MemoryStorage {
         Ok(true)
     }
 
+    async fn domain_owners(&self, name: &str) -> Result<Vec<(AccountId, crate::domains::Domain)>, StorageError> {
+        let s = self.lock();
+        Ok(s.domains.iter().filter(|((_, n), _)| n == name).map(|((a, _), d)| (a.clone(), d.clone())).collect())
+    }
+
     async fn domains_due(
         &self,
         now: DateTime<Utc>,
@@ -764,6 +775,11 @@ mod conformance {
     }
 
     #[tokio::test]
+    async fn received() {
+        crate::testkit::received_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
     async fn webhooks() {
         crate::testkit::webhooks_conformance(Arc::new(MemoryStorage::new())).await;
     }
@@ -776,5 +792,74 @@ mod conformance {
     #[tokio::test]
     async fn request_logs() {
         crate::testkit::request_logs_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+}
+
+#[async_trait]
+impl crate::ports::ReceivedStore for MemoryStorage {
+    async fn received_put(
+        &self,
+        copies: Vec<(AccountId, crate::receiving::ReceivedEmail)>,
+        raw: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let raw = Arc::new(raw);
+        let mut s = self.lock();
+        for (account, email) in copies {
+            s.log([Pending {
+                account: account.clone(),
+                at: email.created_at,
+                subject: Subject::Received(Box::new(email.clone())),
+            }]);
+            s.received.insert((account, email.id.as_u128()), (email, Arc::clone(&raw)));
+        }
+        Ok(())
+    }
+
+    async fn received_get(
+        &self,
+        account: &AccountId,
+        id: EmailId,
+    ) -> Result<Option<crate::receiving::ReceivedEmail>, StorageError> {
+        Ok(self.lock().received.get(&(account.clone(), id.as_u128())).map(|(e, _)| e.clone()))
+    }
+
+    async fn received_raw(&self, account: &AccountId, id: EmailId) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.lock().received.get(&(account.clone(), id.as_u128())).map(|(_, r)| r.to_vec()))
+    }
+
+    async fn received_page(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<Page<crate::receiving::ReceivedEmail>, StorageError> {
+        let s = self.lock();
+        let lo = (account.clone(), 0u128);
+        let hi = (account.clone(), u128::MAX);
+        let take = page.limit + 1;
+        let mut items: Vec<_> = match page.cursor {
+            Cursor::Start => s.received.range(lo..=hi).rev().take(take).map(|(_, (e, _))| e.clone()).collect(),
+            Cursor::After(c) => s
+                .received
+                .range(lo..(account.clone(), c.as_u128()))
+                .rev()
+                .take(take)
+                .map(|(_, (e, _))| e.clone())
+                .collect(),
+            Cursor::Before(c) => {
+                let mut v: Vec<_> = s
+                    .received
+                    .range((Bound::Excluded((account.clone(), c.as_u128())), Bound::Included(hi)))
+                    .take(take)
+                    .map(|(_, (e, _))| e.clone())
+                    .collect();
+                let more = v.len() > page.limit;
+                v.truncate(page.limit);
+                v.reverse();
+                return Ok(Page { items: v, has_more: more });
+            }
+        };
+        let has_more = items.len() > page.limit;
+        items.truncate(page.limit);
+        Ok(Page { items, has_more })
     }
 }

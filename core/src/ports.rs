@@ -322,6 +322,40 @@ pub trait Storage: Send + Sync + Debug {
     fn webhooks(&self) -> Option<&dyn WebhookStore> {
         None
     }
+
+    /// The received mail this store keeps, if it offers the [`ReceivedStore`] extension.
+    fn received(&self) -> Option<&dyn ReceivedStore> {
+        None
+    }
+}
+
+/// Received mail, per account: an extension a store may offer beside [`Storage`]. A message
+/// is kept whole (its raw bytes) beside its summary; the summary's `email.received` entry goes
+/// into the event log (when the store keeps one) in the same transaction, so a message the
+/// listener acknowledged is both kept and announced, or neither.
+#[async_trait]
+pub trait ReceivedStore: Send + Sync + Debug {
+    /// Keeps one message for each `(account, summary)` of `copies` (one arrival can be for
+    /// several accounts), all with the same `raw` bytes, in one durable write.
+    async fn received_put(
+        &self,
+        copies: Vec<(AccountId, crate::receiving::ReceivedEmail)>,
+        raw: Vec<u8>,
+    ) -> Result<(), StorageError>;
+    /// The summary of the account's received message `id`.
+    async fn received_get(
+        &self,
+        account: &AccountId,
+        id: EmailId,
+    ) -> Result<Option<crate::receiving::ReceivedEmail>, StorageError>;
+    /// The raw bytes of the account's received message `id`.
+    async fn received_raw(&self, account: &AccountId, id: EmailId) -> Result<Option<Vec<u8>>, StorageError>;
+    /// A page of the account's received messages, newest first.
+    async fn received_page(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<Page<crate::receiving::ReceivedEmail>, StorageError>;
 }
 
 /// The event log, per account, read by cursor: an extension a store may offer beside
@@ -944,6 +978,8 @@ pub trait DomainStore: Send + Sync + Debug {
     async fn domain_list(&self, account: &AccountId) -> Result<Vec<Domain>, StorageError>;
     /// Removes the domain `name`, logging `domain.deleted` at `at`; whether it was there.
     async fn domain_delete(&self, account: &AccountId, name: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
+    /// Every account's domain called `name` (the inbound listener asks who receives for it).
+    async fn domain_owners(&self, name: &str) -> Result<Vec<(AccountId, Domain)>, StorageError>;
     /// Up to `limit` domains (any account) whose `next_check` is at or before `now`, earliest
     /// first.
     async fn domains_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(AccountId, Domain)>, StorageError>;

@@ -39,6 +39,8 @@ pub enum Kind {
     Click = 2,
     /// The one-click unsubscribe link of one recipient.
     Unsubscribe = 3,
+    /// A received message's (or one of its attachments') download link.
+    Download = 4,
 }
 
 /// A token's content.
@@ -217,6 +219,7 @@ impl LinkKey {
             1 => Kind::Open,
             2 => Kind::Click,
             3 => Kind::Unsubscribe,
+            4 => Kind::Download,
             _ => return None,
         };
         let email = EmailId::from_u128(u128::from_be_bytes(fields.get(1..17)?.try_into().ok()?));
@@ -829,7 +832,7 @@ impl crate::Engine {
         let (kind, followed) = match t.kind {
             Kind::Open => (crate::lifecycle::EventKind::Opened, Followed::Open),
             Kind::Click => (crate::lifecycle::EventKind::Clicked, Followed::Click(t.rest.clone())),
-            Kind::Unsubscribe => return Err(crate::Error::NotFound { what: "Link" }),
+            Kind::Unsubscribe | Kind::Download => return Err(crate::Error::NotFound { what: "Link" }),
         };
         if !record {
             return Ok(followed);

@@ -427,6 +427,7 @@ pub fn payload(event: &LoggedEvent, email: Option<(&EmailContent, &EmailState)>)
         }
         Subject::SuppressionAdded(s) | Subject::SuppressionRemoved(s) => suppression_data(&event.account, s),
         Subject::Domain { domain, .. } => crate::domains::domain_event_json(domain),
+        Subject::Received(e) => crate::receiving::webhook_json(e),
     };
     Some(json!({ "type": event.type_name(), "created_at": iso(event.at), "data": data }))
 }

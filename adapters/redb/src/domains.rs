@@ -139,6 +139,24 @@ impl DomainStore for RedbStorage {
         .await
     }
 
+    async fn domain_owners(&self, name: &str) -> StorageResult<Vec<(AccountId, Domain)>> {
+        let name = name.to_string();
+        // A scan of the keys (decoding only the matches): the listener caches its answers for
+        // a while, so this runs once per domain per period, not once per recipient.
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, DOMAINS)? else { return Ok(vec![]) };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let (account, n) = k.value();
+                if n == name {
+                    out.push((AccountId::new(account), decode_domain(account, v.value())?));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     async fn domains_due(&self, now: DateTime<Utc>, limit: usize) -> StorageResult<Vec<(AccountId, Domain)>> {
         self.read_now(move |tx| {
             let (Some(due), Some(t)) = (optional_table(tx, DOMAIN_DUE)?, optional_table(tx, DOMAINS)?) else {

@@ -34,6 +34,7 @@ mod codec;
 mod domains;
 mod events;
 mod extensions;
+mod receiving;
 mod writer;
 
 use async_trait::async_trait;
@@ -77,7 +78,7 @@ const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log
 
 /// Every table this store writes, by name: a backup copies each, and refuses a file holding a
 /// table it does not know (it would be lost).
-const TABLE_NAMES: [&str; 15] = [
+const TABLE_NAMES: [&str; 17] = [
     "events_v1",
     "webhooks_v1",
     "webhook_messages_v1",
@@ -93,6 +94,8 @@ const TABLE_NAMES: [&str; 15] = [
     "domain_ids_v1",
     "domain_due_v1",
     "request_log_times_v1",
+    "received_v1",
+    "received_raw_v1",
 ];
 
 fn backend_err(e: impl std::fmt::Display) -> StorageError {
@@ -365,6 +368,8 @@ impl RedbStorage {
             rows += copy_table(&snapshot, &tx, events::WEBHOOKS)?;
             rows += copy_table(&snapshot, &tx, events::MESSAGES)?;
             rows += copy_table(&snapshot, &tx, events::MESSAGE_DUE)?;
+            rows += copy_table(&snapshot, &tx, receiving::RECEIVED)?;
+            rows += copy_table(&snapshot, &tx, receiving::RECEIVED_RAW)?;
             tx.commit().map_err(backend)?;
             Ok(rows)
         })
@@ -1052,6 +1057,10 @@ impl Storage for RedbStorage {
     }
 
     fn webhooks(&self) -> Option<&dyn mailroom_core::ports::WebhookStore> {
+        Some(self)
+    }
+
+    fn received(&self) -> Option<&dyn mailroom_core::ports::ReceivedStore> {
         Some(self)
     }
 

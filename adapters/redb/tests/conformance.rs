@@ -235,6 +235,13 @@ async fn domains_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(dir.path().join("received.redb")).unwrap().without_fsync();
+    mailroom_core::testkit::received_conformance(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStorage::open(dir.path().join("hooks.redb")).unwrap().without_fsync();

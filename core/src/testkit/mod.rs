@@ -827,6 +827,49 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
 /// The domain extension: compare-and-set puts (a stale version or a second creation of a name
 /// is refused), get by name and by id, list per account, delete, the due index in time order,
 /// and every write's change in the event log with the keys left out.
+/// Received mail: kept with its raw bytes per account, listed newest first by cursor, scoped
+/// to the account, announced as `email.received` in the same write.
+pub async fn received_conformance(s: Arc<dyn Storage>) {
+    use crate::email::Cursor;
+    use crate::receiving::{Arrival, summarize};
+    let store = s.received().expect("the store keeps received mail");
+    let (a, b) = (acct("a"), acct("b"));
+    let raw = b"From: x@sender.test\r\nTo: y@in.test\r\nSubject: S\r\n\r\nHi\r\n".to_vec();
+    let mail = |n: u128| summarize(EmailId::from_u128(n), &raw, Arrival::default(), None, t0());
+    for n in 1..=5u128 {
+        store.received_put(vec![(a.clone(), mail(n))], raw.clone()).await.unwrap();
+    }
+    store.received_put(vec![(a.clone(), mail(6)), (b.clone(), mail(7))], raw.clone()).await.unwrap();
+    assert_eq!(store.received_get(&a, EmailId::from_u128(6)).await.unwrap(), Some(mail(6)));
+    assert_eq!(store.received_get(&b, EmailId::from_u128(6)).await.unwrap(), None, "scoped to the account");
+    assert_eq!(store.received_raw(&b, EmailId::from_u128(7)).await.unwrap(), Some(raw.clone()));
+    assert_eq!(store.received_raw(&a, EmailId::from_u128(7)).await.unwrap(), None);
+    let ids = |p: &crate::email::Page<crate::receiving::ReceivedEmail>| {
+        p.items.iter().map(|e| e.id.as_u128()).collect::<Vec<_>>()
+    };
+    let first = store.received_page(&a, PageRequest { limit: 4, cursor: Cursor::Start }).await.unwrap();
+    assert_eq!((ids(&first), first.has_more), (vec![6, 5, 4, 3], true));
+    let next =
+        store.received_page(&a, PageRequest { limit: 4, cursor: Cursor::After(EmailId::from_u128(3)) }).await.unwrap();
+    assert_eq!((ids(&next), next.has_more), (vec![2, 1], false));
+    let back =
+        store.received_page(&a, PageRequest { limit: 2, cursor: Cursor::Before(EmailId::from_u128(2)) }).await.unwrap();
+    assert_eq!((ids(&back), back.has_more), (vec![4, 3], true));
+    if let Some(log) = s.event_log() {
+        let got: Vec<u128> = log
+            .events_after(&a, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| match &e.subject {
+                crate::events::Subject::Received(r) => Some(r.id.as_u128()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [1, 2, 3, 4, 5, 6], "each kept message is announced once, in order");
+    }
+}
+
 pub async fn domains_conformance(s: Arc<dyn Storage>) {
     use crate::domains::{DkimAlgorithm, DkimKeyPair, Domain, DomainConfig};
     use crate::events::{DomainEvent, Subject};
@@ -848,6 +891,11 @@ pub async fn domains_conformance(s: Arc<dyn Storage>) {
         !store.domain_put(&a, d("4", "acme.test"), Some((DomainEvent::Created, at(4)))).await.unwrap(),
         "a name is created once per account"
     );
+    let mut owners: Vec<(AccountId, String)> =
+        store.domain_owners("acme.test").await.unwrap().into_iter().map(|(a, d)| (a, d.id)).collect();
+    owners.sort();
+    assert_eq!(owners, [(acct("a"), "2".to_string()), (acct("b"), "3".to_string())], "every account's domain");
+    assert!(store.domain_owners("other.test").await.unwrap().is_empty());
 
     let mut changed = store.domain_get(&a, "mail.acme.test").await.unwrap().unwrap();
     changed.click_tracking = true;

@@ -187,6 +187,8 @@ enum MLog {
     Removed(String),
     /// The model makes no domain changes: one in a store's log is a difference.
     Domain(String),
+    /// Nor does it receive mail.
+    Received(EmailId),
 }
 
 #[derive(Debug, Default)]
@@ -784,6 +786,7 @@ async fn compare(m: &Model, stores: &[Arc<dyn Storage>], ctx: &str) {
                     crate::events::Subject::SuppressionAdded(s) => MLog::Added(s.address.clone()),
                     crate::events::Subject::SuppressionRemoved(s) => MLog::Removed(s.address.clone()),
                     crate::events::Subject::Domain { domain, .. } => MLog::Domain(domain.name.clone()),
+                    crate::events::Subject::Received(r) => MLog::Received(r.id),
                 })
                 .collect();
             let want: Vec<MLog> =

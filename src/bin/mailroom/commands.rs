@@ -312,6 +312,10 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
                             v["domain"] = json!(domain.name);
                             v["status"] = json!(domain.status());
                         }
+                        mailroom::core::events::Subject::Received(r) => {
+                            v["from"] = json!(r.from);
+                            v["received_for"] = json!(r.received_for);
+                        }
                     }
                     v
                 })
