@@ -22,6 +22,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// A received message and its raw bytes (shared by the copies of one arrival).
+type Kept = (crate::receiving::ReceivedEmail, Arc<Vec<u8>>);
+
 #[derive(Debug, Default)]
 struct State {
     /// account → id → content; the id's time prefix makes each map its listing index.
@@ -43,7 +46,7 @@ struct State {
     /// (due micros, endpoint id, event number): messages with an attempt to make.
     message_due: BTreeSet<(i64, String, u64)>,
     /// (account, id) → received message and its raw bytes (shared by its copies).
-    received: BTreeMap<(AccountId, u128), (crate::receiving::ReceivedEmail, Arc<Vec<u8>>)>,
+    received: BTreeMap<(AccountId, u128), Kept>,
 }
 
 impl State {

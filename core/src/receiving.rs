@@ -410,7 +410,10 @@ pub struct Received {
 /// each read the store: kept [`ROUTE_TTL`], at most [`ROUTE_CACHE`] domains (all dropped when
 /// full — a flood of made-up domains cannot grow it).
 #[derive(Debug, Default)]
-pub struct RouteCache(std::sync::Mutex<std::collections::HashMap<String, (DateTime<Utc>, Result<Route, Refusal>)>>);
+pub struct RouteCache(std::sync::Mutex<std::collections::HashMap<String, CachedRoute>>);
+
+/// When a routing answer was found, and the answer.
+type CachedRoute = (DateTime<Utc>, Result<Route, Refusal>);
 
 /// How long a routing answer is reused (a domain verified or removed takes effect within it).
 pub const ROUTE_TTL: chrono::Duration = chrono::Duration::seconds(10);
