@@ -759,45 +759,6 @@ impl crate::ports::DomainStore for MemoryStorage {
     }
 }
 
-#[cfg(test)]
-mod conformance {
-    use super::MemoryStorage;
-    use crate::ports::Storage;
-    use std::sync::Arc;
-
-    crate::storage_conformance_tests!(((), Arc::new(MemoryStorage::new()) as Arc<dyn Storage>));
-
-    #[tokio::test]
-    async fn api_keys() {
-        crate::testkit::api_keys_conformance(Arc::new(MemoryStorage::new())).await;
-    }
-
-    #[tokio::test]
-    async fn domains() {
-        crate::testkit::domains_conformance(Arc::new(MemoryStorage::new())).await;
-    }
-
-    #[tokio::test]
-    async fn received() {
-        crate::testkit::received_conformance(Arc::new(MemoryStorage::new())).await;
-    }
-
-    #[tokio::test]
-    async fn webhooks() {
-        crate::testkit::webhooks_conformance(Arc::new(MemoryStorage::new())).await;
-    }
-
-    #[tokio::test]
-    async fn event_log() {
-        crate::testkit::event_log_conformance(Arc::new(MemoryStorage::new())).await;
-    }
-
-    #[tokio::test]
-    async fn request_logs() {
-        crate::testkit::request_logs_conformance(Arc::new(MemoryStorage::new())).await;
-    }
-}
-
 #[async_trait]
 impl crate::ports::ReceivedStore for MemoryStorage {
     async fn received_put(
@@ -864,5 +825,44 @@ impl crate::ports::ReceivedStore for MemoryStorage {
         let has_more = items.len() > page.limit;
         items.truncate(page.limit);
         Ok(Page { items, has_more })
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use super::MemoryStorage;
+    use crate::ports::Storage;
+    use std::sync::Arc;
+
+    crate::storage_conformance_tests!(((), Arc::new(MemoryStorage::new()) as Arc<dyn Storage>));
+
+    #[tokio::test]
+    async fn api_keys() {
+        crate::testkit::api_keys_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn domains() {
+        crate::testkit::domains_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn received() {
+        crate::testkit::received_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn webhooks() {
+        crate::testkit::webhooks_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn event_log() {
+        crate::testkit::event_log_conformance(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[tokio::test]
+    async fn request_logs() {
+        crate::testkit::request_logs_conformance(Arc::new(MemoryStorage::new())).await;
     }
 }
