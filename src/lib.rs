@@ -53,6 +53,10 @@ pub use mailroom_http as http;
 #[cfg(feature = "fetch")]
 pub use mailroom_fetch as fetch;
 
+/// The inbound SMTP listener (receiving domains and the bounce loop).
+#[cfg(feature = "inbound")]
+pub use mailroom_inbound as inbound;
+
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -3,10 +3,12 @@
 # nothing system-wide is touched. It accepts mail for any user at mx.test and then bounces the
 # unknown ones with a genuine RFC 3464 DSN, delivered to the maildir of the return path's
 # domain `bounces.test` (VERP addresses `bounces+<id>@bounces.test` land in BASE/mail/bounces).
-# Usage: setup-postfix.sh <base-dir> [port]   (as root; needs Debian's postfix package)
+# With a third argument INBOUND, mail for bounces.test goes by SMTP to 127.0.0.1:INBOUND
+# instead (the DSN loop through an inbound listener).
+# Usage: setup-postfix.sh <base-dir> [port] [inbound-port]   (as root; needs Debian's postfix)
 # Start: postfix -c BASE/etc start-fg     Stop: postfix -c BASE/etc stop
 set -euo pipefail
-BASE=$(realpath -m "${1:?base dir}"); PORT=${2:-2526}
+BASE=$(realpath -m "${1:?base dir}"); PORT=${2:-2526}; INBOUND=${3:-}
 mkdir -p "$BASE"/{etc,queue,data,mail}
 cat > "$BASE/etc/main.cf" <<CF
 compatibility_level = 3.6
@@ -55,6 +57,10 @@ full@mx.test      452 4.2.2 Mailbox full
 blocked@mx.test   554 5.7.1 Relay access denied
 MAP
 printf 'sender@bounces.test  sender/\nbounces@bounces.test  bounces/\n' > "$BASE/etc/vmailbox"
+if [ -n "$INBOUND" ]; then
+  printf 'bounces.test  smtp:[127.0.0.1]:%s\n' "$INBOUND" > "$BASE/etc/transport"
+  printf 'transport_maps = texthash:%s/etc/transport\n' "$BASE" >> "$BASE/etc/main.cf"
+fi
 cat > "$BASE/etc/master.cf" <<CF
 127.0.0.1:$PORT inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup

@@ -104,7 +104,7 @@ pub(crate) async fn get(
 
 /// `Content-Disposition` for a download (RFC 6266): a plain ASCII fallback and the exact name
 /// encoded (RFC 8187), so no byte of a filename reaches the header unencoded.
-fn disposition(filename: &str) -> String {
+pub(crate) fn disposition(filename: &str) -> String {
     let fallback: String = filename
         .chars()
         .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })

@@ -34,6 +34,7 @@ mod limit;
 mod logs;
 mod ops;
 mod pages;
+mod receiving;
 mod redact;
 mod server;
 mod webhooks;
@@ -243,6 +244,7 @@ pub fn router(api: Api) -> Router {
         .route("/t/o/{token}", get(pages::open))
         .route("/t/c/{*token}", get(pages::click))
         .route("/unsubscribe/{*token}", get(pages::unsubscribe_page).post(pages::unsubscribe))
+        .route("/receiving/download/{*token}", get(receiving::download))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready));
     if api.config.metrics.is_some() {
@@ -255,6 +257,10 @@ pub fn router(api: Api) -> Router {
         .route("/emails/{id}/cancel", post(cancel))
         .route("/emails/{id}/share", post(pages::share))
         .route("/emails/export", get(logs::export_emails))
+        .route("/emails/receiving", get(receiving::list))
+        .route("/emails/receiving/{id}", get(receiving::get))
+        .route("/emails/receiving/{id}/attachments", get(receiving::attachments))
+        .route("/emails/receiving/{id}/attachments/{attachment_id}", get(receiving::attachment))
         .route("/emails/{id}/attachments", get(attachments::list))
         .route("/emails/{id}/attachments/{attachment_id}", get(attachments::get))
         .route("/logs", get(logs::list))

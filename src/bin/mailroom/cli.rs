@@ -263,6 +263,10 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Receive mail by SMTP on this address (`inbound.listen`): receiving domains and
+    /// bounces to the bounce domain.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub inbound: Option<String>,
     #[command(flatten)]
     pub delivery: Delivery,
     #[command(flatten)]

@@ -107,6 +107,7 @@ pub struct Settings {
     pub server: ServerConfig,
     pub fetch: FetchConfig,
     pub webhooks: WebhookSettings,
+    pub inbound: InboundSettings,
     pub domains: mailroom::core::domains::DomainConfig,
     /// Whether `serve` checks domains' DNS records on their schedule.
     pub verify_domains: bool,
@@ -276,6 +277,15 @@ const SETTINGS: &[&str] = &[
     "domains.recheck",
     "domains.verify",
     "domains.tracking_url",
+    "inbound.listen",
+    "inbound.hostname",
+    "inbound.tls_cert",
+    "inbound.tls_key",
+    "inbound.max_message_size",
+    "inbound.max_recipients",
+    "inbound.max_connections",
+    "inbound.max_connections_per_ip",
+    "inbound.messages_per_minute",
     "webhooks.enabled",
     "webhooks.allow_private",
     "webhooks.allow_networks",
@@ -285,6 +295,16 @@ const SETTINGS: &[&str] = &[
     "log.level",
     "log.format",
 ];
+
+/// The inbound SMTP listener: off unless `inbound.listen` is given.
+#[derive(Debug, Clone, Default)]
+pub struct InboundSettings {
+    pub listen: Option<SocketAddr>,
+    /// STARTTLS certificate chain and key (PEM); the server's own when not given.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Everything else (its `tls` is set at start from the files above).
+    pub config: mailroom::inbound::InboundConfig,
+}
 
 /// Webhook delivery: on by default; endpoints on private networks allowed unless restricted.
 #[derive(Debug, Clone)]
@@ -633,6 +653,31 @@ impl Layers {
             r.int().and_then(|n| if (1..=1024).contains(&n) { Ok(n as usize) } else { Err("1 to 1024".into()) })
         });
 
+        let mut inbound = InboundSettings {
+            listen: self.get("inbound.listen", None, |raw| addr(raw).map(Some)),
+            ..InboundSettings::default()
+        };
+        let in_cert = self.get("inbound.tls_cert", None, opt_path);
+        let in_key = self.get("inbound.tls_key", None, opt_path);
+        inbound.tls = match (in_cert, in_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => tls.clone(),
+            _ => {
+                let origin = self.origins.get("inbound.tls_cert").cloned().unwrap_or(Origin::Default);
+                self.problem(origin, "inbound.tls_cert", "tls_cert and tls_key go together: give both or neither");
+                None
+            }
+        };
+        let c = &mut inbound.config;
+        c.hostname = self.get("inbound.hostname", Some(helo.clone()), domain).unwrap_or_else(|| helo.clone());
+        c.max_message_size = self.get("inbound.max_message_size", c.max_message_size, size);
+        c.max_recipients = self.get("inbound.max_recipients", c.max_recipients, count);
+        c.max_connections = self.get("inbound.max_connections", c.max_connections, count);
+        c.max_connections_per_ip = self.get("inbound.max_connections_per_ip", c.max_connections_per_ip, count);
+        c.messages_per_minute_per_ip = self.get("inbound.messages_per_minute", c.messages_per_minute_per_ip, |r| {
+            r.int().and_then(|n| u32::try_from(n).map_err(|_| "a number of messages".to_string()))
+        });
+
         // Domains: the host that receives bounces (and mail) and serves tracking links is the
         // server's own name unless given.
         let host = self.get("domains.host", Some(helo.clone()), domain).unwrap_or_else(|| helo.clone());
@@ -715,6 +760,7 @@ impl Layers {
             server,
             fetch,
             webhooks,
+            inbound,
             domains,
             verify_domains,
             email_retention,

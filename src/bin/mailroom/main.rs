@@ -434,6 +434,7 @@ fn init_logging(level: &str, json: bool) {
 fn serve_main(args: cli::ServeArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let settings = settings(args.store.config.as_deref(), args.store.db.as_deref(), |l| {
         l.flag("server.listen", "--listen", args.listen.clone());
+        l.flag("inbound.listen", "--inbound", args.inbound.clone());
         l.flag("server.tls_cert", "--tls-cert", args.tls_cert.as_ref().map(|p| p.display().to_string()));
         l.flag("server.tls_key", "--tls-key", args.tls_key.as_ref().map(|p| p.display().to_string()));
         l.flag("rate_limits.per_key", "--rate-limit", args.rate_limit.map(|r| r.to_string()));

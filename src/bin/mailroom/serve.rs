@@ -292,6 +292,24 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!("shutting down: no new requests; finishing deliveries in flight");
         let _ = stop_tx.send(true);
     });
+    let inbound = match settings.inbound.listen {
+        Some(addr) => {
+            let mut config = settings.inbound.config.clone();
+            if let Some((cert, key)) = &settings.inbound.tls {
+                // The HTTP server's loader, without its ALPN (SMTP offers none).
+                let tls = mailroom::http::tls_config(cert, key).map_err(|e| format!("inbound TLS: {e}"))?;
+                let mut tls = (*tls).clone();
+                tls.alpn_protocols.clear();
+                config.tls = Some(Arc::new(tls));
+            }
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(listen = %addr, tls = config.tls.is_some(), "receiving mail by SMTP");
+            let inbound = mailroom::inbound::Inbound::new(engine.clone(), config);
+            Some(tokio::spawn(inbound.serve(listener, stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
     let api = Api::new(engine, api_config);
     let served = mailroom::http::serve(listener, router(api.clone()), server_config, stopped(stop_rx)).await;
     // The logs of the last answers are written beside them: keep them.
@@ -305,6 +323,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     }
     if let Some(v) = verifier {
         v.await.map_err(|e| e.to_string())?;
+    }
+    if let Some(i) = inbound {
+        i.await.map_err(|e| e.to_string())?;
     }
     tracing::info!(processed = report.processed, released = report.released, "stopped");
     Ok(())

@@ -1,0 +1,158 @@
+//! `/emails/receiving…`: received mail as the official SDKs read it, and the public download
+//! URLs of a message's raw bytes and its attachments (signed by the engine's link key, valid
+//! for one hour, rate-limited per client address like attachment downloads).
+
+use crate::attachments::{base_url, disposition};
+use crate::guard::{client_ip, peer};
+use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, ok, path, query};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use mailroom_core::email::{EmailId, PageRequest, wire_time};
+use mailroom_core::receiving::{
+    HtmlFormat, ReceivedAttachment, attachment_content, attachment_json, detail_json, list_json,
+};
+use serde_json::{Value, json};
+
+/// A download URL for `id` (its raw bytes, or `attachment`) and when it expires.
+fn link(api: &Api, auth: &Auth, headers: &HeaderMap, id: EmailId, attachment: Option<&str>) -> (String, String) {
+    let (token, expires) = auth.engine.download_token(id, attachment);
+    let mut url = format!("{}/receiving/download/", base_url(api, headers));
+    // The token's head is URL-safe base64; what follows its `/` is already escaped.
+    url.push_str(&token);
+    (url, wire_time(expires))
+}
+
+fn attachment_view(api: &Api, auth: &Auth, headers: &HeaderMap, id: EmailId, a: &ReceivedAttachment) -> Value {
+    let mut v = attachment_json(a);
+    let (url, expires) = link(api, auth, headers, id, Some(&a.id));
+    v["download_url"] = json!(url);
+    v["expires_at"] = json!(expires);
+    v
+}
+
+/// `GET /emails/receiving`.
+pub(crate) async fn list(auth: Auth, q: QueryParam) -> ApiResult {
+    let q = query(q)?;
+    let limit = q
+        .get("limit")
+        .map(|l| {
+            l.parse::<usize>().map_err(|_| {
+                ApiError::new(
+                    422,
+                    "validation_error",
+                    format!("The `limit` parameter must be a number from 1 to 100, not {l:?}."),
+                )
+            })
+        })
+        .transpose()?;
+    let cursor = |name: &str| q.get(name).map(|v| email_id(v)).transpose();
+    let page = PageRequest::new(limit, cursor("after")?, cursor("before")?)?;
+    let page = auth.engine.received_list(page).await?;
+    let data: Vec<Value> = page.items.iter().map(list_json).collect();
+    ok(json!({"object": "list", "has_more": page.has_more, "data": data}))
+}
+
+/// `GET /emails/receiving/{id}[?html_format=data_uri|cid]`.
+pub(crate) async fn get(
+    State(api): State<Api>,
+    auth: Auth,
+    headers: HeaderMap,
+    id: PathParam<String>,
+    q: QueryParam,
+) -> ApiResult {
+    let id = email_id(&path(id)?)?;
+    let q = query(q)?;
+    let format = match q.get("html_format").map(String::as_str) {
+        None | Some("data_uri") => HtmlFormat::DataUri,
+        Some("cid") => HtmlFormat::Cid,
+        Some(other) => {
+            return Err(ApiError::new(
+                422,
+                "validation_error",
+                format!("`html_format` must be `data_uri` or `cid`, not {other:?}."),
+            ));
+        }
+    };
+    let (e, raw) = auth.engine.received_with_raw(id).await?;
+    let raw_link = link(&api, &auth, &headers, id, None);
+    let mut v = detail_json(&e, &raw, format, Some(raw_link));
+    if let Some(list) = v.get_mut("attachments") {
+        *list = json!(e.attachments.iter().map(|a| attachment_view(&api, &auth, &headers, id, a)).collect::<Vec<_>>());
+    }
+    ok(v)
+}
+
+/// `GET /emails/receiving/{id}/attachments`.
+pub(crate) async fn attachments(
+    State(api): State<Api>,
+    auth: Auth,
+    headers: HeaderMap,
+    id: PathParam<String>,
+) -> ApiResult {
+    let id = email_id(&path(id)?)?;
+    let e = auth.engine.received(id).await?;
+    let data: Vec<Value> = e.attachments.iter().map(|a| attachment_view(&api, &auth, &headers, id, a)).collect();
+    ok(json!({"object": "list", "has_more": false, "data": data}))
+}
+
+/// `GET /emails/receiving/{id}/attachments/{attachment_id}`.
+pub(crate) async fn attachment(
+    State(api): State<Api>,
+    auth: Auth,
+    headers: HeaderMap,
+    ids: PathParam<(String, String)>,
+) -> ApiResult {
+    let (id, attachment) = path(ids)?;
+    let id = email_id(&id)?;
+    let e = auth.engine.received(id).await?;
+    let a = e
+        .attachments
+        .iter()
+        .find(|a| a.id == attachment)
+        .ok_or_else(|| ApiError::new(404, "not_found", "Attachment not found"))?;
+    let mut v = attachment_view(&api, &auth, &headers, id, a);
+    v["object"] = json!("attachment");
+    ok(v)
+}
+
+/// `GET /receiving/download/{token}`: a received message's raw bytes (`message/rfc822`) or one
+/// attachment's, for whoever holds an unexpired link (no API key: the Node SDK's `forward()`
+/// fetches it plainly).
+pub(crate) async fn download(State(api): State<Api>, token: PathParam<String>, req: Request) -> ApiResult {
+    let ip = client_ip(&api, peer(&req), req.headers());
+    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
+    if !api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed {
+        let mut r =
+            ApiError::new(429, "rate_limit_exceeded", "Too many downloads; try again in a moment.").into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        return Ok(r);
+    }
+    let token = path(token)?;
+    let denied = || ApiError::new(403, "invalid_access", "The download link is invalid or has expired.");
+    let (account, id, attachment) = api.engine.download_target(&token).ok_or_else(denied)?;
+    let engine = api.engine.with_account(account.as_str());
+    let (e, raw) = engine.received_with_raw(id).await?;
+    let nosniff = (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string());
+    match attachment {
+        None => Ok((
+            [
+                (header::CONTENT_TYPE, "message/rfc822".to_string()),
+                (header::CONTENT_DISPOSITION, disposition(&format!("{id}.eml"))),
+                nosniff,
+            ],
+            raw,
+        )
+            .into_response()),
+        Some(aid) => {
+            let (a, content) = attachment_content(&e, &raw, &aid)
+                .ok_or_else(|| ApiError::new(404, "not_found", "Attachment not found"))?;
+            let name = a.filename.unwrap_or_else(|| "attachment".into());
+            Ok((
+                [(header::CONTENT_TYPE, a.content_type), (header::CONTENT_DISPOSITION, disposition(&name)), nosniff],
+                content,
+            )
+                .into_response())
+        }
+    }
+}

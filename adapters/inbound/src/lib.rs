@@ -1,0 +1,506 @@
+//! An inbound SMTP listener (RFC 5321) for the mailroom engine.
+//!
+//! It takes mail only for what the engine routes ([`Engine::route`]): bounce addresses and
+//! receiving domains. Everything else is refused at `RCPT` with `550 5.7.1`: it is never a
+//! relay. A message is handed to [`Engine::receive`] and acknowledged with `250` only once
+//! that returned, so every acknowledged message is durable (kept, or applied to the email it
+//! answers).
+//!
+//! Extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, STARTTLS (when a
+//! certificate is configured). Limits: message size, recipients per message, connections in
+//! all and per client address, messages per minute per client address, errors per session,
+//! and the RFC 5321 §4.5.3.2 timeouts.
+//!
+//! Why a hand-written server: the protocol is a dozen commands, and what matters here — the
+//! bounded reads, the end-of-data rule that refuses SMTP smuggling, the pipelining buffer
+//! dropped at STARTTLS — is easier to see and to test in one file than through a framework.
+
+use mailroom_core::engine::Engine;
+use mailroom_core::receiving::{Arrival, Route, received_line};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+
+mod command;
+pub use command::{Command, parse_command};
+
+/// The listener's settings.
+#[derive(Debug, Clone)]
+pub struct InboundConfig {
+    /// The name it greets with and puts in `Received:` lines.
+    pub hostname: String,
+    /// The largest message accepted, in bytes (advertised with SIZE).
+    pub max_message_size: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Sessions open at once, from everyone.
+    pub max_connections: usize,
+    /// Sessions open at once from one client address.
+    pub max_connections_per_ip: usize,
+    /// Messages per minute from one client address.
+    pub messages_per_minute_per_ip: u32,
+    /// Rejected commands before the session is closed.
+    pub max_errors: u32,
+    /// Waiting for a command (RFC 5321: 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for each block of message data (RFC 5321: 3 minutes).
+    pub data_timeout: Duration,
+    /// The whole session, however busy (a slow drip of bytes cannot hold a slot forever).
+    pub session_timeout: Duration,
+    /// STARTTLS, when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            hostname: "localhost".into(),
+            max_message_size: 40 << 20,
+            max_recipients: 100,
+            max_connections: 512,
+            max_connections_per_ip: 20,
+            messages_per_minute_per_ip: 600,
+            max_errors: 10,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            session_timeout: Duration::from_secs(1800),
+            tls: None,
+        }
+    }
+}
+
+/// The longest command line read (RFC 5321 §4.5.3.1.4 says 512; SMTPUTF8 addresses and
+/// parameters can need more).
+const MAX_COMMAND: usize = 2048;
+/// The longest text line inside DATA kept whole (RFC 5321 says 1000; longer ones are kept too,
+/// but read in bounded steps).
+const DATA_STEP: usize = 64 << 10;
+
+/// Per-address counts shared by the sessions.
+#[derive(Debug, Default)]
+struct Clients {
+    open: HashMap<IpAddr, usize>,
+    /// (window start, messages in it).
+    rate: HashMap<IpAddr, (Instant, u32)>,
+    total: usize,
+}
+
+/// A running listener's shared state.
+#[derive(Debug)]
+pub struct Inbound {
+    engine: Engine,
+    config: InboundConfig,
+    clients: Mutex<Clients>,
+}
+
+/// A slot held by one session; gives it back when dropped.
+struct Slot<'a>(&'a Inbound, IpAddr);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut c = self.0.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                c.open.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl Inbound {
+    /// A listener's state over `engine`.
+    pub fn new(engine: Engine, config: InboundConfig) -> Arc<Inbound> {
+        Arc::new(Inbound { engine, config, clients: Mutex::new(Clients::default()) })
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
+        let mut c = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = c.open.get(&ip).copied().unwrap_or(0);
+        if c.total >= self.config.max_connections || open >= self.config.max_connections_per_ip {
+            return None;
+        }
+        c.total += 1;
+        c.open.insert(ip, open + 1);
+        Some(Slot(self, ip))
+    }
+
+    /// Counts one message from `ip`; whether it is within the rate.
+    fn take_message(&self, ip: IpAddr) -> bool {
+        let mut c = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if c.rate.len() > 100_000 {
+            // Bounded: forget windows that ended (a flood of addresses cannot grow it).
+            c.rate.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+        }
+        let e = c.rate.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(60) {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= self.config.messages_per_minute_per_ip
+    }
+
+    /// Accepts sessions on `listener` until `shutdown` resolves.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(error = %e, "inbound accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                let budget = me.config.session_timeout;
+                let _ = tokio::time::timeout(budget, me.session(stream, peer)).await;
+            });
+        }
+    }
+
+    async fn session(&self, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let Some(_slot) = self.admit(peer.ip()) else {
+            metrics::counter!("mailroom_inbound_refused_sessions_total").increment(1);
+            let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
+            return;
+        };
+        metrics::counter!("mailroom_inbound_sessions_total").increment(1);
+        let mut s = Session::new(self, peer, false);
+        let greeting = format!("220 {} ESMTP mailroom\r\n", self.config.hostname);
+        if stream.write_all(greeting.as_bytes()).await.is_err() {
+            return;
+        }
+        let mut reader = BufReader::new(stream);
+        match s.run(&mut reader).await {
+            End::StartTls => {
+                let Some(tls) = self.config.tls.clone() else { return };
+                // Anything the client pipelined after STARTTLS was sent in the clear: it is
+                // dropped with the buffer, never read as commands of the encrypted session
+                // (CVE-2011-0411).
+                let stream = reader.into_inner();
+                let Ok(Ok(tls_stream)) = tokio::time::timeout(
+                    self.config.command_timeout,
+                    tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+                )
+                .await
+                else {
+                    return;
+                };
+                let mut s = Session::new(self, peer, true);
+                let mut reader = BufReader::new(tls_stream);
+                let _ = s.run(&mut reader).await;
+            }
+            End::Closed => {}
+        }
+    }
+}
+
+enum End {
+    Closed,
+    StartTls,
+}
+
+/// One SMTP session's state.
+struct Session<'a> {
+    inbound: &'a Inbound,
+    peer: SocketAddr,
+    tls: bool,
+    helo: Option<String>,
+    mail_from: Option<String>,
+    rcpts: Vec<(String, Route)>,
+    errors: u32,
+    out: Vec<u8>,
+}
+
+/// How reading one line ended.
+enum Line {
+    /// A whole line (with its line break, if any) is in the buffer.
+    Ok,
+    /// The line was longer than allowed: read to its end and dropped.
+    TooLong,
+    /// The client went away.
+    Eof,
+}
+
+/// Appends one line (up to and including `\n`) to `out`, at most `max` bytes of it; the rest
+/// of a longer line is read and dropped.
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, out: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    let mut taken = 0usize;
+    let mut too_long = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(if taken == 0 && !too_long { Line::Eof } else { Line::Ok });
+        }
+        let (n, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = max.saturating_sub(taken);
+        if n <= room && !too_long {
+            out.extend_from_slice(&buf[..n]);
+            taken += n;
+        } else {
+            too_long = true;
+        }
+        r.consume(n);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Ok });
+        }
+    }
+}
+
+impl<'a> Session<'a> {
+    fn new(inbound: &'a Inbound, peer: SocketAddr, tls: bool) -> Self {
+        Session { inbound, peer, tls, helo: None, mail_from: None, rcpts: vec![], errors: 0, out: Vec::new() }
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn error(&mut self, line: &str) {
+        self.errors += 1;
+        self.reply(line);
+    }
+
+    fn reset(&mut self) {
+        self.mail_from = None;
+        self.rcpts.clear();
+    }
+
+    /// Writes what is pending when the client has nothing more buffered (PIPELINING: one
+    /// write answers a whole group of commands).
+    async fn flush<S: AsyncRead + AsyncWrite + Unpin>(&mut self, r: &mut BufReader<S>, force: bool) -> bool {
+        if self.out.is_empty() || (!force && !r.buffer().is_empty()) {
+            return true;
+        }
+        let ok = r.get_mut().write_all(&self.out).await.is_ok() && r.get_mut().flush().await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, r: &mut BufReader<S>) -> End {
+        let config = &self.inbound.config;
+        let mut line = Vec::with_capacity(256);
+        loop {
+            if !self.flush(r, false).await {
+                return End::Closed;
+            }
+            if self.errors >= config.max_errors {
+                self.reply("421 4.7.0 Too many errors, closing");
+                self.flush(r, true).await;
+                return End::Closed;
+            }
+            line.clear();
+            let read = tokio::time::timeout(config.command_timeout, read_line(r, &mut line, MAX_COMMAND)).await;
+            match read {
+                Err(_) => {
+                    self.reply("421 4.4.2 Timeout waiting for a command, closing");
+                    self.flush(r, true).await;
+                    return End::Closed;
+                }
+                Ok(Err(_)) | Ok(Ok(Line::Eof)) => return End::Closed,
+                Ok(Ok(Line::TooLong)) => {
+                    self.error("500 5.5.2 Line too long");
+                    continue;
+                }
+                Ok(Ok(Line::Ok)) => {}
+            }
+            match parse_command(&line) {
+                Command::Ehlo(name) => {
+                    self.reset();
+                    self.helo = Some(name);
+                    let mut lines = vec![
+                        format!("250-{} greets {}", config.hostname, self.peer.ip()),
+                        "250-PIPELINING".into(),
+                        format!("250-SIZE {}", config.max_message_size),
+                        "250-8BITMIME".into(),
+                        "250-SMTPUTF8".into(),
+                        "250-ENHANCEDSTATUSCODES".into(),
+                    ];
+                    if config.tls.is_some() && !self.tls {
+                        lines.push("250-STARTTLS".into());
+                    }
+                    lines.push("250 HELP".into());
+                    for l in lines {
+                        self.reply(&l);
+                    }
+                }
+                Command::Helo(name) => {
+                    self.reset();
+                    self.helo = Some(name);
+                    let l = format!("250 {}", config.hostname);
+                    self.reply(&l);
+                }
+                Command::StartTls => {
+                    if config.tls.is_none() || self.tls {
+                        self.error("502 5.5.1 STARTTLS not available");
+                    } else {
+                        self.reply("220 2.0.0 Ready to start TLS");
+                        self.flush(r, true).await;
+                        return End::StartTls;
+                    }
+                }
+                Command::Mail { from, size } => {
+                    if self.helo.is_none() {
+                        self.error("503 5.5.1 Say EHLO first");
+                    } else if self.mail_from.is_some() {
+                        self.error("503 5.5.1 Sender already given");
+                    } else if size.is_some_and(|s| s > config.max_message_size as u64) {
+                        self.error("552 5.3.4 Message size exceeds the fixed limit");
+                    } else if !self.inbound.take_message(self.peer.ip()) {
+                        self.error("450 4.7.1 Too many messages from your address, try again later");
+                    } else {
+                        self.mail_from = Some(from);
+                        self.reply("250 2.1.0 Sender OK");
+                    }
+                }
+                Command::Rcpt(to) => {
+                    if self.mail_from.is_none() {
+                        self.error("503 5.5.1 Need MAIL before RCPT");
+                    } else if self.rcpts.len() >= config.max_recipients {
+                        // Not an error of the client: the rest go in another transaction.
+                        self.reply("452 4.5.3 Too many recipients");
+                    } else {
+                        match self.inbound.engine.route(&to).await {
+                            Ok(route) => {
+                                self.rcpts.push((to, route));
+                                self.reply("250 2.1.5 Recipient OK");
+                            }
+                            Err(refusal) => {
+                                let (code, status, text) = refusal.reply();
+                                metrics::counter!("mailroom_inbound_refused_recipients_total").increment(1);
+                                self.error(&format!("{code} {status} {text}"));
+                            }
+                        }
+                    }
+                }
+                Command::Data => {
+                    if self.mail_from.is_none() {
+                        self.error("503 5.5.1 Need MAIL before DATA");
+                        continue;
+                    }
+                    if self.rcpts.is_empty() {
+                        self.error("554 5.5.1 No valid recipients");
+                        continue;
+                    }
+                    self.reply("354 End data with <CR><LF>.<CR><LF>");
+                    if !self.flush(r, true).await {
+                        return End::Closed;
+                    }
+                    match self.data(r).await {
+                        Some(reply) => self.reply(&reply),
+                        None => return End::Closed,
+                    }
+                    self.reset();
+                }
+                Command::Rset => {
+                    self.reset();
+                    self.reply("250 2.0.0 OK");
+                }
+                Command::Noop => self.reply("250 2.0.0 OK"),
+                Command::Vrfy => self.reply("252 2.5.2 Cannot verify the user, but will accept the message"),
+                Command::Help => self.reply("214 2.0.0 See RFC 5321"),
+                Command::Quit => {
+                    self.reply("221 2.0.0 Bye");
+                    self.flush(r, true).await;
+                    return End::Closed;
+                }
+                Command::Auth => self.error("502 5.5.1 No authentication here: this server only receives"),
+                Command::Bdat => self.error("502 5.5.1 CHUNKING not offered"),
+                Command::Syntax(what) => self.error(&format!("501 5.5.4 Syntax error: {what}")),
+                Command::Unknown => self.error("500 5.5.2 Command not recognized"),
+            }
+        }
+    }
+
+    /// Reads the message after `354` and hands it over; the reply to give, or `None` when the
+    /// session must end.
+    async fn data<S: AsyncRead + AsyncWrite + Unpin>(&mut self, r: &mut BufReader<S>) -> Option<String> {
+        let config = &self.inbound.config;
+        let arrival = Arrival {
+            mail_from: self.mail_from.clone().unwrap_or_default(),
+            rcpt_to: self.rcpts.iter().map(|(t, _)| t.clone()).collect(),
+            client_ip: self.peer.ip().to_string(),
+            helo: self.helo.clone().unwrap_or_default(),
+            tls: self.tls,
+        };
+        let session_id = format!("{:016x}", rand::random::<u64>());
+        let now = self.inbound.engine.clock().now();
+        // The message is built in one buffer, our `Received:` line first, and moved to the
+        // store: it is never held twice.
+        let mut msg = received_line(&arrival, &config.hostname, &session_id, now).into_bytes();
+        let head = msg.len();
+        let limit = head + config.max_message_size;
+        let mut too_big = false;
+        let mut previous_crlf = true;
+        let mut scratch = Vec::new();
+        loop {
+            let start = msg.len();
+            let target = if too_big { &mut scratch } else { &mut msg };
+            if too_big {
+                target.clear();
+            }
+            let at = target.len();
+            match tokio::time::timeout(config.data_timeout, read_line(r, target, DATA_STEP)).await {
+                Err(_) => {
+                    self.out.clear();
+                    self.reply("421 4.4.2 Timeout waiting for data, closing");
+                    self.flush(r, true).await;
+                    return None;
+                }
+                Ok(Err(_)) | Ok(Ok(Line::Eof)) => return None,
+                Ok(Ok(_)) => {}
+            }
+            let line = &target[at..];
+            // The end of data is <CRLF>.<CRLF> and nothing else: a `.` line after a bare LF,
+            // or ending in a bare LF, does not end it (what SMTP smuggling relies on).
+            if line == b".\r\n" && previous_crlf {
+                target.truncate(at);
+                break;
+            }
+            previous_crlf = line.ends_with(b"\r\n");
+            if line.first() == Some(&b'.') {
+                // Dot-stuffing: a leading dot was doubled by the client.
+                target.remove(at);
+            }
+            if !too_big && msg.len() > limit {
+                too_big = true;
+                msg.truncate(start);
+                msg.shrink_to(head);
+            }
+        }
+        if too_big {
+            return Some("552 5.3.4 Message size exceeds the fixed limit".into());
+        }
+        let rcpts = std::mem::take(&mut self.rcpts);
+        match self.inbound.engine.receive(arrival, msg, &rcpts, None).await {
+            Ok(report) => {
+                metrics::counter!("mailroom_inbound_messages_total").increment(1);
+                if report.bounce.is_some() {
+                    metrics::counter!("mailroom_inbound_bounces_total").increment(1);
+                }
+                Some(format!("250 2.0.0 OK: queued as {session_id}"))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "inbound message not kept");
+                Some("451 4.3.0 Temporary failure, try again later".into())
+            }
+        }
+    }
+}
