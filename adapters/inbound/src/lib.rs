@@ -171,7 +171,9 @@ impl Inbound {
         }
     }
 
-    async fn session(&self, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+    /// Runs one session on `stream` from `peer` to its end (what `serve` does for each
+    /// connection; tests and the fuzzer drive it over an in-memory stream).
+    pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S, peer: SocketAddr) {
         let Some(_slot) = self.admit(peer.ip()) else {
             metrics::counter!("mailroom_inbound_refused_sessions_total").increment(1);
             let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
