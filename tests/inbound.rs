@@ -100,6 +100,11 @@ impl Server {
         if let Some(p) = other {
             options.push(format!("--mx-host=in.test,mx.elsewhere.test,{p}"));
         }
+        // The sender's own policy: SPF allows the loopback client, DMARC asks for alignment.
+        options.push(dnsmasq::record("sender.test", "TXT", "v=spf1 ip4:127.0.0.1 -all"));
+        options.push(dnsmasq::record("_dmarc.sender.test", "TXT", "v=DMARC1; p=reject"));
+        options.push(dnsmasq::record("forged.test", "TXT", "v=spf1 ip4:192.0.2.1 -all"));
+        options.push(dnsmasq::record("_dmarc.forged.test", "TXT", "v=DMARC1; p=reject"));
         let dns = dnsmasq::start_at(self.dns_port, &options);
         let id = d["id"].as_str().unwrap().to_string();
         self.call(reqwest::Method::POST, &format!("/domains/{id}/verify"), None).await;
@@ -264,15 +269,38 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
         "Subject: Over TLS",
     ]);
     assert!(tls.contains("250 2.0.0 OK"), "{tls}");
+    let forged = swaks(&[
+        "--server",
+        &format!("127.0.0.1:{}", server.smtp),
+        "--from",
+        "ceo@forged.test",
+        "--to",
+        "third@in.test",
+        "--header",
+        "Subject: Forged",
+    ]);
+    assert!(forged.contains("250 2.0.0 OK"), "kept, with its verdict: {forged}");
 
     let list = server.received().await;
-    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.len(), 3, "{list:?}");
+    let (_, forged) = server
+        .call(reqwest::Method::GET, &format!("/emails/receiving/{}", list[0]["id"].as_str().unwrap()), None)
+        .await;
+    assert_eq!(forged["subject"], "Forged");
+    assert_eq!(
+        forged["authentication"],
+        json!({"spf": "fail", "dkim": "gray", "dmarc": "fail"}),
+        "SPF fails for a client the domain does not name: {forged}"
+    );
+    let list = &list[1..];
     let tls_mail = &list[0];
     assert_eq!(tls_mail["subject"], "Over TLS");
     assert_eq!(tls_mail["received_for"], json!(["second@in.test"]));
     let mail = &list[1];
     assert_eq!((mail["from"].as_str(), mail["subject"].as_str()), (Some("ann@sender.test"), Some("Quarterly report")));
     assert_eq!(mail["to"], json!(["anyone@in.test"]));
+    let created = mail["created_at"].as_str().unwrap();
+    assert!(created.len() == 24 && created.ends_with('Z') && created.contains('T'), "ISO 8601: {created}");
     assert_eq!(mail["attachments"][0]["filename"], "report.pdf");
     assert_eq!(mail["attachments"][0]["size"], 50_000);
 
@@ -282,6 +310,11 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
     assert_eq!(full["object"], "email");
     assert!(full["text"].as_str().unwrap().contains("See the attachment."), "{full}");
     assert_eq!(full["headers"]["subject"], "Quarterly report");
+    assert_eq!(
+        full["authentication"],
+        json!({"spf": "pass", "dkim": "gray", "dmarc": "pass"}),
+        "SPF passes for the loopback client and aligns with From (no DKIM signature): {full}"
+    );
     assert!(full["headers"]["received"].as_str().unwrap().contains("by mx.mailroom.test"), "{full}");
     // The raw message and the attachment download without a key (the Node SDK's forward()).
     let raw_url = full["raw"]["download_url"].as_str().unwrap();
@@ -335,7 +368,7 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
     assert!(end.starts_with("250"), "{end}");
     assert!(c.cmd("QUIT").starts_with("221"));
     let list = server.received().await;
-    assert_eq!(list.len(), 3, "one message, the smuggled commands inside it");
+    assert_eq!(list.len(), 4, "one message, the smuggled commands inside it");
     assert_eq!(list[0]["subject"], "one");
 
     // Pipelined sessions from postfix's smtp-source.
@@ -345,7 +378,7 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
         .output()
         .unwrap();
     assert!(out.status.success(), "smtp-source: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(server.received().await.len(), 43);
+    assert_eq!(server.received().await.len(), 44);
 }
 
 /// The loop closed: mail to an unknown user is accepted by a loopback postfix, which returns

@@ -329,6 +329,21 @@ pub trait Storage: Send + Sync + Debug {
     }
 }
 
+/// SPF, DKIM and DMARC of a received message. Implemented beside the [`DnsResolver`] (with
+/// the same resolver), so that the nameserver a host names is the one every check asks.
+#[async_trait]
+pub trait MessageAuth: Send + Sync + Debug {
+    /// The results for `raw`, which `client` sent after `EHLO helo` with `MAIL FROM:<mail_from>`
+    /// (empty for bounces: SPF then checks the HELO name).
+    async fn authenticate(
+        &self,
+        raw: &[u8],
+        client: std::net::IpAddr,
+        helo: &str,
+        mail_from: &str,
+    ) -> crate::receiving::Authentication;
+}
+
 /// Received mail, per account: an extension a store may offer beside [`Storage`]. A message
 /// is kept whole (its raw bytes) beside its summary; the summary's `email.received` entry goes
 /// into the event log (when the store keeps one) in the same transaction, so a message the

@@ -261,6 +261,11 @@ impl HtmlFormat {
     }
 }
 
+/// A time as the receiving API writes it (ISO 8601, milliseconds, `Z`).
+pub fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// The attachment's JSON (`download_url` and `expires_at` added by the caller when it has them).
 pub fn attachment_json(a: &ReceivedAttachment) -> Value {
     json!({
@@ -279,7 +284,7 @@ pub fn list_json(e: &ReceivedEmail) -> Value {
         "id": e.id.to_string(),
         "to": e.to,
         "from": e.from,
-        "created_at": crate::email::wire_time(e.created_at),
+        "created_at": iso(e.created_at),
         "subject": e.subject,
         "bcc": e.bcc,
         "cc": e.cc,
@@ -294,7 +299,7 @@ pub fn list_json(e: &ReceivedEmail) -> Value {
 pub fn webhook_json(e: &ReceivedEmail) -> Value {
     json!({
         "email_id": e.id.to_string(),
-        "created_at": crate::email::wire_time(e.created_at),
+        "created_at": iso(e.created_at),
         "from": e.from,
         "to": e.to,
         "bcc": e.bcc,

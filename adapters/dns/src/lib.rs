@@ -209,3 +209,67 @@ fn txt_records(lookup: &Lookup) -> Vec<String> {
         })
         .collect()
 }
+
+/// SPF, DKIM and DMARC by mail-auth, asking this resolver (the same instance, so the same
+/// nameserver and cache as every other lookup).
+#[async_trait]
+impl mailroom_core::ports::MessageAuth for HickoryResolver {
+    async fn authenticate(
+        &self,
+        raw: &[u8],
+        client: std::net::IpAddr,
+        helo: &str,
+        mail_from: &str,
+    ) -> mailroom_core::receiving::Authentication {
+        use mail_auth::spf::verify::SpfParameters;
+        use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult};
+        use mailroom_core::receiving::{AuthResult, Authentication};
+        let auth = MessageAuthenticator(self.inner.clone());
+        let Some(message) = AuthenticatedMessage::parse(raw) else {
+            return Authentication {
+                spf: AuthResult::ProcessingFailed,
+                dkim: AuthResult::ProcessingFailed,
+                dmarc: AuthResult::ProcessingFailed,
+            };
+        };
+        let dkim = auth.verify_dkim(&message).await;
+        let helo_domain = if helo.is_empty() { "unknown" } else { helo };
+        let spf = if mail_from.is_empty() {
+            auth.verify_spf(SpfParameters::verify_ehlo(client, helo_domain, helo_domain)).await
+        } else {
+            auth.verify_spf(SpfParameters::verify_mail_from(client, helo_domain, helo_domain, mail_from)).await
+        };
+        let spf_domain = mail_from.rsplit_once('@').map_or(helo_domain, |(_, d)| d);
+        let dmarc =
+            auth.verify_dmarc(mail_auth::dmarc::verify::DmarcParameters::new(&message, &dkim, spf_domain, &spf)).await;
+        let spf = match spf.result() {
+            SpfResult::Pass => AuthResult::Pass,
+            SpfResult::Fail => AuthResult::Fail,
+            SpfResult::SoftFail | SpfResult::Neutral | SpfResult::None | SpfResult::TempError => AuthResult::Gray,
+            SpfResult::PermError => AuthResult::ProcessingFailed,
+        };
+        let dkim_result = |r: &DkimResult| match r {
+            DkimResult::Pass => AuthResult::Pass,
+            DkimResult::Fail(_) => AuthResult::Fail,
+            DkimResult::Neutral(_) | DkimResult::None | DkimResult::TempError(_) => AuthResult::Gray,
+            DkimResult::PermError(_) => AuthResult::ProcessingFailed,
+        };
+        // The best signature stands for the message: one passing is enough.
+        let dkim = dkim.iter().map(|d| dkim_result(d.result())).min_by_key(|r| match r {
+            AuthResult::Pass => 0,
+            AuthResult::Fail => 1,
+            AuthResult::ProcessingFailed => 2,
+            AuthResult::Gray => 3,
+            AuthResult::Unknown => 4,
+        });
+        // Pass when SPF or DKIM passed aligned; fail when the From domain publishes a policy
+        // and neither did; gray without a policy or on a temporary error.
+        let dmarc = match dmarc.result() {
+            DmarcResult::Pass => AuthResult::Pass,
+            DmarcResult::Fail(_) => AuthResult::Fail,
+            DmarcResult::PermError(_) => AuthResult::ProcessingFailed,
+            DmarcResult::TempError(_) | DmarcResult::None => AuthResult::Gray,
+        };
+        Authentication { spf, dkim: dkim.unwrap_or(AuthResult::Gray), dmarc }
+    }
+}

@@ -8,7 +8,7 @@ use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, ok,
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use mailroom_core::email::{EmailId, PageRequest, wire_time};
+use mailroom_core::email::{EmailId, PageRequest};
 use mailroom_core::receiving::{
     HtmlFormat, ReceivedAttachment, attachment_content, attachment_json, detail_json, list_json,
 };
@@ -20,7 +20,7 @@ fn link(api: &Api, auth: &Auth, headers: &HeaderMap, id: EmailId, attachment: Op
     let mut url = format!("{}/receiving/download/", base_url(api, headers));
     // The token's head is URL-safe base64; what follows its `/` is already escaped.
     url.push_str(&token);
-    (url, wire_time(expires))
+    (url, mailroom_core::receiving::iso(expires))
 }
 
 fn attachment_view(api: &Api, auth: &Auth, headers: &HeaderMap, id: EmailId, a: &ReceivedAttachment) -> Value {

@@ -16,6 +16,7 @@
 //! dropped at STARTTLS — is easier to see and to test in one file than through a framework.
 
 use mailroom_core::engine::Engine;
+use mailroom_core::ports::MessageAuth;
 use mailroom_core::receiving::{Arrival, Route, received_line};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +54,10 @@ pub struct InboundConfig {
     pub session_timeout: Duration,
     /// STARTTLS, when set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// SPF, DKIM and DMARC of received mail (not of bounces), when set.
+    pub auth: Option<Arc<dyn MessageAuth>>,
+    /// How long those checks may take before the message is kept without them.
+    pub auth_timeout: Duration,
 }
 
 impl Default for InboundConfig {
@@ -69,6 +74,8 @@ impl Default for InboundConfig {
             data_timeout: Duration::from_secs(180),
             session_timeout: Duration::from_secs(1800),
             tls: None,
+            auth: None,
+            auth_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -491,7 +498,15 @@ impl<'a> Session<'a> {
             return Some("552 5.3.4 Message size exceeds the fixed limit".into());
         }
         let rcpts = std::mem::take(&mut self.rcpts);
-        match self.inbound.engine.receive(arrival, msg, &rcpts, None).await {
+        let receiving = rcpts.iter().any(|(_, r)| matches!(r, Route::Receive(_)));
+        let authentication = match (&config.auth, receiving) {
+            (Some(auth), true) => {
+                let check = auth.authenticate(&msg[head..], self.peer.ip(), &arrival.helo, &arrival.mail_from);
+                tokio::time::timeout(config.auth_timeout, check).await.ok()
+            }
+            _ => None,
+        };
+        match self.inbound.engine.receive(arrival, msg, &rcpts, authentication).await {
             Ok(report) => {
                 metrics::counter!("mailroom_inbound_messages_total").increment(1);
                 if report.bounce.is_some() {

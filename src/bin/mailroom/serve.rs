@@ -295,6 +295,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let inbound = match settings.inbound.listen {
         Some(addr) => {
             let mut config = settings.inbound.config.clone();
+            config.auth = Some(resolver(&settings)? as Arc<dyn mailroom::core::ports::MessageAuth>);
             if let Some((cert, key)) = &settings.inbound.tls {
                 // The HTTP server's loader, without its ALPN (SMTP offers none).
                 let tls = mailroom::http::tls_config(cert, key).map_err(|e| format!("inbound TLS: {e}"))?;
