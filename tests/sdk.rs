@@ -12,6 +12,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 fn run_script(program: &str, script: &str, env: &[(&str, String)], checks: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     let mut words = script.split(' ');
@@ -32,12 +37,13 @@ fn the_official_node_and_python_sdks_work_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::peers::free_port();
     let dns_port = dnsmasq::free_port();
+    let smtp_port = common::peers::free_port();
     let key = "re_sdk_test_key";
     let mut server = Command::new(env!("CARGO_BIN_EXE_mailroom"))
         // The scripts poll in tight loops; the limit itself is tested in mailroom-http.
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", key, "--rate-limit", "0", "--db"])
         .arg(dir.path().join("sdk.redb"))
-        .args(["--dns", &format!("127.0.0.1:{dns_port}")])
+        .args(["--dns", &format!("127.0.0.1:{dns_port}"), "--inbound", &format!("127.0.0.1:{smtp_port}")])
         .env("MAILROOM_DOMAINS_HOST", "mx.mailroom.test")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -81,6 +87,38 @@ fn the_official_node_and_python_sdks_work_unchanged() {
     let _dns = dnsmasq::start_at(dns_port, &options);
     run_script("node", "node_domains.mjs verify", &node_env(&node_records), 10);
     run_script("python3", "python_domains.py verify", &py_env(&py_records), 6);
+
+    // Receiving: the Node script's domain asked for receiving and is verified; two messages
+    // arrive by SMTP, then the SDK lists, reads, downloads and forwards them.
+    std::thread::sleep(Duration::from_secs(11)); // the listener's route cache
+    let pdf = dir.path().join("invoice.pdf");
+    std::fs::write(&pdf, b"%PDF-1.4\n% a test document\n%%EOF\n").unwrap();
+    let png = dir.path().join("logo.png");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\n0000").unwrap();
+    let server_at = format!("127.0.0.1:{smtp_port}");
+    let html = "<p>Your invoice <img src=\"cid:logo@sdk\"></p>";
+    let mime = format!(
+        "From: Ann <ann@sender.test>\r\nTo: billing@sdk-node.test\r\nSubject: Invoice\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/related; boundary=\"r\"\r\n\r\n\
+         --r\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--r\r\nContent-Type: image/png\r\n\
+         Content-ID: <logo@sdk>\r\nContent-Disposition: inline; filename=\"logo.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {}\r\n--r--\r\n--m\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--m--\r\n",
+        b64(&std::fs::read(&png).unwrap()),
+        b64(&std::fs::read(&pdf).unwrap())
+    );
+    let eml = dir.path().join("invoice.eml");
+    std::fs::write(&eml, mime).unwrap();
+    for args in [
+        vec!["--from", "ann@sender.test", "--to", "billing@sdk-node.test", "--data", eml.to_str().unwrap()],
+        vec!["--from", "bob@sender.test", "--to", "hello@sdk-node.test", "--header", "Subject: Plain note"],
+    ] {
+        let out = Command::new("swaks").args(["--server", &server_at]).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("250 2.0.0 OK"), "swaks: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_script("node", "node_receiving.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 19);
 
     // SIGTERM: the server stops accepting, the worker finishes, the process exits 0.
     let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
