@@ -119,6 +119,7 @@ fn the_official_node_and_python_sdks_work_unchanged() {
         std::thread::sleep(Duration::from_millis(20));
     }
     run_script("node", "node_receiving.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 19);
+    run_script("python3", "python_receiving.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 8);
 
     // SIGTERM: the server stops accepting, the worker finishes, the process exits 0.
     let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
