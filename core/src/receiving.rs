@@ -691,6 +691,31 @@ Content-Disposition: inline; filename=\"logo.png\"\r\nContent-Transfer-Encoding:
     }
 
     #[test]
+    fn the_received_webhook_has_the_hosted_shape() {
+        let e = summarize(EmailId::from_u128(7), MSG, arrival(), None, Utc::now());
+        let logged = crate::events::LoggedEvent {
+            seq: 1,
+            account: AccountId::default(),
+            at: e.created_at,
+            subject: crate::events::Subject::Received(Box::new(e.clone())),
+        };
+        let p = crate::webhooks::payload(&logged, None).unwrap();
+        assert_eq!(p["type"], "email.received");
+        let data = p["data"].as_object().unwrap();
+        let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["attachments", "bcc", "cc", "created_at", "email_id", "from", "message_id", "received_for", "subject", "to"]
+        );
+        assert_eq!(data["email_id"], e.id.to_string());
+        let a = data["attachments"][0].as_object().unwrap();
+        assert!(!a.contains_key("size"), "the webhook carries no sizes");
+        assert_eq!(a["content_id"], "logo1");
+        assert!(crate::events::EVENT_TYPES.contains(&"email.received"));
+    }
+
+    #[test]
     fn bounce_locals() {
         assert!(is_bounce_local("bounces+0190"));
         assert!(is_bounce_local("Bounces"));
