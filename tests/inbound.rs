@@ -35,14 +35,10 @@ impl Drop for Server {
     }
 }
 
-fn serve(extra: &[&str], env: &[(&str, String)]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::peers::free_port();
-    let smtp = common::peers::free_port();
-    let dns_port = dnsmasq::free_port();
+fn spawn(db: &Path, port: u16, smtp: u16, dns_port: u16, extra: &[&str], env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailroom"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", KEY, "--rate-limit", "0", "--db"])
-        .arg(dir.path().join("in.redb"))
+        .arg(db)
         .args(["--inbound", &format!("127.0.0.1:{smtp}"), "--dns", &format!("127.0.0.1:{dns_port}")])
         .args(extra)
         .env("MAILROOM_DOMAINS_HOST", "mx.mailroom.test")
@@ -55,6 +51,15 @@ fn serve(extra: &[&str], env: &[(&str, String)]) -> Server {
     let mut child = cmd.spawn().unwrap();
     common::peers::wait_listening(port, &mut child, "mailroom serve");
     common::peers::wait_listening(smtp, &mut child, "mailroom inbound");
+    child
+}
+
+fn serve(extra: &[&str], env: &[(&str, String)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::peers::free_port();
+    let smtp = common::peers::free_port();
+    let dns_port = dnsmasq::free_port();
+    let child = spawn(&dir.path().join("in.redb"), port, smtp, dns_port, extra, env);
     Server { child, port, smtp, dns_port, _dir: dir }
 }
 
@@ -472,4 +477,80 @@ async fn a_dsn_from_postfix_reaches_the_listener_and_bounces_the_email() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(server.received().await.is_empty(), "a DSN is not received mail");
+}
+
+/// Nothing acknowledged is lost: a client sends numbered messages one after another while the
+/// server is killed (SIGKILL) and restarted on the same file again and again; every message
+/// that got its `250` is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_survives_a_kill() {
+    let mut server = serve(&[], &[]);
+    let (id, _dns) = server.receiving_domain(10, None).await;
+    server.wait_status(&id, "verified").await;
+    let db = server._dir.path().join("in.redb");
+    let smtp = server.smtp;
+    const N: usize = 400;
+    let client = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut i = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while i < N && Instant::now() < deadline {
+            let attempt = || -> std::io::Result<bool> {
+                let s = TcpStream::connect(("127.0.0.1", smtp))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut c = Smtp { reader: BufReader::new(s) };
+                let mut step = |cmd: &[u8], want: &str| -> std::io::Result<bool> {
+                    if !cmd.is_empty() {
+                        c.reader.get_mut().write_all(cmd)?;
+                    }
+                    Ok(c.reply().starts_with(want))
+                };
+                Ok(step(b"", "220")?
+                    && step(b"EHLO crash.test\r\n", "250")?
+                    && step(b"MAIL FROM:<a@sender.test>\r\n", "250")?
+                    && step(b"RCPT TO:<crash@in.test>\r\n", "250")?
+                    && step(b"DATA\r\n", "354")?
+                    && step(format!("Subject: crash-{i}\r\n\r\nbody {i}\r\n.\r\n").as_bytes(), "250")?)
+            };
+            match attempt() {
+                Ok(true) => {
+                    acked.push(i);
+                    i += 1;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        acked
+    });
+    let mut rng = common::Rng(0x5eed_1b0c);
+    let mut kills = 0;
+    while !client.is_finished() && kills < 6 {
+        std::thread::sleep(Duration::from_millis(rng.range(100, 400)));
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+        kills += 1;
+        server.child = spawn(&db, server.port, smtp, server.dns_port, &[], &[]);
+    }
+    let acked = client.join().unwrap();
+    assert!(kills >= 3, "the server was killed while the client sent ({kills} kills)");
+    assert!(acked.len() == N, "the client got through all {N} messages ({} acknowledged)", acked.len());
+    let mut subjects = std::collections::BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/emails/receiving?limit=100&after={a}"),
+            None => "/emails/receiving?limit=100".to_string(),
+        };
+        let (_, page) = server.call(reqwest::Method::GET, &path, None).await;
+        let data = page["data"].as_array().unwrap();
+        for m in data {
+            subjects.insert(m["subject"].as_str().unwrap().to_string());
+        }
+        if page["has_more"] != true {
+            break;
+        }
+        after = Some(data.last().unwrap()["id"].as_str().unwrap().to_string());
+    }
+    let lost: Vec<usize> = acked.iter().copied().filter(|i| !subjects.contains(&format!("crash-{i}"))).collect();
+    assert!(lost.is_empty(), "acknowledged but lost after {kills} kills: {lost:?}");
 }

@@ -706,7 +706,18 @@ Content-Disposition: inline; filename=\"logo.png\"\r\nContent-Transfer-Encoding:
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["attachments", "bcc", "cc", "created_at", "email_id", "from", "message_id", "received_for", "subject", "to"]
+            [
+                "attachments",
+                "bcc",
+                "cc",
+                "created_at",
+                "email_id",
+                "from",
+                "message_id",
+                "received_for",
+                "subject",
+                "to"
+            ]
         );
         assert_eq!(data["email_id"], e.id.to_string());
         let a = data["attachments"][0].as_object().unwrap();
