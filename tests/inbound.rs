@@ -153,7 +153,7 @@ impl Smtp {
         let mut all = String::new();
         loop {
             let mut line = String::new();
-            if self.reader.read_line(&mut line).unwrap() == 0 {
+            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
                 return all;
             }
             all.push_str(&line);
