@@ -12,6 +12,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -50,6 +61,10 @@ fn the_official_node_and_python_sdks_work_unchanged() {
         .spawn()
         .unwrap();
     common::peers::wait_listening(port, &mut server, "mailroom serve");
+    // A failed check must not leave the server running: killed on the way out unless it
+    // already stopped.
+    let mut server = Reaped(server);
+    let server = &mut server.0;
     let base = format!("http://127.0.0.1:{port}");
     run_script("node", "node_sdk.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 15);
     run_script("python3", "python_sdk.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 15);
