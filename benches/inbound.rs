@@ -17,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../adapters/dns/tests/support/dnsmasq.rs"]
-#[allow(dead_code)]
 mod dnsmasq;
 #[path = "../adapters/smtp/tests/peers/mod.rs"]
 mod peers;
