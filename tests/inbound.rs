@@ -554,3 +554,51 @@ async fn every_acknowledged_message_survives_a_kill() {
     let lost: Vec<usize> = acked.iter().copied().filter(|i| !subjects.contains(&format!("crash-{i}"))).collect();
     assert!(lost.is_empty(), "acknowledged but lost after {kills} kills: {lost:?}");
 }
+
+/// A 25 MB attachment arrives whole (swaks, default limits), and one client address cannot
+/// hold more than its share of sessions: the 21st concurrent one is told to come back later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_25_mb_attachment_arrives_and_sessions_per_client_are_bounded() {
+    let server = serve(&[], &[]);
+    let (id, _dns) = server.receiving_domain(10, None).await;
+    server.wait_status(&id, "verified").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let content: Vec<u8> = (0..25u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(&big, &content).unwrap();
+    let out = swaks(&[
+        "--server",
+        &format!("127.0.0.1:{}", server.smtp),
+        "--from",
+        "ann@sender.test",
+        "--to",
+        "big@in.test",
+        "--header",
+        "Subject: Big",
+        "--attach",
+        &format!("@{}", big.display()),
+        "--suppress-data",
+    ]);
+    assert!(out.contains("250 2.0.0 OK"), "{out}");
+    let list = server.received().await;
+    assert_eq!(list[0]["attachments"][0]["size"], 25 << 20);
+    let mid = list[0]["id"].as_str().unwrap();
+    let (_, full) = server.call(reqwest::Method::GET, &format!("/emails/receiving/{mid}/attachments"), None).await;
+    let url = full["data"][0]["download_url"].as_str().unwrap();
+    let got = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    assert!(got.as_ref() == content.as_slice(), "25 MB back byte for byte ({} bytes)", got.len());
+
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        let (c, greeting) = Smtp::connect(server.smtp);
+        assert!(greeting.starts_with("220"), "{greeting}");
+        open.push(c);
+    }
+    let (_, refused) = Smtp::connect(server.smtp);
+    assert!(refused.starts_with("421 4.7.0"), "the 21st session from one address: {refused}");
+    drop(open);
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, again) = Smtp::connect(server.smtp);
+    assert!(again.starts_with("220"), "slots come back when sessions end: {again}");
+}
