@@ -173,6 +173,18 @@ impl Smtp {
     }
 }
 
+/// swaks sending one message from `from` to `to` with `subject` through the listener; its
+/// transcript (the last reply must be the `250`).
+fn swaks_send(server: &Server, from: &str, to: &str, subject: &str, extra: &[&str]) -> String {
+    let at = format!("127.0.0.1:{}", server.smtp);
+    let subject = format!("Subject: {subject}");
+    let mut args = vec!["--server", &at, "--from", from, "--to", to, "--header", &subject];
+    args.extend_from_slice(extra);
+    let out = swaks(&args);
+    assert!(out.contains("250 2.0.0 OK"), "{out}");
+    out
+}
+
 fn swaks(args: &[&str]) -> String {
     let out = Command::new("swaks").args(args).output().expect("swaks is installed by ./scripts/test.sh");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -247,44 +259,12 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
     let attachment = certs.path().join("report.pdf");
     let pdf: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&attachment, &pdf).unwrap();
-    let out = swaks(&[
-        "--server",
-        &format!("127.0.0.1:{}", server.smtp),
-        "--from",
-        "ann@sender.test",
-        "--to",
-        "anyone@in.test",
-        "--header",
-        "Subject: Quarterly report",
-        "--body",
-        "See the attachment.",
-        "--attach",
-        &format!("@{}", attachment.display()),
-    ]);
-    assert!(out.contains("250 2.0.0 OK"), "{out}");
-    let tls = swaks(&[
-        "--server",
-        &format!("127.0.0.1:{}", server.smtp),
-        "--tls",
-        "--from",
-        "ann@sender.test",
-        "--to",
-        "second@in.test",
-        "--header",
-        "Subject: Over TLS",
-    ]);
-    assert!(tls.contains("250 2.0.0 OK"), "{tls}");
-    let forged = swaks(&[
-        "--server",
-        &format!("127.0.0.1:{}", server.smtp),
-        "--from",
-        "ceo@forged.test",
-        "--to",
-        "third@in.test",
-        "--header",
-        "Subject: Forged",
-    ]);
-    assert!(forged.contains("250 2.0.0 OK"), "kept, with its verdict: {forged}");
+    let attach = format!("@{}", attachment.display());
+    let extra = ["--body", "See the attachment.", "--attach", &attach];
+    swaks_send(&server, "ann@sender.test", "anyone@in.test", "Quarterly report", &extra);
+    swaks_send(&server, "ann@sender.test", "second@in.test", "Over TLS", &["--tls"]);
+    // Kept, with its verdict.
+    swaks_send(&server, "ceo@forged.test", "third@in.test", "Forged", &[]);
 
     let list = server.received().await;
     assert_eq!(list.len(), 3, "{list:?}");
@@ -567,20 +547,8 @@ async fn a_25_mb_attachment_arrives_and_sessions_per_client_are_bounded() {
     let big = dir.path().join("big.bin");
     let content: Vec<u8> = (0..25u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     std::fs::write(&big, &content).unwrap();
-    let out = swaks(&[
-        "--server",
-        &format!("127.0.0.1:{}", server.smtp),
-        "--from",
-        "ann@sender.test",
-        "--to",
-        "big@in.test",
-        "--header",
-        "Subject: Big",
-        "--attach",
-        &format!("@{}", big.display()),
-        "--suppress-data",
-    ]);
-    assert!(out.contains("250 2.0.0 OK"), "{out}");
+    let attach = format!("@{}", big.display());
+    swaks_send(&server, "ann@sender.test", "big@in.test", "Big", &["--attach", &attach, "--suppress-data"]);
     let list = server.received().await;
     assert_eq!(list[0]["attachments"][0]["size"], 25 << 20);
     let mid = list[0]["id"].as_str().unwrap();

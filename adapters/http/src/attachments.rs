@@ -122,6 +122,19 @@ pub(crate) fn disposition(filename: &str) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
+/// The `429` for a client address past the download rate (every keyless download counts
+/// against it), or `None`.
+pub(crate) fn over_download_rate(api: &Api, req: &Request) -> Option<axum::response::Response> {
+    let ip = client_ip(api, peer(req), req.headers());
+    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
+    if api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed {
+        return None;
+    }
+    let mut r = ApiError::new(429, "rate_limit_exceeded", "Too many downloads; try again in a moment.").into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, 1.into());
+    Some(r)
+}
+
 /// `GET /emails/{id}/attachments/{attachment_id}/content?account&expires&signature`: the
 /// bytes, for whoever holds an unexpired signed URL (no API key).
 pub(crate) async fn download(
@@ -130,13 +143,8 @@ pub(crate) async fn download(
     q: QueryParam,
     req: Request,
 ) -> ApiResult {
-    let ip = client_ip(&api, peer(&req), req.headers());
-    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
-    if !api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed {
-        let mut r =
-            ApiError::new(429, "rate_limit_exceeded", "Too many downloads; try again in a moment.").into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, 1.into());
-        return Ok(r);
+    if let Some(refused) = over_download_rate(&api, &req) {
+        return Ok(refused);
     }
     let (id, attachment) = path(ids)?;
     let q = query(q)?;

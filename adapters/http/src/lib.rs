@@ -481,7 +481,12 @@ async fn get_email(auth: Auth, id: PathParam<String>) -> ApiResult {
 }
 
 async fn list(auth: Auth, q: QueryParam) -> ApiResult {
-    let q = query(q)?;
+    ok(auth.engine.list(email_page(&query(q)?)?).await?)
+}
+
+/// A page of emails by the `limit`, `after` and `before` parameters, where a cursor is an
+/// email id.
+pub(crate) fn email_page(q: &std::collections::HashMap<String, String>) -> Result<PageRequest, ApiError> {
     // The core's default page size is the Node SDK's documented 20 (Python's docs say 10).
     let limit = q
         .get("limit")
@@ -496,8 +501,7 @@ async fn list(auth: Auth, q: QueryParam) -> ApiResult {
         })
         .transpose()?;
     let cursor = |name: &str| q.get(name).map(|v| email_id(v)).transpose();
-    let page = PageRequest::new(limit, cursor("after")?, cursor("before")?)?;
-    ok(auth.engine.list(page).await?)
+    Ok(PageRequest::new(limit, cursor("after")?, cursor("before")?)?)
 }
 
 #[derive(Deserialize)]

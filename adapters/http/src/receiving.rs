@@ -3,12 +3,11 @@
 //! for one hour, rate-limited per client address like attachment downloads).
 
 use crate::attachments::{base_url, disposition};
-use crate::guard::{client_ip, peer};
 use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, ok, path, query};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use mailroom_core::email::{EmailId, PageRequest};
+use mailroom_core::email::EmailId;
 use mailroom_core::receiving::{
     HtmlFormat, ReceivedAttachment, attachment_content, attachment_json, detail_json, list_json,
 };
@@ -33,22 +32,7 @@ fn attachment_view(api: &Api, auth: &Auth, headers: &HeaderMap, id: EmailId, a: 
 
 /// `GET /emails/receiving`.
 pub(crate) async fn list(auth: Auth, q: QueryParam) -> ApiResult {
-    let q = query(q)?;
-    let limit = q
-        .get("limit")
-        .map(|l| {
-            l.parse::<usize>().map_err(|_| {
-                ApiError::new(
-                    422,
-                    "validation_error",
-                    format!("The `limit` parameter must be a number from 1 to 100, not {l:?}."),
-                )
-            })
-        })
-        .transpose()?;
-    let cursor = |name: &str| q.get(name).map(|v| email_id(v)).transpose();
-    let page = PageRequest::new(limit, cursor("after")?, cursor("before")?)?;
-    let page = auth.engine.received_list(page).await?;
+    let page = auth.engine.received_list(crate::email_page(&query(q)?)?).await?;
     let data: Vec<Value> = page.items.iter().map(list_json).collect();
     ok(json!({"object": "list", "has_more": page.has_more, "data": data}))
 }
@@ -120,13 +104,8 @@ pub(crate) async fn attachment(
 /// attachment's, for whoever holds an unexpired link (no API key: the Node SDK's `forward()`
 /// fetches it plainly).
 pub(crate) async fn download(State(api): State<Api>, token: PathParam<String>, req: Request) -> ApiResult {
-    let ip = client_ip(&api, peer(&req), req.headers());
-    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
-    if !api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed {
-        let mut r =
-            ApiError::new(429, "rate_limit_exceeded", "Too many downloads; try again in a moment.").into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, 1.into());
-        return Ok(r);
+    if let Some(refused) = crate::attachments::over_download_rate(&api, &req) {
+        return Ok(refused);
     }
     let token = path(token)?;
     let denied = || ApiError::new(403, "invalid_access", "The download link is invalid or has expired.");
