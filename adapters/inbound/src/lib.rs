@@ -36,6 +36,10 @@ pub struct InboundConfig {
     pub hostname: String,
     /// The largest message accepted, in bytes (advertised with SIZE).
     pub max_message_size: usize,
+    /// Message data held in memory by all sessions together, in bytes: a session whose message
+    /// would pass it waits (up to the data timeout) for others to finish, then gets `451`.
+    /// Without it, every session at the size limit at once would need sessions × size.
+    pub max_data_in_memory: usize,
     /// Recipients per message.
     pub max_recipients: usize,
     /// Sessions open at once, from everyone.
@@ -65,6 +69,7 @@ impl Default for InboundConfig {
         InboundConfig {
             hostname: "localhost".into(),
             max_message_size: 40 << 20,
+            max_data_in_memory: 512 << 20,
             max_recipients: 100,
             max_connections: 512,
             max_connections_per_ip: 20,
@@ -102,7 +107,12 @@ pub struct Inbound {
     engine: Engine,
     config: InboundConfig,
     clients: Mutex<Clients>,
+    /// One permit per [`MEMORY_UNIT`] of message data held.
+    memory: tokio::sync::Semaphore,
 }
+
+/// The unit in which sessions take their share of `max_data_in_memory`.
+const MEMORY_UNIT: usize = 1 << 20;
 
 /// A slot held by one session; gives it back when dropped.
 struct Slot<'a>(&'a Inbound, IpAddr);
@@ -123,7 +133,13 @@ impl Drop for Slot<'_> {
 impl Inbound {
     /// A listener's state over `engine`.
     pub fn new(engine: Engine, config: InboundConfig) -> Arc<Inbound> {
-        Arc::new(Inbound { engine, config, clients: Mutex::new(Clients::default()) })
+        let units = (config.max_data_in_memory / MEMORY_UNIT).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Arc::new(Inbound {
+            engine,
+            config,
+            clients: Mutex::new(Clients::default()),
+            memory: tokio::sync::Semaphore::new(units),
+        })
     }
 
     fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
@@ -459,7 +475,29 @@ impl<'a> Session<'a> {
         let mut too_big = false;
         let mut previous_crlf = true;
         let mut scratch = Vec::new();
+        // The share of the memory budget this message holds; given back when it is dropped.
+        let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
+        let mut held_units = 0usize;
         loop {
+            if !too_big && msg.len() >= held_units * MEMORY_UNIT {
+                let more = tokio::time::timeout(config.data_timeout, self.inbound.memory.acquire()).await;
+                match more {
+                    Ok(Ok(p)) => {
+                        match held.as_mut() {
+                            Some(h) => h.merge(p),
+                            None => held = Some(p),
+                        }
+                        held_units += 1;
+                    }
+                    _ => {
+                        metrics::counter!("mailroom_inbound_memory_refusals_total").increment(1);
+                        self.out.clear();
+                        self.reply("451 4.3.1 Insufficient system resources, try again later");
+                        self.flush(r, true).await;
+                        return None;
+                    }
+                }
+            }
             let start = msg.len();
             let target = if too_big { &mut scratch } else { &mut msg };
             if too_big {

@@ -282,6 +282,7 @@ const SETTINGS: &[&str] = &[
     "inbound.tls_cert",
     "inbound.tls_key",
     "inbound.max_message_size",
+    "inbound.max_data_in_memory",
     "inbound.max_recipients",
     "inbound.max_connections",
     "inbound.max_connections_per_ip",
@@ -671,6 +672,7 @@ impl Layers {
         let c = &mut inbound.config;
         c.hostname = self.get("inbound.hostname", Some(helo.clone()), domain).unwrap_or_else(|| helo.clone());
         c.max_message_size = self.get("inbound.max_message_size", c.max_message_size, size);
+        c.max_data_in_memory = self.get("inbound.max_data_in_memory", c.max_data_in_memory, size);
         c.max_recipients = self.get("inbound.max_recipients", c.max_recipients, count);
         c.max_connections = self.get("inbound.max_connections", c.max_connections, count);
         c.max_connections_per_ip = self.get("inbound.max_connections_per_ip", c.max_connections_per_ip, count);

@@ -1,0 +1,64 @@
+//! The listener's bounds, driven over loopback against an engine on the in-memory store: the
+//! memory all sessions' message data may take together.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use mailroom_core::Engine;
+use mailroom_core::memory::MemoryStorage;
+use mailroom_inbound::{Inbound, InboundConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn start(config: InboundConfig) -> u16 {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).bounce_domain("bounces.test").build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(Inbound::new(engine, config).serve(listener, std::future::pending()));
+    port
+}
+
+/// Sends one message of `size` bytes of body; the reply to its end of data (or the reply that
+/// ended the session).
+async fn send(port: u16, size: usize) -> String {
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let reply = async |r: &mut BufReader<TcpStream>, line: &mut String| {
+        loop {
+            line.clear();
+            if r.read_line(line).await.unwrap_or(0) == 0 || line.as_bytes().get(3) != Some(&b'-') {
+                return line.clone();
+            }
+        }
+    };
+    reply(&mut r, &mut line).await;
+    for cmd in ["EHLO t.test\r\n", "MAIL FROM:<>\r\n", "RCPT TO:<bounces+x@bounces.test>\r\n", "DATA\r\n"] {
+        r.get_mut().write_all(cmd.as_bytes()).await.unwrap();
+        reply(&mut r, &mut line).await;
+    }
+    let body = format!("{}\r\n", "x".repeat(998));
+    let mut sent = 0;
+    while sent < size {
+        if r.get_mut().write_all(body.as_bytes()).await.is_err() {
+            break;
+        }
+        sent += body.len();
+    }
+    let _ = r.get_mut().write_all(b".\r\n").await;
+    reply(&mut r, &mut line).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_data_in_memory_is_bounded() {
+    let port = start(InboundConfig {
+        max_data_in_memory: 2 << 20,
+        data_timeout: Duration::from_millis(500),
+        ..InboundConfig::default()
+    })
+    .await;
+    assert!(send(port, 1 << 20).await.starts_with("250"), "a message within the budget");
+    let over = send(port, 3 << 20).await;
+    assert!(over.starts_with("451 4.3.1"), "a message past the whole budget waits, then is refused: {over}");
+    assert!(send(port, 1 << 20).await.starts_with("250"), "the budget comes back when a session ends");
+}
