@@ -88,8 +88,8 @@ impl Default for InboundConfig {
 /// The longest command line read (RFC 5321 §4.5.3.1.4 says 512; SMTPUTF8 addresses and
 /// parameters can need more).
 const MAX_COMMAND: usize = 2048;
-/// The longest text line inside DATA kept whole (RFC 5321 says 1000; longer ones are kept too,
-/// but read in bounded steps).
+/// The most message data read in one step. A text line is at most 1,000 bytes (RFC 5321), but
+/// mail with longer lines exists: those are kept whole, read a step at a time.
 const DATA_STEP: usize = 64 << 10;
 
 /// Per-address counts shared by the sessions.
@@ -288,6 +288,40 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, out: &mut Vec<u8>, max: u
     }
 }
 
+/// How reading a piece of message data ended.
+enum Piece {
+    /// At a `\n` (included).
+    LineEnd,
+    /// After `max` bytes, in the middle of a line.
+    Partial,
+    /// The client went away.
+    Eof,
+}
+
+/// Appends to `out` the bytes up to and including the next `\n`, at most `max` of them.
+async fn read_piece<R: AsyncBufRead + Unpin>(r: &mut R, out: &mut Vec<u8>, max: usize) -> std::io::Result<Piece> {
+    let mut taken = 0usize;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Piece::Eof);
+        }
+        let window = &buf[..buf.len().min(max - taken)];
+        if let Some(i) = memchr::memchr(b'\n', window) {
+            out.extend_from_slice(&window[..=i]);
+            r.consume(i + 1);
+            return Ok(Piece::LineEnd);
+        }
+        let n = window.len();
+        out.extend_from_slice(window);
+        r.consume(n);
+        taken += n;
+        if taken >= max {
+            return Ok(Piece::Partial);
+        }
+    }
+}
+
 impl<'a> Session<'a> {
     fn new(inbound: &'a Inbound, peer: SocketAddr, tls: bool) -> Self {
         Session { inbound, peer, tls, helo: None, mail_from: None, rcpts: vec![], errors: 0, out: Vec::new() }
@@ -473,7 +507,11 @@ impl<'a> Session<'a> {
         let head = msg.len();
         let limit = head + config.max_message_size;
         let mut too_big = false;
+        // Whether the last line ended in CRLF, whether the next piece starts a line, and
+        // whether the last piece ended in CR (a CRLF split between two pieces).
         let mut previous_crlf = true;
+        let mut line_start = true;
+        let mut ended_in_cr = false;
         let mut scratch = Vec::new();
         // The share of the memory budget this message holds; given back when it is dropped.
         let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
@@ -504,25 +542,31 @@ impl<'a> Session<'a> {
                 target.clear();
             }
             let at = target.len();
-            match tokio::time::timeout(config.data_timeout, read_line(r, target, DATA_STEP)).await {
+            let end = match tokio::time::timeout(config.data_timeout, read_piece(r, target, DATA_STEP)).await {
                 Err(_) => {
                     self.out.clear();
                     self.reply("421 4.4.2 Timeout waiting for data, closing");
                     self.flush(r, true).await;
                     return None;
                 }
-                Ok(Err(_)) | Ok(Ok(Line::Eof)) => return None,
-                Ok(Ok(_)) => {}
-            }
-            let line = &target[at..];
+                Ok(Err(_)) | Ok(Ok(Piece::Eof)) => return None,
+                Ok(Ok(end)) => end,
+            };
+            let piece = &target[at..];
+            let whole_line = line_start && matches!(end, Piece::LineEnd);
             // The end of data is <CRLF>.<CRLF> and nothing else: a `.` line after a bare LF,
             // or ending in a bare LF, does not end it (what SMTP smuggling relies on).
-            if line == b".\r\n" && previous_crlf {
+            if whole_line && piece == b".\r\n" && previous_crlf {
                 target.truncate(at);
                 break;
             }
-            previous_crlf = line.ends_with(b"\r\n");
-            if line.first() == Some(&b'.') {
+            let dotted = line_start && piece.first() == Some(&b'.');
+            if matches!(end, Piece::LineEnd) {
+                previous_crlf = piece.ends_with(b"\r\n") || (piece == b"\n" && ended_in_cr);
+            }
+            ended_in_cr = piece.last() == Some(&b'\r');
+            line_start = matches!(end, Piece::LineEnd);
+            if dotted {
                 // Dot-stuffing: a leading dot was doubled by the client.
                 target.remove(at);
             }

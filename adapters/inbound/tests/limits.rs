@@ -62,3 +62,56 @@ async fn message_data_in_memory_is_bounded() {
     assert!(over.starts_with("451 4.3.1"), "a message past the whole budget waits, then is refused: {over}");
     assert!(send(port, 1 << 20).await.starts_with("250"), "the budget comes back when a session ends");
 }
+
+/// A line longer than the read step (and than RFC 5321's 1,000 bytes) is kept whole; dot
+/// stuffing is undone only at the start of a line; a CRLF split across read steps still ends
+/// a line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_are_kept_whole() {
+    use mailroom_core::domains::{DkimAlgorithm, Domain, DomainConfig, RecordPurpose, RecordStatus, generate_dkim_key};
+    use mailroom_core::ports::DomainStore;
+    let store = Arc::new(MemoryStorage::new());
+    let engine = Engine::builder(store.clone()).build();
+    let config = DomainConfig::default().receiving_mx("mx.test");
+    let key = generate_dkim_key(DkimAlgorithm::Ed25519).unwrap();
+    let now = engine.clock().now();
+    let mut d = Domain::new("1".into(), "in.test".into(), key, &config, now);
+    d.receiving = true;
+    d.refresh(&config);
+    for r in &mut d.records {
+        if r.record == RecordPurpose::Receiving {
+            r.status = RecordStatus::Verified;
+        }
+    }
+    assert!(store.domain_put(&Default::default(), d, None).await.unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(Inbound::new(engine.clone(), InboundConfig::default()).serve(listener, std::future::pending()));
+
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    for cmd in ["", "EHLO t.test\r\n", "MAIL FROM:<a@b.test>\r\n", "RCPT TO:<x@in.test>\r\n", "DATA\r\n"] {
+        r.get_mut().write_all(cmd.as_bytes()).await.unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).await.unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+    }
+    // 65,535 bytes then CRLF: the CR is the last byte of the first read step.
+    let long = "y".repeat(200_000);
+    let split = format!("{}\r\n", "z".repeat((64 << 10) - 1));
+    let body = format!("Subject: long\r\n\r\n{long}\r\n..dot\r\n{split}.\r\n");
+    r.get_mut().write_all(body.as_bytes()).await.unwrap();
+    line.clear();
+    r.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("250"), "{line}");
+    let page = engine.received_list(mailroom_core::email::PageRequest::new(None, None, None).unwrap()).await.unwrap();
+    let (_, raw) = engine.received_with_raw(page.items[0].id).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, format!("{long}\r\n.dot\r\n{split}"));
+}
