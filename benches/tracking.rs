@@ -39,6 +39,10 @@ fn bench(c: &mut Criterion) {
             render_with(&content, at, Some(&html), &[]).expect("renders")
         })
     });
+    // The encoding part of the extra: the tracked html (made once) rendered alone.
+    group.bench_function("render_of_tracked_html", |b| {
+        b.iter(|| render_with(&content, at, Some(&tracked), &[]).expect("renders"))
+    });
     group.bench_function("rewrite_only", |b| {
         b.iter(|| rewrite_html(content.html.as_deref().unwrap_or_default(), &tracking, &key, id, &account))
     });
