@@ -115,3 +115,21 @@ async fn long_lines_are_kept_whole() {
     let body = raw.split_once("\r\n\r\n").unwrap().1;
     assert_eq!(body, format!("{long}\r\n.dot\r\n{split}"));
 }
+
+/// Messages per minute from one client address: past the rate, `MAIL` is deferred with `450`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_per_client_address_are_rate_limited() {
+    let port = start(InboundConfig { messages_per_minute_per_ip: 2, ..InboundConfig::default() }).await;
+    assert!(send(port, 10).await.starts_with("250"));
+    assert!(send(port, 10).await.starts_with("250"));
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    r.get_mut().write_all(b"HELO t.test\r\nMAIL FROM:<>\r\n").await.unwrap();
+    line.clear();
+    r.read_line(&mut line).await.unwrap();
+    line.clear();
+    r.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("450 4.7.1"), "the third message in a minute: {line}");
+}
