@@ -33,37 +33,11 @@ impl Drop for Killed {
     }
 }
 
-struct Postfix(std::path::PathBuf, #[allow(dead_code)] Killed);
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix").arg("-c").arg(self.0.join("etc")).arg("stop").stderr(Stdio::null()).status();
-    }
-}
-
-fn postfix(dir: &Path) -> (Postfix, u16) {
-    let port = peers::free_port();
-    let base = dir.join("postfix");
+fn postfix(dir: &Path) -> peers::Postfix {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/setup-postfix.sh");
-    let out = Command::new("bash").arg(script).arg(&base).arg(port.to_string()).output().expect("bash");
-    assert!(out.status.success(), "setup-postfix.sh: {}", String::from_utf8_lossy(&out.stderr));
     // Accepted mail waits in the hold queue: smtpd writes it to the queue, nothing delivers it.
-    let main_cf = base.join("etc/main.cf");
-    let mut cf = std::fs::read_to_string(&main_cf).expect("main.cf");
-    cf.push_str(
-        "smtpd_recipient_restrictions = check_recipient_access static:HOLD, permit_mynetworks, reject_unauth_destination\n",
-    );
-    std::fs::write(&main_cf, cf).expect("main.cf");
-    let mut child = Command::new("postfix")
-        .arg("-c")
-        .arg(base.join("etc"))
-        .arg("start-fg")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("postfix");
-    peers::wait_listening(port, &mut child, "postfix");
-    (Postfix(base, Killed(child)), port)
+    let hold = "smtpd_recipient_restrictions = check_recipient_access static:HOLD, permit_mynetworks, reject_unauth_destination\n";
+    peers::Postfix::start(&script, &dir.join("postfix"), None, hold)
 }
 
 /// `mailroom serve --inbound` with `in.test` receiving and verified.
@@ -150,7 +124,8 @@ fn source(port: u16, to: &str) -> Duration {
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_postfix, postfix_port) = postfix(dir.path());
+    let postfix = postfix(dir.path());
+    let postfix_port = postfix.port;
     let (_serve, _dns, smtp) = mailroom(dir.path(), &rt);
 
     let mut g = c.benchmark_group("inbound");

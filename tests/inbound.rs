@@ -192,26 +192,11 @@ fn swaks(args: &[&str]) -> String {
     text
 }
 
-fn self_signed(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=mx.mailroom.test", "-addext", "subjectAltName=DNS:mx.mailroom.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl made no certificate");
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(certs.path());
+    let (cert, key) = common::peers::self_signed(certs.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let server = serve(
         &[],
         &[
@@ -372,37 +357,10 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dsn_from_postfix_reaches_the_listener_and_bounces_the_email() {
     let dir = tempfile::tempdir().unwrap();
-    let postfix_port = common::peers::free_port();
     let smtp = common::peers::free_port();
-    let base = dir.path().join("postfix");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/setup-postfix.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(&base)
-        .arg(postfix_port.to_string())
-        .arg(smtp.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "setup-postfix.sh: {}", String::from_utf8_lossy(&out.stderr));
-    let mut postfix = Command::new("postfix")
-        .arg("-c")
-        .arg(base.join("etc"))
-        .arg("start-fg")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    common::peers::wait_listening(postfix_port, &mut postfix, "postfix");
-    struct Stop(std::path::PathBuf, Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ =
-                Command::new("postfix").arg("-c").arg(self.0.join("etc")).arg("stop").stderr(Stdio::null()).status();
-            let _ = self.1.kill();
-            let _ = self.1.wait();
-        }
-    }
-    let _postfix = Stop(base.clone(), postfix);
+    let postfix = common::peers::Postfix::start(&script, &dir.path().join("postfix"), Some(smtp), "");
+    let postfix_port = postfix.port;
 
     let dir2 = tempfile::tempdir().unwrap();
     let port = common::peers::free_port();

@@ -13,39 +13,21 @@ use mailroom::core::request::{EmailRequest, OneOrMany};
 use mailroom::core::worker::WorkerConfig;
 use mailroom::core::{Engine, SendOptions};
 use mailroom::smtp::{RelayTarget, SmtpConfig, SmtpTransport};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Postfix {
-    base: PathBuf,
-    port: u16,
-    child: Child,
-}
+struct Postfix(common::peers::Postfix);
 
 impl Postfix {
     fn start(base: &Path) -> Postfix {
-        assert!(Path::new("/usr/sbin/postfix").exists(), "postfix is not installed: run ./scripts/test.sh");
-        let port = common::peers::free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/setup-postfix.sh");
-        let out = Command::new("bash").arg(script).arg(base).arg(port.to_string()).output().unwrap();
-        assert!(out.status.success(), "setup-postfix.sh: {}", String::from_utf8_lossy(&out.stderr));
-        let mut child = Command::new("postfix")
-            .arg("-c")
-            .arg(base.join("etc"))
-            .arg("start-fg")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        common::peers::wait_listening(port, &mut child, "postfix");
-        Postfix { base: base.to_path_buf(), port, child }
+        Postfix(common::peers::Postfix::start(&script, base, None, ""))
     }
 
     /// Waits for a message in the maildir of `bounces@bounces.test`.
     fn next_bounce(&self, within: Duration) -> Vec<u8> {
-        let new = self.base.join("mail/bounces/new");
+        let new = self.0.base.join("mail/bounces/new");
         let deadline = Instant::now() + within;
         loop {
             if let Some(entry) = std::fs::read_dir(&new).ok().and_then(|mut d| d.find_map(Result::ok)) {
@@ -54,15 +36,6 @@ impl Postfix {
             assert!(Instant::now() < deadline, "no DSN arrived in {}", new.display());
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        // Killing start-fg's shell does not stop the master: ask postfix to stop.
-        let _ = Command::new("postfix").arg("-c").arg(self.base.join("etc")).arg("stop").stderr(Stdio::null()).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -81,7 +54,7 @@ async fn an_unknown_user_bounces_back_through_postfix_and_is_suppressed() {
     };
     let id = engine.send(request, SendOptions::default()).await.unwrap().id;
 
-    let target = RelayTarget::parse(&format!("smtp://127.0.0.1:{}?tls=none", postfix.port)).unwrap();
+    let target = RelayTarget::parse(&format!("smtp://127.0.0.1:{}?tls=none", postfix.0.port)).unwrap();
     let transport = Arc::new(SmtpTransport::new(SmtpConfig::relay(target)).unwrap());
     let report = engine.worker(transport, WorkerConfig::default()).run_until_idle().await.unwrap();
     assert_eq!(report.handed_over, 1);

@@ -138,3 +138,51 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(ok, "openssl made no certificate");
     (cert, key)
 }
+
+/// A throw-away postfix on 127.0.0.1 written by `script` (the root's
+/// `tests/peers/setup-postfix.sh`) under `base`; mail for `bounces.test` goes by SMTP to
+/// `inbound` when given; `main_cf` lines are appended to its main.cf. Stopped on drop
+/// (`postfix stop`: killing `start-fg` does not stop the master).
+pub struct Postfix {
+    pub base: PathBuf,
+    pub port: u16,
+    child: Child,
+}
+
+impl Postfix {
+    pub fn start(script: &Path, base: &Path, inbound: Option<u16>, main_cf: &str) -> Postfix {
+        assert!(Path::new("/usr/sbin/postfix").exists(), "postfix is not installed: run ./scripts/test.sh");
+        let port = free_port();
+        let mut setup = Command::new("bash");
+        setup.arg(script).arg(base).arg(port.to_string());
+        if let Some(p) = inbound {
+            setup.arg(p.to_string());
+        }
+        let out = setup.output().unwrap();
+        assert!(out.status.success(), "setup-postfix.sh: {}", String::from_utf8_lossy(&out.stderr));
+        if !main_cf.is_empty() {
+            let file = base.join("etc/main.cf");
+            let mut cf = std::fs::read_to_string(&file).unwrap();
+            cf.push_str(main_cf);
+            std::fs::write(&file, cf).unwrap();
+        }
+        let mut child = Command::new("postfix")
+            .arg("-c")
+            .arg(base.join("etc"))
+            .arg("start-fg")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(port, &mut child, "postfix");
+        Postfix { base: base.to_path_buf(), port, child }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix").arg("-c").arg(self.base.join("etc")).arg("stop").stderr(Stdio::null()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
