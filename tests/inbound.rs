@@ -515,6 +515,32 @@ async fn a_25_mb_attachment_arrives_and_sessions_per_client_are_bounded() {
     let got = reqwest::get(url).await.unwrap().bytes().await.unwrap();
     assert!(got.as_ref() == content.as_slice(), "25 MB back byte for byte ({} bytes)", got.len());
 
+    // One inline image named 20,000 times: the html served with data URIs stays bounded
+    // (unbounded, this GET would answer 2.6 GB).
+    use base64::Engine as _;
+    let image = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 100_000]);
+    let refs = "<img src=\"cid:a\">".repeat(20_000);
+    let mime = format!(
+        "From: ann@sender.test\r\nTo: amp@in.test\r\nSubject: Amplified\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/related; boundary=\"r\"\r\n\r\n--r\r\nContent-Type: text/html\r\n\r\n{refs}\r\n\
+         --r\r\nContent-Type: image/png\r\nContent-ID: <a>\r\nContent-Transfer-Encoding: base64\r\n\r\n{image}\r\n--r--\r\n"
+    );
+    let eml = dir.path().join("amp.eml");
+    std::fs::write(&eml, &mime).unwrap();
+    let data = eml.display().to_string();
+    swaks_send(&server, "ann@sender.test", "amp@in.test", "Amplified", &["--data", &data]);
+    let amp = server.received().await[0]["id"].as_str().unwrap().to_string();
+    let got = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/emails/receiving/{amp}", server.port))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got.len() < 3 * mime.len() + 100_000, "the answer is bounded by the message: {} bytes", got.len());
+
     let mut open = Vec::new();
     for _ in 0..20 {
         let (c, greeting) = Smtp::connect(server.smtp);

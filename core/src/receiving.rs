@@ -211,14 +211,7 @@ pub fn summarize(
                 ReceivedAttachment {
                     id: attachment_id(id, part),
                     filename: p.attachment_name().map(str::to_string),
-                    content_type: p
-                        .content_type()
-                        .map(|c| match c.subtype() {
-                            Some(s) => format!("{}/{}", c.ctype(), s),
-                            None => c.ctype().to_string(),
-                        })
-                        .unwrap_or_else(|| "application/octet-stream".into())
-                        .to_ascii_lowercase(),
+                    content_type: p.content_type().map_or_else(|| "application/octet-stream".into(), media_type),
                     content_disposition: p.content_disposition().map(|d| d.ctype().to_ascii_lowercase()),
                     content_id: p.content_id().map(|c| c.trim_matches(['<', '>']).to_string()),
                     size: p.contents().len() as u64,
@@ -261,11 +254,6 @@ impl HtmlFormat {
     }
 }
 
-/// A time as the receiving API writes it (ISO 8601, milliseconds, `Z`).
-pub fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// The attachment's JSON (`download_url` and `expires_at` added by the caller when it has them).
 pub fn attachment_json(a: &ReceivedAttachment) -> Value {
     json!({
@@ -284,7 +272,7 @@ pub fn list_json(e: &ReceivedEmail) -> Value {
         "id": e.id.to_string(),
         "to": e.to,
         "from": e.from,
-        "created_at": iso(e.created_at),
+        "created_at": crate::email::rfc3339(e.created_at),
         "subject": e.subject,
         "bcc": e.bcc,
         "cc": e.cc,
@@ -299,7 +287,7 @@ pub fn list_json(e: &ReceivedEmail) -> Value {
 pub fn webhook_json(e: &ReceivedEmail) -> Value {
     json!({
         "email_id": e.id.to_string(),
-        "created_at": iso(e.created_at),
+        "created_at": crate::email::rfc3339(e.created_at),
         "from": e.from,
         "to": e.to,
         "bcc": e.bcc,
@@ -327,19 +315,16 @@ pub fn detail_json(e: &ReceivedEmail, raw: &[u8], format: HtmlFormat, raw_link: 
         if format == HtmlFormat::DataUri
             && let Some(h) = html.as_mut()
         {
-            for a in m.attachments() {
-                let (Some(cid), Some(ct)) = (a.content_id(), a.content_type()) else { continue };
-                let mime = match ct.subtype() {
-                    Some(s) => format!("{}/{}", ct.ctype(), s),
-                    None => ct.ctype().to_string(),
-                };
-                let uri = format!(
-                    "data:{};base64,{}",
-                    mime.to_ascii_lowercase(),
-                    base64::engine::general_purpose::STANDARD.encode(a.contents())
-                );
-                *h = h.replace(&format!("cid:{}", cid.trim_matches(['<', '>'])), &uri);
-            }
+            let inline: std::collections::HashMap<&str, (String, &[u8])> = m
+                .attachments()
+                .filter_map(|a| {
+                    let (cid, ct) = (a.content_id()?, a.content_type()?);
+                    Some((cid.trim_matches(['<', '>']), (media_type(ct), a.contents())))
+                })
+                .collect();
+            // The html may grow by at most twice the raw message: a message that names one
+            // inline image a million times must not make one GET answer gigabytes.
+            *h = inline_images(h, &inline, 2 * raw.len());
         }
         let text = m.body_text(0).map(|t| t.into_owned());
         let mut headers = serde_json::Map::new();
@@ -368,6 +353,50 @@ pub fn detail_json(e: &ReceivedEmail, raw: &[u8], format: HtmlFormat, raw_link: 
         );
     }
     v
+}
+
+/// `type/subtype`, lower case.
+fn media_type(ct: &mail_parser::ContentType<'_>) -> String {
+    match ct.subtype() {
+        Some(s) => format!("{}/{}", ct.ctype(), s),
+        None => ct.ctype().to_string(),
+    }
+    .to_ascii_lowercase()
+}
+
+/// `html` with each `cid:<id>` reference to one of `inline` replaced by a `data:` URI, in one
+/// pass, adding at most `budget` bytes (references past it stay `cid:`, which the listed
+/// attachments' `content_id` still resolves).
+fn inline_images(html: &str, inline: &std::collections::HashMap<&str, (String, &[u8])>, budget: usize) -> String {
+    if inline.is_empty() {
+        return html.to_string();
+    }
+    let mut out = String::with_capacity(html.len());
+    let mut added = 0usize;
+    let mut copied = 0;
+    for at in memchr::memmem::find_iter(html.as_bytes(), b"cid:") {
+        if at < copied {
+            continue;
+        }
+        let start = at + 4;
+        let end = html[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | '<'))
+            .map_or(html.len(), |i| start + i);
+        let Some((mime, content)) = inline.get(&html[start..end]) else { continue };
+        let len = 13 + mime.len() + content.len().div_ceil(3) * 4;
+        if added + len > budget {
+            break;
+        }
+        added += len;
+        out.push_str(&html[copied..at]);
+        out.push_str("data:");
+        out.push_str(mime);
+        out.push_str(";base64,");
+        base64::engine::general_purpose::STANDARD.encode_string(content, &mut out);
+        copied = end;
+    }
+    out.push_str(&html[copied..]);
+    out
 }
 
 /// The decoded content of attachment `id` of a raw message, with its listing.
@@ -400,15 +429,6 @@ pub fn received_line(arrival: &Arrival, host: &str, id: &str, at: DateTime<Utc>)
         clean(id),
         at.to_rfc2822()
     )
-}
-
-/// The account-scoped record of a message received for `account`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    /// The account.
-    pub account: AccountId,
-    /// The summary.
-    pub email: ReceivedEmail,
 }
 
 /// Recent answers to "who receives mail for this domain", so that a session's `RCPT`s do not
@@ -670,6 +690,20 @@ Content-Disposition: inline; filename=\"logo.png\"\r\nContent-Transfer-Encoding:
         assert_eq!(d["headers"]["subject"], "Hello");
         let c = detail_json(&e, MSG, HtmlFormat::Cid, None);
         assert!(c["html"].as_str().unwrap().contains("cid:logo1"));
+    }
+
+    #[test]
+    fn inline_images_cannot_blow_up_the_html() {
+        let image = vec![7u8; 100_000];
+        let inline = std::collections::HashMap::from([("a", ("image/png".to_string(), image.as_slice()))]);
+        let html = "<img src=\"cid:a\">".repeat(10_000);
+        let out = inline_images(&html, &inline, 1_000_000);
+        assert!(out.len() <= html.len() + 1_000_000, "{} bytes", out.len());
+        assert_eq!(out.matches("data:image/png;base64,").count(), 7, "as many as the budget holds");
+        assert!(out.ends_with("<img src=\"cid:a\">"), "the rest stay cid: references");
+        let near = inline_images("<img src=\"cid:a0\"><img src=cid:a>", &inline, 1_000_000);
+        assert!(near.starts_with("<img src=\"cid:a0\">"), "cid:a0 is not cid:a");
+        assert!(near.contains("src=data:image/png;base64,"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn link(api: &Api, auth: &Auth, headers: &HeaderMap, id: EmailId, attachment: Op
     let mut url = format!("{}/receiving/download/", base_url(api, headers));
     // The token's head is URL-safe base64; what follows its `/` is already escaped.
     url.push_str(&token);
-    (url, mailroom_core::receiving::iso(expires))
+    (url, mailroom_core::email::rfc3339(expires))
 }
 
 fn attachment_view(api: &Api, auth: &Auth, headers: &HeaderMap, id: EmailId, a: &ReceivedAttachment) -> Value {
