@@ -175,6 +175,11 @@ fn addresses(a: Option<&Address<'_>>) -> Vec<String> {
     a.map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_string)).collect()).unwrap_or_default()
 }
 
+/// The most attachments a received message's summary lists. A message of tiny parts would
+/// otherwise make a summary (kept, logged, sent in webhooks, listed 100 to a page) as large as
+/// the message; the rest stay in the raw message.
+pub const MAX_LISTED_ATTACHMENTS: usize = 1000;
+
 /// Reads a message once, at arrival, into its summary. Total: a message mail-parser cannot
 /// read is kept with an empty summary (the raw message is still there).
 pub fn summarize(
@@ -205,6 +210,7 @@ pub fn summarize(
         let Some(m) = MessageParser::default().parse(raw) else { return empty.clone() };
         let attachments = m
             .attachments()
+            .take(MAX_LISTED_ATTACHMENTS)
             .enumerate()
             .map(|(i, p)| {
                 let part = m.attachments.get(i).copied().unwrap_or(i as u32);
@@ -704,6 +710,17 @@ Content-Disposition: inline; filename=\"logo.png\"\r\nContent-Transfer-Encoding:
         let near = inline_images("<img src=\"cid:a0\"><img src=cid:a>", &inline, 1_000_000);
         assert!(near.starts_with("<img src=\"cid:a0\">"), "cid:a0 is not cid:a");
         assert!(near.contains("src=data:image/png;base64,"));
+    }
+
+    #[test]
+    fn a_summary_lists_a_bounded_number_of_attachments() {
+        let mut raw = String::from("From: a@b.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n");
+        for i in 0..1500 {
+            raw.push_str(&format!("--b\r\nContent-Disposition: attachment; filename=f{i}\r\n\r\nx\r\n"));
+        }
+        raw.push_str("--b--\r\n");
+        let e = summarize(EmailId::from_u128(1), raw.as_bytes(), arrival(), None, Utc::now());
+        assert_eq!(e.attachments.len(), MAX_LISTED_ATTACHMENTS);
     }
 
     #[test]
