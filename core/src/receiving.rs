@@ -373,7 +373,7 @@ fn media_type(ct: &mail_parser::ContentType<'_>) -> String {
 /// `html` with each `cid:<id>` reference to one of `inline` replaced by a `data:` URI, in one
 /// pass, adding at most `budget` bytes (references past it stay `cid:`, which the listed
 /// attachments' `content_id` still resolves).
-fn inline_images(html: &str, inline: &std::collections::HashMap<&str, (String, &[u8])>, budget: usize) -> String {
+pub fn inline_images(html: &str, inline: &std::collections::HashMap<&str, (String, &[u8])>, budget: usize) -> String {
     if inline.is_empty() {
         return html.to_string();
     }

@@ -204,26 +204,20 @@ pub(crate) struct SharedQuery {
     images: Option<String>,
 }
 
-/// Inline images (`cid:`) as `data:` URLs, so the preview shows them without a request; up to
-/// 5 MB of them.
-fn inline_images(html: &str, r: &mailroom_core::email::EmailRecord) -> String {
-    use base64::Engine as _;
-    let mut out = html.to_string();
-    let mut budget: usize = 5 << 20;
-    for a in &r.content.attachments {
-        let Some(cid) = a.content_id.as_deref() else { continue };
-        if a.content.len() > budget || !a.content_type.starts_with("image/") {
-            continue;
-        }
-        budget -= a.content.len();
-        let data = format!(
-            "data:{};base64,{}",
-            a.content_type.split(';').next().unwrap_or("image/png"),
-            base64::engine::general_purpose::STANDARD.encode(&a.content)
-        );
-        out = out.replace(&format!("cid:{cid}"), &data);
-    }
-    out
+/// Inline images (`cid:`) as `data:` URLs, so the preview shows them without a request: in
+/// one pass, adding at most 5 MB however often an image is named.
+pub(crate) fn inline_images(html: &str, r: &mailroom_core::email::EmailRecord) -> String {
+    let inline: std::collections::HashMap<&str, (String, &[u8])> = r
+        .content
+        .attachments
+        .iter()
+        .filter(|a| a.content_type.starts_with("image/"))
+        .filter_map(|a| {
+            let mime = a.content_type.split(';').next().unwrap_or("image/png").trim().to_string();
+            Some((a.content_id.as_deref()?, (mime, &a.content[..])))
+        })
+        .collect();
+    mailroom_core::receiving::inline_images(html, &inline, 5 << 20)
 }
 
 /// The preview's html with its embedding elements (`iframe`, `frame`, `object`, `embed`)
@@ -231,7 +225,7 @@ fn inline_images(html: &str, r: &mailroom_core::email::EmailRecord) -> String {
 /// connection to a frame's host before it checks — enough to tell a tracker the email was
 /// looked at. A tag name is only ever spelled out in the source (scripts, which could make
 /// one otherwise, never run), so renaming every spelling ignoring case is complete.
-fn without_frames(html: &str) -> String {
+pub(crate) fn without_frames(html: &str) -> String {
     const TAGS: [&str; 4] = ["<iframe", "<frame", "<object", "<embed"];
     let lower = html.to_ascii_lowercase();
     let mut out = String::with_capacity(html.len() + 64);
