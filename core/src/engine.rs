@@ -372,6 +372,12 @@ impl Engine {
         &self.inner.config.domains
     }
 
+    /// A secret that signs browser sessions (the dashboard's cookie), derived from the link
+    /// key: one secret to keep, and sessions outlive a restart exactly when links do.
+    pub fn session_key(&self) -> [u8; 32] {
+        self.inner.config.link_key.derive(b"mailroom dashboard session v1")
+    }
+
     pub(crate) fn link_key(&self) -> &crate::tracking::LinkKey {
         &self.inner.config.link_key
     }
