@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod attachments;
+mod dashboard;
 mod domains;
 mod guard;
 mod keys;
@@ -39,6 +40,7 @@ mod redact;
 mod server;
 mod webhooks;
 
+pub use dashboard::DashboardConfig;
 pub use limit::{Quota, RateLimiter, ip_subject};
 pub use logs::sdk_name;
 pub use mailroom_core::ports::{ApiKeyRecord, KeyPermission};
@@ -125,6 +127,11 @@ pub struct ApiConfig {
     pub url_key: Option<[u8; 32]>,
     /// Renders `/metrics` (Prometheus text); `None`: no such route.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The dashboard in the browser, and where; `None`: none (the API alone).
+    pub dashboard: Option<DashboardConfig>,
+    /// The resolver for what the dashboard checks in DNS on request (an email's insights, a
+    /// domain's records now); `None`: insights say so, domains are checked on schedule.
+    pub dns: Option<Arc<dyn mailroom_core::DnsResolver>>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -138,6 +145,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("public_url", &self.public_url)
             .field("metrics", &self.metrics.is_some())
+            .field("dashboard", &self.dashboard)
+            .field("dns", &self.dns.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +163,8 @@ impl Default for ApiConfig {
             public_url: None,
             url_key: None,
             metrics: None,
+            dashboard: None,
+            dns: None,
         }
     }
 }
@@ -183,6 +194,7 @@ pub struct Api {
     log_writes: Arc<tokio::sync::Semaphore>,
     log_permits: u32,
     url_key: Arc<ring::hmac::Key>,
+    dashboard: Option<Arc<dashboard::Dashboard>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -215,6 +227,7 @@ impl Api {
             log_writes: Arc::new(tokio::sync::Semaphore::new(log_permits as usize)),
             log_permits,
             url_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
+            dashboard: config.dashboard.as_ref().map(|d| Arc::new(dashboard::Dashboard::new(d, &engine.session_key()))),
             limiters: Arc::new(limiters),
             config: Arc::new(config),
             engine,
@@ -249,6 +262,12 @@ pub fn router(api: Api) -> Router {
         .route("/ready", get(ops::ready));
     if api.config.metrics.is_some() {
         public = public.route("/metrics", get(ops::metrics));
+    }
+    if let Some(d) = &api.config.dashboard {
+        public = public
+            .route("/", get(dashboard::root))
+            .route(&format!("{}/", d.path), get(dashboard::root))
+            .nest(&d.path, dashboard::routes());
     }
     let authenticated = Router::new()
         .route("/emails", post(send).get(list))

@@ -38,7 +38,7 @@ pub fn sdk_name(user_agent: &str) -> Option<String> {
 }
 
 /// The filters `/logs` and `/logs/export` take.
-fn filter(q: &HashMap<String, String>) -> Result<LogFilter, ApiError> {
+pub(crate) fn filter(q: &HashMap<String, String>) -> Result<LogFilter, ApiError> {
     let bad = |name: &str, rule: &str| ApiError::new(422, "validation_error", format!("`{name}` {rule}."));
     let date = |name: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
         q.get(name)
@@ -204,7 +204,7 @@ where
 /// Which emails an export wants: `last_event`, a `from`/`to` range on `created_at`, and `q`
 /// (a case-insensitive substring of the sender, a recipient or the subject).
 #[derive(Clone, Default)]
-struct EmailFilter {
+pub(crate) struct EmailFilter {
     last_event: Option<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
@@ -212,7 +212,7 @@ struct EmailFilter {
 }
 
 impl EmailFilter {
-    fn parse(q: &HashMap<String, String>) -> Result<EmailFilter, ApiError> {
+    pub(crate) fn parse(q: &HashMap<String, String>) -> Result<EmailFilter, ApiError> {
         let f = filter(q)?;
         Ok(EmailFilter {
             last_event: q.get("last_event").map(|s| s.to_ascii_lowercase()),
@@ -222,7 +222,7 @@ impl EmailFilter {
         })
     }
 
-    fn matches(&self, e: &mailroom_core::email::EmailSummary, last: &str) -> bool {
+    pub(crate) fn matches(&self, e: &mailroom_core::email::EmailSummary, last: &str) -> bool {
         // The wire's Postgres-style time, `2023-04-03 22:13:42.674981+00` (always UTC).
         let created =
             chrono::NaiveDateTime::parse_from_str(e.created_at.trim_end_matches("+00"), "%Y-%m-%d %H:%M:%S%.f")

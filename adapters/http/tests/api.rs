@@ -501,3 +501,96 @@ async fn download_urls_expire_after_one_hour() {
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["name"], "invalid_access");
 }
+
+/// The dashboard's guards, over a socket: a page needs a session from a full-access key; a
+/// change needs the session's CSRF token and our own origin; each session sees its own
+/// account; revoking the key ends its sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sessions_are_guarded() {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let full = key(&engine, "full", KeyPermission::FullAccess).await;
+    let sending = key(&engine, "sending", KeyPermission::SendingAccess { domain: None }).await;
+    let other = engine.with_account("other-team");
+    let foreign = key(&other, "theirs", KeyPermission::FullAccess).await;
+    let mut config = unlimited();
+    config.dashboard = Some(mailroom_http::DashboardConfig::new("/ui", false).unwrap());
+    let base = listen(engine.clone(), config).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |token: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.post(format!("{base}/ui/sign-in")).form(&[("key", token.as_str())]).send().await.unwrap();
+            let cookie =
+                r.headers().get("set-cookie").map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+            (r.status().as_u16(), cookie)
+        }
+    };
+    let page =
+        |cookie: &str, path: &str| http.get(format!("{base}/ui{path}")).header("cookie", cookie.to_string()).send();
+
+    // No session: sign-in; a sending key or a wrong key cannot sign in.
+    let r = http.get(format!("{base}/ui/emails")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/ui/sign-in"));
+    assert_eq!(sign_in(sending).await, (403, None));
+    assert_eq!(sign_in("re_nope".into()).await, (401, None));
+    let (status, cookie) = sign_in(full.clone()).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap();
+    let (_, theirs) = sign_in(foreign).await;
+    let theirs = theirs.unwrap();
+
+    // Each session sees its own account's emails.
+    let sent = engine.send(serde_json::from_value(email("delivered@resend.dev")).unwrap(), Default::default()).await;
+    let id = sent.unwrap().id.to_string();
+    let mine = page(&cookie, "/emails").send_ok().await;
+    assert!(mine.contains(&id), "the account's email is listed");
+    let r = page(&theirs, "/emails").await.unwrap();
+    assert!(!r.text().await.unwrap().contains(&id), "another account's session does not see it");
+    let r = page(&theirs, &format!("/emails/{id}")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // A change without the CSRF token, with another's, or from another origin is refused.
+    engine.suppress("gone@example.com", mailroom_core::ports::SuppressionReason::Bounced).await.unwrap();
+    let html = page(&cookie, "/suppressions").send_ok().await;
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let remove = |cookie: &str, token: &str, origin: &str| {
+        http.post(format!("{base}/ui/suppressions/remove"))
+            .header("cookie", cookie.to_string())
+            .header("origin", origin.to_string())
+            .form(&[("csrf", token), ("address", "gone@example.com")])
+            .send()
+    };
+    let host = base.trim_start_matches("http://").to_string();
+    let own = format!("http://{host}");
+    assert_eq!(remove(&cookie, "", &own).await.unwrap().status().as_u16(), 403);
+    assert_eq!(remove(&theirs, &csrf, &own).await.unwrap().status().as_u16(), 403, "another session's token");
+    assert_eq!(remove(&cookie, &csrf, "http://evil.test").await.unwrap().status().as_u16(), 403);
+    assert!(engine.suppression("gone@example.com").await.unwrap().is_some(), "still listed");
+    assert_eq!(remove(&cookie, &csrf, &own).await.unwrap().status().as_u16(), 303);
+    assert!(engine.suppression("gone@example.com").await.unwrap().is_none(), "removed");
+
+    // Every page answers with the strict policy; the preview is sandboxed on its own.
+    let r = page(&cookie, "/emails").await.unwrap();
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let r = page(&cookie, &format!("/emails/{id}/preview")).await.unwrap();
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().starts_with("sandbox;"));
+
+    // Revoking the key ends its sessions.
+    let keys = engine.list_api_keys().await.unwrap();
+    let full_id = keys.iter().find(|k| k.name == "full").unwrap().id.clone();
+    engine.revoke_api_key(&full_id).await.unwrap();
+    let r = page(&cookie, "/emails").await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "a revoked key's session is over");
+}
+
+trait SendOk {
+    async fn send_ok(self) -> String;
+}
+
+impl<F: std::future::Future<Output = reqwest::Result<reqwest::Response>>> SendOk for F {
+    async fn send_ok(self) -> String {
+        let r = self.await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    }
+}

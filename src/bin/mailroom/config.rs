@@ -240,6 +240,8 @@ const SETTINGS: &[&str] = &[
     "server.max_body_memory",
     "server.admin_socket",
     "server.metrics",
+    "dashboard.enabled",
+    "dashboard.path",
     "database.path",
     "delivery.mode",
     "delivery.relay",
@@ -556,6 +558,15 @@ impl Layers {
         api.trusted_proxies = trusted_proxies;
         api.public_url = public_url;
         let metrics = self.get("server.metrics", true, Raw::boolean);
+        // The dashboard: on by default; its cookie is `Secure` when the server or the proxy in
+        // front of it speaks TLS.
+        let secure = tls.is_some() || api.public_url.as_deref().is_some_and(|u| u.starts_with("https:"));
+        if self.get("dashboard.enabled", true, Raw::boolean) {
+            let default = mailroom::http::DashboardConfig::new("/dashboard", secure).ok();
+            api.dashboard = self.get("dashboard.path", default, |raw| {
+                mailroom::http::DashboardConfig::new(&raw.text()?, secure).map(Some)
+            });
+        }
 
         let db = self.get("database.path", PathBuf::from("./mailroom.redb"), path);
         let admin_socket = self.get("server.admin_socket", admin_socket_for(&db), path);

@@ -223,6 +223,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     if settings.metrics {
         api_config.metrics = Some(metrics()?);
     }
+    // The dashboard checks DNS on request (insights, "verify") through the same resolver.
+    api_config.dns = Some(resolver(&settings)? as Arc<dyn mailroom::core::DnsResolver>);
     for w in &settings.warnings {
         tracing::warn!("configuration: {w}");
     }
