@@ -6,15 +6,15 @@ cd "$(dirname "$0")/.."
 
 # What the tests need beyond the Rust toolchain: real SMTP and DNS peers (Debian's postfix
 # for smtp-sink, smtp-source and a loopback postfix; dnsmasq; openssl for test certificates;
-# systemd-analyze for the unit in deploy/; curl for the TLS test; headless Chromium for the
-# share page's hostile-email test; swaks for the inbound listener), aiosmtpd and the official SDKs (PyPI resend 2.x,
+# systemd-analyze for the unit in deploy/; curl for the TLS test; headless Chromium and chromedriver for
+# the dashboard's browser tests and the share page's hostile-email test; swaks for the inbound listener), aiosmtpd and the official SDKs (PyPI resend 2.x,
 # npm resend 6.x, at the versions their lockfiles pin), and cargo-fuzz for the fuzz smoke.
 # Installed only when missing.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 missing=""
-for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3 node:nodejs npm:npm systemd-analyze:systemd curl:curl chromium:chromium swaks:swaks; do
+for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3 node:nodejs npm:npm systemd-analyze:systemd curl:curl chromium:chromium chromedriver:chromium-driver swaks:swaks; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || missing="$missing ${tool##*:}"
 done
 if [ -n "$missing" ]; then
