@@ -90,7 +90,17 @@ impl Api {
     }
 }
 
+/// Writes a screenshot of the page, after checking that every control on it has a label (a
+/// `<label>` or an `aria-label`) a screen reader can read.
 async fn shot(c: &Browser, name: &str) {
+    let unlabelled = c
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]\
+             .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())\
+             .map(e => e.outerHTML)",
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]), "controls without a label on {name}");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     let png = c.screenshot().await;

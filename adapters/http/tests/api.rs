@@ -549,6 +549,13 @@ async fn dashboard_sessions_are_guarded() {
     let r = page(&theirs, &format!("/emails/{id}")).await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
 
+    // The export takes the page's filters (a date input is a whole day).
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let csv = page(&cookie, &format!("/emails/export?q=delivered&from={today}")).send_ok().await;
+    assert!(csv.starts_with("id,created_at,from,to,subject,last_event") && csv.contains(&id), "{csv}");
+    let csv = page(&cookie, "/emails/export?q=nobody-matches").send_ok().await;
+    assert_eq!(csv.lines().count(), 1, "the header alone: {csv}");
+
     // A change without the CSRF token, with another's, or from another origin is refused.
     engine.suppress("gone@example.com", mailroom_core::ports::SuppressionReason::Bounced).await.unwrap();
     let html = page(&cookie, "/suppressions").send_ok().await;

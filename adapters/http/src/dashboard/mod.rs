@@ -121,7 +121,7 @@ const PAGE: usize = 25;
 /// The dashboard's routes, to be nested under its path.
 pub(crate) fn routes() -> Router<Api> {
     Router::new()
-        .route("/", get(home))
+        .route("/", get(root))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", post(sign_out))
         .route("/assets/app.css", get(css))
@@ -426,12 +426,7 @@ fn session_cookie(d: &Dashboard, value: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("mailroom_session=; Max-Age=0"))
 }
 
-/// `GET /`: the emails page when signed in, else sign-in.
-async fn home(State(api): State<Api>) -> Response {
-    redirect(&format!("{}/emails", dash(&api).base))
-}
-
-/// `GET /` of the server: the dashboard.
+/// `GET /` of the server and of the dashboard: the emails page (or sign-in, when signed out).
 pub(crate) async fn root(State(api): State<Api>) -> Response {
     redirect(&format!("{}/emails", dash(&api).base))
 }
