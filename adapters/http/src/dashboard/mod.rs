@@ -1182,6 +1182,17 @@ mod tests {
     }
 
     #[test]
+    fn the_session_cookie_is_http_only_strict_and_secure_over_tls() {
+        for secure in [false, true] {
+            let d = Dashboard::new(&DashboardConfig::new("/ui", secure).unwrap(), &[3; 32]);
+            let c = session_cookie(&d, "v", 60);
+            let c = c.to_str().unwrap();
+            assert!(c.starts_with("mailroom_session=v; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=60"), "{c}");
+            assert_eq!(c.ends_with("; Secure"), secure, "{c}");
+        }
+    }
+
+    #[test]
     fn only_our_own_origin_may_post() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:3000"));
