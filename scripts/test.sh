@@ -17,6 +17,9 @@ missing=""
 for tool in smtp-sink:postfix smtp-source:postfix postfix:postfix dnsmasq:dnsmasq-base openssl:openssl python3:python3 node:nodejs npm:npm systemd-analyze:systemd curl:curl chromium:chromium chromedriver:chromium-driver swaks:swaks; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || missing="$missing ${tool##*:}"
 done
+# PostgreSQL's programs live outside PATH on Debian: the Postgres store's tests start their own
+# throw-away cluster with them.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing="$missing postgresql"
 if [ -n "$missing" ]; then
   # The package must not configure or start a system-wide postfix: the tests run their own.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections

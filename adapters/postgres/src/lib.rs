@@ -1,0 +1,822 @@
+//! # mailroom-postgres
+//!
+//! A [`Storage`] on PostgreSQL, for several mailroom processes sharing one queue.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), mailroom_core::StorageError> {
+//! let store = mailroom_postgres::PostgresStorage::connect("postgres://mailroom@127.0.0.1/mailroom", 16).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Invariants:
+//! - every trait method is one transaction; a method that reads before it writes locks the
+//!   rows it reads (`SELECT … FOR UPDATE`), so the rules the core's `store` functions apply
+//!   see the row as it is committed, whichever process wrote it last;
+//! - the worker's claims take due rows with `FOR UPDATE SKIP LOCKED`: two processes claiming
+//!   at once take different emails and never wait on each other's rows; a claim is a lease
+//!   in the row (the core's `store::claim`), so a dead process's claims lapse and are taken
+//!   over when they fall due again;
+//! - migrations are versioned (`migrations/`), applied at connection under an advisory lock
+//!   (processes starting together migrate once), each in the transaction that records it;
+//! - content and state are stored as postcard with a version byte; the columns beside them
+//!   (`account`, `created_at`, `due_at`, `pruned`) are kept equal to what the state says, in
+//!   the same statement that writes it.
+//!
+//! Not yet here: the extensions (API keys, request logs, domains, the event log, webhooks,
+//! received mail); the store answers `None` for each, as the core allows.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use mailroom_core::email::{
+    AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page, PageRequest,
+};
+use mailroom_core::error::StorageError;
+use mailroom_core::events::{LoggedEvent, Pending, Subject};
+use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
+use mailroom_core::ports::{
+    ClaimRef, ClaimedEmail, EventLog, IdempotencyBegin, IdempotencyCompletion, Outcome, QueueStats, ScheduleChange,
+    Storage, StorageResult, SuppressionEntry,
+};
+use mailroom_core::store;
+use std::time::Duration;
+use tokio_postgres::{NoTls, Row, Transaction};
+use uuid::Uuid;
+
+/// The schema's versions, in order; each runs once, in the transaction that records it.
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("../migrations/0001_emails.sql")), (2, include_str!("../migrations/0002_event_log.sql"))];
+
+/// The advisory lock under which readers number the event log's new entries.
+const SEQUENCER_LOCK: i64 = 0x6d61_696c_6c6f_6773; // "maillogs"
+
+/// The advisory lock that serialises migrations between processes starting at once.
+const MIGRATION_LOCK: i64 = 0x6d61_696c_726f_6f6d; // "mailroom"
+
+/// The version byte of postcard-encoded values.
+const V1: u8 = 1;
+
+/// The store: a pool of connections to one database.
+#[derive(Clone)]
+pub struct PostgresStorage {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStorage").field("pool", &self.pool.status()).finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> StorageResult<Vec<u8>> {
+    let mut out = vec![V1];
+    postcard::to_io(v, &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
+    match bytes.split_first() {
+        Some((&V1, rest)) => postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(e.to_string())),
+        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown record version {v}"))),
+        None => Err(StorageError::Corrupt("empty record".into())),
+    }
+}
+
+fn uuid(id: EmailId) -> Uuid {
+    Uuid::from_u128(id.as_u128())
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) with at most
+    /// `max_connections` connections, and brings the schema up to date.
+    pub async fn connect(url: &str, max_connections: usize) -> StorageResult<PostgresStorage> {
+        let config: tokio_postgres::Config = url.parse().map_err(backend)?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(max_connections.max(1)).build().map_err(backend)?;
+        let store = PostgresStorage { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The schema versions applied, oldest first.
+    pub async fn schema_versions(&self) -> StorageResult<Vec<i32>> {
+        let c = self.client().await?;
+        let rows = c.query("SELECT version FROM mailroom_migrations ORDER BY version", &[]).await.map_err(backend)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn client(&self) -> StorageResult<Object> {
+        self.pool.get().await.map_err(backend)
+    }
+
+    async fn migrate(&self) -> StorageResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS mailroom_migrations \
+             (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(backend)?;
+        let done: Vec<i32> = tx
+            .query("SELECT version FROM mailroom_migrations", &[])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (version, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            tx.batch_execute(sql).await.map_err(backend)?;
+            tx.execute("INSERT INTO mailroom_migrations (version) VALUES ($1)", &[version]).await.map_err(backend)?;
+            tracing::info!(target: "mailroom::postgres", version, "schema migrated");
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    /// Runs `work` in one transaction, committed when it returns `Ok`.
+    async fn in_tx<T, F>(&self, work: F) -> StorageResult<T>
+    where
+        F: for<'t> FnOnce(&'t Transaction<'t>) -> futures_lite::BoxFuture<'t, StorageResult<T>>,
+    {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let out = work(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+}
+
+mod futures_lite {
+    /// A boxed future borrowing for `'a`.
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+/// One email row's state, locked for update.
+async fn locked_state(tx: &Transaction<'_>, id: EmailId) -> StorageResult<Option<EmailState>> {
+    let row = tx
+        .query_opt("SELECT state FROM mailroom_emails WHERE id = $1 FOR UPDATE", &[&uuid(id)])
+        .await
+        .map_err(backend)?;
+    row.map(|r| decode::<EmailState>(r.get(0))).transpose()
+}
+
+/// Writes a state back, with the columns that mirror it, and logs the events it gained over
+/// the `before` it had when read.
+async fn put_state(tx: &Transaction<'_>, before: usize, state: &EmailState) -> StorageResult<()> {
+    let gained = Pending::for_email(&state.account, state.id, state.events.get(before..).unwrap_or(&[]));
+    log(tx, gained).await?;
+    tx.execute(
+        "UPDATE mailroom_emails SET state = $2, due_at = $3, pruned = $4 WHERE id = $1",
+        &[&uuid(state.id), &encode(state)?, &state.due_at, &state.pruned_at.is_some()],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Lists an address (replacing its entry), logging `suppression.added` when it was not listed.
+async fn put_suppression(tx: &Transaction<'_>, account: &AccountId, entry: &SuppressionEntry) -> StorageResult<()> {
+    // `xmax = 0` tells an inserted row from an updated one.
+    let row = tx
+        .query_one(
+            "INSERT INTO mailroom_suppressions (account, address, entry) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, address) DO UPDATE SET entry = EXCLUDED.entry RETURNING (xmax = 0)",
+            &[&account.as_str(), &entry.address, &encode(entry)?],
+        )
+        .await
+        .map_err(backend)?;
+    if row.get::<_, bool>(0) {
+        let added = Pending {
+            account: account.clone(),
+            at: entry.created_at,
+            subject: Subject::SuppressionAdded(entry.clone()),
+        };
+        log(tx, [added]).await?;
+    }
+    Ok(())
+}
+
+/// Appends entries to the event log, unnumbered (see the migration's comment).
+async fn log(tx: &Transaction<'_>, entries: impl IntoIterator<Item = Pending>) -> StorageResult<()> {
+    for p in entries {
+        tx.execute(
+            "INSERT INTO mailroom_events (account, at, subject) VALUES ($1, $2, $3)",
+            &[&p.account.as_str(), &p.at, &encode(&p.subject)?],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn record_of(row: &Row) -> StorageResult<EmailRecord> {
+    let content: EmailContent = decode(row.get("content"))?;
+    let state: EmailState = decode(row.get("state"))?;
+    Ok(EmailRecord { content, state })
+}
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    async fn idempotency_begin(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &Fingerprint,
+        now: DateTime<Utc>,
+        in_flight_until: DateTime<Utc>,
+    ) -> StorageResult<IdempotencyBegin> {
+        let marker = IdempotencyRecord {
+            fingerprint: *fingerprint,
+            created_at: now,
+            expires_at: in_flight_until,
+            response: None,
+        };
+        let bytes = encode(&marker)?;
+        let (account, key, fingerprint) = (account.as_str().to_string(), key.to_string(), *fingerprint);
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                // A new key: the marker goes in and this request holds it.
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO mailroom_idempotency (account, key, expires_at, completed, record) \
+                         VALUES ($1, $2, $3, false, $4) ON CONFLICT (account, key) DO NOTHING",
+                        &[&account, &key, &in_flight_until, &bytes],
+                    )
+                    .await
+                    .map_err(backend)?;
+                if inserted == 1 {
+                    return Ok(IdempotencyBegin::Started);
+                }
+                // A known key: locked, then judged as every store judges it.
+                let row = tx
+                    .query_one(
+                        "SELECT record FROM mailroom_idempotency WHERE account = $1 AND key = $2 FOR UPDATE",
+                        &[&account, &key],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let existing: IdempotencyRecord = decode(row.get(0))?;
+                if let Some(found) = existing.meet(&fingerprint, now) {
+                    return Ok(found);
+                }
+                tx.execute(
+                    "UPDATE mailroom_idempotency SET expires_at = $3, completed = false, record = $4 \
+                     WHERE account = $1 AND key = $2",
+                    &[&account, &key, &in_flight_until, &bytes],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(IdempotencyBegin::Started)
+            })
+        })
+        .await
+    }
+
+    async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM mailroom_idempotency WHERE account = $1 AND key = $2 AND NOT completed",
+            &[&account.as_str(), &key],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_emails(
+        &self,
+        account: &AccountId,
+        emails: Vec<NewEmail>,
+        idempotency: Option<IdempotencyCompletion>,
+    ) -> StorageResult<()> {
+        // Encoded before the transaction: no row is locked while a large email is encoded.
+        let mut rows = Vec::with_capacity(emails.len());
+        let mut initial = Vec::new();
+        for e in emails {
+            let state = e.initial_state();
+            initial.extend(Pending::for_email(&e.account, e.id, &state.events));
+            rows.push((uuid(e.id), e.created_at, state.due_at, encode(&e.content)?, encode(&state)?));
+        }
+        let completion = match &idempotency {
+            Some(c) => Some((
+                c.key.clone(),
+                c.created_at,
+                c.expires_at,
+                encode(&IdempotencyRecord {
+                    fingerprint: c.fingerprint,
+                    created_at: c.created_at,
+                    expires_at: c.expires_at,
+                    response: Some(c.response.clone()),
+                })?,
+            )),
+            None => None,
+        };
+        let account = account.as_str().to_string();
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                if let Some((key, created_at, expires_at, record)) = &completion {
+                    let row = tx
+                        .query_opt(
+                            "SELECT record FROM mailroom_idempotency WHERE account = $1 AND key = $2 FOR UPDATE",
+                            &[&account, key],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    let existing = row.map(|r| decode::<IdempotencyRecord>(r.get(0))).transpose()?;
+                    store::may_complete(existing.as_ref(), *created_at)?;
+                    tx.execute(
+                        "INSERT INTO mailroom_idempotency (account, key, expires_at, completed, record) \
+                         VALUES ($1, $2, $3, true, $4) ON CONFLICT (account, key) \
+                         DO UPDATE SET expires_at = EXCLUDED.expires_at, completed = true, record = EXCLUDED.record",
+                        &[&account, key, expires_at, record],
+                    )
+                    .await
+                    .map_err(backend)?;
+                }
+                let insert = tx
+                    .prepare(
+                        "INSERT INTO mailroom_emails (id, account, created_at, due_at, content, state) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .await
+                    .map_err(backend)?;
+                for (id, created_at, due_at, content, state) in &rows {
+                    tx.execute(&insert, &[id, &account, created_at, due_at, content, state]).await.map_err(backend)?;
+                }
+                log(tx, initial).await
+            })
+        })
+        .await
+    }
+
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
+        let c = self.client().await?;
+        // Lapsed in-flight markers go too, uncounted: they are not records.
+        let rows = c
+            .query("DELETE FROM mailroom_idempotency WHERE expires_at <= $1 RETURNING completed", &[&now])
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().filter(|r| r.get::<_, bool>(0)).count())
+    }
+
+    async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT content, state FROM mailroom_emails WHERE id = $1 AND account = $2",
+                &[&uuid(id), &account.as_str()],
+            )
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(record_of).transpose()
+    }
+
+    async fn get_state(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailState>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT state FROM mailroom_emails WHERE id = $1 AND account = $2",
+                &[&uuid(id), &account.as_str()],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|r| decode::<EmailState>(r.get(0))).transpose()
+    }
+
+    async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {
+        let c = self.client().await?;
+        let take = i64::try_from(page.limit + 1).unwrap_or(i64::MAX);
+        let acct = account.as_str();
+        let rows = match page.cursor {
+            Cursor::Start => {
+                c.query(
+                    "SELECT content, state FROM mailroom_emails WHERE account = $1 ORDER BY id DESC LIMIT $2",
+                    &[&acct, &take],
+                )
+                .await
+            }
+            Cursor::After(id) => {
+                c.query(
+                    "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                    &[&acct, &uuid(id), &take],
+                )
+                .await
+            }
+            Cursor::Before(id) => {
+                c.query(
+                    "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
+                    &[&acct, &uuid(id), &take],
+                )
+                .await
+            }
+        }
+        .map_err(backend)?;
+        let mut records = rows.iter().map(record_of).collect::<StorageResult<Vec<_>>>()?;
+        let has_more = records.len() > page.limit;
+        records.truncate(page.limit);
+        if matches!(page.cursor, Cursor::Before(_)) {
+            records.reverse();
+        }
+        Ok(Page { items: records.iter().map(EmailSummary::from).collect(), has_more })
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StorageResult<Vec<ClaimedEmail>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                // Rows another process holds are skipped, not waited for.
+                let rows = tx
+                    .query(
+                        "SELECT content, state FROM mailroom_emails WHERE due_at <= $1 \
+                         ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        &[&now, &limit],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let mut record = record_of(row)?;
+                    let before = record.state.events.len();
+                    let token = rand::random::<u128>();
+                    if !store::claim(&mut record.state, now, lease, token)? {
+                        continue;
+                    }
+                    put_state(tx, before, &record.state).await?;
+                    out.push(ClaimedEmail { record, token });
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>> {
+        let claims = claims.to_vec();
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                let mut lost = Vec::new();
+                for c in &claims {
+                    let marked = match locked_state(tx, c.id).await? {
+                        Some(mut state) => store::begin_handover(&mut state, c.token).then_some(state),
+                        None => None,
+                    };
+                    match marked {
+                        Some(state) => put_state(tx, state.events.len(), &state).await?,
+                        None => lost.push(c.id),
+                    }
+                }
+                Ok(lost)
+            })
+        })
+        .await
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                let mut lost = Vec::new();
+                // Rows locked in id order: two processes recording overlapping outcomes cannot
+                // deadlock.
+                let mut order: Vec<usize> = (0..outcomes.len()).collect();
+                order.sort_by_key(|&i| outcomes[i].claim.id.as_u128());
+                let mut states: std::collections::HashMap<EmailId, Option<EmailState>> = Default::default();
+                let mut before: std::collections::HashMap<EmailId, usize> = Default::default();
+                for &i in &order {
+                    let id = outcomes[i].claim.id;
+                    if let std::collections::hash_map::Entry::Vacant(slot) = states.entry(id) {
+                        let s = locked_state(tx, id).await?;
+                        before.insert(id, s.as_ref().map_or(0, |s| s.events.len()));
+                        slot.insert(s);
+                    }
+                }
+                // Applied in the given order; an email named twice sees its first outcome.
+                let mut changed: Vec<EmailId> = Vec::new();
+                let mut listed: Vec<(AccountId, &SuppressionEntry)> = Vec::new();
+                for o in &outcomes {
+                    let Some(Some(state)) = states.get_mut(&o.claim.id) else {
+                        lost.push(o.claim.id);
+                        continue;
+                    };
+                    // A transition error aborts the transaction: nothing is applied.
+                    if !store::apply_outcome(state, o)? {
+                        lost.push(o.claim.id);
+                        continue;
+                    }
+                    listed.extend(o.suppressions.iter().map(|sup| (state.account.clone(), sup)));
+                    if !changed.contains(&o.claim.id) {
+                        changed.push(o.claim.id);
+                    }
+                }
+                // The emails' events, then the suppressions they caused: the log's order in every
+                // store.
+                for id in changed {
+                    if let Some(Some(state)) = states.get(&id) {
+                        put_state(tx, before.get(&id).copied().unwrap_or(0), state).await?;
+                    }
+                }
+                for (account, sup) in listed {
+                    put_suppression(tx, &account, sup).await?;
+                }
+                Ok(lost)
+            })
+        })
+        .await
+    }
+
+    async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
+        let claims = claims.to_vec();
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                for c in &claims {
+                    if let Some(mut state) = locked_state(tx, c.id).await?
+                        && store::release(&mut state, c.token, now)
+                    {
+                        put_state(tx, state.events.len(), &state).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>> {
+        let c = self.client().await?;
+        let row = c.query_one("SELECT min(due_at) FROM mailroom_emails", &[]).await.map_err(backend)?;
+        Ok(row.get(0))
+    }
+
+    async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()> {
+        let account = account.clone();
+        self.in_tx(move |tx| Box::pin(async move { put_suppression(tx, &account, &entry).await })).await
+    }
+
+    async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
+        let (account, address) = (account.clone(), address.to_string());
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                let row = tx
+                    .query_opt(
+                        "DELETE FROM mailroom_suppressions WHERE account = $1 AND address = $2 RETURNING entry",
+                        &[&account.as_str(), &address],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let Some(row) = row else { return Ok(false) };
+                let entry: SuppressionEntry = decode(row.get(0))?;
+                log(tx, [Pending { account, at, subject: Subject::SuppressionRemoved(entry) }]).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn suppression_lookup(
+        &self,
+        account: &AccountId,
+        addresses: &[String],
+    ) -> StorageResult<Vec<SuppressionEntry>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 AND address = ANY($2)",
+                &[&account.as_str(), &addresses],
+            )
+            .await
+            .map_err(backend)?;
+        let mut found: std::collections::HashMap<String, SuppressionEntry> = Default::default();
+        for r in &rows {
+            found.insert(r.get(0), decode(r.get(1))?);
+        }
+        // In the order asked, as every store answers.
+        Ok(addresses.iter().filter_map(|a| found.get(a).cloned()).collect())
+    }
+
+    async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT entry FROM mailroom_suppressions WHERE account = $1 ORDER BY address COLLATE \"C\"",
+                &[&account.as_str()],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|r| decode(r.get(0))).collect()
+    }
+
+    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        let account = account.clone();
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                let Some(mut state) = locked_state(tx, id).await?.filter(|s| s.account == account) else {
+                    return Ok(ScheduleChange::NotFound);
+                };
+                let before = state.events.len();
+                let change = store::reschedule(&mut state, at);
+                if change == ScheduleChange::Applied {
+                    put_state(tx, before, &state).await?;
+                }
+                Ok(change)
+            })
+        })
+        .await
+    }
+
+    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+        let account = account.clone();
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                let Some(mut state) = locked_state(tx, id).await?.filter(|s| s.account == account) else {
+                    return Ok(ScheduleChange::NotFound);
+                };
+                let before = state.events.len();
+                let change = store::cancel(&mut state, now)?;
+                if change == ScheduleChange::Applied {
+                    put_state(tx, before, &state).await?;
+                }
+                Ok(change)
+            })
+        })
+        .await
+    }
+
+    async fn append_events(
+        &self,
+        id: EmailId,
+        events: Vec<Event>,
+        suppressions: Vec<SuppressionEntry>,
+    ) -> StorageResult<Option<AccountId>> {
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                let Some(mut state) = locked_state(tx, id).await? else { return Ok(None) };
+                let before = state.events.len();
+                for e in events {
+                    state.push(e)?;
+                }
+                put_state(tx, before, &state).await?;
+                for sup in &suppressions {
+                    put_suppression(tx, &state.account, sup).await?;
+                }
+                Ok(Some(state.account))
+            })
+        })
+        .await
+    }
+
+    async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                // The columns say what `store::prunable` says (no due time means no claim).
+                let rows = tx
+                    .query(
+                        "SELECT content, state FROM mailroom_emails \
+                         WHERE created_at < $1 AND due_at IS NULL AND NOT pruned \
+                         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        &[&cutoff, &limit],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let mut n = 0;
+                for row in &rows {
+                    let mut r = record_of(row)?;
+                    if !store::prunable(&r.state, cutoff) {
+                        continue;
+                    }
+                    store::prune(&mut r.state, &mut r.content, cutoff, now);
+                    tx.execute(
+                        "UPDATE mailroom_emails SET content = $2, state = $3, pruned = true WHERE id = $1",
+                        &[&uuid(r.state.id), &encode(&r.content)?, &encode(&r.state)?],
+                    )
+                    .await
+                    .map_err(backend)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .await
+    }
+
+    fn event_log(&self) -> Option<&dyn EventLog> {
+        Some(self)
+    }
+
+    async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<QueueStats>> {
+        let c = self.client().await?;
+        let cap = i64::try_from(QueueStats::COUNT_CAP).unwrap_or(i64::MAX);
+        let row = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM mailroom_emails WHERE due_at IS NOT NULL), \
+                        (SELECT count(*) FROM (SELECT 1 FROM mailroom_emails WHERE due_at <= $1 LIMIT $2) d), \
+                        (SELECT min(due_at) FROM mailroom_emails WHERE due_at <= $1)",
+                &[&now, &cap],
+            )
+            .await
+            .map_err(backend)?;
+        let waiting: i64 = row.get(0);
+        let due: i64 = row.get(1);
+        Ok(Some(QueueStats::new(u64::try_from(waiting).unwrap_or(0), u64::try_from(due).unwrap_or(0), row.get(2))))
+    }
+}
+
+impl PostgresStorage {
+    /// Numbers the event log's committed, unnumbered entries in insertion order, after the
+    /// last number given; returns that last number.
+    async fn sequence(&self) -> StorageResult<u64> {
+        self.in_tx(|tx| {
+            Box::pin(async move {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK]).await.map_err(backend)?;
+                let head: i64 = tx.query_one("SELECT n FROM mailroom_event_head", &[]).await.map_err(backend)?.get(0);
+                let numbered = tx
+                    .execute(
+                        "UPDATE mailroom_events e SET seq = $1 + n.rn FROM \
+                         (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM mailroom_events WHERE seq IS NULL) n \
+                         WHERE e.id = n.id",
+                        &[&head],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let head = head + i64::try_from(numbered).unwrap_or(0);
+                if numbered > 0 {
+                    tx.execute("UPDATE mailroom_event_head SET n = $1", &[&head]).await.map_err(backend)?;
+                }
+                Ok(u64::try_from(head).unwrap_or(0))
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventLog for PostgresStorage {
+    async fn events_after(&self, account: &AccountId, after: u64, limit: usize) -> StorageResult<Vec<LoggedEvent>> {
+        self.sequence().await?;
+        let c = self.client().await?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "SELECT seq, at, subject FROM mailroom_events WHERE account = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&account.as_str(), &after, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LoggedEvent {
+                    seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+                    account: account.clone(),
+                    at: r.get(1),
+                    subject: decode(r.get(2))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events_head(&self) -> StorageResult<u64> {
+        self.sequence().await
+    }
+
+    async fn events_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
+        // Only numbered entries: an unnumbered one has not been seen by any reader yet.
+        self.sequence().await?;
+        let c = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let n = c
+            .execute(
+                "DELETE FROM mailroom_events WHERE id IN \
+                 (SELECT id FROM mailroom_events WHERE seq IS NOT NULL AND at < $1 ORDER BY seq LIMIT $2)",
+                &[&cutoff, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_unknown_versions_are_corrupt() {
+        let v = (7u128 << 100, "tête".to_string(), Some(3u32));
+        let bytes = encode(&v).unwrap();
+        assert_eq!(bytes[0], V1);
+        assert_eq!(decode::<(u128, String, Option<u32>)>(&bytes).unwrap(), v);
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(matches!(decode::<(u128, String, Option<u32>)>(&other), Err(StorageError::Corrupt(_))));
+        assert!(matches!(decode::<u8>(&[]), Err(StorageError::Corrupt(_))));
+        assert!(matches!(decode::<(u128, String)>(&bytes[..4]), Err(StorageError::Corrupt(_))));
+    }
+}
