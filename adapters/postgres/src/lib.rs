@@ -22,8 +22,10 @@
 //!   (`account`, `created_at`, `due_at`, `pruned`) are kept equal to what the state says, in
 //!   the same statement that writes it.
 //!
-//! Not yet here: the extensions (API keys, request logs, domains, the event log, webhooks,
-//! received mail); the store answers `None` for each, as the core allows.
+//! Extensions kept: the event log, API keys, request logs, domains. Not yet here: webhooks
+//! and received mail (the store answers `None` for them, as the core allows).
+
+mod extensions;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -44,8 +46,11 @@ use tokio_postgres::{NoTls, Row, Transaction};
 use uuid::Uuid;
 
 /// The schema's versions, in order; each runs once, in the transaction that records it.
-const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("../migrations/0001_emails.sql")), (2, include_str!("../migrations/0002_event_log.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_emails.sql")),
+    (2, include_str!("../migrations/0002_event_log.sql")),
+    (3, include_str!("../migrations/0003_keys_logs_domains.sql")),
+];
 
 /// The advisory lock under which readers number the event log's new entries.
 const SEQUENCER_LOCK: i64 = 0x6d61_696c_6c6f_6773; // "maillogs"
@@ -68,8 +73,17 @@ impl std::fmt::Debug for PostgresStorage {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Backend(e.to_string())
+/// A backend error with its causes (the driver's own text is only "db error"; the server's
+/// message is its source).
+fn backend(e: impl std::error::Error) -> StorageError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    StorageError::Backend(text)
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> StorageResult<Vec<u8>> {
@@ -707,6 +721,18 @@ impl Storage for PostgresStorage {
     }
 
     fn event_log(&self) -> Option<&dyn EventLog> {
+        Some(self)
+    }
+
+    fn api_keys(&self) -> Option<&dyn mailroom_core::ports::ApiKeyStore> {
+        Some(self)
+    }
+
+    fn request_logs(&self) -> Option<&dyn mailroom_core::ports::RequestLogStore> {
+        Some(self)
+    }
+
+    fn domains(&self) -> Option<&dyn mailroom_core::ports::DomainStore> {
         Some(self)
     }
 

@@ -28,7 +28,7 @@ async fn migrations_apply_once_even_when_processes_start_together() {
     for j in joins {
         j.await.unwrap().unwrap();
     }
-    assert_eq!(first.schema_versions().await.unwrap(), vec![1, 2], "every version, each once");
+    assert_eq!(first.schema_versions().await.unwrap(), vec![1, 2, 3], "every version, each once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,4 +69,22 @@ async fn an_entry_committed_late_is_numbered_after_what_readers_saw() {
         vec![3],
         "the late entry is not lost behind the cursor"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_conformance() {
+    let cluster = support::Cluster::start();
+    mailroom_core::testkit::api_keys_conformance(Arc::new(support::store(&cluster).await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_logs_conformance() {
+    let cluster = support::Cluster::start();
+    mailroom_core::testkit::request_logs_conformance(Arc::new(support::store(&cluster).await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_conformance() {
+    let cluster = support::Cluster::start();
+    mailroom_core::testkit::domains_conformance(Arc::new(support::store(&cluster).await)).await;
 }
