@@ -14,6 +14,7 @@
 //! | `dns` (default) | [`dns`] | the [`DnsResolver`](core::DnsResolver) on hickory-resolver |
 //! | `http` (default) | [`http`] | the REST API (the hosted service's wire format) as an axum `Router`, and a hardened server for it |
 //! | `fetch` (default) | [`fetch`] | the [`AttachmentLoader`](core::AttachmentLoader) for `path` attachments: URLs under an address policy, one confined directory |
+//! | `postgres` (default) | [`postgres`] | a [`Storage`](core::Storage) on PostgreSQL that several processes share |
 //! | `cli` (default) | — | the `mailroom` binary (command line, `serve`, configuration) |
 //!
 //! ```no_run
@@ -52,6 +53,9 @@ pub use mailroom_http as http;
 
 #[cfg(feature = "fetch")]
 pub use mailroom_fetch as fetch;
+
+#[cfg(feature = "postgres")]
+pub use mailroom_postgres as postgres;
 
 /// The inbound SMTP listener (receiving domains and the bounce loop).
 #[cfg(feature = "inbound")]

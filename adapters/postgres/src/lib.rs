@@ -27,6 +27,9 @@
 
 mod extensions;
 
+/// The driver this store speaks through, for a host (or a test) that runs its own SQL beside it.
+pub use tokio_postgres;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};

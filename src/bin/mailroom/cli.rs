@@ -267,6 +267,10 @@ pub struct ServeArgs {
     /// bounces to the bounce domain.
     #[arg(long, value_name = "ADDR:PORT")]
     pub inbound: Option<String>,
+    /// Keep everything in this PostgreSQL database (`database.url`) instead of the redb
+    /// file: several `serve` processes may share it.
+    #[arg(long, value_name = "postgres://…")]
+    pub database_url: Option<String>,
     #[command(flatten)]
     pub delivery: Delivery,
     #[command(flatten)]

@@ -148,8 +148,8 @@ async fn named_domain(engine: &Engine, name: &str) -> Result<mailroom::core::dom
 #[derive(Debug, Clone)]
 pub struct Context {
     pub engine: Engine,
-    /// The redb store itself (for backups).
-    pub store: RedbStorage,
+    /// The redb store itself (for backups); `None` on PostgreSQL, whose backups are its own.
+    pub store: Option<RedbStorage>,
     /// The configured nameserver.
     pub dns: Option<SocketAddr>,
 }
@@ -266,7 +266,13 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
         }
         Request::Backup { path } => {
             let started = std::time::Instant::now();
-            let rows = ctx.store.backup(&path).await?;
+            let Some(store) = &ctx.store else {
+                return Err(Failure::Usage(
+                    "this server keeps its data in PostgreSQL: back it up with pg_dump or the database's own backups"
+                        .into(),
+                ));
+            };
+            let rows = store.backup(&path).await?;
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             json!({"backup": path, "rows": rows, "bytes": bytes, "seconds": started.elapsed().as_secs_f64()})
         }

@@ -88,6 +88,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub db: PathBuf,
+    /// `database.url`: PostgreSQL instead of the redb file at `db`.
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL at most (per process).
+    pub database_connections: usize,
     pub admin_socket: PathBuf,
     /// The secret that signs tracking and unsubscribe links (made at first start).
     pub link_key_file: PathBuf,
@@ -243,6 +247,8 @@ const SETTINGS: &[&str] = &[
     "dashboard.enabled",
     "dashboard.path",
     "database.path",
+    "database.url",
+    "database.max_connections",
     "delivery.mode",
     "delivery.relay",
     "delivery.connections",
@@ -569,6 +575,15 @@ impl Layers {
         }
 
         let db = self.get("database.path", PathBuf::from("./mailroom.redb"), path);
+        // A PostgreSQL database instead of the redb file: several processes may share it.
+        let database_url = self.get("database.url", None, |raw| {
+            let s = raw.text()?;
+            if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+                return Err("must be a postgres:// URL".to_string());
+            }
+            Ok(Some(s))
+        });
+        let database_connections = self.get("database.max_connections", 16, count);
         let admin_socket = self.get("server.admin_socket", admin_socket_for(&db), path);
         let link_key_file = self.get("server.link_key_file", beside(&db, ".link-key"), path);
 
@@ -755,6 +770,8 @@ impl Layers {
             listen,
             tls,
             db,
+            database_url,
+            database_connections,
             admin_socket,
             link_key_file,
             metrics,

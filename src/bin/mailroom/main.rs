@@ -72,8 +72,8 @@ fn store_settings(store: &Store) -> Result<Settings, Failure> {
 async fn run_request(settings: &Settings, request: Request) -> Result<Value, Failure> {
     match serve::open_store(&settings.db) {
         Ok(store) => {
-            let engine = serve::build_engine(settings, &store).map_err(Failure::Usage)?;
-            execute(&Context { engine, store, dns: settings.dns }, request).await
+            let engine = serve::build_engine(settings, Arc::new(store.clone())).map_err(Failure::Usage)?;
+            execute(&Context { engine, store: Some(store), dns: settings.dns }, request).await
         }
         Err(OpenError::InUse) => match admin::call(&settings.admin_socket, &request).await {
             Ok(result) => result,
@@ -235,7 +235,7 @@ async fn work(
         l.flag("delivery.concurrency", "--concurrency", concurrency.map(|c| c.to_string()));
     })?;
     let db = open_alone(&settings, "the server delivers already: `work` is for when none runs")?;
-    let engine = serve::build_engine(&settings, &db).map_err(Failure::Usage)?;
+    let engine = serve::build_engine(&settings, Arc::new(db)).map_err(Failure::Usage)?;
     let (transport, relaying) = serve::transport(&settings).map_err(Failure::Usage)?;
     let worker = engine.worker(transport, serve::worker_config(&settings, relaying));
     let report = if until_idle {
@@ -387,7 +387,7 @@ fn when(phrase: &str, now: Option<&str>) -> Result<(), Failure> {
 async fn demo(store: &Store) -> Result<(), Failure> {
     let settings = store_settings(store)?;
     let db = open_alone(&settings, "the demo delivers in its own process: stop the server or use another --db")?;
-    let engine: Engine = serve::build_engine(&settings, &db).map_err(Failure::Usage)?;
+    let engine: Engine = serve::build_engine(&settings, Arc::new(db)).map_err(Failure::Usage)?;
     let test_domain = &settings.test_domain;
     let batch: Vec<EmailRequest> = ["delivered", "bounced", "complained", "suppressed"]
         .iter()
@@ -435,6 +435,7 @@ fn serve_main(args: cli::ServeArgs, runtime: &tokio::runtime::Runtime) -> ExitCo
     let settings = settings(args.store.config.as_deref(), args.store.db.as_deref(), |l| {
         l.flag("server.listen", "--listen", args.listen.clone());
         l.flag("inbound.listen", "--inbound", args.inbound.clone());
+        l.flag("database.url", "--database-url", args.database_url.clone());
         l.flag("server.tls_cert", "--tls-cert", args.tls_cert.as_ref().map(|p| p.display().to_string()));
         l.flag("server.tls_key", "--tls-key", args.tls_key.as_ref().map(|p| p.display().to_string()));
         l.flag("rate_limits.per_key", "--rate-limit", args.rate_limit.map(|r| r.to_string()));

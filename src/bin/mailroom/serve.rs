@@ -27,9 +27,9 @@ pub fn open_store(db: &Path) -> Result<RedbStorage, OpenError> {
 }
 
 /// The engine the settings describe, on `store`.
-pub fn build_engine(settings: &Settings, store: &RedbStorage) -> Result<Engine, String> {
+pub fn build_engine(settings: &Settings, store: Arc<dyn mailroom::core::Storage>) -> Result<Engine, String> {
     let loader = Fetcher::new(settings.fetch.clone()).map_err(|e| format!("the attachment loader: {e}"))?;
-    let mut builder = Engine::builder(Arc::new(store.clone()))
+    let mut builder = Engine::builder(store)
         .limits(settings.limits)
         .test_domain(&settings.test_domain)
         .attachment_loader(Arc::new(loader))
@@ -196,19 +196,33 @@ async fn shutdown_signal() {
 
 /// Runs the server until SIGTERM or Ctrl-C. `Err`: it could not start (nothing was changed).
 pub async fn serve(settings: Settings) -> Result<(), String> {
-    let store = match open_store(&settings.db) {
-        Ok(s) => s,
-        Err(OpenError::InUse) => {
-            return Err(format!(
-                "the database {} is in use by another process: is a `mailroom serve` already running on it?",
-                settings.db.display()
-            ));
+    // PostgreSQL when a URL is given (several processes may share it), else the redb file.
+    let (storage, redb): (Arc<dyn mailroom::core::Storage>, Option<RedbStorage>) = match &settings.database_url {
+        Some(url) => {
+            let pg = mailroom::postgres::PostgresStorage::connect(url, settings.database_connections)
+                .await
+                .map_err(|e| format!("cannot use the PostgreSQL database: {e}"))?;
+            (Arc::new(pg), None)
         }
-        Err(OpenError::Failed(e)) => return Err(format!("cannot open {}: {e}", settings.db.display())),
+        None => match open_store(&settings.db) {
+            Ok(s) => (Arc::new(s.clone()), Some(s)),
+            Err(OpenError::InUse) => {
+                return Err(format!(
+                    "the database {} is in use by another process: is a `mailroom serve` already running on it?",
+                    settings.db.display()
+                ));
+            }
+            Err(OpenError::Failed(e)) => return Err(format!("cannot open {}: {e}", settings.db.display())),
+        },
     };
+    if settings.database_url.is_some() {
+        tracing::warn!(
+            "PostgreSQL keeps emails, keys, logs, domains and the event log; webhooks and received mail are not kept              there yet (those routes answer 404, the webhook dispatcher and the inbound listener do not start)"
+        );
+    }
     // The admin socket before the port: once the API answers, so does the command line.
-    let engine = build_engine(&settings, &store)?;
-    let context = Context { engine: engine.clone(), store: store.clone(), dns: settings.dns };
+    let engine = build_engine(&settings, storage)?;
+    let context = Context { engine: engine.clone(), store: redb, dns: settings.dns };
     let admin = admin::listen(&settings.admin_socket, context).await?;
     let _cleanup = admin::Cleanup(settings.admin_socket.clone());
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -260,7 +274,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let worker = engine.worker(transport, worker_config(&settings, relaying));
     let until = stopped(stop_rx.clone());
     let worker = tokio::spawn(async move { worker.run(until).await });
-    let webhooks = if settings.webhooks.enabled {
+    let webhooks = if settings.webhooks.enabled && engine.storage().webhooks().is_some() {
         let sender = mailroom::fetch::WebhookPoster::new(settings.webhooks.sender.clone())
             .map_err(|e| format!("webhooks: {e}"))?;
         let mut config = mailroom::core::webhooks::DispatchConfig::default();
@@ -294,7 +308,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!("shutting down: no new requests; finishing deliveries in flight");
         let _ = stop_tx.send(true);
     });
-    let inbound = match settings.inbound.listen {
+    let inbound = match settings.inbound.listen.filter(|_| engine.storage().received().is_some()) {
         Some(addr) => {
             let mut config = settings.inbound.config.clone();
             config.auth = Some(resolver(&settings)? as Arc<dyn mailroom::core::ports::MessageAuth>);

@@ -112,7 +112,10 @@ pub async fn store(cluster: &Cluster) -> mailroom_postgres::PostgresStorage {
 impl Cluster {
     /// A new empty database `name` in this cluster, and its URL.
     pub async fn database(&self, name: &str) -> String {
-        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) =
+            mailroom_postgres::tokio_postgres::connect(&self.url(), mailroom_postgres::tokio_postgres::NoTls)
+                .await
+                .unwrap();
         let driver = tokio::spawn(connection);
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
         drop(client);
