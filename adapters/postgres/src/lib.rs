@@ -22,10 +22,11 @@
 //!   (`account`, `created_at`, `due_at`, `pruned`) are kept equal to what the state says, in
 //!   the same statement that writes it.
 //!
-//! Extensions kept: the event log, API keys, request logs, domains. Not yet here: webhooks
-//! and received mail (the store answers `None` for them, as the core allows).
+//! Every extension is kept: the event log, API keys, request logs, domains, webhooks and
+//! received mail.
 
 mod extensions;
+mod webhooks;
 
 /// The driver this store speaks through, for a host (or a test) that runs its own SQL beside it.
 pub use tokio_postgres;
@@ -53,6 +54,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_emails.sql")),
     (2, include_str!("../migrations/0002_event_log.sql")),
     (3, include_str!("../migrations/0003_keys_logs_domains.sql")),
+    (4, include_str!("../migrations/0004_webhooks_received.sql")),
 ];
 
 /// The advisory lock under which readers number the event log's new entries.
@@ -736,6 +738,14 @@ impl Storage for PostgresStorage {
     }
 
     fn domains(&self) -> Option<&dyn mailroom_core::ports::DomainStore> {
+        Some(self)
+    }
+
+    fn webhooks(&self) -> Option<&dyn mailroom_core::ports::WebhookStore> {
+        Some(self)
+    }
+
+    fn received(&self) -> Option<&dyn mailroom_core::ports::ReceivedStore> {
         Some(self)
     }
 

@@ -28,7 +28,7 @@ async fn migrations_apply_once_even_when_processes_start_together() {
     for j in joins {
         j.await.unwrap().unwrap();
     }
-    assert_eq!(first.schema_versions().await.unwrap(), vec![1, 2, 3], "every version, each once");
+    assert_eq!(first.schema_versions().await.unwrap(), vec![1, 2, 3, 4], "every version, each once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,4 +87,16 @@ async fn request_logs_conformance() {
 async fn domains_conformance() {
     let cluster = support::Cluster::start();
     mailroom_core::testkit::domains_conformance(Arc::new(support::store(&cluster).await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_conformance() {
+    let cluster = support::Cluster::start();
+    mailroom_core::testkit::webhooks_conformance(Arc::new(support::store(&cluster).await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_conformance() {
+    let cluster = support::Cluster::start();
+    mailroom_core::testkit::received_conformance(Arc::new(support::store(&cluster).await)).await;
 }

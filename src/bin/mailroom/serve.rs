@@ -215,11 +215,6 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             Err(OpenError::Failed(e)) => return Err(format!("cannot open {}: {e}", settings.db.display())),
         },
     };
-    if settings.database_url.is_some() {
-        tracing::warn!(
-            "PostgreSQL keeps emails, keys, logs, domains and the event log; webhooks and received mail are not kept              there yet (those routes answer 404, the webhook dispatcher and the inbound listener do not start)"
-        );
-    }
     // The admin socket before the port: once the API answers, so does the command line.
     let engine = build_engine(&settings, storage)?;
     let context = Context { engine: engine.clone(), store: redb, dns: settings.dns };
