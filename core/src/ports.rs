@@ -327,6 +327,14 @@ pub trait Storage: Send + Sync + Debug {
     fn received(&self) -> Option<&dyn ReceivedStore> {
         None
     }
+
+    /// Signalled when another process sharing this store made something due (a new or
+    /// rescheduled email, a released claim), so that an idle worker here looks at once
+    /// instead of at its next poll. `None` (the default): no such signal — the store is not
+    /// shared, or cannot tell.
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// SPF, DKIM and DMARC of a received message. Implemented beside the [`DnsResolver`] (with

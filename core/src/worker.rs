@@ -225,9 +225,18 @@ impl Worker {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
+            // Woken by this process's engine, or by another process through the store.
+            let shared = self.engine.storage().wakeups();
+            let from_store = async {
+                match &shared {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.engine.wake_signal().notified() => {}
+                () = from_store => {}
                 () = shutdown.clone() => return Ok(total),
             }
             // Housekeeping at most once a minute: expired idempotency keys, and retention of

@@ -66,10 +66,15 @@ const MIGRATION_LOCK: i64 = 0x6d61_696c_726f_6f6d; // "mailroom"
 /// The version byte of postcard-encoded values.
 const V1: u8 = 1;
 
-/// The store: a pool of connections to one database.
+/// The channel on which writers announce that something became due.
+const DUE_CHANNEL: &str = "mailroom_due";
+
+/// The store: a pool of connections to one database, and a listener for other processes'
+/// announcements.
 #[derive(Clone)]
 pub struct PostgresStorage {
     pool: Pool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -114,10 +119,13 @@ impl PostgresStorage {
     /// `max_connections` connections, and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: usize) -> StorageResult<PostgresStorage> {
         let config: tokio_postgres::Config = url.parse().map_err(backend)?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(max_connections.max(1)).build().map_err(backend)?;
-        let store = PostgresStorage { pool };
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let store = PostgresStorage { pool, wake: wake.clone() };
         store.migrate().await?;
+        tokio::spawn(listen(config, std::sync::Arc::downgrade(&wake)));
         Ok(store)
     }
 
@@ -171,6 +179,56 @@ impl PostgresStorage {
         tx.commit().await.map_err(backend)?;
         Ok(out)
     }
+}
+
+/// Keeps a connection that `LISTEN`s on [`DUE_CHANNEL`] and signals `wake` at each
+/// notification; reconnects after a second when the connection drops. Ends once the store
+/// (the last holder of `wake`) is gone, at its next notification or reconnection.
+async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<tokio::sync::Notify>) {
+    loop {
+        if wake.strong_count() == 0 {
+            return;
+        }
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                // The connection's messages are read here; the client only sends LISTEN.
+                let sql = format!("LISTEN {DUE_CHANNEL}");
+                let mut listening = Box::pin(client.batch_execute(&sql));
+                let mut listened = false;
+                loop {
+                    if !listened {
+                        tokio::select! {
+                            r = &mut listening => {
+                                listened = true;
+                                if r.is_err() { break; }
+                                continue;
+                            }
+                            m = std::future::poll_fn(|cx| connection.poll_message(cx)) => {
+                                if !matches!(m, Some(Ok(_))) { break; }
+                                continue;
+                            }
+                        }
+                    }
+                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => match wake.upgrade() {
+                            Some(w) => w.notify_one(),
+                            None => return,
+                        },
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    }
+                }
+                tracing::warn!(target: "mailroom::postgres", "the LISTEN connection ended; reconnecting");
+            }
+            Err(e) => tracing::warn!(target: "mailroom::postgres", error = %e, "cannot LISTEN; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Announces, at commit, that something became due (idle workers of every process look).
+async fn announce_due(tx: &Transaction<'_>) -> StorageResult<()> {
+    tx.batch_execute(&format!("NOTIFY {DUE_CHANNEL}")).await.map_err(backend)
 }
 
 mod futures_lite {
@@ -370,7 +428,8 @@ impl Storage for PostgresStorage {
                 for (id, created_at, due_at, content, state) in &rows {
                     tx.execute(&insert, &[id, &account, created_at, due_at, content, state]).await.map_err(backend)?;
                 }
-                log(tx, initial).await
+                log(tx, initial).await?;
+                announce_due(tx).await
             })
         })
         .await
@@ -561,6 +620,9 @@ impl Storage for PostgresStorage {
                         put_state(tx, state.events.len(), &state).await?;
                     }
                 }
+                if !claims.is_empty() {
+                    announce_due(tx).await?;
+                }
                 Ok(())
             })
         })
@@ -642,6 +704,7 @@ impl Storage for PostgresStorage {
                 let change = store::reschedule(&mut state, at);
                 if change == ScheduleChange::Applied {
                     put_state(tx, before, &state).await?;
+                    announce_due(tx).await?;
                 }
                 Ok(change)
             })
@@ -747,6 +810,10 @@ impl Storage for PostgresStorage {
 
     fn received(&self) -> Option<&dyn mailroom_core::ports::ReceivedStore> {
         Some(self)
+    }
+
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.wake.clone())
     }
 
     async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<QueueStats>> {

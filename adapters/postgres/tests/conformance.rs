@@ -100,3 +100,34 @@ async fn received_conformance() {
     let cluster = support::Cluster::start();
     mailroom_core::testkit::received_conformance(Arc::new(support::store(&cluster).await)).await;
 }
+
+/// An email accepted through one pool wakes an idle worker of another process at once
+/// (`LISTEN/NOTIFY`), instead of at its next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_email_wakes_other_processes() {
+    use mailroom_core::testkit::{new_email, t0};
+    let cluster = support::Cluster::start();
+    let a = support::store(&cluster).await;
+    let b = support::store(&cluster).await;
+    let wake = b.wakeups().expect("a shared store signals");
+    // The listener connects in the background: give it a moment before the first write.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let account = mailroom_core::email::AccountId::new("a");
+    let woken = wake.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    a.insert_emails(&account, vec![new_email("a", t0(), 1, None)], None).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), woken).await.expect("woken by the other pool's insert");
+    // Nothing due, no signal: a suppression is not announced.
+    let quiet = wake.notified();
+    tokio::pin!(quiet);
+    quiet.as_mut().enable();
+    let entry = mailroom_core::ports::SuppressionEntry {
+        address: "x@example.com".into(),
+        reason: mailroom_core::ports::SuppressionReason::Bounced,
+        source_email: None,
+        created_at: t0(),
+    };
+    a.suppression_add(&account, entry).await.unwrap();
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(700), quiet).await.is_err(), "no wake-up");
+}
