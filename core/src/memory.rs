@@ -349,6 +349,26 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    async fn renew_claims(&self, claims: &[ClaimRef], until: DateTime<Utc>) -> StorageResult<Vec<EmailId>> {
+        let mut s = self.lock();
+        let mut lost = Vec::new();
+        for c in claims {
+            let id = c.id.as_u128();
+            let Some(mut state) = s.states.get(&id).cloned() else {
+                lost.push(c.id);
+                continue;
+            };
+            let old = state.due_at;
+            if store::renew(&mut state, c.token, until) {
+                s.set_due(id, old, state.due_at);
+                s.put_state(id, state);
+            } else {
+                lost.push(c.id);
+            }
+        }
+        Ok(lost)
+    }
+
     async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>> {
         let s = self.lock();
         Ok(s.due.first().and_then(|(k, _)| DateTime::from_timestamp_micros(*k)))

@@ -240,6 +240,14 @@ pub trait Storage: Send + Sync + Debug {
     /// write. Outcomes whose claim was lost are skipped and returned.
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>>;
 
+    /// Extends claims still held until `until` (the worker's heartbeat, for stores several
+    /// processes share, where leases are short so that a dead process's claims lapse soon).
+    /// Returns the ones that were lost. Stores whose claims a live process never loses need
+    /// not implement it: the default refuses, and the worker renews only when configured to.
+    async fn renew_claims(&self, _claims: &[ClaimRef], _until: DateTime<Utc>) -> StorageResult<Vec<EmailId>> {
+        Err(StorageError::Backend("this store does not renew claims (set no worker heartbeat)".into()))
+    }
+
     /// Gives back claims not yet handed over (shutdown), so they are due again at once.
     async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()>;
 

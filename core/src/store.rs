@@ -136,6 +136,17 @@ pub fn apply_outcome(state: &mut EmailState, outcome: &Outcome) -> Result<bool, 
     Ok(true)
 }
 
+/// Renews a claim held with `token` until `until` (a heartbeat while its hand-over runs).
+/// `false` when the claim was lost (another worker holds the email now).
+pub fn renew(state: &mut EmailState, token: u128, until: DateTime<Utc>) -> bool {
+    if !holds(state, token) {
+        return false;
+    }
+    state.claim = Some(Claim { token, until });
+    state.due_at = Some(until);
+    true
+}
+
 /// Gives a claim back: due again at `now`. `false` when not held or already handed over (a
 /// handed-over email must go through recovery, never be re-sent).
 pub fn release(state: &mut EmailState, token: u128, now: DateTime<Utc>) -> bool {

@@ -11,7 +11,7 @@
 
 use crate::address::Mailbox;
 use crate::bounce::{BounceInfo, BounceSubtype, BounceType, bounce_info};
-use crate::email::AccountId;
+use crate::email::{AccountId, EmailId};
 use crate::email::{EmailRecord, Event};
 use crate::engine::Engine;
 use crate::error::Error;
@@ -60,6 +60,9 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
     /// What happens to a hand-over whose outcome is unknown.
     pub in_doubt: InDoubt,
+    /// Renew the claims in hand this often (for stores several processes share, whose leases
+    /// are short so that a dead process's emails are taken over soon); `None`: never.
+    pub heartbeat: Option<Duration>,
 }
 
 /// What the worker does with a hand-over whose outcome it cannot know: the process stopped
@@ -104,6 +107,7 @@ impl Default for WorkerConfig {
             max_idle: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             in_doubt: InDoubt::Fail,
+            heartbeat: None,
         }
     }
 }
@@ -127,6 +131,11 @@ impl WorkerConfig {
     /// With claims that hold this long.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+    /// Renewing the claims in hand every `every` (keep it well under the lease).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every);
         self
     }
     /// Sleeping at most this long with nothing due.
@@ -260,6 +269,14 @@ impl Worker {
         // up before that one's bounces were recorded.
         let recorded = Arc::new(Recorded::default());
         let Some(first) = self.claim(&recorded).await? else { return Ok(report) };
+        // The claims in hand (claimed, outcome not yet recorded), for the heartbeat.
+        let mut held: HashMap<EmailId, ClaimRef> =
+            first.iter().map(|(c, _)| (c.record.state.id, c.claim_ref())).collect();
+        let mut heartbeat = self.config.heartbeat.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         let mut queue: std::collections::VecDeque<(ClaimedEmail, Arc<BatchFacts>)> = first.into();
         let mut claiming: Option<Claiming<'_>> = None;
         let mut exhausted = !refill;
@@ -275,7 +292,9 @@ impl Worker {
                         // Each email is a task of its own, so rendering and the SMTP exchanges
                         // of concurrent emails use every thread of the runtime.
                         let worker = self.clone();
-                        in_flight.push(tokio::spawn(async move { worker.process(c, facts).await }));
+                        let id = c.record.state.id;
+                        let task = tokio::spawn(async move { worker.process(c, facts).await });
+                        in_flight.push(async move { (id, task.await) });
                     }
                     None => break,
                 }
@@ -287,25 +306,48 @@ impl Worker {
                 break;
             }
             tokio::select! {
-                Some(result) = in_flight.next() => match joined(result) {
-                    Ok(handed) => {
-                        report.processed += 1;
-                        report.handed_over += usize::from(handed);
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                        // A store that fails once will likely fail again: stop taking work.
-                        exhausted = true;
+                Some((id, result)) = in_flight.next() => {
+                    held.remove(&id);
+                    match joined(result) {
+                        Ok(handed) => {
+                            report.processed += 1;
+                            report.handed_over += usize::from(handed);
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            // A store that fails once will likely fail again: stop taking work.
+                            exhausted = true;
+                        }
                     }
                 },
                 Some(claimed) = futures::future::OptionFuture::from(claiming.as_mut()), if claiming.is_some() => {
                     claiming = None;
                     match claimed {
-                        Ok(Some(batch)) => queue.extend(batch),
+                        Ok(Some(batch)) => {
+                            held.extend(batch.iter().map(|(c, _)| (c.record.state.id, c.claim_ref())));
+                            queue.extend(batch);
+                        }
                         Ok(None) => exhausted = true,
                         Err(e) => {
                             first_error.get_or_insert(e);
                             exhausted = true;
+                        }
+                    }
+                },
+                Some(_) = futures::future::OptionFuture::from(heartbeat.as_mut().map(|t| t.tick())), if heartbeat.is_some() => {
+                    // Renewed until a full lease from now; a claim found lost is another
+                    // worker's now: its hand-over (if any) ends without effect when the
+                    // outcome is refused.
+                    let claims: Vec<ClaimRef> = held.values().copied().collect();
+                    if !claims.is_empty() {
+                        let until = self.engine.clock().now()
+                            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
+                        match self.engine.storage().renew_claims(&claims, until).await {
+                            Ok(lost) if !lost.is_empty() => {
+                                tracing::warn!(target: "mailroom::delivery", lost = lost.len(), "claims lapsed before their heartbeat");
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(target: "mailroom::delivery", error = %e, "cannot renew claims"),
                         }
                     }
                 },

@@ -972,3 +972,46 @@ async fn housekeeping_applies_request_log_retention() {
     clock.set(t0() + CDuration::days(400));
     assert_eq!(forever.prune_request_logs().await.unwrap(), 0);
 }
+
+/// A transport that takes `0` to answer.
+#[derive(Debug)]
+struct Delayed(Duration, SandboxTransport);
+
+#[async_trait]
+impl Transport for Delayed {
+    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        tokio::time::sleep(self.0).await;
+        self.1.send_raw(envelope, message).await
+    }
+}
+
+/// With a heartbeat, a hand-over longer than the lease keeps its claim: another worker
+/// sharing the store cannot take the email meanwhile. Without one, it can (the lease lapses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_keeps_a_short_lease_through_a_long_hand_over() {
+    for heartbeat in [true, false] {
+        let store = Arc::new(MemoryStorage::new());
+        let engine = Engine::builder(store.clone()).build();
+        let id = engine.send(email("x@example.com"), SendOptions::default()).await.unwrap().id;
+        let sandbox = SandboxTransport::default();
+        let mut config = WorkerConfig::default().lease(Duration::from_millis(300));
+        if heartbeat {
+            config = config.heartbeat(Duration::from_millis(60));
+        }
+        let worker = engine.worker(Arc::new(Delayed(Duration::from_millis(900), sandbox.clone())), config);
+        let run = tokio::spawn(async move { worker.run_until_idle().await });
+        // Well past the lease, while the hand-over still runs: can another worker claim it?
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let stolen = store.claim_due(chrono::Utc::now(), 10, Duration::from_secs(60)).await.unwrap();
+        run.await.unwrap().unwrap();
+        if heartbeat {
+            assert!(stolen.is_empty(), "renewed: nobody else could claim it");
+            assert_eq!(sandbox.outbox().len(), 1);
+            let kinds: Vec<EventKind> =
+                engine.get_record(id).await.unwrap().state.events.iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, vec![EventKind::Queued, EventKind::Sent, EventKind::Delivered]);
+        } else {
+            assert_eq!(stolen.len(), 1, "without a heartbeat the short lease lapsed mid-hand-over");
+        }
+    }
+}

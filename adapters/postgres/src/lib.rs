@@ -629,6 +629,29 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn renew_claims(&self, claims: &[ClaimRef], until: DateTime<Utc>) -> StorageResult<Vec<EmailId>> {
+        let mut claims = claims.to_vec();
+        // Locked in id order, as outcomes are: no deadlock between a heartbeat and a batch.
+        claims.sort_by_key(|c| c.id.as_u128());
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                let mut lost = Vec::new();
+                for c in &claims {
+                    let renewed = match locked_state(tx, c.id).await? {
+                        Some(mut state) => store::renew(&mut state, c.token, until).then_some(state),
+                        None => None,
+                    };
+                    match renewed {
+                        Some(state) => put_state(tx, state.events.len(), &state).await?,
+                        None => lost.push(c.id),
+                    }
+                }
+                Ok(lost)
+            })
+        })
+        .await
+    }
+
     async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>> {
         let c = self.client().await?;
         let row = c.query_one("SELECT min(due_at) FROM mailroom_emails", &[]).await.map_err(backend)?;

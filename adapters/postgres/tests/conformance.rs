@@ -131,3 +131,26 @@ async fn a_new_email_wakes_other_processes() {
     a.suppression_add(&account, entry).await.unwrap();
     assert!(tokio::time::timeout(std::time::Duration::from_millis(700), quiet).await.is_err(), "no wake-up");
 }
+
+/// A renewed claim outlives its first lease; a claim another worker took is reported lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_renewed_and_lost_ones_reported() {
+    use mailroom_core::ports::ClaimRef;
+    use mailroom_core::testkit::{new_email, t0};
+    use std::time::Duration;
+    let cluster = support::Cluster::start();
+    let s = support::store(&cluster).await;
+    let account = mailroom_core::email::AccountId::new("a");
+    s.insert_emails(&account, vec![new_email("a", t0(), 1, None), new_email("a", t0(), 2, None)], None).await.unwrap();
+    let claimed = s.claim_due(t0(), 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (a, b) = (claimed[0].claim_ref(), claimed[1].claim_ref());
+    // `a` renewed to a minute; `b` left to lapse and taken by another worker at +40 s.
+    let lost = s.renew_claims(&[a], t0() + chrono::Duration::seconds(60)).await.unwrap();
+    assert!(lost.is_empty());
+    let taken = s.claim_due(t0() + chrono::Duration::seconds(40), 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(taken.iter().map(|c| c.record.state.id).collect::<Vec<_>>(), vec![b.id], "only the lapsed one");
+    let lost =
+        s.renew_claims(&[a, b, ClaimRef { id: b.id, token: 7 }], t0() + chrono::Duration::seconds(90)).await.unwrap();
+    assert_eq!(lost, vec![b.id, b.id], "the old claim on b is gone");
+}

@@ -42,6 +42,10 @@ pub fn build_engine(settings: &Settings, store: Arc<dyn mailroom::core::Storage>
     if let Some(keep) = settings.email_retention {
         builder = builder.retention(keep);
     }
+    if settings.database_url.is_some() {
+        // A killed process's in-flight keys are answered again within half a minute.
+        builder = builder.idempotency_in_flight_lease(SHARED_LEASE);
+    }
     if let Some(domain) = &settings.bounce_domain {
         builder = builder.bounce_domain(domain);
     }
@@ -150,8 +154,18 @@ pub fn worker_config(settings: &Settings, relaying: bool) -> WorkerConfig {
     // connection cost ~20 % of delivery throughput, three ~3 %; more only adds to what a
     // crash leaves in doubt.
     let handovers = if relaying { settings.connections * 3 } else { WorkerConfig::default().handovers };
-    WorkerConfig::default().concurrency(concurrency).handovers(handovers).in_doubt(settings.in_doubt)
+    let config = WorkerConfig::default().concurrency(concurrency).handovers(handovers).in_doubt(settings.in_doubt);
+    match settings.database_url {
+        // Several processes share the queue: a claim lasts 30 s and is renewed every 10 s
+        // while its hand-over runs, so a killed process's emails are taken over within about
+        // half a minute (a redb file has one process, whose claims are released at start).
+        Some(_) => config.lease(SHARED_LEASE).heartbeat(SHARED_LEASE / 3),
+        None => config,
+    }
 }
+
+/// The claim lease, and the in-flight marker's, when several processes share the store.
+const SHARED_LEASE: Duration = Duration::from_secs(30);
 
 /// Installs the Prometheus recorder; the renderer for `/metrics`.
 fn metrics() -> Result<Arc<dyn Fn() -> String + Send + Sync>, String> {
