@@ -19,7 +19,7 @@ use mailroom::core::email::{AccountId, EmailId, EmailRecord, PageRequest};
 use mailroom::core::lifecycle::EventKind;
 use mailroom::core::worker::AMBIGUOUS_REASON;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
