@@ -1,0 +1,146 @@
+//! `postgres`: ingest through `mailroom serve` as users run it, on PostgreSQL with 1, 2 and 4
+//! processes sharing one database, against one process on the default redb file, in the same
+//! run. Each configuration has a database (or file) of its own on one throw-away cluster
+//! (`initdb` in a temp folder); every process relays what it accepts to postfix's
+//! `smtp-sink`, so delivery runs beside ingest as it does in production.
+//!
+//! One iteration: 8 clients post 40 batches of 100 emails (`POST /emails/batch`), spread over
+//! the processes in turn. Throughput is emails per second; the ratios that matter are
+//! `pg1 / redb` (goal ≥ 0.5) and `pg2`, `pg4` against `pg1` (goal: never lower).
+//! `cargo bench --bench postgres` (needs PostgreSQL and postfix: `./scripts/test.sh` installs them)
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use mailroom::core::testkit::sample_batch;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[path = "../adapters/smtp/tests/peers/mod.rs"]
+mod peers;
+#[path = "../adapters/postgres/tests/support/mod.rs"]
+mod pg;
+
+const TOKEN: &str = "re_bench_operator_key_01";
+const CLIENTS: usize = 8;
+const BATCHES: usize = 40;
+
+/// `mailroom serve` with `database` (a `[database]` table's lines), killed on drop.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, name: &str, database: &str, smtp: u16) -> Serve {
+        let port = peers::free_port();
+        let config = dir.join(format!("{name}.toml"));
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\nlink_key_file = \"{}\"\n\n[database]\n{database}\n\n\
+             [[api_keys]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\n\n[rate_limits]\nper_key = 1000000\nper_account = 1000000\n\n\
+             [delivery]\nrelay = \"smtp://127.0.0.1:{smtp}?tls=none\"\n",
+            dir.join(format!("{name}.sock")).display(),
+            dir.join("link-key").display(),
+        );
+        std::fs::write(&config, text).expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve");
+        peers::wait_listening(port, &mut child, "mailroom serve");
+        Serve { child, base: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `CLIENTS` tasks posting the batches, each to the processes in turn.
+async fn post_all(client: &reqwest::Client, bases: Arc<Vec<String>>, bodies: Arc<Vec<Vec<u8>>>) {
+    let per = bodies.len() / CLIENTS;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (client, bases, bodies) = (client.clone(), bases.clone(), bodies.clone());
+            tokio::spawn(async move {
+                for (i, body) in bodies[c * per..(c + 1) * per].iter().enumerate() {
+                    let base = &bases[(c + i) % bases.len()];
+                    let r = client
+                        .post(format!("{base}/emails/batch"))
+                        .bearer_auth(TOKEN)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("request");
+                    assert!(r.status().is_success(), "{}", r.status());
+                    let _ = r.bytes().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
+}
+
+fn postgres(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = peers::smtp_sink(&[]);
+    let cluster = pg::Cluster::start();
+    drop(rt.block_on(pg::store(&cluster)));
+
+    let mut configs: Vec<(String, Vec<Serve>)> = Vec::new();
+    let redb = format!("path = \"{}\"", dir.path().join("bench.redb").display());
+    configs.push(("redb".into(), vec![Serve::start(dir.path(), "redb", &redb, sink.port)]));
+    for n in [1usize, 2, 4] {
+        let url = rt.block_on(cluster.database(&format!("bench_{n}")));
+        // The schema first, so that the processes do not all wait on the migration lock.
+        drop(rt.block_on(mailroom::postgres::PostgresStorage::connect(&url, 1)).expect("schema"));
+        let servers = (0..n)
+            .map(|i| {
+                Serve::start(
+                    dir.path(),
+                    &format!("pg{n}-{i}"),
+                    &format!("url = \"{url}\"\nmax_connections = 8"),
+                    sink.port,
+                )
+            })
+            .collect();
+        configs.push((format!("pg{n}"), servers));
+    }
+
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..BATCHES).map(|i| serde_json::to_vec(&sample_batch(i as u64)).expect("json")).collect());
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
+    let mut group = c.benchmark_group("ingest");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements((BATCHES * 100) as u64));
+    for (name, servers) in &configs {
+        let bases: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.base.clone()).collect());
+        group.bench_function(name.as_str(), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (client, bases, bodies) = (client.clone(), bases.clone(), bodies.clone());
+                async move {
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        post_all(&client, bases.clone(), bodies.clone()).await;
+                    }
+                    t0.elapsed()
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, postgres);
+criterion_main!(benches);
