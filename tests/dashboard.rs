@@ -124,6 +124,15 @@ async fn wait_for_text(c: &Browser, css: &str, want: &str) {
     }
 }
 
+/// Waits until the address contains `part` (a click does not wait for the navigation it starts).
+async fn wait_for_url(c: &Browser, part: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !c.current_url().await.contains(part) {
+        assert!(Instant::now() < deadline, "never reached an address with {part:?}: {}", c.current_url().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn sign_in(c: &Browser, base: &str) {
     c.goto(&format!("{base}/dashboard/")).await;
     assert!(c.current_url().await.ends_with("/dashboard/sign-in"), "signed out: the sign-in page");
@@ -257,6 +266,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     // Find the email by search, open it, switch its tabs.
     c.find("#q").await.send_keys("quarterly").await;
     c.find("form.filters button[type=submit]").await.click().await;
+    wait_for_url(&c, "q=quarterly").await;
     wait_for_text(&c, "table.list tbody", "Quarterly report").await;
     let rows = c.find_all("table.list tbody tr").await;
     assert_eq!(rows.len(), 1, "only the matching email");
@@ -294,6 +304,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     c.goto(&format!("{base}/dashboard/logs")).await;
     c.find("#status option[value=error]").await.click().await;
     c.find("form.filters button[type=submit]").await.click().await;
+    wait_for_url(&c, "status=error").await;
     wait_for_text(&c, "ul.logs", "422").await;
     let statuses = c.find_all("ul.logs .status").await;
     for s in &statuses {
@@ -418,7 +429,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     c.set_window_size(1280, 1000).await;
     let cookie = c.cookie("mailroom_session").await.expect("the session cookie");
     c.find("form.signout button").await.click().await;
-    assert!(c.current_url().await.ends_with("/sign-in"));
+    wait_for_url(&c, "/sign-in").await;
     let replayed = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
