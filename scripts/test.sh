@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 # What the tests need beyond the Rust toolchain: real SMTP and DNS peers (Debian's postfix
 # for smtp-sink, smtp-source and a loopback postfix; dnsmasq; openssl for test certificates;
-# systemd-analyze for the unit in deploy/; curl for the TLS test; headless Chromium and chromedriver for
-# the dashboard's browser tests and the share page's hostile-email test; swaks for the inbound listener), aiosmtpd and the official SDKs (PyPI resend 2.x,
-# npm resend 6.x, at the versions their lockfiles pin), and cargo-fuzz for the fuzz smoke.
+# systemd-analyze for the unit in deploy/; curl for the TLS test; headless Chromium and
+# chromedriver for the dashboard's browser tests and the share page's hostile-email test;
+# swaks for the inbound listener; PostgreSQL for the Postgres store's tests), aiosmtpd and
+# the official SDKs (PyPI resend 2.x, npm resend 6.x, at the versions their lockfiles pin),
+# and cargo-fuzz for the fuzz smoke.
 # Installed only when missing.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 SUDO=""
