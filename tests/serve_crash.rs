@@ -12,63 +12,20 @@
 
 mod common;
 
+use common::crash::{KEY, Serve, batch, exchange, size_of};
+
 use mailroom::core::email::{EmailId, EmailRecord};
 use mailroom::core::lifecycle::EventKind;
 use mailroom::core::worker::AMBIGUOUS_REASON;
-use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const KEY: &str = "re_crash_operator_0001";
 const CLIENTS: u64 = 4;
 /// How long a client may wait, after the server is back, for the answer to its pending key.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
-
-fn size_of(n: u64) -> usize {
-    (1 + (n * 7 + 3) % 10) as usize
-}
-
-/// One HTTP/1.1 exchange; `None` when the server is not there or died before answering.
-fn exchange(port: u16, method: &str, path: &str, body: &[u8], extra: &[(&str, &str)]) -> Option<(u16, Value)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in extra {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let status = std::str::from_utf8(&out[9..12]).ok()?.parse().ok()?;
-    let json = serde_json::from_slice(&out[split + 4..]).unwrap_or(Value::Null);
-    Some((status, json))
-}
-
-fn batch(n: u64) -> Value {
-    let items: Vec<Value> = (0..size_of(n))
-        .map(|i| {
-            json!({
-                "from": "Acme <hi@acme.test>",
-                "to": format!("user{n}-{i}@example.com"),
-                "subject": format!("batch {n} item {i}"),
-                "html": format!("<p>batch {n} item {i} of {}</p>", size_of(n)),
-            })
-        })
-        .collect();
-    Value::Array(items)
-}
 
 #[derive(Default)]
 struct Shared {
@@ -118,43 +75,6 @@ fn client(c: u64, port: u16, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) 
             s.acked.insert(n, ids);
             s.answered.insert(c, Instant::now());
             break;
-        }
-    }
-}
-
-struct Serve {
-    child: Child,
-}
-
-impl Serve {
-    fn start(config: &Path, port: u16) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .env("MAILROOM_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        common::peers::wait_listening(port, &mut child, "mailroom serve");
-        Serve { child }
-    }
-
-    fn kill(mut self) -> String {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).ok();
-        err
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "serve did not stop");
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

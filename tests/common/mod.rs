@@ -89,6 +89,9 @@ pub fn saved_counts(dir: &Path) -> HashMap<EmailId, usize> {
     counts
 }
 
+/// What the crash tests share (`exchange`, `batch`, `Serve`).
+pub mod crash;
+
 /// The real peers (smtp-sink, aiosmtpd) and the free-port / wait-for-listener helpers, shared
 /// with the SMTP adapter's tests.
 #[path = "../../adapters/smtp/tests/peers/mod.rs"]
