@@ -655,10 +655,12 @@ async fn email_page(signed: Signed, id: &str, q: HashMap<String, String>, shared
         Ok(id) => id,
         Err(e) => return signed.error(e),
     };
-    let (view, record) = match (engine.get(id).await, engine.get_record(id).await) {
-        (Ok(v), Ok(r)) => (v, r),
-        (Err(e), _) | (_, Err(e)) => return signed.error(e),
+    // One read: the wire view is derived from the record (an email may carry 40 MB).
+    let record = match engine.get_record(id).await {
+        Ok(r) => r,
+        Err(e) => return signed.error(e),
     };
+    let view = mailroom_core::email::EmailView::from(&record);
     let events: Vec<Value> = record
         .state
         .events
