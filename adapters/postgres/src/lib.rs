@@ -236,6 +236,25 @@ mod futures_lite {
     pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 }
 
+/// The states of the emails `ids` that exist, locked for update in one statement and in id
+/// order (two transactions locking overlapping sets cannot deadlock).
+async fn locked_states(
+    tx: &Transaction<'_>,
+    ids: &[EmailId],
+) -> StorageResult<std::collections::HashMap<EmailId, EmailState>> {
+    let keys: Vec<Uuid> = ids.iter().map(|id| uuid(*id)).collect();
+    let rows = tx
+        .query("SELECT state FROM mailroom_emails WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&keys])
+        .await
+        .map_err(backend)?;
+    rows.iter()
+        .map(|r| {
+            let state: EmailState = decode(r.get(0))?;
+            Ok((state.id, state))
+        })
+        .collect()
+}
+
 /// One email row's state, locked for update.
 async fn locked_state(tx: &Transaction<'_>, id: EmailId) -> StorageResult<Option<EmailState>> {
     let row = tx
@@ -558,16 +577,19 @@ impl Storage for PostgresStorage {
         let claims = claims.to_vec();
         self.in_tx(move |tx| {
             Box::pin(async move {
+                let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
+                let mut states = locked_states(tx, &ids).await?;
                 let mut lost = Vec::new();
                 for c in &claims {
-                    let marked = match locked_state(tx, c.id).await? {
-                        Some(mut state) => store::begin_handover(&mut state, c.token).then_some(state),
-                        None => None,
+                    let Some(state) = states.get_mut(&c.id) else {
+                        lost.push(c.id);
+                        continue;
                     };
-                    match marked {
-                        Some(state) => put_state(tx, state.events.len(), &state).await?,
-                        None => lost.push(c.id),
+                    if !store::begin_handover(state, c.token) {
+                        lost.push(c.id);
+                        continue;
                     }
+                    put_state(tx, state.events.len(), state).await?;
                 }
                 Ok(lost)
             })
@@ -579,25 +601,17 @@ impl Storage for PostgresStorage {
         self.in_tx(move |tx| {
             Box::pin(async move {
                 let mut lost = Vec::new();
-                // Rows locked in id order: two processes recording overlapping outcomes cannot
-                // deadlock.
-                let mut order: Vec<usize> = (0..outcomes.len()).collect();
-                order.sort_by_key(|&i| outcomes[i].claim.id.as_u128());
-                let mut states: std::collections::HashMap<EmailId, Option<EmailState>> = Default::default();
-                let mut before: std::collections::HashMap<EmailId, usize> = Default::default();
-                for &i in &order {
-                    let id = outcomes[i].claim.id;
-                    if let std::collections::hash_map::Entry::Vacant(slot) = states.entry(id) {
-                        let s = locked_state(tx, id).await?;
-                        before.insert(id, s.as_ref().map_or(0, |s| s.events.len()));
-                        slot.insert(s);
-                    }
-                }
+                // Rows locked in id order, in one statement: two processes recording
+                // overlapping outcomes cannot deadlock.
+                let ids: Vec<EmailId> = outcomes.iter().map(|o| o.claim.id).collect();
+                let mut states = locked_states(tx, &ids).await?;
+                let before: std::collections::HashMap<EmailId, usize> =
+                    states.iter().map(|(id, s)| (*id, s.events.len())).collect();
                 // Applied in the given order; an email named twice sees its first outcome.
                 let mut changed: Vec<EmailId> = Vec::new();
                 let mut listed: Vec<(AccountId, &SuppressionEntry)> = Vec::new();
                 for o in &outcomes {
-                    let Some(Some(state)) = states.get_mut(&o.claim.id) else {
+                    let Some(state) = states.get_mut(&o.claim.id) else {
                         lost.push(o.claim.id);
                         continue;
                     };
@@ -614,7 +628,7 @@ impl Storage for PostgresStorage {
                 // The emails' events, then the suppressions they caused: the log's order in every
                 // store.
                 for id in changed {
-                    if let Some(Some(state)) = states.get(&id) {
+                    if let Some(state) = states.get(&id) {
                         put_state(tx, before.get(&id).copied().unwrap_or(0), state).await?;
                     }
                 }
@@ -631,11 +645,13 @@ impl Storage for PostgresStorage {
         let claims = claims.to_vec();
         self.in_tx(move |tx| {
             Box::pin(async move {
+                let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
+                let mut states = locked_states(tx, &ids).await?;
                 for c in &claims {
-                    if let Some(mut state) = locked_state(tx, c.id).await?
-                        && store::release(&mut state, c.token, now)
+                    if let Some(state) = states.get_mut(&c.id)
+                        && store::release(state, c.token, now)
                     {
-                        put_state(tx, state.events.len(), &state).await?;
+                        put_state(tx, state.events.len(), state).await?;
                     }
                 }
                 if !claims.is_empty() {
@@ -648,21 +664,24 @@ impl Storage for PostgresStorage {
     }
 
     async fn renew_claims(&self, claims: &[ClaimRef], until: DateTime<Utc>) -> StorageResult<Vec<EmailId>> {
+        // Answered in id order (the order the rows are locked in).
         let mut claims = claims.to_vec();
-        // Locked in id order, as outcomes are: no deadlock between a heartbeat and a batch.
         claims.sort_by_key(|c| c.id.as_u128());
         self.in_tx(move |tx| {
             Box::pin(async move {
+                let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
+                let mut states = locked_states(tx, &ids).await?;
                 let mut lost = Vec::new();
                 for c in &claims {
-                    let renewed = match locked_state(tx, c.id).await? {
-                        Some(mut state) => store::renew(&mut state, c.token, until).then_some(state),
-                        None => None,
+                    let Some(state) = states.get_mut(&c.id) else {
+                        lost.push(c.id);
+                        continue;
                     };
-                    match renewed {
-                        Some(state) => put_state(tx, state.events.len(), &state).await?,
-                        None => lost.push(c.id),
+                    if !store::renew(state, c.token, until) {
+                        lost.push(c.id);
+                        continue;
                     }
+                    put_state(tx, state.events.len(), state).await?;
                 }
                 Ok(lost)
             })
