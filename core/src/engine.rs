@@ -642,13 +642,14 @@ impl Engine {
 
     /// Applies a bounce or complaint message to the email it answers (found by the VERP
     /// return path or by the original Message-ID it quotes): a `bounced` event per failed
-    /// recipient (only a permanent failure of the address suppresses it), or a `complained`
-    /// event (which suppresses). Auto-replies and success reports change nothing.
+    /// recipient (only a permanent failure of the address suppresses it), a
+    /// `delivery_delayed` event per recipient a delay notice names, or a `complained` event
+    /// (which suppresses). Auto-replies and success reports change nothing.
     pub async fn ingest_bounce(&self, raw: &[u8]) -> Result<IngestReport, Error> {
         use crate::inbound::{MessageKind, parse};
         let parsed = parse(raw);
         let mut report = IngestReport { kind: parsed.kind, email: None, events: 0, suppressed: vec![] };
-        if !matches!(parsed.kind, MessageKind::Bounce | MessageKind::Complaint) {
+        if !matches!(parsed.kind, MessageKind::Bounce | MessageKind::Complaint | MessageKind::Delayed) {
             return Ok(report);
         }
         let id = parsed
@@ -666,7 +667,17 @@ impl Engine {
         let mut suppressions = Vec::new();
         let entry = |address: &str, reason| SuppressionEntry::caused_by(address, reason, id, now);
         for b in &parsed.bounces {
-            let class = b.reply_code.map(|c| (c / 100) as u8).or_else(|| b.status.bytes().next().map(|c| c - b'0'));
+            // A delay notice is the reporting server still trying: `delivery_delayed`, never a
+            // bounce and never a suppression.
+            if b.delayed {
+                let mut e =
+                    crate::email::Event::new(crate::lifecycle::EventKind::DeliveryDelayed, now).recipient(&b.recipient);
+                if let Some(code) = b.reply_code {
+                    e.reply = Some(crate::bounce::SmtpReply::new(code, &b.status, &b.diagnostic));
+                }
+                events.push(e);
+                continue;
+            }
             let info = crate::bounce::BounceInfo {
                 kind: b.kind,
                 subtype: b.subtype,
@@ -680,7 +691,7 @@ impl Engine {
                 e.reply = Some(crate::bounce::SmtpReply::new(code, &b.status, &b.diagnostic));
             }
             events.push(e);
-            if b.reason.suppresses(class) {
+            if b.suppress {
                 suppressions.push(entry(&b.recipient, SuppressionReason::Bounced));
             }
         }

@@ -6,6 +6,10 @@
 //! (RFC 3834) and success DSNs give no bounces; every bounce keeps its diagnostic text; the
 //! classification is one function of (status, reply code, text), shared with SMTP replies.
 
+pub use crate::bounce::reason::Reason;
+use crate::bounce::reason::{
+    Basis, Context, Head, Rules, Stage, find_code, find_status, inferred_status, judge_with, verdict,
+};
 use crate::bounce::{BounceSubtype, BounceType, EnhancedStatus};
 use aho_corasick::AhoCorasick;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
@@ -15,109 +19,6 @@ use std::sync::LazyLock;
 /// Input above this size is cut before parsing: bounces carry the original message, and
 /// nothing needed to classify one lies past the first megabyte.
 const MAX_INPUT: usize = 1 << 20;
-
-/// The finer reason carried beside the type (Sisimai's vocabulary, which the corpus uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reason {
-    /// The mailbox does not exist.
-    UserUnknown,
-    /// The domain does not exist or takes no mail.
-    HostUnknown,
-    /// The recipient has moved (a forwarding notice).
-    HasMoved,
-    /// The domain takes no mail (a null MX).
-    NotAccept,
-    /// The mailbox is full.
-    MailboxFull,
-    /// The message is larger than the server takes.
-    MesgTooBig,
-    /// A size or count limit of the recipient was exceeded.
-    ExceedLimit,
-    /// Refused as spam.
-    SpamDetected,
-    /// Refused for a virus.
-    VirusDetected,
-    /// The content was refused.
-    ContentError,
-    /// A policy of the receiving side refused it.
-    PolicyViolation,
-    /// The message does not follow the RFCs.
-    NotCompliantRfc,
-    /// The sending address or host is blocked.
-    Blocked,
-    /// The sender was refused.
-    Rejected,
-    /// A filter refused it (often an unknown user said after DATA).
-    Filtered,
-    /// The mailbox is suspended or disabled.
-    Suspend,
-    /// Delivery gave up after retrying.
-    Expired,
-    /// Sender authentication (SPF, DKIM, DMARC) failed.
-    AuthFailure,
-    /// The sending host lacks a PTR record.
-    RequirePtr,
-    /// A network failure.
-    NetworkError,
-    /// Too many connections.
-    TooManyConn,
-    /// A security (TLS) failure.
-    SecurityError,
-    /// A failure of the mailer itself.
-    MailerError,
-    /// A system failure on the receiving side.
-    SystemError,
-    /// The receiving system is out of space.
-    SystemFull,
-    /// The sender's reputation is bad.
-    BadReputation,
-    /// Too much mail too fast.
-    Speeding,
-    /// Relaying was refused.
-    NoRelaying,
-    /// An SMTP syntax error.
-    SyntaxError,
-    /// Held, its fate undecided.
-    OnHold,
-    /// No reason could be read.
-    Undefined,
-}
-
-impl Reason {
-    /// The hosted service's type and subtype for this reason; `code_class` is the reply's
-    /// class (4 or 5) where known. `text` decides AttachmentRejected.
-    pub fn classify(self, code_class: Option<u8>, text: &str) -> (BounceType, BounceSubtype) {
-        use BounceSubtype as S;
-        use BounceType as T;
-        match self {
-            Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => (T::Permanent, S::General),
-            Reason::NotAccept if code_class != Some(4) => (T::Permanent, S::General),
-            Reason::OnHold | Reason::Undefined => (T::Undetermined, S::Undetermined),
-            Reason::MailboxFull => (T::Transient, S::MailboxFull),
-            Reason::MesgTooBig | Reason::ExceedLimit => (T::Transient, S::MessageTooLarge),
-            Reason::SpamDetected
-            | Reason::ContentError
-            | Reason::VirusDetected
-            | Reason::PolicyViolation
-            | Reason::NotCompliantRfc => {
-                let t = text.to_ascii_lowercase();
-                if t.contains("attachment") || t.contains("file type") || t.contains("extension") {
-                    (T::Transient, S::AttachmentRejected)
-                } else {
-                    (T::Transient, S::ContentRejected)
-                }
-            }
-            _ => (T::Transient, S::General),
-        }
-    }
-
-    /// Only these put an address on the suppression list: the address itself is unusable.
-    pub fn suppresses(self, code_class: Option<u8>) -> bool {
-        matches!(self, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved)
-            || (self == Reason::NotAccept && code_class != Some(4))
-    }
-}
 
 /// One failed recipient read from a bounce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +39,16 @@ pub struct BounceRecord {
     pub reason: Reason,
     /// The server's words.
     pub diagnostic: String,
+    /// The address itself is unusable: the email's sender suppresses it ([`crate::bounce::reason::verdict`]).
+    pub suppress: bool,
+    /// The SMTP step the server refused at, where the report says.
+    pub stage: Stage,
+    /// What decided the reason.
+    pub basis: Basis,
+    /// `status` was inferred from the reason: the report gave none.
+    pub status_inferred: bool,
+    /// The reporting server is still trying (`Action: delayed`): a warning, not a failure.
+    pub delayed: bool,
 }
 
 /// What a message turned out to be.
@@ -152,6 +63,9 @@ pub enum MessageKind {
     AutoReply,
     /// A success report (DSN `delivered`/`relayed`).
     Delivered,
+    /// A delay notice (DSN `Action: delayed`, "this is a warning only"): the reporting server
+    /// is still trying. Its recipients are in [`Parsed::bounces`] with `delayed` set.
+    Delayed,
     /// Nothing of the above.
     NotBounce,
 }
@@ -171,7 +85,7 @@ pub struct Links {
 pub struct Parsed {
     /// What the message was.
     pub kind: MessageKind,
-    /// One record per failed recipient.
+    /// One record per failed (or, with `delayed`, delayed) recipient.
     pub bounces: Vec<BounceRecord>,
     /// Whether it is a complaint.
     pub complaint: bool,
@@ -190,14 +104,19 @@ impl Parsed {
 
 /// Reads one message. Total: any input gives an answer.
 pub fn parse(raw: &[u8]) -> Parsed {
+    parse_with(raw, Rules::standard())
+}
+
+/// [`parse`] with other reason rules (a cross-validation's, built without some words).
+pub fn parse_with(raw: &[u8], rules: &Rules) -> Parsed {
     // mail-parser 0.11 can panic on some malformed MIME trees (found by the `bounce` fuzz
     // target: "Invalid part ID, could not find multipart"). A message we cannot read is not
     // a bounce we can act on; it must never take the process down.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(raw)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(raw, rules)))
         .unwrap_or_else(|_| Parsed::empty(MessageKind::NotBounce, Links::default()))
 }
 
-fn parse_inner(raw: &[u8]) -> Parsed {
+fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     let raw = &raw[..raw.len().min(MAX_INPUT)];
     let mut normalized = normalize_newlines(raw);
     // The returned original says nothing about the failure beyond its headers, and parsing
@@ -287,7 +206,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     let lower_human = human.to_ascii_lowercase();
 
     // Amazon SES notifications delivered by e-mail carry their verdict as JSON.
-    if let Some(parsed) = ses_notification(&human, &links) {
+    if let Some(parsed) = ses_notification(&human, &links, rules) {
         return parsed;
     }
 
@@ -369,6 +288,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
                 diag: &diag,
                 account: &account,
                 head: &lower_head,
+                rules,
                 delayed,
                 only_recipient: failed.len() == 1,
             },
@@ -471,6 +391,7 @@ fn parse_inner(raw: &[u8]) -> Parsed {
                     diag: &diag,
                     account: "",
                     head: &lower_head,
+                    rules,
                     delayed: false,
                     only_recipient: rcpts.len() == 1,
                 };
@@ -492,12 +413,14 @@ fn parse_inner(raw: &[u8]) -> Parsed {
     if bounces.is_empty() {
         return Parsed::empty(MessageKind::NotBounce, links);
     }
-    Parsed { bounces, ..Parsed::empty(MessageKind::Bounce, links) }
+    // A report whose every recipient is still being tried is a warning: a delay, not a bounce.
+    let kind = if bounces.iter().all(|b| b.delayed) { MessageKind::Delayed } else { MessageKind::Bounce };
+    Parsed { bounces, ..Parsed::empty(kind, links) }
 }
 
 /// An Amazon SES event notification (`{"notificationType": "Bounce" | "Complaint" |
 /// "Delivery", ...}`) sent by e-mail through SNS: its JSON is the report.
-fn ses_notification(human: &str, links: &Links) -> Option<Parsed> {
+fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Option<Parsed> {
     let at = human.find("{\"notificationType\"")?;
     let mut stream = serde_json::Deserializer::from_str(&human[at..]).into_iter::<serde_json::Value>();
     let v = stream.next()?.ok()?;
@@ -529,6 +452,7 @@ fn ses_notification(human: &str, links: &Links) -> Option<Parsed> {
                             diag: &diag,
                             account: "",
                             head: &Head::new(""),
+                            rules,
                             delayed: false,
                             only_recipient: false,
                         },
@@ -537,6 +461,7 @@ fn ses_notification(human: &str, links: &Links) -> Option<Parsed> {
                     if undetermined && diag.is_empty() {
                         b.reason = Reason::Undefined;
                         (b.kind, b.subtype) = Reason::Undefined.classify(None, "");
+                        b.suppress = false;
                     }
                     Some(b)
                 })
@@ -977,68 +902,17 @@ struct Evidence<'a> {
     account: &'a str,
     /// The start of the human-readable part, lower-cased.
     head: &'a Head<'a>,
+    /// The reason words to read with.
+    rules: &'a Rules,
     /// The report's action was `delayed`.
     delayed: bool,
     /// This is the message's only failed recipient, so the whole account speaks for it.
     only_recipient: bool,
 }
 
-/// What the start of a message's human account says, read once for all its recipients.
-struct Head<'a> {
-    /// The text, lower-cased.
-    text: &'a str,
-    hits: std::cell::OnceCell<u64>,
-    status: std::cell::OnceCell<Option<EnhancedStatus>>,
-    code: std::cell::OnceCell<Option<u16>>,
-    rcpt_stage: std::cell::OnceCell<bool>,
-}
-
-impl<'a> Head<'a> {
-    fn new(text: &'a str) -> Head<'a> {
-        Head {
-            text,
-            hits: Default::default(),
-            status: Default::default(),
-            code: Default::default(),
-            rcpt_stage: Default::default(),
-        }
-    }
-
-    /// The strong rules whose words occur here.
-    fn hits(&self) -> u64 {
-        *self.hits.get_or_init(|| strong(rule_hits(self.text)))
-    }
-
-    fn status(&self) -> Option<EnhancedStatus> {
-        *self.status.get_or_init(|| find_status(self.text))
-    }
-
-    fn code(&self) -> Option<u16> {
-        *self.code.get_or_init(|| find_code(self.text))
-    }
-
-    fn rcpt_stage(&self) -> bool {
-        *self.rcpt_stage.get_or_init(|| says_rcpt_stage(self.text))
-    }
-}
-
-/// The text says the server refused at RCPT time. `lower` is lower-cased.
-fn says_rcpt_stage(lower: &str) -> bool {
-    const AT_RCPT: &[&str] = &[
-        "rcpt to",
-        "rcpt:",
-        "rcpt_to",
-        "in reply to rcpt",
-        "after rcpt",
-        "recipient address rejected",
-        "not recognized",
-    ];
-    AT_RCPT.iter().any(|p| lower.contains(p))
-}
-
 /// Builds one record: status and code from the block (or the text), reason from both.
 fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
-    let Evidence { status, diag, account, head: whole, delayed, only_recipient } = *e;
+    let Evidence { status, diag, account, head: whole, delayed, only_recipient, .. } = *e;
     let diag_status = find_status(diag);
     let given = status.and_then(EnhancedStatus::parse);
     // A report's generic `x.0.0` says less than the server's own code in the diagnostic
@@ -1049,459 +923,35 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     }
     .or_else(|| whole.status());
     let code = find_code(diag).or_else(|| whole.code());
-    let mut reason = reason(diag, whole, status, code, delayed, only_recipient);
+    // The step the server refused at, as the recipient's own lines say, or the whole account
+    // when it is about this recipient alone ("in reply to RCPT TO command").
+    let stage = match Stage::named_in(&format!("{diag} {account}").to_ascii_lowercase()) {
+        Stage::Unknown if only_recipient && whole.rcpt_stage() => Stage::Recipient,
+        s => s,
+    };
+    let context = Context { head: whole, delayed, only_recipient };
+    let mut v = judge_with(e.rules, diag, status, code, stage, Some(&context));
     // Google Groups answers every refused post with the same localised letter and no code:
     // the group does not exist or the sender may not post to it. A refusal, not a mystery.
-    if reason == Reason::OnHold && rcpt.ends_with("@googlegroups.com") {
-        reason = Reason::Rejected;
-    }
-    // An unknown user is only certain when the server said so at RCPT time, or with the
-    // status that means it (x.1.1). The same words after DATA, or with another status, are a
-    // filter's answer (content or policy dressed as "no such user"): transient, and never a
-    // reason to suppress the address.
-    if reason == Reason::UserUnknown {
-        let said_111 = status.is_some_and(|s| s.subject == 1);
-        let at_rcpt = says_rcpt_stage(&format!("{diag} {account}").to_ascii_lowercase())
-            || (only_recipient && whole.rcpt_stage());
-        if !said_111 && !at_rcpt {
-            reason = Reason::Filtered;
-        }
+    if v.basis == Basis::Code && v.reason == Reason::Undefined && rcpt.ends_with("@googlegroups.com") {
+        v = verdict(Reason::Rejected, Basis::Context, status, code, stage, diag);
     }
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
-    let (kind, subtype) = reason.classify(class, diag);
-    let status = status.map_or_else(|| inferred_status(reason, class), |s| s.to_string());
+    let status_inferred = status.is_none();
+    let status = status.map_or_else(|| inferred_status(v.reason, class), |s| s.to_string());
     BounceRecord {
         recipient: rcpt.to_string(),
         status,
         reply_code: code,
-        kind,
-        subtype,
-        reason,
+        kind: v.kind,
+        subtype: v.subtype,
+        reason: v.reason,
+        suppress: v.suppress,
+        stage,
+        basis: v.basis,
+        status_inferred,
+        delayed,
         diagnostic: diag.chars().take(2000).collect(),
-    }
-}
-
-fn inferred_status(reason: Reason, class: Option<u8>) -> String {
-    let c = class.unwrap_or(5);
-    match reason {
-        Reason::UserUnknown => format!("{c}.1.1"),
-        Reason::HostUnknown => format!("{c}.1.2"),
-        Reason::HasMoved => format!("{c}.1.6"),
-        Reason::MailboxFull => format!("{c}.2.2"),
-        Reason::MesgTooBig => format!("{c}.3.4"),
-        Reason::ExceedLimit => format!("{c}.2.3"),
-        Reason::Expired => "4.4.7".into(),
-        Reason::Suspend => format!("{c}.2.1"),
-        Reason::Blocked | Reason::Rejected | Reason::PolicyViolation | Reason::SecurityError => format!("{c}.7.1"),
-        Reason::NetworkError => format!("{c}.4.0"),
-        Reason::ContentError | Reason::SpamDetected | Reason::VirusDetected => format!("{c}.6.0"),
-        _ => format!("{c}.0.0"),
-    }
-}
-
-fn find_status(text: &str) -> Option<EnhancedStatus> {
-    // Tokens end at whitespace or punctuation; a status token is `[45].d{1,3}.d{1,3}`
-    // (a trailing full stop is the sentence's). Byte-wise: this runs over every head.
-    let b = text.as_bytes();
-    let sep = |c: u8| c.is_ascii_whitespace() || b"()[]<>,;:\"'#".contains(&c);
-    let mut i = 0;
-    while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
-        let start = i + off;
-        i = start + 1;
-        if start > 0 && !sep(b[start - 1]) {
-            continue;
-        }
-        let end = b[start..].iter().position(|&c| sep(c)).map_or(b.len(), |p| start + p);
-        if end - start < 5 || b.get(start + 1) != Some(&b'.') {
-            continue;
-        }
-        if let Some(st) = text.get(start..end).and_then(|w| EnhancedStatus::parse(w.trim_end_matches('.'))) {
-            return Some(st);
-        }
-    }
-    None
-}
-
-fn find_code(text: &str) -> Option<u16> {
-    // Whole tokens only: the digits inside a Message-ID (`af2558de-437b`) are no reply code.
-    // (IPv4 octets never reach 421.)
-    let b = text.as_bytes();
-    let mut i = 0;
-    while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
-        let start = i + off;
-        i = start + 1;
-        if start > 0 && b[start - 1].is_ascii_alphanumeric() {
-            continue;
-        }
-        let Some(w) = b.get(start..start + 3) else { break };
-        if !w.iter().all(u8::is_ascii_digit) || b.get(start + 3).is_some_and(u8::is_ascii_alphanumeric) {
-            continue;
-        }
-        let c = u16::from(w[0] - b'0') * 100 + u16::from(w[1] - b'0') * 10 + u16::from(w[2] - b'0');
-        if matches!(c, 421..=554) {
-            return Some(c);
-        }
-    }
-    None
-}
-
-/// The reason rules: words that name a reason, in priority order (the first rule with a
-/// word in the text wins).
-const RULES: &[(Reason, &[&str])] = &[
-    // A local delivery agent's own failure, whatever words it passes on.
-    (Reason::MailerError, &["procmail:"]),
-    (Reason::NotAccept, &["couldn't find a mail exchanger", "no smtp service", "does not accept mail", "null mx"]),
-    (
-        Reason::Expired,
-        &[
-            "for a long time",
-            "not delivered within",
-            "retry timeout",
-            "retry time",
-            "delivery time expired",
-            "envelope expired",
-            "message expired",
-            "multiple retries",
-            "has been delayed",
-            "timed out",
-            "time out",
-            "could not be delivered for",
-            "maximum time",
-            "too long",
-        ],
-    ),
-    (
-        Reason::MailboxFull,
-        &[
-            "mailbox full",
-            "mailbox is full",
-            "over quota",
-            "quota exceeded",
-            "exceeded storage",
-            "exceeds quota",
-            "mailbox size limit",
-            "mailfolder is full",
-            "insufficient storage",
-            "disk quota",
-            "user is over",
-            "over the storage",
-            "not enough storage",
-            "mailbox has exceeded",
-            "mailbox exceeded",
-            "is over its quota",
-            "over its storage",
-            "exceeds allowed size",
-            "mailbox exceeds",
-            "quota",
-        ],
-    ),
-    (
-        Reason::MesgTooBig,
-        &[
-            "message too large",
-            "message is too large",
-            "size exceeds",
-            "message size exceeds",
-            "too big",
-            "exceeds the maximum",
-            "message length exceeds",
-            "size limit",
-            "message size",
-        ],
-    ),
-    (Reason::VirusDetected, &["virus", "malware", "infected"]),
-    (Reason::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
-    (
-        Reason::Rejected,
-        &[
-            "sender address rejected",
-            "sender rejected",
-            "domain of sender",
-            "sender denied",
-            "sender verify",
-            "after mail from",
-            "'send mail as'",
-            "envelope sender",
-            "sender domain",
-        ],
-    ),
-    (
-        Reason::NetworkError,
-        &[
-            "dns error",
-            "name service error",
-            "unexpected name server",
-            "mail loop",
-            "hop count",
-            "loops back",
-            "routing loop",
-            "socket error",
-            "requests to connect",
-            "unable to connect",
-            "could not connect",
-            "cannot connect",
-        ],
-    ),
-    (
-        Reason::Suspend,
-        &[
-            "suspended",
-            "disabled",
-            "inactive",
-            "deactivated",
-            "locked",
-            "frozen",
-            "not active",
-            "temporarily unavailable",
-        ],
-    ),
-    (Reason::HasMoved, &["has moved", "address has changed", "no longer", "moved to"]),
-    (
-        Reason::HostUnknown,
-        &[
-            "host unknown",
-            "unknown host",
-            "domain not found",
-            "no such domain",
-            "domain does not exist",
-            "name or service not known",
-            "host not found",
-            "unrouteable address",
-            "unroutable",
-            "no mx",
-            "mx record",
-            "nxdomain",
-            "invalid domain",
-            "host or domain name not found",
-            "unknown domain",
-            "non-existent domain",
-            "domain name not found",
-            "hostname not found",
-            "domain is not reachable",
-        ],
-    ),
-    (Reason::Filtered, &["after end of data", "after data"]),
-    (
-        Reason::UserUnknown,
-        &[
-            "user unknown",
-            "unknown user",
-            "no such user",
-            "no such recipient",
-            "no such mailbox",
-            "does not exist",
-            "doesn't exist",
-            "not exist",
-            "unknown recipient",
-            "recipient unknown",
-            "invalid recipient",
-            "recipient not found",
-            "user not found",
-            "mailbox not found",
-            "mailbox unavailable",
-            "mailbox is unavailable",
-            "unknown address",
-            "address unknown",
-            "no mailbox",
-            "not a valid recipient",
-            "invalid mailbox",
-            "user doesn't",
-            "unknown local part",
-            "unknown or illegal alias",
-            "account is unavailable",
-            "no valid recipients",
-            "not listed in domino directory",
-            // Microsoft's directory-based edge blocking: the mailbox is not in the tenant.
-            "recipient address rejected: access denied",
-            "bad destination mailbox",
-            "address not found",
-            "invalid address",
-            "account that you tried to reach",
-            "user account is unavailable",
-            "no such person",
-            "not our customer",
-            "is not a valid",
-            "unknown mailbox",
-            "undeliverable address",
-            "no account",
-            "mailbox does not",
-            "user does not",
-            "addressee unknown",
-            "does not like recipient",
-            "badrcptto",
-            "not a registered",
-            "unknown",
-        ],
-    ),
-    (
-        Reason::RequirePtr,
-        &["reverse dns", "ptr record", "reverse lookup", "name lookup failed", "no ptr", "rdns", "does not resolve"],
-    ),
-    (Reason::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
-    (
-        Reason::Blocked,
-        &[
-            "blocked",
-            "blacklist",
-            "blocklist",
-            "spamhaus",
-            "rbl",
-            "dnsbl",
-            "listed",
-            "banned",
-            "poor reputation",
-            "reputation",
-            "client host rejected",
-            "connection refused",
-            "access denied",
-        ],
-    ),
-    (Reason::NoRelaying, &["relay", "relaying"]),
-];
-
-/// The catch-all rules: single common words that name a reason only inside a server's own
-/// diagnostic. In the rest of a bounce ("Message headers follow", "MAILER-DAEMON", a help
-/// URL) they are noise, so the whole-message fallback never reads them.
-const WEAK_RULES: &[(Reason, &[&str])] = &[
-    // "Recipient address rejected: <why>" names the why after it; the bare words only count
-    // when no more specific rule (auth, block, relay) matched.
-    (Reason::UserUnknown, &["address rejected"]),
-    (Reason::PolicyViolation, &["policy", "prohibited", "not allowed"]),
-    (Reason::ContentError, &["content", "8-bit", "8bit", "header", "malformed", "mime"]),
-    (
-        Reason::TooManyConn,
-        &[
-            "too many connections",
-            "too many recipients",
-            "too many messages",
-            "rate limit",
-            "try again later",
-            "exceeded the rate",
-        ],
-    ),
-    (Reason::NetworkError, &["network", "connection", "dns", "lookup"]),
-    (Reason::SystemFull, &["system full", "insufficient system storage", "out of disk"]),
-    (Reason::SystemError, &["system error", "internal error", "server error", "temporary failure", "local error"]),
-    (Reason::MailerError, &["procmail", "mailer error", "command", "pipe", "program"]),
-    (Reason::Filtered, &["filter", "not accepted", "refused"]),
-    (Reason::NotAccept, &["does not accept", "not accepting", "null mx", "no mail"]),
-];
-
-// Rule hits are a bit set in a u64.
-const _: () = assert!(RULES.len() + WEAK_RULES.len() <= 64);
-
-/// Every rule, strong ones first: index `i` is strong when `i < RULES.len()`.
-fn rule(i: usize) -> Option<&'static (Reason, &'static [&'static str])> {
-    RULES.get(i).or_else(|| WEAK_RULES.get(i.checked_sub(RULES.len())?))
-}
-
-/// All rule words in one automaton (ASCII case-insensitive): one pass over a text finds every
-/// rule that matches, instead of a substring search per word.
-static MATCHER: LazyLock<(AhoCorasick, Vec<u32>)> = LazyLock::new(|| {
-    let mut words = Vec::new();
-    let mut rule_of = Vec::new();
-    for (i, (_, pats)) in RULES.iter().chain(WEAK_RULES).enumerate() {
-        for p in *pats {
-            words.push(*p);
-            rule_of.push(u32::try_from(i).unwrap_or(u32::MAX));
-        }
-    }
-    let ac = AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(&words)
-        .unwrap_or_else(|_| AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton()));
-    (ac, rule_of)
-});
-
-#[allow(clippy::panic)]
-fn unreachable_automaton() -> AhoCorasick {
-    // Building from a fixed, valid word list cannot fail; an empty automaton cannot either.
-    panic!("the rule automaton could not be built")
-}
-
-/// The rules whose words occur in `text`, as a bit set over rule indices.
-fn rule_hits(text: &str) -> u64 {
-    let (ac, rule_of) = &*MATCHER;
-    let mut bits = 0u64;
-    for m in ac.find_overlapping_iter(text) {
-        if let Some(&r) = rule_of.get(m.pattern().as_usize()) {
-            bits |= 1u64 << r.min(63);
-        }
-    }
-    bits
-}
-
-/// The first rule in `hits` whose reason `keep` accepts.
-fn first_rule(hits: u64, keep: impl Fn(Reason) -> bool) -> Option<Reason> {
-    (0..64).filter(|i| hits & (1 << i) != 0).filter_map(|i| rule(i)).map(|r| r.0).find(|r| keep(*r))
-}
-
-/// `hits` without the weak rules.
-fn strong(hits: u64) -> u64 {
-    hits & ((1u64 << RULES.len()) - 1)
-}
-
-/// The reason, from the words first (they are more specific than codes), then the codes.
-fn reason(
-    diag: &str,
-    whole: &Head<'_>,
-    status: Option<EnhancedStatus>,
-    code: Option<u16>,
-    delayed: bool,
-    only_recipient: bool,
-) -> Reason {
-    use Reason as R;
-    // A permanent "unable to route" (5.4.4) is a destination that cannot be found, whatever
-    // the resolver's words ("name service error") say about how.
-    let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4);
-    if let Some(r) = first_rule(rule_hits(diag), |_| true) {
-        return if r == R::NetworkError && unroutable { R::HostUnknown } else { r };
-    }
-    let whole_hits = whole.hits();
-    // The block said nothing useful: the message's own words. With one failed recipient
-    // the whole account is about it; with several, only the reasons a whole message can
-    // speak for (a queue that expired, a host that does not exist).
-    if (only_recipient || diag.len() < 120)
-        && let Some(r) = first_rule(whole_hits, |r| {
-            only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
-        })
-    {
-        return if r == R::NetworkError && unroutable { R::HostUnknown } else { r };
-    }
-    if let Some(s) = status {
-        match (s.subject, s.detail) {
-            (1, 1) | (1, 0) | (1, 3) | (1, 10) => return R::UserUnknown,
-            (1, 2) => return R::HostUnknown,
-            (1, 6) => return R::HasMoved,
-            (2, 2) => return R::MailboxFull,
-            (2, 3) => return R::ExceedLimit,
-            (3, 4) => return R::MesgTooBig,
-            (2, 1) => return R::Suspend,
-            (4, 7) => return R::Expired,
-            (4, 4) if s.class == 5 => return R::HostUnknown,
-            (4, _) => return R::NetworkError,
-            (7, 1) => return R::Blocked,
-            (7, _) => return R::SecurityError,
-            (6, _) => return R::ContentError,
-            (3, _) => return R::SystemError,
-            _ => {}
-        }
-    }
-    if let Some(r) = first_rule(whole_hits, |r| {
-        matches!(r, R::UserUnknown | R::MailboxFull | R::HostUnknown | R::Expired | R::MesgTooBig)
-    }) {
-        return r;
-    }
-    if delayed {
-        return R::Expired;
-    }
-    // Nothing but a code: a rejection whose cause the server kept to itself. Transient (it
-    // says nothing against the address), unless nothing at all is known.
-    match (code, status) {
-        (Some(552), _) => R::MailboxFull,
-        (Some(c), _) if c / 100 == 5 => R::SystemError,
-        (None, Some(s)) if s.class == 5 => R::SystemError,
-        _ => R::OnHold,
     }
 }
 
@@ -1593,7 +1043,7 @@ Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
         let human = "<a@example.org>: host mx.example.org said: 550 <a@example.org>: User unknown (in reply to\n    RCPT TO command)";
         let b = &parse(&dsn(human, fields)).bounces[0];
         assert_eq!((b.kind, b.reason), (BounceType::Permanent, Reason::UserUnknown));
-        assert!(b.reason.suppresses(Some(5)));
+        assert!(b.suppress);
     }
 
     #[test]

@@ -755,6 +755,13 @@ async fn bounces_and_complaints_arriving_later_become_events_and_only_hard_ones_
     assert_eq!(rec.state.last_event(), Some(EventKind::Bounced));
     assert_eq!(rec.state.events.last().unwrap().bounce.as_ref().unwrap().kind, BounceType::Permanent);
 
+    // A delay notice ("Action: delayed") is a warning: `delivery_delayed`, never a bounce.
+    let delayed = String::from_utf8(dsn(&soft_mid, "full@example.org", "4.2.2", "452 4.2.2 Mailbox full"))
+        .unwrap()
+        .replace("Action: failed", "Action: delayed");
+    let r = s.engine.ingest_bounce(delayed.as_bytes()).await.unwrap();
+    assert_eq!((r.kind, r.email, r.suppressed.len()), (MessageKind::Delayed, Some(soft), 0));
+    assert_eq!(s.engine.get(soft).await.unwrap().last_event, Some(EventKind::DeliveryDelayed));
     let r =
         s.engine.ingest_bounce(&dsn(&soft_mid, "full@example.org", "4.2.2", "452 4.2.2 Mailbox full")).await.unwrap();
     assert!(r.suppressed.is_empty(), "a transient bounce never suppresses");

@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod reason;
+pub use reason::{Basis, Reason, Stage, Verdict, judge};
+
 /// An RFC 3463 enhanced status code, `class.subject.detail`. Serialised as its text, `5.1.1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnhancedStatus {
@@ -150,7 +153,7 @@ pub struct BounceInfo {
     pub diagnostic: Vec<String>,
 }
 
-/// The class of a reply. `retry` says whether delivering again later may succeed.
+/// The class of a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classification {
     /// Permanent, Transient or Undetermined.
@@ -159,45 +162,36 @@ pub struct Classification {
     pub subtype: BounceSubtype,
     /// The address itself is unusable: only these feed the suppression list.
     pub suppress: bool,
+    /// The finer reason.
+    pub reason: Reason,
 }
 
-/// Classifies one reply. Total: every input gets a class.
-///
-/// The enhanced status decides when present (it is more specific than the basic code);
-/// otherwise the basic code's class. 5.7.x (policy, blocks, authentication) is treated as
-/// transient and never suppresses: such rejections are about the sender or its reputation,
-/// not the address, and suppressing on them would swallow good addresses.
-///
-/// An enhanced status whose class disagrees with the reply code's (`280 5.2.1`, `450 5.1.1`)
-/// is ignored: RFC 3463 §3.1 requires them to agree, and the reply code is what the server's
-/// SMTP state machine acts on; such a self-contradicting reply is no evidence that the address
-/// is gone, so it never suppresses.
+/// Classifies a reply to `RCPT TO` (see [`classify_at`]).
 pub fn classify(reply: &SmtpReply) -> Classification {
-    let class = reply.code / 100;
-    let agrees = reply.enhanced.is_none_or(|e| u16::from(e.class) == class);
-    let mut c = classify_consistent(class, reply.code, reply.enhanced.filter(|_| agrees));
-    c.suppress &= agrees;
-    c
+    classify_at(reply, Stage::Recipient)
 }
 
-fn classify_consistent(class: u16, code: u16, enhanced: Option<EnhancedStatus>) -> Classification {
-    use BounceSubtype as S;
-    use BounceType as T;
-    let c = |kind, subtype, suppress| Classification { kind, subtype, suppress };
-    match (class, enhanced.map(|e| (e.subject, e.detail))) {
-        (2, _) => c(T::Undetermined, S::Undetermined, false),
-        (_, Some((2, 2))) => c(T::Transient, S::MailboxFull, false),
-        (_, Some((3, 4))) | (_, Some((2, 3))) => c(T::Transient, S::MessageTooLarge, false),
-        (_, Some((6, _))) => c(T::Transient, S::ContentRejected, false),
-        (_, Some((7, _))) => c(T::Transient, S::General, false),
-        (5, Some((1, 1 | 2 | 3 | 6 | 10))) | (5, Some((2, 1))) => c(T::Permanent, S::General, true),
-        (4, _) => c(T::Transient, S::General, false),
-        (5, Some(_)) => c(T::Permanent, S::General, false),
-        (5, None) if matches!(code, 550 | 551 | 553) => c(T::Permanent, S::General, true),
-        (5, None) if code == 552 => c(T::Transient, S::MailboxFull, false),
-        (5, None) => c(T::Permanent, S::General, false),
-        _ => c(T::Undetermined, S::Undetermined, false),
+/// Classifies one reply given at `stage`. Total: every input gets a class. The reading is
+/// the one bounce reports get ([`reason::judge`]): the words first, then the enhanced status,
+/// then the code; see [`reason::verdict`] for the policy.
+///
+/// A reply that is no refusal (2xx, 3xx) is Undetermined. An enhanced status whose class
+/// disagrees with the reply code's (`450 5.1.1`) is ignored: RFC 3463 §3.1 requires them to
+/// agree, and the reply code is what the server's SMTP state machine acts on; such a
+/// self-contradicting reply is no evidence that the address is gone, so it never suppresses.
+pub fn classify_at(reply: &SmtpReply, stage: Stage) -> Classification {
+    let class = reply.code / 100;
+    if !matches!(class, 4 | 5) {
+        return Classification {
+            kind: BounceType::Undetermined,
+            subtype: BounceSubtype::Undetermined,
+            suppress: false,
+            reason: Reason::Undefined,
+        };
     }
+    let agrees = reply.enhanced.is_none_or(|e| u16::from(e.class) == class);
+    let v = judge(&reply.text, reply.enhanced.filter(|_| agrees), Some(reply.code), stage);
+    Classification { kind: v.kind, subtype: v.subtype, suppress: v.suppress && agrees, reason: v.reason }
 }
 
 /// The event detail for a rejected recipient.

@@ -1,0 +1,944 @@
+//! Why a recipient was refused, and what follows from it.
+//!
+//! One reading of a refusal — its words, its RFC 3463 status, its reply code and the SMTP step
+//! it answered — shared by live SMTP replies ([`super::classify_at`], the worker) and bounce
+//! reports ([`crate::inbound`]), and the one suppression policy ([`Verdict::suppress`]).
+//!
+//! Invariants:
+//! - Total: every input gets a verdict; nothing here panics.
+//! - A live reply's verdict is a function of (text, status, code, stage) alone. A report may
+//!   add what the rest of it says ([`Basis::Context`]) only where the refusal's own words and
+//!   status say nothing known; otherwise both paths give the same verdict (tested on every
+//!   message of the corpus).
+//! - Only [`Verdict::suppress`] puts an address on the suppression list, and only on evidence
+//!   that the address itself is unusable (see [`verdict`] for each mapping and its RFC).
+
+use super::{BounceSubtype, BounceType, EnhancedStatus};
+use aho_corasick::AhoCorasick;
+use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
+
+/// The finer reason carried beside the type (Sisimai's vocabulary, which the corpus uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// The mailbox does not exist.
+    UserUnknown,
+    /// The domain does not exist or takes no mail.
+    HostUnknown,
+    /// The recipient has moved (a forwarding notice).
+    HasMoved,
+    /// The domain takes no mail (a null MX).
+    NotAccept,
+    /// The mailbox is full.
+    MailboxFull,
+    /// The message is larger than the server takes.
+    MesgTooBig,
+    /// A size or count limit of the recipient was exceeded.
+    ExceedLimit,
+    /// Refused as spam.
+    SpamDetected,
+    /// Refused for a virus.
+    VirusDetected,
+    /// The content was refused.
+    ContentError,
+    /// A policy of the receiving side refused it.
+    PolicyViolation,
+    /// The message does not follow the RFCs.
+    NotCompliantRfc,
+    /// The sending address or host is blocked.
+    Blocked,
+    /// The sender was refused.
+    Rejected,
+    /// A filter refused it (often an unknown user said after DATA).
+    Filtered,
+    /// The mailbox is suspended or disabled.
+    Suspend,
+    /// Delivery gave up after retrying.
+    Expired,
+    /// Sender authentication (SPF, DKIM, DMARC) failed.
+    AuthFailure,
+    /// The sending host lacks a PTR record.
+    RequirePtr,
+    /// A network failure.
+    NetworkError,
+    /// Too many connections.
+    TooManyConn,
+    /// A security (TLS) failure.
+    SecurityError,
+    /// A failure of the mailer itself.
+    MailerError,
+    /// A system failure on the receiving side.
+    SystemError,
+    /// The receiving system is out of space.
+    SystemFull,
+    /// The sender's reputation is bad.
+    BadReputation,
+    /// Too much mail too fast.
+    Speeding,
+    /// Relaying was refused.
+    NoRelaying,
+    /// An SMTP syntax error.
+    SyntaxError,
+    /// Held, its fate undecided.
+    OnHold,
+    /// No reason could be read.
+    Undefined,
+}
+
+impl Reason {
+    /// The hosted service's type and subtype for this reason; `code_class` is the reply's
+    /// class (4 or 5) where known. `text` decides AttachmentRejected.
+    pub fn classify(self, code_class: Option<u8>, text: &str) -> (BounceType, BounceSubtype) {
+        use BounceSubtype as S;
+        use BounceType as T;
+        match self {
+            Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => (T::Permanent, S::General),
+            Reason::NotAccept if code_class != Some(4) => (T::Permanent, S::General),
+            Reason::OnHold | Reason::Undefined => (T::Undetermined, S::Undetermined),
+            Reason::MailboxFull => (T::Transient, S::MailboxFull),
+            Reason::MesgTooBig | Reason::ExceedLimit => (T::Transient, S::MessageTooLarge),
+            Reason::SpamDetected
+            | Reason::ContentError
+            | Reason::VirusDetected
+            | Reason::PolicyViolation
+            | Reason::NotCompliantRfc => {
+                let t = text.to_ascii_lowercase();
+                if t.contains("attachment") || t.contains("file type") || t.contains("extension") {
+                    (T::Transient, S::AttachmentRejected)
+                } else {
+                    (T::Transient, S::ContentRejected)
+                }
+            }
+            _ => (T::Transient, S::General),
+        }
+    }
+}
+
+/// The step of the SMTP dialogue a refusal answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// `RCPT TO`: the server judged the recipient.
+    Recipient,
+    /// `MAIL FROM` or `DATA`: the server judged the sender or the message.
+    Message,
+    /// Not said.
+    Unknown,
+}
+
+impl Stage {
+    /// The step a refusal's words name (`in reply to RCPT TO command`, `after end of data`).
+    /// `lower` is lower-cased.
+    pub fn named_in(lower: &str) -> Stage {
+        if says_rcpt_stage(lower) {
+            Stage::Recipient
+        } else if says_message_stage(lower) {
+            Stage::Message
+        } else {
+            Stage::Unknown
+        }
+    }
+}
+
+/// What decided a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The refusal's own words.
+    Words,
+    /// Its enhanced status code (RFC 3463).
+    Status,
+    /// The rest of the report (its other lines, its `Action: delayed`): reports only.
+    Context,
+    /// Nothing but the reply code's class, or nothing at all.
+    Code,
+}
+
+/// The reading of one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The finer reason.
+    pub reason: Reason,
+    /// Permanent, Transient or Undetermined.
+    pub kind: BounceType,
+    /// The subtype within the type.
+    pub subtype: BounceSubtype,
+    /// The address itself is unusable: it goes on the suppression list.
+    pub suppress: bool,
+    /// What decided the reason.
+    pub basis: Basis,
+}
+
+/// Reads one refusal with the standard rules: its text, status and code, and the step it
+/// answered.
+pub fn judge(text: &str, status: Option<EnhancedStatus>, code: Option<u16>, stage: Stage) -> Verdict {
+    judge_with(Rules::standard(), text, status, code, stage, None)
+}
+
+/// What the rest of a report says, for the recipients whose own lines say nothing known.
+pub(crate) struct Context<'a> {
+    /// The start of the report's human account, with its rule hits.
+    pub(crate) head: &'a Head<'a>,
+    /// The report's action for this recipient was `delayed`.
+    pub(crate) delayed: bool,
+    /// This is the report's only failed recipient, so all of the account is about it.
+    pub(crate) only_recipient: bool,
+}
+
+/// [`judge`] with given rules and, for reports, their context.
+pub(crate) fn judge_with(
+    rules: &Rules,
+    text: &str,
+    status: Option<EnhancedStatus>,
+    code: Option<u16>,
+    stage: Stage,
+    context: Option<&Context<'_>>,
+) -> Verdict {
+    let (reason, basis) = reason(rules, text, status, code, context);
+    verdict(reason, basis, status, code, stage, text)
+}
+
+/// The type, subtype and suppression that follow from a reason: the one policy.
+///
+/// - **Unknown user** (x.1.1 / x.1.0 / x.1.3 / x.1.10, RFC 3463 §3.2 "bad destination
+///   mailbox address", or its words said at `RCPT TO` or under an x.1.x or 5.2.1 status):
+///   permanent, and suppressed. The same words at another step, or at a step not said with
+///   no such status, are a filter's answer dressed as "no such user" (content gateways say it
+///   after `DATA`): reason `filtered`, transient, never suppressed.
+/// - **Unknown host** (x.1.2 "bad destination system address", x.4.4 in class 5 "unable to
+///   route"), **moved** (x.1.6 "destination mailbox has moved"), **takes no mail** (a null MX,
+///   RFC 7505, in class 5): permanent, suppressed.
+/// - **Disabled mailbox in class 5** (5.2.1, RFC 3463 §3.3 "mailbox disabled, not accepting
+///   messages" — permanent in class 5): permanent, suppressed. Disabled or suspended in words
+///   only, or in class 4: transient (accounts are suspended and come back).
+/// - **A permanent refusal whose words and status name nothing known** (5xx or 5.x.x only):
+///   permanent/General, reason `undefined`, **not** suppressed. Why: RFC 5321 §4.2.1 says a
+///   5yz reply must not be repeated as it was, so retrying or calling it transient is wrong,
+///   and that is what the hosted service reports; but nothing says the address is gone, so it
+///   stays off the list. (Transient, the earlier answer, lost most hard bounces whose wording
+///   was new.)
+/// - A 4xx refusal never suppresses, whatever its words: the server itself says it may pass.
+///   Nor does an x.7.x one (RFC 3463 §3.8, security or policy: about the sender, its content
+///   or standing); "user unknown" under x.7.x is read as `filtered`.
+/// - Everything else: transient, by [`Reason::classify`]'s subtypes.
+pub fn verdict(
+    mut reason: Reason,
+    basis: Basis,
+    status: Option<EnhancedStatus>,
+    code: Option<u16>,
+    stage: Stage,
+    text: &str,
+) -> Verdict {
+    let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
+    // x.1.x and 5.2.1 are the status's own evidence; otherwise "no such user" counts only when
+    // the server said it to RCPT TO.
+    let status_says_gone = status.is_some_and(|s| s.subject == 1 || (s.class == 5 && s.subject == 2 && s.detail == 1));
+    // x.7.x is security or policy (RFC 3463 §3.8): whatever the words, a refusal about the
+    // sender, its content or its standing, never evidence that the address is gone.
+    let policy_status = status.is_some_and(|s| s.subject == 7);
+    if reason == Reason::UserUnknown && ((stage != Stage::Recipient && !status_says_gone) || policy_status) {
+        reason = Reason::Filtered;
+    }
+    let disabled_for_good = reason == Reason::Suspend
+        && class == Some(5)
+        && status.is_some_and(|s| s.class == 5 && s.subject == 2 && s.detail == 1);
+    let said_nothing_known = basis == Basis::Code && reason == Reason::Undefined;
+    let (kind, subtype) = if disabled_for_good || (said_nothing_known && class == Some(5)) {
+        (BounceType::Permanent, BounceSubtype::General)
+    } else if said_nothing_known && class == Some(4) {
+        (BounceType::Transient, BounceSubtype::General)
+    } else {
+        reason.classify(class, text)
+    };
+    let unusable = matches!(reason, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved)
+        || (reason == Reason::NotAccept && class != Some(4))
+        || disabled_for_good;
+    let suppress = unusable && kind == BounceType::Permanent && class != Some(4) && !policy_status;
+    Verdict { reason, kind, subtype, suppress, basis }
+}
+
+/// The reason, from the words first (they are more specific than codes), then the status,
+/// then (reports only) the rest of the report, then the code.
+fn reason(
+    rules: &Rules,
+    text: &str,
+    status: Option<EnhancedStatus>,
+    code: Option<u16>,
+    context: Option<&Context<'_>>,
+) -> (Reason, Basis) {
+    use Reason as R;
+    // A permanent "unable to route" (5.4.4) is a destination that cannot be found, whatever
+    // the resolver's words ("name service error") say about how.
+    let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4);
+    let routed = |r: Reason| if r == R::NetworkError && unroutable { R::HostUnknown } else { r };
+    if let Some(r) = first_rule(rules.hits(text), |_| true) {
+        return (routed(r), Basis::Words);
+    }
+    // The refusal said nothing useful: the report's own words. With one failed recipient
+    // the whole account is about it; with several, only the reasons a whole message can
+    // speak for (a queue that expired, a host that does not exist).
+    if let Some(c) = context
+        && (c.only_recipient || text.len() < 120)
+        && let Some(r) = first_rule(c.head.hits(rules), |r| {
+            c.only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
+        })
+    {
+        return (routed(r), Basis::Context);
+    }
+    if let Some(s) = status {
+        let by_status = match (s.subject, s.detail) {
+            (1, 1) | (1, 0) | (1, 3) | (1, 10) => Some(R::UserUnknown),
+            (1, 2) => Some(R::HostUnknown),
+            (1, 6) => Some(R::HasMoved),
+            (2, 2) => Some(R::MailboxFull),
+            (2, 3) => Some(R::ExceedLimit),
+            (3, 4) => Some(R::MesgTooBig),
+            (2, 1) => Some(R::Suspend),
+            (4, 7) => Some(R::Expired),
+            (4, 4) if s.class == 5 => Some(R::HostUnknown),
+            (4, _) => Some(R::NetworkError),
+            (7, 1) => Some(R::Blocked),
+            (7, _) => Some(R::SecurityError),
+            (6, _) => Some(R::ContentError),
+            (3, _) => Some(R::SystemError),
+            _ => None,
+        };
+        if let Some(r) = by_status {
+            return (r, Basis::Status);
+        }
+    }
+    if let Some(c) = context {
+        if let Some(r) = first_rule(c.head.hits(rules), |r| {
+            matches!(r, R::UserUnknown | R::MailboxFull | R::HostUnknown | R::Expired | R::MesgTooBig)
+        }) {
+            return (r, Basis::Context);
+        }
+        if c.delayed {
+            return (R::Expired, Basis::Context);
+        }
+    }
+    // Nothing but a code: a refusal whose cause the server kept to itself.
+    match code {
+        Some(552) => (R::MailboxFull, Basis::Code),
+        _ => (R::Undefined, Basis::Code),
+    }
+}
+
+/// What the start of a report's human account says, read once for all its recipients.
+pub(crate) struct Head<'a> {
+    /// The text, lower-cased.
+    text: &'a str,
+    hits: std::cell::OnceCell<u64>,
+    status: std::cell::OnceCell<Option<EnhancedStatus>>,
+    code: std::cell::OnceCell<Option<u16>>,
+    rcpt_stage: std::cell::OnceCell<bool>,
+}
+
+impl<'a> Head<'a> {
+    pub(crate) fn new(text: &'a str) -> Head<'a> {
+        Head {
+            text,
+            hits: Default::default(),
+            status: Default::default(),
+            code: Default::default(),
+            rcpt_stage: Default::default(),
+        }
+    }
+
+    /// The strong rules whose words occur here.
+    fn hits(&self, rules: &Rules) -> u64 {
+        *self.hits.get_or_init(|| strong(rules.hits(self.text)))
+    }
+
+    pub(crate) fn status(&self) -> Option<EnhancedStatus> {
+        *self.status.get_or_init(|| find_status(self.text))
+    }
+
+    pub(crate) fn code(&self) -> Option<u16> {
+        *self.code.get_or_init(|| find_code(self.text))
+    }
+
+    pub(crate) fn rcpt_stage(&self) -> bool {
+        *self.rcpt_stage.get_or_init(|| says_rcpt_stage(self.text))
+    }
+}
+
+/// The text says the server refused at RCPT time. `lower` is lower-cased.
+pub(crate) fn says_rcpt_stage(lower: &str) -> bool {
+    const AT_RCPT: &[&str] = &[
+        "rcpt to",
+        "rcpt:",
+        "rcpt_to",
+        "in reply to rcpt",
+        "after rcpt",
+        "recipient address rejected",
+        "not recognized",
+    ];
+    AT_RCPT.iter().any(|p| lower.contains(p))
+}
+
+/// The text says the server refused after the message was sent (or at `MAIL FROM`).
+/// `lower` is lower-cased.
+fn says_message_stage(lower: &str) -> bool {
+    const AFTER: &[&str] =
+        &["end of data", "after data", "reply to data", "after mail from", "reply to mail from", "after message"];
+    AFTER.iter().any(|p| lower.contains(p))
+}
+
+pub(crate) fn inferred_status(reason: Reason, class: Option<u8>) -> String {
+    let c = class.unwrap_or(5);
+    match reason {
+        Reason::UserUnknown => format!("{c}.1.1"),
+        Reason::HostUnknown => format!("{c}.1.2"),
+        Reason::HasMoved => format!("{c}.1.6"),
+        Reason::MailboxFull => format!("{c}.2.2"),
+        Reason::MesgTooBig => format!("{c}.3.4"),
+        Reason::ExceedLimit => format!("{c}.2.3"),
+        Reason::Expired => "4.4.7".into(),
+        Reason::Suspend => format!("{c}.2.1"),
+        Reason::Blocked | Reason::Rejected | Reason::PolicyViolation | Reason::SecurityError => format!("{c}.7.1"),
+        Reason::NetworkError => format!("{c}.4.0"),
+        Reason::ContentError | Reason::SpamDetected | Reason::VirusDetected => format!("{c}.6.0"),
+        _ => format!("{c}.0.0"),
+    }
+}
+
+pub(crate) fn find_status(text: &str) -> Option<EnhancedStatus> {
+    // Tokens end at whitespace or punctuation; a status token is `[45].d{1,3}.d{1,3}`
+    // (a trailing full stop is the sentence's). Byte-wise: this runs over every head.
+    let b = text.as_bytes();
+    let sep = |c: u8| c.is_ascii_whitespace() || b"()[]<>,;:\"'#".contains(&c);
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
+        let start = i + off;
+        i = start + 1;
+        if start > 0 && !sep(b[start - 1]) {
+            continue;
+        }
+        let end = b[start..].iter().position(|&c| sep(c)).map_or(b.len(), |p| start + p);
+        if end - start < 5 || b.get(start + 1) != Some(&b'.') {
+            continue;
+        }
+        if let Some(st) = text.get(start..end).and_then(|w| EnhancedStatus::parse(w.trim_end_matches('.'))) {
+            return Some(st);
+        }
+    }
+    None
+}
+
+pub(crate) fn find_code(text: &str) -> Option<u16> {
+    // Whole tokens only: the digits inside a Message-ID (`af2558de-437b`) are no reply code.
+    // (IPv4 octets never reach 421.)
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
+        let start = i + off;
+        i = start + 1;
+        if start > 0 && b[start - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let Some(w) = b.get(start..start + 3) else { break };
+        if !w.iter().all(u8::is_ascii_digit) || b.get(start + 3).is_some_and(u8::is_ascii_alphanumeric) {
+            continue;
+        }
+        let c = u16::from(w[0] - b'0') * 100 + u16::from(w[1] - b'0') * 10 + u16::from(w[2] - b'0');
+        if matches!(c, 421..=554) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// The reason rules: words that name a reason, in priority order (the first rule with a
+/// word in the text wins).
+const RULES: &[(Reason, &[&str])] = &[
+    // A local delivery agent's own failure, whatever words it passes on.
+    (Reason::MailerError, &["procmail:"]),
+    (Reason::NotAccept, &["couldn't find a mail exchanger", "no smtp service", "does not accept mail", "null mx"]),
+    (
+        Reason::Expired,
+        &[
+            "for a long time",
+            "not delivered within",
+            "retry timeout",
+            "retry time",
+            "delivery time expired",
+            "envelope expired",
+            "message expired",
+            "multiple retries",
+            "has been delayed",
+            "timed out",
+            "time out",
+            "could not be delivered for",
+            "maximum time",
+            "too long",
+            "retries exceeded",
+            "retry period",
+            "could not be delivered within",
+        ],
+    ),
+    (
+        Reason::MailboxFull,
+        &[
+            "mailbox full",
+            "mailbox is full",
+            "over quota",
+            "quota exceeded",
+            "exceeded storage",
+            "exceeds quota",
+            "mailbox size limit",
+            "mailfolder is full",
+            "insufficient storage",
+            "disk quota",
+            "user is over",
+            "over the storage",
+            "not enough storage",
+            "mailbox has exceeded",
+            "mailbox exceeded",
+            "is over its quota",
+            "over its storage",
+            "exceeds allowed size",
+            "mailbox exceeds",
+            "quota",
+        ],
+    ),
+    (
+        Reason::MesgTooBig,
+        &[
+            "message too large",
+            "message is too large",
+            "size exceeds",
+            "message size exceeds",
+            "too big",
+            "exceeds the maximum",
+            "message length exceeds",
+            "size limit",
+            "message size",
+        ],
+    ),
+    (Reason::VirusDetected, &["virus", "malware", "infected"]),
+    // A blocklist named in a refusal is about the sending host, not the content: before the
+    // spam words ("spamhaus" holds "spam").
+    (Reason::Blocked, &["spamhaus", "blocked using", "dnsbl", "blacklisted", "blocklisted"]),
+    (Reason::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
+    (
+        Reason::Rejected,
+        &[
+            "sender address rejected",
+            "sender rejected",
+            "domain of sender",
+            "sender denied",
+            "sender verify",
+            "after mail from",
+            "'send mail as'",
+            "envelope sender",
+            "sender is not verified",
+            "address is not verified",
+            "identities failed",
+            "sender domain",
+        ],
+    ),
+    (
+        Reason::NetworkError,
+        &[
+            "dns error",
+            "name service error",
+            "unexpected name server",
+            "mail loop",
+            "hop count",
+            "loops back",
+            "routing loop",
+            "socket error",
+            "requests to connect",
+            "unable to connect",
+            "could not connect",
+            "cannot connect",
+        ],
+    ),
+    (
+        Reason::Speeding,
+        &[
+            "receiving mail at a rate",
+            "receiving mail too quickly",
+            "sending too fast",
+            "too many messages too quickly",
+            "rate that prevents",
+        ],
+    ),
+    (
+        Reason::Suspend,
+        &[
+            "suspended",
+            "disabled",
+            "inactive",
+            "deactivated",
+            "locked",
+            "frozen",
+            "not active",
+            "temporarily unavailable",
+        ],
+    ),
+    (Reason::HasMoved, &["has moved", "address has changed", "no longer", "moved to"]),
+    (
+        Reason::HostUnknown,
+        &[
+            "host unknown",
+            "unknown host",
+            "domain not found",
+            "no such domain",
+            "domain does not exist",
+            "name or service not known",
+            "host not found",
+            "unrouteable address",
+            "unroutable",
+            "no mx",
+            "mx record",
+            "nxdomain",
+            "invalid domain",
+            "host or domain name not found",
+            "unknown domain",
+            "non-existent domain",
+            "domain name not found",
+            "hostname not found",
+            "domain is not reachable",
+        ],
+    ),
+    (Reason::Filtered, &["after end of data", "after data"]),
+    (
+        Reason::UserUnknown,
+        &[
+            "user unknown",
+            "unknown user",
+            "no such user",
+            "no such recipient",
+            "no such mailbox",
+            "does not exist",
+            "doesn't exist",
+            "not exist",
+            "unknown recipient",
+            "recipient unknown",
+            "invalid recipient",
+            "recipient not found",
+            "user not found",
+            "mailbox not found",
+            "mailbox unavailable",
+            "mailbox is unavailable",
+            "unknown address",
+            "address unknown",
+            "no mailbox",
+            "not a valid recipient",
+            "invalid mailbox",
+            "user doesn't",
+            "unknown local part",
+            "unknown or illegal alias",
+            "account is unavailable",
+            "no valid recipients",
+            "not listed in domino directory",
+            // Microsoft's directory-based edge blocking: the mailbox is not in the tenant.
+            "recipient address rejected: access denied",
+            "bad destination mailbox",
+            "address not found",
+            "invalid address",
+            "account that you tried to reach",
+            "user account is unavailable",
+            "no such person",
+            "not our customer",
+            "is not a valid",
+            "unknown mailbox",
+            "undeliverable address",
+            "no account",
+            "mailbox does not",
+            "user does not",
+            "addressee unknown",
+            "not a known user",
+            "no such address",
+            "no such account",
+            "unknown account",
+            "invalid account",
+            "recipient invalid",
+            "address invalid",
+            "mailbox unknown",
+            "bad recipient",
+            "no mailbox here",
+            "address couldn't be found",
+            "address could not be found",
+            "destinataire inconnu",
+            "destinataire invalide",
+            "utilisateur inconnu",
+            "adresse invalide",
+            "existiert nicht",
+            "unbekannt",
+            "usuario desconocido",
+            "no existe",
+            "inexistente",
+            "sconosciuto",
+            "inesistente",
+            "does not like recipient",
+            "badrcptto",
+            "not a registered",
+            "unknown",
+        ],
+    ),
+    (
+        Reason::RequirePtr,
+        &["reverse dns", "ptr record", "reverse lookup", "name lookup failed", "no ptr", "rdns", "does not resolve"],
+    ),
+    (Reason::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
+    (
+        Reason::Blocked,
+        &[
+            "blocked",
+            "blacklist",
+            "blocklist",
+            "rbl",
+            "listed",
+            "banned",
+            "poor reputation",
+            "reputation",
+            "client host rejected",
+            "connection refused",
+            "access denied",
+        ],
+    ),
+    (Reason::NoRelaying, &["relay", "relaying"]),
+];
+
+/// The catch-all rules: single common words that name a reason only inside a server's own
+/// diagnostic. In the rest of a bounce ("Message headers follow", "MAILER-DAEMON", a help
+/// URL) they are noise, so the whole-message fallback never reads them.
+const WEAK_RULES: &[(Reason, &[&str])] = &[
+    // "Recipient address rejected: <why>" names the why after it; the bare words only count
+    // when no more specific rule (auth, block, relay) matched.
+    (Reason::UserUnknown, &["address rejected"]),
+    (Reason::PolicyViolation, &["policy", "prohibited", "not allowed"]),
+    (Reason::ContentError, &["content", "8-bit", "8bit", "header", "malformed", "mime"]),
+    (
+        Reason::TooManyConn,
+        &[
+            "too many connections",
+            "too many recipients",
+            "too many messages",
+            "rate limit",
+            "try again later",
+            "exceeded the rate",
+        ],
+    ),
+    (Reason::NetworkError, &["network", "connection", "dns", "lookup"]),
+    (Reason::SystemFull, &["system full", "insufficient system storage", "out of disk"]),
+    (
+        Reason::SystemError,
+        &[
+            "system error",
+            "internal error",
+            "server error",
+            "temporary failure",
+            "local error",
+            "service unavailable",
+            "currently unavailable",
+            "transaction failed",
+        ],
+    ),
+    (Reason::MailerError, &["procmail", "mailer error", "command", "pipe", "program"]),
+    (Reason::Filtered, &["filter", "not accepted", "refused"]),
+    (Reason::NotAccept, &["does not accept", "not accepting", "null mx", "no mail"]),
+];
+
+// Rule hits are a bit set in a u64.
+const _: () = assert!(RULES.len() + WEAK_RULES.len() <= 64);
+
+/// Every rule, strong ones first: index `i` is strong when `i < RULES.len()`.
+fn rule(i: usize) -> Option<&'static (Reason, &'static [&'static str])> {
+    RULES.get(i).or_else(|| WEAK_RULES.get(i.checked_sub(RULES.len())?))
+}
+
+/// The reason words, compiled: one automaton (ASCII case-insensitive) finds every rule whose
+/// words occur in a text in one pass, instead of a substring search per word.
+pub struct Rules {
+    ac: AhoCorasick,
+    /// The rule index of each pattern of `ac`.
+    rule_of: Vec<u32>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules").field("words", &self.rule_of.len()).finish()
+    }
+}
+
+impl Rules {
+    /// Every word of every rule: what the reader uses.
+    pub fn standard() -> &'static Rules {
+        static STANDARD: LazyLock<Rules> = LazyLock::new(|| Rules::without(|_, _| false));
+        &STANDARD
+    }
+
+    /// The rules less the words `drop` names (by reason and word). Why it exists: a
+    /// cross-validation scores the reader on a family of mail with the words only that
+    /// family supports taken out, to show which rules are fitted to it.
+    pub fn without(drop: impl Fn(Reason, &str) -> bool) -> Rules {
+        let mut words = Vec::new();
+        let mut rule_of = Vec::new();
+        for (i, (reason, pats)) in RULES.iter().chain(WEAK_RULES).enumerate() {
+            for p in pats.iter().filter(|p| !drop(*reason, p)) {
+                words.push(*p);
+                rule_of.push(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        let ac = AhoCorasick::builder().ascii_case_insensitive(true).build(&words).unwrap_or_else(|_| {
+            AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton())
+        });
+        Rules { ac, rule_of }
+    }
+
+    /// Every (reason, word, strong) of the standard rules, strong ones first.
+    pub fn words() -> impl Iterator<Item = (Reason, &'static str, bool)> {
+        RULES
+            .iter()
+            .map(|r| (r, true))
+            .chain(WEAK_RULES.iter().map(|r| (r, false)))
+            .flat_map(|((reason, pats), strong)| pats.iter().map(move |p| (*reason, *p, strong)))
+    }
+
+    /// The rules whose words occur in `text`, as a bit set over rule indices.
+    pub(crate) fn hits(&self, text: &str) -> u64 {
+        let mut bits = 0u64;
+        for m in self.ac.find_overlapping_iter(text) {
+            if let Some(&r) = self.rule_of.get(m.pattern().as_usize()) {
+                bits |= 1u64 << r.min(63);
+            }
+        }
+        bits
+    }
+
+    /// The words of `text` that name a reason, with the reason each names (what `classify
+    /// --explain` and the cross-validation read).
+    pub fn matches<'t>(&self, text: &'t str) -> Vec<(Reason, &'t str)> {
+        self.ac
+            .find_overlapping_iter(text)
+            .filter_map(|m| {
+                let r = rule(*self.rule_of.get(m.pattern().as_usize())? as usize)?;
+                Some((r.0, &text[m.start()..m.end()]))
+            })
+            .collect()
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_automaton() -> AhoCorasick {
+    // Building from a fixed, valid word list cannot fail; an empty automaton cannot either.
+    panic!("the rule automaton could not be built")
+}
+
+/// The first rule in `hits` whose reason `keep` accepts.
+fn first_rule(hits: u64, keep: impl Fn(Reason) -> bool) -> Option<Reason> {
+    (0..64).filter(|i| hits & (1 << i) != 0).filter_map(rule).map(|r| r.0).find(|r| keep(*r))
+}
+
+/// `hits` without the weak rules.
+fn strong(hits: u64) -> u64 {
+    hits & ((1u64 << RULES.len()) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(text: &str, status: &str, code: u16, stage: Stage) -> Verdict {
+        judge(text, EnhancedStatus::parse(status), Some(code), stage)
+    }
+
+    #[test]
+    fn an_unknown_user_is_permanent_only_on_evidence() {
+        let v = at("User unknown", "", 550, Stage::Recipient);
+        assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::UserUnknown, true));
+        // After DATA: a filter's answer.
+        let v = at("User unknown", "", 550, Stage::Message);
+        assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Transient, Reason::Filtered, false));
+        // Step not said: the status decides.
+        let v = at("User unknown", "5.1.1", 550, Stage::Unknown);
+        assert_eq!((v.kind, v.suppress), (BounceType::Permanent, true));
+        let v = at("User unknown", "5.2.1", 550, Stage::Unknown);
+        assert_eq!((v.kind, v.suppress), (BounceType::Permanent, true));
+        let v = at("User unknown", "5.0.0", 550, Stage::Unknown);
+        assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Transient, Reason::Filtered, false));
+        // A 4xx never suppresses, whatever its words.
+        let v = at("Recipient address rejected: User unknown", "4.1.1", 450, Stage::Recipient);
+        assert!(!v.suppress);
+    }
+
+    #[test]
+    fn a_disabled_mailbox_is_permanent_in_class_5_only() {
+        let v = at("The email account that you tried to reach is disabled", "5.2.1", 550, Stage::Recipient);
+        assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::Suspend, true));
+        let v = at("mailbox disabled", "4.2.1", 450, Stage::Recipient);
+        assert_eq!((v.kind, v.suppress), (BounceType::Transient, false));
+        let v = at("account suspended", "5.0.0", 550, Stage::Recipient);
+        assert_eq!((v.kind, v.suppress), (BounceType::Transient, false));
+    }
+
+    #[test]
+    fn a_refusal_that_says_nothing_known_is_permanent_by_its_class_and_never_suppresses() {
+        let v = at("xyzzy", "", 554, Stage::Recipient);
+        assert_eq!(
+            (v.kind, v.subtype, v.reason, v.suppress, v.basis),
+            (BounceType::Permanent, BounceSubtype::General, Reason::Undefined, false, Basis::Code)
+        );
+        let v = at("xyzzy", "", 451, Stage::Recipient);
+        assert_eq!((v.kind, v.suppress), (BounceType::Transient, false));
+        let v = judge("xyzzy", None, None, Stage::Unknown);
+        assert_eq!((v.kind, v.suppress), (BounceType::Undetermined, false));
+        // A status with a known subject is not "nothing known".
+        assert_eq!(at("xyzzy", "5.1.2", 550, Stage::Recipient).reason, Reason::HostUnknown);
+        assert!(at("xyzzy", "5.4.4", 550, Stage::Recipient).suppress);
+    }
+
+    #[test]
+    fn words_come_before_the_status() {
+        // A 5.1.1 that names a block is a block: the address is not shown to be gone.
+        let v = at("blocked using zen.spamhaus.org", "5.1.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::Blocked, false));
+        let v = at(
+            "The user you are trying to contact is receiving mail at a rate that prevents",
+            "5.2.1",
+            550,
+            Stage::Recipient,
+        );
+        assert_eq!((v.reason, v.kind), (Reason::Speeding, BounceType::Transient));
+    }
+
+    #[test]
+    fn rules_without_a_word_no_longer_read_it() {
+        let rules = Rules::without(|r, w| r == Reason::UserUnknown && w == "no such user");
+        let v = judge_with(&rules, "no such user", None, Some(550), Stage::Recipient, None);
+        assert_eq!(v.reason, Reason::Undefined);
+        assert!(Rules::words().any(|(r, w, strong)| r == Reason::UserUnknown && w == "no such user" && strong));
+    }
+
+    proptest! {
+        /// The policy's invariants hold for any words, status, code and step: suppression
+        /// only with a permanent type and never on a 4xx; a 4xx is never permanent unless the
+        /// words say the address is gone.
+        #[test]
+        fn suppression_needs_a_permanent_refusal(
+            words in prop::collection::vec(prop::sample::select(Rules::words().map(|w| w.1).collect::<Vec<_>>()), 0..3),
+            noise in "[a-z ]{0,20}",
+            class in 4u8..6, subject in 0u8..8, detail in 0u8..8,
+            has_status in any::<bool>(), code_rest in 0u16..55,
+            stage in prop::sample::select(vec![Stage::Recipient, Stage::Message, Stage::Unknown]),
+        ) {
+            let text = format!("{noise} {}", words.join(" "));
+            let status = has_status.then_some(EnhancedStatus { class, subject: u16::from(subject), detail: u16::from(detail) });
+            let code = u16::from(class) * 100 + code_rest;
+            let v = judge(&text, status, Some(code), stage);
+            prop_assert!(!v.suppress || v.kind == BounceType::Permanent);
+            prop_assert!(!v.suppress || class == 5);
+            prop_assert!(!v.suppress || !status.is_some_and(|s| s.subject == 7));
+            if stage == Stage::Message && !status.is_some_and(|s| s.subject == 1 || (s.subject == 2 && s.detail == 1)) {
+                prop_assert!(v.reason != Reason::UserUnknown);
+            }
+        }
+    }
+}
