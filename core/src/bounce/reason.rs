@@ -935,7 +935,7 @@ mod tests {
             let v = judge(&text, status, Some(code), stage);
             prop_assert!(!v.suppress || v.kind == BounceType::Permanent);
             prop_assert!(!v.suppress || class == 5);
-            prop_assert!(!v.suppress || !status.is_some_and(|s| s.subject == 7));
+            prop_assert!(!v.suppress || status.is_none_or(|s| s.subject != 7));
             if stage == Stage::Message && !status.is_some_and(|s| s.subject == 1 || (s.subject == 2 && s.detail == 1)) {
                 prop_assert!(v.reason != Reason::UserUnknown);
             }
