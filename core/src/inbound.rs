@@ -257,7 +257,10 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     // Some MTAs mark their bounces auto-replied too (RFC 3834 allows it); a failure subject
     // from a mailer daemon is a bounce all the same.
     let auto_reply = auto_reply && !(failure_subject || from.starts_with("mailer-daemon@"));
-    if auto_reply && blocks.is_empty() && !failure_words {
+    // An auto-reply that says its own address is gone is that address's bounce (below).
+    let says_gone = auto_reply
+        && rules.matches(&lower_human).iter().any(|(r, _)| matches!(r, Reason::UserUnknown | Reason::HasMoved));
+    if auto_reply && blocks.is_empty() && !failure_words && !says_gone {
         return Parsed::empty(MessageKind::AutoReply, links);
     }
 
@@ -377,13 +380,21 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
                 rcpts.retain(|a| !contact(a));
             }
         }
+        // An auto-reply that says its own address is gone ("this address no longer exists",
+        // "user unknown") is the bounce of its sender: the address that answered.
+        // (The addresses it names are where to write instead.)
+        if says_gone && !from.is_empty() && header("X-Failed-Recipients").is_none() {
+            rcpts = vec![from.clone()];
+        }
         if rcpts.is_empty() && failure_words {
             // The failed address is only in the quoted original's To header.
             if let Some(t) = header_in(&original, "to") {
                 rcpts.extend(addresses(&t).into_iter().map(|a| a.to_ascii_lowercase()).take(1));
             }
         }
-        if failure_words || header("X-Failed-Recipients").is_some() {
+        // A free-text notice that says it is a warning while the server keeps trying is a delay.
+        let warning_only = !rcpts.is_empty() && says_still_trying(&lower_human);
+        if failure_words || says_gone || header("X-Failed-Recipients").is_some() {
             for r in &rcpts {
                 let diag = block_for(&human, &lower_human, r).unwrap_or_else(|| human.chars().take(2000).collect());
                 let e = Evidence {
@@ -392,7 +403,7 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
                     account: "",
                     head: &lower_head,
                     rules,
-                    delayed: false,
+                    delayed: warning_only,
                     only_recipient: rcpts.len() == 1,
                 };
                 bounces.push(record(r, &e));
@@ -728,9 +739,12 @@ fn clean_address(s: &str) -> String {
         (Some(a), Some(b)) if b > a => &s[a + 1..b],
         _ => s,
     };
-    s.trim()
-        .trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',' || c == ';' || c == ':')
-        .to_ascii_lowercase()
+    // A quoted local part (`"john..doe"@example.org`, RFC 5321 §4.1.2) keeps its quotes.
+    let s = s.trim();
+    if s.starts_with('"') && s.find("\"@").is_some_and(|q| q > 0) {
+        return s.trim_end_matches(['.', ',', ';', ':']).to_ascii_lowercase();
+    }
+    s.trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',' || c == ';' || c == ':').to_ascii_lowercase()
 }
 
 /// Every address-looking token in `text`, in order.
@@ -744,6 +758,14 @@ fn addresses(text: &str) -> Vec<String> {
         while start > 0 && local(b[start - 1]) {
             start -= 1;
         }
+        // A quoted local part (`"john..doe"@example.org`): back to its opening quote, on
+        // one line and within the 64 octets a local part may have.
+        if start == k && k > 1 && b[k - 1] == b'"' {
+            let open = b[..k - 1].iter().rposition(|&c| c == b'"' || c == b'\n').filter(|&o| b[o] == b'"');
+            if let Some(o) = open.filter(|&o| k - o <= 66 && k - o > 2) {
+                start = o;
+            }
+        }
         let mut end = k + 1;
         while end < b.len() && host(b[end]) {
             end += 1;
@@ -753,7 +775,11 @@ fn addresses(text: &str) -> Vec<String> {
         }
         // Both ends sit on ASCII bytes, so these are char boundaries.
         let Some(a) = text.get(start..end) else { continue };
-        let a = a.trim_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=');
+        let a = if a.starts_with('"') {
+            a.trim_end_matches(['.', '-'])
+        } else {
+            a.trim_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=')
+        };
         let domain = a.rsplit('@').next().unwrap_or_default();
         if a.starts_with('@') || !domain.contains('.') {
             continue;
@@ -846,6 +872,22 @@ fn looks_like_failure_lower(t: &str) -> bool {
     static FAILURE: LazyLock<Option<AhoCorasick>> =
         LazyLock::new(|| AhoCorasick::builder().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(WORDS).ok());
     FAILURE.as_ref().is_some_and(|ac| ac.is_match(t))
+}
+
+/// The notice says the server is still trying and this is a warning only (`lower` is
+/// lower-cased), and nothing says it gave up.
+fn says_still_trying(lower: &str) -> bool {
+    const STILL: &[&str] = &[
+        "warning message only",
+        "this is a warning only",
+        "you do not need to resend",
+        "will continue to try",
+        "will keep trying",
+        "will be retried",
+        "still trying",
+    ];
+    const GAVE_UP: &[&str] = &["permanent", "gave up", "giving up", "will not be retried", "no further attempts"];
+    STILL.iter().any(|p| lower.contains(p)) && !GAVE_UP.iter().any(|p| lower.contains(p))
 }
 
 fn is_failure_subject(subject: &str) -> bool {
@@ -1053,6 +1095,43 @@ Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
         // A dotless local host is still a mailbox when nothing better is given.
         let fields = "Final-Recipient: rfc822; a@mailhub0\nAction: failed\nStatus: 5.1.1";
         assert_eq!(parse(&dsn("", fields)).bounces[0].recipient, "a@mailhub0");
+    }
+
+    #[test]
+    fn a_quoted_local_part_is_one_address() {
+        let raw = dsn(
+            "<\"john..doe\"@example.org>: host mx.example.org said: 550 5.1.1 User unknown",
+            "Final-Recipient: rfc822; \"john..doe\"@example.org\nAction: failed\nStatus: 5.1.1",
+        );
+        let p = parse(&raw);
+        assert_eq!(p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(), ["\"john..doe\"@example.org"]);
+        let raw = b"From: postmaster@mx.example.net\nTo: me@example.com\nSubject: Undeliverable\n\n\
+Delivery failed for \"a....b....\"@example.org: 550 no such user\n";
+        let rcpts: Vec<String> = parse(raw).bounces.into_iter().map(|b| b.recipient).collect();
+        assert_eq!(rcpts, ["\"a....b....\"@example.org"]);
+    }
+
+    #[test]
+    fn an_auto_reply_saying_its_address_is_gone_bounces_that_address() {
+        let raw = b"From: Old Hand <old@example.org>\nTo: me@example.com\nSubject: Automatic reply: Hello\n\
+Auto-Submitted: auto-replied\n\nThis address no longer exists. Please write to new@example.org.\n";
+        let p = parse(raw);
+        assert_eq!(p.kind, MessageKind::Bounce);
+        assert_eq!(p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(), ["old@example.org"]);
+        // An ordinary vacation notice stays an auto-reply.
+        let raw = b"From: a@example.org\nTo: me@example.com\nSubject: Out of office\nAuto-Submitted: auto-replied\n\n\
+I am away until Monday.\n";
+        assert_eq!(parse(raw).kind, MessageKind::AutoReply);
+    }
+
+    #[test]
+    fn a_warning_in_free_text_is_a_delay() {
+        let raw = b"From: postmaster@mx.example.net\nTo: me@example.com\nSubject: Delivery delayed\n\n\
+THIS IS A WARNING MESSAGE ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE.\n\
+Delivery to gone@example.org has been delayed: 451 4.4.1 connection timed out. It will be retried.\n";
+        let p = parse(raw);
+        assert_eq!(p.kind, MessageKind::Delayed);
+        assert!(p.bounces.iter().all(|b| b.delayed && b.kind == BounceType::Transient && !b.suppress));
     }
 
     #[test]

@@ -273,6 +273,17 @@ fn reason(
     let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4);
     let routed = |r: Reason| if r == R::NetworkError && unroutable { R::HostUnknown } else { r };
     if let Some(r) = first_rule(rules.hits(text), |_| true) {
+        // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's
+        // own verdict on the address. Words about the content (a scanner's disclaimer in the
+        // same text: "virus", "spam") or a retry story do not outweigh it; words that say why
+        // the address was refused (a block, a rate, a sender or SPF refusal) still do —
+        // servers do put 5.1.x on those.
+        let bad_mailbox = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 0 | 1 | 3 | 10));
+        let about_the_content =
+            matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError | R::NotCompliantRfc | R::Expired);
+        if bad_mailbox && about_the_content {
+            return (R::UserUnknown, Basis::Status);
+        }
         return (routed(r), Basis::Words);
     }
     // The refusal said nothing useful: the report's own words. With one failed recipient
@@ -907,6 +918,16 @@ mod tests {
             Stage::Recipient,
         );
         assert_eq!((v.reason, v.kind), (Reason::Speeding, BounceType::Transient));
+    }
+
+    #[test]
+    fn an_explicit_bad_mailbox_status_outweighs_content_words() {
+        let text = "550 5.1.1 <a@example.org> user unknown. This message was scanned for viruses and spam.";
+        let v = at(text, "5.1.1", 550, Stage::Unknown);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::UserUnknown, BounceType::Permanent, true));
+        // A reason about the address itself still speaks.
+        assert_eq!(at("mailbox full", "5.1.1", 550, Stage::Recipient).reason, Reason::MailboxFull);
+        assert_eq!(at("relaying denied", "5.1.1", 550, Stage::Recipient).reason, Reason::NoRelaying);
     }
 
     #[test]
