@@ -432,12 +432,11 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
 /// An Amazon SES event notification (`{"notificationType": "Bounce" | "Complaint" |
 /// "Delivery", ...}`) sent by e-mail through SNS: its JSON is the report.
 fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Option<Parsed> {
-    let at = human.find("{\"notificationType\"")?;
-    let mut stream = serde_json::Deserializer::from_str(&human[at..]).into_iter::<serde_json::Value>();
-    let v = stream.next()?.ok()?;
+    let v = ses_json(human)?;
     let links = links.clone();
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    match v.get("notificationType")?.as_str()? {
+    let kind = v.get("notificationType").or_else(|| v.get("eventType"))?.as_str()?;
+    match kind {
         "Delivery" => Some(Parsed::empty(MessageKind::Delivered, links)),
         "Complaint" => {
             let complainant = v
@@ -481,6 +480,33 @@ fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Option<Parsed>
         }
         _ => None,
     }
+}
+
+/// The SES notification in `text`: the first JSON object whose first key is
+/// `notificationType` (SNS to e-mail) or `eventType` (configuration-set event publishing),
+/// compact or pretty-printed, or an SNS envelope (`"Type": "Notification"`) whose `Message`
+/// string holds one. Only objects that open with one of those keys are parsed, so a bounce
+/// quoting other JSON costs nothing.
+fn ses_json(text: &str) -> Option<serde_json::Value> {
+    for (at, _) in text.match_indices('{').take(64) {
+        let rest = text[at + 1..].trim_start();
+        let key = ["\"notificationType\"", "\"eventType\"", "\"Type\""].into_iter().find(|k| rest.starts_with(k));
+        let Some(key) = key else { continue };
+        let mut stream = serde_json::Deserializer::from_str(&text[at..]).into_iter::<serde_json::Value>();
+        let Some(Ok(v)) = stream.next() else { continue };
+        if key == "\"Type\"" {
+            let inner = v
+                .get("Message")
+                .and_then(|m| m.as_str())
+                .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
+            if let Some(inner) = inner.filter(|i| i.get("notificationType").or_else(|| i.get("eventType")).is_some()) {
+                return Some(inner);
+            }
+            continue;
+        }
+        return Some(v);
+    }
+    None
 }
 
 /// Where the returned original sits in a report: the first `message/rfc822` (or
@@ -1165,6 +1191,16 @@ A message that you sent could not be delivered to one or more of its recipients.
         let p = parse(&mail(complaint));
         assert!(p.complaint && p.bounces.is_empty());
         assert_eq!(p.complainant.as_deref(), Some("angry@example.org"));
+        // Pretty-printed, as event publishing (`eventType`), and inside an SNS envelope.
+        let pretty = "{\n  \"eventType\": \"Bounce\",\n  \"bounce\": {\"bounceType\": \"Permanent\", \"bouncedRecipients\": [{\"emailAddress\": \"bounce@simulator.amazonses.com\", \"diagnosticCode\": \"smtp; 550 5.1.1 user unknown\"}]}\n}";
+        let p = parse(&mail(pretty));
+        assert_eq!(
+            p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(),
+            ["bounce@simulator.amazonses.com"]
+        );
+        let envelope = serde_json::json!({"Type": "Notification", "MessageId": "x", "Message": bounce}).to_string();
+        let p = parse(&mail(&envelope));
+        assert_eq!(p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(), ["gone@example.org"]);
         let delivery = r#"{"notificationType":"Delivery","delivery":{"recipients":["ok@example.org"],"smtpResponse":"250 2.6.0 Message received"}}"#;
         let p = parse(&mail(delivery));
         assert_eq!((p.kind, p.bounces.len()), (MessageKind::Delivered, 0));
