@@ -258,8 +258,7 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     // from a mailer daemon is a bounce all the same.
     let auto_reply = auto_reply && !(failure_subject || from.starts_with("mailer-daemon@"));
     // An auto-reply that says its own address is gone is that address's bounce (below).
-    let says_gone = auto_reply
-        && rules.matches(&lower_human).iter().any(|(r, _)| matches!(r, Reason::UserUnknown | Reason::HasMoved));
+    let says_gone = auto_reply && rules.names(&lower_human, |r| matches!(r, Reason::UserUnknown | Reason::HasMoved));
     if auto_reply && blocks.is_empty() && !failure_words && !says_gone {
         return Parsed::empty(MessageKind::AutoReply, links);
     }
@@ -488,10 +487,17 @@ fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Option<Parsed>
 /// string holds one. Only objects that open with one of those keys are parsed, so a bounce
 /// quoting other JSON costs nothing.
 fn ses_json(text: &str) -> Option<serde_json::Value> {
+    // At most a few objects are parsed: a message stuffed with `{"Type": …` objects (anyone
+    // may mail a bounce address) costs a few parses of at most the 1 MB input, not one each.
+    let mut parsed = 0;
     for (at, _) in text.match_indices('{').take(64) {
         let rest = text[at + 1..].trim_start();
         let key = ["\"notificationType\"", "\"eventType\"", "\"Type\""].into_iter().find(|k| rest.starts_with(k));
         let Some(key) = key else { continue };
+        parsed += 1;
+        if parsed > 4 {
+            return None;
+        }
         let mut stream = serde_json::Deserializer::from_str(&text[at..]).into_iter::<serde_json::Value>();
         let Some(Ok(v)) = stream.next() else { continue };
         if key == "\"Type\"" {

@@ -822,16 +822,9 @@ impl Rules {
         bits
     }
 
-    /// The words of `text` that name a reason, with the reason each names (what `classify
-    /// --explain` and the cross-validation read).
-    pub fn matches<'t>(&self, text: &'t str) -> Vec<(Reason, &'t str)> {
-        self.ac
-            .find_overlapping_iter(text)
-            .filter_map(|m| {
-                let r = rule(*self.rule_of.get(m.pattern().as_usize())? as usize)?;
-                Some((r.0, &text[m.start()..m.end()]))
-            })
-            .collect()
+    /// Whether a rule word in `text` names a reason `keep` accepts (one pass, no allocation).
+    pub(crate) fn names(&self, text: &str, keep: impl Fn(Reason) -> bool) -> bool {
+        first_rule(self.hits(text), keep).is_some()
     }
 }
 
