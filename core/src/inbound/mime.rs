@@ -1,0 +1,431 @@
+//! The MIME layer of the bounce reader: only what a bounce needs, read in place.
+//!
+//! A bounce is read for a few headers, its text parts, its report part and the headers of
+//! the message it returns. A general parser builds the whole tree — every header of every
+//! part, the returned original parsed as a message of its own — and that was more than
+//! half of the reader's time. Here a message is split into parts by scanning for its
+//! boundaries, the few headers asked for are read where they lie, and only the parts the
+//! reader keeps are decoded (transfer encoding, then charset, with mail-parser's decoders).
+//!
+//! Invariants: every function is total on any bytes (no panics, no unbounded recursion:
+//! nesting stops at [`MAX_DEPTH`], a message yields at most [`MAX_PARTS`] leaves); input
+//! has LF line endings (the caller normalises); nothing is copied until a part is decoded.
+
+use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::parsers::MessageStream;
+use mail_parser::{Addr, HeaderValue};
+use std::borrow::Cow;
+
+/// Multiparts nested deeper than this are not opened (mail-parser stops at the same kind of
+/// limit): real reports nest three or four levels.
+pub(super) const MAX_DEPTH: usize = 10;
+/// A message with more leaves than this is read for its first ones only.
+pub(super) const MAX_PARTS: usize = 256;
+
+/// Splits an entity into its header block (each line with its `\n`) and its body.
+pub(super) fn split(b: &[u8]) -> (&[u8], &[u8]) {
+    if b.first() == Some(&b'\n') {
+        return (&[], &b[1..]);
+    }
+    match memchr::memmem::find(b, b"\n\n") {
+        Some(i) => (&b[..i + 1], &b[i + 2..]),
+        None => (b, &[]),
+    }
+}
+
+/// A header block, indexed once: each header's name and raw value (folded lines included,
+/// with the `\n` that ends it). Lookups then compare names only; scanning the block again
+/// for each of the dozen headers a bounce is asked for cost more than the rest of its
+/// MIME reading.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Headers<'a> {
+    fields: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a> Headers<'a> {
+    pub fn new(block: &'a [u8]) -> Headers<'a> {
+        let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut at = 0;
+        for nl in memchr::memchr_iter(b'\n', block).chain((block.last() != Some(&b'\n')).then_some(block.len())) {
+            let line = &block[at..(nl + 1).min(block.len())];
+            let start = at;
+            at = nl + 1;
+            if matches!(line.first(), Some(b' ' | b'\t')) {
+                // A continuation line extends the header before it.
+                if let Some((_, value)) = fields.last_mut() {
+                    let value_start = value.as_ptr() as usize - block.as_ptr() as usize;
+                    *value = &block[value_start..(nl + 1).min(block.len())];
+                }
+                continue;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else { continue };
+            let name = line[..colon].trim_ascii_end();
+            if name.is_empty() {
+                continue;
+            }
+            fields.push((name, &block[start + colon + 1..(nl + 1).min(block.len())]));
+        }
+        Headers { fields }
+    }
+
+    /// The raw value of the first header `name`.
+    pub fn raw(&self, name: &str) -> Option<&'a [u8]> {
+        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v)
+    }
+
+    /// The value of header `name`, unfolded and trimmed (undecoded: for machine-read headers).
+    pub fn get(&self, name: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(self.raw(name)?);
+        let mut out = String::with_capacity(text.len());
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 && !line.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(line.trim());
+        }
+        Some(out.trim().to_string())
+    }
+
+    /// The value of header `name` with RFC 2047 encoded words decoded (a subject).
+    pub fn text(&self, name: &str) -> Option<String> {
+        match MessageStream::new(self.raw(name)?).parse_unstructured() {
+            HeaderValue::Text(t) => Some(t.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The first mailbox of address header `name`, lower-cased.
+    pub fn address(&self, name: &str) -> Option<String> {
+        let first = |list: &[Addr<'_>]| list.iter().find_map(|a| a.address.as_deref().map(str::to_ascii_lowercase));
+        match MessageStream::new(self.raw(name)?).parse_address() {
+            HeaderValue::Address(mail_parser::Address::List(list)) => first(&list),
+            HeaderValue::Address(mail_parser::Address::Group(groups)) => {
+                groups.iter().find_map(|g| first(&g.addresses))
+            }
+            _ => None,
+        }
+    }
+
+    /// The Content-Type, or the default (empty `mime`) when there is none.
+    pub fn content_type(&self) -> ContentType {
+        self.raw("Content-Type").map(ContentType::parse).unwrap_or_default()
+    }
+}
+
+/// A part's media type, lower-cased (`text/plain`), and the parameters the reader uses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct ContentType {
+    /// `type/subtype`, or empty when the part declares none.
+    pub mime: String,
+    pub boundary: Option<Vec<u8>>,
+    pub charset: Option<String>,
+    /// `report-type` of a `multipart/report`.
+    pub report_type: Option<String>,
+}
+
+impl ContentType {
+    /// Reads a Content-Type value (RFC 2045 §5.1): `type/subtype`, then `;`-separated
+    /// parameters, plain or quoted. Comments and RFC 2231 continuations are not read:
+    /// the parameters used here do not need them.
+    pub fn parse(value: &[u8]) -> ContentType {
+        let value = String::from_utf8_lossy(value);
+        let mut rest = value.trim_start();
+        let mime_end = rest.find([';', ' ', '\t', '\n', '(']).unwrap_or(rest.len());
+        let mime = rest[..mime_end].to_ascii_lowercase();
+        rest = &rest[mime_end..];
+        let mut ct = ContentType { mime: if mime.contains('/') { mime } else { String::new() }, ..Default::default() };
+        while let Some(semi) = rest.find(';') {
+            rest = rest[semi + 1..].trim_start();
+            let Some(eq) = rest.find('=') else { break };
+            let name = rest[..eq].trim().to_ascii_lowercase();
+            rest = rest[eq + 1..].trim_start();
+            let value = if let Some(quoted) = rest.strip_prefix('"') {
+                let close = quoted.find('"').unwrap_or(quoted.len());
+                let v = &quoted[..close];
+                rest = quoted.get(close + 1..).unwrap_or("");
+                v
+            } else {
+                let end = rest.find([';', ' ', '\t', '\n']).unwrap_or(rest.len());
+                let v = &rest[..end];
+                rest = &rest[end..];
+                v
+            };
+            match name.as_str() {
+                "boundary" if !value.is_empty() => ct.boundary = Some(value.as_bytes().to_vec()),
+                "charset" => ct.charset = Some(value.to_ascii_lowercase()),
+                "report-type" => ct.report_type = Some(value.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        ct
+    }
+}
+
+/// What a leaf holds, as the reader sorts parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `text/*` other than html, or a part that declares no type (RFC 2045 §5.2).
+    Text,
+    /// `text/html`.
+    Html,
+    /// An enclosed message: `message/rfc822`, `message/global`, or an untyped digest entry.
+    Message,
+    /// Anything else (report parts, attachments).
+    Other,
+}
+
+/// One part that is not a multipart.
+#[derive(Debug, Clone)]
+pub(super) struct Leaf<'a> {
+    pub content_type: ContentType,
+    pub kind: Kind,
+    pub headers: Headers<'a>,
+    pub body: &'a [u8],
+    /// Where the part (its headers) starts in the whole message.
+    pub offset: usize,
+}
+
+impl Leaf<'_> {
+    /// The body with its transfer encoding undone.
+    pub fn decoded(&self) -> Cow<'_, [u8]> {
+        let cte = (self.headers.raw("Content-Transfer-Encoding"))
+            .map(|v| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match cte.as_str() {
+            // Bad base64 is shown as it came rather than dropped: its words may still say why.
+            "base64" => base64_decode(self.body).map_or(Cow::Borrowed(self.body), Cow::Owned),
+            "quoted-printable" => Cow::Owned(quoted_printable(self.body)),
+            _ => Cow::Borrowed(self.body),
+        }
+    }
+
+    /// The body as text: transfer encoding undone, then the declared charset (UTF-8 when
+    /// none, or when the charset is unknown).
+    pub fn text(&self) -> String {
+        let bytes = self.decoded();
+        let charset = self.content_type.charset.as_deref().unwrap_or("utf-8");
+        if !matches!(charset, "utf-8" | "us-ascii" | "utf8" | "ascii")
+            && !bytes.is_ascii()
+            && let Some(decode) = charset_decoder(charset.as_bytes())
+        {
+            return decode(&bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Quoted-printable (RFC 2045 §6.7), leniently: a `=` that starts no escape stays as it is
+/// (mail in the wild breaks the rule, and one bad escape must not lose the whole part).
+fn quoted_printable(b: &[u8]) -> Vec<u8> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let Some(eq) = memchr::memchr(b'=', &b[i..]) else {
+            out.extend_from_slice(&b[i..]);
+            break;
+        };
+        out.extend_from_slice(&b[i..i + eq]);
+        i += eq + 1;
+        match (b.get(i).copied().and_then(hex), b.get(i + 1).copied().and_then(hex)) {
+            (Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 2;
+            }
+            _ => {
+                // A soft line break: `=`, optional white space, newline.
+                let ws = b[i..].iter().take_while(|c| **c == b' ' || **c == b'\t').count();
+                if b.get(i + ws) == Some(&b'\n') {
+                    i += ws + 1;
+                } else if i + ws >= b.len() {
+                    i += ws;
+                } else {
+                    out.push(b'=');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The message's own headers and every leaf of it, depth first, in order.
+pub(super) fn read(message: &[u8]) -> (Headers<'_>, Vec<Leaf<'_>>) {
+    let (headers, body) = split(message);
+    let headers = Headers::new(headers);
+    let mut out = Vec::new();
+    walk_entity(headers.clone(), body, 0, message.len() - body.len(), false, 0, &mut out);
+    (headers, out)
+}
+
+fn walk<'a>(entity: &'a [u8], offset: usize, in_digest: bool, depth: usize, out: &mut Vec<Leaf<'a>>) {
+    let (headers, body) = split(entity);
+    walk_entity(Headers::new(headers), body, offset, offset + (entity.len() - body.len()), in_digest, depth, out);
+}
+
+fn walk_entity<'a>(
+    headers: Headers<'a>,
+    body: &'a [u8],
+    offset: usize,
+    body_at: usize,
+    in_digest: bool,
+    depth: usize,
+    out: &mut Vec<Leaf<'a>>,
+) {
+    if out.len() >= MAX_PARTS {
+        return;
+    }
+    let content_type = headers.content_type();
+    if content_type.mime.starts_with("multipart/") && depth < MAX_DEPTH {
+        let Some(boundary) = content_type.boundary.as_deref() else {
+            // A multipart without a boundary (it fell off a folded header) has no parts to
+            // find: the caller falls back to the raw body.
+            return;
+        };
+        let digest = content_type.mime == "multipart/digest";
+        for (start, end) in parts(body, boundary) {
+            walk(&body[start..end], body_at + start, digest, depth + 1, out);
+            if out.len() >= MAX_PARTS {
+                return;
+            }
+        }
+        return;
+    }
+    let kind = match content_type.mime.as_str() {
+        "" if in_digest => Kind::Message,
+        "" => Kind::Text,
+        "text/html" => Kind::Html,
+        m if m.starts_with("text/") => Kind::Text,
+        "message/rfc822" | "message/global" => Kind::Message,
+        _ => Kind::Other,
+    };
+    out.push(Leaf { content_type, kind, headers, body, offset });
+}
+
+/// The parts of a multipart body: the ranges between its delimiter lines (RFC 2046 §5.1.1).
+/// The preamble and the epilogue are no parts; a body cut short ends its last part.
+fn parts(body: &[u8], boundary: &[u8]) -> Vec<(usize, usize)> {
+    let mut delimiters = Vec::new();
+    let mut closed = None;
+    let mut at = 0;
+    let finder = memchr::memmem::Finder::new(boundary);
+    while let Some(i) = finder.find(&body[at..]).map(|i| at + i) {
+        at = i + boundary.len();
+        // A delimiter is `--boundary` at the start of a line (indented ones are taken too,
+        // as mail-parser and mail clients take them: some MTAs indent their report).
+        if i < 2 || &body[i - 2..i] != b"--" {
+            continue;
+        }
+        let indent = body[..i - 2].iter().rev().take_while(|c| **c == b' ' || **c == b'\t').count();
+        let line_start = i - 2 - indent;
+        if line_start > 0 && body[line_start - 1] != b'\n' {
+            continue;
+        }
+        let rest = &body[at..];
+        let close = rest.starts_with(b"--");
+        let tail = if close { &rest[2..] } else { rest };
+        // Only white space may follow on the line (RFC 2046's transport padding).
+        let line_end = memchr::memchr(b'\n', tail).unwrap_or(tail.len());
+        if !tail[..line_end].iter().all(|c| *c == b' ' || *c == b'\t') {
+            continue;
+        }
+        let next_line = (at + (rest.len() - tail.len()) + line_end + 1).min(body.len());
+        delimiters.push((line_start, next_line));
+        if close {
+            closed = Some(line_start);
+            break;
+        }
+        at = next_line;
+    }
+    let mut out = Vec::new();
+    for (k, &(_, content_start)) in delimiters.iter().enumerate() {
+        if Some(delimiters[k].0) == closed {
+            break;
+        }
+        // The newline before the next delimiter belongs to the delimiter.
+        let end = delimiters.get(k + 1).map_or(body.len(), |&(d, _)| d.saturating_sub(1).max(content_start));
+        out.push((content_start, end));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_found_folded_and_case_blind() {
+        let h = Headers::new(b"Subject: =?utf-8?B?VW5kZWxpdmVyYWJsZTo=?= hi\nTo: \"A\" <a@x.org>,\n b@y.org\nX-Failed-Recipients: a@x.org,\n\tb@y.org\nContent-Type: text/plain;\n charset=\"ISO-8859-1\"; format=flowed");
+        assert_eq!(h.text("subject").as_deref(), Some("Undeliverable: hi"));
+        assert_eq!(h.address("TO").as_deref(), Some("a@x.org"));
+        assert_eq!(h.get("x-failed-recipients").as_deref(), Some("a@x.org, b@y.org"));
+        assert_eq!(h.get("X-Failed"), None);
+        let ct = h.content_type();
+        assert_eq!((ct.mime.as_str(), ct.charset.as_deref()), ("text/plain", Some("iso-8859-1")));
+        // A header name that only starts the same is another header.
+        assert_eq!(Headers::new(b"Tox: 1\n").get("To"), None);
+    }
+
+    #[test]
+    fn a_report_splits_into_its_leaves() {
+        let m = b"Content-Type: multipart/report; report-type=delivery-status;\n boundary=\"b1\"\n\npreamble\n--b1\n\nhuman\n--b1\nContent-Type: message/delivery-status\n\nAction: failed\n--b1  \nContent-Type: message/rfc822\n\nTo: x@y.org\n\nbody\n--b1--\nepilogue\n--b1\nnot a part\n";
+        let l = read(m).1;
+        assert_eq!(l.iter().map(|l| l.kind).collect::<Vec<_>>(), [Kind::Text, Kind::Other, Kind::Message]);
+        assert_eq!(l[0].body, b"human");
+        assert_eq!(l[1].content_type.mime, "message/delivery-status");
+        assert_eq!(l[1].body, b"Action: failed");
+        assert_eq!(l[2].body, b"To: x@y.org\n\nbody");
+        assert_eq!(read(m).0.content_type().report_type.as_deref(), Some("delivery-status"));
+        // The offset points at the part's headers.
+        assert!(m[l[1].offset..].starts_with(b"Content-Type: message/delivery-status"));
+    }
+
+    #[test]
+    fn a_boundary_inside_a_line_is_text() {
+        let m = b"Content-Type: multipart/mixed; boundary=zz\n\n--zz\n\nsee --zz here\n--zzz\nstill text\n--zz--\n";
+        let l = read(m).1;
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].body, b"see --zz here\n--zzz\nstill text");
+    }
+
+    #[test]
+    fn a_truncated_multipart_ends_its_last_part() {
+        let m = b"Content-Type: multipart/mixed; boundary=zz\n\n--zz\n\none\n--zz\nContent-Type: text/html\n\n<p>cut";
+        let l = read(m).1;
+        assert_eq!(l.len(), 2);
+        assert_eq!((l[1].kind, l[1].body), (Kind::Html, &b"<p>cut"[..]));
+    }
+
+    #[test]
+    fn transfer_encodings_and_charsets_are_undone() {
+        let m = b"Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\nUtilisateur inconnu =E9t=E9 =3D soft=\nbreak =ZZ end=";
+        let l = read(m).1;
+        assert_eq!(l[0].text(), "Utilisateur inconnu été = softbreak =ZZ end");
+        let m = b"Content-Transfer-Encoding: base64\n\nVXNl\ncg==\n";
+        assert_eq!(read(m).1[0].text(), "User");
+        // Base64 that is not base64 is read as it came.
+        let m = b"Content-Transfer-Encoding: base64\n\nno such user!\n";
+        assert_eq!(read(m).1[0].text(), "no such user!\n");
+    }
+
+    #[test]
+    fn nesting_and_part_counts_are_bounded() {
+        let mut m = Vec::new();
+        for i in 0..50 {
+            m.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n").as_bytes());
+        }
+        m.extend_from_slice(b"\ndeep\n");
+        assert!(read(&m).1.len() <= 1);
+        let mut m = b"Content-Type: multipart/mixed; boundary=b\n\n".to_vec();
+        for _ in 0..1000 {
+            m.extend_from_slice(b"--b\n\nx\n");
+        }
+        assert_eq!(read(&m).1.len(), MAX_PARTS);
+    }
+
+    #[test]
+    fn untyped_digest_entries_are_messages() {
+        let m = b"Content-Type: multipart/digest; boundary=d\n\n--d\n\nFrom: a@b.org\n\nhi\n--d--\n";
+        assert_eq!(read(m).1[0].kind, Kind::Message);
+    }
+}
