@@ -128,18 +128,44 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// The step a refusal's words name (`in reply to RCPT TO command`, `after end of data`).
-    /// `lower` is lower-cased.
-    pub fn named_in(lower: &str) -> Stage {
-        if says_rcpt_stage(lower) {
-            Stage::Recipient
-        } else if says_message_stage(lower) {
-            Stage::Message
-        } else {
-            Stage::Unknown
+    /// The step a refusal's words name (`in reply to RCPT TO command`, `after end of data`),
+    /// in any case. Words naming RCPT TO win over words naming another step.
+    pub fn named_in(text: &str) -> Stage {
+        Stage::named_in_any(&[text])
+    }
+
+    /// [`Stage::named_in`] over several texts read as one account.
+    pub(crate) fn named_in_any(texts: &[&str]) -> Stage {
+        let mut seen = [false; 2];
+        for t in texts {
+            for m in STAGE_WORDS.as_ref().map(|ac| ac.find_overlapping_iter(*t)).into_iter().flatten() {
+                seen[usize::from(m.pattern().as_usize() >= AT_RCPT.len())] = true;
+            }
+        }
+        match seen {
+            [true, _] => Stage::Recipient,
+            [false, true] => Stage::Message,
+            _ => Stage::Unknown,
         }
     }
 }
+
+/// Words saying the server refused at RCPT time.
+const AT_RCPT: &[&str] =
+    &["rcpt to", "rcpt:", "rcpt_to", "in reply to rcpt", "after rcpt", "recipient address rejected", "not recognized"];
+/// Words saying the server refused after the message was sent (or at `MAIL FROM`).
+const AFTER_RCPT: &[&str] =
+    &["end of data", "after data", "reply to data", "after mail from", "reply to mail from", "after message"];
+
+/// Both word lists in one automaton, case-blind: one pass over a refusal instead of a
+/// search per phrase over a lower-cased copy.
+static STAGE_WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .ascii_case_insensitive(true)
+        .build(AT_RCPT.iter().chain(AFTER_RCPT))
+        .ok()
+});
 
 /// What decided a reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -375,26 +401,9 @@ impl<'a> Head<'a> {
     }
 }
 
-/// The text says the server refused at RCPT time. `lower` is lower-cased.
-pub(crate) fn says_rcpt_stage(lower: &str) -> bool {
-    const AT_RCPT: &[&str] = &[
-        "rcpt to",
-        "rcpt:",
-        "rcpt_to",
-        "in reply to rcpt",
-        "after rcpt",
-        "recipient address rejected",
-        "not recognized",
-    ];
-    AT_RCPT.iter().any(|p| lower.contains(p))
-}
-
-/// The text says the server refused after the message was sent (or at `MAIL FROM`).
-/// `lower` is lower-cased.
-fn says_message_stage(lower: &str) -> bool {
-    const AFTER: &[&str] =
-        &["end of data", "after data", "reply to data", "after mail from", "reply to mail from", "after message"];
-    AFTER.iter().any(|p| lower.contains(p))
+/// The text says the server refused at RCPT time (any case).
+pub(crate) fn says_rcpt_stage(text: &str) -> bool {
+    Stage::named_in(text) == Stage::Recipient
 }
 
 pub(crate) fn inferred_status(reason: Reason, class: Option<u8>) -> String {

@@ -211,7 +211,10 @@ impl Leaf<'_> {
         {
             return decode(&bytes);
         }
-        String::from_utf8_lossy(&bytes).into_owned()
+        match std::str::from_utf8(&bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+        }
     }
 }
 

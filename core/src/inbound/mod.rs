@@ -142,17 +142,17 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
                 let decoded = part.decoded();
                 let enclosed = &decoded[decoded.iter().take_while(|c| c.is_ascii_whitespace()).count()..];
                 if original.is_empty() && !report_follows(&normalized[part.offset..]) {
-                    original.push_str(&String::from_utf8_lossy(mime::split(enclosed).0));
+                    original.push_str(&utf8(mime::split(enclosed).0));
                     break;
                 }
-                original.push_str(&String::from_utf8_lossy(enclosed));
+                original.push_str(&utf8(enclosed));
             }
             _ if ct.ends_with("/delivery-status") || ct == "message/global-delivery-status" => {
-                dsn_text.push_str(&String::from_utf8_lossy(&part.decoded()));
+                dsn_text.push_str(&utf8(&part.decoded()));
                 dsn_text.push('\n');
             }
             _ if ct == "message/feedback-report" => {
-                feedback = Some(String::from_utf8_lossy(&part.decoded()).into_owned());
+                feedback = Some(utf8(&part.decoded()).into_owned());
             }
             _ if ct == "text/rfc822-headers" || ct == "message/rfc822-headers" => {
                 let text = part.text();
@@ -183,7 +183,7 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     // A broken MIME tree (a multipart whose boundary parameter fell off its folded header)
     // leaves no readable text part: read the raw body instead of reporting nothing.
     if human.trim().is_empty() && original.is_empty() && dsn_text.is_empty() {
-        human = String::from_utf8_lossy(mime::split(&normalized).1).into_owned();
+        human = utf8(mime::split(&normalized).1).into_owned();
     }
     // A single-part bounce quotes the original inline: split it off.
     let (human, inline_original) = split_inline_original(&human);
@@ -221,7 +221,11 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     // report only inside the quoted message.
     if fields_source.is_empty() {
         static REPORT: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-            AhoCorasick::builder().ascii_case_insensitive(true).build(["final-recipient:", "action: failed"]).ok()
+            AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .ascii_case_insensitive(true)
+                .build(["final-recipient:", "action: failed"])
+                .ok()
         });
         let mut seen = [false; 2];
         for m in REPORT.as_ref().map(|ac| ac.find_iter(&original)).into_iter().flatten() {
@@ -266,15 +270,15 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
         .collect();
     for b in &failed {
         let Some(rcpt) = b.recipient.clone() else { continue };
-        let mut diag = b.diagnostic.clone().unwrap_or_default();
-        if diag.trim().is_empty() || diag.trim().eq_ignore_ascii_case("smtp;") {
-            diag = block_for(&human, &lower_human, &rcpt).unwrap_or_default();
-        }
-        let status = b.status.clone();
-        let delayed = b.action.as_deref() == Some("delayed");
         // The human account often says at which step the server refused ("in reply to RCPT
         // TO command") where the report's Diagnostic-Code does not.
         let account = block_for(&human, &lower_human, &rcpt).unwrap_or_default();
+        let mut diag = b.diagnostic.clone().unwrap_or_default();
+        if diag.trim().is_empty() || diag.trim().eq_ignore_ascii_case("smtp;") {
+            diag = account.clone();
+        }
+        let status = b.status.clone();
+        let delayed = b.action.as_deref() == Some("delayed");
         bounces.push(record(
             &rcpt,
             &Evidence {
@@ -531,9 +535,18 @@ fn report_follows(b: &[u8]) -> bool {
     false
 }
 
-fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
-    if !raw.contains(&b'\r') {
-        return raw.to_vec();
+/// `b` as text: borrowed when it is valid UTF-8 (the usual case, checked on the fast
+/// path), with replacement characters otherwise.
+fn utf8(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
+fn normalize_newlines(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memchr(b'\r', raw).is_none() {
+        return std::borrow::Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -553,7 +566,7 @@ fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
             }
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn strip_tags(html: &str) -> String {
@@ -628,17 +641,22 @@ fn links(envelope_to: &str, original: &str, human: &str, dsn: &str) -> Links {
     l
 }
 
-/// The value of header `name` in a block of quoted headers.
+/// The names [`header_in`] looks for.
+const QUOTED_HEADERS: &[&str] = &["message-id:", "to:", "original-rcpt-to:", "removal-recipient:"];
+
+/// The value of header `name` (one of [`QUOTED_HEADERS`], without its colon) in a block of
+/// quoted headers: the first line that starts with it, in any case. One automaton pass
+/// instead of walking every line: a returned original can be long.
 fn header_in(text: &str, name: &str) -> Option<String> {
-    let prefix = format!("{name}:");
-    for line in text.lines() {
-        if let (Some(head), Some(rest)) = (line.get(..prefix.len()), line.get(prefix.len()..))
-            && head.eq_ignore_ascii_case(&prefix)
-        {
-            return Some(rest.trim().to_string());
-        }
-    }
-    None
+    // One small automaton per name: a search for `message-id:` must not stop at every `to:`.
+    static NAMES: LazyLock<Vec<Option<AhoCorasick>>> = LazyLock::new(|| {
+        QUOTED_HEADERS.iter().map(|h| AhoCorasick::builder().ascii_case_insensitive(true).build([h]).ok()).collect()
+    });
+    let wanted = QUOTED_HEADERS.iter().position(|h| h.strip_suffix(':') == Some(name))?;
+    let b = text.as_bytes();
+    let m = NAMES.get(wanted)?.as_ref()?.find_iter(text).find(|m| m.start() == 0 || b[m.start() - 1] == b'\n')?;
+    let rest = &text[m.end()..];
+    Some(rest[..rest.find('\n').unwrap_or(rest.len())].trim().to_string())
 }
 
 fn field(text: &str, name: &str) -> Option<String> {
@@ -953,7 +971,7 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     let code = find_code(diag).or_else(|| whole.code());
     // The step the server refused at, as the recipient's own lines say, or the whole account
     // when it is about this recipient alone ("in reply to RCPT TO command").
-    let stage = match Stage::named_in(&format!("{diag} {account}").to_ascii_lowercase()) {
+    let stage = match Stage::named_in_any(&[diag, account]) {
         Stage::Unknown if only_recipient && whole.rcpt_stage() => Stage::Recipient,
         s => s,
     };
