@@ -431,4 +431,49 @@ mod tests {
         let m = b"Content-Type: multipart/digest; boundary=d\n\n--d\n\nFrom: a@b.org\n\nhi\n--d--\n";
         assert_eq!(read(m).1[0].kind, Kind::Message);
     }
+
+    #[test]
+    fn an_indented_delimiter_still_opens_a_part() {
+        // Some MTAs indent the delimiter of their report part (seen in real reports).
+        let m = b"Content-Type: multipart/report; boundary=r\n\n--r\n\nhuman\n --r\nContent-Type: message/delivery-status\n\nAction: failed\n--r--\n";
+        let l = read(m).1;
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1].content_type.mime, "message/delivery-status");
+    }
+
+    /// Pieces a hostile or broken message is made of: the reader must stay total on any mix.
+    fn piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(b"Content-Type: multipart/mixed; boundary=b\n".to_vec()),
+            Just(b"Content-Type: multipart/report; boundary=\"b\"\n".to_vec()),
+            Just(b"Content-Type: message/rfc822\n".to_vec()),
+            Just(b"Content-Transfer-Encoding: base64\n".to_vec()),
+            Just(b"Content-Transfer-Encoding: quoted-printable\n".to_vec()),
+            Just(b"Content-Type: text/plain; charset=iso-2022-jp\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"--b\n".to_vec()),
+            Just(b"--b--\n".to_vec()),
+            Just(b" --b\n".to_vec()),
+            Just(b"=\n=E9=Z".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..24),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reading_is_total_and_bounded(pieces in proptest::collection::vec(piece(), 0..40)) {
+            let m = pieces.concat();
+            let (headers, leaves) = read(&m);
+            let _ = headers.content_type();
+            proptest::prop_assert!(leaves.len() <= MAX_PARTS);
+            let range = m.as_ptr() as usize..=m.as_ptr() as usize + m.len();
+            for l in &leaves {
+                // Every part lies inside the message, and decoding it never panics.
+                proptest::prop_assert!(l.body.is_empty() || range.contains(&(l.body.as_ptr() as usize)));
+                proptest::prop_assert!(l.offset <= m.len());
+                let _ = l.text();
+            }
+        }
+    }
 }

@@ -1,0 +1,119 @@
+//! RFC 3464 delivery-status fields and the quoted headers a report carries.
+
+use aho_corasick::AhoCorasick;
+use std::sync::LazyLock;
+
+/// A report part (`message/delivery-status`, `message/global-delivery-status`,
+/// `message/feedback-report`) is declared in `b`: the returned original before it is read
+/// whole. Walks the Content-Type lines only (memchr over newlines): a case-insensitive
+/// automaton over every byte cost more than the reading it saved.
+pub(super) fn report_follows(b: &[u8]) -> bool {
+    let mut line_start = 0;
+    for nl in memchr::memchr_iter(b'\n', b).chain(std::iter::once(b.len())) {
+        let line = &b[line_start..nl];
+        line_start = nl + 1;
+        if line.len() < 14 || !line[..13].eq_ignore_ascii_case(b"content-type:") {
+            continue;
+        }
+        let value = String::from_utf8_lossy(&line[13..line.len().min(80)]).to_ascii_lowercase();
+        let declares = |t: &str| value.trim_start().starts_with(t);
+        if declares("message/delivery-status")
+            || declares("message/global-delivery-status")
+            || declares("message/feedback-report")
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The names [`header_in`] looks for.
+pub(super) const QUOTED_HEADERS: &[&str] = &["message-id:", "to:", "original-rcpt-to:", "removal-recipient:"];
+
+/// The value of header `name` (one of [`QUOTED_HEADERS`], without its colon) in a block of
+/// quoted headers: the first line that starts with it, in any case. One automaton pass
+/// instead of walking every line: a returned original can be long.
+pub(super) fn header_in(text: &str, name: &str) -> Option<String> {
+    // One small automaton per name: a search for `message-id:` must not stop at every `to:`.
+    static NAMES: LazyLock<Vec<Option<AhoCorasick>>> = LazyLock::new(|| {
+        QUOTED_HEADERS.iter().map(|h| AhoCorasick::builder().ascii_case_insensitive(true).build([h]).ok()).collect()
+    });
+    let wanted = QUOTED_HEADERS.iter().position(|h| h.strip_suffix(':') == Some(name))?;
+    let b = text.as_bytes();
+    let m = NAMES.get(wanted)?.as_ref()?.find_iter(text).find(|m| m.start() == 0 || b[m.start() - 1] == b'\n')?;
+    let rest = &text[m.end()..];
+    Some(rest[..rest.find('\n').unwrap_or(rest.len())].trim().to_string())
+}
+
+pub(super) fn field(text: &str, name: &str) -> Option<String> {
+    header_in(text, name)
+}
+
+#[derive(Debug, Default)]
+pub(super) struct DsnBlock {
+    pub recipient: Option<String>,
+    pub action: Option<String>,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+}
+
+/// The per-recipient blocks of an RFC 3464 report (folded lines joined).
+pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
+    let mut blocks = Vec::new();
+    let mut cur = DsnBlock::default();
+    let mut last_field: Option<String> = None;
+    let flush = |cur: &mut DsnBlock, blocks: &mut Vec<DsnBlock>| {
+        if cur.recipient.is_some() {
+            blocks.push(std::mem::take(cur));
+        } else {
+            *cur = DsnBlock::default();
+        }
+    };
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            flush(&mut cur, &mut blocks);
+            last_field = None;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if last_field.as_deref() == Some("diagnostic-code")
+                && let Some(d) = cur.diagnostic.as_mut()
+            {
+                d.push(' ');
+                d.push_str(line.trim());
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim().to_string();
+        match name.as_str() {
+            "final-recipient" | "original-recipient" | "x-actual-recipient" => {
+                // A new Final-Recipient starts a new block even without a blank line.
+                if name == "final-recipient" && cur.recipient.is_some() && cur.action.is_some() {
+                    flush(&mut cur, &mut blocks);
+                }
+                let raw_addr = value.split_once(';').map_or(value.as_str(), |(_, a)| a).trim();
+                // A source route (`@relay:user@host`) names an internal hop's mailbox: the
+                // Original-Recipient, when there is one, is the address we sent to.
+                let routed = raw_addr.starts_with('@');
+                let addr = super::text::clean_address(raw_addr);
+                // A DSN may name a local host without a dot (`user@mailhub0`): still a mailbox.
+                let usable = addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+                if usable && (cur.recipient.is_none() || (name == "final-recipient" && !routed)) {
+                    cur.recipient = Some(addr);
+                }
+            }
+            "action" => cur.action = Some(value.to_ascii_lowercase()),
+            "status" => cur.status = value.split_whitespace().next().map(str::to_string),
+            "diagnostic-code" => {
+                let d = value.split_once(';').map_or(value.as_str(), |(_, d)| d).trim().to_string();
+                cur.diagnostic = Some(d);
+            }
+            _ => {}
+        }
+        last_field = Some(name);
+    }
+    flush(&mut cur, &mut blocks);
+    blocks
+}

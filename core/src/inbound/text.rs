@@ -1,0 +1,263 @@
+//! The free-text side of a bounce: the human-readable account, the addresses it names,
+//! the lines about each recipient, and the words that say what kind of message it is.
+
+use aho_corasick::AhoCorasick;
+use std::sync::LazyLock;
+
+pub(super) fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&nbsp;", " ")
+}
+
+/// Splits a text body at the point where the original message is quoted.
+pub(super) fn split_inline_original(text: &str) -> (String, String) {
+    const MARKERS: &[&str] = &[
+        "below this line is a copy of the message",
+        "----- original message -----",
+        "------ this is a copy of the message",
+        "original message follows",
+        "--- original message ---",
+        "---- start of returned message ----",
+        "----- unsent message follows -----",
+        "----- message header follows -----",
+        "----- original message header -----",
+        "the original message was:",
+        "original message headers",
+        "your message reads (in part)",
+        "message headers follow",
+        // Quoted headers without a marker: a `Return-Path:` or `Received:` line that starts
+        // a block of them.
+        "\nreturn-path:",
+        "\nreceived: from",
+    ];
+    static FINDER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+        AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .ascii_case_insensitive(true)
+            .build(MARKERS)
+            .ok()
+    });
+    // The earliest marker (a session transcript is part of the human account and stays).
+    let cut =
+        FINDER.as_ref().and_then(|ac| ac.find_iter(text).map(|m| m.start()).find(|&i| i > 0)).unwrap_or(text.len());
+    let cut = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    (text[..cut].to_string(), text[cut..].to_string())
+}
+
+pub(super) fn clean_address(s: &str) -> String {
+    let s = s.trim().trim_start_matches("rfc822;").trim_start_matches("RFC822;").trim();
+    // A source route (`@relay:user@host`) names the mailbox after its colon.
+    let s = match s.strip_prefix('@').and_then(|r| r.split_once(':')) {
+        Some((_, rest)) => rest,
+        None => s,
+    };
+    let s = match (s.find('<'), s.rfind('>')) {
+        (Some(a), Some(b)) if b > a => &s[a + 1..b],
+        _ => s,
+    };
+    // A quoted local part (`"john..doe"@example.org`, RFC 5321 §4.1.2) keeps its quotes.
+    let s = s.trim();
+    if s.starts_with('"') && s.find("\"@").is_some_and(|q| q > 0) {
+        return s.trim_end_matches(['.', ',', ';', ':']).to_ascii_lowercase();
+    }
+    s.trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',' || c == ';' || c == ':').to_ascii_lowercase()
+}
+
+/// Every address-looking token in `text`, in order.
+pub(super) fn addresses(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let local = |c: u8| c.is_ascii_alphanumeric() || b"._%+-=!#$&'*/?^`{|}~".contains(&c);
+    let host = |c: u8| c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
+    let mut out = Vec::new();
+    for (k, _) in text.match_indices('@') {
+        let mut start = k;
+        while start > 0 && local(b[start - 1]) {
+            start -= 1;
+        }
+        // A quoted local part (`"john..doe"@example.org`): back to its opening quote, on
+        // one line and within the 64 octets a local part may have.
+        if start == k && k > 1 && b[k - 1] == b'"' {
+            let open = b[..k - 1].iter().rposition(|&c| c == b'"' || c == b'\n').filter(|&o| b[o] == b'"');
+            if let Some(o) = open.filter(|&o| k - o <= 66 && k - o > 2) {
+                start = o;
+            }
+        }
+        let mut end = k + 1;
+        while end < b.len() && host(b[end]) {
+            end += 1;
+        }
+        if start == k || end == k + 1 {
+            continue;
+        }
+        // Both ends sit on ASCII bytes, so these are char boundaries.
+        let Some(a) = text.get(start..end) else { continue };
+        let a = if a.starts_with('"') {
+            a.trim_end_matches(['.', '-'])
+        } else {
+            a.trim_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=')
+        };
+        let domain = a.rsplit('@').next().unwrap_or_default();
+        if a.starts_with('@') || !domain.contains('.') {
+            continue;
+        }
+        out.push(a.to_string());
+    }
+    out
+}
+
+/// The lines that talk about `rcpt`: from its first mention to the next blank line (or the
+/// next few lines), which is where MTAs put the reason.
+/// `lower` is `text` lower-cased (ASCII), computed once by the caller.
+pub(super) fn block_for(text: &str, lower: &str, rcpt: &str) -> Option<String> {
+    let line_start = |at: usize| lower[..at].rfind('\n').map_or(0, |i| i + 1);
+    // A mention in a quoted header line ("Your message  To: x  Subject: ...") is not the
+    // account of the failure; the first other mention is.
+    let quoted_header = |at: usize| {
+        let head = lower[line_start(at)..at].trim_start();
+        ["to:", "from:", "cc:", "bcc:", "subject:", "date:", "sent:", "reply-to:"].iter().any(|h| head.starts_with(h))
+    };
+    let mut mentions = lower.match_indices(rcpt).map(|(i, _)| i);
+    let first = mentions.next()?;
+    let at = if quoted_header(first) { mentions.find(|&i| !quoted_header(i)).unwrap_or(first) } else { first };
+    let start = line_start(at);
+    let mut out = String::new();
+    let mut lines = 0;
+    for line in text[start..].lines() {
+        if line.trim().is_empty() && lines > 0 {
+            // Some MTAs put a blank line between the address and the reason.
+            if lines == 1 && out.trim().ends_with(':') {
+                continue;
+            }
+            break;
+        }
+        // Another recipient's own line starts its own block.
+        if lines > 0 {
+            let first = line.split_whitespace().next().unwrap_or_default();
+            let token = first.trim_matches(|c: char| c == '<' || c == '>' || c == ':' || c == ',').to_ascii_lowercase();
+            if token.contains('@') && token != rcpt && (first.starts_with('<') || first.ends_with(':')) {
+                break;
+            }
+        }
+        out.push_str(line.trim());
+        out.push(' ');
+        lines += 1;
+        if lines >= 8 {
+            break;
+        }
+    }
+    Some(out.trim().to_string())
+}
+
+pub(super) fn looks_like_failure_lower(t: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "fail",
+        "undeliver",
+        "not deliver",
+        "could not be delivered",
+        "unable to deliver",
+        "returned",
+        "rejected",
+        "permanent",
+        "error",
+        "unknown",
+        "does not exist",
+        "not found",
+        "no such",
+        "refused",
+        "bounce",
+        "quota",
+        "mailbox",
+        "delivery",
+        "denied",
+        "blocked",
+        "expired",
+        "timed out",
+        "550",
+        "554",
+        "553",
+        "552",
+        "551",
+        "450",
+        "451",
+        "452",
+        "421",
+        "5.1.",
+        "5.7.",
+        "4.4.",
+    ];
+    static FAILURE: LazyLock<Option<AhoCorasick>> =
+        LazyLock::new(|| AhoCorasick::builder().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(WORDS).ok());
+    FAILURE.as_ref().is_some_and(|ac| ac.is_match(t))
+}
+
+/// The notice says the server is still trying and this is a warning only (`lower` is
+/// lower-cased), and nothing says it gave up.
+pub(super) fn says_still_trying(lower: &str) -> bool {
+    const STILL: &[&str] = &[
+        "warning message only",
+        "this is a warning only",
+        "you do not need to resend",
+        "will continue to try",
+        "will keep trying",
+        "will be retried",
+        "still trying",
+    ];
+    const GAVE_UP: &[&str] = &["permanent", "gave up", "giving up", "will not be retried", "no further attempts"];
+    STILL.iter().any(|p| lower.contains(p)) && !GAVE_UP.iter().any(|p| lower.contains(p))
+}
+
+pub(super) fn is_failure_subject(subject: &str) -> bool {
+    let s = subject.to_ascii_lowercase();
+    [
+        "delivery status notification (failure)",
+        "undeliver",
+        "returned mail",
+        "failure notice",
+        "delivery failure",
+        "mail delivery failed",
+        "delivery has failed",
+        "could not be delivered",
+        "non-delivery",
+        "nondeliverable",
+        "rejected:",
+        "mail system error",
+    ]
+    .iter()
+    .any(|p| s.contains(p))
+}
+
+pub(super) fn is_vacation_subject(subject: &str) -> bool {
+    let s = subject.to_ascii_lowercase();
+    [
+        "auto:",
+        "automatic reply",
+        "autoreply",
+        "auto-reply",
+        "out of office",
+        "out of the office",
+        "vacation",
+        "away from",
+    ]
+    .iter()
+    .any(|p| s.contains(p))
+}
+
+/// `t` is the human-readable text, lower-cased.
+pub(super) fn is_text_complaint(subject: &str, t: &str) -> bool {
+    let s = subject.to_ascii_lowercase();
+    s.contains("complaint about message")
+        || ((s.contains("complaint") || s.contains("abuse report") || s.contains("spam report"))
+            && (t.contains("complaint") || t.contains("feedback") || t.contains("abuse")))
+}
