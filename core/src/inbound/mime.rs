@@ -40,38 +40,40 @@ pub(super) fn split(b: &[u8]) -> (&[u8], &[u8]) {
 /// MIME reading.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Headers<'a> {
-    fields: Vec<(&'a [u8], &'a [u8])>,
+    block: &'a [u8],
+    /// Each header: its name, and where its value starts and ends in `block`.
+    fields: Vec<(&'a [u8], usize, usize)>,
 }
 
 impl<'a> Headers<'a> {
     pub fn new(block: &'a [u8]) -> Headers<'a> {
-        let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut fields: Vec<(&[u8], usize, usize)> = Vec::new();
         let mut at = 0;
         for nl in memchr::memchr_iter(b'\n', block).chain((block.last() != Some(&b'\n')).then_some(block.len())) {
-            let line = &block[at..(nl + 1).min(block.len())];
+            let end = (nl + 1).min(block.len());
+            let line = &block[at..end];
             let start = at;
-            at = nl + 1;
+            at = end;
             if matches!(line.first(), Some(b' ' | b'\t')) {
                 // A continuation line extends the header before it.
-                if let Some((_, value)) = fields.last_mut() {
-                    let value_start = value.as_ptr() as usize - block.as_ptr() as usize;
-                    *value = &block[value_start..(nl + 1).min(block.len())];
+                if let Some(field) = fields.last_mut() {
+                    field.2 = end;
                 }
                 continue;
             }
             let Some(colon) = memchr::memchr(b':', line) else { continue };
             let name = line[..colon].trim_ascii_end();
-            if name.is_empty() {
-                continue;
+            if !name.is_empty() {
+                fields.push((name, start + colon + 1, end));
             }
-            fields.push((name, &block[start + colon + 1..(nl + 1).min(block.len())]));
         }
-        Headers { fields }
+        Headers { block, fields }
     }
 
     /// The raw value of the first header `name`.
     pub fn raw(&self, name: &str) -> Option<&'a [u8]> {
-        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v)
+        let (_, start, end) = self.fields.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(name.as_bytes()))?;
+        self.block.get(*start..*end)
     }
 
     /// The value of header `name`, unfolded and trimmed (undecoded: for machine-read headers).
@@ -189,7 +191,9 @@ pub(super) struct Leaf<'a> {
 impl Leaf<'_> {
     /// The body with its transfer encoding undone.
     pub fn decoded(&self) -> Cow<'_, [u8]> {
-        let cte = (self.headers.raw("Content-Transfer-Encoding"))
+        let cte = self
+            .headers
+            .raw("Content-Transfer-Encoding")
             .map(|v| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
             .unwrap_or_default();
         match cte.as_str() {
