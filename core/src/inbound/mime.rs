@@ -11,10 +11,10 @@
 //! nesting stops at [`MAX_DEPTH`], a message yields at most [`MAX_PARTS`] leaves); input
 //! has LF line endings (the caller normalises); nothing is copied until a part is decoded.
 
+use mail_parser::HeaderValue;
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::parsers::MessageStream;
-use mail_parser::{Addr, HeaderValue};
 use std::borrow::Cow;
 
 /// Multiparts nested deeper than this are not opened (mail-parser stops at the same kind of
@@ -97,16 +97,38 @@ impl<'a> Headers<'a> {
         }
     }
 
-    /// The first mailbox of address header `name`, lower-cased.
+    /// The first mailbox of address header `name`, lower-cased: the first `<…>` holding an
+    /// `@`, else the first bare word holding one outside comments and quotes. (A bounce's
+    /// From and To are read to leave the bounce's own parties out of its recipients; a full
+    /// RFC 5322 address parser cost more than the rest of the header work.)
     pub fn address(&self, name: &str) -> Option<String> {
-        let first = |list: &[Addr<'_>]| list.iter().find_map(|a| a.address.as_deref().map(str::to_ascii_lowercase));
-        match MessageStream::new(self.raw(name)?).parse_address() {
-            HeaderValue::Address(mail_parser::Address::List(list)) => first(&list),
-            HeaderValue::Address(mail_parser::Address::Group(groups)) => {
-                groups.iter().find_map(|g| first(&g.addresses))
+        let value = String::from_utf8_lossy(self.raw(name)?);
+        let mut rest = value.as_ref();
+        while let Some(open) = rest.find('<') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('>') else { break };
+            let inside = after[..close].trim();
+            if inside.contains('@') {
+                return Some(inside.to_ascii_lowercase());
             }
-            _ => None,
+            rest = &after[close + 1..];
         }
+        // Bare words: drop comments and quoted strings first.
+        let mut plain = String::with_capacity(value.len());
+        let (mut depth, mut quoted) = (0usize, false);
+        for c in value.chars() {
+            match c {
+                '"' if depth == 0 => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted && depth > 0 => depth -= 1,
+                c if depth == 0 && !quoted => plain.push(c),
+                _ => {}
+            }
+        }
+        plain
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+            .find(|w| w.contains('@') && !w.starts_with('@'))
+            .map(|w| w.trim_matches(|c| c == '<' || c == '>' || c == ':').to_ascii_lowercase())
     }
 
     /// The Content-Type, or the default (empty `mime`) when there is none.
@@ -362,13 +384,17 @@ mod tests {
 
     #[test]
     fn headers_are_found_folded_and_case_blind() {
-        let h = Headers::new(b"Subject: =?utf-8?B?VW5kZWxpdmVyYWJsZTo=?= hi\nTo: \"A\" <a@x.org>,\n b@y.org\nX-Failed-Recipients: a@x.org,\n\tb@y.org\nContent-Type: text/plain;\n charset=\"ISO-8859-1\"; format=flowed");
+        let h = Headers::new(b"Subject: =?utf-8?B?VW5kZWxpdmVyYWJsZTo=?= hi\nTo: \"A <not>\" <A@x.org>,\n b@y.org\nX-Failed-Recipients: a@x.org,\n\tb@y.org\nContent-Type: text/plain;\n charset=\"ISO-8859-1\"; format=flowed");
         assert_eq!(h.text("subject").as_deref(), Some("Undeliverable: hi"));
         assert_eq!(h.address("TO").as_deref(), Some("a@x.org"));
         assert_eq!(h.get("x-failed-recipients").as_deref(), Some("a@x.org, b@y.org"));
         assert_eq!(h.get("X-Failed"), None);
         let ct = h.content_type();
         assert_eq!((ct.mime.as_str(), ct.charset.as_deref()), ("text/plain", Some("iso-8859-1")));
+        let from = |v: &str| Headers::new(format!("From: {v}\n").as_bytes()).address("from");
+        assert_eq!(from("MAILER-DAEMON@x.org (Mail Delivery System)").as_deref(), Some("mailer-daemon@x.org"));
+        assert_eq!(from("\"who@else.org\" (a@comment.org) b@c.org").as_deref(), Some("b@c.org"));
+        assert_eq!(from("undisclosed-recipients:;"), None);
         // A header name that only starts the same is another header.
         assert_eq!(Headers::new(b"Tox: 1\n").get("To"), None);
     }

@@ -223,9 +223,9 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     }
 
     // RFC 3464 fields, from a delivery-status part or quoted in the text.
-    let mut fields_source = dsn_text.clone();
+    let mut fields_source = dsn_text.as_str();
     if fields_source.is_empty() && lower_human.contains("final-recipient:") {
-        fields_source = human.clone();
+        fields_source = &human;
     }
     // A bounce that forwards another bounce (a relay returning what it got) carries the
     // report only inside the quoted message.
@@ -240,12 +240,15 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
         let mut seen = [false; 2];
         for m in REPORT.as_ref().map(|ac| ac.find_iter(&original)).into_iter().flatten() {
             seen[m.pattern().as_usize().min(1)] = true;
+            if seen == [true, true] {
+                break;
+            }
         }
         if seen == [true, true] {
-            fields_source = original.clone();
+            fields_source = &original;
         }
     }
-    let blocks = dsn_blocks(&fields_source);
+    let blocks = dsn_blocks(fields_source);
     let actions: Vec<String> = blocks.iter().filter_map(|b| b.action.clone()).collect();
     if !blocks.is_empty()
         && !actions.is_empty()
