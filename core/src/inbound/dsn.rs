@@ -3,14 +3,18 @@
 use aho_corasick::AhoCorasick;
 use std::sync::LazyLock;
 
-/// A report part (`message/delivery-status`, `message/global-delivery-status`,
-/// `message/feedback-report`) is declared in `b`: the returned original before it is read
-/// whole. Walks the Content-Type lines only (memchr over newlines): a case-insensitive
-/// automaton over every byte cost more than the reading it saved.
-pub(super) fn report_follows(b: &[u8]) -> bool {
+/// Where the last report part (`message/delivery-status`, `message/global-delivery-status`,
+/// `message/feedback-report`) is declared in `b`: a returned original before it is read
+/// whole. Found once per message (asking "does one follow?" at each enclosed message
+/// rescanned the rest of the message each time). Walks the Content-Type lines only (memchr
+/// over newlines): a case-insensitive automaton over every byte cost more than the reading
+/// it saved.
+pub(super) fn last_report_declaration(b: &[u8]) -> Option<usize> {
+    let mut last = None;
     let mut line_start = 0;
     for nl in memchr::memchr_iter(b'\n', b).chain(std::iter::once(b.len())) {
         let line = &b[line_start..nl];
+        let at = line_start;
         line_start = nl + 1;
         if line.len() < 14 || !line[..13].eq_ignore_ascii_case(b"content-type:") {
             continue;
@@ -21,10 +25,10 @@ pub(super) fn report_follows(b: &[u8]) -> bool {
             || declares("message/global-delivery-status")
             || declares("message/feedback-report")
         {
-            return true;
+            last = Some(at);
         }
     }
-    false
+    last
 }
 
 /// The names [`header_in`] looks for.

@@ -20,7 +20,7 @@ mod mime;
 mod ses;
 mod text;
 
-use dsn::{DsnBlock, dsn_blocks, field, header_in, report_follows};
+use dsn::{DsnBlock, dsn_blocks, field, header_in, last_report_declaration};
 use ses::ses_notification;
 use text::{
     addresses, block_for, clean_address, is_failure_subject, is_text_complaint, is_vacation_subject,
@@ -30,6 +30,12 @@ use text::{
 /// Input above this size is cut before parsing: bounces carry the original message, and
 /// nothing needed to classify one lies past the first megabyte.
 const MAX_INPUT: usize = 1 << 20;
+
+/// A report is read for at most this many recipients. Each one costs a search of the human
+/// account for its lines, so a hostile report (anyone may mail the bounce address) listing
+/// ten thousand recipients cost 7–10 s of CPU. A real one answers an email of ours, which
+/// has at most 50 addresses in each of to, cc and bcc.
+const MAX_RECIPIENTS: usize = 200;
 
 /// One failed recipient read from a bounce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,36 +147,35 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     let mut feedback = None::<String>;
     let mut human = String::new();
     let mut original = String::new();
+    let last_report = last_report_declaration(&normalized);
     for (i, part) in leaves.iter().enumerate() {
         let ct = part.content_type.mime.as_str();
-        match part.kind {
+        // The returned original (an enclosed message, or its headers alone) says nothing
+        // about the failure beyond its headers; the rest of it is read only when a report
+        // part follows it (a relay that forwards another bounce carries the report inside).
+        let quoted = match part.kind {
+            // (Blank lines before the enclosed headers are skipped, as mail readers do.)
             mime::Kind::Message => {
-                // The returned original says nothing about the failure beyond its headers;
-                // the rest of it is read only when a report part follows it (a relay that
-                // forwards another bounce carries the report inside).
-                // (Blank lines before the enclosed headers are skipped, as mail readers do.)
-                let decoded = part.decoded();
-                let enclosed = &decoded[decoded.iter().take_while(|c| c.is_ascii_whitespace()).count()..];
-                if original.is_empty() && !report_follows(&normalized[part.offset..]) {
-                    original.push_str(&utf8(mime::split(enclosed).0));
-                    break;
-                }
-                original.push_str(&utf8(enclosed));
+                Some(utf8(&part.decoded()).trim_start_matches(|c: char| c.is_ascii_whitespace()).to_string())
             }
+            _ if ct == "text/rfc822-headers" || ct == "message/rfc822-headers" => Some(part.text()),
+            _ => None,
+        };
+        if let Some(quoted) = quoted {
+            if original.is_empty() && last_report.is_none_or(|r| r < part.offset) {
+                original.push_str(std::str::from_utf8(mime::split(quoted.as_bytes()).0).unwrap_or_default());
+                break;
+            }
+            original.push_str(&quoted);
+            continue;
+        }
+        match part.kind {
             _ if ct.ends_with("/delivery-status") || ct == "message/global-delivery-status" => {
                 dsn_text.push_str(&utf8(&part.decoded()));
                 dsn_text.push('\n');
             }
             _ if ct == "message/feedback-report" => {
                 feedback = Some(utf8(&part.decoded()).into_owned());
-            }
-            _ if ct == "text/rfc822-headers" || ct == "message/rfc822-headers" => {
-                let text = part.text();
-                if original.is_empty() && !report_follows(&normalized[part.offset..]) {
-                    original.push_str(std::str::from_utf8(mime::split(text.as_bytes()).0).unwrap_or_default());
-                    break;
-                }
-                original.push_str(&text);
             }
             mime::Kind::Text if original.is_empty() && (i == 0 || human.is_empty() || !ct.is_empty()) => {
                 human.push_str(&part.text());
@@ -280,6 +285,7 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     let failed: Vec<&DsnBlock> = blocks
         .iter()
         .filter(|b| b.recipient.is_some() && b.action.as_deref().is_none_or(|a| a == "failed" || a == "delayed"))
+        .take(MAX_RECIPIENTS)
         .collect();
     for b in &failed {
         let Some(rcpt) = b.recipient.clone() else { continue };
@@ -311,7 +317,7 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
         // the bounce's own parties and the MTA's mailboxes.
         let mut rcpts: Vec<String> = Vec::new();
         if let Some(h) = header("X-Failed-Recipients") {
-            rcpts.extend(h.split(',').map(clean_address).filter(|a| a.contains('@')));
+            rcpts.extend(h.split(',').map(clean_address).filter(|a| a.contains('@')).take(MAX_RECIPIENTS));
         }
         if rcpts.is_empty() {
             // Addresses on a quoted sender line ("MAIL FROM:", "From:") are the sender's; an
@@ -364,6 +370,9 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
                     continue;
                 }
                 rcpts.push(l);
+                if rcpts.len() >= MAX_RECIPIENTS {
+                    break;
+                }
             }
             // Someone who wrote to themselves gets their own bounce: when the bounce's own
             // recipient is the only address the account names as failing, it is the one.
@@ -770,5 +779,19 @@ Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.2.2\n\n--b-
         assert_eq!(p.bounces.len(), 1);
         assert_eq!((p.bounces[0].recipient.as_str(), p.bounces[0].reason), ("gone@example.org", Reason::MailboxFull));
         assert_eq!(p.links.original_message_id.as_deref(), Some("<orig@example.com>"));
+    }
+
+    #[test]
+    fn a_report_is_read_for_a_bounded_number_of_recipients() {
+        let blocks: String = (0..3 * MAX_RECIPIENTS)
+            .map(|i| format!("Final-Recipient: rfc822;u{i}@example.org\nAction: failed\nStatus: 5.1.1\n\n"))
+            .collect();
+        let raw = format!(
+            "From: MAILER-DAEMON@x.org\nSubject: Undelivered Mail\nContent-Type: multipart/report; boundary=b\n\n--b\n\nfailed\n--b\nContent-Type: message/delivery-status\n\n{blocks}--b--\n"
+        );
+        assert_eq!(parse(raw.as_bytes()).bounces.len(), MAX_RECIPIENTS);
+        let named: String = (0..3 * MAX_RECIPIENTS).map(|i| format!("u{i}@example.org\n")).collect();
+        let raw = format!("From: MAILER-DAEMON@x.org\nSubject: Undelivered Mail\n\nDelivery failed:\n{named}");
+        assert_eq!(parse(raw.as_bytes()).bounces.len(), MAX_RECIPIENTS);
     }
 }
