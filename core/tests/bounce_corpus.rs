@@ -1,12 +1,12 @@
-//! Scores the bounce reader on the labelled corpus in `tests/corpus/bounces` (real messages
+//! Scores the bounce reader on the labelled corpus in the workspace's `tests/corpus/bounces` (real messages
 //! from about 90 MTAs; see its README for the source and licence): recipient precision and
 //! recall, type accuracy, type+subtype accuracy, status accuracy and complaint detection.
-//! `cargo test --release --test bounce_corpus -- --nocapture` prints the figures and every miss.
+//! `cargo test --release -p mailroom-core --test bounce_corpus -- --nocapture` prints the figures and every miss.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use mailroom::core::bounce::reason::{Basis, Rules};
-use mailroom::core::bounce::{EnhancedStatus, SmtpReply, classify_at};
-use mailroom::core::inbound::{MessageKind, Parsed, parse, parse_with};
+use mailroom_core::bounce::reason::{Basis, Rules};
+use mailroom_core::bounce::{EnhancedStatus, SmtpReply, classify_at};
+use mailroom_core::inbound::{MessageKind, Parsed, parse, parse_with};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
@@ -95,7 +95,7 @@ fn score_with(dir: &Path, labels: &[serde_json::Value], read: impl Fn(&serde_jso
 
 #[test]
 fn corpus_scores() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/bounces");
     let s = score(&dir);
     let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     let precision = ratio(s.matched, s.predicted);
@@ -128,7 +128,7 @@ fn corpus_scores() {
 /// rest of the report ([`Basis::Context`]), which a live reply does not have.
 #[test]
 fn smtp_replies_and_reports_agree() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/bounces");
     let (mut compared, mut context, mut disagree) = (0, 0, Vec::new());
     for l in labels(&dir) {
         let file = l["file"].as_str().unwrap();
@@ -176,10 +176,10 @@ fn family(file: &str) -> String {
 /// read with what is left. The held-out figures pool every family read that way; a word
 /// that only helps in-sample shows as the gap between the two. The status table, the
 /// policy and the readers are RFC-based and stay.
-/// `cargo test --release --test bounce_corpus -- --nocapture` prints both sets of figures.
+/// `cargo test --release -p mailroom-core --test bounce_corpus -- --nocapture` prints both sets of figures.
 #[test]
 fn cross_validated_by_family() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/bounces");
     let all = labels(&dir);
     // Which families each rule word occurs in (case-insensitively, anywhere in the message).
     let mut texts: BTreeMap<String, Vec<String>> = BTreeMap::new();
