@@ -123,6 +123,10 @@ pub enum Stage {
     Recipient,
     /// `MAIL FROM` or `DATA`: the server judged the sender or the message.
     Message,
+    /// No SMTP step: the reporting server holds the mailbox and looked it up itself (a
+    /// Domino directory, a qmail or Exim local delivery). Its "no such user" is the mailbox
+    /// store's own answer, as good as one given to `RCPT TO`.
+    Local,
     /// Not said.
     Unknown,
 }
@@ -228,7 +232,8 @@ pub(crate) fn judge_with(
 /// The type, subtype and suppression that follow from a reason: the one policy.
 ///
 /// - **Unknown user** (x.1.1 / x.1.0 / x.1.3 / x.1.10, RFC 3463 §3.2 "bad destination
-///   mailbox address", or its words said at `RCPT TO` or under an x.1.x or 5.2.1 status):
+///   mailbox address", or its words said at `RCPT TO`, by the server holding the mailbox
+///   ([`Stage::Local`]), or under an x.1.x or 5.2.1 status):
 ///   permanent, and suppressed. The same words at another step, or at a step not said with
 ///   no such status, are a filter's answer dressed as "no such user" (content gateways say it
 ///   after `DATA`): reason `filtered`, transient, never suppressed.
@@ -258,12 +263,13 @@ pub fn verdict(
 ) -> Verdict {
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
     // x.1.x and 5.2.1 are the status's own evidence; otherwise "no such user" counts only when
-    // the server said it to RCPT TO.
+    // the server said it to RCPT TO, or the server holding the mailbox said it of its own.
     let status_says_gone = status.is_some_and(|s| s.subject == 1 || (s.class == 5 && s.subject == 2 && s.detail == 1));
     // x.7.x is security or policy (RFC 3463 §3.8): whatever the words, a refusal about the
     // sender, its content or its standing, never evidence that the address is gone.
     let policy_status = status.is_some_and(|s| s.subject == 7);
-    if reason == Reason::UserUnknown && ((stage != Stage::Recipient && !status_says_gone) || policy_status) {
+    let said_of_the_mailbox = matches!(stage, Stage::Recipient | Stage::Local);
+    if reason == Reason::UserUnknown && ((!said_of_the_mailbox && !status_says_gone) || policy_status) {
         reason = Reason::Filtered;
     }
     let disabled_for_good = reason == Reason::Suspend

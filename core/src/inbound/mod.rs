@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 
 mod dsn;
+mod family;
 mod mime;
 mod ses;
 mod text;
 
 use dsn::{DsnBlock, dsn_blocks, field, header_in, last_report_declaration};
+pub use family::Family;
 use ses::ses_notification;
 use text::{
     addresses, block_for, clean_address, is_failure_subject, is_text_complaint, is_vacation_subject,
@@ -110,12 +112,15 @@ pub struct Parsed {
     pub complainant: Option<String>,
     /// What links it to the email it answers.
     pub links: Links,
+    /// The family of MTA that wrote it, as its fingerprints tell.
+    #[serde(default)]
+    pub reporter: Family,
 }
 
 impl Parsed {
     /// A reading with no bounces and no complaint.
     fn empty(kind: MessageKind, links: Links) -> Parsed {
-        Parsed { kind, bounces: vec![], complaint: false, complainant: None, links }
+        Parsed { kind, bounces: vec![], complaint: false, complainant: None, links, reporter: Family::Unknown }
     }
 }
 
@@ -126,15 +131,25 @@ pub fn parse(raw: &[u8]) -> Parsed {
 
 /// [`parse`] with other reason rules (a cross-validation's, built without some words).
 pub fn parse_with(raw: &[u8], rules: &Rules) -> Parsed {
+    parse_guarded(raw, rules, None)
+}
+
+/// [`parse_with`] with `family`'s own reader left out: a cross-validation's, scoring the
+/// generic reader on a family whose reader was written from its mail.
+pub fn parse_without_reader(raw: &[u8], rules: &Rules, family: Family) -> Parsed {
+    parse_guarded(raw, rules, Some(family))
+}
+
+fn parse_guarded(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
     // The MIME layer is our own and total, but the header decoders are mail-parser's, and
     // mail-parser 0.11's tree parser once panicked on a malformed message (found by the
     // `bounce` fuzz target). A message we cannot read is not a bounce we can act on; it must
     // never take the process down.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(raw, rules)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(raw, rules, without)))
         .unwrap_or_else(|_| Parsed::empty(MessageKind::NotBounce, Links::default()))
 }
 
-fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
+fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
     let raw = &raw[..raw.len().min(MAX_INPUT)];
     let normalized = normalize_newlines(raw);
     let (top, leaves) = mime::read(&normalized);
@@ -202,248 +217,281 @@ fn parse_inner(raw: &[u8], rules: &Rules) -> Parsed {
     }
     // A single-part bounce quotes the original inline: split it off.
     let (human, inline_original) = split_inline_original(&human);
-    original.push_str(&inline_original);
-    // A VERP return path is where the bounce was sent: its own To (or the delivery headers).
-    let envelope_to = ["X-Original-To", "Delivered-To", "Envelope-To", "To"]
-        .iter()
-        .filter_map(|h| header(h))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let links = links(&envelope_to, &original, &human, &dsn_text);
-    // Lower-cased once: every word test below reads this.
-    let lower_human = human.to_ascii_lowercase();
+    let reporter = family::identify(&top, &subject, &human);
+    let reader = Some(reporter).filter(|f| without != Some(*f));
+    // (Every answer below names the reporter: the decision runs in a closure so that its
+    // early returns need not each set it.)
+    let mut parsed = (|| -> Parsed {
+        original.push_str(&inline_original);
+        // A VERP return path is where the bounce was sent: its own To (or the delivery headers).
+        let envelope_to = ["X-Original-To", "Delivered-To", "Envelope-To", "To"]
+            .iter()
+            .filter_map(|h| header(h))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let links = links(&envelope_to, &original, &human, &dsn_text);
+        // Lower-cased once: every word test below reads this.
+        let lower_human = human.to_ascii_lowercase();
 
-    // Amazon SES notifications delivered by e-mail carry their verdict as JSON.
-    if let Some(parsed) = ses_notification(&human, &links, rules) {
-        return parsed;
-    }
-
-    let report_type = top.content_type().report_type.unwrap_or_default();
-    if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &lower_human) {
-        let complainant = feedback
-            .as_deref()
-            .and_then(|f| field(f, "original-rcpt-to").or_else(|| field(f, "removal-recipient")))
-            .map(|a| clean_address(&a));
-        return Parsed { complaint: true, complainant, ..Parsed::empty(MessageKind::Complaint, links) };
-    }
-
-    // RFC 3464 fields, from a delivery-status part or quoted in the text.
-    let mut fields_source = dsn_text.as_str();
-    if fields_source.is_empty() && lower_human.contains("final-recipient:") {
-        fields_source = &human;
-    }
-    // A bounce that forwards another bounce (a relay returning what it got) carries the
-    // report only inside the quoted message.
-    if fields_source.is_empty() {
-        static REPORT: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-            AhoCorasick::builder()
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .ascii_case_insensitive(true)
-                .build(["final-recipient:", "action: failed"])
-                .ok()
-        });
-        let mut seen = [false; 2];
-        for m in REPORT.as_ref().map(|ac| ac.find_iter(&original)).into_iter().flatten() {
-            seen[m.pattern().as_usize().min(1)] = true;
-            if seen == [true, true] {
-                break;
-            }
+        // Amazon SES notifications delivered by e-mail carry their verdict as JSON.
+        if let Some(parsed) = ses_notification(&human, &links, rules) {
+            return parsed;
         }
-        if seen == [true, true] {
-            fields_source = &original;
-        }
-    }
-    let blocks = dsn_blocks(fields_source);
-    let actions: Vec<String> = blocks.iter().filter_map(|b| b.action.clone()).collect();
-    if !blocks.is_empty()
-        && !actions.is_empty()
-        && actions.iter().all(|a| matches!(a.as_str(), "delivered" | "relayed" | "expanded"))
-    {
-        return Parsed::empty(MessageKind::Delivered, links);
-    }
 
-    let failure_subject = is_failure_subject(&subject);
-    let failure_words = failure_subject || looks_like_failure_lower(&lower_human);
-    let auto_reply = header("Auto-Submitted").is_some_and(|v| v.to_ascii_lowercase().starts_with("auto-replied"))
-        || header("X-Autoreply").is_some()
-        || header("X-Autorespond").is_some()
-        || is_vacation_subject(&subject);
-    // Some MTAs mark their bounces auto-replied too (RFC 3834 allows it); a failure subject
-    // from a mailer daemon is a bounce all the same.
-    let auto_reply = auto_reply && !(failure_subject || from.starts_with("mailer-daemon@"));
-    // An auto-reply that says its own address is gone is that address's bounce (below).
-    let says_gone = auto_reply && rules.names(&lower_human, |r| matches!(r, Reason::UserUnknown | Reason::HasMoved));
-    if auto_reply && blocks.is_empty() && !failure_words && !says_gone {
-        return Parsed::empty(MessageKind::AutoReply, links);
-    }
-
-    let mut bounces = Vec::new();
-    // The whole-text fallback of the reason rules reads the start of the account only: the
-    // reason sits near the top, and scanning every quoted line costs time for nothing.
-    let head_end = (0..=lower_human.len().min(4000)).rev().find(|i| lower_human.is_char_boundary(*i)).unwrap_or(0);
-    let lower_head = Head::new(&lower_human[..head_end]);
-    let failed: Vec<&DsnBlock> = blocks
-        .iter()
-        .filter(|b| b.recipient.is_some() && b.action.as_deref().is_none_or(|a| a == "failed" || a == "delayed"))
-        .take(MAX_RECIPIENTS)
-        .collect();
-    for b in &failed {
-        let Some(rcpt) = b.recipient.clone() else { continue };
-        // The human account often says at which step the server refused ("in reply to RCPT
-        // TO command") where the report's Diagnostic-Code does not.
-        let account = block_for(&human, &lower_human, &rcpt).unwrap_or_default();
-        let mut diag = b.diagnostic.clone().unwrap_or_default();
-        if diag.trim().is_empty() || diag.trim().eq_ignore_ascii_case("smtp;") {
-            diag = account.clone();
+        let report_type = top.content_type().report_type.unwrap_or_default();
+        if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &lower_human) {
+            let complainant = feedback
+                .as_deref()
+                .and_then(|f| field(f, "original-rcpt-to").or_else(|| field(f, "removal-recipient")))
+                .map(|a| clean_address(&a));
+            return Parsed { complaint: true, complainant, ..Parsed::empty(MessageKind::Complaint, links) };
         }
-        let status = b.status.clone();
-        let delayed = b.action.as_deref() == Some("delayed");
-        bounces.push(record(
-            &rcpt,
-            &Evidence {
-                status: status.as_deref(),
-                diag: &diag,
-                account: &account,
-                head: &lower_head,
-                rules,
-                delayed,
-                only_recipient: failed.len() == 1,
-            },
-        ));
-    }
 
-    if bounces.is_empty() {
-        // Free text: failed recipients are the addresses the human-readable part names, less
-        // the bounce's own parties and the MTA's mailboxes.
-        let mut rcpts: Vec<String> = Vec::new();
-        if let Some(h) = header("X-Failed-Recipients") {
-            rcpts.extend(h.split(',').map(clean_address).filter(|a| a.contains('@')).take(MAX_RECIPIENTS));
+        // RFC 3464 fields, from a delivery-status part or quoted in the text.
+        let mut fields_source = dsn_text.as_str();
+        if fields_source.is_empty() && lower_human.contains("final-recipient:") {
+            fields_source = &human;
         }
-        if rcpts.is_empty() {
-            // Addresses on a quoted sender line ("MAIL FROM:", "From:") are the sender's; an
-            // envelope line ("RCPT TO:") names the recipient outright and wins over the rest.
-            let mut named = Vec::new();
-            let mut enveloped = Vec::new();
-            // (Only lines with an address are read: lower-casing every line cost more.)
-            for line in human.lines().filter(|l| l.contains('@')) {
-                let quoted = line.trim_start().trim_start_matches(['>', ' ']).to_ascii_lowercase();
-                const NOT_RECIPIENTS: &[&str] = &[
-                    "from:",
-                    "mail from:",
-                    "sender:",
-                    "reply-to:",
-                    "return-path:",
-                    "message-id:",
-                    "in-reply-to:",
-                    "references:",
-                ];
-                if NOT_RECIPIENTS.iter().any(|p| quoted.starts_with(p)) {
-                    continue;
-                }
-                // "x@a (expanded from y@b)": the alias it came from did not fail.
-                let lower_line = line.trim_start().to_ascii_lowercase();
-                let line = match lower_line.find("generated from").or_else(|| lower_line.find("expanded from")) {
-                    Some(i) => &lower_line[..i],
-                    None => &lower_line,
-                };
-                // (A session transcript's ">>> RCPT TO:" lists every recipient tried, not only
-                // the failed one: it counts as a mention.)
-                let envelope_line = line.starts_with("rcpt to:") && !line.starts_with('>');
-                let target = if envelope_line { &mut enveloped } else { &mut named };
-                target.extend(addresses(line));
-            }
-            let candidates = if enveloped.is_empty() { named } else { enveloped };
-            for a in candidates {
-                let l = a.to_ascii_lowercase();
-                let local = l.split('@').next().unwrap_or_default();
-                let mtaish = matches!(local, "mailer-daemon" | "postmaster" | "root" | "mailerdaemon" | "abuse")
-                    || local.starts_with("mailer-daemon")
-                    || local.starts_with("bounce")
-                    || local.starts_with("noreply")
-                    || local.starts_with("no-reply");
-                // Message-IDs and encoded return paths look like addresses but are not.
-                let id_like = (local.len() >= 16
-                    && local.bytes().all(|b| b.is_ascii_hexdigit() || b".-_$".contains(&b))
-                    && local.bytes().any(|b| b.is_ascii_digit()))
-                    || local.contains('=');
-                if l == from || l == to || mtaish || id_like || rcpts.contains(&l) {
-                    continue;
-                }
-                rcpts.push(l);
-                if rcpts.len() >= MAX_RECIPIENTS {
+        // A bounce that forwards another bounce (a relay returning what it got) carries the
+        // report only inside the quoted message.
+        if fields_source.is_empty() {
+            static REPORT: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+                AhoCorasick::builder()
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                    .ascii_case_insensitive(true)
+                    .build(["final-recipient:", "action: failed"])
+                    .ok()
+            });
+            let mut seen = [false; 2];
+            for m in REPORT.as_ref().map(|ac| ac.find_iter(&original)).into_iter().flatten() {
+                seen[m.pattern().as_usize().min(1)] = true;
+                if seen == [true, true] {
                     break;
                 }
             }
-            // Someone who wrote to themselves gets their own bounce: when the bounce's own
-            // recipient is the only address the account names as failing, it is the one.
-            let names_to = |l: &str| {
-                let l = l.trim_start().trim_start_matches('<');
-                l.strip_prefix(to.as_str()).is_some_and(|rest| rest.starts_with(['>', ':']) || rest.trim().is_empty())
-            };
-            if rcpts.is_empty()
-                && !to.is_empty()
-                && (lower_human.contains(&format!("<{to}>")) || lower_human.lines().any(names_to))
-            {
-                rcpts.push(to.clone());
-            }
-            // A help-desk address the MTA points to is no recipient when a real one is named.
-            let contact = |a: &String| {
-                matches!(
-                    a.split('@').next(),
-                    Some("support" | "help" | "helpdesk" | "webmaster" | "hostmaster" | "admin")
-                )
-            };
-            if rcpts.iter().any(|a| !contact(a)) {
-                rcpts.retain(|a| !contact(a));
+            if seen == [true, true] {
+                fields_source = &original;
             }
         }
-        // An auto-reply that says its own address is gone ("this address no longer exists",
-        // "user unknown") is the bounce of its sender: the address that answered.
-        // (The addresses it names are where to write instead.)
-        if says_gone && !from.is_empty() && header("X-Failed-Recipients").is_none() {
-            rcpts = vec![from.clone()];
+        let blocks = dsn_blocks(fields_source);
+        let actions: Vec<String> = blocks.iter().filter_map(|b| b.action.clone()).collect();
+        if !blocks.is_empty()
+            && !actions.is_empty()
+            && actions.iter().all(|a| matches!(a.as_str(), "delivered" | "relayed" | "expanded"))
+        {
+            return Parsed::empty(MessageKind::Delivered, links);
         }
-        if rcpts.is_empty() && failure_words {
-            // The failed address is only in the quoted original's To header.
-            if let Some(t) = header_in(&original, "to") {
-                rcpts.extend(addresses(&t).into_iter().map(|a| a.to_ascii_lowercase()).take(1));
+
+        let failure_subject = is_failure_subject(&subject);
+        let failure_words = failure_subject || looks_like_failure_lower(&lower_human);
+        let auto_reply = header("Auto-Submitted").is_some_and(|v| v.to_ascii_lowercase().starts_with("auto-replied"))
+            || header("X-Autoreply").is_some()
+            || header("X-Autorespond").is_some()
+            || is_vacation_subject(&subject);
+        // Some MTAs mark their bounces auto-replied too (RFC 3834 allows it); a failure subject
+        // from a mailer daemon is a bounce all the same.
+        let auto_reply = auto_reply && !(failure_subject || from.starts_with("mailer-daemon@"));
+        // An auto-reply that says its own address is gone is that address's bounce (below).
+        let says_gone =
+            auto_reply && rules.names(&lower_human, |r| matches!(r, Reason::UserUnknown | Reason::HasMoved));
+        if auto_reply && blocks.is_empty() && !failure_words && !says_gone {
+            return Parsed::empty(MessageKind::AutoReply, links);
+        }
+
+        let mut bounces = Vec::new();
+        // The whole-text fallback of the reason rules reads the start of the account only: the
+        // reason sits near the top, and scanning every quoted line costs time for nothing.
+        let head_end = (0..=lower_human.len().min(4000)).rev().find(|i| lower_human.is_char_boundary(*i)).unwrap_or(0);
+        let lower_head = Head::new(&lower_human[..head_end]);
+        let failed: Vec<&DsnBlock> = blocks
+            .iter()
+            .filter(|b| b.recipient.is_some() && b.action.as_deref().is_none_or(|a| a == "failed" || a == "delayed"))
+            .take(MAX_RECIPIENTS)
+            .collect();
+        for b in &failed {
+            let Some(rcpt) = b.recipient.clone() else { continue };
+            // The human account often says at which step the server refused ("in reply to RCPT
+            // TO command") where the report's Diagnostic-Code does not.
+            let account = block_for(&human, &lower_human, &rcpt).unwrap_or_default();
+            let mut diag = b.diagnostic.clone().unwrap_or_default();
+            if diag.trim().is_empty() || diag.trim().eq_ignore_ascii_case("smtp;") {
+                diag = account.clone();
             }
+            let status = b.status.clone();
+            let delayed = b.action.as_deref() == Some("delayed");
+            bounces.push(record(
+                &rcpt,
+                &Evidence {
+                    status: status.as_deref(),
+                    diag: &diag,
+                    account: &account,
+                    head: &lower_head,
+                    rules,
+                    delayed,
+                    only_recipient: failed.len() == 1,
+                    stage: None,
+                },
+            ));
         }
-        // A free-text notice that says it is a warning while the server keeps trying is a delay.
-        let warning_only = !rcpts.is_empty() && says_still_trying(&lower_human);
-        if failure_words || says_gone || header("X-Failed-Recipients").is_some() {
-            for r in &rcpts {
-                let diag = block_for(&human, &lower_human, r).unwrap_or_else(|| human.chars().take(2000).collect());
+
+        // A family with a format of its own: its reader says which lines are whose.
+        if bounces.is_empty()
+            && !auto_reply
+            && let Some(found) = reader.and_then(|f| family::read(f, &human))
+        {
+            let n = found.len().min(MAX_RECIPIENTS);
+            for f in found.iter().take(MAX_RECIPIENTS) {
                 let e = Evidence {
                     status: None,
-                    diag: &diag,
+                    diag: &f.diagnostic,
                     account: "",
                     head: &lower_head,
                     rules,
-                    delayed: warning_only,
-                    only_recipient: rcpts.len() == 1,
+                    delayed: false,
+                    only_recipient: n == 1,
+                    stage: f.stage,
                 };
-                bounces.push(record(r, &e));
+                bounces.push(record(&f.recipient, &e));
             }
         }
-    }
 
-    // Auto-replies and other mail that merely passes through here.
-    if bounces.is_empty() {
-        let kind = if auto_reply { MessageKind::AutoReply } else { MessageKind::NotBounce };
-        return Parsed::empty(kind, links);
-    }
-    // A report that repeats a recipient (a relay's report spliced with its own) names one
-    // failure: the first account of it stands.
-    // Every recipient is a mailbox (a header mail-parser read oddly can name something else).
-    let mut seen = std::collections::HashSet::new();
-    bounces.retain(|b| b.recipient.contains('@') && seen.insert(b.recipient.clone()));
-    if bounces.is_empty() {
-        return Parsed::empty(MessageKind::NotBounce, links);
-    }
-    // A report whose every recipient is still being tried is a warning: a delay, not a bounce.
-    let kind = if bounces.iter().all(|b| b.delayed) { MessageKind::Delayed } else { MessageKind::Bounce };
-    Parsed { bounces, ..Parsed::empty(kind, links) }
+        if bounces.is_empty() {
+            // Free text: failed recipients are the addresses the human-readable part names, less
+            // the bounce's own parties and the MTA's mailboxes.
+            let mut rcpts: Vec<String> = Vec::new();
+            if let Some(h) = header("X-Failed-Recipients") {
+                rcpts.extend(h.split(',').map(clean_address).filter(|a| a.contains('@')).take(MAX_RECIPIENTS));
+            }
+            if rcpts.is_empty() {
+                // Addresses on a quoted sender line ("MAIL FROM:", "From:") are the sender's; an
+                // envelope line ("RCPT TO:") names the recipient outright and wins over the rest.
+                let mut named = Vec::new();
+                let mut enveloped = Vec::new();
+                // (Only lines with an address are read: lower-casing every line cost more.)
+                for line in human.lines().filter(|l| l.contains('@')) {
+                    let quoted = line.trim_start().trim_start_matches(['>', ' ']).to_ascii_lowercase();
+                    const NOT_RECIPIENTS: &[&str] = &[
+                        "from:",
+                        "mail from:",
+                        "sender:",
+                        "reply-to:",
+                        "return-path:",
+                        "message-id:",
+                        "in-reply-to:",
+                        "references:",
+                    ];
+                    if NOT_RECIPIENTS.iter().any(|p| quoted.starts_with(p)) {
+                        continue;
+                    }
+                    // "x@a (expanded from y@b)": the alias it came from did not fail.
+                    let lower_line = line.trim_start().to_ascii_lowercase();
+                    let line = match lower_line.find("generated from").or_else(|| lower_line.find("expanded from")) {
+                        Some(i) => &lower_line[..i],
+                        None => &lower_line,
+                    };
+                    // (A session transcript's ">>> RCPT TO:" lists every recipient tried, not only
+                    // the failed one: it counts as a mention.)
+                    let envelope_line = line.starts_with("rcpt to:") && !line.starts_with('>');
+                    let target = if envelope_line { &mut enveloped } else { &mut named };
+                    target.extend(addresses(line));
+                }
+                let candidates = if enveloped.is_empty() { named } else { enveloped };
+                for a in candidates {
+                    let l = a.to_ascii_lowercase();
+                    let local = l.split('@').next().unwrap_or_default();
+                    let mtaish = matches!(local, "mailer-daemon" | "postmaster" | "root" | "mailerdaemon" | "abuse")
+                        || local.starts_with("mailer-daemon")
+                        || local.starts_with("bounce")
+                        || local.starts_with("noreply")
+                        || local.starts_with("no-reply");
+                    // Message-IDs and encoded return paths look like addresses but are not.
+                    let id_like = (local.len() >= 16
+                        && local.bytes().all(|b| b.is_ascii_hexdigit() || b".-_$".contains(&b))
+                        && local.bytes().any(|b| b.is_ascii_digit()))
+                        || local.contains('=');
+                    if l == from || l == to || mtaish || id_like || rcpts.contains(&l) {
+                        continue;
+                    }
+                    rcpts.push(l);
+                    if rcpts.len() >= MAX_RECIPIENTS {
+                        break;
+                    }
+                }
+                // Someone who wrote to themselves gets their own bounce: when the bounce's own
+                // recipient is the only address the account names as failing, it is the one.
+                let names_to = |l: &str| {
+                    let l = l.trim_start().trim_start_matches('<');
+                    l.strip_prefix(to.as_str())
+                        .is_some_and(|rest| rest.starts_with(['>', ':']) || rest.trim().is_empty())
+                };
+                if rcpts.is_empty()
+                    && !to.is_empty()
+                    && (lower_human.contains(&format!("<{to}>")) || lower_human.lines().any(names_to))
+                {
+                    rcpts.push(to.clone());
+                }
+                // A help-desk address the MTA points to is no recipient when a real one is named.
+                let contact = |a: &String| {
+                    matches!(
+                        a.split('@').next(),
+                        Some("support" | "help" | "helpdesk" | "webmaster" | "hostmaster" | "admin")
+                    )
+                };
+                if rcpts.iter().any(|a| !contact(a)) {
+                    rcpts.retain(|a| !contact(a));
+                }
+            }
+            // An auto-reply that says its own address is gone ("this address no longer exists",
+            // "user unknown") is the bounce of its sender: the address that answered.
+            // (The addresses it names are where to write instead.)
+            if says_gone && !from.is_empty() && header("X-Failed-Recipients").is_none() {
+                rcpts = vec![from.clone()];
+            }
+            if rcpts.is_empty() && failure_words {
+                // The failed address is only in the quoted original's To header.
+                if let Some(t) = header_in(&original, "to") {
+                    rcpts.extend(addresses(&t).into_iter().map(|a| a.to_ascii_lowercase()).take(1));
+                }
+            }
+            // A free-text notice that says it is a warning while the server keeps trying is a delay.
+            let warning_only = !rcpts.is_empty() && says_still_trying(&lower_human);
+            if failure_words || says_gone || header("X-Failed-Recipients").is_some() {
+                for r in &rcpts {
+                    let diag = block_for(&human, &lower_human, r).unwrap_or_else(|| human.chars().take(2000).collect());
+                    let e = Evidence {
+                        status: None,
+                        diag: &diag,
+                        account: "",
+                        head: &lower_head,
+                        rules,
+                        delayed: warning_only,
+                        only_recipient: rcpts.len() == 1,
+                        stage: None,
+                    };
+                    bounces.push(record(r, &e));
+                }
+            }
+        }
+
+        // Auto-replies and other mail that merely passes through here.
+        if bounces.is_empty() {
+            let kind = if auto_reply { MessageKind::AutoReply } else { MessageKind::NotBounce };
+            return Parsed::empty(kind, links);
+        }
+        // A report that repeats a recipient (a relay's report spliced with its own) names one
+        // failure: the first account of it stands.
+        // Every recipient is a mailbox (a header mail-parser read oddly can name something else).
+        let mut seen = std::collections::HashSet::new();
+        bounces.retain(|b| b.recipient.contains('@') && seen.insert(b.recipient.clone()));
+        if bounces.is_empty() {
+            return Parsed::empty(MessageKind::NotBounce, links);
+        }
+        // A report whose every recipient is still being tried is a warning: a delay, not a bounce.
+        let kind = if bounces.iter().all(|b| b.delayed) { MessageKind::Delayed } else { MessageKind::Bounce };
+        Parsed { bounces, ..Parsed::empty(kind, links) }
+    })();
+    parsed.reporter = reporter;
+    parsed
 }
 
 /// `b` as text: borrowed when it is valid UTF-8 (the usual case, checked on the fast
@@ -516,6 +564,8 @@ struct Evidence<'a> {
     delayed: bool,
     /// This is the message's only failed recipient, so the whole account speaks for it.
     only_recipient: bool,
+    /// The step, where the reporter's format says it (else the words decide).
+    stage: Option<Stage>,
 }
 
 /// Builds one record: status and code from the block (or the text), reason from both.
@@ -533,7 +583,7 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     let code = find_code(diag).or_else(|| whole.code());
     // The step the server refused at, as the recipient's own lines say, or the whole account
     // when it is about this recipient alone ("in reply to RCPT TO command").
-    let stage = match Stage::named_in_any(&[diag, account]) {
+    let stage = match e.stage.unwrap_or_else(|| Stage::named_in_any(&[diag, account])) {
         Stage::Unknown if only_recipient && whole.rcpt_stage() => Stage::Recipient,
         s => s,
     };
@@ -793,5 +843,39 @@ Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.2.2\n\n--b-
         let named: String = (0..3 * MAX_RECIPIENTS).map(|i| format!("u{i}@example.org\n")).collect();
         let raw = format!("From: MAILER-DAEMON@x.org\nSubject: Undelivered Mail\n\nDelivery failed:\n{named}");
         assert_eq!(parse(raw.as_bytes()).bounces.len(), MAX_RECIPIENTS);
+    }
+
+    #[test]
+    fn a_family_reader_reads_its_format_and_the_generic_reader_stays_the_fallback() {
+        // Domino: the address and the directory's verdict in separate sections. The server
+        // holds the mailbox, so "not listed" is its own answer: permanent and suppressed.
+        let domino = "From: Postmaster@example.jp\nTo: s@example.com\nSubject: DELIVERY FAILURE: User K (k@example.jp) not listed in Domino Directory\n\n\
+            Your message\n\n  Subject: Hi\n\nwas not delivered to:\n\n  k@example.jp\n\nbecause:\n\n  User K (k@example.jp) not listed in Domino Directory\n";
+        let p = parse(domino.as_bytes());
+        assert_eq!(p.reporter, Family::Domino);
+        let b = &p.bounces[0];
+        assert_eq!(
+            (b.recipient.as_str(), b.kind, b.reason, b.suppress),
+            ("k@example.jp", BounceType::Permanent, Reason::UserUnknown, true)
+        );
+        assert_eq!(b.stage, Stage::Local);
+        // Without its reader the same notice is read by the generic one, which cannot tell
+        // whose words "not listed" are: a filter's, never suppressed.
+        let g = parse_without_reader(domino.as_bytes(), Rules::standard(), Family::Domino);
+        assert_eq!(g.reporter, Family::Domino);
+        assert!(g.bounces.iter().all(|b| !b.suppress));
+        // Exim: the listed address is the failed one, whatever X-Failed-Recipients says.
+        let exim = "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\nX-Failed-Recipients: a@example.jp\nSubject: Mail delivery failed: returning message to sender\n\n\
+            This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\n\
+            recipients. This is a permanent error. The following address(es) failed:\n\n  a@example.or.jp\n    SMTP error from remote mail server after RCPT TO:<a@example.or.jp>:\n    host mx.example.or.jp [192.0.2.1]: 550 5.1.1 User unknown\n";
+        let p = parse(exim.as_bytes());
+        assert_eq!(p.reporter, Family::Exim);
+        let r: Vec<_> = p.bounces.iter().map(|b| (b.recipient.as_str(), b.kind, b.stage)).collect();
+        assert_eq!(r, [("a@example.or.jp", BounceType::Permanent, Stage::Recipient)]);
+        // A notice its family's reader cannot follow still gets the generic reading.
+        let odd = "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\nX-Failed-Recipients: z@example.org\nSubject: Mail delivery failed: returning message to sender\n\nUser unknown\n";
+        let p = parse(odd.as_bytes());
+        assert_eq!((p.reporter, p.bounces.len()), (Family::Exim, 1));
+        assert_eq!(p.bounces[0].recipient, "z@example.org");
     }
 }

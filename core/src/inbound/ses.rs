@@ -39,6 +39,7 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
                             rules,
                             delayed: false,
                             only_recipient: false,
+                            stage: None,
                         },
                     );
                     // SES could not tell either: keep its verdict rather than guess one.

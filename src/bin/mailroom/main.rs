@@ -353,7 +353,7 @@ fn classify(files: &[PathBuf], batch: bool) -> Result<(), Failure> {
                        "reason": b.reason, "diagnostic": b.diagnostic})
             })
             .collect();
-        json!({"file": path, "bounces": bounces, "complaint": p.complaint})
+        json!({"file": path, "bounces": bounces, "complaint": p.complaint, "reporter": p.reporter.name()})
     };
     if batch {
         let mut input = String::new();

@@ -1,0 +1,390 @@
+//! Who wrote a bounce, and the readers for the formats the generic reader misreads.
+//!
+//! [`identify`] names the reporting MTA's family from its fingerprints: fixed wordings it
+//! writes into every notice, its headers, its subjects. A family with a reader of its own
+//! ([`read`]) has its notice read by that reader; the generic reader stays the fallback for
+//! every other message, and for a notice its family's reader cannot follow.
+//!
+//! Why readers per family: some formats put the failed address and its reason in separate
+//! sections (Domino's "was not delivered to:" / "because:"), list addresses in a block the
+//! generic line search misreads (Exim's indented "failed:" list), or report a refusal of the
+//! server's own with no SMTP step at all (a local delivery: qmail's "no mailbox here by that
+//! name", Exim's "Unrouteable address"). Only the family's format says which lines belong to
+//! which recipient, and whether the server that refused holds the mailbox
+//! ([`Stage::Local`]).
+//!
+//! Invariants: identification is a pure function of the headers and the human account;
+//! a reader either returns every failed recipient its format lists, or nothing (and the
+//! generic reader takes over) — never a partial list.
+
+use super::mime::Headers;
+use super::text::addresses;
+use crate::bounce::reason::Stage;
+use serde::{Deserialize, Serialize};
+
+/// The family of MTA (or mail service) that wrote a bounce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Family {
+    /// Postfix: "This is the mail system at host …".
+    Postfix,
+    /// Sendmail: "----- Transcript of session follows -----".
+    Sendmail,
+    /// Exim: "This message was created automatically by mail delivery software."
+    Exim,
+    /// qmail: "Hi. This is the qmail-send program at …".
+    Qmail,
+    /// Courier: "… running the Courier mail server".
+    Courier,
+    /// OpenSMTPD: "This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail."
+    OpenSmtpd,
+    /// Microsoft Exchange, on premises or online (Office 365, Outlook.com).
+    Exchange,
+    /// HCL (formerly Lotus/IBM) Domino: "DELIVERY FAILURE:" subjects.
+    Domino,
+    /// Ipswitch IMail Server: `X-Mailer: <SMTP32 v…>`.
+    IMailServer,
+    /// Google's mail (Gmail, Workspace): notices from `mailer-daemon@googlemail.com`.
+    Google,
+    /// Not recognised: the generic reader.
+    #[default]
+    Unknown,
+}
+
+impl Family {
+    /// The family's name as the corpus and logs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Postfix => "postfix",
+            Family::Sendmail => "sendmail",
+            Family::Exim => "exim",
+            Family::Qmail => "qmail",
+            Family::Courier => "courier",
+            Family::OpenSmtpd => "opensmtpd",
+            Family::Exchange => "exchange",
+            Family::Domino => "domino",
+            Family::IMailServer => "imailserver",
+            Family::Google => "google",
+            Family::Unknown => "unknown",
+        }
+    }
+
+    /// Every family with a reader of its own.
+    pub const WITH_READERS: &[Family] = &[Family::Domino, Family::Exim, Family::IMailServer, Family::Qmail];
+}
+
+/// The family whose fingerprints a notice carries. `human` is its human-readable account.
+pub(crate) fn identify(top: &Headers<'_>, subject: &str, human: &str) -> Family {
+    let has = |h: &str| top.raw(h).is_some();
+    let header_starts = |h: &str, p: &str| {
+        top.raw(h).is_some_and(|v| {
+            let v = String::from_utf8_lossy(v);
+            v.trim_start().to_ascii_lowercase().starts_with(p)
+        })
+    };
+    let subject = subject.trim().to_ascii_lowercase();
+    // The fixed first lines sit near the top of the account; 2 KB covers every family's.
+    let end = (0..=human.len().min(2048)).rev().find(|i| human.is_char_boundary(*i)).unwrap_or(0);
+    let head = human[..end].to_ascii_lowercase();
+    let says = |w: &str| head.contains(w);
+    if header_starts("X-Mailer", "<smtp32 v") {
+        Family::IMailServer
+    } else if subject.starts_with("delivery failure:")
+        || subject.starts_with("delivery_failure:")
+        || says("not listed in domino directory")
+        || (says("was not delivered to:") && says("because:"))
+    {
+        Family::Domino
+    } else if says("this is the qmail-send program") {
+        Family::Qmail
+    } else if says("created automatically by mail delivery software")
+        || subject.starts_with("mail delivery failed: returning message to sender")
+    {
+        Family::Exim
+    } else if says("this is the mail system at host") || says("the postfix program") {
+        Family::Postfix
+    } else if says("transcript of session follows") || says("had permanent fatal errors") {
+        Family::Sendmail
+    } else if says("courier mail server") {
+        Family::Courier
+    } else if says("this is the mailer-daemon, please do not reply") {
+        Family::OpenSmtpd
+    } else if has("X-MS-Exchange-Message-Is-Ndr")
+        || says("delivery has failed to these recipients or groups")
+        || says("your message did not reach some or all of the intended recipients")
+        || says("diagnostic information for administrators")
+    {
+        Family::Exchange
+    } else if top.address("From").is_some_and(|f| f.ends_with("@googlemail.com") || f.ends_with("@google.com")) {
+        Family::Google
+    } else {
+        Family::Unknown
+    }
+}
+
+/// One failed recipient as its family's format states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// The address, lower-cased.
+    pub(crate) recipient: String,
+    /// The lines about it: the server's words.
+    pub(crate) diagnostic: String,
+    /// The step, where the format says (`Some(Stage::Local)` for a local delivery).
+    pub(crate) stage: Option<Stage>,
+}
+
+/// The failed recipients of `family`'s notice, read in its format; `None` when the family
+/// has no reader or the notice does not follow it (the generic reader then reads it).
+pub(crate) fn read(family: Family, human: &str) -> Option<Vec<Found>> {
+    let found = match family {
+        Family::Domino => domino(human),
+        Family::Exim => exim(human),
+        Family::IMailServer => imail(human),
+        Family::Qmail => qmail(human),
+        _ => return None,
+    };
+    (!found.is_empty()).then_some(found)
+}
+
+/// The lines after the one that is `title` (compared trimmed, case-blind) up to the next
+/// line that ends a section (`stop` says which), blank lines skipped.
+fn section<'a>(human: &'a str, title: &str, stop: impl Fn(&str) -> bool) -> Vec<&'a str> {
+    let mut lines = human.lines();
+    if !lines.by_ref().any(|l| l.trim().eq_ignore_ascii_case(title)) {
+        return Vec::new();
+    }
+    lines.map(str::trim).skip_while(|l| l.is_empty()).take_while(|l| !stop(l)).filter(|l| !l.is_empty()).collect()
+}
+
+/// Domino: "was not delivered to:" lists the addresses, "because:" the one reason for all
+/// of them. Domino holds the mailbox it looked up ("not listed in Domino Directory").
+fn domino(human: &str) -> Vec<Found> {
+    let is_title = |l: &str| l.eq_ignore_ascii_case("because:") || l.eq_ignore_ascii_case("was not delivered to:");
+    let to = section(human, "was not delivered to:", is_title);
+    let because = section(human, "because:", |l| l.is_empty() || is_title(l)).join(" ");
+    let local = because.to_ascii_lowercase().contains("domino directory");
+    to.iter()
+        .flat_map(|l| addresses(l))
+        .map(|a| Found {
+            recipient: a.to_ascii_lowercase(),
+            diagnostic: because.clone(),
+            stage: local.then_some(Stage::Local),
+        })
+        .collect()
+}
+
+/// Exim: after "The following address(es) failed:" (or "…could not be delivered to one or
+/// more of its recipients"), each address on a line of its own, indented two spaces, its
+/// reason on the more deeply indented lines below. A reason that quotes no remote server
+/// ("SMTP error from remote mail server", "host … said") is Exim's own local verdict.
+fn exim(human: &str) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    let mut lines = human.lines().peekable();
+    // The list starts after the sentence that announces it.
+    let mut started = false;
+    for l in lines.by_ref() {
+        let lower = l.to_ascii_lowercase();
+        if lower.contains("address(es) failed") || lower.contains("following address failed") {
+            started = true;
+            break;
+        }
+    }
+    if !started {
+        return out;
+    }
+    while let Some(l) = lines.next() {
+        if l.trim().is_empty() {
+            if out.is_empty() {
+                continue;
+            }
+            // A blank line ends an entry; the list goes on while the next line is another.
+            match lines.peek() {
+                Some(n) if n.starts_with("  ") && !n.starts_with("    ") && n.contains('@') => continue,
+                _ => break,
+            }
+        }
+        let indent = l.len() - l.trim_start().len();
+        if indent < 4 {
+            // An address line: "  user@example.org" (maybe "<…>", maybe a note after it).
+            let first = l.split_whitespace().next().unwrap_or_default();
+            let Some(addr) = addresses(first).into_iter().next() else { break };
+            out.push(Found { recipient: addr.to_ascii_lowercase(), diagnostic: String::new(), stage: None });
+        } else if let Some(last) = out.last_mut() {
+            if !last.diagnostic.is_empty() {
+                last.diagnostic.push(' ');
+            }
+            last.diagnostic.push_str(l.trim());
+        }
+    }
+    for f in &mut out {
+        let d = f.diagnostic.to_ascii_lowercase();
+        let remote = d.contains("remote mail server") || d.contains("said:") || d.contains("host ");
+        if !remote && !d.is_empty() {
+            f.stage = Some(Stage::Local);
+        }
+        if f.diagnostic.is_empty() {
+            f.diagnostic = f.recipient.clone();
+        }
+    }
+    out
+}
+
+/// IMail: one line per failure, "<reason>: <address>", above "Original message follows.".
+/// The reason is the server's own (its local delivery, or its final word after retries).
+fn imail(human: &str) -> Vec<Found> {
+    let mut out = Vec::new();
+    for l in human.lines().take_while(|l| !l.trim().eq_ignore_ascii_case("original message follows.")) {
+        let Some((reason, rest)) = l.rsplit_once(": ") else { continue };
+        let Some(addr) = addresses(rest).into_iter().next() else { continue };
+        let lower = reason.to_ascii_lowercase();
+        let remote = lower.contains("smtp") || lower.contains("said") || lower.contains("host");
+        out.push(Found {
+            recipient: addr.to_ascii_lowercase(),
+            diagnostic: l.trim().to_string(),
+            stage: (!remote).then_some(Stage::Local),
+        });
+    }
+    out
+}
+
+/// qmail: each failure is a paragraph that starts with "<address>:". A paragraph that
+/// quotes no remote server ("Remote host said:", "does not like recipient", "didn't like")
+/// is qmail's own local delivery's verdict.
+fn qmail(human: &str) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    let mut current: Option<Found> = None;
+    for l in human.lines() {
+        let t = l.trim();
+        if t.starts_with("--- ") || t.starts_with("--- Below this line") {
+            break;
+        }
+        if t.starts_with('<') && t.ends_with(">:") {
+            out.extend(current.take());
+            if let Some(a) = addresses(t).into_iter().next() {
+                current = Some(Found { recipient: a.to_ascii_lowercase(), diagnostic: String::new(), stage: None });
+            }
+        } else if t.is_empty() {
+            out.extend(current.take());
+        } else if let Some(c) = current.as_mut() {
+            if !c.diagnostic.is_empty() {
+                c.diagnostic.push(' ');
+            }
+            c.diagnostic.push_str(t);
+        }
+    }
+    out.extend(current);
+    for f in &mut out {
+        let d = f.diagnostic.to_ascii_lowercase();
+        f.stage = if d.contains("does not like recipient") {
+            Some(Stage::Recipient)
+        } else if d.contains("remote host said") || d.contains("didn't like") || d.contains("connected to") {
+            None
+        } else {
+            Some(Stage::Local)
+        };
+        if f.diagnostic.is_empty() {
+            f.diagnostic = f.recipient.clone();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn family_of(message: &str) -> Family {
+        let (head, body) = super::super::mime::split(message.as_bytes());
+        let top = Headers::new(head);
+        let subject = top.text("Subject").unwrap_or_default();
+        identify(&top, &subject, std::str::from_utf8(body).unwrap())
+    }
+
+    #[test]
+    fn families_are_told_by_their_fixed_wordings_and_headers() {
+        let cases = [
+            ("From: a@b\n\nHi. This is the qmail-send program at mx.example.org.\n", Family::Qmail),
+            ("Subject: Mail delivery failed: returning message to sender\n\nx\n", Family::Exim),
+            ("From: a@b\n\nThis is the mail system at host mx.example.org.\n", Family::Postfix),
+            ("From: a@b\n\n   ----- Transcript of session follows -----\n", Family::Sendmail),
+            ("Subject: DELIVERY FAILURE: User x not listed\n\nYour message\n", Family::Domino),
+            ("X-Mailer: <SMTP32 v8.22>\n\nUnknown user: a@example.org\n", Family::IMailServer),
+            ("From: a@b\n\nDelivery has failed to these recipients or groups:\n", Family::Exchange),
+            ("From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\n\nx\n", Family::Google),
+            ("From: a@b\n\nSorry.\n", Family::Unknown),
+        ];
+        for (m, f) in cases {
+            assert_eq!(family_of(m), f, "{m}");
+        }
+    }
+
+    #[test]
+    fn domino_names_the_address_and_its_reason_in_separate_sections() {
+        let human = "Your message\n\n  Subject: Hi\n\nwas not delivered to:\n\n  kijitora@example.jp\n\nbecause:\n\n  User some.name (kijitora@example.jp) not listed in Domino Directory\n\n";
+        let found = read(Family::Domino, human).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].recipient, "kijitora@example.jp");
+        assert!(found[0].diagnostic.contains("not listed in Domino Directory"));
+        assert_eq!(found[0].stage, Some(Stage::Local));
+        // A reason that is not the directory's is no local lookup.
+        let human = "was not delivered to:\n\n  a@example.jp\n  b@example.jp\n\nbecause:\n\n  Router: timed out\n";
+        let found = read(Family::Domino, human).unwrap();
+        assert_eq!(found.iter().map(|f| f.recipient.as_str()).collect::<Vec<_>>(), ["a@example.jp", "b@example.jp"]);
+        assert!(found.iter().all(|f| f.stage.is_none() && f.diagnostic == "Router: timed out"));
+    }
+
+    #[test]
+    fn exim_lists_each_address_with_its_indented_reason() {
+        let human = "This message was created automatically by mail delivery software.\n\n\
+            A message that you sent could not be delivered to one or more of its\n\
+            recipients. This is a permanent error. The following address(es) failed:\n\n\
+            \x20 a@example.or.jp\n    SMTP error from remote mail server after end of data:\n    host mx.example.jp [192.0.2.20]: 554 5.7.0 Header error\n\
+            \x20 b@example.org\n    Unrouteable address\n\n\
+            \x20 c@example.net\n    unknown user\n\n\
+            ------ This is a copy of the message, including all the headers. ------\n\n  To: z@example.com\n";
+        let found = read(Family::Exim, human).unwrap();
+        let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.stage)).collect();
+        assert_eq!(
+            r,
+            [("a@example.or.jp", None), ("b@example.org", Some(Stage::Local)), ("c@example.net", Some(Stage::Local))]
+        );
+        assert!(found[0].diagnostic.contains("554 5.7.0 Header error"));
+        // No announced list: the generic reader's turn.
+        assert!(read(Family::Exim, "Something else entirely.\n  a@example.org\n").is_none());
+    }
+
+    #[test]
+    fn qmail_paragraphs_say_whether_a_remote_server_refused() {
+        let human = "Hi. This is the qmail-send program at example.org.\n\n\
+            <a@example.net>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n\
+            <b@example.net>:\n192.0.2.25 does not like recipient.\nRemote host said: 550 5.1.1 User unknown\n\n\
+            <c@example.net>:\nConnected to 192.0.2.25 but sender was rejected.\nRemote host said: 553 denied\n\n\
+            --- Below this line is a copy of the message.\n\n<d@example.net>:\n";
+        let found = read(Family::Qmail, human).unwrap();
+        let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.stage)).collect();
+        assert_eq!(
+            r,
+            [("a@example.net", Some(Stage::Local)), ("b@example.net", Some(Stage::Recipient)), ("c@example.net", None)]
+        );
+    }
+
+    #[test]
+    fn imail_reads_one_failure_per_line() {
+        let human = "Unknown user: a@example.com\nDelivery failed 20 attempts: b@example.com\nOriginal message follows.\n\nTo: c@example.com\n";
+        let found = read(Family::IMailServer, human).unwrap();
+        let r: Vec<_> = found.iter().map(|f| f.recipient.as_str()).collect();
+        assert_eq!(r, ["a@example.com", "b@example.com"]);
+        assert_eq!(found[0].stage, Some(Stage::Local));
+    }
+
+    #[test]
+    fn readers_are_total() {
+        for f in Family::WITH_READERS {
+            for text in ["", "\n\n", "was not delivered to:", "address(es) failed\n\n\n", "<:\n", ": @\n", "<@>:\n\n"] {
+                let _ = read(*f, text);
+            }
+        }
+    }
+}
