@@ -74,8 +74,9 @@ impl Family {
     pub const WITH_READERS: &[Family] = &[Family::Domino, Family::Exim, Family::IMailServer, Family::Qmail];
 }
 
-/// The family whose fingerprints a notice carries. `human` is its human-readable account.
-pub(crate) fn identify(top: &Headers<'_>, subject: &str, human: &str) -> Family {
+/// The family whose fingerprints a notice carries. `lower` is its human-readable account,
+/// lower-cased.
+pub(crate) fn identify(top: &Headers<'_>, subject: &str, lower: &str) -> Family {
     let has = |h: &str| top.raw(h).is_some();
     let header_starts = |h: &str, p: &str| {
         top.raw(h).is_some_and(|v| {
@@ -85,8 +86,8 @@ pub(crate) fn identify(top: &Headers<'_>, subject: &str, human: &str) -> Family 
     };
     let subject = subject.trim().to_ascii_lowercase();
     // The fixed first lines sit near the top of the account; 2 KB covers every family's.
-    let end = (0..=human.len().min(2048)).rev().find(|i| human.is_char_boundary(*i)).unwrap_or(0);
-    let head = human[..end].to_ascii_lowercase();
+    let end = (0..=lower.len().min(2048)).rev().find(|i| lower.is_char_boundary(*i)).unwrap_or(0);
+    let head = &lower[..end];
     let says = |w: &str| head.contains(w);
     if header_starts("X-Mailer", "<smtp32 v") {
         Family::IMailServer
@@ -166,10 +167,11 @@ fn domino(human: &str) -> Vec<Found> {
     let local = because.to_ascii_lowercase().contains("domino directory");
     to.iter()
         .flat_map(|l| addresses(l))
-        .map(|a| Found {
-            recipient: a.to_ascii_lowercase(),
-            diagnostic: because.clone(),
-            stage: local.then_some(Stage::Local),
+        .map(|a| {
+            let recipient = a.to_ascii_lowercase();
+            // (No "because:" section: the address is all the account says.)
+            let diagnostic = if because.is_empty() { recipient.clone() } else { because.clone() };
+            Found { recipient, diagnostic, stage: local.then_some(Stage::Local) }
         })
         .collect()
 }
@@ -299,7 +301,7 @@ mod tests {
         let (head, body) = super::super::mime::split(message.as_bytes());
         let top = Headers::new(head);
         let subject = top.text("Subject").unwrap_or_default();
-        identify(&top, &subject, std::str::from_utf8(body).unwrap())
+        identify(&top, &subject, &std::str::from_utf8(body).unwrap().to_ascii_lowercase())
     }
 
     #[test]
@@ -379,11 +381,26 @@ mod tests {
         assert_eq!(found[0].stage, Some(Stage::Local));
     }
 
-    #[test]
-    fn readers_are_total() {
-        for f in Family::WITH_READERS {
-            for text in ["", "\n\n", "was not delivered to:", "address(es) failed\n\n\n", "<:\n", ": @\n", "<@>:\n\n"] {
-                let _ = read(*f, text);
+    proptest::proptest! {
+        /// Every reader is total on any mix of its own format's pieces and noise, and names
+        /// only addresses that occur in the text, each with its lines.
+        #[test]
+        fn readers_are_total_and_name_only_what_the_text_names(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "was not delivered to:", "because:", "The following address(es) failed:",
+                "Original message follows.", "Hi. This is the qmail-send program", "--- Below this line",
+                "  a@example.org", "    Unrouteable address", "<b@example.net>:", "Unknown user: c@example.com",
+                "Remote host said: 550 5.1.1 no", "does not like recipient.", "", " ", "<@>:", ": @", "\u{e9}\u{20ac}",
+            ]), 0..40),
+        ) {
+            let text = pieces.join("\n");
+            let lower = text.to_ascii_lowercase();
+            for f in Family::WITH_READERS {
+                for found in read(*f, &text).unwrap_or_default() {
+                    proptest::prop_assert!(found.recipient.contains('@'));
+                    proptest::prop_assert!(lower.contains(&found.recipient), "{} not in {text:?}", found.recipient);
+                    proptest::prop_assert!(!found.diagnostic.is_empty());
+                }
             }
         }
     }

@@ -217,7 +217,9 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
     }
     // A single-part bounce quotes the original inline: split it off.
     let (human, inline_original) = split_inline_original(&human);
-    let reporter = family::identify(&top, &subject, &human);
+    // Lower-cased once: every word test below reads this.
+    let lower_human = human.to_ascii_lowercase();
+    let reporter = family::identify(&top, &subject, &lower_human);
     let reader = Some(reporter).filter(|f| without != Some(*f));
     // (Every answer below names the reporter: the decision runs in a closure so that its
     // early returns need not each set it.)
@@ -230,8 +232,6 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             .collect::<Vec<_>>()
             .join("\n");
         let links = links(&envelope_to, &original, &human, &dsn_text);
-        // Lower-cased once: every word test below reads this.
-        let lower_human = human.to_ascii_lowercase();
 
         // Amazon SES notifications delivered by e-mail carry their verdict as JSON.
         if let Some(parsed) = ses_notification(&human, &links, rules) {
