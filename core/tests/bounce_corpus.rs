@@ -116,9 +116,10 @@ fn corpus_scores() {
     // mail) are not met yet; the README gives the current figures and what the misses are.
     // (Type 0.909 → 0.895 when a 5xx whose words say nothing known became Permanent, as
     // `bounce::reason::verdict` explains: these labels call most of those Transient.)
-    assert!(recall >= 0.985, "recipient recall fell to {recall:.3}");
-    assert!(precision >= 0.98, "recipient precision fell to {precision:.3}");
-    assert!(type_acc >= 0.89, "type accuracy fell to {type_acc:.3}");
+    // (0.893 → 0.907 and recall 0.988 → 0.990 with the family readers.)
+    assert!(recall >= 0.989, "recipient recall fell to {recall:.3}");
+    assert!(precision >= 0.985, "recipient precision fell to {precision:.3}");
+    assert!(type_acc >= 0.905, "type accuracy fell to {type_acc:.3}");
     assert_eq!(s.complaints_found, s.complaints, "every complaint is detected");
 }
 
@@ -203,8 +204,7 @@ fn cross_validated_by_family() {
         only_one.extend(Rules::words().filter(|(_, w, _)| fitted(w)).map(|(_, w, _)| w));
         let rules = Rules::without(|_, w| fitted(w));
         // A family's own reader was written from its mail: it is left out too.
-        let name = f.trim_start_matches("lhost-").trim_start_matches("rhost-");
-        let own = Family::WITH_READERS.iter().copied().find(|r| r.name() == name);
+        let own = file_family(f).filter(|r| Family::WITH_READERS.contains(r));
         let s = score_with(&dir, &held, |_, raw| match own {
             Some(fam) => parse_without_reader(raw, &rules, fam),
             None => parse_with(raw, &rules),
@@ -237,6 +237,19 @@ fn cross_validated_by_family() {
         ratio(pooled.type_ok, pooled.gold)
     );
     assert!(ratio(pooled.matched, pooled.gold) >= 0.98, "held-out recall {:.3}", ratio(pooled.matched, pooled.gold));
+}
+
+/// The reader's family of a corpus family (`lhost-exchange2003`: Exchange).
+fn file_family(f: &str) -> Option<Family> {
+    let name = f.trim_start_matches("lhost-").trim_start_matches("rhost-");
+    Some(match name {
+        "exchange2003" | "exchange2007" | "office365" | "outlook" => Family::Exchange,
+        "domino" | "notes" => Family::Domino,
+        "exim" => Family::Exim,
+        "imailserver" => Family::IMailServer,
+        "qmail" => Family::Qmail,
+        _ => return None,
+    })
 }
 
 /// The family Sisimai names (the corpus's `sisimai_smtpagent`), in the reader's terms.

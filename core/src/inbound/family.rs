@@ -71,7 +71,8 @@ impl Family {
     }
 
     /// Every family with a reader of its own.
-    pub const WITH_READERS: &[Family] = &[Family::Domino, Family::Exim, Family::IMailServer, Family::Qmail];
+    pub const WITH_READERS: &[Family] =
+        &[Family::Domino, Family::Exchange, Family::Exim, Family::IMailServer, Family::Qmail];
 }
 
 /// The family whose fingerprints a notice carries. `lower` is its human-readable account,
@@ -115,6 +116,7 @@ pub(crate) fn identify(top: &Headers<'_>, subject: &str, lower: &str) -> Family 
         || says("delivery has failed to these recipients or groups")
         || says("your message did not reach some or all of the intended recipients")
         || says("diagnostic information for administrators")
+        || says("did not reach the following recipient(s)")
     {
         Family::Exchange
     } else if top.address("From").is_some_and(|f| f.ends_with("@googlemail.com") || f.ends_with("@google.com")) {
@@ -143,6 +145,7 @@ pub(crate) fn read(family: Family, human: &str) -> Option<Vec<Found>> {
         Family::Exim => exim(human),
         Family::IMailServer => imail(human),
         Family::Qmail => qmail(human),
+        Family::Exchange => exchange(human),
         _ => return None,
     };
     (!found.is_empty()).then_some(found)
@@ -225,6 +228,47 @@ fn exim(human: &str) -> Vec<Found> {
         if !remote && !d.is_empty() {
             f.stage = Some(Stage::Local);
         }
+        if f.diagnostic.is_empty() {
+            f.diagnostic = f.recipient.clone();
+        }
+    }
+    out
+}
+
+/// Exchange's plain notice (2000/2003, sent without a delivery-status part): after "did
+/// not reach the following recipient(s):", each address starts a line ("a@b on <date>"),
+/// its reason on the lines below (indented, though a long MTS-ID wraps to the margin);
+/// the list ends at a `-----` rule or the end of the text. (The quoted "To:" above the list
+/// names the message's recipients, not the failed ones.) The later notices carry a
+/// delivery-status part, which the generic reader reads.
+fn exchange(human: &str) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    let mut lines = human.lines();
+    if !lines.by_ref().any(|l| l.trim().eq_ignore_ascii_case("did not reach the following recipient(s):")) {
+        return out;
+    }
+    for l in lines {
+        if l.trim().is_empty() {
+            continue;
+        }
+        if l.starts_with("-----") {
+            break;
+        }
+        let first = l.split_whitespace().next().unwrap_or_default();
+        match addresses(first).into_iter().next() {
+            Some(addr) if !l.starts_with([' ', '\t']) => {
+                out.push(Found { recipient: addr.to_ascii_lowercase(), diagnostic: String::new(), stage: None });
+            }
+            _ => {
+                let Some(last) = out.last_mut() else { break };
+                if !last.diagnostic.is_empty() {
+                    last.diagnostic.push(' ');
+                }
+                last.diagnostic.push_str(l.trim());
+            }
+        }
+    }
+    for f in &mut out {
         if f.diagnostic.is_empty() {
             f.diagnostic = f.recipient.clone();
         }
@@ -373,6 +417,24 @@ mod tests {
     }
 
     #[test]
+    fn exchange_lists_the_recipients_that_failed_not_the_quoted_ones() {
+        let human = "Your message\n\n  To:      a@example.net\n  Subject: Hi\n\n\
+            did not reach the following recipient(s):\n\n\
+            b@example.jp on Thu, 29 Apr 2010 00:00:00 -0000\n    The recipient name is not recognized\n    MSEXCH:IMS:X 0 (000C05A6)\n\
+            c@example.jp on Thu, 29 Apr 2010 00:00:00 -0000\n    The e-mail account does not exist\n\tThe MTS-ID is: c=jp;a= ;p=x\n;l=EXCHANGE0\n\n\
+            ------ a rule\nd@example.jp is not in the list\n";
+        let found = read(Family::Exchange, human).unwrap();
+        let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.diagnostic.as_str())).collect();
+        assert_eq!(
+            r,
+            [
+                ("b@example.jp", "The recipient name is not recognized MSEXCH:IMS:X 0 (000C05A6)"),
+                ("c@example.jp", "The e-mail account does not exist The MTS-ID is: c=jp;a= ;p=x ;l=EXCHANGE0")
+            ]
+        );
+    }
+
+    #[test]
     fn imail_reads_one_failure_per_line() {
         let human = "Unknown user: a@example.com\nDelivery failed 20 attempts: b@example.com\nOriginal message follows.\n\nTo: c@example.com\n";
         let found = read(Family::IMailServer, human).unwrap();
@@ -391,6 +453,7 @@ mod tests {
                 "Original message follows.", "Hi. This is the qmail-send program", "--- Below this line",
                 "  a@example.org", "    Unrouteable address", "<b@example.net>:", "Unknown user: c@example.com",
                 "Remote host said: 550 5.1.1 no", "does not like recipient.", "", " ", "<@>:", ": @", "\u{e9}\u{20ac}",
+                "did not reach the following recipient(s):", "e@example.jp on Thu", "\tno such user",
             ]), 0..40),
         ) {
             let text = pieces.join("\n");
