@@ -179,8 +179,8 @@ fn domino(human: &str) -> Vec<Found> {
         .collect()
 }
 
-/// Exim: after "The following address(es) failed:" (or "…could not be delivered to one or
-/// more of its recipients"), each address on a line of its own, indented two spaces, its
+/// Exim: after "The following address(es) failed:" (or "The following address failed:"),
+/// each address on a line of its own, indented two spaces, its
 /// reason on the more deeply indented lines below. A reason that quotes no remote server
 /// ("SMTP error from remote mail server", "host … said") is Exim's own local verdict.
 fn exim(human: &str) -> Vec<Found> {
