@@ -38,12 +38,15 @@ pub enum Family {
     /// Courier: "… running the Courier mail server".
     Courier,
     /// OpenSMTPD: "This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail."
+    // (Serialized as `name()` spells it, not `open_smtpd`: one spelling everywhere.)
+    #[serde(rename = "opensmtpd")]
     OpenSmtpd,
     /// Microsoft Exchange, on premises or online (Office 365, Outlook.com).
     Exchange,
     /// HCL (formerly Lotus/IBM) Domino: "DELIVERY FAILURE:" subjects.
     Domino,
     /// Ipswitch IMail Server: `X-Mailer: <SMTP32 v…>`.
+    #[serde(rename = "imailserver")]
     IMailServer,
     /// Google's mail (Gmail, Workspace): notices from `mailer-daemon@googlemail.com`.
     Google,
@@ -165,10 +168,37 @@ pub(crate) struct Found {
     pub(crate) stage: Option<Stage>,
 }
 
-/// The failed recipients of `family`'s notice, read in its format; `None` when the family
-/// has no reader or the notice does not follow it (the generic reader then reads it).
+/// A diagnostic is kept to this many bytes: an SMTP reply is a few lines, and anyone may
+/// mail the bounce address a notice whose "reason" is a megabyte.
+const MAX_DIAGNOSTIC: usize = 4096;
+
+impl Found {
+    fn new(address: &str) -> Found {
+        Found { recipient: address.to_ascii_lowercase(), diagnostic: String::new(), stage: None }
+    }
+
+    /// Adds one more line of the server's words (space-joined, up to [`MAX_DIAGNOSTIC`]).
+    fn say(&mut self, line: &str) {
+        if self.diagnostic.len() >= MAX_DIAGNOSTIC {
+            return;
+        }
+        if !self.diagnostic.is_empty() {
+            self.diagnostic.push(' ');
+        }
+        self.diagnostic.push_str(line.trim());
+        let mut end = self.diagnostic.len().min(MAX_DIAGNOSTIC);
+        while !self.diagnostic.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.diagnostic.truncate(end);
+    }
+}
+
+/// The failed recipients of `family`'s notice, read in its format (at most
+/// [`super::MAX_RECIPIENTS`]); `None` when the family has no reader or the notice does not
+/// follow it (the generic reader then reads it).
 pub(crate) fn read(family: Family, human: &str) -> Option<Vec<Found>> {
-    let found = match family {
+    let mut found = match family {
         Family::Domino => domino(human),
         Family::Exim => exim(human),
         Family::IMailServer => imail(human),
@@ -176,6 +206,13 @@ pub(crate) fn read(family: Family, human: &str) -> Option<Vec<Found>> {
         Family::Exchange => exchange(human),
         _ => return None,
     };
+    found.truncate(super::MAX_RECIPIENTS);
+    for f in &mut found {
+        // (A format that gives an address and no words: the address is all it says.)
+        if f.diagnostic.is_empty() {
+            f.diagnostic = f.recipient.clone();
+        }
+    }
     (!found.is_empty()).then_some(found)
 }
 
@@ -194,15 +231,19 @@ fn section<'a>(human: &'a str, title: &str, stop: impl Fn(&str) -> bool) -> Vec<
 fn domino(human: &str) -> Vec<Found> {
     let is_title = |l: &str| l.eq_ignore_ascii_case("because:") || l.eq_ignore_ascii_case("was not delivered to:");
     let to = section(human, "was not delivered to:", is_title);
-    let because = section(human, "because:", |l| l.is_empty() || is_title(l)).join(" ");
-    let local = because.to_ascii_lowercase().contains("domino directory");
+    // The one reason, copied to each address: both kept bounded.
+    let mut because = Found::new("");
+    for l in section(human, "because:", |l| l.is_empty() || is_title(l)) {
+        because.say(l);
+    }
+    let local = because.diagnostic.to_ascii_lowercase().contains("domino directory");
     to.iter()
         .flat_map(|l| addresses(l))
-        .map(|a| {
-            let recipient = a.to_ascii_lowercase();
-            // (No "because:" section: the address is all the account says.)
-            let diagnostic = if because.is_empty() { recipient.clone() } else { because.clone() };
-            Found { recipient, diagnostic, stage: local.then_some(Stage::Local) }
+        .take(super::MAX_RECIPIENTS)
+        .map(|a| Found {
+            diagnostic: because.diagnostic.clone(),
+            stage: local.then_some(Stage::Local),
+            ..Found::new(&a)
         })
         .collect()
 }
@@ -242,12 +283,9 @@ fn exim(human: &str) -> Vec<Found> {
             // An address line: "  user@example.org" (maybe "<…>", maybe a note after it).
             let first = l.split_whitespace().next().unwrap_or_default();
             let Some(addr) = addresses(first).into_iter().next() else { break };
-            out.push(Found { recipient: addr.to_ascii_lowercase(), diagnostic: String::new(), stage: None });
+            out.push(Found::new(&addr));
         } else if let Some(last) = out.last_mut() {
-            if !last.diagnostic.is_empty() {
-                last.diagnostic.push(' ');
-            }
-            last.diagnostic.push_str(l.trim());
+            last.say(l);
         }
     }
     for f in &mut out {
@@ -255,9 +293,6 @@ fn exim(human: &str) -> Vec<Found> {
         let remote = d.contains("remote mail server") || d.contains("said:") || d.contains("host ");
         if !remote && !d.is_empty() {
             f.stage = Some(Stage::Local);
-        }
-        if f.diagnostic.is_empty() {
-            f.diagnostic = f.recipient.clone();
         }
     }
     out
@@ -285,20 +320,12 @@ fn exchange(human: &str) -> Vec<Found> {
         let first = l.split_whitespace().next().unwrap_or_default();
         match addresses(first).into_iter().next() {
             Some(addr) if !l.starts_with([' ', '\t']) => {
-                out.push(Found { recipient: addr.to_ascii_lowercase(), diagnostic: String::new(), stage: None });
+                out.push(Found::new(&addr));
             }
             _ => {
                 let Some(last) = out.last_mut() else { break };
-                if !last.diagnostic.is_empty() {
-                    last.diagnostic.push(' ');
-                }
-                last.diagnostic.push_str(l.trim());
+                last.say(l);
             }
-        }
-    }
-    for f in &mut out {
-        if f.diagnostic.is_empty() {
-            f.diagnostic = f.recipient.clone();
         }
     }
     out
@@ -313,11 +340,9 @@ fn imail(human: &str) -> Vec<Found> {
         let Some(addr) = addresses(rest).into_iter().next() else { continue };
         let lower = reason.to_ascii_lowercase();
         let remote = lower.contains("smtp") || lower.contains("said") || lower.contains("host");
-        out.push(Found {
-            recipient: addr.to_ascii_lowercase(),
-            diagnostic: l.trim().to_string(),
-            stage: (!remote).then_some(Stage::Local),
-        });
+        let mut f = Found { stage: (!remote).then_some(Stage::Local), ..Found::new(&addr) };
+        f.say(l);
+        out.push(f);
     }
     out
 }
@@ -330,21 +355,19 @@ fn qmail(human: &str) -> Vec<Found> {
     let mut current: Option<Found> = None;
     for l in human.lines() {
         let t = l.trim();
-        if t.starts_with("--- ") || t.starts_with("--- Below this line") {
+        // ("--- Below this line is a copy of the message.", "--- Enclosed is a copy…")
+        if t.starts_with("--- ") {
             break;
         }
         if t.starts_with('<') && t.ends_with(">:") {
             out.extend(current.take());
             if let Some(a) = addresses(t).into_iter().next() {
-                current = Some(Found { recipient: a.to_ascii_lowercase(), diagnostic: String::new(), stage: None });
+                current = Some(Found::new(&a));
             }
         } else if t.is_empty() {
             out.extend(current.take());
         } else if let Some(c) = current.as_mut() {
-            if !c.diagnostic.is_empty() {
-                c.diagnostic.push(' ');
-            }
-            c.diagnostic.push_str(t);
+            c.say(t);
         }
     }
     out.extend(current);
@@ -357,9 +380,6 @@ fn qmail(human: &str) -> Vec<Found> {
         } else {
             Some(Stage::Local)
         };
-        if f.diagnostic.is_empty() {
-            f.diagnostic = f.recipient.clone();
-        }
     }
     out
 }
@@ -374,6 +394,13 @@ mod tests {
         let top = Headers::new(head);
         let subject = top.text("Subject").unwrap_or_default();
         identify(&top, &subject, &std::str::from_utf8(body).unwrap().to_ascii_lowercase())
+    }
+
+    #[test]
+    fn a_family_serializes_as_its_name() {
+        for f in [Family::OpenSmtpd, Family::IMailServer, Family::Exchange, Family::Unknown] {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.name());
+        }
     }
 
     #[test]

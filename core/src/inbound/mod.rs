@@ -339,8 +339,9 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             && !auto_reply
             && let Some(found) = reader.and_then(|f| family::read(f, &human))
         {
-            let n = found.len().min(MAX_RECIPIENTS);
-            for f in found.iter().take(MAX_RECIPIENTS) {
+            // (`family::read` keeps to MAX_RECIPIENTS itself.)
+            let n = found.len();
+            for f in &found {
                 let e = Evidence {
                     status: None,
                     diag: &f.diagnostic,
@@ -877,5 +878,20 @@ Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.2.2\n\n--b-
         let p = parse(odd.as_bytes());
         assert_eq!((p.reporter, p.bounces.len()), (Family::Exim, 1));
         assert_eq!(p.bounces[0].recipient, "z@example.org");
+    }
+
+    #[test]
+    fn a_family_reader_is_bounded_too() {
+        // A Domino notice listing 20,000 addresses under one 600 KB reason: each address
+        // must not carry its own copy of the reason (that was 12 GB), and at most
+        // MAX_RECIPIENTS are read.
+        let to: String = (0..20_000).map(|i| format!("  u{i}@example.org\n")).collect();
+        let because = "x".repeat(600_000);
+        let raw = format!(
+            "From: Postmaster@example.jp\nSubject: DELIVERY FAILURE: x\n\nwas not delivered to:\n\n{to}\nbecause:\n\n  {because}\n"
+        );
+        let p = parse(raw.as_bytes());
+        assert_eq!(p.reporter, Family::Domino);
+        assert!(p.bounces.len() <= MAX_RECIPIENTS);
     }
 }
