@@ -61,6 +61,12 @@ fn options() -> ResolverOpts {
     o.attempts = 2;
     // Enough for the MX hosts and policy records of many recipient domains.
     o.cache_size = 4096;
+    // An absence is kept as the memo keeps it (its SOA's negative TTL, at least
+    // `NEGATIVE_MIN`) for the lookups that reach hickory without the memo: mail-auth's SPF,
+    // DKIM and DMARC, which keep no failed lookup themselves. Without it, a NXDOMAIN carrying
+    // no SOA (dnsmasq's, some forwarders') was asked again for every message received — the
+    // DMARC walk's `_dmarc.<parent>` at each arrival.
+    o.negative_min_ttl = Some(NEGATIVE_MIN);
     o
 }
 

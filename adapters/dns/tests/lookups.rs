@@ -75,3 +75,30 @@ async fn cname_targets_and_their_absence() {
     assert!(matches!(r.cname("track.mailroom.test").await, Err(DnsError::NotFound { .. })), "a host, not an alias");
     assert!(matches!(r.cname("nothing.acme.test").await, Err(DnsError::NotFound { .. })));
 }
+
+/// mail-auth's lookups keep an absence as ours do. Its DMARC walk asks for `_dmarc.<parent>`
+/// too, which does not exist; dnsmasq says so without an SOA, and hickory kept nothing — so
+/// every message received asked the nameserver again. With the nameserver gone, a second
+/// message from the same sender is judged from the cache alone, exactly as the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_authentication_is_answered_from_the_cache_absences_included() {
+    use mailroom_core::ports::MessageAuth;
+    use mailroom_core::receiving::AuthResult;
+    let dns = dnsmasq::start(&[
+        "--local-ttl=300".into(),
+        dnsmasq::record("sender.test", "TXT", "v=spf1 ip4:127.0.0.1 -all"),
+        dnsmasq::record("_dmarc.sender.test", "TXT", "v=DMARC1; p=none"),
+    ]);
+    let r = HickoryResolver::with_nameserver(dns.addr);
+    let raw =
+        b"From: <s@sender.test>\r\nTo: <r@in.test>\r\nSubject: hi\r\nMessage-ID: <1@sender.test>\r\n\r\nHello.\r\n";
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let first = r.authenticate(raw, ip, "sender.test", "s@sender.test").await;
+    assert_eq!((first.spf, first.dmarc), (AuthResult::Pass, AuthResult::Pass), "{first:?}");
+    drop(dns);
+    let started = std::time::Instant::now();
+    let second = r.authenticate(raw, ip, "sender.test", "s@sender.test").await;
+    assert_eq!(second, first, "judged again from the cache");
+    // A lookup sent to the dead nameserver would wait out hickory's timeout (3 s, twice).
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "asked the nameserver: {:?}", started.elapsed());
+}
