@@ -338,7 +338,7 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
     };
     let at = api.engine.clock().now();
     let log = RequestLog {
-        id: RequestLog::id_at(at),
+        id: api.engine.request_log_id(at),
         at,
         method,
         endpoint,
