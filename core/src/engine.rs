@@ -341,7 +341,7 @@ impl Engine {
     ///
     /// [`RequestLog::id_at`]: crate::ports::RequestLog::id_at
     pub fn request_log_id(&self, at: chrono::DateTime<chrono::Utc>) -> u128 {
-        self.inner.ids.next(u64::try_from(at.timestamp_millis()).unwrap_or(0)).as_u128()
+        self.id_at(at).as_u128()
     }
 
     /// The id of the key this engine acts for, if any.
@@ -351,8 +351,12 @@ impl Engine {
 
     /// A fresh id, later than every id this engine gave before.
     pub(crate) fn next_id(&self) -> EmailId {
-        let ms = u64::try_from(self.inner.config.clock.now().timestamp_millis()).unwrap_or(0);
-        self.inner.ids.next(ms)
+        self.id_at(self.inner.config.clock.now())
+    }
+
+    /// The generator's next id for an instant (email ids and request-log ids share it).
+    fn id_at(&self, at: chrono::DateTime<chrono::Utc>) -> EmailId {
+        self.inner.ids.next(u64::try_from(at.timestamp_millis()).unwrap_or(0))
     }
 
     /// The route cache of inbound mail.
