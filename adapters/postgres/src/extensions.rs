@@ -72,7 +72,7 @@ impl ApiKeyStore for PostgresStorage {
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool> {
         let (account, id) = (account.as_str().to_string(), id.to_string());
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let row = tx
                     .query_opt(
@@ -104,15 +104,21 @@ const LOG_CHUNK: i64 = 500;
 #[async_trait]
 impl RequestLogStore for PostgresStorage {
     async fn log_append(&self, account: &AccountId, log: RequestLog) -> Result<()> {
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO mailroom_request_logs (id, account, at, api_key_id, record) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO NOTHING",
-            &[&Uuid::from_u128(log.id), &account.as_str(), &log.at, &log.api_key_id, &encode(&log)?],
-        )
+        // A write per request: it joins the requests' group (see `group`).
+        let (account, record) = (account.as_str().to_string(), encode(&log)?);
+        self.write(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO mailroom_request_logs (id, account, at, api_key_id, record) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&Uuid::from_u128(log.id), &account, &log.at, &log.api_key_id, &record],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(())
+            })
+        })
         .await
-        .map_err(backend)?;
-        Ok(())
     }
 
     async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<usize> {
@@ -179,7 +185,7 @@ impl DomainStore for PostgresStorage {
     ) -> Result<bool> {
         let account = account.clone();
         let record = encode(&domain)?;
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let version = i64::try_from(domain.version).unwrap_or(i64::MAX);
                 // Compare-and-set: insert version 1 over nothing, or replace version n - 1.
@@ -246,7 +252,7 @@ impl DomainStore for PostgresStorage {
 
     async fn domain_delete(&self, account: &AccountId, name: &str, at: DateTime<Utc>) -> Result<bool> {
         let (account, name) = (account.clone(), name.to_string());
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let row = tx
                     .query_opt(

@@ -26,7 +26,10 @@
 //! received mail.
 
 mod extensions;
+mod group;
 mod webhooks;
+
+pub use group::GroupStats;
 
 /// The driver this store speaks through, for a host (or a test) that runs its own SQL beside it.
 pub use tokio_postgres;
@@ -34,6 +37,7 @@ pub use tokio_postgres;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use group::{Conn, Groups};
 use mailroom_core::email::{
     AccountId, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page, PageRequest,
 };
@@ -46,7 +50,7 @@ use mailroom_core::ports::{
 };
 use mailroom_core::store;
 use std::time::Duration;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 /// The schema's versions, in order; each runs once, in the transaction that records it.
@@ -69,12 +73,17 @@ const V1: u8 = 1;
 /// The channel on which writers announce that something became due.
 const DUE_CHANNEL: &str = "mailroom_due";
 
+/// The lanes of group commit (see [`group`]): two, so that PostgreSQL works on one group while
+/// the other waits for its WAL flush; more would split bursts into smaller groups.
+const WRITE_LANES: usize = 2;
+
 /// The store: a pool of connections to one database, and a listener for other processes'
 /// announcements.
 #[derive(Clone)]
 pub struct PostgresStorage {
     pool: Pool,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    groups: std::sync::Arc<Groups>,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -123,7 +132,8 @@ impl PostgresStorage {
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(max_connections.max(1)).build().map_err(backend)?;
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-        let store = PostgresStorage { pool, wake: wake.clone() };
+        let groups = std::sync::Arc::new(Groups::start(pool.clone(), WRITE_LANES));
+        let store = PostgresStorage { pool, wake: wake.clone(), groups };
         store.migrate().await?;
         tokio::spawn(listen(config, std::sync::Arc::downgrade(&wake)));
         Ok(store)
@@ -168,16 +178,20 @@ impl PostgresStorage {
         tx.commit().await.map_err(backend)
     }
 
-    /// Runs `work` in one transaction, committed when it returns `Ok`.
-    async fn in_tx<T, F>(&self, work: F) -> StorageResult<T>
+    /// Runs `work` as one write of the next group (see [`group`]): atomic on its own, its
+    /// result answered once the group's transaction is committed.
+    async fn write<T, F>(&self, work: F) -> StorageResult<T>
     where
-        F: for<'t> FnOnce(&'t Transaction<'t>) -> futures_lite::BoxFuture<'t, StorageResult<T>>,
+        F: for<'c> FnOnce(&'c Conn) -> futures_lite::BoxFuture<'c, StorageResult<T>> + Send + 'static,
+        T: Send + 'static,
     {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(backend)?;
-        let out = work(&tx).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(out)
+        self.groups.write(work).await
+    }
+
+    /// How many group transactions this store's writes have shared, and how many writes ran
+    /// in them (their ratio is the writes per commit).
+    pub fn group_stats(&self) -> &GroupStats {
+        &self.groups.stats
     }
 }
 
@@ -227,7 +241,7 @@ async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<tokio::syn
 }
 
 /// Announces, at commit, that something became due (idle workers of every process look).
-async fn announce_due(tx: &Transaction<'_>) -> StorageResult<()> {
+async fn announce_due(tx: &Conn) -> StorageResult<()> {
     tx.batch_execute(&format!("NOTIFY {DUE_CHANNEL}")).await.map_err(backend)
 }
 
@@ -238,10 +252,7 @@ mod futures_lite {
 
 /// The states of the emails `ids` that exist, locked for update in one statement and in id
 /// order (two transactions locking overlapping sets cannot deadlock).
-async fn locked_states(
-    tx: &Transaction<'_>,
-    ids: &[EmailId],
-) -> StorageResult<std::collections::HashMap<EmailId, EmailState>> {
+async fn locked_states(tx: &Conn, ids: &[EmailId]) -> StorageResult<std::collections::HashMap<EmailId, EmailState>> {
     let keys: Vec<Uuid> = ids.iter().map(|id| uuid(*id)).collect();
     let rows = tx
         .query("SELECT state FROM mailroom_emails WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&keys])
@@ -256,7 +267,7 @@ async fn locked_states(
 }
 
 /// One email row's state, locked for update.
-async fn locked_state(tx: &Transaction<'_>, id: EmailId) -> StorageResult<Option<EmailState>> {
+async fn locked_state(tx: &Conn, id: EmailId) -> StorageResult<Option<EmailState>> {
     let row = tx
         .query_opt("SELECT state FROM mailroom_emails WHERE id = $1 FOR UPDATE", &[&uuid(id)])
         .await
@@ -266,7 +277,7 @@ async fn locked_state(tx: &Transaction<'_>, id: EmailId) -> StorageResult<Option
 
 /// Writes a state back, with the columns that mirror it, and logs the events it gained over
 /// the `before` it had when read.
-async fn put_state(tx: &Transaction<'_>, before: usize, state: &EmailState) -> StorageResult<()> {
+async fn put_state(tx: &Conn, before: usize, state: &EmailState) -> StorageResult<()> {
     let gained = Pending::for_email(&state.account, state.id, state.events.get(before..).unwrap_or(&[]));
     log(tx, gained).await?;
     tx.execute(
@@ -279,7 +290,7 @@ async fn put_state(tx: &Transaction<'_>, before: usize, state: &EmailState) -> S
 }
 
 /// Lists an address (replacing its entry), logging `suppression.added` when it was not listed.
-async fn put_suppression(tx: &Transaction<'_>, account: &AccountId, entry: &SuppressionEntry) -> StorageResult<()> {
+async fn put_suppression(tx: &Conn, account: &AccountId, entry: &SuppressionEntry) -> StorageResult<()> {
     // `xmax = 0` tells an inserted row from an updated one.
     let row = tx
         .query_one(
@@ -302,7 +313,7 @@ async fn put_suppression(tx: &Transaction<'_>, account: &AccountId, entry: &Supp
 
 /// Appends entries to the event log, unnumbered (see the migration's comment), in one
 /// statement: their insertion order (and so their numbers) is the order given.
-async fn log(tx: &Transaction<'_>, entries: impl IntoIterator<Item = Pending>) -> StorageResult<()> {
+async fn log(tx: &Conn, entries: impl IntoIterator<Item = Pending>) -> StorageResult<()> {
     let (mut accounts, mut ats, mut subjects) = (Vec::new(), Vec::new(), Vec::new());
     for p in entries {
         accounts.push(p.account.as_str().to_string());
@@ -347,7 +358,7 @@ impl Storage for PostgresStorage {
         };
         let bytes = encode(&marker)?;
         let (account, key, fingerprint) = (account.as_str().to_string(), key.to_string(), *fingerprint);
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 // A new key: the marker goes in and this request holds it.
                 let inserted = tx
@@ -387,14 +398,19 @@ impl Storage for PostgresStorage {
     }
 
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
-        let c = self.client().await?;
-        c.execute(
-            "DELETE FROM mailroom_idempotency WHERE account = $1 AND key = $2 AND NOT completed",
-            &[&account.as_str(), &key],
-        )
+        let (account, key) = (account.as_str().to_string(), key.to_string());
+        self.write(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "DELETE FROM mailroom_idempotency WHERE account = $1 AND key = $2 AND NOT completed",
+                    &[&account, &key],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(())
+            })
+        })
         .await
-        .map_err(backend)?;
-        Ok(())
     }
 
     async fn insert_emails(
@@ -426,7 +442,7 @@ impl Storage for PostgresStorage {
             None => None,
         };
         let account = account.as_str().to_string();
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 if let Some((key, created_at, expires_at, record)) = &completion {
                     let row = tx
@@ -545,7 +561,7 @@ impl Storage for PostgresStorage {
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> StorageResult<Vec<ClaimedEmail>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 // Rows another process holds are skipped, not waited for.
                 let rows = tx
@@ -575,7 +591,7 @@ impl Storage for PostgresStorage {
 
     async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>> {
         let claims = claims.to_vec();
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
                 let mut states = locked_states(tx, &ids).await?;
@@ -598,7 +614,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let mut lost = Vec::new();
                 // Rows locked in id order, in one statement: two processes recording
@@ -643,7 +659,7 @@ impl Storage for PostgresStorage {
 
     async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
         let claims = claims.to_vec();
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
                 let mut states = locked_states(tx, &ids).await?;
@@ -667,7 +683,7 @@ impl Storage for PostgresStorage {
         // Answered in id order (the order the rows are locked in).
         let mut claims = claims.to_vec();
         claims.sort_by_key(|c| c.id.as_u128());
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
                 let mut states = locked_states(tx, &ids).await?;
@@ -697,12 +713,12 @@ impl Storage for PostgresStorage {
 
     async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()> {
         let account = account.clone();
-        self.in_tx(move |tx| Box::pin(async move { put_suppression(tx, &account, &entry).await })).await
+        self.write(move |tx| Box::pin(async move { put_suppression(tx, &account, &entry).await })).await
     }
 
     async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         let (account, address) = (account.clone(), address.to_string());
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let row = tx
                     .query_opt(
@@ -755,7 +771,7 @@ impl Storage for PostgresStorage {
 
     async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
         let account = account.clone();
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let Some(mut state) = locked_state(tx, id).await?.filter(|s| s.account == account) else {
                     return Ok(ScheduleChange::NotFound);
@@ -774,7 +790,7 @@ impl Storage for PostgresStorage {
 
     async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
         let account = account.clone();
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let Some(mut state) = locked_state(tx, id).await?.filter(|s| s.account == account) else {
                     return Ok(ScheduleChange::NotFound);
@@ -796,7 +812,7 @@ impl Storage for PostgresStorage {
         events: Vec<Event>,
         suppressions: Vec<SuppressionEntry>,
     ) -> StorageResult<Option<AccountId>> {
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let Some(mut state) = locked_state(tx, id).await? else { return Ok(None) };
                 let before = state.events.len();
@@ -815,7 +831,7 @@ impl Storage for PostgresStorage {
 
     async fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>, limit: usize) -> StorageResult<usize> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 // The columns say what `store::prunable` says (no due time means no claim).
                 let rows = tx
@@ -898,8 +914,13 @@ impl PostgresStorage {
     /// Numbers the event log's committed, unnumbered entries in insertion order, after the
     /// last number given; returns that last number.
     async fn sequence(&self) -> StorageResult<u64> {
-        self.in_tx(|tx| {
-            Box::pin(async move {
+        // A transaction of its own, not a group's: the advisory lock it takes is held until
+        // commit, and a group would hold it across the writes queued behind.
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let head = {
+            let tx = &tx;
+            async move {
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK]).await.map_err(backend)?;
                 let head: i64 = tx.query_one("SELECT n FROM mailroom_event_head", &[]).await.map_err(backend)?.get(0);
                 let numbered = tx
@@ -915,10 +936,12 @@ impl PostgresStorage {
                 if numbered > 0 {
                     tx.execute("UPDATE mailroom_event_head SET n = $1", &[&head]).await.map_err(backend)?;
                 }
-                Ok(u64::try_from(head).unwrap_or(0))
-            })
-        })
-        .await
+                Ok::<_, StorageError>(u64::try_from(head).unwrap_or(0))
+            }
+        }
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(head)
     }
 }
 

@@ -68,7 +68,7 @@ impl WebhookStore for PostgresStorage {
 
     async fn webhook_delete(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
         let (account, id) = (account.as_str().to_string(), id.to_string());
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let n = tx
                     .execute("DELETE FROM mailroom_webhooks WHERE account = $1 AND id = $2", &[&account, &id])
@@ -95,7 +95,7 @@ impl WebhookStore for PostgresStorage {
         messages: Vec<Message>,
     ) -> StorageResult<bool> {
         let (account, id) = (account.as_str().to_string(), id.to_string());
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 // The cursor moves only from where the caller read it: a twin that enqueued the
                 // same events first wins, and nothing is stored twice.
@@ -145,7 +145,7 @@ impl WebhookStore for PostgresStorage {
         message: Message,
         attempt: Option<(AttemptResult, DateTime<Utc>)>,
     ) -> StorageResult<bool> {
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let exists = tx
                     .query_opt(
@@ -233,7 +233,7 @@ impl WebhookStore for PostgresStorage {
     }
 }
 
-async fn put_message(tx: &tokio_postgres::Transaction<'_>, m: &Message) -> StorageResult<()> {
+async fn put_message(tx: &crate::group::Conn, m: &Message) -> StorageResult<()> {
     tx.execute(
         "INSERT INTO mailroom_webhook_messages (webhook_id, seq, account, created_at, due_at, record) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (webhook_id, seq) DO UPDATE SET \
@@ -249,7 +249,7 @@ async fn put_message(tx: &tokio_postgres::Transaction<'_>, m: &Message) -> Stora
 impl ReceivedStore for PostgresStorage {
     async fn received_put(&self, copies: Vec<(AccountId, ReceivedEmail)>, raw: Vec<u8>) -> Result<(), StorageError> {
         let encoded = copies.iter().map(|(_, e)| encode(e)).collect::<StorageResult<Vec<_>>>()?;
-        self.in_tx(move |tx| {
+        self.write(move |tx| {
             Box::pin(async move {
                 let raw_id: i64 = tx
                     .query_one("INSERT INTO mailroom_received_raw (raw) VALUES ($1) RETURNING id", &[&raw])

@@ -154,3 +154,61 @@ async fn claims_are_renewed_and_lost_ones_reported() {
         s.renew_claims(&[a, b, ClaimRef { id: b.id, token: 7 }], t0() + chrono::Duration::seconds(90)).await.unwrap();
     assert_eq!(lost, vec![b.id, b.id], "the old claim on b is gone");
 }
+
+/// Group commit: writes issued together share transactions (fewer commits than writes), and
+/// one that fails — here a duplicate id, a statement error that aborts PostgreSQL's
+/// transaction — fails alone: the others in its group are committed, and it changed nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
+    use mailroom_core::testkit::{new_email, t0};
+    use std::sync::atomic::Ordering;
+    let cluster = support::Cluster::start();
+    let store = Arc::new(support::store(&cluster).await);
+    let account = mailroom_core::email::AccountId::new("a");
+    let original = new_email("a", t0(), 1000, None);
+    store.insert_emails(&account, vec![original.clone()], None).await.unwrap();
+
+    let (groups, writes) =
+        (store.group_stats().groups.load(Ordering::Relaxed), store.group_stats().writes.load(Ordering::Relaxed));
+    let mut tasks = Vec::new();
+    for n in 0..64u16 {
+        let (store, account) = (store.clone(), account.clone());
+        // Every eighth write reuses the first email's id with other content.
+        let mut email = new_email("a", t0(), n, None);
+        if n % 8 == 7 {
+            email.id = original.id;
+            email.content.subject = format!("impostor {n}");
+        }
+        tasks.push(tokio::spawn(async move { (n, store.insert_emails(&account, vec![email], None).await) }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        let (n, result) = t.await.unwrap();
+        match result {
+            Ok(()) => assert_ne!(n % 8, 7, "a duplicate id was accepted"),
+            Err(e) => {
+                assert_eq!(n % 8, 7, "write {n} failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 8);
+    let groups = store.group_stats().groups.load(Ordering::Relaxed) - groups;
+    let writes = store.group_stats().writes.load(Ordering::Relaxed) - writes;
+    assert_eq!(writes, 64, "every write ran once");
+    assert!(groups < writes, "64 concurrent writes took {groups} commits");
+
+    // The 56 good ones are stored, whatever group they shared with a failing one; the
+    // original is untouched.
+    for n in (0..64u16).filter(|n| n % 8 != 7) {
+        let id = new_email("a", t0(), n, None).id;
+        assert!(store.get_email(&account, id).await.unwrap().is_some(), "email {n} lost");
+    }
+    let kept = store.get_email(&account, original.id).await.unwrap().unwrap();
+    assert_eq!(kept.content.subject, original.content.subject);
+    let page = store
+        .list_emails(&account, mailroom_core::email::PageRequest::new(Some(100), None, None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 57);
+}
