@@ -1,5 +1,6 @@
 //! API keys, request logs and domains: the extensions the HTTP API and the verifier use.
 
+use crate::sql;
 use crate::{PostgresStorage, backend, decode, encode, log};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,7 +21,8 @@ fn account_of(s: String) -> AccountId {
 impl ApiKeyStore for PostgresStorage {
     async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
+        sql::execute(
+            &c,
             "INSERT INTO mailroom_api_keys (token_sha256, account, id, created_at, record) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (token_sha256) DO NOTHING",
             &[&&key.token_sha256[..], &account.as_str(), &key.id, &key.created_at, &encode(&key)?],
@@ -32,7 +34,8 @@ impl ApiKeyStore for PostgresStorage {
 
     async fn key_put(&self, account: &AccountId, key: ApiKeyRecord) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
+        sql::execute(
+            &c,
             "INSERT INTO mailroom_api_keys (token_sha256, account, id, created_at, record) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (token_sha256) DO UPDATE SET account = EXCLUDED.account, id = EXCLUDED.id, \
              created_at = EXCLUDED.created_at, record = EXCLUDED.record",
@@ -45,28 +48,31 @@ impl ApiKeyStore for PostgresStorage {
 
     async fn key_all(&self) -> Result<Vec<(AccountId, ApiKeyRecord)>> {
         let c = self.client().await?;
-        let rows = c.query("SELECT account, record FROM mailroom_api_keys", &[]).await.map_err(backend)?;
+        let rows = sql::query(&c, "SELECT account, record FROM mailroom_api_keys", &[]).await.map_err(backend)?;
         rows.iter().map(|r| Ok((account_of(r.get(0)), decode(r.get(1))?))).collect()
     }
 
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> Result<Option<(AccountId, ApiKeyRecord)>> {
         let c = self.client().await?;
-        let row = c
-            .query_opt("SELECT account, record FROM mailroom_api_keys WHERE token_sha256 = $1", &[&&sha256[..]])
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT account, record FROM mailroom_api_keys WHERE token_sha256 = $1",
+            &[&&sha256[..]],
+        )
+        .await
+        .map_err(backend)?;
         row.map(|r| Ok((account_of(r.get(0)), decode(r.get(1))?))).transpose()
     }
 
     async fn key_list(&self, account: &AccountId) -> Result<Vec<ApiKeyRecord>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT record FROM mailroom_api_keys WHERE account = $1 ORDER BY created_at, id COLLATE \"C\"",
-                &[&account.as_str()],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT record FROM mailroom_api_keys WHERE account = $1 ORDER BY created_at, id COLLATE \"C\"",
+            &[&account.as_str()],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
@@ -74,18 +80,19 @@ impl ApiKeyStore for PostgresStorage {
         let (account, id) = (account.as_str().to_string(), id.to_string());
         self.write(move |tx| {
             Box::pin(async move {
-                let row = tx
-                    .query_opt(
-                        "SELECT token_sha256, record FROM mailroom_api_keys WHERE account = $1 AND id = $2 FOR UPDATE",
-                        &[&account, &id],
-                    )
-                    .await
-                    .map_err(backend)?;
+                let row = sql::query_opt(
+                    tx,
+                    "SELECT token_sha256, record FROM mailroom_api_keys WHERE account = $1 AND id = $2 FOR UPDATE",
+                    &[&account, &id],
+                )
+                .await
+                .map_err(backend)?;
                 let Some(row) = row else { return Ok(false) };
                 let hash: Vec<u8> = row.get(0);
                 let mut key: ApiKeyRecord = decode(row.get(1))?;
                 key.revoked_at.get_or_insert(at);
-                tx.execute(
+                sql::execute(
+                    tx,
                     "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",
                     &[&hash, &encode(&key)?],
                 )
@@ -108,7 +115,7 @@ impl RequestLogStore for PostgresStorage {
         let (account, record) = (account.as_str().to_string(), encode(&log)?);
         self.write(move |c| {
             Box::pin(async move {
-                c.execute(
+                sql::execute(c,
                     "INSERT INTO mailroom_request_logs (id, account, at, api_key_id, record) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (id) DO NOTHING",
                     &[&Uuid::from_u128(log.id), &account, &log.at, &log.api_key_id, &record],
@@ -124,14 +131,14 @@ impl RequestLogStore for PostgresStorage {
     async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<usize> {
         let c = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let n = c
-            .execute(
-                "DELETE FROM mailroom_request_logs WHERE id IN \
+        let n = sql::execute(
+            &c,
+            "DELETE FROM mailroom_request_logs WHERE id IN \
                  (SELECT id FROM mailroom_request_logs WHERE at < $1 ORDER BY id LIMIT $2)",
-                &[&cutoff, &limit],
-            )
-            .await
-            .map_err(backend)?;
+            &[&cutoff, &limit],
+        )
+        .await
+        .map_err(backend)?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
@@ -148,15 +155,15 @@ impl RequestLogStore for PostgresStorage {
         let mut upper = Uuid::from_u128(before.unwrap_or(u128::MAX));
         let mut out = Vec::new();
         loop {
-            let rows = c
-                .query(
-                    "SELECT record FROM mailroom_request_logs WHERE account = $1 AND id < $2 \
+            let rows = sql::query(
+                &c,
+                "SELECT record FROM mailroom_request_logs WHERE account = $1 AND id < $2 \
                      AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at <= $4) \
                      AND ($5::text IS NULL OR api_key_id = $5) ORDER BY id DESC LIMIT $6",
-                    &[&account.as_str(), &upper, &filter.from, &filter.to, &filter.api_key_id, &LOG_CHUNK],
-                )
-                .await
-                .map_err(backend)?;
+                &[&account.as_str(), &upper, &filter.from, &filter.to, &filter.api_key_id, &LOG_CHUNK],
+            )
+            .await
+            .map_err(backend)?;
             let n = rows.len();
             for r in &rows {
                 let l: RequestLog = decode(r.get(0))?;
@@ -190,14 +197,16 @@ impl DomainStore for PostgresStorage {
                 let version = i64::try_from(domain.version).unwrap_or(i64::MAX);
                 // Compare-and-set: insert version 1 over nothing, or replace version n - 1.
                 let written = if domain.version == 1 {
-                    tx.execute(
+                    sql::execute(
+                        tx,
                         "INSERT INTO mailroom_domains (account, name, id, version, next_check, record) \
                          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account, name) DO NOTHING",
                         &[&account.as_str(), &domain.name, &domain.id, &version, &domain.next_check, &record],
                     )
                     .await
                 } else {
-                    tx.execute(
+                    sql::execute(
+                        tx,
                         "UPDATE mailroom_domains SET id = $3, version = $4::bigint, next_check = $5, record = $6 \
                          WHERE account = $1 AND name = $2 AND version = $4::bigint - 1",
                         &[&account.as_str(), &domain.name, &domain.id, &version, &domain.next_check, &record],
@@ -219,34 +228,37 @@ impl DomainStore for PostgresStorage {
 
     async fn domain_get(&self, account: &AccountId, name: &str) -> Result<Option<Domain>> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT record FROM mailroom_domains WHERE account = $1 AND name = $2",
-                &[&account.as_str(), &name],
-            )
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT record FROM mailroom_domains WHERE account = $1 AND name = $2",
+            &[&account.as_str(), &name],
+        )
+        .await
+        .map_err(backend)?;
         row.map(|r| decode(r.get(0))).transpose()
     }
 
     async fn domain_by_id(&self, account: &AccountId, id: &str) -> Result<Option<Domain>> {
         let c = self.client().await?;
-        let row = c
-            .query_opt("SELECT record FROM mailroom_domains WHERE account = $1 AND id = $2", &[&account.as_str(), &id])
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT record FROM mailroom_domains WHERE account = $1 AND id = $2",
+            &[&account.as_str(), &id],
+        )
+        .await
+        .map_err(backend)?;
         row.map(|r| decode(r.get(0))).transpose()
     }
 
     async fn domain_list(&self, account: &AccountId) -> Result<Vec<Domain>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT record FROM mailroom_domains WHERE account = $1 ORDER BY name COLLATE \"C\"",
-                &[&account.as_str()],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT record FROM mailroom_domains WHERE account = $1 ORDER BY name COLLATE \"C\"",
+            &[&account.as_str()],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
@@ -254,13 +266,13 @@ impl DomainStore for PostgresStorage {
         let (account, name) = (account.clone(), name.to_string());
         self.write(move |tx| {
             Box::pin(async move {
-                let row = tx
-                    .query_opt(
-                        "DELETE FROM mailroom_domains WHERE account = $1 AND name = $2 RETURNING record",
-                        &[&account.as_str(), &name],
-                    )
-                    .await
-                    .map_err(backend)?;
+                let row = sql::query_opt(
+                    tx,
+                    "DELETE FROM mailroom_domains WHERE account = $1 AND name = $2 RETURNING record",
+                    &[&account.as_str(), &name],
+                )
+                .await
+                .map_err(backend)?;
                 let Some(row) = row else { return Ok(false) };
                 let d: Domain = decode(row.get(0))?;
                 log(tx, [Pending::for_domain(&account, at, DomainEvent::Deleted, &d)]).await?;
@@ -272,26 +284,26 @@ impl DomainStore for PostgresStorage {
 
     async fn domain_owners(&self, name: &str) -> Result<Vec<(AccountId, Domain)>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT account, record FROM mailroom_domains WHERE name = $1 ORDER BY account COLLATE \"C\"",
-                &[&name],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT account, record FROM mailroom_domains WHERE name = $1 ORDER BY account COLLATE \"C\"",
+            &[&name],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| Ok((account_of(r.get(0)), decode(r.get(1))?))).collect()
     }
 
     async fn domains_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(AccountId, Domain)>> {
         let c = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = c
-            .query(
-                "SELECT account, record FROM mailroom_domains WHERE next_check <= $1 ORDER BY next_check LIMIT $2",
-                &[&now, &limit],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT account, record FROM mailroom_domains WHERE next_check <= $1 ORDER BY next_check LIMIT $2",
+            &[&now, &limit],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| Ok((account_of(r.get(0)), decode(r.get(1))?))).collect()
     }
 }

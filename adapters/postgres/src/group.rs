@@ -49,8 +49,11 @@ pub type Conn = ClientWrapper;
 /// its savepoint) and its caller's answer.
 struct Ran {
     ok: bool,
-    deliver: Box<dyn FnOnce(Result<(), StorageError>) + Send>,
+    deliver: Deliver,
 }
+
+/// Answers a job's caller, given its group's commit.
+type Deliver = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 
 /// One queued write.
 trait Job: Send {
@@ -164,7 +167,7 @@ async fn group(
         drop(Object::take(conn));
         return;
     }
-    let mut ran: Vec<Box<dyn FnOnce(Result<(), StorageError>) + Send>> = Vec::new();
+    let mut ran: Vec<Deliver> = Vec::new();
     let mut job = Some(first);
     let mut broken: Option<StorageError> = None;
     while let Some(j) = job.take() {

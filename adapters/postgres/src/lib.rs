@@ -142,7 +142,8 @@ impl PostgresStorage {
     /// The schema versions applied, oldest first.
     pub async fn schema_versions(&self) -> StorageResult<Vec<i32>> {
         let c = self.client().await?;
-        let rows = c.query("SELECT version FROM mailroom_migrations ORDER BY version", &[]).await.map_err(backend)?;
+        let rows =
+            sql::query(&c, "SELECT version FROM mailroom_migrations ORDER BY version", &[]).await.map_err(backend)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -245,6 +246,37 @@ async fn announce_due(tx: &Conn) -> StorageResult<()> {
     tx.batch_execute(&format!("NOTIFY {DUE_CHANNEL}")).await.map_err(backend)
 }
 
+/// Statements prepared once per connection and kept (deadpool's statement cache): with a
+/// plain string, the driver prepares the statement on every call, a round trip of its own
+/// and a parse and plan on the server before each execution.
+mod sql {
+    use deadpool_postgres::ClientWrapper;
+    use tokio_postgres::types::ToSql;
+    use tokio_postgres::{Error, Row};
+
+    type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+    pub(crate) async fn execute(c: &ClientWrapper, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.execute(&statement, params).await
+    }
+
+    pub(crate) async fn query(c: &ClientWrapper, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.query(&statement, params).await
+    }
+
+    pub(crate) async fn query_one(c: &ClientWrapper, sql: &str, params: Params<'_>) -> Result<Row, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.query_one(&statement, params).await
+    }
+
+    pub(crate) async fn query_opt(c: &ClientWrapper, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.query_opt(&statement, params).await
+    }
+}
+
 mod futures_lite {
     /// A boxed future borrowing for `'a`.
     pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -254,8 +286,7 @@ mod futures_lite {
 /// order (two transactions locking overlapping sets cannot deadlock).
 async fn locked_states(tx: &Conn, ids: &[EmailId]) -> StorageResult<std::collections::HashMap<EmailId, EmailState>> {
     let keys: Vec<Uuid> = ids.iter().map(|id| uuid(*id)).collect();
-    let rows = tx
-        .query("SELECT state FROM mailroom_emails WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&keys])
+    let rows = sql::query(tx, "SELECT state FROM mailroom_emails WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&keys])
         .await
         .map_err(backend)?;
     rows.iter()
@@ -268,8 +299,7 @@ async fn locked_states(tx: &Conn, ids: &[EmailId]) -> StorageResult<std::collect
 
 /// One email row's state, locked for update.
 async fn locked_state(tx: &Conn, id: EmailId) -> StorageResult<Option<EmailState>> {
-    let row = tx
-        .query_opt("SELECT state FROM mailroom_emails WHERE id = $1 FOR UPDATE", &[&uuid(id)])
+    let row = sql::query_opt(tx, "SELECT state FROM mailroom_emails WHERE id = $1 FOR UPDATE", &[&uuid(id)])
         .await
         .map_err(backend)?;
     row.map(|r| decode::<EmailState>(r.get(0))).transpose()
@@ -278,11 +308,32 @@ async fn locked_state(tx: &Conn, id: EmailId) -> StorageResult<Option<EmailState
 /// Writes a state back, with the columns that mirror it, and logs the events it gained over
 /// the `before` it had when read.
 async fn put_state(tx: &Conn, before: usize, state: &EmailState) -> StorageResult<()> {
-    let gained = Pending::for_email(&state.account, state.id, state.events.get(before..).unwrap_or(&[]));
+    put_states(tx, &[(before, state)]).await
+}
+
+/// [`put_state`] for many emails in two statements (their log entries, then their rows), in
+/// the order given: the worker's paths change a batch of emails at once, and a round trip per
+/// email was most of their cost.
+async fn put_states(tx: &Conn, changed: &[(usize, &EmailState)]) -> StorageResult<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let gained = changed.iter().flat_map(|(before, state)| {
+        Pending::for_email(&state.account, state.id, state.events.get(*before..).unwrap_or(&[]))
+    });
     log(tx, gained).await?;
-    tx.execute(
-        "UPDATE mailroom_emails SET state = $2, due_at = $3, pruned = $4 WHERE id = $1",
-        &[&uuid(state.id), &encode(state)?, &state.due_at, &state.pruned_at.is_some()],
+    let (mut ids, mut states, mut due, mut pruned) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (_, state) in changed {
+        ids.push(uuid(state.id));
+        states.push(encode(*state)?);
+        due.push(state.due_at);
+        pruned.push(state.pruned_at.is_some());
+    }
+    sql::execute(
+        tx,
+        "UPDATE mailroom_emails e SET state = u.st, due_at = u.d, pruned = u.p \
+         FROM unnest($1::uuid[], $2::bytea[], $3::timestamptz[], $4::bool[]) AS u(i, st, d, p) WHERE e.id = u.i",
+        &[&ids, &states, &due, &pruned],
     )
     .await
     .map_err(backend)?;
@@ -292,14 +343,14 @@ async fn put_state(tx: &Conn, before: usize, state: &EmailState) -> StorageResul
 /// Lists an address (replacing its entry), logging `suppression.added` when it was not listed.
 async fn put_suppression(tx: &Conn, account: &AccountId, entry: &SuppressionEntry) -> StorageResult<()> {
     // `xmax = 0` tells an inserted row from an updated one.
-    let row = tx
-        .query_one(
-            "INSERT INTO mailroom_suppressions (account, address, entry) VALUES ($1, $2, $3) \
+    let row = sql::query_one(
+        tx,
+        "INSERT INTO mailroom_suppressions (account, address, entry) VALUES ($1, $2, $3) \
              ON CONFLICT (account, address) DO UPDATE SET entry = EXCLUDED.entry RETURNING (xmax = 0)",
-            &[&account.as_str(), &entry.address, &encode(entry)?],
-        )
-        .await
-        .map_err(backend)?;
+        &[&account.as_str(), &entry.address, &encode(entry)?],
+    )
+    .await
+    .map_err(backend)?;
     if row.get::<_, bool>(0) {
         let added = Pending {
             account: account.clone(),
@@ -323,7 +374,8 @@ async fn log(tx: &Conn, entries: impl IntoIterator<Item = Pending>) -> StorageRe
     if accounts.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    sql::execute(
+        tx,
         "INSERT INTO mailroom_events (account, at, subject) \
          SELECT a, t, s FROM unnest($1::text[], $2::timestamptz[], $3::bytea[]) WITH ORDINALITY AS u(a, t, s, n) \
          ORDER BY n",
@@ -361,30 +413,31 @@ impl Storage for PostgresStorage {
         self.write(move |tx| {
             Box::pin(async move {
                 // A new key: the marker goes in and this request holds it.
-                let inserted = tx
-                    .execute(
-                        "INSERT INTO mailroom_idempotency (account, key, expires_at, completed, record) \
+                let inserted = sql::execute(
+                    tx,
+                    "INSERT INTO mailroom_idempotency (account, key, expires_at, completed, record) \
                          VALUES ($1, $2, $3, false, $4) ON CONFLICT (account, key) DO NOTHING",
-                        &[&account, &key, &in_flight_until, &bytes],
-                    )
-                    .await
-                    .map_err(backend)?;
+                    &[&account, &key, &in_flight_until, &bytes],
+                )
+                .await
+                .map_err(backend)?;
                 if inserted == 1 {
                     return Ok(IdempotencyBegin::Started);
                 }
                 // A known key: locked, then judged as every store judges it.
-                let row = tx
-                    .query_one(
-                        "SELECT record FROM mailroom_idempotency WHERE account = $1 AND key = $2 FOR UPDATE",
-                        &[&account, &key],
-                    )
-                    .await
-                    .map_err(backend)?;
+                let row = sql::query_one(
+                    tx,
+                    "SELECT record FROM mailroom_idempotency WHERE account = $1 AND key = $2 FOR UPDATE",
+                    &[&account, &key],
+                )
+                .await
+                .map_err(backend)?;
                 let existing: IdempotencyRecord = decode(row.get(0))?;
                 if let Some(found) = existing.meet(&fingerprint, now) {
                     return Ok(found);
                 }
-                tx.execute(
+                sql::execute(
+                    tx,
                     "UPDATE mailroom_idempotency SET expires_at = $3, completed = false, record = $4 \
                      WHERE account = $1 AND key = $2",
                     &[&account, &key, &in_flight_until, &bytes],
@@ -401,7 +454,8 @@ impl Storage for PostgresStorage {
         let (account, key) = (account.as_str().to_string(), key.to_string());
         self.write(move |c| {
             Box::pin(async move {
-                c.execute(
+                sql::execute(
+                    c,
                     "DELETE FROM mailroom_idempotency WHERE account = $1 AND key = $2 AND NOT completed",
                     &[&account, &key],
                 )
@@ -445,8 +499,7 @@ impl Storage for PostgresStorage {
         self.write(move |tx| {
             Box::pin(async move {
                 if let Some((key, created_at, expires_at, record)) = &completion {
-                    let row = tx
-                        .query_opt(
+                    let row = sql::query_opt(tx,
                             "SELECT record FROM mailroom_idempotency WHERE account = $1 AND key = $2 FOR UPDATE",
                             &[&account, key],
                         )
@@ -454,7 +507,7 @@ impl Storage for PostgresStorage {
                         .map_err(backend)?;
                     let existing = row.map(|r| decode::<IdempotencyRecord>(r.get(0))).transpose()?;
                     store::may_complete(existing.as_ref(), *created_at)?;
-                    tx.execute(
+                    sql::execute(tx,
                         "INSERT INTO mailroom_idempotency (account, key, expires_at, completed, record) \
                          VALUES ($1, $2, $3, true, $4) ON CONFLICT (account, key) \
                          DO UPDATE SET expires_at = EXCLUDED.expires_at, completed = true, record = EXCLUDED.record",
@@ -473,7 +526,7 @@ impl Storage for PostgresStorage {
                     contents.push(content);
                     states.push(state);
                 }
-                tx.execute(
+                sql::execute(tx,
                     "INSERT INTO mailroom_emails (id, account, created_at, due_at, content, state) \
                      SELECT i, $1, c, d, ct, st FROM \
                      unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bytea[], $6::bytea[]) AS u(i, c, d, ct, st)",
@@ -491,34 +544,34 @@ impl Storage for PostgresStorage {
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
         let c = self.client().await?;
         // Lapsed in-flight markers go too, uncounted: they are not records.
-        let rows = c
-            .query("DELETE FROM mailroom_idempotency WHERE expires_at <= $1 RETURNING completed", &[&now])
-            .await
-            .map_err(backend)?;
+        let rows =
+            sql::query(&c, "DELETE FROM mailroom_idempotency WHERE expires_at <= $1 RETURNING completed", &[&now])
+                .await
+                .map_err(backend)?;
         Ok(rows.iter().filter(|r| r.get::<_, bool>(0)).count())
     }
 
     async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT content, state FROM mailroom_emails WHERE id = $1 AND account = $2",
-                &[&uuid(id), &account.as_str()],
-            )
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT content, state FROM mailroom_emails WHERE id = $1 AND account = $2",
+            &[&uuid(id), &account.as_str()],
+        )
+        .await
+        .map_err(backend)?;
         row.as_ref().map(record_of).transpose()
     }
 
     async fn get_state(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailState>> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT state FROM mailroom_emails WHERE id = $1 AND account = $2",
-                &[&uuid(id), &account.as_str()],
-            )
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT state FROM mailroom_emails WHERE id = $1 AND account = $2",
+            &[&uuid(id), &account.as_str()],
+        )
+        .await
+        .map_err(backend)?;
         row.map(|r| decode::<EmailState>(r.get(0))).transpose()
     }
 
@@ -528,26 +581,25 @@ impl Storage for PostgresStorage {
         let acct = account.as_str();
         let rows = match page.cursor {
             Cursor::Start => {
-                c.query(
+                sql::query(
+                    &c,
                     "SELECT content, state FROM mailroom_emails WHERE account = $1 ORDER BY id DESC LIMIT $2",
                     &[&acct, &take],
                 )
                 .await
             }
-            Cursor::After(id) => {
-                c.query(
-                    "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-                    &[&acct, &uuid(id), &take],
-                )
-                .await
-            }
-            Cursor::Before(id) => {
-                c.query(
-                    "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
-                    &[&acct, &uuid(id), &take],
-                )
-                .await
-            }
+            Cursor::After(id) => sql::query(
+                &c,
+                "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                &[&acct, &uuid(id), &take],
+            )
+            .await,
+            Cursor::Before(id) => sql::query(
+                &c,
+                "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
+                &[&acct, &uuid(id), &take],
+            )
+            .await,
         }
         .map_err(backend)?;
         let mut records = rows.iter().map(record_of).collect::<StorageResult<Vec<_>>>()?;
@@ -564,25 +616,29 @@ impl Storage for PostgresStorage {
         self.write(move |tx| {
             Box::pin(async move {
                 // Rows another process holds are skipped, not waited for.
-                let rows = tx
-                    .query(
-                        "SELECT content, state FROM mailroom_emails WHERE due_at <= $1 \
+                let rows = sql::query(
+                    tx,
+                    "SELECT content, state FROM mailroom_emails WHERE due_at <= $1 \
                          ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                        &[&now, &limit],
-                    )
-                    .await
-                    .map_err(backend)?;
+                    &[&now, &limit],
+                )
+                .await
+                .map_err(backend)?;
                 let mut out = Vec::with_capacity(rows.len());
+                let mut before = Vec::with_capacity(rows.len());
                 for row in &rows {
                     let mut record = record_of(row)?;
-                    let before = record.state.events.len();
+                    let events = record.state.events.len();
                     let token = rand::random::<u128>();
                     if !store::claim(&mut record.state, now, lease, token)? {
                         continue;
                     }
-                    put_state(tx, before, &record.state).await?;
+                    before.push(events);
                     out.push(ClaimedEmail { record, token });
                 }
+                let changed: Vec<(usize, &EmailState)> =
+                    before.iter().zip(&out).map(|(b, c)| (*b, &c.record.state)).collect();
+                put_states(tx, &changed).await?;
                 Ok(out)
             })
         })
@@ -596,6 +652,7 @@ impl Storage for PostgresStorage {
                 let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
                 let mut states = locked_states(tx, &ids).await?;
                 let mut lost = Vec::new();
+                let mut marked = Vec::new();
                 for c in &claims {
                     let Some(state) = states.get_mut(&c.id) else {
                         lost.push(c.id);
@@ -605,8 +662,11 @@ impl Storage for PostgresStorage {
                         lost.push(c.id);
                         continue;
                     }
-                    put_state(tx, state.events.len(), state).await?;
+                    marked.push(c.id);
                 }
+                let changed: Vec<(usize, &EmailState)> =
+                    marked.iter().filter_map(|id| states.get(id)).map(|s| (s.events.len(), s)).collect();
+                put_states(tx, &changed).await?;
                 Ok(lost)
             })
         })
@@ -643,11 +703,11 @@ impl Storage for PostgresStorage {
                 }
                 // The emails' events, then the suppressions they caused: the log's order in every
                 // store.
-                for id in changed {
-                    if let Some(state) = states.get(&id) {
-                        put_state(tx, before.get(&id).copied().unwrap_or(0), state).await?;
-                    }
-                }
+                let changed: Vec<(usize, &EmailState)> = changed
+                    .iter()
+                    .filter_map(|id| states.get(id).map(|s| (before.get(id).copied().unwrap_or(0), s)))
+                    .collect();
+                put_states(tx, &changed).await?;
                 for (account, sup) in listed {
                     put_suppression(tx, &account, sup).await?;
                 }
@@ -663,13 +723,17 @@ impl Storage for PostgresStorage {
             Box::pin(async move {
                 let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
                 let mut states = locked_states(tx, &ids).await?;
+                let mut released = Vec::new();
                 for c in &claims {
                     if let Some(state) = states.get_mut(&c.id)
                         && store::release(state, c.token, now)
                     {
-                        put_state(tx, state.events.len(), state).await?;
+                        released.push(c.id);
                     }
                 }
+                let changed: Vec<(usize, &EmailState)> =
+                    released.iter().filter_map(|id| states.get(id)).map(|s| (s.events.len(), s)).collect();
+                put_states(tx, &changed).await?;
                 if !claims.is_empty() {
                     announce_due(tx).await?;
                 }
@@ -688,6 +752,7 @@ impl Storage for PostgresStorage {
                 let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
                 let mut states = locked_states(tx, &ids).await?;
                 let mut lost = Vec::new();
+                let mut renewed = Vec::new();
                 for c in &claims {
                     let Some(state) = states.get_mut(&c.id) else {
                         lost.push(c.id);
@@ -697,8 +762,11 @@ impl Storage for PostgresStorage {
                         lost.push(c.id);
                         continue;
                     }
-                    put_state(tx, state.events.len(), state).await?;
+                    renewed.push(c.id);
                 }
+                let changed: Vec<(usize, &EmailState)> =
+                    renewed.iter().filter_map(|id| states.get(id)).map(|s| (s.events.len(), s)).collect();
+                put_states(tx, &changed).await?;
                 Ok(lost)
             })
         })
@@ -707,7 +775,7 @@ impl Storage for PostgresStorage {
 
     async fn next_due(&self) -> StorageResult<Option<DateTime<Utc>>> {
         let c = self.client().await?;
-        let row = c.query_one("SELECT min(due_at) FROM mailroom_emails", &[]).await.map_err(backend)?;
+        let row = sql::query_one(&c, "SELECT min(due_at) FROM mailroom_emails", &[]).await.map_err(backend)?;
         Ok(row.get(0))
     }
 
@@ -720,13 +788,13 @@ impl Storage for PostgresStorage {
         let (account, address) = (account.clone(), address.to_string());
         self.write(move |tx| {
             Box::pin(async move {
-                let row = tx
-                    .query_opt(
-                        "DELETE FROM mailroom_suppressions WHERE account = $1 AND address = $2 RETURNING entry",
-                        &[&account.as_str(), &address],
-                    )
-                    .await
-                    .map_err(backend)?;
+                let row = sql::query_opt(
+                    tx,
+                    "DELETE FROM mailroom_suppressions WHERE account = $1 AND address = $2 RETURNING entry",
+                    &[&account.as_str(), &address],
+                )
+                .await
+                .map_err(backend)?;
                 let Some(row) = row else { return Ok(false) };
                 let entry: SuppressionEntry = decode(row.get(0))?;
                 log(tx, [Pending { account, at, subject: Subject::SuppressionRemoved(entry) }]).await?;
@@ -742,13 +810,13 @@ impl Storage for PostgresStorage {
         addresses: &[String],
     ) -> StorageResult<Vec<SuppressionEntry>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 AND address = ANY($2)",
-                &[&account.as_str(), &addresses],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 AND address = ANY($2)",
+            &[&account.as_str(), &addresses],
+        )
+        .await
+        .map_err(backend)?;
         let mut found: std::collections::HashMap<String, SuppressionEntry> = Default::default();
         for r in &rows {
             found.insert(r.get(0), decode(r.get(1))?);
@@ -759,13 +827,13 @@ impl Storage for PostgresStorage {
 
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT entry FROM mailroom_suppressions WHERE account = $1 ORDER BY address COLLATE \"C\"",
-                &[&account.as_str()],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT entry FROM mailroom_suppressions WHERE account = $1 ORDER BY address COLLATE \"C\"",
+            &[&account.as_str()],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
@@ -834,15 +902,15 @@ impl Storage for PostgresStorage {
         self.write(move |tx| {
             Box::pin(async move {
                 // The columns say what `store::prunable` says (no due time means no claim).
-                let rows = tx
-                    .query(
-                        "SELECT content, state FROM mailroom_emails \
+                let rows = sql::query(
+                    tx,
+                    "SELECT content, state FROM mailroom_emails \
                          WHERE created_at < $1 AND due_at IS NULL AND NOT pruned \
                          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                        &[&cutoff, &limit],
-                    )
-                    .await
-                    .map_err(backend)?;
+                    &[&cutoff, &limit],
+                )
+                .await
+                .map_err(backend)?;
                 let mut n = 0;
                 for row in &rows {
                     let mut r = record_of(row)?;
@@ -850,7 +918,8 @@ impl Storage for PostgresStorage {
                         continue;
                     }
                     store::prune(&mut r.state, &mut r.content, cutoff, now);
-                    tx.execute(
+                    sql::execute(
+                        tx,
                         "UPDATE mailroom_emails SET content = $2, state = $3, pruned = true WHERE id = $1",
                         &[&uuid(r.state.id), &encode(&r.content)?, &encode(&r.state)?],
                     )
@@ -895,15 +964,15 @@ impl Storage for PostgresStorage {
     async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<QueueStats>> {
         let c = self.client().await?;
         let cap = i64::try_from(QueueStats::COUNT_CAP).unwrap_or(i64::MAX);
-        let row = c
-            .query_one(
-                "SELECT (SELECT count(*) FROM mailroom_emails WHERE due_at IS NOT NULL), \
+        let row = sql::query_one(
+            &c,
+            "SELECT (SELECT count(*) FROM mailroom_emails WHERE due_at IS NOT NULL), \
                         (SELECT count(*) FROM (SELECT 1 FROM mailroom_emails WHERE due_at <= $1 LIMIT $2) d), \
                         (SELECT min(due_at) FROM mailroom_emails WHERE due_at <= $1)",
-                &[&now, &cap],
-            )
-            .await
-            .map_err(backend)?;
+            &[&now, &cap],
+        )
+        .await
+        .map_err(backend)?;
         let waiting: i64 = row.get(0);
         let due: i64 = row.get(1);
         Ok(Some(QueueStats::new(u64::try_from(waiting).unwrap_or(0), u64::try_from(due).unwrap_or(0), row.get(2))))
@@ -952,13 +1021,13 @@ impl EventLog for PostgresStorage {
         let c = self.client().await?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = c
-            .query(
-                "SELECT seq, at, subject FROM mailroom_events WHERE account = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                &[&account.as_str(), &after, &limit],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT seq, at, subject FROM mailroom_events WHERE account = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&account.as_str(), &after, &limit],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter()
             .map(|r| {
                 Ok(LoggedEvent {
@@ -980,14 +1049,14 @@ impl EventLog for PostgresStorage {
         self.sequence().await?;
         let c = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let n = c
-            .execute(
-                "DELETE FROM mailroom_events WHERE id IN \
+        let n = sql::execute(
+            &c,
+            "DELETE FROM mailroom_events WHERE id IN \
                  (SELECT id FROM mailroom_events WHERE seq IS NOT NULL AND at < $1 ORDER BY seq LIMIT $2)",
-                &[&cutoff, &limit],
-            )
-            .await
-            .map_err(backend)?;
+            &[&cutoff, &limit],
+        )
+        .await
+        .map_err(backend)?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 }

@@ -1,6 +1,6 @@
 //! Webhook endpoints and their messages, and received mail.
 
-use crate::{PostgresStorage, backend, decode, encode, log};
+use crate::{PostgresStorage, backend, decode, encode, log, sql};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::email::{AccountId, Cursor, EmailId, Page, PageRequest};
@@ -23,7 +23,8 @@ fn limit(n: usize) -> i64 {
 impl WebhookStore for PostgresStorage {
     async fn webhook_put(&self, account: &AccountId, hook: Webhook) -> StorageResult<()> {
         let c = self.client().await?;
-        c.execute(
+        sql::execute(
+            &c,
             "INSERT INTO mailroom_webhooks (account, id, record) VALUES ($1, $2, $3) \
              ON CONFLICT (account, id) DO UPDATE SET record = EXCLUDED.record",
             &[&account.as_str(), &hook.id, &encode(&hook)?],
@@ -35,34 +36,37 @@ impl WebhookStore for PostgresStorage {
 
     async fn webhook_get(&self, account: &AccountId, id: &str) -> StorageResult<Option<Webhook>> {
         let c = self.client().await?;
-        let row = c
-            .query_opt("SELECT record FROM mailroom_webhooks WHERE account = $1 AND id = $2", &[&account.as_str(), &id])
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT record FROM mailroom_webhooks WHERE account = $1 AND id = $2",
+            &[&account.as_str(), &id],
+        )
+        .await
+        .map_err(backend)?;
         row.map(|r| decode(r.get(0))).transpose()
     }
 
     async fn webhook_all(&self) -> StorageResult<Vec<(AccountId, Webhook)>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT account, record FROM mailroom_webhooks ORDER BY account COLLATE \"C\", id COLLATE \"C\"",
-                &[],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT account, record FROM mailroom_webhooks ORDER BY account COLLATE \"C\", id COLLATE \"C\"",
+            &[],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| Ok((AccountId::new(r.get::<_, String>(0)), decode(r.get(1))?))).collect()
     }
 
     async fn webhook_list(&self, account: &AccountId) -> StorageResult<Vec<Webhook>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT record FROM mailroom_webhooks WHERE account = $1 ORDER BY id COLLATE \"C\"",
-                &[&account.as_str()],
-            )
-            .await
-            .map_err(backend)?;
+        let rows = sql::query(
+            &c,
+            "SELECT record FROM mailroom_webhooks WHERE account = $1 ORDER BY id COLLATE \"C\"",
+            &[&account.as_str()],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
@@ -70,14 +74,14 @@ impl WebhookStore for PostgresStorage {
         let (account, id) = (account.as_str().to_string(), id.to_string());
         self.write(move |tx| {
             Box::pin(async move {
-                let n = tx
-                    .execute("DELETE FROM mailroom_webhooks WHERE account = $1 AND id = $2", &[&account, &id])
-                    .await
-                    .map_err(backend)?;
+                let n =
+                    sql::execute(tx, "DELETE FROM mailroom_webhooks WHERE account = $1 AND id = $2", &[&account, &id])
+                        .await
+                        .map_err(backend)?;
                 if n == 0 {
                     return Ok(false);
                 }
-                tx.execute("DELETE FROM mailroom_webhook_messages WHERE webhook_id = $1", &[&id])
+                sql::execute(tx, "DELETE FROM mailroom_webhook_messages WHERE webhook_id = $1", &[&id])
                     .await
                     .map_err(backend)?;
                 Ok(true)
@@ -99,20 +103,21 @@ impl WebhookStore for PostgresStorage {
             Box::pin(async move {
                 // The cursor moves only from where the caller read it: a twin that enqueued the
                 // same events first wins, and nothing is stored twice.
-                let row = tx
-                    .query_opt(
-                        "SELECT record FROM mailroom_webhooks WHERE account = $1 AND id = $2 FOR UPDATE",
-                        &[&account, &id],
-                    )
-                    .await
-                    .map_err(backend)?;
+                let row = sql::query_opt(
+                    tx,
+                    "SELECT record FROM mailroom_webhooks WHERE account = $1 AND id = $2 FOR UPDATE",
+                    &[&account, &id],
+                )
+                .await
+                .map_err(backend)?;
                 let Some(row) = row else { return Ok(false) };
                 let mut hook: Webhook = decode(row.get(0))?;
                 if hook.cursor != from {
                     return Ok(false);
                 }
                 hook.cursor = to;
-                tx.execute(
+                sql::execute(
+                    tx,
                     "UPDATE mailroom_webhooks SET record = $3 WHERE account = $1 AND id = $2",
                     &[&account, &id, &encode(&hook)?],
                 )
@@ -129,14 +134,14 @@ impl WebhookStore for PostgresStorage {
 
     async fn messages_due(&self, now: DateTime<Utc>, n: usize) -> StorageResult<Vec<Message>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT record FROM mailroom_webhook_messages WHERE due_at <= $1 \
+        let rows = sql::query(
+            &c,
+            "SELECT record FROM mailroom_webhook_messages WHERE due_at <= $1 \
                  ORDER BY due_at, webhook_id COLLATE \"C\", seq LIMIT $2",
-                &[&now, &limit(n)],
-            )
-            .await
-            .map_err(backend)?;
+            &[&now, &limit(n)],
+        )
+        .await
+        .map_err(backend)?;
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
@@ -147,29 +152,30 @@ impl WebhookStore for PostgresStorage {
     ) -> StorageResult<bool> {
         self.write(move |tx| {
             Box::pin(async move {
-                let exists = tx
-                    .query_opt(
-                        "SELECT 1 FROM mailroom_webhook_messages WHERE webhook_id = $1 AND seq = $2 FOR UPDATE",
-                        &[&message.webhook_id, &seq(message.seq)],
-                    )
-                    .await
-                    .map_err(backend)?;
+                let exists = sql::query_opt(
+                    tx,
+                    "SELECT 1 FROM mailroom_webhook_messages WHERE webhook_id = $1 AND seq = $2 FOR UPDATE",
+                    &[&message.webhook_id, &seq(message.seq)],
+                )
+                .await
+                .map_err(backend)?;
                 if exists.is_none() {
                     return Ok(false);
                 }
                 if let Some((result, at)) = attempt {
-                    let row = tx
-                        .query_opt(
-                            "SELECT record FROM mailroom_webhooks WHERE account = $1 AND id = $2 FOR UPDATE",
-                            &[&message.account.as_str(), &message.webhook_id],
-                        )
-                        .await
-                        .map_err(backend)?;
+                    let row = sql::query_opt(
+                        tx,
+                        "SELECT record FROM mailroom_webhooks WHERE account = $1 AND id = $2 FOR UPDATE",
+                        &[&message.account.as_str(), &message.webhook_id],
+                    )
+                    .await
+                    .map_err(backend)?;
                     if let Some(row) = row {
                         let mut hook: Webhook = decode(row.get(0))?;
                         hook.health = health_after(hook.health, result, at);
                         hook.enabled &= !hook.health.disabled;
-                        tx.execute(
+                        sql::execute(
+                            tx,
                             "UPDATE mailroom_webhooks SET record = $3 WHERE account = $1 AND id = $2",
                             &[&message.account.as_str(), &message.webhook_id, &encode(&hook)?],
                         )
@@ -186,27 +192,27 @@ impl WebhookStore for PostgresStorage {
 
     async fn message_get(&self, account: &AccountId, id: &str, n: u64) -> StorageResult<Option<Message>> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT record FROM mailroom_webhook_messages WHERE webhook_id = $1 AND seq = $2 AND account = $3",
-                &[&id, &seq(n), &account.as_str()],
-            )
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT record FROM mailroom_webhook_messages WHERE webhook_id = $1 AND seq = $2 AND account = $3",
+            &[&id, &seq(n), &account.as_str()],
+        )
+        .await
+        .map_err(backend)?;
         row.map(|r| decode(r.get(0))).transpose()
     }
 
     async fn messages_prune(&self, cutoff: DateTime<Utc>, n: usize) -> StorageResult<usize> {
         let c = self.client().await?;
-        let deleted = c
-            .execute(
-                "DELETE FROM mailroom_webhook_messages WHERE (webhook_id, seq) IN \
+        let deleted = sql::execute(
+            &c,
+            "DELETE FROM mailroom_webhook_messages WHERE (webhook_id, seq) IN \
                  (SELECT webhook_id, seq FROM mailroom_webhook_messages WHERE due_at IS NULL AND created_at < $1 \
                   ORDER BY webhook_id COLLATE \"C\", seq LIMIT $2)",
-                &[&cutoff, &limit(n)],
-            )
-            .await
-            .map_err(backend)?;
+            &[&cutoff, &limit(n)],
+        )
+        .await
+        .map_err(backend)?;
         Ok(usize::try_from(deleted).unwrap_or(0))
     }
 
@@ -218,14 +224,14 @@ impl WebhookStore for PostgresStorage {
         n: usize,
     ) -> StorageResult<(Vec<Message>, bool)> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT record FROM mailroom_webhook_messages WHERE webhook_id = $1 AND account = $2 AND seq < $3 \
+        let rows = sql::query(
+            &c,
+            "SELECT record FROM mailroom_webhook_messages WHERE webhook_id = $1 AND account = $2 AND seq < $3 \
                  ORDER BY seq DESC LIMIT $4",
-                &[&id, &account.as_str(), &before.map_or(i64::MAX, seq), &limit(n + 1)],
-            )
-            .await
-            .map_err(backend)?;
+            &[&id, &account.as_str(), &before.map_or(i64::MAX, seq), &limit(n + 1)],
+        )
+        .await
+        .map_err(backend)?;
         let mut page = rows.iter().map(|r| decode(r.get(0))).collect::<StorageResult<Vec<Message>>>()?;
         let more = page.len() > n;
         page.truncate(n);
@@ -234,7 +240,8 @@ impl WebhookStore for PostgresStorage {
 }
 
 async fn put_message(tx: &crate::group::Conn, m: &Message) -> StorageResult<()> {
-    tx.execute(
+    sql::execute(
+        tx,
         "INSERT INTO mailroom_webhook_messages (webhook_id, seq, account, created_at, due_at, record) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (webhook_id, seq) DO UPDATE SET \
          due_at = EXCLUDED.due_at, record = EXCLUDED.record",
@@ -251,13 +258,14 @@ impl ReceivedStore for PostgresStorage {
         let encoded = copies.iter().map(|(_, e)| encode(e)).collect::<StorageResult<Vec<_>>>()?;
         self.write(move |tx| {
             Box::pin(async move {
-                let raw_id: i64 = tx
-                    .query_one("INSERT INTO mailroom_received_raw (raw) VALUES ($1) RETURNING id", &[&raw])
-                    .await
-                    .map_err(backend)?
-                    .get(0);
+                let raw_id: i64 =
+                    sql::query_one(tx, "INSERT INTO mailroom_received_raw (raw) VALUES ($1) RETURNING id", &[&raw])
+                        .await
+                        .map_err(backend)?
+                        .get(0);
                 for ((account, email), record) in copies.iter().zip(&encoded) {
-                    tx.execute(
+                    sql::execute(
+                        tx,
                         "INSERT INTO mailroom_received (account, id, raw_id, record) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (account, id) DO NOTHING",
                         &[&account.as_str(), &Uuid::from_u128(email.id.as_u128()), &raw_id, record],
@@ -279,26 +287,26 @@ impl ReceivedStore for PostgresStorage {
 
     async fn received_get(&self, account: &AccountId, id: EmailId) -> Result<Option<ReceivedEmail>, StorageError> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT record FROM mailroom_received WHERE account = $1 AND id = $2",
-                &[&account.as_str(), &Uuid::from_u128(id.as_u128())],
-            )
-            .await
-            .map_err(backend)?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT record FROM mailroom_received WHERE account = $1 AND id = $2",
+            &[&account.as_str(), &Uuid::from_u128(id.as_u128())],
+        )
+        .await
+        .map_err(backend)?;
         row.map(|r| decode(r.get(0))).transpose()
     }
 
     async fn received_raw(&self, account: &AccountId, id: EmailId) -> Result<Option<Vec<u8>>, StorageError> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT r.raw FROM mailroom_received m JOIN mailroom_received_raw r ON r.id = m.raw_id \
+        let row = sql::query_opt(
+            &c,
+            "SELECT r.raw FROM mailroom_received m JOIN mailroom_received_raw r ON r.id = m.raw_id \
                  WHERE m.account = $1 AND m.id = $2",
-                &[&account.as_str(), &Uuid::from_u128(id.as_u128())],
-            )
-            .await
-            .map_err(backend)?;
+            &[&account.as_str(), &Uuid::from_u128(id.as_u128())],
+        )
+        .await
+        .map_err(backend)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -308,21 +316,24 @@ impl ReceivedStore for PostgresStorage {
         let acct = account.as_str();
         let rows = match page.cursor {
             Cursor::Start => {
-                c.query(
+                sql::query(
+                    &c,
                     "SELECT record FROM mailroom_received WHERE account = $1 ORDER BY id DESC LIMIT $2",
                     &[&acct, &take],
                 )
                 .await
             }
             Cursor::After(id) => {
-                c.query(
+                sql::query(
+                    &c,
                     "SELECT record FROM mailroom_received WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
                     &[&acct, &Uuid::from_u128(id.as_u128()), &take],
                 )
                 .await
             }
             Cursor::Before(id) => {
-                c.query(
+                sql::query(
+                    &c,
                     "SELECT record FROM mailroom_received WHERE account = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
                     &[&acct, &Uuid::from_u128(id.as_u128()), &take],
                 )
