@@ -1,6 +1,7 @@
 //! Two `mailroom serve` processes on one PostgreSQL database (a throw-away cluster): what one
 //! accepts the other lists, an idempotency key means one email whichever server it reaches,
-//! every email is delivered once, and a dashboard session works on both.
+//! every email is delivered once, and a dashboard session works on both; and two
+//! `mailroom work` processes drain one queue, each email sent once.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 mod common;
@@ -117,4 +118,64 @@ async fn two_servers_share_one_database() {
         http.get(format!("http://127.0.0.1:{}/dashboard/emails", b.1)).header("cookie", cookie).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.text().await.unwrap().contains("n39"));
+}
+
+/// `mailroom work` on PostgreSQL: two processes drain one queue together, each email handed to
+/// the SMTP server once, and every email ends `sent` (a relay took it; what happens beyond is
+/// the relay's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_work_processes_drain_one_queue_once() {
+    use mailroom::core::{BatchOptions, Engine};
+    let cluster = pg::Cluster::start();
+    let store = std::sync::Arc::new(pg::store(&cluster).await);
+    let engine = Engine::builder(store.clone()).build();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let batch = mailroom::core::testkit::sample_batch(round);
+        let sent = engine.send_batch(batch, BatchOptions::default()).await.unwrap();
+        ids.extend(sent.data.into_iter().map(|s| s.id));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let smtp = common::peers::smtpd(&["--save", saved.to_str().unwrap()]);
+    let relay = format!("smtp://127.0.0.1:{}?tls=none", smtp.port);
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_mailroom"))
+                .args([
+                    "work",
+                    "--until-idle",
+                    "--connections",
+                    "2",
+                    "--database-url",
+                    &cluster.url(),
+                    "--smtp",
+                    &relay,
+                ])
+                .arg("--db")
+                .arg(dir.path().join(format!("unused-{i}.redb")))
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut handed = 0;
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        handed += report["handed_over"].as_u64().unwrap();
+    }
+    assert_eq!(handed, 300, "every email handed over once, by one of the two");
+    let counts = common::saved_counts(&saved);
+    assert_eq!(counts.len(), 300);
+    assert!(counts.values().all(|n| *n == 1), "an email reached the server twice");
+    let account = mailroom::core::email::AccountId::default();
+    for id in ids {
+        let record = mailroom::core::Storage::get_email(&*store, &account, id).await.unwrap().unwrap();
+        assert_eq!(record.state.last_event().map(|e| e.as_str()), Some("sent"), "{id}");
+    }
 }

@@ -130,6 +130,10 @@ pub enum Command {
         /// Emails in flight at once (default 64, or 8 per connection if more).
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
+        /// Work the queue of this PostgreSQL database (`database.url`) instead of the redb
+        /// file; several `work` processes and servers may share it.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
         #[command(flatten)]
         delivery: Delivery,
         #[command(flatten)]

@@ -210,8 +210,8 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Classify { files, batch } => return classify(&files, batch),
         Command::When { phrase, now } => return when(&phrase.join(" "), now.as_deref()),
-        Command::Work { until_idle, concurrency, delivery, store } => {
-            return work(until_idle, concurrency, &delivery, &store).await;
+        Command::Work { until_idle, concurrency, database_url, delivery, store } => {
+            return work(until_idle, concurrency, database_url, &delivery, &store).await;
         }
         Command::Compact { store } => return compact(&store).await,
         Command::Restore { backup, force, store } => return restore(&backup, force, &store),
@@ -227,15 +227,26 @@ async fn run(command: Command) -> Result<(), Failure> {
 async fn work(
     until_idle: bool,
     concurrency: Option<usize>,
+    database_url: Option<String>,
     delivery: &cli::Delivery,
     store: &Store,
 ) -> Result<(), Failure> {
     let settings = settings(store.config.as_deref(), store.db.as_deref(), |l| {
         delivery_flags(l, delivery);
+        l.flag("database.url", "--database-url", database_url);
         l.flag("delivery.concurrency", "--concurrency", concurrency.map(|c| c.to_string()));
     })?;
-    let db = open_alone(&settings, "the server delivers already: `work` is for when none runs")?;
-    let engine = serve::build_engine(&settings, Arc::new(db)).map_err(Failure::Usage)?;
+    // On PostgreSQL, `work` may run beside servers and other `work` processes (they share the
+    // queue); a redb file has one process, so not while a server holds it.
+    let storage: Arc<dyn mailroom::core::Storage> = match &settings.database_url {
+        Some(url) => Arc::new(
+            mailroom::postgres::PostgresStorage::connect(url, settings.database_connections)
+                .await
+                .map_err(|e| Failure::Usage(format!("cannot use the PostgreSQL database: {e}")))?,
+        ),
+        None => Arc::new(open_alone(&settings, "the server delivers already: `work` is for when none runs")?),
+    };
+    let engine = serve::build_engine(&settings, storage).map_err(Failure::Usage)?;
     let (transport, relaying) = serve::transport(&settings).map_err(Failure::Usage)?;
     let worker = engine.worker(transport, serve::worker_config(&settings, relaying));
     let report = if until_idle {
