@@ -7,6 +7,11 @@
 //! One iteration: 8 clients post 40 batches of 100 emails (`POST /emails/batch`), spread over
 //! the processes in turn. Throughput is emails per second; the ratios that matter are
 //! `pg1 / redb` (goal ≥ 0.5) and `pg2`, `pg4` against `pg1` (goal: never lower).
+//!
+//! Then delivery (group `deliver`), once the servers are gone: each iteration queues the same
+//! 4,000 emails (loaded through the engine, not timed) and times 1, 2 or 4
+//! `mailroom work --until-idle --connections 8` processes draining them to `smtp-sink`
+//! together (process start-up included, as a user pays it), against one on the redb file.
 //! `cargo bench --bench postgres` (needs PostgreSQL and postfix: `./scripts/test.sh` installs them)
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
@@ -136,6 +141,89 @@ fn postgres(c: &mut Criterion) {
                     }
                     t0.elapsed()
                 }
+            });
+        });
+    }
+    group.finish();
+    // The servers stop here: their workers would go on delivering beside the next group.
+    drop(configs);
+    deliver(c, &rt, &cluster, dir.path(), sink.port);
+}
+
+/// Queues one iteration's emails (the ingest's batches) through an engine on `store`.
+async fn queue(store: Arc<dyn mailroom::core::Storage>) {
+    let engine = mailroom::core::Engine::builder(store).build();
+    for i in 0..BATCHES {
+        let batch = sample_batch(i as u64);
+        engine.send_batch(batch, mailroom::core::BatchOptions::default()).await.expect("queued");
+    }
+}
+
+/// `n` `mailroom work --until-idle` processes on one store (`store`: the flags that name it),
+/// waited for; how many emails they handed over together.
+fn work(n: usize, store: &[String], smtp: u16) -> u64 {
+    let relay = format!("smtp://127.0.0.1:{smtp}?tls=none");
+    let children: Vec<Child> = (0..n)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_mailroom"))
+                .args(["work", "--until-idle", "--connections", "8", "--smtp", &relay])
+                .args(store)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start work")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().expect("work");
+            assert!(out.status.success(), "work failed");
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("work's report");
+            report["handed_over"].as_u64().expect("handed_over")
+        })
+        .sum()
+}
+
+fn deliver(c: &mut Criterion, rt: &tokio::runtime::Runtime, cluster: &pg::Cluster, dir: &Path, smtp: u16) {
+    let emails = (BATCHES * 100) as u64;
+    let file = dir.join("deliver.redb");
+    let mut configs: Vec<(String, usize, Vec<String>)> =
+        vec![("redb".into(), 1, vec!["--db".into(), file.display().to_string()])];
+    let mut stores: Vec<Option<Arc<dyn mailroom::core::Storage>>> = vec![None];
+    for n in [1usize, 2, 4] {
+        let url = rt.block_on(cluster.database(&format!("deliver_{n}")));
+        let store = rt.block_on(mailroom::postgres::PostgresStorage::connect(&url, 8)).expect("store");
+        stores.push(Some(Arc::new(store)));
+        configs.push((
+            format!("pg{n}"),
+            n,
+            vec!["--db".into(), dir.join("unused.redb").display().to_string(), "--database-url".into(), url],
+        ));
+    }
+    let mut group = c.benchmark_group("deliver");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(emails));
+    for ((name, n, flags), store) in configs.iter().zip(&stores) {
+        group.bench_function(name.as_str(), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    match store {
+                        Some(s) => rt.block_on(queue(s.clone())),
+                        // The file is opened for the load and closed before `work` takes it.
+                        None => {
+                            let s = mailroom::redb::RedbStorage::open(&file).expect("redb");
+                            rt.block_on(queue(Arc::new(s)));
+                        }
+                    }
+                    let t0 = Instant::now();
+                    let handed = work(*n, flags, smtp);
+                    spent += t0.elapsed();
+                    assert_eq!(handed, emails, "{name}: every queued email handed over once");
+                }
+                spent
             });
         });
     }
