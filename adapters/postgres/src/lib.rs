@@ -25,6 +25,7 @@
 //! Every extension is kept: the event log, API keys, request logs, domains, webhooks and
 //! received mail.
 
+mod combine;
 mod extensions;
 mod group;
 mod webhooks;
@@ -84,6 +85,7 @@ pub struct PostgresStorage {
     pool: Pool,
     wake: std::sync::Arc<tokio::sync::Notify>,
     groups: std::sync::Arc<Groups>,
+    combiners: std::sync::Arc<combine::Combiners>,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -133,7 +135,8 @@ impl PostgresStorage {
         let pool = Pool::builder(manager).max_size(max_connections.max(1)).build().map_err(backend)?;
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let groups = std::sync::Arc::new(Groups::start(pool.clone(), WRITE_LANES));
-        let store = PostgresStorage { pool, wake: wake.clone(), groups };
+        let combiners = std::sync::Arc::new(combine::Combiners::start(groups.clone()));
+        let store = PostgresStorage { pool, wake: wake.clone(), groups, combiners };
         store.migrate().await?;
         tokio::spawn(listen(config, std::sync::Arc::downgrade(&wake)));
         Ok(store)
@@ -646,75 +649,13 @@ impl Storage for PostgresStorage {
     }
 
     async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>> {
-        let claims = claims.to_vec();
-        self.write(move |tx| {
-            Box::pin(async move {
-                let ids: Vec<EmailId> = claims.iter().map(|c| c.id).collect();
-                let mut states = locked_states(tx, &ids).await?;
-                let mut lost = Vec::new();
-                let mut marked = Vec::new();
-                for c in &claims {
-                    let Some(state) = states.get_mut(&c.id) else {
-                        lost.push(c.id);
-                        continue;
-                    };
-                    if !store::begin_handover(state, c.token) {
-                        lost.push(c.id);
-                        continue;
-                    }
-                    marked.push(c.id);
-                }
-                let changed: Vec<(usize, &EmailState)> =
-                    marked.iter().filter_map(|id| states.get(id)).map(|s| (s.events.len(), s)).collect();
-                put_states(tx, &changed).await?;
-                Ok(lost)
-            })
-        })
-        .await
+        // Combined with the other marks queued meanwhile (see `combine`).
+        self.combiners.begin_handover(claims.to_vec()).await
     }
 
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
-        self.write(move |tx| {
-            Box::pin(async move {
-                let mut lost = Vec::new();
-                // Rows locked in id order, in one statement: two processes recording
-                // overlapping outcomes cannot deadlock.
-                let ids: Vec<EmailId> = outcomes.iter().map(|o| o.claim.id).collect();
-                let mut states = locked_states(tx, &ids).await?;
-                let before: std::collections::HashMap<EmailId, usize> =
-                    states.iter().map(|(id, s)| (*id, s.events.len())).collect();
-                // Applied in the given order; an email named twice sees its first outcome.
-                let mut changed: Vec<EmailId> = Vec::new();
-                let mut listed: Vec<(AccountId, &SuppressionEntry)> = Vec::new();
-                for o in &outcomes {
-                    let Some(state) = states.get_mut(&o.claim.id) else {
-                        lost.push(o.claim.id);
-                        continue;
-                    };
-                    // A transition error aborts the transaction: nothing is applied.
-                    if !store::apply_outcome(state, o)? {
-                        lost.push(o.claim.id);
-                        continue;
-                    }
-                    listed.extend(o.suppressions.iter().map(|sup| (state.account.clone(), sup)));
-                    if !changed.contains(&o.claim.id) {
-                        changed.push(o.claim.id);
-                    }
-                }
-                // The emails' events, then the suppressions they caused: the log's order in every
-                // store.
-                let changed: Vec<(usize, &EmailState)> = changed
-                    .iter()
-                    .filter_map(|id| states.get(id).map(|s| (before.get(id).copied().unwrap_or(0), s)))
-                    .collect();
-                put_states(tx, &changed).await?;
-                for (account, sup) in listed {
-                    put_suppression(tx, &account, sup).await?;
-                }
-                Ok(lost)
-            })
-        })
-        .await
+        // Combined with the other outcomes queued meanwhile (see `combine`).
+        self.combiners.record_outcomes(outcomes).await
     }
 
     async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {

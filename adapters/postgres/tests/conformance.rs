@@ -212,3 +212,89 @@ async fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
         .unwrap();
     assert_eq!(page.items.len(), 57);
 }
+
+/// Combining: concurrent hand-over marks and outcomes (the worker makes one call per email)
+/// are written as bursts — fewer group writes than calls — and each call stays atomic on its
+/// own: an outcome the lifecycle refuses changes nothing of its email and does not list its
+/// suppression, while the others of its burst are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_marks_and_outcomes_combine_and_a_refused_one_fails_alone() {
+    use mailroom_core::email::Event;
+    use mailroom_core::lifecycle::EventKind;
+    use mailroom_core::ports::{Next, Outcome, SuppressionEntry, SuppressionReason};
+    use mailroom_core::testkit::{new_email, t0};
+    use std::sync::atomic::Ordering;
+    let cluster = support::Cluster::start();
+    let store = Arc::new(support::store(&cluster).await);
+    let account = mailroom_core::email::AccountId::new("a");
+    let emails: Vec<_> = (0..40u16).map(|n| new_email("a", t0(), n, None)).collect();
+    store.insert_emails(&account, emails.clone(), None).await.unwrap();
+    let claimed = store.claim_due(t0(), 100, std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 40);
+    let writes = || store.group_stats().writes.load(Ordering::Relaxed);
+
+    let before = writes();
+    let marks: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let (store, claim) = (store.clone(), c.claim_ref());
+            tokio::spawn(async move { store.begin_handover(&[claim]).await })
+        })
+        .collect();
+    for m in marks {
+        assert!(m.await.unwrap().unwrap().is_empty(), "no claim lost");
+    }
+    let mark_writes = writes() - before;
+    assert!(mark_writes < 40, "40 marks took {mark_writes} writes");
+
+    let bad = claimed[7].record.state.id;
+    let before = writes();
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let id = c.record.state.id;
+            // One outcome skips `sent` (queued → delivered): the lifecycle refuses it.
+            let events = if id == bad {
+                vec![Event::new(EventKind::Delivered, t0())]
+            } else {
+                vec![Event::new(EventKind::Sent, t0()), Event::new(EventKind::Delivered, t0())]
+            };
+            let outcome = Outcome {
+                claim: c.claim_ref(),
+                events,
+                suppressions: vec![SuppressionEntry {
+                    address: format!("gone-{id}@example.com"),
+                    reason: SuppressionReason::Bounced,
+                    source_email: Some(id),
+                    created_at: t0(),
+                }],
+                next: Next::Done,
+            };
+            let store = store.clone();
+            tokio::spawn(async move { (id, store.record_outcomes(vec![outcome]).await) })
+        })
+        .collect();
+    for o in outcomes {
+        let (id, result) = o.await.unwrap();
+        if id == bad {
+            assert!(result.is_err(), "the refused outcome was accepted");
+        } else {
+            assert!(result.unwrap().is_empty(), "no claim lost");
+        }
+    }
+    let outcome_writes = writes() - before;
+    assert!(outcome_writes < 40, "40 outcomes took {outcome_writes} writes");
+
+    let listed = store.suppression_list(&account).await.unwrap();
+    assert_eq!(listed.len(), 39, "the refused outcome's suppression is not listed");
+    assert!(listed.iter().all(|e| e.address != format!("gone-{bad}@example.com")));
+    for e in &emails {
+        let state = store.get_email(&account, e.id).await.unwrap().unwrap().state;
+        let last = state.last_event().map(|k| k.as_str());
+        if e.id == bad {
+            assert_eq!(last, Some("queued"), "the refused outcome changed its email");
+        } else {
+            assert_eq!(last, Some("delivered"));
+        }
+    }
+}
