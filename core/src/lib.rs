@@ -7,6 +7,8 @@
 
 pub mod address;
 pub mod bounce;
+#[cfg(feature = "zstd")]
+pub mod compression;
 pub mod domains;
 pub mod email;
 pub mod engine;

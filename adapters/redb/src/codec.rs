@@ -13,6 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use mailroom_core::bounce::{BounceInfo, SmtpReply};
+use mailroom_core::compression::compress;
 use mailroom_core::domains::Domain;
 use mailroom_core::email::{AccountId, Claim, EmailContent, EmailId, EmailState, Event, Hit};
 use mailroom_core::error::StorageError;
@@ -51,55 +52,14 @@ pub(crate) const DOMAIN_V2: u8 = 2;
 
 /// Content records up to this size are compressed.
 pub(crate) const COMPRESS_UP_TO: usize = 256 << 10;
-/// zstd's fastest level: a 2 KB email compresses in microseconds, to about a third.
-const LEVEL: i32 = 1;
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
 }
 
-thread_local! {
-    /// One compression context per thread (making one costs more than compressing an email).
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-thread_local! {
-    /// One decompression context per thread, likewise.
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Decompresses a frame written by [`compress`] (which records the content's size).
+/// Decompresses a frame written by [`compress`]: never more than twice what is compressed.
 fn decompress(frame: &[u8]) -> Result<Vec<u8>, StorageError> {
-    let size = zstd::zstd_safe::get_frame_content_size(frame)
-        .ok()
-        .flatten()
-        .ok_or_else(|| corrupt("a compressed record without its size"))?;
-    let size = usize::try_from(size).map_err(corrupt)?;
-    if size > COMPRESS_UP_TO * 2 {
-        return Err(corrupt("a compressed record larger than any written"));
-    }
-    DECOMPRESSOR.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = Some(zstd::bulk::Decompressor::new().map_err(corrupt)?);
-        }
-        match d.as_mut() {
-            Some(d) => d.decompress(frame, size).map_err(corrupt),
-            None => Err(corrupt("no decompressor")),
-        }
-    })
-}
-
-fn compress(bytes: &[u8]) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = zstd::bulk::Compressor::new(LEVEL).ok();
-        }
-        c.as_mut()?.compress(bytes).ok()
-    })
+    mailroom_core::compression::decompress(frame, COMPRESS_UP_TO * 2)
 }
 
 /// An email's content as stored.
