@@ -120,3 +120,58 @@ async fn a_crash_at_any_point_of_the_delivery_loses_nothing_acknowledged_and_sen
         assert!(crashed.is_err() || before == 3, "the crashed run either failed or had finished");
     }
 }
+
+/// A running worker outlives a store error wherever it strikes (a claim, a hand-over mark, an
+/// outcome, the wait for the next due time): it pauses and goes on, so the first email ends
+/// (delivered, or `failed` in doubt when its outcome was the write that failed) and an email
+/// sent after the error is delivered. Before, `run` returned the error and the server's worker
+/// was gone while the API kept accepting mail.
+#[tokio::test(start_paused = true)]
+async fn the_running_worker_outlives_a_store_error() {
+    use std::time::Duration;
+    for fail_at in 1..=10 {
+        let double = StorageDouble::failing_at(MemoryStorage::new(), fail_at);
+        // Paused tokio time moves the worker's sleeps; the engine's clock is moved with it
+        // below, so that a claim left by a failed outcome lapses.
+        let clock = ManualClock::new(t0());
+        let e = Engine::builder(double.clone()).clock(Arc::new(clock.clone())).build();
+        let sandbox = SandboxTransport::default();
+        let worker = e.worker(Arc::new(sandbox.clone()), WorkerConfig::default().lease(Duration::from_secs(5)));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move { worker.run(async { stopped.await.unwrap_or(()) }).await });
+        let send = |to: &'static str| {
+            let e = e.clone();
+            async move {
+                // The failing call may be this send's own insert: it is a typed error, and a
+                // retry is a new email.
+                loop {
+                    if let Ok(r) = e.send(email(to), SendOptions::default()).await {
+                        return r.id;
+                    }
+                }
+            }
+        };
+        let ended = |id, kinds: &'static [EventKind]| {
+            let (e, clock) = (e.clone(), clock.clone());
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+                loop {
+                    if let Ok(v) = e.get(id).await
+                        && v.last_event.is_some_and(|k| kinds.contains(&k))
+                    {
+                        return;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "call {fail_at} failed: {id} never ended");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    clock.advance(chrono::Duration::milliseconds(50));
+                }
+            }
+        };
+        let first = send("delivered@resend.dev").await;
+        ended(first, &[EventKind::Delivered, EventKind::Failed]).await;
+        let second = send("delivered@resend.dev").await;
+        ended(second, &[EventKind::Delivered]).await;
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+    }
+}

@@ -155,6 +155,17 @@ impl WorkerConfig {
     }
 }
 
+/// The first pause of [`Worker::run`] after a store error, and the longest.
+const RETRY_PAUSE_MIN: Duration = Duration::from_secs(1);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// What one pass of [`Worker::run`] says next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    Go,
+    Stop,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -210,52 +221,88 @@ impl Worker {
 
     /// Runs until `shutdown` resolves: sleeps until the next due email (or until the engine
     /// accepts a new one), then processes what is due.
+    ///
+    /// A store error does not end it: the error is logged and the worker tries again after a
+    /// pause (1 s, doubling to 30 s, back to 1 s after a good round). Why: a server's worker
+    /// is spawned once; had it ended at a lost database connection or a deadlock reported
+    /// by the database, the API would go on accepting mail that nothing delivers. What the
+    /// failed round left is safe to retry: an outcome not recorded leaves its claim to lapse
+    /// (the email is then in doubt, as after a crash), and nothing recorded twice.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<WorkReport, Error> {
         let mut total = WorkReport::default();
         let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
         let mut last_maintenance: Option<DateTime<Utc>> = None;
+        let mut pause = RETRY_PAUSE_MIN;
         loop {
-            let r = self.round(shutdown.clone(), true).await?;
-            total.add(r);
-            if futures::future::FutureExt::now_or_never(shutdown.clone()).is_some() {
-                return Ok(total);
-            }
-            if r.processed > 0 {
-                continue;
-            }
-            let now = self.engine.clock().now();
-            let wait = match self.engine.storage().next_due().await? {
-                Some(at) if at <= now => Duration::ZERO,
-                Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(self.config.max_idle),
-                None => self.config.max_idle,
-            };
-            if wait.is_zero() {
-                // Due but not claimable (a lease about to lapse): yield briefly.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-            // Woken by this process's engine, or by another process through the store.
-            let shared = self.engine.storage().wakeups();
-            let from_store = async {
-                match &shared {
-                    Some(n) => n.notified().await,
-                    None => std::future::pending().await,
+            let r = match self.tick(&shutdown, &mut total, &mut last_maintenance).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(target: "mailroom::worker", error = %e, pause = ?pause, "the store failed; trying again");
+                    metrics::counter!("mailroom_worker_errors_total").increment(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.clone() => return Ok(total),
+                    }
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                    continue;
                 }
             };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.engine.wake_signal().notified() => {}
-                () = from_store => {}
-                () = shutdown.clone() => return Ok(total),
-            }
-            // Housekeeping at most once a minute: expired idempotency keys, and retention of
-            // emails and request logs.
-            let now = self.engine.clock().now();
-            if last_maintenance.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
-                last_maintenance = Some(now);
-                self.engine.housekeeping().await?;
+            pause = RETRY_PAUSE_MIN;
+            if r == Tick::Stop {
+                return Ok(total);
             }
         }
+    }
+
+    /// One pass of [`run`](Self::run): a round, then (when it found nothing) the wait for the
+    /// next due email and the housekeeping.
+    async fn tick(
+        &self,
+        shutdown: &futures::future::Shared<std::pin::Pin<Box<impl Future<Output = ()>>>>,
+        total: &mut WorkReport,
+        last_maintenance: &mut Option<DateTime<Utc>>,
+    ) -> Result<Tick, Error> {
+        let r = self.round(shutdown.clone(), true).await?;
+        total.add(r);
+        if futures::future::FutureExt::now_or_never(shutdown.clone()).is_some() {
+            return Ok(Tick::Stop);
+        }
+        if r.processed > 0 {
+            return Ok(Tick::Go);
+        }
+        let now = self.engine.clock().now();
+        let wait = match self.engine.storage().next_due().await? {
+            Some(at) if at <= now => Duration::ZERO,
+            Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(self.config.max_idle),
+            None => self.config.max_idle,
+        };
+        if wait.is_zero() {
+            // Due but not claimable (a lease about to lapse): yield briefly.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return Ok(Tick::Go);
+        }
+        // Woken by this process's engine, or by another process through the store.
+        let shared = self.engine.storage().wakeups();
+        let from_store = async {
+            match &shared {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.engine.wake_signal().notified() => {}
+            () = from_store => {}
+            () = shutdown.clone() => return Ok(Tick::Stop),
+        }
+        // Housekeeping at most once a minute: expired idempotency keys, and retention of
+        // emails and request logs.
+        let now = self.engine.clock().now();
+        if last_maintenance.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+            *last_maintenance = Some(now);
+            self.engine.housekeeping().await?;
+        }
+        Ok(Tick::Go)
     }
 
     /// One round: claims a batch of due emails and processes them with bounded concurrency.
