@@ -633,7 +633,8 @@ impl Engine {
     /// `PATCH /emails/{id}`: moves a scheduled email to `when` (ISO 8601 or English).
     pub async fn reschedule(&self, id: EmailId, when: &str) -> Result<EmailRef, Error> {
         let at = self.resolve_schedule(when)?;
-        match self.inner.config.storage.reschedule(&self.account, id, at).await? {
+        match self.inner.config.storage.change_schedule(&self.account, id, crate::ports::ScheduleOp::MoveTo(at)).await?
+        {
             ScheduleChange::Applied => {
                 // It may now be the earliest due email: the worker recomputes its sleep.
                 self.inner.wake.notify_one();
@@ -646,7 +647,13 @@ impl Engine {
 
     /// `POST /emails/{id}/cancel`: cancels a scheduled email, for good.
     pub async fn cancel(&self, id: EmailId) -> Result<EmailRef, Error> {
-        match self.inner.config.storage.cancel(&self.account, id, self.inner.config.clock.now()).await? {
+        match self
+            .inner
+            .config
+            .storage
+            .change_schedule(&self.account, id, crate::ports::ScheduleOp::Cancel(self.inner.config.clock.now()))
+            .await?
+        {
             ScheduleChange::Applied => Ok(EmailRef::new(id)),
             ScheduleChange::NotFound => Err(Error::NotFound { what: "Email" }),
             ScheduleChange::NotScheduled(last_event) => Err(Error::NotScheduled { action: "canceled", last_event }),

@@ -10,8 +10,8 @@ use crate::error::StorageError;
 use crate::events::{LoggedEvent, Pending, Subject};
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
 use crate::ports::{
-    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage, StorageResult,
-    SuppressionEntry,
+    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, ScheduleOp, Storage,
+    StorageResult, SuppressionEntry,
 };
 use crate::store::{self, due_key};
 use crate::webhooks::{Message, Webhook};
@@ -123,7 +123,7 @@ impl MemoryStorage {
     }
 
     /// Applies a reschedule or cancel to one email of `account`, with its due index.
-    fn change_schedule(
+    fn mutate_scheduled(
         &self,
         account: &AccountId,
         id: EmailId,
@@ -395,12 +395,8 @@ impl Storage for MemoryStorage {
         Ok(addresses.iter().filter_map(|a| s.suppressions.get(&(account.clone(), a.clone())).cloned()).collect())
     }
 
-    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        self.change_schedule(account, id, |state| Ok(store::reschedule(state, at)))
-    }
-
-    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        self.change_schedule(account, id, |state| Ok(store::cancel(state, now)?))
+    async fn change_schedule(&self, account: &AccountId, id: EmailId, op: ScheduleOp) -> StorageResult<ScheduleChange> {
+        self.mutate_scheduled(account, id, |state| Ok(store::change_schedule(state, op)?))
     }
 
     async fn append_events(

@@ -122,6 +122,15 @@ pub struct ClaimRef {
     pub token: u128,
 }
 
+/// A change to a scheduled email ([`Storage::change_schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleOp {
+    /// Move it to this time.
+    MoveTo(DateTime<Utc>),
+    /// Cancel it, with its `canceled` event at this time.
+    Cancel(DateTime<Utc>),
+}
+
 /// What a reschedule or cancel found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleChange {
@@ -271,13 +280,10 @@ pub trait Storage: Send + Sync + Debug {
     /// All entries of an account, ordered by address.
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>>;
 
-    /// Moves a `scheduled` email to `at`, atomically with respect to the worker: an email
-    /// already claimed (it is `queued` then) or canceled is not moved.
-    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange>;
-
-    /// Cancels a `scheduled` email (final), atomically with respect to the worker: a claimed
-    /// email cannot be canceled, and a canceled one is never claimed.
-    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange>;
+    /// Moves a `scheduled` email or cancels it (final) — [`crate::store::change_schedule`] —
+    /// atomically with respect to the worker: an email already claimed (it is `queued` then)
+    /// or canceled is neither moved nor canceled, and a canceled one is never claimed.
+    async fn change_schedule(&self, account: &AccountId, id: EmailId, op: ScheduleOp) -> StorageResult<ScheduleChange>;
 
     /// Appends events that arrive after delivery (an asynchronous bounce, a complaint) to the
     /// email with this id, whatever its account, with the suppressions they cause, in one

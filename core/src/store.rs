@@ -69,6 +69,17 @@ pub fn cancel(state: &mut EmailState, now: DateTime<Utc>) -> Result<ScheduleChan
     Ok(ScheduleChange::Applied)
 }
 
+/// Applies a [`ScheduleOp`](crate::ports::ScheduleOp): [`reschedule`] or [`cancel`].
+pub fn change_schedule(
+    state: &mut EmailState,
+    op: crate::ports::ScheduleOp,
+) -> Result<ScheduleChange, TransitionError> {
+    match op {
+        crate::ports::ScheduleOp::MoveTo(at) => Ok(reschedule(state, at)),
+        crate::ports::ScheduleOp::Cancel(at) => cancel(state, at),
+    }
+}
+
 /// The due-index key of a time: microseconds since the epoch.
 pub fn due_key(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()

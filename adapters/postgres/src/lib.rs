@@ -47,7 +47,7 @@ use mailroom_core::events::{LoggedEvent, Pending, Subject};
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
     ClaimRef, ClaimedEmail, EventLog, IdempotencyBegin, IdempotencyCompletion, Outcome, QueueStats, ScheduleChange,
-    Storage, StorageResult, SuppressionEntry,
+    ScheduleOp, Storage, StorageResult, SuppressionEntry,
 };
 use mailroom_core::store;
 use std::time::Duration;
@@ -813,7 +813,7 @@ impl Storage for PostgresStorage {
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
-    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
+    async fn change_schedule(&self, account: &AccountId, id: EmailId, op: ScheduleOp) -> StorageResult<ScheduleChange> {
         let account = account.clone();
         self.write(move |tx| {
             Box::pin(async move {
@@ -821,28 +821,13 @@ impl Storage for PostgresStorage {
                     return Ok(ScheduleChange::NotFound);
                 };
                 let before = state.events.len();
-                let change = store::reschedule(&mut state, at);
+                let change = store::change_schedule(&mut state, op)?;
                 if change == ScheduleChange::Applied {
                     put_state(tx, before, &state).await?;
-                    announce_due(tx).await?;
-                }
-                Ok(change)
-            })
-        })
-        .await
-    }
-
-    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        let account = account.clone();
-        self.write(move |tx| {
-            Box::pin(async move {
-                let Some(mut state) = locked_state(tx, id).await?.filter(|s| s.account == account) else {
-                    return Ok(ScheduleChange::NotFound);
-                };
-                let before = state.events.len();
-                let change = store::cancel(&mut state, now)?;
-                if change == ScheduleChange::Applied {
-                    put_state(tx, before, &state).await?;
+                    // A moved email is due at another time: idle workers look again.
+                    if matches!(op, ScheduleOp::MoveTo(_)) {
+                        announce_due(tx).await?;
+                    }
                 }
                 Ok(change)
             })

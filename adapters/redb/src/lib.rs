@@ -50,7 +50,7 @@ use mailroom_core::events::{Pending, Subject};
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
     ApiKeyStore, ClaimRef, ClaimedEmail, DomainStore, IdempotencyBegin, IdempotencyCompletion, Outcome,
-    RequestLogStore, ScheduleChange, Storage, StorageResult, SuppressionEntry,
+    RequestLogStore, ScheduleChange, ScheduleOp, Storage, StorageResult, SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
 pub use redb::StorageBackend;
@@ -279,7 +279,7 @@ impl RedbStorage {
 
     /// Applies a reschedule or cancel (`change`) to one email of `account`, with its due index,
     /// in one write transaction.
-    async fn change_schedule(
+    async fn mutate_scheduled(
         &self,
         account: &AccountId,
         id: EmailId,
@@ -1064,12 +1064,8 @@ impl Storage for RedbStorage {
         Some(self)
     }
 
-    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        self.change_schedule(account, id, move |state| Ok(store::reschedule(state, at))).await
-    }
-
-    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        self.change_schedule(account, id, move |state| Ok(store::cancel(state, now)?)).await
+    async fn change_schedule(&self, account: &AccountId, id: EmailId, op: ScheduleOp) -> StorageResult<ScheduleChange> {
+        self.mutate_scheduled(account, id, move |state| Ok(store::change_schedule(state, op)?)).await
     }
 
     async fn append_events(

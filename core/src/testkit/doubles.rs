@@ -6,8 +6,8 @@ use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, NewEmail, Page
 use crate::error::StorageError;
 use crate::idempotency::Fingerprint;
 use crate::ports::{
-    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, Storage, StorageResult,
-    SuppressionEntry,
+    ClaimRef, ClaimedEmail, IdempotencyBegin, IdempotencyCompletion, Outcome, ScheduleChange, ScheduleOp, Storage,
+    StorageResult, SuppressionEntry,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -162,13 +162,9 @@ impl<S: Storage> Storage for StorageDouble<S> {
         self.gate("suppression_list")?;
         self.inner.suppression_list(account).await
     }
-    async fn reschedule(&self, account: &AccountId, id: EmailId, at: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        self.gate("reschedule")?;
-        self.inner.reschedule(account, id, at).await
-    }
-    async fn cancel(&self, account: &AccountId, id: EmailId, now: DateTime<Utc>) -> StorageResult<ScheduleChange> {
-        self.gate("cancel")?;
-        self.inner.cancel(account, id, now).await
+    async fn change_schedule(&self, account: &AccountId, id: EmailId, op: ScheduleOp) -> StorageResult<ScheduleChange> {
+        self.gate("change_schedule")?;
+        self.inner.change_schedule(account, id, op).await
     }
     async fn append_events(
         &self,

@@ -18,8 +18,8 @@ use crate::email::{AccountId, Cursor, EmailContent, EmailId, Event, NewEmail, Pa
 use crate::idempotency::{Fingerprint, StoredResponse};
 use crate::lifecycle::EventKind;
 use crate::ports::{
-    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, ScheduleChange, Storage, SuppressionEntry,
-    SuppressionReason,
+    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, ScheduleChange, ScheduleOp, Storage,
+    SuppressionEntry, SuppressionReason,
 };
 use chrono::{DateTime, Duration as CDuration, Utc};
 use std::sync::Arc;
@@ -631,27 +631,27 @@ pub async fn reschedule_moves_the_due_time_only_while_scheduled(s: Arc<dyn Stora
     let e = new_email("a", t0(), 1, Some(t0() + CDuration::hours(5)));
     s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
     let sooner = t0() + CDuration::minutes(10);
-    assert_eq!(s.reschedule(&a, e.id, sooner).await.unwrap(), ScheduleChange::Applied);
+    assert_eq!(s.change_schedule(&a, e.id, ScheduleOp::MoveTo(sooner)).await.unwrap(), ScheduleChange::Applied);
     assert_eq!(s.next_due().await.unwrap(), Some(sooner));
     let r = s.get_email(&a, e.id).await.unwrap().unwrap();
     assert_eq!((r.state.scheduled_at, r.state.last_event()), (Some(sooner), Some(EventKind::Scheduled)));
     assert!(s.claim_due(sooner - CDuration::seconds(1), 10, LEASE).await.unwrap().is_empty());
     assert_eq!(
-        s.reschedule(&acct("b"), e.id, sooner).await.unwrap(),
+        s.change_schedule(&acct("b"), e.id, ScheduleOp::MoveTo(sooner)).await.unwrap(),
         ScheduleChange::NotFound,
         "scoped to the account"
     );
-    assert_eq!(s.reschedule(&a, id_at(1, 1), sooner).await.unwrap(), ScheduleChange::NotFound);
+    assert_eq!(s.change_schedule(&a, id_at(1, 1), ScheduleOp::MoveTo(sooner)).await.unwrap(), ScheduleChange::NotFound);
     // Claimed: it is queued now and can no longer be moved.
     assert_eq!(s.claim_due(sooner, 10, LEASE).await.unwrap().len(), 1);
     assert_eq!(
-        s.reschedule(&a, e.id, t0() + CDuration::days(1)).await.unwrap(),
+        s.change_schedule(&a, e.id, ScheduleOp::MoveTo(t0() + CDuration::days(1))).await.unwrap(),
         ScheduleChange::NotScheduled(Some(EventKind::Queued))
     );
     let q = new_email("a", t0(), 2, None);
     s.insert_emails(&a, vec![q.clone()], None).await.unwrap();
     assert_eq!(
-        s.reschedule(&a, q.id, sooner).await.unwrap(),
+        s.change_schedule(&a, q.id, ScheduleOp::MoveTo(sooner)).await.unwrap(),
         ScheduleChange::NotScheduled(Some(EventKind::Queued)),
         "an email sent at once was never scheduled"
     );
@@ -662,19 +662,22 @@ pub async fn cancel_is_final_and_never_claimed(s: Arc<dyn Storage>) {
     let at = t0() + CDuration::hours(1);
     let e = new_email("a", t0(), 1, Some(at));
     s.insert_emails(&a, vec![e.clone()], None).await.unwrap();
-    assert_eq!(s.cancel(&a, e.id, t0()).await.unwrap(), ScheduleChange::Applied);
+    assert_eq!(s.change_schedule(&a, e.id, ScheduleOp::Cancel(t0())).await.unwrap(), ScheduleChange::Applied);
     let r = s.get_email(&a, e.id).await.unwrap().unwrap();
     assert_eq!(r.state.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Scheduled, EventKind::Canceled]);
     assert_eq!(r.state.due_at, None);
     assert!(s.claim_due(at + CDuration::days(1), 10, LEASE).await.unwrap().is_empty(), "never claimed");
     assert_eq!(s.next_due().await.unwrap(), None);
-    assert_eq!(s.cancel(&a, e.id, t0()).await.unwrap(), ScheduleChange::NotScheduled(Some(EventKind::Canceled)));
     assert_eq!(
-        s.reschedule(&a, e.id, at).await.unwrap(),
+        s.change_schedule(&a, e.id, ScheduleOp::Cancel(t0())).await.unwrap(),
+        ScheduleChange::NotScheduled(Some(EventKind::Canceled))
+    );
+    assert_eq!(
+        s.change_schedule(&a, e.id, ScheduleOp::MoveTo(at)).await.unwrap(),
         ScheduleChange::NotScheduled(Some(EventKind::Canceled)),
         "a canceled email can never be rescheduled"
     );
-    assert_eq!(s.cancel(&acct("b"), e.id, t0()).await.unwrap(), ScheduleChange::NotFound);
+    assert_eq!(s.change_schedule(&acct("b"), e.id, ScheduleOp::Cancel(t0())).await.unwrap(), ScheduleChange::NotFound);
 }
 
 pub async fn cancel_races_claim_correctly(s: Arc<dyn Storage>) {
@@ -694,7 +697,7 @@ pub async fn cancel_races_claim_correctly(s: Arc<dyn Storage>) {
     };
     let mut canceled = Vec::new();
     for e in &emails {
-        if s.cancel(&a, e.id, at).await.unwrap() == ScheduleChange::Applied {
+        if s.change_schedule(&a, e.id, ScheduleOp::Cancel(at)).await.unwrap() == ScheduleChange::Applied {
             canceled.push(e.id);
         }
     }

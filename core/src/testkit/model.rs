@@ -13,8 +13,8 @@ use crate::email::{AccountId, Cursor, EmailContent, EmailId, Event, NewEmail, Pa
 use crate::idempotency::{Fingerprint, StoredResponse};
 use crate::lifecycle::EventKind;
 use crate::ports::{
-    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, ScheduleChange, Storage, SuppressionEntry,
-    SuppressionReason,
+    ClaimRef, IdempotencyBegin, IdempotencyCompletion, Next, Outcome, ScheduleChange, ScheduleOp, Storage,
+    SuppressionEntry, SuppressionReason,
 };
 use crate::testkit::{new_email, t0};
 use chrono::{DateTime, Duration as CDuration, Utc};
@@ -450,7 +450,8 @@ pub async fn run(ops: &[Op], stores: &[Arc<dyn Storage>]) {
                 }
                 for (i, s) in stores.iter().enumerate() {
                     let a = AccountId::new(ACCOUNTS[acct as usize]);
-                    let got = if cancel { s.cancel(&a, id, now).await } else { s.reschedule(&a, id, at).await };
+                    let op = if cancel { ScheduleOp::Cancel(now) } else { ScheduleOp::MoveTo(at) };
+                    let got = s.change_schedule(&a, id, op).await;
                     assert_eq!(got.unwrap(), want, "{ctx}: store {i}");
                 }
             }
