@@ -474,13 +474,28 @@ impl Engine {
             IdempotencyBegin::Mismatch => return Err(Error::InvalidIdempotentRequest),
             IdempotencyBegin::InFlight => return Err(Error::ConcurrentIdempotentRequests),
         }
-        let result = self.prepare_and_insert(requests, mode, Some((key, fingerprint)), is_batch).await;
-        if result.is_err() {
-            // Nothing was stored: free the key so a corrected retry can use it. If this
-            // release fails too, the marker lapses on its own after IN_FLIGHT_LEASE.
-            let _ = storage.idempotency_release(&self.account, key).await;
+        // From here the key is held: what follows runs to its end in a task of its own, even
+        // when the caller goes away (an HTTP client that hangs up drops its handler). Why: a
+        // client that times out retries with the same key; abandoned here, the key would
+        // answer `409 concurrent_idempotent_requests` until its in-flight marker lapsed.
+        // Finished, the retry gets the stored answer (or a free key, if nothing was stored).
+        let (engine, key) = (self.clone(), key.to_string());
+        let finish = tokio::spawn(async move {
+            let result = engine.prepare_and_insert(requests, mode, Some((&key, fingerprint)), is_batch).await;
+            if result.is_err() {
+                // Nothing was stored: free the key so a corrected retry can use it. If this
+                // release fails too, the marker lapses on its own after IN_FLIGHT_LEASE.
+                let _ = engine.inner.config.storage.idempotency_release(&engine.account, &key).await;
+            }
+            result
+        });
+        match finish.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => {
+                Err(Error::Storage(crate::error::StorageError::Backend(format!("the request's task ended: {e}"))))
+            }
         }
-        result
     }
 
     async fn prepare_and_insert(
@@ -528,11 +543,10 @@ impl Engine {
             })
             .collect();
 
-        let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         let emails: Vec<NewEmail> = valid
             .into_iter()
             .map(|v| {
-                let id = self.inner.ids.next(ms);
+                let id = self.id_at(now);
                 let mut content = v.content;
                 content.message_id = message_id_for(&id, &content.from);
                 content.api_key_id = self.key_id().map(str::to_string);

@@ -324,6 +324,38 @@ async fn a_twin_arriving_in_flight_is_refused_and_path_attachments_load() {
     assert!(err.to_string().contains("no attachment loader"), "{err}");
 }
 
+/// A keyed request whose caller goes away mid-way (an HTTP client that hangs up drops its
+/// handler) still runs to its end: the retry with the same key gets the stored email, not
+/// `409 concurrent_idempotent_requests` until the in-flight marker lapses.
+#[tokio::test]
+async fn a_keyed_request_abandoned_by_its_caller_still_finishes() {
+    let store = Arc::new(MemoryStorage::new());
+    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
+    let engine = Engine::builder(store).attachment_loader(loader.clone()).build();
+    let mut req = email("a@example.com");
+    req.attachments = Some(vec![AttachmentRequest { path: Some("files/a.txt".into()), ..Default::default() }]);
+    // The caller gives up while the request waits for its attachment (the key is held).
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(50), engine.send(req.clone(), SendOptions::idempotency_key("k")))
+            .await;
+    assert!(gave_up.is_err(), "the request should still have been waiting");
+    loader.0.add_permits(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let id = loop {
+        match engine.send(req.clone(), SendOptions::idempotency_key("k")).await {
+            Ok(r) => break r.id,
+            Err(e) if e.name() == ErrorName::ConcurrentIdempotentRequests => {
+                assert!(tokio::time::Instant::now() < deadline, "the abandoned request never finished");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let page = engine.list(PageRequest::new(Some(100), None, None).unwrap()).await.unwrap();
+    assert_eq!(page.data.len(), 1, "the retry replayed the abandoned request's email");
+    assert_eq!(page.data[0].id, id);
+}
+
 #[tokio::test]
 async fn reads_are_scoped_and_unknown_ids_are_not_found() {
     let s = setup();
