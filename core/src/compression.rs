@@ -4,6 +4,11 @@
 
 use crate::error::StorageError;
 
+/// Records up to this size are compressed. Larger ones are nearly always large because of
+/// attachments that are compressed already (PDF, images): compressing them would cost time and
+/// a second copy in memory for nothing.
+pub const COMPRESS_UP_TO: usize = 256 << 10;
+
 /// zstd's fastest level: a 2 KB email compresses in microseconds, to about a third.
 const LEVEL: i32 = 1;
 
@@ -51,6 +56,28 @@ pub fn decompress(frame: &[u8], max: usize) -> Result<Vec<u8>, StorageError> {
             None => Err(corrupt("no decompressor")),
         }
     })
+}
+
+/// A record as a store keeps it: `plain` is a version byte, then the encoded record. When the
+/// record is at most [`COMPRESS_UP_TO`] and compressing saves a tenth or more, the answer is
+/// `version` (the store's byte for "compressed") and the compressed record; else `plain`.
+pub fn pack(plain: Vec<u8>, version: u8) -> Vec<u8> {
+    if plain.len() <= COMPRESS_UP_TO
+        && let Some(z) = plain.get(1..).and_then(compress)
+        // Kept compressed only when it saves a tenth or more.
+        && z.len() + z.len() / 9 < plain.len()
+    {
+        let mut out = Vec::with_capacity(z.len() + 1);
+        out.push(version);
+        out.extend_from_slice(&z);
+        return out;
+    }
+    plain
+}
+
+/// The encoded record a [`pack`]ed frame holds (what followed its version byte).
+pub fn unpack(frame: &[u8]) -> Result<Vec<u8>, StorageError> {
+    decompress(frame, COMPRESS_UP_TO * 2)
 }
 
 #[cfg(test)]

@@ -150,6 +150,17 @@ pub struct EmailContent {
 }
 
 impl EmailContent {
+    /// About the bytes an encoding of this content takes, to size a buffer up front: a 40 MB
+    /// attachment must not be copied through a doubling buffer.
+    pub fn encoded_size_hint(&self) -> usize {
+        self.attachments.iter().map(|a| a.content.len() + 256).sum::<usize>()
+            + self.html.as_ref().map_or(0, String::len)
+            + self.text.as_ref().map_or(0, String::len)
+            + 4096
+    }
+}
+
+impl EmailContent {
     /// Every envelope recipient (to, cc, bcc), each once, by [`Mailbox::key`].
     pub fn recipients(&self) -> Vec<&Mailbox> {
         let mut seen = std::collections::HashSet::new();

@@ -124,32 +124,21 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
 /// The version byte of email content stored as zstd-compressed postcard.
 const CONTENT_ZSTD: u8 = 2;
 
-/// Content larger than this is stored uncompressed (a large attachment is already compressed,
-/// or big enough that PostgreSQL's own TOAST handles it).
-const COMPRESS_UP_TO: usize = 256 << 10;
-
 /// An email's content as stored: compressed in the process, not in the database. Why: the
 /// database is what several processes share, and PostgreSQL compresses a value over ~2 KB
 /// itself (pglz, on its own CPU, and again when it reads it back); compressed here, a
 /// 2 KB email is well under that, never TOASTed, and a third of the WAL.
 fn encode_content(c: &EmailContent) -> StorageResult<Vec<u8>> {
-    let plain = encode(c)?;
-    if plain.len() <= COMPRESS_UP_TO
-        && let Some(z) = mailroom_core::compression::compress(&plain[1..])
-        && z.len() < plain.len()
-    {
-        let mut out = Vec::with_capacity(z.len() + 1);
-        out.push(CONTENT_ZSTD);
-        out.extend_from_slice(&z);
-        return Ok(out);
-    }
-    Ok(plain)
+    let mut plain = Vec::with_capacity(c.encoded_size_hint());
+    plain.push(V1);
+    postcard::to_io(c, &mut plain).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(mailroom_core::compression::pack(plain, CONTENT_ZSTD))
 }
 
 fn decode_content(bytes: &[u8]) -> StorageResult<EmailContent> {
     match bytes.split_first() {
         Some((&CONTENT_ZSTD, rest)) => {
-            let plain = mailroom_core::compression::decompress(rest, COMPRESS_UP_TO * 2)?;
+            let plain = mailroom_core::compression::unpack(rest)?;
             postcard::from_bytes(&plain).map_err(|e| StorageError::Corrupt(e.to_string()))
         }
         _ => decode(bytes),

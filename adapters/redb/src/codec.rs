@@ -4,16 +4,14 @@
 //! Invariants: every layout ever written still reads (a new layout gets a new version byte
 //! and a decoder beside the old ones); encoding never depends on anything but the value.
 //!
-//! Why compression, and why only for content up to [`COMPRESS_UP_TO`]: redb keeps a value
-//! larger than about half a page on pages of its own, so a 2 KB html email took a whole
-//! 4 KB page and more (the file was 2.9 × the payload). Compressed, a typical email fits
-//! inline in a leaf page beside others. Large records are nearly always large because of
-//! attachments that are compressed already (PDF, images); compressing them would cost time and
-//! a second copy in memory for nothing.
+//! Why compression (`mailroom_core::compression::pack`, for content up to its
+//! `COMPRESS_UP_TO`): redb keeps a value larger than about half a page on pages of its own, so
+//! a 2 KB html email took a whole 4 KB page and more (the file was 2.9 × the payload).
+//! Compressed, a typical email fits inline in a leaf page beside others.
 
 use chrono::{DateTime, Utc};
 use mailroom_core::bounce::{BounceInfo, SmtpReply};
-use mailroom_core::compression::compress;
+use mailroom_core::compression::{pack, unpack};
 use mailroom_core::domains::Domain;
 use mailroom_core::email::{AccountId, Claim, EmailContent, EmailId, EmailState, Event, Hit};
 use mailroom_core::error::StorageError;
@@ -50,39 +48,16 @@ pub(crate) const KEY_V2: u8 = 2;
 /// reads as a domain with no key and nothing checked, its id derived from account and name.
 pub(crate) const DOMAIN_V2: u8 = 2;
 
-/// Content records up to this size are compressed.
-pub(crate) const COMPRESS_UP_TO: usize = 256 << 10;
-
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
 }
 
-/// Decompresses a frame written by [`compress`]: never more than twice what is compressed.
-fn decompress(frame: &[u8]) -> Result<Vec<u8>, StorageError> {
-    mailroom_core::compression::decompress(frame, COMPRESS_UP_TO * 2)
-}
-
 /// An email's content as stored.
 pub(crate) fn encode_content(c: &EmailContent) -> Result<Vec<u8>, StorageError> {
-    // Sized up front: a 40 MB attachment must not be copied through a doubling buffer.
-    let hint = c.attachments.iter().map(|a| a.content.len() + 256).sum::<usize>()
-        + c.html.as_ref().map_or(0, String::len)
-        + c.text.as_ref().map_or(0, String::len)
-        + 4096;
-    let mut plain = Vec::with_capacity(hint);
+    let mut plain = Vec::with_capacity(c.encoded_size_hint());
     plain.push(CONTENT_V4);
     postcard::to_io(c, &mut plain).map_err(corrupt)?;
-    if plain.len() <= COMPRESS_UP_TO
-        && let Some(z) = compress(&plain[1..])
-        // Kept compressed only when it saves a tenth or more.
-        && z.len() + z.len() / 9 < plain.len()
-    {
-        let mut out = Vec::with_capacity(z.len() + 1);
-        out.push(CONTENT_V5);
-        out.extend_from_slice(&z);
-        return Ok(out);
-    }
-    Ok(plain)
+    Ok(pack(plain, CONTENT_V5))
 }
 
 /// Decodes a version-1 record whose version 2 added one last field whose default encodes as
@@ -96,9 +71,9 @@ fn decode_v1_with_default_last<T: DeserializeOwned>(rest: &[u8]) -> Result<T, St
 
 pub(crate) fn decode_content(bytes: &[u8]) -> Result<EmailContent, StorageError> {
     match bytes.split_first() {
-        Some((&CONTENT_V5, rest)) => postcard::from_bytes(&decompress(rest)?).map_err(corrupt),
+        Some((&CONTENT_V5, rest)) => postcard::from_bytes(&unpack(rest)?).map_err(corrupt),
         Some((&CONTENT_V4, rest)) => postcard::from_bytes(rest).map_err(corrupt),
-        Some((&CONTENT_V3, rest)) => decode_v1_with_default_last(&decompress(rest)?),
+        Some((&CONTENT_V3, rest)) => decode_v1_with_default_last(&unpack(rest)?),
         Some((&CONTENT_V2, rest)) => decode_v1_with_default_last(rest),
         // Version 1 lacked `api_key_id` too: two defaults appended.
         Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(&[rest, &[0]].concat()),
@@ -449,6 +424,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageErro
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use mailroom_core::compression::{COMPRESS_UP_TO, compress};
 
     /// A domain written by the version before keys and records reads, with an id that is the
     /// same at every read and differs by account.
