@@ -148,47 +148,16 @@ async fn apply_all(
     let mut listed: Vec<(AccountId, &SuppressionEntry)> = Vec::new();
     let mut answers = Vec::with_capacity(calls.len());
     for outcomes in &calls {
-        // The call's emails as they stand, changed on copies: a refused call leaves them.
-        let mut mine: HashMap<EmailId, EmailState> = HashMap::new();
-        let mut lost = Vec::new();
-        let mut sups = Vec::new();
-        let mut order = Vec::new();
-        let applied = (|| {
-            // Applied in the given order; an email named twice sees its first outcome.
-            for o in outcomes {
-                let id = o.claim.id;
-                if !mine.contains_key(&id)
-                    && let Some(s) = states.get(&id)
-                {
-                    mine.insert(id, s.clone());
-                }
-                let Some(state) = mine.get_mut(&id) else {
-                    lost.push(id);
-                    continue;
-                };
-                if !store::apply_outcome(state, o)? {
-                    lost.push(id);
-                    continue;
-                }
-                sups.extend(o.suppressions.iter().map(|sup| (state.account.clone(), sup)));
-                if !order.contains(&id) {
-                    order.push(id);
-                }
-            }
-            Ok::<_, StorageError>(())
-        })();
-        match applied {
-            Ok(()) => {
-                for id in order {
-                    if let Some(s) = mine.remove(&id) {
-                        states.insert(id, s);
-                    }
+        match apply_call(&states, outcomes) {
+            Ok(applied) => {
+                for (id, state) in applied.states {
+                    states.insert(id, state);
                     if !changed.contains(&id) {
                         changed.push(id);
                     }
                 }
-                listed.extend(sups);
-                answers.push(Ok(lost));
+                listed.extend(applied.suppressions);
+                answers.push(Ok(applied.lost));
             }
             Err(e) => answers.push(Err(e)),
         }
@@ -200,4 +169,54 @@ async fn apply_all(
         put_suppression(tx, &account, sup).await?;
     }
     Ok(answers)
+}
+
+/// What one call's outcomes change: its emails' new states (in the order first changed), the
+/// suppressions they list, and the claims found lost.
+struct Applied<'o> {
+    states: Vec<(EmailId, EmailState)>,
+    suppressions: Vec<(AccountId, &'o SuppressionEntry)>,
+    lost: Vec<EmailId>,
+}
+
+/// Applies one call's outcomes, in the given order, to copies of its emails' `states`: a call
+/// the lifecycle refuses answers its error and changes nothing. An email named twice sees its
+/// first outcome.
+fn apply_call<'o>(states: &HashMap<EmailId, EmailState>, outcomes: &'o [Outcome]) -> StorageResult<Applied<'o>> {
+    let mut applied = Applied { states: Vec::new(), suppressions: Vec::new(), lost: Vec::new() };
+    // The emails an outcome changed, in the order first changed (an email whose claim was
+    // lost is copied but not written back).
+    let mut order: Vec<EmailId> = Vec::new();
+    for o in outcomes {
+        let id = o.claim.id;
+        let at = match applied.states.iter().position(|(i, _)| *i == id) {
+            Some(at) => at,
+            None => match states.get(&id) {
+                Some(s) => {
+                    applied.states.push((id, s.clone()));
+                    applied.states.len() - 1
+                }
+                None => {
+                    applied.lost.push(id);
+                    continue;
+                }
+            },
+        };
+        let state = &mut applied.states[at].1;
+        if !store::apply_outcome(state, o)? {
+            applied.lost.push(id);
+            continue;
+        }
+        applied.suppressions.extend(o.suppressions.iter().map(|sup| (state.account.clone(), sup)));
+        if !order.contains(&id) {
+            order.push(id);
+        }
+    }
+    let mut copies = std::mem::take(&mut applied.states);
+    for id in order {
+        if let Some(at) = copies.iter().position(|(i, _)| *i == id) {
+            applied.states.push(copies.swap_remove(at));
+        }
+    }
+    Ok(applied)
 }
