@@ -239,11 +239,7 @@ async fn work(
     // On PostgreSQL, `work` may run beside servers and other `work` processes (they share the
     // queue); a redb file has one process, so not while a server holds it.
     let storage: Arc<dyn mailroom::core::Storage> = match &settings.database_url {
-        Some(url) => Arc::new(
-            mailroom::postgres::PostgresStorage::connect(url, settings.database_connections)
-                .await
-                .map_err(|e| Failure::Usage(format!("cannot use the PostgreSQL database: {e}")))?,
-        ),
+        Some(url) => Arc::new(serve::postgres(url, &settings).await.map_err(Failure::Usage)?),
         None => Arc::new(open_alone(&settings, "the server delivers already: `work` is for when none runs")?),
     };
     let engine = serve::build_engine(&settings, storage).map_err(Failure::Usage)?;

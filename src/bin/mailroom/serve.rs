@@ -208,16 +208,18 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
+/// The PostgreSQL store at `url`, as the settings size its pool (`serve` and `work`).
+pub async fn postgres(url: &str, settings: &Settings) -> Result<mailroom::postgres::PostgresStorage, String> {
+    mailroom::postgres::PostgresStorage::connect(url, settings.database_connections)
+        .await
+        .map_err(|e| format!("cannot use the PostgreSQL database: {e}"))
+}
+
 /// Runs the server until SIGTERM or Ctrl-C. `Err`: it could not start (nothing was changed).
 pub async fn serve(settings: Settings) -> Result<(), String> {
     // PostgreSQL when a URL is given (several processes may share it), else the redb file.
     let (storage, redb): (Arc<dyn mailroom::core::Storage>, Option<RedbStorage>) = match &settings.database_url {
-        Some(url) => {
-            let pg = mailroom::postgres::PostgresStorage::connect(url, settings.database_connections)
-                .await
-                .map_err(|e| format!("cannot use the PostgreSQL database: {e}"))?;
-            (Arc::new(pg), None)
-        }
+        Some(url) => (Arc::new(postgres(url, &settings).await?), None),
         None => match open_store(&settings.db) {
             Ok(s) => (Arc::new(s.clone()), Some(s)),
             Err(OpenError::InUse) => {
