@@ -453,7 +453,6 @@ impl Engine {
         key: Option<&str>,
         is_batch: bool,
     ) -> Result<StoredResponse, Error> {
-        let storage = &self.inner.config.storage;
         if let Some(scope) = &self.key {
             scope.check_senders(&requests)?;
         }
@@ -463,8 +462,36 @@ impl Engine {
             return self.prepare_and_insert(requests, mode, None, is_batch).await;
         };
         idempotency::validate_key(key)?;
-        let now = self.inner.config.clock.now();
         let fingerprint = Fingerprint::of(endpoint, &(mode, &requests));
+        // From the key's marker on, the request runs to its end in a task of its own, even
+        // when the caller goes away (an HTTP client that hangs up drops its handler, at any
+        // await — the marker's own write included). Why: a client that times out retries with
+        // the same key; abandoned, the key would answer `409 concurrent_idempotent_requests`
+        // until its in-flight marker lapsed. Finished, the retry gets the stored answer (or a
+        // free key, if nothing was stored).
+        let (engine, key) = (self.clone(), key.to_string());
+        let keyed = tokio::spawn(async move { engine.accept_keyed(requests, mode, &key, fingerprint, is_batch).await });
+        match keyed.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => {
+                Err(Error::Storage(crate::error::StorageError::Backend(format!("the request's task ended: {e}"))))
+            }
+        }
+    }
+
+    /// The keyed part of [`accept`](Self::accept): the key's marker, then the emails with the
+    /// key's completion, or the key freed when nothing was stored.
+    async fn accept_keyed(
+        &self,
+        requests: Vec<EmailRequest>,
+        mode: BatchMode,
+        key: &str,
+        fingerprint: Fingerprint,
+        is_batch: bool,
+    ) -> Result<StoredResponse, Error> {
+        let storage = &self.inner.config.storage;
+        let now = self.inner.config.clock.now();
         match storage
             .idempotency_begin(&self.account, key, &fingerprint, now, now + self.inner.config.in_flight_lease)
             .await?
@@ -474,28 +501,13 @@ impl Engine {
             IdempotencyBegin::Mismatch => return Err(Error::InvalidIdempotentRequest),
             IdempotencyBegin::InFlight => return Err(Error::ConcurrentIdempotentRequests),
         }
-        // From here the key is held: what follows runs to its end in a task of its own, even
-        // when the caller goes away (an HTTP client that hangs up drops its handler). Why: a
-        // client that times out retries with the same key; abandoned here, the key would
-        // answer `409 concurrent_idempotent_requests` until its in-flight marker lapsed.
-        // Finished, the retry gets the stored answer (or a free key, if nothing was stored).
-        let (engine, key) = (self.clone(), key.to_string());
-        let finish = tokio::spawn(async move {
-            let result = engine.prepare_and_insert(requests, mode, Some((&key, fingerprint)), is_batch).await;
-            if result.is_err() {
-                // Nothing was stored: free the key so a corrected retry can use it. If this
-                // release fails too, the marker lapses on its own after IN_FLIGHT_LEASE.
-                let _ = engine.inner.config.storage.idempotency_release(&engine.account, &key).await;
-            }
-            result
-        });
-        match finish.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => {
-                Err(Error::Storage(crate::error::StorageError::Backend(format!("the request's task ended: {e}"))))
-            }
+        let result = self.prepare_and_insert(requests, mode, Some((key, fingerprint)), is_batch).await;
+        if result.is_err() {
+            // Nothing was stored: free the key so a corrected retry can use it. If this
+            // release fails too, the marker lapses on its own after IN_FLIGHT_LEASE.
+            let _ = storage.idempotency_release(&self.account, key).await;
         }
+        result
     }
 
     async fn prepare_and_insert(
