@@ -574,25 +574,58 @@ impl Storage for RedbStorage {
         // a marker dies exactly when the request it stands for can no longer complete. The
         // completed record is read and the marker set under one lock, so a completion (which
         // writes its record, then drops its marker) is always seen one way or the other.
-        let mut markers = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        self.read_now(|tx| {
-            let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            // A stored record without a response is an older version's marker: dead.
-            let done = get_idempotency(&t, &account, &key)?.filter(|r| r.response.is_some());
-            if let Some(found) = done.and_then(|r| r.meet(&fingerprint, now)) {
-                return Ok(found);
+        let superseded = {
+            let mut markers = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let begun = self.read_now(|tx| {
+                let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                let stored = get_idempotency(&t, &account, &key)?;
+                // A stored record without a response is an older version's marker: dead.
+                let done = stored.as_ref().filter(|r| r.response.is_some());
+                if let Some(found) = done.and_then(|r| r.meet(&fingerprint, now)) {
+                    return Ok(Err(found));
+                }
+                let slot = (account.clone(), key.clone());
+                if let Some(m) = markers.get(&slot).filter(|m| m.until > now) {
+                    return Ok(Err(if m.fingerprint == fingerprint {
+                        IdempotencyBegin::InFlight
+                    } else {
+                        IdempotencyBegin::Mismatch
+                    }));
+                }
+                markers.insert(slot, InFlight { fingerprint, until: in_flight_until });
+                Ok(Ok(stored.is_some()))
+            })?;
+            match begun {
+                Err(answer) => return Ok(answer),
+                Ok(superseded) => superseded,
             }
-            let slot = (account, key);
-            if let Some(m) = markers.get(&slot).filter(|m| m.until > now) {
-                return Ok(if m.fingerprint == fingerprint {
-                    IdempotencyBegin::InFlight
-                } else {
-                    IdempotencyBegin::Mismatch
-                });
+        };
+        // The key is taken over from a lapsed record that no purge has removed yet. The record
+        // goes now, as it does in every store where the marker overwrites it: otherwise a later
+        // purge would count a record this request had already replaced, and one left behind by
+        // a request that then released the key would answer for it. Rare (a key reused between
+        // its expiry and the next purge), so the write it costs is paid rarely. Only a lapsed
+        // record is removed: the holder's own completion, the only other writer of this key,
+        // cannot have happened before this call returns.
+        if superseded {
+            let slot = (account.clone(), key.clone());
+            let removed = self
+                .write(move |tx| {
+                    let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                    if get_idempotency(&t, &account, &key)?.is_some_and(|r| r.expires_at <= now || r.response.is_none())
+                    {
+                        t.remove((account.as_str(), key.as_str())).map_err(backend)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(err) = removed {
+                // This request fails and will not complete: the key is free for its retry.
+                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
+                return Err(err);
             }
-            markers.insert(slot, InFlight { fingerprint, until: in_flight_until });
-            Ok(IdempotencyBegin::Started)
-        })
+        }
+        Ok(IdempotencyBegin::Started)
     }
 
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
