@@ -60,6 +60,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_event_log.sql")),
     (3, include_str!("../migrations/0003_keys_logs_domains.sql")),
     (4, include_str!("../migrations/0004_webhooks_received.sql")),
+    (5, include_str!("../migrations/0005_event_log_numbered_indexes.sql")),
+    (6, include_str!("../migrations/0006_compressed_columns_external.sql")),
 ];
 
 /// The advisory lock under which readers number the event log's new entries.
@@ -116,33 +118,37 @@ fn encode<T: serde::Serialize>(v: &T) -> StorageResult<Vec<u8>> {
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
     match bytes.split_first() {
         Some((&V1, rest)) => postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(e.to_string())),
+        Some((&ZSTD, rest)) => {
+            let plain = mailroom_core::compression::unpack(rest)?;
+            postcard::from_bytes(&plain).map_err(|e| StorageError::Corrupt(e.to_string()))
+        }
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown record version {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
 }
 
-/// The version byte of email content stored as zstd-compressed postcard.
-const CONTENT_ZSTD: u8 = 2;
+/// The version byte of a record stored as zstd-compressed postcard ([`encode_packed`]).
+const ZSTD: u8 = 2;
 
-/// An email's content as stored: compressed in the process, not in the database. Why: the
+/// A large record (an email's content, a request's log) as stored: compressed in the process,
+/// not in the database, when that saves a tenth; [`decode`] reads both forms. Why: the
 /// database is what several processes share, and PostgreSQL compresses a value over ~2 KB
-/// itself (pglz, on its own CPU, and again when it reads it back); compressed here, a
-/// 2 KB email is well under that, never TOASTed, and a third of the WAL.
-fn encode_content(c: &EmailContent) -> StorageResult<Vec<u8>> {
-    let mut plain = Vec::with_capacity(c.encoded_size_hint());
+/// itself (pglz, on its own CPU, and again when it reads it back); compressed here, a 2 KB
+/// email is well under that, never TOASTed, and a third of the WAL. `size_hint`: the encoded
+/// size expected, so that a large record is not encoded through a doubling buffer.
+fn encode_packed<T: serde::Serialize>(v: &T, size_hint: usize) -> StorageResult<Vec<u8>> {
+    let mut plain = Vec::with_capacity(size_hint + 1);
     plain.push(V1);
-    postcard::to_io(c, &mut plain).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    Ok(mailroom_core::compression::pack(plain, CONTENT_ZSTD))
+    postcard::to_io(v, &mut plain).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(mailroom_core::compression::pack(plain, ZSTD))
+}
+
+fn encode_content(c: &EmailContent) -> StorageResult<Vec<u8>> {
+    encode_packed(c, c.encoded_size_hint())
 }
 
 fn decode_content(bytes: &[u8]) -> StorageResult<EmailContent> {
-    match bytes.split_first() {
-        Some((&CONTENT_ZSTD, rest)) => {
-            let plain = mailroom_core::compression::unpack(rest)?;
-            postcard::from_bytes(&plain).map_err(|e| StorageError::Corrupt(e.to_string()))
-        }
-        _ => decode(bytes),
-    }
+    decode(bytes)
 }
 
 fn uuid(id: EmailId) -> Uuid {
@@ -1021,7 +1027,7 @@ mod tests {
         let mut content = email.content;
         content.html = Some("<p>Hello there, reader.</p>".repeat(100));
         let stored = encode_content(&content).unwrap();
-        assert_eq!(stored[0], CONTENT_ZSTD);
+        assert_eq!(stored[0], ZSTD);
         let plain = encode(&content).unwrap();
         assert!(stored.len() * 3 < plain.len(), "{} of {}", stored.len(), plain.len());
         assert_eq!(decode_content(&stored).unwrap(), content);
@@ -1043,5 +1049,32 @@ mod tests {
         assert!(matches!(decode::<(u128, String, Option<u32>)>(&other), Err(StorageError::Corrupt(_))));
         assert!(matches!(decode::<u8>(&[]), Err(StorageError::Corrupt(_))));
         assert!(matches!(decode::<(u128, String)>(&bytes[..4]), Err(StorageError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_request_log_is_stored_compressed_and_plain_ones_still_read() {
+        let body = r#"{"from":"a@acme.test","to":["b@acme.test"],"html":"<p>Hello</p>"}"#.repeat(100);
+        let log = mailroom_core::ports::RequestLog {
+            id: 1,
+            at: chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap(),
+            method: "POST".into(),
+            endpoint: "/emails/batch".into(),
+            status: 200,
+            user_agent: None,
+            api_key_id: Some("k".into()),
+            request_body: Some(body),
+            response_body: None,
+            duration_ms: 3,
+        };
+        let stored = encode_packed(&log, 0).unwrap();
+        assert_eq!(stored[0], ZSTD);
+        let plain = encode(&log).unwrap();
+        assert!(stored.len() * 10 < plain.len(), "{} of {}", stored.len(), plain.len());
+        let read: mailroom_core::ports::RequestLog = decode(&stored).unwrap();
+        assert_eq!(read.request_body, log.request_body);
+        let read: mailroom_core::ports::RequestLog = decode(&plain).unwrap();
+        assert_eq!(read.request_body, log.request_body);
+        // A small record gains nothing and stays plain.
+        assert_eq!(encode_packed(&1u8, 0).unwrap(), encode(&1u8).unwrap());
     }
 }
