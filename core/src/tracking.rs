@@ -363,7 +363,9 @@ fn read_anchors<'h>(
         if !maybe {
             continue;
         }
-        let name_end = b[i..].iter().position(|c| !c.is_ascii_alphanumeric()).map_or(b.len(), |p| i + p);
+        // A tag's name runs to whitespace, `/` or `>`, as the tokenizer reads it: `<a\x10…` is
+        // no anchor, and reading it as one would take its quotes for an anchor's.
+        let name_end = b[i..].iter().position(|&c| ends_name(c)).map_or(b.len(), |p| i + p);
         let name = &b[i..name_end];
         if let Some(raw) = RAW.iter().find(|r| name.eq_ignore_ascii_case(r)) {
             // Raw text: nothing inside is markup; skip to its end tag.
@@ -372,7 +374,10 @@ fn read_anchors<'h>(
                 match memchr::memmem::find(&b[j..], b"</") {
                     Some(p) => {
                         let k = j + p + 2;
-                        if b.get(k..k + raw.len()).is_some_and(|n| n.eq_ignore_ascii_case(raw)) {
+                        // Only an end tag of the same name ends it (`</scriptx` is text).
+                        if b.get(k..k + raw.len()).is_some_and(|n| n.eq_ignore_ascii_case(raw))
+                            && b.get(k + raw.len()).is_none_or(|&c| ends_name(c))
+                        {
                             i = k;
                             break;
                         }
@@ -438,6 +443,11 @@ fn read_anchors<'h>(
         }
         i = j;
     }
+}
+
+/// Whether `c` ends a tag's name (the tokenizer's tag name state: whitespace, `/`, `>`).
+fn ends_name(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | b'/' | b'>')
 }
 
 /// Where the comment whose body starts at `from` ends: (the end of its body, the end of its
@@ -757,6 +767,9 @@ mod tests {
             "<!----><a href=https://a.test/1>1</a><!---><a href=https://a.test/2>2</a><!-- ---><a href=https://a.test/3>3</a>",
             "<!-- x --!><a href=https://a.test/4>4</a>",
             "<!--[if mso]><a href=\"x --><a href=\"https://a.test/<a href=http://b.test>\">a</a>",
+            // A tag whose name only starts like an anchor's, and a raw-text end tag that is not one.
+            "<a\u{10}ref=\"h<b>x<a href=\"https://a.test/<a href=http://b.test>\">a</a>",
+            "<script></scriptx><a href=\"</script><a href=\"https://a.test/<a href=http://b.test>\">a</a>",
         ] {
             let out = rewrite_html(html, &t, &key(), EmailId::from_u128(7), &AccountId::new("a"));
             assert_eq!(seen(&out), seen(html), "{html}");
