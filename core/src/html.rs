@@ -156,15 +156,7 @@ impl<'a> Tokenizer<'a> {
     /// reuse the opening dashes: `<!-->`, `<!--->`) or `--!>` after the opener; the end of input
     /// ends it too.
     fn comment(&mut self) {
-        let open = self.pos; // just after `<!--`
-        let from = open - 2;
-        let dash = memmem::find(&self.bytes[from..], b"-->").map(|i| from + i + 3);
-        let bang = memmem::find(&self.bytes[open..], b"--!>").map(|i| open + i + 4);
-        self.pos = match (dash, bang) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => self.bytes.len(),
-        };
+        self.pos = comment_end(self.bytes, self.pos).1;
     }
 
     fn bogus_comment(&mut self) {
@@ -187,11 +179,7 @@ impl<'a> Tokenizer<'a> {
 
     /// At the byte after `<`: is this `/name` followed by whitespace, `/` or `>`?
     fn appropriate_end_tag(&self, name: &[u8]) -> bool {
-        let rest = &self.bytes[self.pos..];
-        rest.first() == Some(&b'/')
-            && rest.len() > name.len() + 1
-            && rest[1..=name.len()].eq_ignore_ascii_case(name)
-            && matches!(rest[name.len() + 1], b'\t' | b'\n' | b'\x0c' | b' ' | b'\r' | b'/' | b'>')
+        is_end_tag(&self.bytes[self.pos..], name)
     }
 
     /// Script data, with the escaped (`<!--`) and double-escaped (`<!-- <script>`) states: in
@@ -369,9 +357,43 @@ fn class(b: u8) -> u8 {
 
 /// `script` (case-insensitive) at `rest[at..]`, followed by whitespace, `/` or `>`.
 fn script_word(rest: &[u8], at: usize) -> bool {
-    rest.len() > at + 6
-        && rest[at..at + 6].eq_ignore_ascii_case(b"script")
-        && matches!(rest[at + 6], b'\t' | b'\n' | b'\x0c' | b' ' | b'\r' | b'/' | b'>')
+    rest.len() > at + 6 && rest[at..at + 6].eq_ignore_ascii_case(b"script") && ends_tag_name(rest[at + 6])
+}
+
+/// Whether `c` ends a tag's name (the tag name state: whitespace, `/` or `>`).
+pub(crate) fn ends_tag_name(c: u8) -> bool {
+    class(c) & (WS | SLASH | GT) != 0
+}
+
+/// Whether `rest` (what follows a `<`) is the end tag `</name` (any case) followed by
+/// whitespace, `/` or `>`: the only end of a raw-text element named `name`.
+pub(crate) fn is_end_tag(rest: &[u8], name: &[u8]) -> bool {
+    rest.first() == Some(&b'/')
+        && rest.len() > name.len() + 1
+        && rest[1..=name.len()].eq_ignore_ascii_case(name)
+        && ends_tag_name(rest[name.len() + 1])
+}
+
+/// Where the comment whose `<!--` ends at `open` ends, by the standard's comment states:
+/// (the end of its text, just after its closer). The closer is the first `-->` (which may
+/// reuse the opening dashes: `<!-->`, `<!--->`) or `--!>` after the opener; without one, the
+/// end of input ends it.
+pub(crate) fn comment_end(bytes: &[u8], open: usize) -> (usize, usize) {
+    let from = open - 2;
+    let dash = memmem::find(&bytes[from..], b"-->").map(|i| (from + i, from + i + 3));
+    let bang = memmem::find(&bytes[open..], b"--!>").map(|i| (open + i, open + i + 4));
+    let (text_end, after) = match (dash, bang) {
+        (Some(a), Some(b)) => {
+            if a.1 <= b.1 {
+                a
+            } else {
+                b
+            }
+        }
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => (bytes.len(), bytes.len()),
+    };
+    (text_end.max(open), after)
 }
 
 /// An attribute value as the tokenizer emits it: CRLF and CR become LF, NUL becomes U+FFFD,

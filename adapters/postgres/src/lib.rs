@@ -147,10 +147,6 @@ fn encode_content(c: &EmailContent) -> StorageResult<Vec<u8>> {
     encode_packed(c, c.encoded_size_hint())
 }
 
-fn decode_content(bytes: &[u8]) -> StorageResult<EmailContent> {
-    decode(bytes)
-}
-
 fn uuid(id: EmailId) -> Uuid {
     Uuid::from_u128(id.as_u128())
 }
@@ -420,7 +416,7 @@ async fn log(tx: &Conn, entries: impl IntoIterator<Item = Pending>) -> StorageRe
 }
 
 fn record_of(row: &Row) -> StorageResult<EmailRecord> {
-    let content = decode_content(row.get("content"))?;
+    let content: EmailContent = decode(row.get("content"))?;
     let state: EmailState = decode(row.get("state"))?;
     Ok(EmailRecord { content, state })
 }
@@ -1030,12 +1026,12 @@ mod tests {
         assert_eq!(stored[0], ZSTD);
         let plain = encode(&content).unwrap();
         assert!(stored.len() * 3 < plain.len(), "{} of {}", stored.len(), plain.len());
-        assert_eq!(decode_content(&stored).unwrap(), content);
+        assert_eq!(decode::<EmailContent>(&stored).unwrap(), content);
         // Rows written before compression (plain postcard, version 1) still read.
-        assert_eq!(decode_content(&plain).unwrap(), content);
+        assert_eq!(decode::<EmailContent>(&plain).unwrap(), content);
         let mut damaged = stored.clone();
         damaged.truncate(stored.len() / 2);
-        assert!(matches!(decode_content(&damaged), Err(StorageError::Corrupt(_))));
+        assert!(matches!(decode::<EmailContent>(&damaged), Err(StorageError::Corrupt(_))));
     }
 
     #[test]

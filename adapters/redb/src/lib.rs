@@ -574,31 +574,38 @@ impl Storage for RedbStorage {
         // a marker dies exactly when the request it stands for can no longer complete. The
         // completed record is read and the marker set under one lock, so a completion (which
         // writes its record, then drops its marker) is always seen one way or the other.
-        let superseded = {
+        // What the read under the marker lock found: an answer, or the key taken (over a lapsed
+        // record still in the file, or not).
+        enum Begun {
+            Answer(IdempotencyBegin),
+            Taken { over_lapsed: bool },
+        }
+        let begun = {
             let mut markers = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            let begun = self.read_now(|tx| {
+            self.read_now(|tx| {
                 let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
                 let stored = get_idempotency(&t, &account, &key)?;
                 // A stored record without a response is an older version's marker: dead.
                 let done = stored.as_ref().filter(|r| r.response.is_some());
                 if let Some(found) = done.and_then(|r| r.meet(&fingerprint, now)) {
-                    return Ok(Err(found));
+                    return Ok(Begun::Answer(found));
                 }
                 let slot = (account.clone(), key.clone());
                 if let Some(m) = markers.get(&slot).filter(|m| m.until > now) {
-                    return Ok(Err(if m.fingerprint == fingerprint {
+                    let clash = if m.fingerprint == fingerprint {
                         IdempotencyBegin::InFlight
                     } else {
                         IdempotencyBegin::Mismatch
-                    }));
+                    };
+                    return Ok(Begun::Answer(clash));
                 }
                 markers.insert(slot, InFlight { fingerprint, until: in_flight_until });
-                Ok(Ok(stored.is_some()))
-            })?;
-            match begun {
-                Err(answer) => return Ok(answer),
-                Ok(superseded) => superseded,
-            }
+                Ok(Begun::Taken { over_lapsed: stored.is_some() })
+            })?
+        };
+        let superseded = match begun {
+            Begun::Answer(answer) => return Ok(answer),
+            Begun::Taken { over_lapsed } => over_lapsed,
         };
         // The key is taken over from a lapsed record that no purge has removed yet. The record
         // goes now, as it does in every store where the marker overwrites it: otherwise a later
