@@ -188,12 +188,19 @@ impl LinkKey {
         true
     }
 
-    /// A full token as one string: the head, and `/` and the escaped rest when there is one.
+    /// A full token as one string: the head, and `/` and the escaped rest when there is one;
+    /// `None` when the account name is too long to carry or the escaped rest is over
+    /// [`MAX_TOKEN`] (a token [`verify`](Self::verify) would refuse).
     pub fn sign(&self, t: &Token) -> Option<String> {
         let mut s = self.head(t.kind, t.email, &t.account, &t.rest)?;
         if !t.rest.is_empty() {
             s.push('/');
+            let at = s.len();
             escape(&t.rest, &mut s);
+            // No token that `verify` would refuse as too long.
+            if s.len() - at > MAX_TOKEN {
+                return None;
+            }
         }
         Some(s)
     }
@@ -325,13 +332,7 @@ fn read_anchors<'h>(
         match b[i] {
             b'!' if b[i + 1..].starts_with(b"--") => {
                 let body = i + 3;
-                // `<!-->` and `<!--->` end at once; otherwise at the first `-->` or `--!>`.
-                let end = match b.get(body..) {
-                    Some([b'>', ..]) => Some((body, body + 1)),
-                    Some([b'-', b'>', ..]) => Some((body, body + 2)),
-                    _ => comment_end(b, body),
-                };
-                let (body_end, after) = end.unwrap_or((b.len(), b.len()));
+                let (body_end, after) = crate::html::comment_end(b, body);
                 let conditional = b.get(body..body + 3).is_some_and(|w| w.eq_ignore_ascii_case(b"[if"));
                 if conditionals && conditional && body < body_end {
                     read_anchors(&html[body..body_end], base + body, false, out);
@@ -365,7 +366,7 @@ fn read_anchors<'h>(
         }
         // A tag's name runs to whitespace, `/` or `>`, as the tokenizer reads it: `<a\x10…` is
         // no anchor, and reading it as one would take its quotes for an anchor's.
-        let name_end = b[i..].iter().position(|&c| ends_name(c)).map_or(b.len(), |p| i + p);
+        let name_end = b[i..].iter().position(|&c| crate::html::ends_tag_name(c)).map_or(b.len(), |p| i + p);
         let name = &b[i..name_end];
         if let Some(raw) = RAW.iter().find(|r| name.eq_ignore_ascii_case(r)) {
             // Raw text: nothing inside is markup; skip to its end tag.
@@ -373,15 +374,12 @@ fn read_anchors<'h>(
             loop {
                 match memchr::memmem::find(&b[j..], b"</") {
                     Some(p) => {
-                        let k = j + p + 2;
                         // Only an end tag of the same name ends it (`</scriptx` is text).
-                        if b.get(k..k + raw.len()).is_some_and(|n| n.eq_ignore_ascii_case(raw))
-                            && b.get(k + raw.len()).is_none_or(|&c| ends_name(c))
-                        {
-                            i = k;
+                        if crate::html::is_end_tag(&b[j + p + 1..], raw) {
+                            i = j + p + 2;
                             break;
                         }
-                        j = k;
+                        j += p + 2;
                     }
                     None => return,
                 }
@@ -395,6 +393,7 @@ fn read_anchors<'h>(
         // The attributes of an anchor, as the tokenizer reads them.
         let mut j = name_end;
         let mut found = false;
+        let mut href = None;
         loop {
             while j < b.len() && matches!(b[j], b' ' | b'\t' | b'\n' | b'\r' | 0x0c | b'/') {
                 j += 1;
@@ -438,31 +437,16 @@ fn read_anchors<'h>(
             };
             if is_href {
                 found = true;
-                out.push((base + start..base + end, crate::html::decode_attribute(&html[start..end])));
+                href = Some(start..end);
             }
+        }
+        // A tag is one only once its `>` is read: input that ends inside it (the whole text, or
+        // a conditional comment's body cut at its `-->`) ends no tag, and its value is none.
+        if let Some(v) = href.filter(|_| b.get(j) == Some(&b'>')) {
+            out.push((base + v.start..base + v.end, crate::html::decode_attribute(&html[v])));
         }
         i = j;
     }
-}
-
-/// Whether `c` ends a tag's name (the tokenizer's tag name state: whitespace, `/`, `>`).
-fn ends_name(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | b'/' | b'>')
-}
-
-/// Where the comment whose body starts at `from` ends: (the end of its body, the end of its
-/// `-->` or `--!>`). Dashes overlap (`--->` ends at its last three), so every `--` is tried.
-fn comment_end(b: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut at = from;
-    while let Some(p) = memchr::memmem::find(&b[at..], b"--") {
-        let p = at + p;
-        match b.get(p + 2) {
-            Some(b'>') => return Some((p, p + 3)),
-            Some(b'!') if b.get(p + 3) == Some(&b'>') => return Some((p, p + 4)),
-            _ => at = p + 1,
-        }
-    }
-    None
 }
 
 /// The positions of the `<` that may start an anchor or a raw-text element: followed by one
@@ -770,6 +754,8 @@ mod tests {
             // A tag whose name only starts like an anchor's, and a raw-text end tag that is not one.
             "<a\u{10}ref=\"h<b>x<a href=\"https://a.test/<a href=http://b.test>\">a</a>",
             "<script></scriptx><a href=\"</script><a href=\"https://a.test/<a href=http://b.test>\">a</a>",
+            // An end tag whose name holds `<!--[if`: the anchor after it is real, whole.
+            "</a\u{c2}<!--[if mso]><a href=http://b.test--><p>",
         ] {
             let out = rewrite_html(html, &t, &key(), EmailId::from_u128(7), &AccountId::new("a"));
             assert_eq!(seen(&out), seen(html), "{html}");
