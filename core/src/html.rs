@@ -47,7 +47,20 @@ pub struct Link<'a> {
 
 /// The `href` of every `a`, `area` and `base` start tag of `html`, in document order.
 pub fn links(html: &str) -> Vec<Link<'_>> {
-    let mut t = Tokenizer { src: html, bytes: html.as_bytes(), pos: 0, out: Vec::with_capacity(16) };
+    let mut t =
+        Tokenizer { src: html, bytes: html.as_bytes(), pos: 0, out: Vec::with_capacity(16), conditionals: false };
+    t.run();
+    t.out
+}
+
+/// [`links`], and also those inside Outlook's conditional comments (`<!--[if mso]> …
+/// <![endif]-->`): each such comment's body is read as a document of its own (so that nothing
+/// in it, a quote left open, runs on past the comment's end), one level deep. What a link
+/// rewriter must see: Outlook shows those bodies (real buttons in real mail), and every other
+/// link is exactly one that [`links`] returns.
+pub fn links_with_conditionals(html: &str) -> Vec<Link<'_>> {
+    let mut t =
+        Tokenizer { src: html, bytes: html.as_bytes(), pos: 0, out: Vec::with_capacity(16), conditionals: true };
     t.run();
     t.out
 }
@@ -88,6 +101,8 @@ struct Tokenizer<'a> {
     bytes: &'a [u8],
     pos: usize,
     out: Vec<Link<'a>>,
+    /// Read the bodies of conditional comments (see [`links_with_conditionals`]).
+    conditionals: bool,
 }
 
 impl<'a> Tokenizer<'a> {
@@ -156,7 +171,16 @@ impl<'a> Tokenizer<'a> {
     /// reuse the opening dashes: `<!-->`, `<!--->`) or `--!>` after the opener; the end of input
     /// ends it too.
     fn comment(&mut self) {
-        self.pos = comment_end(self.bytes, self.pos).1;
+        let body = self.pos;
+        let (body_end, after) = comment_end(self.bytes, body);
+        if self.conditionals
+            && body < body_end
+            && self.bytes.get(body..body + 3).is_some_and(|w| w.eq_ignore_ascii_case(b"[if"))
+        {
+            let inner = links(&self.src[body..body_end]);
+            self.out.extend(inner.into_iter().map(|l| Link { span: l.span.start + body..l.span.end + body, ..l }));
+        }
+        self.pos = after;
     }
 
     fn bogus_comment(&mut self) {
