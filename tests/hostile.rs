@@ -770,3 +770,62 @@ fn load_is_shed_with_503_json() {
     assert_eq!(slow.join().unwrap(), 422, "the slow request ends when its fetch times out");
     assert_eq!(get(&s, "/emails", OPERATOR).status, 200, "and the server takes requests again");
 }
+
+/// A keyed request is finished even when its client hangs up (so that the retry finds its
+/// answer), and it keeps its place among the requests in progress until it is: clients that
+/// post and hang up cannot pile up unfinished requests, and their bodies, beyond the limits.
+#[test]
+fn a_keyed_request_whose_client_hangs_up_keeps_its_place_until_done() {
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hang.incoming().flatten() {
+            held.push(c); // accepted, never answered
+        }
+    });
+    let s = Server::start(
+        "[server]\nmax_concurrent_requests = 1\n[attachments]\nallow_networks = [\"127.0.0.1/32\"]\ntimeout = \"3s\"\n[rate_limits]\nper_key = 0\nper_account = 0\n",
+    );
+    let mut body = email("a@example.com");
+    body["attachments"] = json!([{"path": format!("http://127.0.0.1:{hang_port}/never")}]);
+    let body = body.to_string();
+    let head = format!(
+        "POST /emails HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {OPERATOR}\r\ncontent-type: application/json\r\n\
+         idempotency-key: hang-up-1\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(body.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    } // the client hangs up while the attachment is being fetched
+    std::thread::sleep(Duration::from_millis(300));
+    let held = get(&s, "/emails", OPERATOR);
+    assert!(started.elapsed() < Duration::from_secs(3), "checked while the fetch still waits");
+    assert_eq!(held.status, 503, "the abandoned keyed request still holds its place");
+    // When its fetch times out, the request ends (nothing stored, the key freed) and so does
+    // its hold.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&s, "/emails", OPERATOR);
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place was never given back: {}", r.status);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2900), "given back when the request ended, not before");
+    let retry = request(
+        s.port,
+        "POST",
+        "/emails",
+        Some(OPERATOR),
+        email("a@example.com").to_string().as_bytes(),
+        &[("idempotency-key", "hang-up-1")],
+    );
+    assert_eq!(retry.status, 200, "the key was freed, so a corrected retry uses it: {}", retry.json());
+    assert_eq!(count_emails(&s), 1);
+}
