@@ -180,16 +180,26 @@ fn metrics() -> Result<Arc<dyn Fn() -> String + Send + Sync>, String> {
 }
 
 /// Keeps the queue gauges current (a scrape reads them; counting needs the store).
+///
+/// Every 5 seconds, or less often when counting is slow: the interval is at least 100 times
+/// what the last count took. Why: counting is linear in the queue on a store without a kept
+/// total (PostgreSQL reads every waiting row: 0.6 s at 400,000 queued), and at a fixed 5 s a
+/// deep backlog made the gauges take a tenth of a core from the work that drains it. The
+/// cost stays at 1 % of the time whatever the queue's length; the gauges lag at most a
+/// hundred counts' time (a minute at that depth).
 async fn queue_gauges(engine: Engine) {
     loop {
         let now = engine.clock().now();
-        if let Ok(Some(q)) = engine.storage().queue_stats(now).await {
+        let started = std::time::Instant::now();
+        let stats = engine.storage().queue_stats(now).await;
+        let pause = Duration::from_secs(5).max(started.elapsed().saturating_mul(100));
+        if let Ok(Some(q)) = stats {
             metrics::gauge!("mailroom_queue_waiting").set(q.waiting as f64);
             metrics::gauge!("mailroom_queue_due").set(q.due as f64);
             let lag = q.oldest_due.filter(|t| *t < now).map_or(0.0, |t| (now - t).num_milliseconds() as f64 / 1000.0);
             metrics::gauge!("mailroom_queue_due_lag_seconds").set(lag);
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
