@@ -741,10 +741,10 @@ fn downloads_are_rate_limited_per_address() {
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }
 
-/// Beyond the requests it may handle at once, the server answers 503 JSON at once instead of
-/// queueing (here: one request in progress, held by an attachment URL that never answers).
-#[test]
-fn load_is_shed_with_503_json() {
+/// A server that takes one request at a time and fetches attachments from the loopback
+/// interface with `timeout_s` seconds' timeout, and the port of a server there that accepts
+/// connections and never answers: an attachment URL on it holds a request in progress.
+fn one_request_at_a_time_beside_a_silent_server(timeout_s: u32) -> (Server, u16) {
     let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hang_port = hang.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -753,9 +753,17 @@ fn load_is_shed_with_503_json() {
             held.push(c); // accepted, never answered
         }
     });
-    let s = Server::start(
-        "[server]\nmax_concurrent_requests = 1\n[attachments]\nallow_networks = [\"127.0.0.1/32\"]\ntimeout = \"4s\"\n[rate_limits]\nper_key = 0\nper_account = 0\n",
-    );
+    let s = Server::start(&format!(
+        "[server]\nmax_concurrent_requests = 1\n[attachments]\nallow_networks = [\"127.0.0.1/32\"]\ntimeout = \"{timeout_s}s\"\n[rate_limits]\nper_key = 0\nper_account = 0\n",
+    ));
+    (s, hang_port)
+}
+
+/// Beyond the requests it may handle at once, the server answers 503 JSON at once instead of
+/// queueing (here: one request in progress, held by an attachment URL that never answers).
+#[test]
+fn load_is_shed_with_503_json() {
+    let (s, hang_port) = one_request_at_a_time_beside_a_silent_server(4);
     let port = s.port;
     let slow = std::thread::spawn(move || {
         let mut body = email("a@example.com");
@@ -776,17 +784,7 @@ fn load_is_shed_with_503_json() {
 /// post and hang up cannot pile up unfinished requests, and their bodies, beyond the limits.
 #[test]
 fn a_keyed_request_whose_client_hangs_up_keeps_its_place_until_done() {
-    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hang_port = hang.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in hang.incoming().flatten() {
-            held.push(c); // accepted, never answered
-        }
-    });
-    let s = Server::start(
-        "[server]\nmax_concurrent_requests = 1\n[attachments]\nallow_networks = [\"127.0.0.1/32\"]\ntimeout = \"3s\"\n[rate_limits]\nper_key = 0\nper_account = 0\n",
-    );
+    let (s, hang_port) = one_request_at_a_time_beside_a_silent_server(3);
     let mut body = email("a@example.com");
     body["attachments"] = json!([{"path": format!("http://127.0.0.1:{hang_port}/never")}]);
     let body = body.to_string();
