@@ -47,10 +47,7 @@ pub struct Link<'a> {
 
 /// The `href` of every `a`, `area` and `base` start tag of `html`, in document order.
 pub fn links(html: &str) -> Vec<Link<'_>> {
-    let mut t =
-        Tokenizer { src: html, bytes: html.as_bytes(), pos: 0, out: Vec::with_capacity(16), conditionals: false };
-    t.run();
-    t.out
+    read(html, false)
 }
 
 /// [`links`], and also those inside Outlook's conditional comments (`<!--[if mso]> …
@@ -59,8 +56,11 @@ pub fn links(html: &str) -> Vec<Link<'_>> {
 /// rewriter must see: Outlook shows those bodies (real buttons in real mail), and every other
 /// link is exactly one that [`links`] returns.
 pub fn links_with_conditionals(html: &str) -> Vec<Link<'_>> {
-    let mut t =
-        Tokenizer { src: html, bytes: html.as_bytes(), pos: 0, out: Vec::with_capacity(16), conditionals: true };
+    read(html, true)
+}
+
+fn read(html: &str, conditionals: bool) -> Vec<Link<'_>> {
+    let mut t = Tokenizer { src: html, bytes: html.as_bytes(), pos: 0, out: Vec::with_capacity(16), conditionals };
     t.run();
     t.out
 }
@@ -385,13 +385,13 @@ fn script_word(rest: &[u8], at: usize) -> bool {
 }
 
 /// Whether `c` ends a tag's name (the tag name state: whitespace, `/` or `>`).
-pub(crate) fn ends_tag_name(c: u8) -> bool {
+fn ends_tag_name(c: u8) -> bool {
     class(c) & (WS | SLASH | GT) != 0
 }
 
 /// Whether `rest` (what follows a `<`) is the end tag `</name` (any case) followed by
 /// whitespace, `/` or `>`: the only end of a raw-text element named `name`.
-pub(crate) fn is_end_tag(rest: &[u8], name: &[u8]) -> bool {
+fn is_end_tag(rest: &[u8], name: &[u8]) -> bool {
     rest.first() == Some(&b'/')
         && rest.len() > name.len() + 1
         && rest[1..=name.len()].eq_ignore_ascii_case(name)
@@ -402,27 +402,18 @@ pub(crate) fn is_end_tag(rest: &[u8], name: &[u8]) -> bool {
 /// (the end of its text, just after its closer). The closer is the first `-->` (which may
 /// reuse the opening dashes: `<!-->`, `<!--->`) or `--!>` after the opener; without one, the
 /// end of input ends it.
-pub(crate) fn comment_end(bytes: &[u8], open: usize) -> (usize, usize) {
+fn comment_end(bytes: &[u8], open: usize) -> (usize, usize) {
     let from = open - 2;
     let dash = memmem::find(&bytes[from..], b"-->").map(|i| (from + i, from + i + 3));
     let bang = memmem::find(&bytes[open..], b"--!>").map(|i| (open + i, open + i + 4));
-    let (text_end, after) = match (dash, bang) {
-        (Some(a), Some(b)) => {
-            if a.1 <= b.1 {
-                a
-            } else {
-                b
-            }
-        }
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => (bytes.len(), bytes.len()),
-    };
+    // The closer that ends first (`-->` on a tie: it began earlier).
+    let (text_end, after) = dash.into_iter().chain(bang).min_by_key(|c| c.1).unwrap_or((bytes.len(), bytes.len()));
     (text_end.max(open), after)
 }
 
 /// An attribute value as the tokenizer emits it: CRLF and CR become LF, NUL becomes U+FFFD,
 /// character references are decoded by the attribute-value rules.
-pub(crate) fn decode_attribute(raw: &str) -> Cow<'_, str> {
+fn decode_attribute(raw: &str) -> Cow<'_, str> {
     let bytes = raw.as_bytes();
     let value: Cow<'_, str> = if memchr2(b'\r', b'\0', bytes).is_some() {
         Cow::Owned(raw.replace("\r\n", "\n").replace('\r', "\n").replace('\0', "\u{fffd}"))

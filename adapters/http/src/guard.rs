@@ -130,37 +130,32 @@ pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
 /// Load shedding: beyond the configured number of requests in progress, 503 at once (a
 /// queue would only hold memory and make every answer late).
 pub(crate) async fn shed(State(api): State<Api>, req: Request, next: Next) -> Response {
-    match api.requests.clone().try_acquire_owned() {
-        // A request with an idempotency key runs to its end even when its client hangs up (the
-        // engine finishes it in a task of its own, so that the client's retry finds an answer).
-        // Why here as well: that task would otherwise go on without this permit and without the
-        // body-memory permit `authenticated` holds, so clients that post and hang up could keep
-        // any number of requests (and their bodies) alive beyond both limits. Run in a task
-        // that owns the permits, the request keeps them until it is done, however it ends.
-        Ok(permit) if req.headers().contains_key("idempotency-key") => {
-            let task = tokio::spawn(async move {
-                let response = next.run(req).await;
-                drop(permit);
-                response
-            });
-            match task.await {
-                Ok(response) => response,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => ApiError::new(500, "application_error", "An unexpected error occurred.").into_response(),
-            }
-        }
-        Ok(permit) => {
-            let response = next.run(req).await;
-            drop(permit);
-            response
-        }
-        Err(_) => {
-            metrics::counter!("mailroom_http_shed_total").increment(1);
-            let mut r =
-                ApiError::new(503, "service_unavailable", "The server is busy; try again in a moment.").into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
+    let Ok(permit) = api.requests.clone().try_acquire_owned() else {
+        metrics::counter!("mailroom_http_shed_total").increment(1);
+        let mut r =
+            ApiError::new(503, "service_unavailable", "The server is busy; try again in a moment.").into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let keyed = req.headers().contains_key("idempotency-key");
+    let run = async move {
+        let response = next.run(req).await;
+        drop(permit);
+        response
+    };
+    if !keyed {
+        return run.await;
+    }
+    // A request with an idempotency key runs to its end even when its client hangs up (the
+    // engine finishes it in a task of its own, so that the client's retry finds an answer).
+    // Why here as well: that task would otherwise go on without this permit and without the
+    // body-memory permit `authenticated` holds, so clients that post and hang up could keep
+    // any number of requests (and their bodies) alive beyond both limits. Run in a task that
+    // owns the permits, the request keeps them until it is done, however it ends.
+    match tokio::spawn(run).await {
+        Ok(response) => response,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => ApiError::new(500, "application_error", "An unexpected error occurred.").into_response(),
     }
 }
 
