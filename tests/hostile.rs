@@ -827,3 +827,25 @@ fn a_keyed_request_whose_client_hangs_up_keeps_its_place_until_done() {
     assert_eq!(retry.status, 200, "the key was freed, so a corrected retry uses it: {}", retry.json());
     assert_eq!(count_emails(&s), 1);
 }
+
+/// With a body-memory budget below twice the largest body an operator allows, a request
+/// without a body (every GET) is not charged for one, and the largest declared body is
+/// charged the whole budget (it waits for the others): neither waits for room that can
+/// never be.
+#[test]
+fn a_small_body_memory_budget_still_serves_every_request() {
+    let s = Server::start(
+        "[server]\nmax_body_bytes = \"8MB\"\nmax_body_memory = \"4MB\"\nbody_timeout = \"3s\"\n[limits]\nmax_email_bytes = \"4MB\"\n",
+    );
+    let started = Instant::now();
+    // Without a Content-Length, as clients send a GET.
+    let head =
+        format!("GET /emails HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {OPERATOR}\r\nconnection: close\r\n\r\n");
+    let list = raw(s.port, head.as_bytes());
+    assert_eq!(list.status, 200, "{}", String::from_utf8_lossy(&list.body));
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at once, not after the body timeout");
+    let mut body = email("big@example.com");
+    body["html"] = json!(format!("<p>{}</p>", "x".repeat(3 << 20)));
+    let big = post(&s, "/emails", OPERATOR, &body);
+    assert_eq!(big.status, 200, "a 3 MB email (charged 6 MB, over the 4 MB budget) is taken: {}", big.json());
+}

@@ -291,8 +291,14 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
         let e = ApiError::new(413, "validation_error", format!("The request body is larger than {max} bytes."));
         return with_key(e.into_response());
     }
-    // A body is held about twice while it is parsed; small ones are not worth counting.
-    let cost_kib = u32::try_from((declared.unwrap_or(max).saturating_mul(2)) >> 10).unwrap_or(u32::MAX);
+    // A body is held about twice while it is parsed; small ones are not worth counting. A
+    // request without a length has no body unless it is chunked (then it may be as large as
+    // allowed). Never more than the whole budget: with a budget below twice the largest body,
+    // such a request would otherwise wait for room that can never be, and every GET with it.
+    let expected = declared
+        .or_else(|| axum::body::HttpBody::size_hint(&body).exact().map(|n| usize::try_from(n).unwrap_or(max)))
+        .unwrap_or(max);
+    let cost_kib = u32::try_from((expected.saturating_mul(2)) >> 10).unwrap_or(u32::MAX).min(api.body_memory_kib);
     let _memory = if cost_kib > 64 {
         let wait = api.body_memory.clone().acquire_many_owned(cost_kib);
         match tokio::time::timeout(api.config.body_timeout, wait).await {

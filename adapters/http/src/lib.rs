@@ -201,6 +201,8 @@ pub struct ApiInner {
     requests: Arc<tokio::sync::Semaphore>,
     /// Body memory, in KiB.
     body_memory: Arc<tokio::sync::Semaphore>,
+    /// All of it, in KiB: the most one request is charged.
+    body_memory_kib: u32,
     /// Request-log writes under way (see [`Api::logs_settled`]); as many permits as requests
     /// in progress, so the logs waiting for the disk hold no more memory than the requests
     /// that made them could.
@@ -238,11 +240,12 @@ impl Api {
             unauthenticated: RateLimiter::new(r.unauthenticated_per_ip),
             downloads: RateLimiter::new(r.downloads_per_ip),
         };
-        let kib = u32::try_from((config.max_body_memory >> 10).max(1)).unwrap_or(u32::MAX) as usize;
+        let kib = u32::try_from((config.max_body_memory >> 10).max(1)).unwrap_or(u32::MAX);
         let log_permits = u32::try_from(config.max_concurrent_requests.max(1)).unwrap_or(u32::MAX);
         Api(Arc::new(ApiInner {
             requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
-            body_memory: Arc::new(tokio::sync::Semaphore::new(kib)),
+            body_memory: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+            body_memory_kib: kib,
             log_writes: Arc::new(tokio::sync::Semaphore::new(log_permits as usize)),
             log_permits,
             url_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
