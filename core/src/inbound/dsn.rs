@@ -16,14 +16,15 @@ pub(super) fn last_report_declaration(b: &[u8]) -> Option<usize> {
         let line = &b[line_start..nl];
         let at = line_start;
         line_start = nl + 1;
-        if line.len() < 14 || !line[..13].eq_ignore_ascii_case(b"content-type:") {
+        // (The first byte turns away almost every line before the name is compared.)
+        if line.len() < 14 || line[0] | 0x20 != b'c' || !line[..13].eq_ignore_ascii_case(b"content-type:") {
             continue;
         }
-        let value = String::from_utf8_lossy(&line[13..line.len().min(80)]).to_ascii_lowercase();
-        let declares = |t: &str| value.trim_start().starts_with(t);
-        if declares("message/delivery-status")
-            || declares("message/global-delivery-status")
-            || declares("message/feedback-report")
+        let value = line[13..].trim_ascii_start();
+        let declares = |t: &[u8]| value.get(..t.len()).is_some_and(|v| v.eq_ignore_ascii_case(t));
+        if declares(b"message/delivery-status")
+            || declares(b"message/global-delivery-status")
+            || declares(b"message/feedback-report")
         {
             last = Some(at);
         }
