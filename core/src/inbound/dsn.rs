@@ -6,27 +6,32 @@ use std::sync::LazyLock;
 /// Where the last report part (`message/delivery-status`, `message/global-delivery-status`,
 /// `message/feedback-report`) is declared in `b`: a returned original before it is read
 /// whole. Found once per message (asking "does one follow?" at each enclosed message
-/// rescanned the rest of the message each time). Walks the Content-Type lines only (memchr
-/// over newlines): a case-insensitive automaton over every byte cost more than the reading
-/// it saved.
+/// rescanned the rest of the message each time). Searches for the end of the header's name
+/// (`ype:` and `YPE:`, which cover the spellings mail uses) and checks the line of each
+/// hit: walking every line start cost more, and so did a case-blind automaton over every
+/// byte.
 pub(super) fn last_report_declaration(b: &[u8]) -> Option<usize> {
+    static ENDS: LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+        LazyLock::new(|| [memchr::memmem::Finder::new("ype:"), memchr::memmem::Finder::new("YPE:")]);
     let mut last = None;
-    let mut line_start = 0;
-    for nl in memchr::memchr_iter(b'\n', b).chain(std::iter::once(b.len())) {
-        let line = &b[line_start..nl];
-        let at = line_start;
-        line_start = nl + 1;
-        // (The first byte turns away almost every line before the name is compared.)
-        if line.len() < 14 || line[0] | 0x20 != b'c' || !line[..13].eq_ignore_ascii_case(b"content-type:") {
-            continue;
-        }
-        let value = line[13..].trim_ascii_start();
-        let declares = |t: &[u8]| value.get(..t.len()).is_some_and(|v| v.eq_ignore_ascii_case(t));
-        if declares(b"message/delivery-status")
-            || declares(b"message/global-delivery-status")
-            || declares(b"message/feedback-report")
-        {
-            last = Some(at);
+    for finder in ENDS.iter() {
+        for at in finder.find_iter(b) {
+            // `content-t` + `ype:` at the start of a line.
+            let Some(line_start) = at.checked_sub(9) else { continue };
+            if (line_start > 0 && b[line_start - 1] != b'\n')
+                || !b[line_start..line_start + 13].eq_ignore_ascii_case(b"content-type:")
+            {
+                continue;
+            }
+            let value = b[line_start + 13..].trim_ascii_start();
+            let declares = |t: &[u8]| value.get(..t.len()).is_some_and(|v| v.eq_ignore_ascii_case(t));
+            if (declares(b"message/delivery-status")
+                || declares(b"message/global-delivery-status")
+                || declares(b"message/feedback-report"))
+                && last.is_none_or(|l| l < line_start)
+            {
+                last = Some(line_start);
+            }
         }
     }
     last
@@ -121,4 +126,66 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
     }
     flush(&mut cur, &mut blocks);
     blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain reading: every line start, the name in any case.
+    fn model(b: &[u8]) -> Option<usize> {
+        let mut last = None;
+        let mut at = 0;
+        for line in b.split(|c| *c == b'\n') {
+            let start = at;
+            at += line.len() + 1;
+            let Some(value) = line.get(13..) else { continue };
+            if !line[..13].eq_ignore_ascii_case(b"content-type:") {
+                continue;
+            }
+            let value = value.trim_ascii_start();
+            let declares = |t: &[u8]| value.get(..t.len()).is_some_and(|v| v.eq_ignore_ascii_case(t));
+            if declares(b"message/delivery-status")
+                || declares(b"message/global-delivery-status")
+                || declares(b"message/feedback-report")
+            {
+                last = Some(start);
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn the_last_report_declaration_is_found() {
+        let m = b"Content-Type: multipart/report\n\n--b\nContent-Type: message/delivery-status\n\nx\n--b\n\
+content-type: message/rfc822\n\nContent-Type: text/plain\n  Content-Type: message/delivery-status\n";
+        assert_eq!(last_report_declaration(m), Some(36));
+        assert_eq!(last_report_declaration(b"CONTENT-TYPE:Message/Feedback-Report\n"), Some(0));
+        assert_eq!(last_report_declaration(b"X-Content-Type: message/delivery-status\n"), None);
+        assert_eq!(last_report_declaration(b"Content-Type: message/delivery-statusish"), Some(0));
+        assert_eq!(last_report_declaration(b"Content-Type: text/plain; x=message/delivery-status"), None);
+    }
+
+    proptest! {
+        /// The search agrees with reading every line, on lines made of the pieces that matter
+        /// (the name in the cases mail spells it, the three types, other headers and text).
+        #[test]
+        fn the_search_agrees_with_reading_every_line(
+            lines in proptest::collection::vec(
+                (
+                    prop::sample::select(vec!["Content-Type:", "content-type:", "CONTENT-TYPE:", "Content-type:",
+                        "X-Content-Type:", " Content-Type:", "Subject:", "", "ype:"]),
+                    prop::sample::select(vec!["", " ", "\t", "  "]),
+                    prop::sample::select(vec!["message/delivery-status", "message/global-delivery-status",
+                        "Message/Feedback-Report", "message/rfc822", "text/plain", "message/", "delivery-status"]),
+                    "[a-z;= ]{0,6}",
+                ),
+                0..12,
+            )
+        ) {
+            let text: String = lines.iter().map(|(n, s, t, r)| format!("{n}{s}{t}{r}\n")).collect();
+            prop_assert_eq!(last_report_declaration(text.as_bytes()), model(text.as_bytes()));
+        }
+    }
 }
