@@ -142,7 +142,10 @@ impl Stage {
     pub(crate) fn named_in_any(texts: &[&str]) -> Stage {
         let mut seen = [false; 2];
         for t in texts {
-            for m in STAGE_WORDS.as_ref().map(|ac| ac.find_overlapping_iter(*t)).into_iter().flatten() {
+            // (A plain search, which skips ahead with a prefilter: no word of one list holds
+            // a word of the other or runs into one by more than a letter, so no match hides
+            // the other list's. `stage_words_do_not_overlap` keeps that true.)
+            for m in STAGE_WORDS.as_ref().map(|ac| ac.find_iter(*t)).into_iter().flatten() {
                 seen[usize::from(m.pattern().as_usize() >= AT_RCPT.len())] = true;
             }
         }
@@ -912,6 +915,23 @@ mod tests {
         // A status with a known subject is not "nothing known".
         assert_eq!(at("xyzzy", "5.1.2", 550, Stage::Recipient).reason, Reason::HostUnknown);
         assert!(at("xyzzy", "5.4.4", 550, Stage::Recipient).suppress);
+    }
+
+    #[test]
+    fn stage_words_do_not_overlap() {
+        for (one, other) in [(AT_RCPT, AFTER_RCPT), (AFTER_RCPT, AT_RCPT)] {
+            for a in one {
+                for b in other {
+                    assert!(!a.contains(b), "{a} holds {b}");
+                    let overlap = (2..a.len().min(b.len())).find(|k| a.ends_with(&b[..*k]));
+                    assert!(overlap.is_none(), "{a} ends with the start of {b}");
+                }
+            }
+        }
+        assert_eq!(Stage::named_in("550 in reply to RCPT TO command"), Stage::Recipient);
+        assert_eq!(Stage::named_in("554 after end of data; in reply to rcpt to"), Stage::Recipient);
+        assert_eq!(Stage::named_in("554 5.7.1 (in reply to end of DATA command)"), Stage::Message);
+        assert_eq!(Stage::named_in("550 user unknown"), Stage::Unknown);
     }
 
     #[test]

@@ -98,9 +98,8 @@ const WORDINGS: &[&str] = &[
 ];
 const _: () = assert!(WORDINGS.len() <= 32);
 
-static FINGERPRINTS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
-    aho_corasick::AhoCorasick::builder().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(WORDINGS).ok()
-});
+static FINGERPRINTS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+    std::sync::LazyLock::new(|| aho_corasick::AhoCorasick::builder().build(WORDINGS).ok());
 
 /// The family whose fingerprints a notice carries. `lower` is its human-readable account,
 /// lower-cased.
@@ -117,7 +116,11 @@ pub(crate) fn identify(top: &Headers<'_>, subject: &str, lower: &str) -> Family 
     let end = (0..=lower.len().min(2048)).rev().find(|i| lower.is_char_boundary(*i)).unwrap_or(0);
     // Every fingerprint wording in one pass (a search per wording was eleven passes).
     let mut seen = 0u32;
-    for m in FINGERPRINTS.as_ref().map(|ac| ac.find_overlapping_iter(&lower[..end])).into_iter().flatten() {
+    // (No wording holds another, and where one ends with the start of another it is one
+    // letter, in words no sentence runs together (`…directory` + `your…`): a plain search
+    // finds all of them, and it skips ahead with a prefilter where an overlapping one read
+    // every byte. `wordings_do_not_overlap` keeps that true.)
+    for m in FINGERPRINTS.as_ref().map(|ac| ac.find_iter(&lower[..end])).into_iter().flatten() {
         seen |= 1 << m.pattern().as_u32();
     }
     let says = |w: &str| WORDINGS.iter().position(|x| *x == w).is_some_and(|i| seen & (1 << i) != 0);
@@ -414,6 +417,19 @@ mod tests {
         assert!(asked.len() >= WORDINGS.len(), "{asked:?}");
         for w in asked {
             assert!(WORDINGS.contains(&w), "{w} is not in WORDINGS");
+        }
+    }
+
+    #[test]
+    fn wordings_do_not_overlap() {
+        for a in WORDINGS {
+            for b in WORDINGS.iter().filter(|b| *b != a) {
+                assert!(!a.contains(b), "{a} holds {b}");
+                // An overlap of one letter needs two words run together; more would be a
+                // real sentence the plain search could read as one wording only.
+                let overlap = (2..a.len().min(b.len())).find(|k| a.ends_with(&b[..*k]));
+                assert!(overlap.is_none(), "{a} ends with the start of {b}");
+            }
         }
     }
 
