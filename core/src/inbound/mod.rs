@@ -11,7 +11,6 @@ use crate::bounce::reason::{
     Basis, Context, Head, Rules, Stage, find_code, find_status, inferred_status, judge_with, verdict,
 };
 use crate::bounce::{BounceSubtype, BounceType, EnhancedStatus};
-use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 
@@ -260,20 +259,14 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         // A bounce that forwards another bounce (a relay returning what it got) carries the
         // report only inside the quoted message.
         if fields_source.is_empty() {
-            static REPORT: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-                AhoCorasick::builder()
-                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                    .ascii_case_insensitive(true)
-                    .build(["final-recipient:", "action: failed"])
-                    .ok()
-            });
-            let mut seen = [false; 2];
-            for m in REPORT.as_ref().map(|ac| ac.find_iter(&original)).into_iter().flatten() {
-                seen[m.pattern().as_usize().min(1)] = true;
-                if seen == [true, true] {
-                    break;
-                }
-            }
+            // (Lower-cased once and searched twice: a case-blind automaton read every byte of
+            // the original at a fraction of the speed.)
+            static FINAL: LazyLock<memchr::memmem::Finder<'static>> =
+                LazyLock::new(|| memchr::memmem::Finder::new("final-recipient:"));
+            static FAILED: LazyLock<memchr::memmem::Finder<'static>> =
+                LazyLock::new(|| memchr::memmem::Finder::new("action: failed"));
+            let lower = original.to_ascii_lowercase();
+            let seen = [FINAL.find(lower.as_bytes()).is_some(), FAILED.find(lower.as_bytes()).is_some()];
             if seen == [true, true] {
                 fields_source = &original;
             }
