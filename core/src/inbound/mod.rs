@@ -24,8 +24,8 @@ use dsn::{DsnBlock, dsn_blocks, field, header_in, last_report_declaration};
 pub use family::Family;
 use ses::ses_notification;
 use text::{
-    addresses, block_for, clean_address, is_failure_subject, is_text_complaint, is_vacation_subject,
-    looks_like_failure_lower, says_still_trying, split_inline_original, strip_tags,
+    addresses, block_for, clean_address, inline_original_at, is_failure_subject, is_text_complaint,
+    is_vacation_subject, looks_like_failure_lower, says_still_trying, strip_tags,
 };
 
 /// Input above this size is cut before parsing: bounces carry the original message, and
@@ -220,9 +220,11 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         human = utf8(mime::split(&normalized).1).into_owned();
     }
     // A single-part bounce quotes the original inline: split it off.
-    let (human, inline_original) = split_inline_original(&human);
     // Lower-cased once: every word test below reads this.
-    let lower_human = human.to_ascii_lowercase();
+    let mut lower_human = human.to_ascii_lowercase();
+    let cut = inline_original_at(&lower_human);
+    let inline_original = human.split_off(cut);
+    lower_human.truncate(cut);
     let reporter = family::identify(&top, &subject, &lower_human);
     let reader = Some(reporter).filter(|f| without != Some(*f));
     // (Every answer below names the reporter: the decision runs in a closure so that its

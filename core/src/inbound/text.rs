@@ -21,8 +21,9 @@ pub(super) fn strip_tags(html: &str) -> String {
     out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&nbsp;", " ")
 }
 
-/// Splits a text body at the point where the original message is quoted.
-pub(super) fn split_inline_original(text: &str) -> (String, String) {
+/// Where a text body quotes the original message (its length when it does not), given
+/// the body lower-cased.
+pub(super) fn inline_original_at(lower: &str) -> usize {
     const MARKERS: &[&str] = &[
         "below this line is a copy of the message",
         "----- original message -----",
@@ -42,18 +43,14 @@ pub(super) fn split_inline_original(text: &str) -> (String, String) {
         "\nreturn-path:",
         "\nreceived: from",
     ];
-    static FINDER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-        AhoCorasick::builder()
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .ascii_case_insensitive(true)
-            .build(MARKERS)
-            .ok()
-    });
+    // (The markers are lower-case and searched for in the lower-cased text: a plain search
+    // skips ahead where a case-blind one read every byte, and ASCII lower-casing keeps every
+    // byte where it was, so the cut is the same in both.)
+    static FINDER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| AhoCorasick::builder().build(MARKERS).ok());
     // The earliest marker (a session transcript is part of the human account and stays).
     let cut =
-        FINDER.as_ref().and_then(|ac| ac.find_iter(text).map(|m| m.start()).find(|&i| i > 0)).unwrap_or(text.len());
-    let cut = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-    (text[..cut].to_string(), text[cut..].to_string())
+        FINDER.as_ref().and_then(|ac| ac.find_iter(lower).map(|m| m.start()).find(|&i| i > 0)).unwrap_or(lower.len());
+    (0..=cut).rev().find(|i| lower.is_char_boundary(*i)).unwrap_or(0)
 }
 
 pub(super) fn clean_address(s: &str) -> String {
