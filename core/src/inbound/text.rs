@@ -39,17 +39,27 @@ pub(super) fn inline_original_at(lower: &str) -> usize {
         "your message reads (in part)",
         "message headers follow",
         // Quoted headers without a marker: a `Return-Path:` or `Received:` line that starts
-        // a block of them.
-        "\nreturn-path:",
-        "\nreceived: from",
+        // a block of them (the cut is at the newline before it; see `LINE_STARTS`).
+        "return-path:",
+        "received: from",
     ];
+    /// The last markers count only at the start of a line.
+    const LINE_STARTS: usize = 2;
     // (The markers are lower-case and searched for in the lower-cased text: a plain search
     // skips ahead where a case-blind one read every byte, and ASCII lower-casing keeps every
-    // byte where it was, so the cut is the same in both.)
+    // byte where it was, so the cut is the same in both. The line-start markers are searched
+    // without their newline: a newline in the pattern made every line a candidate.)
     static FINDER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| AhoCorasick::builder().build(MARKERS).ok());
+    let b = lower.as_bytes();
+    let at = |m: aho_corasick::Match| {
+        if m.pattern().as_usize() < MARKERS.len() - LINE_STARTS {
+            Some(m.start())
+        } else {
+            m.start().checked_sub(1).filter(|&nl| b[nl] == b'\n')
+        }
+    };
     // The earliest marker (a session transcript is part of the human account and stays).
-    let cut =
-        FINDER.as_ref().and_then(|ac| ac.find_iter(lower).map(|m| m.start()).find(|&i| i > 0)).unwrap_or(lower.len());
+    let cut = FINDER.as_ref().and_then(|ac| ac.find_iter(lower).filter_map(at).find(|&i| i > 0)).unwrap_or(lower.len());
     (0..=cut).rev().find(|i| lower.is_char_boundary(*i)).unwrap_or(0)
 }
 
