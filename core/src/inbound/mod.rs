@@ -619,6 +619,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_inline_original_is_cut_at_its_marker_or_its_first_header_line() {
+        let cut = |t: &str| inline_original_at(&t.to_ascii_lowercase());
+        let t = "Sorry, no such user.\n------ This is a copy of the message\nTo: x@y\n";
+        assert_eq!(cut(t), t.find("------").unwrap());
+        let t = "Sorry.\nReturn-Path: <a@b>\nReceived: from x\n";
+        assert_eq!(cut(t), t.find("\nReturn").unwrap());
+        // Only at the start of a line, and never at the very start of the text.
+        let t = "Sorry. X-Return-Path: <a@b>\n";
+        assert_eq!(cut(t), t.len());
+        let t = "Received: from x\nhello";
+        assert_eq!(cut(t), t.len());
+        assert_eq!(header_in("Subject: a\nmessage-ID: <1@x>\nTo: b@c\n", "message-id").as_deref(), Some("<1@x>"));
+        assert_eq!(header_in("X-To: a@b\nTO: c@d\n", "to").as_deref(), Some("c@d"));
+    }
+
+    #[test]
     fn garbage_is_not_a_bounce() {
         for input in [&b""[..], b"\xff\xfe\x00", b"Subject: hello\n\nhi there", b"\r\r\r\n\n"] {
             let p = parse(input);
