@@ -22,7 +22,9 @@ pub(super) fn last_report_declaration(b: &[u8]) -> Option<usize> {
             {
                 continue;
             }
-            let value = b[line_start + 13..].trim_ascii_start();
+            // (The value on this line only: `trim_ascii_start` would also step over newlines.)
+            let rest = &b[line_start + 13..];
+            let value = rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())].trim_ascii_start();
             let declares = |t: &[u8]| value.get(..t.len()).is_some_and(|v| v.eq_ignore_ascii_case(t));
             if (declares(b"message/delivery-status")
                 || declares(b"message/global-delivery-status")
@@ -164,6 +166,7 @@ content-type: message/rfc822\n\nContent-Type: text/plain\n  Content-Type: messag
         assert_eq!(last_report_declaration(b"X-Content-Type: message/delivery-status\n"), None);
         assert_eq!(last_report_declaration(b"Content-Type: message/delivery-statusish"), Some(0));
         assert_eq!(last_report_declaration(b"Content-Type: text/plain; x=message/delivery-status"), None);
+        assert_eq!(last_report_declaration(b"Content-Type:\n\nmessage/delivery-status\n"), None);
     }
 
     proptest! {
@@ -177,7 +180,8 @@ content-type: message/rfc822\n\nContent-Type: text/plain\n  Content-Type: messag
                         "X-Content-Type:", " Content-Type:", "Subject:", "", "ype:"]),
                     prop::sample::select(vec!["", " ", "\t", "  "]),
                     prop::sample::select(vec!["message/delivery-status", "message/global-delivery-status",
-                        "Message/Feedback-Report", "message/rfc822", "text/plain", "message/", "delivery-status"]),
+                        "Message/Feedback-Report", "message/rfc822", "text/plain", "message/", "delivery-status",
+                        ""]),
                     "[a-z;= ]{0,6}",
                 ),
                 0..12,
