@@ -45,11 +45,11 @@ pub(super) const QUOTED_HEADERS: &[&str] = &["message-id:", "to:", "original-rcp
 /// quoted headers: the first line that starts with it, in any case. Searched for in a
 /// lower-cased copy (one `memmem` pass) instead of walking every line: a returned original
 /// can be long, and a case-blind automaton stopped at every `m`.
-pub(super) fn header_in(text: &str, name: &str) -> Option<String> {
+/// `lower` is `text` lower-cased (ASCII), made once by the caller.
+pub(super) fn header_in(text: &str, lower: &str, name: &str) -> Option<String> {
     static NAMES: LazyLock<Vec<memchr::memmem::Finder<'static>>> =
         LazyLock::new(|| QUOTED_HEADERS.iter().map(|h| memchr::memmem::Finder::new(h.as_bytes())).collect());
     let wanted = QUOTED_HEADERS.iter().position(|h| h.strip_suffix(':') == Some(name))?;
-    let lower = text.to_ascii_lowercase();
     let b = lower.as_bytes();
     let start = NAMES.get(wanted)?.find_iter(b).find(|&i| i == 0 || b[i - 1] == b'\n')?;
     let rest = &text[start + QUOTED_HEADERS[wanted].len()..];
@@ -57,7 +57,7 @@ pub(super) fn header_in(text: &str, name: &str) -> Option<String> {
 }
 
 pub(super) fn field(text: &str, name: &str) -> Option<String> {
-    header_in(text, name)
+    header_in(text, &text.to_ascii_lowercase(), name)
 }
 
 #[derive(Debug, Default)]

@@ -12,6 +12,7 @@ use crate::bounce::reason::{
 };
 use crate::bounce::{BounceSubtype, BounceType, EnhancedStatus};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 mod dsn;
@@ -139,8 +140,6 @@ pub fn parse_without_reader(raw: &[u8], rules: &Rules, family: Family) -> Parsed
     parse_guarded(raw, rules, Some(family))
 }
 
-use std::borrow::Cow;
-
 fn parse_guarded(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
     // The MIME layer is our own and total, but the header decoders are mail-parser's, and
     // mail-parser 0.11's tree parser once panicked on a malformed message (found by the
@@ -231,13 +230,15 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
     // early returns need not each set it.)
     let mut parsed = (|| -> Parsed {
         original.push_str(&inline_original);
+        // Lower-cased once for the quoted-header lookups and the forwarded-report search.
+        let lower_original = original.to_ascii_lowercase();
         // A VERP return path is where the bounce was sent: its own To (or the delivery headers).
         let envelope_to = ["X-Original-To", "Delivered-To", "Envelope-To", "To"]
             .iter()
             .filter_map(|h| header(h))
             .collect::<Vec<_>>()
             .join("\n");
-        let links = links(&envelope_to, &original, &human, &dsn_text);
+        let links = links(&envelope_to, &original, &lower_original, &human, &dsn_text);
 
         // Amazon SES notifications delivered by e-mail carry their verdict as JSON.
         if let Some(parsed) = ses_notification(&human, &links, rules) {
@@ -261,14 +262,14 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         // A bounce that forwards another bounce (a relay returning what it got) carries the
         // report only inside the quoted message.
         if fields_source.is_empty() {
-            // (Lower-cased once and searched twice: a case-blind automaton read every byte of
+            // (Two searches in the lower-cased copy: a case-blind automaton read every byte of
             // the original at a fraction of the speed.)
             static FINAL: LazyLock<memchr::memmem::Finder<'static>> =
                 LazyLock::new(|| memchr::memmem::Finder::new("final-recipient:"));
             static FAILED: LazyLock<memchr::memmem::Finder<'static>> =
                 LazyLock::new(|| memchr::memmem::Finder::new("action: failed"));
-            let lower = original.to_ascii_lowercase();
-            let seen = [FINAL.find(lower.as_bytes()).is_some(), FAILED.find(lower.as_bytes()).is_some()];
+            let lower = lower_original.as_bytes();
+            let seen = [FINAL.find(lower).is_some(), FAILED.find(lower).is_some()];
             if seen == [true, true] {
                 fields_source = &original;
             }
@@ -451,7 +452,7 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             }
             if rcpts.is_empty() && failure_words {
                 // The failed address is only in the quoted original's To header.
-                if let Some(t) = header_in(&original, "to") {
+                if let Some(t) = header_in(&original, &lower_original, "to") {
                     rcpts.extend(addresses(&t).into_iter().map(|a| a.to_ascii_lowercase()).take(1));
                 }
             }
@@ -498,16 +499,16 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
 
 /// `b` as text: borrowed when it is valid UTF-8 (the usual case, checked on the fast
 /// path), with replacement characters otherwise.
-fn utf8(b: &[u8]) -> std::borrow::Cow<'_, str> {
+fn utf8(b: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(b) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(b),
     }
 }
 
-fn normalize_newlines(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+fn normalize_newlines(raw: &[u8]) -> Cow<'_, [u8]> {
     let Some(first) = memchr::memchr(b'\r', raw) else {
-        return std::borrow::Cow::Borrowed(raw);
+        return Cow::Borrowed(raw);
     };
     // Copied a run at a time between carriage returns: a byte at a time was a tenth of the
     // reader's time on CRLF mail.
@@ -522,12 +523,12 @@ fn normalize_newlines(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         out.extend_from_slice(&raw[i..next]);
         i = next;
     }
-    std::borrow::Cow::Owned(out)
+    Cow::Owned(out)
 }
 
-fn links(envelope_to: &str, original: &str, human: &str, dsn: &str) -> Links {
+fn links(envelope_to: &str, original: &str, lower_original: &str, human: &str, dsn: &str) -> Links {
     let mut l = Links {
-        original_message_id: header_in(original, "message-id").map(|m| m.trim().to_string()),
+        original_message_id: header_in(original, lower_original, "message-id").map(|m| m.trim().to_string()),
         ..Links::default()
     };
     // (Searchers built once: building one per text and case cost more than the search.)
@@ -630,8 +631,8 @@ mod tests {
         assert_eq!(cut(t), t.len());
         let t = "Received: from x\nhello";
         assert_eq!(cut(t), t.len());
-        assert_eq!(header_in("Subject: a\nmessage-ID: <1@x>\nTo: b@c\n", "message-id").as_deref(), Some("<1@x>"));
-        assert_eq!(header_in("X-To: a@b\nTO: c@d\n", "to").as_deref(), Some("c@d"));
+        assert_eq!(field("Subject: a\nmessage-ID: <1@x>\nTo: b@c\n", "message-id").as_deref(), Some("<1@x>"));
+        assert_eq!(field("X-To: a@b\nTO: c@d\n", "to").as_deref(), Some("c@d"));
     }
 
     #[test]
