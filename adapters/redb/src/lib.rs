@@ -2,7 +2,8 @@
 //!
 //! mailroom's embedded default [`Storage`]: one redb file, durable (fsync) commits. The file
 //! is the only source of truth: nothing is cached across operations, so a restart sees
-//! exactly what was committed.
+//! exactly what was committed. (The in-memory index of recent idempotency records is the one
+//! exception, and is rebuilt from the file at every opening: `idempotency`.)
 //!
 //! Writes go through one writer thread that commits concurrent writes together (`writer`:
 //! group commit, each write still atomic on its own); reads run in parallel on their own
@@ -25,7 +26,8 @@
 //! | `emails_v1` | (account, id) | content (zstd-compressed postcard) — also the listing index: ids are UUIDv7, time-ordered |
 //! | `states_v1` | id | events and delivery state |
 //! | `due_v1` | (due µs, id) | () — what the worker should look at, earliest first |
-//! | `idempotency_v1` | (account, key) | completed record |
+//! | `idempotency_recent_v1` | number | (account, key, completed record): the recent completions, in commit order, indexed in memory (`idempotency`) |
+//! | `idempotency_v1` | (account, key) | completed record, once moved out of the recent log |
 //! | `suppressions_v1` | (account, address) | entry |
 //! | `api_keys_v1`, `request_logs_v1`, `request_log_times_v1`, `domains_v1` | | the extensions |
 #![warn(missing_docs)]
@@ -34,6 +36,7 @@ mod codec;
 mod domains;
 mod events;
 mod extensions;
+mod idempotency;
 mod receiving;
 mod writer;
 
@@ -41,6 +44,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use codec::{decode, decode_content, decode_state, encode, encode_content, encode_state};
 use events::log_pending;
+pub use idempotency::DEFAULT_RECENT as DEFAULT_RECENT_IDEMPOTENCY;
 use mailroom_core::email::{
     AccountId, Claim, Cursor, EmailContent, EmailId, EmailRecord, EmailState, EmailSummary, Event, NewEmail, Page,
     PageRequest,
@@ -58,7 +62,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -78,7 +82,7 @@ const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log
 
 /// Every table this store writes, by name: a backup copies each, and refuses a file holding a
 /// table it does not know (it would be lost).
-const TABLE_NAMES: [&str; 17] = [
+const TABLE_NAMES: [&str; 18] = [
     "events_v1",
     "webhooks_v1",
     "webhook_messages_v1",
@@ -87,6 +91,7 @@ const TABLE_NAMES: [&str; 17] = [
     "states_v1",
     "due_v1",
     "idempotency_v1",
+    "idempotency_recent_v1",
     "suppressions_v1",
     "api_keys_v1",
     "request_logs_v1",
@@ -112,13 +117,6 @@ pub fn encode_record(email: &NewEmail) -> Vec<u8> {
     encode_content(&email.content).unwrap_or_default()
 }
 
-/// An idempotency key in flight, held in memory only (see the crate's docs).
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    fingerprint: Fingerprint,
-    until: DateTime<Utc>,
-}
-
 /// The page cache an opened store may fill. redb's own default (1 GiB) lets an embedded
 /// store's memory grow to a gigabyte under sustained writes; the working set of accepting and
 /// delivering mail is the newest pages of each table, which fit in far less. 64 MiB keeps
@@ -133,8 +131,11 @@ pub struct RedbStorage {
     db: Arc<RwLock<Database>>,
     writer: Arc<writer::Writer>,
     fsync: Arc<AtomicBool>,
-    /// Idempotency keys in flight, by (account, key): a dead process's die with it.
-    in_flight: Arc<Mutex<HashMap<(String, String), InFlight>>>,
+    /// Idempotency keys in flight, by (account, key) — a dead process's die with it — and the
+    /// index of the recent records (`idempotency`).
+    keys: Arc<Mutex<idempotency::Keys>>,
+    /// How many records the recent log holds before its oldest move to the key table.
+    recent_limit: Arc<AtomicUsize>,
     /// The workers' claims, by email id (see the crate's docs).
     claims: Claims,
     /// The event log's counter: the last number given (`None`: no log is written, only to
@@ -247,6 +248,7 @@ impl RedbStorage {
             tx.open_table(STATES).map_err(backend)?;
             tx.open_table(DUE).map_err(backend)?;
             tx.open_table(IDEMPOTENCY).map_err(backend)?;
+            tx.open_table(idempotency::RECENT).map_err(backend)?;
             tx.open_table(SUPPRESSIONS).map_err(backend)?;
             index_request_logs(&tx)?;
         }
@@ -255,14 +257,18 @@ impl RedbStorage {
         // order): a durable counter would cost a page per commit. At open it resumes after the
         // highest number in the file.
         let seq = events::last_number(&db)?;
+        let keys = Arc::new(Mutex::new(idempotency::Keys::load(&db.begin_read().map_err(backend)?)?));
         let db = Arc::new(RwLock::new(db));
         let fsync = Arc::new(AtomicBool::new(true));
-        let writer = Arc::new(writer::Writer::start(Arc::clone(&db), Arc::clone(&fsync))?);
+        let settled = Arc::clone(&keys);
+        let settle = Box::new(move |committed| settled.lock().unwrap_or_else(|p| p.into_inner()).settle(committed));
+        let writer = Arc::new(writer::Writer::start(Arc::clone(&db), Arc::clone(&fsync), settle)?);
         Ok(RedbStorage {
             db,
             writer,
             fsync,
-            in_flight: Arc::default(),
+            keys,
+            recent_limit: Arc::new(AtomicUsize::new(idempotency::DEFAULT_RECENT)),
             claims: Arc::default(),
             log: Some(Arc::new(seq.into())),
         })
@@ -314,12 +320,17 @@ impl RedbStorage {
     /// operations and holds all others off while it runs. Returns whether anything changed.
     pub async fn compact(&self) -> Result<bool, StorageError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
+        // redb compacts only a file no transaction reads: the idempotency lookups' shared
+        // snapshot goes first, and none is kept until the compaction is over.
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).forbid_snapshot();
+        let compacted = tokio::task::spawn_blocking(move || {
             let mut db = db.write().map_err(backend)?;
             db.compact().map_err(backend)
         })
         .await
-        .map_err(backend)?
+        .map_err(backend);
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).allow_snapshot();
+        compacted?
     }
 
     /// Writes a consistent copy of the whole store to a new file at `path` while the store
@@ -357,6 +368,7 @@ impl RedbStorage {
             rows += copy_table(&snapshot, &tx, STATES)?;
             rows += copy_table(&snapshot, &tx, DUE)?;
             rows += copy_table(&snapshot, &tx, IDEMPOTENCY)?;
+            rows += copy_table(&snapshot, &tx, idempotency::RECENT)?;
             rows += copy_table(&snapshot, &tx, SUPPRESSIONS)?;
             rows += copy_table(&snapshot, &tx, API_KEYS)?;
             rows += copy_table(&snapshot, &tx, LOGS)?;
@@ -411,6 +423,14 @@ impl RedbStorage {
     /// newest commits: only for hosts that accept that, and for tests.
     pub fn without_fsync(self) -> Self {
         self.fsync.store(false, Ordering::Relaxed);
+        self
+    }
+
+    /// How many completed idempotency records the time-ordered log holds before its oldest
+    /// move to the table ordered by key (default [`DEFAULT_RECENT_IDEMPOTENCY`]; the index in
+    /// memory holds as many). Tests set it low to make the move happen.
+    pub fn recent_idempotency_limit(self, records: usize) -> Self {
+        self.recent_limit.store(records.max(1), Ordering::Relaxed);
         self
     }
 
@@ -569,43 +589,52 @@ impl Storage for RedbStorage {
         now: DateTime<Utc>,
         in_flight_until: DateTime<Utc>,
     ) -> StorageResult<IdempotencyBegin> {
-        let (account, key, fingerprint) = (account.0.to_string(), key.to_string(), *fingerprint);
+        use idempotency::InFlight;
+        let slot: idempotency::Slot = (account.0.to_string(), key.to_string());
         // The marker is held in memory (no write, no fsync): this process holds the file, so
         // a marker dies exactly when the request it stands for can no longer complete. The
-        // completed record is read and the marker set under one lock, so a completion (which
-        // writes its record, then drops its marker) is always seen one way or the other.
-        // What the read under the marker lock found: an answer, or the key taken (over a lapsed
-        // record still in the file, or not).
+        // completed record is read and the marker set under one lock, so a completion (whose
+        // record enters the index, under this lock, before its marker is dropped) is always
+        // seen one way or the other.
+        // What the read under the lock found: an answer, or the key taken (over a lapsed
+        // record still in the file — in the recent log at this row, or in the key table — or
+        // not).
         enum Begun {
             Answer(IdempotencyBegin),
-            Taken { over_lapsed: bool },
+            Taken { lapsed: bool, row: Option<u64> },
         }
         let begun = {
-            let mut markers = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            self.read_now(|tx| {
-                let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                let stored = get_idempotency(&t, &account, &key)?;
-                // A stored record without a response is an older version's marker: dead.
-                let done = stored.as_ref().filter(|r| r.response.is_some());
-                if let Some(found) = done.and_then(|r| r.meet(&fingerprint, now)) {
-                    return Ok(Begun::Answer(found));
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = keys.recent.get(&slot).copied();
+            // The snapshot is taken after the index was read (see `idempotency`). A key the
+            // index does not hold can only be in the key table, which the shared snapshot
+            // shows as committed (the common case: a new key).
+            let stored = match recent {
+                Some(_) => self.read_now(|tx| idempotency::read_record(tx, &slot, recent.as_ref()))?,
+                None => {
+                    let db = self.db.read().map_err(backend)?;
+                    idempotency::read_record(&*keys.key_table(&db)?, &slot, None)?
                 }
-                let slot = (account.clone(), key.clone());
-                if let Some(m) = markers.get(&slot).filter(|m| m.until > now) {
-                    let clash = if m.fingerprint == fingerprint {
-                        IdempotencyBegin::InFlight
-                    } else {
-                        IdempotencyBegin::Mismatch
-                    };
-                    return Ok(Begun::Answer(clash));
-                }
-                markers.insert(slot, InFlight { fingerprint, until: in_flight_until });
-                Ok(Begun::Taken { over_lapsed: stored.is_some() })
-            })?
+            };
+            // A stored record without a response is an older version's marker: dead.
+            let done = stored.as_ref().filter(|r| r.response.is_some());
+            match done.and_then(|r| r.meet(fingerprint, now)) {
+                Some(found) => Begun::Answer(found),
+                None => match keys.in_flight.get(&slot).filter(|m| m.until > now) {
+                    Some(m) if m.fingerprint == *fingerprint => Begun::Answer(IdempotencyBegin::InFlight),
+                    Some(_) => Begun::Answer(IdempotencyBegin::Mismatch),
+                    None => {
+                        keys.in_flight
+                            .insert(slot.clone(), InFlight { fingerprint: *fingerprint, until: in_flight_until });
+                        Begun::Taken { lapsed: stored.is_some(), row: recent.map(|r| r.seq) }
+                    }
+                },
+            }
         };
-        let superseded = match begun {
+        let row = match begun {
             Begun::Answer(answer) => return Ok(answer),
-            Begun::Taken { over_lapsed } => over_lapsed,
+            Begun::Taken { lapsed: false, .. } => return Ok(IdempotencyBegin::Started),
+            Begun::Taken { lapsed: true, row } => row,
         };
         // The key is taken over from a lapsed record that no purge has removed yet. The record
         // goes now, as it does in every store where the marker overwrites it: otherwise a later
@@ -614,29 +643,33 @@ impl Storage for RedbStorage {
         // its expiry and the next purge), so the write it costs is paid rarely. Only a lapsed
         // record is removed: the holder's own completion, the only other writer of this key,
         // cannot have happened before this call returns.
-        if superseded {
-            let slot = (account.clone(), key.clone());
-            let removed = self
-                .write(move |tx| {
-                    let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                    if get_idempotency(&t, &account, &key)?.is_some_and(|r| r.expires_at <= now || r.response.is_none())
-                    {
-                        t.remove((account.as_str(), key.as_str())).map_err(backend)?;
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(err) = removed {
-                // This request fails and will not complete: the key is free for its retry.
-                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
-                return Err(err);
-            }
+        let keys = Arc::clone(&self.keys);
+        let taken = slot.clone();
+        let removed = self
+            .write(move |tx| {
+                if let Some(seq) = row {
+                    idempotency::remove_lapsed(tx, &keys, taken.clone(), seq, now)?;
+                }
+                keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
+                let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                if get_idempotency(&t, &taken.0, &taken.1)?.is_some_and(|r| r.expires_at <= now || r.response.is_none())
+                {
+                    t.remove((taken.0.as_str(), taken.1.as_str())).map_err(backend)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(err) = removed {
+            // This request fails and will not complete: the key is free for its retry.
+            self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.remove(&slot);
+            return Err(err);
         }
         Ok(IdempotencyBegin::Started)
     }
 
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&(account.0.to_string(), key.to_string()));
+        let slot = (account.0.to_string(), key.to_string());
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.remove(&slot);
         Ok(())
     }
 
@@ -661,24 +694,26 @@ impl Storage for RedbStorage {
             rows.push((e.id.as_u128(), encode_content(&e.content)?, to_disk(&state, state.due_at)?, state.due_at));
         }
         let pending = events::encode_chunks(pending)?;
-        let record = idempotency
+        let completed = idempotency
             .as_ref()
-            .map(|c| {
-                let rec = IdempotencyRecord {
+            .zip(slot.clone())
+            .map(|(c, slot)| {
+                let record = IdempotencyRecord {
                     fingerprint: c.fingerprint,
                     created_at: c.created_at,
                     expires_at: c.expires_at,
                     response: Some(c.response.clone()),
                 };
-                encode(&rec).map(|bytes| (c.key.clone(), c.created_at, bytes))
+                idempotency::Completed::new(slot, record)
             })
             .transpose()?;
+        let (keys, limit) = (Arc::clone(&self.keys), self.recent_limit.load(Ordering::Relaxed));
         let written = self
             .write(move |tx| {
-                if let Some((key, created_at, _)) = &record {
-                    let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                    let existing = get_idempotency(&t, &account, key)?;
-                    store::may_complete(existing.as_ref(), *created_at)?;
+                // First, the one check that can refuse (a live record of the key): see the
+                // writer's "compute, then write".
+                if let Some(done) = completed {
+                    idempotency::append(tx, &keys, done, limit)?;
                 }
                 let mut contents = tx.open_table(EMAILS).map_err(backend)?;
                 let mut states = tx.open_table(STATES).map_err(backend)?;
@@ -688,19 +723,15 @@ impl Storage for RedbStorage {
                     states.insert(id, state.as_slice()).map_err(backend)?;
                     set_due(&mut due, id, None, due_at)?;
                 }
-                if let Some((key, _, bytes)) = record {
-                    let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                    t.insert((account.as_str(), key.as_str()), bytes.as_slice()).map_err(backend)?;
-                }
                 drop((contents, states, due));
                 events::log_chunks(tx, log.as_deref(), pending)?;
                 Ok(())
             })
             .await;
-        // The completed record is durable (or the insert failed, and the engine releases the
-        // key): the marker goes either way.
+        // The completed record is durable and in the index (or the insert failed, and the
+        // engine releases the key): the marker goes either way.
         if let (Ok(()), Some(slot)) = (&written, slot) {
-            self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
+            self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.remove(&slot);
         }
         written
     }
@@ -708,11 +739,13 @@ impl Storage for RedbStorage {
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> StorageResult<usize> {
         // Markers of requests that neither completed nor released (a handler that died with
         // its task) lapse here, uncounted: they are not records.
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, m| m.until > now);
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.retain(|_, m| m.until > now);
+        let keys = Arc::clone(&self.keys);
         self.write(move |tx| {
+            let mut expired = idempotency::purge_log(tx, &keys, now)?;
+            keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
             let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
             let mut drop = Vec::new();
-            let mut expired = 0;
             for item in t.iter().map_err(backend)? {
                 let (k, v) = item.map_err(backend)?;
                 let r: IdempotencyRecord = decode(v.value())?;

@@ -101,13 +101,19 @@ fn backend(e: impl std::fmt::Display) -> StorageError {
 
 impl Writer {
     /// Starts the writer over `db`; `fsync` says whether commits are durable.
-    pub(crate) fn start(db: Arc<RwLock<Database>>, fsync: Arc<AtomicBool>) -> Result<Writer, StorageError> {
+    /// `settle` runs after each group, told whether it committed, before any of its writes is
+    /// answered (the store settles its in-memory indexes there).
+    pub(crate) fn start(
+        db: Arc<RwLock<Database>>,
+        fsync: Arc<AtomicBool>,
+        settle: Box<dyn Fn(bool) + Send>,
+    ) -> Result<Writer, StorageError> {
         let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(Stats::default());
         let counted = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("redb-writer".into())
-            .spawn(move || run(&db, &fsync, &jobs, &counted))
+            .spawn(move || run(&db, &fsync, &jobs, &counted, &*settle))
             .map_err(backend)?;
         Ok(Writer { queue: Mutex::new(Some(queue)), thread: Mutex::new(Some(thread)), stats })
     }
@@ -139,7 +145,13 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &RwLock<Database>, fsync: &AtomicBool, jobs: &mpsc::Receiver<Box<dyn Job>>, stats: &Stats) {
+fn run(
+    db: &RwLock<Database>,
+    fsync: &AtomicBool,
+    jobs: &mpsc::Receiver<Box<dyn Job>>,
+    stats: &Stats,
+    settle: &(dyn Fn(bool) + Send),
+) {
     let mut pending: std::collections::VecDeque<Box<dyn Job>> = std::collections::VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -196,6 +208,7 @@ fn run(db: &RwLock<Database>, fsync: &AtomicBool, jobs: &mpsc::Receiver<Box<dyn 
             }
             None => txn.commit().map_err(backend),
         };
+        settle(outcome.is_ok());
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(done.len() as u64, Ordering::Relaxed);
         metrics::counter!("mailroom_redb_commits_total").increment(1);

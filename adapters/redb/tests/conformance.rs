@@ -12,6 +12,88 @@ fn temp_store() -> (tempfile::TempDir, Arc<dyn Storage>) {
 
 mailroom_core::storage_conformance_tests!(temp_store());
 
+/// The same suite with a recent-idempotency log of one record, so that every completion
+/// after the first also moves the log's oldest records to the key table.
+mod one_record_log {
+    use super::*;
+
+    fn temp_store() -> (tempfile::TempDir, Arc<dyn Storage>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStorage::open(dir.path().join("test.redb")).expect("open redb").recent_idempotency_limit(1);
+        (dir, Arc::new(store) as Arc<dyn Storage>)
+    }
+
+    mailroom_core::storage_conformance_tests!(temp_store());
+}
+
+/// Completed keys answer the same wherever their records are — in the recent log, in the key
+/// table after a move, after reopening the file (the index rebuilt from the log) — and every
+/// one lapses and is purged exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_answer_from_the_log_the_key_table_and_after_reopening() {
+    use mailroom_core::email::AccountId;
+    use mailroom_core::idempotency::{Fingerprint, StoredResponse};
+    use mailroom_core::ports::{IdempotencyBegin, IdempotencyCompletion};
+    use mailroom_core::testkit::{new_email, t0};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keys.redb");
+    let a = AccountId::default();
+    let day = chrono::Duration::hours(24);
+    let fp = |i: u8| Fingerprint([i; 32]);
+    // More keys than the log holds plus one chunk, so that some records have moved.
+    const N: u64 = 1500;
+    let mut ids = Vec::new();
+    {
+        let s = RedbStorage::open(&path).expect("open").without_fsync().recent_idempotency_limit(300);
+        for i in 0..N {
+            let key = format!("key-{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let now = t0() + chrono::Duration::seconds(i as i64);
+            assert_eq!(
+                s.idempotency_begin(&a, &key, &fp(1), now, now + day).await.expect("begin"),
+                IdempotencyBegin::Started
+            );
+            let e = new_email("default", now, i as u16 + 1, None);
+            ids.push(e.id);
+            let done = IdempotencyCompletion {
+                key: key.clone(),
+                fingerprint: fp(1),
+                response: StoredResponse { ids: vec![e.id], errors: vec![] },
+                created_at: now,
+                expires_at: now + day,
+            };
+            s.insert_emails(&a, vec![e], Some(done.clone())).await.expect("insert");
+            // A second completion of the same key is refused, wherever the first one is.
+            assert!(s.insert_emails(&a, vec![], Some(done)).await.is_err(), "key {i} completed twice");
+        }
+    }
+    let s = RedbStorage::open(&path).expect("reopen").without_fsync().recent_idempotency_limit(300);
+    let now = t0() + chrono::Duration::seconds(N as i64);
+    for (i, id) in ids.iter().enumerate() {
+        let key = format!("key-{:x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        match s.idempotency_begin(&a, &key, &fp(1), now, now + day).await.expect("begin") {
+            IdempotencyBegin::Replay(r) => assert_eq!(r.ids, vec![*id], "key {i}"),
+            other => panic!("key {i}: {other:?}"),
+        }
+        assert_eq!(
+            s.idempotency_begin(&a, &key, &fp(2), now, now + day).await.expect("begin"),
+            IdempotencyBegin::Mismatch
+        );
+    }
+    // Half a day later nothing has lapsed; a day after the last, every record has, once.
+    assert_eq!(s.purge_idempotency(now + day / 2).await.expect("purge"), 0);
+    assert_eq!(s.purge_idempotency(now + day).await.expect("purge"), N as usize);
+    assert_eq!(s.purge_idempotency(now + day).await.expect("purge"), 0);
+    let key = format!("key-{:x}", 7u64.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    assert_eq!(
+        s.idempotency_begin(&a, &key, &fp(2), now + day, now + day * 2).await.expect("begin"),
+        IdempotencyBegin::Started,
+        "a purged key is free"
+    );
+    // The lookups' shared read snapshot does not stand in the way of compaction.
+    s.compact().await.expect("compaction with a key lookup just made");
+}
+
 /// The file is the only source of truth: what was committed is there after reopening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_state_survives_reopen() {

@@ -11,7 +11,11 @@ use std::sync::Arc;
 fn stores(dir: &tempfile::TempDir) -> Vec<Arc<dyn Storage>> {
     // Durability is not under test here (the crash tests cover it): skip the fsyncs.
     let redb = RedbStorage::open(dir.path().join("model.redb")).expect("open").without_fsync();
-    vec![Arc::new(redb), Arc::new(MemoryStorage::new())]
+    // A second file whose recent-idempotency log holds one record: its completions move
+    // records to the key table all the time.
+    let moving =
+        RedbStorage::open(dir.path().join("moving.redb")).expect("open").without_fsync().recent_idempotency_limit(1);
+    vec![Arc::new(redb), Arc::new(moving), Arc::new(MemoryStorage::new())]
 }
 
 #[test]
