@@ -265,30 +265,31 @@ fn move_oldest(
     Ok(moved)
 }
 
-/// Removes the log's rows whose records lapsed by `now` (records without a response, which no
-/// version writes to the log, included); how many answers lapsed.
+/// Removes the log's rows whose records lapsed by `now`; how many there were. The rows are
+/// found in the index (and among this group's own additions), not by reading the log: every
+/// row there has an answer, and the index knows when each lapses.
 pub(crate) fn purge_log(
     tx: &WriteTransaction,
     keys: &std::sync::Mutex<Keys>,
     now: DateTime<Utc>,
 ) -> Result<usize, StorageError> {
-    let mut log = tx.open_table(RECENT).map_err(backend)?;
-    let mut gone = Vec::new();
-    let mut expired = 0;
-    for item in log.iter().map_err(backend)? {
-        let (seq, bytes) = item.map_err(backend)?;
-        let row: Row = decode(bytes.value())?;
-        if row.record.expires_at <= now || row.record.response.is_none() {
-            expired += usize::from(row.record.response.is_some());
-            gone.push(((row.account, row.key), seq.value()));
-        }
-    }
-    for (_, seq) in &gone {
-        log.remove(*seq).map_err(backend)?;
-    }
     let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
-    for (slot, seq) in gone {
-        k.removed(slot, seq);
+    let lapsed: Vec<(Slot, u64)> = k
+        .recent
+        .iter()
+        .chain(k.pending.iter())
+        .filter(|(_, r)| r.expires_at <= now)
+        .map(|(slot, r)| (slot.clone(), r.seq))
+        .collect();
+    let mut log = tx.open_table(RECENT).map_err(backend)?;
+    let mut expired = 0;
+    for (slot, seq) in lapsed {
+        // A row an earlier write of this group moved is in the key table now, and counted
+        // there.
+        if log.remove(seq).map_err(backend)?.is_some() {
+            expired += 1;
+            k.removed(slot, seq);
+        }
     }
     Ok(expired)
 }
