@@ -7,6 +7,10 @@
 //! - `http/single`: `POST /emails` from 64 clients, 3,840 emails (one email per request, as
 //!   most users of the hosted API send);
 //! - `http/single_keyed`: the same, every request with its own `Idempotency-Key`;
+//! - `http/keyed_alternating`: one more server, on which every iteration posts the 3,840
+//!   emails unkeyed and then keyed; criterion reports the keyed rounds, and the ratio of keyed
+//!   to unkeyed time over the same rounds is printed (the pairs share the machine's noise,
+//!   which the two measurements above, taken one after the other, do not);
 //! - `library/batch`: `Engine::send_batch` from 4 tasks on a redb file (what HTTP costs).
 //!
 //! Throughput is emails per second. The ratios that matter: single / batch, keyed / single.
@@ -86,7 +90,11 @@ async fn post_all(client: &reqwest::Client, url: String, bodies: Arc<Vec<Vec<u8>
                         .header("content-type", "application/json")
                         .body(body.clone());
                     if keyed {
-                        req = req.header("idempotency-key", format!("bench-{}", KEYS.fetch_add(1, Ordering::Relaxed)));
+                        // Random-looking keys, as clients make them (UUIDs): keys in order would
+                        // land side by side in a store ordered by key.
+                        let n = KEYS.fetch_add(1, Ordering::Relaxed);
+                        let key = (u128::from(n) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+                        req = req.header("idempotency-key", format!("{key:032x}"));
                     }
                     let r = req.send().await.expect("request");
                     assert!(r.status().is_success(), "{}", r.status());
@@ -160,6 +168,41 @@ fn http(c: &mut Criterion) {
             });
         });
         drop(server);
+    }
+    // Keyed and unkeyed rounds alternating on one server: each keyed round is timed against
+    // the unkeyed round just before it.
+    let server = Serve::start(dir.path(), "alternating", sink.port);
+    let unkeyed_total = Arc::new(std::sync::Mutex::new((Duration::ZERO, Duration::ZERO)));
+    let totals = unkeyed_total.clone();
+    group.bench_function("keyed_alternating", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (client, url, bodies, totals) =
+                (client.clone(), format!("{}/emails", server.base), singles.clone(), totals.clone());
+            async move {
+                let mut keyed = Duration::ZERO;
+                for _ in 0..iters {
+                    let t0 = Instant::now();
+                    post_all(&client, url.clone(), bodies.clone(), SINGLE_CLIENTS, false).await;
+                    let plain = t0.elapsed();
+                    let t1 = Instant::now();
+                    post_all(&client, url.clone(), bodies.clone(), SINGLE_CLIENTS, true).await;
+                    let k = t1.elapsed();
+                    keyed += k;
+                    let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+                    t.0 += plain;
+                    t.1 += k;
+                }
+                keyed
+            }
+        });
+    });
+    drop(server);
+    let (plain, keyed) = *unkeyed_total.lock().unwrap_or_else(|p| p.into_inner());
+    if !keyed.is_zero() {
+        eprintln!(
+            "http/keyed_alternating: keyed sends/s = {:.2} × unkeyed, over the same alternating rounds (warm-up included)",
+            plain.as_secs_f64() / keyed.as_secs_f64()
+        );
     }
     group.finish();
 
