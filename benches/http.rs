@@ -172,8 +172,8 @@ fn http(c: &mut Criterion) {
     // Keyed and unkeyed rounds alternating on one server: each keyed round is timed against
     // the unkeyed round just before it.
     let server = Serve::start(dir.path(), "alternating", sink.port);
-    let unkeyed_total = Arc::new(std::sync::Mutex::new((Duration::ZERO, Duration::ZERO)));
-    let totals = unkeyed_total.clone();
+    // (unkeyed, keyed) time over every round.
+    let totals = Arc::new(std::sync::Mutex::new((Duration::ZERO, Duration::ZERO)));
     group.bench_function("keyed_alternating", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (client, url, bodies, totals) =
@@ -197,7 +197,7 @@ fn http(c: &mut Criterion) {
         });
     });
     drop(server);
-    let (plain, keyed) = *unkeyed_total.lock().unwrap_or_else(|p| p.into_inner());
+    let (plain, keyed) = *totals.lock().unwrap_or_else(|p| p.into_inner());
     if !keyed.is_zero() {
         eprintln!(
             "http/keyed_alternating: keyed sends/s = {:.2} × unkeyed, over the same alternating rounds (warm-up included)",

@@ -26,7 +26,7 @@
 //!   is never without its record between the commit and the index.
 
 use crate::codec::{decode, encode};
-use crate::{IDEMPOTENCY, backend};
+use crate::{IDEMPOTENCY, backend, get_idempotency};
 use chrono::{DateTime, Utc};
 use mailroom_core::error::StorageError;
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
@@ -183,8 +183,7 @@ pub(crate) fn read_record(
             return Ok(Some(row.record));
         }
     }
-    let t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-    t.get((slot.0.as_str(), slot.1.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()
+    get_idempotency(&tx.open_table(IDEMPOTENCY).map_err(backend)?, &slot.0, &slot.1)
 }
 
 /// A completed record as the log keeps it (encoded on the caller's thread: the writer thread
@@ -214,12 +213,11 @@ pub(crate) fn append(
     limit: usize,
 ) -> Result<(), StorageError> {
     let Completed { slot, created_at, expires_at, row } = done;
-    let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
-    let table = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-    let settled: Option<IdempotencyRecord> =
-        table.get((slot.0.as_str(), slot.1.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
-    drop(table);
+    // The key table is this transaction's own: read before the lock, which lookups on request
+    // threads wait for.
+    let settled = get_idempotency(&tx.open_table(IDEMPOTENCY).map_err(backend)?, &slot.0, &slot.1)?;
     mailroom_core::store::may_complete(settled.as_ref(), created_at)?;
+    let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
     // A live record in the log, or one completed earlier in this group, is the same conflict.
     if k.recent.get(&slot).is_some_and(|r| r.expires_at > created_at) || k.pending.contains_key(&slot) {
         return Err(StorageError::IdempotencyConflict);

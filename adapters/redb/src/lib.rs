@@ -553,7 +553,7 @@ fn get_content(
     table.get((account, id)).map_err(backend)?.map(|v| decode_content(v.value())).transpose()
 }
 
-fn get_idempotency(
+pub(crate) fn get_idempotency(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     account: &str,
     key: &str,
@@ -650,11 +650,11 @@ impl Storage for RedbStorage {
                 if let Some(seq) = row {
                     idempotency::remove_lapsed(tx, &keys, taken.clone(), seq, now)?;
                 }
-                keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
                 let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
                 if get_idempotency(&t, &taken.0, &taken.1)?.is_some_and(|r| r.expires_at <= now || r.response.is_none())
                 {
                     t.remove((taken.0.as_str(), taken.1.as_str())).map_err(backend)?;
+                    keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
                 }
                 Ok(())
             })
@@ -743,7 +743,6 @@ impl Storage for RedbStorage {
         let keys = Arc::clone(&self.keys);
         self.write(move |tx| {
             let mut expired = idempotency::purge_log(tx, &keys, now)?;
-            keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
             let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
             let mut drop = Vec::new();
             for item in t.iter().map_err(backend)? {
@@ -758,6 +757,9 @@ impl Storage for RedbStorage {
             }
             for (a, key) in &drop {
                 t.remove((a.as_str(), key.as_str())).map_err(backend)?;
+            }
+            if !drop.is_empty() {
+                keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
             }
             Ok(expired)
         })

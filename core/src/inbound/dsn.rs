@@ -56,10 +56,6 @@ pub(super) fn header_in(text: &str, lower: &str, name: &str) -> Option<String> {
     Some(rest[..rest.find('\n').unwrap_or(rest.len())].trim().to_string())
 }
 
-pub(super) fn field(text: &str, name: &str) -> Option<String> {
-    header_in(text, &text.to_ascii_lowercase(), name)
-}
-
 #[derive(Debug, Default)]
 pub(super) struct DsnBlock {
     pub recipient: Option<String>,

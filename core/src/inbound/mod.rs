@@ -21,7 +21,7 @@ mod mime;
 mod ses;
 mod text;
 
-use dsn::{DsnBlock, dsn_blocks, field, header_in, last_report_declaration};
+use dsn::{DsnBlock, dsn_blocks, header_in, last_report_declaration};
 pub use family::Family;
 use ses::ses_notification;
 use text::{
@@ -249,7 +249,10 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &lower_human) {
             let complainant = feedback
                 .as_deref()
-                .and_then(|f| field(f, "original-rcpt-to").or_else(|| field(f, "removal-recipient")))
+                .and_then(|f| {
+                    let lower = f.to_ascii_lowercase();
+                    header_in(f, &lower, "original-rcpt-to").or_else(|| header_in(f, &lower, "removal-recipient"))
+                })
                 .map(|a| clean_address(&a));
             return Parsed { complaint: true, complainant, ..Parsed::empty(MessageKind::Complaint, links) };
         }
@@ -631,6 +634,7 @@ mod tests {
         assert_eq!(cut(t), t.len());
         let t = "Received: from x\nhello";
         assert_eq!(cut(t), t.len());
+        let field = |t: &str, name: &str| header_in(t, &t.to_ascii_lowercase(), name);
         assert_eq!(field("Subject: a\nmessage-ID: <1@x>\nTo: b@c\n", "message-id").as_deref(), Some("<1@x>"));
         assert_eq!(field("X-To: a@b\nTO: c@d\n", "to").as_deref(), Some("c@d"));
     }

@@ -59,8 +59,9 @@ pub(super) fn inline_original_at(lower: &str) -> usize {
         }
     };
     // The earliest marker (a session transcript is part of the human account and stays).
-    let cut = FINDER.as_ref().and_then(|ac| ac.find_iter(lower).filter_map(at).find(|&i| i > 0)).unwrap_or(lower.len());
-    (0..=cut).rev().find(|i| lower.is_char_boundary(*i)).unwrap_or(0)
+    // (Every cut is at an ASCII byte — a marker's first byte or a newline — or the end: a
+    // character boundary.)
+    FINDER.as_ref().and_then(|ac| ac.find_iter(lower).filter_map(at).find(|&i| i > 0)).unwrap_or(lower.len())
 }
 
 pub(super) fn clean_address(s: &str) -> String {
