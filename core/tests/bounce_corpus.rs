@@ -119,7 +119,7 @@ fn corpus_scores() {
     // (0.893 → 0.907 and recall 0.988 → 0.990 with the family readers.)
     assert!(recall >= 0.989, "recipient recall fell to {recall:.3}");
     assert!(precision >= 0.985, "recipient precision fell to {precision:.3}");
-    assert!(type_acc >= 0.905, "type accuracy fell to {type_acc:.3}");
+    assert!(type_acc >= 0.915, "type accuracy fell to {type_acc:.3}");
     assert_eq!(s.complaints_found, s.complaints, "every complaint is detected");
 }
 
@@ -232,7 +232,7 @@ fn cross_validated_by_family() {
     // What the reader keeps when a family is new to it: the fallback, the statuses and the
     // words other families support. A floor, so that rules fitted to one family show.
     assert!(
-        ratio(pooled.type_ok, pooled.gold) >= 0.82,
+        ratio(pooled.type_ok, pooled.gold) >= 0.83,
         "held-out type accuracy {:.3}",
         ratio(pooled.type_ok, pooled.gold)
     );

@@ -158,8 +158,16 @@ impl Stage {
 }
 
 /// Words saying the server refused at RCPT time.
-const AT_RCPT: &[&str] =
-    &["rcpt to", "rcpt:", "rcpt_to", "in reply to rcpt", "after rcpt", "recipient address rejected", "not recognized"];
+const AT_RCPT: &[&str] = &[
+    "rcpt to",
+    "rcpt:",
+    ":rcpt ",
+    "rcpt_to",
+    "in reply to rcpt",
+    "after rcpt",
+    "recipient address rejected",
+    "not recognized",
+];
 /// Words saying the server refused after the message was sent (or at `MAIL FROM`).
 const AFTER_RCPT: &[&str] =
     &["end of data", "after data", "reply to data", "after mail from", "reply to mail from", "after message"];
@@ -737,11 +745,9 @@ const RULES: &[(Reason, &[&str])] = &[
 /// diagnostic. In the rest of a bounce ("Message headers follow", "MAILER-DAEMON", a help
 /// URL) they are noise, so the whole-message fallback never reads them.
 const WEAK_RULES: &[(Reason, &[&str])] = &[
-    // "Recipient address rejected: <why>" names the why after it; the bare words only count
-    // when no more specific rule (auth, block, relay) matched.
-    (Reason::UserUnknown, &["address rejected"]),
     (Reason::PolicyViolation, &["policy", "prohibited", "not allowed"]),
-    (Reason::ContentError, &["content", "8-bit", "8bit", "header", "malformed", "mime"]),
+    // "media error" is RFC 3463's own name for x.6.0.
+    (Reason::ContentError, &["content", "8-bit", "8bit", "header", "malformed", "mime", "media error"]),
     (
         Reason::TooManyConn,
         &[
@@ -771,6 +777,10 @@ const WEAK_RULES: &[(Reason, &[&str])] = &[
     (Reason::MailerError, &["procmail", "mailer error", "command", "pipe", "program"]),
     (Reason::Filtered, &["filter", "not accepted", "refused"]),
     (Reason::NotAccept, &["does not accept", "not accepting", "null mx", "no mail"]),
+    // "Recipient address rejected: <why>" names the why after it (postfix says it of every
+    // RCPT restriction: "Media error", "Internal system error", "User unknown"): the bare
+    // words count only when no other rule, strong or weak, matched. Last for that reason.
+    (Reason::UserUnknown, &["address rejected"]),
 ];
 
 // Rule hits are a bit set in a u64.
@@ -889,6 +899,33 @@ mod tests {
         // A 4xx never suppresses, whatever its words.
         let v = at("Recipient address rejected: User unknown", "4.1.1", 450, Stage::Recipient);
         assert!(!v.suppress);
+    }
+
+    #[test]
+    fn recipient_address_rejected_names_its_why_after_it() {
+        // Postfix prefixes every RCPT restriction so: the words after it decide.
+        let reason = |t: &str| at(t, "", 554, Stage::Recipient).reason;
+        assert_eq!(reason("Recipient address rejected: Internal system error"), Reason::SystemError);
+        assert_eq!(reason("Recipient address rejected: Mailer error"), Reason::MailerError);
+        assert_eq!(reason("Recipient address rejected: Media error"), Reason::ContentError);
+        assert_eq!(reason("Recipient address rejected: User unknown in local recipient table"), Reason::UserUnknown);
+        // Nothing after it that the reader knows: the address was refused.
+        assert_eq!(reason("Recipient address rejected: xyzzy"), Reason::UserUnknown);
+    }
+
+    #[test]
+    fn the_rcpt_command_named_after_a_colon_is_the_recipient_step() {
+        assert_eq!(
+            Stage::named_in("SMTP:RCPT host 192.0.2.8: 553 5.3.0 <a@b.example>... No such user here"),
+            Stage::Recipient
+        );
+        let v = judge(
+            "SMTP:RCPT host 192.0.2.8: 553 5.3.0 <a@b.example>... No such user here",
+            EnhancedStatus::parse("5.3.0"),
+            Some(553),
+            Stage::named_in("SMTP:RCPT host"),
+        );
+        assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::UserUnknown, true));
     }
 
     #[test]

@@ -727,6 +727,27 @@ Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
     }
 
     #[test]
+    fn the_mention_that_gives_the_refusal_is_the_account_of_the_failure() {
+        // Listed first, refused further down: the refusal is read, not the listing.
+        let raw = "From: MAILER-DAEMON@mx.example.net\r\nTo: s@example.org\r\nSubject: Delivery failure\r\n\r\n\
+Delivery to the following recipients failed permanently:\r\n\r\n   * a@example.com\r\n\r\n\
+Technical details:\r\n\r\nSMTP:RCPT host 192.0.2.8: 553 5.3.0 <a@example.com>... No such user here\r\n";
+        let p = parse(raw.as_bytes());
+        let b = &p.bounces[0];
+        assert_eq!(b.recipient, "a@example.com");
+        assert!(b.diagnostic.contains("No such user here"), "{}", b.diagnostic);
+        assert_eq!(
+            (b.kind, b.reason, b.reply_code, b.stage),
+            (BounceType::Permanent, Reason::UserUnknown, Some(553), Stage::Recipient)
+        );
+        // A first mention that gives the refusal itself stays the account.
+        let raw = "From: MAILER-DAEMON@mx.example.net\r\nTo: s@example.org\r\nSubject: Delivery failure\r\n\r\n\
+<a@example.com>: 552 5.2.2 Mailbox full\r\n\r\nLater: a@example.com was tried: 550 5.1.1 unknown\r\n";
+        let b = &parse(raw.as_bytes()).bounces[0];
+        assert_eq!(b.reason, Reason::MailboxFull, "{}", b.diagnostic);
+    }
+
+    #[test]
     fn a_source_routed_final_recipient_yields_to_the_original_one() {
         let fields = "Original-recipient: rfc822;a@example.net\nFinal-recipient: rfc822;@relay.example.net:a@server\nAction: failed\nStatus: 5.1.1";
         assert_eq!(parse(&dsn("", fields)).bounces[0].recipient, "a@example.net");

@@ -1,6 +1,7 @@
 //! The free-text side of a bounce: the human-readable account, the addresses it names,
 //! the lines about each recipient, and the words that say what kind of message it is.
 
+use crate::bounce::reason::{find_code, find_status};
 use aho_corasick::AhoCorasick;
 use std::sync::LazyLock;
 
@@ -139,7 +140,26 @@ pub(super) fn block_for(text: &str, lower: &str, rcpt: &str) -> Option<String> {
     let mut mentions = lower.match_indices(rcpt).map(|(i, _)| i);
     let first = mentions.next()?;
     let at = if quoted_header(first) { mentions.find(|&i| !quoted_header(i)).unwrap_or(first) } else { first };
-    let start = line_start(at);
+    let block = block_at(text, line_start(at), rcpt);
+    // Many notices list the failed addresses first and give each one's refusal further down
+    // ("Technical details: … 553 5.3.0 <a@b>… No such user"): when the first account carries
+    // no reply code or status, a later mention that does is the account of the failure.
+    if find_code(&block).is_some() || find_status(&block).is_some() {
+        return Some(block);
+    }
+    let later = lower[at..]
+        .match_indices(rcpt)
+        .map(|(i, _)| at + i)
+        .filter(|&i| line_start(i) > line_start(at) && !quoted_header(i))
+        .take(8)
+        .map(|i| block_at(text, line_start(i), rcpt))
+        .find(|b| find_code(b).is_some() || find_status(b).is_some());
+    Some(later.unwrap_or(block))
+}
+
+/// The lines from `start` (a line's start in `text`) to the next blank line, at most 8, or to
+/// another recipient's own line.
+fn block_at(text: &str, start: usize, rcpt: &str) -> String {
     let mut out = String::new();
     let mut lines = 0;
     for line in text[start..].lines() {
@@ -165,7 +185,7 @@ pub(super) fn block_for(text: &str, lower: &str, rcpt: &str) -> Option<String> {
             break;
         }
     }
-    Some(out.trim().to_string())
+    out.trim().to_string()
 }
 
 pub(super) fn looks_like_failure_lower(t: &str) -> bool {
