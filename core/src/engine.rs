@@ -25,6 +25,21 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+tokio::task_local! {
+    /// Set around a request whose caller runs it to its end in a task of its own.
+    static RUNS_TO_ITS_END: ();
+}
+
+/// Runs `request` (a future that calls the engine) telling the engine that the caller carries
+/// it to its end: the caller has spawned it as a task of its own and awaits that task, so a
+/// caller further up that goes away does not stop it half-way. A keyed send then runs in that
+/// task instead of starting one more (see [`Engine::send`]). A caller that merely awaits the
+/// engine must not use this: the engine's own task is what finishes a keyed send whose caller
+/// is dropped.
+pub async fn runs_to_its_end<F: std::future::Future>(request: F) -> F::Output {
+    RUNS_TO_ITS_END.scope((), request).await
+}
+
 /// Items in one batch.
 pub const MAX_BATCH: usize = 100;
 
@@ -469,6 +484,14 @@ impl Engine {
         // the same key; abandoned, the key would answer `409 concurrent_idempotent_requests`
         // until its in-flight marker lapsed. Finished, the retry gets the stored answer (or a
         // free key, if nothing was stored).
+        //
+        // A caller that already runs the request in a task of its own, and awaits that task,
+        // says so with [`runs_to_its_end`]: one task is enough (`serve`'s HTTP layer does,
+        // to keep its permits to the end; a second task cost every keyed request a spawn and
+        // a wake-up for nothing).
+        if RUNS_TO_ITS_END.try_with(|_| ()).is_ok() {
+            return self.accept_keyed(requests, mode, key, fingerprint, is_batch).await;
+        }
         let (engine, key) = (self.clone(), key.to_string());
         let keyed = tokio::spawn(async move { engine.accept_keyed(requests, mode, &key, fingerprint, is_batch).await });
         match keyed.await {

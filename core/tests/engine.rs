@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration as CDuration, Utc};
 use mailroom_core::bounce::{BounceType, SmtpReply};
 use mailroom_core::email::{EmailId, PageRequest};
+use mailroom_core::engine::runs_to_its_end;
 use mailroom_core::error::{Error, ErrorName, Rule};
 use mailroom_core::lifecycle::EventKind;
 use mailroom_core::memory::MemoryStorage;
@@ -354,6 +355,43 @@ async fn a_keyed_request_abandoned_by_its_caller_still_finishes() {
     let page = engine.list(PageRequest::new(Some(100), None, None).unwrap()).await.unwrap();
     assert_eq!(page.data.len(), 1, "the retry replayed the abandoned request's email");
     assert_eq!(page.data[0].id, id);
+}
+
+/// Inside [`runs_to_its_end`] the keyed send runs in the caller's own task: the caller that
+/// promised to carry it to its end does (spawned, awaited), and the answer and the replay are
+/// the same as without; a caller that broke the promise would leave the key in flight, which
+/// shows no task of the engine's own was started.
+#[tokio::test]
+async fn a_caller_that_runs_the_request_to_its_end_saves_the_engine_a_task() {
+    let store = Arc::new(MemoryStorage::new());
+    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
+    let engine = Engine::builder(store).attachment_loader(loader.clone()).build();
+    let mut req = email("a@example.com");
+    req.attachments = Some(vec![AttachmentRequest { path: Some("files/a.txt".into()), ..Default::default() }]);
+
+    // Kept: spawned and awaited, as `serve` does.
+    let (e, r) = (engine.clone(), req.clone());
+    let task = tokio::spawn(runs_to_its_end(async move { e.send(r, SendOptions::idempotency_key("kept")).await }));
+    loader.0.add_permits(1);
+    let first = task.await.unwrap().unwrap().id;
+    loader.0.add_permits(1);
+    let replay = engine.send(req.clone(), SendOptions::idempotency_key("kept")).await.unwrap().id;
+    assert_eq!(first, replay, "the same answer as a send outside it");
+
+    // Broken: dropped half-way (on an engine whose loader has no permit yet). Nothing else
+    // runs it on, so the key stays in flight.
+    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).attachment_loader(loader.clone()).build();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        runs_to_its_end(engine.send(req.clone(), SendOptions::idempotency_key("dropped"))),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the request should still have been waiting");
+    loader.0.add_permits(10);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let retry = engine.send(req.clone(), SendOptions::idempotency_key("dropped")).await.unwrap_err();
+    assert_eq!(retry.name(), ErrorName::ConcurrentIdempotentRequests);
 }
 
 #[tokio::test]

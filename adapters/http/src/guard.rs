@@ -152,7 +152,8 @@ pub(crate) async fn shed(State(api): State<Api>, req: Request, next: Next) -> Re
     // body-memory permit `authenticated` holds, so clients that post and hang up could keep
     // any number of requests (and their bodies) alive beyond both limits. Run in a task that
     // owns the permits, the request keeps them until it is done, however it ends.
-    match tokio::spawn(run).await {
+    // (Inside it the engine runs the keyed send itself, without a task of its own.)
+    match tokio::spawn(mailroom_core::engine::runs_to_its_end(run)).await {
         Ok(response) => response,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => ApiError::new(500, "application_error", "An unexpected error occurred.").into_response(),
