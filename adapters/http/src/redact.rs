@@ -328,15 +328,18 @@ pub(crate) fn redact_to(body: &[u8], keep: usize) -> Option<String> {
         Some(b'{' | b'[') => s.container(false, 1).is_some(),
         _ => false,
     };
-    let mut text = String::from_utf8_lossy(&s.out).into_owned();
-    if s.full() && well_formed {
+    let full = s.full();
+    // Valid UTF-8 (nearly always: the body was JSON) is taken as it is, without a copy.
+    let mut text = String::from_utf8(std::mem::take(&mut s.out))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    if full && well_formed {
         text.push_str(" …[cut at 64 KB]");
         return Some(text);
     }
     s.skip_ws();
     let rest = body.len() - s.pos.min(body.len());
     if !well_formed || rest > 0 {
-        if s.out.is_empty() {
+        if text.is_empty() {
             text.push_str(&format!("[the body is not JSON: {rest} bytes not kept]"));
         } else {
             text.push_str(&format!(" …[not valid JSON from here: {rest} bytes not kept]"));
