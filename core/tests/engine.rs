@@ -290,13 +290,20 @@ impl AttachmentLoader for SlowLoader {
     }
 }
 
+/// An engine on a fresh memory store whose attachment loader waits for permits (none yet),
+/// and a request with one `path` attachment: the request is held at its fetch until the
+/// test gives the loader a permit.
+fn held_at_its_attachment(path: &str) -> (Engine, Arc<SlowLoader>, EmailRequest) {
+    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).attachment_loader(loader.clone()).build();
+    let mut req = email("a@example.com");
+    req.attachments = Some(vec![AttachmentRequest { path: Some(path.into()), ..Default::default() }]);
+    (engine, loader, req)
+}
+
 #[tokio::test]
 async fn a_twin_arriving_in_flight_is_refused_and_path_attachments_load() {
-    let store = Arc::new(MemoryStorage::new());
-    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
-    let engine = Engine::builder(store).attachment_loader(loader.clone()).build();
-    let mut req = email("a@example.com");
-    req.attachments = Some(vec![AttachmentRequest { path: Some("files/report.txt".into()), ..Default::default() }]);
+    let (engine, loader, req) = held_at_its_attachment("files/report.txt");
     let first = {
         let (engine, req) = (engine.clone(), req.clone());
         tokio::spawn(async move { engine.send(req, SendOptions::idempotency_key("k")).await })
@@ -330,11 +337,7 @@ async fn a_twin_arriving_in_flight_is_refused_and_path_attachments_load() {
 /// `409 concurrent_idempotent_requests` until the in-flight marker lapses.
 #[tokio::test]
 async fn a_keyed_request_abandoned_by_its_caller_still_finishes() {
-    let store = Arc::new(MemoryStorage::new());
-    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
-    let engine = Engine::builder(store).attachment_loader(loader.clone()).build();
-    let mut req = email("a@example.com");
-    req.attachments = Some(vec![AttachmentRequest { path: Some("files/a.txt".into()), ..Default::default() }]);
+    let (engine, loader, req) = held_at_its_attachment("files/a.txt");
     // The caller gives up while the request waits for its attachment (the key is held).
     let gave_up =
         tokio::time::timeout(Duration::from_millis(50), engine.send(req.clone(), SendOptions::idempotency_key("k")))
@@ -363,11 +366,7 @@ async fn a_keyed_request_abandoned_by_its_caller_still_finishes() {
 /// shows no task of the engine's own was started.
 #[tokio::test]
 async fn a_caller_that_runs_the_request_to_its_end_saves_the_engine_a_task() {
-    let store = Arc::new(MemoryStorage::new());
-    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
-    let engine = Engine::builder(store).attachment_loader(loader.clone()).build();
-    let mut req = email("a@example.com");
-    req.attachments = Some(vec![AttachmentRequest { path: Some("files/a.txt".into()), ..Default::default() }]);
+    let (engine, loader, req) = held_at_its_attachment("files/a.txt");
 
     // Kept: spawned and awaited, as `serve` does.
     let (e, r) = (engine.clone(), req.clone());
@@ -380,8 +379,7 @@ async fn a_caller_that_runs_the_request_to_its_end_saves_the_engine_a_task() {
 
     // Broken: dropped half-way (on an engine whose loader has no permit yet). Nothing else
     // runs it on, so the key stays in flight.
-    let loader = Arc::new(SlowLoader(tokio::sync::Semaphore::new(0)));
-    let engine = Engine::builder(Arc::new(MemoryStorage::new())).attachment_loader(loader.clone()).build();
+    let (engine, loader, req) = held_at_its_attachment("files/a.txt");
     let gave_up = tokio::time::timeout(
         Duration::from_millis(50),
         runs_to_its_end(engine.send(req.clone(), SendOptions::idempotency_key("dropped"))),
