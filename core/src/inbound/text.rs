@@ -130,30 +130,34 @@ pub(super) fn addresses(text: &str) -> Vec<String> {
 /// next few lines), which is where MTAs put the reason.
 /// `lower` is `text` lower-cased (ASCII), computed once by the caller.
 pub(super) fn block_for(text: &str, lower: &str, rcpt: &str) -> Option<String> {
-    let line_start = |at: usize| lower[..at].rfind('\n').map_or(0, |i| i + 1);
+    // The lines that mention `rcpt`, by where they start, each read once: a walk per mention
+    // back to its line's start would take time quadratic in a line that repeats the address.
     // A mention in a quoted header line ("Your message  To: x  Subject: ...") is not the
-    // account of the failure; the first other mention is.
-    let quoted_header = |at: usize| {
-        let head = lower[line_start(at)..at].trim_start();
-        ["to:", "from:", "cc:", "bcc:", "subject:", "date:", "sent:", "reply-to:"].iter().any(|h| head.starts_with(h))
-    };
-    let mut mentions = lower.match_indices(rcpt).map(|(i, _)| i);
-    let first = mentions.next()?;
-    let at = if quoted_header(first) { mentions.find(|&i| !quoted_header(i)).unwrap_or(first) } else { first };
-    let block = block_at(text, line_start(at), rcpt);
+    // account of the failure (every mention in such a line follows the same header name).
+    let mut offset = 0;
+    let mut mentions = lower.split_inclusive('\n').filter_map(move |line| {
+        let start = offset;
+        offset += line.len();
+        let at = line.find(rcpt)?;
+        let head = line[..at].trim_start();
+        let quoted = ["to:", "from:", "cc:", "bcc:", "subject:", "date:", "sent:", "reply-to:"]
+            .iter()
+            .any(|h| head.starts_with(h));
+        Some((start, quoted))
+    });
+    let (first, quoted) = mentions.next()?;
+    // The first mention outside a quoted header line, else the first.
+    let at = if quoted { mentions.find(|&(_, q)| !q).map_or(first, |(s, _)| s) } else { first };
+    let block = block_at(text, at, rcpt);
     // Many notices list the failed addresses first and give each one's refusal further down
     // ("Technical details: … 553 5.3.0 <a@b>… No such user"): when the first account carries
     // no reply code or status, a later mention that does is the account of the failure.
-    if find_code(&block).is_some() || find_status(&block).is_some() {
+    let says_why = |b: &str| find_code(b).is_some() || find_status(b).is_some();
+    if says_why(&block) {
         return Some(block);
     }
-    let later = lower[at..]
-        .match_indices(rcpt)
-        .map(|(i, _)| at + i)
-        .filter(|&i| line_start(i) > line_start(at) && !quoted_header(i))
-        .take(8)
-        .map(|i| block_at(text, line_start(i), rcpt))
-        .find(|b| find_code(b).is_some() || find_status(b).is_some());
+    // (`mentions` goes on after `at`'s line whichever branch found it.)
+    let later = mentions.filter(|&(_, q)| !q).take(8).map(|(s, _)| block_at(text, s, rcpt)).find(|b| says_why(b));
     Some(later.unwrap_or(block))
 }
 
