@@ -76,7 +76,7 @@ pub(crate) struct Keys {
     snapshot: Option<(std::sync::Arc<redb::ReadTransaction>, std::time::Instant)>,
     /// While set (a compaction runs), no snapshot is kept: redb compacts only a file no
     /// transaction reads.
-    pub(crate) no_snapshot: bool,
+    no_snapshot: bool,
     /// The next row's number (rows are numbered by the one writer thread).
     pub(crate) next: u64,
 }
@@ -231,7 +231,13 @@ pub(crate) fn append(
     drop(k);
     let first = log.first().map_err(backend)?.map(|(s, _)| s.value()).unwrap_or(seq);
     if usize::try_from(seq - first).unwrap_or(usize::MAX) >= limit {
-        let moved = move_oldest(tx, &mut log, CHUNK)?;
+        // The record is in the log already: a move that fails now fails the write halfway, so
+        // any error spoils the whole group (only backend errors do: see `writer`), and the
+        // group's additions never reach the index.
+        let moved = move_oldest(tx, &mut log, CHUNK).map_err(|e| match e {
+            StorageError::Backend(_) => e,
+            other => StorageError::Backend(format!("moving idempotency records to the key table: {other}")),
+        })?;
         let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
         k.touch();
         for (slot, seq) in moved {

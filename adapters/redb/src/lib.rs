@@ -62,7 +62,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ pub struct RedbStorage {
     /// index of the recent records (`idempotency`).
     keys: Arc<Mutex<idempotency::Keys>>,
     /// How many records the recent log holds before its oldest move to the key table.
-    recent_limit: Arc<AtomicUsize>,
+    recent_limit: usize,
     /// The workers' claims, by email id (see the crate's docs).
     claims: Claims,
     /// The event log's counter: the last number given (`None`: no log is written, only to
@@ -268,7 +268,7 @@ impl RedbStorage {
             writer,
             fsync,
             keys,
-            recent_limit: Arc::new(AtomicUsize::new(idempotency::DEFAULT_RECENT)),
+            recent_limit: idempotency::DEFAULT_RECENT,
             claims: Arc::default(),
             log: Some(Arc::new(seq.into())),
         })
@@ -429,8 +429,8 @@ impl RedbStorage {
     /// How many completed idempotency records the time-ordered log holds before its oldest
     /// move to the table ordered by key (default [`DEFAULT_RECENT_IDEMPOTENCY`]; the index in
     /// memory holds as many). Tests set it low to make the move happen.
-    pub fn recent_idempotency_limit(self, records: usize) -> Self {
-        self.recent_limit.store(records.max(1), Ordering::Relaxed);
+    pub fn recent_idempotency_limit(mut self, records: usize) -> Self {
+        self.recent_limit = records.max(1);
         self
     }
 
@@ -647,12 +647,15 @@ impl Storage for RedbStorage {
         let taken = slot.clone();
         let removed = self
             .write(move |tx| {
+                // Both reads (which can find a corrupt record) before either removal: see the
+                // writer's "compute, then write".
+                let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+                let settled_lapsed = get_idempotency(&t, &taken.0, &taken.1)?
+                    .is_some_and(|r| r.expires_at <= now || r.response.is_none());
                 if let Some(seq) = row {
                     idempotency::remove_lapsed(tx, &keys, taken.clone(), seq, now)?;
                 }
-                let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                if get_idempotency(&t, &taken.0, &taken.1)?.is_some_and(|r| r.expires_at <= now || r.response.is_none())
-                {
+                if settled_lapsed {
                     t.remove((taken.0.as_str(), taken.1.as_str())).map_err(backend)?;
                     keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
                 }
@@ -707,7 +710,7 @@ impl Storage for RedbStorage {
                 idempotency::Completed::new(slot, record)
             })
             .transpose()?;
-        let (keys, limit) = (Arc::clone(&self.keys), self.recent_limit.load(Ordering::Relaxed));
+        let (keys, limit) = (Arc::clone(&self.keys), self.recent_limit);
         let written = self
             .write(move |tx| {
                 // First, the one check that can refuse (a live record of the key): see the
@@ -742,7 +745,9 @@ impl Storage for RedbStorage {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.retain(|_, m| m.until > now);
         let keys = Arc::clone(&self.keys);
         self.write(move |tx| {
-            let mut expired = idempotency::purge_log(tx, &keys, now)?;
+            // The key table is read (and its records decoded) before anything is removed, from
+            // it or from the log: see the writer's "compute, then write".
+            let mut expired = 0;
             let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
             let mut drop = Vec::new();
             for item in t.iter().map_err(backend)? {
@@ -755,6 +760,7 @@ impl Storage for RedbStorage {
                     drop.push((a.to_string(), key.to_string()));
                 }
             }
+            expired += idempotency::purge_log(tx, &keys, now)?;
             for (a, key) in &drop {
                 t.remove((a.as_str(), key.as_str())).map_err(backend)?;
             }
