@@ -34,6 +34,27 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 20 s");
 }
 
+/// Reads `child`'s stdout up to the end of the first line, which must start with `prefix`;
+/// fails with its stderr if it ends or prints something else. One byte at a time, so what
+/// follows stays in the pipe for [`Peer::stop`].
+pub fn wait_line(child: &mut Child, prefix: &str, what: &str) {
+    let out = child.stdout.as_mut().expect("stdout is piped");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    if line.starts_with(prefix.as_bytes()) {
+        return;
+    }
+    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    panic!("{what} did not start ({status}): printed {:?}; {err}", String::from_utf8_lossy(&line));
+}
+
 /// A running peer; killed (SIGTERM, then waited for) on drop.
 pub struct Peer {
     pub port: u16,
@@ -117,7 +138,11 @@ pub fn smtpd(options: &[&str]) -> Peer {
         .stderr(if std::env::var_os("SMTPD_DEBUG").is_some() { Stdio::inherit() } else { Stdio::piped() })
         .spawn()
         .expect("python3 starts");
-    wait_listening(port, &mut child, "smtpd.py (is aiosmtpd installed? ./scripts/test.sh installs it)");
+    // Not a connection probe: aiosmtpd's `Controller.start` listens first and then checks itself
+    // with a connection of its own, and gives up (exiting) if that check is slow, as it can be
+    // on a loaded machine with TLS. A probe could succeed in that window and leave the test
+    // facing a closed port. The script prints its line only once `start` has returned.
+    wait_line(&mut child, "listening on", "smtpd.py (is aiosmtpd installed? ./scripts/test.sh installs it)");
     Peer { port, child: Some(child), what: "smtpd.py".into() }
 }
 

@@ -91,7 +91,9 @@ def main():
         kwargs.update(authenticator=check, auth_required=True, auth_require_tls=bool(a.tls))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     h = Handler(a.save)
-    c = Controller(h, hostname=a.host, port=a.port, enable_SMTPUTF8=not a.no_smtputf8, **kwargs)
+    # A long ready_timeout: start() checks the server with a connection of its own (a TLS
+    # handshake with --implicit-tls) and exits if that takes longer, as it can on a busy machine.
+    c = Controller(h, hostname=a.host, port=a.port, enable_SMTPUTF8=not a.no_smtputf8, ready_timeout=60, **kwargs)
     c.start()
     print(f"listening on {a.host}:{a.port}", flush=True)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
