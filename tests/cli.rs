@@ -242,6 +242,29 @@ fn classify_files_and_batches() {
     let b = &out.json["bounces"][0];
     assert_eq!((b["recipient"].as_str(), b["type"].as_str()), (Some("kijitora@example.ne.jp"), Some("Permanent")));
     assert_eq!(out.json["complaint"], false);
+    assert_eq!(
+        (out.json["kind"].as_str(), b["delayed"].as_bool(), b["suppress"].as_bool()),
+        (Some("bounce"), Some(false), Some(true))
+    );
+    // A delay notice lists its recipient, as still being tried: the kind and the flag say so.
+    let delay = dir.path().join("delay.eml");
+    std::fs::write(
+        &delay,
+        "From: MAILER-DAEMON@mx.example.com\nTo: sender@acme.test\nSubject: Delivery Status Notification (Delay)\n\
+MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\n\n\
+--b1\nContent-Type: text/plain\n\nThis is a warning only. Your message has not yet been delivered.\n\n\
+--b1\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n\
+Final-Recipient: rfc822; carol@example.com\nAction: delayed\nStatus: 4.2.2\n\
+Diagnostic-Code: smtp; 452 4.2.2 Mailbox full\n\n--b1--\n",
+    )
+    .unwrap();
+    let out = run(&db, &["classify", delay.to_str().unwrap()], None);
+    let b = &out.json["bounces"][0];
+    assert_eq!(out.json["kind"].as_str(), Some("delayed"), "{}", out.json);
+    assert_eq!(
+        (b["recipient"].as_str(), b["delayed"].as_bool(), b["suppress"].as_bool()),
+        (Some("carol@example.com"), Some(true), Some(false))
+    );
     let arf = corpus.join("bsd/arf-01.eml");
     let input = format!("{}\n{}\n", arf.display(), qmail.display());
     let mut child = Command::new(binary())
@@ -256,6 +279,10 @@ fn classify_files_and_batches() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["file"], arf.display().to_string());
     assert_eq!((lines[0]["complaint"].as_bool(), lines[0]["bounces"].as_array().map(Vec::len)), (Some(true), Some(0)));
+    assert_eq!(
+        (lines[0]["kind"].as_str(), lines[0]["complainants"][0].as_str()),
+        (Some("complaint"), Some("redacted@example.net"))
+    );
 }
 
 #[test]

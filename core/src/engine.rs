@@ -713,7 +713,9 @@ impl Engine {
     /// return path or by the original Message-ID it quotes): a `bounced` event per failed
     /// recipient (only a permanent failure of the address suppresses it), a
     /// `delivery_delayed` event per recipient a delay notice names, or a `complained` event
-    /// (which suppresses). Auto-replies and success reports change nothing.
+    /// (which suppresses). Only the email's own recipients are suppressed: an address it was
+    /// not sent to stands for the email's only recipient (forwarded mail), or, when it had
+    /// several, is recorded and left alone. Auto-replies and success reports change nothing.
     pub async fn ingest_bounce(&self, raw: &[u8]) -> Result<IngestReport, Error> {
         use crate::inbound::{MessageKind, parse};
         let parsed = parse(raw);
@@ -731,16 +733,34 @@ impl Engine {
                 mid.trim().trim_start_matches('<').split('@').next()?.parse::<EmailId>().ok()
             })
             .ok_or(Error::NotFound { what: "Email" })?;
+        let record =
+            self.inner.config.storage.get_email(&self.account, id).await?.ok_or(Error::NotFound { what: "Email" })?;
+        let ours: Vec<String> = record.content.recipients().iter().map(|m| m.key()).collect();
+        // Whom a report names is the report's word, and anyone who received the email knows
+        // its return path and Message-ID: a report could name any address. So only the email's
+        // own recipients are marked and suppressed. An address that is not one of them is
+        // where the email was forwarded (a DSN's Final-Recipient after an alias), which is the
+        // one recipient's when the email had one; otherwise the event keeps the address the
+        // report gave and nothing is suppressed.
+        let whose = |named: &str| -> (String, bool) {
+            let key = named.to_lowercase();
+            match ours.as_slice() {
+                _ if ours.contains(&key) => (key, true),
+                [only] => (only.clone(), true),
+                _ => (named.to_string(), false),
+            }
+        };
         let now = self.inner.config.clock.now();
         let mut events = Vec::new();
         let mut suppressions = Vec::new();
         let entry = |address: &str, reason| SuppressionEntry::caused_by(address, reason, id, now);
         for b in &parsed.bounces {
+            let (recipient, is_ours) = whose(&b.recipient);
             // A delay notice is the reporting server still trying: `delivery_delayed`, never a
             // bounce and never a suppression.
             if b.delayed {
                 let mut e =
-                    crate::email::Event::new(crate::lifecycle::EventKind::DeliveryDelayed, now).recipient(&b.recipient);
+                    crate::email::Event::new(crate::lifecycle::EventKind::DeliveryDelayed, now).recipient(&recipient);
                 if let Some(code) = b.reply_code {
                     e.reply = Some(crate::bounce::SmtpReply::new(code, &b.status, &b.diagnostic));
                 }
@@ -753,24 +773,34 @@ impl Engine {
                 message: format!("{:?}", b.reason).to_ascii_lowercase(),
                 diagnostic: vec![b.diagnostic.clone()],
             };
-            let mut e = crate::email::Event::new(crate::lifecycle::EventKind::Bounced, now)
-                .recipient(&b.recipient)
-                .bounce(info);
+            let mut e =
+                crate::email::Event::new(crate::lifecycle::EventKind::Bounced, now).recipient(&recipient).bounce(info);
             if let Some(code) = b.reply_code {
                 e.reply = Some(crate::bounce::SmtpReply::new(code, &b.status, &b.diagnostic));
             }
             events.push(e);
-            if b.suppress {
-                suppressions.push(entry(&b.recipient, SuppressionReason::Bounced));
+            if b.suppress && is_ours {
+                suppressions.push(entry(&recipient, SuppressionReason::Bounced));
             }
         }
         if parsed.complaint {
-            let mut e = crate::email::Event::new(crate::lifecycle::EventKind::Complained, now);
-            if let Some(r) = &parsed.complainant {
-                e.recipient = Some(r.clone());
-                suppressions.push(entry(r, SuppressionReason::Complained));
+            // A `complained` event per recipient the report names. One that names no one
+            // (redacted, or several in the quoted `To`) is about the email's only recipient
+            // when it had one; otherwise it is one event without a recipient.
+            let mut named: Vec<(String, bool)> = parsed.complainants.iter().map(|r| whose(r)).collect();
+            if let ([], [only]) = (named.as_slice(), ours.as_slice()) {
+                named.push((only.clone(), true));
             }
-            events.push(e);
+            named.dedup();
+            if named.is_empty() {
+                events.push(crate::email::Event::new(crate::lifecycle::EventKind::Complained, now));
+            }
+            for (r, is_ours) in named {
+                if is_ours {
+                    suppressions.push(entry(&r, SuppressionReason::Complained));
+                }
+                events.push(crate::email::Event::new(crate::lifecycle::EventKind::Complained, now).recipient(&r));
+            }
         }
         report.events = events.len();
         report.suppressed = suppressions.iter().map(|s| s.address.clone()).collect();

@@ -857,6 +857,62 @@ Message-ID: <{}>\nFrom: onboarding@acme.test\nTo: angry@example.org\nSubject: He
 }
 
 #[tokio::test]
+async fn a_report_suppresses_only_the_emails_own_recipients() {
+    let s = setup();
+    let mut pair = email("ann@example.org");
+    pair.to = Some(OneOrMany::Many(vec!["ann@example.org".into(), "bob@example.org".into()]));
+    let two = s.engine.send(pair, SendOptions::default()).await.unwrap().id;
+    let one = s.engine.send(email("carl@example.org"), SendOptions::default()).await.unwrap().id;
+    let quiet = s.engine.send(email("dora@example.org"), SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    let engine = &s.engine;
+    let mid = |id| async move { engine.get(id).await.unwrap().message_id };
+    let (two_mid, one_mid, quiet_mid) = (mid(two).await, mid(one).await, mid(quiet).await);
+
+    // A hard bounce naming an address the email never went to (anyone who received it knows
+    // its Message-ID): recorded as the report says, nobody suppressed.
+    let forged = dsn(&two_mid, "victim@example.net", "5.1.1", "550 5.1.1 User unknown");
+    let r = s.engine.ingest_bounce(&forged).await.unwrap();
+    assert_eq!((r.email, r.suppressed.len()), (Some(two), 0));
+    assert!(s.engine.suppression("victim@example.net").await.unwrap().is_none());
+    let rec = s.engine.get_record(two).await.unwrap();
+    assert_eq!(rec.state.events.last().unwrap().recipient.as_deref(), Some("victim@example.net"));
+    // One of its recipients, named in another case, is suppressed under the email's spelling.
+    let r = s.engine.ingest_bounce(&dsn(&two_mid, "Bob@Example.org", "5.1.1", "550 5.1.1 User unknown")).await.unwrap();
+    assert_eq!(r.suppressed, vec!["bob@example.org".to_string()]);
+
+    // An email with one recipient, forwarded to an address that does not exist: the bounce is
+    // that recipient's.
+    let r = s
+        .engine
+        .ingest_bounce(&dsn(&one_mid, "carl.old@elsewhere.test", "5.1.1", "550 5.1.1 User unknown"))
+        .await
+        .unwrap();
+    assert_eq!(r.suppressed, vec!["carl@example.org".to_string()]);
+    assert_eq!(
+        s.engine.get_record(one).await.unwrap().state.events.last().unwrap().recipient.as_deref(),
+        Some("carl@example.org")
+    );
+
+    // A feedback report that names nobody (the quoted original's To is redacted): about the
+    // email's only recipient.
+    let arf = format!(
+        "From: scomp@aol.net\nTo: abuse@acme.test\nSubject: Email Feedback Report\nMIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=feedback-report; boundary=\"f\"\n\n--f\nContent-Type: text/plain\n\n\
+This is an email abuse report.\n\n--f\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n\
+User-Agent: AOL SComp\nVersion: 1\n\n--f\nContent-Type: message/rfc822\n\n\
+Message-ID: <{quiet_mid}>\nFrom: onboarding@acme.test\nTo: redacted\nSubject: Hello\n\nhi\n--f--\n"
+    );
+    let r = s.engine.ingest_bounce(arf.as_bytes()).await.unwrap();
+    assert_eq!(r.suppressed, vec!["dora@example.org".to_string()]);
+    assert_eq!(s.engine.get(quiet).await.unwrap().last_event, Some(EventKind::Complained));
+    // The same report about the email with two recipients cannot say whose it was.
+    let r = s.engine.ingest_bounce(arf.replace(&quiet_mid, &two_mid).as_bytes()).await.unwrap();
+    assert_eq!((r.kind, r.suppressed.len()), (mailroom_core::inbound::MessageKind::Complaint, 0));
+    assert!(s.engine.suppression("ann@example.org").await.unwrap().is_none());
+}
+
+#[tokio::test]
 async fn a_verp_return_path_links_a_bounce_that_quotes_nothing() {
     let store = Arc::new(MemoryStorage::new());
     let engine = Engine::builder(store).bounce_domain("bounces.acme.test").build();

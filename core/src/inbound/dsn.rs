@@ -56,6 +56,20 @@ pub(super) fn header_in(text: &str, lower: &str, name: &str) -> Option<String> {
     Some(rest[..rest.find('\n').unwrap_or(rest.len())].trim().to_string())
 }
 
+/// Every value of header `name` in a block of headers (a feedback report may repeat
+/// `Original-Rcpt-To`), in order; as [`header_in`], whose first value is the first here.
+pub(super) fn headers_in(text: &str, lower: &str, name: &str) -> Vec<String> {
+    let Some(wanted) = QUOTED_HEADERS.iter().position(|h| h.strip_suffix(':') == Some(name)) else { return vec![] };
+    let b = lower.as_bytes();
+    memchr::memmem::find_iter(b, QUOTED_HEADERS[wanted].as_bytes())
+        .filter(|&i| i == 0 || b[i - 1] == b'\n')
+        .map(|start| {
+            let rest = &text[start + QUOTED_HEADERS[wanted].len()..];
+            rest[..rest.find('\n').unwrap_or(rest.len())].trim().to_string()
+        })
+        .collect()
+}
+
 #[derive(Debug, Default)]
 pub(super) struct DsnBlock {
     pub recipient: Option<String>,

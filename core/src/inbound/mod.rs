@@ -21,7 +21,7 @@ mod mime;
 mod ses;
 mod text;
 
-use dsn::{DsnBlock, dsn_blocks, header_in, last_report_declaration};
+use dsn::{DsnBlock, dsn_blocks, header_in, headers_in, last_report_declaration};
 pub use family::Family;
 use ses::ses_notification;
 use text::{
@@ -108,8 +108,9 @@ pub struct Parsed {
     pub bounces: Vec<BounceRecord>,
     /// Whether it is a complaint.
     pub complaint: bool,
-    /// The complained-about recipient, for complaints.
-    pub complainant: Option<String>,
+    /// The recipients a complaint is about (a feedback report may name several), lower-cased;
+    /// empty when it names none.
+    pub complainants: Vec<String>,
     /// What links it to the email it answers.
     pub links: Links,
     /// The family of MTA that wrote it, as its fingerprints tell.
@@ -120,7 +121,7 @@ pub struct Parsed {
 impl Parsed {
     /// A reading with no bounces and no complaint.
     fn empty(kind: MessageKind, links: Links) -> Parsed {
-        Parsed { kind, bounces: vec![], complaint: false, complainant: None, links, reporter: Family::Unknown }
+        Parsed { kind, bounces: vec![], complaint: false, complainants: vec![], links, reporter: Family::Unknown }
     }
 }
 
@@ -247,14 +248,32 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
 
         let report_type = top.content_type().report_type.unwrap_or_default();
         if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &lower_human) {
-            let complainant = feedback
+            // RFC 5965 §3.2: `Original-Rcpt-To` may repeat, one per recipient the report is
+            // about; `Removal-Recipient` is the older drafts' name.
+            let mut complainants = feedback
                 .as_deref()
-                .and_then(|f| {
+                .map(|f| {
                     let lower = f.to_ascii_lowercase();
-                    header_in(f, &lower, "original-rcpt-to").or_else(|| header_in(f, &lower, "removal-recipient"))
+                    let named = headers_in(f, &lower, "original-rcpt-to");
+                    if named.is_empty() { headers_in(f, &lower, "removal-recipient") } else { named }
                 })
-                .map(|a| clean_address(&a));
-            return Parsed { complaint: true, complainant, ..Parsed::empty(MessageKind::Complaint, links) };
+                .unwrap_or_default()
+                .iter()
+                .map(|a| clean_address(a))
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>();
+            if complainants.is_empty() {
+                // Most feedback loops (AOL's, Yahoo's, Microsoft's) name no recipient in the
+                // report; the enclosed original's `To` then names the one who complained,
+                // when it names one address alone.
+                if let Some(to) = header_in(&original, &lower_original, "to")
+                    && let [one] = addresses(&to).as_slice()
+                {
+                    complainants.push(one.to_ascii_lowercase());
+                }
+            }
+            complainants.dedup();
+            return Parsed { complaint: true, complainants, ..Parsed::empty(MessageKind::Complaint, links) };
         }
 
         // RFC 3464 fields, from a delivery-status part or quoted in the text.
@@ -823,7 +842,7 @@ A message that you sent could not be delivered to one or more of its recipients.
         let complaint = r#"{"notificationType":"Complaint","complaint":{"complainedRecipients":[{"emailAddress":"angry@example.org"}],"complaintFeedbackType":"abuse"}}"#;
         let p = parse(&mail(complaint));
         assert!(p.complaint && p.bounces.is_empty());
-        assert_eq!(p.complainant.as_deref(), Some("angry@example.org"));
+        assert_eq!(p.complainants, ["angry@example.org"]);
         // Pretty-printed, as event publishing (`eventType`), and inside an SNS envelope.
         let pretty = "{\n  \"eventType\": \"Bounce\",\n  \"bounce\": {\"bounceType\": \"Permanent\", \"bouncedRecipients\": [{\"emailAddress\": \"bounce@simulator.amazonses.com\", \"diagnosticCode\": \"smtp; 550 5.1.1 user unknown\"}]}\n}";
         let p = parse(&mail(pretty));

@@ -13,10 +13,15 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
     match kind {
         "Delivery" => Some(Parsed::empty(MessageKind::Delivered, links)),
         "Complaint" => {
-            let complainant = v
-                .pointer("/complaint/complainedRecipients/0/emailAddress")
-                .map(|a| clean_address(a.as_str().unwrap_or_default()));
-            Some(Parsed { complaint: true, complainant, ..Parsed::empty(MessageKind::Complaint, links) })
+            let complainants = v
+                .pointer("/complaint/complainedRecipients")
+                .and_then(|r| r.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("emailAddress")?.as_str().map(clean_address))
+                .filter(|a| !a.is_empty())
+                .collect();
+            Some(Parsed { complaint: true, complainants, ..Parsed::empty(MessageKind::Complaint, links) })
         }
         "Bounce" => {
             let bounce = v.get("bounce")?;

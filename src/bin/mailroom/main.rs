@@ -357,10 +357,14 @@ fn classify(files: &[PathBuf], batch: bool) -> Result<(), Failure> {
             .iter()
             .map(|b| {
                 json!({"recipient": b.recipient, "status": b.status, "type": b.kind, "subtype": b.subtype,
-                       "reason": b.reason, "diagnostic": b.diagnostic})
+                       "reason": b.reason, "diagnostic": b.diagnostic, "delayed": b.delayed,
+                       "suppress": b.suppress})
             })
             .collect();
-        json!({"file": path, "bounces": bounces, "complaint": p.complaint, "reporter": p.reporter.name()})
+        // `kind` tells a delay notice (recipients listed, `delayed` set, nothing suppressed) and
+        // a success report from a failure: a reader of `bounces` alone would take them for one.
+        json!({"file": path, "kind": p.kind, "bounces": bounces, "complaint": p.complaint,
+               "complainants": p.complainants, "reporter": p.reporter.name()})
     };
     if batch {
         let mut input = String::new();
