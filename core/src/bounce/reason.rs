@@ -824,9 +824,15 @@ impl Rules {
                 rule_of.push(u32::try_from(i).unwrap_or(u32::MAX));
             }
         }
-        let ac = AhoCorasick::builder().ascii_case_insensitive(true).build(&words).unwrap_or_else(|_| {
-            AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton())
-        });
+        // A DFA: its walk is the fastest per byte, and every refusal and report head is read
+        // with it (an NFA here was a tenth of the reader's time).
+        let ac = AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .ascii_case_insensitive(true)
+            .build(&words)
+            .unwrap_or_else(|_| {
+                AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton())
+            });
         Rules { ac, rule_of }
     }
 
