@@ -472,6 +472,25 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             if says_gone && !from.is_empty() && header("X-Failed-Recipients").is_none() {
                 rcpts = vec![from.clone()];
             }
+            // Where a bare local name stands for a recipient (below), its lines are the account.
+            let mut listed_as = None;
+            if rcpts.is_empty() && failure_words {
+                // sendmail lists a local recipient by its name alone (AOL's notices name only the
+                // screen name): the mailbox is the quoted original's recipient with that local
+                // part, or else that name at the domain that wrote the notice.
+                if let Some(name) = bare_listed_name(&lower_human) {
+                    let quoted = header_in(&original, &lower_original, "to").map(|t| addresses(&t)).unwrap_or_default();
+                    let same_local = quoted
+                        .into_iter()
+                        .map(|a| a.to_ascii_lowercase())
+                        .find(|a| a.rsplit_once('@').is_some_and(|(l, _)| l == name));
+                    let at_reporter = from.rsplit_once('@').map(|(_, d)| format!("{name}@{d}"));
+                    if let Some(a) = same_local.or(at_reporter) {
+                        rcpts.push(a);
+                        listed_as = Some(name);
+                    }
+                }
+            }
             if rcpts.is_empty() && failure_words {
                 // The failed address is only in the quoted original's To header.
                 if let Some(t) = header_in(&original, &lower_original, "to") {
@@ -482,7 +501,9 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             let warning_only = !rcpts.is_empty() && says_still_trying(&lower_human);
             if failure_words || says_gone || header("X-Failed-Recipients").is_some() {
                 for r in &rcpts {
-                    let diag = block_for(&human, &lower_human, r).unwrap_or_else(|| human.chars().take(2000).collect());
+                    let diag = block_for(&human, &lower_human, r)
+                        .or_else(|| listed_as.as_deref().and_then(|name| block_for(&human, &lower_human, name)))
+                        .unwrap_or_else(|| human.chars().take(2000).collect());
                     let e = Evidence {
                         status: None,
                         diag: &diag,
@@ -517,6 +538,21 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
     })();
     parsed.reporter = reporter;
     parsed
+}
+
+/// The one name listed, without a domain, under sendmail's "The following addresses had
+/// permanent fatal errors" (`lower` is lower-cased): a local recipient of the host that wrote
+/// the notice. `None` when that line is missing or the first line under it is an address, a
+/// sentence or several names.
+fn bare_listed_name(lower: &str) -> Option<String> {
+    let after = lower.find("following addresses had permanent fatal errors")?;
+    let rest = &lower[after..];
+    let mut lines = rest.lines().skip(1).map(str::trim).skip_while(|l| l.is_empty());
+    let name = lines.next()?.trim_start_matches('<').trim_end_matches('>');
+    let local_char = |c: char| c.is_ascii_alphanumeric() || "._%+-=!#$&'*/?^`{|}~".contains(c);
+    // A second name right under it: a list this rule does not read.
+    let alone = lines.next().is_none_or(|l| l.is_empty() || l.starts_with('(') || l.starts_with("-----"));
+    (alone && !name.is_empty() && name.len() <= 64 && name.chars().all(local_char)).then(|| name.to_string())
 }
 
 /// `b` as text: borrowed when it is valid UTF-8 (the usual case, checked on the fast
@@ -824,6 +860,30 @@ A message that you sent could not be delivered to one or more of its recipients.
   x@wanadoo.example\n    (generated from alias@example.com)\n    SMTP error from remote mail server after end of data:\n    550 spam\n";
         let rcpts: Vec<String> = parse(raw).bounces.into_iter().map(|b| b.recipient).collect();
         assert_eq!(rcpts, ["x@wanadoo.example"]);
+    }
+
+    #[test]
+    fn a_local_recipient_listed_by_name_alone_is_a_mailbox_of_the_reporting_domain() {
+        let notice = |extra: &str| {
+            format!(
+                "From: Mail Delivery Subsystem <MAILER-DAEMON@aol.com>\nTo: sender@acme.test\n\
+Subject: Returned mail: User unknown\n\n\
+   ----- The following addresses had permanent fatal errors -----\nscreenname456\n\
+    (reason: 550 MAILBOX NOT FOUND)\n{extra}"
+            )
+        };
+        let p = parse(notice("").as_bytes());
+        assert_eq!(p.kind, MessageKind::Bounce);
+        let b = &p.bounces[0];
+        assert_eq!(b.recipient, "screenname456@aol.com");
+        assert!(b.diagnostic.contains("550 MAILBOX NOT FOUND"), "{}", b.diagnostic);
+        // The quoted original names the mailbox with that local part: it is the one.
+        let quoted =
+            notice("\n   ----- Original message follows -----\n\nTo: ScreenName456@aol.example\nSubject: hi\n\nhi\n");
+        assert_eq!(parse(quoted.as_bytes()).bounces[0].recipient, "screenname456@aol.example");
+        // A sentence under the line is not a name.
+        let sentence = notice("").replace("screenname456\n", "your message could not be delivered\n");
+        assert!(parse(sentence.as_bytes()).bounces.iter().all(|b| !b.recipient.starts_with("your")));
     }
 
     #[test]
