@@ -743,7 +743,9 @@ impl Engine {
         // one recipient's when the email had one; otherwise the event keeps the address the
         // report gave and nothing is suppressed.
         let whose = |named: &str| -> (String, bool) {
-            let key = named.to_lowercase();
+            // Compared as suppression keys: a report may spell the domain in Unicode where the
+            // email's key holds its A-labels (`bücher` against `xn--bcher-kva`).
+            let key = crate::address::Mailbox::parse(named).map_or_else(|_| named.to_lowercase(), |m| m.key());
             match ours.as_slice() {
                 _ if ours.contains(&key) => (key, true),
                 [only] => (only.clone(), true),

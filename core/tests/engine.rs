@@ -878,6 +878,14 @@ async fn a_report_suppresses_only_the_emails_own_recipients() {
     let rec = s.engine.get_record(two).await.unwrap();
     assert_eq!(rec.state.events.last().unwrap().recipient.as_deref(), Some("victim@example.net"));
     // One of its recipients, named in another case, is suppressed under the email's spelling.
+    let mut idn = email("jörg@bücher.example");
+    idn.to = Some(OneOrMany::Many(vec!["jörg@bücher.example".into(), "eve@example.org".into()]));
+    let idn = s.engine.send(idn, SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    let idn_mid = s.engine.get(idn).await.unwrap().message_id;
+    let r =
+        s.engine.ingest_bounce(&dsn(&idn_mid, "jörg@bücher.example", "5.1.1", "550 5.1.1 User unknown")).await.unwrap();
+    assert_eq!(r.suppressed, vec!["jörg@xn--bcher-kva.example".to_string()], "a Unicode domain is the same mailbox");
     let r = s.engine.ingest_bounce(&dsn(&two_mid, "Bob@Example.org", "5.1.1", "550 5.1.1 User unknown")).await.unwrap();
     assert_eq!(r.suppressed, vec!["bob@example.org".to_string()]);
 
