@@ -34,16 +34,31 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 20 s");
 }
 
-/// Reads `child`'s stdout up to the end of the first line, which must start with `prefix`;
-/// fails with its stderr if it ends or prints something else. One byte at a time, so what
-/// follows stays in the pipe for [`Peer::stop`].
+/// Reads `child`'s stdout up to the end of the first line, which must start with `prefix`
+/// within 90 s; fails with its stderr if it ends, prints something else or stays silent. One
+/// byte at a time, so what follows stays in the pipe for [`Peer::stop`].
 pub fn wait_line(child: &mut Child, prefix: &str, what: &str) {
-    let out = child.stdout.as_mut().expect("stdout is piped");
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
+    let mut out = child.stdout.take().expect("stdout is piped");
+    // Read on a thread of its own, so a peer that never prints cannot hang the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let _ = tx.send((out, line));
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(90)) {
+        Ok((out, line)) => {
+            child.stdout = Some(out);
+            line
+        }
+        Err(_) => {
+            let _ = child.kill();
+            b"(nothing within 90 s)".to_vec()
+        }
+    };
     if line.starts_with(prefix.as_bytes()) {
         return;
     }
