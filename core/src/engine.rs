@@ -756,8 +756,20 @@ impl Engine {
         let mut events = Vec::new();
         let mut suppressions = Vec::new();
         let entry = |address: &str, reason| SuppressionEntry::caused_by(address, reason, id, now);
+        // One event per address a report names, and of the addresses that are not the email's
+        // own only the first: a report may list any number of them (a 1 MB feedback report
+        // naming 24,000 strangers once wrote as many events on one email).
+        let mut seen = std::collections::HashSet::new();
+        let mut stranger_recorded = false;
+        let mut admit = |who: &(String, bool)| {
+            seen.insert(who.0.clone()) && (who.1 || !std::mem::replace(&mut stranger_recorded, true))
+        };
         for b in &parsed.bounces {
-            let (recipient, is_ours) = whose(&b.recipient);
+            let who = whose(&b.recipient);
+            if !admit(&who) {
+                continue;
+            }
+            let (recipient, is_ours) = who;
             // A delay notice is the reporting server still trying: `delivery_delayed`, never a
             // bounce and never a suppression.
             if b.delayed {
@@ -789,11 +801,11 @@ impl Engine {
             // A `complained` event per recipient the report names. One that names no one
             // (redacted, or several in the quoted `To`) is about the email's only recipient
             // when it had one; otherwise it is one event without a recipient.
-            let mut named: Vec<(String, bool)> = parsed.complainants.iter().map(|r| whose(r)).collect();
+            let mut named: Vec<(String, bool)> =
+                parsed.complainants.iter().map(|r| whose(r)).filter(|w| admit(w)).collect();
             if let ([], [only]) = (named.as_slice(), ours.as_slice()) {
                 named.push((only.clone(), true));
             }
-            named.dedup();
             if named.is_empty() {
                 events.push(crate::email::Event::new(crate::lifecycle::EventKind::Complained, now));
             }

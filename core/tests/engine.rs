@@ -914,6 +914,11 @@ Message-ID: <{quiet_mid}>\nFrom: onboarding@acme.test\nTo: redacted\nSubject: He
     let r = s.engine.ingest_bounce(arf.as_bytes()).await.unwrap();
     assert_eq!(r.suppressed, vec!["dora@example.org".to_string()]);
     assert_eq!(s.engine.get(quiet).await.unwrap().last_event, Some(EventKind::Complained));
+    // A report naming thousands of strangers writes one event for them, not thousands.
+    let many: String = (0..5000).map(|i| format!("Original-Rcpt-To: stranger{i}@example.net\n")).collect();
+    let flood = arf.replace(&quiet_mid, &two_mid).replace("Version: 1\n", &format!("Version: 1\n{many}"));
+    let r = s.engine.ingest_bounce(flood.as_bytes()).await.unwrap();
+    assert_eq!((r.events, r.suppressed.len()), (1, 0));
     // The same report about the email with two recipients cannot say whose it was.
     let r = s.engine.ingest_bounce(arf.replace(&quiet_mid, &two_mid).as_bytes()).await.unwrap();
     assert_eq!((r.kind, r.suppressed.len()), (mailroom_core::inbound::MessageKind::Complaint, 0));

@@ -42,32 +42,27 @@ pub(super) fn last_report_declaration(b: &[u8]) -> Option<usize> {
 pub(super) const QUOTED_HEADERS: &[&str] = &["message-id:", "to:", "original-rcpt-to:", "removal-recipient:"];
 
 /// The value of header `name` (one of [`QUOTED_HEADERS`], without its colon) in a block of
-/// quoted headers: the first line that starts with it, in any case. Searched for in a
-/// lower-cased copy (one `memmem` pass) instead of walking every line: a returned original
-/// can be long, and a case-blind automaton stopped at every `m`.
+/// quoted headers: the first line that starts with it, in any case.
 /// `lower` is `text` lower-cased (ASCII), made once by the caller.
 pub(super) fn header_in(text: &str, lower: &str, name: &str) -> Option<String> {
-    static NAMES: LazyLock<Vec<memchr::memmem::Finder<'static>>> =
-        LazyLock::new(|| QUOTED_HEADERS.iter().map(|h| memchr::memmem::Finder::new(h.as_bytes())).collect());
-    let wanted = QUOTED_HEADERS.iter().position(|h| h.strip_suffix(':') == Some(name))?;
-    let b = lower.as_bytes();
-    let start = NAMES.get(wanted)?.find_iter(b).find(|&i| i == 0 || b[i - 1] == b'\n')?;
-    let rest = &text[start + QUOTED_HEADERS[wanted].len()..];
-    Some(rest[..rest.find('\n').unwrap_or(rest.len())].trim().to_string())
+    headers_in(text, lower, name).next()
 }
 
-/// Every value of header `name` in a block of headers (a feedback report may repeat
-/// `Original-Rcpt-To`), in order; as [`header_in`], whose first value is the first here.
-pub(super) fn headers_in(text: &str, lower: &str, name: &str) -> Vec<String> {
-    let Some(wanted) = QUOTED_HEADERS.iter().position(|h| h.strip_suffix(':') == Some(name)) else { return vec![] };
+/// Every value of header `name` (one of [`QUOTED_HEADERS`]) in a block of headers, in order (a
+/// feedback report may repeat `Original-Rcpt-To`), lazily. Searched for in a lower-cased copy
+/// (one `memmem` pass) instead of walking every line: a returned original can be long, and a
+/// case-blind automaton stopped at every `m`.
+pub(super) fn headers_in<'t>(text: &'t str, lower: &'t str, name: &str) -> impl Iterator<Item = String> + 't {
+    static NAMES: LazyLock<Vec<memchr::memmem::Finder<'static>>> =
+        LazyLock::new(|| QUOTED_HEADERS.iter().map(|h| memchr::memmem::Finder::new(h.as_bytes())).collect());
+    let wanted = QUOTED_HEADERS.iter().position(|h| h.strip_suffix(':') == Some(name));
     let b = lower.as_bytes();
-    memchr::memmem::find_iter(b, QUOTED_HEADERS[wanted].as_bytes())
-        .filter(|&i| i == 0 || b[i - 1] == b'\n')
-        .map(|start| {
-            let rest = &text[start + QUOTED_HEADERS[wanted].len()..];
+    wanted.and_then(|w| Some((w, NAMES.get(w)?))).into_iter().flat_map(move |(w, finder)| {
+        finder.find_iter(b).filter(move |&i| i == 0 || b[i - 1] == b'\n').map(move |start| {
+            let rest = &text[start + QUOTED_HEADERS[w].len()..];
             rest[..rest.find('\n').unwrap_or(rest.len())].trim().to_string()
         })
-        .collect()
+    })
 }
 
 #[derive(Debug, Default)]

@@ -249,19 +249,25 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         let report_type = top.content_type().report_type.unwrap_or_default();
         if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &lower_human) {
             // RFC 5965 §3.2: `Original-Rcpt-To` may repeat, one per recipient the report is
-            // about; `Removal-Recipient` is the older drafts' name.
-            let mut complainants = feedback
-                .as_deref()
-                .map(|f| {
-                    let lower = f.to_ascii_lowercase();
-                    let named = headers_in(f, &lower, "original-rcpt-to");
-                    if named.is_empty() { headers_in(f, &lower, "removal-recipient") } else { named }
-                })
-                .unwrap_or_default()
-                .iter()
-                .map(|a| clean_address(a))
-                .filter(|a| !a.is_empty())
-                .collect::<Vec<_>>();
+            // about; `Removal-Recipient` is the older drafts' name. Each address once, and no
+            // more of them than a bounce may name (the report is the sender's word).
+            let mut complainants = Vec::new();
+            if let Some(f) = feedback.as_deref() {
+                let lower = f.to_ascii_lowercase();
+                for name in ["original-rcpt-to", "removal-recipient"] {
+                    for a in headers_in(f, &lower, name).map(|a| clean_address(&a)) {
+                        if complainants.len() == MAX_RECIPIENTS {
+                            break;
+                        }
+                        if !a.is_empty() && !complainants.contains(&a) {
+                            complainants.push(a);
+                        }
+                    }
+                    if !complainants.is_empty() {
+                        break;
+                    }
+                }
+            }
             if complainants.is_empty() {
                 // Most feedback loops (AOL's, Yahoo's, Microsoft's) name no recipient in the
                 // report; the enclosed original's `To` then names the one who complained,
@@ -272,7 +278,6 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     complainants.push(one.to_ascii_lowercase());
                 }
             }
-            complainants.dedup();
             return Parsed { complaint: true, complainants, ..Parsed::empty(MessageKind::Complaint, links) };
         }
 
@@ -549,10 +554,9 @@ fn bare_listed_name(lower: &str) -> Option<String> {
     let rest = &lower[after..];
     let mut lines = rest.lines().skip(1).map(str::trim).skip_while(|l| l.is_empty());
     let name = lines.next()?.trim_start_matches('<').trim_end_matches('>');
-    let local_char = |c: char| c.is_ascii_alphanumeric() || "._%+-=!#$&'*/?^`{|}~".contains(c);
     // A second name right under it: a list this rule does not read.
     let alone = lines.next().is_none_or(|l| l.is_empty() || l.starts_with('(') || l.starts_with("-----"));
-    (alone && !name.is_empty() && name.len() <= 64 && name.chars().all(local_char)).then(|| name.to_string())
+    (alone && !name.is_empty() && name.len() <= 64 && name.bytes().all(text::local_part_byte)).then(|| name.to_string())
 }
 
 /// `b` as text: borrowed when it is valid UTF-8 (the usual case, checked on the fast

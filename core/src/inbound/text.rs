@@ -84,10 +84,15 @@ pub(super) fn clean_address(s: &str) -> String {
     s.trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',' || c == ';' || c == ':').to_ascii_lowercase()
 }
 
+/// Whether `c` may stand in an unquoted local part as the reader accepts one.
+pub(super) fn local_part_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"._%+-=!#$&'*/?^`{|}~".contains(&c)
+}
+
 /// Every address-looking token in `text`, in order.
 pub(super) fn addresses(text: &str) -> Vec<String> {
     let b = text.as_bytes();
-    let local = |c: u8| c.is_ascii_alphanumeric() || b"._%+-=!#$&'*/?^`{|}~".contains(&c);
+    let local = local_part_byte;
     let host = |c: u8| c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
     let mut out = Vec::new();
     for (k, _) in text.match_indices('@') {
