@@ -167,6 +167,9 @@ const AT_RCPT: &[&str] = &[
     "after rcpt",
     "recipient address rejected",
     "not recognized",
+    // qmail-remote's fixed words for a refused RCPT TO ("… does not like recipient. Remote
+    // host said: 550 …").
+    "does not like recipient",
 ];
 /// Words saying the server refused after the message was sent (or at `MAIL FROM`).
 const AFTER_RCPT: &[&str] =
@@ -513,6 +516,14 @@ const RULES: &[(Reason, &[&str])] = &[
             "retries exceeded",
             "retry period",
             "could not be delivered within",
+            // Further wordings of a queue that gave up, after Sisimai's Expired list (not its
+            // "giving up on": qmail ends every permanent refusal with "Giving up on <host>").
+            "message timed out",
+            "in the queue too long",
+            "within the allowed queue period",
+            "could not be delivered for more than",
+            "failed to deliver to domain",
+            "has not been collected after",
         ],
     ),
     (
@@ -583,6 +594,10 @@ const RULES: &[(Reason, &[&str])] = &[
             "name service error",
             "unexpected name server",
             "mail loop",
+            "message looping",
+            "too many hops",
+            "no route to host",
+            "host is unreachable",
             "hop count",
             "loops back",
             "routing loop",
@@ -772,6 +787,12 @@ const WEAK_RULES: &[(Reason, &[&str])] = &[
             "service unavailable",
             "currently unavailable",
             "transaction failed",
+            // After Sisimai's SystemError list.
+            "configuration error",
+            "temporary local problem",
+            "error while being processed",
+            "queue file write error",
+            "interrupted system call",
         ],
     ),
     (Reason::MailerError, &["procmail", "mailer error", "command", "pipe", "program"]),

@@ -120,7 +120,12 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
                     cur.recipient = Some(addr);
                 }
             }
-            "action" => cur.action = Some(value.to_ascii_lowercase()),
+            // The action's word alone: a comment after it (`failed (Bad destination mailbox
+            // address)`, as some gateways write) says nothing more.
+            "action" => {
+                let word = value.split(|c: char| c.is_whitespace() || c == '(' || c == ';').next().unwrap_or_default();
+                cur.action = Some(word.to_ascii_lowercase());
+            }
             "status" => cur.status = value.split_whitespace().next().map(str::to_string),
             "diagnostic-code" => {
                 let d = value.split_once(';').map_or(value.as_str(), |(_, d)| d).trim().to_string();

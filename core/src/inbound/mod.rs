@@ -396,10 +396,12 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                 // envelope line ("RCPT TO:") names the recipient outright and wins over the rest.
                 let mut named = Vec::new();
                 let mut enveloped = Vec::new();
+                let mut addressed = Vec::new();
                 // (Only lines with an address are read, from the lower-cased copy: ASCII
                 // lower-casing keeps every line where it was.)
                 for line in lower_human.lines().filter(|l| l.contains('@')) {
-                    let quoted = line.trim_start().trim_start_matches(['>', ' ']);
+                    // (Quote marks and list bullets before a quoted header: `> From:`, `* From:`.)
+                    let quoted = line.trim_start().trim_start_matches(['>', ' ', '\t', '*']);
                     const NOT_RECIPIENTS: &[&str] = &[
                         "from:",
                         "mail from:",
@@ -422,12 +424,25 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     // (A session transcript's ">>> RCPT TO:" lists every recipient tried, not only
                     // the failed one: it counts as a mention.)
                     let envelope_line = line.starts_with("rcpt to:") && !line.starts_with('>');
-                    let target = if envelope_line { &mut enveloped } else { &mut named };
-                    target.extend(addresses(line));
+                    // A quoted `To:` line names where the original was addressed (a list, an
+                    // alias), which another line may name as the failure: it counts only when
+                    // no other line names anyone.
+                    let target = if envelope_line {
+                        &mut enveloped
+                    } else if quoted.starts_with("to:") {
+                        &mut addressed
+                    } else {
+                        &mut named
+                    };
+                    // An address said to be what mail came *from* ("not accepting mail from
+                    // list@example.com:") is the sender's, wherever the line puts it.
+                    target.extend(addresses(line).into_iter().filter(|a| !text::follows_from(line, a)));
                 }
-                let candidates = if enveloped.is_empty() { named } else { enveloped };
+                let candidates = [enveloped, named, addressed].into_iter().find(|c| !c.is_empty()).unwrap_or_default();
                 for a in candidates {
                     let l = a.to_ascii_lowercase();
+                    // An X.400 address's SMTP element (`c=US;…;dda:SMTP=user@example.com`).
+                    let l = l.strip_prefix("smtp=").map_or(l.clone(), str::to_string);
                     let local = l.split('@').next().unwrap_or_default();
                     let mtaish = matches!(local, "mailer-daemon" | "postmaster" | "root" | "mailerdaemon" | "abuse")
                         || local.starts_with("mailer-daemon")
@@ -550,7 +565,11 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
 /// the notice. `None` when that line is missing or the first line under it is an address, a
 /// sentence or several names.
 fn bare_listed_name(lower: &str) -> Option<String> {
-    let after = lower.find("following addresses had permanent fatal errors")?;
+    // sendmail's heading, or AOL's ("… could not be delivered because they are not accepting
+    // mail from list@example.com:", the screen name on the next line).
+    let after = lower
+        .find("following addresses had permanent fatal errors")
+        .or_else(|| lower.find("are not accepting mail from"))?;
     let rest = &lower[after..];
     let mut lines = rest.lines().skip(1).map(str::trim).skip_while(|l| l.is_empty());
     let name = lines.next()?.trim_start_matches('<').trim_end_matches('>');
@@ -888,6 +907,88 @@ Subject: Returned mail: User unknown\n\n\
         // A sentence under the line is not a name.
         let sentence = notice("").replace("screenname456\n", "your message could not be delivered\n");
         assert!(parse(sentence.as_bytes()).bounces.iter().all(|b| !b.recipient.starts_with("your")));
+    }
+
+    #[test]
+    fn aol_names_the_screen_name_under_the_sender_it_refused() {
+        let p = parse(
+            b"From: \"Mail Delivery Subsystem\" <MAILER-DAEMON@AOL.com>\nTo: <list-bounces@lists.acme.test>\n\
+Subject: Mail Delivery Problem\n\n\
+Your mail to the following recipients could not be delivered because they are not accepting mail from list@lists.acme.test:\n\
+\tscreenname\n",
+        );
+        let got: Vec<&str> = p.bounces.iter().map(|b| b.recipient.as_str()).collect();
+        assert_eq!(got, ["screenname@aol.com"], "the address mail came from is the sender's, never the failure");
+    }
+
+    #[test]
+    fn a_quoted_to_line_names_a_recipient_only_when_nothing_else_does() {
+        // Exchange 5.5 names the original's addressee (a list) above the failed recipient,
+        // which it writes as an X.400 address with an SMTP element.
+        let notice = "From: System Administrator <postmaster@corp.test>\nTo: list-bounces@lists.acme.test\n\
+Subject: Undeliverable: hello\n\n\
+Your message\n\n  To:      list@lists.acme.test\n  Subject: hello\n\n\
+did not reach the following recipient(s):\n\n\
+c=US;a= ;p=CORP;o=Nexus2;dda:SMTP=gone@corp.test; on Fri, 4 Oct 2002\n\
+    The recipient name is not recognized\n";
+        let got: Vec<String> = parse(notice.as_bytes()).bounces.into_iter().map(|b| b.recipient).collect();
+        assert_eq!(got, ["gone@corp.test"]);
+        // A bulleted quoted header is the original's sender; a `To:` line alone still counts.
+        let vade = "From: MAILER-DAEMON <mailer-daemon@mx.test>\nTo: list-bounces@acme.test\n\
+Subject: Undeliverable: some subject\n\n\
+Delivery has failed to these recipients or distribution lists:\n\
+\t* [member@isp.test]: 550 member@isp.test...User account is overquota\n\
+Original message details:\n\t* From: author@acme.test\n\t* To: list@acme.test\n";
+        let got: Vec<String> = parse(vade.as_bytes()).bounces.into_iter().map(|b| b.recipient).collect();
+        assert_eq!(got, ["member@isp.test"], "no empty domain label, no quoted sender, no addressee");
+        let only_to = "From: MAILER-DAEMON@mx.test\nTo: me@acme.test\nSubject: Undeliverable\n\n\
+Delivery has failed.\n  To: gone@isp.test\n";
+        let got: Vec<String> = parse(only_to.as_bytes()).bounces.into_iter().map(|b| b.recipient).collect();
+        assert_eq!(got, ["gone@isp.test"]);
+    }
+
+    #[test]
+    fn exims_delay_warning_is_a_delay() {
+        let p = parse(
+            b"From: Mail Delivery System <Mailer-Daemon@mx.test>\nTo: me@acme.test\n\
+Subject: Warning: message 14jRTi-0007jE-00 delayed 24 hours\n\n\
+This message was created automatically by mail delivery software.\n\
+A message that you sent has not yet been delivered to all its recipients\n\
+after more than 24 hours on the queue on mx.test.\n\n\
+The address to which the message has not yet been delivered is:\n\n  slow@isp.test\n\n\
+No action is required on your part. Delivery attempts will continue for\n\
+some time, and this warning may be repeated at intervals if the message\n\
+remains undelivered.\n",
+        );
+        assert_eq!(p.kind, MessageKind::Delayed);
+        assert!(p.bounces.iter().all(|b| b.delayed && !b.suppress && b.kind == BounceType::Transient));
+    }
+
+    #[test]
+    fn qmail_names_the_rcpt_step_in_words() {
+        let p = parse(
+            b"From: MAILER-DAEMON@mx.test\nTo: me@acme.test\nSubject: failure notice\n\n\
+Hi. This is the qmail-send program at mx.test.\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
+<gone@isp.test>:\n192.0.2.7 does not like recipient.\n\
+Remote host said: 550 gone@isp.test... No such user\nGiving up on 192.0.2.7.\n",
+        );
+        let b = &p.bounces[0];
+        assert_eq!((b.recipient.as_str(), b.kind, b.suppress), ("gone@isp.test", BounceType::Permanent, true));
+    }
+
+    #[test]
+    fn a_comment_after_the_action_is_no_other_action() {
+        let p = parse(
+            b"From: mailer-daemon@gw.test\nTo: me@acme.test\nSubject: Delivery Report\nMIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+--b\nContent-Type: text/plain\n\n<gone@isp.test> (failed: Bad destination mailbox address)\n\
+--b\nContent-Type: message/delivery-status\n\nReporting-MTA: gw.test\n\n\
+Final-Recipient: rfc822;gone@isp.test\nAction: failed (Bad destination mailbox address)\nStatus: 5.1.1\n--b--\n",
+        );
+        let b = &p.bounces[0];
+        assert_eq!((b.status.as_str(), b.kind, b.suppress), ("5.1.1", BounceType::Permanent, true));
     }
 
     #[test]

@@ -89,6 +89,16 @@ pub(super) fn local_part_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"._%+-=!#$&'*/?^`{|}~".contains(&c)
 }
 
+/// Whether `address` (found in `line`) follows the word "from" ("mail from <a@b>"): a sender,
+/// never a failed recipient.
+pub(super) fn follows_from(line: &str, address: &str) -> bool {
+    let Some(at) = line.find(address) else { return false };
+    let before = line[..at].trim_end_matches(['<', '"', '\'', '(', ' ', '\t']);
+    before.len() >= 4
+        && before.as_bytes()[before.len() - 4..].eq_ignore_ascii_case(b"from")
+        && before.as_bytes().get(before.len().wrapping_sub(5)).is_none_or(|c| !c.is_ascii_alphanumeric())
+}
+
 /// Every address-looking token in `text`, in order.
 pub(super) fn addresses(text: &str) -> Vec<String> {
     let b = text.as_bytes();
@@ -110,6 +120,10 @@ pub(super) fn addresses(text: &str) -> Vec<String> {
         }
         let mut end = k + 1;
         while end < b.len() && host(b[end]) {
+            // No label of a domain is empty: `a@b.net...user` is `a@b.net` and text.
+            if b[end] == b'.' && b.get(end + 1) == Some(&b'.') {
+                break;
+            }
             end += 1;
         }
         if start == k || end == k + 1 {
@@ -256,6 +270,11 @@ pub(super) fn says_still_trying(lower: &str) -> bool {
         "will keep trying",
         "will be retried",
         "still trying",
+        // Exim's delay warning, and others like it.
+        "delivery attempts will continue",
+        "has not yet been delivered",
+        "this warning may be repeated",
+        "no action is required on your part",
     ];
     const GAVE_UP: &[&str] = &["permanent", "gave up", "giving up", "will not be retried", "no further attempts"];
     STILL.iter().any(|p| lower.contains(p)) && !GAVE_UP.iter().any(|p| lower.contains(p))
