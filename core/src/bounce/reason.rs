@@ -491,7 +491,8 @@ pub(crate) fn find_code(text: &str) -> Option<u16> {
 }
 
 /// The reason rules: words that name a reason, in priority order (the first rule with a
-/// word in the text wins).
+/// word in the text wins). Wordings marked "after Sisimai's … list" come from Sisimai's reason
+/// modules (BSD-2-Clause; `core/LICENSE-SISIMAI`).
 const RULES: &[(Reason, &[&str])] = &[
     // A local delivery agent's own failure, whatever words it passes on.
     (Reason::MailerError, &["procmail:"]),
