@@ -316,7 +316,14 @@ fn reason(
     use Reason as R;
     // A permanent "unable to route" (5.4.4) is a destination that cannot be found, whatever
     // the resolver's words ("name service error") say about how.
-    let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4);
+    // Unless the words say the lookup itself broke (a malformed or unexpected reply, a server
+    // that said "try again"): that is the resolver's failure, not evidence that the
+    // destination is gone, and it passes.
+    let lookup_broke = || {
+        let t = text.to_ascii_lowercase();
+        ["malformed", "unexpected name server", "try again", "servfail"].iter().any(|w| t.contains(w))
+    };
+    let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4) && !lookup_broke();
     let routed = |r: Reason| if r == R::NetworkError && unroutable { R::HostUnknown } else { r };
     if let Some(r) = first_rule(rules.hits(text), |_| true) {
         // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's
@@ -980,6 +987,24 @@ mod tests {
         // A status with a known subject is not "nothing known".
         assert_eq!(at("xyzzy", "5.1.2", 550, Stage::Recipient).reason, Reason::HostUnknown);
         assert!(at("xyzzy", "5.4.4", 550, Stage::Recipient).suppress);
+    }
+
+    #[test]
+    fn a_broken_lookup_under_unable_to_route_is_no_evidence_the_domain_is_gone() {
+        let gone = at(
+            "Host or domain name not found. Name service error for name=x.test type=A: Host not found",
+            "5.4.4",
+            550,
+            Stage::Unknown,
+        );
+        assert_eq!((gone.reason, gone.kind, gone.suppress), (Reason::HostUnknown, BounceType::Permanent, true));
+        for words in [
+            "Name service error for name=x.test type=MX: Malformed or unexpected name server reply",
+            "Host or domain name not found. Name service error for name=x.test type=MX: Host not found, try again",
+        ] {
+            let v = at(words, "5.4.4", 550, Stage::Unknown);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::NetworkError, BounceType::Transient, false), "{words}");
+        }
     }
 
     #[test]

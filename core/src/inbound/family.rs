@@ -169,6 +169,8 @@ pub(crate) struct Found {
     pub(crate) diagnostic: String,
     /// The step, where the format says (`Some(Stage::Local)` for a local delivery).
     pub(crate) stage: Option<Stage>,
+    /// The RFC 3463 status a fixed wording of the format stands for, where it gives none.
+    pub(crate) status: Option<&'static str>,
 }
 
 /// A diagnostic is kept to this many bytes: an SMTP reply is a few lines, and anyone may
@@ -177,7 +179,7 @@ const MAX_DIAGNOSTIC: usize = 4096;
 
 impl Found {
     fn new(address: &str) -> Found {
-        Found { recipient: address.to_ascii_lowercase(), diagnostic: String::new(), stage: None }
+        Found { recipient: address.to_ascii_lowercase(), diagnostic: String::new(), stage: None, status: None }
     }
 
     /// Adds one more line of the server's words (space-joined, up to [`MAX_DIAGNOSTIC`]).
@@ -343,7 +345,17 @@ fn imail(human: &str) -> Vec<Found> {
         let Some(addr) = addresses(rest).into_iter().next() else { continue };
         let lower = reason.to_ascii_lowercase();
         let remote = lower.contains("smtp") || lower.contains("said") || lower.contains("host");
-        let mut f = Found { stage: (!remote).then_some(Stage::Local), ..Found::new(&addr) };
+        // IMail's own fixed reasons: "Delivery failed <n> attempts" is its queue giving up
+        // (X.4.7, delivery time expired); "Invalid final delivery userid" is its local
+        // delivery finding no such mailbox (X.1.1).
+        let status = if lower.starts_with("delivery failed") && lower.ends_with("attempts") {
+            Some("5.4.7")
+        } else if lower == "invalid final delivery userid" {
+            Some("5.1.1")
+        } else {
+            None
+        };
+        let mut f = Found { stage: (!remote).then_some(Stage::Local), status, ..Found::new(&addr) };
         f.say(l);
         out.push(f);
     }
@@ -526,6 +538,10 @@ mod tests {
         let r: Vec<_> = found.iter().map(|f| f.recipient.as_str()).collect();
         assert_eq!(r, ["a@example.com", "b@example.com"]);
         assert_eq!(found[0].stage, Some(Stage::Local));
+        // IMail's fixed wordings stand for their statuses (after Sisimai's IMailServer module).
+        assert_eq!((found[0].status, found[1].status), (None, Some("5.4.7")));
+        let found = read(Family::IMailServer, "Invalid final delivery userid: d@example.com\n").unwrap();
+        assert_eq!((found[0].status, found[0].stage), (Some("5.1.1"), Some(Stage::Local)));
     }
 
     proptest::proptest! {

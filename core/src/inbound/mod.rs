@@ -371,7 +371,7 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             let n = found.len();
             for f in &found {
                 let e = Evidence {
-                    status: None,
+                    status: f.status,
                     diag: &f.diagnostic,
                     account: "",
                     head: &lower_head,
@@ -989,6 +989,22 @@ Final-Recipient: rfc822;gone@isp.test\nAction: failed (Bad destination mailbox a
         );
         let b = &p.bounces[0];
         assert_eq!((b.status.as_str(), b.kind, b.suppress), ("5.1.1", BounceType::Permanent, true));
+    }
+
+    #[test]
+    fn a_transcripts_reply_is_the_refusal_not_the_commentary_after_it() {
+        let p = parse(
+            b"From: Mail Delivery Subsystem <MAILER-DAEMON@mx.test>\nTo: me@acme.test\n\
+Subject: Returned mail: Deferred: Connection timed out during user open with isp.test\n\n\
+   ----- Transcript of session follows -----\nWhile talking to smtp.isp.test:\n\
+>>> RCPT To:<gone@isp.test>\n<<< 550 <gone@isp.test>, User Unknown\n\
+550 <gone@isp.test>... User unknown\n\
+421 isp.test (smtp)... Deferred: Connection timed out during user open with isp.test\n\n\
+   ----- Unsent message follows -----\nTo: gone@isp.test\nSubject: hi\n\nhi\n",
+        );
+        let b = &p.bounces[0];
+        assert_eq!((b.recipient.as_str(), b.kind, b.suppress), ("gone@isp.test", BounceType::Permanent, true));
+        assert!(!b.diagnostic.contains("timed out"), "{}", b.diagnostic);
     }
 
     #[test]

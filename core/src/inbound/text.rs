@@ -191,7 +191,15 @@ pub(super) fn block_for(text: &str, lower: &str, rcpt: &str) -> Option<String> {
 fn block_at(text: &str, start: usize, rcpt: &str) -> String {
     let mut out = String::new();
     let mut lines = 0;
+    // A session transcript's command (`>>> RCPT To:<a@b>`) is answered by the `<<<` lines
+    // under it: that reply is the server's own account; what follows is the MTA's
+    // commentary, often about other hosts or a later retry ("421 … Deferred: Connection timed
+    // out").
+    let transcript = text[start..].trim_start().starts_with(">>>");
     for line in text[start..].lines() {
+        if transcript && lines > 0 && !line.trim_start().starts_with("<<<") {
+            break;
+        }
         if line.trim().is_empty() && lines > 0 {
             // Some MTAs put a blank line between the address and the reason.
             if lines == 1 && out.trim().ends_with(':') {
