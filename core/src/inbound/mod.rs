@@ -436,7 +436,12 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     };
                     // An address said to be what mail came *from* ("not accepting mail from
                     // list@example.com:") is the sender's, wherever the line puts it.
-                    target.extend(addresses(line).into_iter().filter(|a| !text::follows_from(line, a)));
+                    target.extend(
+                        text::addresses_at(line)
+                            .into_iter()
+                            .filter(|(at, _)| !text::follows_from(line, *at))
+                            .map(|(_, a)| a),
+                    );
                 }
                 let candidates = [enveloped, named, addressed].into_iter().find(|c| !c.is_empty()).unwrap_or_default();
                 for a in candidates {

@@ -89,18 +89,26 @@ pub(super) fn local_part_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"._%+-=!#$&'*/?^`{|}~".contains(&c)
 }
 
-/// Whether `address` (found in `line`) follows the word "from" ("mail from <a@b>"): a sender,
-/// never a failed recipient.
-pub(super) fn follows_from(line: &str, address: &str) -> bool {
-    let Some(at) = line.find(address) else { return false };
-    let before = line[..at].trim_end_matches(['<', '"', '\'', '(', ' ', '\t']);
-    before.len() >= 4
-        && before.as_bytes()[before.len() - 4..].eq_ignore_ascii_case(b"from")
-        && before.as_bytes().get(before.len().wrapping_sub(5)).is_none_or(|c| !c.is_ascii_alphanumeric())
+/// Whether the address that starts at `at` in `line` follows the word "from" ("mail from
+/// <a@b>"): a sender, never a failed recipient.
+pub(super) fn follows_from(line: &str, at: usize) -> bool {
+    let before = line.as_bytes().get(..at).unwrap_or_default();
+    let mut end = before.len();
+    while end > 0 && matches!(before[end - 1], b'<' | b'"' | b'\'' | b'(' | b' ' | b'\t') {
+        end -= 1;
+    }
+    end >= 4
+        && before[end - 4..end].eq_ignore_ascii_case(b"from")
+        && (end == 4 || !before[end - 5].is_ascii_alphanumeric())
 }
 
 /// Every address-looking token in `text`, in order.
 pub(super) fn addresses(text: &str) -> Vec<String> {
+    addresses_at(text).into_iter().map(|(_, a)| a).collect()
+}
+
+/// [`addresses`], each with where it starts in `text`.
+pub(super) fn addresses_at(text: &str) -> Vec<(usize, String)> {
     let b = text.as_bytes();
     let local = local_part_byte;
     let host = |c: u8| c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
@@ -130,17 +138,19 @@ pub(super) fn addresses(text: &str) -> Vec<String> {
             continue;
         }
         // Both ends sit on ASCII bytes, so these are char boundaries.
-        let Some(a) = text.get(start..end) else { continue };
-        let a = if a.starts_with('"') {
-            a.trim_end_matches(['.', '-'])
+        let Some(raw) = text.get(start..end) else { continue };
+        let a = if raw.starts_with('"') {
+            raw.trim_end_matches(['.', '-'])
         } else {
-            a.trim_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=')
+            raw.trim_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=')
         };
         let domain = a.rsplit('@').next().unwrap_or_default();
         if a.starts_with('@') || !domain.contains('.') {
             continue;
         }
-        out.push(a.to_string());
+        let trimmed = raw.len() - raw.trim_start_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=').len();
+        let at = if raw.starts_with('"') { start } else { start + trimmed };
+        out.push((at, a.to_string()));
     }
     out
 }
