@@ -148,7 +148,7 @@ pub(super) fn addresses_at(text: &str) -> Vec<(usize, String)> {
         if a.starts_with('@') || !domain.contains('.') {
             continue;
         }
-        let trimmed = raw.len() - raw.trim_start_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=').len();
+        let trimmed = raw.len() - raw.trim_start_matches(['.', '-', '\'', '=']).len();
         let at = if raw.starts_with('"') { start } else { start + trimmed };
         out.push((at, a.to_string()));
     }
