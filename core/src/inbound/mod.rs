@@ -1013,6 +1013,20 @@ Subject: Returned mail: Deferred: Connection timed out during user open with isp
     }
 
     #[test]
+    fn a_chinese_providers_notice_in_gb2312_is_a_bounce() {
+        // Sina's wording, "邮件无法发送到您指定的地址中。" (the mail could not be sent to the
+        // address you gave), in GB2312 as it is sent.
+        let mut mail = b"From: MAILER-DAEMON@sina.test\nTo: me@acme.test\nSubject: failure\nMIME-Version: 1.0\n\
+Content-Type: text/plain; charset=\"gb2312\"\n\n"
+            .to_vec();
+        mail.extend_from_slice(b"\xd3\xca\xbc\xfe\xce\xde\xb7\xa8\xb7\xa2\xcb\xcd\xb5\xbd\xc4\xfa\xd6\xb8\xb6\xa8\xb5\xc4\xb5\xd8\xd6\xb7\xd6\xd0\xa1\xa3\n\n");
+        mail.extend_from_slice(b"<gone@sina.test>:\n\n");
+        let p = parse(&mail);
+        assert_eq!(p.kind, MessageKind::Bounce);
+        assert_eq!(p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(), ["gone@sina.test"]);
+    }
+
+    #[test]
     fn amazon_ses_notifications_by_mail() {
         let mail = |json: &str| {
             format!("From: no-reply@sns.amazonaws.com\nTo: me@example.com\nSubject: AWS Notification Message\n\n{json}\n--\nunsubscribe\n").into_bytes()

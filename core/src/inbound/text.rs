@@ -271,6 +271,13 @@ pub(super) fn looks_like_failure_lower(t: &str) -> bool {
         "5.1.",
         "5.7.",
         "4.4.",
+        // Chinese providers' notices (Sina, NetEase, QQ): "cannot be sent", "cannot be
+        // delivered", "returned mail", "sending failed", "delivery failed".
+        "无法发送",
+        "无法送达",
+        "退信",
+        "发送失败",
+        "投递失败",
     ];
     static FAILURE: LazyLock<Option<AhoCorasick>> =
         LazyLock::new(|| AhoCorasick::builder().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(WORDS).ok());
