@@ -745,6 +745,34 @@ const RULES: &[(Reason, &[&str])] = &[
         &["reverse dns", "ptr record", "reverse lookup", "name lookup failed", "no ptr", "rdns", "does not resolve"],
     ),
     (Reason::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
+    // A refusal to relay, in the words servers use for it (postfix's "Relay access denied"),
+    // before the block words ("access denied" alone is a block). Not the bare word "relay":
+    // a report's account names relays (`relay=mx.example.com`) that refused nothing.
+    (
+        Reason::NoRelaying,
+        &[
+            "relay access denied",
+            "relaying denied",
+            "relay denied",
+            "unable to relay",
+            "relay not permitted",
+            "relaying not permitted",
+            "not permitted to relay",
+            "relaying not allowed",
+            "relay not allowed",
+            "we do not relay",
+            "no relaying",
+            // After Sisimai's NoRelaying list.
+            "as a relay",
+            "insecure mail relay",
+            "not allowed to relay",
+            "not an open relay",
+            "not a gateway",
+            "not configured to relay",
+            "list of allowed rcpthost",
+            "we don't handle mail for",
+        ],
+    ),
     (
         Reason::Blocked,
         &[
@@ -761,7 +789,6 @@ const RULES: &[(Reason, &[&str])] = &[
             "access denied",
         ],
     ),
-    (Reason::NoRelaying, &["relay", "relaying"]),
 ];
 
 /// The catch-all rules: single common words that name a reason only inside a server's own
@@ -1005,6 +1032,16 @@ mod tests {
             let v = at(words, "5.4.4", 550, Stage::Unknown);
             assert_eq!((v.reason, v.kind, v.suppress), (Reason::NetworkError, BounceType::Transient, false), "{words}");
         }
+    }
+
+    #[test]
+    fn a_refusal_to_relay_is_told_by_its_words_not_by_the_word_relay() {
+        let v = at("<a@b.test>: Relay access denied", "5.7.1", 554, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::NoRelaying, BounceType::Transient, false));
+        let v = at("sorry, that domain isn't in my list of allowed rcpthosts", "", 553, Stage::Recipient);
+        assert_eq!(v.reason, Reason::NoRelaying);
+        // A relay named by the account refused nothing.
+        assert_ne!(at("delivery via relay mx.test: xyzzy", "", 550, Stage::Recipient).reason, Reason::NoRelaying);
     }
 
     #[test]
