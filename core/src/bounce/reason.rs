@@ -315,16 +315,17 @@ fn reason(
 ) -> (Reason, Basis) {
     use Reason as R;
     // A permanent "unable to route" (5.4.4) is a destination that cannot be found, whatever
-    // the resolver's words ("name service error") say about how.
-    // Unless the words say the lookup itself broke (a malformed or unexpected reply, a server
-    // that said "try again"): that is the resolver's failure, not evidence that the
-    // destination is gone, and it passes.
+    // the resolver's words ("name service error") say about how — unless they say the lookup
+    // itself broke (a malformed or unexpected reply, a server that said "try again"): that is
+    // the resolver's failure, not evidence that the destination is gone, and it passes.
+    // (Read only for a network error under 5.4.4, and in place, without a lower-cased copy.)
+    let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4);
     let lookup_broke = || {
-        let t = text.to_ascii_lowercase();
-        ["malformed", "unexpected name server", "try again", "servfail"].iter().any(|w| t.contains(w))
+        ["malformed", "unexpected name server", "try again", "servfail"]
+            .iter()
+            .any(|w| text.as_bytes().windows(w.len()).any(|t| t.eq_ignore_ascii_case(w.as_bytes())))
     };
-    let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4) && !lookup_broke();
-    let routed = |r: Reason| if r == R::NetworkError && unroutable { R::HostUnknown } else { r };
+    let routed = |r: Reason| if r == R::NetworkError && unroutable && !lookup_broke() { R::HostUnknown } else { r };
     if let Some(r) = first_rule(rules.hits(text), |_| true) {
         // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's
         // own verdict on the address. Words about the content (a scanner's disclaimer in the

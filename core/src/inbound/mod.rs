@@ -438,16 +438,18 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     // list@example.com:") is the sender's, wherever the line puts it.
                     target.extend(
                         text::addresses_at(line)
-                            .into_iter()
                             .filter(|(at, _)| !text::follows_from(line, *at))
-                            .map(|(_, a)| a),
+                            .map(|(_, a)| a.to_string()),
                     );
                 }
                 let candidates = [enveloped, named, addressed].into_iter().find(|c| !c.is_empty()).unwrap_or_default();
                 for a in candidates {
                     let l = a.to_ascii_lowercase();
                     // An X.400 address's SMTP element (`c=US;…;dda:SMTP=user@example.com`).
-                    let l = l.strip_prefix("smtp=").map_or(l.clone(), str::to_string);
+                    let l = match l.strip_prefix("smtp=") {
+                        Some(element) => element.to_string(),
+                        None => l,
+                    };
                     let local = l.split('@').next().unwrap_or_default();
                     let mtaish = matches!(local, "mailer-daemon" | "postmaster" | "root" | "mailerdaemon" | "abuse")
                         || local.starts_with("mailer-daemon")

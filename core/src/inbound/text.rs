@@ -104,18 +104,18 @@ pub(super) fn follows_from(line: &str, at: usize) -> bool {
 
 /// Every address-looking token in `text`, in order.
 pub(super) fn addresses(text: &str) -> Vec<String> {
-    addresses_at(text).into_iter().map(|(_, a)| a).collect()
+    addresses_at(text).map(|(_, a)| a.to_string()).collect()
 }
 
-/// [`addresses`], each with where it starts in `text`.
-pub(super) fn addresses_at(text: &str) -> Vec<(usize, String)> {
+/// [`addresses`], each borrowed from `text` with where it starts there.
+pub(super) fn addresses_at(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    /// Punctuation around an unquoted address that is the sentence's, not the address's.
+    const AROUND: [char; 4] = ['.', '-', '\'', '='];
     let b = text.as_bytes();
-    let local = local_part_byte;
     let host = |c: u8| c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
-    let mut out = Vec::new();
-    for (k, _) in text.match_indices('@') {
+    text.match_indices('@').filter_map(move |(k, _)| {
         let mut start = k;
-        while start > 0 && local(b[start - 1]) {
+        while start > 0 && local_part_byte(b[start - 1]) {
             start -= 1;
         }
         // A quoted local part (`"john..doe"@example.org`): back to its opening quote, on
@@ -135,24 +135,19 @@ pub(super) fn addresses_at(text: &str) -> Vec<(usize, String)> {
             end += 1;
         }
         if start == k || end == k + 1 {
-            continue;
+            return None;
         }
         // Both ends sit on ASCII bytes, so these are char boundaries.
-        let Some(raw) = text.get(start..end) else { continue };
-        let a = if raw.starts_with('"') {
-            raw.trim_end_matches(['.', '-'])
+        let raw = text.get(start..end)?;
+        let (at, a) = if raw.starts_with('"') {
+            (start, raw.trim_end_matches(['.', '-']))
         } else {
-            raw.trim_matches(|c: char| c == '.' || c == '-' || c == '\'' || c == '=')
+            let a = raw.trim_start_matches(AROUND);
+            (start + raw.len() - a.len(), a.trim_end_matches(AROUND))
         };
         let domain = a.rsplit('@').next().unwrap_or_default();
-        if a.starts_with('@') || !domain.contains('.') {
-            continue;
-        }
-        let trimmed = raw.len() - raw.trim_start_matches(['.', '-', '\'', '=']).len();
-        let at = if raw.starts_with('"') { start } else { start + trimmed };
-        out.push((at, a.to_string()));
-    }
-    out
+        (!a.starts_with('@') && domain.contains('.')).then_some((at, a))
+    })
 }
 
 /// The lines that talk about `rcpt`: from its first mention to the next blank line (or the
