@@ -59,6 +59,7 @@ fn parts(c: &mut Criterion) {
     g.bench_function("anchor_hrefs", |b| b.iter(|| mailroom::core::tracking::anchor_hrefs(&h)));
     let urls: Vec<String> =
         mailroom::core::tracking::anchor_hrefs(&h).into_iter().map(|(_, u)| u.into_owned()).collect();
+    let account = AccountId::default();
     g.bench_function("head_100", |b| {
         b.iter(|| {
             urls.iter()
@@ -66,7 +67,7 @@ fn parts(c: &mut Criterion) {
                     key.head(
                         mailroom::core::tracking::Kind::Click,
                         mailroom::core::email::EmailId::from_u128(1),
-                        &AccountId::default(),
+                        &account,
                         u,
                     )
                 })

@@ -55,11 +55,20 @@ pub struct AccountId(pub std::sync::Arc<str>);
 
 impl Default for AccountId {
     fn default() -> Self {
-        AccountId("default".into())
+        AccountId(Self::DEFAULT.into())
     }
 }
 
 impl AccountId {
+    /// The default account's name.
+    pub const DEFAULT: &'static str = "default";
+
+    /// Whether this is the default account (without making one to compare with: that
+    /// allocates).
+    pub fn is_default(&self) -> bool {
+        &*self.0 == Self::DEFAULT
+    }
+
     /// An account of that name.
     pub fn new(s: impl AsRef<str>) -> Self {
         AccountId(s.as_ref().into())
