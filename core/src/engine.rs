@@ -739,19 +739,25 @@ impl Engine {
         // Whom a report names is the report's word, and anyone who received the email knows
         // its return path and Message-ID: a report could name any address. So only the email's
         // own recipients are marked and suppressed. An address that is not one of them is
-        // where the email was forwarded (a DSN's Final-Recipient after an alias), which is the
-        // one recipient's when the email had one; otherwise the event keeps the address the
-        // report gave and nothing is suppressed.
-        let whose = |named: &str| -> (String, bool) {
+        // where the email was forwarded (a DSN's Final-Recipient after an alias): the report's
+        // Original-Recipient, when it gives one of ours, says whose forward it was; else it is
+        // the one recipient's when the email had one; otherwise the event keeps the address
+        // the report gave and nothing is suppressed.
+        let key_of =
+            |named: &str| crate::address::Mailbox::parse(named).map_or_else(|_| named.to_lowercase(), |m| m.key());
+        let whose_of = |named: &str, original: Option<&str>| -> (String, bool) {
             // Compared as suppression keys: a report may spell the domain in Unicode where the
             // email's key holds its A-labels (`bücher` against `xn--bcher-kva`).
-            let key = crate::address::Mailbox::parse(named).map_or_else(|_| named.to_lowercase(), |m| m.key());
-            match ours.as_slice() {
+            let key = key_of(named);
+            let original = original.map(key_of).filter(|o| ours.contains(o));
+            match (ours.as_slice(), original) {
                 _ if ours.contains(&key) => (key, true),
-                [only] => (only.clone(), true),
+                (_, Some(original)) => (original, true),
+                ([only], None) => (only.clone(), true),
                 _ => (named.to_string(), false),
             }
         };
+        let whose = |named: &str| whose_of(named, None);
         let now = self.inner.config.clock.now();
         let mut events = Vec::new();
         let mut suppressions = Vec::new();
@@ -765,7 +771,7 @@ impl Engine {
             seen.insert(who.0.clone()) && (who.1 || !std::mem::replace(&mut stranger_recorded, true))
         };
         for b in &parsed.bounces {
-            let who = whose(&b.recipient);
+            let who = whose_of(&b.recipient, b.original_recipient.as_deref());
             if !admit(&who) {
                 continue;
             }

@@ -349,22 +349,28 @@ fn second_source() {
             l[k].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
         };
         let (failed, delayed) = (expect("failed"), expect("warned"));
+        // A record names its failed address and, when the report gives it apart, the address
+        // the sender gave (a DSN's Original-Recipient before an alias): the one the engine
+        // matches against the email's recipients, and the one flufl.bounce reports.
+        let names = |b: &mailroom_core::inbound::BounceRecord, a: &String| {
+            &b.recipient == a || b.original_recipient.as_ref() == Some(a)
+        };
         predicted += p.bounces.len();
         for a in &failed {
             gold += 1;
-            match p.bounces.iter().find(|b| &b.recipient == a) {
+            match p.bounces.iter().find(|b| names(b, a)) {
                 Some(b) if !b.delayed => found += 1,
                 other => println!("  miss: {file}: failure {a} read as {:?}", other.map(|b| b.delayed)),
             }
         }
         for a in &delayed {
             warned += 1;
-            match p.bounces.iter().find(|b| &b.recipient == a) {
+            match p.bounces.iter().find(|b| names(b, a)) {
                 Some(b) if b.delayed => warned_found += 1,
                 other => println!("  miss: {file}: warning {a} read as {:?}", other.map(|b| b.delayed)),
             }
         }
-        for b in p.bounces.iter().filter(|b| !failed.contains(&b.recipient) && !delayed.contains(&b.recipient)) {
+        for b in p.bounces.iter().filter(|b| !failed.iter().chain(&delayed).any(|a| names(b, a))) {
             extra += 1;
             println!("  extra: {file}: {}", b.recipient);
         }
@@ -378,6 +384,7 @@ fn second_source() {
     );
     // Floors at this reader's figures, so that a change that loses mail it has never seen shows.
     assert!(ratio(found, gold) >= 0.95, "recall {:.3}", ratio(found, gold));
-    assert!(warned_found + 1 >= warned, "warnings read as delays: {warned_found}/{warned}");
-    assert!(ratio(predicted - extra, predicted) >= 0.92, "precision {:.3}", ratio(predicted - extra, predicted));
+    // No delay notice read as a failure (the goal): every one.
+    assert_eq!(warned_found, warned, "warnings read as delays: {warned_found}/{warned}");
+    assert!(ratio(predicted - extra, predicted) >= 0.94, "precision {:.3}", ratio(predicted - extra, predicted));
 }

@@ -902,6 +902,31 @@ async fn a_report_suppresses_only_the_emails_own_recipients() {
         Some("carl@example.org")
     );
 
+    // An email with two recipients, one forwarded by its server to an address that does not
+    // exist: the report's Original-Recipient says whose forward failed, and only that
+    // recipient is bounced and suppressed. An Original-Recipient that is not one of the
+    // email's own changes nothing.
+    let mut pair = email("fay@example.org");
+    pair.to = Some(OneOrMany::Many(vec!["fay@example.org".into(), "gus@example.org".into()]));
+    let pair = s.engine.send(pair, SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    let pair_mid = s.engine.get(pair).await.unwrap().message_id;
+    let forwarded = |original: &str| {
+        let raw = String::from_utf8(dsn(&pair_mid, "fay.old@forward.test", "5.1.1", "550 5.1.1 User unknown")).unwrap();
+        raw.replace(
+            "Final-Recipient: rfc822; fay.old@forward.test",
+            &format!("Original-Recipient: rfc822;{original}\nFinal-Recipient: rfc822; fay.old@forward.test"),
+        )
+        .into_bytes()
+    };
+    let r = s.engine.ingest_bounce(&forwarded("victim@example.net")).await.unwrap();
+    assert_eq!(r.suppressed.len(), 0, "a stranger in Original-Recipient is no recipient of ours");
+    let r = s.engine.ingest_bounce(&forwarded("Fay@example.org")).await.unwrap();
+    assert_eq!(r.suppressed, vec!["fay@example.org".to_string()]);
+    let rec = s.engine.get_record(pair).await.unwrap();
+    let last = rec.state.events.last().unwrap();
+    assert_eq!((last.kind, last.recipient.as_deref()), (EventKind::Bounced, Some("fay@example.org")));
+
     // A feedback report that names nobody (the quoted original's To is redacted): about the
     // email's only recipient.
     let arf = format!(

@@ -68,6 +68,11 @@ pub(super) fn headers_in<'t>(text: &'t str, lower: &'t str, name: &str) -> impl 
 #[derive(Debug, Default)]
 pub(super) struct DsnBlock {
     pub recipient: Option<String>,
+    /// The `Original-Recipient` (RFC 3464 §2.3.1: the address as the sender gave it), when
+    /// the block has one.
+    pub original: Option<String>,
+    /// The block has had its Final-Recipient line.
+    final_seen: bool,
     pub action: Option<String>,
     pub status: Option<String>,
     pub diagnostic: Option<String>,
@@ -105,9 +110,14 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
         let value = value.trim().to_string();
         match name.as_str() {
             "final-recipient" | "original-recipient" | "x-actual-recipient" => {
-                // A new Final-Recipient starts a new block even without a blank line.
-                if name == "final-recipient" && cur.recipient.is_some() && cur.action.is_some() {
-                    flush(&mut cur, &mut blocks);
+                // A second Final-Recipient starts a new block even without a blank line. (Not
+                // the first after an Original-Recipient: Sun's Messaging Server writes the
+                // action and status first, then the original and the final recipient.)
+                if name == "final-recipient" {
+                    if cur.final_seen && cur.action.is_some() {
+                        flush(&mut cur, &mut blocks);
+                    }
+                    cur.final_seen = true;
                 }
                 let raw_addr = value.split_once(';').map_or(value.as_str(), |(_, a)| a).trim();
                 // A source route (`@relay:user@host`) names an internal hop's mailbox: the
@@ -116,6 +126,9 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
                 let addr = super::text::clean_address(raw_addr);
                 // A DSN may name a local host without a dot (`user@mailhub0`): still a mailbox.
                 let usable = addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+                if usable && name == "original-recipient" && cur.original.is_none() {
+                    cur.original = Some(addr.clone());
+                }
                 if usable && (cur.recipient.is_none() || (name == "final-recipient" && !routed)) {
                     cur.recipient = Some(addr);
                 }

@@ -45,6 +45,11 @@ const MAX_RECIPIENTS: usize = 200;
 pub struct BounceRecord {
     /// The failed address.
     pub recipient: String,
+    /// The address the sender gave, when the report names it apart from `recipient`: a DSN's
+    /// `Original-Recipient` where the failed address is the target of an alias or a
+    /// forward. It is the address the email was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_recipient: Option<String>,
     /// The enhanced status (`5.1.1`), as given or inferred from the text.
     pub status: String,
     /// The SMTP reply code, when the report gives one.
@@ -347,7 +352,7 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             }
             let status = b.status.clone();
             let delayed = b.action.as_deref() == Some("delayed");
-            bounces.push(record(
+            let mut r = record(
                 &rcpt,
                 &Evidence {
                     status: status.as_deref(),
@@ -359,7 +364,9 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     only_recipient: failed.len() == 1,
                     stage: None,
                 },
-            ));
+            );
+            r.original_recipient = b.original.clone().filter(|o| !o.eq_ignore_ascii_case(&rcpt));
+            bounces.push(r);
         }
 
         // A family with a format of its own: its reader says which lines are whose.
@@ -688,6 +695,7 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     let status = status.map_or_else(|| inferred_status(v.reason, class), |s| s.to_string());
     BounceRecord {
         recipient: rcpt.to_string(),
+        original_recipient: None,
         status,
         reply_code: code,
         kind: v.kind,
@@ -839,6 +847,37 @@ Technical details:\r\n\r\nSMTP:RCPT host 192.0.2.8: 553 5.3.0 <a@example.com>...
         // A dotless local host is still a mailbox when nothing better is given.
         let fields = "Final-Recipient: rfc822; a@mailhub0\nAction: failed\nStatus: 5.1.1";
         assert_eq!(parse(&dsn("", fields)).bounces[0].recipient, "a@mailhub0");
+    }
+
+    #[test]
+    fn an_alias_targets_failure_keeps_the_address_the_sender_gave() {
+        // Sun's Messaging Server: action and status first, then the original and the final
+        // recipient, in one block (the final one is no second recipient).
+        let fields = "Action: failed\nStatus: 5.0.0 (recipient reached disk quota)\n\
+Original-recipient: rfc822;user@example.com\nFinal-recipient: rfc822;user@sims-ms-daemon";
+        let p = parse(&dsn("", fields));
+        assert_eq!(p.bounces.len(), 1, "{:?}", p.bounces);
+        assert_eq!(p.bounces[0].recipient, "user@sims-ms-daemon");
+        assert_eq!(p.bounces[0].original_recipient.as_deref(), Some("user@example.com"));
+        // The usual order, a delay: the same two addresses.
+        let fields = "Final-Recipient: rfc822; old@example.fi\nOriginal-Recipient: rfc822;user@example.fi\n\
+Action: delayed\nStatus: 4.3.0";
+        let b = &parse(&dsn("", fields)).bounces[0];
+        assert_eq!(
+            (b.recipient.as_str(), b.original_recipient.as_deref(), b.delayed),
+            ("old@example.fi", Some("user@example.fi"), true)
+        );
+        // Two blocks without a blank line between them are still two.
+        let fields = "Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\n\
+Final-Recipient: rfc822; b@example.org\nAction: failed\nStatus: 5.1.1";
+        let p = parse(&dsn("", fields));
+        assert_eq!(
+            p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(),
+            ["a@example.org", "b@example.org"]
+        );
+        // An Original-Recipient that is the failed address says nothing more.
+        let fields = "Original-Recipient: rfc822;A@example.org\nFinal-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1";
+        assert_eq!(parse(&dsn("", fields)).bounces[0].original_recipient, None);
     }
 
     #[test]
