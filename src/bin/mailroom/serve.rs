@@ -100,14 +100,20 @@ pub fn outbox_dir(db: &Path) -> PathBuf {
 
 /// The sandbox, writing every outbox message to `<db>.outbox/<email id>.eml` so that other
 /// processes (and people) can read what was "sent".
+///
+/// Each message is written under a hidden name and then renamed, so a file named `….eml` is
+/// always whole: a reader that polls the folder (a test, a script) had been able to open one
+/// while it was still empty and read no message.
 pub fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
     let dir = outbox_dir(db);
     let _ = std::fs::create_dir_all(&dir);
     SandboxTransport::new(test_domain).with_hook(move |m: &OutboxMessage| {
         let file = dir.join(format!("{}.eml", m.envelope.email_id));
+        let part = dir.join(format!(".{}.eml.part", m.envelope.email_id));
+        let write = || std::fs::write(&part, &m.message).and_then(|()| std::fs::rename(&part, &file));
         // The folder is made once; again only if someone removed it meanwhile.
-        if std::fs::write(&file, &m.message).is_err() && std::fs::create_dir_all(&dir).is_ok() {
-            let _ = std::fs::write(&file, &m.message);
+        if write().is_err() && std::fs::create_dir_all(&dir).is_ok() {
+            let _ = write();
         }
     })
 }
