@@ -254,8 +254,8 @@ fn classify_files_and_batches() {
 MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\n\n\
 --b1\nContent-Type: text/plain\n\nThis is a warning only. Your message has not yet been delivered.\n\n\
 --b1\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n\
-Final-Recipient: rfc822; carol@example.com\nAction: delayed\nStatus: 4.2.2\n\
-Diagnostic-Code: smtp; 452 4.2.2 Mailbox full\n\n--b1--\n",
+Final-Recipient: rfc822; carol@example.com\nOriginal-Recipient: rfc822; info@acme.example\n\
+Action: delayed\nStatus: 4.2.2\nDiagnostic-Code: smtp; 452 4.2.2 Mailbox full\n\n--b1--\n",
     )
     .unwrap();
     let out = run(&db, &["classify", delay.to_str().unwrap()], None);
@@ -265,6 +265,8 @@ Diagnostic-Code: smtp; 452 4.2.2 Mailbox full\n\n--b1--\n",
         (b["recipient"].as_str(), b["delayed"].as_bool(), b["suppress"].as_bool()),
         (Some("carol@example.com"), Some(true), Some(false))
     );
+    // The address as sent, which an alias turned into carol's.
+    assert_eq!(b["original_recipient"].as_str(), Some("info@acme.example"), "{}", out.json);
     let arf = corpus.join("bsd/arf-01.eml");
     let input = format!("{}\n{}\n", arf.display(), qmail.display());
     let mut child = Command::new(binary())

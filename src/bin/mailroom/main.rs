@@ -356,9 +356,14 @@ fn classify(files: &[PathBuf], batch: bool) -> Result<(), Failure> {
             .bounces
             .iter()
             .map(|b| {
-                json!({"recipient": b.recipient, "status": b.status, "type": b.kind, "subtype": b.subtype,
-                       "reason": b.reason, "diagnostic": b.diagnostic, "delayed": b.delayed,
-                       "suppress": b.suppress})
+                let mut v = json!({"recipient": b.recipient, "status": b.status, "type": b.kind,
+                       "subtype": b.subtype, "reason": b.reason, "diagnostic": b.diagnostic,
+                       "delayed": b.delayed, "suppress": b.suppress});
+                // The address as sent, where a DSN names it apart from the failed one (an alias).
+                if let Some(o) = &b.original_recipient {
+                    v["original_recipient"] = json!(o);
+                }
+                v
             })
             .collect();
         // `kind` tells a delay notice (recipients listed, `delayed` set, nothing suppressed) and
