@@ -743,17 +743,17 @@ impl Engine {
         // Original-Recipient, when it gives one of ours, says whose forward it was; else it is
         // the one recipient's when the email had one; otherwise the event keeps the address
         // the report gave and nothing is suppressed.
-        let key_of =
-            |named: &str| crate::address::Mailbox::parse(named).map_or_else(|_| named.to_lowercase(), |m| m.key());
+        // Compared as suppression keys: a report may spell the domain in Unicode where the
+        // email's key holds its A-labels (`bücher` against `xn--bcher-kva`).
+        let ours_by_key = |named: &str| {
+            Some(crate::address::normalize(named).unwrap_or_else(|_| named.to_lowercase())).filter(|k| ours.contains(k))
+        };
         let whose_of = |named: &str, original: Option<&str>| -> (String, bool) {
-            // Compared as suppression keys: a report may spell the domain in Unicode where the
-            // email's key holds its A-labels (`bücher` against `xn--bcher-kva`).
-            let key = key_of(named);
-            let original = original.map(key_of).filter(|o| ours.contains(o));
-            match (ours.as_slice(), original) {
-                _ if ours.contains(&key) => (key, true),
-                (_, Some(original)) => (original, true),
-                ([only], None) => (only.clone(), true),
+            if let Some(key) = ours_by_key(named).or_else(|| original.and_then(ours_by_key)) {
+                return (key, true);
+            }
+            match ours.as_slice() {
+                [only] => (only.clone(), true),
                 _ => (named.to_string(), false),
             }
         };
