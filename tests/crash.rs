@@ -146,6 +146,63 @@ fn killed_while_delivering_over_smtp_nothing_is_lost_or_received_twice() {
     drop(server);
 }
 
+/// The first start on a new file, killed at moments spread over the making of the file. redb
+/// writes a new file in place and its magic number last; a process killed in between (about a
+/// millisecond) used to leave a file no later start could open. Now the path holds nothing or
+/// a whole store, and a store that opens again after every kill.
+#[test]
+fn killed_while_making_its_file_the_store_still_opens() {
+    let seed: u64 = std::env::var("MAILROOM_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
+    });
+    let mut rng = common::Rng(seed);
+    let harness = common::example("crash_harness");
+    let start = |dir: &Path| {
+        let (db, outbox) = (dir.join("new.redb"), dir.join("outbox.log"));
+        let args = ["--run".to_string(), "0".into(), "--start".into(), "0".into()];
+        (spawn(&harness, &db, &outbox, &args), db)
+    };
+    // How long after its start a process has made its file, on this machine and build: the
+    // kills below are spread over twice that.
+    let dir = tempfile::tempdir().unwrap();
+    let begun = Instant::now();
+    let (mut child, db) = start(dir.path());
+    while !db.exists() {
+        assert!(begun.elapsed() < Duration::from_secs(30), "the harness made no file");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let made = begun.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!("crash test seed {seed}; a file is made {made:?} after the start");
+
+    let (mut existed, mut absent) = (0, 0);
+    for round in 0..80 {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, db) = start(dir.path());
+        std::thread::sleep(Duration::from_micros(rng.range(0, 2 * made.as_micros() as u64)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if !db.exists() {
+            absent += 1;
+            continue;
+        }
+        existed += 1;
+        // Opens, and then the directory holds nothing but the store and the outbox.
+        let emails = common::load_all(&db);
+        assert!(emails.values().all(|r| !r.state.events.is_empty()), "seed {seed}, round {round}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "new.redb" && n != "outbox.log")
+            .collect();
+        assert!(names.is_empty(), "seed {seed}, round {round}: left behind {names:?}");
+    }
+    println!("{existed} kills after the file was made, {absent} before");
+    assert!(existed > 0 && absent > 0, "seed {seed}: the kills missed the making of the file");
+}
+
 /// Runs the harness `kills` times, killing it at a random moment each time, then lets it
 /// drain, and checks the invariants after every kill and at the end. `count` says how often
 /// each email reached the other side; a delivered email ends `done`.

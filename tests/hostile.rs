@@ -559,6 +559,13 @@ fn operations_health_metrics_backup_and_restore() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Never over a file that exists (the live database, or an earlier backup).
+    let again = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["backup", backup.to_str().unwrap(), "--config", s.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&again.stderr));
+    assert!(!again.status.success() && said.contains("exists"), "{said}");
     let (log, dir) = s.stop();
     assert!(log.contains("request") && log.contains("status=200"), "per-request logs at info: {log}");
     // Restore it over the (stopped) server's file and find the email again.
@@ -568,6 +575,14 @@ fn operations_health_metrics_backup_and_restore() {
         .output()
         .unwrap();
     assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stdout));
+    // The old file is kept beside it; no staging or half-made file is left.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".before-restore")), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".restoring") || n.contains(".partial-")), "{names:?}");
     let got = Command::new(env!("CARGO_BIN_EXE_mailroom"))
         .args(["get", &id, "--config", config.to_str().unwrap()])
         .output()

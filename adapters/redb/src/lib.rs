@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod create;
 mod domains;
 mod events;
 mod extensions;
@@ -105,6 +106,52 @@ const TABLE_NAMES: [&str; 18] = [
 
 fn backend_err(e: impl std::fmt::Display) -> StorageError {
     backend(e)
+}
+
+/// Makes the store file at `path` if there is none, so that a process killed while it is
+/// being made leaves no half-made file behind (`create`).
+fn make_if_missing(path: &Path) -> Result<(), StorageError> {
+    if path.try_exists().map_err(backend)? {
+        // Leftovers of a creation killed after its link: harmless, but not kept.
+        create::sweep_beside(path);
+        return Ok(());
+    }
+    // Closed again before it is linked: redb holds a lock per open file, and the caller opens it next.
+    create::create_beside(path, |tmp| Database::builder().create(tmp).map(drop).map_err(backend)).map(drop)
+}
+
+/// Copies every table of `snapshot` into a new database at `path`, in one commit; the rows copied.
+fn copy_into(snapshot: &redb::ReadTransaction, path: &Path) -> Result<u64, StorageError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", path.display())))?;
+    let file = redb::backends::FileBackend::new(file).map_err(backend)?;
+    let copy = Database::builder().create_with_backend(file).map_err(backend)?;
+    let tx = copy.begin_write().map_err(backend)?;
+    let mut rows = 0;
+    rows += copy_table(snapshot, &tx, EMAILS)?;
+    rows += copy_table(snapshot, &tx, STATES)?;
+    rows += copy_table(snapshot, &tx, DUE)?;
+    rows += copy_table(snapshot, &tx, IDEMPOTENCY)?;
+    rows += copy_table(snapshot, &tx, idempotency::RECENT)?;
+    rows += copy_table(snapshot, &tx, SUPPRESSIONS)?;
+    rows += copy_table(snapshot, &tx, API_KEYS)?;
+    rows += copy_table(snapshot, &tx, LOGS)?;
+    rows += copy_table(snapshot, &tx, DOMAINS)?;
+    rows += copy_table(snapshot, &tx, domains::DOMAIN_IDS)?;
+    rows += copy_table(snapshot, &tx, domains::DOMAIN_DUE)?;
+    rows += copy_table(snapshot, &tx, LOG_TIMES)?;
+    rows += copy_table(snapshot, &tx, events::EVENTS)?;
+    rows += copy_table(snapshot, &tx, events::WEBHOOKS)?;
+    rows += copy_table(snapshot, &tx, events::MESSAGES)?;
+    rows += copy_table(snapshot, &tx, events::MESSAGE_DUE)?;
+    rows += copy_table(snapshot, &tx, receiving::RECEIVED)?;
+    rows += copy_table(snapshot, &tx, receiving::RECEIVED_RAW)?;
+    tx.commit().map_err(backend)?;
+    Ok(rows)
 }
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
@@ -211,6 +258,7 @@ impl RedbStorage {
 
     /// [`open`](Self::open), telling a file another process holds apart from other failures.
     pub fn try_open(path: impl AsRef<Path>) -> Result<RedbStorage, OpenError> {
+        make_if_missing(path.as_ref()).map_err(OpenError::Failed)?;
         match Database::builder().set_cache_size(DEFAULT_CACHE_BYTES).create(path.as_ref()) {
             Ok(db) => Self::init(db).map_err(OpenError::Failed),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::InUse),
@@ -220,6 +268,7 @@ impl RedbStorage {
 
     /// [`open`](Self::open) with a page cache of `bytes`.
     pub fn open_with_cache(path: impl AsRef<Path>, bytes: usize) -> Result<RedbStorage, StorageError> {
+        make_if_missing(path.as_ref())?;
         let db = Database::builder().set_cache_size(bytes).create(path.as_ref()).map_err(backend)?;
         Self::init(db)
     }
@@ -353,37 +402,17 @@ impl RedbStorage {
                     "the store holds a table this version does not know ({unknown}); use the version that wrote it"
                 )));
             }
-            // create_new: never overwrite (a backup over the live file would destroy it).
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", path.display())))?;
-            let file = redb::backends::FileBackend::new(file).map_err(backend)?;
-            let copy = Database::builder().create_with_backend(file).map_err(backend)?;
-            let tx = copy.begin_write().map_err(backend)?;
-            let mut rows = 0;
-            rows += copy_table(&snapshot, &tx, EMAILS)?;
-            rows += copy_table(&snapshot, &tx, STATES)?;
-            rows += copy_table(&snapshot, &tx, DUE)?;
-            rows += copy_table(&snapshot, &tx, IDEMPOTENCY)?;
-            rows += copy_table(&snapshot, &tx, idempotency::RECENT)?;
-            rows += copy_table(&snapshot, &tx, SUPPRESSIONS)?;
-            rows += copy_table(&snapshot, &tx, API_KEYS)?;
-            rows += copy_table(&snapshot, &tx, LOGS)?;
-            rows += copy_table(&snapshot, &tx, DOMAINS)?;
-            rows += copy_table(&snapshot, &tx, domains::DOMAIN_IDS)?;
-            rows += copy_table(&snapshot, &tx, domains::DOMAIN_DUE)?;
-            rows += copy_table(&snapshot, &tx, LOG_TIMES)?;
-            rows += copy_table(&snapshot, &tx, events::EVENTS)?;
-            rows += copy_table(&snapshot, &tx, events::WEBHOOKS)?;
-            rows += copy_table(&snapshot, &tx, events::MESSAGES)?;
-            rows += copy_table(&snapshot, &tx, events::MESSAGE_DUE)?;
-            rows += copy_table(&snapshot, &tx, receiving::RECEIVED)?;
-            rows += copy_table(&snapshot, &tx, receiving::RECEIVED_RAW)?;
-            tx.commit().map_err(backend)?;
-            Ok(rows)
+            // Never over an existing file (a backup over the live file would destroy it), and
+            // never a half copy at the path: the copy is made beside it and linked into place
+            // once committed (`create`).
+            let exists = || StorageError::Backend(format!("cannot create {}: the file exists", path.display()));
+            if path.try_exists().map_err(backend)? {
+                return Err(exists());
+            }
+            match create::create_beside(&path, |tmp| copy_into(&snapshot, tmp))? {
+                create::Created::Linked(rows) => Ok(rows),
+                create::Created::Existed => Err(exists()),
+            }
         })
         .await
         .map_err(backend)?

@@ -286,18 +286,31 @@ fn restore(backup: &Path, force: bool, store: &Store) -> Result<(), Failure> {
             return Err(Failure::Usage(format!("{} exists: give --force to replace it", db.display())));
         }
     }
-    // Copy beside the target, then rename: the database is never half-written.
+    // Copy beside the target, sync it, then rename it over the target: whenever the process
+    // dies, the path holds the old database or the whole backup, never a part or nothing.
     let staging = db.with_extension("restoring");
-    std::fs::copy(backup, &staging).map_err(|e| Failure::Usage(format!("cannot copy the backup: {e}")))?;
+    std::fs::copy(backup, &staging)
+        .and_then(|_| std::fs::File::open(&staging)?.sync_all())
+        .map_err(|e| Failure::Usage(format!("cannot copy the backup: {e}")))?;
     let kept = db.exists().then(|| {
         let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         name.push(".before-restore");
         db.with_file_name(name)
     });
     if let Some(k) = &kept {
-        std::fs::rename(db, k).map_err(|e| Failure::Usage(format!("cannot move the old database aside: {e}")))?;
+        // A second name for the old file (an older one under that name is replaced); the
+        // rename below then takes the first. Without hard links, the old file moves aside
+        // first, as before.
+        let _ = std::fs::remove_file(k);
+        if std::fs::hard_link(db, k).is_err() {
+            std::fs::rename(db, k).map_err(|e| Failure::Usage(format!("cannot move the old database aside: {e}")))?;
+        }
     }
     std::fs::rename(&staging, db).map_err(|e| Failure::Usage(format!("cannot put the backup in place: {e}")))?;
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The renames are only as durable as the directory.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
     print(&json!({"restored": db, "from": backup, "emails": emails, "previous": kept}));
     Ok(())
 }
