@@ -326,16 +326,18 @@ fn reason(
             .any(|w| text.as_bytes().windows(w.len()).any(|t| t.eq_ignore_ascii_case(w.as_bytes())))
     };
     let routed = |r: Reason| if r == R::NetworkError && unroutable && !lookup_broke() { R::HostUnknown } else { r };
+    // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's own
+    // verdict on the address. Words about the content (a scanner's disclaimer in the same
+    // text or in the report around it: "virus", "spam") or a retry story do not outweigh it;
+    // words that say why the address was refused (a block, a rate, a sender or SPF refusal)
+    // still do — servers do put 5.1.x on those.
+    let bad_mailbox = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 0 | 1 | 3 | 10));
+    let outweighed = |r: Reason| {
+        bad_mailbox
+            && matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError | R::NotCompliantRfc | R::Expired)
+    };
     if let Some(r) = first_rule(rules.hits(text), |_| true) {
-        // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's
-        // own verdict on the address. Words about the content (a scanner's disclaimer in the
-        // same text: "virus", "spam") or a retry story do not outweigh it; words that say why
-        // the address was refused (a block, a rate, a sender or SPF refusal) still do —
-        // servers do put 5.1.x on those.
-        let bad_mailbox = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 0 | 1 | 3 | 10));
-        let about_the_content =
-            matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError | R::NotCompliantRfc | R::Expired);
-        if bad_mailbox && about_the_content {
+        if outweighed(r) {
             return (R::UserUnknown, Basis::Status);
         }
         return (routed(r), Basis::Words);
@@ -349,6 +351,10 @@ fn reason(
             c.only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
         })
     {
+        // (A gateway's footer under a report that says 5.1.1: the status speaks.)
+        if outweighed(r) {
+            return (R::UserUnknown, Basis::Status);
+        }
         return (routed(r), Basis::Context);
     }
     if let Some(s) = status {
@@ -578,6 +584,15 @@ const RULES: &[(Reason, &[&str])] = &[
     // A blocklist named in a refusal is about the sending host, not the content: before the
     // spam words ("spamhaus" holds "spam").
     (Reason::Blocked, &["spamhaus", "blocked using", "dnsbl", "blacklisted", "blocklisted"]),
+    // A refusal of the sending client itself (postfix's client and HELO restrictions), whatever
+    // follows: the words after it are about our host, not the recipient. Before the recipient
+    // and host words, which they often hold: postfix names a client without reverse DNS
+    // `unknown[192.0.2.1]`, and says "Helo command rejected: Host not found" of our HELO name.
+    (
+        Reason::RequirePtr,
+        &["cannot find your hostname", "cannot find your reverse hostname", "client host rejected: cannot find"],
+    ),
+    (Reason::Blocked, &["client host rejected", "helo command rejected"]),
     (Reason::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
     (
         Reason::Rejected,
@@ -1084,6 +1099,43 @@ mod tests {
         // A reason about the address itself still speaks.
         assert_eq!(at("mailbox full", "5.1.1", 550, Stage::Recipient).reason, Reason::MailboxFull);
         assert_eq!(at("relaying denied", "5.1.1", 550, Stage::Recipient).reason, Reason::NoRelaying);
+    }
+
+    #[test]
+    fn a_refusal_of_the_sending_client_never_blames_the_recipient() {
+        // Postfix names a client without reverse DNS `unknown[…]`, and says "Host not found"
+        // of a HELO name: neither is about the recipient, at RCPT TO or anywhere.
+        for (text, status, code, reason) in [
+            ("554 <unknown[192.0.2.1]>: Client host rejected: Access denied", "5.0.0", 554, Reason::Blocked),
+            ("554 5.7.1 <unknown[192.0.2.1]>: Client host rejected: Access denied", "5.7.1", 554, Reason::Blocked),
+            (
+                "450 4.7.1 Client host rejected: cannot find your hostname, [192.0.2.1]",
+                "4.7.1",
+                450,
+                Reason::RequirePtr,
+            ),
+            (
+                "450 4.7.1 Client host rejected: cannot find your reverse hostname, [192.0.2.1]",
+                "4.7.1",
+                450,
+                Reason::RequirePtr,
+            ),
+            ("550 5.7.1 <mail.example.com>: Helo command rejected: Host not found", "5.7.1", 550, Reason::Blocked),
+            (
+                "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname",
+                "5.5.2",
+                504,
+                Reason::Blocked,
+            ),
+        ] {
+            let v = at(text, status, code, Stage::Recipient);
+            assert_eq!(v.reason, reason, "{text}");
+            assert!(!v.suppress && v.kind == BounceType::Transient, "{text}: {v:?}");
+        }
+        // The recipient's own refusal, by the same server, is still read as one.
+        let v =
+            at("550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", "5.1.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
     }
 
     #[test]

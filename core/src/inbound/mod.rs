@@ -790,6 +790,21 @@ Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
     }
 
     #[test]
+    fn a_gateways_footer_does_not_outweigh_a_bad_mailbox_status() {
+        // Exchange behind a scanning gateway: no diagnostic, status 5.1.1, and the only words
+        // in the report are the gateway's footer about viruses.
+        let human = "Delivery to the following recipients failed.\n\n       a@example.org\n\n\
+**** This email has been scanned for all viruses and potentially offensive content by a gateway **";
+        let fields = "Original-Recipient: rfc822;a@example.org\nFinal-Recipient: rfc822;a@example.org\n\
+Action: failed\nStatus: 5.1.1";
+        let b = &parse(&dsn(human, fields)).bounces[0];
+        assert_eq!((b.reason, b.kind, b.suppress), (Reason::UserUnknown, BounceType::Permanent, true), "{b:?}");
+        // Under a status that names no mailbox, the same words are the reason.
+        let b = &parse(&dsn(human, &fields.replace("5.1.1", "5.0.0"))).bounces[0];
+        assert_eq!((b.reason, b.suppress), (Reason::VirusDetected, false), "{b:?}");
+    }
+
+    #[test]
     fn the_server_status_in_the_diagnostic_beats_a_generic_report_status() {
         let raw = dsn(
             "",
