@@ -593,6 +593,20 @@ const RULES: &[(Reason, &[&str])] = &[
         &["cannot find your hostname", "cannot find your reverse hostname", "client host rejected: cannot find"],
     ),
     (Reason::Blocked, &["client host rejected", "helo command rejected"]),
+    // The server did not understand a command: a fault of the dialogue, not of the address
+    // ("500 5.5.1 Unknown command" after a pipelining mishap holds "unknown").
+    (
+        Reason::SyntaxError,
+        &[
+            "unknown command",
+            "unrecognized command",
+            "unrecognised command",
+            "command unrecognized",
+            "command not recognized",
+            "bad sequence of commands",
+            "command out of sequence",
+        ],
+    ),
     (Reason::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
     (
         Reason::Rejected,
@@ -609,6 +623,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "address is not verified",
             "identities failed",
             "sender domain",
+            // The sender, not the recipient, is the unknown one.
+            "unknown sender",
+            "sender unknown",
         ],
     ),
     (
@@ -737,6 +754,11 @@ const RULES: &[(Reason, &[&str])] = &[
             "mailbox unknown",
             "bad recipient",
             "no mailbox here",
+            // The same in two words, as many servers write it ("No mail box available for
+            // this user"; qmail's badrcptto: "user mail-box not found").
+            "no mail box",
+            "mail box not found",
+            "mail-box not found",
             "address couldn't be found",
             "address could not be found",
             "destinataire inconnu",
@@ -1135,6 +1157,25 @@ mod tests {
         // The recipient's own refusal, by the same server, is still read as one.
         let v =
             at("550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", "5.1.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
+    }
+
+    #[test]
+    fn a_fault_of_the_dialogue_or_the_sender_never_blames_the_recipient() {
+        for (text, reason) in [
+            ("500 5.5.1 Unknown command", Reason::SyntaxError),
+            ("500 Unknown command", Reason::SyntaxError),
+            ("503 5.5.1 Bad sequence of commands", Reason::SyntaxError),
+            ("550 Sender unknown", Reason::Rejected),
+            ("553 Unknown sender address", Reason::Rejected),
+        ] {
+            let code = text[..3].parse().unwrap_or(550);
+            let v = judge(text, find_status(text), Some(code), Stage::Recipient);
+            assert_eq!(v.reason, reason, "{text}");
+            assert!(!v.suppress, "{text}: {v:?}");
+        }
+        // Two words for a mailbox are still a mailbox.
+        let v = judge("550 ** No mail box available for this user **", None, Some(550), Stage::Recipient);
         assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
     }
 
