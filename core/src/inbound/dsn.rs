@@ -76,6 +76,19 @@ pub(super) struct DsnBlock {
     pub action: Option<String>,
     pub status: Option<String>,
     pub diagnostic: Option<String>,
+    /// The diagnostic's type (`smtp`, `X-Postfix`, `X-Unix`, …), lower-cased.
+    pub diagnostic_type: Option<String>,
+    /// The block names the remote MTA whose answer it reports.
+    pub remote_mta: bool,
+}
+
+impl DsnBlock {
+    /// The reporting MTA decided this failure itself, about a mailbox it delivers to: the
+    /// diagnostic is of its own type (postfix's `X-Postfix; unknown user`, sendmail's local
+    /// mailer `X-Unix`), not an SMTP answer, and no remote MTA is named.
+    pub fn decided_locally(&self) -> bool {
+        !self.remote_mta && self.diagnostic_type.as_deref().is_some_and(|t| !t.is_empty() && t != "smtp")
+    }
 }
 
 /// The per-recipient blocks of an RFC 3464 report (folded lines joined).
@@ -141,9 +154,11 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
             }
             "status" => cur.status = value.split_whitespace().next().map(str::to_string),
             "diagnostic-code" => {
-                let d = value.split_once(';').map_or(value.as_str(), |(_, d)| d).trim().to_string();
-                cur.diagnostic = Some(d);
+                let (kind, d) = value.split_once(';').map_or(("", value.as_str()), |(k, d)| (k, d));
+                cur.diagnostic = Some(d.trim().to_string());
+                cur.diagnostic_type = Some(kind.trim().to_ascii_lowercase());
             }
+            "remote-mta" => cur.remote_mta = true,
             _ => {}
         }
         last_field = Some(name);

@@ -362,7 +362,8 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     rules,
                     delayed,
                     only_recipient: failed.len() == 1,
-                    stage: None,
+                    // (Else the words say the step: "in reply to RCPT TO command".)
+                    stage: b.decided_locally().then_some(Stage::Local),
                 },
             );
             r.original_recipient = b.original.clone().filter(|o| !o.eq_ignore_ascii_case(&rcpt));
@@ -787,6 +788,24 @@ MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; 
 Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn an_unknown_user_the_reporting_mta_decided_itself_is_gone() {
+        // Postfix's local delivery: its own diagnostic type, no remote MTA, a generic status.
+        let fields = "Final-Recipient: rfc822; 1@mx.example.net\nOriginal-Recipient: rfc822; 1\nAction: failed\n\
+Status: 5.0.0\nDiagnostic-Code: X-Postfix; unknown user: \"1\"";
+        let b = &parse(&dsn("", fields)).bounces[0];
+        assert_eq!((b.reason, b.stage, b.suppress), (Reason::UserUnknown, Stage::Local, true), "{b:?}");
+        // The same words relayed from another server, at a step nobody names: a filter's
+        // answer as far as anyone can tell, as before.
+        let relayed =
+            fields.replace("X-Postfix;", "smtp; 550").replace("Status:", "Remote-MTA: dns; mx.example.org\nStatus:");
+        let b = &parse(&dsn("", &relayed)).bounces[0];
+        assert_eq!((b.reason, b.suppress), (Reason::Filtered, false), "{b:?}");
+        // Its own type but a remote MTA named: still the remote's answer.
+        let b = &parse(&dsn("", &fields.replace("Status:", "Remote-MTA: dns; mx.example.org\nStatus:"))).bounces[0];
+        assert_eq!((b.reason, b.suppress), (Reason::Filtered, false), "{b:?}");
     }
 
     #[test]
