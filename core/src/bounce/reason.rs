@@ -562,6 +562,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "is over its quota",
             "over its storage",
             "exceeds allowed size",
+            // A mailbox counted in messages rather than bytes (before the weak "too many
+            // messages", a rate).
+            "has too many messages",
             "mailbox exceeds",
             "quota",
         ],
