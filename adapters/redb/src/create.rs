@@ -102,7 +102,7 @@ fn temp_name(name: &str) -> String {
 
 /// Whether `file` is one of [`temp_name`]'s names for `name`. Strict, so that no file of the
 /// user's is ever taken for one.
-pub(crate) fn is_temp_of(file: &str, name: &str) -> bool {
+fn is_temp_of(file: &str, name: &str) -> bool {
     let Some(rest) = file.strip_prefix('.').and_then(|f| f.strip_prefix(name)).and_then(|f| f.strip_prefix(PARTIAL))
     else {
         return false;

@@ -404,14 +404,12 @@ impl RedbStorage {
             }
             // Never over an existing file (a backup over the live file would destroy it), and
             // never a half copy at the path: the copy is made beside it and linked into place
-            // once committed (`create`).
-            let exists = || StorageError::Backend(format!("cannot create {}: the file exists", path.display()));
-            if path.try_exists().map_err(backend)? {
-                return Err(exists());
-            }
+            // once committed (`create`, which looks for an existing file before copying).
             match create::create_beside(&path, |tmp| copy_into(&snapshot, tmp))? {
                 create::Created::Linked(rows) => Ok(rows),
-                create::Created::Existed => Err(exists()),
+                create::Created::Existed => {
+                    Err(StorageError::Backend(format!("cannot create {}: the file exists", path.display())))
+                }
             }
         })
         .await

@@ -76,8 +76,8 @@ pub(super) struct DsnBlock {
     pub action: Option<String>,
     pub status: Option<String>,
     pub diagnostic: Option<String>,
-    /// The diagnostic's type (`smtp`, `X-Postfix`, `X-Unix`, …), lower-cased.
-    pub diagnostic_type: Option<String>,
+    /// The diagnostic is of the reporting MTA's own type (`X-Postfix`, `X-Unix`, …), not `smtp`.
+    pub own_diagnostic: bool,
     /// The block names the remote MTA whose answer it reports.
     pub remote_mta: bool,
 }
@@ -87,7 +87,7 @@ impl DsnBlock {
     /// diagnostic is of its own type (postfix's `X-Postfix; unknown user`, sendmail's local
     /// mailer `X-Unix`), not an SMTP answer, and no remote MTA is named.
     pub fn decided_locally(&self) -> bool {
-        !self.remote_mta && self.diagnostic_type.as_deref().is_some_and(|t| !t.is_empty() && t != "smtp")
+        !self.remote_mta && self.own_diagnostic
     }
 }
 
@@ -156,7 +156,8 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
             "diagnostic-code" => {
                 let (kind, d) = value.split_once(';').map_or(("", value.as_str()), |(k, d)| (k, d));
                 cur.diagnostic = Some(d.trim().to_string());
-                cur.diagnostic_type = Some(kind.trim().to_ascii_lowercase());
+                let kind = kind.trim();
+                cur.own_diagnostic = !kind.is_empty() && !kind.eq_ignore_ascii_case("smtp");
             }
             "remote-mta" => cur.remote_mta = true,
             _ => {}
