@@ -336,9 +336,19 @@ fn reason(
         bad_mailbox
             && matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError | R::NotCompliantRfc | R::Expired)
     };
-    if let Some(r) = first_rule(rules.hits(text), |_| true) {
+    let hits = rules.hits(text);
+    if let Some(r) = first_rule(hits, |_| true) {
         if outweighed(r) {
             return (R::UserUnknown, Basis::Status);
+        }
+        // Postfix's bare "Recipient address rejected:" prefixes every RCPT restriction, so
+        // when nothing after it is known, a status that names another cause says more
+        // ("554 5.3.4 …: Recipient address rejected: <new words about size>" is a size).
+        if hits == CATCH_ALL
+            && let Some(by_status) = status.and_then(reason_of_status)
+            && by_status != R::UserUnknown
+        {
+            return (routed(by_status), Basis::Status);
         }
         return (routed(r), Basis::Words);
     }
@@ -357,27 +367,8 @@ fn reason(
         }
         return (routed(r), Basis::Context);
     }
-    if let Some(s) = status {
-        let by_status = match (s.subject, s.detail) {
-            (1, 1) | (1, 0) | (1, 3) | (1, 10) => Some(R::UserUnknown),
-            (1, 2) => Some(R::HostUnknown),
-            (1, 6) => Some(R::HasMoved),
-            (2, 2) => Some(R::MailboxFull),
-            (2, 3) => Some(R::ExceedLimit),
-            (3, 4) => Some(R::MesgTooBig),
-            (2, 1) => Some(R::Suspend),
-            (4, 7) => Some(R::Expired),
-            (4, 4) if s.class == 5 => Some(R::HostUnknown),
-            (4, _) => Some(R::NetworkError),
-            (7, 1) => Some(R::Blocked),
-            (7, _) => Some(R::SecurityError),
-            (6, _) => Some(R::ContentError),
-            (3, _) => Some(R::SystemError),
-            _ => None,
-        };
-        if let Some(r) = by_status {
-            return (r, Basis::Status);
-        }
+    if let Some(r) = status.and_then(reason_of_status) {
+        return (r, Basis::Status);
     }
     if let Some(c) = context {
         if let Some(r) = first_rule(c.head.hits(rules), |r| {
@@ -394,6 +385,28 @@ fn reason(
         Some(552) => (R::MailboxFull, Basis::Code),
         _ => (R::Undefined, Basis::Code),
     }
+}
+
+/// The reason an enhanced status names by itself (RFC 3463's subjects and details), if any.
+fn reason_of_status(s: EnhancedStatus) -> Option<Reason> {
+    use Reason as R;
+    Some(match (s.subject, s.detail) {
+        (1, 1) | (1, 0) | (1, 3) | (1, 10) => R::UserUnknown,
+        (1, 2) => R::HostUnknown,
+        (1, 6) => R::HasMoved,
+        (2, 2) => R::MailboxFull,
+        (2, 3) => R::ExceedLimit,
+        (3, 4) => R::MesgTooBig,
+        (2, 1) => R::Suspend,
+        (4, 7) => R::Expired,
+        (4, 4) if s.class == 5 => R::HostUnknown,
+        (4, _) => R::NetworkError,
+        (7, 1) => R::Blocked,
+        (7, _) => R::SecurityError,
+        (6, _) => R::ContentError,
+        (3, _) => R::SystemError,
+        _ => return None,
+    })
 }
 
 /// What the start of a report's human account says, read once for all its recipients.
@@ -883,6 +896,9 @@ const WEAK_RULES: &[(Reason, &[&str])] = &[
 // Rule hits are a bit set in a u64.
 const _: () = assert!(RULES.len() + WEAK_RULES.len() <= 64);
 
+/// The hits of the catch-all "address rejected" alone (the last weak rule).
+const CATCH_ALL: u64 = 1 << (RULES.len() + WEAK_RULES.len() - 1);
+
 /// Every rule, strong ones first: index `i` is strong when `i < RULES.len()`.
 fn rule(i: usize) -> Option<&'static (Reason, &'static [&'static str])> {
     RULES.get(i).or_else(|| WEAK_RULES.get(i.checked_sub(RULES.len())?))
@@ -1014,6 +1030,34 @@ mod tests {
         assert_eq!(reason("Recipient address rejected: User unknown in local recipient table"), Reason::UserUnknown);
         // Nothing after it that the reader knows: the address was refused.
         assert_eq!(reason("Recipient address rejected: xyzzy"), Reason::UserUnknown);
+    }
+
+    #[test]
+    fn a_bare_recipient_address_rejected_yields_to_a_status_naming_another_cause() {
+        // New words after the prefix, and a status that names the cause: never "gone".
+        for (status, want) in [
+            ("5.3.4", Reason::MesgTooBig),
+            ("5.3.0", Reason::SystemError),
+            ("5.2.2", Reason::MailboxFull),
+            ("5.2.3", Reason::ExceedLimit),
+            ("5.6.0", Reason::ContentError),
+        ] {
+            let v = at(
+                &format!("554 {status} <a@b.example>: Recipient address rejected: Xyzzy plugh"),
+                status,
+                554,
+                Stage::Recipient,
+            );
+            assert_eq!((v.reason, v.basis, v.suppress), (want, Basis::Status, false), "{status}");
+        }
+        // A status that names the mailbox, or none at all: the refusal of the address stands.
+        let v = at("550 5.1.1 <a@b.example>: Recipient address rejected: Xyzzy", "5.1.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
+        let v = at("550 <a@b.example>: Recipient address rejected: Xyzzy", "", 550, Stage::Recipient);
+        assert_eq!(v.reason, Reason::UserUnknown);
+        // Known words after the prefix still speak for themselves.
+        let v = at("554 5.3.0 <a@b.example>: Recipient address rejected: User unknown", "5.3.0", 554, Stage::Recipient);
+        assert_eq!(v.reason, Reason::UserUnknown);
     }
 
     #[test]
