@@ -226,6 +226,11 @@ fn cross_validated_by_family() {
             Some(fam) => parse_without_reader(raw, &rules, fam),
             None => parse_with(raw, &rules),
         });
+        if std::env::var_os("HELD_MISSES").is_some() {
+            for m in &s.misses {
+                println!("  held: {m}");
+            }
+        }
         pooled.gold += s.gold;
         pooled.predicted += s.predicted;
         pooled.matched += s.matched;
