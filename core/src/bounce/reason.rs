@@ -523,6 +523,41 @@ pub(crate) fn find_code(text: &str) -> Option<u16> {
 const RULES: &[(Reason, &[&str])] = &[
     // A local delivery agent's own failure, whatever words it passes on.
     (Reason::MailerError, &["procmail:"]),
+    // A refusal of the sender, before the null-MX words it holds ("this server does not accept
+    // mail from <sender>" is no domain that takes no mail). After Sisimai's Rejected list.
+    (
+        Reason::Rejected,
+        &[
+            "does not accept mail from",
+            "doesn't accept mail from",
+            "list of senders to accept mail from",
+            "unroutable sender address",
+            "invalid sender",
+            "sender email address rejected",
+            "null sender is not allowed",
+            "empty envelope senders not allowed",
+            "bogus mail from",
+            "batv failed",
+            "batv validation failure",
+            "sender not pre-approved",
+            "mail from not owned by user",
+        ],
+    ),
+    // A sending limit, before the quota words it holds ("Throttling failure: Daily message
+    // quota exceeded" is the sender's quota, not the recipient's). After Sisimai's TooManyConn.
+    (
+        Reason::TooManyConn,
+        &[
+            "throttling failure",
+            "too many errors from your ip",
+            "too many smtp sessions",
+            "too many concurrent smtp connections",
+            "per-domain connection limit",
+            "maximum connection limit",
+            "max emails per hour",
+            "trop de connexions",
+        ],
+    ),
     (Reason::NotAccept, &["couldn't find a mail exchanger", "no smtp service", "does not accept mail", "null mx"]),
     (
         Reason::Expired,
@@ -579,6 +614,14 @@ const RULES: &[(Reason, &[&str])] = &[
             // messages", a rate).
             "has too many messages",
             "mailbox exceeds",
+            // After Sisimai's MailboxFull list.
+            "boite du destinataire pleine",
+            "does not have enough space",
+            "full mailbox",
+            "too much mail data",
+            "space has been used up",
+            "mail file size exceeds the maximum size allowed",
+            "for exceeding receiving limits",
             "quota",
         ],
     ),
@@ -608,7 +651,18 @@ const RULES: &[(Reason, &[&str])] = &[
         Reason::RequirePtr,
         &["cannot find your hostname", "cannot find your reverse hostname", "client host rejected: cannot find"],
     ),
-    (Reason::Blocked, &["client host rejected", "helo command rejected"]),
+    (
+        Reason::Blocked,
+        &[
+            "client host rejected",
+            "helo command rejected",
+            // "Error: no valid recipients from <our address>" refuses our host, not a recipient
+            // (after Sisimai's Blocked list, as the ones below).
+            "no valid recipients from",
+            "accepting mail from your ip",
+            "not accepting connections",
+        ],
+    ),
     // The server did not understand a command: a fault of the dialogue, not of the address
     // ("500 5.5.1 Unknown command" after a pipelining mishap holds "unknown").
     (
@@ -623,7 +677,7 @@ const RULES: &[(Reason, &[&str])] = &[
             "command out of sequence",
         ],
     ),
-    (Reason::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail"]),
+    (Reason::SpamDetected, &["spam", "junk mail", "unsolicited", "bulk mail", "bulk email", "bulk e-mail"]),
     (
         Reason::Rejected,
         &[
@@ -663,6 +717,15 @@ const RULES: &[(Reason, &[&str])] = &[
             "unable to connect",
             "could not connect",
             "cannot connect",
+            // A lookup that failed for now, before the host words it holds ("Host not found,
+            // try again" is sendmail's temporary DNS failure). After Sisimai's NetworkError list.
+            "host not found, try again",
+            "host name lookup failure",
+            "malformed name server reply",
+            "dns records for the destination computer could not be found",
+            "unrouteable mail domain",
+            "forwarding loop",
+            "unable to resolve route",
         ],
     ),
     (
@@ -686,6 +749,11 @@ const RULES: &[(Reason, &[&str])] = &[
             "frozen",
             "not active",
             "temporarily unavailable",
+            // After Sisimai's Suspend list.
+            "mailbox unavailable or access denied",
+            "boite du destinataire archivee",
+            "suspend the service",
+            "invalid/inactive user",
         ],
     ),
     (Reason::HasMoved, &["has moved", "address has changed", "no longer", "moved to"]),
@@ -711,9 +779,44 @@ const RULES: &[(Reason, &[&str])] = &[
             "domain name not found",
             "hostname not found",
             "domain is not reachable",
+            // After Sisimai's HostUnknown list.
+            "domain must exist",
+            "mail domain mentioned in email address is unknown",
+            "unknown domain name",
         ],
     ),
-    (Reason::Filtered, &["after end of data", "after data"]),
+    (
+        Reason::Filtered,
+        &[
+            "after end of data",
+            "after data",
+            // The recipient's own rules (after Sisimai's Filtered list): before the weak
+            // "not accepting", which reads as a domain that takes no mail.
+            "is not accepting any mail",
+            "refused due to recipient preferences",
+            "message rejected due to user rules",
+            "this account is protected by",
+            "has restricted sms e-mail",
+            "new mail is not currently being accepted",
+        ],
+    ),
+    // A list's or an organisation's policy, in words (after Sisimai's PolicyViolation list).
+    (
+        Reason::PolicyViolation,
+        &[
+            "members-only list",
+            "closed mailing list",
+            "not subscribed to this group",
+            "denied by policy",
+            "local policy violation",
+            "for policy reasons",
+            "organization policy",
+            "organizational settings",
+            "security policies",
+            "illegal attachment",
+            "do not accept messages containing",
+        ],
+    ),
     (
         Reason::UserUnknown,
         &[
@@ -791,6 +894,35 @@ const RULES: &[(Reason, &[&str])] = &[
             "does not like recipient",
             "badrcptto",
             "not a registered",
+            // After Sisimai's UserUnknown list.
+            "bad_recipient",
+            "bad-recipient",
+            "not an active address",
+            "archived recipient",
+            "can't accept user",
+            "destination addresses were unknown",
+            "destination server rejected recipients",
+            "mailbox not present",
+            "mailbox invalid",
+            "nessun utente simile",
+            "no matches to nameserver query",
+            "account unavailable",
+            "non-existent user",
+            "nonexistent user",
+            "non existent user",
+            "not a valid user",
+            "not a local address",
+            "invalid user",
+            "invalid-recipient",
+            "recipient is not local",
+            "recipient not ok",
+            "recipientnotfound",
+            "envelope recipient has been denied",
+            "email name is not found",
+            "no one at this address",
+            "badrecipientto",
+            "validrcptto",
+            "missing home directory",
             "unknown",
         ],
     ),
@@ -841,6 +973,15 @@ const RULES: &[(Reason, &[&str])] = &[
             "client host rejected",
             "connection refused",
             "access denied",
+            // After Sisimai's Blocked list.
+            "confirm this mail server",
+            "black list",
+            "block list",
+            "no access from mail server",
+            "hosts with dynamic ip",
+            "invalid ip for sending mail",
+            "not allowed to send mail from",
+            "use the smtp server of your isp",
         ],
     ),
 ];
@@ -1030,6 +1171,55 @@ mod tests {
         assert_eq!(reason("Recipient address rejected: User unknown in local recipient table"), Reason::UserUnknown);
         // Nothing after it that the reader knows: the address was refused.
         assert_eq!(reason("Recipient address rejected: xyzzy"), Reason::UserUnknown);
+    }
+
+    #[test]
+    fn words_that_refuse_the_sender_or_its_rate_never_blame_the_recipient() {
+        // Each holds words of a reason that suppresses (a domain that takes no mail, a host
+        // that does not exist, no valid recipient) or of a full mailbox, but is about us.
+        for (text, want) in [
+            ("550 5.7.1 This server does not accept mail from sender@example.com", Reason::Rejected),
+            ("553 5.1.8 Unroutable sender address", Reason::Rejected),
+            ("554 Throttling failure: Daily message quota exceeded.", Reason::TooManyConn),
+            ("550 Error: no valid recipients from 192.0.2.1", Reason::Blocked),
+            ("550 sabatora@example.com is not accepting any mail", Reason::Filtered),
+            ("550 Host not found, try again", Reason::NetworkError),
+            ("550 Unrouteable mail domain \"example.org\"", Reason::NetworkError),
+        ] {
+            let v = at(text, "", 550, Stage::Recipient);
+            assert_eq!((v.reason, v.suppress), (want, false), "{text}");
+        }
+    }
+
+    #[test]
+    fn sisimais_wordings_of_a_missing_mailbox_are_read_at_rcpt() {
+        for text in [
+            "550 BAD_RECIPIENT - see http://mail.example.org/undelivered",
+            "550-a@example.net is not an active address at this host (invalid 550 username)",
+            "550 Recipient not OK",
+            "550 5.1.1 RESOLVER.ADR.RecipientNotFound; not found",
+            "553 sorry, your envelope recipient has been denied (#5.7.1)",
+            "550 There is no one at this address",
+        ] {
+            let v = at(text, "", 550, Stage::Recipient);
+            assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true), "{text}");
+        }
+        // And a full mailbox in French, a sender's block and a list's policy, none suppressed.
+        assert_eq!(at("552 Boite du destinataire pleine", "", 552, Stage::Recipient).reason, Reason::MailboxFull);
+        assert_eq!(
+            at(
+                "550 Your server requires confirmation. Visit http://x.example/ to confirm this mail server",
+                "",
+                550,
+                Stage::Recipient
+            )
+            .reason,
+            Reason::Blocked
+        );
+        assert_eq!(
+            at("550 Post by non-member to a members-only list", "", 550, Stage::Message).reason,
+            Reason::PolicyViolation
+        );
     }
 
     #[test]
