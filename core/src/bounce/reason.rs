@@ -180,6 +180,7 @@ const AFTER_RCPT: &[&str] =
 static STAGE_WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
     aho_corasick::AhoCorasick::builder()
         .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
         .ascii_case_insensitive(true)
         .build(AT_RCPT.iter().chain(AFTER_RCPT))
         .ok()

@@ -98,8 +98,11 @@ const WORDINGS: &[&str] = &[
 ];
 const _: () = assert!(WORDINGS.len() <= 32);
 
-static FINGERPRINTS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
-    std::sync::LazyLock::new(|| aho_corasick::AhoCorasick::builder().build(WORDINGS).ok());
+// (Leftmost-first, so that aho-corasick's vectorised prefilter skips ahead: it is used only
+// under leftmost semantics. No wording holds another, so every wording present is found.)
+static FINGERPRINTS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder().match_kind(aho_corasick::MatchKind::LeftmostFirst).build(WORDINGS).ok()
+});
 
 /// The family whose fingerprints a notice carries. `lower` is its human-readable account,
 /// lower-cased.

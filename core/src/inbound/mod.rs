@@ -721,6 +721,9 @@ mod tests {
         let cut = |t: &str| inline_original_at(&t.to_ascii_lowercase());
         let t = "Sorry, no such user.\n------ This is a copy of the message\nTo: x@y\n";
         assert_eq!(cut(t), t.find("------").unwrap());
+        // A marker that holds another is cut where it starts, not where the inner one does.
+        let t = "Sorry, no such user.\n----- Original message -----\nTo: x@y\n";
+        assert_eq!(cut(t), t.find("-----").unwrap());
         let t = "Sorry.\nReturn-Path: <a@b>\nReceived: from x\n";
         assert_eq!(cut(t), t.find("\nReturn").unwrap());
         // Only at the start of a line, and never at the very start of the text.

@@ -50,7 +50,13 @@ pub(super) fn inline_original_at(lower: &str) -> usize {
     // skips ahead where a case-blind one read every byte, and ASCII lower-casing keeps every
     // byte where it was, so the cut is the same in both. The line-start markers are searched
     // without their newline: a newline in the pattern made every line a candidate.)
-    static FINDER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| AhoCorasick::builder().build(MARKERS).ok());
+    // (Leftmost-first: aho-corasick skips ahead with its vectorised (Teddy) prefilter only
+    // under leftmost semantics, and with it this search stopped being a tenth of the reader's
+    // time. It also cuts where a marker starts: "----- original message -----" holds
+    // "--- original message ---", whose earlier end the standard semantics reported, leaving
+    // two dashes in the account.)
+    static FINDER: LazyLock<Option<AhoCorasick>> =
+        LazyLock::new(|| AhoCorasick::builder().match_kind(aho_corasick::MatchKind::LeftmostFirst).build(MARKERS).ok());
     let b = lower.as_bytes();
     let at = |m: aho_corasick::Match| {
         if m.pattern().as_usize() < MARKERS.len() - LINE_STARTS {
