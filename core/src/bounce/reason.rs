@@ -929,7 +929,17 @@ const RULES: &[(Reason, &[&str])] = &[
     ),
     (
         Reason::RequirePtr,
-        &["reverse dns", "ptr record", "reverse lookup", "name lookup failed", "no ptr", "rdns", "does not resolve"],
+        &[
+            "reverse dns",
+            "ptr record",
+            "reverse lookup",
+            "name lookup failed",
+            "no ptr",
+            "rdns",
+            "does not resolve",
+            // Outlook.com: the HELO domain does not match the connecting address.
+            "mismatches client ip",
+        ],
     ),
     (Reason::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
     // A refusal to relay, in the words servers use for it (postfix's "Relay access denied"),
@@ -974,6 +984,17 @@ const RULES: &[(Reason, &[&str])] = &[
             "client host rejected",
             "connection refused",
             "access denied",
+            // Outlook.com's codes for refusing the sending address (SC: its reputation or
+            // volume, DY: a dynamic range, OU: its policy), which it gives without other words
+            // a rule knows ("550 SC-004 … too many unwanted messages have been sent from …").
+            "sc-001",
+            "sc-002",
+            "sc-003",
+            "sc-004",
+            "dy-001",
+            "dy-002",
+            "ou-001",
+            "ou-002",
             // After Sisimai's Blocked list.
             "confirm this mail server",
             "black list",
@@ -1221,6 +1242,15 @@ mod tests {
             at("550 Post by non-member to a members-only list", "", 550, Stage::Message).reason,
             Reason::PolicyViolation
         );
+        let v = at(
+            "550 SC-004 (COL0-MC1-F1) Unfortunately, messages from 192.0.2.1 weren't sent.",
+            "",
+            550,
+            Stage::Message,
+        );
+        assert_eq!((v.reason, v.kind), (Reason::Blocked, BounceType::Transient));
+        let v = at("550 domain [example.com] mismatches client ip 192.0.2.225.", "5.5.0", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.kind), (Reason::RequirePtr, BounceType::Transient));
     }
 
     #[test]
