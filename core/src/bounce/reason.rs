@@ -388,21 +388,35 @@ fn reason(
     }
 }
 
-/// The reason an enhanced status names by itself (RFC 3463's subjects and details), if any.
+/// The reason an enhanced status names by itself, if any: RFC 3463's subjects and details,
+/// RFC 7372's authentication statuses and RFC 7505's null MX ones.
 fn reason_of_status(s: EnhancedStatus) -> Option<Reason> {
     use Reason as R;
     Some(match (s.subject, s.detail) {
-        (1, 1) | (1, 0) | (1, 3) | (1, 10) => R::UserUnknown,
+        // x.1.0 other address status, x.1.1 bad destination mailbox, x.1.3 bad destination
+        // mailbox syntax.
+        (1, 1) | (1, 0) | (1, 3) => R::UserUnknown,
+        // x.1.10 the recipient's domain has a null MX (RFC 7505 §4.2): it takes no mail.
+        (1, 10) => R::NotAccept,
         (1, 2) => R::HostUnknown,
         (1, 6) => R::HasMoved,
+        // x.1.7 bad sender mailbox syntax, x.1.8 bad sender system address: about us.
+        (1, 7) | (1, 8) => R::Rejected,
         (2, 2) => R::MailboxFull,
         (2, 3) => R::ExceedLimit,
+        (3, 1) => R::SystemFull,
         (3, 4) => R::MesgTooBig,
         (2, 1) => R::Suspend,
         (4, 7) => R::Expired,
         (4, 4) if s.class == 5 => R::HostUnknown,
         (4, _) => R::NetworkError,
         (7, 1) => R::Blocked,
+        // RFC 7372: x.7.20–x.7.24 DKIM and SPF failures, x.7.26 several checks failed;
+        // x.7.25 reverse DNS validation failed.
+        (7, 20..=24) | (7, 26) => R::AuthFailure,
+        (7, 25) => R::RequirePtr,
+        // RFC 7505 §4.2: x.7.27 the *sender's* domain has a null MX.
+        (7, 27) => R::Rejected,
         (7, _) => R::SecurityError,
         (6, _) => R::ContentError,
         (3, _) => R::SystemError,
@@ -1251,6 +1265,26 @@ mod tests {
         assert_eq!((v.reason, v.kind), (Reason::Blocked, BounceType::Transient));
         let v = at("550 domain [example.com] mismatches client ip 192.0.2.225.", "5.5.0", 550, Stage::Recipient);
         assert_eq!((v.reason, v.kind), (Reason::RequirePtr, BounceType::Transient));
+    }
+
+    #[test]
+    fn a_status_alone_names_its_reason_by_its_rfc() {
+        let of = |status: &str| {
+            let v = at("xyzzy", status, 550, Stage::Recipient);
+            (v.reason, v.suppress)
+        };
+        // The recipient's domain takes no mail (RFC 7505): gone. The sender's: about us.
+        assert_eq!(of("5.1.10"), (Reason::NotAccept, true));
+        assert_eq!(of("5.7.27"), (Reason::Rejected, false));
+        // A bad sender address (RFC 3463 x.1.7, x.1.8) never blames the recipient.
+        assert_eq!(of("5.1.7"), (Reason::Rejected, false));
+        assert_eq!(of("5.1.8"), (Reason::Rejected, false));
+        // RFC 7372's authentication statuses.
+        assert_eq!(of("5.7.23"), (Reason::AuthFailure, false));
+        assert_eq!(of("5.7.26"), (Reason::AuthFailure, false));
+        assert_eq!(of("5.7.25"), (Reason::RequirePtr, false));
+        assert_eq!(of("5.3.1"), (Reason::SystemFull, false));
+        assert_eq!(of("5.1.1"), (Reason::UserUnknown, true));
     }
 
     #[test]
