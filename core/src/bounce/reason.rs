@@ -246,15 +246,15 @@ pub(crate) fn judge_with(
 
 /// The type, subtype and suppression that follow from a reason: the one policy.
 ///
-/// - **Unknown user** (x.1.1 / x.1.0 / x.1.3 / x.1.10, RFC 3463 §3.2 "bad destination
+/// - **Unknown user** (x.1.1 / x.1.0 / x.1.3, RFC 3463 §3.2 "bad destination
 ///   mailbox address", or its words said at `RCPT TO`, by the server holding the mailbox
-///   ([`Stage::Local`]), or under an x.1.x or 5.2.1 status):
+///   ([`Stage::Local`]), or under an x.1.x status other than the sender's x.1.7/x.1.8, or 5.2.1):
 ///   permanent, and suppressed. The same words at another step, or at a step not said with
 ///   no such status, are a filter's answer dressed as "no such user" (content gateways say it
 ///   after `DATA`): reason `filtered`, transient, never suppressed.
 /// - **Unknown host** (x.1.2 "bad destination system address", x.4.4 in class 5 "unable to
 ///   route"), **moved** (x.1.6 "destination mailbox has moved"), **takes no mail** (a null MX,
-///   RFC 7505, in class 5): permanent, suppressed.
+///   x.1.10, RFC 7505, in class 5): permanent, suppressed.
 /// - **Disabled mailbox in class 5** (5.2.1, RFC 3463 §3.3 "mailbox disabled, not accepting
 ///   messages" — permanent in class 5): permanent, suppressed. Disabled or suspended in words
 ///   only, or in class 4: transient (accounts are suspended and come back).
@@ -279,7 +279,10 @@ pub fn verdict(
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
     // x.1.x and 5.2.1 are the status's own evidence; otherwise "no such user" counts only when
     // the server said it to RCPT TO, or the server holding the mailbox said it of its own.
-    let status_says_gone = status.is_some_and(|s| s.subject == 1 || (s.class == 5 && s.subject == 2 && s.detail == 1));
+    // (Not x.1.7 or x.1.8: those are the *sender's* address status, RFC 3463 §3.2.)
+    let status_says_gone = status.is_some_and(|s| {
+        (s.subject == 1 && !matches!(s.detail, 7 | 8)) || (s.class == 5 && s.subject == 2 && s.detail == 1)
+    });
     // x.7.x is security or policy (RFC 3463 §3.8): whatever the words, a refusal about the
     // sender, its content or its standing, never evidence that the address is gone.
     let policy_status = status.is_some_and(|s| s.subject == 7);
@@ -1285,6 +1288,12 @@ mod tests {
         assert_eq!(of("5.7.25"), (Reason::RequirePtr, false));
         assert_eq!(of("5.3.1"), (Reason::SystemFull, false));
         assert_eq!(of("5.1.1"), (Reason::UserUnknown, true));
+        // Nor does a sender's status make "no such user" at a step nobody names the
+        // recipient's: it stays a filter's answer.
+        let v = at("550 5.1.8 User unknown", "5.1.8", 550, Stage::Unknown);
+        assert_eq!((v.reason, v.suppress), (Reason::Filtered, false));
+        let v = at("550 5.1.2 User unknown", "5.1.2", 550, Stage::Unknown);
+        assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
     }
 
     #[test]
