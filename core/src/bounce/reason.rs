@@ -141,14 +141,37 @@ impl Stage {
     /// [`Stage::named_in`] over several texts read as one account.
     pub(crate) fn named_in_any(texts: &[&str]) -> Stage {
         let mut seen = [false; 2];
+        // The words are searched for in a lower-cased copy, not case-blind: aho-corasick's
+        // vectorised prefilter works only on an exact search, and with it the search runs
+        // several times faster, copy included (a case-blind one reads every byte).
+        let mut lower = String::new();
         for t in texts {
-            // (A plain search, which skips ahead with a prefilter: no word of one list holds
-            // a word of the other or runs into one by more than a letter, so no match hides
-            // the other list's. `stage_words_do_not_overlap` keeps that true.)
-            for m in STAGE_WORDS.as_ref().map(|ac| ac.find_iter(*t)).into_iter().flatten() {
-                seen[usize::from(m.pattern().as_usize() >= AT_RCPT.len())] = true;
-            }
+            lower.clear();
+            lower.push_str(t);
+            lower.make_ascii_lowercase();
+            Stage::mark(&lower, &mut seen);
         }
+        Stage::of(seen)
+    }
+
+    /// [`Stage::named_in`] of a text already lower-cased.
+    pub(crate) fn named_in_lowercase(lower: &str) -> Stage {
+        let mut seen = [false; 2];
+        Stage::mark(lower, &mut seen);
+        Stage::of(seen)
+    }
+
+    /// Marks which list's words occur in `lower`.
+    fn mark(lower: &str, seen: &mut [bool; 2]) {
+        // (A plain search, which skips ahead with a prefilter: no word of one list holds a
+        // word of the other or runs into one by more than a letter, so no match hides the
+        // other list's. `stage_words_do_not_overlap` keeps that true.)
+        for m in STAGE_WORDS.as_ref().map(|ac| ac.find_iter(lower)).into_iter().flatten() {
+            seen[usize::from(m.pattern().as_usize() >= AT_RCPT.len())] = true;
+        }
+    }
+
+    fn of(seen: [bool; 2]) -> Stage {
         match seen {
             [true, _] => Stage::Recipient,
             [false, true] => Stage::Message,
@@ -175,13 +198,12 @@ const AT_RCPT: &[&str] = &[
 const AFTER_RCPT: &[&str] =
     &["end of data", "after data", "reply to data", "after mail from", "reply to mail from", "after message"];
 
-/// Both word lists in one automaton, case-blind: one pass over a refusal instead of a
-/// search per phrase over a lower-cased copy.
+/// Both word lists (lower-case) in one automaton: one pass over a lower-cased refusal instead
+/// of a search per phrase. Leftmost-first, because aho-corasick uses its vectorised (Teddy)
+/// prefilter only under leftmost semantics.
 static STAGE_WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
     aho_corasick::AhoCorasick::builder()
-        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
         .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-        .ascii_case_insensitive(true)
         .build(AT_RCPT.iter().chain(AFTER_RCPT))
         .ok()
 });
@@ -335,7 +357,8 @@ fn reason(
     // text or in the report around it: "virus", "spam") or a retry story do not outweigh it;
     // words that say why the address was refused (a block, a rate, a sender or SPF refusal)
     // still do — servers do put 5.1.x on those.
-    let bad_mailbox = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 0 | 1 | 3 | 10));
+    // (The statuses whose own reason says the address is unusable: see `reason_of_status`.)
+    let bad_mailbox = status.and_then(reason_of_status).is_some_and(|r| matches!(r, R::UserUnknown | R::NotAccept));
     let outweighed = |r: Reason| {
         bad_mailbox
             && matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError | R::NotCompliantRfc | R::Expired)
@@ -462,13 +485,8 @@ impl<'a> Head<'a> {
     }
 
     pub(crate) fn rcpt_stage(&self) -> bool {
-        *self.rcpt_stage.get_or_init(|| says_rcpt_stage(self.text))
+        *self.rcpt_stage.get_or_init(|| Stage::named_in_lowercase(self.text) == Stage::Recipient)
     }
-}
-
-/// The text says the server refused at RCPT time (any case).
-pub(crate) fn says_rcpt_stage(text: &str) -> bool {
-    Stage::named_in(text) == Stage::Recipient
 }
 
 pub(crate) fn inferred_status(reason: Reason, class: Option<u8>) -> String {
@@ -1078,6 +1096,26 @@ const _: () = assert!(RULES.len() + WEAK_RULES.len() <= 64);
 
 /// The hits of the catch-all "address rejected" alone (the last weak rule).
 const CATCH_ALL: u64 = 1 << (RULES.len() + WEAK_RULES.len() - 1);
+// (Kept true: the last weak rule is that one word, read as an unknown user.)
+const _: () = {
+    const fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    let (reason, words) = WEAK_RULES[WEAK_RULES.len() - 1];
+    assert!(
+        matches!(reason, Reason::UserUnknown) && words.len() == 1 && same(words[0].as_bytes(), b"address rejected")
+    );
+};
 
 /// Every rule, strong ones first: index `i` is strong when `i < RULES.len()`.
 fn rule(i: usize) -> Option<&'static (Reason, &'static [&'static str])> {
