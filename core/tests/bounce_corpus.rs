@@ -35,6 +35,11 @@ fn score(dir: &Path) -> Score {
     score_with(dir, &labels(dir), |_, raw| parse(raw))
 }
 
+/// `a / b`, and 1 when there is nothing to count.
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 1.0 } else { a as f64 / b as f64 }
+}
+
 /// Scores the messages of `labels` as `read` reads them (given the label and the bytes).
 fn score_with(dir: &Path, labels: &[serde_json::Value], read: impl Fn(&serde_json::Value, &[u8]) -> Parsed) -> Score {
     let mut s = Score::default();
@@ -108,7 +113,6 @@ fn score_with(dir: &Path, labels: &[serde_json::Value], read: impl Fn(&serde_jso
 fn corpus_scores() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/bounces");
     let s = score(&dir);
-    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     let precision = ratio(s.matched, s.predicted);
     let recall = ratio(s.matched, s.gold);
     let type_acc = ratio(s.type_ok, s.gold);
@@ -238,7 +242,6 @@ fn cross_validated_by_family() {
         pooled.subtype_ok += s.subtype_ok;
     }
     let in_sample = score(&dir);
-    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     let row = |name: &str, s: &Score| {
         println!(
             "  {name}: type accuracy {:.3}, type+subtype {:.3}, recall {:.3}, precision {:.3}",
@@ -323,7 +326,6 @@ fn families_are_told_by_their_fingerprints() {
             }
         }
     }
-    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     println!(
         "families: recall {:.3} ({told}/{known}), precision {:.3} ({right}/{named})",
         ratio(told, known),
@@ -380,7 +382,6 @@ fn second_source() {
             println!("  extra: {file}: {}", b.recipient);
         }
     }
-    let ratio = |a: usize, b: usize| a as f64 / b.max(1) as f64;
     println!(
         "flufl.bounce: failures {found}/{gold} (recall {:.3}), warnings read as delays {warned_found}/{warned}, \
          precision {:.3} ({extra} of {predicted} read are not expected)",
@@ -446,7 +447,6 @@ fn third_source() {
             }
         }
     }
-    let ratio = |a: usize, b: usize| a as f64 / b.max(1) as f64;
     println!(
         "BounceParser: reasons agree {agreed}/{judged} ({:.3}), failed addresses found {addressed_found}/{addressed} ({:.3}), \
          suppressed on spam, quota or size: {}",
