@@ -262,6 +262,7 @@ pub(crate) fn judge_with(
     stage: Stage,
     context: Option<&Context<'_>>,
 ) -> Verdict {
+    let status = specific_status(status, text);
     let (reason, basis) = reason(rules, text, status, code, context);
     verdict(reason, basis, status, code, stage, text)
 }
@@ -508,26 +509,47 @@ pub(crate) fn inferred_status(reason: Reason, class: Option<u8>) -> String {
 }
 
 pub(crate) fn find_status(text: &str) -> Option<EnhancedStatus> {
+    statuses(text).next()
+}
+
+/// The enhanced statuses written in `text`, in order.
+fn statuses(text: &str) -> impl Iterator<Item = EnhancedStatus> + '_ {
     // Tokens end at whitespace or punctuation; a status token is `[45].d{1,3}.d{1,3}`
     // (a trailing full stop is the sentence's). Byte-wise: this runs over every head.
     let b = text.as_bytes();
     let sep = |c: u8| c.is_ascii_whitespace() || b"()[]<>,;:\"'#".contains(&c);
     let mut i = 0;
-    while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
-        let start = i + off;
-        i = start + 1;
-        if start > 0 && !sep(b[start - 1]) {
-            continue;
+    std::iter::from_fn(move || {
+        while let Some(off) = memchr::memchr2(b'4', b'5', &b[i..]) {
+            let start = i + off;
+            i = start + 1;
+            if start > 0 && !sep(b[start - 1]) {
+                continue;
+            }
+            let end = b[start..].iter().position(|&c| sep(c)).map_or(b.len(), |p| start + p);
+            if end - start < 5 || b.get(start + 1) != Some(&b'.') {
+                continue;
+            }
+            if let Some(st) = text.get(start..end).and_then(|w| EnhancedStatus::parse(w.trim_end_matches('.'))) {
+                i = end;
+                return Some(st);
+            }
         }
-        let end = b[start..].iter().position(|&c| sep(c)).map_or(b.len(), |p| start + p);
-        if end - start < 5 || b.get(start + 1) != Some(&b'.') {
-            continue;
-        }
-        if let Some(st) = text.get(start..end).and_then(|w| EnhancedStatus::parse(w.trim_end_matches('.'))) {
-            return Some(st);
-        }
+        None
+    })
+}
+
+/// `status`, or when it is x.0.x ("other or undefined", RFC 3463 §3.1: it names no subject)
+/// the first status of the same class in `text` that names one. Why: a relay that could not
+/// deliver wraps the next hop's answer in a status of its own ("550 5.0.350 Remote server
+/// returned an error -> 550 5.1.1 RESOLVER.ADR.RecipNotFound"; a DSN's `Status: 5.0.0` over
+/// "550 5.1.1 user unknown"), and the inner status is the one that says what happened. A
+/// status of the other class is no such detail (a 4.x.x quoted under a 5.0.0 is a history).
+pub(crate) fn specific_status(status: Option<EnhancedStatus>, text: &str) -> Option<EnhancedStatus> {
+    match status {
+        Some(s) if s.subject == 0 => Some(statuses(text).find(|t| t.class == s.class && t.subject != 0).unwrap_or(s)),
+        other => other,
     }
-    None
 }
 
 pub(crate) fn find_code(text: &str) -> Option<u16> {
@@ -592,6 +614,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "maximum connection limit",
             "max emails per hour",
             "trop de connexions",
+            // Tencent QQ's rate refusals ("Ip frequency limited … Blocked IP"), after
+            // Sisimai's TencentQQ host table: a rate, before the block words they hold.
+            "frequency limited",
         ],
     ),
     (Reason::NotAccept, &["couldn't find a mail exchanger", "no smtp service", "does not accept mail", "null mx"]),
@@ -790,6 +815,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "boite du destinataire archivee",
             "suspend the service",
             "invalid/inactive user",
+            // La Poste's LPN007_426 (Sisimai's FrancePTT host table): the account, not the
+            // sender, is blocked. Before the sender's "blocked" below.
+            "recipient account is blocked",
         ],
     ),
     (Reason::HasMoved, &["has moved", "address has changed", "no longer", "moved to"]),
@@ -1128,7 +1156,16 @@ pub struct Rules {
     ac: AhoCorasick,
     /// The rule index of each pattern of `ac`.
     rule_of: Vec<u32>,
+    /// Whether each pattern of `ac` counts only as a whole word ([`WHOLE_WORDS`]).
+    whole: Vec<bool>,
 }
+
+/// Rule words that are also part of unrelated words, so they count only as whole words (no
+/// letter or digit on either side): "locked" is in "blocked" (which read a block of the sender
+/// as a suspended mailbox, Permanent under 5.2.1), "rbl" in "marble", "mime" in "Mimecast" (a
+/// gateway many refusals name). The other words match anywhere, on purpose: compounds such as
+/// "overquota", "bbSpamReject" or "dspam" are how real servers write them.
+const WHOLE_WORDS: &[&str] = &["locked", "rbl", "mime"];
 
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1149,10 +1186,12 @@ impl Rules {
     pub fn without(drop: impl Fn(Reason, &str) -> bool) -> Rules {
         let mut words = Vec::new();
         let mut rule_of = Vec::new();
+        let mut whole = Vec::new();
         for (i, (reason, pats)) in RULES.iter().chain(WEAK_RULES).enumerate() {
             for p in pats.iter().filter(|p| !drop(*reason, p)) {
                 words.push(*p);
                 rule_of.push(u32::try_from(i).unwrap_or(u32::MAX));
+                whole.push(WHOLE_WORDS.contains(p));
             }
         }
         // A DFA: its walk is the fastest per byte, and every refusal and report head is read
@@ -1164,7 +1203,7 @@ impl Rules {
             .unwrap_or_else(|_| {
                 AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton())
             });
-        Rules { ac, rule_of }
+        Rules { ac, rule_of, whole }
     }
 
     /// Every (reason, word, strong) of the standard rules, strong ones first.
@@ -1180,7 +1219,13 @@ impl Rules {
     pub(crate) fn hits(&self, text: &str) -> u64 {
         let mut bits = 0u64;
         for m in self.ac.find_overlapping_iter(text) {
-            if let Some(&r) = self.rule_of.get(m.pattern().as_usize()) {
+            let i = m.pattern().as_usize();
+            let inside =
+                |at: Option<usize>| at.and_then(|j| text.as_bytes().get(j)).is_some_and(u8::is_ascii_alphanumeric);
+            if self.whole.get(i) == Some(&true) && (inside(m.start().checked_sub(1)) || inside(Some(m.end()))) {
+                continue;
+            }
+            if let Some(&r) = self.rule_of.get(i) {
                 bits |= 1u64 << r.min(63);
             }
         }
@@ -1217,6 +1262,46 @@ mod tests {
 
     fn at(text: &str, status: &str, code: u16, stage: Stage) -> Verdict {
         judge(text, EnhancedStatus::parse(status), Some(code), stage)
+    }
+
+    #[test]
+    fn a_word_inside_another_word_is_not_that_word() {
+        // "locked" is in "blocked": a block of the sender is no suspended mailbox, and under
+        // 5.2.1 a suspended one would be suppressed.
+        for text in ["Message blocked", "Your message has been blocked", "Sender blocked"] {
+            let v = at(text, "", 550, Stage::Recipient);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::Blocked, BounceType::Transient, false), "{text}");
+        }
+        let v = at("Sender IP blocked", "5.2.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::Blocked, false));
+        // As words of their own they still count.
+        let v = at("Account locked", "5.2.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::Suspend, BounceType::Permanent, true));
+        assert_eq!(at("user account is locked", "", 550, Stage::Recipient).reason, Reason::Suspend);
+        assert_eq!(at("The recipient account is blocked.", "5.5.0", 550, Stage::Recipient).reason, Reason::Suspend);
+        let v = at("Ip frequency limited [Blocked IP 192.0.2.22]", "", 550, Stage::Message);
+        assert_eq!(v.reason, Reason::TooManyConn);
+        // "rbl" is in "marble", "mime" in "Mimecast".
+        assert_ne!(at("Rejected by marble-gw", "", 554, Stage::Message).reason, Reason::Blocked);
+        assert_eq!(at("Listed by RBL zen", "", 554, Stage::Message).reason, Reason::Blocked);
+        assert_eq!(at("Mimecast gateway", "", 554, Stage::Message).reason, Reason::Undefined);
+        // Compounds that real servers write keep their word: "overquota", "dspam".
+        assert_eq!(at("User account is overquota", "", 552, Stage::Recipient).reason, Reason::MailboxFull);
+        assert_eq!(at("dspam check failed", "", 554, Stage::Message).reason, Reason::SpamDetected);
+    }
+
+    #[test]
+    fn an_undefined_status_yields_to_the_specific_one_it_wraps() {
+        // Exchange relaying the next hop's refusal: the inner 5.1.1 says the mailbox is gone.
+        let text = "Remote server returned an error -> 550 5.1.1 RESOLVER.ADR.RecipNotFound; not found";
+        let v = at(text, "5.0.350", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::UserUnknown, BounceType::Permanent, true));
+        // Only a status of the same class: a 4.x.x history under a 5.0.0 is not this failure.
+        let earlier = "gave up; earlier: 451 4.2.2 (see above)";
+        assert_eq!(specific_status(EnhancedStatus::parse("5.0.0"), earlier), EnhancedStatus::parse("5.0.0"));
+        // A specific status is kept as it is.
+        assert_eq!(specific_status(EnhancedStatus::parse("5.2.2"), "550 5.1.1"), EnhancedStatus::parse("5.2.2"));
+        assert_eq!(specific_status(EnhancedStatus::parse("5.0.0"), "no status here"), EnhancedStatus::parse("5.0.0"));
     }
 
     #[test]
