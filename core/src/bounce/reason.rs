@@ -313,6 +313,18 @@ pub fn verdict(
     if reason == Reason::UserUnknown && ((!said_of_the_mailbox && !status_says_gone) || policy_status) {
         reason = Reason::Filtered;
     }
+    // A status that says what was wrong, and that it was not the recipient, outweighs words
+    // that would name the recipient unusable: x.1.7 / x.1.8 are the *sender's* address
+    // (postfix evaluates sender restrictions at RCPT TO, so "550 5.1.7 Invalid address" can
+    // answer that step), x.5.1–x.5.6 the dialogue ("501 5.5.4 Invalid domain name" is our
+    // HELO's). (x.5.0 is not among them: providers put "mailbox unavailable" under it.)
+    let about_the_sender = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 7 | 8));
+    let about_the_dialogue = status.is_some_and(|s| s.subject == 5 && (1..=6).contains(&s.detail));
+    if (about_the_sender || about_the_dialogue)
+        && matches!(reason, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept)
+    {
+        reason = if about_the_sender { Reason::Rejected } else { Reason::SyntaxError };
+    }
     let disabled_for_good = reason == Reason::Suspend
         && class == Some(5)
         && status.is_some_and(|s| s.class == 5 && s.subject == 2 && s.detail == 1);
@@ -347,11 +359,8 @@ fn reason(
     // the resolver's failure, not evidence that the destination is gone, and it passes.
     // (Read only for a network error under 5.4.4, and in place, without a lower-cased copy.)
     let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4);
-    let lookup_broke = || {
-        ["malformed", "unexpected name server", "try again", "servfail"]
-            .iter()
-            .any(|w| text.as_bytes().windows(w.len()).any(|t| t.eq_ignore_ascii_case(w.as_bytes())))
-    };
+    let lookup_broke =
+        || ["malformed", "unexpected name server", "try again", "servfail"].iter().any(|w| contains_ascii_ci(text, w));
     let routed = |r: Reason| if r == R::NetworkError && unroutable && !lookup_broke() { R::HostUnknown } else { r };
     // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's own
     // verdict on the address. Words about the content (a scanner's disclaimer in the same
@@ -364,6 +373,17 @@ fn reason(
         bad_mailbox
             && matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError | R::NotCompliantRfc | R::Expired)
     };
+    // Microsoft's directory-based edge blocking says the mailbox is not in the tenant as
+    // "550 5.4.1 [a@b]: Recipient address rejected: Access denied". The same words under
+    // any other status, or none, are postfix's default answer for an access(5) REJECT, a
+    // policy of the receiving site: a block, never evidence that the address is gone.
+    let edge_blocked = |text: &str| {
+        status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 1)
+            && contains_ascii_ci(text, "recipient address rejected: access denied")
+    };
+    if edge_blocked(text) {
+        return (R::UserUnknown, Basis::Words);
+    }
     let hits = rules.hits(text);
     if let Some(r) = first_rule(hits, |_| true) {
         if outweighed(r) {
@@ -383,6 +403,12 @@ fn reason(
     // The refusal said nothing useful: the report's own words. With one failed recipient
     // the whole account is about it; with several, only the reasons a whole message can
     // speak for (a queue that expired, a host that does not exist).
+    if let Some(c) = context
+        && (c.only_recipient || text.len() < 120)
+        && edge_blocked(c.head.text)
+    {
+        return (R::UserUnknown, Basis::Context);
+    }
     if let Some(c) = context
         && (c.only_recipient || text.len() < 120)
         && let Some(r) = first_rule(c.head.hits(rules), |r| {
@@ -415,6 +441,11 @@ fn reason(
     }
 }
 
+/// Whether `hay` holds ASCII `needle` (lower-case), ignoring ASCII case.
+fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
+    hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// The reason an enhanced status names by itself, if any: RFC 3463's subjects and details,
 /// RFC 7372's authentication statuses and RFC 7505's null MX ones.
 fn reason_of_status(s: EnhancedStatus) -> Option<Reason> {
@@ -434,6 +465,8 @@ fn reason_of_status(s: EnhancedStatus) -> Option<Reason> {
         (3, 1) => R::SystemFull,
         (3, 4) => R::MesgTooBig,
         (2, 1) => R::Suspend,
+        // x.2.4 mailing list expansion problem: the list's, "permanent or persistent transient".
+        (2, 4) => R::SystemError,
         (4, 7) => R::Expired,
         (4, 4) if s.class == 5 => R::HostUnknown,
         (4, _) => R::NetworkError,
@@ -446,6 +479,11 @@ fn reason_of_status(s: EnhancedStatus) -> Option<Reason> {
         (7, 27) => R::Rejected,
         (7, _) => R::SecurityError,
         (6, _) => R::ContentError,
+        // RFC 3463 §3.6, the dialogue itself: x.5.1 invalid command, x.5.2 syntax error, x.5.4
+        // invalid arguments, x.5.5 wrong protocol version, x.5.6 (RFC 4954) authentication line
+        // too long; x.5.3 too many recipients. (x.5.0 is used loosely, see `verdict`.)
+        (5, 3) => R::TooManyConn,
+        (5, 1..=6) => R::SyntaxError,
         (3, _) => R::SystemError,
         _ => return None,
     })
@@ -617,6 +655,17 @@ const RULES: &[(Reason, &[&str])] = &[
             // Tencent QQ's rate refusals ("Ip frequency limited … Blocked IP"), after
             // Sisimai's TencentQQ host table: a rate, before the block words they hold.
             "frequency limited",
+            // The sender's own quotas and the receiver's per-sender limits, in Google's and
+            // Exchange Online's words (after Sisimai's host tables for them): "Daily sending
+            // quota exceeded" is no full mailbox.
+            "sending quota",
+            "submission quota",
+            "relay limit exceeded",
+            "receive limit",
+            "exceeded their limit",
+            "thread limit exceeded",
+            "limit for message recipients",
+            "exceeded permitted limits",
         ],
     ),
     (Reason::NotAccept, &["couldn't find a mail exchanger", "no smtp service", "does not accept mail", "null mx"]),
@@ -879,6 +928,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "security policies",
             "illegal attachment",
             "do not accept messages containing",
+            // Gmail's refusal of an attachment or link it deems unsafe (its host table in
+            // Sisimai): a policy on the content, before the block word it holds.
+            "content presents a potential security issue",
         ],
     ),
     (
@@ -911,8 +963,6 @@ const RULES: &[(Reason, &[&str])] = &[
             "account is unavailable",
             "no valid recipients",
             "not listed in domino directory",
-            // Microsoft's directory-based edge blocking: the mailbox is not in the tenant.
-            "recipient address rejected: access denied",
             "bad destination mailbox",
             "address not found",
             "invalid address",
@@ -1288,6 +1338,49 @@ mod tests {
         // Compounds that real servers write keep their word: "overquota", "dspam".
         assert_eq!(at("User account is overquota", "", 552, Stage::Recipient).reason, Reason::MailboxFull);
         assert_eq!(at("dspam check failed", "", 554, Stage::Message).reason, Reason::SpamDetected);
+    }
+
+    #[test]
+    fn a_status_about_the_sender_or_the_dialogue_outweighs_words_about_the_recipient() {
+        // Postfix checks the sender at RCPT TO: "invalid address" under 5.1.7 is ours.
+        let v = at("Invalid address", "5.1.7", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::Rejected, BounceType::Transient, false));
+        let v = at("Domain does not exist", "5.1.8", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::Rejected, false));
+        // Exchange's "invalid domain name" is our HELO's, under 5.5.4.
+        let v = at("Invalid domain name", "5.5.4", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::SyntaxError, BounceType::Transient, false));
+        // x.5.0 is used loosely: Outlook's "mailbox unavailable" stays what it says.
+        let v = at("Requested action not taken: mailbox unavailable", "5.5.0", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
+        // The dialogue's statuses alone, and a list's expansion.
+        assert_eq!(at("xyzzy", "5.5.2", 555, Stage::Recipient).reason, Reason::SyntaxError);
+        assert_eq!(at("xyzzy", "4.5.3", 452, Stage::Recipient).reason, Reason::TooManyConn);
+        assert_eq!(at("xyzzy", "5.2.4", 550, Stage::Recipient).reason, Reason::SystemError);
+    }
+
+    #[test]
+    fn the_senders_quotas_are_no_full_mailbox() {
+        for text in [
+            "Daily sending quota exceeded",
+            "Submission quota exceeded",
+            "Daily SMTP relay limit exceeded for user",
+            "Recipient's per hour message receive limit exceeded",
+            "STOREDRV.Deliver; recipient thread limit exceeded",
+        ] {
+            let v = at(text, "5.4.5", 550, Stage::Recipient);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::TooManyConn, BounceType::Transient, false), "{text}");
+        }
+        // The recipient's quota still is one.
+        assert_eq!(at("Mailbox quota exceeded", "5.2.2", 552, Stage::Recipient).reason, Reason::MailboxFull);
+        // Gmail's refusal of unsafe content is a policy on it, not a block of us.
+        let v = at(
+            "This message was blocked because its content presents a potential security issue.",
+            "5.7.0",
+            552,
+            Stage::Message,
+        );
+        assert_eq!(v.reason, Reason::PolicyViolation);
     }
 
     #[test]
