@@ -459,3 +459,44 @@ fn third_source() {
     assert!(ratio(agreed, judged) >= 0.85, "agreement {:.3}", ratio(agreed, judged));
     assert!(ratio(addressed_found, addressed) >= 0.9, "addresses {:.3}", ratio(addressed_found, addressed));
 }
+
+/// The fourth source: Google's and Exchange Online's documented replies, with the reasons of
+/// Sisimai 4.25's host tables (`tests/corpus/providers`). What must hold: nothing the tables
+/// call a block, a limit, a policy, a protocol or a system error is suppressed — only what
+/// they call a missing mailbox or domain, a moved or disabled one, or a domain taking no mail
+/// may be. The reasons' agreement is printed; its floor is this reader's figure.
+#[test]
+fn provider_replies() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/providers/replies.jsonl");
+    let (mut judged, mut agreed) = (0, 0);
+    let mut wrongly_suppressed = Vec::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let l: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (reply, expected) = (l["reply"].as_str().unwrap(), l["reason"].as_str().unwrap());
+        let c = classify_at(&SmtpReply::parse(reply).unwrap(), mailroom_core::bounce::reason::Stage::Recipient);
+        let read = serde_json::to_value(c.reason).unwrap().as_str().unwrap().to_string();
+        judged += 1;
+        if read == expected {
+            agreed += 1;
+        } else {
+            println!("  differs: {expected} read as {read}: {reply}");
+        }
+        if c.suppress && !matches!(expected, "userunknown" | "hostunknown" | "hasmoved" | "notaccept" | "suspend") {
+            // Exchange's "5.4.310 … does not exist" names a destination that does not exist,
+            // whatever the table calls it; 5.4.4 is "unable to route", which RFC 3463 §3.5
+            // exemplifies by a domain whose lookup returns no route (the reader's policy, see
+            // `reason::verdict`).
+            let gone = reply.contains("does not exist") || reply.starts_with("550 5.4.4 ");
+            if !gone {
+                wrongly_suppressed.push(reply.to_string());
+            }
+        }
+    }
+    println!(
+        "providers: reasons agree {agreed}/{judged} ({:.3}), wrongly suppressed {}",
+        ratio(agreed, judged),
+        wrongly_suppressed.len()
+    );
+    assert!(wrongly_suppressed.is_empty(), "suppressed on a refusal that is no evidence: {wrongly_suppressed:#?}");
+    assert!(agreed >= 83, "agreement {agreed}/{judged}");
+}
