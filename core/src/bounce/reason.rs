@@ -747,12 +747,17 @@ const RULES: &[(Reason, &[&str])] = &[
             "message length exceeds",
             "size limit",
             "message size",
+            "maximum email size",
         ],
     ),
     (Reason::VirusDetected, &["virus", "malware", "infected"]),
     // A blocklist named in a refusal is about the sending host, not the content: before the
     // spam words ("spamhaus" holds "spam").
     (Reason::Blocked, &["spamhaus", "blocked using", "dnsbl", "blacklisted", "blocklisted"]),
+    // A block of the sending IP *for* mailing invalid recipients (GoDaddy's IB112/IB113,
+    // Cox's and Spectrum's host tables in Sisimai): about us, not this recipient — before the
+    // missing-mailbox words it holds, which would suppress them.
+    (Reason::Blocked, &["too many invalid recipients", "too many bad recipients"]),
     // A refusal of the sending client itself (postfix's client and HELO restrictions), whatever
     // follows: the words after it are about our host, not the recipient. Before the recipient
     // and host words, which they often hold: postfix names a client without reverse DNS
@@ -1054,6 +1059,19 @@ const RULES: &[(Reason, &[&str])] = &[
             "mismatches client ip",
         ],
     ),
+    // The receiver requires what our connection lacks (after Sisimai's SecurityError list and
+    // Mimecast's host table): TLS, or a stronger one. Before the weak "command".
+    (
+        Reason::SecurityError,
+        &[
+            "requires encryption",
+            "requires tls",
+            "tls required",
+            "must issue a starttls command first",
+            "high-strength ciphers",
+            "insecure mail relay",
+        ],
+    ),
     (Reason::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
     // A refusal to relay, in the words servers use for it (postfix's "Relay access denied"),
     // before the block words ("access denied" alone is a block). Not the bare word "relay":
@@ -1350,6 +1368,13 @@ mod tests {
         // Exchange's "invalid domain name" is our HELO's, under 5.5.4.
         let v = at("Invalid domain name", "5.5.4", 550, Stage::Recipient);
         assert_eq!((v.reason, v.kind, v.suppress), (Reason::SyntaxError, BounceType::Transient, false));
+        // Postfix's access(5) REJECT says "Access denied" of a recipient: a policy of the site.
+        // Only Exchange Online's edge blocking says it under 5.4.1, of a mailbox not in the tenant.
+        let v = at("<a@b.test>: Recipient address rejected: Access denied", "", 554, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::Blocked, false));
+        let v =
+            at("[a@b.test]: Recipient address rejected: Access denied. AS(201806281)", "5.4.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
         // x.5.0 is used loosely: Outlook's "mailbox unavailable" stays what it says.
         let v = at("Requested action not taken: mailbox unavailable", "5.5.0", 550, Stage::Recipient);
         assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
@@ -1357,6 +1382,23 @@ mod tests {
         assert_eq!(at("xyzzy", "5.5.2", 555, Stage::Recipient).reason, Reason::SyntaxError);
         assert_eq!(at("xyzzy", "4.5.3", 452, Stage::Recipient).reason, Reason::TooManyConn);
         assert_eq!(at("xyzzy", "5.2.4", 550, Stage::Recipient).reason, Reason::SystemError);
+    }
+
+    #[test]
+    fn a_block_for_mailing_invalid_recipients_never_suppresses() {
+        for text in [
+            "This IP has been temporarily blocked for attempting to mail too many invalid recipients. IB112",
+            "Requested action not taken: too many bad recipients",
+        ] {
+            let v = at(text, "", 554, Stage::Recipient);
+            assert_eq!((v.reason, v.suppress), (Reason::Blocked, false), "{text}");
+        }
+        assert_eq!(at("this route requires encryption (TLS)", "", 553, Stage::Recipient).reason, Reason::SecurityError);
+        assert_eq!(
+            at("Must issue a STARTTLS command first", "5.7.0", 530, Stage::Message).reason,
+            Reason::SecurityError
+        );
+        assert_eq!(at("Maximum email size exceeded", "", 554, Stage::Message).reason, Reason::MesgTooBig);
     }
 
     #[test]
