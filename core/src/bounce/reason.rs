@@ -300,12 +300,12 @@ pub fn verdict(
     text: &str,
 ) -> Verdict {
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
+    // x.1.7 / x.1.8 are the *sender's* address status (RFC 3463 §3.2).
+    let about_the_sender = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 7 | 8));
     // x.1.x and 5.2.1 are the status's own evidence; otherwise "no such user" counts only when
     // the server said it to RCPT TO, or the server holding the mailbox said it of its own.
-    // (Not x.1.7 or x.1.8: those are the *sender's* address status, RFC 3463 §3.2.)
-    let status_says_gone = status.is_some_and(|s| {
-        (s.subject == 1 && !matches!(s.detail, 7 | 8)) || (s.class == 5 && s.subject == 2 && s.detail == 1)
-    });
+    let status_says_gone = !about_the_sender
+        && status.is_some_and(|s| s.subject == 1 || (s.class == 5 && s.subject == 2 && s.detail == 1));
     // x.7.x is security or policy (RFC 3463 §3.8): whatever the words, a refusal about the
     // sender, its content or its standing, never evidence that the address is gone.
     let policy_status = status.is_some_and(|s| s.subject == 7);
@@ -314,11 +314,10 @@ pub fn verdict(
         reason = Reason::Filtered;
     }
     // A status that says what was wrong, and that it was not the recipient, outweighs words
-    // that would name the recipient unusable: x.1.7 / x.1.8 are the *sender's* address
-    // (postfix evaluates sender restrictions at RCPT TO, so "550 5.1.7 Invalid address" can
-    // answer that step), x.5.1–x.5.6 the dialogue ("501 5.5.4 Invalid domain name" is our
-    // HELO's). (x.5.0 is not among them: providers put "mailbox unavailable" under it.)
-    let about_the_sender = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 7 | 8));
+    // that would name the recipient unusable: the sender's address (postfix evaluates sender
+    // restrictions at RCPT TO, so "550 5.1.7 Invalid address" can answer that step), or
+    // x.5.1–x.5.6 the dialogue ("501 5.5.4 Invalid domain name" is our HELO's). (x.5.0 is
+    // not among them: providers put "mailbox unavailable" under it.)
     let about_the_dialogue = status.is_some_and(|s| s.subject == 5 && (1..=6).contains(&s.detail));
     if (about_the_sender || about_the_dialogue)
         && matches!(reason, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept)
@@ -405,21 +404,19 @@ fn reason(
     // speak for (a queue that expired, a host that does not exist).
     if let Some(c) = context
         && (c.only_recipient || text.len() < 120)
-        && edge_blocked(c.head.text)
     {
-        return (R::UserUnknown, Basis::Context);
-    }
-    if let Some(c) = context
-        && (c.only_recipient || text.len() < 120)
-        && let Some(r) = first_rule(c.head.hits(rules), |r| {
-            c.only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
-        })
-    {
-        // (A gateway's footer under a report that says 5.1.1: the status speaks.)
-        if outweighed(r) {
-            return (R::UserUnknown, Basis::Status);
+        if edge_blocked(c.head.text) {
+            return (R::UserUnknown, Basis::Context);
         }
-        return (routed(r), Basis::Context);
+        if let Some(r) = first_rule(c.head.hits(rules), |r| {
+            c.only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
+        }) {
+            // (A gateway's footer under a report that says 5.1.1: the status speaks.)
+            if outweighed(r) {
+                return (R::UserUnknown, Basis::Status);
+            }
+            return (routed(r), Basis::Context);
+        }
     }
     if let Some(r) = status.and_then(reason_of_status) {
         return (r, Basis::Status);
