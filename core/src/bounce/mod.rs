@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod codes;
 pub mod reason;
 pub use reason::{Basis, Reason, Stage, Verdict, judge};
 

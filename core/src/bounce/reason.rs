@@ -13,6 +13,7 @@
 //! - Only [`Verdict::suppress`] puts an address on the suppression list, and only on evidence
 //!   that the address itself is unusable (see [`verdict`] for each mapping and its RFC).
 
+use super::codes::Provider;
 use super::{BounceSubtype, BounceType, EnhancedStatus};
 use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
@@ -220,6 +221,8 @@ pub enum Basis {
     Context,
     /// Nothing but the reply code's class, or nothing at all.
     Code,
+    /// A mailbox provider's own reason code in the refusal ([`super::codes`]).
+    Provider,
 }
 
 /// The reading of one refusal.
@@ -309,7 +312,9 @@ pub fn verdict(
     // x.7.x is security or policy (RFC 3463 §3.8): whatever the words, a refusal about the
     // sender, its content or its standing, never evidence that the address is gone.
     let policy_status = status.is_some_and(|s| s.subject == 7);
-    let said_of_the_mailbox = matches!(stage, Stage::Recipient | Stage::Local);
+    // A provider's code for an invalid recipient is the mailbox provider's own statement,
+    // whatever step it answered.
+    let said_of_the_mailbox = matches!(stage, Stage::Recipient | Stage::Local) || basis == Basis::Provider;
     if reason == Reason::UserUnknown && ((!said_of_the_mailbox && !status_says_gone) || policy_status) {
         reason = Reason::Filtered;
     }
@@ -384,6 +389,15 @@ fn reason(
         return (R::UserUnknown, Basis::Words);
     }
     let hits = rules.hits(text);
+    // A provider's documented code says what its generic words do not. (The tables predate
+    // the `authfailure` reason and file SPF refusals as blocks and DMARC failures as policy:
+    // words that name a sender-authentication failure keep that finer reason.)
+    if let Some(r) = super::codes::reason(text, rules.providers) {
+        if matches!(r, R::Blocked | R::PolicyViolation) && first_rule(hits, |w| w == R::AuthFailure).is_some() {
+            return (R::AuthFailure, Basis::Words);
+        }
+        return (r, Basis::Provider);
+    }
     if let Some(r) = first_rule(hits, |_| true) {
         if outweighed(r) {
             return (R::UserUnknown, Basis::Status);
@@ -1223,6 +1237,8 @@ pub struct Rules {
     rule_of: Vec<u32>,
     /// Whether each pattern of `ac` counts only as a whole word ([`WHOLE_WORDS`]).
     whole: Vec<bool>,
+    /// The providers whose reason codes are read (a set of [`Provider::bit`]s).
+    providers: u8,
 }
 
 /// Rule words that are also part of unrelated words, so they count only as whole words (no
@@ -1268,7 +1284,15 @@ impl Rules {
             .unwrap_or_else(|_| {
                 AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton())
             });
-        Rules { ac, rule_of, whole }
+        Rules { ac, rule_of, whole, providers: u8::MAX }
+    }
+
+    /// These rules without the reason codes of the providers `drop` names.
+    pub fn without_codes_of(mut self, drop: impl Fn(Provider) -> bool) -> Rules {
+        for p in Provider::ALL.into_iter().filter(|p| drop(*p)) {
+            self.providers &= !p.bit();
+        }
+        self
     }
 
     /// Every (reason, word, strong) of the standard rules, strong ones first.
@@ -1396,6 +1420,41 @@ mod tests {
             Reason::SecurityError
         );
         assert_eq!(at("Maximum email size exceeded", "", 554, Stage::Message).reason, Reason::MesgTooBig);
+    }
+
+    #[test]
+    fn a_providers_code_outweighs_its_words_and_a_generic_status() {
+        // La Poste's invalid recipient, at a step the report does not name, under the generic
+        // x.5.0: the provider's own code is the evidence.
+        let v = at("Adresse destinataire invalide. Invalid recipient. LPN007_416", "5.5.0", 550, Stage::Unknown);
+        assert_eq!(
+            (v.reason, v.kind, v.suppress, v.basis),
+            (Reason::UserUnknown, BounceType::Permanent, true, Basis::Provider)
+        );
+        // Orange's full mailbox under 5.1.1: the status alone would have suppressed it.
+        let v = at("Boite du destinataire pleine. Recipient overquota. OFR_417 [417]", "5.1.1", 552, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::MailboxFull, false));
+        // "Client host blocked for spamming issues" is a block of our host, not spam content.
+        let v = at(
+            "mwinf5c04 ME Adresse IP source bloquee pour incident de spam. Client host blocked for spamming issues. OFR006_102",
+            "",
+            550,
+            Stage::Unknown,
+        );
+        assert_eq!(v.reason, Reason::Blocked);
+        // Undecided codes leave the words to speak; the policy guards still hold.
+        let v = at("Service refuse. Veuillez essayer plus tard. LPN006_107 mailbox full", "", 452, Stage::Recipient);
+        assert_eq!(v.reason, Reason::MailboxFull);
+        let v = at("Invalid recipient. LPN007_416", "5.7.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::Filtered, false));
+        let v = at("Invalid recipient. LPN007_416", "4.5.0", 450, Stage::Recipient);
+        assert!(!v.suppress);
+        // Sender-authentication words keep their finer reason over a table's block or policy.
+        let v = at("SPF: 192.0.2.1 is not allowed to send mail. LPN004_401", "5.5.0", 550, Stage::Message);
+        assert_eq!(v.reason, Reason::AuthFailure);
+        // Cox and Spectrum codes.
+        assert_eq!(at("Your IP is on our block list AUP#CXBL", "5.7.1", 554, Stage::Unknown).reason, Reason::Blocked);
+        assert_eq!(at("sender rejected. AUP#In-1310", "5.1.0", 550, Stage::Message).reason, Reason::TooManyConn);
     }
 
     #[test]
