@@ -763,8 +763,8 @@ const RULES: &[(Reason, &[&str])] = &[
     ),
     (Reason::VirusDetected, &["virus", "malware", "infected"]),
     // A blocklist named in a refusal is about the sending host, not the content: before the
-    // spam words ("spamhaus" holds "spam").
-    (Reason::Blocked, &["spamhaus", "blocked using", "dnsbl", "blacklisted", "blocklisted"]),
+    // spam words ("spamhaus" holds "spam"). So is a "spam IP" (Tencent's "Suspected spam ip").
+    (Reason::Blocked, &["spamhaus", "blocked using", "dnsbl", "blacklisted", "blocklisted", "spam ip"]),
     // A block of the sending IP *for* mailing invalid recipients (GoDaddy's IB112/IB113,
     // Cox's and Spectrum's host tables in Sisimai): about us, not this recipient — before the
     // missing-mailbox words it holds, which would suppress them.
@@ -1455,6 +1455,13 @@ mod tests {
         // Cox and Spectrum codes.
         assert_eq!(at("Your IP is on our block list AUP#CXBL", "5.7.1", 554, Stage::Unknown).reason, Reason::Blocked);
         assert_eq!(at("sender rejected. AUP#In-1310", "5.1.0", 550, Stage::Message).reason, Reason::TooManyConn);
+    }
+
+    #[test]
+    fn a_spam_ip_is_a_block_of_the_sending_host_not_spam_content() {
+        let v = at("Suspected spam ip, please try later", "", 550, Stage::Message);
+        assert_eq!((v.reason, v.suppress), (Reason::Blocked, false));
+        assert_eq!(at("Suspected spam", "", 550, Stage::Message).reason, Reason::SpamDetected);
     }
 
     #[test]
