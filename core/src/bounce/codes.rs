@@ -165,7 +165,7 @@ fn aup(b: &[u8], at: usize) -> Option<(Provider, Option<Reason>)> {
 }
 
 /// An Orange or La Poste code whose separator (`_` or `-`) is at `b[i]`.
-fn lapost(b: &[u8], i: usize) -> Option<(Provider, Option<Reason>)> {
+fn orange_code(b: &[u8], i: usize) -> Option<(Provider, Option<Reason>)> {
     let code = digits(b, i + 1, 3)?;
     if !boundary(b, i + 4) {
         return None;
@@ -189,7 +189,7 @@ pub fn codes(text: &str) -> impl Iterator<Item = (Provider, Option<Reason>)> + '
     let b = text.as_bytes();
     let marks = memchr::memchr3_iter(b'#', b'_', b'-', b).filter_map(move |i| match b[i] {
         b'#' if i >= 3 && b[i - 3..i].eq_ignore_ascii_case(b"AUP") && (i == 3 || boundary(b, i - 4)) => aup(b, i + 1),
-        b'_' | b'-' => lapost(b, i),
+        b'_' | b'-' => orange_code(b, i),
         _ => None,
     });
     // i.ua's help links are written in lower case. (The finder is built once: building one
