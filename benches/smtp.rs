@@ -66,9 +66,9 @@ fn smtp(c: &mut Criterion) {
                             config.max_per_destination = connections;
                             config.max_messages_per_connection = usize::MAX;
                             let transport = Arc::new(SmtpTransport::new(config).expect("transport"));
-                            // As `serve` configures it: 64 in flight, 3 hand-overs per connection.
+                            // As `serve` configures it: 64 in flight, 4 hand-overs per connection.
                             let worker = engine
-                                .worker(transport, WorkerConfig::default().concurrency(64).handovers(connections * 3));
+                                .worker(transport, WorkerConfig::default().concurrency(64).handovers(connections * 4));
                             let t0 = Instant::now();
                             let report = worker.run_until_idle().await.expect("worker");
                             total += t0.elapsed();

@@ -102,7 +102,7 @@ fn config(dir: &Path, port: u16, smtp: u16, in_doubt: &str) -> (PathBuf, PathBuf
     let db = dir.join("serve.redb");
     let config = dir.join("mailroom.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\npath = \"{}\"\n\n[[api_keys]]\nname = \"operator\"\ntoken = \"{KEY}\"\n\n[delivery]\nrelay = \"smtp://127.0.0.1:{smtp}?tls=none\"\nconnections = 4\nin_doubt = \"{in_doubt}\"\n\n[rate_limits]\nper_key = 100000\nper_account = 100000\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\npath = \"{}\"\n\n[[api_keys]]\nname = \"operator\"\ntoken = \"{KEY}\"\n\n[delivery]\nrelay = \"smtp://127.0.0.1:{smtp}?tls=none\"\nconnections = 4\nhandovers = 16\nin_doubt = \"{in_doubt}\"\n\n[rate_limits]\nper_key = 100000\nper_account = 100000\n",
         db.display()
     );
     std::fs::write(&config, text).unwrap();
@@ -236,8 +236,8 @@ fn serve_killed_30_times_loses_nothing_and_sends_nothing_twice() {
         }
     }
     println!("{failed} emails in doubt at a kill ended failed");
-    // In doubt only what was being handed over at a kill: 3 per connection, 4 connections.
-    assert!(failed <= (kills as usize) * 12, "{failed} in doubt over {kills} kills");
+    // In doubt only what was being handed over at a kill: `handovers = 16` in the config.
+    assert!(failed <= (kills as usize) * 16, "{failed} in doubt over {kills} kills");
 }
 
 /// At least once (`in_doubt = "resend"`): every email ends `sent` and reaches the server; one
@@ -253,6 +253,6 @@ fn serve_killed_with_resend_delivers_everything_at_least_once() {
         assert!(n >= 1, "{id} sent but never received");
         twice += n - 1;
     }
-    assert!(twice <= (kills.max(5) as usize) * 12, "{twice} received twice");
+    assert!(twice <= (kills.max(5) as usize) * 16, "{twice} received twice");
     println!("{twice} extra copies received (in doubt at a kill, resent with the same Message-ID)");
 }

@@ -47,6 +47,11 @@ pub struct Delivery {
     /// SMTP connections open at most (in total, and to one destination).
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
+    /// Hand-overs at once: emails durably marked as being handed over whose SMTP exchange
+    /// has not ended (default: 4 per connection when relaying). More keep the connections
+    /// busier while marks commit; each is one email a crash can leave in doubt.
+    #[arg(long, value_name = "N")]
+    pub handovers: Option<usize>,
     /// The name to give in EHLO.
     #[arg(long, value_name = "NAME")]
     pub helo: Option<String>,

@@ -100,6 +100,9 @@ pub struct Settings {
     pub delivery: DeliveryMode,
     pub connections: usize,
     pub concurrency: usize,
+    /// `delivery.handovers`: hand-overs at once (marked, being sent); `None`: the worker's
+    /// default for the mode.
+    pub handovers: Option<usize>,
     pub in_doubt: InDoubt,
     pub helo: String,
     pub bounce_domain: Option<String>,
@@ -253,6 +256,7 @@ const SETTINGS: &[&str] = &[
     "delivery.relay",
     "delivery.connections",
     "delivery.concurrency",
+    "delivery.handovers",
     "delivery.in_doubt",
     "delivery.helo",
     "delivery.bounce_domain",
@@ -612,6 +616,7 @@ impl Layers {
         // Emails in flight: more than the connections, so that while some wait for their
         // durable hand-over mark or outcome, others hold every connection.
         let concurrency = self.get("delivery.concurrency", (connections * 8).max(64), count);
+        let handovers = self.get("delivery.handovers", None, |raw| count(raw).map(Some));
         let in_doubt = self.get("delivery.in_doubt", InDoubt::Fail, |raw| {
             let s = raw.text()?;
             InDoubt::parse(&s).ok_or_else(|| format!("must be fail or resend, not {s:?}"))
@@ -779,6 +784,7 @@ impl Layers {
             delivery,
             connections,
             concurrency,
+            handovers,
             in_doubt,
             helo,
             bounce_domain,
@@ -1022,6 +1028,24 @@ mod tests {
         assert_eq!(s.api.rate_limits.per_account, 10, "the default");
         assert_eq!(s.origins["server.listen"], Origin::Flag("--listen".into()));
         assert!(matches!(s.origins["server.body_timeout"], Origin::File { line: 3, .. }));
+    }
+
+    #[test]
+    fn hand_overs_default_to_four_per_relay_connection_and_a_setting_overrides_them() {
+        let relay = "[delivery]\nrelay = \"smtp://127.0.0.1:2525\"\nconnections = 5\n";
+        let (_d, l) = layers(relay, &[]);
+        let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(s.handovers, None);
+        assert_eq!(crate::serve::worker_config(&s, true).handovers, 5 * crate::serve::HANDOVERS_PER_CONNECTION);
+        let (_d, l) = layers(&format!("{relay}handovers = 7\n"), &[]);
+        let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!((s.handovers, crate::serve::worker_config(&s, true).handovers), (Some(7), 7));
+        let (_d, l) = layers(&format!("{relay}handovers = 0\n"), &[]);
+        let problems = l.resolve().err().unwrap_or_default();
+        assert!(
+            problems.iter().any(|p| p.setting == "delivery.handovers" && p.message.contains("at least 1")),
+            "{problems:?}"
+        );
     }
 
     #[test]

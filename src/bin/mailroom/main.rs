@@ -105,6 +105,7 @@ fn delivery_flags(layers: &mut Layers, d: &cli::Delivery) {
     }
     layers.flag("dns.nameserver", "--dns", d.dns.map(|a| a.to_string()));
     layers.flag("delivery.connections", "--connections", d.connections.map(|c| c.to_string()));
+    layers.flag("delivery.handovers", "--handovers", d.handovers.map(|c| c.to_string()));
     layers.flag("delivery.helo", "--helo", d.helo.clone());
 }
 
