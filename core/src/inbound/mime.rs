@@ -28,7 +28,10 @@ pub(super) fn split(b: &[u8]) -> (&[u8], &[u8]) {
     if b.first() == Some(&b'\n') {
         return (&[], &b[1..]);
     }
-    match memchr::memmem::find(b, b"\n\n") {
+    // Built once: `memmem::find` would build a searcher for every entity of every message.
+    static BLANK_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\n\n"));
+    match BLANK_LINE.find(b) {
         Some(i) => (&b[..i + 1], &b[i + 2..]),
         None => (b, &[]),
     }
