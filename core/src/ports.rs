@@ -975,6 +975,18 @@ impl LogFilter {
 pub trait RequestLogStore: Send + Sync + Debug {
     /// Records one request.
     async fn log_append(&self, account: &AccountId, log: RequestLog) -> Result<(), StorageError>;
+    /// Records several requests, each as [`log_append`](Self::log_append) would; the first
+    /// error is the answer (the others may have been recorded). Provided: the appends run
+    /// concurrently, so that a store with group commit shares its commits among them. A store
+    /// that can write them in one operation should (the HTTP layer hands over its logs in
+    /// batches).
+    async fn log_append_many(&self, logs: Vec<(AccountId, RequestLog)>) -> Result<(), StorageError> {
+        futures::future::try_join_all(
+            logs.into_iter().map(|(account, log)| async move { self.log_append(&account, log).await }),
+        )
+        .await
+        .map(|_| ())
+    }
     /// Retention: removes up to `limit` logs (any account) recorded before `cutoff`, oldest
     /// first, in one atomic write. Returns how many; fewer than `limit` when none is left.
     async fn log_prune(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<usize, StorageError>;

@@ -208,6 +208,8 @@ pub struct ApiInner {
     /// that made them could.
     log_writes: Arc<tokio::sync::Semaphore>,
     log_permits: u32,
+    /// The queue of the task that writes request logs in batches, started by the first log.
+    log_queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<guard::QueuedLog>>,
     url_key: Arc<ring::hmac::Key>,
     dashboard: Option<Arc<dashboard::Dashboard>>,
 }
@@ -248,6 +250,7 @@ impl Api {
             body_memory_kib: kib,
             log_writes: Arc::new(tokio::sync::Semaphore::new(log_permits as usize)),
             log_permits,
+            log_queue: std::sync::OnceLock::new(),
             url_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
             dashboard: config.dashboard.as_ref().map(|d| Arc::new(dashboard::Dashboard::new(d, &engine.session_key()))),
             limiters: Arc::new(limiters),

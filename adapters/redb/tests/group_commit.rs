@@ -207,3 +207,20 @@ async fn a_restart_releases_what_the_dead_process_held() {
     assert_eq!(again.len(), 5, "every claimed email is due at once, not in an hour");
     assert_eq!(again.iter().filter(|c| c.record.state.handed_over).count(), 1, "the handed-over one stays marked");
 }
+
+/// Request logs handed over in a batch (as the HTTP layer does) are one write, not one per
+/// log, and every log of the batch is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_request_logs_is_one_write() {
+    use mailroom_core::ports::{LogFilter, RequestLogStore};
+    let (s, _h) = store();
+    let before = s.commit_stats();
+    let logs: Vec<_> = (0..50)
+        .map(|i| (AccountId::new("a"), mailroom_core::testkit::request_log(t0() + chrono::Duration::seconds(i))))
+        .collect();
+    s.log_append_many(logs).await.unwrap();
+    let after = s.commit_stats();
+    assert_eq!((after.writes - before.writes, after.commits - before.commits), (1, 1));
+    let (page, more) = s.log_page(&AccountId::new("a"), &LogFilter::default(), None, 100).await.unwrap();
+    assert_eq!((page.len(), more), (50, false));
+}

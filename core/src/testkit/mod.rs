@@ -786,12 +786,20 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
         response_body: None,
         duration_ms: 3,
     };
-    for n in 1..=30u16 {
+    // One at a time, then the rest in one call (as the HTTP layer hands them over), another
+    // account's among them.
+    let numbered = |n: u16| {
         let status = if n.is_multiple_of(5) { 422 } else { 200 };
         let ua = if n.is_multiple_of(4) { "resend-python:2.51.0" } else { "resend-node:6.38.0" };
-        s.log_append(&acct("a"), log(n, status, ua)).await.unwrap();
+        log(n, status, ua)
+    };
+    for n in 1..=10u16 {
+        s.log_append(&acct("a"), numbered(n)).await.unwrap();
     }
-    s.log_append(&acct("b"), log(31, 200, "curl/8")).await.unwrap();
+    let mut many: Vec<_> = (11..=30u16).map(|n| (acct("a"), numbered(n))).collect();
+    many.insert(7, (acct("b"), log(31, 200, "curl/8")));
+    s.log_append_many(many).await.unwrap();
+    s.log_append_many(Vec::new()).await.unwrap();
     let ids = |v: &[RequestLog]| v.iter().map(|l| (l.at - t0()).num_seconds()).collect::<Vec<_>>();
     // Newest first, in pages.
     let (p1, more) = s.log_page(&acct("a"), &LogFilter::default(), None, 4).await.unwrap();
