@@ -393,35 +393,49 @@ pub(crate) struct QueuedLog {
 const LOG_BATCH: usize = 256;
 
 /// Hands `log` to the task that writes logs, started here the first time (a request runs
-/// inside the runtime; building the API need not).
+/// inside the runtime; building the API need not), and again if the runtime that task ran on
+/// is gone (an API may outlive a runtime: tests, embedders).
 ///
 /// Why one task and batches: a write per request was a second store write for every request
 /// (a task, a job for the store's writer, its tables opened), and measured about a sixth of
 /// the throughput of single sends. The task takes whatever logs are waiting, up to
 /// [`LOG_BATCH`], writes them in one `log_append_many`, and only then lets their permits go.
-fn queue_log(api: &Api, log: QueuedLog) {
-    let queue = api.log_queue.get_or_init(|| {
-        let (queue, mut waiting) = tokio::sync::mpsc::unbounded_channel::<QueuedLog>();
-        let engine = api.engine.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(LOG_BATCH);
-            // Ends when the API (the queue's sender) is dropped and every log is written.
-            while waiting.recv_many(&mut batch, LOG_BATCH).await > 0 {
-                let (logs, permits): (Vec<_>, Vec<_>) = batch.drain(..).map(|q| ((q.account, q.log), q.permit)).unzip();
-                // A failed write of the logs must not fail the requests they record.
-                if let Some(store) = engine.storage().request_logs()
-                    && let Err(e) = store.log_append_many(logs).await
-                {
-                    tracing::warn!(target: "mailroom::http", error = %e, "request logs could not be written");
-                }
-                // The permits go after the write: `logs_settled` now sees these logs written.
-                drop(permits);
+fn queue_log(api: &Api, mut log: QueuedLog) {
+    let mut queue = api.log_queue.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(q) = queue.as_ref() {
+        match q.send(log) {
+            Ok(()) => return,
+            // The writer's runtime is gone: the log comes back, for a writer on this one.
+            Err(closed) => log = closed.0,
+        }
+    }
+    let writer = start_log_writer(api.engine.clone());
+    if writer.send(log).is_err() {
+        // Cannot happen: the task holding the other end was spawned just now.
+        tracing::warn!(target: "mailroom::http", "a request log could not be queued");
+    }
+    *queue = Some(writer);
+}
+
+/// The task that writes request logs in batches; its queue.
+fn start_log_writer(engine: mailroom_core::Engine) -> tokio::sync::mpsc::UnboundedSender<QueuedLog> {
+    let (queue, mut waiting) = tokio::sync::mpsc::unbounded_channel::<QueuedLog>();
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(LOG_BATCH);
+        // Ends when the API (the queue's sender) is dropped and every log is written.
+        while waiting.recv_many(&mut batch, LOG_BATCH).await > 0 {
+            let (logs, permits): (Vec<_>, Vec<_>) = batch.drain(..).map(|q| ((q.account, q.log), q.permit)).unzip();
+            // A failed write of the logs must not fail the requests they record.
+            if let Some(store) = engine.storage().request_logs()
+                && let Err(e) = store.log_append_many(logs).await
+            {
+                tracing::warn!(target: "mailroom::http", error = %e, "request logs could not be written");
             }
-        });
-        queue
+            // The permits go after the write: `logs_settled` now sees these logs written.
+            drop(permits);
+        }
     });
-    // A closed queue (the task is gone with its runtime): the log and its permit are dropped.
-    let _ = queue.send(log);
+    queue
 }
 
 #[cfg(test)]

@@ -208,8 +208,9 @@ pub struct ApiInner {
     /// that made them could.
     log_writes: Arc<tokio::sync::Semaphore>,
     log_permits: u32,
-    /// The queue of the task that writes request logs in batches, started by the first log.
-    log_queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<guard::QueuedLog>>,
+    /// The queue of the task that writes request logs in batches, started by the first log
+    /// (and again should the runtime it ran on be gone).
+    log_queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<guard::QueuedLog>>>,
     url_key: Arc<ring::hmac::Key>,
     dashboard: Option<Arc<dashboard::Dashboard>>,
 }
@@ -250,7 +251,7 @@ impl Api {
             body_memory_kib: kib,
             log_writes: Arc::new(tokio::sync::Semaphore::new(log_permits as usize)),
             log_permits,
-            log_queue: std::sync::OnceLock::new(),
+            log_queue: std::sync::Mutex::new(None),
             url_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
             dashboard: config.dashboard.as_ref().map(|d| Arc::new(dashboard::Dashboard::new(d, &engine.session_key()))),
             limiters: Arc::new(limiters),

@@ -601,3 +601,31 @@ impl<F: std::future::Future<Output = reqwest::Result<reqwest::Response>>> SendOk
         r.text().await.unwrap()
     }
 }
+
+/// An API may outlive the runtime that started its request-log writer (embedders, tests):
+/// the logs of requests served on a later runtime are written all the same.
+#[test]
+fn request_logs_are_written_when_the_api_outlives_a_runtime() {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let api = Api::new(engine.clone(), unlimited());
+    let runtime = || tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let token = runtime().block_on(key(&engine, "full", KeyPermission::FullAccess));
+    for round in 0..2 {
+        let rt = runtime();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(serve(listener, router(api.clone()), ServerConfig::default(), std::future::pending()));
+            let sent = post_json(&reqwest::Client::new(), &base, "/emails", &token, &email("a@example.com")).await;
+            assert!(sent["id"].is_string(), "round {round}: {sent}");
+            api.logs_settled().await;
+        });
+        // The log writer's task, started in the first round, ends with its runtime.
+        drop(rt);
+    }
+    let logs = runtime().block_on(async {
+        let store = engine.storage().request_logs().unwrap();
+        store.log_page(engine.account(), &Default::default(), None, 10).await.unwrap().0
+    });
+    assert_eq!(logs.len(), 2, "one log per round: {logs:?}");
+}
