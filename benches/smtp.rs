@@ -66,9 +66,10 @@ fn smtp(c: &mut Criterion) {
                             config.max_per_destination = connections;
                             config.max_messages_per_connection = usize::MAX;
                             let transport = Arc::new(SmtpTransport::new(config).expect("transport"));
-                            // As `serve` configures it: 64 in flight, 4 hand-overs per connection.
-                            let worker = engine
-                                .worker(transport, WorkerConfig::default().concurrency(64).handovers(connections * 4));
+                            // As `serve` configures it: 64 in flight, its hand-overs per connection.
+                            let handovers = connections * mailroom::core::worker::HANDOVERS_PER_CONNECTION;
+                            let worker =
+                                engine.worker(transport, WorkerConfig::default().concurrency(64).handovers(handovers));
                             let t0 = Instant::now();
                             let report = worker.run_until_idle().await.expect("worker");
                             total += t0.elapsed();

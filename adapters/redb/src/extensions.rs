@@ -92,14 +92,7 @@ impl ApiKeyStore for RedbStorage {
 #[async_trait]
 impl RequestLogStore for RedbStorage {
     async fn log_append(&self, account: &AccountId, log: RequestLog) -> StorageResult<()> {
-        let (account, value) = (account.0.to_string(), encode(&log)?);
-        self.write(move |tx| {
-            let mut t = tx.open_table(LOGS).map_err(backend)?;
-            t.insert((account.as_str(), log.id), value.as_slice()).map_err(backend)?;
-            tx.open_table(LOG_TIMES).map_err(backend)?.insert(log.id, account.as_str()).map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.log_append_many(vec![(account.clone(), log)]).await
     }
 
     async fn log_append_many(&self, logs: Vec<(AccountId, RequestLog)>) -> StorageResult<()> {

@@ -1036,7 +1036,10 @@ mod tests {
         let (_d, l) = layers(relay, &[]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(s.handovers, None);
-        assert_eq!(crate::serve::worker_config(&s, true).handovers, 5 * crate::serve::HANDOVERS_PER_CONNECTION);
+        assert_eq!(
+            crate::serve::worker_config(&s, true).handovers,
+            5 * mailroom::core::worker::HANDOVERS_PER_CONNECTION
+        );
         let (_d, l) = layers(&format!("{relay}handovers = 7\n"), &[]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!((s.handovers, crate::serve::worker_config(&s, true).handovers), (Some(7), 7));

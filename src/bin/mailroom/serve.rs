@@ -11,7 +11,7 @@ use crate::config::{DeliveryMode, Settings};
 use mailroom::core::Engine;
 use mailroom::core::Transport;
 use mailroom::core::sandbox::{OutboxMessage, SandboxTransport, WithTestAddresses};
-use mailroom::core::worker::WorkerConfig;
+use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, WorkerConfig};
 use mailroom::dns::HickoryResolver;
 use mailroom::fetch::Fetcher;
 use mailroom::http::{Api, router};
@@ -155,12 +155,7 @@ pub fn transport(settings: &Settings) -> Result<(Arc<dyn Transport>, bool), Stri
 pub fn worker_config(settings: &Settings, relaying: bool) -> WorkerConfig {
     // Fewer emails in flight than connections would leave connections idle.
     let concurrency = if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
-    // Hand-overs per connection: one sending, and the next ones marked and ready the moment
-    // the connection frees. A mark waits for a group commit (the one under way, then its
-    // own: about two commit times), which is longer than one SMTP exchange with a nearby
-    // server, so more than one must be marked ahead. Measured (`mailroom work`, 8 connections,
-    // redb, alternating runs): four per connection deliver 2–10 % more than three, six 7–18 %;
-    // each is an email a crash can leave in doubt, so the default stops at four.
+    // Why four per connection: see `HANDOVERS_PER_CONNECTION`.
     let handovers = match settings.handovers {
         Some(n) => n,
         None if relaying => settings.connections * HANDOVERS_PER_CONNECTION,
@@ -175,9 +170,6 @@ pub fn worker_config(settings: &Settings, relaying: bool) -> WorkerConfig {
         None => config,
     }
 }
-
-/// Hand-overs at once per SMTP connection when relaying, unless `delivery.handovers` says.
-pub const HANDOVERS_PER_CONNECTION: usize = 4;
 
 /// The claim lease, and the in-flight marker's, when several processes share the store.
 const SHARED_LEASE: Duration = Duration::from_secs(30);
