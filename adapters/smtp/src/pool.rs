@@ -4,7 +4,9 @@
 //! and at most `max_connections` in total (semaphores taken before a session is checked out
 //! or opened); sessions open (idle + in use) never exceed `max_connections`, because opening
 //! one when the limit is reached first closes the longest-idle session of another
-//! destination; an idle session past `idle_timeout` is never reused.
+//! destination; an idle session past `idle_timeout` is never reused. An idle session may owe
+//! an earlier transaction its end-of-data dot (see `SmtpTransport::finish`): whoever takes it
+//! next writes that dot before anything else.
 
 use crate::session::Session;
 use std::collections::HashMap;
@@ -16,12 +18,28 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub(crate) struct Pool {
     in_use_total: Arc<Semaphore>,
-    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_destination: Mutex<HashMap<String, Arc<Destination>>>,
     idle: Mutex<HashMap<String, Vec<Session>>>,
     open: AtomicUsize,
     max_connections: usize,
     max_per_destination: usize,
     idle_timeout: Duration,
+}
+
+/// One destination's limit, and how many checkouts wait for it.
+#[derive(Debug)]
+struct Destination {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// Counts a checkout as waiting until it has its permits (or is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The right to use one session to one destination; returned by [`Pool::checkin`] or dropped.
@@ -49,15 +67,7 @@ impl Pool {
     /// Waits for the right to use a session to `key`, then hands out an idle one if there is
     /// one (the caller opens a session otherwise, after [`Pool::make_room`]).
     pub(crate) async fn checkout(&self, key: &str) -> (Lease, Option<Session>) {
-        let dest = {
-            let mut m = self.per_destination.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry(key.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.max_per_destination))).clone()
-        };
-        // Destination first: waiting for a busy destination must not hold a total permit
-        // that another destination could use.
-        let destination = dest.acquire_owned().await.unwrap_or_else(|_| unreachable_closed());
-        let total = self.in_use_total.clone().acquire_owned().await.unwrap_or_else(|_| unreachable_closed());
-        let lease = Lease { key: key.to_string(), _total: total, _destination: destination };
+        let lease = self.lease(key, true).await;
         let mut expired = Vec::new();
         let session = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,6 +87,52 @@ impl Pool {
         self.close(expired);
         self.report();
         (lease, session)
+    }
+
+    /// The right to use a session to `key`, once a session to it and one in total are free;
+    /// `counted`: seen by [`Pool::waiting`] meanwhile (a checkout takes any session, so a
+    /// session handed off goes to it; a [`Pool::take_back`] takes only its own).
+    async fn lease(&self, key: &str, counted: bool) -> Lease {
+        let dest = self.destination(key);
+        dest.waiting.fetch_add(usize::from(counted), Ordering::SeqCst);
+        let _waiting = counted.then(|| Waiting(&dest.waiting));
+        // Destination first: waiting for a busy destination must not hold a total permit
+        // that another destination could use.
+        let destination = dest.permits.clone().acquire_owned().await.unwrap_or_else(|_| unreachable_closed());
+        let total = self.in_use_total.clone().acquire_owned().await.unwrap_or_else(|_| unreachable_closed());
+        Lease { key: key.to_string(), _total: total, _destination: destination }
+    }
+
+    fn destination(&self, key: &str) -> Arc<Destination> {
+        let mut m = self.per_destination.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Destination {
+                    permits: Arc::new(Semaphore::new(self.max_per_destination)),
+                    waiting: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Whether a checkout for `key` is waiting: a session checked in now goes to it.
+    pub(crate) fn waiting(&self, key: &str) -> bool {
+        let m = self.per_destination.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(key).is_some_and(|d| d.waiting.load(Ordering::SeqCst) > 0)
+    }
+
+    /// The idle session that owes the end of data of hand-off `token`, with a lease to use
+    /// it, if no checkout has taken it (then that checkout ends the message). For a
+    /// transaction that handed its session off and saw nobody take it.
+    pub(crate) async fn take_back(&self, key: &str, token: u64) -> Option<(Lease, Session)> {
+        let lease = self.lease(key, false).await;
+        let session = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.get_mut(key)?;
+            let at = list.iter().position(|s| s.owed_token() == Some(token))?;
+            list.remove(at)
+        };
+        Some((lease, session))
     }
 
     /// The pool's gauges: sessions open, and in use, across destinations.

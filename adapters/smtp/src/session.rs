@@ -73,6 +73,22 @@ pub(crate) enum DataOutcome {
     Refused(SmtpReply),
     /// The reply to the end of data.
     Final(SmtpReply),
+    /// The message was written but not its end-of-data dot, as the caller asked: the session
+    /// is to be handed to the next transaction with the dot owed ([`Session::owe`]).
+    Held,
+}
+
+/// What a session owes an earlier transaction whose message it carries: the end-of-data dot,
+/// which the session's next transaction writes in one segment with its own MAIL FROM, RCPT TO
+/// and DATA (RFC 2920 §3.1: message content may open a group), and the final reply to it,
+/// read in the same call as the replies to those commands.
+struct Owed {
+    /// Where the final reply (or why there is none) goes.
+    to: tokio::sync::oneshot::Sender<Result<SmtpReply, String>>,
+    /// Which hand-off this is (see [`crate::pool::Pool::take_back`]).
+    token: u64,
+    /// How long the final reply may take.
+    limit: Duration,
 }
 
 /// An open, greeted session.
@@ -86,6 +102,8 @@ pub(crate) struct Session {
     pub(crate) last_used: Instant,
     /// The last transaction ended without DATA's final reply: RSET before the next.
     dirty: bool,
+    /// An earlier transaction's dot and final reply, when it handed the session off.
+    owed: Option<Owed>,
 }
 
 impl std::fmt::Debug for Session {
@@ -159,11 +177,15 @@ impl Session {
             messages: 0,
             last_used: Instant::now(),
             dirty: false,
+            owed: None,
         })
     }
 
     /// NOOP: is the session still alive?
     pub(crate) async fn healthy(&mut self, limit: Duration) -> bool {
+        if self.settle_owed().await.is_err() {
+            return false;
+        }
         matches!(tokio::time::timeout(limit, self.client.cmd(b"NOOP\r\n")).await, Ok(Ok(r)) if r.code / 100 == 2)
     }
 
@@ -181,6 +203,7 @@ impl Session {
         message: &[u8],
         t: &Timeouts,
         utf8: bool,
+        hold_dot: &(dyn Fn(&Session) -> bool + Sync),
     ) -> Result<Exchange, StepError> {
         let mail_from =
             if utf8 { format!("MAIL FROM:<{from}> SMTPUTF8\r\n") } else { format!("MAIL FROM:<{from}>\r\n") };
@@ -192,6 +215,11 @@ impl Session {
         if self.pipelining {
             // A pipelined RSET costs no round trip.
             let mut group = String::with_capacity(64 + 40 * to.len());
+            // An earlier transaction's dot goes first, in the same segment as our commands.
+            let owed = self.owed.take();
+            if owed.is_some() {
+                group.push_str(".\r\n");
+            }
             if reset {
                 group.push_str("RSET\r\n");
             }
@@ -200,14 +228,35 @@ impl Session {
                 group.push_str(&format!("RCPT TO:<{r}>\r\n"));
             }
             group.push_str("DATA\r\n");
-            let n = to.len() + 2 + usize::from(reset);
+            let n = to.len() + 2 + usize::from(reset) + usize::from(owed.is_some());
+            let limit = owed.as_ref().map_or(t.command, |o| o.limit + t.command);
             let stream = &mut self.client;
-            replies = within(t.command, "MAIL/RCPT/DATA", async move {
+            // One read for every reply, the dot's first: a server may answer them all in one
+            // segment, and a reply read on its own would take the next ones' bytes with it.
+            let read = within(limit, "MAIL/RCPT/DATA", async move {
                 stream.stream.write_all(group.as_bytes()).await?;
                 stream.stream.flush().await?;
                 stream.read_many(n).await
             })
-            .await?;
+            .await;
+            replies = match (read, owed) {
+                (Ok(mut r), Some(owed)) => {
+                    let _ = owed.to.send(Ok(reply_of(&r.remove(0))));
+                    r
+                }
+                (Ok(r), None) => r,
+                (Err(e), owed) => {
+                    // The dot may have reached the server: the earlier message is in doubt.
+                    if let Some(owed) = owed {
+                        let what = match &e {
+                            StepError::Lost { what, .. } => what.clone(),
+                            StepError::Reply(r) => r.to_string(),
+                        };
+                        let _ = owed.to.send(Err(format!("after the end of data: {what}")));
+                    }
+                    return Err(e);
+                }
+            };
             if reset && replies.first().is_none_or(|r| r.code / 100 != 2) {
                 return Err(StepError::lost("RSET was refused"));
             }
@@ -215,6 +264,8 @@ impl Session {
                 replies.remove(0);
             }
         } else {
+            // (Only a pipelining session is handed off with a dot owed; settled all the same.)
+            self.settle_owed().await?;
             replies = Vec::with_capacity(to.len() + 2);
             if reset {
                 let r = within(t.command, "RSET", self.client.cmd(b"RSET\r\n")).await?;
@@ -260,19 +311,35 @@ impl Session {
                 let _ = within(t.command, "empty DATA", self.client.cmd(b".\r\n")).await?;
                 return Ok(Exchange { rcpt, data: DataOutcome::NotSent });
             }
-            Some(_) => self.data(message, t).await?,
+            Some(_) => self.data(message, t, hold_dot).await?,
         };
-        Ok(Exchange { rcpt, data: DataOutcome::Final(data) })
+        Ok(Exchange { rcpt, data })
     }
 
     /// The message and the end-of-data dot, then its reply.
-    async fn data(&mut self, message: &[u8], t: &Timeouts) -> Result<SmtpReply, StepError> {
+    async fn data(
+        &mut self,
+        message: &[u8],
+        t: &Timeouts,
+        hold_dot: &(dyn Fn(&Session) -> bool + Sync),
+    ) -> Result<DataOutcome, StepError> {
         // Message and terminator go out in one write. If that write fails, its last bytes —
         // the terminator's final LF — never reached the socket, so the server cannot have
         // accepted the message: nothing was handed over. Once it succeeded, a failure to
         // flush, a lost connection or a late reply is ambiguous.
         let mut out = stuffed(message);
-        out.extend_from_slice(if message.ends_with(b"\r\n") { b".\r\n" } else { b"\r\n.\r\n" });
+        if !message.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        // Without its dot the message is not handed over yet, whatever happens to the write.
+        if self.pipelining && hold_dot(self) {
+            return match tokio::time::timeout(t.data_body, self.client.stream.write_all(&out)).await {
+                Ok(Ok(())) => Ok(DataOutcome::Held),
+                Ok(Err(e)) => Err(StepError::lost(format!("writing the message: {e}"))),
+                Err(_) => Err(StepError::lost("writing the message: timed out")),
+            };
+        }
+        out.extend_from_slice(b".\r\n");
         match tokio::time::timeout(t.data_body, self.client.stream.write_all(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(StepError::lost(format!("writing the message: {e}"))),
@@ -297,7 +364,59 @@ impl Session {
         self.dirty = false;
         self.messages += 1;
         self.last_used = Instant::now();
-        Ok(reply_of(&reply))
+        Ok(DataOutcome::Final(reply_of(&reply)))
+    }
+
+    /// Whether this session may carry a held dot to the next transaction: it will be reused
+    /// (not closed for having done its share of `max_messages`) and owes nothing yet.
+    pub(crate) fn can_owe(&self, max_messages: usize) -> bool {
+        self.pipelining && self.owed.is_none() && self.messages + 1 < max_messages
+    }
+
+    /// After [`DataOutcome::Held`]: whoever uses the session next writes the dot and sends
+    /// the final reply to `to`. The transaction is over once that reply is read (RFC 5321
+    /// §4.1.1.4), so the session counts it as done.
+    pub(crate) fn owe(
+        &mut self,
+        to: tokio::sync::oneshot::Sender<Result<SmtpReply, String>>,
+        token: u64,
+        t: &Timeouts,
+    ) {
+        self.owed = Some(Owed { to, token, limit: t.final_reply });
+        self.dirty = false;
+        self.messages += 1;
+        self.last_used = Instant::now();
+    }
+
+    /// The token of the hand-off whose dot this session owes, if any.
+    pub(crate) fn owed_token(&self) -> Option<u64> {
+        self.owed.as_ref().map(|o| o.token)
+    }
+
+    /// Writes the dot this session owes (if any), reads its final reply and sends it on.
+    /// `Err`: that failed, the session is unusable (and the earlier transaction was told).
+    pub(crate) async fn settle_owed(&mut self) -> Result<(), StepError> {
+        let Some(owed) = self.owed.take() else { return Ok(()) };
+        let read = async {
+            let client = &mut self.client;
+            let step = async move {
+                client.stream.write_all(b".\r\n").await?;
+                client.stream.flush().await?;
+                client.read().await
+            };
+            match tokio::time::timeout(owed.limit, step).await {
+                Ok(Ok(r)) => Ok(reply_of(&r)),
+                Ok(Err(e)) => Err(format!("the end of data: {e}")),
+                Err(_) => Err(format!("no reply to the end of data within {} s", owed.limit.as_secs())),
+            }
+        }
+        .await;
+        let failed = read.as_ref().err().cloned();
+        let _ = owed.to.send(read);
+        match failed {
+            Some(what) => Err(StepError::lost(format!("an earlier transaction's end of data: {what}"))),
+            None => Ok(()),
+        }
     }
 
     /// The transaction ended without DATA (every recipient refused): the next one resets.
@@ -308,6 +427,10 @@ impl Session {
 
     /// QUIT, politely and briefly; the connection closes either way.
     pub(crate) async fn quit(mut self) {
+        // A dot owed goes out first: the message it ends was held for it.
+        if self.settle_owed().await.is_err() {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.cmd(b"QUIT\r\n")).await;
     }
 }

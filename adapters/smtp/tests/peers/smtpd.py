@@ -18,7 +18,8 @@ RULES = [("hard", "550 5.1.1 <{a}>: Recipient address rejected: User unknown"),
 
 
 class Handler:
-    def __init__(self, save=None):
+    def __init__(self, save=None, pipelining=False):
+        self.pipelining = pipelining
         self.accepted = 0
         self.connections = 0
         self.resets = 0
@@ -29,6 +30,10 @@ class Handler:
             session.counted = True
             self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            # aiosmtpd reads commands line by line from a buffer, so pipelined input works;
+            # it just does not say so.
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_RSET(self, server, session, envelope):
@@ -68,6 +73,7 @@ def main():
     p.add_argument("--auth")
     p.add_argument("--save", help="write each accepted message to SAVE/N.eml")
     p.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8 (RFC 6531)")
+    p.add_argument("--pipelining", action="store_true", help="offer PIPELINING (RFC 2920)")
     a = p.parse_args()
     kwargs = {}
     if a.tls:
@@ -90,7 +96,7 @@ def main():
         # implicit TLS the whole session is encrypted anyway.
         kwargs.update(authenticator=check, auth_required=True, auth_require_tls=bool(a.tls))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    h = Handler(a.save)
+    h = Handler(a.save, a.pipelining)
     # A long ready_timeout: start() checks the server with a connection of its own (a TLS
     # handshake with --implicit-tls) and exits if that takes longer, as it can on a busy machine.
     c = Controller(h, hostname=a.host, port=a.port, enable_SMTPUTF8=not a.no_smtputf8, ready_timeout=60, **kwargs)
