@@ -130,7 +130,8 @@ fn killed_while_delivering_over_smtp_nothing_is_lost_or_received_twice() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved");
     std::fs::create_dir(&saved).unwrap();
-    let server = common::peers::smtpd(&["--save", saved.to_str().unwrap()]);
+    // Offering PIPELINING: kills also land while a dot waits for the next envelope.
+    let server = common::peers::smtpd(&["--save", saved.to_str().unwrap(), "--pipelining"]);
     let port = server.port;
     let kills: u64 = std::env::var("MAILROOM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50) / 2;
     let url = format!("smtp://127.0.0.1:{port}?tls=none");

@@ -408,8 +408,20 @@ impl SmtpTransport {
             // Hold the dot back for the next transaction when one is waiting for a session to
             // this destination (see `finish`).
             let max = cfg.max_messages_per_connection;
-            let hold = |s: &Session| s.can_owe(max) && pool.waiting(&dest.key);
-            match session.transaction(from, to, message, &cfg.timeouts, utf8, &hold).await {
+            let reserved = std::sync::atomic::AtomicBool::new(false);
+            let hold = |s: &Session| {
+                let r = s.can_owe(max) && pool.reserve_taker(&dest.key);
+                reserved.store(r, std::sync::atomic::Ordering::SeqCst);
+                r
+            };
+            let result = session.transaction(from, to, message, &cfg.timeouts, utf8, &hold).await;
+            // A reservation whose hand-off does not follow (the write failed) is given back.
+            if reserved.load(std::sync::atomic::Ordering::SeqCst)
+                && !matches!(&result, Ok(x) if matches!(x.data, DataOutcome::Held))
+            {
+                pool.untake(&dest.key);
+            }
+            match result {
                 Ok(x) => break x,
                 Err(StepError::Reply(reply)) => {
                     session.aborted();
@@ -639,7 +651,7 @@ mod hand_off_tests {
         let message = b"From: a@sender.test\r\nSubject: held\r\n\r\n.a dotted line\r\nbody\r\n";
         let x = session.transaction("a@sender.test", &to, message, &cfg.timeouts, false, &|_| true).await.unwrap();
         assert!(matches!(x.data, DataOutcome::Held), "the dot was not held");
-        assert!(!t.inner.pool.waiting(&key), "nobody waits for the session");
+        assert!(!t.inner.pool.reserve_taker(&key), "nobody waits for the session");
         let started = Instant::now();
         let reply = t.finish(lease, session).await.unwrap();
         assert_eq!(reply.code, 250, "{reply}");

@@ -31,6 +31,9 @@ pub(crate) struct Pool {
 struct Destination {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// Sessions handed off with a dot owed (or about to be) that no checkout has taken yet:
+    /// each stands for one of the waiting checkouts.
+    held: AtomicUsize,
 }
 
 /// Counts a checkout as waiting until it has its permits (or is dropped).
@@ -73,8 +76,15 @@ impl Pool {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.entry(key.to_string()).or_default();
             let mut found = None;
-            // Newest first: the most recently used session is the most likely to be alive.
-            while let Some(s) = list.pop() {
+            // A session that owes a dot first: its message waits for whoever takes it.
+            if let Some(at) = list.iter().rposition(|s| s.owed_token().is_some()) {
+                found = Some(list.remove(at));
+                self.untake(key);
+            }
+            // Else newest first: the most recently used session is the most likely to be alive.
+            while found.is_none()
+                && let Some(s) = list.pop()
+            {
                 if s.last_used.elapsed() > self.idle_timeout {
                     expired.push(s);
                 } else {
@@ -110,15 +120,33 @@ impl Pool {
                 Arc::new(Destination {
                     permits: Arc::new(Semaphore::new(self.max_per_destination)),
                     waiting: AtomicUsize::new(0),
+                    held: AtomicUsize::new(0),
                 })
             })
             .clone()
     }
 
-    /// Whether a checkout for `key` is waiting: a session checked in now goes to it.
-    pub(crate) fn waiting(&self, key: &str) -> bool {
+    /// Reserves a waiting checkout for `key` to take a session handed off with its dot owed:
+    /// `true` when more checkouts wait than sessions already handed off (each hand-off has a
+    /// taker, so no message waits for a grace period because another took its taker).
+    /// Undone by [`Pool::untake`] when such a session leaves the idle list, or at once when
+    /// the hand-off does not happen.
+    pub(crate) fn reserve_taker(&self, key: &str) -> bool {
         let m = self.per_destination.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(key).is_some_and(|d| d.waiting.load(Ordering::SeqCst) > 0)
+        let Some(d) = m.get(key) else { return false };
+        d.held
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| {
+                (d.waiting.load(Ordering::SeqCst) > h).then_some(h + 1)
+            })
+            .is_ok()
+    }
+
+    /// One hand-off of `key` fewer waits for a taker.
+    pub(crate) fn untake(&self, key: &str) {
+        let m = self.per_destination.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = m.get(key) {
+            let _ = d.held.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| h.checked_sub(1));
+        }
     }
 
     /// The idle session that owes the end of data of hand-off `token`, with a lease to use
@@ -132,6 +160,7 @@ impl Pool {
             let at = list.iter().position(|s| s.owed_token() == Some(token))?;
             list.remove(at)
         };
+        self.untake(key);
         Some((lease, session))
     }
 
@@ -157,7 +186,13 @@ impl Pool {
                 .filter_map(|(k, v)| v.first().map(|s| (k.clone(), s.last_used)))
                 .min_by_key(|(_, t)| *t)
                 .map(|(k, _)| k);
-            oldest.and_then(|k| idle.get_mut(&k).map(|v| v.remove(0)))
+            oldest.and_then(|k| {
+                let s = idle.get_mut(&k).map(|v| v.remove(0));
+                if s.as_ref().is_some_and(|s| s.owed_token().is_some()) {
+                    self.untake(&k);
+                }
+                s
+            })
         };
         self.close(victim.into_iter().collect());
     }
