@@ -541,27 +541,7 @@ impl SmtpTransport {
             Err(_) => Err(format!("no reply to the end of data within {} s", cfg.timeouts.final_reply.as_secs())),
         }
     }
-}
 
-/// How long a transaction that handed its session off (dot owed) waits for the waiting
-/// transaction to take it before taking it back.
-const HAND_OFF_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Every recipient the server accepted shares the fate of the message: the final reply, or
-/// DATA's refusal.
-fn share(reports: &mut [RecipientReport], reply: SmtpReply, accepted: RecipientStatus) {
-    let status = match reply.code / 100 {
-        2 => accepted,
-        4 => RecipientStatus::Deferred,
-        _ => RecipientStatus::Rejected,
-    };
-    for r in reports.iter_mut().filter(|r| r.status == accepted) {
-        r.status = status;
-        r.reply = Some(reply.clone());
-    }
-}
-
-impl SmtpTransport {
     /// Opens a session to the first of `dest.addrs` that answers.
     async fn open(&self, dest: &Destination<'_>) -> Result<Session, Outcome> {
         let cfg = &self.inner.config;
@@ -594,6 +574,24 @@ impl SmtpTransport {
             }
         }
         Err(Outcome::NotHandedOver { message: last, reply: last_reply })
+    }
+}
+
+/// How long a transaction that handed its session off (dot owed) waits for the waiting
+/// transaction to take it before taking it back.
+const HAND_OFF_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Every recipient the server accepted shares the fate of the message: the final reply, or
+/// DATA's refusal.
+fn share(reports: &mut [RecipientReport], reply: SmtpReply, accepted: RecipientStatus) {
+    let status = match reply.code / 100 {
+        2 => accepted,
+        4 => RecipientStatus::Deferred,
+        _ => RecipientStatus::Rejected,
+    };
+    for r in reports.iter_mut().filter(|r| r.status == accepted) {
+        r.status = status;
+        r.reply = Some(reply.clone());
     }
 }
 

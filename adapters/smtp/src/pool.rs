@@ -75,12 +75,8 @@ impl Pool {
         let session = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.entry(key.to_string()).or_default();
-            let mut found = None;
             // A session that owes a dot first: its message waits for whoever takes it.
-            if let Some(at) = list.iter().rposition(|s| s.owed_token().is_some()) {
-                found = Some(list.remove(at));
-                self.untake(key);
-            }
+            let mut found = list.iter().rposition(|s| s.owed_token().is_some()).map(|at| list.remove(at));
             // Else newest first: the most recently used session is the most likely to be alive.
             while found.is_none()
                 && let Some(s) = list.pop()
@@ -94,6 +90,10 @@ impl Pool {
             }
             found
         };
+        // (Outside the idle list's lock, which is never held while taking the destinations'.)
+        if session.as_ref().is_some_and(|s| s.owed_token().is_some()) {
+            self.untake(key);
+        }
         self.close(expired);
         self.report();
         (lease, session)
@@ -186,14 +186,14 @@ impl Pool {
                 .filter_map(|(k, v)| v.first().map(|s| (k.clone(), s.last_used)))
                 .min_by_key(|(_, t)| *t)
                 .map(|(k, _)| k);
-            oldest.and_then(|k| {
-                let s = idle.get_mut(&k).map(|v| v.remove(0));
-                if s.as_ref().is_some_and(|s| s.owed_token().is_some()) {
-                    self.untake(&k);
-                }
-                s
-            })
+            oldest.and_then(|k| idle.get_mut(&k).map(|v| (k, v.remove(0))))
         };
+        let victim = victim.map(|(k, s)| {
+            if s.owed_token().is_some() {
+                self.untake(&k);
+            }
+            s
+        });
         self.close(victim.into_iter().collect());
     }
 
