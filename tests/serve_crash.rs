@@ -236,7 +236,8 @@ fn serve_killed_30_times_loses_nothing_and_sends_nothing_twice() {
         }
     }
     println!("{failed} emails in doubt at a kill ended failed");
-    // In doubt only what was being handed over at a kill: `handovers = 16` in the config.
+    // In doubt only what was between its mark and its durable outcome at a kill, which
+    // `handovers = 16` in the config bounds.
     assert!(failed <= (kills as usize) * 16, "{failed} in doubt over {kills} kills");
 }
 

@@ -175,3 +175,20 @@ async fn the_running_worker_outlives_a_store_error() {
         running.await.unwrap().unwrap();
     }
 }
+
+/// What a crash can leave in doubt is bounded by `handovers`, counted until the outcome is
+/// durable (not until the transport answers): with an instant transport and a slow outcome
+/// write, an email whose permit went back when the transport answered would still be marked
+/// without an outcome while the next one was marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_overs_in_doubt_never_exceed_the_bound_while_outcomes_are_being_written() {
+    let double = StorageDouble::slow_outcomes(MemoryStorage::new(), std::time::Duration::from_millis(20));
+    let e = engine(double.clone());
+    let batch: Vec<EmailRequest> = (0..40).map(|i| email(&format!("r{i}@example.com"))).collect();
+    e.send_batch(batch, BatchOptions::default()).await.unwrap();
+    let sandbox = SandboxTransport::default();
+    let config = WorkerConfig::default().concurrency(64).handovers(4);
+    let report = e.worker(Arc::new(sandbox.clone()), config).run_until_idle().await.unwrap();
+    assert_eq!((report.processed, report.handed_over, sandbox.outbox().len()), (40, 40, 40));
+    assert_eq!(double.most_in_doubt(), 4, "at most 4 in doubt at once, and the bound is reached");
+}

@@ -1,6 +1,8 @@
 //! Storage doubles for the engine's tests: one that counts calls, one that fails the Nth
 //! call, one that "crashes" (every call after a chosen one fails and changes nothing, as if
 //! the process had died there). They wrap a real store, so what did commit is inspectable.
+//! Every double also watches what a crash would leave in doubt: the emails whose hand-over
+//! mark has committed and whose outcome has not, and the most of them at once.
 
 use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, NewEmail, Page, PageRequest};
 use crate::error::StorageError;
@@ -32,6 +34,10 @@ pub struct StorageDouble<S> {
     mode: Mode,
     calls: AtomicU64,
     by_method: Mutex<BTreeMap<&'static str, u64>>,
+    /// Marked and without a committed outcome, now; and the most at once.
+    in_doubt: Mutex<(std::collections::HashSet<EmailId>, usize)>,
+    /// How long each `record_outcomes` takes before it commits.
+    outcome_delay: Duration,
 }
 
 impl<S: Storage> StorageDouble<S> {
@@ -47,8 +53,29 @@ impl<S: Storage> StorageDouble<S> {
     pub fn crashing_after(inner: S, n: u64) -> Arc<Self> {
         Self::with(inner, Mode::CrashAfter(n))
     }
+    /// Counts calls, and each `record_outcomes` takes `delay` before it commits: a slow
+    /// store, as seen by the emails waiting for their outcome.
+    pub fn slow_outcomes(inner: S, delay: Duration) -> Arc<Self> {
+        Arc::new(StorageDouble { outcome_delay: delay, ..Self::plain(inner, Mode::Count) })
+    }
     fn with(inner: S, mode: Mode) -> Arc<Self> {
-        Arc::new(StorageDouble { inner, mode, calls: AtomicU64::new(0), by_method: Mutex::default() })
+        Arc::new(Self::plain(inner, mode))
+    }
+    fn plain(inner: S, mode: Mode) -> Self {
+        StorageDouble {
+            inner,
+            mode,
+            calls: AtomicU64::new(0),
+            by_method: Mutex::default(),
+            in_doubt: Mutex::default(),
+            outcome_delay: Duration::ZERO,
+        }
+    }
+
+    /// The most emails that were at once marked as handed over without a committed outcome:
+    /// what a crash at the worst moment would have left in doubt.
+    pub fn most_in_doubt(&self) -> usize {
+        self.in_doubt.lock().map(|d| d.1).unwrap_or(0)
     }
 
     /// The wrapped store (what really committed).
@@ -128,11 +155,26 @@ impl<S: Storage> Storage for StorageDouble<S> {
     }
     async fn begin_handover(&self, claims: &[ClaimRef]) -> StorageResult<Vec<EmailId>> {
         self.gate("begin_handover")?;
-        self.inner.begin_handover(claims).await
+        let lost = self.inner.begin_handover(claims).await?;
+        if let Ok(mut d) = self.in_doubt.lock() {
+            d.0.extend(claims.iter().map(|c| c.id).filter(|id| !lost.contains(id)));
+            d.1 = d.1.max(d.0.len());
+        }
+        Ok(lost)
     }
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
         self.gate("record_outcomes")?;
-        self.inner.record_outcomes(outcomes).await
+        if !self.outcome_delay.is_zero() {
+            tokio::time::sleep(self.outcome_delay).await;
+        }
+        let ids: Vec<EmailId> = outcomes.iter().map(|o| o.claim.id).collect();
+        let refused = self.inner.record_outcomes(outcomes).await?;
+        if let Ok(mut d) = self.in_doubt.lock() {
+            for id in ids.iter().filter(|id| !refused.contains(id)) {
+                d.0.remove(id);
+            }
+        }
+        Ok(refused)
     }
     async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
         self.gate("release_claims")?;

@@ -613,10 +613,13 @@ impl Layers {
             _ => DeliveryMode::Sandbox,
         };
         let connections = self.get("delivery.connections", 8, count);
-        // Emails in flight: more than the connections, so that while some wait for their
-        // durable hand-over mark or outcome, others hold every connection.
-        let concurrency = self.get("delivery.concurrency", (connections * 8).max(64), count);
         let handovers = self.get("delivery.handovers", None, |raw| count(raw).map(Some));
+        // Emails in flight: twice the hand-overs (at least 64), so that beside every email
+        // holding a hand-over permit (marked, sending, or waiting for its outcome) another is
+        // claimed and waiting for the next permit. With as many as the hand-overs, measured:
+        // about 5 % fewer emails per second.
+        let at_once = handovers.unwrap_or(connections * mailroom::core::worker::HANDOVERS_PER_CONNECTION);
+        let concurrency = self.get("delivery.concurrency", (2 * at_once).max(64), count);
         let in_doubt = self.get("delivery.in_doubt", InDoubt::Fail, |raw| {
             let s = raw.text()?;
             InDoubt::parse(&s).ok_or_else(|| format!("must be fail or resend, not {s:?}"))
@@ -1031,18 +1034,20 @@ mod tests {
     }
 
     #[test]
-    fn hand_overs_default_to_four_per_relay_connection_and_a_setting_overrides_them() {
+    fn hand_overs_default_to_eight_per_relay_connection_and_a_setting_overrides_them() {
         let relay = "[delivery]\nrelay = \"smtp://127.0.0.1:2525\"\nconnections = 5\n";
         let (_d, l) = layers(relay, &[]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(s.handovers, None);
-        assert_eq!(
-            crate::serve::worker_config(&s, true).handovers,
-            5 * mailroom::core::worker::HANDOVERS_PER_CONNECTION
-        );
+        let w = crate::serve::worker_config(&s, true);
+        assert_eq!((w.handovers, w.concurrency), (40, 80), "eight per connection, twice that in flight");
         let (_d, l) = layers(&format!("{relay}handovers = 7\n"), &[]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!((s.handovers, crate::serve::worker_config(&s, true).handovers), (Some(7), 7));
+        assert_eq!(s.concurrency, 64, "at least 64 in flight");
+        let (_d, l) = layers(&format!("{relay}handovers = 50\n"), &[]);
+        let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(s.concurrency, 100, "twice a set hand-over bound");
         let (_d, l) = layers(&format!("{relay}handovers = 0\n"), &[]);
         let problems = l.resolve().err().unwrap_or_default();
         assert!(

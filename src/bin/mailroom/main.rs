@@ -246,10 +246,21 @@ async fn work(
     let engine = serve::build_engine(&settings, storage).map_err(Failure::Usage)?;
     let (transport, relaying) = serve::transport(&settings).map_err(Failure::Usage)?;
     let worker = engine.worker(transport, serve::worker_config(&settings, relaying));
-    let report = if until_idle {
-        worker.run_until_idle().await?
-    } else {
-        worker.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?
+    // On a task of the runtime, as `serve` runs it: awaited in place, the worker's loop would
+    // run on this thread (the one blocked on the runtime), and every email's answer would wake
+    // it from another thread. Measured: about 7 % more emails per second spawned.
+    let task = tokio::spawn(async move {
+        if until_idle {
+            worker.run_until_idle().await
+        } else {
+            worker.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await
+        }
+    });
+    let report = match task.await {
+        Ok(report) => report?,
+        // A panic in the worker is this command's panic, as it was when awaited in place.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(Failure::Usage(format!("the worker stopped: {e}"))),
     };
     print(&json!({
         "processed": report.processed,

@@ -155,7 +155,7 @@ pub fn transport(settings: &Settings) -> Result<(Arc<dyn Transport>, bool), Stri
 pub fn worker_config(settings: &Settings, relaying: bool) -> WorkerConfig {
     // Fewer emails in flight than connections would leave connections idle.
     let concurrency = if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
-    // Why four per connection: see `HANDOVERS_PER_CONNECTION`.
+    // Why eight per connection: see `HANDOVERS_PER_CONNECTION`.
     let handovers = match settings.handovers {
         Some(n) => n,
         None if relaying => settings.connections * HANDOVERS_PER_CONNECTION,
