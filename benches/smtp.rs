@@ -66,10 +66,13 @@ fn smtp(c: &mut Criterion) {
                             config.max_per_destination = connections;
                             config.max_messages_per_connection = usize::MAX;
                             let transport = Arc::new(SmtpTransport::new(config).expect("transport"));
-                            // As `serve` configures it: 64 in flight, its hand-overs per connection.
-                            let handovers = connections * mailroom::core::worker::HANDOVERS_PER_CONNECTION;
-                            let worker =
-                                engine.worker(transport, WorkerConfig::default().concurrency(64).handovers(handovers));
+                            // As `serve` configures it: its hand-overs per connection, and
+                            // emails in flight for them.
+                            use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, in_flight_for};
+                            let handovers = connections * HANDOVERS_PER_CONNECTION;
+                            let config =
+                                WorkerConfig::default().concurrency(in_flight_for(handovers)).handovers(handovers);
+                            let worker = engine.worker(transport, config);
                             let t0 = Instant::now();
                             let report = worker.run_until_idle().await.expect("worker");
                             total += t0.elapsed();

@@ -109,6 +109,15 @@ impl InDoubt {
 /// their outcome), so it stops there.
 pub const HANDOVERS_PER_CONNECTION: usize = 8;
 
+/// Emails in flight for `handovers` hand-overs at once (what `serve` and `work` configure
+/// unless told otherwise): twice the hand-overs, at least 64, so that beside every email
+/// holding a hand-over permit (marked, sending, or waiting for its outcome) another is claimed
+/// and waiting to take the next. With as many as the hand-overs, measured: about 5 % fewer
+/// emails per second.
+pub fn in_flight_for(handovers: usize) -> usize {
+    (2 * handovers).max(64)
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {

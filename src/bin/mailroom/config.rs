@@ -614,12 +614,9 @@ impl Layers {
         };
         let connections = self.get("delivery.connections", 8, count);
         let handovers = self.get("delivery.handovers", None, |raw| count(raw).map(Some));
-        // Emails in flight: twice the hand-overs (at least 64), so that beside every email
-        // holding a hand-over permit (marked, sending, or waiting for its outcome) another is
-        // claimed and waiting for the next permit. With as many as the hand-overs, measured:
-        // about 5 % fewer emails per second.
-        let at_once = handovers.unwrap_or(connections * mailroom::core::worker::HANDOVERS_PER_CONNECTION);
-        let concurrency = self.get("delivery.concurrency", (2 * at_once).max(64), count);
+        use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, in_flight_for};
+        let at_once = handovers.unwrap_or(connections * HANDOVERS_PER_CONNECTION);
+        let concurrency = self.get("delivery.concurrency", in_flight_for(at_once), count);
         let in_doubt = self.get("delivery.in_doubt", InDoubt::Fail, |raw| {
             let s = raw.text()?;
             InDoubt::parse(&s).ok_or_else(|| format!("must be fail or resend, not {s:?}"))
