@@ -103,10 +103,11 @@ impl InDoubt {
 /// permit covers mark to outcome, so this is exactly what a crash can leave in doubt). A mark
 /// and an outcome each wait for about two group commits, longer than one SMTP exchange with a
 /// nearby server. Measured (`mailroom work`, 8 connections, redb, alternating runs, against
-/// `smtp-source -d -s 8`): four per connection 0.55 ×, eight 0.78 ×, twelve 0.81 ×, sixteen
-/// 0.83 ×. Eight bounds a crash to the 64 emails in doubt that four allowed in the worst case
-/// before the permit covered the outcome write (4 sending, up to 64 in flight waiting for
-/// their outcome), so it stops there.
+/// `smtp-source -d -s 8`, each with [`in_flight_for`] emails in flight): four per connection
+/// 0.55 ×, eight 0.78 ×, twelve 0.81 ×, sixteen 0.83 ×. With 8 connections, eight makes 64:
+/// the worst case four per connection already allowed before the permit covered the outcome
+/// write (32 being handed over, and every other email of the 64 in flight possibly waiting
+/// for its outcome), now a bound. So it stops there.
 pub const HANDOVERS_PER_CONNECTION: usize = 8;
 
 /// Emails in flight for `handovers` hand-overs at once (what `serve` and `work` configure
