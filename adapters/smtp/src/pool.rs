@@ -90,9 +90,8 @@ impl Pool {
             }
             found
         };
-        // (Outside the idle list's lock, which is never held while taking the destinations'.)
-        if session.as_ref().is_some_and(|s| s.owed_token().is_some()) {
-            self.untake(key);
+        if let Some(s) = &session {
+            self.left_idle(key, s);
         }
         self.close(expired);
         self.report();
@@ -141,6 +140,15 @@ impl Pool {
             .is_ok()
     }
 
+    /// A session of `key` has left the idle list: if it owes a dot, its hand-off no longer
+    /// waits for a taker. Called outside the idle list's lock, which is never held while
+    /// taking the destinations'.
+    fn left_idle(&self, key: &str, session: &Session) {
+        if session.owed_token().is_some() {
+            self.untake(key);
+        }
+    }
+
     /// One hand-off of `key` fewer waits for a taker.
     pub(crate) fn untake(&self, key: &str) {
         let m = self.per_destination.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,7 +168,7 @@ impl Pool {
             let at = list.iter().position(|s| s.owed_token() == Some(token))?;
             list.remove(at)
         };
-        self.untake(key);
+        self.left_idle(key, &session);
         Some((lease, session))
     }
 
@@ -189,9 +197,7 @@ impl Pool {
             oldest.and_then(|k| idle.get_mut(&k).map(|v| (k, v.remove(0))))
         };
         let victim = victim.map(|(k, s)| {
-            if s.owed_token().is_some() {
-                self.untake(&k);
-            }
+            self.left_idle(&k, &s);
             s
         });
         self.close(victim.into_iter().collect());

@@ -99,7 +99,9 @@ pub struct Settings {
     pub keys: Vec<ManagedKey>,
     pub delivery: DeliveryMode,
     pub connections: usize,
-    pub concurrency: usize,
+    /// `delivery.concurrency`: emails in flight at once; `None`: twice the hand-overs, at
+    /// least 64 (resolved with them, in `serve::worker_config`).
+    pub concurrency: Option<usize>,
     /// `delivery.handovers`: hand-overs at once (marked, being sent); `None`: the worker's
     /// default for the mode.
     pub handovers: Option<usize>,
@@ -614,9 +616,7 @@ impl Layers {
         };
         let connections = self.get("delivery.connections", 8, count);
         let handovers = self.get("delivery.handovers", None, |raw| count(raw).map(Some));
-        use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, in_flight_for};
-        let at_once = handovers.unwrap_or(connections * HANDOVERS_PER_CONNECTION);
-        let concurrency = self.get("delivery.concurrency", in_flight_for(at_once), count);
+        let concurrency = self.get("delivery.concurrency", None, |raw| count(raw).map(Some));
         let in_doubt = self.get("delivery.in_doubt", InDoubt::Fail, |raw| {
             let s = raw.text()?;
             InDoubt::parse(&s).ok_or_else(|| format!("must be fail or resend, not {s:?}"))
@@ -1041,10 +1041,10 @@ mod tests {
         let (_d, l) = layers(&format!("{relay}handovers = 7\n"), &[]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!((s.handovers, crate::serve::worker_config(&s, true).handovers), (Some(7), 7));
-        assert_eq!(s.concurrency, 64, "at least 64 in flight");
+        assert_eq!(crate::serve::worker_config(&s, true).concurrency, 64, "at least 64 in flight");
         let (_d, l) = layers(&format!("{relay}handovers = 50\n"), &[]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
-        assert_eq!(s.concurrency, 100, "twice a set hand-over bound");
+        assert_eq!(crate::serve::worker_config(&s, true).concurrency, 100, "twice a set hand-over bound");
         let (_d, l) = layers(&format!("{relay}handovers = 0\n"), &[]);
         let problems = l.resolve().err().unwrap_or_default();
         assert!(

@@ -11,7 +11,7 @@ use crate::config::{DeliveryMode, Settings};
 use mailroom::core::Engine;
 use mailroom::core::Transport;
 use mailroom::core::sandbox::{OutboxMessage, SandboxTransport, WithTestAddresses};
-use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, WorkerConfig};
+use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, WorkerConfig, in_flight_for};
 use mailroom::dns::HickoryResolver;
 use mailroom::fetch::Fetcher;
 use mailroom::http::{Api, router};
@@ -153,14 +153,16 @@ pub fn transport(settings: &Settings) -> Result<(Arc<dyn Transport>, bool), Stri
 
 /// The worker the settings describe.
 pub fn worker_config(settings: &Settings, relaying: bool) -> WorkerConfig {
-    // Fewer emails in flight than connections would leave connections idle.
-    let concurrency = if relaying { settings.concurrency.max(settings.connections) } else { settings.concurrency };
     // Why eight per connection: see `HANDOVERS_PER_CONNECTION`.
     let handovers = match settings.handovers {
         Some(n) => n,
         None if relaying => settings.connections * HANDOVERS_PER_CONNECTION,
         None => WorkerConfig::default().handovers,
     };
+    // Unless set, twice the hand-overs just resolved (`in_flight_for`).
+    let concurrency = settings.concurrency.unwrap_or_else(|| in_flight_for(handovers));
+    // Fewer emails in flight than connections would leave connections idle.
+    let concurrency = if relaying { concurrency.max(settings.connections) } else { concurrency };
     let config = WorkerConfig::default().concurrency(concurrency).handovers(handovers).in_doubt(settings.in_doubt);
     match settings.database_url {
         // Several processes share the queue: a claim lasts 30 s and is renewed every 10 s
