@@ -8,12 +8,49 @@ use chrono::{DateTime, Utc};
 use mailroom_core::email::AccountId;
 use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, LogFilter, RequestLog, RequestLogStore, StorageResult};
 use redb::ReadableTable;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The API keys as last committed, by token hash: every authenticated request looks its key
+/// up, and a read transaction opened after each commit reads again the pages that commit
+/// rewrote (the table tree's among them), which cost more than the rest of the lookup.
+///
+/// Why this is exact: every change to the key table is a write of this store (redb holds its
+/// file for one process), each marks the cache `changed` inside the writer, and the writer's
+/// `settle` — after the group's commit, before any of its writes is answered, and whether or
+/// not the caller still waits — drops the map and starts a new generation. A lookup that
+/// loaded the table installs its map only if no generation began meanwhile, so a map read
+/// before a commit never outlives it.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    generation: u64,
+    changed: bool,
+    map: Option<Arc<HashMap<[u8; 32], (AccountId, ApiKeyRecord)>>>,
+}
+
+impl KeyCache {
+    /// After a group (committed or not): a group that wrote keys ends the cached map.
+    pub(crate) fn settle(&mut self) {
+        if std::mem::take(&mut self.changed) {
+            self.generation += 1;
+            self.map = None;
+        }
+    }
+}
+
+pub(crate) type SharedKeyCache = Arc<Mutex<KeyCache>>;
+
+fn cache(c: &SharedKeyCache) -> std::sync::MutexGuard<'_, KeyCache> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[async_trait]
 impl ApiKeyStore for RedbStorage {
     async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
         let value = encode_key(&account.0, &key)?;
+        let keys = Arc::clone(&self.api_keys);
         self.write(move |tx| {
+            cache(&keys).changed = true;
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             if t.get(key.token_sha256.as_slice()).map_err(backend)?.is_none() {
                 t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
@@ -25,7 +62,9 @@ impl ApiKeyStore for RedbStorage {
 
     async fn key_put(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
         let value = encode_key(&account.0, &key)?;
+        let keys = Arc::clone(&self.api_keys);
         self.write(move |tx| {
+            cache(&keys).changed = true;
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
             Ok(())
@@ -47,17 +86,21 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
-        let h = *sha256;
-        self.read_now(move |tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
-            match t.get(h.as_slice()).map_err(backend)? {
-                Some(v) => {
-                    let (account, key) = decode_key(v.value())?;
-                    Ok(Some((AccountId::new(&account), key)))
-                }
-                None => Ok(None),
-            }
-        })
+        let (generation, map) = {
+            let c = cache(&self.api_keys);
+            (c.generation, c.map.clone())
+        };
+        if let Some(map) = map {
+            return Ok(map.get(sha256).cloned());
+        }
+        let map: HashMap<[u8; 32], (AccountId, ApiKeyRecord)> =
+            self.key_all().await?.into_iter().map(|(a, k)| (k.token_sha256, (a, k))).collect();
+        let found = map.get(sha256).cloned();
+        let mut c = cache(&self.api_keys);
+        if c.generation == generation && c.map.is_none() {
+            c.map = Some(Arc::new(map));
+        }
+        Ok(found)
     }
 
     async fn key_list(&self, account: &AccountId) -> StorageResult<Vec<ApiKeyRecord>> {
@@ -69,7 +112,9 @@ impl ApiKeyStore for RedbStorage {
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         let (account, id) = (account.0.to_string(), id.to_string());
+        let keys = Arc::clone(&self.api_keys);
         self.write(move |tx| {
+            cache(&keys).changed = true;
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             let mut found = None;
             for item in t.iter().map_err(backend)? {

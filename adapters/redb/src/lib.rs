@@ -2,8 +2,10 @@
 //!
 //! mailroom's embedded default [`Storage`]: one redb file, durable (fsync) commits. The file
 //! is the only source of truth: nothing is cached across operations, so a restart sees
-//! exactly what was committed. (The in-memory index of recent idempotency records is the one
-//! exception, and is rebuilt from the file at every opening: `idempotency`.)
+//! exactly what was committed. (Two exceptions, both rebuilt from the file after every
+//! opening: the in-memory index of recent idempotency records, `idempotency`; and the API
+//! keys by token hash, dropped by every commit that changes the key table and read again at
+//! the next lookup, `extensions::KeyCache`.)
 //!
 //! Writes go through one writer thread that commits concurrent writes together (`writer`:
 //! group commit, each write still atomic on its own); reads run in parallel on their own
@@ -188,6 +190,8 @@ pub struct RedbStorage {
     /// The event log's counter: the last number given (`None`: no log is written, only to
     /// measure what it costs).
     log: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The API keys as last committed (`extensions::KeyCache`).
+    api_keys: extensions::SharedKeyCache,
 }
 
 /// Claims held by this process, by email id.
@@ -310,7 +314,12 @@ impl RedbStorage {
         let db = Arc::new(RwLock::new(db));
         let fsync = Arc::new(AtomicBool::new(true));
         let settled = Arc::clone(&keys);
-        let settle = Box::new(move |committed| settled.lock().unwrap_or_else(|p| p.into_inner()).settle(committed));
+        let api_keys = extensions::SharedKeyCache::default();
+        let api_keys_settled = Arc::clone(&api_keys);
+        let settle = Box::new(move |committed| {
+            settled.lock().unwrap_or_else(|p| p.into_inner()).settle(committed);
+            api_keys_settled.lock().unwrap_or_else(|p| p.into_inner()).settle();
+        });
         let writer = Arc::new(writer::Writer::start(Arc::clone(&db), Arc::clone(&fsync), settle)?);
         Ok(RedbStorage {
             db,
@@ -320,6 +329,7 @@ impl RedbStorage {
             recent_limit: idempotency::DEFAULT_RECENT,
             claims: Arc::default(),
             log: Some(Arc::new(seq.into())),
+            api_keys,
         })
     }
 

@@ -224,3 +224,39 @@ async fn a_batch_of_request_logs_is_one_write() {
     let (page, more) = s.log_page(&AccountId::new("a"), &LogFilter::default(), None, 100).await.unwrap();
     assert_eq!((page.len(), more), (50, false));
 }
+
+/// The cached API keys never outlive a commit that changed them: a revoke whose caller went
+/// away after queueing it (a client that hung up) still ends the cached key once it commits,
+/// and until it commits the key is what the file says: active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_whose_caller_stopped_waiting_still_ends_the_cached_key() {
+    use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, KeyPermission};
+    let (s, h) = store();
+    let a = AccountId::new("a");
+    s.key_insert(&a, ApiKeyRecord::new("k1", "ops", [1; 32], KeyPermission::FullAccess, t0())).await.unwrap();
+    assert!(s.key_by_hash(&[2; 32]).await.unwrap().is_none(), "an unknown token");
+    let (_, k) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert!(k.revoked_at.is_none());
+    // Hold the next commit, so that the revoke waits in the queue behind it.
+    h.hold_next.store(true, Ordering::SeqCst);
+    let slow = {
+        let (s, a) = (s.clone(), a.clone());
+        tokio::spawn(async move { s.insert_emails(&a, vec![new_email("a", t0(), 1, None)], None).await })
+    };
+    while h.hold_next.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    {
+        // Polled once: the revoke is queued to the writer; then its caller is gone.
+        let mut revoke = std::pin::pin!(s.key_revoke(&a, "k1", t0()));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(revoke.as_mut().poll(&mut cx).is_pending(), "queued behind the held commit");
+    }
+    let (_, k) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert!(k.revoked_at.is_none(), "not committed yet: the key is still active");
+    slow.await.unwrap().unwrap();
+    // Writes run in order: once this one (not a key's) is answered, the revoke has committed.
+    s.insert_emails(&a, vec![new_email("a", t0(), 2, None)], None).await.unwrap();
+    let (_, k) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(k.revoked_at, Some(t0()), "the revoke committed; the cached key must not survive it");
+}
