@@ -25,8 +25,11 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct KeyCache {
     generation: u64,
     changed: bool,
-    map: Option<Arc<HashMap<[u8; 32], (AccountId, ApiKeyRecord)>>>,
+    map: Option<Arc<KeysByHash>>,
 }
+
+/// Every key, by the SHA-256 of its token.
+type KeysByHash = HashMap<[u8; 32], (AccountId, ApiKeyRecord)>;
 
 impl KeyCache {
     /// After a group (committed or not): a group that wrote keys ends the cached map.
@@ -93,8 +96,7 @@ impl ApiKeyStore for RedbStorage {
         if let Some(map) = map {
             return Ok(map.get(sha256).cloned());
         }
-        let map: HashMap<[u8; 32], (AccountId, ApiKeyRecord)> =
-            self.key_all().await?.into_iter().map(|(a, k)| (k.token_sha256, (a, k))).collect();
+        let map: KeysByHash = self.key_all().await?.into_iter().map(|(a, k)| (k.token_sha256, (a, k))).collect();
         let found = map.get(sha256).cloned();
         let mut c = cache(&self.api_keys);
         if c.generation == generation && c.map.is_none() {
