@@ -16,6 +16,13 @@ cargo build --release --quiet --bin mailroom --example ingest
 dir="$(mktemp -d)"
 sink=""
 trap '[ -n "$sink" ] && kill "$sink" 2>/dev/null; rm -rf "$dir"' EXIT
+# Another server on the port would share its connections with this one's sink: a second
+# smtp-sink on a port starts and listens beside the first (both take connections), so the
+# figures would measure both.
+if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$port" 2>/dev/null; then
+  echo "something already listens on 127.0.0.1:$port; stop it or set PORT" >&2
+  exit 1
+fi
 /usr/sbin/smtp-sink -u "$(id -un)" -c "127.0.0.1:$port" 1000 >/dev/null &
 sink=$!
 
