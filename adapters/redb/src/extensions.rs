@@ -16,27 +16,39 @@ use std::sync::{Arc, Mutex};
 /// rewrote (the table tree's among them), which cost more than the rest of the lookup.
 ///
 /// Why this is exact: every change to the key table is a write of this store (redb holds its
-/// file for one process), each marks the cache `changed` inside the writer, and the writer's
-/// `settle` — after the group's commit, before any of its writes is answered, and whether or
-/// not the caller still waits — drops the map and starts a new generation. A lookup that
-/// loaded the table installs its map only if no generation began meanwhile, so a map read
-/// before a commit never outlives it.
+/// file for one process). Each write records the row it leaves (its whole value, not a
+/// difference) inside the writer, and the writer's `settle` — after the group's commit,
+/// before any of its writes is answered, and whether or not the caller still waits — applies
+/// a committed group's rows to the map and starts a new generation, or forgets an aborted
+/// group's. A lookup that loaded the table installs its map only if no generation began
+/// meanwhile; a map installed between a commit and its settling already holds the commit's
+/// rows, and setting them again changes nothing.
+///
+/// Why rows and not "drop the map": a change then costs one insertion, not a reload of every
+/// key at the next request (creating N keys one after another would read the table N times).
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     generation: u64,
-    changed: bool,
-    map: Option<Arc<KeysByHash>>,
+    /// The rows the group being written leaves, in the order written.
+    pending: Vec<([u8; 32], (AccountId, ApiKeyRecord))>,
+    map: Option<KeysByHash>,
+    /// How many times the table was read whole (tests).
+    loads: u64,
 }
 
 /// Every key, by the SHA-256 of its token.
 type KeysByHash = HashMap<[u8; 32], (AccountId, ApiKeyRecord)>;
 
 impl KeyCache {
-    /// After a group (committed or not): a group that wrote keys ends the cached map.
-    pub(crate) fn settle(&mut self) {
-        if std::mem::take(&mut self.changed) {
-            self.generation += 1;
-            self.map = None;
+    /// After a group: a committed group's rows enter the map; an aborted group's never were.
+    pub(crate) fn settle(&mut self, committed: bool) {
+        let rows = std::mem::take(&mut self.pending);
+        if !committed || rows.is_empty() {
+            return;
+        }
+        self.generation += 1;
+        if let Some(map) = self.map.as_mut() {
+            map.extend(rows);
         }
     }
 }
@@ -47,16 +59,22 @@ fn cache(c: &SharedKeyCache) -> std::sync::MutexGuard<'_, KeyCache> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Records, inside the writer, the row a write of the key table leaves.
+fn wrote(c: &SharedKeyCache, account: &str, key: &ApiKeyRecord) {
+    cache(c).pending.push((key.token_sha256, (AccountId::new(account), key.clone())));
+}
+
 #[async_trait]
 impl ApiKeyStore for RedbStorage {
     async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
         let value = encode_key(&account.0, &key)?;
         let keys = Arc::clone(&self.api_keys);
+        let account = account.0.to_string();
         self.write(move |tx| {
-            cache(&keys).changed = true;
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             if t.get(key.token_sha256.as_slice()).map_err(backend)?.is_none() {
                 t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
+                wrote(&keys, &account, &key);
             }
             Ok(())
         })
@@ -66,10 +84,11 @@ impl ApiKeyStore for RedbStorage {
     async fn key_put(&self, account: &AccountId, key: ApiKeyRecord) -> StorageResult<()> {
         let value = encode_key(&account.0, &key)?;
         let keys = Arc::clone(&self.api_keys);
+        let account = account.0.to_string();
         self.write(move |tx| {
-            cache(&keys).changed = true;
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             t.insert(key.token_sha256.as_slice(), value.as_slice()).map_err(backend)?;
+            wrote(&keys, &account, &key);
             Ok(())
         })
         .await
@@ -89,18 +108,19 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
-        let (generation, map) = {
+        let generation = {
             let c = cache(&self.api_keys);
-            (c.generation, c.map.clone())
+            if let Some(map) = &c.map {
+                return Ok(map.get(sha256).cloned());
+            }
+            c.generation
         };
-        if let Some(map) = map {
-            return Ok(map.get(sha256).cloned());
-        }
         let map: KeysByHash = self.key_all().await?.into_iter().map(|(a, k)| (k.token_sha256, (a, k))).collect();
         let found = map.get(sha256).cloned();
         let mut c = cache(&self.api_keys);
+        c.loads += 1;
         if c.generation == generation && c.map.is_none() {
-            c.map = Some(Arc::new(map));
+            c.map = Some(map);
         }
         Ok(found)
     }
@@ -116,7 +136,6 @@ impl ApiKeyStore for RedbStorage {
         let (account, id) = (account.0.to_string(), id.to_string());
         let keys = Arc::clone(&self.api_keys);
         self.write(move |tx| {
-            cache(&keys).changed = true;
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             let mut found = None;
             for item in t.iter().map_err(backend)? {
@@ -130,6 +149,7 @@ impl ApiKeyStore for RedbStorage {
             let Some((hash, a, mut key)) = found else { return Ok(false) };
             key.revoked_at.get_or_insert(at);
             t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
+            wrote(&keys, &a, &key);
             Ok(true)
         })
         .await
@@ -207,5 +227,52 @@ impl RequestLogStore for RedbStorage {
             Ok((page, false))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use mailroom_core::ports::KeyPermission;
+    use mailroom_core::testkit::t0;
+
+    fn key(n: u8) -> ApiKeyRecord {
+        ApiKeyRecord::new(format!("k{n}"), "ops", [n; 32], KeyPermission::FullAccess, t0())
+    }
+
+    /// Keys created, replaced and revoked one after another are each seen by the next lookup,
+    /// and the table is read whole once, not once per change.
+    #[tokio::test]
+    async fn changes_enter_the_cached_keys_without_reading_the_table_again() {
+        let s = RedbStorage::in_memory().unwrap();
+        let a = AccountId::new("a");
+        s.key_insert(&a, key(1)).await.unwrap();
+        assert!(s.key_by_hash(&[1; 32]).await.unwrap().is_some());
+        for n in 2..40 {
+            s.key_insert(&a, key(n)).await.unwrap();
+            let (account, found) = s.key_by_hash(&[n; 32]).await.unwrap().unwrap();
+            assert_eq!((account.as_str(), found.id.as_str()), ("a", format!("k{n}").as_str()));
+        }
+        // An insert of a token already stored changes nothing.
+        let mut other = key(3);
+        other.name = "not stored".into();
+        s.key_insert(&AccountId::new("b"), other).await.unwrap();
+        let (account, found) = s.key_by_hash(&[3; 32]).await.unwrap().unwrap();
+        assert_eq!((account.as_str(), found.name.as_str()), ("a", "ops"));
+        let mut renamed = key(5);
+        renamed.name = "renamed".into();
+        s.key_put(&a, renamed).await.unwrap();
+        assert_eq!(s.key_by_hash(&[5; 32]).await.unwrap().unwrap().1.name, "renamed");
+        assert!(s.key_revoke(&a, "k7", t0()).await.unwrap());
+        assert_eq!(s.key_by_hash(&[7; 32]).await.unwrap().unwrap().1.revoked_at, Some(t0()));
+        assert!(s.key_by_hash(&[99; 32]).await.unwrap().is_none());
+        assert_eq!(cache(&s.api_keys).loads, 1);
+        // What the cache says is what the file says.
+        let mut file: Vec<_> = s.key_all().await.unwrap().into_iter().map(|(a, k)| (k.token_sha256, (a, k))).collect();
+        let mut cached: Vec<_> = cache(&s.api_keys).map.clone().unwrap().into_iter().collect();
+        file.sort_by_key(|(h, _)| *h);
+        cached.sort_by_key(|(h, _)| *h);
+        assert_eq!(cached, file);
     }
 }

@@ -4,8 +4,8 @@
 //! is the only source of truth: nothing is cached across operations, so a restart sees
 //! exactly what was committed. (Two exceptions, both rebuilt from the file after every
 //! opening: the in-memory index of recent idempotency records, `idempotency`; and the API
-//! keys by token hash, dropped by every commit that changes the key table and read again at
-//! the next lookup, `extensions::KeyCache`.)
+//! keys by token hash, read whole at the first lookup and kept in step by every commit that
+//! changes the key table, `extensions::KeyCache`.)
 //!
 //! Writes go through one writer thread that commits concurrent writes together (`writer`:
 //! group commit, each write still atomic on its own); reads run in parallel on their own
@@ -318,7 +318,7 @@ impl RedbStorage {
         let api_keys_settled = Arc::clone(&api_keys);
         let settle = Box::new(move |committed| {
             settled.lock().unwrap_or_else(|p| p.into_inner()).settle(committed);
-            api_keys_settled.lock().unwrap_or_else(|p| p.into_inner()).settle();
+            api_keys_settled.lock().unwrap_or_else(|p| p.into_inner()).settle(committed);
         });
         let writer = Arc::new(writer::Writer::start(Arc::clone(&db), Arc::clone(&fsync), settle)?);
         Ok(RedbStorage {

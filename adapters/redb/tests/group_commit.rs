@@ -260,3 +260,19 @@ async fn a_revoke_whose_caller_stopped_waiting_still_ends_the_cached_key() {
     let (_, k) = s.key_by_hash(&[1; 32]).await.unwrap().unwrap();
     assert_eq!(k.revoked_at, Some(t0()), "the revoke committed; the cached key must not survive it");
 }
+
+/// A key written in a group that fails to commit is not in the file, and so not among the
+/// cached keys either.
+#[tokio::test]
+async fn a_key_whose_commit_failed_is_not_cached() {
+    use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, KeyPermission};
+    let (s, h) = store();
+    let a = AccountId::new("a");
+    s.key_insert(&a, ApiKeyRecord::new("k1", "ops", [1; 32], KeyPermission::FullAccess, t0())).await.unwrap();
+    assert!(s.key_by_hash(&[1; 32]).await.unwrap().is_some());
+    h.fail.store(true, Ordering::SeqCst);
+    assert!(s.key_put(&a, ApiKeyRecord::new("k2", "ci", [2; 32], KeyPermission::FullAccess, t0())).await.is_err());
+    // (redb refuses further transactions after a failed sync; the cached keys still answer.)
+    assert!(s.key_by_hash(&[2; 32]).await.unwrap().is_none(), "the failed commit's key must not be cached");
+    assert!(s.key_by_hash(&[1; 32]).await.unwrap().is_some());
+}
