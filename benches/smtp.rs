@@ -14,7 +14,7 @@ use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_
 use mailroom::core::memory::MemoryStorage;
 use mailroom::core::ports::Storage;
 use mailroom::core::testkit::sample_batch;
-use mailroom::core::worker::WorkerConfig;
+use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, WorkerConfig, in_flight_for};
 use mailroom::core::{BatchOptions, Engine};
 use mailroom::redb::RedbStorage;
 use mailroom::smtp::{RelayTarget, SmtpConfig, SmtpTransport};
@@ -68,7 +68,6 @@ fn smtp(c: &mut Criterion) {
                             let transport = Arc::new(SmtpTransport::new(config).expect("transport"));
                             // As `serve` configures it: its hand-overs per connection, and
                             // emails in flight for them.
-                            use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, in_flight_for};
                             let handovers = connections * HANDOVERS_PER_CONNECTION;
                             let config =
                                 WorkerConfig::default().concurrency(in_flight_for(handovers)).handovers(handovers);

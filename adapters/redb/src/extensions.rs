@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::email::AccountId;
 use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, LogFilter, RequestLog, RequestLogStore, StorageResult};
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -26,15 +26,25 @@ use std::sync::{Arc, Mutex};
 ///
 /// Why rows and not "drop the map": a change then costs one insertion, not a reload of every
 /// key at the next request (creating N keys one after another would read the table N times).
+///
+/// Bounded: a table of more than [`MAX_CACHED_KEYS`] keys is not held (clients with a
+/// full-access key create keys; memory must not grow with them). Past it, each lookup reads
+/// its one key in a read transaction, as without the cache. Keys are revoked, never removed,
+/// so a table past the bound stays past it.
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     generation: u64,
     /// The rows the group being written leaves, in the order written.
     pending: Vec<([u8; 32], (AccountId, ApiKeyRecord))>,
     map: Option<KeysByHash>,
+    /// The table holds more keys than are cached.
+    too_many: bool,
     /// How many times the table was read whole (tests).
     loads: u64,
 }
+
+/// The most API keys [`KeyCache`] holds in memory (a few MB).
+const MAX_CACHED_KEYS: usize = 10_000;
 
 /// Every key, by the SHA-256 of its token.
 type KeysByHash = HashMap<[u8; 32], (AccountId, ApiKeyRecord)>;
@@ -49,6 +59,10 @@ impl KeyCache {
         self.generation += 1;
         if let Some(map) = self.map.as_mut() {
             map.extend(rows);
+            if map.len() > MAX_CACHED_KEYS {
+                self.map = None;
+                self.too_many = true;
+            }
         }
     }
 }
@@ -108,19 +122,44 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> StorageResult<Option<(AccountId, ApiKeyRecord)>> {
-        let generation = {
+        let (generation, too_many) = {
             let c = cache(&self.api_keys);
             if let Some(map) = &c.map {
                 return Ok(map.get(sha256).cloned());
             }
-            c.generation
+            (c.generation, c.too_many)
         };
-        let map: KeysByHash = self.key_all().await?.into_iter().map(|(a, k)| (k.token_sha256, (a, k))).collect();
-        let found = map.get(sha256).cloned();
+        let h = *sha256;
+        // The whole table when it fits the bound (`None`: it does not), and the key asked for.
+        let (map, found) = self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok((Some(KeysByHash::new()), None)) };
+            let one = |t: &redb::ReadOnlyTable<&[u8], &[u8]>| -> StorageResult<_> {
+                match t.get(h.as_slice()).map_err(backend)? {
+                    Some(v) => decode_key(v.value()).map(|(a, k)| Some((AccountId::new(&a), k))),
+                    None => Ok(None),
+                }
+            };
+            if too_many || t.len().map_err(backend)? > MAX_CACHED_KEYS as u64 {
+                return Ok((None, one(&t)?));
+            }
+            let mut map = KeysByHash::new();
+            for item in t.iter().map_err(backend)? {
+                let (_, v) = item.map_err(backend)?;
+                let (a, key) = decode_key(v.value())?;
+                map.insert(key.token_sha256, (AccountId::new(&a), key));
+            }
+            let found = map.get(&h).cloned();
+            Ok((Some(map), found))
+        })?;
         let mut c = cache(&self.api_keys);
-        c.loads += 1;
-        if c.generation == generation && c.map.is_none() {
-            c.map = Some(map);
+        match map {
+            Some(map) => {
+                c.loads += 1;
+                if c.generation == generation && c.map.is_none() {
+                    c.map = Some(map);
+                }
+            }
+            None => c.too_many = true,
         }
         Ok(found)
     }
@@ -274,5 +313,50 @@ mod tests {
         file.sort_by_key(|(h, _)| *h);
         cached.sort_by_key(|(h, _)| *h);
         assert_eq!(cached, file);
+    }
+
+    /// `keys` written in one group, as that many key writes would leave them.
+    async fn put_many(s: &RedbStorage, keys: Vec<ApiKeyRecord>) {
+        let cached = Arc::clone(&s.api_keys);
+        s.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            for k in keys {
+                t.insert(k.token_sha256.as_slice(), encode_key("a", &k)?.as_slice()).map_err(backend)?;
+                wrote(&cached, "a", &k);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Past the bound the keys are not held, and every lookup is still right: read from the
+    /// table, whether the table was past the bound when first looked up or grew past it.
+    #[tokio::test]
+    async fn a_table_past_the_bound_is_not_held_in_memory() {
+        let key = |n: usize| {
+            let mut hash = [0; 32];
+            hash[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            ApiKeyRecord::new(format!("k{n}"), "ops", hash, KeyPermission::FullAccess, t0())
+        };
+        let s = RedbStorage::in_memory().unwrap();
+        let a = AccountId::new("a");
+        put_many(&s, (0..MAX_CACHED_KEYS).map(key).collect()).await;
+        assert!(s.key_by_hash(&key(7).token_sha256).await.unwrap().is_some());
+        assert!(cache(&s.api_keys).map.is_some(), "at the bound: held");
+        let last = key(MAX_CACHED_KEYS);
+        s.key_insert(&a, last.clone()).await.unwrap();
+        assert!(cache(&s.api_keys).map.is_none() && cache(&s.api_keys).too_many, "one past it: let go");
+        assert_eq!(s.key_by_hash(&last.token_sha256).await.unwrap().map(|(_, k)| k.id), Some(last.id));
+        assert!(s.key_revoke(&a, "k7", t0()).await.unwrap());
+        assert_eq!(s.key_by_hash(&key(7).token_sha256).await.unwrap().unwrap().1.revoked_at, Some(t0()));
+        assert!(s.key_by_hash(&[0xff; 32]).await.unwrap().is_none());
+        assert!(cache(&s.api_keys).map.is_none());
+        // A store whose table is past the bound at its first lookup never reads it whole.
+        let fresh = RedbStorage::in_memory().unwrap();
+        put_many(&fresh, (0..=MAX_CACHED_KEYS).map(key).collect()).await;
+        assert!(fresh.key_by_hash(&key(3).token_sha256).await.unwrap().is_some());
+        let c = cache(&fresh.api_keys);
+        assert!(c.map.is_none() && c.too_many && c.loads == 0);
     }
 }
