@@ -91,10 +91,20 @@ const KEEP: [bool; 256] = {
 
 /// `s` percent-escaped into one path segment.
 pub fn escape(s: &str, out: &mut String) {
+    escape_unless_control(s, out, false);
+}
+
+/// [`escape`]; with `refuse_control`, stops at the first white space or control character
+/// and answers `false` (what it wrote so far stays: the caller truncates). One pass does both
+/// because the rewrite needs both of every link, and the check costs nothing on kept bytes.
+fn escape_unless_control(s: &str, out: &mut String, refuse_control: bool) -> bool {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut kept = 0;
     for (i, &b) in s.as_bytes().iter().enumerate() {
         if !keep(b) {
+            if refuse_control && (b <= 0x20 || b == 0x7f) {
+                return false;
+            }
             // A run of kept bytes is ASCII, so it starts and ends on character boundaries.
             if kept < i {
                 out.push_str(&s[kept..i]);
@@ -106,6 +116,7 @@ pub fn escape(s: &str, out: &mut String) {
         }
     }
     out.push_str(&s[kept..]);
+    true
 }
 
 /// `s` with its percent-escapes decoded; `None` when that is not UTF-8 or an escape is broken.
@@ -157,12 +168,15 @@ impl LinkKey {
     /// times faster; its 128-bit key and output (80 bits kept, checked behind a per-address
     /// limit) leave forging a link out of reach.
     fn tag(&self, fields: &[u8], rest: &[u8]) -> [u8; 16] {
+        tag_after(self.hasher_over(fields), rest)
+    }
+
+    /// The tag's hash with the head's fields fed in: what every link of an email shares.
+    fn hasher_over(&self, fields: &[u8]) -> siphasher::sip128::SipHasher24 {
         use std::hash::Hasher;
         let mut h = siphasher::sip128::SipHasher24::new_with_keys(self.1[0], self.1[1]);
         h.write(fields);
-        h.write(&(rest.len() as u64).to_be_bytes());
-        h.write(rest);
-        siphasher::sip128::Hasher128::finish128(&h).as_bytes()
+        h
     }
 
     /// The head of a token for `t` (its `rest` travels beside it, escaped); `None` when the
@@ -174,18 +188,13 @@ impl LinkKey {
 
     /// [`head`](Self::head), appended to `out`; whether it was.
     pub fn head_into(&self, kind: Kind, email: EmailId, account: &AccountId, rest: &str, out: &mut String) -> bool {
-        let name = if account.is_default() { &b""[..] } else { account.as_str().as_bytes() };
-        let Ok(n) = u8::try_from(name.len()) else { return false };
-        let mut b = [0u8; 1 + 16 + 1 + 255 + TAG];
-        b[0] = kind as u8;
-        b[1..17].copy_from_slice(&email.as_u128().to_be_bytes());
-        b[17] = n;
-        let end = 18 + name.len();
-        b[18..end].copy_from_slice(name);
-        let tag = self.tag(&b[..end], rest.as_bytes());
-        b[end..end + TAG].copy_from_slice(&tag[..TAG]);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&b[..end + TAG], out);
-        true
+        match Heads::new(self, kind, email, account, false) {
+            Some(heads) => {
+                heads.head_into(rest, out);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A full token as one string: the head, and `/` and the escaped rest when there is one;
@@ -253,6 +262,68 @@ pub fn random_secret() -> [u8; 32] {
     rand::random()
 }
 
+/// The tag of `rest` from a hash that has taken the head's fields.
+fn tag_after(mut h: siphasher::sip128::SipHasher24, rest: &[u8]) -> [u8; 16] {
+    use std::hash::Hasher;
+    h.write(&(rest.len() as u64).to_be_bytes());
+    h.write(rest);
+    siphasher::sip128::Hasher128::finish128(&h).as_bytes()
+}
+
+/// The heads of the tokens of one kind for one email, which differ only in their tags: the
+/// fields are hashed once, and when they fill whole base64 groups (18 bytes for the default
+/// account) they are encoded once too, since base64 of a concatenation at a group boundary is
+/// the concatenation of the encodings. Why: a tracked email signs a hundred links at every
+/// hand-over; the same heads byte for byte as one [`LinkKey::head`] each
+/// (`tests::heads_of_an_email_are_the_heads_signed_one_by_one`).
+struct Heads {
+    fields: [u8; 1 + 16 + 1 + 255],
+    len: usize,
+    hasher: siphasher::sip128::SipHasher24,
+    /// The fields in base64 (`encoded` bytes), when `len` is a multiple of 3.
+    prefix: [u8; 364],
+    encoded: usize,
+}
+
+impl Heads {
+    /// `None` when the account name is too long to carry. `shared`: heads for many tokens
+    /// will be made (the fields' base64 is then worth making once).
+    fn new(key: &LinkKey, kind: Kind, email: EmailId, account: &AccountId, shared: bool) -> Option<Heads> {
+        let name = if account.is_default() { &b""[..] } else { account.as_str().as_bytes() };
+        let n = u8::try_from(name.len()).ok()?;
+        let mut fields = [0u8; 1 + 16 + 1 + 255];
+        fields[0] = kind as u8;
+        fields[1..17].copy_from_slice(&email.as_u128().to_be_bytes());
+        fields[17] = n;
+        let len = 18 + name.len();
+        fields[18..len].copy_from_slice(name);
+        let hasher = key.hasher_over(&fields[..len]);
+        let mut prefix = [0u8; 364];
+        let encoded = if shared && len % 3 == 0 {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(&fields[..len], &mut prefix).unwrap_or(0)
+        } else {
+            0
+        };
+        Some(Heads { fields, len, hasher, prefix, encoded })
+    }
+
+    /// The head of the token for `rest`, appended to `out`.
+    fn head_into(&self, rest: &str, out: &mut String) {
+        let tag = tag_after(self.hasher, rest.as_bytes());
+        let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        if self.encoded > 0 {
+            // The prefix is base64: ASCII.
+            out.push_str(std::str::from_utf8(&self.prefix[..self.encoded]).unwrap_or_default());
+            b64.encode_string(&tag[..TAG], out);
+        } else {
+            let mut b = [0u8; 1 + 16 + 1 + 255 + TAG];
+            b[..self.len].copy_from_slice(&self.fields[..self.len]);
+            b[self.len..self.len + TAG].copy_from_slice(&tag[..TAG]);
+            b64.encode_string(&b[..self.len + TAG], out);
+        }
+    }
+}
+
 /// Where tracking links of one email point and what they track.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracking {
@@ -277,8 +348,9 @@ pub fn unsubscribe_url(
     Some(format!("{base}/unsubscribe/{token}"))
 }
 
-/// Whether an `href` is a link to rewrite: an absolute `http(s)` URL with a host, without
-/// white space or control characters, not too long, not already a tracking link.
+/// Whether an `href` is a link to rewrite: an absolute `http(s)` URL with a host, not too
+/// long, not already a tracking link. (Links with white space or control characters are
+/// refused as they are escaped.)
 fn trackable(href: &str, base: &str) -> bool {
     let b = href.as_bytes();
     let rest = if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"https://") {
@@ -289,7 +361,7 @@ fn trackable(href: &str, base: &str) -> bool {
         return false;
     };
     let host_end = rest.bytes().position(|c| matches!(c, b'/' | b'?' | b'#')).unwrap_or(rest.len());
-    href.len() <= MAX_URL && host_end > 0 && !href.starts_with(base) && href.bytes().all(|c| c > 0x20 && c != 0x7f)
+    href.len() <= MAX_URL && host_end > 0 && !href.starts_with(base)
 }
 
 /// The `href` values of the `<a>` and `<area>` start tags of `html`, each with where its raw
@@ -314,7 +386,8 @@ pub fn anchor_hrefs(html: &str) -> Vec<(std::ops::Range<usize>, Cow<'_, str>)> {
 pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, account: &AccountId) -> String {
     let mut out = String::with_capacity(html.len() + html.len() / 4 + 256);
     let mut copied = 0;
-    if t.click {
+    let heads = if t.click { Heads::new(key, Kind::Click, email, account, true) } else { None };
+    if let Some(heads) = heads {
         for (span, href) in anchor_hrefs(html) {
             let href = href.trim();
             // A value holding markup characters is left alone: replacing it would take away a
@@ -329,12 +402,13 @@ pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, acc
             out.push_str(&html[copied..span.start]);
             out.push_str(&t.base);
             out.push_str("/t/c/");
-            if !key.head_into(Kind::Click, email, account, href, &mut out) {
+            heads.head_into(href, &mut out);
+            out.push('/');
+            // A link with white space or control characters in it is left as it is.
+            if !escape_unless_control(href, &mut out, true) {
                 out.truncate(mark);
                 continue;
             }
-            out.push('/');
-            escape(href, &mut out);
             copied = span.end;
         }
     }
@@ -466,6 +540,57 @@ mod tests {
         );
         let open = Token { kind: Kind::Open, account: AccountId::default(), rest: String::new(), ..t };
         assert_eq!(key().sign(&open).unwrap(), "AQGQAAAAAHAAgAAAAAAAAAEAMmvXL2u4q2x5nw");
+    }
+
+    /// The head as first written: every field and the tag in one buffer, hashed and encoded
+    /// whole. What the shared work of [`Heads`] must reproduce.
+    fn head_written_whole(key: &LinkKey, kind: Kind, email: EmailId, account: &AccountId, rest: &str) -> String {
+        use std::hash::Hasher;
+        let name = if account.is_default() { &b""[..] } else { account.as_str().as_bytes() };
+        let mut b = vec![kind as u8];
+        b.extend_from_slice(&email.as_u128().to_be_bytes());
+        b.push(u8::try_from(name.len()).unwrap());
+        b.extend_from_slice(name);
+        let mut h = siphasher::sip128::SipHasher24::new_with_keys(key.1[0], key.1[1]);
+        h.write(&b);
+        h.write(&(rest.len() as u64).to_be_bytes());
+        h.write(rest.as_bytes());
+        b.extend_from_slice(&siphasher::sip128::Hasher128::finish128(&h).as_bytes()[..TAG]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b)
+    }
+
+    proptest! {
+        /// Whatever the account's length (so whether or not the fields end on a base64 group),
+        /// the heads made for one email are those made one by one, whole.
+        #[test]
+        fn heads_of_an_email_are_the_heads_signed_one_by_one(
+            id in any::<u128>(),
+            account in "[a-z0-9_-]{0,40}",
+            rests in prop::collection::vec(".{0,80}", 1..4),
+        ) {
+            let account = if account.is_empty() { AccountId::default() } else { AccountId::new(&account) };
+            let email = EmailId::from_u128(id);
+            let heads = Heads::new(&key(), Kind::Click, email, &account, true).unwrap();
+            for rest in &rests {
+                let mut shared = String::from("x");
+                heads.head_into(rest, &mut shared);
+                prop_assert_eq!(&shared[1..], head_written_whole(&key(), Kind::Click, email, &account, rest));
+                prop_assert_eq!(key().head(Kind::Click, email, &account, rest).unwrap(), &shared[1..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_link_with_white_space_or_control_characters_is_left_as_it_is() {
+        let t = Tracking { base: "https://l.test".into(), open: false, click: true };
+        for href in ["https://a.test/x y", "https://a.test/\u{7f}", "https://a.test/&#9;x", "https://a.test/ok"] {
+            let html = format!(r#"<a href="{href}">a</a><a href="https://b.test/">b</a>"#);
+            let out = rewrite_html(&html, &t, &key(), EmailId::from_u128(1), &AccountId::default());
+            let links: Vec<_> = crate::html::links(&out).into_iter().map(|l| l.href.into_owned()).collect();
+            assert_eq!(links.len(), 2);
+            assert_eq!(links[0].starts_with("https://l.test/t/c/"), href.ends_with("/ok"), "{href}: {out}");
+            assert!(links[1].starts_with("https://l.test/t/c/"), "{out}");
+        }
     }
 
     #[test]
