@@ -292,7 +292,11 @@ pub(crate) fn judge_with(
 ///   was new.)
 /// - A 4xx refusal never suppresses, whatever its words: the server itself says it may pass.
 ///   Nor does an x.7.x one (RFC 3463 §3.8, security or policy: about the sender, its content
-///   or standing); "user unknown" under x.7.x is read as `filtered`.
+///   or standing); "user unknown" under x.7.x is read as `filtered` — except when said at
+///   `RCPT TO` or by the server holding the mailbox, where only the recipient is judged and
+///   servers do put x.7.1 on a missing mailbox (Gmail's "550 5.7.1 No such user", qmail's
+///   badrcptto, "550 5.7.1 No mailbox found"; Sisimai and Mail::DeliveryStatus::BounceParser
+///   both read them as unknown users): permanent and suppressed, as without the status.
 /// - Everything else: transient, by [`Reason::classify`]'s subtypes.
 pub fn verdict(
     mut reason: Reason,
@@ -311,10 +315,14 @@ pub fn verdict(
         && status.is_some_and(|s| s.subject == 1 || (s.class == 5 && s.subject == 2 && s.detail == 1));
     // x.7.x is security or policy (RFC 3463 §3.8): whatever the words, a refusal about the
     // sender, its content or its standing, never evidence that the address is gone.
-    let policy_status = status.is_some_and(|s| s.subject == 7);
+    // Except for a mailbox's absence said in words at RCPT TO (or by the server holding it):
+    // servers do put x.7.1 on "No such user" there (Gmail's "550 5.7.1 No such user", qmail's
+    // badrcptto), and at that step nothing but the recipient is being judged.
+    let said_at_rcpt = matches!(stage, Stage::Recipient | Stage::Local);
+    let policy_status = status.is_some_and(|s| s.subject == 7) && !(said_at_rcpt && reason == Reason::UserUnknown);
     // A provider's code for an invalid recipient is the mailbox provider's own statement,
     // whatever step it answered.
-    let said_of_the_mailbox = matches!(stage, Stage::Recipient | Stage::Local) || basis == Basis::Provider;
+    let said_of_the_mailbox = said_at_rcpt || basis == Basis::Provider;
     if reason == Reason::UserUnknown && ((!said_of_the_mailbox && !status_says_gone) || policy_status) {
         reason = Reason::Filtered;
     }
@@ -1445,7 +1453,7 @@ mod tests {
         // Undecided codes leave the words to speak; the policy guards still hold.
         let v = at("Service refuse. Veuillez essayer plus tard. LPN006_107 mailbox full", "", 452, Stage::Recipient);
         assert_eq!(v.reason, Reason::MailboxFull);
-        let v = at("Invalid recipient. LPN007_416", "5.7.1", 550, Stage::Recipient);
+        let v = at("Invalid recipient. LPN007_416", "5.7.1", 550, Stage::Message);
         assert_eq!((v.reason, v.suppress), (Reason::Filtered, false));
         let v = at("Invalid recipient. LPN007_416", "4.5.0", 450, Stage::Recipient);
         assert!(!v.suppress);
@@ -1519,6 +1527,26 @@ mod tests {
         // A 4xx never suppresses, whatever its words.
         let v = at("Recipient address rejected: User unknown", "4.1.1", 450, Stage::Recipient);
         assert!(!v.suppress);
+    }
+
+    #[test]
+    fn a_missing_mailbox_under_a_policy_status_counts_only_at_rcpt_to() {
+        for text in ["550 5.7.1 No such user c18si2365148hub", "550 5.7.1 No mailbox found"] {
+            let v = at(text, "5.7.1", 550, Stage::Recipient);
+            assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::UserUnknown, true), "{text}");
+            let v = at(text, "5.7.1", 550, Stage::Local);
+            assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true), "{text}");
+            // After DATA, or at a step not said: a filter's words.
+            for stage in [Stage::Message, Stage::Unknown] {
+                let v = at(text, "5.7.1", 550, stage);
+                assert_eq!((v.reason, v.suppress), (Reason::Filtered, false), "{text} {stage:?}");
+            }
+        }
+        // Other x.7.x refusals at RCPT TO stay what their words say, and are not suppressed.
+        let v = at("550 5.7.1 Client host blocked using zen.spamhaus.org", "5.7.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::Blocked, false));
+        let v = at("554 5.7.1 Relay access denied", "5.7.1", 554, Stage::Recipient);
+        assert!(!v.suppress, "{v:?}");
     }
 
     #[test]
@@ -1837,7 +1865,12 @@ mod tests {
             let v = judge(&text, status, Some(code), stage);
             prop_assert!(!v.suppress || v.kind == BounceType::Permanent);
             prop_assert!(!v.suppress || class == 5);
-            prop_assert!(!v.suppress || status.is_none_or(|s| s.subject != 7));
+            // Under x.7.x only a missing mailbox said at RCPT TO.
+            prop_assert!(
+                !v.suppress
+                    || status.is_none_or(|s| s.subject != 7)
+                    || (stage == Stage::Recipient && v.reason == Reason::UserUnknown)
+            );
             if stage == Stage::Message && !status.is_some_and(|s| s.subject == 1 || (s.subject == 2 && s.detail == 1)) {
                 prop_assert!(v.reason != Reason::UserUnknown);
             }
