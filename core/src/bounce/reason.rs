@@ -545,7 +545,25 @@ impl<'a> Head<'a> {
     pub(crate) fn rcpt_stage(&self) -> bool {
         *self.rcpt_stage.get_or_init(|| Stage::named_in_lowercase(self.text) == Stage::Recipient)
     }
+
+    /// Whether the account says, in a mailbox provider's own template, that the address was
+    /// looked up and not found: Gmail's "wasn't delivered to … because the address couldn't
+    /// be found", Exchange Online's and Outlook.com's "The email address you entered couldn't
+    /// be found". Such a notice comes from the provider's directory, not from a filter, so its
+    /// "no such user" is said of the mailbox ([`Stage::Local`]) even where no SMTP step is
+    /// named.
+    pub(crate) fn not_found_in_directory(&self) -> bool {
+        NOT_FOUND_IN_DIRECTORY.iter().any(|w| memchr::memmem::find(self.text.as_bytes(), w.as_bytes()).is_some())
+    }
 }
+
+/// The templates of [`Head::not_found_in_directory`], lower-case.
+const NOT_FOUND_IN_DIRECTORY: &[&str] = &[
+    "address couldn't be found",
+    "address could not be found",
+    "address you entered couldn't be found",
+    "address you entered could not be found",
+];
 
 pub(crate) fn inferred_status(reason: Reason, class: Option<u8>) -> String {
     let c = class.unwrap_or(5);

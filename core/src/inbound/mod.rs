@@ -682,6 +682,7 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     // when it is about this recipient alone ("in reply to RCPT TO command").
     let stage = match e.stage.unwrap_or_else(|| Stage::named_in_any(&[diag, account])) {
         Stage::Unknown if only_recipient && whole.rcpt_stage() => Stage::Recipient,
+        Stage::Unknown if only_recipient && whole.not_found_in_directory() => Stage::Local,
         s => s,
     };
     let context = Context { head: whole, delayed, only_recipient };
@@ -791,6 +792,35 @@ MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; 
 Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn a_providers_address_not_found_notice_is_said_of_the_mailbox() {
+        // Outlook.com: "mailbox unavailable" under 5.5.0, no SMTP step named, and the
+        // provider's own template saying the address was not found.
+        let fields = "Final-Recipient: rfc822;someone@outlook.com\nAction: failed\nStatus: 5.5.0\n\
+Diagnostic-Code: smtp;550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302).";
+        let human = "Delivery has failed to these recipients or groups:\n\nsomeone@outlook.com\n\
+The email address you entered couldn't be found. Please check the recipient's email address and try to resend the message.";
+        let b = &parse(&dsn(human, fields)).bounces[0];
+        assert_eq!(
+            (b.reason, b.stage, b.kind, b.suppress),
+            (Reason::UserUnknown, Stage::Local, BounceType::Permanent, true),
+            "{b:?}"
+        );
+        // Gmail's template.
+        let fields = "Final-Recipient: rfc822; a@example.it\nAction: failed\nStatus: 5.0.0\nDiagnostic-Code: smtp; 550 No such user";
+        let human = "Address not found\n\nYour message wasn't delivered to a@example.it because the address couldn't be found. \
+Check for typos or unnecessary spaces and try again.";
+        let b = &parse(&dsn(human, fields)).bounces[0];
+        assert_eq!((b.reason, b.suppress), (Reason::UserUnknown, true), "{b:?}");
+        // Without the template, the same refusal at a step not named stays a filter's answer.
+        let b = &parse(&dsn("Delivery has failed to these recipients.", fields)).bounces[0];
+        assert_eq!((b.reason, b.suppress), (Reason::Filtered, false), "{b:?}");
+        // The template does not make anything else a missing mailbox: a full one stays full.
+        let full = fields.replace("550 No such user", "552 Mailbox full");
+        let b = &parse(&dsn(human, &full)).bounces[0];
+        assert_eq!((b.reason, b.suppress), (Reason::MailboxFull, false), "{b:?}");
     }
 
     #[test]
