@@ -557,6 +557,18 @@ impl<'a> Head<'a> {
     }
 }
 
+impl Head<'_> {
+    /// Whether the account calls the failure permanent in words (see [`PERMANENT`]).
+    pub(crate) fn says_permanent(&self) -> bool {
+        PERMANENT.iter().any(|w| memchr::memmem::find(self.text.as_bytes(), w.as_bytes()).is_some())
+    }
+}
+
+/// Words of a notice calling its failure permanent, lower-case: Exim's and qmail's fixed
+/// "This is a permanent error", Gmail's "failed permanently", and their kin.
+const PERMANENT: &[&str] =
+    &["permanent error", "permanent failure", "failed permanently", "permanently failed", "permanent fatal error"];
+
 /// The templates of [`Head::not_found_in_directory`], lower-case.
 const NOT_FOUND_IN_DIRECTORY: &[&str] = &[
     "address couldn't be found",

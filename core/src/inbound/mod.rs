@@ -692,6 +692,20 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     if v.basis == Basis::Code && v.reason == Reason::Undefined && rcpt.ends_with("@googlegroups.com") {
         v = verdict(Reason::Rejected, Basis::Context, status, code, stage, diag);
     }
+    // No code, no status, no words known, but the notice itself calls the failure permanent
+    // (Exim's and qmail's fixed "This is a permanent error", Gmail's "failed permanently"): a
+    // permanent refusal whose cause was not passed on, read as a bare 5xx is (Permanent/General,
+    // never suppressed), not as a failure nobody can place (Undetermined).
+    if v.basis == Basis::Code
+        && v.reason == Reason::Undefined
+        && code.is_none()
+        && status.is_none()
+        && !delayed
+        && whole.says_permanent()
+    {
+        let permanent = EnhancedStatus { class: 5, subject: 0, detail: 0 };
+        v = verdict(Reason::Undefined, Basis::Code, Some(permanent), None, stage, diag);
+    }
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
     let status_inferred = status.is_none();
     let status = status.map_or_else(|| inferred_status(v.reason, class), |s| s.to_string());
@@ -792,6 +806,29 @@ MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; 
 Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn a_notice_that_calls_its_failure_permanent_and_says_nothing_else_is_permanent() {
+        let notice = |words: &str| {
+            format!(
+                "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\nTo: sender@example.com\n\
+Subject: Mail delivery failed: returning message to sender\nX-Failed-Recipients: a@example.org\n\n\
+This message was created automatically by mail delivery software.\n\n\
+A message that you sent could not be delivered to one or more of its\nrecipients.{words} \
+The following address(es) failed:\n\n  a@example.org\n\n------ This is a copy of the message ------\n"
+            )
+            .into_bytes()
+        };
+        let b = &parse(&notice(" This is a permanent error.")).bounces[0];
+        assert_eq!(
+            (b.kind, b.subtype, b.reason, b.suppress),
+            (BounceType::Permanent, BounceSubtype::General, Reason::Undefined, false),
+            "{b:?}"
+        );
+        // Without those words nothing places it.
+        let b = &parse(&notice("")).bounces[0];
+        assert_eq!((b.kind, b.suppress), (BounceType::Undetermined, false), "{b:?}");
     }
 
     #[test]
