@@ -280,9 +280,8 @@ struct Heads {
     fields: [u8; 1 + 16 + 1 + 255],
     len: usize,
     hasher: siphasher::sip128::SipHasher24,
-    /// The fields in base64 (`encoded` bytes), when `len` is a multiple of 3.
-    prefix: [u8; 364],
-    encoded: usize,
+    /// The fields in base64, when they are shared and `len` is a multiple of 3.
+    prefix: Option<String>,
 }
 
 impl Heads {
@@ -298,22 +297,17 @@ impl Heads {
         let len = 18 + name.len();
         fields[18..len].copy_from_slice(name);
         let hasher = key.hasher_over(&fields[..len]);
-        let mut prefix = [0u8; 364];
-        let encoded = if shared && len % 3 == 0 {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(&fields[..len], &mut prefix).unwrap_or(0)
-        } else {
-            0
-        };
-        Some(Heads { fields, len, hasher, prefix, encoded })
+        let prefix =
+            (shared && len % 3 == 0).then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&fields[..len]));
+        Some(Heads { fields, len, hasher, prefix })
     }
 
     /// The head of the token for `rest`, appended to `out`.
     fn head_into(&self, rest: &str, out: &mut String) {
         let tag = tag_after(self.hasher, rest.as_bytes());
         let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        if self.encoded > 0 {
-            // The prefix is base64: ASCII.
-            out.push_str(std::str::from_utf8(&self.prefix[..self.encoded]).unwrap_or_default());
+        if let Some(prefix) = &self.prefix {
+            out.push_str(prefix);
             b64.encode_string(&tag[..TAG], out);
         } else {
             let mut b = [0u8; 1 + 16 + 1 + 255 + TAG];
