@@ -802,7 +802,27 @@ const RULES: &[(Reason, &[&str])] = &[
     (Reason::VirusDetected, &["virus", "malware", "infected"]),
     // A blocklist named in a refusal is about the sending host, not the content: before the
     // spam words ("spamhaus" holds "spam"). So is a "spam IP" (Tencent's "Suspected spam ip").
-    (Reason::Blocked, &["spamhaus", "blocked using", "dnsbl", "blacklisted", "blocklisted", "spam ip"]),
+    // The public DNS blocklists by name (their lookup domains, which no other word holds), so
+    // that a refusal quoting one is never read by a status or words it also carries ("553
+    // 5.1.3 http://www.spamhaus.org/query/bl?ip=…" is no bad mailbox).
+    (
+        Reason::Blocked,
+        &[
+            "spamhaus",
+            "blocked using",
+            "dnsbl",
+            "blacklisted",
+            "blocklisted",
+            "spam ip",
+            "spamcop.net",
+            "uceprotect",
+            "barracudacentral",
+            "abuseat.org",
+            "mailspike",
+            "spamrats",
+            "surriel.com",
+        ],
+    ),
     // A block of the sending IP *for* mailing invalid recipients (GoDaddy's IB112/IB113,
     // Cox's and Spectrum's host tables in Sisimai): about us, not this recipient — before the
     // missing-mailbox words it holds, which would suppress them.
@@ -1794,6 +1814,19 @@ mod tests {
         // A 5.1.1 that names a block is a block: the address is not shown to be gone.
         let v = at("blocked using zen.spamhaus.org", "5.1.1", 550, Stage::Recipient);
         assert_eq!((v.reason, v.suppress), (Reason::Blocked, false));
+        // So is one that only quotes a public blocklist, whatever else it says.
+        for text in [
+            "553 5.1.3 see http://www.spamcop.net/bl.shtml?192.0.2.1",
+            "550 5.1.1 <a@example.org>: user unknown; 192.0.2.1 listed at dnsbl-1.uceprotect.net",
+            "554 5.1.1 Rejected: 192.0.2.1 is on b.barracudacentral.org",
+            "550 5.1.1 No such user; see http://cbl.abuseat.org/lookup.cgi?ip=192.0.2.1",
+            "550 5.1.1 Mailspike reputation too low",
+            "550 5.1.1 Listed in dyna.spamrats.com",
+            "550 5.1.1 psbl.surriel.com lists 192.0.2.1",
+        ] {
+            let v = at(text, "5.1.1", 550, Stage::Recipient);
+            assert_eq!((v.reason, v.suppress), (Reason::Blocked, false), "{text}");
+        }
         let v = at(
             "The user you are trying to contact is receiving mail at a rate that prevents",
             "5.2.1",
