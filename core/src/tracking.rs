@@ -188,13 +188,9 @@ impl LinkKey {
 
     /// [`head`](Self::head), appended to `out`; whether it was.
     pub fn head_into(&self, kind: Kind, email: EmailId, account: &AccountId, rest: &str, out: &mut String) -> bool {
-        match Heads::new(self, kind, email, account, false) {
-            Some(heads) => {
-                heads.head_into(rest, out);
-                true
-            }
-            None => false,
-        }
+        let Some(heads) = Heads::new(self, kind, email, account, false) else { return false };
+        heads.head_into(rest, out);
+        true
     }
 
     /// A full token as one string: the head, and `/` and the escaped rest when there is one;
@@ -277,7 +273,8 @@ fn tag_after(mut h: siphasher::sip128::SipHasher24, rest: &[u8]) -> [u8; 16] {
 /// hand-over; the same heads byte for byte as one [`LinkKey::head`] each
 /// (`tests::heads_of_an_email_are_the_heads_signed_one_by_one`).
 struct Heads {
-    fields: [u8; 1 + 16 + 1 + 255],
+    /// The fields (`len` bytes), with room for the tag after them.
+    fields: [u8; 1 + 16 + 1 + 255 + TAG],
     len: usize,
     hasher: siphasher::sip128::SipHasher24,
     /// The fields in base64, when they are shared and `len` is a multiple of 3.
@@ -290,7 +287,7 @@ impl Heads {
     fn new(key: &LinkKey, kind: Kind, email: EmailId, account: &AccountId, shared: bool) -> Option<Heads> {
         let name = if account.is_default() { &b""[..] } else { account.as_str().as_bytes() };
         let n = u8::try_from(name.len()).ok()?;
-        let mut fields = [0u8; 1 + 16 + 1 + 255];
+        let mut fields = [0u8; 1 + 16 + 1 + 255 + TAG];
         fields[0] = kind as u8;
         fields[1..17].copy_from_slice(&email.as_u128().to_be_bytes());
         fields[17] = n;
@@ -310,8 +307,7 @@ impl Heads {
             out.push_str(prefix);
             b64.encode_string(&tag[..TAG], out);
         } else {
-            let mut b = [0u8; 1 + 16 + 1 + 255 + TAG];
-            b[..self.len].copy_from_slice(&self.fields[..self.len]);
+            let mut b = self.fields;
             b[self.len..self.len + TAG].copy_from_slice(&tag[..TAG]);
             b64.encode_string(&b[..self.len + TAG], out);
         }

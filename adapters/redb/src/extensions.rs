@@ -73,6 +73,11 @@ fn cache(c: &SharedKeyCache) -> std::sync::MutexGuard<'_, KeyCache> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A row of the key table, decoded.
+fn key_row(value: &[u8]) -> StorageResult<(AccountId, ApiKeyRecord)> {
+    decode_key(value).map(|(a, k)| (AccountId::new(&a), k))
+}
+
 /// Records, inside the writer, the row a write of the key table leaves.
 fn wrote(c: &SharedKeyCache, account: &str, key: &ApiKeyRecord) {
     cache(c).pending.push((key.token_sha256, (AccountId::new(account), key.clone())));
@@ -109,15 +114,9 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_all(&self) -> StorageResult<Vec<(AccountId, ApiKeyRecord)>> {
-        self.read_now(move |tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(vec![]) };
-            let mut out = Vec::new();
-            for item in t.iter().map_err(backend)? {
-                let (_, v) = item.map_err(backend)?;
-                let (a, key) = decode_key(v.value())?;
-                out.push((AccountId::new(&a), key));
-            }
-            Ok(out)
+        self.read_now(move |tx| match optional_table(tx, API_KEYS)? {
+            Some(t) => t.iter().map_err(backend)?.map(|item| key_row(item.map_err(backend)?.1.value())).collect(),
+            None => Ok(vec![]),
         })
     }
 
@@ -133,20 +132,14 @@ impl ApiKeyStore for RedbStorage {
         // The whole table when it fits the bound (`None`: it does not), and the key asked for.
         let (map, found) = self.read_now(move |tx| {
             let Some(t) = optional_table(tx, API_KEYS)? else { return Ok((Some(KeysByHash::new()), None)) };
-            let one = |t: &redb::ReadOnlyTable<&[u8], &[u8]>| -> StorageResult<_> {
-                match t.get(h.as_slice()).map_err(backend)? {
-                    Some(v) => decode_key(v.value()).map(|(a, k)| Some((AccountId::new(&a), k))),
-                    None => Ok(None),
-                }
-            };
             if too_many || t.len().map_err(backend)? > MAX_CACHED_KEYS as u64 {
-                return Ok((None, one(&t)?));
+                let one = t.get(h.as_slice()).map_err(backend)?.map(|v| key_row(v.value())).transpose()?;
+                return Ok((None, one));
             }
             let mut map = KeysByHash::new();
             for item in t.iter().map_err(backend)? {
-                let (_, v) = item.map_err(backend)?;
-                let (a, key) = decode_key(v.value())?;
-                map.insert(key.token_sha256, (AccountId::new(&a), key));
+                let (account, key) = key_row(item.map_err(backend)?.1.value())?;
+                map.insert(key.token_sha256, (account, key));
             }
             let found = map.get(&h).cloned();
             Ok((Some(map), found))

@@ -267,6 +267,15 @@ pub(crate) fn judge_with(
 ) -> Verdict {
     let status = specific_status(status, text);
     let (reason, basis) = reason(rules, text, status, code, context);
+    // A failure with no code and no status takes its class from the report when the report
+    // calls it permanent (Exim's and qmail's fixed "This is a permanent error", Gmail's
+    // "failed permanently"): with nothing else known it then reads as a bare 5xx does
+    // (Permanent/General, never suppressed), not as a failure nobody can place (Undetermined).
+    // The class decides nothing else where no status is given.
+    let status = status.or_else(|| {
+        let permanent = code.is_none() && context.is_some_and(|c| !c.delayed && c.head.says_permanent());
+        permanent.then_some(EnhancedStatus { class: 5, subject: 0, detail: 0 })
+    });
     verdict(reason, basis, status, code, stage, text)
 }
 
@@ -516,6 +525,8 @@ pub(crate) struct Head<'a> {
     status: std::cell::OnceCell<Option<EnhancedStatus>>,
     code: std::cell::OnceCell<Option<u16>>,
     rcpt_stage: std::cell::OnceCell<bool>,
+    not_found: std::cell::OnceCell<bool>,
+    permanent: std::cell::OnceCell<bool>,
 }
 
 impl<'a> Head<'a> {
@@ -526,6 +537,8 @@ impl<'a> Head<'a> {
             status: Default::default(),
             code: Default::default(),
             rcpt_stage: Default::default(),
+            not_found: Default::default(),
+            permanent: Default::default(),
         }
     }
 
@@ -553,14 +566,16 @@ impl<'a> Head<'a> {
     /// "no such user" is said of the mailbox ([`Stage::Local`]) even where no SMTP step is
     /// named.
     pub(crate) fn not_found_in_directory(&self) -> bool {
-        NOT_FOUND_IN_DIRECTORY.iter().any(|w| memchr::memmem::find(self.text.as_bytes(), w.as_bytes()).is_some())
+        *self.not_found.get_or_init(|| self.holds_any(NOT_FOUND_IN_DIRECTORY))
     }
-}
 
-impl Head<'_> {
     /// Whether the account calls the failure permanent in words (see [`PERMANENT`]).
-    pub(crate) fn says_permanent(&self) -> bool {
-        PERMANENT.iter().any(|w| memchr::memmem::find(self.text.as_bytes(), w.as_bytes()).is_some())
+    fn says_permanent(&self) -> bool {
+        *self.permanent.get_or_init(|| self.holds_any(PERMANENT))
+    }
+
+    fn holds_any(&self, words: &[&str]) -> bool {
+        words.iter().any(|w| memchr::memmem::find(self.text.as_bytes(), w.as_bytes()).is_some())
     }
 }
 

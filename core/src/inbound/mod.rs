@@ -692,20 +692,6 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     if v.basis == Basis::Code && v.reason == Reason::Undefined && rcpt.ends_with("@googlegroups.com") {
         v = verdict(Reason::Rejected, Basis::Context, status, code, stage, diag);
     }
-    // No code, no status, no words known, but the notice itself calls the failure permanent
-    // (Exim's and qmail's fixed "This is a permanent error", Gmail's "failed permanently"): a
-    // permanent refusal whose cause was not passed on, read as a bare 5xx is (Permanent/General,
-    // never suppressed), not as a failure nobody can place (Undetermined).
-    if v.basis == Basis::Code
-        && v.reason == Reason::Undefined
-        && code.is_none()
-        && status.is_none()
-        && !delayed
-        && whole.says_permanent()
-    {
-        let permanent = EnhancedStatus { class: 5, subject: 0, detail: 0 };
-        v = verdict(Reason::Undefined, Basis::Code, Some(permanent), None, stage, diag);
-    }
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
     let status_inferred = status.is_none();
     let status = status.map_or_else(|| inferred_status(v.reason, class), |s| s.to_string());
