@@ -627,7 +627,7 @@ impl Storage for RedbStorage {
         in_flight_until: DateTime<Utc>,
     ) -> StorageResult<IdempotencyBegin> {
         use idempotency::InFlight;
-        let slot: idempotency::Slot = (account.0.to_string(), key.to_string());
+        let names = (&*account.0, key);
         // The marker is held in memory (no write, no fsync): this process holds the file, so
         // a marker dies exactly when the request it stands for can no longer complete. The
         // completed record is read and the marker set under one lock, so a completion (whose
@@ -640,33 +640,36 @@ impl Storage for RedbStorage {
             Answer(IdempotencyBegin),
             Taken { lapsed: bool, row: Option<u64> },
         }
-        let begun = {
+        let (slot, begun) = {
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = keys.ids.id(names.0, names.1);
             let recent = keys.recent.get(&slot).copied();
             // The snapshot is taken after the index was read (see `idempotency`). A key the
             // index does not hold can only be in the key table, which the shared snapshot
-            // shows as committed (the common case: a new key).
+            // shows as committed; while that table has held no row since the store opened,
+            // there is nothing to read (the common case: a new key).
             let stored = match recent {
-                Some(_) => self.read_now(|tx| idempotency::read_record(tx, &slot, recent.as_ref()))?,
+                Some(_) => self.read_now(|tx| idempotency::read_record(tx, names, recent.as_ref()))?,
+                None if !keys.settled_rows => None,
                 None => {
                     let db = self.db.read().map_err(backend)?;
-                    idempotency::read_record(&*keys.key_table(&db)?, &slot, None)?
+                    idempotency::read_record(&*keys.key_table(&db)?, names, None)?
                 }
             };
             // A stored record without a response is an older version's marker: dead.
             let done = stored.as_ref().filter(|r| r.response.is_some());
-            match done.and_then(|r| r.meet(fingerprint, now)) {
+            let begun = match done.and_then(|r| r.meet(fingerprint, now)) {
                 Some(found) => Begun::Answer(found),
                 None => match keys.in_flight.get(&slot).filter(|m| m.until > now) {
                     Some(m) if m.fingerprint == *fingerprint => Begun::Answer(IdempotencyBegin::InFlight),
                     Some(_) => Begun::Answer(IdempotencyBegin::Mismatch),
                     None => {
-                        keys.in_flight
-                            .insert(slot.clone(), InFlight { fingerprint: *fingerprint, until: in_flight_until });
+                        keys.in_flight.insert(slot, InFlight { fingerprint: *fingerprint, until: in_flight_until });
                         Begun::Taken { lapsed: stored.is_some(), row: recent.map(|r| r.seq) }
                     }
                 },
-            }
+            };
+            (slot, begun)
         };
         let row = match begun {
             Begun::Answer(answer) => return Ok(answer),
@@ -681,7 +684,7 @@ impl Storage for RedbStorage {
         // record is removed: the holder's own completion, the only other writer of this key,
         // cannot have happened before this call returns.
         let keys = Arc::clone(&self.keys);
-        let taken = slot.clone();
+        let taken = (names.0.to_string(), names.1.to_string());
         let removed = self
             .write(move |tx| {
                 // Both reads (which can find a corrupt record) before either removal: see the
@@ -690,7 +693,7 @@ impl Storage for RedbStorage {
                 let settled_lapsed = get_idempotency(&t, &taken.0, &taken.1)?
                     .is_some_and(|r| r.expires_at <= now || r.response.is_none());
                 if let Some(seq) = row {
-                    idempotency::remove_lapsed(tx, &keys, taken.clone(), seq, now)?;
+                    idempotency::remove_lapsed(tx, &keys, slot, seq, now)?;
                 }
                 if settled_lapsed {
                     t.remove((taken.0.as_str(), taken.1.as_str())).map_err(backend)?;
@@ -708,8 +711,9 @@ impl Storage for RedbStorage {
     }
 
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
-        let slot = (account.0.to_string(), key.to_string());
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.remove(&slot);
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = keys.ids.id(&account.0, key);
+        keys.in_flight.remove(&slot);
         Ok(())
     }
 
@@ -721,7 +725,8 @@ impl Storage for RedbStorage {
     ) -> StorageResult<()> {
         let log = self.log.clone();
         let account = account.0.to_string();
-        let slot = idempotency.as_ref().map(|c| (account.clone(), c.key.clone()));
+        let ids = self.keys.lock().unwrap_or_else(|p| p.into_inner()).ids;
+        let slot = idempotency.as_ref().map(|c| ids.id(&account, &c.key));
         // Encoded here, on the caller's thread: the writer thread only writes. Each email's
         // decoded content goes as soon as it is encoded (a large email is held once).
         let mut rows = Vec::with_capacity(emails.len());
@@ -736,7 +741,7 @@ impl Storage for RedbStorage {
         let pending = events::encode_chunks(pending)?;
         let completed = idempotency
             .as_ref()
-            .zip(slot.clone())
+            .zip(slot)
             .map(|(c, slot)| {
                 let record = IdempotencyRecord {
                     fingerprint: c.fingerprint,
@@ -744,7 +749,7 @@ impl Storage for RedbStorage {
                     expires_at: c.expires_at,
                     response: Some(c.response.clone()),
                 };
-                idempotency::Completed::new(slot, record)
+                idempotency::Completed::new(slot, account.clone(), c.key.clone(), record)
             })
             .transpose()?;
         let (keys, limit) = (Arc::clone(&self.keys), self.recent_limit);
