@@ -166,19 +166,30 @@ impl ApiKeyStore for RedbStorage {
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         let (account, id) = (account.0.to_string(), id.to_string());
-        let keys = Arc::clone(&self.api_keys);
-        self.write(move |tx| {
-            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
-            let mut found = None;
+        // Why the row is found in a read snapshot, not in the writer: rows are keyed by the
+        // token's hash, so finding one by its id reads the whole table, and inside the writer
+        // that scan held up every other write of the store, as often as a client with a
+        // full-access key cared to revoke (unknown ids included). No row is ever removed and a
+        // row's hash never changes, so the row found here is the one the writer updates; an id
+        // not found here did not exist when the call began (a key created meanwhile is not
+        // revoked by it, as if the revoke had come first), and is answered without a write.
+        let found = self.read_now(|tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
             for item in t.iter().map_err(backend)? {
                 let (k, v) = item.map_err(backend)?;
                 let (a, key) = decode_key(v.value())?;
                 if a == account && key.id == id {
-                    found = Some((k.value().to_vec(), a, key));
-                    break;
+                    return Ok(Some(k.value().to_vec()));
                 }
             }
-            let Some((hash, a, mut key)) = found else { return Ok(false) };
+            Ok(None)
+        })?;
+        let Some(hash) = found else { return Ok(false) };
+        let keys = Arc::clone(&self.api_keys);
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
+            let Some((a, mut key)) = row.filter(|(a, key)| *a == account && key.id == id) else { return Ok(false) };
             key.revoked_at.get_or_insert(at);
             t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
             wrote(&keys, &a, &key);

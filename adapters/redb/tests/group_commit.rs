@@ -261,6 +261,30 @@ async fn a_revoke_whose_caller_stopped_waiting_still_ends_the_cached_key() {
     assert_eq!(k.revoked_at, Some(t0()), "the revoke committed; the cached key must not survive it");
 }
 
+/// Finding a key by its id reads the whole key table, and that read is not the writer's: a
+/// revoke of an id no key of the account has (unknown, or another account's) is answered
+/// without a write, and a revoke of a known one is one write. Before, every revoke was a write
+/// that scanned the table with every other write of the store waiting behind it.
+#[tokio::test]
+async fn a_revoke_finds_its_key_outside_the_writer() {
+    use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, KeyPermission};
+    let (s, _h) = store();
+    let (a, b) = (AccountId::new("a"), AccountId::new("b"));
+    for n in 1..=50u8 {
+        s.key_insert(&a, ApiKeyRecord::new(format!("k{n}"), "ops", [n; 32], KeyPermission::FullAccess, t0()))
+            .await
+            .unwrap();
+    }
+    let before = s.commit_stats();
+    assert!(!s.key_revoke(&a, "nope", t0()).await.unwrap());
+    assert!(!s.key_revoke(&b, "k7", t0()).await.unwrap(), "another account's key");
+    assert_eq!(s.commit_stats().writes, before.writes, "a revoke that finds nothing writes nothing");
+    assert!(s.key_revoke(&a, "k7", t0()).await.unwrap());
+    assert_eq!(s.commit_stats().writes, before.writes + 1);
+    assert_eq!(s.key_by_hash(&[7; 32]).await.unwrap().unwrap().1.revoked_at, Some(t0()));
+    assert!(s.key_by_hash(&[8; 32]).await.unwrap().unwrap().1.revoked_at.is_none());
+}
+
 /// A key written in a group that fails to commit is not in the file, and so not among the
 /// cached keys either.
 #[tokio::test]
