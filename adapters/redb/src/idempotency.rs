@@ -31,6 +31,8 @@
 //! - A key has at most one live record, in the log or in the key table. A lookup tries the
 //!   index first and reads the row in a snapshot taken after; a row missing there was moved by
 //!   a commit that the snapshot holds, so the key table of the same snapshot has it.
+//! - Every record of the key table has exactly one entry in [`EXPIRY`], under its own expiry,
+//!   and the index holds nothing else: each write of the key table writes both.
 //! - `pending` and `gone` hold what the group being written adds to and takes from the log;
 //!   the writer settles them into the index after the group's commit (or drops them when it
 //!   aborts), before any write of the group is answered. A second completion of a key in the
@@ -49,6 +51,17 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// seq → (account, key, record): completions in the order they were committed.
 pub(crate) const RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("idempotency_recent_v1");
+
+/// (expiry in nanoseconds since 1970, account, key) → (): the key table's records in the
+/// order they lapse. Why: a purge that read the whole key table to find its lapsed records
+/// did so inside the writer, every minute, with every other write of the store waiting; under
+/// keyed load past the log's threshold the table holds up to a day of records. Kept exact by
+/// every write of the key table (a move, a purge, a key taken over from a lapsed record).
+pub(crate) const EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("idempotency_expiry_v1");
+
+/// How many lapsed records of the key table one write removes: a purge of more takes several
+/// writes, so that other writes are not held up behind one long one.
+pub(crate) const PURGE_STEP: usize = 4096;
 
 /// The log's size past which its oldest records move to the key table: a store that
 /// completes fewer keyed requests a day never writes the key table at all (records lapse in
@@ -387,14 +400,100 @@ fn move_oldest(
         rows.push((seq.value(), bytes.value().to_vec()));
     }
     let mut table = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+    let mut expiry = tx.open_table(EXPIRY).map_err(backend)?;
     let mut moved = Vec::with_capacity(rows.len());
     for (seq, bytes) in rows {
         let row: Row = decode(&bytes)?;
-        table.insert((row.account.as_str(), row.key.as_str()), encode(&row.record)?.as_slice()).map_err(backend)?;
+        let (account, key) = (row.account.as_str(), row.key.as_str());
+        let replaced = table
+            .insert((account, key), encode(&row.record)?.as_slice())
+            .map_err(backend)?
+            .map(|old| decode::<IdempotencyRecord>(old.value()))
+            .transpose()?;
+        if let Some(old) = replaced {
+            expiry.remove((nanos(old.expires_at), account, key)).map_err(backend)?;
+        }
+        expiry.insert((nanos(row.record.expires_at), account, key), ()).map_err(backend)?;
         log.remove(seq).map_err(backend)?;
         moved.push((ids.id(&row.account, &row.key), seq));
     }
     Ok(moved)
+}
+
+/// Removes up to [`PURGE_STEP`] of the key table's records that lapsed by `now`, found in the
+/// expiry index (so only lapsed records are read); how many, and whether more may be left.
+pub(crate) fn purge_settled(
+    tx: &WriteTransaction,
+    keys: &std::sync::Mutex<Keys>,
+    now: DateTime<Utc>,
+) -> Result<(usize, bool), StorageError> {
+    let mut expiry = tx.open_table(EXPIRY).map_err(backend)?;
+    // Every entry whose expiry is at or before `now`: below (now + 1 ns, "", ""), the least
+    // key of the next nanosecond.
+    let end = nanos(now).saturating_add(1);
+    let mut lapsed = Vec::new();
+    for item in expiry.range::<(i64, &str, &str)>(..(end, "", "")).map_err(backend)?.take(PURGE_STEP) {
+        let (entry, _) = item.map_err(backend)?;
+        let (at, account, key) = entry.value();
+        lapsed.push((at, account.to_string(), key.to_string()));
+    }
+    let mut table = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+    // Read (and decoded) before anything is removed: see the writer's "compute, then write".
+    let mut records = Vec::with_capacity(lapsed.len());
+    for (at, account, key) in &lapsed {
+        let record = get_idempotency(&table, account, key)?;
+        records.push(record.filter(|r| nanos(r.expires_at) == *at));
+    }
+    let mut removed = 0;
+    for ((at, account, key), record) in lapsed.iter().zip(records) {
+        expiry.remove((*at, account.as_str(), key.as_str())).map_err(backend)?;
+        // An entry whose record is gone or was replaced is only dropped (none is left so: every
+        // write of the key table keeps the index exact; this is the cheap guard all the same).
+        if record.is_some() {
+            table.remove((account.as_str(), key.as_str())).map_err(backend)?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
+    }
+    Ok((removed, lapsed.len() == PURGE_STEP))
+}
+
+/// Drops the expiry index's entry of a key-table record that is being removed.
+pub(crate) fn forget_expiry(
+    tx: &WriteTransaction,
+    (account, key): (&str, &str),
+    record: &IdempotencyRecord,
+) -> Result<(), StorageError> {
+    tx.open_table(EXPIRY).map_err(backend)?.remove((nanos(record.expires_at), account, key)).map_err(backend)?;
+    Ok(())
+}
+
+/// Builds the expiry index of a file written before it existed, and removes the markers an
+/// older version stored in the key table (records without a response: dead, see the crate's
+/// docs), which the index does not hold. Called when the store opens a file without the index.
+pub(crate) fn index_expiry(tx: &WriteTransaction) -> Result<(), StorageError> {
+    let mut table = tx.open_table(IDEMPOTENCY).map_err(backend)?;
+    let mut entries = Vec::new();
+    let mut markers = Vec::new();
+    for item in table.iter().map_err(backend)? {
+        let (k, v) = item.map_err(backend)?;
+        let (account, key) = k.value();
+        let record: IdempotencyRecord = decode(v.value())?;
+        match record.response {
+            Some(_) => entries.push((nanos(record.expires_at), account.to_string(), key.to_string())),
+            None => markers.push((account.to_string(), key.to_string())),
+        }
+    }
+    let mut expiry = tx.open_table(EXPIRY).map_err(backend)?;
+    for (at, account, key) in &entries {
+        expiry.insert((*at, account.as_str(), key.as_str()), ()).map_err(backend)?;
+    }
+    for (account, key) in &markers {
+        table.remove((account.as_str(), key.as_str())).map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Removes the log's rows whose records lapsed by `now`; how many there were. The rows are
@@ -540,5 +639,82 @@ mod tests {
         }
         let fresh = RedbStorage::open(dir.path().join("fresh.redb")).unwrap();
         assert!(!settled(&fresh));
+    }
+
+    fn done(key: &str, at: chrono::DateTime<Utc>) -> IdempotencyCompletion {
+        IdempotencyCompletion {
+            key: key.into(),
+            fingerprint: Fingerprint([1; 32]),
+            response: StoredResponse { ids: vec![], errors: vec![] },
+            created_at: at,
+            expires_at: at + chrono::Duration::hours(24),
+        }
+    }
+
+    /// A purge removes exactly the key table's lapsed records, found through the expiry
+    /// index, in writes of at most `PURGE_STEP` each; the records still live stay and answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_takes_the_lapsed_records_in_steps() {
+        let s = RedbStorage::in_memory().unwrap().without_fsync().recent_idempotency_limit(1);
+        let a = AccountId::default();
+        let (early, late) = (PURGE_STEP + 100, 50);
+        for i in 0..early + late {
+            let at = if i < early { t0() } else { t0() + chrono::Duration::hours(1) };
+            s.insert_emails(&a, vec![], Some(done(&format!("k{i}"), at))).await.unwrap();
+        }
+        let before = s.commit_stats().writes;
+        let lapsed_at = t0() + chrono::Duration::hours(24);
+        assert_eq!(s.purge_idempotency(lapsed_at).await.unwrap(), early);
+        // Two steps of the key table (one full), and the log's.
+        assert_eq!(s.commit_stats().writes - before, 3);
+        for i in [0, early - 1] {
+            let begun = s.idempotency_begin(&a, &format!("k{i}"), &Fingerprint([2; 32]), lapsed_at, lapsed_at).await;
+            assert_eq!(begun.unwrap(), IdempotencyBegin::Started, "k{i} lapsed");
+        }
+        let begun = s.idempotency_begin(&a, &format!("k{}", early), &Fingerprint([2; 32]), lapsed_at, lapsed_at).await;
+        assert_eq!(begun.unwrap(), IdempotencyBegin::Mismatch, "a live record stays");
+        assert_eq!(s.purge_idempotency(lapsed_at + chrono::Duration::hours(1)).await.unwrap(), late);
+    }
+
+    /// A file written before the expiry index existed gets it when it is opened: its records
+    /// are purged when they lapse, and an older version's markers (records without a
+    /// response) are removed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_without_the_expiry_index_gets_it_at_opening() {
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        let a = AccountId::default();
+        {
+            let s = RedbStorage::open(&path).unwrap().without_fsync().recent_idempotency_limit(1);
+            for i in 0..20 {
+                s.insert_emails(&a, vec![], Some(done(&format!("k{i}"), t0()))).await.unwrap();
+            }
+        }
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.delete_table(EXPIRY).unwrap();
+            let marker = IdempotencyRecord {
+                fingerprint: Fingerprint([3; 32]),
+                created_at: t0(),
+                expires_at: t0() + chrono::Duration::minutes(2),
+                response: None,
+            };
+            tx.open_table(IDEMPOTENCY)
+                .unwrap()
+                .insert(("default", "marker"), encode(&marker).unwrap().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        {
+            let s = RedbStorage::open(&path).unwrap().without_fsync().recent_idempotency_limit(1);
+            // 19 moved to the key table, one in the log; the marker is not a record.
+            assert_eq!(s.purge_idempotency(t0() + chrono::Duration::hours(24)).await.unwrap(), 20);
+        }
+        let db = redb::Database::open(&path).unwrap();
+        let tx = db.begin_read().unwrap();
+        assert!(tx.open_table(IDEMPOTENCY).unwrap().get(("default", "marker")).unwrap().is_none());
+        assert!(tx.open_table(EXPIRY).unwrap().is_empty().unwrap());
     }
 }

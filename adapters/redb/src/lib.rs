@@ -30,6 +30,7 @@
 //! | `due_v1` | (due µs, id) | () — what the worker should look at, earliest first |
 //! | `idempotency_recent_v1` | number | (account, key, completed record): the recent completions, in commit order, indexed in memory (`idempotency`) |
 //! | `idempotency_v1` | (account, key) | completed record, once moved out of the recent log |
+//! | `idempotency_expiry_v1` | (expiry ns, account, key) | () — `idempotency_v1`'s records in the order they lapse, for the purge |
 //! | `suppressions_v1` | (account, address) | entry |
 //! | `api_keys_v1`, `request_logs_v1`, `request_log_times_v1`, `domains_v1` | | the extensions |
 #![warn(missing_docs)]
@@ -85,7 +86,7 @@ const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log
 
 /// Every table this store writes, by name: a backup copies each, and refuses a file holding a
 /// table it does not know (it would be lost).
-const TABLE_NAMES: [&str; 18] = [
+const TABLE_NAMES: [&str; 19] = [
     "events_v1",
     "webhooks_v1",
     "webhook_messages_v1",
@@ -95,6 +96,7 @@ const TABLE_NAMES: [&str; 18] = [
     "due_v1",
     "idempotency_v1",
     "idempotency_recent_v1",
+    "idempotency_expiry_v1",
     "suppressions_v1",
     "api_keys_v1",
     "request_logs_v1",
@@ -139,6 +141,7 @@ fn copy_into(snapshot: &redb::ReadTransaction, path: &Path) -> Result<u64, Stora
     rows += copy_table(snapshot, &tx, DUE)?;
     rows += copy_table(snapshot, &tx, IDEMPOTENCY)?;
     rows += copy_table(snapshot, &tx, idempotency::RECENT)?;
+    rows += copy_table(snapshot, &tx, idempotency::EXPIRY)?;
     rows += copy_table(snapshot, &tx, SUPPRESSIONS)?;
     rows += copy_table(snapshot, &tx, API_KEYS)?;
     rows += copy_table(snapshot, &tx, LOGS)?;
@@ -295,6 +298,8 @@ impl RedbStorage {
     }
 
     fn init(db: Database) -> Result<RedbStorage, StorageError> {
+        // A file written before the key table's expiry index existed gets it now.
+        let indexed = optional_table(&db.begin_read().map_err(backend)?, idempotency::EXPIRY)?.map(drop);
         let tx = db.begin_write().map_err(backend)?;
         {
             tx.open_table(EMAILS).map_err(backend)?;
@@ -302,6 +307,9 @@ impl RedbStorage {
             tx.open_table(DUE).map_err(backend)?;
             tx.open_table(IDEMPOTENCY).map_err(backend)?;
             tx.open_table(idempotency::RECENT).map_err(backend)?;
+            if indexed.is_none() {
+                idempotency::index_expiry(&tx)?;
+            }
             tx.open_table(SUPPRESSIONS).map_err(backend)?;
             index_request_logs(&tx)?;
         }
@@ -690,12 +698,13 @@ impl Storage for RedbStorage {
                 // Both reads (which can find a corrupt record) before either removal: see the
                 // writer's "compute, then write".
                 let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-                let settled_lapsed = get_idempotency(&t, &taken.0, &taken.1)?
-                    .is_some_and(|r| r.expires_at <= now || r.response.is_none());
+                let settled_lapsed =
+                    get_idempotency(&t, &taken.0, &taken.1)?.filter(|r| r.expires_at <= now || r.response.is_none());
                 if let Some(seq) = row {
                     idempotency::remove_lapsed(tx, &keys, slot, seq, now)?;
                 }
-                if settled_lapsed {
+                if let Some(lapsed) = settled_lapsed {
+                    idempotency::forget_expiry(tx, (&taken.0, &taken.1), &lapsed)?;
                     t.remove((taken.0.as_str(), taken.1.as_str())).map_err(backend)?;
                     keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
                 }
@@ -786,32 +795,19 @@ impl Storage for RedbStorage {
         // its task) lapse here, uncounted: they are not records.
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.retain(|_, m| m.until > now);
         let keys = Arc::clone(&self.keys);
-        self.write(move |tx| {
-            // The key table is read (and its records decoded) before anything is removed, from
-            // it or from the log: see the writer's "compute, then write".
-            let mut expired = 0;
-            let mut t = tx.open_table(IDEMPOTENCY).map_err(backend)?;
-            let mut drop = Vec::new();
-            for item in t.iter().map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                let r: IdempotencyRecord = decode(v.value())?;
-                // A stored record without a response is an older version's marker: dead.
-                if r.expires_at <= now || r.response.is_none() {
-                    expired += usize::from(r.response.is_some());
-                    let (a, key) = k.value();
-                    drop.push((a.to_string(), key.to_string()));
-                }
+        // The key table's lapsed records first, in steps (each its own write), then the log's
+        // in one (the index in memory names them all; see `idempotency`).
+        let mut expired = 0;
+        loop {
+            let keys = Arc::clone(&keys);
+            let (removed, more) = self.write(move |tx| idempotency::purge_settled(tx, &keys, now)).await?;
+            expired += removed;
+            if !more {
+                break;
             }
-            expired += idempotency::purge_log(tx, &keys, now)?;
-            for (a, key) in &drop {
-                t.remove((a.as_str(), key.as_str())).map_err(backend)?;
-            }
-            if !drop.is_empty() {
-                keys.lock().unwrap_or_else(|p| p.into_inner()).touch();
-            }
-            Ok(expired)
-        })
-        .await
+        }
+        expired += self.write(move |tx| idempotency::purge_log(tx, &keys, now)).await?;
+        Ok(expired)
     }
 
     async fn get_email(&self, account: &AccountId, id: EmailId) -> StorageResult<Option<EmailRecord>> {
