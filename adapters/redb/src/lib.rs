@@ -186,6 +186,9 @@ pub struct RedbStorage {
     /// Idempotency keys in flight, by (account, key) — a dead process's die with it — and the
     /// index of the recent records (`idempotency`).
     keys: Arc<Mutex<idempotency::Keys>>,
+    /// The key the index's slot ids are hashed under (a copy of `keys.ids`, which never
+    /// changes after the opening): ids are made without the lock.
+    slot_ids: idempotency::SlotKey,
     /// How many records the recent log holds before its oldest move to the key table.
     recent_limit: usize,
     /// The workers' claims, by email id (see the crate's docs).
@@ -318,7 +321,9 @@ impl RedbStorage {
         // order): a durable counter would cost a page per commit. At open it resumes after the
         // highest number in the file.
         let seq = events::last_number(&db)?;
-        let keys = Arc::new(Mutex::new(idempotency::Keys::load(&db.begin_read().map_err(backend)?)?));
+        let keys = idempotency::Keys::load(&db.begin_read().map_err(backend)?)?;
+        let slot_ids = keys.ids;
+        let keys = Arc::new(Mutex::new(keys));
         let db = Arc::new(RwLock::new(db));
         let fsync = Arc::new(AtomicBool::new(true));
         let settled = Arc::clone(&keys);
@@ -334,6 +339,7 @@ impl RedbStorage {
             writer,
             fsync,
             keys,
+            slot_ids,
             recent_limit: idempotency::DEFAULT_RECENT,
             claims: Arc::default(),
             log: Some(Arc::new(seq.into())),
@@ -648,9 +654,9 @@ impl Storage for RedbStorage {
             Answer(IdempotencyBegin),
             Taken { lapsed: bool, row: Option<u64> },
         }
-        let (slot, begun) = {
+        let slot = self.slot_ids.id(names.0, names.1);
+        let begun = {
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = keys.ids.id(names.0, names.1);
             let recent = keys.recent.get(&slot).copied();
             // The snapshot is taken after the index was read (see `idempotency`). A key the
             // index does not hold can only be in the key table, which the shared snapshot
@@ -666,7 +672,7 @@ impl Storage for RedbStorage {
             };
             // A stored record without a response is an older version's marker: dead.
             let done = stored.as_ref().filter(|r| r.response.is_some());
-            let begun = match done.and_then(|r| r.meet(fingerprint, now)) {
+            match done.and_then(|r| r.meet(fingerprint, now)) {
                 Some(found) => Begun::Answer(found),
                 None => match keys.in_flight.get(&slot).filter(|m| m.until > now) {
                     Some(m) if m.fingerprint == *fingerprint => Begun::Answer(IdempotencyBegin::InFlight),
@@ -676,8 +682,7 @@ impl Storage for RedbStorage {
                         Begun::Taken { lapsed: stored.is_some(), row: recent.map(|r| r.seq) }
                     }
                 },
-            };
-            (slot, begun)
+            }
         };
         let row = match begun {
             Begun::Answer(answer) => return Ok(answer),
@@ -720,9 +725,8 @@ impl Storage for RedbStorage {
     }
 
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StorageResult<()> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = keys.ids.id(&account.0, key);
-        keys.in_flight.remove(&slot);
+        let slot = self.slot_ids.id(&account.0, key);
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).in_flight.remove(&slot);
         Ok(())
     }
 
@@ -734,8 +738,7 @@ impl Storage for RedbStorage {
     ) -> StorageResult<()> {
         let log = self.log.clone();
         let account = account.0.to_string();
-        let ids = self.keys.lock().unwrap_or_else(|p| p.into_inner()).ids;
-        let slot = idempotency.as_ref().map(|c| ids.id(&account, &c.key));
+        let slot = idempotency.as_ref().map(|c| self.slot_ids.id(&account, &c.key));
         // Encoded here, on the caller's thread: the writer thread only writes. Each email's
         // decoded content goes as soon as it is encoded (a large email is held once).
         let mut rows = Vec::with_capacity(emails.len());
