@@ -111,7 +111,7 @@ pub(crate) type SlotMap<V> = HashMap<SlotId, V, BuildHasherDefault<PassThrough>>
 pub(crate) struct SlotKey([u8; 16]);
 
 impl SlotKey {
-    fn random() -> SlotKey {
+    pub(crate) fn random() -> SlotKey {
         // The standard library's per-process random seeds, so that no dependency is needed for
         // sixteen random bytes: every `RandomState` is seeded from the operating system's
         // randomness (then counted up), and hashing the same value under two of them gives two
@@ -172,8 +172,6 @@ fn nanos(t: DateTime<Utc>) -> i64 {
 /// The keys' state in memory, under one lock (see the module's invariants).
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
-    /// The key the slots' ids are hashed under.
-    pub(crate) ids: SlotKey,
     pub(crate) in_flight: SlotMap<InFlight>,
     pub(crate) recent: SlotMap<Recent>,
     pending: SlotMap<Recent>,
@@ -196,22 +194,17 @@ pub(crate) struct Keys {
     pub(crate) next: u64,
 }
 
-impl Default for SlotKey {
-    fn default() -> SlotKey {
-        SlotKey::random()
-    }
-}
-
 impl Keys {
-    /// The index and counter of the log in a file being opened.
-    pub(crate) fn load(tx: &redb::ReadTransaction) -> Result<Keys, StorageError> {
+    /// The index and counter of the log in a file being opened, its slots named under `ids`
+    /// (the store's one copy of the opening's key).
+    pub(crate) fn load(tx: &redb::ReadTransaction, ids: &SlotKey) -> Result<Keys, StorageError> {
         let mut keys = Keys::default();
         let log = tx.open_table(RECENT).map_err(backend)?;
         keys.recent.reserve(usize::try_from(log.len().map_err(backend)?).unwrap_or(0));
         for item in log.iter().map_err(backend)? {
             let (seq, row) = item.map_err(backend)?;
             let (seq, row): (u64, Row) = (seq.value(), decode(row.value())?);
-            keys.recent.insert(keys.ids.id(&row.account, &row.key), Recent::new(seq, row.record.expires_at));
+            keys.recent.insert(ids.id(&row.account, &row.key), Recent::new(seq, row.record.expires_at));
             keys.next = seq + 1;
         }
         keys.settled_rows = !tx.open_table(IDEMPOTENCY).map_err(backend)?.is_empty().map_err(backend)?;
@@ -316,9 +309,10 @@ pub(crate) fn read_record(
 /// only writes).
 pub(crate) struct Completed {
     slot: SlotId,
+    account: String,
+    key: String,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-    row: Row,
     bytes: Vec<u8>,
 }
 
@@ -332,7 +326,9 @@ impl Completed {
         let (created_at, expires_at) = (record.created_at, record.expires_at);
         let row = Row { account, key, record };
         let bytes = encode(&row)?;
-        Ok(Completed { slot, created_at, expires_at, row, bytes })
+        // The names stay for the key table's check; the record lives on only in `bytes`.
+        let Row { account, key, .. } = row;
+        Ok(Completed { slot, account, key, created_at, expires_at, bytes })
     }
 }
 
@@ -342,17 +338,18 @@ impl Completed {
 pub(crate) fn append(
     tx: &WriteTransaction,
     keys: &std::sync::Mutex<Keys>,
+    ids: &SlotKey,
     done: Completed,
     limit: usize,
 ) -> Result<(), StorageError> {
-    let Completed { slot, created_at, expires_at, row, bytes } = done;
+    let Completed { slot, account, key, created_at, expires_at, bytes } = done;
     // Whether the key table may hold the key. Only this writer thread sets it, so it cannot
     // turn between this read and the transaction's own read below.
     let settled_rows = keys.lock().unwrap_or_else(|p| p.into_inner()).settled_rows;
     if settled_rows {
         // The key table is this transaction's own: read without the lock, which lookups on
         // request threads wait for.
-        let settled = get_idempotency(&tx.open_table(IDEMPOTENCY).map_err(backend)?, &row.account, &row.key)?;
+        let settled = get_idempotency(&tx.open_table(IDEMPOTENCY).map_err(backend)?, &account, &key)?;
         mailroom_core::store::may_complete(settled.as_ref(), created_at)?;
     }
     let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -372,8 +369,7 @@ pub(crate) fn append(
         // The record is in the log already: a move that fails now fails the write halfway, so
         // any error spoils the whole group (only backend errors do: see `writer`), and the
         // group's additions never reach the index.
-        let ids = keys.lock().unwrap_or_else(|p| p.into_inner()).ids;
-        let moved = move_oldest(tx, &mut log, CHUNK, &ids).map_err(|e| match e {
+        let moved = move_oldest(tx, &mut log, CHUNK, ids).map_err(|e| match e {
             StorageError::Backend(_) => e,
             other => StorageError::Backend(format!("moving idempotency records to the key table: {other}")),
         })?;

@@ -186,8 +186,8 @@ pub struct RedbStorage {
     /// Idempotency keys in flight, by (account, key) — a dead process's die with it — and the
     /// index of the recent records (`idempotency`).
     keys: Arc<Mutex<idempotency::Keys>>,
-    /// The key the index's slot ids are hashed under (a copy of `keys.ids`, which never
-    /// changes after the opening): ids are made without the lock.
+    /// The key the index's slot ids are hashed under, drawn at the opening and never changed:
+    /// held outside `keys`, so that ids are made without the lock.
     slot_ids: idempotency::SlotKey,
     /// How many records the recent log holds before its oldest move to the key table.
     recent_limit: usize,
@@ -321,9 +321,8 @@ impl RedbStorage {
         // order): a durable counter would cost a page per commit. At open it resumes after the
         // highest number in the file.
         let seq = events::last_number(&db)?;
-        let keys = idempotency::Keys::load(&db.begin_read().map_err(backend)?)?;
-        let slot_ids = keys.ids;
-        let keys = Arc::new(Mutex::new(keys));
+        let slot_ids = idempotency::SlotKey::random();
+        let keys = Arc::new(Mutex::new(idempotency::Keys::load(&db.begin_read().map_err(backend)?, &slot_ids)?));
         let db = Arc::new(RwLock::new(db));
         let fsync = Arc::new(AtomicBool::new(true));
         let settled = Arc::clone(&keys);
@@ -764,13 +763,13 @@ impl Storage for RedbStorage {
                 idempotency::Completed::new(slot, account.clone(), c.key.clone(), record)
             })
             .transpose()?;
-        let (keys, limit) = (Arc::clone(&self.keys), self.recent_limit);
+        let (keys, ids, limit) = (Arc::clone(&self.keys), self.slot_ids, self.recent_limit);
         let written = self
             .write(move |tx| {
                 // First, the one check that can refuse (a live record of the key): see the
                 // writer's "compute, then write".
                 if let Some(done) = completed {
-                    idempotency::append(tx, &keys, done, limit)?;
+                    idempotency::append(tx, &keys, &ids, done, limit)?;
                 }
                 let mut contents = tx.open_table(EMAILS).map_err(backend)?;
                 let mut states = tx.open_table(STATES).map_err(backend)?;
