@@ -300,6 +300,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_name_says_which_label_breaks_which_rule() {
+        let why = |raw: &str| normalize_name(raw).unwrap_err().to_string();
+        assert!(why(&format!("{}.test", "a".repeat(64))).contains("a label must be 1 to 63 characters, got 64"));
+        assert!(why("acme..test").contains("a label must be 1 to 63 characters, got 0"));
+        assert!(why("-acme.test").contains("\"-acme\" may not begin or end with `-`"));
+        assert!(why("ac_me.test").contains("\"ac_me\" may hold only letters, digits and `-`"));
+        assert!(why("xn--a.test").contains("does not encode as IDNA"));
+        assert_eq!(normalize_name(" Acme.TEST. ").unwrap(), "acme.test");
+        assert_eq!(normalize_name("bücher.de").unwrap(), "xn--bcher-kva.de");
+    }
+
+    #[test]
     fn names_are_relative_to_the_registrable_domain() {
         let r = records("mail.acme.co.uk", &plan());
         let names: Vec<(&str, &str)> = r.iter().map(|r| (r.name.as_str(), r.fqdn.as_str())).collect();

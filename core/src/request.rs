@@ -249,20 +249,33 @@ fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8], max_attachment_bytes:
         if let Some(got) = text.strip_prefix(TOO_LARGE_MARK).and_then(|t| t.split(' ').next()?.parse().ok()) {
             return FieldError::new(path, Rule::EmailTooLarge { max: max_attachment_bytes, got });
         }
-        let msg = if inner.is_syntax() || inner.is_eof() {
-            format!("the body is not valid JSON ({inner})")
-        } else {
-            // serde's own words name the expected type; drop its line/column suffix.
-            match text.rfind(" at line ") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            }
-        };
-        FieldError::new(path, Rule::Shape(msg))
+        if inner.is_syntax() || inner.is_eof() {
+            // Malformed JSON is the body's fault, not the field the parser had reached.
+            return not_json(&inner);
+        }
+        FieldError::new(path, Rule::Shape(type_error(&text)))
     })?;
     // One JSON value and nothing after it: `{…} x` is malformed, not a request plus noise.
-    de.end().map_err(|e| FieldError::new("", Rule::Shape(format!("the body is not valid JSON ({e})"))))?;
+    de.end().map_err(|e| not_json(&e))?;
     Ok(value)
+}
+
+/// The error for a body that is not one JSON value.
+fn not_json(e: &serde_json::Error) -> FieldError {
+    FieldError::new("body", Rule::Shape(format!("the body is not valid JSON ({e})")))
+}
+
+/// serde's words for a value of the wrong type, without its line and column; an address
+/// field, which takes one of two shapes, says which (serde would name the Rust type: "did
+/// not match any variant of untagged enum OneOrMany").
+fn type_error(text: &str) -> String {
+    if text.contains("untagged enum OneOrMany") {
+        return "expected a string or an array of strings".into();
+    }
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +306,29 @@ mod tests {
         assert_eq!(e.path, "emails");
         let e = EmailRequest::from_json(b"{not json").unwrap_err();
         assert!(matches!(e.rule, Rule::Shape(ref m) if m.contains("not valid JSON")));
+    }
+
+    #[test]
+    fn malformed_json_names_the_body_not_the_field_it_stopped_in() {
+        for body in [&br#"{"from":"#[..], br#"{"from":"a@x.test","to":["b@x.test""#, br#"{"from":"a@x.test"} x"#] {
+            let e = EmailRequest::from_json(body).unwrap_err();
+            assert_eq!(e.path, "body", "{}", String::from_utf8_lossy(body));
+            assert!(e.to_string().starts_with("Invalid `body` field: the body is not valid JSON"), "{e}");
+        }
+        let e = batch_from_json(br#"[{"from":"a@x.test"},{"to":"#).unwrap_err();
+        assert_eq!(e.path, "body");
+    }
+
+    #[test]
+    fn a_field_of_two_shapes_says_what_it_takes() {
+        let e = EmailRequest::from_json(br#"{"to":5}"#).unwrap_err();
+        assert_eq!(e.to_string(), "Invalid `to` field: expected a string or an array of strings.");
+        let e = EmailRequest::from_json(br#"{"attachments":[{"content":{"a":1}}]}"#).unwrap_err();
+        assert_eq!(e.path, "attachments[0].content");
+        assert!(e.to_string().contains("expected base64 text or an array of byte values"), "{e}");
+        // Other type errors keep serde's words, without its position.
+        let e = EmailRequest::from_json(br#"{"subject":5}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a string") && !e.to_string().contains("line"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,13 @@ pub fn normalize_name(raw: &str) -> Result<String, FieldError> {
     if trimmed.len() > 1024 {
         return Err(FieldError::new("name", Rule::TooLong { max: 253, got: trimmed.chars().count() }));
     }
+    // An ASCII name's labels are judged before IDNA's conversion, which refuses an empty, long
+    // or hyphen-edged label too but would say only that it does not encode.
+    if trimmed.is_ascii() {
+        for label in trimmed.to_ascii_lowercase().split('.') {
+            check_label(label).map_err(|why| bad(&why))?;
+        }
+    }
     let ascii = idna::domain_to_ascii_strict(trimmed).map_err(|_| bad("it does not encode as IDNA"))?;
     if ascii.len() > 253 {
         return Err(FieldError::new("name", Rule::TooLong { max: 253, got: ascii.len() }));

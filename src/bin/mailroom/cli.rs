@@ -47,9 +47,9 @@ pub struct Delivery {
     /// SMTP connections open at most (in total, and to one destination).
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
-    /// Hand-overs at once: emails durably marked as being handed over whose SMTP exchange
-    /// has not ended (default: 4 per connection when relaying). More keep the connections
-    /// busier while marks commit; each is one email a crash can leave in doubt.
+    /// Hand-overs at once: emails durably marked as being handed over whose outcome is not
+    /// yet durable (default: 8 per connection when relaying). More keep the connections
+    /// busier while marks and outcomes commit; each is one email a crash can leave in doubt.
     #[arg(long, value_name = "N")]
     pub handovers: Option<usize>,
     /// The name to give in EHLO.
@@ -132,7 +132,7 @@ pub enum Command {
         /// Stop once nothing is due (otherwise run until Ctrl-C).
         #[arg(long)]
         until_idle: bool,
-        /// Emails in flight at once (default 64, or 8 per connection if more).
+        /// Emails in flight at once (default: twice the hand-overs, at least 64).
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
         /// Work the queue of this PostgreSQL database (`database.url`) instead of the redb
