@@ -112,8 +112,43 @@ impl<'de> Deserialize<'de> for AttachmentContent {
     }
 }
 
+/// `Deserialize` (a JSON object only) and `Serialize` for a request struct derived with
+/// `#[serde(remote = "Self")]`, whose derived functions they call. Why: serde's derive also
+/// reads a struct from an array, field by field in declaration order, so the body
+/// `["a@x.test", "b@x.test", "Hi", "<p>Hi</p>"]` would have been an email, and `["n", "v"]` a
+/// tag. The hosted API takes objects only.
+macro_rules! objects_only {
+    ($t:ident, $what:literal) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$t, A::Error> {
+                        $t::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $t::serialize(self, s)
+            }
+        }
+    };
+}
+
+objects_only!(AttachmentRequest, "an attachment (a JSON object)");
+objects_only!(TagRequest, "a tag (a JSON object with `name` and `value`)");
+objects_only!(EmailRequest, "an email (a JSON object)");
+
 /// One attachment as the wire carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct AttachmentRequest {
     /// The bytes (base64 text or byte values): this or `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +169,7 @@ pub struct AttachmentRequest {
 
 /// One tag as the wire carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct TagRequest {
     /// The tag's name.
     #[serde(default)]
@@ -145,6 +181,7 @@ pub struct TagRequest {
 
 /// One email as the wire carries it (`POST /emails`, or one item of a batch).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EmailRequest {
     /// The sender, `addr@x` or `Name <addr@x>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,14 +235,20 @@ impl EmailRequest {
     /// Parses one email from JSON, naming the field of any type error. The body must be one
     /// JSON value and nothing else (trailing bytes are malformed JSON).
     pub fn from_json(json: &[u8]) -> Result<EmailRequest, FieldError> {
-        parse_json(json, usize::MAX)
+        Self::from_json_limited(json, usize::MAX)
     }
 
     /// [`from_json`](Self::from_json), refusing without decoding it any attachment whose
     /// content alone would decode to more than `max_attachment_bytes` (the email size limit):
     /// a request then holds at most one decoded copy of what it carries.
     pub fn from_json_limited(json: &[u8], max_attachment_bytes: usize) -> Result<EmailRequest, FieldError> {
-        parse_json(json, max_attachment_bytes)
+        // A body that is not an object at all is the body's error.
+        parse_json(json, max_attachment_bytes).map_err(|mut e| {
+            if e.path.is_empty() {
+                e.path = "body".into();
+            }
+            e
+        })
     }
 }
 
@@ -317,6 +360,30 @@ mod tests {
         }
         let e = batch_from_json(br#"[{"from":"a@x.test"},{"to":"#).unwrap_err();
         assert_eq!(e.path, "body");
+    }
+
+    #[test]
+    fn requests_are_objects_not_arrays_read_field_by_field() {
+        let e = EmailRequest::from_json(br#"["a@x.test","b@x.test","Hi","<p>Hi</p>"]"#).unwrap_err();
+        assert_eq!(e.to_string(), "Invalid `body` field: invalid type: sequence, expected an email (a JSON object).");
+        for body in [&br#""a@x.test""#[..], b"null", b"5"] {
+            assert_eq!(EmailRequest::from_json(body).unwrap_err().path, "body");
+        }
+        let e = batch_from_json(br#"[{"from":"a@x.test"},["a@x.test","b@x.test","Hi","t"]]"#).unwrap_err();
+        assert_eq!(e.path, "emails[1]");
+        let e = EmailRequest::from_json(br#"{"tags":[["n","v"]]}"#).unwrap_err();
+        assert_eq!(e.path, "tags[0]");
+        let e = EmailRequest::from_json(br#"{"attachments":[["aGk=","a.txt"]]}"#).unwrap_err();
+        assert_eq!(e.path, "attachments[0]");
+        // Objects read as before, and write back as the same object.
+        let r = EmailRequest::from_json(
+            br#"{"from":"a@x.test","to":["b@x.test"],"tags":[{"name":"n","value":"v"}],"attachments":[{"content":"aGk=","filename":"a.txt"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.tags.as_ref().unwrap()[0].name.as_deref(), Some("n"));
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["tags"][0]["value"], "v");
+        assert_eq!(EmailRequest::from_json(back.to_string().as_bytes()).unwrap(), r);
     }
 
     #[test]

@@ -419,6 +419,10 @@ fn json_body(headers: &HeaderMap, body: Bytes) -> Result<Option<Bytes>, ApiError
 /// anything after the object.
 pub(crate) fn json_object<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bytes) -> Result<T, ApiError> {
     let body = json_body(headers, body)?.unwrap_or_else(|| Bytes::from_static(b"{}"));
+    // serde's derive would also read a struct from an array, field by field in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(422, "validation_error", "Invalid JSON body: it must be a JSON object."));
+    }
     let mut de = serde_json::Deserializer::from_slice(&body);
     let value = T::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     value.map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))

@@ -242,6 +242,21 @@ async fn keys_and_every_error_is_json() {
     };
     let r = raw(b"{\"from\": ".to_vec(), "application/json").await;
     assert!(r.0.is_client_error() && r.1["name"].is_string(), "{}", r.1);
+    assert!(
+        r.1["message"].as_str().unwrap().starts_with("Invalid `body` field: the body is not valid JSON"),
+        "{}",
+        r.1
+    );
+    // An array is not an email, though serde's derive would read one field by field.
+    let page = || mailroom_core::email::PageRequest { limit: 100, cursor: Default::default() };
+    let before = s.engine.list(page()).await.unwrap().data.len();
+    let r = raw(br#"["hi@acme.test","a@example.com","Hi","<p>hi</p>"]"#.to_vec(), "application/json").await;
+    expect(r.clone(), 422, "validation_error");
+    assert!(r.1["message"].as_str().unwrap().starts_with("Invalid `body` field"), "{}", r.1);
+    assert_eq!(s.engine.list(page()).await.unwrap().data.len(), before, "nothing was accepted");
+    // Nor is it any other object the API takes (here every field of a new domain, in order).
+    let fields = json!(["acme.test", null, null, null, null, null, null, null]);
+    expect(call(&s, post.clone(), "/domains", Some(&s.full), Some(fields), &[]).await, 422, "validation_error");
     expect(raw(b"from=a".to_vec(), "application/x-www-form-urlencoded").await, 400, "validation_error");
     // An oversize body is refused before it is read: the answer comes while the client is
     // still sending (so the exchange is written by hand: a client library may report the
