@@ -28,16 +28,35 @@ fn html() -> String {
     fixtures::links_email()
 }
 
+/// The benchmark's email, and what tracking it needs.
+struct Setup {
+    at: DateTime<Utc>,
+    content: mailroom::core::email::EmailContent,
+    id: mailroom::core::email::EmailId,
+    key: LinkKey,
+    tracking: Tracking,
+    account: AccountId,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let at: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).expect("a time");
+        let mut new = mailroom_core::testkit::new_email("default", at, 1, None);
+        new.content.html = Some(html());
+        new.content.text = Some("Items and more items.".into());
+        Setup {
+            at,
+            content: new.content,
+            id: new.id,
+            key: LinkKey::new(&[9; 32]),
+            tracking: Tracking { base: "https://links.acme.test".into(), open: true, click: true },
+            account: AccountId::default(),
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
-    let at: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).expect("a time");
-    let mut new = mailroom_core::testkit::new_email("default", at, 1, None);
-    new.content.html = Some(html());
-    new.content.text = Some("Items and more items.".into());
-    let content = new.content;
-    let id = new.id;
-    let key = LinkKey::new(&[9; 32]);
-    let tracking = Tracking { base: "https://links.acme.test".into(), open: true, click: true };
-    let account = AccountId::default();
+    let Setup { at, content, id, key, tracking, account } = Setup::new();
     let tracked = rewrite_html(content.html.as_deref().unwrap_or_default(), &tracking, &key, id, &account);
     assert_eq!(tracked.matches("https://links.acme.test/t/c/").count(), 100);
 
@@ -95,18 +114,10 @@ criterion_group!(probe, parts);
 /// which compares the renderings alone.
 fn signed(c: &mut Criterion) {
     use mailroom::core::domains::{DkimAlgorithm, generate_dkim_key};
-    let at: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).expect("a time");
-    let mut new = mailroom_core::testkit::new_email("default", at, 1, None);
-    new.content.html = Some(html());
-    new.content.text = Some("Items and more items.".into());
-    let content = new.content;
-    let id = new.id;
+    let Setup { at, content, id, key, tracking, account } = Setup::new();
     let pair = generate_dkim_key(DkimAlgorithm::Rsa2048).expect("a key");
     let domain = content.from.domain.clone();
     let dkim = mailroom::smtp::DkimKey::rsa_pem(&domain, "mailroom", &pair.private_pem).expect("the key loads");
-    let key = LinkKey::new(&[9; 32]);
-    let tracking = Tracking { base: "https://links.acme.test".into(), open: true, click: true };
-    let account = AccountId::default();
     let mut g = c.benchmark_group("tracking_signed");
     g.throughput(Throughput::Elements(1));
     g.bench_function("render_and_sign_untracked", |b| {
