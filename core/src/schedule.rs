@@ -4,7 +4,8 @@
 //! engine's clock — `in 5 min`, `in an hour`, `30 minutes`, `tomorrow`, `tomorrow at 9am`,
 //! `tomorrow 9:00`, `today 17:00`, `friday 3pm`, `Friday at 3pm ET`, `next friday 8pm`,
 //! `next day at 9am PST`, `monday at noon`, `midnight`, `9am tomorrow`,
-//! `2026-12-01 09:00 Europe/Berlin`.
+//! `2026-12-01 09:00 Europe/Berlin`, `Dec 24 at 9am`, `December 24th, 2026 5pm ET`,
+//! `24 Dec 9:00`, `the 24th of December at noon`.
 //!
 //! The rules, so that nothing is ever guessed silently:
 //! - Every word must be understood; a phrase with anything left over is an error that quotes
@@ -23,6 +24,9 @@
 //!   is that day at that time. A bare time (`9am`, `noon`, `midnight`) is its next occurrence.
 //!   A weekday (`friday`) is the nearest one whose time is still ahead (today included);
 //!   `next friday` is the first Friday after today. `next day` is tomorrow.
+//! - A month and day without a year (`dec 24`) is this year's, unless that day has passed
+//!   (then next year's, which the window then refuses; `feb 29`: the next leap day). Numeric forms such as `12/24` are not
+//!   accepted: which number is the month differs by country.
 //! - A time with a day that lies in the past (`today 9am` at noon) is an error, not moved.
 //! - The instant must lie after `now - GRACE` and at most `max_days` ahead.
 
@@ -166,6 +170,29 @@ fn weekday(word: &str) -> Option<Weekday> {
     })
 }
 
+fn month(word: &str) -> Option<u32> {
+    Some(match word {
+        "january" | "jan" => 1,
+        "february" | "feb" => 2,
+        "march" | "mar" => 3,
+        "april" | "apr" => 4,
+        "may" => 5,
+        "june" | "jun" => 6,
+        "july" | "jul" => 7,
+        "august" | "aug" => 8,
+        "september" | "sep" | "sept" => 9,
+        "october" | "oct" => 10,
+        "november" | "nov" => 11,
+        "december" | "dec" => 12,
+        _ => return None,
+    })
+}
+
+/// `st`, `nd`, `rd`, `th` after a day of the month (`25th`).
+fn ordinal(word: &str) -> bool {
+    matches!(word, "st" | "nd" | "rd" | "th")
+}
+
 /// Zone words: abbreviations for a region's civil time, and IANA names.
 pub(crate) fn zone(word: &str) -> Option<Tz> {
     use chrono_tz::{America, Asia, Australia, Europe};
@@ -203,6 +230,19 @@ pub(crate) fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>
     }
 }
 
+/// Day `d` of month `m` in `year`, or why not (`february 30`, `february 29 2026`).
+fn month_day(year: i32, m: u32, d: u32) -> Result<NaiveDate, String> {
+    NaiveDate::from_ymd_opt(year, m, d).ok_or_else(|| format!("day {d} of month {m} of {year} is not a date"))
+}
+
+/// The first day `d` of month `m` from `today` on (a leap day: the next year that has one).
+fn next_month_day(today: NaiveDate, m: u32, d: u32) -> Result<NaiveDate, String> {
+    (today.year()..today.year() + 8)
+        .filter_map(|y| NaiveDate::from_ymd_opt(y, m, d))
+        .find(|date| *date >= today)
+        .ok_or_else(|| format!("day {d} of month {m} is not a date"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Day {
     Today,
@@ -212,6 +252,8 @@ enum Day {
     /// The first such weekday after today.
     NextWeekday(Weekday),
     Date(NaiveDate),
+    /// A month and day without a year (`dec 25`): this year's unless that day has passed.
+    OfMonth(u32, u32),
 }
 
 struct Parser<'a> {
@@ -284,11 +326,12 @@ impl Parser<'_> {
             }
             (Some(Day::Tomorrow), None) => Ok(now + Duration::days(1)),
             (Some(Day::Today), None) => Err("`today` needs a time".into()),
-            (Some(Day::Date(_)), None) => Err("a date needs a time".into()),
+            (Some(Day::Date(_) | Day::OfMonth(..)), None) => Err("a date needs a time".into()),
             (Some(Day::Weekday(_) | Day::NextWeekday(_)), None) => Err("a weekday needs a time".into()),
             (Some(Day::Today), Some(t)) => at_time(today, t),
             (Some(Day::Tomorrow), Some(t)) => at_time(today + Duration::days(1), t),
             (Some(Day::Date(d)), Some(t)) => at_time(d, t),
+            (Some(Day::OfMonth(m, d)), Some(t)) => at_time(next_month_day(today, m, d)?, t),
             (Some(Day::Weekday(w)), Some(t)) => {
                 let mut date = today;
                 for _ in 0..8 {
@@ -372,6 +415,9 @@ impl Parser<'_> {
             self.pos += 1;
             return Ok(Some(Day::Date(d)));
         }
+        if let Some(day) = self.calendar_day()? {
+            return Ok(Some(day));
+        }
         let Some(word) = self.peek_word().map(str::to_string) else { return Ok(None) };
         let day = match word.as_str() {
             "today" | "tonight" => Day::Today,
@@ -408,6 +454,59 @@ impl Parser<'_> {
         };
         self.pos += 1;
         Ok(Some(day))
+    }
+
+    /// A month and its day in words, either way round, with a year or without: `dec 25`,
+    /// `December 25th, 2026`, `25 dec`, `the 25th of December`. Why no `12/25`: which number
+    /// is the month differs by country, and this module never guesses.
+    fn calendar_day(&mut self) -> Result<Option<Day>, String> {
+        let start = self.pos;
+        let the = self.eat("the");
+        let (m, d) = match (self.peek().cloned(), self.tokens.get(self.pos + 1).cloned()) {
+            // `dec 25`, `december 25th`
+            (Some(Tok::Word(w)), Some(Tok::Num(n))) if !the && month(&w).is_some() => {
+                self.pos += 2;
+                if self.peek_word().is_some_and(ordinal) {
+                    self.pos += 1;
+                }
+                (month(&w).unwrap_or_default(), n)
+            }
+            // `25 dec`, `25th of december`
+            (Some(Tok::Num(n)), _) => {
+                let mut at = self.pos + 1;
+                if matches!(self.tokens.get(at), Some(Tok::Word(w)) if ordinal(w)) {
+                    at += 1;
+                }
+                if matches!(self.tokens.get(at), Some(Tok::Word(w)) if w == "of") {
+                    at += 1;
+                }
+                match self.tokens.get(at) {
+                    Some(Tok::Word(w)) if month(w).is_some() => {
+                        self.pos = at + 1;
+                        (month(w).unwrap_or_default(), n)
+                    }
+                    _ => {
+                        self.pos = start;
+                        return Ok(None);
+                    }
+                }
+            }
+            _ => {
+                self.pos = start;
+                return Ok(None);
+            }
+        };
+        // A year: four digits (an hour never has them).
+        if let Some(&Tok::Num(y)) = self.peek()
+            && (1000..=9999).contains(&y)
+        {
+            self.pos += 1;
+            let year = i32::try_from(y).map_err(|_| format!("{y} is not a year"))?;
+            return month_day(year, m, d).map(|date| Some(Day::Date(date)));
+        }
+        // Checked now (against a leap year), so that `february 30` is refused as written.
+        NaiveDate::from_ymd_opt(2024, m, d).ok_or_else(|| format!("day {d} of month {m} is not a date"))?;
+        Ok(Some(Day::OfMonth(m, d)))
     }
 
     /// `9am`, `9 am`, `9:30pm`, `17:00`, `noon`, `midnight`, `9` (after `at`: a 24-hour hour).

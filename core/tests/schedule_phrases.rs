@@ -109,6 +109,21 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("2026-12-31T20:00:00Z", "friday at noon", "2027-01-01T12:00:00Z"),
     ("2026-12-31T20:00:00Z", "in 5 hours", "2027-01-01T01:00:00Z"),
     ("2026-12-31T20:00:00Z", "tomorrow at 9am AEDT", "2027-01-01T22:00:00Z"),
+    // A month and day in words, either way round, with or without a year.
+    ("2026-08-05T11:52:01Z", "aug 20 at 9am", "2026-08-20T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "August 20th at 9am", "2026-08-20T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "20 aug 9am", "2026-08-20T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "9am aug 20", "2026-08-20T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "the 20th of August at noon", "2026-08-20T12:00:00Z"),
+    ("2026-08-05T11:52:01Z", "August 20, 2026 5pm ET", "2026-08-20T21:00:00Z"),
+    ("2026-08-05T11:52:01Z", "20 August 2026 at 17:00", "2026-08-20T17:00:00Z"),
+    ("2026-08-05T11:52:01Z", "sept 1 at 8:30", "2026-09-01T08:30:00Z"),
+    ("2026-08-05T11:52:01Z", "on aug 5 at 11pm", "2026-08-05T23:00:00Z"),
+    ("2026-08-05T11:52:01Z", "Aug 23rd 2026 9am", "2026-08-23T09:00:00Z"),
+    ("2026-12-31T20:00:00Z", "jan 2 at 9am", "2027-01-02T09:00:00Z"),
+    ("2026-12-31T20:00:00Z", "dec 31 at 11pm CET", "2026-12-31T22:00:00Z"),
+    ("2026-03-07T12:00:00Z", "march 8 at 2:30am ET", "2026-03-08T07:30:00Z"),
+    ("2028-02-10T12:00:00Z", "feb 29 at 9am", "2028-02-29T09:00:00Z"),
 ];
 
 #[test]
@@ -145,6 +160,13 @@ fn unclear_phrases_are_refused_with_the_input_quoted() {
         "yesterday",
         "tomorrow at 9:7",
         "2024-08-05T11:52:01",
+        "aug 20",
+        "feb 30 at 9am",
+        "12/25 9am",
+        "aug at 9am",
+        "the aug 20 at 9am",
+        "august 20th of 9am",
+        "june 31st 2026 at 9am",
     ] {
         match resolve_in(phrase, now, 30, chrono_tz::Tz::UTC) {
             Err(Rule::Schedule { input, why }) => {
@@ -160,6 +182,13 @@ fn unclear_phrases_are_refused_with_the_input_quoted() {
         "never moved silently"
     );
     assert_eq!(resolve_in("in 31 days", now, 30, chrono_tz::Tz::UTC), Err(Rule::ScheduleTooFar { max_days: 30 }));
+    // A date in words follows the same rules: today's passed hour is not moved, and a date
+    // gone by this year is next year's, beyond the window.
+    assert_eq!(resolve_in("aug 5 at 9am", now, 30, chrono_tz::Tz::UTC), Err(Rule::SchedulePast));
+    assert_eq!(resolve_in("aug 1 at 9am", now, 30, chrono_tz::Tz::UTC), Err(Rule::ScheduleTooFar { max_days: 30 }));
+    assert_eq!(resolve_in("aug 1 2026 at 9am", now, 30, chrono_tz::Tz::UTC), Err(Rule::SchedulePast));
+    // Without a year a leap day is a date (the next one); with a year that has none, not.
+    assert!(matches!(resolve_in("feb 29 2026 at 9am", now, 30, chrono_tz::Tz::UTC), Err(Rule::Schedule { .. })));
 }
 
 #[test]
