@@ -20,6 +20,8 @@
 //!   the offset in force before the change, which moves it forward by the gap: 02:30 on the
 //!   US spring-forward day is 03:30 EDT. A local time that exists twice (clocks go back) is
 //!   the first of the two.
+//! - `in 3 days at 9am` (whole days or weeks, then a clock time) is that day at that time;
+//!   `in 2 hours at 9am` is refused.
 //! - `tomorrow` alone is the same clock time tomorrow; `today`/`tomorrow`/a weekday with a time
 //!   is that day at that time. A bare time (`9am`, `noon`, `midnight`) is its next occurrence.
 //!   A weekday (`friday`) is the nearest one whose time is still ahead (today included);
@@ -294,6 +296,25 @@ impl Parser<'_> {
 
     fn phrase(mut self, now: DateTime<Utc>, default_zone: Tz) -> Result<DateTime<Utc>, String> {
         if let Some(d) = self.relative()? {
+            // `in 3 days at 9am`: whole days ahead, at a clock time on that day.
+            let at_word = self.eat("at");
+            if at_word || self.pos < self.tokens.len() {
+                let Some(time) = self.time()? else {
+                    let rest = format!("{}{}", if at_word { "at " } else { "" }, self.rest());
+                    return Err(format!("`{}` was not understood", rest.trim_end()));
+                };
+                if d.num_seconds() % 86_400 != 0 {
+                    return Err("a clock time goes with whole days or weeks ahead, as in `in 3 days at 9am`".into());
+                }
+                let tz = self.zone_or(default_zone);
+                self.end()?;
+                let today = now.with_timezone(&tz).date_naive();
+                let date = today
+                    .checked_add_signed(Duration::days(d.num_days()))
+                    .ok_or_else(|| "that is too far ahead".to_string())?;
+                return local_to_utc(tz, date.and_time(time))
+                    .ok_or_else(|| "that local time does not exist".to_string());
+            }
             self.end()?;
             return now.checked_add_signed(d).ok_or_else(|| "that is too far ahead".to_string());
         }
@@ -304,13 +325,7 @@ impl Parser<'_> {
         if day.is_none() && time.is_some() {
             day = self.day()?;
         }
-        let tz = match self.peek_word().and_then(zone) {
-            Some(z) => {
-                self.pos += 1;
-                z
-            }
-            None => default_zone,
-        };
+        let tz = self.zone_or(default_zone);
         self.end()?;
         let local_now = now.with_timezone(&tz).naive_local();
         let today = local_now.date();
@@ -352,6 +367,17 @@ impl Parser<'_> {
                 }
                 at_time(date, t)
             }
+        }
+    }
+
+    /// A zone word here, or `default`.
+    fn zone_or(&mut self, default: Tz) -> Tz {
+        match self.peek_word().and_then(zone) {
+            Some(z) => {
+                self.pos += 1;
+                z
+            }
+            None => default,
         }
     }
 

@@ -124,6 +124,12 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("2026-12-31T20:00:00Z", "dec 31 at 11pm CET", "2026-12-31T22:00:00Z"),
     ("2026-03-07T12:00:00Z", "march 8 at 2:30am ET", "2026-03-08T07:30:00Z"),
     ("2028-02-10T12:00:00Z", "feb 29 at 9am", "2028-02-29T09:00:00Z"),
+    // Whole days ahead, at a clock time.
+    ("2026-08-05T11:52:01Z", "in 3 days at 9am", "2026-08-08T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "in 1 week at 17:00 ET", "2026-08-12T21:00:00Z"),
+    ("2026-08-05T11:52:01Z", "in a day at noon", "2026-08-06T12:00:00Z"),
+    ("2026-08-05T11:52:01Z", "2 days from now at 8am", "2026-08-07T08:00:00Z"),
+    ("2026-03-07T12:00:00Z", "in 1 day at 2:30am ET", "2026-03-08T07:30:00Z"),
 ];
 
 #[test]
@@ -167,6 +173,10 @@ fn unclear_phrases_are_refused_with_the_input_quoted() {
         "the aug 20 at 9am",
         "august 20th of 9am",
         "june 31st 2026 at 9am",
+        "in 2 hours at 9am",
+        "in 3 days at",
+        "in 3 days at 9am please",
+        "in 3 days tomorrow",
     ] {
         match resolve_in(phrase, now, 30, chrono_tz::Tz::UTC) {
             Err(Rule::Schedule { input, why }) => {
