@@ -549,6 +549,9 @@ fn operations_health_metrics_backup_and_restore() {
         "mailroom_queue_due_lag_seconds",
         "mailroom_http_request_duration_seconds_bucket{method=\"POST\",route=\"/emails\",status=\"2xx\"",
         "mailroom_http_connections",
+        "mailroom_redb_commits_total",
+        "mailroom_redb_commit_seconds_bucket{le=\"0.0001\"}",
+        "mailroom_redb_group_write_seconds_bucket",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }

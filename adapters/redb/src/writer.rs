@@ -166,6 +166,7 @@ fn run(
                 Err(_) => break,
             }
         }
+        let began = std::time::Instant::now();
         let db = db.read().unwrap_or_else(|p| p.into_inner());
         let txn = db.begin_write().map_err(backend).and_then(|mut t| {
             let durability = if fsync.load(Ordering::Relaxed) { Durability::Immediate } else { Durability::None };
@@ -200,6 +201,7 @@ fn run(
                 break;
             }
         }
+        let written = std::time::Instant::now();
         let outcome = match poisoned {
             // Dropping the transaction aborts it: nothing of the group was written.
             Some(e) => {
@@ -213,6 +215,11 @@ fn run(
         stats.writes.fetch_add(done.len() as u64, Ordering::Relaxed);
         metrics::counter!("mailroom_redb_commits_total").increment(1);
         metrics::histogram!("mailroom_redb_group_writes").record(done.len() as f64);
+        // Why both: the writer is the store's one lane. When writes wait (their callers'
+        // latency grows), these say whether the group's own work or the commit's fixed cost
+        // (page writes and the flush) is what keeps it busy.
+        metrics::histogram!("mailroom_redb_group_write_seconds").record((written - began).as_secs_f64());
+        metrics::histogram!("mailroom_redb_commit_seconds").record(written.elapsed().as_secs_f64());
         for d in done {
             (d.deliver)(outcome.clone());
         }

@@ -180,8 +180,14 @@ const SHARED_LEASE: Duration = Duration::from_secs(30);
 fn metrics() -> Result<Arc<dyn Fn() -> String + Send + Sync>, String> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    // The store's writer works in tenths of a millisecond.
+    let writer = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full("mailroom_http_request_duration_seconds".into()), &buckets)
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(Matcher::Full("mailroom_redb_commit_seconds".into()), &writer)
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(Matcher::Full("mailroom_redb_group_write_seconds".into()), &writer)
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
