@@ -27,8 +27,9 @@
 //!   A weekday (`friday`) is the nearest one whose time is still ahead (today included);
 //!   `next friday` is the first Friday after today. `next day` is tomorrow.
 //! - A month and day without a year (`dec 24`) is this year's, unless that day has passed
-//!   (then next year's, which the window then refuses; `feb 29`: the next leap day). Numeric forms such as `12/24` are not
-//!   accepted: which number is the month differs by country.
+//!   (then next year's, which the window then refuses; `feb 29`: the next leap day).
+//!   Numeric forms such as `12/24` are not accepted: which number is the month differs by
+//!   country.
 //! - A time with a day that lies in the past (`today 9am` at noon) is an error, not moved.
 //! - The instant must lie after `now - GRACE` and at most `max_days` ahead.
 
@@ -522,9 +523,10 @@ impl Parser<'_> {
                 return Ok(None);
             }
         };
-        // A year: four digits (an hour never has them).
+        // A year: four digits of this era (an hour never has them; `1730` is not a year
+        // here, and then not an hour either, so it is refused).
         if let Some(&Tok::Num(y)) = self.peek()
-            && (1000..=9999).contains(&y)
+            && (1970..=2200).contains(&y)
         {
             self.pos += 1;
             let year = i32::try_from(y).map_err(|_| format!("{y} is not a year"))?;

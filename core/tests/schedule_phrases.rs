@@ -177,6 +177,7 @@ fn unclear_phrases_are_refused_with_the_input_quoted() {
         "in 3 days at",
         "in 3 days at 9am please",
         "in 3 days tomorrow",
+        "dec 25 1730",
     ] {
         match resolve_in(phrase, now, 30, chrono_tz::Tz::UTC) {
             Err(Rule::Schedule { input, why }) => {
