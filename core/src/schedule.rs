@@ -233,6 +233,11 @@ pub(crate) fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>
     }
 }
 
+/// Clock time `t` on `date` in `tz`, by the module's DST rules.
+fn on_day(tz: Tz, date: NaiveDate, t: NaiveTime) -> Result<DateTime<Utc>, String> {
+    local_to_utc(tz, date.and_time(t)).ok_or_else(|| "that local time does not exist".to_string())
+}
+
 /// Day `d` of month `m` in `year`, or why not (`february 30`, `february 29 2026`).
 fn month_day(year: i32, m: u32, d: u32) -> Result<NaiveDate, String> {
     NaiveDate::from_ymd_opt(year, m, d).ok_or_else(|| format!("day {d} of month {m} of {year} is not a date"))
@@ -313,8 +318,7 @@ impl Parser<'_> {
                 let date = today
                     .checked_add_signed(Duration::days(d.num_days()))
                     .ok_or_else(|| "that is too far ahead".to_string())?;
-                return local_to_utc(tz, date.and_time(time))
-                    .ok_or_else(|| "that local time does not exist".to_string());
+                return on_day(tz, date, time);
             }
             self.end()?;
             return now.checked_add_signed(d).ok_or_else(|| "that is too far ahead".to_string());
@@ -330,9 +334,7 @@ impl Parser<'_> {
         self.end()?;
         let local_now = now.with_timezone(&tz).naive_local();
         let today = local_now.date();
-        let at_time = |date: NaiveDate, t: NaiveTime| {
-            local_to_utc(tz, date.and_time(t)).ok_or_else(|| "that local time does not exist".to_string())
-        };
+        let at_time = |date: NaiveDate, t: NaiveTime| on_day(tz, date, t);
         match (day, time) {
             (None, None) => Err("no time or day was found".into()),
             // A bare time: its next occurrence.
@@ -489,17 +491,18 @@ impl Parser<'_> {
     fn calendar_day(&mut self) -> Result<Option<Day>, String> {
         let start = self.pos;
         let the = self.eat("the");
-        let (m, d) = match (self.peek().cloned(), self.tokens.get(self.pos + 1).cloned()) {
+        let first_month = self.peek_word().and_then(month).filter(|_| !the);
+        let (m, d) = match (first_month, self.peek().cloned(), self.tokens.get(self.pos + 1).cloned()) {
             // `dec 25`, `december 25th`
-            (Some(Tok::Word(w)), Some(Tok::Num(n))) if !the && month(&w).is_some() => {
+            (Some(m), _, Some(Tok::Num(n))) => {
                 self.pos += 2;
                 if self.peek_word().is_some_and(ordinal) {
                     self.pos += 1;
                 }
-                (month(&w).unwrap_or_default(), n)
+                (m, n)
             }
             // `25 dec`, `25th of december`
-            (Some(Tok::Num(n)), _) => {
+            (_, Some(Tok::Num(n)), _) => {
                 let mut at = self.pos + 1;
                 if matches!(self.tokens.get(at), Some(Tok::Word(w)) if ordinal(w)) {
                     at += 1;
@@ -507,12 +510,15 @@ impl Parser<'_> {
                 if matches!(self.tokens.get(at), Some(Tok::Word(w)) if w == "of") {
                     at += 1;
                 }
-                match self.tokens.get(at) {
-                    Some(Tok::Word(w)) if month(w).is_some() => {
+                match self.tokens.get(at).and_then(|t| match t {
+                    Tok::Word(w) => month(w),
+                    _ => None,
+                }) {
+                    Some(m) => {
                         self.pos = at + 1;
-                        (month(w).unwrap_or_default(), n)
+                        (m, n)
                     }
-                    _ => {
+                    None => {
                         self.pos = start;
                         return Ok(None);
                     }

@@ -86,8 +86,11 @@ pub fn normalize_name(raw: &str) -> Result<String, FieldError> {
         return Err(FieldError::new("name", Rule::TooLong { max: 253, got: trimmed.chars().count() }));
     }
     // An ASCII name's labels are judged before IDNA's conversion, which refuses an empty, long
-    // or hyphen-edged label too but would say only that it does not encode.
-    if trimmed.is_ascii() {
+    // or hyphen-edged label too but would say only that it does not encode; its output for an
+    // ASCII name is the same labels, lower-cased, so they are judged once. Other names' labels
+    // are judged in their converted form.
+    let was_ascii = trimmed.is_ascii();
+    if was_ascii {
         for label in trimmed.to_ascii_lowercase().split('.') {
             check_label(label).map_err(|why| bad(&why))?;
         }
@@ -96,8 +99,10 @@ pub fn normalize_name(raw: &str) -> Result<String, FieldError> {
     if ascii.len() > 253 {
         return Err(FieldError::new("name", Rule::TooLong { max: 253, got: ascii.len() }));
     }
-    for label in ascii.split('.') {
-        check_label(label).map_err(|why| bad(&why))?;
+    if !was_ascii {
+        for label in ascii.split('.') {
+            check_label(label).map_err(|why| bad(&why))?;
+        }
     }
     match psl::domain_str(&ascii) {
         Some(_) => Ok(ascii),
