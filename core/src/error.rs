@@ -213,11 +213,17 @@ impl fmt::Display for Rule {
             Rule::EmailTooLarge { max, got } => {
                 write!(f, "the email is {got} bytes; the limit is {max} bytes including attachments")
             }
-            Rule::Schedule { input, why } => write!(
-                f,
-                "{input:?} is not a time mailroom understands ({why}); use ISO 8601 such as \
-                 `2024-08-05T11:52:01.858Z` or a phrase such as `in 1 hour` or `tomorrow at 9am ET`"
-            ),
+            Rule::Schedule { input, why } => {
+                // Quoted at most 100 characters long: the phrase is the client's, and a refused
+                // one may be as long as the body (longer than 200 is refused unread).
+                let shown: String = input.chars().take(100).collect();
+                let more = if shown.len() < input.len() { "…" } else { "" };
+                write!(
+                    f,
+                    "{shown:?}{more} is not a time mailroom understands ({why}); use ISO 8601 such as \
+                     `2024-08-05T11:52:01.858Z` or a phrase such as `in 1 hour` or `tomorrow at 9am ET`"
+                )
+            }
             Rule::SchedulePast => f.write_str("the scheduled time must be in the future"),
             Rule::ScheduleTooFar { max_days } => {
                 write!(f, "the scheduled time must be at most {max_days} days ahead")

@@ -649,5 +649,10 @@ mod tests {
         assert_eq!(input, "tomorrow at 9am please");
         assert!(why.contains("please"), "{why}");
         assert!(e.to_string().contains("tomorrow at 9am please"));
+        // A long phrase is quoted in part: the answer does not grow with the input.
+        let long = "dec 24 ".repeat(5000);
+        let e = resolve(&long, now, 30).unwrap_err();
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
+        assert!(e.to_string().contains("…"));
     }
 }
