@@ -529,6 +529,33 @@ fn envelope_and_authentication_headers_are_reserved_and_filenames_encoded() {
     assert!(!eml.contains(&1u8) && !text.contains("\r\nBcc:"), "{text}");
 }
 
+/// A refusal quotes a value the client sent in part: an answer (and the request log that keeps
+/// it) does not grow with what was sent.
+#[test]
+fn refusals_quote_what_was_sent_in_part() {
+    let s = Server::start("");
+    let big = "x".repeat(200_000);
+    let mut att = email("a@example.com");
+    att["attachments"] = json!([{"content": "aGk=", "filename": "a.txt", "content_type": big}]);
+    let mut sched = email("a@example.com");
+    sched["scheduled_at"] = json!(big);
+    let mut header = email("a@example.com");
+    header["headers"] = json!({ format!("X {big}"): "v" });
+    for (path, body) in [
+        ("/emails", att),
+        ("/emails", sched),
+        ("/emails", header),
+        ("/api-keys", json!({"name": "k", "permission": big})),
+        ("/domains", json!({"name": big})),
+        ("/domains", json!({"name": "acme.test", "tls": big})),
+        ("/webhooks", json!({"endpoint": "https://example.com/h", "events": [big]})),
+    ] {
+        let r = post(&s, path, OPERATOR, &body);
+        assert_eq!(r.status, 422, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.body.len() < 2_000, "{path}: an answer of {} bytes", r.body.len());
+    }
+}
+
 #[test]
 fn operations_health_metrics_backup_and_restore() {
     let s = Server::start("");

@@ -118,7 +118,7 @@ impl FromStr for BatchMode {
             "permissive" => Ok(BatchMode::Permissive),
             other => Err(FieldError::new(
                 "x-batch-validation",
-                Rule::Shape(format!("{other:?} is not `strict` or `permissive`")),
+                Rule::Shape(format!("{} is not `strict` or `permissive`", crate::error::quoted(other))),
             )),
         }
     }

@@ -9,6 +9,17 @@ use crate::lifecycle::TransitionError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// How many characters of a value a client sent an error quotes.
+pub const QUOTED_CHARS: usize = 100;
+
+/// `value` quoted as a refusal shows it: in double quotes, escaped, at most
+/// [`QUOTED_CHARS`] characters of it (then `…`). Why: the value is the client's, and an answer
+/// (and the request log that keeps it) should not grow with what was sent.
+pub fn quoted(value: &str) -> String {
+    let shown: String = value.chars().take(QUOTED_CHARS).collect();
+    if shown.len() < value.len() { format!("{shown:?}…") } else { format!("{shown:?}") }
+}
+
 /// The catalogue's error names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -213,24 +224,19 @@ impl fmt::Display for Rule {
             Rule::EmailTooLarge { max, got } => {
                 write!(f, "the email is {got} bytes; the limit is {max} bytes including attachments")
             }
-            Rule::Schedule { input, why } => {
-                // Quoted at most 100 characters long: the phrase is the client's, and a refused
-                // one may be as long as the body (longer than 200 is refused unread).
-                let shown: String = input.chars().take(100).collect();
-                let more = if shown.len() < input.len() { "…" } else { "" };
-                write!(
-                    f,
-                    "{shown:?}{more} is not a time mailroom understands ({why}); use ISO 8601 such as \
-                     `2024-08-05T11:52:01.858Z` or a phrase such as `in 1 hour` or `tomorrow at 9am ET`"
-                )
-            }
+            Rule::Schedule { input, why } => write!(
+                f,
+                "{} is not a time mailroom understands ({why}); use ISO 8601 such as \
+                 `2024-08-05T11:52:01.858Z` or a phrase such as `in 1 hour` or `tomorrow at 9am ET`",
+                quoted(input)
+            ),
             Rule::SchedulePast => f.write_str("the scheduled time must be in the future"),
             Rule::ScheduleTooFar { max_days } => {
                 write!(f, "the scheduled time must be at most {max_days} days ahead")
             }
             Rule::Unsupported(what) => write!(f, "{what} is not supported"),
             Rule::Url(why) => write!(f, "an absolute http or https URL is required: {why}"),
-            Rule::EventType(t) => write!(f, "{t:?} is not an event type a webhook can receive"),
+            Rule::EventType(t) => write!(f, "{} is not an event type a webhook can receive", quoted(t)),
             Rule::InvalidId => f.write_str("must be a valid UUID"),
             Rule::Region(r) => {
                 write!(f, "{r:?} is not a region; use one of us-east-1, eu-west-1, sa-east-1, ap-northeast-1")
@@ -426,4 +432,18 @@ pub struct ErrorBody {
     pub name: ErrorName,
     /// What went wrong, naming the field and the rule.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_value_is_cut_to_its_first_characters() {
+        assert_eq!(quoted("mars"), "\"mars\"");
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        let long = "é".repeat(100_000);
+        assert_eq!(quoted(&long), format!("{:?}…", "é".repeat(QUOTED_CHARS)));
+        assert_eq!(quoted(&"x".repeat(QUOTED_CHARS)), format!("{:?}", "x".repeat(QUOTED_CHARS)), "no mark when whole");
+    }
 }

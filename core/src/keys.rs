@@ -78,7 +78,7 @@ impl KeyPermission {
             }
             Some(other) => Err(FieldError::new(
                 "permission",
-                Rule::Shape(format!("must be full_access or sending_access, not {other:?}")),
+                Rule::Shape(format!("must be full_access or sending_access, not {}", crate::error::quoted(other))),
             )),
         }
     }

@@ -274,6 +274,20 @@ mod tests {
         assert!(text.lines().all(|l| l.len() <= 998), "no line over RFC 5322's limit");
     }
 
+    /// A custom header at the validator's limits (a 200-character name, a 2,048-character
+    /// value with nothing to fold at) still makes lines within RFC 5322's 998: the name on a
+    /// line of its own, the value in encoded words.
+    #[test]
+    fn custom_headers_at_their_limits_keep_lines_short() {
+        let mut c = content();
+        let name = format!("X-{}", "N".repeat(crate::validate::MAX_HEADER_NAME - 2));
+        c.headers = vec![(name.clone(), "v".repeat(2048)), ("X-Spaced".into(), "word ".repeat(400))];
+        let bytes = render(&c, Utc::now()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.lines().all(|l| l.len() <= 998), "a line over RFC 5322's limit");
+        assert!(text.contains(&format!("\r\n{name}:")), "the name is written whole");
+    }
+
     /// RFC 6532: an address with a UTF-8 local part is written as it is (the transport then
     /// needs SMTPUTF8); an ASCII message's headers stay ASCII.
     #[test]

@@ -9,6 +9,11 @@ use crate::schedule;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// The longest custom header name, in characters. Why a bound: a name cannot be folded, so
+/// RFC 5322's 998-character line must hold it whole; 200 leaves room and is far beyond any
+/// header name in use.
+pub const MAX_HEADER_NAME: usize = 200;
+
 /// What one email may carry: the hosted service's documented limits, and caps on what it
 /// leaves open (so that one request can never fan out without bound).
 ///
@@ -263,9 +268,17 @@ pub(crate) fn validate_owned(
     let custom =
         if check_count("headers", n_headers, limits.max_headers, &mut errors) { req.headers.take() } else { None };
     for (name, value) in custom.iter().flatten() {
-        let path = || format!("headers.{name}");
+        // The name is the client's: a path quotes at most [`QUOTED_CHARS`] of it.
+        let path = || {
+            let shown: String = name.chars().take(crate::error::QUOTED_CHARS).collect();
+            if shown.len() < name.len() { format!("headers.{shown}…") } else { format!("headers.{name}") }
+        };
         if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
             errors.push(path(), Rule::HeaderName);
+            continue;
+        }
+        if name.len() > MAX_HEADER_NAME {
+            errors.push(path(), Rule::TooLong { max: MAX_HEADER_NAME, got: name.len() });
             continue;
         }
         if is_reserved_header(name) {
@@ -361,7 +374,10 @@ pub(crate) fn validate_owned(
                     .split_once('/')
                     .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !ct.chars().any(|c| c.is_control()));
                 if !valid {
-                    errors.push(p("content_type"), Rule::Shape(format!("{ct:?} is not a MIME type like `image/png`")));
+                    errors.push(
+                        p("content_type"),
+                        Rule::Shape(format!("{} is not a MIME type like `image/png`", crate::error::quoted(ct))),
+                    );
                 }
                 ct.to_string()
             }
@@ -529,6 +545,26 @@ mod tests {
         );
         r.tags = Some(vec![TagRequest { name: Some("x".repeat(256)), value: Some("y".into()) }]);
         assert!(errs(&r).is_empty());
+    }
+
+    #[test]
+    fn a_header_name_is_bounded_and_quoted_in_part() {
+        let mut r = ok();
+        let mut h = serde_json::Map::new();
+        h.insert(format!("X-{}", "a".repeat(MAX_HEADER_NAME - 2)), "v".into());
+        r.headers = Some(h.clone());
+        assert!(errs(&r).is_empty(), "{MAX_HEADER_NAME} characters are allowed");
+        let long = format!("X-{}", "a".repeat(200_000));
+        let spaced = format!("X {}", "b".repeat(200_000));
+        let mut h = serde_json::Map::new();
+        h.insert(long.clone(), "v".into());
+        h.insert(spaced, "v".into());
+        r.headers = Some(h);
+        let e = errs(&r);
+        let shown = format!("headers.X-{}…", "a".repeat(crate::error::QUOTED_CHARS - 2));
+        assert!(e.contains(&(shown, Rule::TooLong { max: MAX_HEADER_NAME, got: long.len() })), "{e:?}");
+        let shown = format!("headers.X {}…", "b".repeat(crate::error::QUOTED_CHARS - 2));
+        assert!(e.contains(&(shown, Rule::HeaderName)), "{e:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use mailroom_core::domains::{Domain, DomainUpdate, NewDomain, TlsMode, domain_json, records_json};
+use mailroom_core::error::quoted;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ fn capability(field: &str, v: Option<&str>) -> Result<Option<bool>, ApiError> {
         Some(other) => Err(ApiError::new(
             422,
             "validation_error",
-            format!("`capabilities.{field}` must be `enabled` or `disabled`, not {other:?}."),
+            format!("`capabilities.{field}` must be `enabled` or `disabled`, not {}.", quoted(other)),
         )),
     }
 }
@@ -37,7 +38,7 @@ fn tls(v: Option<&str>) -> Result<Option<TlsMode>, ApiError> {
         Some(other) => Err(ApiError::new(
             422,
             "validation_error",
-            format!("`tls` must be `opportunistic` or `enforced`, not {other:?}."),
+            format!("`tls` must be `opportunistic` or `enforced`, not {}.", quoted(other)),
         )),
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use mailroom_core::email::EmailId;
+use mailroom_core::error::quoted;
 use mailroom_core::receiving::{
     HtmlFormat, ReceivedAttachment, attachment_content, attachment_json, detail_json, list_json,
 };
@@ -54,7 +55,7 @@ pub(crate) async fn get(
             return Err(ApiError::new(
                 422,
                 "validation_error",
-                format!("`html_format` must be `data_uri` or `cid`, not {other:?}."),
+                format!("`html_format` must be `data_uri` or `cid`, not {}.", quoted(other)),
             ));
         }
     };

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, SecondsFormat, Utc};
+use mailroom_core::error::quoted;
 use mailroom_core::webhooks::{Message, Webhook, WebhookUpdate};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -87,7 +88,7 @@ pub(crate) async fn update(auth: Auth, headers: HeaderMap, id: PathParam<String>
             return Err(ApiError::new(
                 422,
                 "validation_error",
-                format!("`status` must be \"enabled\" or \"disabled\", not {other:?}."),
+                format!("`status` must be \"enabled\" or \"disabled\", not {}.", quoted(other)),
             ));
         }
     }

@@ -5,7 +5,7 @@
 use super::{DkimAlgorithm, DkimEntry, Domain, DomainConfig, REGIONS, TlsMode, generate_dkim_key};
 use crate::email::{rfc3339, wire_time};
 use crate::engine::Engine;
-use crate::error::{Error, FieldError, Rule, StorageError};
+use crate::error::{Error, FieldError, Rule, StorageError, quoted};
 use crate::events::DomainEvent;
 use crate::ports::{DnsResolver, DomainStore};
 use serde_json::{Value, json};
@@ -74,9 +74,7 @@ impl DomainUpdate {
 /// A domain name as stored: trimmed, without the final dot, lower-case ASCII (an
 /// internationalised name in its `xn--` form), with a registrable part under a public suffix.
 pub fn normalize_name(raw: &str) -> Result<String, FieldError> {
-    // What a client sent is echoed at most 100 characters long.
-    let shown: String = raw.chars().take(100).collect();
-    let bad = |why: &str| FieldError::new("name", Rule::Shape(format!("{shown:?} is not a domain name: {why}")));
+    let bad = |why: &str| FieldError::new("name", Rule::Shape(format!("{} is not a domain name: {why}", quoted(raw))));
     let trimmed = raw.trim().trim_end_matches('.');
     if trimmed.is_empty() {
         return Err(FieldError::new("name", Rule::Empty));

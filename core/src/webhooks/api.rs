@@ -83,7 +83,7 @@ pub fn check_events(events: &[String]) -> Result<Vec<String>, FieldError> {
     let mut out: Vec<String> = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         if !crate::events::is_known_type(e) {
-            return Err(FieldError::new(format!("events[{i}]"), Rule::EventType(e.chars().take(100).collect())));
+            return Err(FieldError::new(format!("events[{i}]"), Rule::EventType(e.clone())));
         }
         if !out.contains(e) {
             out.push(e.clone());
