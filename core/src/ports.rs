@@ -249,6 +249,28 @@ pub trait Storage: Send + Sync + Debug {
     /// write. Outcomes whose claim was lost are skipped and returned.
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>>;
 
+    /// Records `outcomes`, then durably marks `claims` (other emails) as being handed over:
+    /// [`record_outcomes`](Self::record_outcomes) then [`begin_handover`](Self::begin_handover).
+    /// The worker passes a finished email's hand-over permit to the next email this way: a
+    /// mark is never durable before the outcome that freed its permit, so at most
+    /// `handovers` emails are ever in doubt.
+    ///
+    /// `Err`: no outcome was recorded (nor any mark made). `Ok((refused, marks))`: the
+    /// outcomes are durable (`refused` as `record_outcomes` returns them), and `marks` is
+    /// what `begin_handover` answered.
+    ///
+    /// The provided method makes the two writes one after the other, so each mark waits for
+    /// its own durable write. A store that can do both in one atomic write should: the next
+    /// email then starts its hand-over one commit sooner (redb does).
+    async fn record_outcomes_then_begin_handover(
+        &self,
+        outcomes: Vec<Outcome>,
+        claims: &[ClaimRef],
+    ) -> StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)> {
+        let refused = self.record_outcomes(outcomes).await?;
+        Ok((refused, self.begin_handover(claims).await))
+    }
+
     /// Extends claims still held until `until` (the worker's heartbeat, for stores several
     /// processes share, where leases are short so that a dead process's claims lapse soon).
     /// Returns the ones that were lost. Stores whose claims a live process never loses need

@@ -30,6 +30,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod gate;
+use gate::{Entry, Gate, Grant};
+
 /// Why an email whose API key was revoked before it was due is not sent.
 pub const KEY_REVOKED_REASON: &str = "API key is no longer active";
 
@@ -215,12 +218,12 @@ pub struct Worker {
     transport: Arc<dyn Transport>,
     config: WorkerConfig,
     /// One permit per hand-over at once (`WorkerConfig::handovers`).
-    handovers: Arc<tokio::sync::Semaphore>,
+    handovers: Arc<Gate>,
 }
 
 impl Worker {
     pub(crate) fn new(engine: Engine, transport: Arc<dyn Transport>, config: WorkerConfig) -> Self {
-        let handovers = Arc::new(tokio::sync::Semaphore::new(config.handovers.max(1)));
+        let handovers = Gate::new(config.handovers);
         Worker { engine, transport, config, handovers }
     }
 
@@ -555,30 +558,45 @@ impl Worker {
             return Ok(false);
         }
 
-        // The permit is held from before rendering until the outcome is durable: a crash leaves
+        // The permit is held from before the mark until the outcome is durable: a crash leaves
         // at most `handovers` emails in doubt (marked, no outcome recorded), and at most that
         // many rendered messages (the largest copy of an email, up to twice its attachments)
-        // are in memory, however many emails are in flight.
-        let permit = self.handovers.acquire().await.map_err(|_| {
-            Error::Storage(crate::error::StorageError::Backend("the worker's hand-over permits are closed".into()))
-        })?;
+        // are in memory, however many emails are in flight. An email in line is usually marked
+        // by the email whose permit it takes, in the write of that one's outcome (see `gate`).
+        let (permit, lost) = match self.handovers.enter(claim) {
+            Entry::Now(p) => (p, storage.begin_handover(&[claim]).await?),
+            Entry::Wait(answer) => match answer.await {
+                Ok(Grant::Free) => {
+                    let p = self.handovers.granted();
+                    (p, storage.begin_handover(&[claim]).await?)
+                }
+                Ok(Grant::Marked(marked)) => {
+                    let p = self.handovers.granted();
+                    (p, marked?)
+                }
+                Err(_) => {
+                    return Err(Error::Storage(crate::error::StorageError::Backend(
+                        "the worker stopped before this email's hand-over was marked".into(),
+                    )));
+                }
+            },
+        };
+        if !lost.is_empty() {
+            // Our lease lapsed and another worker holds the email now.
+            return Ok(false);
+        }
         let sender = facts.senders.get(&(account.clone(), record.content.from.domain.clone()));
         let extras = self.engine.render_extras(&record.content, record.state.id, account, sender, &send_to);
         let bytes = match crate::render::render_with(&record.content, now, extras.html.as_deref(), &extras.headers) {
             Ok(b) => b,
             Err(e) => {
+                // Marked but never handed over: it ends failed, and is not in doubt.
                 events.push(Event::new(EventKind::Failed, now).reason(format!("rendering failed: {e}")));
-                storage
-                    .record_outcomes(vec![Outcome { claim, events, suppressions: vec![], next: Next::Done }])
-                    .await?;
+                self.finish(Outcome { claim, events, suppressions: vec![], next: Next::Done }, permit).await?;
                 return Ok(false);
             }
         };
 
-        if !storage.begin_handover(&[claim]).await?.is_empty() {
-            // Our lease lapsed and another worker holds the email now.
-            return Ok(false);
-        }
         // Bounces come back to the sending domain's own return path once it is verified (SPF
         // then aligns with From), else to the server's bounce domain.
         let return_path = match sender.and_then(|s| s.return_path.as_deref()) {
@@ -690,13 +708,36 @@ impl Worker {
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
         let listed: Vec<(String, SuppressionReason)> =
             suppressions.iter().map(|s| (s.address.clone(), s.reason)).collect();
-        storage.record_outcomes(vec![Outcome { claim, events, suppressions, next }]).await?;
-        drop(permit);
+        self.finish(Outcome { claim, events, suppressions, next }, permit).await?;
         // Later emails of this round see what this one put on the list, as they would have
         // had each looked the list up itself.
         facts.recorded.add(account, listed);
         observe(record.state.id, &kinds);
         Ok(true)
+    }
+
+    /// Records the outcome of a hand-over and gives its permit on: to the first email in
+    /// line, marked in the same write (one commit for both), or, with nobody in line, back
+    /// once the outcome is durable.
+    async fn finish(&self, outcome: Outcome, permit: gate::Permit) -> Result<(), Error> {
+        let storage = self.engine.storage();
+        let Some(next) = self.handovers.next_in_line() else {
+            storage.record_outcomes(vec![outcome]).await?;
+            drop(permit);
+            return Ok(());
+        };
+        match storage.record_outcomes_then_begin_handover(vec![outcome], &[next.claim]).await {
+            Ok((_, marked)) => {
+                permit.pass(next, Grant::Marked(marked));
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing was written: the next email marks itself. This one stays marked with
+                // no outcome (in doubt), as after a crash.
+                permit.pass(next, Grant::Free);
+                Err(e.into())
+            }
+        }
     }
 }
 

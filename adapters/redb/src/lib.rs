@@ -629,6 +629,121 @@ fn set_due(
     Ok(())
 }
 
+/// Hand-over marks to write: each email's id and its state as written.
+type Marks = Vec<(u128, Vec<u8>)>;
+
+/// A due time, or none.
+type Due = Option<DateTime<Utc>>;
+
+/// The hand-over marks of `refs` as they are to be written, and the claims found lost;
+/// nothing is written yet.
+fn plan_handover(tx: &WriteTransaction, claims: &Claims, refs: &[ClaimRef]) -> StorageResult<(Marks, Vec<EmailId>)> {
+    let states = tx.open_table(STATES).map_err(backend)?;
+    let held = locked(claims);
+    let mut lost = Vec::new();
+    let mut marks = Vec::with_capacity(refs.len());
+    for c in refs {
+        let id = c.id.as_u128();
+        let Some(mut state) = get_state(&states, id)? else {
+            lost.push(c.id);
+            continue;
+        };
+        let on_disk = overlay(&held, &mut state);
+        if store::begin_handover(&mut state, c.token) {
+            marks.push((id, to_disk(&state, on_disk)?));
+        } else {
+            lost.push(c.id);
+        }
+    }
+    Ok((marks, lost))
+}
+
+/// Writes marks [`plan_handover`] made.
+fn write_marks(tx: &WriteTransaction, marks: Marks) -> StorageResult<()> {
+    let mut states = tx.open_table(STATES).map_err(backend)?;
+    for (id, bytes) in marks {
+        states.insert(id, bytes.as_slice()).map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The outcomes applied in `tx` (compute, then write: a transition the lifecycle refuses
+/// returns before anything is written); the ones whose claim was lost are returned.
+fn apply_outcomes(
+    tx: &WriteTransaction,
+    log: Option<&std::sync::atomic::AtomicU64>,
+    claims: &Claims,
+    outcomes: &[Outcome],
+) -> StorageResult<Vec<EmailId>> {
+    let mut states = tx.open_table(STATES).map_err(backend)?;
+    let mut due = tx.open_table(DUE).map_err(backend)?;
+    let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+    let mut held = locked(claims);
+    let mut lost = Vec::new();
+    // Every outcome is applied before anything is written: a transition the lifecycle
+    // refuses returns here and the whole call changes nothing.
+    let mut changed: Vec<(u128, Option<DateTime<Utc>>, EmailState)> = Vec::new();
+    // The number of events each changed email had on disk.
+    let mut before: HashMap<u128, usize> = HashMap::new();
+    let mut suppressions = Vec::new();
+    for o in outcomes {
+        let id = o.claim.id.as_u128();
+        // An email named twice in one call sees its first outcome.
+        let at = changed.iter().position(|(c, _, _)| *c == id);
+        let (current, on_disk) = match at {
+            Some(i) => (Some(changed[i].2.clone()), changed[i].1),
+            None => match get_state(&states, id)? {
+                Some(mut s) => {
+                    let d = overlay(&held, &mut s);
+                    (Some(s), d)
+                }
+                None => (None, None),
+            },
+        };
+        let Some(mut state) = current else {
+            lost.push(o.claim.id);
+            continue;
+        };
+        before.entry(id).or_insert(state.events.len());
+        let old = on_disk;
+        if !store::apply_outcome(&mut state, o)? {
+            lost.push(o.claim.id);
+            continue;
+        }
+        for s in &o.suppressions {
+            suppressions.push((state.account.0.to_string(), s.address.clone(), s.clone(), encode(s)?));
+        }
+        match at {
+            Some(i) => changed[i].2 = state,
+            None => changed.push((id, old, state)),
+        }
+    }
+    let mut pending = Vec::new();
+    // (id, due on disk, due now, the state as written)
+    let encoded: Vec<(u128, Due, Due, Vec<u8>)> = changed
+        .into_iter()
+        .map(|(id, old, state)| {
+            pending.extend(gained(&state, before.get(&id).copied().unwrap_or(0)));
+            Ok((id, old, state.due_at, to_disk(&state, state.due_at)?))
+        })
+        .collect::<StorageResult<_>>()?;
+    for (id, old, new, bytes) in encoded {
+        set_due(&mut due, id, old, new)?;
+        states.insert(id, bytes.as_slice()).map_err(backend)?;
+        // The outcome ends the claim (should this group fail to commit, the email is
+        // due again and its durable hand-over mark sends it through recovery).
+        held.remove(&id);
+    }
+    for (account, address, entry, bytes) in suppressions {
+        if sup.insert((account.as_str(), address.as_str()), bytes.as_slice()).map_err(backend)?.is_none() {
+            pending.push(added(&account, entry));
+        }
+    }
+    drop((states, due, sup));
+    log_pending(tx, log, pending)?;
+    Ok(lost)
+}
+
 #[async_trait]
 impl Storage for RedbStorage {
     async fn idempotency_begin(
@@ -989,27 +1104,37 @@ impl Storage for RedbStorage {
         let refs = claims.to_vec();
         let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
-            let mut states = tx.open_table(STATES).map_err(backend)?;
-            let held = locked(&claims);
-            let mut lost = Vec::new();
-            let mut writes = Vec::with_capacity(refs.len());
-            for c in refs {
-                let id = c.id.as_u128();
-                let Some(mut state) = get_state(&states, id)? else {
-                    lost.push(c.id);
-                    continue;
-                };
-                let on_disk = overlay(&held, &mut state);
-                if store::begin_handover(&mut state, c.token) {
-                    writes.push((id, to_disk(&state, on_disk)?));
-                } else {
-                    lost.push(c.id);
-                }
-            }
-            for (id, bytes) in writes {
-                states.insert(id, bytes.as_slice()).map_err(backend)?;
-            }
+            let (marks, lost) = plan_handover(tx, &claims, &refs)?;
+            write_marks(tx, marks)?;
             Ok(lost)
+        })
+        .await
+    }
+
+    async fn record_outcomes_then_begin_handover(
+        &self,
+        outcomes: Vec<Outcome>,
+        claims: &[ClaimRef],
+    ) -> StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)> {
+        // One write, so one commit: the next email's mark is durable with the outcome that
+        // freed its permit (both or neither), and it waits for one commit instead of two.
+        // An email both finished and marked here would have its mark planned before its
+        // outcome changed it: that takes the two writes one after the other.
+        if claims.iter().any(|c| outcomes.iter().any(|o| o.claim.id == c.id)) {
+            let refused = self.record_outcomes(outcomes).await?;
+            return Ok((refused, self.begin_handover(claims).await));
+        }
+        let refs = claims.to_vec();
+        let log = self.log.clone();
+        let claims = Arc::clone(&self.claims);
+        self.write(move |tx| {
+            // Compute, then write (the writer's rule for a write's atomicity): the marks are
+            // planned first, reading only; the outcomes compute before their first change; the
+            // marks' own writes can then fail only in the backend, which aborts the group.
+            let (marks, lost) = plan_handover(tx, &claims, &refs)?;
+            let refused = apply_outcomes(tx, log.as_deref(), &claims, &outcomes)?;
+            write_marks(tx, marks)?;
+            Ok((refused, Ok(lost)))
         })
         .await
     }
@@ -1017,75 +1142,7 @@ impl Storage for RedbStorage {
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> StorageResult<Vec<EmailId>> {
         let log = self.log.clone();
         let claims = Arc::clone(&self.claims);
-        self.write(move |tx| {
-            let mut states = tx.open_table(STATES).map_err(backend)?;
-            let mut due = tx.open_table(DUE).map_err(backend)?;
-            let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let mut held = locked(&claims);
-            let mut lost = Vec::new();
-            // Every outcome is applied before anything is written: a transition the lifecycle
-            // refuses returns here and the whole call changes nothing.
-            let mut changed: Vec<(u128, Option<DateTime<Utc>>, EmailState)> = Vec::new();
-            // The number of events each changed email had on disk.
-            let mut before: HashMap<u128, usize> = HashMap::new();
-            let mut suppressions = Vec::new();
-            for o in &outcomes {
-                let id = o.claim.id.as_u128();
-                // An email named twice in one call sees its first outcome.
-                let at = changed.iter().position(|(c, _, _)| *c == id);
-                let (current, on_disk) = match at {
-                    Some(i) => (Some(changed[i].2.clone()), changed[i].1),
-                    None => match get_state(&states, id)? {
-                        Some(mut s) => {
-                            let d = overlay(&held, &mut s);
-                            (Some(s), d)
-                        }
-                        None => (None, None),
-                    },
-                };
-                let Some(mut state) = current else {
-                    lost.push(o.claim.id);
-                    continue;
-                };
-                before.entry(id).or_insert(state.events.len());
-                let old = on_disk;
-                if !store::apply_outcome(&mut state, o)? {
-                    lost.push(o.claim.id);
-                    continue;
-                }
-                for s in &o.suppressions {
-                    suppressions.push((state.account.0.to_string(), s.address.clone(), s.clone(), encode(s)?));
-                }
-                match at {
-                    Some(i) => changed[i].2 = state,
-                    None => changed.push((id, old, state)),
-                }
-            }
-            let mut pending = Vec::new();
-            let encoded: Vec<(u128, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Vec<u8>)> = changed
-                .into_iter()
-                .map(|(id, old, state)| {
-                    pending.extend(gained(&state, before.get(&id).copied().unwrap_or(0)));
-                    Ok((id, old, state.due_at, to_disk(&state, state.due_at)?))
-                })
-                .collect::<StorageResult<_>>()?;
-            for (id, old, new, bytes) in encoded {
-                set_due(&mut due, id, old, new)?;
-                states.insert(id, bytes.as_slice()).map_err(backend)?;
-                // The outcome ends the claim (should this group fail to commit, the email is
-                // due again and its durable hand-over mark sends it through recovery).
-                held.remove(&id);
-            }
-            for (account, address, entry, bytes) in suppressions {
-                if sup.insert((account.as_str(), address.as_str()), bytes.as_slice()).map_err(backend)?.is_none() {
-                    pending.push(added(&account, entry));
-                }
-            }
-            drop((states, due, sup));
-            log_pending(tx, log.as_deref(), pending)?;
-            Ok(lost)
-        })
-        .await
+        self.write(move |tx| apply_outcomes(tx, log.as_deref(), &claims, &outcomes)).await
     }
 
     async fn release_claims(&self, refs: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {

@@ -157,6 +157,51 @@ async fn a_refused_write_fails_alone_in_its_group() {
     assert_eq!(last(2).await, Some(EventKind::Delivered));
 }
 
+/// A finished email's outcome and the next email's hand-over mark are one write, so one
+/// commit (the worker passes a hand-over permit this way); a claim not held among the marks
+/// is reported and not marked. An outcome the lifecycle refuses fails the write as a whole:
+/// no mark either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_and_the_next_mark_are_one_commit() {
+    use mailroom_core::ports::ClaimRef;
+    let (s, h) = store();
+    let a = AccountId::default();
+    let emails: Vec<_> = (0..4).map(|i| new_email("default", t0(), i, None)).collect();
+    s.insert_emails(&a, emails, None).await.unwrap();
+    let claimed = s.claim_due(t0(), 10, Duration::from_secs(3600)).await.unwrap();
+    let c: Vec<ClaimRef> = claimed.iter().map(|c| c.claim_ref()).collect();
+    assert!(s.begin_handover(&[c[0]]).await.unwrap().is_empty());
+    let handed = |id| {
+        let (s, a) = (s.clone(), a.clone());
+        async move { s.get_state(&a, id).await.unwrap().unwrap().handed_over }
+    };
+
+    // A refused outcome (`delivered` with no `sent` before it): nothing is written.
+    let refused = Outcome {
+        claim: c[0],
+        events: vec![Event::new(EventKind::Delivered, t0())],
+        suppressions: vec![],
+        next: Next::Done,
+    };
+    let r = s.record_outcomes_then_begin_handover(vec![refused], &[c[1]]).await;
+    assert!(matches!(r, Err(StorageError::Transition(_))), "{r:?}");
+    assert!(!handed(c[1].id).await, "a write that failed marked nothing");
+
+    let before = (h.syncs.load(Ordering::SeqCst), s.commit_stats().commits);
+    let done = vec![Event::new(EventKind::Sent, t0()), Event::new(EventKind::Delivered, t0())];
+    let outcome = Outcome { claim: c[0], events: done, suppressions: vec![], next: Next::Done };
+    let stale = ClaimRef { token: c[2].token ^ 1, ..c[2] };
+    let (refused, marked) = s.record_outcomes_then_begin_handover(vec![outcome], &[c[1], stale]).await.unwrap();
+    assert!(refused.is_empty());
+    assert_eq!(marked.unwrap(), vec![c[2].id], "the claim not held is reported");
+    let after = (h.syncs.load(Ordering::SeqCst), s.commit_stats().commits);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1), "one commit, one sync for both");
+    assert_eq!(s.get_state(&a, c[0].id).await.unwrap().unwrap().last_event(), Some(EventKind::Delivered));
+    assert!(handed(c[1].id).await, "the next email is marked");
+    assert!(!handed(c[2].id).await, "a claim not held is not marked");
+    assert!(!handed(c[3].id).await);
+}
+
 /// When the commit fails, nobody in the group is told their write succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_commit_acknowledges_nothing() {
@@ -299,4 +344,27 @@ async fn a_key_whose_commit_failed_is_not_cached() {
     // (redb refuses further transactions after a failed sync; the cached keys still answer.)
     assert!(s.key_by_hash(&[2; 32]).await.unwrap().is_none(), "the failed commit's key must not be cached");
     assert!(s.key_by_hash(&[1; 32]).await.unwrap().is_some());
+}
+
+/// The worker on redb passes hand-over permits with the outcome write that frees them (one
+/// commit for an outcome and the next mark): never more than `handovers` emails in doubt,
+/// the bound reached, every email delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_on_redb_marks_the_next_email_with_an_outcome_and_keeps_the_bound() {
+    use mailroom_core::sandbox::SandboxTransport;
+    use mailroom_core::testkit::doubles::StorageDouble;
+    use mailroom_core::worker::WorkerConfig;
+    use mailroom_core::{BatchOptions, Engine};
+    let double = StorageDouble::slow_outcomes(RedbStorage::in_memory().unwrap(), Duration::from_millis(20));
+    let engine = Engine::builder(double.clone()).build();
+    let batch: Vec<EmailRequest> = (0..40).map(email).collect();
+    engine.send_batch(batch, BatchOptions::default()).await.unwrap();
+    let sandbox = SandboxTransport::default();
+    let config = WorkerConfig::default().concurrency(64).handovers(4);
+    let report = engine.worker(Arc::new(sandbox.clone()), config).run_until_idle().await.unwrap();
+    assert_eq!((report.processed, report.handed_over, sandbox.outbox().len()), (40, 40, 40));
+    assert_eq!(double.most_in_doubt(), 4, "at most 4 in doubt at once, and the bound is reached");
+    let passed = double.calls_to("record_outcomes_then_begin_handover");
+    assert!(passed >= 30, "permits were passed with outcomes ({passed} of 40 outcomes)");
+    assert_eq!(double.calls_to("begin_handover"), 40 - passed, "every other email marked itself");
 }

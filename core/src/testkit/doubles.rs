@@ -36,7 +36,7 @@ pub struct StorageDouble<S> {
     by_method: Mutex<BTreeMap<&'static str, u64>>,
     /// Marked and without a committed outcome, now; and the most at once.
     in_doubt: Mutex<(std::collections::HashSet<EmailId>, usize)>,
-    /// How long each `record_outcomes` takes before it commits.
+    /// How long each `record_outcomes` (alone or with marks) takes before it commits.
     outcome_delay: Duration,
 }
 
@@ -175,6 +175,30 @@ impl<S: Storage> Storage for StorageDouble<S> {
             }
         }
         Ok(refused)
+    }
+    async fn record_outcomes_then_begin_handover(
+        &self,
+        outcomes: Vec<Outcome>,
+        claims: &[ClaimRef],
+    ) -> StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)> {
+        self.gate("record_outcomes_then_begin_handover")?;
+        if !self.outcome_delay.is_zero() {
+            tokio::time::sleep(self.outcome_delay).await;
+        }
+        let ids: Vec<EmailId> = outcomes.iter().map(|o| o.claim.id).collect();
+        // The wrapped store's own way (one write, or its two in order), watched as one step:
+        // what it finished leaves doubt before what it marked enters it.
+        let (refused, marked) = self.inner.record_outcomes_then_begin_handover(outcomes, claims).await?;
+        if let Ok(mut d) = self.in_doubt.lock() {
+            for id in ids.iter().filter(|id| !refused.contains(id)) {
+                d.0.remove(id);
+            }
+            if let Ok(lost) = &marked {
+                d.0.extend(claims.iter().map(|c| c.id).filter(|id| !lost.contains(id)));
+            }
+            d.1 = d.1.max(d.0.len());
+        }
+        Ok((refused, marked))
     }
     async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
         self.gate("release_claims")?;

@@ -1,0 +1,206 @@
+//! The worker's hand-over permits: at most `handovers` emails at once between their durable
+//! hand-over mark and their durable outcome (the emails a crash can leave in doubt).
+//!
+//! Why not a semaphore: an email that takes a released permit writes its mark after the
+//! outcome that released it is durable, so every hand-over waited for two commits (its mark's
+//! and its outcome's) besides its SMTP exchange, and the store's writer, busy with both,
+//! set the pace of delivery. Here an email whose outcome is ready takes the first email in
+//! line with it: one storage write records its outcome and marks the other
+//! ([`crate::ports::Storage::record_outcomes_then_begin_handover`]), and the permit passes
+//! with that write. The mark is never durable before the outcome that freed its permit, so
+//! the bound holds; the next email waits for one commit, not two.
+//!
+//! Invariants:
+//! - every permit is held by exactly one [`Permit`] (or counted free): a dropped permit goes
+//!   to the first email in line, or back to the count;
+//! - an email in line is answered exactly once: a free permit (it marks itself), or its mark's
+//!   result with the permit; if its answer can no longer arrive (the task that took it from
+//!   the line was dropped), it hears so and the permit that task held is released.
+
+use crate::email::EmailId;
+use crate::error::StorageError;
+use crate::ports::ClaimRef;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// What an email in line is told.
+#[derive(Debug)]
+pub(crate) enum Grant {
+    /// A permit, and no mark: the email marks itself.
+    Free,
+    /// A permit, and the answer of the write that marked it (the claims found lost, or the
+    /// error of a write that failed as a whole).
+    Marked(Result<Vec<EmailId>, StorageError>),
+}
+
+/// An email waiting for a permit, as the email that takes it from the line sees it.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    /// The claim to mark.
+    pub(crate) claim: ClaimRef,
+    answer: oneshot::Sender<Grant>,
+}
+
+#[derive(Debug)]
+struct Line {
+    free: usize,
+    waiting: VecDeque<Waiter>,
+}
+
+/// The permits and the line.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    line: Mutex<Line>,
+}
+
+/// A permit held; dropping it passes it on.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    gate: Arc<Gate>,
+    /// False once passed to a waiter by [`Permit::pass`].
+    held: bool,
+}
+
+/// What [`Gate::enter`] gives.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    /// A permit at once.
+    Now(Permit),
+    /// A place in line: the answer comes with a permit.
+    Wait(oneshot::Receiver<Grant>),
+}
+
+impl Gate {
+    pub(crate) fn new(permits: usize) -> Arc<Gate> {
+        Arc::new(Gate { line: Mutex::new(Line { free: permits.max(1), waiting: VecDeque::new() }) })
+    }
+
+    fn line(&self) -> std::sync::MutexGuard<'_, Line> {
+        self.line.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A permit for `claim`'s hand-over now, or a place in line. First come, first served:
+    /// a free permit is taken only when nobody waits.
+    pub(crate) fn enter(self: &Arc<Self>, claim: ClaimRef) -> Entry {
+        let mut line = self.line();
+        if line.free > 0 && line.waiting.is_empty() {
+            line.free -= 1;
+            return Entry::Now(Permit { gate: Arc::clone(self), held: true });
+        }
+        let (answer, answered) = oneshot::channel();
+        line.waiting.push_back(Waiter { claim, answer });
+        Entry::Wait(answered)
+    }
+
+    /// The permit an email in line was answered with.
+    pub(crate) fn granted(self: &Arc<Self>) -> Permit {
+        Permit { gate: Arc::clone(self), held: true }
+    }
+
+    /// The first email in line, to be marked in the same write as the caller's outcome; its
+    /// permit is then the caller's to [`pass`](Permit::pass). `None`: nobody waits.
+    pub(crate) fn next_in_line(&self) -> Option<Waiter> {
+        self.line().waiting.pop_front()
+    }
+
+    /// A permit given back: to the first email in line that still listens, else counted free.
+    fn release(&self) {
+        let mut line = self.line();
+        while let Some(w) = line.waiting.pop_front() {
+            if w.answer.send(Grant::Free).is_ok() {
+                return;
+            }
+        }
+        line.free += 1;
+    }
+
+    /// Permits free now (tests).
+    #[cfg(test)]
+    fn free(&self) -> usize {
+        self.line().free
+    }
+}
+
+impl Permit {
+    /// Passes this permit to `to`, with the answer of the write that marked it
+    /// ([`Grant::Marked`]) or with none ([`Grant::Free`]). Should `to` no longer listen, the
+    /// permit goes to the next in line.
+    pub(crate) fn pass(mut self, to: Waiter, grant: Grant) {
+        self.held = false;
+        if to.answer.send(grant).is_err() {
+            self.gate.release();
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.held {
+            self.gate.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(n: u128) -> ClaimRef {
+        ClaimRef { id: EmailId::from_u128(n), token: 0 }
+    }
+
+    #[tokio::test]
+    async fn permits_are_given_in_order_and_never_more_than_there_are() {
+        let gate = Gate::new(2);
+        let Entry::Now(a) = gate.enter(claim(1)) else { panic!("a free permit") };
+        let Entry::Now(b) = gate.enter(claim(2)) else { panic!("a free permit") };
+        let Entry::Wait(c) = gate.enter(claim(3)) else { panic!("in line: both permits are held") };
+        let Entry::Wait(d) = gate.enter(claim(4)) else { panic!("in line") };
+        assert_eq!(gate.free(), 0);
+        // A dropped permit goes to the first in line.
+        drop(a);
+        assert!(matches!(c.await, Ok(Grant::Free)));
+        let c = gate.granted();
+        // A permit passed with a mark goes to whoever was taken from the line.
+        let w = gate.next_in_line().expect("d waits");
+        assert_eq!(w.claim.id, EmailId::from_u128(4));
+        b.pass(w, Grant::Marked(Ok(vec![])));
+        assert!(matches!(d.await, Ok(Grant::Marked(Ok(lost))) if lost.is_empty()));
+        let d = gate.granted();
+        assert_eq!(gate.free(), 0);
+        drop((c, d));
+        assert_eq!(gate.free(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_left_does_not_swallow_a_permit() {
+        let gate = Gate::new(1);
+        let Entry::Now(a) = gate.enter(claim(1)) else { panic!("a free permit") };
+        let Entry::Wait(gone) = gate.enter(claim(2)) else { panic!("in line") };
+        let Entry::Wait(next) = gate.enter(claim(3)) else { panic!("in line") };
+        drop(gone);
+        drop(a);
+        assert!(matches!(next.await, Ok(Grant::Free)), "the permit skipped the waiter that left");
+        drop(gate.granted());
+        assert_eq!(gate.free(), 1);
+        // Passed to a waiter that left, it goes on to the count.
+        let Entry::Now(a) = gate.enter(claim(4)) else { panic!("a free permit") };
+        let Entry::Wait(gone) = gate.enter(claim(5)) else { panic!("in line") };
+        let w = gate.next_in_line().expect("5 waits");
+        drop(gone);
+        a.pass(w, Grant::Marked(Ok(vec![])));
+        assert_eq!(gate.free(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_free_permit_is_not_taken_ahead_of_the_line() {
+        let gate = Gate::new(1);
+        let Entry::Now(a) = gate.enter(claim(1)) else { panic!("a free permit") };
+        let Entry::Wait(first) = gate.enter(claim(2)) else { panic!("in line") };
+        drop(a);
+        // The permit went to the first in line; a newcomer waits behind it.
+        assert!(matches!(gate.enter(claim(3)), Entry::Wait(_)));
+        assert!(matches!(first.await, Ok(Grant::Free)));
+    }
+}
