@@ -307,6 +307,11 @@ mod tests {
         assert!(why("-acme.test").contains("\"-acme\" may not begin or end with `-`"));
         assert!(why("ac_me.test").contains("\"ac_me\" may hold only letters, digits and `-`"));
         assert!(why("xn--a.test").contains("does not encode as IDNA"));
+        // A long name of short labels is too long, not unencodable.
+        let long = format!("{}test", "a.".repeat(510));
+        assert!(why(&long).contains("253"), "{}", why(&long));
+        assert!(why(&format!("{}test", "a.".repeat(125))).contains("253"));
+        assert!(normalize_name(&format!("{}test.com", "a.".repeat(120))).is_ok());
         assert_eq!(normalize_name(" Acme.TEST. ").unwrap(), "acme.test");
         assert_eq!(normalize_name("bücher.de").unwrap(), "xn--bcher-kva.de");
     }

@@ -92,6 +92,11 @@ pub fn normalize_name(raw: &str) -> Result<String, FieldError> {
         for label in trimmed.to_ascii_lowercase().split('.') {
             check_label(label).map_err(|why| bad(&why))?;
         }
+        // Its length too: IDNA refuses a name over 253 characters but says only that it
+        // does not encode.
+        if trimmed.len() > 253 {
+            return Err(FieldError::new("name", Rule::TooLong { max: 253, got: trimmed.len() }));
+        }
     }
     let ascii = idna::domain_to_ascii_strict(trimmed).map_err(|_| bad("it does not encode as IDNA"))?;
     if ascii.len() > 253 {
