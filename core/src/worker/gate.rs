@@ -203,4 +203,89 @@ mod tests {
         assert!(matches!(gate.enter(claim(3)), Entry::Wait(_)));
         assert!(matches!(first.await, Ok(Grant::Free)));
     }
+
+    /// What a test step does to the gate.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// An email asks for a permit.
+        Enter,
+        /// The `n`-th holder (modulo) drops its permit.
+        Drop(usize),
+        /// The `n`-th holder finishes: it takes the first in line and passes its permit, with
+        /// a mark or without one (as after a failed write); with nobody in line it keeps it.
+        Pass(usize, bool),
+        /// The `n`-th email in line (modulo) stops waiting.
+        Leave(usize),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => Just(Step::Enter),
+            2 => any::<usize>().prop_map(Step::Drop),
+            2 => (any::<usize>(), any::<bool>()).prop_map(|(n, m)| Step::Pass(n, m)),
+            1 => any::<usize>().prop_map(Step::Leave),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model: permits are never more than there are, none is lost (held plus
+        /// free is always the total), nobody waits while one is free, and the line is served
+        /// first come, first served.
+        #[test]
+        fn permits_are_conserved_and_the_line_is_served_in_order(
+            total in 1usize..5,
+            steps in proptest::collection::vec(step(), 0..80),
+        ) {
+            let gate = Gate::new(total);
+            let mut holders: Vec<(u128, Permit)> = Vec::new();
+            let mut line: VecDeque<(u128, oneshot::Receiver<Grant>)> = VecDeque::new();
+            let mut next = 0u128;
+            let mut served: Vec<u128> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Enter => {
+                        next += 1;
+                        match gate.enter(claim(next)) {
+                            Entry::Now(p) => holders.push((next, p)),
+                            Entry::Wait(rx) => line.push_back((next, rx)),
+                        }
+                    }
+                    Step::Drop(n) if !holders.is_empty() => {
+                        let i = n % holders.len();
+                        drop(holders.remove(i));
+                    }
+                    Step::Pass(n, marked) if !holders.is_empty() => {
+                        let i = n % holders.len();
+                        if let Some(w) = gate.next_in_line() {
+                            let (_, p) = holders.remove(i);
+                            let grant = if marked { Grant::Marked(Ok(vec![])) } else { Grant::Free };
+                            p.pass(w, grant);
+                        }
+                    }
+                    Step::Leave(n) if !line.is_empty() => {
+                        let i = n % line.len();
+                        drop(line.remove(i));
+                    }
+                    _ => {}
+                }
+                // Whoever was answered holds a permit now, in the order they came.
+                while let Some((id, rx)) = line.front_mut() {
+                    match rx.try_recv() {
+                        Ok(_) => {
+                            let id = *id;
+                            line.pop_front();
+                            served.push(id);
+                            holders.push((id, gate.granted()));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                proptest::prop_assert!(line.iter().all(|(_, rx)| rx.is_empty()), "only the front may be answered first");
+                proptest::prop_assert_eq!(holders.len() + gate.free(), total, "held plus free is the total");
+                proptest::prop_assert!(gate.free() == 0 || line.is_empty(), "nobody waits while a permit is free");
+            }
+            proptest::prop_assert!(served.windows(2).all(|w| w[0] < w[1]), "served in order: {:?}", served);
+        }
+    }
 }
