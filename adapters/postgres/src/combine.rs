@@ -12,6 +12,11 @@
 //! changes nothing, while the others in the burst are written. Only a backend error fails the
 //! whole burst (none of it committed), as it fails a whole group.
 //!
+//! Three combiners: hand-over marks, outcomes, and outcomes each followed by the next email's
+//! mark (how the worker passes a hand-over permit: both in one write, so the mark is never
+//! committed before the outcome that freed its permit; a call whose outcome is refused marks
+//! nothing).
+//!
 //! Order: calls are applied in the order queued, so an email named by two calls sees the
 //! first's change. In the event log, a burst's emails' events come first (call by call), then
 //! the suppressions its outcomes caused: within one outcome its events still precede the
@@ -33,14 +38,18 @@ type StorageResult<T> = Result<T, StorageError>;
 /// The most calls one burst combines.
 const MAX_BURST: usize = 256;
 
-type Marks = (Vec<ClaimRef>, oneshot::Sender<StorageResult<Vec<EmailId>>>);
-type Outcomes = (Vec<Outcome>, oneshot::Sender<StorageResult<Vec<EmailId>>>);
+type Answer<R> = oneshot::Sender<StorageResult<R>>;
+type Marks = (Vec<ClaimRef>, Answer<Vec<EmailId>>);
+type Outcomes = (Vec<Outcome>, Answer<Vec<EmailId>>);
+/// An outcome call and the marks that follow it (`Storage::record_outcomes_then_begin_handover`).
+type Finished = ((Vec<Outcome>, Vec<ClaimRef>), Answer<(Vec<EmailId>, StorageResult<Vec<EmailId>>)>);
 
-/// The two combiners' queues. Dropping it ends their tasks.
+/// The three combiners' queues. Dropping it ends their tasks.
 #[derive(Debug)]
 pub(crate) struct Combiners {
     marks: mpsc::UnboundedSender<Marks>,
     outcomes: mpsc::UnboundedSender<Outcomes>,
+    finished: mpsc::UnboundedSender<Finished>,
 }
 
 fn stopped() -> StorageError {
@@ -51,9 +60,11 @@ impl Combiners {
     pub(crate) fn start(groups: Arc<Groups>) -> Combiners {
         let (marks, marks_rx) = mpsc::unbounded_channel();
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let (finished, finished_rx) = mpsc::unbounded_channel();
         tokio::spawn(combine(groups.clone(), marks_rx, |tx, calls| Box::pin(mark_all(tx, calls))));
-        tokio::spawn(combine(groups, outcomes_rx, |tx, calls| Box::pin(apply_all(tx, calls))));
-        Combiners { marks, outcomes }
+        tokio::spawn(combine(groups.clone(), outcomes_rx, |tx, calls| Box::pin(apply_all(tx, calls))));
+        tokio::spawn(combine(groups, finished_rx, |tx, calls| Box::pin(finish_and_mark_all(tx, calls))));
+        Combiners { marks, outcomes, finished }
     }
 
     pub(crate) async fn begin_handover(&self, claims: Vec<ClaimRef>) -> StorageResult<Vec<EmailId>> {
@@ -67,19 +78,28 @@ impl Combiners {
         self.outcomes.send((outcomes, answer)).map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
+
+    /// Outcomes, then marks of other emails, in one write (both or neither).
+    pub(crate) async fn record_outcomes_then_begin_handover(
+        &self,
+        outcomes: Vec<Outcome>,
+        claims: Vec<ClaimRef>,
+    ) -> StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)> {
+        let (answer, answered) = oneshot::channel();
+        self.finished.send(((outcomes, claims), answer)).map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
 }
 
 /// One combiner: a burst of queued calls, one group write for all of them, each answered.
-async fn combine<I, W>(
-    groups: Arc<Groups>,
-    mut calls: mpsc::UnboundedReceiver<(I, oneshot::Sender<StorageResult<Vec<EmailId>>>)>,
-    write: W,
-) where
+async fn combine<I, R, W>(groups: Arc<Groups>, mut calls: mpsc::UnboundedReceiver<(I, Answer<R>)>, write: W)
+where
     I: Send + 'static,
+    R: Send + 'static,
     W: for<'c> Fn(
             &'c crate::group::Conn,
             Vec<I>,
-        ) -> crate::futures_lite::BoxFuture<'c, StorageResult<Vec<StorageResult<Vec<EmailId>>>>>
+        ) -> crate::futures_lite::BoxFuture<'c, StorageResult<Vec<StorageResult<R>>>>
         + Copy
         + Send
         + Sync
@@ -116,20 +136,8 @@ async fn mark_all(
 ) -> StorageResult<Vec<StorageResult<Vec<EmailId>>>> {
     let ids: Vec<EmailId> = calls.iter().flatten().map(|c| c.id).collect();
     let mut states = locked_states(tx, &ids).await?;
-    let mut marked: Vec<EmailId> = Vec::new();
-    let mut answers = Vec::with_capacity(calls.len());
-    for claims in &calls {
-        let mut lost = Vec::new();
-        for c in claims {
-            let handed = states.get_mut(&c.id).is_some_and(|state| store::begin_handover(state, c.token));
-            if handed { marked.push(c.id) } else { lost.push(c.id) }
-        }
-        answers.push(Ok(lost));
-    }
-    // A mark adds no event: nothing gained, only the rows change.
-    let changed: Vec<(usize, &EmailState)> =
-        marked.iter().filter_map(|id| states.get(id)).map(|s| (s.events.len(), s)).collect();
-    put_states(tx, &changed).await?;
+    let (answers, marked) = mark_on(&mut states, &calls);
+    put_states(tx, &marks_written(&states, &marked)).await?;
     Ok(answers)
 }
 
@@ -144,31 +152,104 @@ async fn apply_all(
     let ids: Vec<EmailId> = calls.iter().flatten().map(|o| o.claim.id).collect();
     let mut states = locked_states(tx, &ids).await?;
     let before: HashMap<EmailId, usize> = states.iter().map(|(id, s)| (*id, s.events.len())).collect();
-    let mut changed: Vec<EmailId> = Vec::new();
-    let mut listed: Vec<(AccountId, &SuppressionEntry)> = Vec::new();
+    let applied = apply_on(&mut states, &calls);
+    put_states(tx, &outcomes_written(&states, &before, &applied.changed)).await?;
+    for (account, sup) in applied.listed {
+        put_suppression(tx, &account, sup).await?;
+    }
+    Ok(applied.answers)
+}
+
+/// Each call's outcomes, then its marks (of other emails), as one write: the rows of both
+/// locked in one statement (id order), a call whose outcomes a rule refuses marks nothing and
+/// answers that refusal; one update for every changed row.
+async fn finish_and_mark_all(
+    tx: &crate::group::Conn,
+    calls: Vec<(Vec<Outcome>, Vec<ClaimRef>)>,
+) -> StorageResult<Vec<StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)>>> {
+    let (outcomes, marks): (Vec<Vec<Outcome>>, Vec<Vec<ClaimRef>>) = calls.into_iter().unzip();
+    let ids: Vec<EmailId> =
+        outcomes.iter().flatten().map(|o| o.claim.id).chain(marks.iter().flatten().map(|c| c.id)).collect();
+    let mut states = locked_states(tx, &ids).await?;
+    let before: HashMap<EmailId, usize> = states.iter().map(|(id, s)| (*id, s.events.len())).collect();
+    let applied = apply_on(&mut states, &outcomes);
+    let marks: Vec<Vec<ClaimRef>> = applied
+        .answers
+        .iter()
+        .zip(marks)
+        .map(|(answer, claims)| if answer.is_ok() { claims } else { Vec::new() })
+        .collect();
+    let (marked_answers, marked) = mark_on(&mut states, &marks);
+    // The outcomes' rows (their events logged in call order), then the marks' (no event).
+    let mut written = outcomes_written(&states, &before, &applied.changed);
+    written.extend(marks_written(&states, &marked));
+    put_states(tx, &written).await?;
+    for (account, sup) in applied.listed {
+        put_suppression(tx, &account, sup).await?;
+    }
+    Ok(applied.answers.into_iter().zip(marked_answers).map(|(a, m)| a.map(|refused| (refused, m))).collect())
+}
+
+/// Marks each call's claims on the locked `states`: each call's lost claims, and the emails
+/// marked.
+fn mark_on(
+    states: &mut HashMap<EmailId, EmailState>,
+    calls: &[Vec<ClaimRef>],
+) -> (Vec<StorageResult<Vec<EmailId>>>, Vec<EmailId>) {
+    let mut marked: Vec<EmailId> = Vec::new();
     let mut answers = Vec::with_capacity(calls.len());
-    for outcomes in &calls {
-        match apply_call(&states, outcomes) {
+    for claims in calls {
+        let mut lost = Vec::new();
+        for c in claims {
+            let handed = states.get_mut(&c.id).is_some_and(|state| store::begin_handover(state, c.token));
+            if handed { marked.push(c.id) } else { lost.push(c.id) }
+        }
+        answers.push(Ok(lost));
+    }
+    (answers, marked)
+}
+
+/// The marked rows to write. A mark adds no event: nothing gained, only the rows change.
+fn marks_written<'s>(states: &'s HashMap<EmailId, EmailState>, marked: &[EmailId]) -> Vec<(usize, &'s EmailState)> {
+    marked.iter().filter_map(|id| states.get(id)).map(|s| (s.events.len(), s)).collect()
+}
+
+/// The rows outcomes changed, each with the events it had before (what it gained is logged).
+fn outcomes_written<'s>(
+    states: &'s HashMap<EmailId, EmailState>,
+    before: &HashMap<EmailId, usize>,
+    changed: &[EmailId],
+) -> Vec<(usize, &'s EmailState)> {
+    changed.iter().filter_map(|id| states.get(id).map(|s| (before.get(id).copied().unwrap_or(0), s))).collect()
+}
+
+/// What [`apply_on`] did: each call's answer, the emails changed (in the order first
+/// changed), and the suppressions listed.
+struct AppliedAll<'o> {
+    answers: Vec<StorageResult<Vec<EmailId>>>,
+    changed: Vec<EmailId>,
+    listed: Vec<(AccountId, &'o SuppressionEntry)>,
+}
+
+/// Applies each call's outcomes on the locked `states`, each call atomic on its own.
+fn apply_on<'o>(states: &mut HashMap<EmailId, EmailState>, calls: &'o [Vec<Outcome>]) -> AppliedAll<'o> {
+    let mut all = AppliedAll { answers: Vec::with_capacity(calls.len()), changed: Vec::new(), listed: Vec::new() };
+    for outcomes in calls {
+        match apply_call(states, outcomes) {
             Ok(applied) => {
                 for (id, state) in applied.states {
                     states.insert(id, state);
-                    if !changed.contains(&id) {
-                        changed.push(id);
+                    if !all.changed.contains(&id) {
+                        all.changed.push(id);
                     }
                 }
-                listed.extend(applied.suppressions);
-                answers.push(Ok(applied.lost));
+                all.listed.extend(applied.suppressions);
+                all.answers.push(Ok(applied.lost));
             }
-            Err(e) => answers.push(Err(e)),
+            Err(e) => all.answers.push(Err(e)),
         }
     }
-    let changed: Vec<(usize, &EmailState)> =
-        changed.iter().filter_map(|id| states.get(id).map(|s| (before.get(id).copied().unwrap_or(0), s))).collect();
-    put_states(tx, &changed).await?;
-    for (account, sup) in listed {
-        put_suppression(tx, &account, sup).await?;
-    }
-    Ok(answers)
+    all
 }
 
 /// What one call's outcomes change: its emails' new states (in the order first changed), the

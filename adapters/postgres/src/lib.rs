@@ -684,6 +684,22 @@ impl Storage for PostgresStorage {
         self.combiners.record_outcomes(outcomes).await
     }
 
+    async fn record_outcomes_then_begin_handover(
+        &self,
+        outcomes: Vec<Outcome>,
+        claims: &[ClaimRef],
+    ) -> StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)> {
+        // One write (both or neither), combined with the others queued meanwhile: the next
+        // email's mark commits with the outcome that freed its permit. An email both finished
+        // and marked here takes the two writes one after the other (its mark would be judged
+        // on its state before the outcome).
+        if claims.iter().any(|c| outcomes.iter().any(|o| o.claim.id == c.id)) {
+            let refused = self.record_outcomes(outcomes).await?;
+            return Ok((refused, self.begin_handover(claims).await));
+        }
+        self.combiners.record_outcomes_then_begin_handover(outcomes, claims.to_vec()).await
+    }
+
     async fn release_claims(&self, claims: &[ClaimRef], now: DateTime<Utc>) -> StorageResult<()> {
         let claims = claims.to_vec();
         self.write(move |tx| {

@@ -298,3 +298,75 @@ async fn concurrent_marks_and_outcomes_combine_and_a_refused_one_fails_alone() {
         }
     }
 }
+
+/// An outcome and the next email's mark (`record_outcomes_then_begin_handover`, how the worker
+/// passes a hand-over permit): concurrent calls are combined into bursts, each call is one
+/// unit — its outcome and its mark are written together, and a call whose outcome the
+/// lifecycle refuses marks nothing — and a claim not held is reported, not marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_with_the_next_marks_are_written_together() {
+    use mailroom_core::email::Event;
+    use mailroom_core::lifecycle::EventKind;
+    use mailroom_core::ports::{ClaimRef, Next, Outcome};
+    use mailroom_core::testkit::{new_email, t0};
+    use std::sync::atomic::Ordering;
+    let cluster = support::Cluster::start();
+    let store = Arc::new(support::store(&cluster).await);
+    let account = mailroom_core::email::AccountId::new("a");
+    let emails: Vec<_> = (0..40u16).map(|n| new_email("a", t0(), n, None)).collect();
+    store.insert_emails(&account, emails, None).await.unwrap();
+    let claimed = store.claim_due(t0(), 100, std::time::Duration::from_secs(60)).await.unwrap();
+    let claims: Vec<ClaimRef> = claimed.iter().map(|c| c.claim_ref()).collect();
+    // The first 20 are being handed over; each finishes and marks one of the other 20.
+    let (finishing, next) = claims.split_at(20);
+    for c in finishing {
+        assert!(store.begin_handover(&[*c]).await.unwrap().is_empty());
+    }
+    let bad = finishing[3].id;
+    let stale = next[5].id;
+    let before = store.group_stats().writes.load(Ordering::Relaxed);
+    let calls: Vec<_> = finishing
+        .iter()
+        .zip(next)
+        .map(|(done, following)| {
+            let events = if done.id == bad {
+                // `delivered` with no `sent`: refused.
+                vec![Event::new(EventKind::Delivered, t0())]
+            } else {
+                vec![Event::new(EventKind::Sent, t0()), Event::new(EventKind::Delivered, t0())]
+            };
+            let outcome = Outcome { claim: *done, events, suppressions: vec![], next: Next::Done };
+            let mark =
+                if following.id == stale { ClaimRef { token: following.token ^ 1, ..*following } } else { *following };
+            let (store, done) = (store.clone(), done.id);
+            tokio::spawn(async move { (done, store.record_outcomes_then_begin_handover(vec![outcome], &[mark]).await) })
+        })
+        .collect();
+    for call in calls {
+        let (id, result) = call.await.unwrap();
+        if id == bad {
+            assert!(result.is_err(), "the refused outcome was accepted");
+        } else {
+            let (refused, marked) = result.unwrap();
+            assert!(refused.is_empty());
+            let lost = marked.unwrap();
+            assert!(lost.is_empty() || lost == vec![stale], "{lost:?}");
+        }
+    }
+    let burst_writes = store.group_stats().writes.load(Ordering::Relaxed) - before;
+    assert!(burst_writes < 20, "20 calls took {burst_writes} writes");
+    let state = |id| {
+        let (store, account) = (store.clone(), account.clone());
+        async move { store.get_email(&account, id).await.unwrap().unwrap().state }
+    };
+    for (done, following) in finishing.iter().zip(next) {
+        let (d, f) = (state(done.id).await, state(following.id).await);
+        if done.id == bad {
+            assert_eq!(d.last_event(), Some(EventKind::Queued), "the refused outcome changed its email");
+            assert!(!f.handed_over, "a call whose outcome was refused marked its next email");
+        } else {
+            assert_eq!(d.last_event(), Some(EventKind::Delivered));
+            assert_eq!(f.handed_over, following.id != stale, "{}", following.id);
+        }
+    }
+}
