@@ -261,7 +261,7 @@ pub trait Storage: Send + Sync + Debug {
     ///
     /// The provided method makes the two writes one after the other, so each mark waits for
     /// its own durable write. A store that can do both in one atomic write should: the next
-    /// email then starts its hand-over one commit sooner (redb does).
+    /// email then starts its hand-over one commit sooner (redb and Postgres do).
     async fn record_outcomes_then_begin_handover(
         &self,
         outcomes: Vec<Outcome>,
