@@ -566,14 +566,8 @@ impl Worker {
         let (permit, lost) = match self.handovers.enter(claim) {
             Entry::Now(p) => (p, storage.begin_handover(&[claim]).await?),
             Entry::Wait(answer) => match answer.await {
-                Ok(Grant::Free) => {
-                    let p = self.handovers.granted();
-                    (p, storage.begin_handover(&[claim]).await?)
-                }
-                Ok(Grant::Marked(marked)) => {
-                    let p = self.handovers.granted();
-                    (p, marked?)
-                }
+                Ok(Grant::Free(p)) => (p, storage.begin_handover(&[claim]).await?),
+                Ok(Grant::Marked(p, marked)) => (p, marked?),
                 Err(_) => {
                     return Err(Error::Storage(crate::error::StorageError::Backend(
                         "the worker stopped before this email's hand-over was marked".into(),
@@ -728,13 +722,13 @@ impl Worker {
         };
         match storage.record_outcomes_then_begin_handover(vec![outcome], &[next.claim]).await {
             Ok((_, marked)) => {
-                permit.pass(next, Grant::Marked(marked));
+                next.grant(Grant::Marked(permit, marked));
                 Ok(())
             }
             Err(e) => {
                 // Nothing was written: the next email marks itself. This one stays marked with
                 // no outcome (in doubt), as after a crash.
-                permit.pass(next, Grant::Free);
+                next.grant(Grant::Free(permit));
                 Err(e.into())
             }
         }

@@ -690,13 +690,7 @@ impl Storage for PostgresStorage {
         claims: &[ClaimRef],
     ) -> StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)> {
         // One write (both or neither), combined with the others queued meanwhile: the next
-        // email's mark commits with the outcome that freed its permit. An email both finished
-        // and marked here takes the two writes one after the other (its mark would be judged
-        // on its state before the outcome).
-        if claims.iter().any(|c| outcomes.iter().any(|o| o.claim.id == c.id)) {
-            let refused = self.record_outcomes(outcomes).await?;
-            return Ok((refused, self.begin_handover(claims).await));
-        }
+        // email's mark commits with the outcome that freed its permit.
         self.combiners.record_outcomes_then_begin_handover(outcomes, claims.to_vec()).await
     }
 

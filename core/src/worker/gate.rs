@@ -11,11 +11,10 @@
 //! the bound holds; the next email waits for one commit, not two.
 //!
 //! Invariants:
-//! - every permit is held by exactly one [`Permit`] (or counted free): a dropped permit goes
-//!   to the first email in line, or back to the count;
-//! - an email in line is answered exactly once: a free permit (it marks itself), or its mark's
-//!   result with the permit; if its answer can no longer arrive (the task that took it from
-//!   the line was dropped), it hears so and the permit that task held is released.
+//! - every permit is one [`Permit`] value (or counted free), and dropping it gives it back:
+//!   to the first email in line, or to the count;
+//! - a permit travels inside the answer to an email in line ([`Grant`]), so an answer that
+//!   cannot be delivered, or is never read, drops its permit and so gives it back.
 
 use crate::email::EmailId;
 use crate::error::StorageError;
@@ -24,14 +23,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// What an email in line is told.
+/// What an email in line is told, with the permit it now holds.
 #[derive(Debug)]
 pub(crate) enum Grant {
-    /// A permit, and no mark: the email marks itself.
-    Free,
-    /// A permit, and the answer of the write that marked it (the claims found lost, or the
-    /// error of a write that failed as a whole).
-    Marked(Result<Vec<EmailId>, StorageError>),
+    /// No mark: the email marks itself.
+    Free(Permit),
+    /// The answer of the write that marked it (the claims found lost, or the error of a
+    /// write that failed as a whole).
+    Marked(Permit, Result<Vec<EmailId>, StorageError>),
 }
 
 /// An email waiting for a permit, as the email that takes it from the line sees it.
@@ -40,6 +39,14 @@ pub(crate) struct Waiter {
     /// The claim to mark.
     pub(crate) claim: ClaimRef,
     answer: oneshot::Sender<Grant>,
+}
+
+impl Waiter {
+    /// Answers the email in line. Should it no longer listen, the grant and its permit are
+    /// dropped, which gives the permit to the next in line.
+    pub(crate) fn grant(self, grant: Grant) {
+        let _ = self.answer.send(grant);
+    }
 }
 
 #[derive(Debug)]
@@ -54,12 +61,10 @@ pub(crate) struct Gate {
     line: Mutex<Line>,
 }
 
-/// A permit held; dropping it passes it on.
+/// A permit held; dropping it gives it back.
 #[derive(Debug)]
 pub(crate) struct Permit {
     gate: Arc<Gate>,
-    /// False once passed to a waiter by [`Permit::pass`].
-    held: bool,
 }
 
 /// What [`Gate::enter`] gives.
@@ -86,33 +91,34 @@ impl Gate {
         let mut line = self.line();
         if line.free > 0 && line.waiting.is_empty() {
             line.free -= 1;
-            return Entry::Now(Permit { gate: Arc::clone(self), held: true });
+            return Entry::Now(Permit { gate: Arc::clone(self) });
         }
         let (answer, answered) = oneshot::channel();
         line.waiting.push_back(Waiter { claim, answer });
         Entry::Wait(answered)
     }
 
-    /// The permit an email in line was answered with.
-    pub(crate) fn granted(self: &Arc<Self>) -> Permit {
-        Permit { gate: Arc::clone(self), held: true }
-    }
-
-    /// The first email in line, to be marked in the same write as the caller's outcome; its
-    /// permit is then the caller's to [`pass`](Permit::pass). `None`: nobody waits.
+    /// The first email in line, to be marked in the same write as the caller's outcome and
+    /// then [`granted`](Waiter::grant) the caller's permit. `None`: nobody waits.
     pub(crate) fn next_in_line(&self) -> Option<Waiter> {
         self.line().waiting.pop_front()
     }
 
-    /// A permit given back: to the first email in line that still listens, else counted free.
-    fn release(&self) {
-        let mut line = self.line();
-        while let Some(w) = line.waiting.pop_front() {
-            if w.answer.send(Grant::Free).is_ok() {
-                return;
+    /// A permit given back: to the first email in line, else counted free. The answer is sent
+    /// outside the lock: one that cannot be delivered (the email left the line) drops its
+    /// permit, which comes back here for the next in line.
+    fn release(self: &Arc<Self>) {
+        let waiter = {
+            let mut line = self.line();
+            match line.waiting.pop_front() {
+                Some(w) => w,
+                None => {
+                    line.free += 1;
+                    return;
+                }
             }
-        }
-        line.free += 1;
+        };
+        waiter.grant(Grant::Free(Permit { gate: Arc::clone(self) }));
     }
 
     /// Permits free now (tests).
@@ -122,23 +128,9 @@ impl Gate {
     }
 }
 
-impl Permit {
-    /// Passes this permit to `to`, with the answer of the write that marked it
-    /// ([`Grant::Marked`]) or with none ([`Grant::Free`]). Should `to` no longer listen, the
-    /// permit goes to the next in line.
-    pub(crate) fn pass(mut self, to: Waiter, grant: Grant) {
-        self.held = false;
-        if to.answer.send(grant).is_err() {
-            self.gate.release();
-        }
-    }
-}
-
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.held {
-            self.gate.release();
-        }
+        self.gate.release();
     }
 }
 
@@ -160,14 +152,13 @@ mod tests {
         assert_eq!(gate.free(), 0);
         // A dropped permit goes to the first in line.
         drop(a);
-        assert!(matches!(c.await, Ok(Grant::Free)));
-        let c = gate.granted();
+        let Ok(Grant::Free(c)) = c.await else { panic!("a free permit for the first in line") };
         // A permit passed with a mark goes to whoever was taken from the line.
         let w = gate.next_in_line().expect("d waits");
         assert_eq!(w.claim.id, EmailId::from_u128(4));
-        b.pass(w, Grant::Marked(Ok(vec![])));
-        assert!(matches!(d.await, Ok(Grant::Marked(Ok(lost))) if lost.is_empty()));
-        let d = gate.granted();
+        w.grant(Grant::Marked(b, Ok(vec![])));
+        let Ok(Grant::Marked(d, Ok(lost))) = d.await else { panic!("a permit with its mark") };
+        assert!(lost.is_empty());
         assert_eq!(gate.free(), 0);
         drop((c, d));
         assert_eq!(gate.free(), 2);
@@ -181,15 +172,16 @@ mod tests {
         let Entry::Wait(next) = gate.enter(claim(3)) else { panic!("in line") };
         drop(gone);
         drop(a);
-        assert!(matches!(next.await, Ok(Grant::Free)), "the permit skipped the waiter that left");
-        drop(gate.granted());
+        let next = next.await;
+        assert!(matches!(next, Ok(Grant::Free(_))), "the permit skipped the waiter that left");
+        drop(next);
         assert_eq!(gate.free(), 1);
         // Passed to a waiter that left, it goes on to the count.
         let Entry::Now(a) = gate.enter(claim(4)) else { panic!("a free permit") };
         let Entry::Wait(gone) = gate.enter(claim(5)) else { panic!("in line") };
         let w = gate.next_in_line().expect("5 waits");
         drop(gone);
-        a.pass(w, Grant::Marked(Ok(vec![])));
+        w.grant(Grant::Marked(a, Ok(vec![])));
         assert_eq!(gate.free(), 1);
     }
 
@@ -201,7 +193,7 @@ mod tests {
         drop(a);
         // The permit went to the first in line; a newcomer waits behind it.
         assert!(matches!(gate.enter(claim(3)), Entry::Wait(_)));
-        assert!(matches!(first.await, Ok(Grant::Free)));
+        assert!(matches!(first.await, Ok(Grant::Free(_))));
     }
 
     /// What a test step does to the gate.
@@ -259,8 +251,7 @@ mod tests {
                         let i = n % holders.len();
                         if let Some(w) = gate.next_in_line() {
                             let (_, p) = holders.remove(i);
-                            let grant = if marked { Grant::Marked(Ok(vec![])) } else { Grant::Free };
-                            p.pass(w, grant);
+                            w.grant(if marked { Grant::Marked(p, Ok(vec![])) } else { Grant::Free(p) });
                         }
                     }
                     Step::Leave(n) if !line.is_empty() => {
@@ -272,11 +263,11 @@ mod tests {
                 // Whoever was answered holds a permit now, in the order they came.
                 while let Some((id, rx)) = line.front_mut() {
                     match rx.try_recv() {
-                        Ok(_) => {
+                        Ok(Grant::Free(p) | Grant::Marked(p, _)) => {
                             let id = *id;
                             line.pop_front();
                             served.push(id);
-                            holders.push((id, gate.granted()));
+                            holders.push((id, p));
                         }
                         Err(_) => break,
                     }
