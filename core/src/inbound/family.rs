@@ -288,6 +288,16 @@ fn exim(human: &str) -> Vec<Found> {
         }
         let indent = l.len() - l.trim_start().len();
         if indent < 4 {
+            // Exim hides an address that a redirection (a `.forward`, a filter) made and that
+            // is not to be shown: "an undisclosed address", then "(generated from x@y)" below
+            // it. The address the sender wrote is the one generated from; that is the failure
+            // the sender can act on.
+            if l.trim().eq_ignore_ascii_case("an undisclosed address") {
+                let Some(addr) = lines.peek().and_then(|n| generated_from(n)) else { break };
+                out.push(Found::new(&addr));
+                lines.next();
+                continue;
+            }
             // An address line: "  user@example.org" (maybe "<…>", maybe a note after it).
             let first = l.split_whitespace().next().unwrap_or_default();
             let Some(addr) = addresses(first).into_iter().next() else { break };
@@ -304,6 +314,17 @@ fn exim(human: &str) -> Vec<Found> {
         }
     }
     out
+}
+
+/// The address of Exim's "(generated from x@y)" line, indented below the address it made.
+fn generated_from(line: &str) -> Option<String> {
+    let t = line.trim();
+    let rest = t.strip_prefix('(')?.strip_suffix(')')?;
+    let (word, addr) = rest.split_at_checked("generated from ".len())?;
+    if !word.eq_ignore_ascii_case("generated from ") || line.len() - line.trim_start().len() < 4 {
+        return None;
+    }
+    addresses(addr.trim()).into_iter().next()
 }
 
 /// Exchange's plain notice (2000/2003, sent without a delivery-status part): after "did
@@ -499,6 +520,19 @@ mod tests {
         assert!(found[0].diagnostic.contains("554 5.7.0 Header error"));
         // No announced list: the generic reader's turn.
         assert!(read(Family::Exim, "Something else entirely.\n  a@example.org\n").is_none());
+    }
+
+    #[test]
+    fn exim_names_an_undisclosed_address_by_the_address_it_was_generated_from() {
+        let human = "The following address(es) failed:\n\n\
+            \x20 an undisclosed address\n    (generated from alias@example.com)\n    Mailbox quota exceeded\n\
+            \x20 b@example.org\n    Unrouteable address\n";
+        let found = read(Family::Exim, human).unwrap();
+        let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.diagnostic.as_str())).collect();
+        assert_eq!(r, [("alias@example.com", "Mailbox quota exceeded"), ("b@example.org", "Unrouteable address")]);
+        // Without the line that says where it came from, nobody can be named: the list ends.
+        let human = "The following address(es) failed:\n\n  an undisclosed address\n    Mailbox quota exceeded\n";
+        assert!(read(Family::Exim, human).is_none_or(|f| f.is_empty()));
     }
 
     #[test]
