@@ -286,6 +286,7 @@ fn file_family(f: &str) -> Option<Family> {
         "exim" => Family::Exim,
         "imailserver" => Family::IMailServer,
         "qmail" => Family::Qmail,
+        "aol" => Family::Aol,
         _ => return None,
     })
 }
@@ -402,7 +403,7 @@ fn second_source() {
         ratio(predicted - extra, predicted)
     );
     // Floors at this reader's figures, so that a change that loses mail it has never seen shows.
-    assert!(ratio(found, gold) >= 0.95, "recall {:.3}", ratio(found, gold));
+    assert!(ratio(found, gold) >= 0.97, "recall {:.3}", ratio(found, gold));
     // No delay notice read as a failure (the goal): every one.
     assert_eq!(warned_found, warned, "warnings read as delays: {warned_found}/{warned}");
     assert!(ratio(predicted - extra, predicted) >= 0.94, "precision {:.3}", ratio(predicted - extra, predicted));
@@ -469,8 +470,8 @@ fn third_source() {
     );
     assert!(wrongly_suppressed.is_empty(), "suppressed on a refusal that is no evidence: {wrongly_suppressed:?}");
     // Floors at this reader's figures, so that a change that loses mail it has never seen shows.
-    assert!(ratio(agreed, judged) >= 0.85, "agreement {:.3}", ratio(agreed, judged));
-    assert!(ratio(addressed_found, addressed) >= 0.9, "addresses {:.3}", ratio(addressed_found, addressed));
+    assert!(ratio(agreed, judged) >= 0.92, "agreement {:.3}", ratio(agreed, judged));
+    assert!(ratio(addressed_found, addressed) >= 0.97, "addresses {:.3}", ratio(addressed_found, addressed));
 }
 
 /// The fourth source: Google's, Exchange Online's, Mimecast's and GoDaddy's documented replies, with the reasons of

@@ -1020,6 +1020,9 @@ const RULES: &[(Reason, &[&str])] = &[
             // Gmail's refusal of an attachment or link it deems unsafe (its host table in
             // Sisimai): a policy on the content, before the block word it holds.
             "content presents a potential security issue",
+            // AOL's notice for a member who takes no attachments: a rule on the content,
+            // not an address that takes no mail (the weak "not accepting").
+            "not accepting mail with attachments",
         ],
     ),
     (

@@ -50,6 +50,9 @@ pub enum Family {
     IMailServer,
     /// Google's mail (Gmail, Workspace): notices from `mailer-daemon@googlemail.com`.
     Google,
+    /// AOL's own notices (its AIRmail mailer): "Your mail to the following recipients could
+    /// not be delivered because …", then the recipients by screen name.
+    Aol,
     /// Not recognised: the generic reader.
     #[default]
     Unknown,
@@ -69,13 +72,14 @@ impl Family {
             Family::Domino => "domino",
             Family::IMailServer => "imailserver",
             Family::Google => "google",
+            Family::Aol => "aol",
             Family::Unknown => "unknown",
         }
     }
 
     /// Every family with a reader of its own.
     pub const WITH_READERS: &[Family] =
-        &[Family::Domino, Family::Exchange, Family::Exim, Family::IMailServer, Family::Qmail];
+        &[Family::Aol, Family::Domino, Family::Exchange, Family::Exim, Family::IMailServer, Family::Qmail];
 }
 
 /// The fixed wordings [`identify`] looks for, lower-case.
@@ -95,6 +99,7 @@ const WORDINGS: &[&str] = &[
     "your message did not reach some or all of the intended recipients",
     "diagnostic information for administrators",
     "did not reach the following recipient(s)",
+    "your mail to the following recipients could not be delivered",
 ];
 const _: () = assert!(WORDINGS.len() <= 32);
 
@@ -129,6 +134,9 @@ pub(crate) fn identify(top: &Headers<'_>, subject: &str, lower: &str) -> Family 
     let says = |w: &str| WORDINGS.iter().position(|x| *x == w).is_some_and(|i| seen & (1 << i) != 0);
     if header_starts("X-Mailer", "<smtp32 v") {
         Family::IMailServer
+    } else if header_starts("Mailer", "airmail") || says("your mail to the following recipients could not be delivered")
+    {
+        Family::Aol
     } else if subject.starts_with("delivery failure:")
         || subject.starts_with("delivery_failure:")
         || says("not listed in domino directory")
@@ -204,9 +212,10 @@ impl Found {
 
 /// The failed recipients of `family`'s notice, read in its format (at most
 /// [`super::MAX_RECIPIENTS`]); `None` when the family has no reader or the notice does not
-/// follow it (the generic reader then reads it).
-pub(crate) fn read(family: Family, human: &str) -> Option<Vec<Found>> {
+/// follow it (the generic reader then reads it). `from` is the notice's own `From` address.
+pub(crate) fn read(family: Family, human: &str, from: &str) -> Option<Vec<Found>> {
     let mut found = match family {
+        Family::Aol => aol(human, from),
         Family::Domino => domino(human),
         Family::Exim => exim(human),
         Family::IMailServer => imail(human),
@@ -312,6 +321,44 @@ fn exim(human: &str) -> Vec<Found> {
         if !remote && !d.is_empty() {
             f.stage = Some(Stage::Local);
         }
+    }
+    out
+}
+
+/// AOL: "Sorry <sender>. Your mail to the following recipients could not be delivered
+/// because <why>:", then one recipient per indented line, named by AOL screen name (the
+/// address without its domain, which is the notice's own: `MAILER-DAEMON@aol.com`). The
+/// sentence is the reason for all of them.
+fn aol(human: &str, from: &str) -> Vec<Found> {
+    const SAYS: &str = "your mail to the following recipients could not be delivered";
+    let mut lines = human.lines();
+    let Some(sentence) = lines.by_ref().find(|l| l.to_ascii_lowercase().contains(SAYS)) else { return Vec::new() };
+    let at = sentence.to_ascii_lowercase().find(SAYS).unwrap_or(0);
+    let mut because = Found::new("");
+    because.say(sentence[at..].trim_end().trim_end_matches(':'));
+    let domain = from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+    let mut out = Vec::new();
+    for l in lines {
+        if l.trim().is_empty() {
+            if out.is_empty() {
+                continue;
+            }
+            break;
+        }
+        if !l.starts_with([' ', '\t']) {
+            break;
+        }
+        let address = if l.contains('@') {
+            addresses(l).into_iter().next()
+        } else {
+            // One word, as an address's local part: a line of words is no screen name (AOL
+            // writes its members' names without their spaces).
+            let name = l.trim().to_ascii_lowercase();
+            let fits = !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-+".contains(&c));
+            (fits && !domain.is_empty()).then(|| format!("{name}@{domain}"))
+        };
+        let Some(address) = address else { return Vec::new() };
+        out.push(Found { diagnostic: because.diagnostic.clone(), ..Found::new(&address) });
     }
     out
 }
@@ -480,6 +527,11 @@ mod tests {
             ("X-Mailer: <SMTP32 v8.22>\n\nUnknown user: a@example.org\n", Family::IMailServer),
             ("From: a@b\n\nDelivery has failed to these recipients or groups:\n", Family::Exchange),
             ("From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\n\nx\n", Family::Google),
+            ("Mailer: AIRmail [v110.15]\n\nSorry.\n", Family::Aol),
+            (
+                "From: a@b\n\nSorry a@b. Your mail to the following recipients could not be delivered because x:\n",
+                Family::Aol,
+            ),
             ("From: a@b\n\nSorry.\n", Family::Unknown),
         ];
         for (m, f) in cases {
@@ -490,14 +542,14 @@ mod tests {
     #[test]
     fn domino_names_the_address_and_its_reason_in_separate_sections() {
         let human = "Your message\n\n  Subject: Hi\n\nwas not delivered to:\n\n  kijitora@example.jp\n\nbecause:\n\n  User some.name (kijitora@example.jp) not listed in Domino Directory\n\n";
-        let found = read(Family::Domino, human).unwrap();
+        let found = read(Family::Domino, human, "").unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].recipient, "kijitora@example.jp");
         assert!(found[0].diagnostic.contains("not listed in Domino Directory"));
         assert_eq!(found[0].stage, Some(Stage::Local));
         // A reason that is not the directory's is no local lookup.
         let human = "was not delivered to:\n\n  a@example.jp\n  b@example.jp\n\nbecause:\n\n  Router: timed out\n";
-        let found = read(Family::Domino, human).unwrap();
+        let found = read(Family::Domino, human, "").unwrap();
         assert_eq!(found.iter().map(|f| f.recipient.as_str()).collect::<Vec<_>>(), ["a@example.jp", "b@example.jp"]);
         assert!(found.iter().all(|f| f.stage.is_none() && f.diagnostic == "Router: timed out"));
     }
@@ -511,7 +563,7 @@ mod tests {
             \x20 b@example.org\n    Unrouteable address\n\n\
             \x20 c@example.net\n    unknown user\n\n\
             ------ This is a copy of the message, including all the headers. ------\n\n  To: z@example.com\n";
-        let found = read(Family::Exim, human).unwrap();
+        let found = read(Family::Exim, human, "").unwrap();
         let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.stage)).collect();
         assert_eq!(
             r,
@@ -519,7 +571,26 @@ mod tests {
         );
         assert!(found[0].diagnostic.contains("554 5.7.0 Header error"));
         // No announced list: the generic reader's turn.
-        assert!(read(Family::Exim, "Something else entirely.\n  a@example.org\n").is_none());
+        assert!(read(Family::Exim, "Something else entirely.\n  a@example.org\n", "").is_none());
+    }
+
+    #[test]
+    fn aol_names_recipients_by_screen_name_at_its_own_domain() {
+        let human = "Sorry app@example.com. Your mail to the following recipients could not be delivered because \
+            they are not accepting mail with attachments or embedded images:\n\tkewlone\n\tb@example.net\n\nThanks\n";
+        let found = read(Family::Aol, human, "mailer-daemon@aol.com").unwrap();
+        let r: Vec<_> = found.iter().map(|f| f.recipient.as_str()).collect();
+        assert_eq!(r, ["kewlone@aol.com", "b@example.net"]);
+        assert!(found.iter().all(|f| f.diagnostic.starts_with("Your mail to the following recipients")
+            && f.diagnostic.ends_with("embedded images")));
+        // The reason is a rule on the content, never an address that takes no mail.
+        let v = crate::bounce::reason::judge(&found[0].diagnostic, None, None, Stage::Unknown);
+        assert_eq!((v.reason, v.suppress), (crate::bounce::reason::Reason::PolicyViolation, false));
+        // A name that is no address part, or no domain to put it at: nobody is named (the
+        // generic reader's turn), never a made-up address.
+        assert!(read(Family::Aol, human, "").is_none());
+        let odd = "Your mail to the following recipients could not be delivered because x:\n\tno such user\n";
+        assert!(read(Family::Aol, odd, "mailer-daemon@aol.com").is_none());
     }
 
     #[test]
@@ -527,12 +598,12 @@ mod tests {
         let human = "The following address(es) failed:\n\n\
             \x20 an undisclosed address\n    (generated from alias@example.com)\n    Mailbox quota exceeded\n\
             \x20 b@example.org\n    Unrouteable address\n";
-        let found = read(Family::Exim, human).unwrap();
+        let found = read(Family::Exim, human, "").unwrap();
         let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.diagnostic.as_str())).collect();
         assert_eq!(r, [("alias@example.com", "Mailbox quota exceeded"), ("b@example.org", "Unrouteable address")]);
         // Without the line that says where it came from, nobody can be named: the list ends.
         let human = "The following address(es) failed:\n\n  an undisclosed address\n    Mailbox quota exceeded\n";
-        assert!(read(Family::Exim, human).is_none_or(|f| f.is_empty()));
+        assert!(read(Family::Exim, human, "").is_none_or(|f| f.is_empty()));
     }
 
     #[test]
@@ -542,7 +613,7 @@ mod tests {
             <b@example.net>:\n192.0.2.25 does not like recipient.\nRemote host said: 550 5.1.1 User unknown\n\n\
             <c@example.net>:\nConnected to 192.0.2.25 but sender was rejected.\nRemote host said: 553 denied\n\n\
             --- Below this line is a copy of the message.\n\n<d@example.net>:\n";
-        let found = read(Family::Qmail, human).unwrap();
+        let found = read(Family::Qmail, human, "").unwrap();
         let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.stage)).collect();
         assert_eq!(
             r,
@@ -557,7 +628,7 @@ mod tests {
             b@example.jp on Thu, 29 Apr 2010 00:00:00 -0000\n    The recipient name is not recognized\n    MSEXCH:IMS:X 0 (000C05A6)\n\
             c@example.jp on Thu, 29 Apr 2010 00:00:00 -0000\n    The e-mail account does not exist\n\tThe MTS-ID is: c=jp;a= ;p=x\n;l=EXCHANGE0\n\n\
             ------ a rule\nd@example.jp is not in the list\n";
-        let found = read(Family::Exchange, human).unwrap();
+        let found = read(Family::Exchange, human, "").unwrap();
         let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.diagnostic.as_str())).collect();
         assert_eq!(
             r,
@@ -571,13 +642,13 @@ mod tests {
     #[test]
     fn imail_reads_one_failure_per_line() {
         let human = "Unknown user: a@example.com\nDelivery failed 20 attempts: b@example.com\nOriginal message follows.\n\nTo: c@example.com\n";
-        let found = read(Family::IMailServer, human).unwrap();
+        let found = read(Family::IMailServer, human, "").unwrap();
         let r: Vec<_> = found.iter().map(|f| f.recipient.as_str()).collect();
         assert_eq!(r, ["a@example.com", "b@example.com"]);
         assert_eq!(found[0].stage, Some(Stage::Local));
         // IMail's fixed wordings stand for their statuses (after Sisimai's IMailServer module).
         assert_eq!((found[0].status, found[1].status), (None, Some("5.4.7")));
-        let found = read(Family::IMailServer, "Invalid final delivery userid: d@example.com\n").unwrap();
+        let found = read(Family::IMailServer, "Invalid final delivery userid: d@example.com\n", "").unwrap();
         assert_eq!((found[0].status, found[0].stage), (Some("5.1.1"), Some(Stage::Local)));
     }
 
@@ -592,14 +663,21 @@ mod tests {
                 "  a@example.org", "    Unrouteable address", "<b@example.net>:", "Unknown user: c@example.com",
                 "Remote host said: 550 5.1.1 no", "does not like recipient.", "", " ", "<@>:", ": @", "\u{e9}\u{20ac}",
                 "did not reach the following recipient(s):", "e@example.jp on Thu", "\tno such user",
+                "  an undisclosed address", "    (generated from g@example.org)",
+                "Your mail to the following recipients could not be delivered because x:", "\tkewlone",
             ]), 0..40),
         ) {
             let text = pieces.join("\n");
             let lower = text.to_ascii_lowercase();
             for f in Family::WITH_READERS {
-                for found in read(*f, &text).unwrap_or_default() {
+                for found in read(*f, &text, "mailer-daemon@aol.com").unwrap_or_default() {
                     proptest::prop_assert!(found.recipient.contains('@'));
-                    proptest::prop_assert!(lower.contains(&found.recipient), "{} not in {text:?}", found.recipient);
+                    // (AOL names its members by screen name: the address is that at its domain.)
+                    let named = match found.recipient.strip_suffix("@aol.com") {
+                        Some(name) if *f == Family::Aol => lower.contains(name),
+                        _ => lower.contains(&found.recipient),
+                    };
+                    proptest::prop_assert!(named, "{} not in {text:?}", found.recipient);
                     proptest::prop_assert!(!found.diagnostic.is_empty());
                 }
             }

@@ -373,7 +373,7 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         // A family with a format of its own: its reader says which lines are whose.
         if bounces.is_empty()
             && !auto_reply
-            && let Some(found) = reader.and_then(|f| family::read(f, &human))
+            && let Some(found) = reader.and_then(|f| family::read(f, &human, &from))
         {
             // (`family::read` keeps to MAX_RECIPIENTS itself.)
             let n = found.len();
