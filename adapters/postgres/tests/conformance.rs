@@ -299,6 +299,39 @@ async fn concurrent_marks_and_outcomes_combine_and_a_refused_one_fails_alone() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_finished_and_marked_in_one_call_is_finished_and_reported_not_held() {
+    // The worker never asks this (an email is marked before its outcome), but the port allows
+    // it: the outcome is applied, and the mark is judged on the state it left, in which the
+    // claim is no longer held. The other mark of the call is written.
+    use mailroom_core::email::Event;
+    use mailroom_core::lifecycle::EventKind;
+    use mailroom_core::ports::{ClaimRef, Next, Outcome};
+    use mailroom_core::testkit::{new_email, t0};
+    let cluster = support::Cluster::start();
+    let store = Arc::new(support::store(&cluster).await);
+    let account = mailroom_core::email::AccountId::new("a");
+    let emails: Vec<_> = (0..2u16).map(|n| new_email("a", t0(), n, None)).collect();
+    store.insert_emails(&account, emails, None).await.unwrap();
+    let claimed = store.claim_due(t0(), 10, std::time::Duration::from_secs(60)).await.unwrap();
+    let claims: Vec<ClaimRef> = claimed.iter().map(|c| c.claim_ref()).collect();
+    let (done, other) = (claims[0], claims[1]);
+    assert!(store.begin_handover(&[done]).await.unwrap().is_empty());
+    let events = vec![Event::new(EventKind::Sent, t0()), Event::new(EventKind::Delivered, t0())];
+    let outcome = Outcome { claim: done, events, suppressions: vec![], next: Next::Done };
+    let (refused, lost) = store.record_outcomes_then_begin_handover(vec![outcome], &[done, other]).await.unwrap();
+    assert!(refused.is_empty());
+    assert_eq!(lost.unwrap(), vec![done.id]);
+    let state = |id| {
+        let (store, account) = (store.clone(), account.clone());
+        async move { store.get_email(&account, id).await.unwrap().unwrap().state }
+    };
+    let finished = state(done.id).await;
+    assert_eq!(finished.last_event(), Some(EventKind::Delivered));
+    assert!(!finished.handed_over, "a finished email was marked as being handed over");
+    assert!(state(other.id).await.handed_over);
+}
+
 /// An outcome and the next email's mark (`record_outcomes_then_begin_handover`, how the worker
 /// passes a hand-over permit): concurrent calls are combined into bursts, each call is one
 /// unit — its outcome and its mark are written together, and a call whose outcome the
