@@ -563,17 +563,21 @@ impl Worker {
         // many rendered messages (the largest copy of an email, up to twice its attachments)
         // are in memory, however many emails are in flight. An email in line is usually marked
         // by the email whose permit it takes, in the write of that one's outcome (see `gate`).
-        let (permit, lost) = match self.handovers.enter(claim) {
-            Entry::Now(p) => (p, storage.begin_handover(&[claim]).await?),
+        let (permit, marked) = match self.handovers.enter(claim) {
+            Entry::Now(p) => (p, None),
             Entry::Wait(answer) => match answer.await {
-                Ok(Grant::Free(p)) => (p, storage.begin_handover(&[claim]).await?),
-                Ok(Grant::Marked(p, marked)) => (p, marked?),
+                Ok(Grant::Free(p)) => (p, None),
+                Ok(Grant::Marked(p, marked)) => (p, Some(marked)),
                 Err(_) => {
                     return Err(Error::Storage(crate::error::StorageError::Backend(
                         "the worker stopped before this email's hand-over was marked".into(),
                     )));
                 }
             },
+        };
+        let lost = match marked {
+            Some(marked) => marked?,
+            None => storage.begin_handover(&[claim]).await?,
         };
         if !lost.is_empty() {
             // Our lease lapsed and another worker holds the email now.

@@ -179,10 +179,9 @@ async fn finish_and_mark_all(
         .zip(marks)
         .map(|(answer, claims)| if answer.is_ok() { claims } else { Vec::new() })
         .collect();
-    // Marks are judged on the states the outcomes left (an email both finished and marked
-    // sees its outcome first).
-    let (marked_answers, mut marked) = mark_on(&mut states, &marks);
-    marked.retain(|id| !applied.changed.contains(id));
+    // Marks are judged on the states the outcomes left: an outcome ends its email's claim, so
+    // an email both finished and marked is reported lost, and no row is written twice.
+    let (marked_answers, marked) = mark_on(&mut states, &marks);
     // The outcomes' rows (their events logged in call order), then the marks' (no event).
     let mut written = outcomes_written(&states, &before, &applied.changed);
     written.extend(marks_written(&states, &marked));

@@ -636,8 +636,15 @@ type Marks = Vec<(u128, Vec<u8>)>;
 type Due = Option<DateTime<Utc>>;
 
 /// The hand-over marks of `refs` as they are to be written, and the claims found lost;
-/// nothing is written yet.
-fn plan_handover(tx: &WriteTransaction, claims: &Claims, refs: &[ClaimRef]) -> StorageResult<(Marks, Vec<EmailId>)> {
+/// nothing is written yet. `ending` are the claims whose outcomes the same write records
+/// (before the marks): a claim one of them holds ends with its outcome, so its mark is lost,
+/// exactly as if the marks were planned after the outcomes.
+fn plan_handover(
+    tx: &WriteTransaction,
+    claims: &Claims,
+    refs: &[ClaimRef],
+    ending: &[ClaimRef],
+) -> StorageResult<(Marks, Vec<EmailId>)> {
     let states = tx.open_table(STATES).map_err(backend)?;
     let held = locked(claims);
     let mut lost = Vec::new();
@@ -649,7 +656,8 @@ fn plan_handover(tx: &WriteTransaction, claims: &Claims, refs: &[ClaimRef]) -> S
             continue;
         };
         let on_disk = overlay(&held, &mut state);
-        if store::begin_handover(&mut state, c.token) {
+        let ended = ending.iter().any(|e| e.id == c.id && state.claim.is_some_and(|h| h.token == e.token));
+        if !ended && store::begin_handover(&mut state, c.token) {
             marks.push((id, to_disk(&state, on_disk)?));
         } else {
             lost.push(c.id);
@@ -1104,7 +1112,7 @@ impl Storage for RedbStorage {
         let refs = claims.to_vec();
         let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
-            let (marks, lost) = plan_handover(tx, &claims, &refs)?;
+            let (marks, lost) = plan_handover(tx, &claims, &refs, &[])?;
             write_marks(tx, marks)?;
             Ok(lost)
         })
@@ -1118,20 +1126,16 @@ impl Storage for RedbStorage {
     ) -> StorageResult<(Vec<EmailId>, StorageResult<Vec<EmailId>>)> {
         // One write, so one commit: the next email's mark is durable with the outcome that
         // freed its permit (both or neither), and it waits for one commit instead of two.
-        // An email both finished and marked here would have its mark planned before its
-        // outcome changed it: that takes the two writes one after the other.
-        if claims.iter().any(|c| outcomes.iter().any(|o| o.claim.id == c.id)) {
-            let refused = self.record_outcomes(outcomes).await?;
-            return Ok((refused, self.begin_handover(claims).await));
-        }
         let refs = claims.to_vec();
         let log = self.log.clone();
         let claims = Arc::clone(&self.claims);
         self.write(move |tx| {
             // Compute, then write (the writer's rule for a write's atomicity): the marks are
             // planned first, reading only; the outcomes compute before their first change; the
-            // marks' own writes can then fail only in the backend, which aborts the group.
-            let (marks, lost) = plan_handover(tx, &claims, &refs)?;
+            // marks' own writes can then fail only in the backend, which aborts the group. (An
+            // email both finished and marked here is planned as its outcome leaves it.)
+            let ending: Vec<ClaimRef> = outcomes.iter().map(|o| o.claim).collect();
+            let (marks, lost) = plan_handover(tx, &claims, &refs, &ending)?;
             let refused = apply_outcomes(tx, log.as_deref(), &claims, &outcomes)?;
             write_marks(tx, marks)?;
             Ok((refused, Ok(lost)))

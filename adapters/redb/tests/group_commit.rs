@@ -202,6 +202,40 @@ async fn an_outcome_and_the_next_mark_are_one_commit() {
     assert!(!handed(c[3].id).await);
 }
 
+/// An email both finished and marked in one call (the worker never asks it; the port allows
+/// it) is planned as its outcome leaves it: finished, its mark reported lost, not written;
+/// the call's other mark is written, all in one commit. A stale outcome ends no claim, so a
+/// mark with the claim's own token still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_finished_and_marked_in_one_call_is_finished_and_reported_not_held() {
+    let (s, h) = store();
+    let a = AccountId::default();
+    let emails: Vec<_> = (0..3).map(|i| new_email("default", t0(), i, None)).collect();
+    s.insert_emails(&a, emails, None).await.unwrap();
+    let claimed = s.claim_due(t0(), 10, Duration::from_secs(3600)).await.unwrap();
+    let c: Vec<_> = claimed.iter().map(|c| c.claim_ref()).collect();
+    assert!(s.begin_handover(&[c[0]]).await.unwrap().is_empty());
+    let done = || vec![Event::new(EventKind::Sent, t0()), Event::new(EventKind::Delivered, t0())];
+    let outcome = Outcome { claim: c[0], events: done(), suppressions: vec![], next: Next::Done };
+    let stale = Outcome { claim: mailroom_core::ports::ClaimRef { token: c[2].token ^ 1, ..c[2] }, ..outcome.clone() };
+    let before = (h.syncs.load(Ordering::SeqCst), s.commit_stats().commits);
+    let (refused, marked) =
+        s.record_outcomes_then_begin_handover(vec![outcome, stale], &[c[0], c[1], c[2]]).await.unwrap();
+    let after = (h.syncs.load(Ordering::SeqCst), s.commit_stats().commits);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1), "one commit, one sync");
+    assert_eq!(refused, vec![c[2].id], "the stale outcome is reported");
+    assert_eq!(marked.unwrap(), vec![c[0].id], "the finished email's claim ended with its outcome");
+    let state = |id| {
+        let (s, a) = (s.clone(), a.clone());
+        async move { s.get_state(&a, id).await.unwrap().unwrap() }
+    };
+    let finished = state(c[0].id).await;
+    assert_eq!(finished.last_event(), Some(EventKind::Delivered));
+    assert!(!finished.handed_over, "a finished email was marked as being handed over");
+    assert!(state(c[1].id).await.handed_over);
+    assert!(state(c[2].id).await.handed_over, "a stale outcome ended no claim");
+}
+
 /// When the commit fails, nobody in the group is told their write succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_commit_acknowledges_nothing() {
