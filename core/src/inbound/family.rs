@@ -233,6 +233,13 @@ pub(crate) fn read(family: Family, human: &str, from: &str) -> Option<Vec<Found>
     (!found.is_empty()).then_some(found)
 }
 
+/// A reader has as many recipients as a notice may name ([`super::MAX_RECIPIENTS`]): it
+/// stops there, so that a notice listing millions costs no more than one listing the most
+/// (`read` keeps the first that many in any case).
+fn full(out: &[Found]) -> bool {
+    out.len() >= super::MAX_RECIPIENTS
+}
+
 /// The lines after the one that is `title` (compared trimmed, case-blind) up to the next
 /// line that ends a section (`stop` says which), blank lines skipped.
 fn section<'a>(human: &'a str, title: &str, stop: impl Fn(&str) -> bool) -> Vec<&'a str> {
@@ -301,6 +308,9 @@ fn exim(human: &str) -> Vec<Found> {
             // is not to be shown: "an undisclosed address", then "(generated from x@y)" below
             // it. The address the sender wrote is the one generated from; that is the failure
             // the sender can act on.
+            if full(&out) {
+                break;
+            }
             if l.trim().eq_ignore_ascii_case("an undisclosed address") {
                 let Some(addr) = lines.peek().and_then(|n| generated_from(n)) else { break };
                 out.push(Found::new(&addr));
@@ -332,10 +342,11 @@ fn exim(human: &str) -> Vec<Found> {
 fn aol(human: &str, from: &str) -> Vec<Found> {
     const SAYS: &str = "your mail to the following recipients could not be delivered";
     let mut lines = human.lines();
-    let Some(sentence) = lines.by_ref().find(|l| l.to_ascii_lowercase().contains(SAYS)) else { return Vec::new() };
-    let at = sentence.to_ascii_lowercase().find(SAYS).unwrap_or(0);
+    let Some(sentence) = lines.by_ref().find_map(|l| l.to_ascii_lowercase().find(SAYS).map(|at| &l[at..])) else {
+        return Vec::new();
+    };
     let mut because = Found::new("");
-    because.say(sentence[at..].trim_end().trim_end_matches(':'));
+    because.say(sentence.trim_end().trim_end_matches(':'));
     let domain = from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
     let mut out = Vec::new();
     for l in lines {
@@ -358,6 +369,9 @@ fn aol(human: &str, from: &str) -> Vec<Found> {
             (fits && !domain.is_empty()).then(|| format!("{name}@{domain}"))
         };
         let Some(address) = address else { return Vec::new() };
+        if full(&out) {
+            break;
+        }
         out.push(Found { diagnostic: because.diagnostic.clone(), ..Found::new(&address) });
     }
     out
@@ -396,6 +410,9 @@ fn exchange(human: &str) -> Vec<Found> {
         let first = l.split_whitespace().next().unwrap_or_default();
         match addresses(first).into_iter().next() {
             Some(addr) if !l.starts_with([' ', '\t']) => {
+                if full(&out) {
+                    break;
+                }
                 out.push(Found::new(&addr));
             }
             _ => {
@@ -426,6 +443,9 @@ fn imail(human: &str) -> Vec<Found> {
         } else {
             None
         };
+        if full(&out) {
+            break;
+        }
         let mut f = Found { stage: (!remote).then_some(Stage::Local), status, ..Found::new(&addr) };
         f.say(l);
         out.push(f);
@@ -447,6 +467,9 @@ fn qmail(human: &str) -> Vec<Found> {
         }
         if t.starts_with('<') && t.ends_with(">:") {
             out.extend(current.take());
+            if full(&out) {
+                break;
+            }
             if let Some(a) = addresses(t).into_iter().next() {
                 current = Some(Found::new(&a));
             }
@@ -591,6 +614,36 @@ mod tests {
         assert!(read(Family::Aol, human, "").is_none());
         let odd = "Your mail to the following recipients could not be delivered because x:\n\tno such user\n";
         assert!(read(Family::Aol, odd, "mailer-daemon@aol.com").is_none());
+    }
+
+    #[test]
+    fn readers_stop_at_the_most_recipients_a_notice_may_name() {
+        // A hostile notice may list millions; each reader keeps the first that many and reads
+        // no further (the AOL reader copies its one reason to every recipient).
+        let n = super::super::MAX_RECIPIENTS + 50;
+        let list = |line: &dyn Fn(usize) -> String| (0..n).map(line).collect::<Vec<_>>().join("\n");
+        let aol_text = format!(
+            "Your mail to the following recipients could not be delivered because x:\n{}\n",
+            list(&|i| format!("\tm{i}"))
+        );
+        let exim_text = format!("The following address(es) failed:\n\n{}\n", list(&|i| format!("  a{i}@example.org")));
+        let exchange_text = format!(
+            "did not reach the following recipient(s):\n\n{}\n",
+            list(&|i| format!("e{i}@example.org on Thu\n    no such user"))
+        );
+        let imail_text = list(&|i| format!("Unknown user: i{i}@example.org"));
+        let qmail_text = list(&|i| format!("<q{i}@example.org>:\nSorry, no mailbox here by that name.\n"));
+        for (name, found) in [
+            ("aol", aol(&aol_text, "mailer-daemon@aol.com")),
+            ("exim", exim(&exim_text)),
+            ("exchange", exchange(&exchange_text)),
+            ("imail", imail(&imail_text)),
+            ("qmail", qmail(&qmail_text)),
+        ] {
+            assert_eq!(found.len(), super::super::MAX_RECIPIENTS, "{name}");
+            // The last one kept is whole: its reason is read, not cut off by the stop.
+            assert!(!found[found.len() - 1].diagnostic.is_empty() || name == "exim", "{name}");
+        }
     }
 
     #[test]
