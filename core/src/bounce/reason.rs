@@ -421,10 +421,11 @@ fn reason(
         }
         // Postfix's bare "Recipient address rejected:" prefixes every RCPT restriction, so
         // when nothing after it is known, a status that names another cause says more
-        // ("554 5.3.4 …: Recipient address rejected: <new words about size>" is a size).
-        if hits == CATCH_ALL
+        // ("554 5.3.4 …: Recipient address rejected: <new words about size>" is a size). So
+        // does one beside the weak words of an expired queue ("550 5.2.1 Account expired").
+        if hits & !YIELDS_TO_STATUS == 0
             && let Some(by_status) = status.and_then(reason_of_status)
-            && by_status != R::UserUnknown
+            && (hits != CATCH_ALL || by_status != R::UserUnknown)
         {
             return (routed(by_status), Basis::Status);
         }
@@ -1244,6 +1245,11 @@ const WEAK_RULES: &[(Reason, &[&str])] = &[
             "exceeded the rate",
         ],
     ),
+    // A queue that gave up, in words no strong rule holds ("Delivery failed 20 attempts",
+    // "queue lifetime expired"): retrying was the server's, so the cause is its own and passes.
+    // Weaker than a status that names a cause ("550 5.2.1 Account expired" is a disabled
+    // mailbox): see `YIELDS_TO_STATUS`.
+    (Reason::Expired, &["expired", "retries", "attempts"]),
     (Reason::NetworkError, &["network", "connection", "dns", "lookup"]),
     (Reason::SystemFull, &["system full", "insufficient system storage", "out of disk"]),
     (
@@ -1299,6 +1305,23 @@ const _: () = {
         matches!(reason, Reason::UserUnknown) && words.len() == 1 && same(words[0].as_bytes(), b"address rejected")
     );
 };
+
+/// The weak rules that a status naming a cause outweighs when no other rule matched: the
+/// catch-all, and the weak words of an expired queue.
+const YIELDS_TO_STATUS: u64 = CATCH_ALL | 1 << (RULES.len() + weak_expired());
+
+/// The index of the weak expiry rule among [`WEAK_RULES`] (found, so that reordering them
+/// cannot make [`YIELDS_TO_STATUS`] name another).
+const fn weak_expired() -> usize {
+    let mut i = 0;
+    while i < WEAK_RULES.len() {
+        if matches!(WEAK_RULES[i].0, Reason::Expired) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("no weak expiry rule")
+}
 
 /// Every rule, strong ones first: index `i` is strong when `i < RULES.len()`.
 fn rule(i: usize) -> Option<&'static (Reason, &'static [&'static str])> {
@@ -1453,6 +1476,26 @@ mod tests {
         // Compounds that real servers write keep their word: "overquota", "dspam".
         assert_eq!(at("User account is overquota", "", 552, Stage::Recipient).reason, Reason::MailboxFull);
         assert_eq!(at("dspam check failed", "", 554, Stage::Message).reason, Reason::SpamDetected);
+    }
+
+    #[test]
+    fn a_queue_that_gave_up_in_new_words_passes_unless_a_status_names_the_cause() {
+        for (text, code) in [
+            ("Delivery failed after 5 attempts", 550),
+            ("Message could not be delivered: queue lifetime expired", 554),
+            ("Too many retries, giving up", 554),
+        ] {
+            let v = at(text, "", code, Stage::Unknown);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::Expired, BounceType::Transient, false), "{text}");
+        }
+        // A status that names the cause speaks over those weak words.
+        let v = at("Account expired", "5.2.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::Suspend, BounceType::Permanent, true));
+        assert_eq!(at("Given up after 3 attempts", "5.2.2", 552, Stage::Recipient).reason, Reason::MailboxFull);
+        // A generic one does not.
+        assert_eq!(at("Delivery failed after 5 attempts", "5.0.0", 550, Stage::Unknown).reason, Reason::Expired);
+        // Nor do they outweigh a strong rule.
+        assert_eq!(at("User unknown, 3 attempts", "", 550, Stage::Recipient).reason, Reason::UserUnknown);
     }
 
     #[test]
