@@ -1311,7 +1311,8 @@ const _: () = {
 const YIELDS_TO_STATUS: u64 = CATCH_ALL | 1 << (RULES.len() + weak_expired());
 
 /// The index of the weak expiry rule among [`WEAK_RULES`] (found, so that reordering them
-/// cannot make [`YIELDS_TO_STATUS`] name another).
+/// cannot make [`YIELDS_TO_STATUS`] name another); past the end if there is none, which the
+/// check below refuses to compile.
 const fn weak_expired() -> usize {
     let mut i = 0;
     while i < WEAK_RULES.len() {
@@ -1320,8 +1321,9 @@ const fn weak_expired() -> usize {
         }
         i += 1;
     }
-    panic!("no weak expiry rule")
+    i
 }
+const _: () = assert!(weak_expired() < WEAK_RULES.len());
 
 /// Every rule, strong ones first: index `i` is strong when `i < RULES.len()`.
 fn rule(i: usize) -> Option<&'static (Reason, &'static [&'static str])> {
