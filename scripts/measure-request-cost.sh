@@ -4,7 +4,9 @@
 # drives each request below from 64 connections for SECONDS, and the server's own CPU time
 # (utime + stime from /proc, so the client's share is not counted) is divided by the requests
 # it answered: during the run, and until the server is idle again (the worker has relayed
-# every email the step accepted; a batch run accepts faster than one process delivers). Each request adds one step to the one before it:
+# every email the step accepted; a batch run accepts faster than one process delivers).
+# Each request adds work to the HTTP exchange (the second's store read is its own; the POSTs
+# do not read the store before they write):
 #   - health:       GET /health (no key, no body, no store): the HTTP exchange;
 #   - unknown_id:   GET /emails/<an id never given> with a key: authentication, the request
 #                   log, one store read, a 404;
