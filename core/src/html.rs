@@ -84,9 +84,14 @@ const RAW: [&[u8]; 7] = [b"title", b"textarea", b"style", b"xmp", b"iframe", b"n
 
 /// The kind of a tag named `name` (ASCII case-insensitive, as the tokenizer lower-cases).
 fn kind_of(name: &[u8]) -> Kind {
+    // Most tags of real mail are one or two letters long (`a`, `p`, `td`, `tr`, `b`): they
+    // are settled by one predictable branch (a `match` on the length compiled to a jump table
+    // whose indirect branch mispredicted on every other tag).
+    if name.len() < 3 {
+        return if name.len() == 1 && name[0] | 0x20 == b'a' { Kind::Anchor } else { Kind::Markup };
+    }
     let is = |word: &[u8]| name.eq_ignore_ascii_case(word);
     match name.len() {
-        1 if is(b"a") => Kind::Anchor,
         4 if is(b"area") => Kind::Anchor,
         4 if is(b"base") => Kind::Base,
         6 if is(b"script") => Kind::Script,
@@ -281,7 +286,8 @@ impl<'a> Tokenizer<'a> {
         while i < len && class(b[i]) & (WS | SLASH | GT) == 0 {
             i += 1;
         }
-        let kind = kind_of(&b[self.pos..i]);
+        // An end tag's name changes nothing (only start tags switch the tokenizer's state).
+        let kind = if start { kind_of(&b[self.pos..i]) } else { Kind::Markup };
         let link = match kind {
             Kind::Anchor if start => Some(LinkKind::Anchor),
             Kind::Base if start => Some(LinkKind::Base),

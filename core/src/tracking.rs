@@ -99,23 +99,33 @@ pub fn escape(s: &str, out: &mut String) {
 /// because the rewrite needs both of every link, and the check costs nothing on kept bytes.
 fn escape_unless_control(s: &str, out: &mut String, refuse_control: bool) -> bool {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut kept = 0;
-    for (i, &b) in s.as_bytes().iter().enumerate() {
-        if !keep(b) {
-            if refuse_control && (b <= 0x20 || b == 0x7f) {
-                return false;
+    // Written a chunk at a time into a buffer on the stack, then appended at once: byte
+    // stores instead of a `push` per character (each checks the char's UTF-8 length and the
+    // string's capacity); a URL's `/`, `?` and `&` are escaped a dozen times in a typical
+    // link. Every byte written is ASCII (all others are escaped), so the check that makes the
+    // buffer a `str` always passes.
+    let mut buf = [0u8; 3 * 64];
+    for chunk in s.as_bytes().chunks(64) {
+        let mut n = 0;
+        for &b in chunk {
+            if keep(b) {
+                buf[n] = b;
+                n += 1;
+            } else {
+                if refuse_control && (b <= 0x20 || b == 0x7f) {
+                    return false;
+                }
+                buf[n] = b'%';
+                buf[n + 1] = HEX[usize::from(b >> 4)];
+                buf[n + 2] = HEX[usize::from(b & 15)];
+                n += 3;
             }
-            // A run of kept bytes is ASCII, so it starts and ends on character boundaries.
-            if kept < i {
-                out.push_str(&s[kept..i]);
-            }
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-            kept = i + 1;
+        }
+        match std::str::from_utf8(&buf[..n]) {
+            Ok(ascii) => out.push_str(ascii),
+            Err(_) => return false,
         }
     }
-    out.push_str(&s[kept..]);
     true
 }
 
@@ -378,8 +388,14 @@ pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, acc
     let mut copied = 0;
     let heads = if t.click { Heads::new(key, Kind::Click, email, account, true) } else { None };
     if let Some(heads) = heads {
-        for (span, href) in anchor_hrefs(html) {
-            let href = href.trim();
+        // The tokenizer's links, read in place (not through `anchor_hrefs`, which collects
+        // them into a second vector).
+        for link in crate::html::links_with_conditionals(html) {
+            if link.kind != crate::html::LinkKind::Anchor {
+                continue;
+            }
+            let span = link.span;
+            let href = link.href.trim();
             // A value holding markup characters is left alone: replacing it would take away a
             // `>` or a quote that a reader might see as ending something else (a comment, a
             // tag). No real URL has them unescaped.
