@@ -350,6 +350,11 @@ fn aol(human: &str, from: &str) -> Vec<Found> {
     let domain = from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
     let mut out = Vec::new();
     for l in lines {
+        // Checked before the line is read: a line past the most a notice may name is never
+        // read, so it cannot undo the names before it (an odd line makes the list no list).
+        if full(&out) {
+            break;
+        }
         if l.trim().is_empty() {
             if out.is_empty() {
                 continue;
@@ -369,9 +374,6 @@ fn aol(human: &str, from: &str) -> Vec<Found> {
             (fits && !domain.is_empty()).then(|| format!("{name}@{domain}"))
         };
         let Some(address) = address else { return Vec::new() };
-        if full(&out) {
-            break;
-        }
         out.push(Found { diagnostic: because.diagnostic.clone(), ..Found::new(&address) });
     }
     out
@@ -614,6 +616,29 @@ mod tests {
         assert!(read(Family::Aol, human, "").is_none());
         let odd = "Your mail to the following recipients could not be delivered because x:\n\tno such user\n";
         assert!(read(Family::Aol, odd, "mailer-daemon@aol.com").is_none());
+    }
+
+    #[test]
+    fn aol_keeps_the_most_names_a_notice_may_hold_whatever_line_follows_them() {
+        let max = super::super::MAX_RECIPIENTS;
+        let names: Vec<String> = (0..max).map(|i| format!("\tm{i}")).collect();
+        let text = |after: &str| {
+            format!(
+                "Your mail to the following recipients could not be delivered because x:\n{}\n{after}\n",
+                names.join("\n")
+            )
+        };
+        // A line that is no screen name, after as many names as a notice may hold: it is never
+        // read, and the names stand.
+        let found = aol(&text("\tno such user"), "mailer-daemon@aol.com");
+        assert_eq!(found.len(), max);
+        assert_eq!(found.last().map(|f| f.recipient.clone()), Some(format!("m{}@aol.com", max - 1)));
+        // The same line among the names makes the list no list: nothing is read from it.
+        let mut early = names.clone();
+        early.insert(1, "\tno such user".into());
+        let within =
+            format!("Your mail to the following recipients could not be delivered because x:\n{}\n", early.join("\n"));
+        assert!(aol(&within, "mailer-daemon@aol.com").is_empty());
     }
 
     #[test]
