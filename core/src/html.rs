@@ -289,8 +289,8 @@ impl<'a> Tokenizer<'a> {
         // An end tag's name changes nothing (only start tags switch the tokenizer's state).
         let kind = if start { kind_of(&b[self.pos..i]) } else { Kind::Markup };
         let link = match kind {
-            Kind::Anchor if start => Some(LinkKind::Anchor),
-            Kind::Base if start => Some(LinkKind::Base),
+            Kind::Anchor => Some(LinkKind::Anchor),
+            Kind::Base => Some(LinkKind::Base),
             _ => None,
         };
         let want_href = link.is_some();

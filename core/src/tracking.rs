@@ -315,35 +315,12 @@ impl Heads {
         let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
         if let Some(prefix) = &self.prefix {
             out.push_str(prefix);
-            push_tag_base64(&tag, out);
+            b64.encode_string(&tag[..TAG], out);
         } else {
             let mut b = self.fields;
             b[self.len..self.len + TAG].copy_from_slice(&tag[..TAG]);
             b64.encode_string(&b[..self.len + TAG], out);
         }
-    }
-}
-
-/// The first [`TAG`] bytes of `tag` in unpadded URL-safe base64 (14 characters), appended
-/// to `out`: what `URL_SAFE_NO_PAD.encode_string` writes, without the engine's general
-/// set-up for a length known here. Why: it runs once for each of an email's hundred links.
-fn push_tag_base64(tag: &[u8; 16], out: &mut String) {
-    // Written for a tag of ten bytes: three whole groups and one byte.
-    const _: () = assert!(TAG == 10);
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let sextet = |v: u32, shift: u32| ALPHABET[((v >> shift) & 63) as usize];
-    let mut text = [0u8; 14];
-    for group in 0..3 {
-        let v = u32::from(tag[3 * group]) << 16 | u32::from(tag[3 * group + 1]) << 8 | u32::from(tag[3 * group + 2]);
-        text[4 * group..4 * group + 4].copy_from_slice(&[sextet(v, 18), sextet(v, 12), sextet(v, 6), sextet(v, 0)]);
-    }
-    // The tenth byte: its six high bits, then its two low bits and four zero bits.
-    let last = u32::from(tag[9]) << 16;
-    text[12] = sextet(last, 18);
-    text[13] = sextet(last, 12);
-    // Every byte is from the alphabet, so this is always a `str`.
-    if let Ok(t) = std::str::from_utf8(&text) {
-        out.push_str(t);
     }
 }
 
@@ -395,12 +372,12 @@ fn trackable(href: &str, base: &str) -> bool {
 ///
 /// Why not a reader of its own that skips the attributes of tags other than anchors: it was
 /// faster, and the fuzzer kept finding inputs on which it saw anchors that no browser sees.
-pub fn anchor_hrefs(html: &str) -> Vec<(std::ops::Range<usize>, Cow<'_, str>)> {
+pub fn anchor_hrefs(html: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Cow<'_, str>)> {
+    // An iterator, not a second vector: the rewrite reads each link once, in order.
     crate::html::links_with_conditionals(html)
         .into_iter()
         .filter(|l| l.kind == crate::html::LinkKind::Anchor)
         .map(|l| (l.span, l.href))
-        .collect()
 }
 
 /// `html` with its links (`<a>`, `<area>`) pointing through the tracking host and the open
@@ -411,14 +388,8 @@ pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, acc
     let mut copied = 0;
     let heads = if t.click { Heads::new(key, Kind::Click, email, account, true) } else { None };
     if let Some(heads) = heads {
-        // The tokenizer's links, read in place (not through `anchor_hrefs`, which collects
-        // them into a second vector).
-        for link in crate::html::links_with_conditionals(html) {
-            if link.kind != crate::html::LinkKind::Anchor {
-                continue;
-            }
-            let span = link.span;
-            let href = link.href.trim();
+        for (span, href) in anchor_hrefs(html) {
+            let href = href.trim();
             // A value holding markup characters is left alone: replacing it would take away a
             // `>` or a quote that a reader might see as ending something else (a comment, a
             // tag). No real URL has them unescaped.
@@ -661,14 +632,6 @@ mod tests {
             prop_assert_eq!(key().verify(&junk), None);
         }
 
-        /// A tag's base64 is the engine's, byte for byte.
-        #[test]
-        fn a_tags_base64_is_the_engines(tag in any::<[u8; 16]>()) {
-            let mut ours = String::new();
-            push_tag_base64(&tag, &mut ours);
-            prop_assert_eq!(ours, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..TAG]));
-        }
-
         /// Escaping round-trips and leaves one path segment.
         #[test]
         fn escape_round_trips(s in ".{0,80}") {
@@ -686,7 +649,7 @@ mod tests {
             r#"<script>var s = '<a href="https://script.test">';</script><STYLE>a{}</style >"#,
             r#"<a title="t" HREF = "https://a.test/?q=1&amp;r=2">a</a><areax href="https://no.test">"#
         );
-        let found: Vec<String> = anchor_hrefs(html).into_iter().map(|(_, h)| h.into_owned()).collect();
+        let found: Vec<String> = anchor_hrefs(html).map(|(_, h)| h.into_owned()).collect();
         assert_eq!(found, ["https://mso.test/button", "https://a.test/?q=1&r=2"]);
     }
 
