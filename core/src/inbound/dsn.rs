@@ -89,6 +89,18 @@ impl DsnBlock {
     pub fn decided_locally(&self) -> bool {
         !self.remote_mta && self.own_diagnostic
     }
+
+    /// The block reports a success: an action of RFC 3464 §2.3.3 that means the message went
+    /// on (`delivered`, `relayed`, `expanded`), postfix's address-verification answer
+    /// `deliverable` (`sendmail -bv`), or no action at all beside a 2.x.x status (RFC 3463
+    /// §3.1: success). Why the status counts only without an action: a report that says
+    /// `failed` means it, whatever status a careless MTA put beside it.
+    pub fn succeeded(&self) -> bool {
+        match self.action.as_deref() {
+            Some(a) => matches!(a, "delivered" | "relayed" | "expanded" | "deliverable"),
+            None => self.status.as_deref().is_some_and(|s| s.trim_start().starts_with("2.")),
+        }
+    }
 }
 
 /// The per-recipient blocks of an RFC 3464 report (folded lines joined).

@@ -307,11 +307,11 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             }
         }
         let blocks = dsn_blocks(fields_source);
-        let actions: Vec<String> = blocks.iter().filter_map(|b| b.action.clone()).collect();
-        if !blocks.is_empty()
-            && !actions.is_empty()
-            && actions.iter().all(|a| matches!(a.as_str(), "delivered" | "relayed" | "expanded"))
-        {
+        // A report whose every recipient went on is a success notice, whatever its text says
+        // around the addresses (the free-text reader below would take "<a@b>: delivery via …"
+        // for a failure).
+        let said = blocks.iter().filter(|b| b.action.is_some() || b.status.is_some()).count();
+        if said > 0 && blocks.iter().all(|b| b.succeeded() || (b.action.is_none() && b.status.is_none())) {
             return Parsed::empty(MessageKind::Delivered, links);
         }
 
@@ -338,7 +338,12 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         let lower_head = Head::new(&lower_human[..head_end]);
         let failed: Vec<&DsnBlock> = blocks
             .iter()
-            .filter(|b| b.recipient.is_some() && b.action.as_deref().is_none_or(|a| a == "failed" || a == "delayed"))
+            .filter(|b| {
+                // (`undeliverable`: postfix's address-verification answer for a bad address.)
+                b.recipient.is_some()
+                    && !b.succeeded()
+                    && b.action.as_deref().is_none_or(|a| matches!(a, "failed" | "delayed" | "undeliverable"))
+            })
             .take(MAX_RECIPIENTS)
             .collect();
         for b in &failed {
@@ -1187,6 +1192,65 @@ Content-Type: text/plain; charset=\"gb2312\"\n\n"
         let delivery = r#"{"notificationType":"Delivery","delivery":{"recipients":["ok@example.org"],"smtpResponse":"250 2.6.0 Message received"}}"#;
         let p = parse(&mail(delivery));
         assert_eq!((p.kind, p.bounces.len()), (MessageKind::Delivered, 0));
+    }
+
+    /// A report of the given per-recipient blocks, in postfix's layout (whose human part
+    /// names each address beside the remote server's answer, success or not).
+    fn postfix_report(subject: &str, blocks: &[(&str, Option<&str>, &str, &str)]) -> Vec<u8> {
+        let human: String = blocks
+            .iter()
+            .map(|(r, _, _, d)| format!("<{r}>: delivery via mx.example.net[192.0.2.2]:25: {d}\n\n"))
+            .collect();
+        let fields: String = blocks
+            .iter()
+            .map(|(r, action, status, d)| {
+                let action = action.map(|a| format!("Action: {a}\n")).unwrap_or_default();
+                format!("Final-Recipient: rfc822; {r}\n{action}Status: {status}\nDiagnostic-Code: smtp; {d}\n\n")
+            })
+            .collect();
+        format!(
+            "From: MAILER-DAEMON@mx.example.jp (Mail Delivery System)\nTo: me@example.jp\nSubject: {subject}\n\
+Auto-Submitted: auto-replied\nMIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+--b\nContent-Type: text/plain\n\nThis is the mail system at host mx.example.jp.\n\n\
+Enclosed is the mail delivery report that you requested.\n\n{human}\
+--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.jp\n\n{fields}\
+--b\nContent-Type: text/rfc822-headers\n\nFrom: me@example.jp\nSubject: hi\n\n--b--\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_report_of_success_is_no_bounce_whatever_its_text_names() {
+        // postfix's answer to `sendmail -bv` and a requested delivery report: the text names
+        // each address beside "250 2.1.5 Ok", which alone would read as a failure's account.
+        for action in [Some("deliverable"), Some("delivered"), Some("relayed"), Some("expanded"), None] {
+            let raw = postfix_report(
+                "Mail Delivery Status Report",
+                &[("cat@example.net", action, "2.1.5", "250 2.1.5 Ok"), ("dog@example.net", action, "2.0.0", "250 Ok")],
+            );
+            let p = parse(&raw);
+            assert_eq!((p.kind, p.bounces.len()), (MessageKind::Delivered, 0), "action {action:?}");
+        }
+        // One failure among successes is that one failure's bounce, and no one else's: a
+        // block with no action is a failure unless its status says success.
+        for (action, status) in [(Some("failed"), "5.1.1"), (Some("undeliverable"), "5.1.1"), (None, "5.1.1")] {
+            let raw = postfix_report(
+                "Undelivered Mail Returned to Sender",
+                &[
+                    ("cat@example.net", Some("delivered"), "2.1.5", "250 2.1.5 Ok"),
+                    ("dog@example.net", action, status, "550 5.1.1 User unknown"),
+                    ("fox@example.net", None, "2.0.0", "250 Ok"),
+                ],
+            );
+            let p = parse(&raw);
+            assert_eq!(p.kind, MessageKind::Bounce, "action {action:?}");
+            assert_eq!(
+                p.bounces.iter().map(|b| (b.recipient.as_str(), b.kind)).collect::<Vec<_>>(),
+                [("dog@example.net", BounceType::Permanent)],
+                "action {action:?}"
+            );
+        }
     }
 
     #[test]
