@@ -251,6 +251,15 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             return parsed;
         }
 
+        // Apple Mail's "Unsubscribe" button mails the `List-Unsubscribe` mailto address a
+        // note marked with this header, from the recipient who pressed it: an opt-out, which
+        // is counted with complaints as ARF's `opt-out` feedback type is. The note quotes
+        // nothing, so its sender is the one who asked.
+        if header("X-Apple-Unsubscribe").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            let complainants = Some(from.to_ascii_lowercase()).filter(|f| f.contains('@')).into_iter().collect();
+            return Parsed { complaint: true, complainants, ..Parsed::empty(MessageKind::Complaint, links) };
+        }
+
         let report_type = top.content_type().report_type.unwrap_or_default();
         if feedback.is_some() || report_type == "feedback-report" || is_text_complaint(&subject, &lower_human) {
             // RFC 5965 §3.2: `Original-Rcpt-To` may repeat, one per recipient the report is
@@ -401,8 +410,22 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             // Free text: failed recipients are the addresses the human-readable part names, less
             // the bounce's own parties and the MTA's mailboxes.
             let mut rcpts: Vec<String> = Vec::new();
-            if let Some(h) = header("X-Failed-Recipients") {
-                rcpts.extend(h.split(',').map(clean_address).filter(|a| a.contains('@')).take(MAX_RECIPIENTS));
+            let listed: Vec<String> = header("X-Failed-Recipients")
+                .map(|h| h.split(',').map(clean_address).filter(|a| a.contains('@')).take(MAX_RECIPIENTS).collect())
+                .unwrap_or_default();
+            // The MTA's own list of failures is read first, as long as the account mentions
+            // one of them. A list that names no one the account mentions, beside an account
+            // that names others on its failure lines, is about someone else (a notice whose
+            // header was rewritten on its way, or anonymised apart from its text): the
+            // account's addresses are read then, and the list only when they are none.
+            let contact = |a: &String| {
+                matches!(
+                    a.split('@').next(),
+                    Some("support" | "help" | "helpdesk" | "webmaster" | "hostmaster" | "admin")
+                )
+            };
+            if listed.iter().any(|a| lower_human.contains(a.to_ascii_lowercase().as_str())) {
+                rcpts.clone_from(&listed);
             }
             if rcpts.is_empty() {
                 // Addresses on a quoted sender line ("MAIL FROM:", "From:") are the sender's; an
@@ -482,6 +505,10 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                         break;
                     }
                 }
+                // (A help-desk address the text points to does not outweigh the list.)
+                if !listed.is_empty() && rcpts.iter().all(contact) {
+                    rcpts.clone_from(&listed);
+                }
                 // Someone who wrote to themselves gets their own bounce: when the bounce's own
                 // recipient is the only address the account names as failing, it is the one.
                 let names_to = |l: &str| {
@@ -496,12 +523,6 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     rcpts.push(to.clone());
                 }
                 // A help-desk address the MTA points to is no recipient when a real one is named.
-                let contact = |a: &String| {
-                    matches!(
-                        a.split('@').next(),
-                        Some("support" | "help" | "helpdesk" | "webmaster" | "hostmaster" | "admin")
-                    )
-                };
                 if rcpts.iter().any(|a| !contact(a)) {
                     rcpts.retain(|a| !contact(a));
                 }
@@ -1251,6 +1272,59 @@ Enclosed is the mail delivery report that you requested.\n\n{human}\
                 "action {action:?}"
             );
         }
+    }
+
+    #[test]
+    fn apple_mails_unsubscribe_note_is_an_opt_out_by_its_sender() {
+        let note = |marker: &str| {
+            format!(
+                "From: Cat <Cat@icloud.example>\nTo: opt-out-1@lists.example.org\nSubject: unsubscribe\n\
+Auto-Submitted: auto-replied\n{marker}Content-Type: text/plain; charset=UTF-8\n\n\
+Apple Mail sent this email to unsubscribe from the message \"News\".\n"
+            )
+            .into_bytes()
+        };
+        let p = parse(&note("X-Apple-Unsubscribe: true\n"));
+        assert_eq!((p.kind, p.complaint), (MessageKind::Complaint, true));
+        assert_eq!(p.complainants, ["cat@icloud.example"]);
+        assert!(p.bounces.is_empty());
+        // Without the header it is the auto-reply it looks like.
+        let p = parse(&note(""));
+        assert_eq!((p.kind, p.complaint), (MessageKind::AutoReply, false));
+    }
+
+    #[test]
+    fn a_failed_recipients_header_that_the_account_never_mentions_yields_to_the_account() {
+        // Deutsche Telekom's notice lists each address and its reply below a ruler; here its
+        // header names an address the text does not (as in an anonymised copy).
+        let notice = |header: &str| {
+            format!(
+                "From: Mail Delivery System <Mailer-Daemon@t-online.example>\n{header}\
+Subject: Mail delivery failed: returning message to sender\n\n\
+|------------------------- Failed addresses follow: ---------------------|\n\
+ <one@t-online.example>\n   552 5.2.2 <one@t-online.example> Quota exceeded (mailbox for user is full)\n\
+ <two@t-online.example>\n   550 5.1.1 <two@t-online.example> unknown user\n\n\
+|------------------------- Message header follows: ----------------------|\n\
+From: Corp <corp@example.com>\nTo: <one@t-online.example>, <two@t-online.example>\nSubject: hi\n"
+            )
+            .into_bytes()
+        };
+        let read =
+            |raw: &[u8]| parse(raw).bounces.iter().map(|b| (b.recipient.clone(), b.kind, b.reason)).collect::<Vec<_>>();
+        let both = vec![
+            ("one@t-online.example".to_string(), BounceType::Transient, Reason::MailboxFull),
+            ("two@t-online.example".to_string(), BounceType::Permanent, Reason::UserUnknown),
+        ];
+        assert_eq!(read(&notice("X-Failed-Recipients: someone@t-online.example\n")), both);
+        assert_eq!(read(&notice("X-Failed-Recipients: one@t-online.example, two@t-online.example\n")), both);
+        assert_eq!(read(&notice("")), both);
+        // A header the text does mention is the list, as before: only `two` here.
+        let two = read(&notice("X-Failed-Recipients: two@t-online.example\n"));
+        assert_eq!(two, both[1..]);
+        // And a text that names no one leaves the header's address standing.
+        let bare = b"From: Mail Delivery System <Mailer-Daemon@mx.example.org>\nX-Failed-Recipients: z@example.org\n\
+Subject: Mail delivery failed: returning message to sender\n\nUser unknown (contact support@example.org)\n";
+        assert_eq!(parse(bare).bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(), ["z@example.org"]);
     }
 
     #[test]
