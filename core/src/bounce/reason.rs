@@ -733,7 +733,18 @@ const RULES: &[(Reason, &[&str])] = &[
             "exceeded permitted limits",
         ],
     ),
-    (Reason::NotAccept, &["couldn't find a mail exchanger", "no smtp service", "does not accept mail", "null mx"]),
+    // (The last is RFC 3463 §3.5's own name for x.3.2, which servers quote: ahead of the
+    // weak "network" below.)
+    (
+        Reason::NotAccept,
+        &[
+            "couldn't find a mail exchanger",
+            "no smtp service",
+            "does not accept mail",
+            "null mx",
+            "not accepting network messages",
+        ],
+    ),
     (
         Reason::Expired,
         &[
@@ -1897,6 +1908,17 @@ mod tests {
             Stage::Recipient,
         );
         assert_eq!((v.reason, v.kind), (Reason::Speeding, BounceType::Transient));
+    }
+
+    #[test]
+    fn a_system_not_accepting_network_messages_takes_no_mail_for_as_long_as_its_code_says() {
+        // RFC 3463's own words for x.3.2, not a network failure: permanent (and suppressed)
+        // under a 5xx such as RFC 7504's 521, transient under a 4xx.
+        let text = "521 5.3.2 <a@example.org>: Recipient address rejected: System not accepting network messages";
+        let v = at(text, "5.3.2", 521, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::NotAccept, BounceType::Permanent, true));
+        let v = at("450 4.3.2 System not accepting network messages", "4.3.2", 450, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::NotAccept, BounceType::Transient, false));
     }
 
     #[test]
