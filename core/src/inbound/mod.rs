@@ -552,7 +552,20 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     }
                 }
             }
-            if rcpts.is_empty() && failure_words {
+            // Whether a mail system wrote this: a person's mail that forwards a message as an
+            // attachment and says "error" or "bounce" in its text is no notice about the
+            // message it carries.
+            let from_a_mailer = || {
+                let local = from.split('@').next().unwrap_or_default();
+                failure_subject
+                    || header("Auto-Submitted").is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"))
+                    || header("Return-Path").is_some_and(|v| v.trim().trim_matches(['<', '>']).trim().is_empty())
+                    || from.is_empty()
+                    || ["mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster", "mmdf", "nobody"]
+                        .iter()
+                        .any(|m| local.starts_with(m))
+            };
+            if rcpts.is_empty() && failure_words && from_a_mailer() {
                 // The failed address is only in the quoted original's To header.
                 if let Some(t) = header_in(&original, &lower_original, "to") {
                     rcpts.extend(addresses(&t).into_iter().map(|a| a.to_ascii_lowercase()).take(1));
@@ -1325,6 +1338,33 @@ From: Corp <corp@example.com>\nTo: <one@t-online.example>, <two@t-online.example
         let bare = b"From: Mail Delivery System <Mailer-Daemon@mx.example.org>\nX-Failed-Recipients: z@example.org\n\
 Subject: Mail delivery failed: returning message to sender\n\nUser unknown (contact support@example.org)\n";
         assert_eq!(parse(bare).bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(), ["z@example.org"]);
+    }
+
+    #[test]
+    fn a_persons_mail_that_carries_a_message_is_no_notice_about_it() {
+        // A person forwards a message as an attachment and writes "bounce" and "error" in
+        // the text: no mail system wrote it, so the attached message's recipient did not fail.
+        let mail = |headers: &str, subject: &str| {
+            format!(
+                "{headers}From: Cat <cat@example.com>\nTo: Dog <dog@example.com>\nSubject: {subject}\n\
+MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n\
+--b\nContent-Type: text/plain\n\nThis is not a bounce, whatever the error said.\n\n\
+--b\nContent-Type: message/rfc822\n\nFrom: Cat <cat@example.com>\nTo: Dog <dog@example.com>\nSubject: original\n\nsomething\n\n--b--\n"
+            )
+            .into_bytes()
+        };
+        let p = parse(&mail("Return-Path: <cat@example.com>\n", "original as attachment"));
+        assert_eq!((p.kind, p.bounces.len()), (MessageKind::NotBounce, 0));
+        // The same words from a mail system (a null return path, a failure subject) are a
+        // notice whose only named recipient is the carried message's.
+        for (headers, subject) in [("Return-Path: <>\n", "original as attachment"), ("", "Undeliverable: original")] {
+            let p = parse(&mail(headers, subject));
+            assert_eq!(
+                p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(),
+                ["dog@example.com"],
+                "{headers}{subject}"
+            );
+        }
     }
 
     #[test]
