@@ -79,8 +79,15 @@ pub(super) fn ses_json(text: &str) -> Option<serde_json::Value> {
         if parsed > 4 {
             return None;
         }
-        let mut stream = serde_json::Deserializer::from_str(&text[at..]).into_iter::<serde_json::Value>();
-        let Some(Ok(v)) = stream.next() else { continue };
+        let first = |t: &str| serde_json::Deserializer::from_str(t).into_iter::<serde_json::Value>().next();
+        let v = match first(&text[at..]) {
+            Some(Ok(v)) => v,
+            // A relay broke a line of the body that was too long for it, inside a string.
+            _ => match first(&unwrapped(&text[at..])) {
+                Some(Ok(v)) => v,
+                _ => continue,
+            },
+        };
         if key == "\"Type\"" {
             let inner = v
                 .get("Message")
@@ -94,4 +101,64 @@ pub(super) fn ses_json(text: &str) -> Option<serde_json::Value> {
         return Some(v);
     }
     None
+}
+
+/// `json` with the line breaks that relays put into over-long lines taken out of its
+/// strings, where JSON allows none: sendmail's `!` + newline + space (what it does to a line
+/// over its limit), and any other raw line break inside a string. Breaks between tokens stay
+/// (they are white space). Why: SNS mails a notification's `Message` as one line of several
+/// kilobytes, and a relay on the way may wrap it; the JSON then no longer parses, and the
+/// notification would be read as free text (its sender taken for the failed recipient).
+fn unwrapped(json: &str) -> String {
+    let json = json.replace("!\r\n ", "").replace("!\n ", "");
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            } else if c == '\n' || c == '\r' {
+                continue;
+            }
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_a_relay_wrapped_is_read_whole() {
+        // sendmail breaks a line over its limit with "!", a newline and a space; other relays
+        // with a bare newline. Either lands inside the SNS envelope's `Message` string.
+        let inner = r#"{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"Permanent\",\"bouncedRecipients\":[{\"emailAddress\":\"bounce@simulator.amazonses.com\",\"status\":\"5.1.1\"}]},\"mail\":{\"source\":\"me@example.org\",\"headers\":[{\"name\":\"Subject\",\"value\":\"Nya<BREAK>aan\"}]}}"#;
+        for wrap in ["!\n ", "\n", "\r\n"] {
+            let body = format!(
+                "{{\n  \"Type\" : \"Notification\",\n  \"Message\" : \"{}\"\n}}\n",
+                inner.replace("<BREAK>", wrap)
+            );
+            let v = ses_json(&body).unwrap_or_default();
+            assert_eq!(
+                v.pointer("/bounce/bouncedRecipients/0/emailAddress").and_then(|a| a.as_str()),
+                Some("bounce@simulator.amazonses.com"),
+                "{wrap:?}"
+            );
+            if wrap.starts_with('!') {
+                assert_eq!(v.pointer("/mail/headers/0/value").and_then(|a| a.as_str()), Some("Nyaaan"));
+            }
+        }
+        // Breaks between tokens are white space, and stay.
+        assert_eq!(unwrapped("{\n \"a\" :\n \"b\nc\"\n}"), "{\n \"a\" :\n \"bc\"\n}");
+        // (An escaped quote does not end the string; an escaped `n` is no break.)
+        assert_eq!(unwrapped("{\"a\":\"x\\\"\ny\\n\"}"), "{\"a\":\"x\\\"y\\n\"}");
+    }
 }
