@@ -1262,6 +1262,9 @@ const WEAK_RULES: &[(Reason, &[&str])] = &[
     // mailbox): see `YIELDS_TO_STATUS`.
     (Reason::Expired, &["expired", "retries", "attempts"]),
     (Reason::NetworkError, &["network", "connection", "dns", "lookup"]),
+    // sendmail's "Remote protocol error" (the remote server's reply broke the dialogue), and
+    // a server's "protocol violation": a fault of the dialogue, never of the address.
+    (Reason::SyntaxError, &["protocol error", "protocol violation"]),
     (Reason::SystemFull, &["system full", "insufficient system storage", "out of disk"]),
     (
         Reason::SystemError,
@@ -1919,6 +1922,21 @@ mod tests {
         assert_eq!((v.reason, v.kind, v.suppress), (Reason::NotAccept, BounceType::Permanent, true));
         let v = at("450 4.3.2 System not accepting network messages", "4.3.2", 450, Stage::Recipient);
         assert_eq!((v.reason, v.kind, v.suppress), (Reason::NotAccept, BounceType::Transient, false));
+    }
+
+    #[test]
+    fn a_broken_dialogue_is_no_fault_of_the_address() {
+        for (text, code) in
+            [("554 <a@example.org>... Remote protocol error", 554), ("451 SMTP protocol violation", 451)]
+        {
+            let v = judge(text, None, Some(code), Stage::Unknown);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::SyntaxError, BounceType::Transient, false), "{text}");
+        }
+        // (A weak word: the address's own words still speak.)
+        assert_eq!(
+            at("550 5.1.1 User unknown; protocol error", "5.1.1", 550, Stage::Recipient).reason,
+            Reason::UserUnknown
+        );
     }
 
     #[test]

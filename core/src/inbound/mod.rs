@@ -1368,6 +1368,35 @@ MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n\
     }
 
     #[test]
+    fn a_sendmail_result_line_for_the_next_target_is_not_the_account_of_this_one() {
+        // sendmail writes a host's result line before the line of the address it concerns:
+        // "Host unknown" below kit@ is the account of the two addresses after it.
+        let raw = b"From: Mail Delivery Subsystem <MAILER-DAEMON@example.com>\nSubject: Returned mail: User unknown\n\
+To: me@example.jp\n\n   ----- Transcript of session follows -----\nWhile talking to mx.example.edu:\n>>> DATA\n\
+<<< 554 Transaction failed\n\
+554 <kit@example.edu>... Remote protocol error: Connection reset by peer\n\
+550 example.org (smtp)... 550 Host unknown\n\
+554 <cat@example.org>... 550 Host unknown (Authoritative answer from name server)\n\
+554 <dog@example.org>... 550 Host unknown (Authoritative answer from name server)\n\n\
+   ----- Unsent message follows -----\nFrom: me@example.jp\nTo: cat@example.org\nSubject: hi\n\nhi\n";
+        let p = parse(raw);
+        let read: Vec<_> = p.bounces.iter().map(|b| (b.recipient.as_str(), b.kind, b.reason)).collect();
+        assert_eq!(read.len(), 3, "{read:?}");
+        assert_eq!(read[0].0, "kit@example.edu");
+        assert_ne!(read[0].2, Reason::HostUnknown, "{read:?}");
+        assert_eq!(read[0].1, BounceType::Transient);
+        for r in &read[1..] {
+            assert_eq!((r.1, r.2), (BounceType::Permanent, Reason::HostUnknown), "{read:?}");
+        }
+        // A reply that merely holds "..." further on, or the address's own result line, is
+        // no other target's line.
+        assert_eq!(text::sendmail_target("550 example.org (smtp)... 550 Host unknown"), Some("example.org (smtp)"));
+        assert_eq!(text::sendmail_target("554 <b@example.org>... User unknown"), Some("<b@example.org>"));
+        assert_eq!(text::sendmail_target("550 5.1.1 sorry... no such user"), None);
+        assert_eq!(text::sendmail_target("<<< 550 <b@example.org>... User unknown"), None);
+    }
+
+    #[test]
     fn a_google_group_that_refuses_a_post_is_a_rejection() {
         let raw = b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\nTo: me@example.com\n\
 Subject: Delivery Status Notification (Failure)\nX-Failed-Recipients: list@googlegroups.com\n\n\

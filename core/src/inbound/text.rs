@@ -225,6 +225,13 @@ fn block_at(text: &str, start: usize, rcpt: &str) -> String {
             if token.contains('@') && token != rcpt && (first.starts_with('<') || first.ends_with(':')) {
                 break;
             }
+            // So does sendmail's result line for another target: it writes "550 example.org
+            // (smtp)... 550 Host unknown" for a host *before* the line of the address it
+            // concerns ("554 <b@example.org>... 550 Host unknown"), so such a line under this
+            // address is the next address's account, not this one's.
+            if sendmail_target(line).is_some_and(|t| !t.to_ascii_lowercase().contains(rcpt)) {
+                break;
+            }
         }
         out.push_str(line.trim());
         out.push(' ');
@@ -234,6 +241,22 @@ fn block_at(text: &str, start: usize, rcpt: &str) -> String {
         }
     }
     out.trim().to_string()
+}
+
+/// The target of a sendmail result line, `NNN <target>... <text>` (an address in angle
+/// brackets, or a host and its mailer: `example.org (smtp)`); `None` for any other line.
+pub(super) fn sendmail_target(line: &str) -> Option<&str> {
+    let l = line.trim_start();
+    let (code, rest) = (l.get(..3)?, l.get(3..)?);
+    if !code.bytes().all(|b| b.is_ascii_digit()) || !rest.starts_with(' ') {
+        return None;
+    }
+    // (The target is short: a reply whose text happens to hold "..." further on is no result
+    // line.)
+    let rest = &rest[1..];
+    let end = rest.find("... ").or_else(|| rest.strip_suffix("...").map(str::len)).filter(|&e| e <= 320)?;
+    let target = &rest[..end];
+    (target.starts_with('<') && target.ends_with('>') || target.ends_with(')')).then_some(target)
 }
 
 pub(super) fn looks_like_failure_lower(t: &str) -> bool {
