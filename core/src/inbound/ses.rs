@@ -19,7 +19,7 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
                 .into_iter()
                 .flatten()
                 .filter_map(|r| r.get("emailAddress")?.as_str().map(clean_address))
-                .filter(|a| !a.is_empty())
+                .filter(|a| is_mailbox(a))
                 .collect();
             Some(Parsed { complaint: true, complainants, ..Parsed::empty(MessageKind::Complaint, links) })
         }
@@ -31,7 +31,9 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
                 .as_array()?
                 .iter()
                 .filter_map(|r| {
-                    let rcpt = clean_address(r.get("emailAddress")?.as_str()?);
+                    // (The notification is the sender's word: an "address" that is none is
+                    // no recipient.)
+                    let rcpt = Some(clean_address(r.get("emailAddress")?.as_str()?)).filter(|a| is_mailbox(a))?;
                     let diag = r.get("diagnosticCode").map(text).unwrap_or_default();
                     let status = r.get("status").map(text);
                     let mut b = record(
@@ -56,10 +58,18 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
                     Some(b)
                 })
                 .collect();
-            (!bounces.is_empty()).then(|| Parsed { bounces, ..Parsed::empty(MessageKind::Bounce, links) })
+            // A notification whose recipients are none is no bounce, and not free text either:
+            // read as text, its JSON names the sender.
+            let kind = if bounces.is_empty() { MessageKind::NotBounce } else { MessageKind::Bounce };
+            Some(Parsed { bounces, ..Parsed::empty(kind, links) })
         }
         _ => None,
     }
+}
+
+/// Whether `a` has the shape of a mailbox: a local part and a domain around one `@`.
+fn is_mailbox(a: &str) -> bool {
+    a.rsplit_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
 }
 
 /// The SES notification in `text`: the first JSON object whose first key is
@@ -156,6 +166,13 @@ mod tests {
                 assert_eq!(v.pointer("/mail/headers/0/value").and_then(|a| a.as_str()), Some("Nyaaan"));
             }
         }
+        // An "address" with no `@` is no recipient (the fuzzer's find: it was reported as one).
+        let odd = inner.replace("bounce@simulator", "bounce-at-simulator").replace("<BREAK>", "");
+        let raw = format!(
+            "From: no-reply@sns.amazonaws.com\nSubject: AWS Notification Message\n\n{{\"Type\": \"Notification\", \"Message\": \"{odd}\"}}\n"
+        );
+        let p = crate::inbound::parse(raw.as_bytes());
+        assert_eq!((p.kind, p.bounces.len()), (MessageKind::NotBounce, 0), "{:?}", p.bounces);
         // Breaks between tokens are white space, and stay.
         assert_eq!(unwrapped("{\n \"a\" :\n \"b\nc\"\n}"), "{\n \"a\" :\n \"bc\"\n}");
         // (An escaped quote does not end the string; an escaped `n` is no break.)
