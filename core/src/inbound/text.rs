@@ -254,7 +254,10 @@ pub(super) fn sendmail_target(line: &str) -> Option<&str> {
     // (The target is short: a reply whose text happens to hold "..." further on is no result
     // line.)
     let rest = &rest[1..];
-    let end = rest.find("... ").or_else(|| rest.strip_suffix("...").map(str::len)).filter(|&e| e <= 320)?;
+    // (Only the line's start is searched: a long line costs no more than a short one.)
+    let head = &rest.as_bytes()[..rest.len().min(324)];
+    let end =
+        memchr::memmem::find(head, b"... ").or_else(|| rest.strip_suffix("...").map(str::len)).filter(|&e| e <= 320)?;
     let target = &rest[..end];
     (target.starts_with('<') && target.ends_with('>') || target.ends_with(')')).then_some(target)
 }
