@@ -149,8 +149,7 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
                 // Original-Recipient, when there is one, is the address we sent to.
                 let routed = raw_addr.starts_with('@');
                 let addr = super::text::clean_address(raw_addr);
-                // A DSN may name a local host without a dot (`user@mailhub0`): still a mailbox.
-                let usable = addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+                let usable = super::text::is_mailbox(&addr);
                 if usable && name == "original-recipient" && cur.original.is_none() {
                     cur.original = Some(addr.clone());
                 }

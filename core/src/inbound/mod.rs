@@ -319,8 +319,8 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         // A report whose every recipient went on is a success notice, whatever its text says
         // around the addresses (the free-text reader below would take "<a@b>: delivery via …"
         // for a failure).
-        let said = blocks.iter().filter(|b| b.action.is_some() || b.status.is_some()).count();
-        if said > 0 && blocks.iter().all(|b| b.succeeded() || (b.action.is_none() && b.status.is_none())) {
+        let silent = |b: &DsnBlock| b.action.is_none() && b.status.is_none();
+        if blocks.iter().any(|b| !silent(b)) && blocks.iter().all(|b| b.succeeded() || silent(b)) {
             return Parsed::empty(MessageKind::Delivered, links);
         }
 
@@ -426,7 +426,8 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             };
             // (The first few listed are enough to tell: each search reads the whole account,
             // and a hostile list of 200 unmentioned names would read 1 MB 200 times.)
-            if listed.iter().take(8).any(|a| lower_human.contains(a.to_ascii_lowercase().as_str())) {
+            // (`clean_address` gives them lower-cased, as `lower_human` is.)
+            if listed.iter().take(8).any(|a| lower_human.contains(a.as_str())) {
                 rcpts.clone_from(&listed);
             }
             if rcpts.is_empty() {

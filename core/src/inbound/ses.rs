@@ -1,6 +1,7 @@
 //! Amazon SES event notifications delivered by e-mail: their JSON is the report.
 
-use super::{BounceRecord, Evidence, Links, MessageKind, Parsed, Reason, record, text::clean_address};
+use super::text::{clean_address, is_mailbox};
+use super::{BounceRecord, Evidence, Links, MessageKind, Parsed, Reason, record};
 use crate::bounce::reason::{Head, Rules};
 
 /// An Amazon SES event notification (`{"notificationType": "Bounce" | "Complaint" |
@@ -67,11 +68,6 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
     }
 }
 
-/// Whether `a` has the shape of a mailbox: a local part and a domain around one `@`.
-fn is_mailbox(a: &str) -> bool {
-    a.rsplit_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-}
-
 /// The SES notification in `text`: the first JSON object whose first key is
 /// `notificationType` (SNS to e-mail) or `eventType` (configuration-set event publishing),
 /// compact or pretty-printed, or an SNS envelope (`"Type": "Notification"`) whose `Message`
@@ -120,10 +116,22 @@ pub(super) fn ses_json(text: &str) -> Option<serde_json::Value> {
 /// kilobytes, and a relay on the way may wrap it; the JSON then no longer parses, and the
 /// notification would be read as free text (its sender taken for the failed recipient).
 fn unwrapped(json: &str) -> String {
-    let json = json.replace("!\r\n ", "").replace("!\n ", "");
+    const SENDMAIL_BREAKS: [&str; 2] = ["!\r\n ", "!\n "];
     let mut out = String::with_capacity(json.len());
     let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
+    // One pass: sendmail's breaks are skipped wherever they stand (a `!` is no JSON outside a
+    // string), other line breaks only inside a string.
+    let mut skip_to = 0;
+    for (i, c) in json.char_indices() {
+        if i < skip_to {
+            continue;
+        }
+        if c == '!'
+            && let Some(m) = SENDMAIL_BREAKS.iter().find(|m| json[i..].starts_with(**m))
+        {
+            skip_to = i + m.len();
+            continue;
+        }
         if in_string {
             if escaped {
                 escaped = false;

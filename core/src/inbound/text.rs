@@ -90,6 +90,12 @@ pub(super) fn clean_address(s: &str) -> String {
     s.trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',' || c == ';' || c == ':').to_ascii_lowercase()
 }
 
+/// Whether `a` (as [`clean_address`] leaves it) has the shape of a mailbox: a local part and
+/// a domain around its `@`. (A DSN may name a local host without a dot: `user@mailhub0`.)
+pub(super) fn is_mailbox(a: &str) -> bool {
+    a.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+}
+
 /// Whether `c` may stand in an unquoted local part as the reader accepts one.
 pub(super) fn local_part_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"._%+-=!#$&'*/?^`{|}~".contains(&c)
@@ -259,7 +265,7 @@ pub(super) fn sendmail_target(line: &str) -> Option<&str> {
     let end =
         memchr::memmem::find(head, b"... ").or_else(|| rest.strip_suffix("...").map(str::len)).filter(|&e| e <= 320)?;
     let target = &rest[..end];
-    (target.starts_with('<') && target.ends_with('>') || target.ends_with(')')).then_some(target)
+    ((target.starts_with('<') && target.ends_with('>')) || target.ends_with(')')).then_some(target)
 }
 
 pub(super) fn looks_like_failure_lower(t: &str) -> bool {
