@@ -682,8 +682,10 @@ pub(crate) fn find_code(text: &str) -> Option<u16> {
 /// word in the text wins). Wordings marked "after Sisimai's … list" come from Sisimai's reason
 /// modules (BSD-2-Clause; `core/LICENSE-SISIMAI`).
 const RULES: &[(Reason, &[&str])] = &[
-    // A local delivery agent's own failure, whatever words it passes on.
-    (Reason::MailerError, &["procmail:"]),
+    // A local delivery agent's own failure, whatever words it passes on: procmail's, and
+    // sendmail's fixed text for a delivery program that exited with a status it does not
+    // know ("554 5.3.0 unknown mailer error 255", deliver.c) — no unknown user.
+    (Reason::MailerError, &["procmail:", "unknown mailer error"]),
     // A refusal of the sender, before the null-MX words it holds ("this server does not accept
     // mail from <sender>" is no domain that takes no mail). After Sisimai's Rejected list.
     (
@@ -733,6 +735,11 @@ const RULES: &[(Reason, &[&str])] = &[
             "exceeded permitted limits",
         ],
     ),
+    // Our host has no usable reverse DNS: the refusal is of our connection, whatever form it
+    // takes. RFC 5321 §3.1's "554 No SMTP service here" is what a server says to a client it
+    // refuses, so those words beside these ("554-No SMTP service 554-Bad DNS PTR resource
+    // record") are the form and these the cause. Ahead of the NotAccept words for that.
+    (Reason::RequirePtr, &["reverse dns", "ptr record", "ptr resource record", "no ptr"]),
     // (The last is RFC 3463 §3.5's own name for x.3.2, which servers quote: ahead of the
     // weak "network" below.)
     (
@@ -1466,6 +1473,37 @@ mod tests {
 
     fn at(text: &str, status: &str, code: u16, stage: Stage) -> Verdict {
         judge(text, EnhancedStatus::parse(status), Some(code), stage)
+    }
+
+    #[test]
+    fn a_delivery_program_that_failed_is_no_unknown_user() {
+        // sendmail's words for a local program (a pipe in .forward) that exited with a status
+        // it does not know: the mailbox exists, its program broke. "unknown" alone would have
+        // read it as an unknown user said by the server holding the mailbox, and suppressed.
+        for stage in [Stage::Local, Stage::Unknown] {
+            let v = at("554 5.3.0 unknown mailer error 255", "5.3.0", 554, stage);
+            assert_eq!(
+                (v.reason, v.kind, v.suppress),
+                (Reason::MailerError, BounceType::Transient, false),
+                "{stage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_of_our_reverse_dns_is_no_host_that_takes_no_mail() {
+        // GMX refusing the connection of a client without a PTR record: "No SMTP service" is
+        // the form of the refusal (RFC 5321 §3.1), the PTR record its cause. Never suppressed.
+        let gmx = "554-mail.com (mxgmxus002) Nemesis ESMTP Service not available 554-No SMTP service \
+                   554-Bad DNS PTR resource record. 554 For explanation visit \
+                   http://postmaster.gmx.com/en/error-messages?ip=192.0.2.22&c=rdns";
+        for status in ["", "4.0.0", "5.0.0"] {
+            let v = at(gmx, status, 554, Stage::Unknown);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::RequirePtr, BounceType::Transient, false), "{status}");
+        }
+        // Without the PTR words the same refusal stays what it was: a host that takes no mail.
+        let v = at("554 No SMTP service here", "", 554, Stage::Unknown);
+        assert_eq!(v.reason, Reason::NotAccept);
     }
 
     #[test]
