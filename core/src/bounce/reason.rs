@@ -891,7 +891,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "unrecognised command",
             "command unrecognized",
             "command not recognized",
-            "bad sequence of commands",
+            // RFC 5321 §4.2.3's 503 is "Bad sequence of commands"; servers word it their own way
+            // ("503 Improper sequence of commands").
+            "sequence of commands",
             "command out of sequence",
         ],
     ),
@@ -1487,6 +1489,16 @@ mod tests {
                 (Reason::MailerError, BounceType::Transient, false),
                 "{stage:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_broken_command_sequence_is_a_fault_of_the_dialogue() {
+        // RFC 5321's 503, in the standard's words and in another server's: never the address,
+        // and not the delivery program its weak "command" would otherwise name.
+        for text in ["503 5.5.1 Bad sequence of commands", "503 Improper sequence of commands"] {
+            let v = at(text, "5.5.0", 503, Stage::Unknown);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::SyntaxError, BounceType::Transient, false), "{text}");
         }
     }
 
