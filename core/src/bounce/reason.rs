@@ -440,8 +440,13 @@ fn reason(
         if edge_blocked(c.head.text) {
             return (R::UserUnknown, Basis::Context);
         }
+        // A message still being retried was not refused for its content: in a delay notice,
+        // words about content are a scanner's footer ("analizado con NOD32 antivirus"), not
+        // the reason of the delay.
+        let content = |r: Reason| matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError);
         if let Some(r) = first_rule(c.head.hits(rules), |r| {
-            c.only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend)
+            (c.only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend))
+                && !(c.delayed && content(r))
         }) {
             // (A gateway's footer under a report that says 5.1.1: the status speaks.)
             if outweighed(r) {

@@ -1143,6 +1143,29 @@ remains undelivered.\n",
     }
 
     #[test]
+    fn a_scanners_footer_is_not_the_reason_of_a_delay() {
+        // A relay's antivirus signs every notice it passes; a message still being retried
+        // was not refused for its content.
+        let p = parse(
+            b"From: Mail Delivery System <Mailer-Daemon@mx.test>\nTo: me@acme.test\n\
+Subject: Warning: message 1Gdrvl-0006Gp-PU delayed 48 hours\n\n\
+This message was created automatically by mail delivery software.\n\
+A message that you sent has not yet been delivered to one or more of its\n\
+recipients after more than 48 hours on the queue on mx.test.\n\n\
+The address to which the message has not yet been delivered is:\n\n  slow@isp.test\n\n\
+No action is required on your part. Delivery attempts will continue for\n\
+some time, and this warning may be repeated at intervals if the message\n\
+remains undelivered.\n\n\
+__________ Informacion de NOD32, revision 1.1856 (20061106) __________\n\n\
+Este mensaje ha sido analizado con  NOD32 antivirus system\nhttp://www.nod32.com\n",
+        );
+        assert_eq!(p.kind, MessageKind::Delayed);
+        let b = &p.bounces[0];
+        assert_eq!((b.recipient.as_str(), b.kind, b.suppress), ("slow@isp.test", BounceType::Transient, false));
+        assert_eq!(b.reason, Reason::Expired);
+    }
+
+    #[test]
     fn qmail_names_the_rcpt_step_in_words() {
         let p = parse(
             b"From: MAILER-DAEMON@mx.test\nTo: me@acme.test\nSubject: failure notice\n\n\
