@@ -380,9 +380,26 @@ fn reason(
     // the resolver's failure, not evidence that the destination is gone, and it passes.
     // (Read only for a network error under 5.4.4, and in place, without a lower-cased copy.)
     let unroutable = status.is_some_and(|s| s.class == 5 && s.subject == 4 && s.detail == 4);
-    let lookup_broke =
-        || ["malformed", "unexpected name server", "try again", "servfail"].iter().any(|w| contains_ascii_ci(text, w));
+    let broke_in = |text: &str| {
+        ["malformed", "unexpected name server", "try again", "servfail"].iter().any(|w| contains_ascii_ci(text, w))
+    };
+    let lookup_broke = || broke_in(text);
     let routed = |r: Reason| if r == R::NetworkError && unroutable && !lookup_broke() { R::HostUnknown } else { r };
+    // "DNS Error" and "Name service error" say that a lookup failed, not how; words that say
+    // the name does not exist ("DNS Error: Domain name not found", Gmail's; postfix's "Host or
+    // domain name not found. Name service error for name=…") say how, unless the same words
+    // say the lookup itself broke (sendmail's "Host not found, try again", a SERVFAIL) or the
+    // status is temporary (Gmail files an NXDOMAIN it gave up on under `Status: 4.0.0`; the
+    // labels read that as a network error, and a 4.x.x status never makes an address unusable).
+    let temporary = status.is_some_and(|s| s.class == 4);
+    let named = |r: Reason, hits: u64, text: &str| {
+        if r == R::NetworkError && !temporary && first_rule(hits, |x| x == R::HostUnknown).is_some() && !broke_in(text)
+        {
+            R::HostUnknown
+        } else {
+            r
+        }
+    };
     // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's own
     // verdict on the address. Words about the content (a scanner's disclaimer in the same
     // text or in the report around it: "virus", "spam") or a retry story do not outweigh it;
@@ -416,6 +433,7 @@ fn reason(
         return (r, Basis::Provider);
     }
     if let Some(r) = first_rule(hits, |_| true) {
+        let r = named(r, hits, text);
         if outweighed(r) {
             return (R::UserUnknown, Basis::Status);
         }
@@ -444,10 +462,12 @@ fn reason(
         // words about content are a scanner's footer ("analizado con NOD32 antivirus"), not
         // the reason of the delay.
         let content = |r: Reason| matches!(r, R::VirusDetected | R::SpamDetected | R::ContentError);
-        if let Some(r) = first_rule(c.head.hits(rules), |r| {
+        let hits = c.head.hits(rules);
+        if let Some(r) = first_rule(hits, |r| {
             (c.only_recipient || matches!(r, R::Expired | R::MailboxFull | R::HostUnknown | R::MesgTooBig | R::Suspend))
                 && !(c.delayed && content(r))
         }) {
+            let r = named(r, hits, c.head.text);
             // (A gateway's footer under a report that says 5.1.1: the status speaks.)
             if outweighed(r) {
                 return (R::UserUnknown, Basis::Status);
@@ -1495,6 +1515,22 @@ mod tests {
                 "{stage:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_dns_error_is_an_unknown_host_only_when_its_words_and_status_say_so() {
+        // The generic prefix names no cause; the words after it do, under a permanent status.
+        let v = at("550 DNS Error: Domain name not found", "", 550, Stage::Unknown);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::HostUnknown, BounceType::Permanent, true));
+        // A lookup that broke is no missing domain, whatever else the words say.
+        let v = at("550 DNS Error: Host not found, try again", "", 550, Stage::Unknown);
+        assert_eq!((v.reason, v.suppress), (Reason::NetworkError, false));
+        // Nor is a reporter's temporary status overruled (Gmail gives up on an NXDOMAIN under
+        // 4.0.0): no suppression on a 4.x.x.
+        let gmail = "DNS Error: 80335577 DNS type 'mx' lookup of example.jp responded with code NXDOMAIN \
+                     Domain name not found: example.jp";
+        let v = judge(gmail, EnhancedStatus::parse("4.0.0"), None, Stage::Unknown);
+        assert_eq!((v.reason, v.suppress), (Reason::NetworkError, false));
     }
 
     #[test]

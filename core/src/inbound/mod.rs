@@ -1143,6 +1143,26 @@ remains undelivered.\n",
     }
 
     #[test]
+    fn gmails_dns_error_that_names_a_missing_domain_is_an_unknown_host() {
+        // Gmail's older notice: no report, no status, "failed permanently", and a DNS error
+        // whose words say the domain does not exist. "DNS Error" only says a lookup failed;
+        // "Domain name not found" says how.
+        let p = parse(
+            b"Return-Path: <>\nFrom: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\n\
+To: me@acme.test\nX-Failed-Recipients: user@example.comm\n\
+Subject: Delivery Status Notification (Failure)\n\n\
+Delivery to the following recipient failed permanently:\n\n     user@example.comm\n\n\
+Technical details of permanent failure: \nDNS Error: Domain name not found\n\n\
+----- Original message -----\n\nSubject: Hi\nFrom: me@acme.test\nTo: user@example.comm\n\nHello\n",
+        );
+        let b = &p.bounces[0];
+        assert_eq!(
+            (b.recipient.as_str(), b.kind, b.reason, b.suppress),
+            ("user@example.comm", BounceType::Permanent, Reason::HostUnknown, true)
+        );
+    }
+
+    #[test]
     fn a_scanners_footer_is_not_the_reason_of_a_delay() {
         // A relay's antivirus signs every notice it passes; a message still being retried
         // was not refused for its content.
