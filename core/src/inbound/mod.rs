@@ -329,6 +329,12 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         let auto_reply = header("Auto-Submitted").is_some_and(|v| v.to_ascii_lowercase().starts_with("auto-replied"))
             || header("X-Autoreply").is_some()
             || header("X-Autorespond").is_some()
+            || header("X-Autoresponse").is_some()
+            // Exchange marks what a mailbox's own rules sent (its out-of-office reply among
+            // them); its transport's reports carry neither mark.
+            || header("X-MS-Exchange-Inbox-Rules-Loop").is_some()
+            || header("X-MS-Exchange-Generated-Message-Source")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("mailbox rules agent"))
             || is_vacation_subject(&subject);
         // Some MTAs mark their bounces auto-replied too (RFC 3834 allows it); a failure subject
         // from a mailer daemon is a bounce all the same.
@@ -1024,6 +1030,40 @@ Final-Recipient: rfc822; b@example.org\nAction: failed\nStatus: 5.1.1";
 Delivery failed for \"a....b....\"@example.org: 550 no such user\n";
         let rcpts: Vec<String> = parse(raw).bounces.into_iter().map(|b| b.recipient).collect();
         assert_eq!(rcpts, ["\"a....b....\"@example.org"]);
+    }
+
+    #[test]
+    fn out_of_office_replies_are_known_by_their_marks_and_their_subjects_in_other_languages() {
+        // Mail clients' own subjects, in several languages, and the vendors' own headers: an
+        // auto-reply, never read on into the bounce readers.
+        let subjects = [
+            "Automatic response",
+            "OOO: traveling",
+            "Abwesenheitsnotiz",
+            "Réponse automatique : Hello",
+            "Risposta automatica",
+            "Respuesta automática: Hola",
+            "Автоответ: Привет",
+            "Automatisch antwoord: Hallo",
+        ];
+        for s in subjects {
+            let raw = format!("From: a@example.org\nTo: me@example.com\nSubject: {s}\n\nBody\n");
+            assert_eq!(parse(raw.as_bytes()).kind, MessageKind::AutoReply, "{s}");
+        }
+        for h in [
+            "X-Autoresponse: auto",
+            "X-MS-Exchange-Inbox-Rules-Loop: a@example.org",
+            "X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent",
+        ] {
+            let raw = format!("From: a@example.org\nTo: me@example.com\nSubject: Re: Hello\n{h}\n\nBody\n");
+            assert_eq!(parse(raw.as_bytes()).kind, MessageKind::AutoReply, "{h}");
+        }
+        // Neither mark makes a mailer's failure notice an auto-reply.
+        let raw = b"From: MAILER-DAEMON@mx.example.org\nTo: me@example.com\nSubject: Undelivered Mail Returned to Sender\n\
+X-Autoresponse: auto\n\n<gone@example.org>: host mx.example.org said: 550 5.1.1 User unknown (in reply to RCPT TO command)\n";
+        let p = parse(raw);
+        assert_eq!(p.kind, MessageKind::Bounce);
+        assert_eq!(p.bounces.iter().map(|b| b.recipient.as_str()).collect::<Vec<_>>(), ["gone@example.org"]);
     }
 
     #[test]

@@ -359,16 +359,40 @@ pub(super) fn is_failure_subject(subject: &str) -> bool {
 }
 
 pub(super) fn is_vacation_subject(subject: &str) -> bool {
-    let s = subject.to_ascii_lowercase();
+    // (Unicode lower case: the subjects of other languages' mail clients are not ASCII.)
+    let s = subject.to_lowercase();
     [
         "auto:",
         "automatic reply",
+        "automatic response",
+        "automated response",
         "autoreply",
         "auto-reply",
+        "autoresponse",
+        "auto-response",
         "out of office",
         "out of the office",
+        "out-of-office",
+        "ooo:",
         "vacation",
         "away from",
+        // The out-of-office replies of mail clients in other languages (Outlook's and Gmail's
+        // own wordings): German, French, Italian, Spanish, Portuguese, Dutch, Scandinavian,
+        // Russian.
+        "abwesenheit",
+        "automatische antwort",
+        "réponse automatique",
+        "absence du bureau",
+        "risposta automatica",
+        "fuori ufficio",
+        "respuesta automática",
+        "fuera de la oficina",
+        "resposta automática",
+        "automatisch antwoord",
+        "automatisk svar",
+        "автоответ",
+        "автоматический ответ",
+        "ответ автоматически",
     ]
     .iter()
     .any(|p| s.contains(p))
