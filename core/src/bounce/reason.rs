@@ -495,9 +495,10 @@ fn reason(
     }
 }
 
-/// Whether `hay` holds ASCII `needle` (lower-case), ignoring ASCII case.
-fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
-    hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// Whether `hay` holds ASCII `needle` (lower-case), ignoring ASCII case; in place, without a
+/// lower-cased copy. (Every text holds the empty needle.)
+pub(crate) fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
+    needle.is_empty() || hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// The reason an enhanced status names by itself, if any: RFC 3463's subjects and details,

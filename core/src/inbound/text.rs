@@ -235,7 +235,8 @@ fn block_at(text: &str, start: usize, rcpt: &str) -> String {
             // (smtp)... 550 Host unknown" for a host *before* the line of the address it
             // concerns ("554 <b@example.org>... 550 Host unknown"), so such a line under this
             // address is the next address's account, not this one's.
-            if sendmail_target(line).is_some_and(|t| !t.to_ascii_lowercase().contains(rcpt)) {
+            // (`rcpt` is lower-cased, as `clean_address` gives it.)
+            if sendmail_target(line).is_some_and(|t| !crate::bounce::reason::contains_ascii_ci(t, rcpt)) {
                 break;
             }
         }
