@@ -1144,7 +1144,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "inexistente",
             "sconosciuto",
             "inesistente",
-            "does not like recipient",
+            // Not qmail's "does not like recipient": it says only that the refusal came at
+            // RCPT TO (AT_RCPT). The server's reply after it says why ("550 5.7.606 Access
+            // denied, banned sending IP" is a block of us, not an unknown mailbox).
             "badrcptto",
             "not a registered",
             // After Sisimai's UserUnknown list.

@@ -91,9 +91,17 @@ pub(super) fn clean_address(s: &str) -> String {
 }
 
 /// Whether `a` (as [`clean_address`] leaves it) has the shape of a mailbox: a local part and
-/// a domain around its `@`. (A DSN may name a local host without a dot: `user@mailhub0`.)
+/// a domain around its last `@`, with no space outside a quoted local part. (A DSN may name a
+/// local host without a dot: `user@mailhub0`. Exim names a pipe a forward file made as
+/// `|/usr/bin/prog user@example.com /home/user`: a command line, not a mailbox.)
 pub(super) fn is_mailbox(a: &str) -> bool {
-    a.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+    a.rsplit_once('@').is_some_and(|(local, domain)| {
+        let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+        !local.is_empty()
+            && !domain.is_empty()
+            && !domain.contains(char::is_whitespace)
+            && (quoted || !local.contains(char::is_whitespace))
+    })
 }
 
 /// Whether `c` may stand in an unquoted local part as the reader accepts one.
