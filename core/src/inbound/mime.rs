@@ -334,6 +334,22 @@ fn walk_entity<'a>(
     out.push(Leaf { content_type, kind, headers, body, offset });
 }
 
+/// The preamble of a multipart message: what comes before its first delimiter line. RFC 2046
+/// §5.1.1 tells readers to ignore it, but some mailers write their whole account of a failure
+/// there and put only the report and the returned headers in parts (Courier 0.40's delay
+/// notices). Empty for a message that is not multipart or has no parts.
+pub(super) fn preamble(message: &[u8]) -> &[u8] {
+    let (headers, body) = split(message);
+    let ct = Headers::new(headers).content_type();
+    let Some(boundary) = ct.boundary.as_deref().filter(|_| ct.mime.starts_with("multipart/")) else {
+        return &[];
+    };
+    let Some(&(first, _)) = parts(body, boundary).first() else { return &[] };
+    // `first` is just past the first delimiter line: the preamble ends where that line starts.
+    let delimiter_line = memchr::memrchr(b'\n', &body[..first.saturating_sub(1)]).map_or(0, |nl| nl + 1);
+    &body[..delimiter_line]
+}
+
 /// The parts of a multipart body: the ranges between its delimiter lines (RFC 2046 §5.1.1).
 /// The preamble and the epilogue are no parts; a body cut short ends its last part.
 fn parts(body: &[u8], boundary: &[u8]) -> Vec<(usize, usize)> {
@@ -384,6 +400,15 @@ fn parts(body: &[u8], boundary: &[u8]) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preamble_is_what_comes_before_the_first_delimiter() {
+        let m = b"Content-Type: multipart/report; boundary=\"b1\"\n\nwhy it failed\nand more\n--b1\n\npart\n--b1--\n";
+        assert_eq!(preamble(m), b"why it failed\nand more\n");
+        assert_eq!(preamble(b"Content-Type: multipart/mixed; boundary=b1\n\n--b1\n\npart\n--b1--\n"), b"");
+        assert_eq!(preamble(b"Content-Type: text/plain\n\n--b1\nnot a multipart\n"), b"");
+        assert_eq!(preamble(b"Content-Type: multipart/mixed; boundary=b1\n\nno delimiter at all\n"), b"");
+    }
 
     #[test]
     fn headers_are_found_folded_and_case_blind() {

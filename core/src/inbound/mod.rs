@@ -212,8 +212,18 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         }
     }
     if human.is_empty() {
-        // The first text part, wherever it is (an html one stripped of its tags).
-        if let Some(t) = leaves.iter().find(|l| l.kind == mime::Kind::Text) {
+        // The first text part, wherever it is; else the multipart's preamble, where some
+        // mailers write their account (Courier 0.40's delay notices); else an html part
+        // stripped of its tags. Not the returned headers (`text/rfc822-headers` is a text
+        // type): their words ("Content-Type: multipart/alternative") are no failure's.
+        let preamble = mime::preamble(&normalized);
+        if let Some(t) =
+            leaves.iter().find(|l| l.kind == mime::Kind::Text && l.content_type.mime != "text/rfc822-headers")
+        {
+            human = t.text();
+        } else if !preamble.trim_ascii().is_empty() {
+            human = utf8(preamble).into_owned();
+        } else if let Some(t) = leaves.iter().find(|l| l.kind == mime::Kind::Text) {
             human = t.text();
         } else if let Some(h) = leaves.iter().find(|l| l.kind == mime::Kind::Html) {
             human = strip_tags(&h.text());
@@ -1278,6 +1288,30 @@ Action: failed\nFinal-Recipient: rfc822;|/usr/local/bin/reply user@isp.test /hom
         );
         let r: Vec<_> = p.bounces.iter().map(|b| (b.recipient.as_str(), b.suppress)).collect();
         assert_eq!(r, [("user@isp.test", false)]);
+    }
+
+    #[test]
+    fn an_account_in_the_preamble_is_read_not_the_returned_headers() {
+        let p = parse(
+            b"From: postmaster@mx.test\nTo: me@acme.test\nSubject: WARNING: delayed mail.\nMime-Version: 1.0\n\
+Content-Type: multipart/report; report-type=delivery-status;\n    boundary=\"=_courier_0\"\n\n\
+This is a delivery status notification from mx.test,\nrunning the Courier mail server, version 0.40.0.\n\n\
+                     DELAYS IN DELIVERING YOUR MESSAGE\n\n\
+The delivery of the following E-mail message has been delayed.  This is an\n\
+advisory notice only.\n\n\
+<slow@isp.test>:\n    mx.isp.test [192.0.2.7]:\n>>> RCPT TO:<slow@isp.test>\n\
+<<< 450 4.7.1 <slow@isp.test>: Recipient address rejected: Greylisted, try again later\n\n\
+--=_courier_0\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.test\n\n\
+Final-Recipient: rfc822; slow@isp.test\nAction: delayed\nStatus: 4.0.0\n\n\
+--=_courier_0\nContent-Type: text/rfc822-headers; charset=us-ascii\n\n\
+From: me@acme.test\nTo: \"Slow\" <slow@isp.test>\nContent-Type: multipart/alternative; boundary=\"x\"\nSubject: Hi\n\n\
+--=_courier_0--\n",
+        );
+        assert_eq!(p.kind, MessageKind::Delayed);
+        let b = &p.bounces[0];
+        assert_eq!((b.recipient.as_str(), b.suppress), ("slow@isp.test", false));
+        assert!(b.diagnostic.contains("Greylisted"), "{}", b.diagnostic);
+        assert_ne!(b.reason, Reason::ContentError);
     }
 
     #[test]
