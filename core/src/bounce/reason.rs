@@ -17,6 +17,7 @@ use super::codes::Provider;
 use super::{BounceSubtype, BounceType, EnhancedStatus};
 use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 /// The finer reason carried beside the type (Sisimai's vocabulary, which the corpus uses).
@@ -422,7 +423,9 @@ fn reason(
     if edge_blocked(text) {
         return (R::UserUnknown, Basis::Words);
     }
-    let hits = rules.hits(text);
+    // (Words are read across the lines of a multi-line reply: "… content presents a potential
+    // 552-5.7.0 security issue" holds a rule's words once the line's code is gone.)
+    let hits = rules.hits(&joined_reply(text));
     // A provider's documented code says what its generic words do not. (The tables predate
     // the `authfailure` reason and file SPF refusals as blocks and DMARC failures as policy:
     // words that name a sender-authentication failure keep that finer reason.)
@@ -493,6 +496,88 @@ fn reason(
         Some(552) => (R::MailboxFull, Basis::Code),
         _ => (R::Undefined, Basis::Code),
     }
+}
+
+/// `text` with the line prefixes of a multi-line SMTP reply taken out, so that words a line
+/// break split are read whole. A multi-line reply repeats its code on every line, with `-`
+/// after it on all but the last (RFC 5321 §4.2.1: "250-First line", "250 Last line"), and
+/// servers repeat their enhanced status too ("550-5.1.1 … Please try 550-5.1.1 double-checking
+/// …"; a transcript adds its `<<< `). Only the prefixes that repeat the first line's code are
+/// taken out, and only when that line says more lines follow; any other text is returned as
+/// it is, unallocated.
+fn joined_reply(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    // The first reply code: three digits, 2–5 first, then `-` (more lines follow), at a word's
+    // start.
+    let first = (0..b.len().saturating_sub(3)).find(|&i| {
+        matches!(b[i], b'2'..=b'5')
+            && b[i + 1].is_ascii_digit()
+            && b[i + 2].is_ascii_digit()
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+            && matches!(b[i + 3], b'-' | b' ')
+    });
+    let Some(first) = first.filter(|&i| b[i + 3] == b'-') else { return Cow::Borrowed(text) };
+    let code = &b[first..first + 3];
+    // A continuation prefix after the first line: the same code, then `-` or a space, then an
+    // optional enhanced status and its space.
+    let prefix_len = |at: usize| -> Option<usize> {
+        // (After white space only: "192.0.2.550 rejected" holds no prefix.)
+        if at == 0 || !b[at - 1].is_ascii_whitespace() || b.get(at..at + 3)? != code {
+            return None;
+        }
+        if !matches!(b.get(at + 3)?, b'-' | b' ') {
+            return None;
+        }
+        let mut end = at + 4;
+        // An enhanced status: digit, dot, 1–3 digits, dot, 1–3 digits, then white space.
+        let status = |from: usize| -> Option<usize> {
+            let mut i = from;
+            if !b.get(i)?.is_ascii_digit() || *b.get(i + 1)? != b'.' {
+                return None;
+            }
+            i += 2;
+            for part in 0..2 {
+                let digits = b[i..].iter().take(4).take_while(|c| c.is_ascii_digit()).count();
+                if !(1..=3).contains(&digits) {
+                    return None;
+                }
+                i += digits;
+                if part == 0 {
+                    if *b.get(i)? != b'.' {
+                        return None;
+                    }
+                    i += 1;
+                }
+            }
+            b.get(i).is_some_and(u8::is_ascii_whitespace).then_some(i + 1)
+        };
+        if let Some(after) = status(end) {
+            end = after;
+        }
+        Some(end - at)
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut at = first + 4;
+    while let Some(off) = memchr::memmem::find(&b[at..], code) {
+        let i = at + off;
+        match prefix_len(i) {
+            Some(len) => {
+                // (A transcript's `<<< ` before the prefix goes with it. Cuts are at ASCII
+                // bytes: a digit, a `<`, or just past a space.)
+                let start = if text[copied..i].ends_with("<<< ") { i - 4 } else { i };
+                out.push_str(&text[copied..start]);
+                copied = i + len;
+                at = copied;
+            }
+            None => at = i + 1,
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
 }
 
 /// Whether `hay` holds ASCII `needle` (lower-case), ignoring ASCII case; in place, without a
@@ -1907,6 +1992,40 @@ mod tests {
             Stage::named_in("SMTP:RCPT host"),
         );
         assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::UserUnknown, true));
+    }
+
+    #[test]
+    fn a_multi_line_reply_is_read_across_its_lines() {
+        // Gmail's reply as a report unfolds it, and as a transcript quotes it.
+        let gmail = "550-5.1.1 The email account that you tried to reach does not exist. Please try 550-5.1.1 \
+            double-checking the recipient's email address for typos or 550-5.1.1 unnecessary spaces. Learn more at 550 5.1.1 \
+            https://support.google.com/mail/?p=NoSuchUser";
+        assert_eq!(
+            joined_reply(gmail),
+            "550-5.1.1 The email account that you tried to reach does not exist. Please try double-checking the \
+             recipient's email address for typos or unnecessary spaces. Learn more at https://support.google.com/mail/?p=NoSuchUser"
+        );
+        let transcript = "<<< 552-5.7.0 This message was blocked because its content presents a potential \
+            <<< 552-5.7.0 security issue. Please visit <<< 552 5.7.0 content and attachment content guidelines.";
+        assert_eq!(
+            joined_reply(transcript),
+            "<<< 552-5.7.0 This message was blocked because its content presents a potential security issue. \
+             Please visit content and attachment content guidelines."
+        );
+        // The words a line break split now name their reason; "blocked" had (and the
+        // guidelines it cites are about attachments).
+        let v = at(transcript, "5.7.0", 552, Stage::Message);
+        assert_eq!((v.reason, v.subtype), (Reason::PolicyViolation, BounceSubtype::AttachmentRejected));
+        // A one-line reply, other numbers in the text, and a code that is not the first
+        // line's are left alone (and not copied).
+        for t in [
+            "550 5.1.1 User unknown 550 5.1.1",
+            "550-5.7.1 Message from 192.0.2.550 rejected, 5501 550x",
+            "421-4.7.0 Try again 550 later",
+        ] {
+            assert!(matches!(joined_reply(t), Cow::Borrowed(_)), "{t}");
+        }
+        assert_eq!(joined_reply("550-a 550-b 550 c"), "550-a b c");
     }
 
     #[test]

@@ -379,6 +379,9 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             let mut diag = b.diagnostic.clone().unwrap_or_default();
             if diag.trim().is_empty() || diag.trim().eq_ignore_ascii_case("smtp;") {
                 diag = account.clone();
+            } else if let Some(whole) = text::whole_reply(&human, &diag) {
+                // The report gave the first line of a longer reply; the transcript has it all.
+                diag = whole;
             }
             let status = b.status.clone();
             let delayed = b.action.as_deref() == Some("delayed");
@@ -1312,6 +1315,26 @@ From: me@acme.test\nTo: \"Slow\" <slow@isp.test>\nContent-Type: multipart/altern
         assert_eq!((b.recipient.as_str(), b.suppress), ("slow@isp.test", false));
         assert!(b.diagnostic.contains("Greylisted"), "{}", b.diagnostic);
         assert_ne!(b.reason, Reason::ContentError);
+    }
+
+    #[test]
+    fn a_reply_the_report_cut_to_its_first_line_is_read_whole_from_the_transcript() {
+        let p = parse(
+            b"From: Mail Delivery Subsystem <MAILER-DAEMON@mx.test>\nTo: me@acme.test\nMIME-Version: 1.0\n\
+Subject: Returned mail: see transcript for details\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\n\n\
+   ----- The following addresses had permanent fatal errors -----\n<a@isp.test>\n\
+    (reason: 552-5.7.0 This message was blocked because its content presents a potential)\n\n\
+   ----- Transcript of session follows -----\n... while talking to mx.isp.test.:\n>>> DATA\n\
+<<< 552-5.7.0 This message was blocked because its content presents a potential\n\
+<<< 552-5.7.0 security issue. Please visit\n<<< 552 5.7.0 our message guidelines. - gsmtp\n\
+554 5.0.0 Service unavailable\n\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.test\n\n\
+Final-Recipient: RFC822; a@isp.test\nAction: failed\nStatus: 5.7.0\n\
+Diagnostic-Code: SMTP; 552-5.7.0 This message was blocked because its content presents a potential\n\n--b--\n",
+        );
+        let b = &p.bounces[0];
+        assert!(b.diagnostic.ends_with("our message guidelines. - gsmtp"), "{}", b.diagnostic);
+        assert_eq!((b.reason, b.subtype, b.suppress), (Reason::PolicyViolation, BounceSubtype::ContentRejected, false));
     }
 
     #[test]

@@ -258,6 +258,39 @@ fn block_at(text: &str, start: usize, rcpt: &str) -> String {
     out.trim().to_string()
 }
 
+/// The whole of a multi-line reply of which a report gives the first line only. sendmail puts
+/// the first line of the server's reply in `Diagnostic-Code` ("552-5.7.0 This message was
+/// blocked because its content presents a potential"); its transcript quotes every line
+/// (`<<< 552-5.7.0 security issue. …`, then `<<< 552 5.7.0 …`, the last). `None` unless
+/// `first` says more lines follow (its code has a `-` after it) and `human` quotes them.
+/// (At most 16 lines; one search, so linear in `human`.)
+pub(super) fn whole_reply(human: &str, first: &str) -> Option<String> {
+    let first = first.trim();
+    let code = first.get(..3).filter(|c| c.bytes().all(|b| b.is_ascii_digit()))?;
+    if first.as_bytes().get(3) != Some(&b'-') || first.len() < 12 {
+        return None;
+    }
+    // (The first line is quoted more than once: sendmail's "(reason: …)" line, then the
+    // transcript. The first quote that lines follow is the one; at most 8 are tried.)
+    memchr::memmem::find_iter(human.as_bytes(), first.as_bytes()).take(8).find_map(|at| {
+        let line_end = memchr::memchr(b'\n', &human.as_bytes()[at..]).map_or(human.len(), |i| at + i);
+        let mut out = human[at..line_end].trim().to_string();
+        let mut more = 0;
+        for line in human[line_end..].lines().skip(1).take(16) {
+            let t = line.trim_start().trim_start_matches("<<<").trim();
+            let Some(rest) = t.strip_prefix(code) else { break };
+            out.push(' ');
+            out.push_str(t);
+            more += 1;
+            // `NNN ` is the last line.
+            if !rest.starts_with('-') {
+                break;
+            }
+        }
+        (more > 0).then_some(out)
+    })
+}
+
 /// The target of a sendmail result line, `NNN <target>... <text>` (an address in angle
 /// brackets, or a host and its mailer: `example.org (smtp)`); `None` for any other line.
 pub(super) fn sendmail_target(line: &str) -> Option<&str> {
