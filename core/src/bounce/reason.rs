@@ -1113,6 +1113,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "domain name not found",
             "hostname not found",
             "domain is not reachable",
+            // qmail-remote's answer to a name the DNS says does not exist: "Sorry, I couldn't
+            // find any host named example.org. (#5.1.2)" (and "… by that name.").
+            "couldn't find any host",
             // After Sisimai's HostUnknown list.
             "domain must exist",
             "mail domain mentioned in email address is unknown",
@@ -1992,6 +1995,16 @@ mod tests {
             Stage::named_in("SMTP:RCPT host"),
         );
         assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::UserUnknown, true));
+    }
+
+    #[test]
+    fn qmails_dns_verdict_is_an_unknown_host() {
+        let v = judge("Sorry, I couldn't find any host named example.invalid. (#5.1.2)", None, None, Stage::Local);
+        assert_eq!((v.reason, v.suppress), (Reason::HostUnknown, true));
+        // As its 1990s notices word it, under its own "This is a permanent error".
+        let v =
+            judge("Sorry, I couldn't find any host by that name.", EnhancedStatus::parse("5.0.0"), None, Stage::Local);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::HostUnknown, BounceType::Permanent, true));
     }
 
     #[test]
