@@ -263,7 +263,7 @@ fn block_at(text: &str, start: usize, rcpt: &str) -> String {
 /// blocked because its content presents a potential"); its transcript quotes every line
 /// (`<<< 552-5.7.0 security issue. …`, then `<<< 552 5.7.0 …`, the last). `None` unless
 /// `first` says more lines follow (its code has a `-` after it) and `human` quotes them.
-/// (At most 16 lines; one search, so linear in `human`.)
+/// (At most 8 of its quotes are tried, and 16 lines after each: linear in `human`.)
 pub(super) fn whole_reply(human: &str, first: &str) -> Option<String> {
     let first = first.trim();
     let code = first.get(..3).filter(|c| c.bytes().all(|b| b.is_ascii_digit()))?;
