@@ -502,21 +502,21 @@ fn reason(
 /// break split are read whole. A multi-line reply repeats its code on every line, with `-`
 /// after it on all but the last (RFC 5321 §4.2.1: "250-First line", "250 Last line"), and
 /// servers repeat their enhanced status too ("550-5.1.1 … Please try 550-5.1.1 double-checking
-/// …"; a transcript adds its `<<< `). Only the prefixes that repeat the first line's code are
-/// taken out, and only when that line says more lines follow; any other text is returned as
-/// it is, unallocated.
+/// …"; a transcript adds its `<<< `). Only the prefixes that repeat the code of the first
+/// line that says more lines follow are taken out; any other text is returned as it is,
+/// unallocated.
 fn joined_reply(text: &str) -> Cow<'_, str> {
     let b = text.as_bytes();
-    // The first reply code: three digits, 2–5 first, then `-` (more lines follow), at a word's
-    // start.
-    let first = (0..b.len().saturating_sub(3)).find(|&i| {
+    // The first line of a multi-line reply: a code (three digits, 2–5 first, at a word's
+    // start) with `-` after it. Found from the dashes, so that the many texts with none cost
+    // one vectorised scan: every text a rule reads passes here.
+    let first = memchr::memchr_iter(b'-', b).filter(|&d| d >= 3).map(|d| d - 3).find(|&i| {
         matches!(b[i], b'2'..=b'5')
             && b[i + 1].is_ascii_digit()
             && b[i + 2].is_ascii_digit()
             && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
-            && matches!(b[i + 3], b'-' | b' ')
     });
-    let Some(first) = first.filter(|&i| b[i + 3] == b'-') else { return Cow::Borrowed(text) };
+    let Some(first) = first else { return Cow::Borrowed(text) };
     let code = &b[first..first + 3];
     // A continuation prefix after the first line: the same code, then `-` or a space, then an
     // optional enhanced status and its space.
