@@ -528,32 +528,15 @@ fn joined_reply(text: &str) -> Cow<'_, str> {
         if !matches!(b.get(at + 3)?, b'-' | b' ') {
             return None;
         }
-        let mut end = at + 4;
-        // An enhanced status: digit, dot, 1–3 digits, dot, 1–3 digits, then white space.
-        let status = |from: usize| -> Option<usize> {
-            let mut i = from;
-            if !b.get(i)?.is_ascii_digit() || *b.get(i + 1)? != b'.' {
-                return None;
+        // Then the line's enhanced status, if it repeats one, and the space after it. (A
+        // status is at most 11 bytes: only that far is looked at.)
+        let after_code = at + 4;
+        let end = match b[after_code..].iter().take(12).position(u8::is_ascii_whitespace) {
+            Some(p) if text.get(after_code..after_code + p).and_then(EnhancedStatus::parse).is_some() => {
+                after_code + p + 1
             }
-            i += 2;
-            for part in 0..2 {
-                let digits = b[i..].iter().take(4).take_while(|c| c.is_ascii_digit()).count();
-                if !(1..=3).contains(&digits) {
-                    return None;
-                }
-                i += digits;
-                if part == 0 {
-                    if *b.get(i)? != b'.' {
-                        return None;
-                    }
-                    i += 1;
-                }
-            }
-            b.get(i).is_some_and(u8::is_ascii_whitespace).then_some(i + 1)
+            _ => after_code,
         };
-        if let Some(after) = status(end) {
-            end = after;
-        }
         Some(end - at)
     };
     let mut out = String::with_capacity(text.len());

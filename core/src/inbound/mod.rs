@@ -216,12 +216,11 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         // mailers write their account (Courier 0.40's delay notices); else an html part
         // stripped of its tags. Not the returned headers (`text/rfc822-headers` is a text
         // type): their words ("Content-Type: multipart/alternative") are no failure's.
-        let preamble = mime::preamble(&normalized);
         if let Some(t) =
             leaves.iter().find(|l| l.kind == mime::Kind::Text && l.content_type.mime != "text/rfc822-headers")
         {
             human = t.text();
-        } else if !preamble.trim_ascii().is_empty() {
+        } else if let Some(preamble) = Some(mime::preamble(&normalized)).filter(|p| !p.trim_ascii().is_empty()) {
             human = utf8(preamble).into_owned();
         } else if let Some(t) = leaves.iter().find(|l| l.kind == mime::Kind::Text) {
             human = t.text();
@@ -344,7 +343,7 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             // them); its transport's reports carry neither mark.
             || header("X-MS-Exchange-Inbox-Rules-Loop").is_some()
             || header("X-MS-Exchange-Generated-Message-Source")
-                .is_some_and(|v| v.to_ascii_lowercase().contains("mailbox rules agent"))
+                .is_some_and(|v| crate::bounce::reason::contains_ascii_ci(&v, "mailbox rules agent"))
             || is_vacation_subject(&subject);
         // Some MTAs mark their bounces auto-replied too (RFC 3834 allows it); a failure subject
         // from a mailer daemon is a bounce all the same.
