@@ -583,6 +583,10 @@ fn reason_of_status(s: EnhancedStatus) -> Option<Reason> {
         (1, 6) => R::HasMoved,
         // x.1.7 bad sender mailbox syntax, x.1.8 bad sender system address: about us.
         (1, 7) | (1, 8) => R::Rejected,
+        // 5.2.0: "the mailbox exists, but something about the destination mailbox has caused
+        // the sending of this DSN" (RFC 3463 §3.3). The address is good; the mailbox's own
+        // settings refused this message (Japanese carriers' reception filters say no more).
+        (2, 0) if s.class == 5 => R::Filtered,
         (2, 2) => R::MailboxFull,
         (2, 3) => R::ExceedLimit,
         (3, 1) => R::SystemFull,

@@ -855,6 +855,43 @@ Reporting-MTA: dns; mx.example.net\n\n{fields}\n\n--b--\n"
     }
 
     #[test]
+    fn a_recipient_with_half_an_angle_bracket_is_read_without_it() {
+        // NTT docomo's mopera writes the Final-Recipient with a closing bracket and no
+        // opening one; the address is the one before it.
+        for (field, want) in [
+            ("rfc822; user@mopera.example>", "user@mopera.example"),
+            ("rfc822; <user@mopera.example", "user@mopera.example"),
+            ("rfc822; \"a b\"@mopera.example>", "\"a b\"@mopera.example"),
+        ] {
+            let p = parse(&dsn("user unknown", &format!("Final-Recipient: {field}\nAction: failed\nStatus: 5.1.1")));
+            let got: Vec<&str> = p.bounces.iter().map(|b| b.recipient.as_str()).collect();
+            assert_eq!(got, [want], "{field}");
+        }
+    }
+
+    #[test]
+    fn a_permanent_status_that_says_the_mailbox_exists_is_no_hard_bounce() {
+        // RFC 3463 §3.3: X.2.0 is "the mailbox exists, but something about the destination
+        // mailbox has caused the sending of this DSN". A 5.2.0 whose words say nothing known
+        // (softbank's "could not be delivered because of an error", in Japanese) is the
+        // mailbox's own refusal of this message: transient, and the address stays usable.
+        let human = "\u{6307}\u{5b9a}\u{3055}\u{308c}\u{305f}\u{9001}\u{4fe1}\u{5148}\u{306f}\u{30a8}\u{30e9}\u{30fc}";
+        let b = &parse(&dsn(human, "Final-Recipient: rfc822; a@example.jp\nAction: failed\nStatus: 5.2.0")).bounces[0];
+        assert_eq!((b.kind, b.reason, b.suppress), (BounceType::Transient, Reason::Filtered, false), "{b:?}");
+        // Words still come first: a 5.2.0 over quota is a full mailbox, and 5.2.1 is still
+        // a disabled mailbox (permanent).
+        let b = &parse(&dsn(
+            "",
+            "Final-Recipient: rfc822; a@example.jp\nAction: failed\nStatus: 5.2.0\n\
+Diagnostic-Code: smtp; 522 5.2.0 Delivery failed: Over quota",
+        ))
+        .bounces[0];
+        assert_eq!((b.kind, b.reason), (BounceType::Transient, Reason::MailboxFull), "{b:?}");
+        let b = &parse(&dsn("", "Final-Recipient: rfc822; a@example.jp\nAction: failed\nStatus: 5.2.1")).bounces[0];
+        assert_eq!(b.kind, BounceType::Permanent, "{b:?}");
+    }
+
+    #[test]
     fn a_notice_that_calls_its_failure_permanent_and_says_nothing_else_is_permanent() {
         let notice = |words: &str| {
             format!(

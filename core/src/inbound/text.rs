@@ -83,11 +83,14 @@ pub(super) fn clean_address(s: &str) -> String {
         _ => s,
     };
     // A quoted local part (`"john..doe"@example.org`, RFC 5321 §4.1.2) keeps its quotes.
+    // An angle bracket left alone at either end is the rest of a pair the writer broke
+    // (NTT docomo's mopera writes `Final-Recipient: RFC822; user@mopera.ne.jp>`): no address
+    // holds one there.
     let s = s.trim();
     if s.starts_with('"') && s.find("\"@").is_some_and(|q| q > 0) {
-        return s.trim_end_matches(['.', ',', ';', ':']).to_ascii_lowercase();
+        return s.trim_end_matches(['.', ',', ';', ':', '>']).to_ascii_lowercase();
     }
-    s.trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == ',' || c == ';' || c == ':').to_ascii_lowercase()
+    s.trim_matches(|c: char| matches!(c, '"' | '\'' | '.' | ',' | ';' | ':' | '<' | '>')).to_ascii_lowercase()
 }
 
 /// Whether `a` (as [`clean_address`] leaves it) has the shape of a mailbox: a local part and
