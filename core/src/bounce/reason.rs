@@ -689,6 +689,8 @@ const NOT_FOUND_IN_DIRECTORY: &[&str] = &[
     "address could not be found",
     "address you entered couldn't be found",
     "address you entered could not be found",
+    // Lotus Notes before Domino: its directory was the "Public Name & Address Book".
+    "not listed in public name & address book",
 ];
 
 pub(crate) fn inferred_status(reason: Reason, class: Option<u8>) -> String {
@@ -1177,6 +1179,8 @@ const RULES: &[(Reason, &[&str])] = &[
             "account is unavailable",
             "no valid recipients",
             "not listed in domino directory",
+            // Lotus Notes before Domino called the same directory this.
+            "not listed in public name & address book",
             "bad destination mailbox",
             "address not found",
             "invalid address",

@@ -944,6 +944,29 @@ Check for typos or unnecessary spaces and try again.";
     }
 
     #[test]
+    fn lotus_notes_says_a_user_is_not_in_its_directory() {
+        // Lotus Notes (before Domino) looks the recipient up in its "Public Name & Address
+        // Book": not found there is the directory's own answer, not a listing on a blocklist
+        // ("listed" alone names one).
+        let raw = b"From: POSTMASTER@smtp-gw6-01.example.com\nTo: shironeko@example.com\n\
+Subject: Undeliverable message\nMIME-Version: 1.0\nContent-Type: text/plain; charset=ISO-8859-1\n\n\
+------- Failure Reasons  --------\n\nUser  not listed in public Name & Address Book\nkijitora@example.com\n\n\n\
+------- Returned Message --------\nFrom: shironeko@example.com\nTo: kijitora@example.com\nSubject: Nyaaaan\n\nNyaan\n";
+        let p = parse(raw);
+        let b = &p.bounces[0];
+        assert_eq!(b.recipient, "kijitora@example.com");
+        assert_eq!((b.reason, b.kind, b.suppress), (Reason::UserUnknown, BounceType::Permanent, true), "{b:?}");
+        // Listed on a blocklist is still a block.
+        let v = crate::bounce::reason::judge(
+            "554 Service unavailable; client host listed at zen.example",
+            None,
+            Some(554),
+            Stage::Recipient,
+        );
+        assert_eq!(v.reason, Reason::Blocked);
+    }
+
+    #[test]
     fn an_unknown_user_the_reporting_mta_decided_itself_is_gone() {
         // Postfix's local delivery: its own diagnostic type, no remote MTA, a generic status.
         let fields = "Final-Recipient: rfc822; 1@mx.example.net\nOriginal-Recipient: rfc822; 1\nAction: failed\n\
