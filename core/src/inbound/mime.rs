@@ -234,8 +234,12 @@ impl Leaf<'_> {
     pub fn text(&self) -> String {
         let bytes = self.decoded();
         let charset = self.content_type.charset.as_deref().unwrap_or("utf-8");
+        // ASCII bytes are themselves in every charset but the 7-bit ones that switch state
+        // with escapes (ISO-2022-JP, -KR, -CN: Japanese notices are mostly ISO-2022-JP) or
+        // shifts (UTF-7, HZ): their text is all ASCII and still needs the decoder.
+        let seven_bit = charset.starts_with("iso-2022") || matches!(charset, "utf-7" | "hz-gb-2312");
         if !matches!(charset, "utf-8" | "us-ascii" | "utf8" | "ascii")
-            && !bytes.is_ascii()
+            && (seven_bit || !bytes.is_ascii())
             && let Some(decode) = charset_decoder(charset.as_bytes())
         {
             return decode(&bytes);
@@ -467,6 +471,9 @@ mod tests {
         // Base64 that is not base64 is read as it came.
         let m = b"Content-Transfer-Encoding: base64\n\nno such user!\n";
         assert_eq!(read(m).1[0].text(), "no such user!\n");
+        // ISO-2022-JP is all ASCII bytes and still decoded (an escape switches to JIS X 0208).
+        let m = b"Content-Type: text/plain; charset=ISO-2022-JP\n\n\x1b$B%G%#%l%/%H%j\x1b(B user\n";
+        assert_eq!(read(m).1[0].text(), "\u{30c7}\u{30a3}\u{30ec}\u{30af}\u{30c8}\u{30ea} user\n");
     }
 
     #[test]
