@@ -691,6 +691,10 @@ const NOT_FOUND_IN_DIRECTORY: &[&str] = &[
     "address you entered could not be found",
     // Lotus Notes before Domino: its directory was the "Public Name & Address Book".
     "not listed in public name & address book",
+    // The same two notices in Japanese: Notes' "not in the directory's list", Domino's "not
+    // found in the Domino Directory".
+    "ディレクトリのリストにありません",
+    "ディレクトリには見つかりません",
 ];
 
 pub(crate) fn inferred_status(reason: Reason, class: Option<u8>) -> String {
@@ -1181,6 +1185,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "not listed in domino directory",
             // Lotus Notes before Domino called the same directory this.
             "not listed in public name & address book",
+            // Both in Japanese (see `NOT_FOUND_IN_DIRECTORY`).
+            "ディレクトリのリストにありません",
+            "ディレクトリには見つかりません",
             "bad destination mailbox",
             "address not found",
             "invalid address",

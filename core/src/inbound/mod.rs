@@ -956,6 +956,12 @@ Subject: Undeliverable message\nMIME-Version: 1.0\nContent-Type: text/plain; cha
         let b = &p.bounces[0];
         assert_eq!(b.recipient, "kijitora@example.com");
         assert_eq!((b.reason, b.kind, b.suppress), (Reason::UserUnknown, BounceType::Permanent, true), "{b:?}");
+        // Its Japanese notice says the same ("not in the directory's list").
+        let ja = String::from_utf8_lossy(raw)
+            .replace("charset=ISO-8859-1", "charset=utf-8")
+            .replace("User  not listed in public Name & Address Book", "\u{30c7}\u{30a3}\u{30ec}\u{30af}\u{30c8}\u{30ea}\u{306e}\u{30ea}\u{30b9}\u{30c8}\u{306b}\u{3042}\u{308a}\u{307e}\u{305b}\u{3093}");
+        let b = &parse(ja.as_bytes()).bounces[0];
+        assert_eq!((b.reason, b.kind, b.suppress), (Reason::UserUnknown, BounceType::Permanent, true), "{b:?}");
         // Listed on a blocklist is still a block.
         let v = crate::bounce::reason::judge(
             "554 Service unavailable; client host listed at zen.example",
