@@ -715,12 +715,17 @@ impl Engine {
     /// `delivery_delayed` event per recipient a delay notice names, or a `complained` event
     /// (which suppresses). Only the email's own recipients are suppressed: an address it was
     /// not sent to stands for the email's only recipient (forwarded mail), or, when it had
-    /// several, is recorded and left alone. Auto-replies and success reports change nothing.
+    /// several, is recorded and left alone. Auto-replies and success reports change nothing,
+    /// and neither do feedback reports that are no recipient's complaint (an `auth-failure`
+    /// or `not-spam` report: see [`Parsed::is_recipient_complaint`]).
+    ///
+    /// [`Parsed::is_recipient_complaint`]: crate::inbound::Parsed::is_recipient_complaint
     pub async fn ingest_bounce(&self, raw: &[u8]) -> Result<IngestReport, Error> {
         use crate::inbound::{MessageKind, parse};
         let parsed = parse(raw);
         let mut report = IngestReport { kind: parsed.kind, email: None, events: 0, suppressed: vec![] };
-        if !matches!(parsed.kind, MessageKind::Bounce | MessageKind::Complaint | MessageKind::Delayed) {
+        let complaint = parsed.is_recipient_complaint();
+        if !(matches!(parsed.kind, MessageKind::Bounce | MessageKind::Delayed) || complaint) {
             return Ok(report);
         }
         let id = parsed
@@ -803,7 +808,7 @@ impl Engine {
                 suppressions.push(entry(&recipient, SuppressionReason::Bounced));
             }
         }
-        if parsed.complaint {
+        if complaint {
             // A `complained` event per recipient the report names. One that names no one
             // (redacted, or several in the quoted `To`) is about the email's only recipient
             // when it had one; otherwise it is one event without a recipient.

@@ -849,6 +849,19 @@ Message-ID: <{}>\nFrom: onboarding@acme.test\nTo: angry@example.org\nSubject: He
     assert_eq!(s.engine.get(fan).await.unwrap().last_event, Some(EventKind::Complained));
     assert_eq!(s.engine.suppression("angry@example.org").await.unwrap().unwrap().reason, SuppressionReason::Complained);
 
+    // An authentication failure report (RFC 6591) about the same kind of message is the
+    // receiver telling the domain's owner that SPF or DKIM failed: no complaint of the
+    // recipient's, so no `complained` event and no suppression.
+    let before = s.engine.get_record(soft).await.unwrap().state.events.len();
+    let auth = arf
+        .replace("Feedback-Type: abuse", "Feedback-Type: auth-failure\nAuth-Failure: dkim")
+        .replace("angry@example.org", "full@example.org")
+        .replace(&fan_mid, &soft_mid);
+    let r = s.engine.ingest_bounce(auth.as_bytes()).await.unwrap();
+    assert_eq!((r.kind, r.events, r.suppressed.len()), (MessageKind::Complaint, 0, 0));
+    assert_eq!(s.engine.get_record(soft).await.unwrap().state.events.len(), before);
+    assert!(s.engine.suppression("full@example.org").await.unwrap().is_none());
+
     let unknown = dsn("01900000-0000-7000-8000-000000000000@acme.test", "x@example.org", "5.1.1", "550 no");
     assert_eq!(s.engine.ingest_bounce(&unknown).await.unwrap_err().name(), ErrorName::NotFound);
     let auto =

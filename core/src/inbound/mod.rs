@@ -116,6 +116,12 @@ pub struct Parsed {
     /// The recipients a complaint is about (a feedback report may name several), lower-cased;
     /// empty when it names none.
     pub complainants: Vec<String>,
+    /// A feedback report's type, lower-cased, when it gives one: ARF's `Feedback-Type` (RFC
+    /// 5965 §3.1: `abuse`, `fraud`, `virus`, `other`, `not-spam`, RFC 6591's
+    /// `auth-failure`) or an SES notification's `complaintFeedbackType`. Whether the report is
+    /// a recipient's complaint at all turns on it: see [`Parsed::is_recipient_complaint`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback_type: Option<String>,
     /// What links it to the email it answers.
     pub links: Links,
     /// The family of MTA that wrote it, as its fingerprints tell.
@@ -126,7 +132,26 @@ pub struct Parsed {
 impl Parsed {
     /// A reading with no bounces and no complaint.
     fn empty(kind: MessageKind, links: Links) -> Parsed {
-        Parsed { kind, bounces: vec![], complaint: false, complainants: vec![], links, reporter: Family::Unknown }
+        Parsed {
+            kind,
+            bounces: vec![],
+            complaint: false,
+            complainants: vec![],
+            feedback_type: None,
+            links,
+            reporter: Family::Unknown,
+        }
+    }
+
+    /// Whether this is a recipient's complaint, which marks the email `complained` and
+    /// suppresses the recipient: a feedback report of any type but the two that carry no
+    /// complaint. `auth-failure` (RFC 6591) reports that the message failed SPF, DKIM or DMARC
+    /// at the receiver: it goes to the sending domain's owner whatever the recipient thought
+    /// of the message. `not-spam` (RFC 5965's registry) says the reporter judged the message
+    /// *not* to be spam. A report that names no type, or a type this list does not know, is
+    /// a complaint, as every feedback loop's reports were before types existed.
+    pub fn is_recipient_complaint(&self) -> bool {
+        self.complaint && !matches!(self.feedback_type.as_deref(), Some("auth-failure" | "not-spam"))
     }
 }
 
@@ -301,7 +326,21 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     complainants.push(one.to_ascii_lowercase());
                 }
             }
-            return Parsed { complaint: true, complainants, ..Parsed::empty(MessageKind::Complaint, links) };
+            // (Its first word, lower-cased: "abuse", "auth-failure"; the field is one token.)
+            let feedback_type = feedback.as_deref().and_then(|f| {
+                f.lines().find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("feedback-type")
+                        .then(|| value.split_whitespace().next().unwrap_or_default().to_ascii_lowercase())
+                })
+            });
+            return Parsed {
+                complaint: true,
+                complainants,
+                feedback_type: feedback_type.filter(|t| !t.is_empty()),
+                ..Parsed::empty(MessageKind::Complaint, links)
+            };
         }
 
         // RFC 3464 fields, from a delivery-status part or quoted in the text.
@@ -944,6 +983,35 @@ Check for typos or unnecessary spaces and try again.";
     }
 
     #[test]
+    fn only_a_feedback_report_of_a_complaining_type_is_a_recipients_complaint() {
+        let arf = |fields: &str| {
+            format!(
+                "From: staff@hotmail.example\nTo: fbl@acme.test\nSubject: report\nMIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=feedback-report; boundary=\"f\"\n\n--f\nContent-Type: text/plain\n\n\
+A report.\n\n--f\nContent-Type: message/feedback-report\n\n{fields}Version: 1\n\
+Original-Rcpt-To: reader@example.org\n\n--f\nContent-Type: message/rfc822\n\nFrom: news@acme.test\n\
+To: reader@example.org\nSubject: Hello\n\nhi\n--f--\n"
+            )
+            .into_bytes()
+        };
+        for (fields, kind, complaint) in [
+            ("Feedback-Type: abuse\n", Some("abuse"), true),
+            ("Feedback-Type: Fraud\n", Some("fraud"), true),
+            // No type (older loops): a complaint, as before types existed.
+            ("", None, true),
+            // RFC 6591: the message failed SPF/DKIM/DMARC; the recipient complained of nothing.
+            ("Feedback-Type: auth-failure\nAuth-Failure: spf\n", Some("auth-failure"), false),
+            // The reporter says the message is not spam.
+            ("Feedback-Type: not-spam\n", Some("not-spam"), false),
+        ] {
+            let p = parse(&arf(fields));
+            assert_eq!(p.kind, MessageKind::Complaint, "{fields}");
+            assert_eq!(p.complainants, ["reader@example.org"], "{fields}");
+            assert_eq!((p.feedback_type.as_deref(), p.is_recipient_complaint()), (kind, complaint), "{fields}");
+        }
+    }
+
+    #[test]
     fn lotus_notes_says_a_user_is_not_in_its_directory() {
         // Lotus Notes (before Domino) looks the recipient up in its "Public Name & Address
         // Book": not found there is the directory's own answer, not a listing on a blocklist
@@ -1454,6 +1522,13 @@ Content-Type: text/plain; charset=\"gb2312\"\n\n"
         let p = parse(&mail(complaint));
         assert!(p.complaint && p.bounces.is_empty());
         assert_eq!(p.complainants, ["angry@example.org"]);
+        assert_eq!((p.feedback_type.as_deref(), p.is_recipient_complaint()), (Some("abuse"), true));
+        // SES passes on the feedback type the mailbox provider gave: "not-spam" is none.
+        let p = parse(&mail(&complaint.replace("\"abuse\"", "\"not-spam\"")));
+        assert_eq!(
+            (p.kind, p.feedback_type.as_deref(), p.is_recipient_complaint()),
+            (MessageKind::Complaint, Some("not-spam"), false)
+        );
         // Pretty-printed, as event publishing (`eventType`), and inside an SNS envelope.
         let pretty = "{\n  \"eventType\": \"Bounce\",\n  \"bounce\": {\"bounceType\": \"Permanent\", \"bouncedRecipients\": [{\"emailAddress\": \"bounce@simulator.amazonses.com\", \"diagnosticCode\": \"smtp; 550 5.1.1 user unknown\"}]}\n}";
         let p = parse(&mail(pretty));

@@ -22,7 +22,17 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
                 .filter_map(|r| r.get("emailAddress")?.as_str().map(clean_address))
                 .filter(|a| is_mailbox(a))
                 .collect();
-            Some(Parsed { complaint: true, complainants, ..Parsed::empty(MessageKind::Complaint, links) })
+            let feedback_type = v
+                .pointer("/complaint/complaintFeedbackType")
+                .and_then(|t| t.as_str())
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty());
+            Some(Parsed {
+                complaint: true,
+                complainants,
+                feedback_type,
+                ..Parsed::empty(MessageKind::Complaint, links)
+            })
         }
         "Bounce" => {
             let bounce = v.get("bounce")?;

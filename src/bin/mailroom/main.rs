@@ -402,7 +402,8 @@ fn classify(files: &[PathBuf], batch: bool) -> Result<(), Failure> {
         // `kind` tells a delay notice (recipients listed, `delayed` set, nothing suppressed) and
         // a success report from a failure: a reader of `bounces` alone would take them for one.
         json!({"file": path, "kind": p.kind, "bounces": bounces, "complaint": p.complaint,
-               "complainants": p.complainants, "reporter": p.reporter.name()})
+               "complainants": p.complainants, "feedback_type": p.feedback_type,
+               "recipient_complaint": p.is_recipient_complaint(), "reporter": p.reporter.name()})
     };
     if batch {
         let mut input = String::new();
