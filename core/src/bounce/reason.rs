@@ -1292,6 +1292,15 @@ const RULES: &[(Reason, &[&str])] = &[
             "must issue a starttls command first",
             "high-strength ciphers",
             "insecure mail relay",
+            // The sending side requires TLS and the receiver could not give it (Gmail's "500
+            // Remote server does not support TLS"; Sisimai's FailedSTARTTLS): the connection,
+            // not the address.
+            "does not support tls",
+            "does not support starttls",
+            "tls required but not supported",
+            "starttls is required",
+            "tls negotiation failed",
+            "tls handshake failed",
         ],
     ),
     (Reason::AuthFailure, &["spf", "dkim", "dmarc", "authentication", "not authorized"]),
@@ -1734,6 +1743,9 @@ mod tests {
             at("Must issue a STARTTLS command first", "5.7.0", 530, Stage::Message).reason,
             Reason::SecurityError
         );
+        // The sender's TLS requirement the receiver could not meet: transient, never suppressed.
+        let v = at("500 Remote server does not support TLS (state 6).", "", 500, Stage::Unknown);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::SecurityError, BounceType::Transient, false));
         assert_eq!(at("Maximum email size exceeded", "", 554, Stage::Message).reason, Reason::MesgTooBig);
     }
 
