@@ -1,5 +1,6 @@
 //! RFC 3464 delivery-status fields and the quoted headers a report carries.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 /// Where the last report part (`message/delivery-status`, `message/global-delivery-status`,
@@ -110,6 +111,12 @@ pub(super) fn dsn_blocks(text: &str) -> Vec<DsnBlock> {
     let mut last_field: Option<String> = None;
     let flush = |cur: &mut DsnBlock, blocks: &mut Vec<DsnBlock>| {
         if cur.recipient.is_some() {
+            // (Decoded once the folded lines are joined: each line closes its own JIS run.)
+            if let Some(d) = cur.diagnostic.as_mut()
+                && let Cow::Owned(decoded) = super::mime::unescaped_jis(d)
+            {
+                *d = decoded;
+            }
             blocks.push(std::mem::take(cur));
         } else {
             *cur = DsnBlock::default();

@@ -251,6 +251,17 @@ impl Leaf<'_> {
     }
 }
 
+/// A header-like value written in ISO-2022-JP without a declared charset (its escapes are
+/// 7-bit, so it passes where only ASCII may stand: Lotus Domino's Japanese `Diagnostic-Code`),
+/// decoded; any other text as it is.
+pub(super) fn unescaped_jis(s: &str) -> Cow<'_, str> {
+    // (ESC `$` starts a JIS X 0208 run in ISO-2022-JP; nothing else puts an ESC in a field.)
+    match charset_decoder(b"iso-2022-jp") {
+        Some(decode) if s.contains("\u{1b}$") => Cow::Owned(decode(s.as_bytes())),
+        _ => Cow::Borrowed(s),
+    }
+}
+
 /// Quoted-printable (RFC 2045 §6.7), leniently: a `=` that starts no escape stays as it is
 /// (mail in the wild breaks the rule, and one bad escape must not lose the whole part).
 fn quoted_printable(b: &[u8]) -> Vec<u8> {
@@ -471,6 +482,12 @@ mod tests {
         // Base64 that is not base64 is read as it came.
         let m = b"Content-Transfer-Encoding: base64\n\nno such user!\n";
         assert_eq!(read(m).1[0].text(), "no such user!\n");
+        // A field that carries JIS escapes without a charset is decoded; others stay.
+        assert_eq!(
+            unescaped_jis("X-Notes; \x1b$B%G%#%l%/%H%j\x1b(B ka"),
+            "X-Notes; \u{30c7}\u{30a3}\u{30ec}\u{30af}\u{30c8}\u{30ea} ka"
+        );
+        assert!(matches!(unescaped_jis("550 5.1.1 user unknown"), Cow::Borrowed(_)));
         // ISO-2022-JP is all ASCII bytes and still decoded (an escape switches to JIS X 0208).
         let m = b"Content-Type: text/plain; charset=ISO-2022-JP\n\n\x1b$B%G%#%l%/%H%j\x1b(B user\n";
         assert_eq!(read(m).1[0].text(), "\u{30c7}\u{30a3}\u{30ec}\u{30af}\u{30c8}\u{30ea} user\n");
