@@ -237,9 +237,15 @@ impl Leaf<'_> {
         // ASCII bytes are themselves in every charset but the 7-bit ones that switch state
         // with escapes (ISO-2022-JP, -KR, -CN: Japanese notices are mostly ISO-2022-JP) or
         // shifts (UTF-7, HZ): their text is all ASCII and still needs the decoder.
-        let seven_bit = charset.starts_with("iso-2022") || matches!(charset, "utf-7" | "hz-gb-2312");
+        // (Only when a shift is there to undo: text in them without one is plain ASCII.)
+        let shifted = || match charset {
+            c if c.starts_with("iso-2022") => memchr::memchr(0x1b, &bytes).is_some(),
+            "utf-7" => memchr::memchr(b'+', &bytes).is_some(),
+            "hz-gb-2312" => memchr::memmem::find(&bytes, b"~{").is_some(),
+            _ => false,
+        };
         if !matches!(charset, "utf-8" | "us-ascii" | "utf8" | "ascii")
-            && (seven_bit || !bytes.is_ascii())
+            && (!bytes.is_ascii() || shifted())
             && let Some(decode) = charset_decoder(charset.as_bytes())
         {
             return decode(&bytes);
