@@ -261,9 +261,11 @@ impl Leaf<'_> {
 /// 7-bit, so it passes where only ASCII may stand: Lotus Domino's Japanese `Diagnostic-Code`),
 /// decoded; any other text as it is.
 pub(super) fn unescaped_jis(s: &str) -> Cow<'_, str> {
-    // (ESC `$` starts a JIS X 0208 run in ISO-2022-JP; nothing else puts an ESC in a field.)
+    // (ESC `$` starts a JIS X 0208 run in ISO-2022-JP; nothing else puts an ESC in a field.
+    // ISO-2022-JP is all ASCII: a value that holds other bytes is not written in it, and the
+    // decoder would mangle them.)
     match charset_decoder(b"iso-2022-jp") {
-        Some(decode) if s.contains("\u{1b}$") => Cow::Owned(decode(s.as_bytes())),
+        Some(decode) if s.is_ascii() && s.contains("\u{1b}$") => Cow::Owned(decode(s.as_bytes())),
         _ => Cow::Borrowed(s),
     }
 }
@@ -494,6 +496,8 @@ mod tests {
             "X-Notes; \u{30c7}\u{30a3}\u{30ec}\u{30af}\u{30c8}\u{30ea} ka"
         );
         assert!(matches!(unescaped_jis("550 5.1.1 user unknown"), Cow::Borrowed(_)));
+        // Text that is not all ASCII is not ISO-2022-JP, whatever escapes it holds.
+        assert!(matches!(unescaped_jis("caf\u{e9} \x1b$B%G\x1b(B"), Cow::Borrowed(_)));
         // ISO-2022-JP is all ASCII bytes and still decoded (an escape switches to JIS X 0208).
         let m = b"Content-Type: text/plain; charset=ISO-2022-JP\n\n\x1b$B%G%#%l%/%H%j\x1b(B user\n";
         assert_eq!(read(m).1[0].text(), "\u{30c7}\u{30a3}\u{30ec}\u{30af}\u{30c8}\u{30ea} user\n");
