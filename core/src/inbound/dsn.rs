@@ -40,7 +40,8 @@ pub(super) fn last_report_declaration(b: &[u8]) -> Option<usize> {
 }
 
 /// The names [`header_in`] looks for.
-pub(super) const QUOTED_HEADERS: &[&str] = &["message-id:", "to:", "original-rcpt-to:", "removal-recipient:"];
+pub(super) const QUOTED_HEADERS: &[&str] =
+    &["message-id:", "to:", "original-rcpt-to:", "removal-recipient:", "feedback-type:"];
 
 /// The value of header `name` (one of [`QUOTED_HEADERS`], without its colon) in a block of
 /// quoted headers: the first line that starts with it, in any case.

@@ -264,10 +264,11 @@ pub(super) fn unescaped_jis(s: &str) -> Cow<'_, str> {
     // (ESC `$` starts a JIS X 0208 run in ISO-2022-JP; nothing else puts an ESC in a field.
     // ISO-2022-JP is all ASCII: a value that holds other bytes is not written in it, and the
     // decoder would mangle them.)
-    match charset_decoder(b"iso-2022-jp") {
-        Some(decode) if s.is_ascii() && s.contains("\u{1b}$") => Cow::Owned(decode(s.as_bytes())),
-        _ => Cow::Borrowed(s),
+    // (The ESC is looked for first: almost no field has one, and then nothing else is read.)
+    if !s.contains("\u{1b}$") || !s.is_ascii() {
+        return Cow::Borrowed(s);
     }
+    charset_decoder(b"iso-2022-jp").map_or(Cow::Borrowed(s), |decode| Cow::Owned(decode(s.as_bytes())))
 }
 
 /// Quoted-printable (RFC 2045 §6.7), leniently: a `=` that starts no escape stays as it is

@@ -300,8 +300,12 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             // about; `Removal-Recipient` is the older drafts' name. Each address once, and no
             // more of them than a bounce may name (the report is the sender's word).
             let mut complainants = Vec::new();
+            let mut feedback_type = None;
             if let Some(f) = feedback.as_deref() {
                 let lower = f.to_ascii_lowercase();
+                // (Its first word, lower-cased: "abuse", "auth-failure"; the field is one token.)
+                feedback_type = header_in(f, &lower, "feedback-type")
+                    .and_then(|t| t.split_whitespace().next().map(str::to_ascii_lowercase));
                 for name in ["original-rcpt-to", "removal-recipient"] {
                     for a in headers_in(f, &lower, name).map(|a| clean_address(&a)) {
                         if complainants.len() == MAX_RECIPIENTS {
@@ -326,19 +330,10 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                     complainants.push(one.to_ascii_lowercase());
                 }
             }
-            // (Its first word, lower-cased: "abuse", "auth-failure"; the field is one token.)
-            let feedback_type = feedback.as_deref().and_then(|f| {
-                f.lines().find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.trim()
-                        .eq_ignore_ascii_case("feedback-type")
-                        .then(|| value.split_whitespace().next().unwrap_or_default().to_ascii_lowercase())
-                })
-            });
             return Parsed {
                 complaint: true,
                 complainants,
-                feedback_type: feedback_type.filter(|t| !t.is_empty()),
+                feedback_type,
                 ..Parsed::empty(MessageKind::Complaint, links)
             };
         }
