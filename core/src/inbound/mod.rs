@@ -39,6 +39,23 @@ const MAX_INPUT: usize = 1 << 20;
 /// has at most 50 addresses in each of to, cc and bcc.
 const MAX_RECIPIENTS: usize = 200;
 
+/// A feedback report's type as kept: its first word, lower-cased, and at most this many bytes.
+/// The registered types are short tokens (`auth-failure` is the longest); the sender of a
+/// report chooses the field, and a 300 kB one was carried whole into every reading and
+/// printed by `classify`. A type cut short is no registered type, so it still reads as a
+/// recipient's complaint, as an unknown type does.
+const MAX_FEEDBACK_TYPE: usize = 64;
+
+/// A feedback type from its field's value (see [`MAX_FEEDBACK_TYPE`]); `None` when empty.
+fn feedback_token(value: &str) -> Option<String> {
+    let word = value.split_whitespace().next()?;
+    let mut end = word.len().min(MAX_FEEDBACK_TYPE);
+    while !word.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(word[..end].to_ascii_lowercase())
+}
+
 /// One failed recipient read from a bounce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -304,8 +321,7 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             if let Some(f) = feedback.as_deref() {
                 let lower = f.to_ascii_lowercase();
                 // (Its first word, lower-cased: "abuse", "auth-failure"; the field is one token.)
-                feedback_type = header_in(f, &lower, "feedback-type")
-                    .and_then(|t| t.split_whitespace().next().map(str::to_ascii_lowercase));
+                feedback_type = header_in(f, &lower, "feedback-type").and_then(|t| feedback_token(&t));
                 for name in ["original-rcpt-to", "removal-recipient"] {
                     for a in headers_in(f, &lower, name).map(|a| clean_address(&a)) {
                         if complainants.len() == MAX_RECIPIENTS {
@@ -1004,6 +1020,13 @@ To: reader@example.org\nSubject: Hello\n\nhi\n--f--\n"
             assert_eq!(p.complainants, ["reader@example.org"], "{fields}");
             assert_eq!((p.feedback_type.as_deref(), p.is_recipient_complaint()), (kind, complaint), "{fields}");
         }
+        // The sender chooses the field: a long one is kept cut to a bound (on a character's
+        // edge), and, being no registered type, is still a complaint.
+        let long = format!("Feedback-Type: auth-failure-{}\n", "é".repeat(150_000));
+        let p = parse(&arf(&long));
+        let kept = p.feedback_type.as_deref().unwrap_or_default();
+        assert!(kept.starts_with("auth-failure-é") && kept.len() <= 64, "{}", kept.len());
+        assert!(p.is_recipient_complaint());
     }
 
     #[test]

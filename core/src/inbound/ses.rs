@@ -1,7 +1,7 @@
 //! Amazon SES event notifications delivered by e-mail: their JSON is the report.
 
 use super::text::{clean_address, is_mailbox};
-use super::{BounceRecord, Evidence, Links, MessageKind, Parsed, Reason, record};
+use super::{BounceRecord, Evidence, Links, MessageKind, Parsed, Reason, feedback_token, record};
 use crate::bounce::reason::{Head, Rules};
 
 /// An Amazon SES event notification (`{"notificationType": "Bounce" | "Complaint" |
@@ -22,11 +22,8 @@ pub(super) fn ses_notification(human: &str, links: &Links, rules: &Rules) -> Opt
                 .filter_map(|r| r.get("emailAddress")?.as_str().map(clean_address))
                 .filter(|a| is_mailbox(a))
                 .collect();
-            let feedback_type = v
-                .pointer("/complaint/complaintFeedbackType")
-                .and_then(|t| t.as_str())
-                .map(|t| t.trim().to_ascii_lowercase())
-                .filter(|t| !t.is_empty());
+            let feedback_type =
+                v.pointer("/complaint/complaintFeedbackType").and_then(|t| t.as_str()).and_then(feedback_token);
             Some(Parsed {
                 complaint: true,
                 complainants,
