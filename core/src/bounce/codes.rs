@@ -7,11 +7,21 @@
 //! | Spectrum (Charter) | `AUP#`, an optional `I`/`O`/`In-`/`Out-`, four digits | `550 5.1.0 … AUP#In-1310` |
 //! | Orange, La Poste | `LPN`/`LPNAAA`/`OFR`/`OUK`, `_` and three digits, or three digits, `_`/`-` and three | `… Invalid recipient. LPN007_416` |
 //! | i.ua | the help link `…i.ua/err/<n>` | `550 Mailbox is frozen. See http://mail.i.ua/err/3/` |
+//! | Yahoo, AOL | `delivery error: dd` and Yahoo's fixed words after it | `554 delivery error: dd This user doesn't have a yahoo.com account (…)` |
 //!
 //! The tables are those of Sisimai 4.25.15 (`Sisimai/Rhost/{Cox,Spectrum,FrancePTT,IUA}.pm`,
 //! © 2014-2022 azumakuniyuki, BSD-2-Clause), which took them from the providers' published
 //! lists of their error codes. A code that a table leaves undecided ("please try later"
 //! without a cause) decides nothing: the words and the status are read as usual.
+//!
+//! Yahoo's `dd` replies are its mailbox store's verdict on the recipient, given at the end
+//! of `DATA`: Yahoo (and AOL, whose mail it runs) accepts every `RCPT TO` and checks the
+//! recipients after the message. Its error-code page says "This user doesn't have a
+//! yahoo.com account" means the address does not exist; a sender who tries a made-up
+//! address gets exactly that reply after `DATA`; and Sisimai 5 reads these words from
+//! Yahoo's hosts as an unknown user (`Sisimai::Rhost::YahooInc`, since 5.0.4). Without
+//! this, the policy that reads "no such user" after `DATA` as a content filter's answer
+//! (gateways say it there) kept every unknown Yahoo address off the suppression list.
 //!
 //! Why codes before words: the words are often generic ("Service refused, please try later",
 //! "Mail rejected") or say the wrong thing for our purpose ("Client host blocked for spamming
@@ -35,11 +45,14 @@ pub enum Provider {
     OrangeLaPoste,
     /// i.ua (`i.ua`, `email.ua`).
     IUa,
+    /// Yahoo Inc. (`yahoo.com`, `aol.com` and their hosts `*.yahoodns.net`).
+    Yahoo,
 }
 
 impl Provider {
     /// Every provider.
-    pub const ALL: [Provider; 4] = [Provider::Cox, Provider::Spectrum, Provider::OrangeLaPoste, Provider::IUa];
+    pub const ALL: [Provider; 5] =
+        [Provider::Cox, Provider::Spectrum, Provider::OrangeLaPoste, Provider::IUa, Provider::Yahoo];
 
     /// Its bit in a set of providers.
     pub(crate) const fn bit(self) -> u8 {
@@ -140,6 +153,22 @@ fn iua(code: u16) -> Option<Reason> {
     })
 }
 
+/// Yahoo: the words after `delivery error: dd`. `None`: words the table does not know
+/// (they are read as usual).
+fn yahoo(words: &[u8]) -> Option<Reason> {
+    // (The reply's first line is enough; `dd` replies are one line.)
+    let line = &words[..memchr::memchr(b'\n', words).unwrap_or(words.len())];
+    let says = |w: &str| line.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w.as_bytes()));
+    if says("doesn't have a") || says("not a valid recipient") || says("mailbox not found") {
+        Some(R::UserUnknown)
+    } else if says("is no longer valid") || says("mailbox is disabled") || says("has been disabled") {
+        // An account closed or disabled (Yahoo's 554.30, "[#102]"): Sisimai's `suspend`.
+        Some(R::Suspend)
+    } else {
+        None
+    }
+}
+
 /// Whether `b` ends a token at `i` (nothing alphanumeric there).
 fn boundary(b: &[u8], i: usize) -> bool {
     !b.get(i).is_some_and(u8::is_ascii_alphanumeric)
@@ -202,7 +231,10 @@ pub fn codes(text: &str) -> impl Iterator<Item = (Provider, Option<Reason>)> + '
         let code = (1..=2).contains(&n).then(|| digits(b, at, n)).flatten()?;
         Some((Provider::IUa, iua(code)))
     });
-    marks.chain(links)
+    static DD: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"delivery error: dd "));
+    let dd = DD.find_iter(b).map(move |i| (Provider::Yahoo, yahoo(&b[i + "delivery error: dd ".len()..])));
+    marks.chain(links).chain(dd)
 }
 
 /// The first decided reason among the codes of the providers in `enabled` (a set of
@@ -285,6 +317,30 @@ mod tests {
         assert_eq!(read("550 See http://mail.i.ua/err/11/"), None);
         assert_eq!(read("550 See http://mail.i.ua/err/123/"), None);
         assert_eq!(read("550 See http://mail.i.ua/err/"), None);
+    }
+
+    #[test]
+    fn yahoo_dd_replies_are_read_by_their_words() {
+        let unknown = "554 delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0] - mta1284.mail.bf1.yahoo.com";
+        assert_eq!(read(unknown), Some(R::UserUnknown));
+        assert_eq!(
+            read("554 delivery error: dd Not a valid recipient - atlas318.free.mail.gq1.yahoo.com"),
+            Some(R::UserUnknown)
+        );
+        assert_eq!(
+            read("554 delivery error: dd This user doesn't have a aol.com account (x@aol.com) [0]"),
+            Some(R::UserUnknown)
+        );
+        let disabled = "554 delivery error: dd Sorry, your message to x@yahoo.com cannot be delivered. This mailbox is disabled (554.30).";
+        assert_eq!(read(disabled), Some(R::Suspend));
+        assert_eq!(
+            read("554 delivery error: dd x@yahoo.com is no longer valid. [-20] - mta1.mail.ne1.yahoo.com"),
+            Some(R::Suspend)
+        );
+        // Other words after the marker decide nothing; the words without it are not Yahoo's.
+        assert_eq!(read("554 delivery error: dd Message rejected"), None);
+        assert_eq!(read("550 This user doesn't have a yahoo.com account"), None);
+        assert_eq!(codes(unknown).map(|(p, _)| p).collect::<Vec<_>>(), [Provider::Yahoo]);
     }
 
     #[test]

@@ -1601,6 +1601,29 @@ mod tests {
     }
 
     #[test]
+    fn yahoos_unknown_user_after_data_is_the_mailbox_stores_verdict() {
+        // Yahoo checks recipients after the message: its "dd" reply at the end of DATA is
+        // the mailbox store's answer (its error-code page: the address does not exist).
+        let yahoo = "554 delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0] - mta1061.mail.ne1.yahoo.com";
+        let v = at(yahoo, "5.0.0", 554, Stage::Message);
+        assert_eq!(
+            (v.reason, v.kind, v.suppress, v.basis),
+            (Reason::UserUnknown, BounceType::Permanent, true, Basis::Provider)
+        );
+        // A disabled Yahoo mailbox stays a transient suspension (it may come back).
+        let v = at(
+            "554 delivery error: dd Sorry, your message to x@yahoo.com cannot be delivered. This mailbox is disabled (554.30).",
+            "5.0.0",
+            554,
+            Stage::Message,
+        );
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::Suspend, BounceType::Transient, false));
+        // The policy for everyone else stands: "no such user" after DATA is a filter's answer.
+        let v = at("554 5.0.0 no such user here", "5.0.0", 554, Stage::Message);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::Filtered, BounceType::Transient, false));
+    }
+
+    #[test]
     fn a_delivery_program_that_failed_is_no_unknown_user() {
         // sendmail's words for a local program (a pipe in .forward) that exited with a status
         // it does not know: the mailbox exists, its program broke. "unknown" alone would have
