@@ -95,8 +95,15 @@ impl Reason {
         use BounceSubtype as S;
         use BounceType as T;
         match self {
-            Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => (T::Permanent, S::General),
-            Reason::NotAccept if code_class != Some(4) => (T::Permanent, S::General),
+            // A 4xx reply is the server's word that the failure is transient (RFC 5321
+            // §4.2.1): "421 4.1.1 … unverified address: Address verification in progress",
+            // Mimecast's "451 Invalid Recipient" while its directory catches up. The words
+            // name the reason; the class says it may pass.
+            Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept
+                if code_class != Some(4) =>
+            {
+                (T::Permanent, S::General)
+            }
             Reason::OnHold | Reason::Undefined => (T::Undetermined, S::Undetermined),
             Reason::MailboxFull => (T::Transient, S::MailboxFull),
             Reason::MesgTooBig | Reason::ExceedLimit => (T::Transient, S::MessageTooLarge),
@@ -300,7 +307,9 @@ pub(crate) fn judge_with(
 ///   and that is what the hosted service reports; but nothing says the address is gone, so it
 ///   stays off the list. (Transient, the earlier answer, lost most hard bounces whose wording
 ///   was new.)
-/// - A 4xx refusal never suppresses, whatever its words: the server itself says it may pass.
+/// - A 4xx refusal is never permanent and never suppresses, whatever its words: the server
+///   itself says it may pass (RFC 5321 §4.2.1), and the live SMTP path ends such an email
+///   transient when its retries run out.
 ///   Nor does an x.7.x one (RFC 3463 §3.8, security or policy: about the sender, its content
 ///   or standing); "user unknown" under x.7.x is read as `filtered` — except when said at
 ///   `RCPT TO` or by the server holding the mailbox, where only the recipient is judged and
@@ -1598,6 +1607,40 @@ mod tests {
 
     fn at(text: &str, status: &str, code: u16, stage: Stage) -> Verdict {
         judge(text, EnhancedStatus::parse(status), Some(code), stage)
+    }
+
+    #[test]
+    fn a_4xx_reply_is_never_a_permanent_failure_whatever_it_names() {
+        // The server says the failure may pass: the reason is kept, the type is transient
+        // (as the live SMTP path ends such an email when its retries run out), and nothing
+        // is suppressed.
+        for (text, status, code, reason) in [
+            (
+                "421 4.1.1 <a@example.org>: Recipient address rejected: unverified address: Address verification in progress",
+                "4.1.1",
+                421,
+                Reason::UserUnknown,
+            ),
+            (
+                "451 Invalid Recipient - https://community.mimecast.com/docs/DOC-1369#451",
+                "4.0.0",
+                451,
+                Reason::UserUnknown,
+            ),
+            (
+                "450 4.1.2 <a@example.invalid>: Recipient address rejected: Domain not found",
+                "4.1.2",
+                450,
+                Reason::HostUnknown,
+            ),
+        ] {
+            let v = at(text, status, code, Stage::Recipient);
+            assert_eq!((v.reason, v.kind, v.suppress), (reason, BounceType::Transient, false), "{text}");
+            // The same words under a 5xx are permanent.
+            let five = text.replacen(&code.to_string(), "550", 1).replacen(status, &status.replacen('4', "5", 1), 1);
+            let v = at(&five, &status.replacen('4', "5", 1), 550, Stage::Recipient);
+            assert_eq!((v.reason, v.kind, v.suppress), (reason, BounceType::Permanent, true), "{five}");
+        }
     }
 
     #[test]
