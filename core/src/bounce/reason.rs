@@ -1160,6 +1160,9 @@ const RULES: &[(Reason, &[&str])] = &[
             // AOL's notice for a member who takes no attachments: a rule on the content,
             // not an address that takes no mail (the weak "not accepting").
             "not accepting mail with attachments",
+            // A filter's refusal of a message forged to look like another sender's
+            // (Barracuda's "550 rejecting spoofed message").
+            "spoofed",
         ],
     ),
     (
@@ -1221,6 +1224,11 @@ const RULES: &[(Reason, &[&str])] = &[
             "mailbox unknown",
             "bad recipient",
             "no mailbox here",
+            // Filtering gateways that hold the list of the domain's valid recipients:
+            // ZeroSpam's "Recipient address rejected: Not in recipient list", Proofpoint's
+            // "Recipient address rejected: User email address is marked as invalid".
+            "not in recipient list",
+            "address is marked as invalid",
             // The same in two words, as many servers write it ("No mail box available for
             // this user"; qmail's badrcptto: "user mail-box not found").
             "no mail box",
@@ -1641,6 +1649,20 @@ mod tests {
             let v = at(&five, &status.replacen('4', "5", 1), 550, Stage::Recipient);
             assert_eq!((v.reason, v.kind, v.suppress), (reason, BounceType::Permanent, true), "{five}");
         }
+    }
+
+    #[test]
+    fn gateways_that_keep_the_list_of_valid_recipients_name_an_unknown_user() {
+        for text in [
+            "554 5.7.1 <a@example.org>: Recipient address rejected: Not in recipient list",
+            "550 5.7.1 <a@example.org>: Recipient address rejected: User email address is marked as invalid.",
+        ] {
+            let v = at(text, "5.7.1", 554, Stage::Recipient);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::UserUnknown, BounceType::Permanent, true), "{text}");
+        }
+        // A forged message refused is a policy on the message, never the address.
+        let v = at("550 rejecting spoofed message", "5.0.0", 550, Stage::Message);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::PolicyViolation, BounceType::Transient, false));
     }
 
     #[test]
