@@ -156,7 +156,10 @@ fn iua(code: u16) -> Option<Reason> {
 /// Yahoo: the words after `delivery error: dd`. `None`: words the table does not know
 /// (they are read as usual).
 fn yahoo(words: &[u8]) -> Option<Reason> {
-    // (The reply's first line is enough; `dd` replies are one line.)
+    // (The reply's first line is enough, `dd` replies are one line, and the words come within
+    // an address's length of the mark: "dd Sorry, your message to <address> cannot be
+    // delivered. This mailbox is disabled". Bounded, so a hostile line costs no more.)
+    let words = &words[..words.len().min(512)];
     let line = &words[..memchr::memchr(b'\n', words).unwrap_or(words.len())];
     let says = |w: &str| line.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w.as_bytes()));
     if says("doesn't have a") || says("not a valid recipient") || says("mailbox not found") {
@@ -233,7 +236,9 @@ pub fn codes(text: &str) -> impl Iterator<Item = (Provider, Option<Reason>)> + '
     });
     static DD: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"delivery error: dd "));
-    let dd = DD.find_iter(b).map(move |i| (Provider::Yahoo, yahoo(&b[i + "delivery error: dd ".len()..])));
+    // (One reply has one mark: only the first is read, so that a text repeating it is read
+    // once, not once per mark.)
+    let dd = DD.find(b).map(move |i| (Provider::Yahoo, yahoo(&b[i + "delivery error: dd ".len()..])));
     marks.chain(links).chain(dd)
 }
 
@@ -341,6 +346,13 @@ mod tests {
         assert_eq!(read("554 delivery error: dd Message rejected"), None);
         assert_eq!(read("550 This user doesn't have a yahoo.com account"), None);
         assert_eq!(codes(unknown).map(|(p, _)| p).collect::<Vec<_>>(), [Provider::Yahoo]);
+        // One mark is read, however often a text repeats it (each read scans the words after
+        // it), and only the words near it: a hostile line of marks is read once.
+        let hostile = "delivery error: dd ".repeat(10_000) + "doesn't have a yahoo.com account";
+        assert_eq!(codes(&hostile).filter(|(p, _)| *p == Provider::Yahoo).count(), 1);
+        assert_eq!(read(&hostile), None);
+        let far = format!("554 delivery error: dd Sorry{} This mailbox is disabled", " ".repeat(600));
+        assert_eq!(read(&far), None);
     }
 
     #[test]
