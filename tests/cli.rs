@@ -288,6 +288,30 @@ Action: delayed\nStatus: 4.2.2\nDiagnostic-Code: smtp; 452 4.2.2 Mailbox full\n\
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_command_without_a_panic() {
+    // `mailroom classify --batch … | head -1`: the reader closes the pipe after one line.
+    use std::io::{BufRead, BufReader};
+    let qmail = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces/bsd/lhost-qmail-01.eml");
+    let input = format!("{}\n", qmail.display()).repeat(3_000);
+    let mut child = Command::new(binary())
+        .args(["classify", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("kijitora@example.ne.jp"), "{first}");
+    // (The reader is dropped here: the pipe is closed with about 1.7 MB still to write.)
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+#[test]
 fn ingest_bounce_links_to_the_email_by_message_id() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.redb");

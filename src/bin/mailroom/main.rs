@@ -42,7 +42,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 fn print(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+    out(serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+}
+
+/// Writes one line to stdout. A reader that closed the pipe (`mailroom classify … | head`)
+/// wants no more: the process ends at once with the status of a tool that SIGPIPE ended
+/// (128 + 13), where `println!` panicked with a backtrace. Another failure to write is
+/// reported on stderr.
+fn out(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("mailroom: cannot write the output: {e}");
+        }
+        std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe { 141 } else { 1 });
+    }
 }
 
 fn read_input(file: Option<&Path>) -> Result<Vec<u8>, Failure> {
@@ -126,7 +141,7 @@ async fn tail(mut after: u64, limit: usize, follow: bool, store: &Store) -> Resu
             run_request(&settings, Request::EventsAfter { after, limit: if follow { 500 } else { limit } }).await?;
         let entries = page["data"].as_array().cloned().unwrap_or_default();
         for e in &entries {
-            println!("{e}");
+            out(e);
             after = e["seq"].as_u64().unwrap_or(after);
         }
         if !follow {
@@ -360,17 +375,17 @@ fn config_command(action: ConfigCommand) -> Result<(), Failure> {
                     "origins": origins,
                 }));
             } else {
-                println!(
+                out(format_args!(
                     "ok: the configuration is valid ({} settings given, {} keys)",
                     s.origins.values().filter(|o| !matches!(o, config::Origin::Default)).count(),
                     s.keys.len()
-                );
+                ));
             }
             Ok(())
         }
         Err(problems) => {
             for p in &problems {
-                println!("{p}");
+                out(p);
             }
             Err(Failure::Usage(format!("{} problem(s) in the configuration", problems.len())))
         }
@@ -409,7 +424,7 @@ fn classify(files: &[PathBuf], batch: bool) -> Result<(), Failure> {
         let mut input = String::new();
         std::io::stdin().read_to_string(&mut input).map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
         for line in input.lines().filter(|l| !l.trim().is_empty()) {
-            println!("{}", one(Path::new(line.trim())));
+            out(one(Path::new(line.trim())));
         }
     } else {
         for f in files {
@@ -430,7 +445,7 @@ fn when(phrase: &str, now: Option<&str>) -> Result<(), Failure> {
     let at =
         mailroom::core::schedule::resolve(phrase, now, 30).map_err(|rule| FieldError::new("scheduled_at", rule))?;
     // The one command whose answer is not JSON: a bare RFC 3339 instant, for scripts.
-    println!("{}", mailroom::core::email::rfc3339(at));
+    out(mailroom::core::email::rfc3339(at));
     Ok(())
 }
 

@@ -288,7 +288,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         // The token goes to stdout once, not into the logs.
-        println!("{}", serde_json::json!({"created_api_key": created.token, "id": created.record.id}));
+        crate::out(serde_json::json!({"created_api_key": created.token, "id": created.record.id}));
         tracing::info!(id = %created.record.id, "no API key yet: created one (its token is printed once on stdout)");
     }
 
