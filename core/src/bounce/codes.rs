@@ -238,7 +238,10 @@ pub fn codes(text: &str) -> impl Iterator<Item = (Provider, Option<Reason>)> + '
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"delivery error: dd "));
     // (One reply has one mark: only the first is read, so that a text repeating it is read
     // once, not once per mark.)
-    let dd = DD.find(b).map(move |i| (Provider::Yahoo, yahoo(&b[i + "delivery error: dd ".len()..])));
+    let dd = DD
+        .find(b)
+        .filter(|&i| i == 0 || boundary(b, i - 1))
+        .map(move |i| (Provider::Yahoo, yahoo(&b[i + "delivery error: dd ".len()..])));
     marks.chain(links).chain(dd)
 }
 
@@ -345,6 +348,7 @@ mod tests {
         // Other words after the marker decide nothing; the words without it are not Yahoo's.
         assert_eq!(read("554 delivery error: dd Message rejected"), None);
         assert_eq!(read("550 This user doesn't have a yahoo.com account"), None);
+        assert_eq!(read("554 xdelivery error: dd Not a valid recipient"), None);
         assert_eq!(codes(unknown).map(|(p, _)| p).collect::<Vec<_>>(), [Provider::Yahoo]);
         // One mark is read, however often a text repeats it (each read scans the words after
         // it), and only the words near it: a hostile line of marks is read once.
