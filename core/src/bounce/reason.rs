@@ -906,6 +906,8 @@ const RULES: &[(Reason, &[&str])] = &[
             "exceeds quota",
             "mailbox size limit",
             "mailfolder is full",
+            "folder full",
+            "folder is full",
             "insufficient storage",
             "disk quota",
             "user is over",
@@ -1137,6 +1139,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "this account is protected by",
             "has restricted sms e-mail",
             "new mail is not currently being accepted",
+            // A recipient's own block of the sender ("550 Your message was rejected by this
+            // user and was not delivered").
+            "rejected by this user",
         ],
     ),
     // A list's or an organisation's policy, in words (after Sisimai's PolicyViolation list).
@@ -1660,6 +1665,11 @@ mod tests {
             let v = at(text, "5.7.1", 554, Stage::Recipient);
             assert_eq!((v.reason, v.kind, v.suppress), (Reason::UserUnknown, BounceType::Permanent, true), "{text}");
         }
+        // A full folder is a full mailbox; a recipient's own block of the sender is its filter.
+        let v = at("550 5.2.5 Folder full", "5.2.5", 550, Stage::Message);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::MailboxFull, BounceType::Transient, false));
+        let v = at("550-Your message was rejected by this user and was not delivered", "5.0.0", 550, Stage::Message);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::Filtered, BounceType::Transient, false));
         // A forged message refused is a policy on the message, never the address.
         let v = at("550 rejecting spoofed message", "5.0.0", 550, Stage::Message);
         assert_eq!((v.reason, v.kind, v.suppress), (Reason::PolicyViolation, BounceType::Transient, false));
