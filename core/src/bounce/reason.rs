@@ -130,8 +130,11 @@ impl Reason {
 pub enum Stage {
     /// `RCPT TO`: the server judged the recipient.
     Recipient,
-    /// `MAIL FROM` or `DATA`: the server judged the sender or the message.
+    /// `DATA` (or a step after `RCPT TO` not told apart): the server judged the message.
     Message,
+    /// `MAIL FROM`: the server judged the sender or the connection. No recipient had been
+    /// named yet, so nothing it says is evidence about one.
+    Sender,
     /// No SMTP step: the reporting server holds the mailbox and looked it up itself (a
     /// Domino directory, a qmail or Exim local delivery). Its "no such user" is the mailbox
     /// store's own answer, as good as one given to `RCPT TO`.
@@ -149,7 +152,7 @@ impl Stage {
 
     /// [`Stage::named_in`] over several texts read as one account.
     pub(crate) fn named_in_any(texts: &[&str]) -> Stage {
-        let mut seen = [false; 2];
+        let mut seen = [false; 3];
         // The words are searched for in a lower-cased copy, not case-blind: aho-corasick's
         // vectorised prefilter works only on an exact search, and with it the search runs
         // several times faster, copy included (a case-blind one reads every byte).
@@ -165,25 +168,29 @@ impl Stage {
 
     /// [`Stage::named_in`] of a text already lower-cased.
     pub(crate) fn named_in_lowercase(lower: &str) -> Stage {
-        let mut seen = [false; 2];
+        let mut seen = [false; 3];
         Stage::mark(lower, &mut seen);
         Stage::of(seen)
     }
 
     /// Marks which list's words occur in `lower`.
-    fn mark(lower: &str, seen: &mut [bool; 2]) {
+    fn mark(lower: &str, seen: &mut [bool; 3]) {
         // (A plain search, which skips ahead with a prefilter: no word of one list holds a
-        // word of the other or runs into one by more than a letter, so no match hides the
-        // other list's. `stage_words_do_not_overlap` keeps that true.)
+        // word of another or runs into one by more than a letter, so no match hides another
+        // list's. `stage_words_do_not_overlap` keeps that true.)
         for m in STAGE_WORDS.as_ref().map(|ac| ac.find_iter(lower)).into_iter().flatten() {
-            seen[usize::from(m.pattern().as_usize() >= AT_RCPT.len())] = true;
+            let i = m.pattern().as_usize();
+            seen[usize::from(i >= AT_RCPT.len()) + usize::from(i >= AT_RCPT.len() + AFTER_RCPT.len())] = true;
         }
     }
 
-    fn of(seen: [bool; 2]) -> Stage {
+    /// RCPT TO's words win (only the recipient was judged there), then DATA's; MAIL FROM's
+    /// only when no later step is named (a notice that names both failed at the later one).
+    fn of(seen: [bool; 3]) -> Stage {
         match seen {
-            [true, _] => Stage::Recipient,
-            [false, true] => Stage::Message,
+            [true, _, _] => Stage::Recipient,
+            [false, true, _] => Stage::Message,
+            [false, false, true] => Stage::Sender,
             _ => Stage::Unknown,
         }
     }
@@ -203,9 +210,11 @@ const AT_RCPT: &[&str] = &[
     // host said: 550 …").
     "does not like recipient",
 ];
-/// Words saying the server refused after the message was sent (or at `MAIL FROM`).
-const AFTER_RCPT: &[&str] =
-    &["end of data", "after data", "reply to data", "after mail from", "reply to mail from", "after message"];
+/// Words saying the server refused after the message was sent.
+const AFTER_RCPT: &[&str] = &["end of data", "after data", "reply to data", "after message"];
+/// Words saying the server refused `MAIL FROM` (postfix's "in reply to MAIL FROM command",
+/// Exim's "SMTP error from remote mail server after MAIL FROM:<…>").
+const AT_MAIL: &[&str] = &["after mail from", "reply to mail from"];
 
 /// Both word lists (lower-case) in one automaton: one pass over a lower-cased refusal instead
 /// of a search per phrase. Leftmost-first, because aho-corasick uses its vectorised (Teddy)
@@ -213,7 +222,7 @@ const AFTER_RCPT: &[&str] =
 static STAGE_WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
     aho_corasick::AhoCorasick::builder()
         .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-        .build(AT_RCPT.iter().chain(AFTER_RCPT))
+        .build(AT_RCPT.iter().chain(AFTER_RCPT).chain(AT_MAIL))
         .ok()
 });
 
@@ -316,6 +325,9 @@ pub(crate) fn judge_with(
 ///   servers do put x.7.1 on a missing mailbox (Gmail's "550 5.7.1 No such user", qmail's
 ///   badrcptto, "550 5.7.1 No mailbox found"; Sisimai and Mail::DeliveryStatus::BounceParser
 ///   both read them as unknown users): permanent and suppressed, as without the status.
+/// - **A refusal of `MAIL FROM`** ([`Stage::Sender`]) that names the recipient unusable or
+///   names nothing known is `rejected` (a refusal of the sender: no recipient had been named),
+///   transient, never suppressed.
 /// - Everything else: transient, by [`Reason::classify`]'s subtypes.
 pub fn verdict(
     mut reason: Reason,
@@ -344,6 +356,18 @@ pub fn verdict(
     let said_of_the_mailbox = said_at_rcpt || basis == Basis::Provider;
     if reason == Reason::UserUnknown && ((!said_of_the_mailbox && !status_says_gone) || policy_status) {
         reason = Reason::Filtered;
+    }
+    // A refusal of `MAIL FROM` judged the sender or the connection: no recipient had been
+    // named. Words or a status that would name the recipient unusable ("550 5.1.1 User
+    // unknown" from a server that verifies senders), or no known cause at all, are a
+    // rejection of the sender there: transient, never suppressed.
+    if stage == Stage::Sender
+        && matches!(
+            reason,
+            Reason::UserUnknown | Reason::Filtered | Reason::HostUnknown | Reason::HasMoved | Reason::Undefined
+        )
+    {
+        reason = Reason::Rejected;
     }
     // A status that says what was wrong, and that it was not the recipient, outweighs words
     // that would name the recipient unusable: the sender's address (postfix evaluates sender
@@ -2205,7 +2229,8 @@ mod tests {
 
     #[test]
     fn stage_words_do_not_overlap() {
-        for (one, other) in [(AT_RCPT, AFTER_RCPT), (AFTER_RCPT, AT_RCPT)] {
+        let lists = [AT_RCPT, AFTER_RCPT, AT_MAIL];
+        for (one, other) in lists.iter().flat_map(|a| lists.iter().map(move |b| (*a, *b))).filter(|(a, b)| a != b) {
             for a in one {
                 for b in other {
                     assert!(!a.contains(b), "{a} holds {b}");
@@ -2218,6 +2243,31 @@ mod tests {
         assert_eq!(Stage::named_in("554 after end of data; in reply to rcpt to"), Stage::Recipient);
         assert_eq!(Stage::named_in("554 5.7.1 (in reply to end of DATA command)"), Stage::Message);
         assert_eq!(Stage::named_in("550 user unknown"), Stage::Unknown);
+        assert_eq!(Stage::named_in("554 Transaction failed (in reply to MAIL FROM command)"), Stage::Sender);
+        assert_eq!(Stage::named_in("SMTP error from remote mail server after MAIL FROM:<a@b.example>"), Stage::Sender);
+        // A notice that names a later step too failed at that step.
+        assert_eq!(Stage::named_in("after MAIL FROM … 554 (in reply to end of DATA command)"), Stage::Message);
+    }
+
+    #[test]
+    fn a_refusal_of_mail_from_says_nothing_about_the_recipient() {
+        // Nothing known, or words that would name the recipient unusable (a server that
+        // verifies senders): a rejection of the sender, transient, never suppressed.
+        for (text, status, code) in [
+            ("554 xyzzy", "5.0.0", 554),
+            ("553 Local user only,163 smtp5", "5.0.0", 553),
+            ("550 5.1.1 User unknown", "5.1.1", 550),
+            ("550 5.1.2 Host unknown", "5.1.2", 550),
+        ] {
+            let v = at(text, status, code, Stage::Sender);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::Rejected, BounceType::Transient, false), "{text}");
+        }
+        // A cause it names stays: a block of our address is a block.
+        let v = at("550 5.7.1 Client host blocked using zen.spamhaus.org", "5.7.1", 550, Stage::Sender);
+        assert_eq!((v.reason, v.suppress), (Reason::Blocked, false));
+        // The same unknown user at RCPT TO is one.
+        let v = at("550 5.1.1 User unknown", "5.1.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::UserUnknown, BounceType::Permanent, true));
     }
 
     #[test]
