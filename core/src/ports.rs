@@ -4,7 +4,7 @@
 //! can half-apply it (insert a batch with its idempotency record; claim with a lease; record
 //! an outcome with its events and suppressions).
 
-use crate::bounce::SmtpReply;
+use crate::bounce::{SmtpReply, Stage};
 use crate::domains::Domain;
 use crate::email::{AccountId, EmailId, EmailRecord, EmailSummary, Event, NewEmail, Page, PageRequest};
 use crate::error::StorageError;
@@ -645,6 +645,12 @@ pub struct RecipientReport {
     pub status: RecipientStatus,
     /// The server's exact reply for this recipient.
     pub reply: Option<SmtpReply>,
+    /// The step of the dialogue that reply answered: `RCPT TO` judged this recipient,
+    /// `MAIL FROM` and `DATA` judged the sender and the message (every recipient shares
+    /// them). The reply is read at that step ([`crate::bounce::classify_at`]): only a refusal
+    /// at `RCPT TO` (or a status that says so) is evidence that the address is gone.
+    /// [`Stage::Unknown`] where the transport cannot say.
+    pub stage: Stage,
     /// Feedback that arrived already (the sandbox's complaints).
     pub feedback: Option<Feedback>,
 }
@@ -664,7 +670,13 @@ impl DeliveryReport {
             recipients: envelope
                 .to
                 .iter()
-                .map(|r| RecipientReport { recipient: r.clone(), status, reply: None, feedback: None })
+                .map(|r| RecipientReport {
+                    recipient: r.clone(),
+                    status,
+                    reply: None,
+                    stage: Stage::Unknown,
+                    feedback: None,
+                })
                 .collect(),
         }
     }

@@ -143,7 +143,9 @@ impl Transport for SandboxTransport {
                     (RecipientStatus::Delivered, accepted(), None)
                 }
             };
-            report.recipients.push(RecipientReport { recipient: rcpt.clone(), status, reply, feedback });
+            // (The simulated replies are the ones a receiving server gives at `RCPT TO`.)
+            let stage = crate::bounce::Stage::Recipient;
+            report.recipients.push(RecipientReport { recipient: rcpt.clone(), status, reply, stage, feedback });
         }
         if !ordinary.is_empty() {
             let msg =

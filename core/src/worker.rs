@@ -10,7 +10,7 @@
 //!   being sent are finished and recorded.
 
 use crate::address::Mailbox;
-use crate::bounce::{BounceInfo, BounceSubtype, BounceType, bounce_info};
+use crate::bounce::{BounceInfo, BounceSubtype, BounceType, Stage, bounce_info, bounce_info_at};
 use crate::email::{AccountId, EmailId};
 use crate::email::{EmailRecord, Event};
 use crate::engine::Engine;
@@ -640,7 +640,7 @@ impl Worker {
                             let reply = r
                                 .reply
                                 .unwrap_or_else(|| crate::bounce::SmtpReply::new(550, "", "rejected without a reply"));
-                            push_bounce(&mut events, &mut suppressions, &r.recipient, reply, id, now);
+                            push_bounce(&mut events, &mut suppressions, &r.recipient, reply, r.stage, id, now);
                         }
                         RecipientStatus::Deferred => deferred.push((r.recipient, r.reply)),
                     }
@@ -657,8 +657,10 @@ impl Worker {
                 }
                 TransportErrorKind::Permanent => {
                     let reply = e.reply.clone().unwrap_or_else(|| crate::bounce::SmtpReply::new(554, "", &e.message));
+                    // The message as a whole was refused, at `MAIL FROM` or `DATA`: never a
+                    // judgement of one recipient at `RCPT TO`.
                     for rcpt in &send_to {
-                        push_bounce(&mut events, &mut suppressions, rcpt, reply.clone(), id, now);
+                        push_bounce(&mut events, &mut suppressions, rcpt, reply.clone(), Stage::Message, id, now);
                     }
                 }
                 // At least once, a dropped connection is a deferral like any other.
@@ -812,10 +814,11 @@ fn push_bounce(
     suppressions: &mut Vec<SuppressionEntry>,
     rcpt: &str,
     reply: crate::bounce::SmtpReply,
+    stage: Stage,
     id: crate::email::EmailId,
     now: DateTime<Utc>,
 ) {
-    let (info, class) = bounce_info(&reply);
+    let (info, class) = bounce_info_at(&reply, stage);
     if class.suppress {
         suppressions.push(SuppressionEntry::caused_by(rcpt, SuppressionReason::Bounced, id, now));
     }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as CDuration, Utc};
-use mailroom_core::bounce::{BounceType, SmtpReply};
+use mailroom_core::bounce::{BounceType, SmtpReply, Stage};
 use mailroom_core::email::{EmailId, PageRequest};
 use mailroom_core::engine::runs_to_its_end;
 use mailroom_core::error::{Error, ErrorName, Rule};
@@ -453,6 +453,7 @@ impl Transport for Scripted {
                         recipient: r.clone(),
                         status,
                         reply: SmtpReply::parse(reply),
+                        stage: Stage::Recipient,
                         feedback: None,
                     })
                     .collect(),
@@ -527,6 +528,53 @@ async fn mixed_results_and_transport_failures() {
     assert_eq!(s.kinds(c).await, vec![Queued, Sent, Bounced]);
     assert!(s.engine.suppression("policy@example.com").await.unwrap().is_none(), "a policy block does not suppress");
     assert_eq!(t.calls.load(Ordering::SeqCst), 3);
+}
+
+/// A transport that refuses each recipient with its reply, given at its step.
+#[derive(Debug)]
+struct Staged(Vec<(&'static str, Stage)>);
+
+#[async_trait]
+impl Transport for Staged {
+    async fn send_raw(&self, envelope: &Envelope, _message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        let recipients = envelope
+            .to
+            .iter()
+            .zip(&self.0)
+            .map(|(r, (reply, stage))| RecipientReport {
+                recipient: r.clone(),
+                status: RecipientStatus::Rejected,
+                reply: SmtpReply::parse(reply),
+                stage: *stage,
+                feedback: None,
+            })
+            .collect();
+        Ok(DeliveryReport { recipients })
+    }
+}
+
+#[tokio::test]
+async fn only_a_refusal_at_rcpt_to_suppresses_the_recipient() {
+    use EventKind::*;
+    let s = setup();
+    // The same "user unknown" answering RCPT TO and MAIL FROM (a server verifying our
+    // sender), and a filter's words after DATA.
+    let t = Arc::new(Staged(vec![
+        ("550 5.1.1 User unknown", Stage::Recipient),
+        ("550 5.1.1 User unknown", Stage::Sender),
+        ("550 No such user here", Stage::Message),
+    ]));
+    let mut r = email("rcpt@example.com");
+    r.to = Some(vec!["rcpt@example.com", "mail@example.com", "data@example.com"].into());
+    let id = s.engine.send(r, SendOptions::default()).await.unwrap().id;
+    s.engine.worker(t, WorkerConfig::default()).run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(id).await, vec![Queued, Sent, Bounced, Bounced, Bounced]);
+    assert!(s.engine.suppression("rcpt@example.com").await.unwrap().is_some());
+    assert!(s.engine.suppression("mail@example.com").await.unwrap().is_none(), "MAIL FROM's refusal names nobody");
+    assert!(s.engine.suppression("data@example.com").await.unwrap().is_none(), "words after DATA are a filter's");
+    let events = s.engine.get_record(id).await.unwrap().state.events;
+    let kinds: Vec<BounceType> = events.iter().filter_map(|e| e.bounce.as_ref().map(|b| b.kind)).collect();
+    assert_eq!(kinds, [BounceType::Permanent, BounceType::Transient, BounceType::Transient]);
 }
 
 #[tokio::test]

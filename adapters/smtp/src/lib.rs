@@ -28,7 +28,7 @@ pub use config::{ConfigError, Mode, RelayTarget, Security, SmtpConfig, Timeouts}
 pub use dkim::DkimKey;
 
 use async_trait::async_trait;
-use mailroom_core::bounce::{EnhancedStatus, SmtpReply};
+use mailroom_core::bounce::{EnhancedStatus, SmtpReply, Stage};
 use mailroom_core::mx::{Route, route};
 use mailroom_core::ports::{
     DeliveryReport, DnsError, Envelope, RecipientReport, RecipientStatus, Transport, TransportError, TransportErrorKind,
@@ -239,13 +239,14 @@ impl SmtpTransport {
         let mut recipients = Vec::with_capacity(envelope.to.len());
         let mut ambiguous = None;
         for (domain, rcpts) in domains {
-            let every = |status: RecipientStatus, reply: SmtpReply| -> Vec<RecipientReport> {
+            let every = |status: RecipientStatus, reply: SmtpReply, stage: Stage| -> Vec<RecipientReport> {
                 rcpts
                     .iter()
                     .map(|r| RecipientReport {
                         recipient: r.clone(),
                         status,
                         reply: Some(reply.clone()),
+                        stage,
                         feedback: None,
                     })
                     .collect()
@@ -256,6 +257,7 @@ impl SmtpTransport {
                     recipients.extend(every(
                         RecipientStatus::Rejected,
                         synthetic(556, (5, 1, 10), &format!("{domain} does not accept mail (null MX, RFC 7505)")),
+                        Stage::Unknown,
                     ));
                     continue;
                 }
@@ -267,6 +269,7 @@ impl SmtpTransport {
                             (5, 1, 2),
                             &format!("{domain} has no MX and no address: the domain does not exist"),
                         ),
+                        Stage::Unknown,
                     ));
                     continue;
                 }
@@ -274,6 +277,7 @@ impl SmtpTransport {
                     recipients.extend(every(
                         RecipientStatus::Deferred,
                         synthetic(451, (4, 4, 3), &format!("DNS lookup for {domain} failed: {why}")),
+                        Stage::Unknown,
                     ));
                     continue;
                 }
@@ -320,14 +324,18 @@ impl SmtpTransport {
                             RecipientStatus::Deferred
                         };
                         let reply = e.reply.unwrap_or_else(|| synthetic(451, (4, 0, 0), &e.message));
-                        recipients.extend(every(status, reply));
+                        recipients.extend(every(status, reply, Stage::Sender));
                         done = true;
                     }
                 }
                 break;
             }
             if !done {
-                recipients.extend(every(RecipientStatus::Deferred, synthetic(451, (4, 4, 1), &last_failure)));
+                recipients.extend(every(
+                    RecipientStatus::Deferred,
+                    synthetic(451, (4, 4, 1), &last_failure),
+                    Stage::Unknown,
+                ));
             }
         }
         // One ambiguous domain makes the whole hand-over ambiguous: the email is never sent
@@ -398,6 +406,7 @@ impl SmtpTransport {
                         recipient: r.clone(),
                         status: RecipientStatus::Rejected,
                         reply: Some(reply.clone()),
+                        stage: Stage::Unknown,
                         feedback: None,
                     })
                     .collect(),
@@ -463,7 +472,8 @@ impl SmtpTransport {
                 4 => RecipientStatus::Deferred,
                 _ => RecipientStatus::Rejected,
             };
-            reports.push(RecipientReport { recipient: r.clone(), status, reply: Some(reply), feedback: None });
+            let stage = Stage::Recipient;
+            reports.push(RecipientReport { recipient: r.clone(), status, reply: Some(reply), stage, feedback: None });
         }
         // The accepted recipients share the fate of the message: the final reply, or DATA's
         // refusal.
@@ -592,6 +602,8 @@ fn share(reports: &mut [RecipientReport], reply: SmtpReply, accepted: RecipientS
     for r in reports.iter_mut().filter(|r| r.status == accepted) {
         r.status = status;
         r.reply = Some(reply.clone());
+        // The reply to the message, after `DATA`: every accepted recipient shares it.
+        r.stage = Stage::Message;
     }
 }
 

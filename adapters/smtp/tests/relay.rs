@@ -5,6 +5,7 @@
 
 mod peers;
 
+use mailroom_core::bounce::Stage;
 use mailroom_core::email::EmailId;
 use mailroom_core::ports::{DeliveryReport, Envelope, RecipientStatus, Transport, TransportErrorKind};
 use mailroom_smtp::{RelayTarget, SmtpConfig, SmtpTransport, Timeouts};
@@ -87,12 +88,16 @@ async fn a_mixed_transaction_delivers_to_the_accepted_and_reports_each_refusal()
         (got[3].1, got[3].2.as_str()),
         (RecipientStatus::Rejected, "554 5.7.1 <block@example.test>: Relay access denied")
     );
+    // Each refusal says the step it answered: these were RCPT TO's, read as such.
+    assert!(r.recipients[1..].iter().all(|x| x.stage == Stage::Recipient), "{:?}", r.recipients);
     // A transaction where every recipient is refused sends no DATA; the session stays usable.
     let r = t.send_raw(&envelope(&["hard@example.test"]), &message("")).await.unwrap();
     assert_eq!(r.recipients[0].status, RecipientStatus::Rejected);
     let r = t.send_raw(&envelope(&["ok@example.test"]), &message("X-Test-Reject: data")).await.unwrap();
     assert_eq!(statuses(&r)[0].1, RecipientStatus::Rejected);
     assert_eq!(statuses(&r)[0].2, "554 5.6.0 Message content rejected");
+    // DATA's refusal judged the message, not this recipient.
+    assert_eq!(r.recipients[0].stage, Stage::Message);
     let printed = peer.stop();
     assert!(printed.contains("accepted=1"), "only the first message was accepted: {printed}");
     assert!(printed.contains("resets=1"), "one RSET, after the transaction that sent no DATA: {printed}");

@@ -195,9 +195,14 @@ pub fn classify_at(reply: &SmtpReply, stage: Stage) -> Classification {
     Classification { kind: v.kind, subtype: v.subtype, suppress: v.suppress && agrees, reason: v.reason }
 }
 
-/// The event detail for a rejected recipient.
+/// The event detail for a recipient rejected at `RCPT TO`.
 pub fn bounce_info(reply: &SmtpReply) -> (BounceInfo, Classification) {
-    let class = classify(reply);
+    bounce_info_at(reply, Stage::Recipient)
+}
+
+/// The event detail for a recipient whose refusal answered `stage`.
+pub fn bounce_info_at(reply: &SmtpReply, stage: Stage) -> (BounceInfo, Classification) {
+    let class = classify_at(reply, stage);
     let message = match class.kind {
         BounceType::Permanent => "The recipient's mail server permanently rejected the email.",
         BounceType::Transient => "The recipient's mail server temporarily rejected the email.",
