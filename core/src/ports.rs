@@ -690,6 +690,9 @@ pub struct TransportError {
     pub kind: TransportErrorKind,
     /// The server's reply behind it, if there was one.
     pub reply: Option<SmtpReply>,
+    /// The step that reply answered (`MAIL FROM` or `DATA`: the whole message was refused);
+    /// [`Stage::Unknown`] when there is no reply or the transport cannot say.
+    pub stage: Stage,
     /// What happened, in words.
     pub message: String,
 }

@@ -657,10 +657,12 @@ impl Worker {
                 }
                 TransportErrorKind::Permanent => {
                     let reply = e.reply.clone().unwrap_or_else(|| crate::bounce::SmtpReply::new(554, "", &e.message));
-                    // The message as a whole was refused, at `MAIL FROM` or `DATA`: never a
-                    // judgement of one recipient at `RCPT TO`.
+                    // The message as a whole was refused, at `MAIL FROM` or `DATA` (read at the
+                    // step the transport names, `DATA`'s when it names none): never a judgement
+                    // of one recipient at `RCPT TO`.
+                    let stage = if e.stage == Stage::Sender { Stage::Sender } else { Stage::Message };
                     for rcpt in &send_to {
-                        push_bounce(&mut events, &mut suppressions, rcpt, reply.clone(), Stage::Message, id, now);
+                        push_bounce(&mut events, &mut suppressions, rcpt, reply.clone(), stage, id, now);
                     }
                 }
                 // At least once, a dropped connection is a deferral like any other.

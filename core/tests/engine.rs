@@ -461,6 +461,7 @@ impl Transport for Scripted {
             Err(kind) => Err(TransportError {
                 kind,
                 reply: SmtpReply::parse("421 4.4.2 connection dropped"),
+                stage: Stage::Unknown,
                 message: "connection dropped".into(),
             }),
         }
@@ -575,6 +576,35 @@ async fn only_a_refusal_at_rcpt_to_suppresses_the_recipient() {
     let events = s.engine.get_record(id).await.unwrap().state.events;
     let kinds: Vec<BounceType> = events.iter().filter_map(|e| e.bounce.as_ref().map(|b| b.kind)).collect();
     assert_eq!(kinds, [BounceType::Permanent, BounceType::Transient, BounceType::Transient]);
+}
+
+/// A relay that refuses our MAIL FROM (the message as a whole) with words that would name a
+/// recipient unusable.
+#[derive(Debug)]
+struct RefusesMailFrom;
+
+#[async_trait]
+impl Transport for RefusesMailFrom {
+    async fn send_raw(&self, _envelope: &Envelope, _message: &[u8]) -> Result<DeliveryReport, TransportError> {
+        Err(TransportError {
+            kind: TransportErrorKind::Permanent,
+            reply: SmtpReply::parse("550 5.1.1 User unknown"),
+            stage: Stage::Sender,
+            message: "MAIL FROM refused".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_whole_message_refused_at_mail_from_suppresses_nobody() {
+    use EventKind::*;
+    let s = setup();
+    let id = s.engine.send(email("someone@example.com"), SendOptions::default()).await.unwrap().id;
+    s.engine.worker(Arc::new(RefusesMailFrom), WorkerConfig::default()).run_until_idle().await.unwrap();
+    assert_eq!(s.kinds(id).await.last(), Some(&Bounced));
+    assert!(s.engine.suppression("someone@example.com").await.unwrap().is_none());
+    let events = s.engine.get_record(id).await.unwrap().state.events;
+    assert_eq!(events.last().unwrap().bounce.as_ref().unwrap().kind, BounceType::Transient);
 }
 
 #[tokio::test]

@@ -101,6 +101,7 @@ impl SmtpTransport {
         .map_err(|e| TransportError {
             kind: TransportErrorKind::Transient,
             reply: None,
+            stage: Stage::Unknown,
             message: e.to_string(),
         })?;
         if cache.len() >= ENVELOPE_KEYS {
@@ -156,6 +157,7 @@ impl Transport for SmtpTransport {
                 let header = key.signature(message).map_err(|message| TransportError {
                     kind: TransportErrorKind::Transient,
                     reply: None,
+                    stage: Stage::Unknown,
                     message,
                 })?;
                 signed = [header.as_bytes(), message].concat();
@@ -180,6 +182,7 @@ impl SmtpTransport {
         let addrs = resolve_host(&target.host, target.port).await.map_err(|message| TransportError {
             kind: TransportErrorKind::Transient,
             reply: None,
+            stage: Stage::Unknown,
             message,
         })?;
         let security = match (envelope.require_tls, target.security) {
@@ -191,6 +194,7 @@ impl SmtpTransport {
                         (5, 7, 10),
                         "the sending domain requires TLS; the relay is set to plain",
                     )),
+                    stage: Stage::Unknown,
                     message: "the sending domain requires TLS, and the relay is configured without it".into(),
                 });
             }
@@ -210,10 +214,10 @@ impl SmtpTransport {
         match self.transaction(&dest, &envelope.from, &envelope.to, message).await {
             Ok(Outcome::Done(recipients)) => Ok(DeliveryReport { recipients }),
             Ok(Outcome::NotHandedOver { message, reply }) => {
-                Err(TransportError { kind: TransportErrorKind::Transient, reply, message })
+                Err(TransportError { kind: TransportErrorKind::Transient, reply, stage: Stage::Unknown, message })
             }
             Ok(Outcome::Ambiguous(message)) => {
-                Err(TransportError { kind: TransportErrorKind::Ambiguous, reply: None, message })
+                Err(TransportError { kind: TransportErrorKind::Ambiguous, reply: None, stage: Stage::Unknown, message })
             }
             Err(refused) => Err(refused),
         }
@@ -341,7 +345,12 @@ impl SmtpTransport {
         // One ambiguous domain makes the whole hand-over ambiguous: the email is never sent
         // again, so no recipient can get it twice (the others' outcomes are in the log).
         if let Some(message) = ambiguous {
-            return Err(TransportError { kind: TransportErrorKind::Ambiguous, reply: None, message });
+            return Err(TransportError {
+                kind: TransportErrorKind::Ambiguous,
+                reply: None,
+                stage: Stage::Unknown,
+                message,
+            });
         }
         Ok(DeliveryReport { recipients })
     }
@@ -444,6 +453,7 @@ impl SmtpTransport {
                         kind,
                         message: format!("MAIL FROM refused: {reply}"),
                         reply: Some(reply),
+                        stage: Stage::Sender,
                     });
                 }
                 Err(StepError::Lost { what, after_dot: true }) => {

@@ -118,6 +118,17 @@ async fn every_rcpt_refused_permanently_or_temporarily_by_smtp_sink() {
     assert_eq!(statuses(&r)[0], ("a@example.test".into(), RecipientStatus::Deferred, "452 4.2.2 Mailbox full".into()));
 }
 
+/// A relay that refuses our MAIL FROM refuses the message as a whole, and says so: the
+/// refusal names the step, so the worker never reads it as a verdict on a recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_mail_from_is_reported_as_that_step() {
+    let sink = peers::smtp_sink(&["-f", "MAIL", "-B", "550 5.1.1 Sender address rejected: User unknown"]);
+    let t = transport(&format!("smtp://127.0.0.1:{}?tls=none", sink.port), |_| {});
+    let err = t.send_raw(&envelope(&["a@example.test"]), &message("")).await.unwrap_err();
+    assert_eq!((err.kind, err.stage), (TransportErrorKind::Permanent, Stage::Sender), "{err:?}");
+    assert_eq!(err.reply.map(|r| r.code), Some(550));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_before_the_dot_hands_nothing_over_and_after_it_is_ambiguous() {
     // 421 and disconnect in answer to DATA: the body was never sent.
