@@ -179,8 +179,16 @@ impl Stage {
         // word of another or runs into one by more than a letter, so no match hides another
         // list's. `stage_words_do_not_overlap` keeps that true.)
         for m in STAGE_WORDS.as_ref().map(|ac| ac.find_iter(lower)).into_iter().flatten() {
+            // (The automaton holds AT_RCPT, then AFTER_RCPT, then AT_MAIL.)
             let i = m.pattern().as_usize();
-            seen[usize::from(i >= AT_RCPT.len()) + usize::from(i >= AT_RCPT.len() + AFTER_RCPT.len())] = true;
+            let list = if i < AT_RCPT.len() {
+                0
+            } else if i < AT_RCPT.len() + AFTER_RCPT.len() {
+                1
+            } else {
+                2
+            };
+            seen[list] = true;
         }
     }
 
@@ -391,10 +399,11 @@ pub fn verdict(
     } else {
         reason.classify(class, text)
     };
-    let unusable = matches!(reason, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved)
-        || (reason == Reason::NotAccept && class != Some(4))
+    let unusable = matches!(reason, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept)
         || disabled_for_good;
-    let suppress = unusable && kind == BounceType::Permanent && class != Some(4) && !policy_status;
+    // (Permanent already says the class is not 4: `Reason::classify` keeps a 4xx transient,
+    // and a disabled mailbox counts only under class 5.)
+    let suppress = unusable && kind == BounceType::Permanent && !policy_status;
     Verdict { reason, kind, subtype, suppress, basis }
 }
 
