@@ -367,12 +367,18 @@ pub fn verdict(
     }
     // A refusal of `MAIL FROM` judged the sender or the connection: no recipient had been
     // named. Words or a status that would name the recipient unusable ("550 5.1.1 User
-    // unknown" from a server that verifies senders), or no known cause at all, are a
-    // rejection of the sender there: transient, never suppressed.
+    // unknown" from a server that verifies senders, Gmail's "550 5.7.27 … publishes a null
+    // MX record" of our return path's domain), or no known cause at all, are a rejection of
+    // the sender there: transient, never suppressed.
     if stage == Stage::Sender
         && matches!(
             reason,
-            Reason::UserUnknown | Reason::Filtered | Reason::HostUnknown | Reason::HasMoved | Reason::Undefined
+            Reason::UserUnknown
+                | Reason::Filtered
+                | Reason::HostUnknown
+                | Reason::HasMoved
+                | Reason::NotAccept
+                | Reason::Undefined
         )
     {
         reason = Reason::Rejected;
@@ -388,9 +394,11 @@ pub fn verdict(
     {
         reason = if about_the_sender { Reason::Rejected } else { Reason::SyntaxError };
     }
-    let disabled_for_good = reason == Reason::Suspend
-        && class == Some(5)
-        && status.is_some_and(|s| s.class == 5 && s.subject == 2 && s.detail == 1);
+    // A disabled or inactive mailbox is gone for good when the status says so: 5.2.1, or a
+    // bad destination mailbox (5.1.x: iCloud's "550 5.1.1 <a@icloud.com>: inactive email
+    // address"), the same evidence that makes "no such user" permanent.
+    let disabled_for_good =
+        reason == Reason::Suspend && class == Some(5) && status_says_gone && status.is_some_and(|s| s.class == 5);
     let said_nothing_known = basis == Basis::Code && reason == Reason::Undefined;
     let (kind, subtype) = if disabled_for_good || (said_nothing_known && class == Some(5)) {
         (BounceType::Permanent, BounceSubtype::General)
@@ -1150,6 +1158,9 @@ const RULES: &[(Reason, &[&str])] = &[
             "domain name not found",
             "hostname not found",
             "domain is not reachable",
+            // Exchange's name for a DNS answer of NXDOMAIN, in its NDRs' diagnostics:
+            // "550 5.4.310 DNS domain example.org does not exist [Message=InfoDomainNonexistent]".
+            "infodomainnonexistent",
             // qmail-remote's answer to a name the DNS says does not exist: "Sorry, I couldn't
             // find any host named example.org. (#5.1.2)" (and "… by that name.").
             "couldn't find any host",
@@ -2190,6 +2201,15 @@ mod tests {
         assert_eq!((v.kind, v.suppress), (BounceType::Transient, false));
         let v = at("account suspended", "5.0.0", 550, Stage::Recipient);
         assert_eq!((v.kind, v.suppress), (BounceType::Transient, false));
+        // A bad destination mailbox that says it is inactive: gone for good too (iCloud's
+        // reply, BounceParser's AT&T "[SUSPEND]" under 5.1.1), but never under a 4xx status,
+        // nor under the sender's own status (5.1.8: our address, not the recipient's).
+        let v = at("550 5.1.1 <a@icloud.com>: inactive email address", "5.1.1", 550, Stage::Recipient);
+        assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::Suspend, true));
+        let v = at("450 4.1.1 mailbox inactive", "4.1.1", 450, Stage::Recipient);
+        assert_eq!((v.kind, v.suppress), (BounceType::Transient, false));
+        let v = at("550 5.1.8 sender account disabled", "5.1.8", 550, Stage::Recipient);
+        assert_eq!((v.kind, v.suppress), (BounceType::Transient, false));
     }
 
     #[test]
@@ -2206,6 +2226,26 @@ mod tests {
         // A status with a known subject is not "nothing known".
         assert_eq!(at("xyzzy", "5.1.2", 550, Stage::Recipient).reason, Reason::HostUnknown);
         assert!(at("xyzzy", "5.4.4", 550, Stage::Recipient).suppress);
+    }
+
+    #[test]
+    fn exchange_names_a_domain_that_does_not_exist_by_its_dns_answer() {
+        // Exchange's NDRs say no step; the DNS answer's name is the evidence, whatever
+        // status (5.4.310, 5.4.312) or words ("DNS query failed") go with it.
+        for (text, status) in [
+            (
+                "550 5.4.310 DNS domain x.example does not exist [Message=InfoDomainNonexistent] \
+                 [LastAttemptedServerName=x.example]",
+                "5.4.310",
+            ),
+            ("550 5.4.312 DNS query failed [Message=InfoDomainNonexistent]", "5.4.312"),
+        ] {
+            let v = at(text, status, 550, Stage::Unknown);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::HostUnknown, BounceType::Permanent, true), "{text}");
+        }
+        // A lookup that failed in another way is no such evidence.
+        let v = at("550 5.4.312 DNS query failed [Message=InfoNoMxRecordFound]", "5.4.312", 550, Stage::Unknown);
+        assert!(!v.suppress);
     }
 
     #[test]
@@ -2267,6 +2307,13 @@ mod tests {
             ("553 Local user only,163 smtp5", "5.0.0", 553),
             ("550 5.1.1 User unknown", "5.1.1", 550),
             ("550 5.1.2 Host unknown", "5.1.2", 550),
+            // Our return path's domain, not the recipient's, publishes no mail exchanger.
+            (
+                "550-5.7.27 The sender address <b@example.org> is not accepted because the domain \
+                 example.org publishes a null MX record. - gsmtp",
+                "5.7.27",
+                550,
+            ),
         ] {
             let v = at(text, status, code, Stage::Sender);
             assert_eq!((v.reason, v.kind, v.suppress), (Reason::Rejected, BounceType::Transient, false), "{text}");
