@@ -346,8 +346,12 @@ pub fn verdict(
     text: &str,
 ) -> Verdict {
     let class = code.map(|c| (c / 100) as u8).or(status.map(|s| s.class));
-    // x.1.7 / x.1.8 are the *sender's* address status (RFC 3463 §3.2).
+    // x.1.7 / x.1.8 are the *sender's* address status (RFC 3463 §3.2). (Not x.7.27, which
+    // RFC 7505 gives a sender's null MX: sendmail reports a recipient's under it.)
     let about_the_sender = status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 7 | 8));
+    // 551 ("user not local") answers RCPT TO alone (RFC 5321 §4.3.2): the code names the step
+    // when nothing else does.
+    let stage = if stage == Stage::Unknown && code == Some(551) { Stage::Recipient } else { stage };
     // x.1.x and 5.2.1 are the status's own evidence; otherwise "no such user" counts only when
     // the server said it to RCPT TO, or the server holding the mailbox said it of its own.
     let status_says_gone = !about_the_sender
@@ -1985,6 +1989,11 @@ mod tests {
         assert_eq!((v.kind, v.suppress), (BounceType::Permanent, true));
         let v = at("User unknown", "5.0.0", 550, Stage::Unknown);
         assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Transient, Reason::Filtered, false));
+        // …or the code, where it answers one step only: 551 answers RCPT TO.
+        let v = at("551 user does not exist", "5.0.0", 551, Stage::Unknown);
+        assert_eq!((v.kind, v.reason, v.suppress), (BounceType::Permanent, Reason::UserUnknown, true));
+        let v = at("551 user does not exist", "5.0.0", 551, Stage::Message);
+        assert_eq!((v.reason, v.suppress), (Reason::Filtered, false));
         // A 4xx never suppresses, whatever its words.
         let v = at("Recipient address rejected: User unknown", "4.1.1", 450, Stage::Recipient);
         assert!(!v.suppress);
