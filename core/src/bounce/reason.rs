@@ -372,8 +372,9 @@ pub fn verdict(
     // A refusal of `MAIL FROM` judged the sender or the connection: no recipient had been
     // named. Words or a status that would name the recipient unusable ("550 5.1.1 User
     // unknown" from a server that verifies senders, Gmail's "550 5.7.27 … publishes a null
-    // MX record" of our return path's domain), or no known cause at all, are a rejection of
-    // the sender there: transient, never suppressed.
+    // MX record" of our return path's domain, "550 5.2.1 … account disabled" of our sending
+    // account), or no known cause at all, are a rejection of the sender there: transient,
+    // never suppressed.
     if stage == Stage::Sender
         && matches!(
             reason,
@@ -382,6 +383,7 @@ pub fn verdict(
                 | Reason::HostUnknown
                 | Reason::HasMoved
                 | Reason::NotAccept
+                | Reason::Suspend
                 | Reason::Undefined
         )
     {
@@ -2323,6 +2325,10 @@ mod tests {
                 "5.7.27",
                 550,
             ),
+            // A disabled account there is ours: the status that makes a recipient's permanent
+            // says nothing of a recipient at this step.
+            ("550 5.2.1 Account disabled", "5.2.1", 550),
+            ("550 5.1.1 <b@example.org>: inactive email address", "5.1.1", 550),
         ] {
             let v = at(text, status, code, Stage::Sender);
             assert_eq!((v.reason, v.kind, v.suppress), (Reason::Rejected, BounceType::Transient, false), "{text}");
