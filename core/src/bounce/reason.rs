@@ -2478,7 +2478,7 @@ mod tests {
             noise in "[a-z ]{0,20}",
             class in 4u8..6, subject in 0u8..8, detail in 0u8..8,
             has_status in any::<bool>(), code_rest in 0u16..55,
-            stage in prop::sample::select(vec![Stage::Recipient, Stage::Message, Stage::Unknown]),
+            stage in prop::sample::select(vec![Stage::Recipient, Stage::Message, Stage::Sender, Stage::Unknown]),
         ) {
             let text = format!("{noise} {}", words.join(" "));
             let status = has_status.then_some(EnhancedStatus { class, subject: u16::from(subject), detail: u16::from(detail) });
@@ -2486,11 +2486,14 @@ mod tests {
             let v = judge(&text, status, Some(code), stage);
             prop_assert!(!v.suppress || v.kind == BounceType::Permanent);
             prop_assert!(!v.suppress || class == 5);
-            // Under x.7.x only a missing mailbox said at RCPT TO.
+            // Nothing said to MAIL FROM is about a recipient.
+            prop_assert!(!v.suppress || stage != Stage::Sender);
+            // Under x.7.x only a missing mailbox said at RCPT TO (which a 551 names).
+            let at_rcpt = stage == Stage::Recipient || (stage == Stage::Unknown && code == 551);
             prop_assert!(
                 !v.suppress
                     || status.is_none_or(|s| s.subject != 7)
-                    || (stage == Stage::Recipient && v.reason == Reason::UserUnknown)
+                    || (at_rcpt && v.reason == Reason::UserUnknown)
             );
             if stage == Stage::Message && !status.is_some_and(|s| s.subject == 1 || (s.subject == 2 && s.detail == 1)) {
                 prop_assert!(v.reason != Reason::UserUnknown);
