@@ -2488,6 +2488,12 @@ mod tests {
             prop_assert!(!v.suppress || class == 5);
             // Nothing said to MAIL FROM is about a recipient.
             prop_assert!(!v.suppress || stage != Stage::Sender);
+            // Nor is a status about the sender (x.1.7, x.1.8) or the dialogue (x.5.1–x.5.6).
+            prop_assert!(
+                !v.suppress
+                    || !status.is_some_and(|s| (s.subject == 1 && matches!(s.detail, 7 | 8))
+                        || (s.subject == 5 && (1..=6).contains(&s.detail)))
+            );
             // Under x.7.x only a missing mailbox said at RCPT TO (which a 551 names).
             let at_rcpt = stage == Stage::Recipient || (stage == Stage::Unknown && code == 551);
             prop_assert!(
