@@ -13,7 +13,15 @@ use mailroom_core::request::{AttachmentContent, AttachmentRequest, EmailRequest,
 use mailroom_core::validate::{Limits, validate};
 
 const TOP: &[&str] = &[
-    "from", "to", "cc", "reply-to", "subject", "message-id", "date", "mime-version", "content-type",
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "subject",
+    "message-id",
+    "date",
+    "mime-version",
+    "content-type",
     "content-transfer-encoding",
 ];
 const PART: &[&str] = &["content-type", "content-transfer-encoding", "content-disposition", "content-id"];
@@ -84,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
         text: Some(if plain.is_empty() { "x".into() } else { plain }),
         headers: Some(headers),
         attachments: Some(vec![
-            AttachmentRequest { content: Some(AttachmentContent::Bytes(vec![1, 2])), filename: Some(file1), ..Default::default() },
+            AttachmentRequest {
+                content: Some(AttachmentContent::Bytes(vec![1, 2])),
+                filename: Some(file1),
+                ..Default::default()
+            },
             AttachmentRequest {
                 content: Some(AttachmentContent::Bytes(vec![3])),
                 filename: Some(file2),

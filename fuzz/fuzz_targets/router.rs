@@ -26,8 +26,7 @@ fn state() -> &'static State {
     STATE.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
-        let token =
-            rt.block_on(engine.create_api_key(Some("fuzz"), KeyPermission::FullAccess)).expect("key").token;
+        let token = rt.block_on(engine.create_api_key(Some("fuzz"), KeyPermission::FullAccess)).expect("key").token;
         let mut config = ApiConfig::default();
         config.rate_limits = RateLimits::none();
         config.max_body_bytes = 1 << 20;
@@ -48,7 +47,8 @@ async fn call(app: &axum::Router, req: Request<Body>) -> (u16, Option<String>, V
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let s = state();
-    let methods = [Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::PUT, Method::OPTIONS, Method::HEAD];
+    let methods =
+        [Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::PUT, Method::OPTIONS, Method::HEAD];
     let method = methods[usize::from(first & 7) % methods.len()].clone();
     let mut parts = rest.split(|b| *b == 0);
     let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).to_string();
