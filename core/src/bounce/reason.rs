@@ -89,6 +89,13 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether the reason itself says the address cannot be delivered to, ever: no such user
+    /// or host, moved away, a domain that takes no mail. What the policy (`verdict`) weighs
+    /// against the step and the status before it suppresses.
+    pub const fn names_the_address_gone(self) -> bool {
+        matches!(self, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept)
+    }
+
     /// The hosted service's type and subtype for this reason; `code_class` is the reply's
     /// class (4 or 5) where known. `text` decides AttachmentRejected.
     pub fn classify(self, code_class: Option<u8>, text: &str) -> (BounceType, BounceSubtype) {
@@ -99,11 +106,7 @@ impl Reason {
             // §4.2.1): "421 4.1.1 … unverified address: Address verification in progress",
             // Mimecast's "451 Invalid Recipient" while its directory catches up. The words
             // name the reason; the class says it may pass.
-            Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept
-                if code_class != Some(4) =>
-            {
-                (T::Permanent, S::General)
-            }
+            r if r.names_the_address_gone() && code_class != Some(4) => (T::Permanent, S::General),
             Reason::OnHold | Reason::Undefined => (T::Undetermined, S::Undetermined),
             Reason::MailboxFull => (T::Transient, S::MailboxFull),
             Reason::MesgTooBig | Reason::ExceedLimit => (T::Transient, S::MessageTooLarge),
@@ -376,16 +379,7 @@ pub fn verdict(
     // account), or no known cause at all, are a rejection of the sender there: transient,
     // never suppressed.
     if stage == Stage::Sender
-        && matches!(
-            reason,
-            Reason::UserUnknown
-                | Reason::Filtered
-                | Reason::HostUnknown
-                | Reason::HasMoved
-                | Reason::NotAccept
-                | Reason::Suspend
-                | Reason::Undefined
-        )
+        && (reason.names_the_address_gone() || matches!(reason, Reason::Filtered | Reason::Suspend | Reason::Undefined))
     {
         reason = Reason::Rejected;
     }
@@ -395,9 +389,7 @@ pub fn verdict(
     // x.5.1–x.5.6 the dialogue ("501 5.5.4 Invalid domain name" is our HELO's). (x.5.0 is
     // not among them: providers put "mailbox unavailable" under it.)
     let about_the_dialogue = status.is_some_and(|s| s.subject == 5 && (1..=6).contains(&s.detail));
-    if (about_the_sender || about_the_dialogue)
-        && matches!(reason, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept)
-    {
+    if (about_the_sender || about_the_dialogue) && reason.names_the_address_gone() {
         reason = if about_the_sender { Reason::Rejected } else { Reason::SyntaxError };
     }
     // A disabled or inactive mailbox is gone for good when the status says so: 5.2.1, or a
@@ -413,8 +405,7 @@ pub fn verdict(
     } else {
         reason.classify(class, text)
     };
-    let unusable = matches!(reason, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept)
-        || disabled_for_good;
+    let unusable = reason.names_the_address_gone() || disabled_for_good;
     // (Permanent already says the class is not 4: `Reason::classify` keeps a 4xx transient,
     // and a disabled mailbox counts only under class 5.)
     let suppress = unusable && kind == BounceType::Permanent && !policy_status;

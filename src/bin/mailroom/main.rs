@@ -53,10 +53,11 @@ fn out(line: impl std::fmt::Display) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("mailroom: cannot write the output: {e}");
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
         }
-        std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe { 141 } else { 1 });
+        eprintln!("mailroom: cannot write the output: {e}");
+        std::process::exit(1);
     }
 }
 
