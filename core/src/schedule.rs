@@ -5,7 +5,8 @@
 //! `tomorrow 9:00`, `today 17:00`, `friday 3pm`, `Friday at 3pm ET`, `next friday 8pm`,
 //! `next day at 9am PST`, `monday at noon`, `midnight`, `9am tomorrow`,
 //! `2026-12-01 09:00 Europe/Berlin`, `Dec 24 at 9am`, `December 24th, 2026 5pm ET`,
-//! `24 Dec 9:00`, `the 24th of December at noon`.
+//! `24 Dec 9:00`, `the 24th of December at noon`, `tonight at 8`, `tomorrow morning at 9`,
+//! `friday evening at 7:30 ET`, `8 in the evening`, `the day after tomorrow at 10am`.
 //!
 //! The rules, so that nothing is ever guessed silently:
 //! - Every word must be understood; a phrase with anything left over is an error that quotes
@@ -22,10 +23,16 @@
 //!   the first of the two.
 //! - `in 3 days at 9am` (whole days or weeks, then a clock time) is that day at that time;
 //!   `in 2 hours at 9am` is refused.
-//! - `tomorrow` alone is the same clock time tomorrow; `today`/`tomorrow`/a weekday with a time
-//!   is that day at that time. A bare time (`9am`, `noon`, `midnight`) is its next occurrence.
-//!   A weekday (`friday`) is the nearest one whose time is still ahead (today included);
-//!   `next friday` is the first Friday after today. `next day` is tomorrow.
+//! - A part of the day (`morning`, `afternoon`, `evening`, `night`; `tonight`, `this evening`)
+//!   decides how a bare hour reads: `tonight at 8` is 20:00, `tomorrow morning at 8` 08:00. A
+//!   written time must lie inside it (`tonight at 8am` is refused, as is a bare `12` anywhere but
+//!   the afternoon: noon or midnight?). A part of the day alone is no time (`tomorrow morning`
+//!   is refused: which hour would be a guess).
+//! - `tomorrow` alone is the same clock time tomorrow (`the day after tomorrow` alone: two
+//!   days on); `today`/`tomorrow`/a weekday with a time is that day at that time. A bare time
+//!   (`9am`, `noon`, `midnight`) is its next occurrence. A weekday (`friday`) is the nearest
+//!   one whose time is still ahead (today included); `next friday` is the first Friday after
+//!   today. `next day` is tomorrow.
 //! - A month and day without a year (`dec 24`) is this year's, unless that day has passed
 //!   (then next year's, which the window then refuses; `feb 29`: the next leap day).
 //!   Numeric forms such as `12/24` are not accepted: which number is the month differs by
@@ -34,7 +41,9 @@
 //! - The instant must lie after `now - GRACE` and at most `max_days` ahead.
 
 use crate::error::Rule;
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc, Weekday,
+};
 use chrono_tz::Tz;
 
 /// How far in the past a time may lie and still be accepted (it is then due at once). Clients
@@ -96,7 +105,7 @@ pub(crate) fn parse_when(input: &str, now: DateTime<Utc>, zone: Tz) -> Result<Da
     if tokens.is_empty() {
         return Err("it is empty".into());
     }
-    Parser { tokens: &tokens, pos: 0 }.phrase(now, zone)
+    Parser { tokens: &tokens, pos: 0, part: None }.phrase(now, zone)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,6 +264,8 @@ fn next_month_day(today: NaiveDate, m: u32, d: u32) -> Result<NaiveDate, String>
 enum Day {
     Today,
     Tomorrow,
+    /// `the day after tomorrow`.
+    AfterTomorrow,
     /// The nearest such weekday whose time is still ahead (today included).
     Weekday(Weekday),
     /// The first such weekday after today.
@@ -267,6 +278,87 @@ enum Day {
 struct Parser<'a> {
     tokens: &'a [Tok],
     pos: usize,
+    /// The part of the day the phrase names (`tomorrow morning`, `8 tonight`), wherever it
+    /// stood: it decides how a bare hour reads, so it is applied once the whole phrase is read.
+    part: Option<Part>,
+}
+
+/// A part of the day: `morning`, `afternoon`, `evening`, `night` (and `tonight`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    Morning,
+    Afternoon,
+    Evening,
+    Night,
+}
+
+impl Part {
+    fn of(word: &str) -> Option<Part> {
+        Some(match word {
+            "morning" => Part::Morning,
+            "afternoon" => Part::Afternoon,
+            "evening" => Part::Evening,
+            "night" => Part::Night,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Part::Morning => "morning",
+            Part::Afternoon => "afternoon",
+            Part::Evening => "evening",
+            Part::Night => "night",
+        }
+    }
+
+    /// The clock times it spans, as people use the words (start inclusive, end exclusive):
+    /// a written time outside them contradicts the phrase (`tonight at 8am`).
+    fn span(self) -> (u32, u32) {
+        match self {
+            Part::Morning => (0, 12),
+            Part::Afternoon => (12, 18),
+            Part::Evening => (16, 24),
+            Part::Night => (18, 24),
+        }
+    }
+
+    /// `time` as this part of the day reads it. A bare hour (`8`, `8:30`: no am/pm, not a
+    /// 24-hour time) is the one inside the part (`tonight at 8` is 20:00, never 08:00); a bare
+    /// 12 is noon in the afternoon and refused elsewhere (noon or midnight: the phrase does
+    /// not say). A written time must lie inside the part.
+    fn read(self, time: Clock) -> Result<NaiveTime, String> {
+        let (from, to) = self.span();
+        let t = if time.bare {
+            let h = time.at.hour();
+            let h = match (self, h) {
+                (Part::Afternoon, 12) => 12,
+                (_, 12) => {
+                    return Err(format!(
+                        "`12` in the {} is noon or midnight: write `noon`, `midnight` or `12pm`",
+                        self.name()
+                    ));
+                }
+                (Part::Morning, h) => h,
+                (_, h) => h + 12,
+            };
+            time.at.with_hour(h).ok_or_else(|| format!("{h} is not an hour"))?
+        } else {
+            time.at
+        };
+        if !(from..to).contains(&t.hour()) {
+            return Err(format!("{} is not in the {}", t.format("%H:%M"), self.name()));
+        }
+        Ok(t)
+    }
+}
+
+/// A clock time as written: `bare` when it was an hour of a 12-hour clock without am or pm
+/// (`8`, `8:30`), which a part of the day may move to the afternoon.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    at: NaiveTime,
+    bare: bool,
 }
 
 impl Parser<'_> {
@@ -309,6 +401,7 @@ impl Parser<'_> {
                     let rest = format!("{}{}", if at_word { "at " } else { "" }, self.rest());
                     return Err(format!("`{}` was not understood", rest.trim_end()));
                 };
+                let time = self.read_clock(time)?;
                 if d.num_seconds() % 86_400 != 0 {
                     return Err("a clock time goes with whole days or weeks ahead, as in `in 3 days at 9am`".into());
                 }
@@ -332,6 +425,7 @@ impl Parser<'_> {
         }
         let tz = self.zone_or(default_zone);
         self.end()?;
+        let time = self.read_time(time)?;
         let local_now = now.with_timezone(&tz).naive_local();
         let today = local_now.date();
         let at_time = |date: NaiveDate, t: NaiveTime| on_day(tz, date, t);
@@ -342,12 +436,18 @@ impl Parser<'_> {
                 let first = at_time(today, t)?;
                 if first > now { Ok(first) } else { at_time(today + Duration::days(1), t) }
             }
+            (Some(_), None) if self.part.is_some() => {
+                let part = self.part.map_or("", Part::name);
+                Err(format!("the {part} needs a clock time, as in `tomorrow {part} at 8`"))
+            }
             (Some(Day::Tomorrow), None) => Ok(now + Duration::days(1)),
+            (Some(Day::AfterTomorrow), None) => Ok(now + Duration::days(2)),
             (Some(Day::Today), None) => Err("`today` needs a time".into()),
             (Some(Day::Date(_) | Day::OfMonth(..)), None) => Err("a date needs a time".into()),
             (Some(Day::Weekday(_) | Day::NextWeekday(_)), None) => Err("a weekday needs a time".into()),
             (Some(Day::Today), Some(t)) => at_time(today, t),
             (Some(Day::Tomorrow), Some(t)) => at_time(today + Duration::days(1), t),
+            (Some(Day::AfterTomorrow), Some(t)) => at_time(today + Duration::days(2), t),
             (Some(Day::Date(d)), Some(t)) => at_time(d, t),
             (Some(Day::OfMonth(m, d)), Some(t)) => at_time(next_month_day(today, m, d)?, t),
             (Some(Day::Weekday(w)), Some(t)) => {
@@ -371,6 +471,51 @@ impl Parser<'_> {
                 at_time(date, t)
             }
         }
+    }
+
+    /// The clock time of the phrase, read with its part of the day if it named one.
+    fn read_time(&self, time: Option<Clock>) -> Result<Option<NaiveTime>, String> {
+        time.map(|t| self.read_clock(t)).transpose()
+    }
+
+    fn read_clock(&self, time: Clock) -> Result<NaiveTime, String> {
+        match self.part {
+            None => Ok(time.at),
+            Some(part) => part.read(time),
+        }
+    }
+
+    /// Records the part of the day `part`; a phrase names at most one.
+    fn set_part(&mut self, part: Part) -> Result<(), String> {
+        match self.part.replace(part) {
+            Some(first) => Err(format!("both the {} and the {} were named", first.name(), part.name())),
+            None => Ok(()),
+        }
+    }
+
+    /// A part of the day after a day word (`tomorrow morning`, `friday evening`).
+    fn part_after_day(&mut self) -> Result<(), String> {
+        if let Some(part) = self.peek_word().and_then(Part::of) {
+            self.pos += 1;
+            self.set_part(part)?;
+        }
+        Ok(())
+    }
+
+    /// A part of the day after a clock time: `in the morning`, `in the evening`, `at night`
+    /// (`tonight` and `this evening` name a day too, and are read as one).
+    fn part_after_time(&mut self) -> Result<(), String> {
+        let word = |p: &Self, k: usize| match p.tokens.get(p.pos + k) {
+            Some(Tok::Word(w)) => Some(w.as_str()),
+            _ => None,
+        };
+        let (len, part) = match (word(self, 0), word(self, 1).and_then(Part::of), word(self, 2).and_then(Part::of)) {
+            (Some("in"), _, Some(part)) if word(self, 1) == Some("the") && part != Part::Night => (3, part),
+            (Some("at"), Some(Part::Night), _) => (2, Part::Night),
+            _ => return Ok(()),
+        };
+        self.pos += len;
+        self.set_part(part)
     }
 
     /// A zone word here, or `default`.
@@ -438,7 +583,25 @@ impl Parser<'_> {
     }
 
     fn day(&mut self) -> Result<Option<Day>, String> {
+        let day = self.day_word()?;
+        if day.is_some() && self.part.is_none() {
+            self.part_after_day()?;
+        }
+        Ok(day)
+    }
+
+    fn day_word(&mut self) -> Result<Option<Day>, String> {
         self.eat("on");
+        // `the day after tomorrow`, `day after tomorrow`
+        let at = usize::from(self.peek_word() == Some("the"));
+        if self
+            .tokens
+            .get(self.pos + at..self.pos + at + 3)
+            .is_some_and(|w| w == [Tok::Word("day".into()), Tok::Word("after".into()), Tok::Word("tomorrow".into())])
+        {
+            self.pos += at + 3;
+            return Ok(Some(Day::AfterTomorrow));
+        }
         if let Some(Tok::Date(d)) = self.peek() {
             let d = *d;
             self.pos += 1;
@@ -449,7 +612,12 @@ impl Parser<'_> {
         }
         let Some(word) = self.peek_word().map(str::to_string) else { return Ok(None) };
         let day = match word.as_str() {
-            "today" | "tonight" => Day::Today,
+            "today" => Day::Today,
+            "tonight" => {
+                self.pos += 1;
+                self.set_part(Part::Night)?;
+                return Ok(Some(Day::Today));
+            }
             "tomorrow" | "tmrw" => Day::Tomorrow,
             "next" => {
                 self.pos += 1;
@@ -468,6 +636,12 @@ impl Parser<'_> {
             }
             "this" => {
                 self.pos += 1;
+                if let Some(part) = self.peek_word().and_then(Part::of) {
+                    // `this morning`, `this evening`: today.
+                    self.pos += 1;
+                    self.set_part(part)?;
+                    return Ok(Some(Day::Today));
+                }
                 return match self.peek_word().and_then(weekday) {
                     Some(w) => {
                         self.pos += 1;
@@ -543,32 +717,44 @@ impl Parser<'_> {
         Ok(Some(Day::OfMonth(m, d)))
     }
 
-    /// `9am`, `9 am`, `9:30pm`, `17:00`, `noon`, `midnight`, `9` (after `at`: a 24-hour hour).
-    fn time(&mut self) -> Result<Option<NaiveTime>, String> {
+    /// A clock time, and a part of the day after it (`8 in the evening`).
+    fn time(&mut self) -> Result<Option<Clock>, String> {
+        let t = self.clock()?;
+        if t.is_some() {
+            self.part_after_time()?;
+        }
+        Ok(t)
+    }
+
+    /// `9am`, `9 am`, `9:30pm`, `17:00`, `noon`, `midnight`, `9` (after `at`: a 24-hour hour,
+    /// unless a part of the day says otherwise).
+    fn clock(&mut self) -> Result<Option<Clock>, String> {
+        let written = |at: NaiveTime| Clock { at, bare: false };
+        let bare = |at: NaiveTime| Clock { at, bare: (1..=12).contains(&at.hour()) };
         let t =
             |h: u32, m: u32| NaiveTime::from_hms_opt(h, m, 0).ok_or_else(|| format!("{h}:{m:02} is not a time of day"));
         match self.peek().cloned() {
             Some(Tok::Word(w)) if w == "noon" || w == "midday" => {
                 self.pos += 1;
-                Ok(Some(t(12, 0)?))
+                Ok(Some(written(t(12, 0)?)))
             }
             Some(Tok::Word(w)) if w == "midnight" => {
                 self.pos += 1;
-                Ok(Some(t(0, 0)?))
+                Ok(Some(written(t(0, 0)?)))
             }
             Some(Tok::Num(h)) => {
                 self.pos += 1;
                 match self.meridiem() {
-                    Some(pm) => Ok(Some(t(twelve_hour(h, pm)?, 0)?)),
-                    None if h <= 23 => Ok(Some(t(h, 0)?)),
+                    Some(pm) => Ok(Some(written(t(twelve_hour(h, pm)?, 0)?))),
+                    None if h <= 23 => Ok(Some(bare(t(h, 0)?))),
                     None => Err(format!("`{h}` is not an hour")),
                 }
             }
             Some(Tok::Clock(h, m)) => {
                 self.pos += 1;
                 match self.meridiem() {
-                    Some(pm) => Ok(Some(t(twelve_hour(h, pm)?, m)?)),
-                    None => Ok(Some(t(h, m)?)),
+                    Some(pm) => Ok(Some(written(t(twelve_hour(h, pm)?, m)?))),
+                    None => Ok(Some(bare(t(h, m)?))),
                 }
             }
             _ => Ok(None),

@@ -124,6 +124,30 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("2026-12-31T20:00:00Z", "dec 31 at 11pm CET", "2026-12-31T22:00:00Z"),
     ("2026-03-07T12:00:00Z", "march 8 at 2:30am ET", "2026-03-08T07:30:00Z"),
     ("2028-02-10T12:00:00Z", "feb 29 at 9am", "2028-02-29T09:00:00Z"),
+    // A part of the day decides how a bare hour reads; a written time must lie inside it.
+    ("2026-08-05T11:52:01Z", "tonight at 8", "2026-08-05T20:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tonight at 8:30", "2026-08-05T20:30:00Z"),
+    ("2026-08-05T11:52:01Z", "8 tonight", "2026-08-05T20:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tonight at 23:15", "2026-08-05T23:15:00Z"),
+    ("2026-08-05T11:52:01Z", "this evening at 6", "2026-08-05T18:00:00Z"),
+    ("2026-08-05T11:52:01Z", "this afternoon at 3", "2026-08-05T15:00:00Z"),
+    ("2026-08-05T11:52:01Z", "8 this evening", "2026-08-05T20:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tomorrow morning at 8", "2026-08-06T08:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tomorrow afternoon at 12", "2026-08-06T12:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tomorrow evening at 7", "2026-08-06T19:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tomorrow night at 11", "2026-08-06T23:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tomorrow at 8 at night", "2026-08-06T20:00:00Z"),
+    ("2026-08-05T11:52:01Z", "tomorrow at 20:00 in the evening", "2026-08-06T20:00:00Z"),
+    ("2026-08-05T11:52:01Z", "friday evening at 7:30 ET", "2026-08-07T23:30:00Z"),
+    ("2026-08-05T11:52:01Z", "monday morning 9", "2026-08-10T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "9 in the morning tomorrow", "2026-08-06T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "7 in the evening on friday", "2026-08-07T19:00:00Z"),
+    ("2026-08-05T11:52:01Z", "in 2 days at 8 in the evening", "2026-08-07T20:00:00Z"),
+    // The day after tomorrow: alone, the same clock time (as `tomorrow`).
+    ("2026-08-05T11:52:01Z", "day after tomorrow", "2026-08-07T11:52:01Z"),
+    ("2026-08-05T11:52:01Z", "the day after tomorrow at 9am", "2026-08-07T09:00:00Z"),
+    ("2026-08-05T11:52:01Z", "day after tomorrow morning at 10", "2026-08-07T10:00:00Z"),
+    ("2026-12-31T20:00:00Z", "the day after tomorrow at 9am", "2027-01-02T09:00:00Z"),
     // Whole days ahead, at a clock time.
     ("2026-08-05T11:52:01Z", "in 3 days at 9am", "2026-08-08T09:00:00Z"),
     ("2026-08-05T11:52:01Z", "in 1 week at 17:00 ET", "2026-08-12T21:00:00Z"),
@@ -178,6 +202,22 @@ fn unclear_phrases_are_refused_with_the_input_quoted() {
         "in 3 days at 9am please",
         "in 3 days tomorrow",
         "dec 25 1730",
+        // A part of the day is no clock time, and never contradicts the one written.
+        "tonight",
+        "tomorrow morning",
+        "this evening",
+        "friday afternoon",
+        "tomorrow morning at 8pm",
+        "tonight at 8am",
+        "7 this afternoon",
+        "tomorrow at 20:00 in the morning",
+        "tomorrow night at 12",
+        "tomorrow morning at 12",
+        "tonight in the evening at 8",
+        "tomorrow morning at 9 in the evening",
+        "in the morning",
+        "day after",
+        "the day after tomorrow tomorrow",
     ] {
         match resolve_in(phrase, now, 30, chrono_tz::Tz::UTC) {
             Err(Rule::Schedule { input, why }) => {
@@ -192,6 +232,8 @@ fn unclear_phrases_are_refused_with_the_input_quoted() {
         Err(Rule::SchedulePast),
         "never moved silently"
     );
+    // `this morning` is today's: its passed hour is not moved to tomorrow.
+    assert_eq!(resolve_in("9 this morning", now, 30, chrono_tz::Tz::UTC), Err(Rule::SchedulePast));
     assert_eq!(resolve_in("in 31 days", now, 30, chrono_tz::Tz::UTC), Err(Rule::ScheduleTooFar { max_days: 30 }));
     // A date in words follows the same rules: today's passed hour is not moved, and a date
     // gone by this year is next year's, beyond the window.
