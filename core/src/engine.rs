@@ -926,6 +926,51 @@ impl Engine {
         Ok(self.inner.config.storage.suppression_list(&self.account).await?)
     }
 
+    /// `GET /suppressions`: one page of the list in address order. A cursor that is the id of
+    /// no entry is an error naming it (the hosted API's cursors are ids of listed items).
+    pub async fn suppressions_page(
+        &self,
+        q: &crate::suppressions::PageQuery,
+    ) -> Result<crate::email::ListResponse<SuppressionEntry>, Error> {
+        use crate::suppressions::Cursor;
+        match self.inner.config.storage.suppression_page(&self.account, q).await? {
+            Some(page) => Ok(page.into()),
+            None => {
+                let field = if matches!(q.cursor, Cursor::Before(_)) { "before" } else { "after" };
+                Err(FieldError::new(field, Rule::Shape("it is the id of no suppression on the list".into())).into())
+            }
+        }
+    }
+
+    /// The entry that `id_or_email` names: an address (anything with an `@`), or an entry's id
+    /// ([`crate::suppressions::id`]).
+    pub async fn suppression_named(&self, id_or_email: &str) -> Result<Option<SuppressionEntry>, Error> {
+        if id_or_email.contains('@') {
+            self.suppression(id_or_email).await
+        } else {
+            // Ids are written in lower case; a client may send one in upper case.
+            let id = id_or_email.to_ascii_lowercase();
+            Ok(self.inner.config.storage.suppression_by_id(&self.account, &id).await?)
+        }
+    }
+
+    /// Puts an address on the list by hand (origin `manual`), unless it is listed already:
+    /// then the entry that is there stays as it is (a bounce or complaint keeps its origin and
+    /// source). The entry, and whether it was added now.
+    pub async fn suppress_by_hand(&self, address: &str) -> Result<(SuppressionEntry, bool), Error> {
+        if let Some(listed) = self.suppression(address).await? {
+            return Ok((listed, false));
+        }
+        Ok((self.suppress(address, SuppressionReason::Bounced).await?, true))
+    }
+
+    /// Takes the entry that `id_or_email` names off the list; it, or `NotFound`.
+    pub async fn unsuppress_named(&self, id_or_email: &str) -> Result<SuppressionEntry, Error> {
+        let entry = self.suppression_named(id_or_email).await?.ok_or(Error::NotFound { what: "Suppression" })?;
+        self.unsuppress(&entry.address).await?;
+        Ok(entry)
+    }
+
     /// Applies the retention setting (if any): prunes every finished email older than it.
     /// The worker calls this periodically. Returns how many emails were pruned.
     pub async fn prune(&self) -> Result<usize, Error> {

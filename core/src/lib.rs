@@ -31,6 +31,7 @@ pub mod sandbox;
 pub mod schedule;
 pub mod share;
 pub mod store;
+pub mod suppressions;
 pub mod tracking;
 pub mod validate;
 pub mod webhooks;

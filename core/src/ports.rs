@@ -302,6 +302,27 @@ pub trait Storage: Send + Sync + Debug {
     /// All entries of an account, ordered by address.
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>>;
 
+    /// One page of an account's entries in address order ([`crate::suppressions::page`]);
+    /// `None` when the page's cursor is the id of no entry. The provided version reads the
+    /// whole list; a store that can stream its entries reads only up to the page's end.
+    async fn suppression_page(
+        &self,
+        account: &AccountId,
+        q: &crate::suppressions::PageQuery,
+    ) -> StorageResult<Option<crate::email::Page<SuppressionEntry>>> {
+        let all = self.suppression_list(account).await?;
+        crate::suppressions::page(account, all.into_iter().map(Ok), q)
+    }
+
+    /// The entry whose [`crate::suppressions::id`] is `id`, if listed. The provided version
+    /// reads the whole list; a store may scan its keys without decoding the entries.
+    async fn suppression_by_id(&self, account: &AccountId, id: &str) -> StorageResult<Option<SuppressionEntry>> {
+        let all = self.suppression_list(account).await?;
+        let address =
+            crate::suppressions::find(account, all.iter().map(|e| e.address.as_str()), id).map(str::to_string);
+        Ok(address.and_then(|a| all.into_iter().find(|e| e.address == a)))
+    }
+
     /// Moves a `scheduled` email or cancels it (final) — [`crate::store::change_schedule`] —
     /// atomically with respect to the worker: an email already claimed (it is `queued` then)
     /// or canceled is neither moved nor canceled, and a canceled one is never claimed.

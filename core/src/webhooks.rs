@@ -7,7 +7,7 @@
 use crate::email::{AccountId, EmailContent, EmailState};
 use crate::events::{LoggedEvent, Subject};
 use crate::lifecycle::EventKind;
-use crate::ports::{SuppressionEntry, SuppressionReason};
+use crate::ports::SuppressionEntry;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -432,25 +432,14 @@ pub fn payload(event: &LoggedEvent, email: Option<(&EmailContent, &EmailState)>)
     Some(json!({ "type": event.type_name(), "created_at": iso(event.at), "data": data }))
 }
 
-/// A suppression's stable id: the same address on the same account always has the same one.
-pub fn suppression_id(account: &AccountId, address: &str) -> String {
-    let d = Sha256::new().chain_update(account.as_str()).chain_update([0]).chain_update(address).finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
-}
+/// A suppression's stable id ([`crate::suppressions::id`]).
+pub use crate::suppressions::id as suppression_id;
 
 fn suppression_data(account: &AccountId, s: &SuppressionEntry) -> Value {
-    let origin = match (s.reason, s.source_email) {
-        (SuppressionReason::Complained, _) => "complaint",
-        (SuppressionReason::Unsubscribed, _) => "unsubscribe",
-        (SuppressionReason::Bounced, Some(_)) => "bounce",
-        (SuppressionReason::Bounced, None) => "manual",
-    };
     json!({
         "id": suppression_id(account, &s.address),
         "email": s.address,
-        "origin": origin,
+        "origin": crate::suppressions::Origin::of(s).as_str(),
         "source_id": s.source_email.map(|e| e.to_string()),
         "created_at": iso(s.created_at),
     })

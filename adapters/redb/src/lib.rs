@@ -1385,6 +1385,51 @@ impl Storage for RedbStorage {
         })
         .await
     }
+
+    // Streamed: a page decodes the entries up to its end and keeps only the page.
+    async fn suppression_page(
+        &self,
+        account: &AccountId,
+        q: &mailroom_core::suppressions::PageQuery,
+    ) -> StorageResult<Option<mailroom_core::email::Page<SuppressionEntry>>> {
+        let (account, q) = (account.clone(), q.clone());
+        self.read(move |tx| {
+            let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let name = account.0.to_string();
+            let rows = t.range((name.as_str(), "")..).map_err(backend)?;
+            let entries = rows
+                .map(|item| item.map_err(backend))
+                .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.value().0 == name))
+                .map(|item| item.and_then(|(_, v)| decode(v.value())));
+            mailroom_core::suppressions::page(&account, entries, &q)
+        })
+        .await
+    }
+
+    // The keys are scanned for the id; only the entry found is decoded.
+    async fn suppression_by_id(&self, account: &AccountId, id: &str) -> StorageResult<Option<SuppressionEntry>> {
+        let (account, id) = (account.clone(), id.to_string());
+        self.read(move |tx| {
+            let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let name = account.0.to_string();
+            let mut keys = Vec::new();
+            for item in t.range((name.as_str(), "")..).map_err(backend)? {
+                let (k, _) = item.map_err(backend)?;
+                let (a, address) = k.value();
+                if a != name {
+                    break;
+                }
+                keys.push(address.to_string());
+            }
+            match mailroom_core::suppressions::find(&account, keys.iter().map(String::as_str), &id) {
+                Some(address) => {
+                    t.get((name.as_str(), address)).map_err(backend)?.map(|v| decode(v.value())).transpose()
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
 }
 
 /// The log entries for the events `state` gained beyond its first `before`.

@@ -45,6 +45,7 @@ macro_rules! storage_conformance_tests {
             outcome_with_illegal_transition_changes_nothing,
             retry_reschedules_with_pending_recipients,
             suppression_crud,
+            suppression_pages_and_ids,
             next_due_is_the_earliest,
             concurrent_claims_are_exclusive,
             retention_prunes_bodies_and_old_events_of_finished_emails,
@@ -530,6 +531,61 @@ pub async fn suppression_crud(s: Arc<dyn Storage>) {
     assert!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().is_empty());
     s.suppression_add(&a, entry("zed@example.com", SuppressionReason::Bounced)).await.unwrap();
     assert_eq!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().len(), 1);
+}
+
+/// Pages of the list and lookups by id agree with the list itself, account by account (the
+/// provided versions read the list; a store's own versions stream it).
+pub async fn suppression_pages_and_ids(s: Arc<dyn Storage>) {
+    use crate::suppressions::{Cursor, Origin, PageQuery, id, page};
+    let a = acct("a");
+    for i in 0..23u32 {
+        let (reason, source_email) = match i % 3 {
+            0 => (SuppressionReason::Bounced, Some(EmailId::from_u128(u128::from(i)))),
+            1 => (SuppressionReason::Complained, Some(EmailId::from_u128(u128::from(i)))),
+            _ => (SuppressionReason::Bounced, None),
+        };
+        let e = SuppressionEntry { address: format!("u{i:02}@example.com"), reason, source_email, created_at: t0() };
+        s.suppression_add(&a, e).await.unwrap();
+    }
+    // Another account's entries sort between and after these: they never show.
+    for addr in ["u05x@example.com", "zz@example.com"] {
+        let e = SuppressionEntry {
+            address: addr.into(),
+            reason: SuppressionReason::Bounced,
+            source_email: None,
+            created_at: t0(),
+        };
+        s.suppression_add(&acct("b"), e).await.unwrap();
+    }
+    let all = s.suppression_list(&a).await.unwrap();
+    assert_eq!(all.len(), 23);
+    let mut queries = vec![PageQuery { limit: 5, cursor: Cursor::Start, origin: None }];
+    for at in [0usize, 4, 11, 22] {
+        for origin in [None, Some(Origin::Bounce), Some(Origin::Manual)] {
+            let cursor_id = id(&a, &all[at].address);
+            queries.push(PageQuery { limit: 5, cursor: Cursor::After(cursor_id.clone()), origin });
+            queries.push(PageQuery { limit: 5, cursor: Cursor::Before(cursor_id), origin });
+        }
+    }
+    queries.push(PageQuery { limit: 100, cursor: Cursor::Start, origin: Some(Origin::Complaint) });
+    queries.push(PageQuery { limit: 5, cursor: Cursor::After(id(&acct("b"), "zz@example.com")), origin: None });
+    for q in &queries {
+        let want = page(&a, all.iter().cloned().map(Ok), q).unwrap();
+        assert_eq!(s.suppression_page(&a, q).await.unwrap(), want, "{q:?}");
+    }
+    let first = s.suppression_page(&a, &queries[0]).await.unwrap().unwrap();
+    assert_eq!(first.items.len(), 5);
+    assert!(first.has_more);
+    assert_eq!(
+        s.suppression_page(&a, queries.last().unwrap()).await.unwrap(),
+        None,
+        "another account's id is no cursor"
+    );
+    for e in [&all[0], &all[13], &all[22]] {
+        assert_eq!(s.suppression_by_id(&a, &id(&a, &e.address)).await.unwrap().as_ref(), Some(e));
+    }
+    assert_eq!(s.suppression_by_id(&a, &id(&acct("b"), "zz@example.com")).await.unwrap(), None);
+    assert_eq!(s.suppression_by_id(&a, "u01@example.com").await.unwrap(), None, "an address is no id");
 }
 
 pub async fn next_due_is_the_earliest(s: Arc<dyn Storage>) {
