@@ -38,6 +38,7 @@ mod pages;
 mod receiving;
 mod redact;
 mod server;
+mod suppressions;
 mod webhooks;
 
 pub use dashboard::DashboardConfig;
@@ -308,6 +309,10 @@ pub fn router(api: Api) -> Router {
         .route("/emails/receiving/{id}/attachments/{attachment_id}", get(receiving::attachment))
         .route("/emails/{id}/attachments", get(attachments::list))
         .route("/emails/{id}/attachments/{attachment_id}", get(attachments::get))
+        .route("/suppressions", post(suppressions::add).get(suppressions::list))
+        .route("/suppressions/{id}", get(suppressions::get).delete(suppressions::remove))
+        .route("/suppressions/batch/add", post(suppressions::batch_add))
+        .route("/suppressions/batch/remove", post(suppressions::batch_remove))
         .route("/logs", get(logs::list))
         .route("/logs/export", get(logs::export_logs))
         .route("/api-keys", post(keys::create).get(keys::list))

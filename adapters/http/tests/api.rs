@@ -644,3 +644,59 @@ fn request_logs_are_written_when_the_api_outlives_a_runtime() {
     });
     assert_eq!(logs.len(), 2, "one log per round: {logs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suppression_list_is_managed_over_the_api() {
+    let s = start().await;
+    let (post, get, delete) = (reqwest::Method::POST, reqwest::Method::GET, reqwest::Method::DELETE);
+    // Full access only: a sending key reaches the sending routes alone.
+    let (st, r, _) = call(&s, get.clone(), "/suppressions", Some(&s.sending), None, &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (401, Some("restricted_api_key")), "{r}");
+
+    let (st, added, _) =
+        call(&s, post.clone(), "/suppressions", Some(&s.full), Some(json!({"email": "Kim@Example.com"})), &[]).await;
+    assert_eq!(st, StatusCode::OK, "{added}");
+    let id = added["id"].as_str().unwrap().to_string();
+    assert_eq!(id, mailroom_core::suppressions::id(s.engine.account(), "kim@example.com"));
+    // An address added over the API is never contacted.
+    let (_, sent, _) = call(&s, post.clone(), "/emails", Some(&s.full), Some(email("kim@example.com")), &[]).await;
+    let sent: mailroom_core::email::EmailId = sent["id"].as_str().unwrap().parse().unwrap();
+    let sandbox = Arc::new(mailroom_core::sandbox::SandboxTransport::default());
+    s.engine.worker(sandbox.clone(), mailroom_core::worker::WorkerConfig::default()).run_until_idle().await.unwrap();
+    assert_eq!(s.engine.get(sent).await.unwrap().last_event, Some(mailroom_core::lifecycle::EventKind::Suppressed));
+    assert!(sandbox.outbox().is_empty(), "nothing was handed over");
+
+    // Another account's key does not see the entry, by id or by address.
+    let foreign = key(&s.engine.with_account("other-team"), "theirs", KeyPermission::FullAccess).await;
+    for named in [id.as_str(), "kim%40example.com"] {
+        let (st, r, _) = call(&s, get.clone(), &format!("/suppressions/{named}"), Some(&foreign), None, &[]).await;
+        assert_eq!((st.as_u16(), r["name"].as_str()), (404, Some("not_found")), "{r}");
+    }
+
+    // Hostile names: a path that is no id, an id of the wrong form, a cursor of nothing.
+    for named in ["..%2F..%2Fetc%2Fpasswd", "%00", "x".repeat(4000).as_str(), "00000000-0000-4000-8000-000000000000"] {
+        let (st, r, _) = call(&s, get.clone(), &format!("/suppressions/{named}"), Some(&s.full), None, &[]).await;
+        assert_eq!(st.as_u16(), 404, "{named}: {r}");
+    }
+    let (st, r, _) = call(&s, get.clone(), "/suppressions?after=nope", Some(&s.full), None, &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (422, Some("validation_error")), "{r}");
+    assert!(r["message"].as_str().unwrap().contains("`after`"), "{r}");
+    let (st, r, _) = call(&s, get.clone(), "/suppressions?limit=101", Some(&s.full), None, &[]).await;
+    assert_eq!(st.as_u16(), 422, "{r}");
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}@example.com")).collect();
+    let (st, r, _) =
+        call(&s, post.clone(), "/suppressions/batch/add", Some(&s.full), Some(json!({"emails": many})), &[]).await;
+    assert_eq!(st.as_u16(), 422, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("`emails`"), "{r}");
+    let body = json!({"emails": ["a@example.com", 7]});
+    let (st, r, _) = call(&s, post.clone(), "/suppressions/batch/add", Some(&s.full), Some(body), &[]).await;
+    assert_eq!(st.as_u16(), 422, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("`emails[1]`"), "{r}");
+    // Nothing of a refused batch was added.
+    assert!(s.engine.suppression("a@example.com").await.unwrap().is_none());
+
+    let (st, r, _) = call(&s, delete.clone(), &format!("/suppressions/{id}"), Some(&s.full), None, &[]).await;
+    assert_eq!((st.as_u16(), &r["deleted"]), (200, &json!(true)), "{r}");
+    let (st, r, _) = call(&s, delete, &format!("/suppressions/{id}"), Some(&s.full), None, &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (404, Some("not_found")), "{r}");
+}

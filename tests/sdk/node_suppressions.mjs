@@ -1,0 +1,56 @@
+// The suppression list through the official Node SDK (npm `resend` 6.x): add, list by origin
+// and page by cursor, get and remove by id or address, the batch add and remove, and a real
+// bounce landing on the list with its email as the source.
+// Usage: RESEND_BASE_URL=http://127.0.0.1:PORT KEY=re_... node node_suppressions.mjs
+import { Resend } from 'resend';
+import { check, sleep } from './check.mjs';
+
+const resend = new Resend(process.env.KEY, { baseUrl: process.env.RESEND_BASE_URL });
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+const added = await resend.suppressions.add({ email: 'Node.One+tag@Example.com' });
+check('suppressions.add', added.error === null && added.data.object === 'suppression' && uuid.test(added.data.id), added);
+const again = await resend.suppressions.add({ email: 'node.one+tag@example.com' });
+check('suppressions.add of a listed address answers its entry', again.data && again.data.id === added.data.id, again);
+const byId = await resend.suppressions.get(added.data.id);
+check('suppressions.get by id', byId.data && byId.data.object === 'suppression' && byId.data.email === 'node.one+tag@example.com'
+  && byId.data.origin === 'manual' && byId.data.source_id === null && !Number.isNaN(Date.parse(byId.data.created_at)), byId);
+const byEmail = await resend.suppressions.get('node.one+tag@example.com');
+check('suppressions.get by address', byEmail.data && byEmail.data.id === added.data.id, byEmail);
+
+const batch = await resend.suppressions.batch.add({ emails: ['node.b@example.com', 'node.c@example.com', 'NODE.B@example.com'] });
+check('suppressions.batch.add collapses repeats', batch.data && batch.data.data.length === 2 && batch.data.data.every((s) => uuid.test(s.id)), batch);
+const manual = await resend.suppressions.list({ origin: 'manual', limit: 2 });
+check('suppressions.list', manual.data && manual.data.object === 'list' && manual.data.data.length === 2 && manual.data.has_more === true
+  && manual.data.data.every((s) => s.origin === 'manual' && !('object' in s)), manual);
+const next = await resend.suppressions.list({ origin: 'manual', limit: 2, after: manual.data.data[1].id });
+check('suppressions.list after a cursor', next.data && next.data.data.length === 1 && next.data.has_more === false
+  && !manual.data.data.some((s) => s.id === next.data.data[0].id), next);
+const back = await resend.suppressions.list({ origin: 'manual', limit: 1, before: next.data.data[0].id });
+check('suppressions.list before a cursor', back.data && back.data.data[0].id === manual.data.data[1].id && back.data.has_more === true, back);
+
+// A real bounce (the sandbox's bounced@ address) lands on the list with its email.
+const bounced = await resend.emails.send({ from: 'Acme <hello@acme.test>', to: 'bounced+supnode@resend.dev', subject: 'x', html: 'x' });
+let last;
+for (let i = 0; i < 100 && last !== 'bounced'; i++) {
+  last = (await resend.emails.get(bounced.data.id)).data.last_event;
+  if (last !== 'bounced') await sleep(100);
+}
+const bounces = await resend.suppressions.list({ origin: 'bounce', limit: 100 });
+const entry = bounces.data && bounces.data.data.find((s) => s.email === 'bounced+supnode@resend.dev');
+check('a bounce is listed with its email', last === 'bounced' && entry && entry.source_id === bounced.data.id, { last, bounces });
+
+const removed = await resend.suppressions.remove('node.one+tag@example.com');
+check('suppressions.remove by address', removed.data && removed.data.id === added.data.id && removed.data.deleted === true, removed);
+const gone = await resend.suppressions.get(added.data.id);
+check('a removed entry is not found', gone.error && gone.error.name === 'not_found' && gone.error.statusCode === 404, gone);
+const removedById = await resend.suppressions.remove(entry.id);
+check('suppressions.remove by id', removedById.data && removedById.data.deleted === true, removedById);
+const many = await resend.suppressions.batch.remove({ ids: [batch.data.data[0].id, added.data.id] });
+check('suppressions.batch.remove leaves out misses', many.data && many.data.data.length === 1 && many.data.data[0].id === batch.data.data[0].id, many);
+const byEmails = await resend.suppressions.batch.remove({ emails: ['node.c@example.com'] });
+check('suppressions.batch.remove by address', byEmails.data && byEmails.data.data.length === 1 && byEmails.data.data[0].deleted === true, byEmails);
+const invalid = await resend.suppressions.add({ email: 'not an address' });
+check('an invalid address is refused', invalid.error && invalid.error.name === 'validation_error' && invalid.error.statusCode === 422, invalid);
+const empty = await resend.suppressions.list({ origin: 'manual' });
+check('the manual list is empty again', empty.data && empty.data.data.length === 0 && empty.data.has_more === false, empty);

@@ -1,0 +1,33 @@
+"""The suppression list through the official Python SDK (PyPI `resend` 2.x): add, list by
+origin with cursors, get and remove by id or address, the batch add and remove.
+Usage: RESEND_API_URL=http://127.0.0.1:PORT KEY=re_... python3 python_suppressions.py"""
+import os
+import re
+
+import resend
+from checks import check
+
+resend.api_key = os.environ["KEY"]
+uuid = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+added = resend.Suppressions.add({"email": "py.one@example.com"})
+check("Suppressions.add", added["object"] == "suppression" and uuid.match(added["id"]), added)
+got = resend.Suppressions.get("py.one@example.com")
+check("Suppressions.get by address", got["id"] == added["id"] and got["origin"] == "manual" and got["source_id"] is None, got)
+check("Suppressions.get by id", resend.Suppressions.get(added["id"])["email"] == "py.one@example.com")
+batch = resend.Suppressions.Batch.add({"emails": ["py.b@example.com", "py.c@example.com"]})
+check("Suppressions.Batch.add", len(batch["data"]) == 2, batch)
+page = resend.Suppressions.list({"origin": "manual", "limit": 2})
+check("Suppressions.list", page["object"] == "list" and len(page["data"]) == 2 and page["has_more"], page)
+rest = resend.Suppressions.list({"origin": "manual", "limit": 2, "after": page["data"][1]["id"]})
+check("Suppressions.list after a cursor", len(rest["data"]) == 1 and not rest["has_more"], rest)
+removed = resend.Suppressions.remove(added["id"])
+check("Suppressions.remove by id", removed["deleted"] is True and removed["id"] == added["id"], removed)
+try:
+    resend.Suppressions.get(added["id"])
+    check("a removed entry is not found", False)
+except resend.exceptions.ResendError as e:
+    check("a removed entry is not found", e.error_type == "not_found", e)
+gone = resend.Suppressions.Batch.remove({"emails": ["py.b@example.com", "py.c@example.com", "py.nobody@example.com"]})
+check("Suppressions.Batch.remove leaves out misses", len(gone["data"]) == 2 and all(d["deleted"] for d in gone["data"]), gone)
+check("the manual list is empty again", resend.Suppressions.list({"origin": "manual"})["data"] == [])
