@@ -1057,6 +1057,50 @@ pub trait RequestLogStore: Send + Sync + Debug {
         before: Option<u128>,
         limit: usize,
     ) -> Result<(Vec<RequestLog>, bool), StorageError>;
+
+    /// The page just newer than `after` in the newest-first list (the hosted API's `before`
+    /// cursor): up to `limit` logs matching `filter` newer than `after`, the nearest to it,
+    /// newest first; and whether more newer ones match. Provided: pages down from the newest
+    /// with [`log_page`](Self::log_page), holding `limit + 1` logs; a store that can read
+    /// upwards from `after` should.
+    async fn log_page_newer(
+        &self,
+        account: &AccountId,
+        filter: &LogFilter,
+        after: u128,
+        limit: usize,
+    ) -> Result<(Vec<RequestLog>, bool), StorageError> {
+        let mut window = std::collections::VecDeque::with_capacity(limit + 1);
+        let mut cursor = None;
+        'pages: loop {
+            let (page, more) = self.log_page(account, filter, cursor, 100).await?;
+            for log in page {
+                if log.id <= after {
+                    break 'pages;
+                }
+                cursor = Some(log.id);
+                window.push_back(log);
+                if window.len() > limit + 1 {
+                    window.pop_front();
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        let more = window.len() > limit;
+        if more {
+            window.pop_front();
+        }
+        Ok((window.into(), more))
+    }
+
+    /// The log with id `id`, if kept. Provided: a page of one just older than `id + 1`.
+    async fn log_get(&self, account: &AccountId, id: u128) -> Result<Option<RequestLog>, StorageError> {
+        let Some(upper) = id.checked_add(1) else { return Ok(None) };
+        let (page, _) = self.log_page(account, &LogFilter::default(), Some(upper), 1).await?;
+        Ok(page.into_iter().find(|l| l.id == id))
+    }
 }
 
 /// Sending domains, per account: an extension a store may offer beside [`Storage`].

@@ -54,3 +54,22 @@ const invalid = await resend.suppressions.add({ email: 'not an address' });
 check('an invalid address is refused', invalid.error && invalid.error.name === 'validation_error' && invalid.error.statusCode === 422, invalid);
 const empty = await resend.suppressions.list({ origin: 'manual' });
 check('the manual list is empty again', empty.data && empty.data.data.length === 0 && empty.data.has_more === false, empty);
+
+// The request logs of the calls above, as `logs.*` reads them: newest first, paged with the
+// hosted API's cursors (`after` goes older, `before` comes back), one by id.
+const logs = await resend.logs.list({ limit: 3 });
+check('logs.list', logs.data && logs.data.object === 'list' && logs.data.data.length === 3 && logs.data.has_more === true
+  && logs.data.data.every((l) => uuid.test(l.id) && typeof l.response_status === 'number' && l.endpoint && l.method), logs);
+const older = await resend.logs.list({ limit: 3, after: logs.data.data[2].id });
+check('logs.list after a cursor goes older', older.data && older.data.data.length === 3
+  && Date.parse(older.data.data[0].created_at) <= Date.parse(logs.data.data[2].created_at)
+  && !older.data.data.some((l) => logs.data.data.some((k) => k.id === l.id)), older);
+const newer = await resend.logs.list({ limit: 1, before: older.data.data[0].id });
+check('logs.list before a cursor comes back', newer.data && newer.data.data[0].id === logs.data.data[2].id, newer);
+const one = await resend.logs.get(older.data.data[0].id);
+check('logs.get', one.data && one.data.object === 'log' && one.data.id === older.data.data[0].id
+  && one.data.response_status === older.data.data[0].response_status, one);
+const addLog = (await resend.logs.list({ limit: 100 })).data.data.find((l) => l.method === 'POST' && l.endpoint === '/suppressions');
+const addLogFull = await resend.logs.get(addLog.id);
+check('logs.get keeps the request body as JSON', addLogFull.data && typeof addLogFull.data.request_body === 'object'
+  && addLogFull.data.request_body !== null && 'email' in addLogFull.data.request_body, addLogFull);

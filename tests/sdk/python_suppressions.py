@@ -31,3 +31,11 @@ except resend.exceptions.ResendError as e:
 gone = resend.Suppressions.Batch.remove({"emails": ["py.b@example.com", "py.c@example.com", "py.nobody@example.com"]})
 check("Suppressions.Batch.remove leaves out misses", len(gone["data"]) == 2 and all(d["deleted"] for d in gone["data"]), gone)
 check("the manual list is empty again", resend.Suppressions.list({"origin": "manual"})["data"] == [])
+
+logs = resend.Logs.list({"limit": 2})
+check("Logs.list", logs["object"] == "list" and len(logs["data"]) == 2 and logs["has_more"], logs)
+older = resend.Logs.list({"limit": 2, "after": logs["data"][1]["id"]})
+check("Logs.list after a cursor goes older",
+      not {l["id"] for l in older["data"]} & {l["id"] for l in logs["data"]}, older)
+one = resend.Logs.get(older["data"][0]["id"])
+check("Logs.get", one["object"] == "log" and one["id"] == older["data"][0]["id"] and "response_status" in one, one)

@@ -315,6 +315,7 @@ pub fn router(api: Api) -> Router {
         .route("/suppressions/batch/remove", post(suppressions::batch_remove))
         .route("/logs", get(logs::list))
         .route("/logs/export", get(logs::export_logs))
+        .route("/logs/{id}", get(logs::get))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}", delete(keys::revoke))
         .route("/domains", post(domains::create).get(domains::list))

@@ -6,7 +6,7 @@
 //! as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) is neutralised with a leading
 //! `'`, as OWASP recommends.
 
-use crate::{Api, ApiError, ApiResult, Auth, QueryParam, email_id, ok, query};
+use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, ok, path, query};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
@@ -69,19 +69,27 @@ pub(crate) fn filter(q: &HashMap<String, String>) -> Result<LogFilter, ApiError>
 }
 
 fn view(l: &RequestLog) -> Value {
+    // A body was kept as the (redacted) JSON text it was; the API answers it as JSON again,
+    // as the hosted service does (the SDKs type it as any value).
+    let body = |b: &Option<String>| match b {
+        Some(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone())),
+        None => Value::Null,
+    };
     json!({
         "object": "log",
         "id": EmailId::from_u128(l.id).to_string(),
         "created_at": l.at.to_rfc3339(),
         "method": l.method,
         "endpoint": l.endpoint,
+        // The hosted API's name, and this API's own earlier one.
+        "response_status": l.status,
         "status": l.status,
         "user_agent": l.user_agent,
         "sdk": l.user_agent.as_deref().and_then(sdk_name),
         "api_key_id": l.api_key_id,
         "duration_ms": l.duration_ms,
-        "request_body": l.request_body,
-        "response_body": l.response_body,
+        "request_body": body(&l.request_body),
+        "response_body": body(&l.response_body),
     })
 }
 
@@ -89,7 +97,8 @@ fn no_logs() -> ApiError {
     ApiError::new(404, "not_found", "Request logs are not kept here.")
 }
 
-/// `GET /logs`: newest first, `limit` 1–100 (default 20), `before` a log id.
+/// `GET /logs`: newest first, `limit` 1–100 (default 20); `after` a log id: the older logs
+/// after it, `before` a log id: the newer ones just before it (the hosted API's cursors).
 pub(crate) async fn list(State(api): State<Api>, auth: Auth, q: QueryParam) -> ApiResult {
     let q = query(q)?;
     api.logs_settled().await;
@@ -101,9 +110,26 @@ pub(crate) async fn list(State(api): State<Api>, auth: Auth, q: QueryParam) -> A
             ApiError::new(422, "validation_error", "The `limit` parameter must be a number from 1 to 100.")
         })?,
     };
-    let before = q.get("before").map(|b| email_id(b).map(EmailId::as_u128)).transpose()?;
-    let (page, has_more) = store.log_page(account, &filter(&q)?, before, limit).await.map_err(Error::from)?;
+    let cursor = |name: &str| q.get(name).map(|c| email_id(c).map(EmailId::as_u128)).transpose();
+    let filter = filter(&q)?;
+    let (page, has_more) = match (cursor("after")?, cursor("before")?) {
+        (Some(_), Some(_)) => return Err(ApiError::new(422, "validation_error", "Use `after` or `before`, not both.")),
+        (after, None) => store.log_page(account, &filter, after, limit).await,
+        (None, Some(before)) => store.log_page_newer(account, &filter, before, limit).await,
+    }
+    .map_err(Error::from)?;
     ok(json!({"object": "list", "has_more": has_more, "data": page.iter().map(view).collect::<Vec<_>>()}))
+}
+
+/// `GET /logs/{id}`: one log, or 404.
+pub(crate) async fn get(State(api): State<Api>, auth: Auth, id: PathParam<String>) -> ApiResult {
+    let id = email_id(&path(id)?)?.as_u128();
+    api.logs_settled().await;
+    let store = auth.engine.storage().request_logs().ok_or_else(no_logs)?;
+    match store.log_get(&auth.account, id).await.map_err(Error::from)? {
+        Some(log) => ok(view(&log)),
+        None => Err(ApiError::new(404, "not_found", "Log not found")),
+    }
 }
 
 /// A cell a spreadsheet would read as a formula gets a leading `'` (OWASP's CSV injection

@@ -271,6 +271,38 @@ impl RequestLogStore for RedbStorage {
         })
         .await
     }
+
+    // Read upwards from the cursor: the page nearest to it, without the newer logs above.
+    async fn log_page_newer(
+        &self,
+        account: &AccountId,
+        filter: &LogFilter,
+        after: u128,
+        limit: usize,
+    ) -> StorageResult<(Vec<RequestLog>, bool)> {
+        let (account, filter) = (account.0.to_string(), filter.clone());
+        self.read(move |tx| {
+            let Some(t) = optional_table(tx, LOGS)? else { return Ok((vec![], false)) };
+            let Some(lower) = after.checked_add(1) else { return Ok((vec![], false)) };
+            let a = account.as_str();
+            let mut page = Vec::new();
+            for item in t.range((a, lower)..=(a, u128::MAX)).map_err(backend)? {
+                let (_, v) = item.map_err(backend)?;
+                let log: RequestLog = decode(v.value())?;
+                if !filter.matches(&log) {
+                    continue;
+                }
+                if page.len() == limit {
+                    page.reverse();
+                    return Ok((page, true));
+                }
+                page.push(log);
+            }
+            page.reverse();
+            Ok((page, false))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

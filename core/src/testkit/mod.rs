@@ -879,6 +879,22 @@ pub async fn request_logs_conformance(s: Arc<dyn crate::ports::RequestLogStore>)
     assert_eq!(ids(&s.log_page(&acct("a"), &f, None, 100).await.unwrap().0), [12, 11, 10]);
     let (last, more) = s.log_page(&acct("a"), &errors, None, 6).await.unwrap();
     assert_eq!((last.len(), more), (6, false));
+    // The page just newer than a log (the API's `before` cursor), nearest to it, newest first.
+    let all = LogFilter::default();
+    let (up, more) = s.log_page_newer(&acct("a"), &all, p1[3].id, 2).await.unwrap();
+    assert_eq!((ids(&up), more), (vec![29, 28], true));
+    let (up, more) = s.log_page_newer(&acct("a"), &all, p1[1].id, 5).await.unwrap();
+    assert_eq!((ids(&up), more), (vec![30], false));
+    let (up, more) = s.log_page_newer(&acct("a"), &errors, p2[1].id, 1).await.unwrap();
+    assert_eq!((ids(&up), more), (vec![30], false), "errors only: 25 is the cursor, 30 the one above");
+    let (up, more) = s.log_page_newer(&acct("a"), &errors, 0, 2).await.unwrap();
+    assert_eq!((ids(&up), more), (vec![10, 5], true));
+    assert!(s.log_page_newer(&acct("a"), &all, u128::MAX, 3).await.unwrap().0.is_empty());
+    // One log by id; none under another account or for an id never given.
+    assert_eq!(s.log_get(&acct("a"), p2[0].id).await.unwrap().map(|l| l.id), Some(p2[0].id));
+    assert_eq!(s.log_get(&acct("b"), p2[0].id).await.unwrap(), None);
+    assert_eq!(s.log_get(&acct("a"), p2[0].id + 1).await.unwrap(), None);
+    assert_eq!(s.log_get(&acct("a"), u128::MAX).await.unwrap(), None);
     // Another account's logs stay apart.
     assert_eq!(ids(&s.log_page(&acct("b"), &LogFilter::default(), None, 100).await.unwrap().0), [31]);
     // Retention removes the oldest first, across accounts, in steps of `limit`.
