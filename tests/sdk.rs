@@ -68,15 +68,15 @@ fn the_official_node_and_python_sdks_work_unchanged() {
     let base = format!("http://127.0.0.1:{port}");
     run_script("node", "node_sdk.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 15);
     run_script("python3", "python_sdk.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 15);
-    // The suppression list: add, list and page by origin, get and remove by id or address,
-    // the batch calls, and a sandbox bounce listed with its email; then the request logs of
-    // those calls, paged both ways and read one by one.
-    run_script("node", "node_suppressions.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 21);
-    run_script("python3", "python_suppressions.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 13);
+    // The account's resources: the suppression list (add, list and page by origin, get and
+    // remove by id or address, the batch calls, a sandbox bounce listed with its email), the
+    // request logs of those calls (paged both ways, read one by one), the API keys (renamed).
+    run_script("node", "node_account.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 27);
+    run_script("python3", "python_account.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 15);
     // Webhooks, each SDK with a receiver of its own on 127.0.0.1: create, get, list, update,
     // events, attempts, replay, rotation, remove; deliveries verified by the SDKs' `verify`.
     run_script("node", "node_webhooks.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 25);
-    run_script("python3", "python_webhooks.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 13);
+    run_script("python3", "python_webhooks.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 15);
 
     // Domains: each SDK creates one and writes its records; a dnsmasq then publishes them on
     // the port the server was told; each SDK verifies, updates, pages and removes.

@@ -209,6 +209,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Renames this account's active key `id` (1 to 50 characters). A key the configuration
+    /// manages is refused (403): it is named there. A revoked or unknown key is `NotFound`.
+    pub async fn rename_api_key(&self, id: &str, name: Option<&str>) -> Result<ApiKeyRecord, Error> {
+        let name = check_name(name)?;
+        let store = self.key_store()?;
+        let key = store
+            .key_by_id(self.account(), id)
+            .await?
+            .filter(|k| k.revoked_at.is_none())
+            .ok_or(Error::NotFound { what: "API key" })?;
+        if key.managed {
+            return Err(Error::Forbidden(
+                "This API key is managed by the server's configuration; rename it there.".into(),
+            ));
+        }
+        if !store.key_rename(self.account(), id, &name).await? {
+            return Err(Error::NotFound { what: "API key" });
+        }
+        Ok(ApiKeyRecord { name, ..key })
+    }
+
     /// The account and key a token names, if it names an active one.
     pub async fn authenticate(&self, token: &str) -> Result<Option<(AccountId, ApiKeyRecord)>, Error> {
         let found = self.key_store()?.key_by_hash(&token_sha256(token)).await?;
@@ -298,6 +319,31 @@ mod tests {
         e.sync_managed_keys(&[]).await.unwrap();
         assert_eq!(e.authenticate("re_operator").await.unwrap(), None);
         assert!(e.authenticate(&own.token).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_rename_changes_the_name_of_an_active_key_the_api_owns() {
+        let e = engine();
+        let own = e.create_api_key(Some("own"), KeyPermission::FullAccess).await.unwrap();
+        let renamed = e.rename_api_key(&own.record.id, Some("  billing  ")).await.unwrap();
+        assert_eq!(renamed.name, "billing");
+        let (_, found) = e.authenticate(&own.token).await.unwrap().unwrap();
+        assert_eq!(found, ApiKeyRecord { name: "billing".into(), ..own.record.clone() });
+        let err = e.rename_api_key(&own.record.id, Some(&"x".repeat(51))).await.unwrap_err();
+        assert_eq!(err.status(), 422);
+        let err = e.rename_api_key(&own.record.id, None).await.unwrap_err();
+        assert_eq!(err.status(), 422);
+        // The configuration names its keys: renaming one through the API is refused.
+        let stored = e.sync_managed_keys(&[ManagedKey::full_access("re_operator", "operator")]).await.unwrap();
+        let err = e.rename_api_key(&stored[0].id, Some("mine")).await.unwrap_err();
+        assert_eq!(err.status(), 403);
+        // Revoked, unknown, or another account's: not found.
+        e.revoke_api_key(&own.record.id).await.unwrap();
+        for (engine, id) in
+            [(&e, own.record.id.as_str()), (&e, "nope"), (&e.with_account("other"), stored[0].id.as_str())]
+        {
+            assert!(matches!(engine.rename_api_key(id, Some("x")).await, Err(Error::NotFound { .. })), "{id}");
+        }
     }
 
     #[test]

@@ -666,6 +666,17 @@ impl crate::ports::ApiKeyStore for MemoryStorage {
             None => Ok(false),
         }
     }
+
+    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool, StorageError> {
+        let mut s = self.lock();
+        match s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id && k.revoked_at.is_none()) {
+            Some((_, k)) => {
+                k.name = name.to_string();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 #[async_trait::async_trait]

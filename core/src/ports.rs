@@ -945,6 +945,9 @@ pub trait ApiKeyStore: Send + Sync + Debug {
     }
     /// Marks the key revoked at `at`; `false` if the account has no key `id`. Idempotent.
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
+    /// Renames the account's active key `id`, in one atomic change of that one field (a
+    /// revocation racing it is never undone); `false` if the account has no active key `id`.
+    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool, StorageError>;
 }
 
 /// One request to the HTTP API, as recorded (secrets already redacted by the recorder).

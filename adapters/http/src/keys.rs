@@ -1,4 +1,4 @@
-//! `POST /api-keys`, `GET /api-keys`, `DELETE /api-keys/{id}`: the wire side of the engine's
+//! `POST /api-keys`, `GET /api-keys`, `PATCH /api-keys/{id}`, `DELETE /api-keys/{id}`: the wire side of the engine's
 //! key rules (`mailroom_core::keys`). Nothing is decided here.
 
 use crate::{ApiError, ApiResult, Auth, PathParam, json_object, ok, path};
@@ -31,6 +31,19 @@ pub(crate) async fn list(auth: Auth) -> ApiResult {
         .map(|k| json!({"id": k.id, "name": k.name, "created_at": k.created_at.to_rfc3339()}))
         .collect();
     ok(json!({"object": "list", "has_more": false, "data": data}))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Rename {
+    name: Option<String>,
+}
+
+/// `PATCH /api-keys/{id}` `{name}`: the SDKs' `apiKeys.update`.
+pub(crate) async fn rename(auth: Auth, headers: HeaderMap, id: PathParam<String>, body: Bytes) -> ApiResult {
+    let id = path(id)?;
+    let r: Rename = json_object(&headers, body)?;
+    let key = auth.engine.rename_api_key(&id, r.name.as_deref()).await?;
+    ok(json!({"object": "api_key", "id": key.id}))
 }
 
 pub(crate) async fn revoke(auth: Auth, id: PathParam<String>) -> ApiResult {

@@ -317,7 +317,7 @@ pub fn router(api: Api) -> Router {
         .route("/logs/export", get(logs::export_logs))
         .route("/logs/{id}", get(logs::get))
         .route("/api-keys", post(keys::create).get(keys::list))
-        .route("/api-keys/{id}", delete(keys::revoke))
+        .route("/api-keys/{id}", delete(keys::revoke).patch(keys::rename))
         .route("/domains", post(domains::create).get(domains::list))
         .route("/domains/{id}", get(domains::get).patch(domains::update).delete(domains::remove))
         .route("/domains/{id}/verify", post(domains::verify))

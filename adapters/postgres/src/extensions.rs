@@ -103,6 +103,37 @@ impl ApiKeyStore for PostgresStorage {
         })
         .await
     }
+
+    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool> {
+        let (account, id, name) = (account.as_str().to_string(), id.to_string(), name.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let row = sql::query_opt(
+                    tx,
+                    "SELECT token_sha256, record FROM mailroom_api_keys WHERE account = $1 AND id = $2 FOR UPDATE",
+                    &[&account, &id],
+                )
+                .await
+                .map_err(backend)?;
+                let Some(row) = row else { return Ok(false) };
+                let hash: Vec<u8> = row.get(0);
+                let mut key: ApiKeyRecord = decode(row.get(1))?;
+                if key.revoked_at.is_some() {
+                    return Ok(false);
+                }
+                key.name = name;
+                sql::execute(
+                    tx,
+                    "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",
+                    &[&hash, &encode(&key)?],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
 }
 
 /// Logs read per query step while filtering in memory.

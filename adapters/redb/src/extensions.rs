@@ -197,6 +197,38 @@ impl ApiKeyStore for RedbStorage {
         })
         .await
     }
+
+    // As `key_revoke`: the row is found in a snapshot, then changed in the writer only if it
+    // is still this account's active key `id` (its other fields as the writer finds them).
+    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> StorageResult<bool> {
+        let (account, id, name) = (account.0.to_string(), id.to_string(), name.to_string());
+        let found = self.read_now(|tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
+            for item in t.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let (a, key) = decode_key(v.value())?;
+                if a == account && key.id == id {
+                    return Ok(Some(k.value().to_vec()));
+                }
+            }
+            Ok(None)
+        })?;
+        let Some(hash) = found else { return Ok(false) };
+        let keys = Arc::clone(&self.api_keys);
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
+            let Some((a, mut key)) = row.filter(|(a, key)| *a == account && key.id == id && key.revoked_at.is_none())
+            else {
+                return Ok(false);
+            };
+            key.name = name;
+            t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
+            wrote(&keys, &a, &key);
+            Ok(true)
+        })
+        .await
+    }
 }
 
 #[async_trait]

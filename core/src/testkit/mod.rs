@@ -809,6 +809,17 @@ pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     all.sort();
     let want = [("a", "k1"), ("a", "k2"), ("b", "k3"), ("b", "k4")];
     assert_eq!(all, want.map(|(a, k)| (a.to_string(), k.to_string())));
+    // A rename changes the name alone, of an active key of that account; what a lookup by
+    // token finds has the new name. A revoked key keeps its name and stays revoked.
+    assert!(s.key_rename(&acct("a"), "k2", "billing").await.unwrap());
+    let (_, renamed) = s.key_by_hash(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(renamed, ApiKeyRecord { name: "billing".into(), ..key("k2", 2, 1) });
+    assert!(!s.key_rename(&acct("b"), "k2", "theirs").await.unwrap(), "another account's key");
+    assert!(!s.key_rename(&acct("a"), "nope", "x").await.unwrap());
+    assert!(s.key_revoke(&acct("a"), "k2", t0()).await.unwrap());
+    assert!(!s.key_rename(&acct("a"), "k2", "after").await.unwrap(), "a revoked key is not renamed");
+    let (_, after) = s.key_by_hash(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!((after.name.as_str(), after.revoked_at), ("billing", Some(t0())));
 }
 
 /// A plain successful `GET /emails` logged at `at` (tests of retention and backups).

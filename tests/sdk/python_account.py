@@ -1,6 +1,7 @@
-"""The suppression list through the official Python SDK (PyPI `resend` 2.x): add, list by
-origin with cursors, get and remove by id or address, the batch add and remove.
-Usage: RESEND_API_URL=http://127.0.0.1:PORT KEY=re_... python3 python_suppressions.py"""
+"""The account's resources through the official Python SDK (PyPI `resend` 2.x): the
+suppression list (add, list by origin with cursors, get and remove by id or address, the batch
+add and remove), the request logs, the API keys.
+Usage: RESEND_API_URL=http://127.0.0.1:PORT KEY=re_... python3 python_account.py"""
 import os
 import re
 
@@ -39,3 +40,9 @@ check("Logs.list after a cursor goes older",
       not {l["id"] for l in older["data"]} & {l["id"] for l in logs["data"]}, older)
 one = resend.Logs.get(older["data"][0]["id"])
 check("Logs.get", one["object"] == "log" and one["id"] == older["data"][0]["id"] and "response_status" in one, one)
+
+key = resend.ApiKeys.create({"name": "py"})
+check("ApiKeys.update", resend.ApiKeys.update({"id": key["id"], "name": "py (renamed)"})["id"] == key["id"])
+check("ApiKeys.list shows the new name",
+      any(k["id"] == key["id"] and k["name"] == "py (renamed)" for k in resend.ApiKeys.list()["data"]))
+resend.ApiKeys.remove(key["id"])

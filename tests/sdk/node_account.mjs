@@ -1,7 +1,8 @@
-// The suppression list through the official Node SDK (npm `resend` 6.x): add, list by origin
-// and page by cursor, get and remove by id or address, the batch add and remove, and a real
-// bounce landing on the list with its email as the source.
-// Usage: RESEND_BASE_URL=http://127.0.0.1:PORT KEY=re_... node node_suppressions.mjs
+// The account's resources through the official Node SDK (npm `resend` 6.x): the suppression
+// list (add, list by origin and page by cursor, get and remove by id or address, the batch add
+// and remove, a real bounce landing on the list with its email as the source), the request
+// logs, the API keys.
+// Usage: RESEND_BASE_URL=http://127.0.0.1:PORT KEY=re_... node node_account.mjs
 import { Resend } from 'resend';
 import { check, sleep } from './check.mjs';
 
@@ -73,3 +74,18 @@ const addLog = (await resend.logs.list({ limit: 100 })).data.data.find((l) => l.
 const addLogFull = await resend.logs.get(addLog.id);
 check('logs.get keeps the request body as JSON', addLogFull.data && typeof addLogFull.data.request_body === 'object'
   && addLogFull.data.request_body !== null && 'email' in addLogFull.data.request_body, addLogFull);
+
+// API keys: create, rename (`apiKeys.update`), list, remove; a renamed key still works.
+const created = await resend.apiKeys.create({ name: 'ci' });
+check('apiKeys.create', created.data && uuid.test(created.data.id) && created.data.token.startsWith('re_'), created);
+const renamed = await resend.apiKeys.update(created.data.id, { name: 'ci (renamed)' });
+check('apiKeys.update', renamed.data && renamed.data.object === 'api_key' && renamed.data.id === created.data.id, renamed);
+const keys = await resend.apiKeys.list();
+check('apiKeys.list shows the new name', keys.data && keys.data.data.some((k) => k.id === created.data.id && k.name === 'ci (renamed)'), keys);
+const withIt = await new Resend(created.data.token, { baseUrl: process.env.RESEND_BASE_URL }).suppressions.list();
+check('a renamed key still works', withIt.data && withIt.data.object === 'list', withIt);
+const tooLong = await resend.apiKeys.update(created.data.id, { name: 'x'.repeat(51) });
+check('a name over 50 characters is refused', tooLong.error && tooLong.error.statusCode === 422, tooLong);
+await resend.apiKeys.remove(created.data.id);
+const gone2 = await resend.apiKeys.update(created.data.id, { name: 'late' });
+check('a removed key is not renamed', gone2.error && gone2.error.name === 'not_found', gone2);
