@@ -658,24 +658,12 @@ impl crate::ports::ApiKeyStore for MemoryStorage {
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError> {
         let mut s = self.lock();
-        match s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id) {
-            Some((_, k)) => {
-                k.revoked_at.get_or_insert(at);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id).is_some_and(|(_, k)| k.revoke(at)))
     }
 
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool, StorageError> {
         let mut s = self.lock();
-        match s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id && k.revoked_at.is_none()) {
-            Some((_, k)) => {
-                k.name = name.to_string();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id).is_some_and(|(_, k)| k.rename(name)))
     }
 }
 

@@ -904,6 +904,22 @@ pub struct ApiKeyRecord {
 }
 
 impl ApiKeyRecord {
+    /// Revokes it at `at` (the first revocation's time stands); every store's
+    /// [`ApiKeyStore::key_revoke`] change.
+    pub fn revoke(&mut self, at: DateTime<Utc>) -> bool {
+        self.revoked_at.get_or_insert(at);
+        true
+    }
+
+    /// Renames it, unless it is revoked (a revoked key stays as it was revoked); whether it
+    /// was renamed. Every store's [`ApiKeyStore::key_rename`] change.
+    pub fn rename(&mut self, name: &str) -> bool {
+        self.revoked_at.is_none() && {
+            self.name = name.to_string();
+            true
+        }
+    }
+
     /// A key that is not revoked and not managed by a configuration.
     pub fn new(
         id: impl Into<String>,

@@ -77,6 +77,25 @@ impl ApiKeyStore for PostgresStorage {
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        self.change_key(account, id, move |key| key.revoke(at)).await
+    }
+
+    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.change_key(account, id, move |key| key.rename(&name)).await
+    }
+}
+
+impl PostgresStorage {
+    /// Changes the account's key `id` by `change` (which answers whether it changed it), the
+    /// row locked for the change (a revocation and a rename racing each other both hold);
+    /// whether a key was changed.
+    async fn change_key(
+        &self,
+        account: &AccountId,
+        id: &str,
+        change: impl FnOnce(&mut ApiKeyRecord) -> bool + Send + 'static,
+    ) -> Result<bool> {
         let (account, id) = (account.as_str().to_string(), id.to_string());
         self.write(move |tx| {
             Box::pin(async move {
@@ -90,38 +109,9 @@ impl ApiKeyStore for PostgresStorage {
                 let Some(row) = row else { return Ok(false) };
                 let hash: Vec<u8> = row.get(0);
                 let mut key: ApiKeyRecord = decode(row.get(1))?;
-                key.revoked_at.get_or_insert(at);
-                sql::execute(
-                    tx,
-                    "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",
-                    &[&hash, &encode(&key)?],
-                )
-                .await
-                .map_err(backend)?;
-                Ok(true)
-            })
-        })
-        .await
-    }
-
-    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool> {
-        let (account, id, name) = (account.as_str().to_string(), id.to_string(), name.to_string());
-        self.write(move |tx| {
-            Box::pin(async move {
-                let row = sql::query_opt(
-                    tx,
-                    "SELECT token_sha256, record FROM mailroom_api_keys WHERE account = $1 AND id = $2 FOR UPDATE",
-                    &[&account, &id],
-                )
-                .await
-                .map_err(backend)?;
-                let Some(row) = row else { return Ok(false) };
-                let hash: Vec<u8> = row.get(0);
-                let mut key: ApiKeyRecord = decode(row.get(1))?;
-                if key.revoked_at.is_some() {
+                if !change(&mut key) {
                     return Ok(false);
                 }
-                key.name = name;
                 sql::execute(
                     tx,
                     "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",

@@ -165,6 +165,24 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
+        self.change_key(account, id, move |key| key.revoke(at)).await
+    }
+
+    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> StorageResult<bool> {
+        let name = name.to_string();
+        self.change_key(account, id, move |key| key.rename(&name)).await
+    }
+}
+
+impl RedbStorage {
+    /// Changes the account's key `id` by `change` (which answers whether it changed it), in the
+    /// writer; whether a key was changed.
+    async fn change_key(
+        &self,
+        account: &AccountId,
+        id: &str,
+        change: impl FnOnce(&mut ApiKeyRecord) -> bool + Send + 'static,
+    ) -> StorageResult<bool> {
         let (account, id) = (account.0.to_string(), id.to_string());
         // Why the row is found in a read snapshot, not in the writer: rows are keyed by the
         // token's hash, so finding one by its id reads the whole table, and inside the writer
@@ -172,7 +190,9 @@ impl ApiKeyStore for RedbStorage {
         // full-access key cared to revoke (unknown ids included). No row is ever removed and a
         // row's hash never changes, so the row found here is the one the writer updates; an id
         // not found here did not exist when the call began (a key created meanwhile is not
-        // revoked by it, as if the revoke had come first), and is answered without a write.
+        // changed by it, as if the change had come first), and is answered without a write.
+        // The writer changes the row as it finds it then: a revocation and a rename racing
+        // each other both hold.
         let found = self.read_now(|tx| {
             let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
             for item in t.iter().map_err(backend)? {
@@ -190,39 +210,9 @@ impl ApiKeyStore for RedbStorage {
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
             let Some((a, mut key)) = row.filter(|(a, key)| *a == account && key.id == id) else { return Ok(false) };
-            key.revoked_at.get_or_insert(at);
-            t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
-            wrote(&keys, &a, &key);
-            Ok(true)
-        })
-        .await
-    }
-
-    // As `key_revoke`: the row is found in a snapshot, then changed in the writer only if it
-    // is still this account's active key `id` (its other fields as the writer finds them).
-    async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> StorageResult<bool> {
-        let (account, id, name) = (account.0.to_string(), id.to_string(), name.to_string());
-        let found = self.read_now(|tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
-            for item in t.iter().map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                let (a, key) = decode_key(v.value())?;
-                if a == account && key.id == id {
-                    return Ok(Some(k.value().to_vec()));
-                }
-            }
-            Ok(None)
-        })?;
-        let Some(hash) = found else { return Ok(false) };
-        let keys = Arc::clone(&self.api_keys);
-        self.write(move |tx| {
-            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
-            let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
-            let Some((a, mut key)) = row.filter(|(a, key)| *a == account && key.id == id && key.revoked_at.is_none())
-            else {
+            if !change(&mut key) {
                 return Ok(false);
-            };
-            key.name = name;
+            }
             t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
             wrote(&keys, &a, &key);
             Ok(true)
