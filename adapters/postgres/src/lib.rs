@@ -152,6 +152,19 @@ fn uuid(id: EmailId) -> Uuid {
 }
 
 impl PostgresStorage {
+    /// The address of the account's suppression whose id is `id` (ids are derived from
+    /// addresses: the account's addresses are read, not their entries).
+    async fn suppression_address(&self, c: &Object, account: &AccountId, id: &str) -> StorageResult<Option<String>> {
+        if Uuid::try_parse(id).is_err() {
+            return Ok(None);
+        }
+        let rows = sql::query(c, "SELECT address FROM mailroom_suppressions WHERE account = $1", &[&account.as_str()])
+            .await
+            .map_err(backend)?;
+        let addresses: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(mailroom_core::suppressions::find(account, addresses.iter().map(String::as_str), id).map(str::to_string))
+    }
+
     /// Connects to `url` (`postgres://user:password@host:port/database`) with at most
     /// `max_connections` connections, and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: usize) -> StorageResult<PostgresStorage> {
@@ -812,6 +825,86 @@ impl Storage for PostgresStorage {
         .await
         .map_err(backend)?;
         rows.iter().map(|r| decode(r.get(0))).collect()
+    }
+
+    // A page reads rows from its cursor on, in chunks, until it is full: the cursor's address is
+    // found among the account's addresses alone (an id is derived from one, never stored).
+    async fn suppression_page(
+        &self,
+        account: &AccountId,
+        q: &mailroom_core::suppressions::PageQuery,
+    ) -> StorageResult<Option<mailroom_core::email::Page<SuppressionEntry>>> {
+        use mailroom_core::suppressions::{Cursor, Origin};
+        let c = self.client().await?;
+        let (mut from, upwards) = match &q.cursor {
+            Cursor::Start => (None, false),
+            Cursor::After(id) | Cursor::Before(id) => match self.suppression_address(&c, account, id).await? {
+                Some(address) => (Some(address), matches!(q.cursor, Cursor::Before(_))),
+                None => return Ok(None),
+            },
+        };
+        const CHUNK: i64 = 500;
+        let limit = q.limit.max(1);
+        let mut kept: Vec<SuppressionEntry> = Vec::with_capacity(limit.min(100) + 1);
+        'chunks: loop {
+            let rows = match (&from, upwards) {
+                (None, _) => {
+                    sql::query(
+                        &c,
+                        "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+                     ORDER BY address COLLATE \"C\" LIMIT $2",
+                        &[&account.as_str(), &CHUNK],
+                    )
+                    .await
+                }
+                (Some(after), false) => {
+                    sql::query(
+                        &c,
+                        "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+                     AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3",
+                        &[&account.as_str(), after, &CHUNK],
+                    )
+                    .await
+                }
+                (Some(before), true) => {
+                    sql::query(
+                        &c,
+                        "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+                     AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3",
+                        &[&account.as_str(), before, &CHUNK],
+                    )
+                    .await
+                }
+            }
+            .map_err(backend)?;
+            let full_chunk = rows.len() as i64 == CHUNK;
+            for row in &rows {
+                from = Some(row.get(0));
+                let e: SuppressionEntry = decode(row.get(1))?;
+                if q.origin.is_none_or(|o| Origin::of(&e) == o) {
+                    kept.push(e);
+                    if kept.len() > limit {
+                        break 'chunks;
+                    }
+                }
+            }
+            if !full_chunk {
+                break;
+            }
+        }
+        let has_more = kept.len() > limit;
+        kept.truncate(limit);
+        if upwards {
+            // Read nearest first going up: the page is shown in address order.
+            kept.reverse();
+        }
+        Ok(Some(mailroom_core::email::Page { items: kept, has_more }))
+    }
+
+    async fn suppression_by_id(&self, account: &AccountId, id: &str) -> StorageResult<Option<SuppressionEntry>> {
+        let c = self.client().await?;
+        let Some(address) = self.suppression_address(&c, account, id).await? else { return Ok(None) };
+        Ok(self.suppression_lookup(account, &[address]).await?.pop())
     }
 
     async fn change_schedule(&self, account: &AccountId, id: EmailId, op: ScheduleOp) -> StorageResult<ScheduleChange> {

@@ -403,3 +403,48 @@ async fn outcomes_with_the_next_marks_are_written_together() {
         }
     }
 }
+
+/// Pages that cross the store's read chunks (500 rows) agree with the list sliced at their
+/// cursor, each way and with an origin that only every seventh entry has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppression_pages_cross_read_chunks() {
+    use mailroom_core::email::{AccountId, EmailId};
+    use mailroom_core::ports::{SuppressionEntry, SuppressionReason};
+    use mailroom_core::suppressions::{Cursor, Origin, PageQuery, id, page};
+    let cluster = support::Cluster::start();
+    let store = Arc::new(support::store(&cluster).await);
+    let a = AccountId::new("a");
+    let adds = (0..1_203u32).map(|i| {
+        let (store, a) = (Arc::clone(&store), a.clone());
+        async move {
+            let source_email = (i % 7 == 0).then(|| EmailId::from_u128(u128::from(i)));
+            let e = SuppressionEntry {
+                address: format!("user{i:05}@example.com"),
+                reason: SuppressionReason::Bounced,
+                source_email,
+                created_at: mailroom_core::testkit::t0(),
+            };
+            store.suppression_add(&a, e).await.unwrap();
+        }
+    });
+    for h in adds.map(tokio::spawn).collect::<Vec<_>>() {
+        h.await.unwrap();
+    }
+    let all = store.suppression_list(&a).await.unwrap();
+    assert_eq!(all.len(), 1_203);
+    for at in [0usize, 498, 499, 500, 501, 998, 1_202] {
+        for (cursor, limit) in
+            [(Cursor::After(id(&a, &all[at].address)), 100), (Cursor::Before(id(&a, &all[at].address)), 100)]
+        {
+            for origin in [None, Some(Origin::Bounce)] {
+                let q = PageQuery { limit, cursor: cursor.clone(), origin };
+                let want = page(&a, all.iter().cloned().map(Ok), &q).unwrap();
+                assert_eq!(store.suppression_page(&a, &q).await.unwrap(), want, "{q:?}");
+            }
+        }
+    }
+    let q = PageQuery { limit: 100, cursor: Cursor::Start, origin: Some(Origin::Bounce) };
+    let want = page(&a, all.iter().cloned().map(Ok), &q).unwrap();
+    assert_eq!(store.suppression_page(&a, &q).await.unwrap(), want);
+    assert_eq!(want.as_ref().map(|p| p.items.len()), Some(100), "a page of bounces reads past two chunks");
+}
