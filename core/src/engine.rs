@@ -958,10 +958,17 @@ impl Engine {
     /// then the entry that is there stays as it is (a bounce or complaint keeps its origin and
     /// source). The entry, and whether it was added now.
     pub async fn suppress_by_hand(&self, address: &str) -> Result<(SuppressionEntry, bool), Error> {
-        if let Some(listed) = self.suppression(address).await? {
-            return Ok((listed, false));
-        }
-        Ok((self.suppress(address, SuppressionReason::Bounced).await?, true))
+        let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
+        let entry = SuppressionEntry {
+            address: key,
+            reason: SuppressionReason::Bounced,
+            source_email: None,
+            created_at: self.inner.config.clock.now(),
+        };
+        // One atomic step: a bounce listing the address meanwhile is kept, not overwritten.
+        let listed = self.inner.config.storage.suppression_add_if_absent(&self.account, entry.clone()).await?;
+        let added = listed == entry;
+        Ok((listed, added))
     }
 
     /// Takes the entry that `id_or_email` names off the list; it, or `NotFound`.

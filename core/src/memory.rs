@@ -379,6 +379,19 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    async fn suppression_add_if_absent(
+        &self,
+        account: &AccountId,
+        entry: SuppressionEntry,
+    ) -> StorageResult<SuppressionEntry> {
+        let mut s = self.lock();
+        if let Some(listed) = s.suppressions.get(&(account.clone(), entry.address.clone())) {
+            return Ok(listed.clone());
+        }
+        s.put_suppression(account, entry.clone());
+        Ok(entry)
+    }
+
     async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         let mut s = self.lock();
         let Some(entry) = s.suppressions.remove(&(account.clone(), address.to_string())) else { return Ok(false) };

@@ -288,6 +288,22 @@ pub trait Storage: Send + Sync + Debug {
     /// Adds or replaces an entry.
     async fn suppression_add(&self, account: &AccountId, entry: SuppressionEntry) -> StorageResult<()>;
 
+    /// Adds `entry` unless its address is listed already; the entry listed afterwards (the one
+    /// that was there, unchanged, or `entry`). Atomic in every store of this workspace (a bounce
+    /// listing the address meanwhile is never overwritten by a hand-made entry). The provided
+    /// version, for a store that cannot do better, is a lookup then an add: not atomic.
+    async fn suppression_add_if_absent(
+        &self,
+        account: &AccountId,
+        entry: SuppressionEntry,
+    ) -> StorageResult<SuppressionEntry> {
+        if let Some(listed) = self.suppression_lookup(account, std::slice::from_ref(&entry.address)).await?.pop() {
+            return Ok(listed);
+        }
+        self.suppression_add(account, entry.clone()).await?;
+        Ok(entry)
+    }
+
     /// Removes an address at `at` (the time its `suppression.removed` entry carries); `false`
     /// when it was not listed.
     async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool>;

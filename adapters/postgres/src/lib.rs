@@ -774,6 +774,46 @@ impl Storage for PostgresStorage {
         self.write(move |tx| Box::pin(async move { put_suppression(tx, &account, &entry).await })).await
     }
 
+    async fn suppression_add_if_absent(
+        &self,
+        account: &AccountId,
+        entry: SuppressionEntry,
+    ) -> StorageResult<SuppressionEntry> {
+        let account = account.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let inserted = sql::query_opt(
+                    tx,
+                    "INSERT INTO mailroom_suppressions (account, address, entry) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account, address) DO NOTHING RETURNING address",
+                    &[&account.as_str(), &entry.address, &encode(&entry)?],
+                )
+                .await
+                .map_err(backend)?;
+                if inserted.is_none() {
+                    // Listed already: the row that is there (the conflicting insert waited for
+                    // the transaction that wrote it, so it is visible now).
+                    let row = sql::query_one(
+                        tx,
+                        "SELECT entry FROM mailroom_suppressions WHERE account = $1 AND address = $2",
+                        &[&account.as_str(), &entry.address],
+                    )
+                    .await
+                    .map_err(backend)?;
+                    return decode(row.get(0));
+                }
+                let added = Pending {
+                    account: account.clone(),
+                    at: entry.created_at,
+                    subject: Subject::SuppressionAdded(entry.clone()),
+                };
+                log(tx, [added]).await?;
+                Ok(entry)
+            })
+        })
+        .await
+    }
+
     async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         let (account, address) = (account.clone(), address.to_string());
         self.write(move |tx| {

@@ -1338,6 +1338,28 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn suppression_add_if_absent(
+        &self,
+        account: &AccountId,
+        entry: SuppressionEntry,
+    ) -> StorageResult<SuppressionEntry> {
+        let log = self.log.clone();
+        let account = account.0.to_string();
+        let value = encode(&entry)?;
+        self.write(move |tx| {
+            let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let key = (account.as_str(), entry.address.as_str());
+            if let Some(listed) = t.get(key).map_err(backend)? {
+                return decode(listed.value());
+            }
+            t.insert(key, value.as_slice()).map_err(backend)?;
+            drop(t);
+            log_pending(tx, log.as_deref(), vec![added(&account, entry.clone())])?;
+            Ok(entry)
+        })
+        .await
+    }
+
     async fn suppression_remove(&self, account: &AccountId, address: &str, at: DateTime<Utc>) -> StorageResult<bool> {
         let log = self.log.clone();
         let (account, address) = (account.0.to_string(), address.to_string());

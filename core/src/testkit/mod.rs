@@ -531,6 +531,35 @@ pub async fn suppression_crud(s: Arc<dyn Storage>) {
     assert!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().is_empty());
     s.suppression_add(&a, entry("zed@example.com", SuppressionReason::Bounced)).await.unwrap();
     assert_eq!(s.suppression_lookup(&a, &["zed@example.com".into()]).await.unwrap().len(), 1);
+    // Adding if absent keeps what is listed (a complaint stays one) and adds what is not.
+    let amy = s.suppression_lookup(&a, &["amy@example.com".into()]).await.unwrap().pop().unwrap();
+    let kept = s.suppression_add_if_absent(&a, entry("amy@example.com", SuppressionReason::Bounced)).await.unwrap();
+    assert_eq!(kept, amy);
+    assert_eq!(s.suppression_lookup(&a, &["amy@example.com".into()]).await.unwrap(), [amy]);
+    let new = entry("new@example.com", SuppressionReason::Bounced);
+    assert_eq!(s.suppression_add_if_absent(&a, new.clone()).await.unwrap(), new);
+    assert_eq!(s.suppression_lookup(&a, &["new@example.com".into()]).await.unwrap(), [new]);
+    assert!(s.suppression_lookup(&acct("b"), &["new@example.com".into()]).await.unwrap().is_empty());
+    // A bounce and a hand-made entry racing for one address: whichever comes first, the bounce
+    // is what stays listed (the hand-made one never overwrites it).
+    for round in 0..40 {
+        let address = format!("race{round}@example.com");
+        let bounce = SuppressionEntry {
+            address: address.clone(),
+            reason: SuppressionReason::Bounced,
+            source_email: Some(EmailId::from_u128(round)),
+            created_at: t0(),
+        };
+        let (s1, s2, a1, a2, b) = (Arc::clone(&s), Arc::clone(&s), a.clone(), a.clone(), bounce.clone());
+        let by_hand = tokio::spawn(async move {
+            s1.suppression_add_if_absent(&a1, entry(&address, SuppressionReason::Bounced)).await
+        });
+        let bounced = tokio::spawn(async move { s2.suppression_add(&a2, b).await });
+        by_hand.await.unwrap().unwrap();
+        bounced.await.unwrap().unwrap();
+        let listed = s.suppression_lookup(&a, std::slice::from_ref(&bounce.address)).await.unwrap();
+        assert_eq!(listed, [bounce], "round {round}");
+    }
 }
 
 /// Pages of the list and lookups by id agree with the list itself, account by account (the
