@@ -887,36 +887,17 @@ impl Storage for PostgresStorage {
         let limit = q.limit.max(1);
         let mut kept: Vec<SuppressionEntry> = Vec::with_capacity(limit.min(100) + 1);
         'chunks: loop {
-            let rows = match (&from, upwards) {
-                (None, _) => {
-                    sql::query(
-                        &c,
-                        "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-                     ORDER BY address COLLATE \"C\" LIMIT $2",
-                        &[&account.as_str(), &CHUNK],
-                    )
-                    .await
-                }
-                (Some(after), false) => {
-                    sql::query(
-                        &c,
-                        "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-                     AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3",
-                        &[&account.as_str(), after, &CHUNK],
-                    )
-                    .await
-                }
-                (Some(before), true) => {
-                    sql::query(
-                        &c,
-                        "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-                     AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3",
-                        &[&account.as_str(), before, &CHUNK],
-                    )
-                    .await
-                }
-            }
-            .map_err(backend)?;
+            // From the start is from after "" (every address sorts after it in "C" order).
+            let query = if upwards {
+                "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+                 AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3"
+            } else {
+                "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+                 AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3"
+            };
+            let rows = sql::query(&c, query, &[&account.as_str(), &from.as_deref().unwrap_or(""), &CHUNK])
+                .await
+                .map_err(backend)?;
             let full_chunk = rows.len() as i64 == CHUNK;
             for row in &rows {
                 from = Some(row.get(0));
