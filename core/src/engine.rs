@@ -956,8 +956,8 @@ impl Engine {
 
     /// Puts an address on the list by hand (origin `manual`), unless it is listed already:
     /// then the entry that is there stays as it is (a bounce or complaint keeps its origin and
-    /// source). The entry, and whether it was added now.
-    pub async fn suppress_by_hand(&self, address: &str) -> Result<(SuppressionEntry, bool), Error> {
+    /// source). The entry listed afterwards.
+    pub async fn suppress_by_hand(&self, address: &str) -> Result<SuppressionEntry, Error> {
         let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
         let entry = SuppressionEntry {
             address: key,
@@ -966,9 +966,7 @@ impl Engine {
             created_at: self.inner.config.clock.now(),
         };
         // One atomic step: a bounce listing the address meanwhile is kept, not overwritten.
-        let listed = self.inner.config.storage.suppression_add_if_absent(&self.account, entry.clone()).await?;
-        let added = listed == entry;
-        Ok((listed, added))
+        Ok(self.inner.config.storage.suppression_add_if_absent(&self.account, entry).await?)
     }
 
     /// Takes the entry that `id_or_email` names off the list; it, or `NotFound`.

@@ -159,13 +159,77 @@ pub fn page(
     Ok(Some(Page { items: kept.into(), has_more }))
 }
 
-/// The entry whose id is `wanted` among `addresses` (an account's keys): its address.
-pub fn find<'a>(account: &AccountId, addresses: impl Iterator<Item = &'a str>, wanted: &str) -> Option<&'a str> {
+/// The address among `addresses` (an account's keys) whose entry's id is `wanted`; stops at
+/// the first.
+pub fn find<S: AsRef<str>>(account: &AccountId, addresses: impl IntoIterator<Item = S>, wanted: &str) -> Option<S> {
     // An id has a UUID's form: anything else names no entry, and costs no hashing.
     if uuid::Uuid::try_parse(wanted).is_err() {
         return None;
     }
-    addresses.into_iter().find(|a| id(account, a) == wanted)
+    addresses.into_iter().find(|a| id(account, a.as_ref()) == wanted)
+}
+
+/// A page as a store reads it when it can start at its cursor: entries are pushed from the
+/// cursor on, nearest first (upwards for a `before` cursor), until [`push`](Self::push) says
+/// the page is full; [`finish`](Self::finish) puts it in address order. Memory: the page.
+#[derive(Debug)]
+pub struct PageBuilder {
+    limit: usize,
+    origin: Option<Origin>,
+    upwards: bool,
+    kept: Vec<SuppressionEntry>,
+}
+
+impl PageBuilder {
+    /// For `q`.
+    pub fn new(q: &PageQuery) -> PageBuilder {
+        let limit = q.limit.max(1);
+        let upwards = matches!(q.cursor, Cursor::Before(_));
+        PageBuilder { limit, origin: q.origin, upwards, kept: Vec::with_capacity(limit.min(100) + 1) }
+    }
+
+    /// Whether the entries are read upwards from the cursor (a `before` page).
+    pub fn upwards(&self) -> bool {
+        self.upwards
+    }
+
+    /// Takes the next entry read (kept when it is of the origin asked for); whether the page
+    /// is full — one more than it shows was seen — and reading can stop.
+    pub fn push(&mut self, e: SuppressionEntry) -> bool {
+        if self.origin.is_none_or(|o| Origin::of(&e) == o) {
+            self.kept.push(e);
+        }
+        self.kept.len() > self.limit
+    }
+
+    /// The page, in address order, and whether more lie beyond it.
+    pub fn finish(mut self) -> Page<SuppressionEntry> {
+        let has_more = self.kept.len() > self.limit;
+        self.kept.truncate(self.limit);
+        if self.upwards {
+            self.kept.reverse();
+        }
+        Page { items: self.kept, has_more }
+    }
+}
+
+/// The id a page's cursor names, if it has one.
+pub fn cursor_id(q: &PageQuery) -> Option<&str> {
+    match &q.cursor {
+        Cursor::Start => None,
+        Cursor::After(id) | Cursor::Before(id) => Some(id),
+    }
+}
+
+/// An entry as the API and webhooks show it: `{id, email, origin, source_id, created_at}`.
+pub fn json(account: &AccountId, e: &SuppressionEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": id(account, &e.address),
+        "email": e.address,
+        "origin": Origin::of(e).as_str(),
+        "source_id": e.source_email.map(|s| s.to_string()),
+        "created_at": e.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 use crate::email::{AccountId, EmailContent, EmailState};
 use crate::events::{LoggedEvent, Subject};
 use crate::lifecycle::EventKind;
-use crate::ports::SuppressionEntry;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -425,7 +424,7 @@ pub fn payload(event: &LoggedEvent, email: Option<(&EmailContent, &EmailState)>)
             }
             data
         }
-        Subject::SuppressionAdded(s) | Subject::SuppressionRemoved(s) => suppression_data(&event.account, s),
+        Subject::SuppressionAdded(s) | Subject::SuppressionRemoved(s) => crate::suppressions::json(&event.account, s),
         Subject::Domain { domain, .. } => crate::domains::domain_event_json(domain),
         Subject::Received(e) => crate::receiving::webhook_json(e),
     };
@@ -434,16 +433,6 @@ pub fn payload(event: &LoggedEvent, email: Option<(&EmailContent, &EmailState)>)
 
 /// A suppression's stable id ([`crate::suppressions::id`]).
 pub use crate::suppressions::id as suppression_id;
-
-fn suppression_data(account: &AccountId, s: &SuppressionEntry) -> Value {
-    json!({
-        "id": suppression_id(account, &s.address),
-        "email": s.address,
-        "origin": crate::suppressions::Origin::of(s).as_str(),
-        "source_id": s.source_email.map(|e| e.to_string()),
-        "created_at": iso(s.created_at),
-    })
-}
 
 #[cfg(test)]
 mod tests {

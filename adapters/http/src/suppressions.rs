@@ -17,13 +17,7 @@ pub(crate) const MAX_BATCH: usize = 100;
 
 /// An entry as `GET /suppressions/{id}` shows it (the list leaves out `object`).
 fn entry_json(auth: &Auth, e: &SuppressionEntry, object: bool) -> Value {
-    let mut v = json!({
-        "id": id(auth.engine.account(), &e.address),
-        "email": e.address,
-        "origin": Origin::of(e).as_str(),
-        "source_id": e.source_email.map(|s| s.to_string()),
-        "created_at": e.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    });
+    let mut v = mailroom_core::suppressions::json(auth.engine.account(), e);
     if object {
         v["object"] = json!("suppression");
     }
@@ -44,7 +38,7 @@ pub(crate) async fn add(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiResul
     let a: Add = json_object(&headers, body)?;
     let email = a.email.ok_or_else(|| Error::from(FieldError::new("email", Rule::Required)))?;
     let email = address("email".into(), &email).map_err(Error::from)?;
-    let (entry, _) = auth.engine.suppress_by_hand(&email).await?;
+    let entry = auth.engine.suppress_by_hand(&email).await?;
     ok(json!({"object": "suppression", "id": id(auth.engine.account(), &entry.address)}))
 }
 
@@ -163,7 +157,7 @@ pub(crate) async fn batch_add(auth: Auth, headers: HeaderMap, body: Bytes) -> Ap
     let added = futures::future::join_all(list.iter().map(|email| auth.engine.suppress_by_hand(email))).await;
     let mut data = Vec::with_capacity(list.len());
     for a in added {
-        let (entry, _) = a?;
+        let entry = a?;
         data.push(json!({"object": "suppression", "id": id(auth.engine.account(), &entry.address)}));
     }
     ok(json!({"data": data}))

@@ -153,16 +153,30 @@ fn uuid(id: EmailId) -> Uuid {
 
 impl PostgresStorage {
     /// The address of the account's suppression whose id is `id` (ids are derived from
-    /// addresses: the account's addresses are read, not their entries).
+    /// addresses: the account's addresses are read, not their entries, a chunk at a time).
     async fn suppression_address(&self, c: &Object, account: &AccountId, id: &str) -> StorageResult<Option<String>> {
         if Uuid::try_parse(id).is_err() {
             return Ok(None);
         }
-        let rows = sql::query(c, "SELECT address FROM mailroom_suppressions WHERE account = $1", &[&account.as_str()])
+        let mut after = String::new();
+        loop {
+            let rows = sql::query(
+                c,
+                "SELECT address FROM mailroom_suppressions WHERE account = $1 AND address COLLATE \"C\" > $2 \
+                 ORDER BY address COLLATE \"C\" LIMIT $3",
+                &[&account.as_str(), &after, &SUPPRESSION_CHUNK],
+            )
             .await
             .map_err(backend)?;
-        let addresses: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        Ok(mailroom_core::suppressions::find(account, addresses.iter().map(String::as_str), id).map(str::to_string))
+            let addresses: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            if let Some(found) = mailroom_core::suppressions::find(account, &addresses, id) {
+                return Ok(Some(found.clone()));
+            }
+            match addresses.last() {
+                Some(last) if addresses.len() as i64 == SUPPRESSION_CHUNK => after = last.clone(),
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// Connects to `url` (`postgres://user:password@host:port/database`) with at most
@@ -383,6 +397,9 @@ async fn put_states(tx: &Conn, changed: &[(usize, &EmailState)]) -> StorageResul
 }
 
 /// Lists an address (replacing its entry), logging `suppression.added` when it was not listed.
+/// Rows a suppression page or an id's search reads per query.
+const SUPPRESSION_CHUNK: i64 = 500;
+
 async fn put_suppression(tx: &Conn, account: &AccountId, entry: &SuppressionEntry) -> StorageResult<()> {
     // `xmax = 0` tells an inserted row from an updated one.
     let row = sql::query_one(
@@ -874,52 +891,37 @@ impl Storage for PostgresStorage {
         account: &AccountId,
         q: &mailroom_core::suppressions::PageQuery,
     ) -> StorageResult<Option<mailroom_core::email::Page<SuppressionEntry>>> {
-        use mailroom_core::suppressions::{Cursor, Origin};
+        use mailroom_core::suppressions::{PageBuilder, cursor_id};
         let c = self.client().await?;
-        let (mut from, upwards) = match &q.cursor {
-            Cursor::Start => (None, false),
-            Cursor::After(id) | Cursor::Before(id) => match self.suppression_address(&c, account, id).await? {
-                Some(address) => (Some(address), matches!(q.cursor, Cursor::Before(_))),
+        // From the start is from after "" (every address sorts after it in "C" order).
+        let mut from = match cursor_id(q) {
+            None => String::new(),
+            Some(id) => match self.suppression_address(&c, account, id).await? {
+                Some(address) => address,
                 None => return Ok(None),
             },
         };
-        const CHUNK: i64 = 500;
-        let limit = q.limit.max(1);
-        let mut kept: Vec<SuppressionEntry> = Vec::with_capacity(limit.min(100) + 1);
+        let mut page = PageBuilder::new(q);
+        let query = if page.upwards() {
+            "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+             AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3"
+        } else {
+            "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+             AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3"
+        };
         'chunks: loop {
-            // From the start is from after "" (every address sorts after it in "C" order).
-            let query = if upwards {
-                "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-                 AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3"
-            } else {
-                "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-                 AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3"
-            };
-            let rows = sql::query(&c, query, &[&account.as_str(), &from.as_deref().unwrap_or(""), &CHUNK])
-                .await
-                .map_err(backend)?;
-            let full_chunk = rows.len() as i64 == CHUNK;
+            let rows = sql::query(&c, query, &[&account.as_str(), &from, &SUPPRESSION_CHUNK]).await.map_err(backend)?;
             for row in &rows {
-                from = Some(row.get(0));
-                let e: SuppressionEntry = decode(row.get(1))?;
-                if q.origin.is_none_or(|o| Origin::of(&e) == o) {
-                    kept.push(e);
-                    if kept.len() > limit {
-                        break 'chunks;
-                    }
+                from = row.get(0);
+                if page.push(decode(row.get(1))?) {
+                    break 'chunks;
                 }
             }
-            if !full_chunk {
+            if (rows.len() as i64) < SUPPRESSION_CHUNK {
                 break;
             }
         }
-        let has_more = kept.len() > limit;
-        kept.truncate(limit);
-        if upwards {
-            // Read nearest first going up: the page is shown in address order.
-            kept.reverse();
-        }
-        Ok(Some(mailroom_core::email::Page { items: kept, has_more }))
+        Ok(Some(page.finish()))
     }
 
     async fn suppression_by_id(&self, account: &AccountId, id: &str) -> StorageResult<Option<SuppressionEntry>> {

@@ -1408,22 +1408,52 @@ impl Storage for RedbStorage {
         .await
     }
 
-    // Streamed: a page decodes the entries up to its end and keeps only the page.
+    // Read from the cursor: the cursor's address is found among the keys (no entry decoded
+    // on the way), then only the entries the page needs are read, nearest first.
     async fn suppression_page(
         &self,
         account: &AccountId,
         q: &mailroom_core::suppressions::PageQuery,
     ) -> StorageResult<Option<mailroom_core::email::Page<SuppressionEntry>>> {
+        use mailroom_core::suppressions::{PageBuilder, cursor_id};
+        use std::ops::Bound::{Excluded, Included, Unbounded};
         let (account, q) = (account.clone(), q.clone());
         self.read(move |tx| {
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let name = account.0.to_string();
-            let rows = t.range((name.as_str(), "")..).map_err(backend)?;
-            let entries = rows
-                .map(|item| item.map_err(backend))
-                .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.value().0 == name))
-                .map(|item| item.and_then(|(_, v)| decode(v.value())));
-            mailroom_core::suppressions::page(&account, entries, &q)
+            let name = account.0.as_ref();
+            let cursor = match cursor_id(&q) {
+                None => None,
+                Some(id) => match suppression_address(&t, &account, id)? {
+                    Some(address) => Some(address),
+                    None => return Ok(None),
+                },
+            };
+            let mut page = PageBuilder::new(&q);
+            let upwards = page.upwards();
+            let rows = match (&cursor, upwards) {
+                (None, _) => t.range::<(&str, &str)>((Included((name, "")), Unbounded)),
+                (Some(c), false) => t.range::<(&str, &str)>((Excluded((name, c.as_str())), Unbounded)),
+                (Some(c), true) => t.range::<(&str, &str)>((Included((name, "")), Excluded((name, c.as_str())))),
+            }
+            .map_err(backend)?;
+            let mut read = |item: Result<_, redb::StorageError>| -> StorageResult<bool> {
+                let (k, v): (redb::AccessGuard<(&str, &str)>, redb::AccessGuard<&[u8]>) = item.map_err(backend)?;
+                Ok(k.value().0 != name || page.push(decode(v.value())?))
+            };
+            if upwards {
+                for item in rows.rev() {
+                    if read(item)? {
+                        break;
+                    }
+                }
+            } else {
+                for item in rows {
+                    if read(item)? {
+                        break;
+                    }
+                }
+            }
+            Ok(Some(page.finish()))
         })
         .await
     }
@@ -1433,24 +1463,38 @@ impl Storage for RedbStorage {
         let (account, id) = (account.clone(), id.to_string());
         self.read(move |tx| {
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let name = account.0.to_string();
-            let mut keys = Vec::new();
-            for item in t.range((name.as_str(), "")..).map_err(backend)? {
-                let (k, _) = item.map_err(backend)?;
-                let (a, address) = k.value();
-                if a != name {
-                    break;
-                }
-                keys.push(address.to_string());
-            }
-            match mailroom_core::suppressions::find(&account, keys.iter().map(String::as_str), &id) {
-                Some(address) => {
-                    t.get((name.as_str(), address)).map_err(backend)?.map(|v| decode(v.value())).transpose()
-                }
+            match suppression_address(&t, &account, &id)? {
+                Some(address) => t
+                    .get((account.0.as_ref(), address.as_str()))
+                    .map_err(backend)?
+                    .map(|v| decode(v.value()))
+                    .transpose(),
                 None => Ok(None),
             }
         })
         .await
+    }
+}
+
+/// The address of the account's suppression whose id is `id`, by its keys alone, streamed.
+fn suppression_address(
+    t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    account: &AccountId,
+    id: &str,
+) -> StorageResult<Option<String>> {
+    let name: &str = account.0.as_ref();
+    let mut failed = None;
+    let keys = t.range((name, "")..).map_err(backend)?.map_while(|item| match item {
+        Ok((k, _)) => Some(k.value()).filter(|(a, _)| *a == name).map(|(_, address)| address.to_string()),
+        Err(e) => {
+            failed = Some(backend(e));
+            None
+        }
+    });
+    let found = mailroom_core::suppressions::find(account, keys, id);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(found),
     }
 }
 
