@@ -896,6 +896,12 @@ impl Engine {
         Ok(self.inner.config.storage.list_emails(&self.account, page).await?.into())
     }
 
+    /// The account's email metrics as `query` asks (`GET /emails/metrics`; see
+    /// [`crate::email_metrics`] for what each counts).
+    pub async fn email_metrics(&self, query: &crate::email_metrics::MetricsQuery) -> Result<serde_json::Value, Error> {
+        crate::email_metrics::compute(&*self.inner.config.storage, &self.account, query).await
+    }
+
     /// Puts an address on the suppression list (by hand).
     pub async fn suppress(&self, address: &str, reason: SuppressionReason) -> Result<SuppressionEntry, Error> {
         let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;

@@ -11,6 +11,7 @@ pub mod bounce;
 pub mod compression;
 pub mod domains;
 pub mod email;
+pub mod email_metrics;
 pub mod engine;
 pub mod error;
 pub mod events;

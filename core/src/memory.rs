@@ -237,6 +237,29 @@ impl Storage for MemoryStorage {
         Ok(self.lock().record(account, id.as_u128()))
     }
 
+    async fn email_facts(
+        &self,
+        account: &AccountId,
+        ids: std::ops::Range<u128>,
+        limit: usize,
+    ) -> StorageResult<Vec<crate::ports::EmailFacts>> {
+        let s = self.lock();
+        let Some(contents) = s.emails.get(account) else { return Ok(Vec::new()) };
+        Ok(contents
+            .range(ids)
+            .take(limit)
+            .filter_map(|(id, content)| {
+                let state = s.states.get(id)?;
+                Some(crate::ports::EmailFacts {
+                    id: EmailId::from_u128(*id),
+                    created_at: state.created_at,
+                    from_domain: content.from.domain.to_ascii_lowercase(),
+                    events: state.events.clone(),
+                })
+            })
+            .collect())
+    }
+
     async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {
         let s = self.lock();
         let empty = BTreeMap::new();

@@ -18,6 +18,28 @@ use std::time::Duration;
 /// What a storage operation answers.
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// One email as the email metrics read it ([`Storage::email_facts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailFacts {
+    /// Its id.
+    pub id: EmailId,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// The domain of its `From` address, lower-cased (empty if it does not parse).
+    pub from_domain: String,
+    /// Every event, oldest first.
+    pub events: Vec<Event>,
+}
+
+impl EmailFacts {
+    /// The facts of one email; `from` as written (`Name <a@b>` or `a@b`).
+    pub fn new(id: EmailId, created_at: DateTime<Utc>, from: &str, events: Vec<Event>) -> EmailFacts {
+        let from_domain =
+            crate::address::Mailbox::parse(from).map(|m| m.domain.to_ascii_lowercase()).unwrap_or_default();
+        EmailFacts { id, created_at, from_domain, events }
+    }
+}
+
 /// What [`Storage::idempotency_begin`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
@@ -236,6 +258,39 @@ pub trait Storage: Send + Sync + Debug {
 
     /// One page of an account's emails, newest first.
     async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>>;
+
+    /// Up to `limit` of the account's emails whose ids lie in `ids`, oldest first, with what
+    /// the email metrics read of each (`email_metrics`). Ids are UUIDv7 and carry the time of
+    /// acceptance, so an id range is a time range; a reader goes on from the last id + 1.
+    ///
+    /// Provided through [`list_emails`](Self::list_emails) and [`get_state`](Self::get_state)
+    /// (a page, then one read per email); a store that can read a range of ids in one go
+    /// answers it so.
+    async fn email_facts(
+        &self,
+        account: &AccountId,
+        ids: std::ops::Range<u128>,
+        limit: usize,
+    ) -> StorageResult<Vec<EmailFacts>> {
+        let mut out = Vec::new();
+        let mut from = ids.start;
+        while out.len() < limit && from < ids.end {
+            // `Before(c)` is the page of ids just above `c`, shown newest first.
+            let page = PageRequest {
+                limit: PageRequest::MAX_LIMIT.min(limit - out.len()),
+                cursor: crate::email::Cursor::Before(EmailId::from_u128(from.saturating_sub(1))),
+            };
+            let mut summaries = self.list_emails(account, page).await?.items;
+            summaries.sort_by_key(|s| s.id.as_u128());
+            let Some(last) = summaries.last().map(|s| s.id.as_u128()) else { break };
+            for s in summaries.into_iter().filter(|s| ids.contains(&s.id.as_u128())) {
+                let Some(state) = self.get_state(account, s.id).await? else { continue };
+                out.push(EmailFacts::new(s.id, state.created_at, &s.from, state.events));
+            }
+            from = last.saturating_add(1);
+        }
+        Ok(out)
+    }
 
     /// Atomically claims up to `limit` emails due at `now` that no unexpired claim holds,
     /// each until `now + lease`. A `scheduled` email gets its `queued` event here.

@@ -57,7 +57,7 @@ use mailroom_core::error::StorageError;
 use mailroom_core::events::{Pending, Subject};
 use mailroom_core::idempotency::{Fingerprint, IdempotencyRecord};
 use mailroom_core::ports::{
-    ApiKeyStore, ClaimRef, ClaimedEmail, DomainStore, IdempotencyBegin, IdempotencyCompletion, Outcome,
+    ApiKeyStore, ClaimRef, ClaimedEmail, DomainStore, EmailFacts, IdempotencyBegin, IdempotencyCompletion, Outcome,
     RequestLogStore, ScheduleChange, ScheduleOp, Storage, StorageResult, SuppressionEntry,
 };
 use mailroom_core::store::{self, due_key};
@@ -960,6 +960,36 @@ impl Storage for RedbStorage {
             overlay(&locked(&claims), &mut state);
             Ok(Some(state))
         })
+    }
+
+    async fn email_facts(
+        &self,
+        account: &AccountId,
+        ids: std::ops::Range<u128>,
+        limit: usize,
+    ) -> StorageResult<Vec<EmailFacts>> {
+        let account = account.0.to_string();
+        // One read of the range: the content's `From` and the state's events of each email.
+        self.read(move |tx| {
+            let contents = tx.open_table(EMAILS).map_err(backend)?;
+            let states = tx.open_table(STATES).map_err(backend)?;
+            let a = account.as_str();
+            let mut out = Vec::new();
+            for item in contents.range((a, ids.start)..(a, ids.end)).map_err(backend)?.take(limit) {
+                let (k, v) = item.map_err(backend)?;
+                let id = k.value().1;
+                let Some(state) = get_state(&states, id)? else { continue };
+                let content: EmailContent = decode_content(v.value())?;
+                out.push(EmailFacts {
+                    id: EmailId::from_u128(id),
+                    created_at: state.created_at,
+                    from_domain: content.from.domain.to_ascii_lowercase(),
+                    events: state.events,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {

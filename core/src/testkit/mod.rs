@@ -46,6 +46,7 @@ macro_rules! storage_conformance_tests {
             retry_reschedules_with_pending_recipients,
             suppression_crud,
             suppression_pages_and_ids,
+            email_facts_by_id_range,
             next_due_is_the_earliest,
             concurrent_claims_are_exclusive,
             retention_prunes_bodies_and_old_events_of_finished_emails,
@@ -564,6 +565,36 @@ pub async fn suppression_crud(s: Arc<dyn Storage>) {
 
 /// Pages of the list and lookups by id agree with the list itself, account by account (the
 /// provided versions read the list; a store's own versions stream it).
+/// `email_facts`: an account's emails in an id (time) range, oldest first, with their
+/// sending domain and events; never another account's.
+pub async fn email_facts_by_id_range(s: Arc<dyn Storage>) {
+    let minute = |i: i64| t0() + CDuration::minutes(i);
+    let ours: Vec<NewEmail> = (0..5).map(|i| new_email("a", minute(i as i64), i, None)).collect();
+    // Another account's emails interleave with ours in id order.
+    let theirs: Vec<NewEmail> = (0..3).map(|i| new_email("b", minute(i as i64), 100 + i, None)).collect();
+    s.insert_emails(&acct("a"), ours.clone(), None).await.unwrap();
+    s.insert_emails(&acct("b"), theirs, None).await.unwrap();
+    s.append_events(ours[1].id, vec![Event::new(EventKind::Sent, minute(10))], vec![]).await.unwrap();
+    let ids = |f: &[crate::ports::EmailFacts]| f.iter().map(|f| f.id).collect::<Vec<_>>();
+    let all = s.email_facts(&acct("a"), 0..u128::MAX, 100).await.unwrap();
+    assert_eq!(ids(&all), ours.iter().map(|e| e.id).collect::<Vec<_>>(), "oldest first, ours only");
+    assert!(all.iter().all(|f| f.from_domain == "acme.test"));
+    assert_eq!(all[0].created_at, minute(0));
+    assert_eq!(all[1].events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Queued, EventKind::Sent]);
+    // A time range in ids: from the floor of minute 1 up to (not including) minute 3.
+    let floor = |i: i64| crate::email_metrics::id_floor(minute(i));
+    let some = s.email_facts(&acct("a"), floor(1)..floor(3), 100).await.unwrap();
+    assert_eq!(ids(&some), [ours[1].id, ours[2].id]);
+    // A limit, and going on from the last id + 1, reads each once.
+    let first = s.email_facts(&acct("a"), 0..u128::MAX, 2).await.unwrap();
+    assert_eq!(ids(&first), [ours[0].id, ours[1].id]);
+    let next = first[1].id.as_u128() + 1;
+    let rest = s.email_facts(&acct("a"), next..u128::MAX, 100).await.unwrap();
+    assert_eq!(ids(&rest), [ours[2].id, ours[3].id, ours[4].id]);
+    assert!(s.email_facts(&acct("nobody"), 0..u128::MAX, 100).await.unwrap().is_empty());
+    assert!(s.email_facts(&acct("a"), floor(7)..floor(9), 100).await.unwrap().is_empty());
+}
+
 pub async fn suppression_pages_and_ids(s: Arc<dyn Storage>) {
     use crate::suppressions::{Cursor, Origin, PageQuery, id, page};
     let a = acct("a");

@@ -1,0 +1,925 @@
+//! Email metrics (`GET /emails/metrics`, the SDKs' `emails.metrics`): counts and rates of an
+//! account's emails over a date range, in total and broken down by period, sending domain or
+//! email.
+//!
+//! What is counted, and why so:
+//! - Every metric describes the emails **accepted** in the range, whatever the time of their
+//!   later events: a period's `bounce_rate` is the share of that period's emails that
+//!   bounced, not bounces that happened to arrive then divided by unrelated sends. (A
+//!   bounce that arrives after the range still counts for its email.) The range is
+//!   half-open, `[start_date, end_date)`.
+//! - Counts are of emails, each counted once however many recipients or events it has:
+//!   `received` (accepted), `sent` (reached a server: a `sent`, `delivered`,
+//!   `delivery_delayed`, `bounced`, `complained`, `opened` or `clicked` event), `delivered`,
+//!   `delivery_delayed`, `bounced`, `complained`, `suppressed`, `failed`, `unique_opened`,
+//!   `unique_clicked`, and `unsubscribed` (a recipient used its one-click unsubscribe link,
+//!   as the suppression list records it). `opened` and `clicked` count every hit.
+//! - `bounced` splits into `bounced_permanent`, `bounced_transient` and
+//!   `bounced_undetermined` by the email's most severe bounce (permanent over transient over
+//!   undetermined), so the three add up to `bounced`.
+//! - Rates are percentages with two decimals, recomputed from the counts of their row (never
+//!   averaged across rows), and 0 where the denominator is 0: `delivery_rate` and
+//!   `bounce_rate` over `sent`; `open_rate`, `click_rate`, `complaint_rate` and
+//!   `unsubscribe_rate` over `delivered` (through a relay, whose fate beyond it is unknown,
+//!   nothing is `delivered` and these stay 0).
+//! - mailroom has no broadcasts: the `broadcast` dimension has no rows, and a `broadcast_id`
+//!   filter matches nothing.
+//!
+//! The metrics are computed when asked, from the emails the store keeps (retention bounds
+//! how far back they go), reading them [`CHUNK`] at a time: memory is bounded by the answer
+//! (at most [`MAX_PERIODS`] periods, [`MAX_EMAIL_ROWS`] email rows, one row per sending
+//! domain), and time by the emails in the range.
+
+use crate::domains::Domain;
+use crate::email::{AccountId, EmailId};
+use crate::error::{Error, FieldError, Rule};
+use crate::lifecycle::EventKind;
+use crate::ports::{EmailFacts, Storage, SuppressionReason};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The most periods one answer breaks down into (the hosted API's limit).
+pub const MAX_PERIODS: usize = 10_000;
+/// The most rows the `email` dimension gives: past it, the range must be narrowed.
+pub const MAX_EMAIL_ROWS: usize = 10_000;
+/// The most ids `email_id` or `domain_id` may name.
+pub const MAX_IDS: usize = 100;
+/// Emails read from the store at a time.
+pub const CHUNK: usize = 1_000;
+
+/// A metric, in the order the API lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Emails accepted.
+    Received,
+    /// Emails delivered to a recipient's server.
+    Delivered,
+    /// Emails a recipient marked as spam.
+    Complained,
+    /// Emails with a suppressed recipient.
+    Suppressed,
+    /// Emails that bounced.
+    Bounced,
+    /// … whose most severe bounce was transient.
+    BouncedTransient,
+    /// … permanent.
+    BouncedPermanent,
+    /// … undetermined.
+    BouncedUndetermined,
+    /// Open hits.
+    Opened,
+    /// Click hits.
+    Clicked,
+    /// Emails whose recipient unsubscribed by their link.
+    Unsubscribed,
+    /// Emails delayed at least once.
+    DeliveryDelayed,
+    /// Emails that failed.
+    Failed,
+    /// Emails that reached a server.
+    Sent,
+    /// Emails opened at least once.
+    UniqueOpened,
+    /// Emails clicked at least once.
+    UniqueClicked,
+    /// `delivered` / `sent`, in percent.
+    DeliveryRate,
+    /// `unique_opened` / `delivered`.
+    OpenRate,
+    /// `unique_clicked` / `delivered`.
+    ClickRate,
+    /// `bounced` / `sent`.
+    BounceRate,
+    /// `complained` / `delivered`.
+    ComplaintRate,
+    /// `unsubscribed` / `delivered`.
+    UnsubscribeRate,
+}
+
+impl Metric {
+    /// Every metric, in the API's order (the default selection).
+    pub const ALL: [Metric; 22] = [
+        Metric::Received,
+        Metric::Delivered,
+        Metric::Complained,
+        Metric::Suppressed,
+        Metric::Bounced,
+        Metric::BouncedTransient,
+        Metric::BouncedPermanent,
+        Metric::BouncedUndetermined,
+        Metric::Opened,
+        Metric::Clicked,
+        Metric::Unsubscribed,
+        Metric::DeliveryDelayed,
+        Metric::Failed,
+        Metric::Sent,
+        Metric::UniqueOpened,
+        Metric::UniqueClicked,
+        Metric::DeliveryRate,
+        Metric::OpenRate,
+        Metric::ClickRate,
+        Metric::BounceRate,
+        Metric::ComplaintRate,
+        Metric::UnsubscribeRate,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Received => "received",
+            Metric::Delivered => "delivered",
+            Metric::Complained => "complained",
+            Metric::Suppressed => "suppressed",
+            Metric::Bounced => "bounced",
+            Metric::BouncedTransient => "bounced_transient",
+            Metric::BouncedPermanent => "bounced_permanent",
+            Metric::BouncedUndetermined => "bounced_undetermined",
+            Metric::Opened => "opened",
+            Metric::Clicked => "clicked",
+            Metric::Unsubscribed => "unsubscribed",
+            Metric::DeliveryDelayed => "delivery_delayed",
+            Metric::Failed => "failed",
+            Metric::Sent => "sent",
+            Metric::UniqueOpened => "unique_opened",
+            Metric::UniqueClicked => "unique_clicked",
+            Metric::DeliveryRate => "delivery_rate",
+            Metric::OpenRate => "open_rate",
+            Metric::ClickRate => "click_rate",
+            Metric::BounceRate => "bounce_rate",
+            Metric::ComplaintRate => "complaint_rate",
+            Metric::UnsubscribeRate => "unsubscribe_rate",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// What the rows break down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    /// One row per period of the granularity.
+    Period,
+    /// One row per sending domain.
+    Domain,
+    /// One row per email.
+    Email,
+    /// One row per broadcast (mailroom has none).
+    Broadcast,
+}
+
+impl Dimension {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Period => "period",
+            Dimension::Domain => "domain",
+            Dimension::Email => "email",
+            Dimension::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// The size of a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// An hour of the time zone.
+    Hourly,
+    /// A day (from midnight in the time zone).
+    Daily,
+    /// A week, Monday to Sunday.
+    Weekly,
+    /// A calendar month.
+    Monthly,
+}
+
+impl Granularity {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hourly => "hourly",
+            Granularity::Daily => "daily",
+            Granularity::Weekly => "weekly",
+            Granularity::Monthly => "monthly",
+        }
+    }
+}
+
+/// A checked metrics request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsQuery {
+    /// The range's start (inclusive).
+    pub start: DateTime<Utc>,
+    /// The range's end (exclusive), never after the time of the request.
+    pub end: DateTime<Utc>,
+    /// The time zone periods are reckoned in.
+    pub zone: Tz,
+    /// The period size.
+    pub granularity: Granularity,
+    /// The metrics asked for, in the order asked.
+    pub metrics: Vec<Metric>,
+    /// The dimensions, in the order asked.
+    pub dimensions: Vec<Dimension>,
+    /// Only emails from these sending domains (by id), when given.
+    pub domain_ids: Option<Vec<String>>,
+    /// Only these emails, when given.
+    pub email_ids: Option<Vec<EmailId>>,
+    /// Only emails of these broadcasts (there are none), when given.
+    pub broadcast_ids: Option<Vec<String>>,
+}
+
+fn invalid(field: &str, why: impl Into<String>) -> FieldError {
+    FieldError::new(field, Rule::Shape(why.into()))
+}
+
+/// A comma-separated list, blanks dropped, repeats kept once.
+fn list(value: Option<&String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in value.map(String::as_str).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !out.iter().any(|o| o == item) {
+            out.push(item.to_string());
+        }
+    }
+    out
+}
+
+/// `field` as a date (`2026-07-01`, midnight in `zone`) or a date-time (RFC 3339, or without
+/// an offset: in `zone`).
+fn instant(field: &str, s: &str, zone: Tz) -> Result<DateTime<Utc>, FieldError> {
+    let s = s.trim();
+    let local = |n: NaiveDateTime| zone.from_local_datetime(&n).earliest().map(|t| t.with_timezone(&Utc));
+    let parsed = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        Some(t.with_timezone(&Utc))
+    } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        midnight(zone, d)
+    } else if let Ok(n) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        local(n)
+    } else {
+        None
+    };
+    parsed.ok_or_else(|| {
+        invalid(field, "must be an ISO 8601 date (2026-07-01) or date-time (2026-07-01T00:00:00Z) that exists")
+    })
+}
+
+/// The first instant of `d` in `zone` (midnight, or the first hour after a gap at midnight).
+fn midnight(zone: Tz, d: NaiveDate) -> Option<DateTime<Utc>> {
+    (0..4).find_map(|h| zone.from_local_datetime(&d.and_hms_opt(h, 0, 0)?).earliest()).map(|t| t.with_timezone(&Utc))
+}
+
+impl MetricsQuery {
+    /// Checks the query parameters (`start_date`, `end_date`, `timezone`, `granularity`,
+    /// `metrics`, `dimensions`, `domain_id`, `email_id`, `broadcast_id`; others are ignored,
+    /// as the hosted API ignores them) at `now`.
+    pub fn parse(q: &HashMap<String, String>, now: DateTime<Utc>) -> Result<MetricsQuery, FieldError> {
+        let zone = match q.get("timezone").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Tz::UTC,
+            Some(z) => {
+                z.parse::<Tz>().map_err(|_| invalid("timezone", "must be an IANA time zone, e.g. America/New_York"))?
+            }
+        };
+        let granularity = match q.get("granularity").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None | Some("daily") => Granularity::Daily,
+            Some("hourly") => Granularity::Hourly,
+            Some("weekly") => Granularity::Weekly,
+            Some("monthly") => Granularity::Monthly,
+            Some(_) => return Err(invalid("granularity", "must be `hourly`, `daily`, `weekly` or `monthly`")),
+        };
+        // Values in the future are the present (the hosted API clamps them).
+        let end = match q.get("end_date").filter(|s| !s.trim().is_empty()) {
+            Some(s) => instant("end_date", s, zone)?.min(now),
+            None => now,
+        };
+        let start = match q.get("start_date").filter(|s| !s.trim().is_empty()) {
+            Some(s) => instant("start_date", s, zone)?,
+            None => end - Duration::days(6),
+        };
+        if start > end {
+            return Err(invalid("start_date", "must be on or before `end_date` (and not in the future)"));
+        }
+        let mut metrics = Vec::new();
+        for m in list(q.get("metrics")) {
+            metrics.push(Metric::parse(&m).ok_or_else(|| {
+                invalid(
+                    "metrics",
+                    format!("{m:?} is not a metric; the metrics are {}", names(&Metric::ALL.map(Metric::as_str))),
+                )
+            })?);
+        }
+        if metrics.is_empty() {
+            metrics = Metric::ALL.to_vec();
+        }
+        let mut dimensions = Vec::new();
+        for d in list(q.get("dimensions")) {
+            dimensions.push(match d.as_str() {
+                "period" => Dimension::Period,
+                "domain" => Dimension::Domain,
+                "email" => Dimension::Email,
+                "broadcast" => Dimension::Broadcast,
+                _ => {
+                    return Err(invalid(
+                        "dimensions",
+                        format!("{d:?} is not a dimension; they are `period`, `domain`, `email` and `broadcast`"),
+                    ));
+                }
+            });
+        }
+        let ids = |field: &str| -> Result<Option<Vec<String>>, FieldError> {
+            let v = list(q.get(field));
+            if v.len() > MAX_IDS {
+                return Err(FieldError::new(field, Rule::TooMany { max: MAX_IDS, got: v.len() }));
+            }
+            Ok((!v.is_empty()).then_some(v))
+        };
+        let domain_ids = ids("domain_id")?;
+        let broadcast_ids = ids("broadcast_id")?;
+        let email_ids = match ids("email_id")? {
+            None => None,
+            Some(v) => Some(
+                v.iter()
+                    .map(|s| s.parse::<EmailId>().map_err(|_| FieldError::new("email_id", Rule::InvalidId)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let asked = dimensions.clone();
+        let has = |d| asked.contains(&d);
+        if has(Dimension::Domain) && has(Dimension::Email) {
+            return Err(invalid("dimensions", "`domain` cannot be combined with `email`"));
+        }
+        if email_ids.is_some() && has(Dimension::Domain) {
+            return Err(invalid("email_id", "cannot be combined with the `domain` dimension"));
+        }
+        if (has(Dimension::Broadcast) || broadcast_ids.is_some()) && (has(Dimension::Email) || email_ids.is_some()) {
+            return Err(invalid(
+                "dimensions",
+                "the `broadcast` dimension or `broadcast_id` cannot be combined with the `email` dimension or `email_id`",
+            ));
+        }
+        let query =
+            MetricsQuery { start, end, zone, granularity, metrics, dimensions, domain_ids, email_ids, broadcast_ids };
+        if has(Dimension::Period) && query.periods().nth(MAX_PERIODS).is_some() {
+            return Err(invalid(
+                "granularity",
+                format!(
+                    "the range holds more than {MAX_PERIODS} periods at this granularity: use a coarser one or a shorter range"
+                ),
+            ));
+        }
+        Ok(query)
+    }
+
+    /// The period `at` falls in: its first instant and its label (`2026-07-01` for days,
+    /// weeks (from Monday) and months (from the 1st); the hour with its offset for hours).
+    pub fn period_of(&self, at: DateTime<Utc>) -> (DateTime<Utc>, String) {
+        let local = at.with_timezone(&self.zone);
+        let day = |d: NaiveDate| (midnight(self.zone, d).unwrap_or(at), d.format("%Y-%m-%d").to_string());
+        match self.granularity {
+            Granularity::Hourly => {
+                // Back to the hour of the zone's clock (a zone may be :30 or :45 off UTC).
+                let into = i64::from(local.minute() * 60 + local.second());
+                let start = at - Duration::seconds(into) - Duration::nanoseconds(i64::from(local.nanosecond()));
+                (start, start.with_timezone(&self.zone).format("%Y-%m-%dT%H:%M:%S%:z").to_string())
+            }
+            Granularity::Daily => day(local.date_naive()),
+            Granularity::Weekly => {
+                let d = local.date_naive();
+                day(d - Duration::days(i64::from(d.weekday().num_days_from_monday())))
+            }
+            Granularity::Monthly => day(local.date_naive().with_day(1).unwrap_or(local.date_naive())),
+        }
+    }
+
+    /// Every period the range touches, in order.
+    pub fn periods(&self) -> impl Iterator<Item = (DateTime<Utc>, String)> + '_ {
+        let first = (self.start < self.end).then(|| self.period_of(self.start));
+        std::iter::successors(first, move |(start, _)| {
+            let local = start.with_timezone(&self.zone).date_naive();
+            let next = match self.granularity {
+                Granularity::Hourly => *start + Duration::hours(1),
+                Granularity::Daily => midnight(self.zone, local + Duration::days(1))?,
+                Granularity::Weekly => midnight(self.zone, local + Duration::days(7))?,
+                Granularity::Monthly => midnight(self.zone, local.checked_add_months(chrono::Months::new(1))?)?,
+            };
+            (next < self.end).then(|| self.period_of(next))
+        })
+    }
+
+    fn has(&self, d: Dimension) -> bool {
+        self.dimensions.contains(&d)
+    }
+}
+
+fn names(all: &[&str]) -> String {
+    all.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The counts of a set of emails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    received: u64,
+    sent: u64,
+    delivered: u64,
+    delivery_delayed: u64,
+    bounced_permanent: u64,
+    bounced_transient: u64,
+    bounced_undetermined: u64,
+    complained: u64,
+    suppressed: u64,
+    failed: u64,
+    opened: u64,
+    clicked: u64,
+    unique_opened: u64,
+    unique_clicked: u64,
+    unsubscribed: u64,
+}
+
+impl Counts {
+    /// The counts of one email with these events.
+    pub fn of(events: &[crate::email::Event], unsubscribed: bool) -> Counts {
+        use crate::bounce::BounceType;
+        let mut c = Counts { received: 1, unsubscribed: u64::from(unsubscribed), ..Counts::default() };
+        let (mut sent, mut delivered, mut delayed, mut complained, mut suppressed, mut failed) =
+            (false, false, false, false, false, false);
+        // 0: none, 1: undetermined, 2: transient, 3: permanent.
+        let mut bounce = 0u8;
+        for e in events {
+            match e.kind {
+                EventKind::Sent => sent = true,
+                EventKind::Delivered => (sent, delivered) = (true, true),
+                EventKind::DeliveryDelayed => (sent, delayed) = (true, true),
+                EventKind::Bounced => {
+                    sent = true;
+                    let severity = match e.bounce.as_ref().map(|b| b.kind) {
+                        Some(BounceType::Permanent) => 3,
+                        Some(BounceType::Transient) => 2,
+                        Some(BounceType::Undetermined) | None => 1,
+                    };
+                    bounce = bounce.max(severity);
+                }
+                EventKind::Complained => (sent, complained) = (true, true),
+                EventKind::Opened => (sent, c.opened) = (true, c.opened + 1),
+                EventKind::Clicked => (sent, c.clicked) = (true, c.clicked + 1),
+                EventKind::Suppressed => suppressed = true,
+                EventKind::Failed => failed = true,
+                EventKind::Queued | EventKind::Scheduled | EventKind::Canceled => {}
+            }
+        }
+        let one = u64::from;
+        c.sent = one(sent);
+        c.delivered = one(delivered);
+        c.delivery_delayed = one(delayed);
+        c.complained = one(complained);
+        c.suppressed = one(suppressed);
+        c.failed = one(failed);
+        c.unique_opened = one(c.opened > 0);
+        c.unique_clicked = one(c.clicked > 0);
+        c.bounced_permanent = one(bounce == 3);
+        c.bounced_transient = one(bounce == 2);
+        c.bounced_undetermined = one(bounce == 1);
+        c
+    }
+
+    fn add(&mut self, o: &Counts) {
+        self.received += o.received;
+        self.sent += o.sent;
+        self.delivered += o.delivered;
+        self.delivery_delayed += o.delivery_delayed;
+        self.bounced_permanent += o.bounced_permanent;
+        self.bounced_transient += o.bounced_transient;
+        self.bounced_undetermined += o.bounced_undetermined;
+        self.complained += o.complained;
+        self.suppressed += o.suppressed;
+        self.failed += o.failed;
+        self.opened += o.opened;
+        self.clicked += o.clicked;
+        self.unique_opened += o.unique_opened;
+        self.unique_clicked += o.unique_clicked;
+        self.unsubscribed += o.unsubscribed;
+    }
+
+    /// One metric's value: a count, or a percentage with two decimals (0 over nothing).
+    pub fn value(&self, m: Metric) -> Value {
+        let rate = |n: u64, d: u64| -> Value {
+            if d == 0 {
+                return json!(0);
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let r = (n as f64 * 10_000.0 / d as f64).round() / 100.0;
+            json!(r)
+        };
+        let bounced = self.bounced_permanent + self.bounced_transient + self.bounced_undetermined;
+        match m {
+            Metric::Received => json!(self.received),
+            Metric::Delivered => json!(self.delivered),
+            Metric::Complained => json!(self.complained),
+            Metric::Suppressed => json!(self.suppressed),
+            Metric::Bounced => json!(bounced),
+            Metric::BouncedTransient => json!(self.bounced_transient),
+            Metric::BouncedPermanent => json!(self.bounced_permanent),
+            Metric::BouncedUndetermined => json!(self.bounced_undetermined),
+            Metric::Opened => json!(self.opened),
+            Metric::Clicked => json!(self.clicked),
+            Metric::Unsubscribed => json!(self.unsubscribed),
+            Metric::DeliveryDelayed => json!(self.delivery_delayed),
+            Metric::Failed => json!(self.failed),
+            Metric::Sent => json!(self.sent),
+            Metric::UniqueOpened => json!(self.unique_opened),
+            Metric::UniqueClicked => json!(self.unique_clicked),
+            Metric::DeliveryRate => rate(self.delivered, self.sent),
+            Metric::OpenRate => rate(self.unique_opened, self.delivered),
+            Metric::ClickRate => rate(self.unique_clicked, self.delivered),
+            Metric::BounceRate => rate(bounced, self.sent),
+            Metric::ComplaintRate => rate(self.complained, self.delivered),
+            Metric::UnsubscribeRate => rate(self.unsubscribed, self.delivered),
+        }
+    }
+
+    fn row(&self, metrics: &[Metric], mut row: Map<String, Value>) -> Value {
+        for m in metrics {
+            row.insert(m.as_str().to_string(), self.value(*m));
+        }
+        Value::Object(row)
+    }
+}
+
+/// The sending domain an email's rows and filter go by: the account's registered domain that
+/// governs its `From` domain (itself or a parent), else the `From` domain alone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Sender {
+    name: String,
+    id: Option<String>,
+}
+
+/// Finds the registered domain of a `From` domain, remembering what it found.
+struct Senders {
+    by_name: HashMap<String, (String, String)>,
+    seen: HashMap<String, Sender>,
+}
+
+impl Senders {
+    fn new(domains: &[Domain]) -> Senders {
+        let by_name = domains.iter().map(|d| (d.name.to_ascii_lowercase(), (d.id.clone(), d.name.clone()))).collect();
+        Senders { by_name, seen: HashMap::new() }
+    }
+
+    fn of(&mut self, from_domain: &str) -> &Sender {
+        if !self.seen.contains_key(from_domain) {
+            let mut name = from_domain;
+            let found = loop {
+                if let Some((id, n)) = self.by_name.get(name) {
+                    break Sender { name: n.clone(), id: Some(id.clone()) };
+                }
+                match name.split_once('.') {
+                    Some((_, parent)) if parent.contains('.') => name = parent,
+                    _ => break Sender { name: from_domain.to_string(), id: None },
+                }
+            };
+            self.seen.insert(from_domain.to_string(), found);
+        }
+        &self.seen[from_domain]
+    }
+}
+
+/// A row's key: its period's start, its sending domain, its email (as dimensions ask).
+type RowKey = (Option<DateTime<Utc>>, Option<Sender>, Option<u128>);
+
+/// The metrics of `account` as `q` asks, read from `storage`.
+pub async fn compute(storage: &dyn Storage, account: &AccountId, q: &MetricsQuery) -> Result<Value, Error> {
+    let domains = match storage.domains() {
+        Some(store) => store.domain_list(account).await?,
+        None => Vec::new(),
+    };
+    let mut senders = Senders::new(&domains);
+    // Only the ids the filter names; `None`: any domain.
+    let wanted_domains: Option<HashSet<&str>> =
+        q.domain_ids.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
+    let unsubscribed: HashSet<u128> =
+        if q.metrics.iter().any(|m| matches!(m, Metric::Unsubscribed | Metric::UnsubscribeRate)) {
+            storage
+                .suppression_list(account)
+                .await?
+                .into_iter()
+                .filter(|e| e.reason == SuppressionReason::Unsubscribed)
+                .filter_map(|e| e.source_email.map(EmailId::as_u128))
+                .collect()
+        } else {
+            HashSet::new()
+        };
+    let mut totals = Counts::default();
+    let mut rows: BTreeMap<RowKey, (String, Counts)> = BTreeMap::new();
+    let broadcasts_only = q.broadcast_ids.is_some();
+    let mut take = |facts: EmailFacts, senders: &mut Senders| -> Result<(), Error> {
+        if broadcasts_only || facts.created_at < q.start || facts.created_at >= q.end {
+            return Ok(());
+        }
+        let sender = senders.of(&facts.from_domain);
+        if let Some(wanted) = &wanted_domains
+            && !sender.id.as_deref().is_some_and(|id| wanted.contains(id))
+        {
+            return Ok(());
+        }
+        let counts = Counts::of(&facts.events, unsubscribed.contains(&facts.id.as_u128()));
+        totals.add(&counts);
+        if q.dimensions.is_empty() || q.has(Dimension::Broadcast) {
+            return Ok(());
+        }
+        let (period, label) = if q.has(Dimension::Period) {
+            let (start, label) = q.period_of(facts.created_at);
+            (Some(start), label)
+        } else {
+            (None, String::new())
+        };
+        let key = (
+            period,
+            q.has(Dimension::Domain).then(|| sender.clone()),
+            q.has(Dimension::Email).then_some(facts.id.as_u128()),
+        );
+        if key.2.is_some() && !rows.contains_key(&key) && rows.len() >= MAX_EMAIL_ROWS {
+            return Err(invalid(
+                "dimensions",
+                format!("the `email` dimension gives one row per email, and the range holds more than {MAX_EMAIL_ROWS}: narrow `start_date` and `end_date`, or name the emails with `email_id`"),
+            )
+            .into());
+        }
+        rows.entry(key).or_insert_with(|| (label, Counts::default())).1.add(&counts);
+        Ok(())
+    };
+    if let Some(ids) = &q.email_ids {
+        // A few named emails: read each, not the range.
+        for id in ids {
+            if let Some(r) = storage.get_email(account, *id).await? {
+                let facts = EmailFacts {
+                    id: *id,
+                    created_at: r.state.created_at,
+                    from_domain: r.content.from.domain.to_ascii_lowercase(),
+                    events: r.state.events,
+                };
+                take(facts, &mut senders)?;
+            }
+        }
+    } else if !broadcasts_only {
+        let (lo, hi) = (id_floor(q.start), id_floor(q.end));
+        let mut from = lo;
+        while from < hi {
+            let chunk = storage.email_facts(account, from..hi, CHUNK).await?;
+            let Some(last) = chunk.last().map(|f| f.id.as_u128()) else { break };
+            for facts in chunk {
+                take(facts, &mut senders)?;
+            }
+            if last == u128::MAX {
+                break;
+            }
+            from = last + 1;
+        }
+    }
+    let data = if q.dimensions.is_empty() { None } else { Some(data_rows(q, rows)) };
+    let mut out = json!({
+        "object": "metrics",
+        "start_date": crate::email::rfc3339(q.start),
+        "end_date": crate::email::rfc3339(q.end),
+        "metrics": q.metrics.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        "dimensions": q.dimensions.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+        "granularity": q.granularity.as_str(),
+        "totals": totals.row(&q.metrics, Map::new()),
+    });
+    if let (Some(data), Some(o)) = (data, out.as_object_mut()) {
+        o.insert("data".into(), Value::Array(data));
+    }
+    Ok(out)
+}
+
+/// The smallest id accepted at `at` or later (UUIDv7: milliseconds in the top 48 bits).
+pub fn id_floor(at: DateTime<Utc>) -> u128 {
+    u128::from(u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff) << 80
+}
+
+/// The rows in their order: periods in time order (every period when only `period` is
+/// asked, empty ones included), then domains by `sent`, most first, then name; emails in
+/// the order they were accepted.
+fn data_rows(q: &MetricsQuery, mut rows: BTreeMap<RowKey, (String, Counts)>) -> Vec<Value> {
+    if q.has(Dimension::Broadcast) {
+        return Vec::new();
+    }
+    if q.dimensions == [Dimension::Period] {
+        // Periods with no email are rows too: a chart has every point.
+        for (start, label) in q.periods() {
+            rows.entry((Some(start), None, None)).or_insert_with(|| (label, Counts::default()));
+        }
+    }
+    let mut ordered: Vec<(RowKey, (String, Counts))> = rows.into_iter().collect();
+    if q.has(Dimension::Domain) {
+        ordered.sort_by(|(a, (_, ca)), (b, (_, cb))| {
+            a.0.cmp(&b.0).then(cb.sent.cmp(&ca.sent)).then_with(|| a.1.cmp(&b.1))
+        });
+    }
+    ordered
+        .into_iter()
+        .map(|((period, sender, email), (label, counts))| {
+            let mut row = Map::new();
+            if period.is_some() {
+                row.insert("period".into(), json!(label));
+            }
+            if let Some(s) = sender {
+                if let Some(id) = s.id {
+                    row.insert("domain_id".into(), json!(id));
+                }
+                row.insert("domain_name".into(), json!(s.name));
+            }
+            if let Some(id) = email {
+                row.insert("email_id".into(), json!(EmailId::from_u128(id).to_string()));
+            }
+            counts.row(&q.metrics, row)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounce::{BounceInfo, BounceSubtype, BounceType};
+    use crate::email::Event;
+
+    fn q(pairs: &[(&str, &str)]) -> Result<MetricsQuery, FieldError> {
+        let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        MetricsQuery::parse(&map, at("2026-07-10T12:00:00Z"))
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+    }
+
+    fn bounce(kind: BounceType) -> Event {
+        let mut e = Event::new(EventKind::Bounced, at("2026-07-02T00:00:00Z"));
+        e.bounce =
+            Some(BounceInfo { kind, subtype: BounceSubtype::General, message: String::new(), diagnostic: vec![] });
+        e
+    }
+
+    #[test]
+    fn defaults_are_the_last_six_days_daily_every_metric_no_dimension() {
+        let d = q(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((d.start, d.end), (at("2026-07-04T12:00:00Z"), at("2026-07-10T12:00:00Z")));
+        assert_eq!(d.granularity, Granularity::Daily);
+        assert_eq!(d.metrics, Metric::ALL.to_vec());
+        assert!(d.dimensions.is_empty());
+    }
+
+    #[test]
+    fn dates_are_midnights_of_the_zone_and_the_future_is_now() {
+        let d = q(&[("start_date", "2026-07-01"), ("end_date", "2027-01-01"), ("timezone", "America/New_York")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.start, at("2026-07-01T04:00:00Z"));
+        assert_eq!(d.end, at("2026-07-10T12:00:00Z"), "an end in the future is now");
+        let d = q(&[("start_date", "2026-07-01T10:00:00+02:00"), ("end_date", "2026-07-02T00:00:00")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((d.start, d.end), (at("2026-07-01T08:00:00Z"), at("2026-07-02T00:00:00Z")));
+    }
+
+    #[test]
+    fn bad_parameters_name_their_field() {
+        let field = |pairs: &[(&str, &str)]| q(pairs).err().map(|e| e.path);
+        assert_eq!(field(&[("start_date", "yesterday")]).as_deref(), Some("start_date"));
+        assert_eq!(field(&[("end_date", "2026-02-30")]).as_deref(), Some("end_date"));
+        assert_eq!(field(&[("start_date", "2026-07-09"), ("end_date", "2026-07-08")]).as_deref(), Some("start_date"));
+        assert_eq!(field(&[("timezone", "Mars/Olympus")]).as_deref(), Some("timezone"));
+        assert_eq!(field(&[("granularity", "yearly")]).as_deref(), Some("granularity"));
+        assert_eq!(field(&[("metrics", "sent,opens")]).as_deref(), Some("metrics"));
+        assert_eq!(field(&[("dimensions", "country")]).as_deref(), Some("dimensions"));
+        assert_eq!(field(&[("dimensions", "domain,email")]).as_deref(), Some("dimensions"));
+        assert_eq!(
+            field(&[("dimensions", "domain"), ("email_id", "0192d0c0-0000-7000-8000-000000000000")]).as_deref(),
+            Some("email_id")
+        );
+        assert_eq!(
+            field(&[("dimensions", "broadcast"), ("email_id", "0192d0c0-0000-7000-8000-000000000000")]).as_deref(),
+            Some("dimensions")
+        );
+        assert_eq!(field(&[("email_id", "not-a-uuid")]).as_deref(), Some("email_id"));
+        let many = (0..101).map(|i| format!("d{i}")).collect::<Vec<_>>().join(",");
+        assert_eq!(field(&[("domain_id", &many)]).as_deref(), Some("domain_id"));
+        // Over 10,000 hours (about 417 days), with periods asked for; without them it is fine.
+        let long = [("start_date", "2025-01-01"), ("granularity", "hourly"), ("dimensions", "period")];
+        assert_eq!(field(&long).as_deref(), Some("granularity"));
+        assert!(q(&long[..2]).is_ok());
+        // Unknown parameters are ignored, repeats collapse.
+        let d = q(&[("colour", "blue"), ("metrics", "sent, sent,delivered")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.metrics, vec![Metric::Sent, Metric::Delivered]);
+    }
+
+    #[test]
+    fn periods_follow_the_zone_clock_across_daylight_saving() {
+        let d = q(&[
+            ("start_date", "2026-03-07"),
+            ("end_date", "2026-03-10"),
+            ("timezone", "America/New_York"),
+            ("dimensions", "period"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let days: Vec<String> = d.periods().map(|p| p.1).collect();
+        assert_eq!(days, ["2026-03-07", "2026-03-08", "2026-03-09"]);
+        // 8 March 2026 has 23 hours in New York.
+        let starts: Vec<DateTime<Utc>> = d.periods().map(|p| p.0).collect();
+        assert_eq!(starts[2] - starts[1], Duration::hours(23));
+        let h = q(&[
+            ("start_date", "2026-07-01T00:00:00Z"),
+            ("end_date", "2026-07-01T03:00:00Z"),
+            ("timezone", "Asia/Kolkata"),
+            ("granularity", "hourly"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let hours: Vec<String> = h.periods().map(|p| p.1).collect();
+        // UTC midnight is 05:30 in Kolkata: the first hour of the zone's clock began at 05:00.
+        assert_eq!(
+            hours,
+            [
+                "2026-07-01T05:00:00+05:30",
+                "2026-07-01T06:00:00+05:30",
+                "2026-07-01T07:00:00+05:30",
+                "2026-07-01T08:00:00+05:30"
+            ]
+        );
+        let w = q(&[("start_date", "2026-06-20"), ("end_date", "2026-07-20"), ("granularity", "weekly")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let weeks: Vec<String> = w.periods().map(|p| p.1).collect();
+        // The end is now (10 July): a later one is clamped to it.
+        assert_eq!(weeks, ["2026-06-15", "2026-06-22", "2026-06-29", "2026-07-06"], "weeks begin on Monday");
+        let m = q(&[("start_date", "2026-01-31"), ("end_date", "2026-04-01"), ("granularity", "monthly")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let months: Vec<String> = m.periods().map(|p| p.1).collect();
+        assert_eq!(months, ["2026-01-01", "2026-02-01", "2026-03-01"]);
+    }
+
+    #[test]
+    fn an_email_counts_once_and_its_worst_bounce_decides_the_type() {
+        let t = at("2026-07-02T00:00:00Z");
+        let events = vec![
+            Event::new(EventKind::Queued, t),
+            Event::new(EventKind::Sent, t),
+            Event::new(EventKind::DeliveryDelayed, t),
+            Event::new(EventKind::DeliveryDelayed, t),
+            bounce(BounceType::Transient),
+            bounce(BounceType::Permanent),
+            bounce(BounceType::Undetermined),
+        ];
+        let c = Counts::of(&events, false);
+        let v = |m| c.value(m);
+        assert_eq!((v(Metric::Sent), v(Metric::DeliveryDelayed), v(Metric::Bounced)), (json!(1), json!(1), json!(1)));
+        assert_eq!(
+            (v(Metric::BouncedPermanent), v(Metric::BouncedTransient), v(Metric::BouncedUndetermined)),
+            (json!(1), json!(0), json!(0))
+        );
+        assert_eq!(v(Metric::BounceRate), json!(100.0));
+        let opened = vec![
+            Event::new(EventKind::Sent, t),
+            Event::new(EventKind::Delivered, t),
+            Event::new(EventKind::Opened, t),
+            Event::new(EventKind::Opened, t),
+            Event::new(EventKind::Clicked, t),
+        ];
+        let c = Counts::of(&opened, true);
+        assert_eq!(
+            (c.value(Metric::Opened), c.value(Metric::UniqueOpened), c.value(Metric::Clicked)),
+            (json!(2), json!(1), json!(1))
+        );
+        assert_eq!((c.value(Metric::Unsubscribed), c.value(Metric::UnsubscribeRate)), (json!(1), json!(100.0)));
+        // Nothing sent: rates over nothing are 0, not a division by zero.
+        let c = Counts::of(&[Event::new(EventKind::Queued, t), Event::new(EventKind::Failed, t)], false);
+        assert_eq!(
+            (c.value(Metric::Sent), c.value(Metric::Failed), c.value(Metric::DeliveryRate)),
+            (json!(0), json!(1), json!(0))
+        );
+    }
+
+    #[test]
+    fn rates_are_percentages_with_two_decimals() {
+        let t = at("2026-07-02T00:00:00Z");
+        let mut c = Counts::default();
+        for i in 0..3 {
+            let mut e = vec![Event::new(EventKind::Sent, t), Event::new(EventKind::Delivered, t)];
+            if i == 0 {
+                e.push(Event::new(EventKind::Opened, t));
+            }
+            c.add(&Counts::of(&e, false));
+        }
+        assert_eq!(c.value(Metric::OpenRate), json!(33.33));
+        assert_eq!(c.value(Metric::DeliveryRate), json!(100.0));
+    }
+
+    #[test]
+    fn a_from_domain_goes_by_its_registered_parent() {
+        use crate::domains::{DkimAlgorithm, DkimKeyPair, DomainConfig};
+        let key = DkimKeyPair { algorithm: DkimAlgorithm::Ed25519, private_pem: String::new(), record: String::new() };
+        let d = |id: &str, name: &str| {
+            Domain::new(id.into(), name.into(), key.clone(), &DomainConfig::default(), Utc::now())
+        };
+        let mut s = Senders::new(&[d("d1", "acme.com"), d("d2", "mail.acme.com")]);
+        assert_eq!(s.of("mail.acme.com").id.as_deref(), Some("d2"));
+        assert_eq!(s.of("news.mail.acme.com").id.as_deref(), Some("d2"));
+        assert_eq!(s.of("eu.acme.com").id.as_deref(), Some("d1"));
+        let other = s.of("other.test").clone();
+        assert_eq!((other.id, other.name.as_str()), (None, "other.test"));
+    }
+}
