@@ -89,3 +89,16 @@ check('a name over 50 characters is refused', tooLong.error && tooLong.error.sta
 await resend.apiKeys.remove(created.data.id);
 const gone2 = await resend.apiKeys.update(created.data.id, { name: 'late' });
 check('a removed key is not renamed', gone2.error && gone2.error.name === 'not_found', gone2);
+
+// Email metrics (`emails.metrics`): the bounced email above counted, alone and by day in Tokyo.
+const all = await resend.emails.metrics();
+check('emails.metrics', all.data && all.data.object === 'metrics' && all.data.metrics.length === 22 && all.data.granularity === 'daily'
+  && all.data.totals.received >= 1 && all.data.totals.bounced >= 1 && !('data' in all.data), all);
+const ofOne = await resend.emails.metrics({ metrics: ['received', 'bounced', 'bounce_rate'], dimensions: ['email'], emailId: [bounced.data.id] });
+check('emails.metrics of one email', ofOne.data && ofOne.data.data.length === 1 && ofOne.data.data[0].email_id === bounced.data.id
+  && ofOne.data.data[0].bounced === 1 && ofOne.data.totals.bounce_rate === 100, ofOne);
+const byDay = await resend.emails.metrics({ metrics: ['received'], dimensions: ['period'], timezone: 'Asia/Tokyo' });
+check('emails.metrics by day', byDay.data && byDay.data.data.length >= 6 && byDay.data.data.every((r) => /^\d{4}-\d{2}-\d{2}$/.test(r.period))
+  && byDay.data.data.reduce((n, r) => n + r.received, 0) === byDay.data.totals.received, byDay);
+const badMetric = await resend.emails.metrics({ metrics: ['opens'] });
+check('emails.metrics refuses an unknown metric', badMetric.error && badMetric.error.name === 'validation_error' && badMetric.error.statusCode === 422, badMetric);

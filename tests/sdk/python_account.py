@@ -46,3 +46,11 @@ check("ApiKeys.update", resend.ApiKeys.update({"id": key["id"], "name": "py (ren
 check("ApiKeys.list shows the new name",
       any(k["id"] == key["id"] and k["name"] == "py (renamed)" for k in resend.ApiKeys.list()["data"]))
 resend.ApiKeys.remove(key["id"])
+
+metrics = resend.Emails.metrics({"metrics": ["received", "sent", "delivery_rate"], "dimensions": ["domain"]})
+check("Emails.metrics", metrics["object"] == "metrics" and metrics["metrics"] == ["received", "sent", "delivery_rate"]
+      and all("domain_name" in r for r in metrics["data"]), metrics)
+hourly = resend.Emails.metrics({"granularity": "hourly", "dimensions": ["period"], "metrics": ["received"],
+                                "start_date": "2026-01-01T00:00:00Z", "end_date": "2026-01-01T06:00:00Z"})
+check("Emails.metrics by hour", [r["period"] for r in hourly["data"]][:2] == ["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"]
+      and len(hourly["data"]) == 6, hourly)

@@ -299,6 +299,7 @@ pub fn router(api: Api) -> Router {
     let authenticated = Router::new()
         .route("/emails", post(send).get(list))
         .route("/emails/batch", post(batch))
+        .route("/emails/metrics", get(metrics))
         .route("/emails/{id}", get(get_email).patch(reschedule))
         .route("/emails/{id}/cancel", post(cancel))
         .route("/emails/{id}/share", post(pages::share))
@@ -537,6 +538,14 @@ async fn get_email(auth: Auth, id: PathParam<String>) -> ApiResult {
 
 async fn list(auth: Auth, q: QueryParam) -> ApiResult {
     ok(auth.engine.list(email_page(&query(q)?)?).await?)
+}
+
+/// `GET /emails/metrics`: the SDKs' `emails.metrics` (`mailroom_core::email_metrics`).
+async fn metrics(auth: Auth, q: QueryParam) -> ApiResult {
+    let now = auth.engine.clock().now();
+    let query =
+        mailroom_core::email_metrics::MetricsQuery::parse(&query(q)?, now).map_err(mailroom_core::Error::from)?;
+    ok(auth.engine.email_metrics(&query).await?)
 }
 
 /// A page of emails by the `limit`, `after` and `before` parameters, where a cursor is an

@@ -719,3 +719,97 @@ async fn the_suppression_list_is_managed_over_the_api() {
     let (st, r, _) = call(&s, delete, &format!("/suppressions/{id}"), Some(&s.full), None, &[]).await;
     assert_eq!((st.as_u16(), r["name"].as_str()), (404, Some("not_found")), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_metrics_count_what_the_test_addresses_simulate() {
+    let s = start().await;
+    let get = reqwest::Method::GET;
+    for to in [
+        "delivered@resend.dev",
+        "delivered+two@resend.dev",
+        "bounced@resend.dev",
+        "complained@resend.dev",
+        "suppressed@resend.dev",
+    ] {
+        let (st, r, _) = call(&s, reqwest::Method::POST, "/emails", Some(&s.full), Some(email(to)), &[]).await;
+        assert_eq!(st, StatusCode::OK, "{r}");
+    }
+    let sandbox = Arc::new(mailroom_core::sandbox::SandboxTransport::default());
+    s.engine.worker(sandbox, mailroom_core::worker::WorkerConfig::default()).run_until_idle().await.unwrap();
+
+    let (st, m, _) = call(&s, get.clone(), "/emails/metrics", Some(&s.full), None, &[]).await;
+    assert_eq!(st, StatusCode::OK, "{m}");
+    assert_eq!(m["object"], "metrics");
+    assert_eq!(m["metrics"].as_array().unwrap().len(), 22, "every metric by default: {m}");
+    assert!(m.get("data").is_none(), "no dimension, no rows: {m}");
+    let t = &m["totals"];
+    let count = |name: &str| t[name].as_u64().unwrap_or_else(|| panic!("{name} in {t}"));
+    assert_eq!(count("received"), 5, "{t}");
+    // Four reached a server; the suppressed one never did.
+    assert_eq!((count("sent"), count("suppressed")), (4, 1), "{t}");
+    assert_eq!((count("bounced"), count("bounced_permanent"), count("bounced_transient")), (1, 1, 0), "{t}");
+    assert_eq!((count("delivered"), count("complained")), (3, 1), "{t}");
+    assert_eq!(t["delivery_rate"], json!(75.0), "{t}");
+    assert_eq!(t["bounce_rate"], json!(25.0), "{t}");
+    assert_eq!(t["complaint_rate"], json!(33.33), "{t}");
+
+    // By email: one row each, in the order they were accepted, only the metrics asked for.
+    let (st, m, _) =
+        call(&s, get.clone(), "/emails/metrics?dimensions=email&metrics=sent,bounced", Some(&s.full), None, &[]).await;
+    assert_eq!(st, StatusCode::OK, "{m}");
+    let rows = m["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{m}");
+    assert_eq!(rows[2]["bounced"], json!(1), "the third email bounced: {m}");
+    assert_eq!(rows[2].as_object().unwrap().len(), 3, "email_id, sent, bounced: {m}");
+    let bounced_id = rows[2]["email_id"].as_str().unwrap().to_string();
+    let (_, one, _) =
+        call(&s, get.clone(), &format!("/emails/metrics?email_id={bounced_id}"), Some(&s.full), None, &[]).await;
+    assert_eq!((one["totals"]["received"].as_u64(), one["totals"]["bounced"].as_u64()), (Some(1), Some(1)), "{one}");
+
+    // By sending domain: acme.test is not registered, so its row has a name and no id.
+    let (_, m, _) =
+        call(&s, get.clone(), "/emails/metrics?dimensions=domain&metrics=received", Some(&s.full), None, &[]).await;
+    assert_eq!(m["data"], json!([{"domain_name": "acme.test", "received": 5}]), "{m}");
+
+    // By hour: every hour of the range is a row, the counts land in the last one.
+    let (_, m, _) = call(
+        &s,
+        get.clone(),
+        "/emails/metrics?dimensions=period&granularity=hourly&metrics=received",
+        Some(&s.full),
+        None,
+        &[],
+    )
+    .await;
+    let rows = m["data"].as_array().unwrap();
+    assert!((144..=145).contains(&rows.len()), "six days of hours: {}", rows.len());
+    assert_eq!(rows.iter().map(|r| r["received"].as_u64().unwrap()).sum::<u64>(), 5);
+    assert_eq!(rows.last().unwrap()["received"], json!(5), "{}", rows.last().unwrap());
+
+    // A range before any email, another account, a sending key.
+    let (_, m, _) =
+        call(&s, get.clone(), "/emails/metrics?start_date=2020-01-01&end_date=2020-01-02", Some(&s.full), None, &[])
+            .await;
+    assert_eq!(m["totals"]["received"], json!(0), "{m}");
+    assert_eq!(m["start_date"], "2020-01-01T00:00:00.000Z", "{m}");
+    let foreign = key(&s.engine.with_account("other-team"), "theirs", KeyPermission::FullAccess).await;
+    let (_, m, _) = call(&s, get.clone(), "/emails/metrics", Some(&foreign), None, &[]).await;
+    assert_eq!(m["totals"]["received"], json!(0), "{m}");
+    let (st, r, _) = call(&s, get.clone(), "/emails/metrics", Some(&s.sending), None, &[]).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (401, Some("restricted_api_key")), "{r}");
+
+    // Bad parameters: 422, naming the parameter (an id that is no UUID is an invalid
+    // parameter, as everywhere in the API).
+    for (q, field, name) in [
+        ("start_date=last%20week", "start_date", "validation_error"),
+        ("timezone=Nowhere%2FLand", "timezone", "validation_error"),
+        ("metrics=sent,opens", "metrics", "validation_error"),
+        ("dimensions=domain,email", "dimensions", "validation_error"),
+        ("email_id=..%2F..%2Fetc", "email_id", "invalid_parameter"),
+        ("granularity=hourly&dimensions=period&start_date=2020-01-01", "granularity", "validation_error"),
+    ] {
+        let (st, r, _) = call(&s, get.clone(), &format!("/emails/metrics?{q}"), Some(&s.full), None, &[]).await;
+        assert_eq!((st.as_u16(), r["name"].as_str()), (422, Some(name)), "{q}: {r}");
+        assert!(r["message"].as_str().unwrap().contains(field), "{q}: {r}");
+    }
+}
