@@ -1,0 +1,34 @@
+//! `GET /emails/metrics` parameters: never panic, and an accepted query is one the metrics
+//! can answer within their bounds: a range that ends by the time of the request and starts
+//! by its end, at least one metric, at most `MAX_PERIODS` periods when periods are asked
+//! for, each period after the one before and its own period's start.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use mailroom_core::email_metrics::{Dimension, MAX_PERIODS, MetricsQuery};
+use std::collections::HashMap;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    // `name=value&…`, as the router hands the decoded query over.
+    let q: HashMap<String, String> = s
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let now = chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("valid time");
+    let Ok(query) = MetricsQuery::parse(&q, now) else { return };
+    assert!(query.start <= query.end && query.end <= now);
+    assert!(!query.metrics.is_empty());
+    if query.dimensions.contains(&Dimension::Period) {
+        let mut last = None;
+        let mut n = 0;
+        for (start, label) in query.periods() {
+            assert!(!label.is_empty());
+            assert_eq!(query.period_of(start).0, start, "a period starts where its own period does");
+            assert!(last.is_none_or(|l| l < start), "periods go forward");
+            last = Some(start);
+            n += 1;
+        }
+        assert!(n <= MAX_PERIODS);
+    }
+});
