@@ -908,6 +908,45 @@ mod tests {
         assert_eq!(c.value(Metric::DeliveryRate), json!(100.0));
     }
 
+    /// 2,500 emails, one a minute from 1 June, every seventh one bounced: the metrics read
+    /// them in chunks of 1,000 (and the provided page-by-page reading in pages of 100) and
+    /// count each once.
+    #[tokio::test]
+    async fn every_email_of_the_range_is_read_once_across_chunks_and_pages() {
+        use crate::memory::MemoryStorage;
+        use crate::testkit::new_email;
+        let store = MemoryStorage::new();
+        let account = AccountId::new("a");
+        let t0 = at("2026-06-01T00:00:00Z");
+        let emails: Vec<_> =
+            (0..2_500u16).map(|i| new_email("a", t0 + Duration::minutes(i64::from(i)), i, None)).collect();
+        store.insert_emails(&account, emails.clone(), None).await.unwrap_or_else(|e| panic!("{e}"));
+        for e in emails.iter().step_by(7) {
+            store
+                .append_events(e.id, vec![Event::new(EventKind::Sent, t0), bounce(BounceType::Permanent)], vec![])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // From minute 100 to minute 2,300: 2,200 emails, of which those at multiples of 7.
+        let map = [
+            ("start_date", "2026-06-01T01:40:00Z"),
+            ("end_date", "2026-06-02T14:20:00Z"),
+            ("metrics", "received,sent,bounced_permanent"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let q = MetricsQuery::parse(&map, at("2026-07-01T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
+        let m = compute(&store, &account, &q).await.unwrap_or_else(|e| panic!("{e}"));
+        let bounced = (100..2_300).filter(|i| i % 7 == 0).count();
+        assert_eq!(m["totals"], json!({"received": 2_200, "sent": bounced, "bounced_permanent": bounced}));
+        let (lo, hi) = (id_floor(q.start), id_floor(q.end));
+        let paged =
+            crate::ports::email_facts_by_pages(&store, &account, lo..hi, 2_500).await.unwrap_or_else(|e| panic!("{e}"));
+        let own = store.email_facts(&account, lo..hi, 2_500).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((paged.len(), &paged), (2_200, &own));
+    }
+
     #[test]
     fn a_from_domain_goes_by_its_registered_parent() {
         use crate::domains::{DkimAlgorithm, DkimKeyPair, DomainConfig};

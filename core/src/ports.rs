@@ -40,6 +40,34 @@ impl EmailFacts {
     }
 }
 
+/// [`Storage::email_facts`] through [`Storage::list_emails`] and [`Storage::get_state`]: the
+/// provided answer, for stores that cannot read a range of ids in one go.
+pub async fn email_facts_by_pages<S: Storage + ?Sized>(
+    store: &S,
+    account: &AccountId,
+    ids: std::ops::Range<u128>,
+    limit: usize,
+) -> StorageResult<Vec<EmailFacts>> {
+    let mut out = Vec::new();
+    let mut from = ids.start;
+    while out.len() < limit && from < ids.end {
+        // `Before(c)` is the page of ids just above `c`, shown newest first.
+        let page = PageRequest {
+            limit: PageRequest::MAX_LIMIT.min(limit - out.len()),
+            cursor: crate::email::Cursor::Before(EmailId::from_u128(from.saturating_sub(1))),
+        };
+        let mut summaries = store.list_emails(account, page).await?.items;
+        summaries.sort_by_key(|s| s.id.as_u128());
+        let Some(last) = summaries.last().map(|s| s.id.as_u128()) else { break };
+        for s in summaries.into_iter().filter(|s| ids.contains(&s.id.as_u128())) {
+            let Some(state) = store.get_state(account, s.id).await? else { continue };
+            out.push(EmailFacts::new(s.id, state.created_at, &s.from, state.events));
+        }
+        from = last.saturating_add(1);
+    }
+    Ok(out)
+}
+
 /// What [`Storage::idempotency_begin`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
@@ -272,24 +300,7 @@ pub trait Storage: Send + Sync + Debug {
         ids: std::ops::Range<u128>,
         limit: usize,
     ) -> StorageResult<Vec<EmailFacts>> {
-        let mut out = Vec::new();
-        let mut from = ids.start;
-        while out.len() < limit && from < ids.end {
-            // `Before(c)` is the page of ids just above `c`, shown newest first.
-            let page = PageRequest {
-                limit: PageRequest::MAX_LIMIT.min(limit - out.len()),
-                cursor: crate::email::Cursor::Before(EmailId::from_u128(from.saturating_sub(1))),
-            };
-            let mut summaries = self.list_emails(account, page).await?.items;
-            summaries.sort_by_key(|s| s.id.as_u128());
-            let Some(last) = summaries.last().map(|s| s.id.as_u128()) else { break };
-            for s in summaries.into_iter().filter(|s| ids.contains(&s.id.as_u128())) {
-                let Some(state) = self.get_state(account, s.id).await? else { continue };
-                out.push(EmailFacts::new(s.id, state.created_at, &s.from, state.events));
-            }
-            from = last.saturating_add(1);
-        }
-        Ok(out)
+        email_facts_by_pages(self, account, ids, limit).await
     }
 
     /// Atomically claims up to `limit` emails due at `now` that no unexpired claim holds,

@@ -634,6 +634,37 @@ impl Storage for PostgresStorage {
         row.map(|r| decode::<EmailState>(r.get(0))).transpose()
     }
 
+    async fn email_facts(
+        &self,
+        account: &AccountId,
+        ids: std::ops::Range<u128>,
+        limit: usize,
+    ) -> StorageResult<Vec<mailroom_core::ports::EmailFacts>> {
+        let c = self.client().await?;
+        let take = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (lo, hi) = (uuid(EmailId::from_u128(ids.start)), uuid(EmailId::from_u128(ids.end)));
+        // One query for the range, by the (account, id) index.
+        let rows = sql::query(
+            &c,
+            "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id >= $2 AND id < $3 \
+                 ORDER BY id ASC LIMIT $4",
+            &[&account.as_str(), &lo, &hi, &take],
+        )
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let r = record_of(row)?;
+                Ok(mailroom_core::ports::EmailFacts {
+                    id: r.state.id,
+                    created_at: r.state.created_at,
+                    from_domain: r.content.from.domain.to_ascii_lowercase(),
+                    events: r.state.events,
+                })
+            })
+            .collect()
+    }
+
     async fn list_emails(&self, account: &AccountId, page: PageRequest) -> StorageResult<Page<EmailSummary>> {
         let c = self.client().await?;
         let take = i64::try_from(page.limit + 1).unwrap_or(i64::MAX);
