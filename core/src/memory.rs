@@ -242,6 +242,7 @@ impl Storage for MemoryStorage {
         account: &AccountId,
         ids: std::ops::Range<u128>,
         limit: usize,
+        senders: bool,
     ) -> StorageResult<Vec<crate::ports::EmailFacts>> {
         let s = self.lock();
         let Some(contents) = s.emails.get(account) else { return Ok(Vec::new()) };
@@ -253,7 +254,7 @@ impl Storage for MemoryStorage {
                 Some(crate::ports::EmailFacts {
                     id: EmailId::from_u128(*id),
                     created_at: state.created_at,
-                    from_domain: content.from.domain.to_ascii_lowercase(),
+                    from_domain: if senders { content.from.domain.to_ascii_lowercase() } else { String::new() },
                     events: state.events.clone(),
                 })
             })

@@ -639,6 +639,7 @@ impl Storage for PostgresStorage {
         account: &AccountId,
         ids: std::ops::Range<u128>,
         limit: usize,
+        senders: bool,
     ) -> StorageResult<Vec<mailroom_core::ports::EmailFacts>> {
         let c = self.client().await?;
         let take = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -658,7 +659,7 @@ impl Storage for PostgresStorage {
                 Ok(mailroom_core::ports::EmailFacts {
                     id: r.state.id,
                     created_at: r.state.created_at,
-                    from_domain: r.content.from.domain.to_ascii_lowercase(),
+                    from_domain: if senders { r.content.from.domain.to_ascii_lowercase() } else { String::new() },
                     events: r.state.events,
                 })
             })
