@@ -334,14 +334,16 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
     if !logs {
         return response;
     }
-    // Exports stream and downloads are bytes: neither is kept. A JSON answer is small, but is
-    // read with a bound all the same.
+    // Exports stream and downloads are bytes: neither is kept. A JSON answer is read back with
+    // a bound; one known to be over it (email metrics by the hour answer megabytes) is sent
+    // and not kept, rather than read into the log's copy.
     let json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    let response_body = if json {
+    let over = axum::body::HttpBody::size_hint(response.body()).exact().is_some_and(|n| n > (KEEP * 4) as u64);
+    let response_body = if json && !over {
         let (rparts, rbody) = response.into_parts();
         match axum::body::to_bytes(rbody, KEEP * 4).await {
             Ok(b) => {
