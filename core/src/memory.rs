@@ -250,13 +250,8 @@ impl Storage for MemoryStorage {
             .range(ids)
             .take(limit)
             .filter_map(|(id, content)| {
-                let state = s.states.get(id)?;
-                Some(crate::ports::EmailFacts {
-                    id: EmailId::from_u128(*id),
-                    created_at: state.created_at,
-                    from_domain: if senders { content.from.domain.to_ascii_lowercase() } else { String::new() },
-                    events: state.events.clone(),
-                })
+                let state = s.states.get(id)?.clone();
+                Some(crate::ports::EmailFacts::of(state, senders.then_some(content.from.domain.as_str())))
             })
             .collect())
     }

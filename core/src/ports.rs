@@ -33,11 +33,14 @@ pub struct EmailFacts {
 }
 
 impl EmailFacts {
-    /// The facts of one email; `from` as written (`Name <a@b>` or `a@b`).
-    pub fn new(id: EmailId, created_at: DateTime<Utc>, from: &str, events: Vec<Event>) -> EmailFacts {
-        let from_domain =
-            crate::address::Mailbox::parse(from).map(|m| m.domain.to_ascii_lowercase()).unwrap_or_default();
-        EmailFacts { id, created_at, from_domain, events }
+    /// The facts of the email whose state is `state`, with its `From` domain when read.
+    pub fn of(state: crate::email::EmailState, from_domain: Option<&str>) -> EmailFacts {
+        EmailFacts {
+            id: state.id,
+            created_at: state.created_at,
+            from_domain: from_domain.map(str::to_ascii_lowercase).unwrap_or_default(),
+            events: state.events,
+        }
     }
 }
 
@@ -63,8 +66,9 @@ pub async fn email_facts_by_pages<S: Storage + ?Sized>(
         let Some(last) = summaries.last().map(|s| s.id.as_u128()) else { break };
         for s in summaries.into_iter().filter(|s| ids.contains(&s.id.as_u128())) {
             let Some(state) = store.get_state(account, s.id).await? else { continue };
-            let from = if senders { s.from.as_str() } else { "" };
-            out.push(EmailFacts::new(s.id, state.created_at, from, state.events));
+            // The summary has `From` as written (`Name <a@b>`).
+            let from = senders.then(|| crate::address::Mailbox::parse(&s.from).ok()).flatten();
+            out.push(EmailFacts::of(state, from.as_ref().map(|m| m.domain.as_str())));
         }
         from = last.saturating_add(1);
     }

@@ -656,12 +656,7 @@ impl Storage for PostgresStorage {
         rows.iter()
             .map(|row| {
                 let r = record_of(row)?;
-                Ok(mailroom_core::ports::EmailFacts {
-                    id: r.state.id,
-                    created_at: r.state.created_at,
-                    from_domain: if senders { r.content.from.domain.to_ascii_lowercase() } else { String::new() },
-                    events: r.state.events,
-                })
+                Ok(mailroom_core::ports::EmailFacts::of(r.state, senders.then_some(r.content.from.domain.as_str())))
             })
             .collect()
     }

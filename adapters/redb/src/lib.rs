@@ -981,14 +981,8 @@ impl Storage for RedbStorage {
                 let (k, v) = item.map_err(backend)?;
                 let id = k.value().1;
                 let Some(state) = get_state(&states, id)? else { continue };
-                let from_domain =
-                    if senders { decode_content(v.value())?.from.domain.to_ascii_lowercase() } else { String::new() };
-                out.push(EmailFacts {
-                    id: EmailId::from_u128(id),
-                    created_at: state.created_at,
-                    from_domain,
-                    events: state.events,
-                });
+                let content = if senders { Some(decode_content(v.value())?) } else { None };
+                out.push(EmailFacts::of(state, content.as_ref().map(|c| c.from.domain.as_str())));
             }
             Ok(out)
         })
