@@ -94,8 +94,9 @@ pub fn escape(s: &str, out: &mut String) {
     escape_unless_control(s, out, false);
 }
 
-/// [`escape`]; with `refuse_control`, stops at the first white space or control character
-/// and answers `false` (what it wrote so far stays: the caller truncates). One pass does both
+/// [`escape`]; with `refuse_control`, stops at the first white space, control character or
+/// markup character (`<`, `>`, quotes, backtick) and answers `false` (what it wrote so far
+/// stays: the caller truncates). One pass does both
 /// because the rewrite needs both of every link, and the check costs nothing on kept bytes.
 fn escape_unless_control(s: &str, out: &mut String, refuse_control: bool) -> bool {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -112,7 +113,7 @@ fn escape_unless_control(s: &str, out: &mut String, refuse_control: bool) -> boo
                 buf[n] = b;
                 n += 1;
             } else {
-                if refuse_control && (b <= 0x20 || b == 0x7f) {
+                if refuse_control && (b <= 0x20 || b == 0x7f || matches!(b, b'<' | b'>' | b'"' | b'\'' | b'`')) {
                     return false;
                 }
                 buf[n] = b'%';
@@ -390,12 +391,7 @@ pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, acc
     if let Some(heads) = heads {
         for (span, href) in anchor_hrefs(html) {
             let href = href.trim();
-            // A value holding markup characters is left alone: replacing it would take away a
-            // `>` or a quote that a reader might see as ending something else (a comment, a
-            // tag). No real URL has them unescaped.
-            if !trackable(href, &t.base)
-                || html.as_bytes()[span.clone()].iter().any(|c| matches!(c, b'<' | b'>' | b'"' | b'\'' | b'`'))
-            {
+            if !trackable(href, &t.base) {
                 continue;
             }
             let mark = out.len();
@@ -404,7 +400,11 @@ pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, acc
             out.push_str("/t/c/");
             heads.head_into(href, &mut out);
             out.push('/');
-            // A link with white space or control characters in it is left as it is.
+            // A link with white space, control or markup characters in it is left as it is
+            // (markup characters: replacing the value would take away a `>` or a quote that a
+            // reader might see as ending something else, a comment or a tag; no real URL has
+            // them unescaped). The escape finds them in the same pass: a character as written
+            // is one decoded too, so the decoded value is the one to look at.
             if !escape_unless_control(href, &mut out, true) {
                 out.truncate(mark);
                 continue;
@@ -581,9 +581,20 @@ mod tests {
     }
 
     #[test]
-    fn a_link_with_white_space_or_control_characters_is_left_as_it_is() {
+    fn a_link_with_white_space_control_or_markup_characters_is_left_as_it_is() {
         let t = Tracking { base: "https://l.test".into(), open: false, click: true };
-        for href in ["https://a.test/x y", "https://a.test/\u{7f}", "https://a.test/&#9;x", "https://a.test/ok"] {
+        // Markup characters as written (a quote, a backtick) or as character references
+        // (`&lt;`, `&quot;`): a reader might see them end something else.
+        for href in [
+            "https://a.test/x y",
+            "https://a.test/\u{7f}",
+            "https://a.test/&#9;x",
+            "https://a.test/it's",
+            "https://a.test/`x`",
+            "https://a.test/&lt;x&gt;",
+            "https://a.test/&quot;",
+            "https://a.test/ok",
+        ] {
             let html = format!(r#"<a href="{href}">a</a><a href="https://b.test/">b</a>"#);
             let out = rewrite_html(&html, &t, &key(), EmailId::from_u128(1), &AccountId::default());
             let links: Vec<_> = crate::html::links(&out).into_iter().map(|l| l.href.into_owned()).collect();
