@@ -329,6 +329,22 @@ async fn the_dashboard_works_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     shot(&c, "suppressions").await;
+
+    // Metrics: the four emails accepted, one of them bounced (it has, by now: it is listed).
+    c.goto(&format!("{base}/dashboard/metrics")).await;
+    assert_eq!(text_of(&c, "#total-received").await, "4");
+    let rate: f64 = text_of(&c, "#total-bounce-rate").await.trim_end_matches(" %").parse().unwrap();
+    let days = c.find_all("table.metrics tbody tr").await;
+    assert!((7..=8).contains(&days.len()), "a row a day for a week: {}", days.len());
+    // Sent counts every email that reached a server: the bounce among them.
+    assert!((25.0..=33.34).contains(&rate), "one bounce among the three or four sent so far: {rate}");
+    assert!(text_of(&c, "table.domains").await.contains("acme.test"), "the sending domain's row");
+    c.find("#range option[value='24h']").await.click().await;
+    c.find("form.filters button[type=submit]").await.click().await;
+    wait_for_url(&c, "range=24h").await;
+    assert!(text_of(&c, "main").await.contains("By hour"), "the last day, hour by hour");
+    shot(&c, "metrics").await;
+    c.goto(&format!("{base}/dashboard/suppressions")).await;
     c.find("button[aria-label='Remove bounced@resend.dev']").await.click().await;
     wait_for_text(&c, "[role=status]", "bounced@resend.dev was removed").await;
     assert!(c.try_find("table.list").await.is_err(), "the list is empty now");

@@ -504,7 +504,8 @@ impl Counts {
     pub fn value(&self, m: Metric) -> Value {
         let rate = |n: u64, d: u64| -> Value {
             if d == 0 {
-                return json!(0);
+                // A number of the rates' own kind (0.0), so that a rate is always a float.
+                return json!(0.0);
             }
             #[allow(clippy::cast_precision_loss)]
             let r = (n as f64 * 10_000.0 / d as f64).round() / 100.0;
@@ -890,7 +891,7 @@ mod tests {
         let c = Counts::of(&[Event::new(EventKind::Queued, t), Event::new(EventKind::Failed, t)], false);
         assert_eq!(
             (c.value(Metric::Sent), c.value(Metric::Failed), c.value(Metric::DeliveryRate)),
-            (json!(0), json!(1), json!(0))
+            (json!(0), json!(1), json!(0.0))
         );
     }
 

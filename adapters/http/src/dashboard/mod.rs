@@ -134,6 +134,7 @@ pub(crate) fn routes() -> Router<Api> {
         .route("/emails/{id}/attachments/{index}", get(attachment))
         .route("/logs", get(logs))
         .route("/logs/export", get(export_logs))
+        .route("/metrics", get(metrics))
         .route("/suppressions", get(suppressions))
         .route("/suppressions/remove", post(remove_suppression))
         .route("/domains", get(domains))
@@ -181,6 +182,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("email.html", include_str!("templates/email.html")),
     ("logs.html", include_str!("templates/logs.html")),
     ("suppressions.html", include_str!("templates/suppressions.html")),
+    ("metrics.html", include_str!("templates/metrics.html")),
     ("domains.html", include_str!("templates/domains.html")),
     ("domain.html", include_str!("templates/domain.html")),
     ("webhooks.html", include_str!("templates/webhooks.html")),
@@ -907,6 +909,67 @@ async fn export_logs(signed: Signed, q: Q) -> Response {
 
 // ---------------------------------------------------------------------------------------------
 // Suppressions
+
+/// The ranges the metrics page offers: (name, label, days back, granularity).
+const METRIC_RANGES: [(&str, &str, i64, &str); 4] = [
+    ("24h", "Last 24 hours", 1, "hourly"),
+    ("7d", "Last 7 days", 7, "daily"),
+    ("30d", "Last 30 days", 30, "daily"),
+    ("12w", "Last 12 weeks", 84, "weekly"),
+];
+
+/// The metrics the page shows, in its columns' order.
+const METRIC_COLUMNS: &str = "received,sent,delivered,bounced,complained,unique_opened,unique_clicked,delivery_rate,bounce_rate,complaint_rate,open_rate,click_rate";
+
+/// Email metrics of a range, period by period and by sending domain: what `GET /emails/metrics`
+/// answers, as a page.
+async fn metrics(signed: Signed, q: Q) -> Response {
+    let q = q_of(q);
+    let range = q.get("range").map(String::as_str).unwrap_or("7d");
+    let (name, _, days, granularity) = METRIC_RANGES.iter().find(|r| r.0 == range).copied().unwrap_or(METRIC_RANGES[1]);
+    let now = signed.auth.engine.clock().now();
+    let zone = q.get("timezone").cloned().unwrap_or_else(|| "UTC".into());
+    let ask = |dimensions: &str| {
+        let params: HashMap<String, String> = [
+            ("start_date", (now - chrono::Duration::days(days)).to_rfc3339()),
+            ("granularity", granularity.to_string()),
+            ("timezone", zone.clone()),
+            ("metrics", METRIC_COLUMNS.to_string()),
+            ("dimensions", dimensions.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        mailroom_core::email_metrics::MetricsQuery::parse(&params, now)
+    };
+    let (by_period, by_domain) = match (ask("period"), ask("domain")) {
+        (Ok(p), Ok(d)) => (p, d),
+        (Err(e), _) | (_, Err(e)) => return signed.error(mailroom_core::Error::from(e)),
+    };
+    let engine = &signed.auth.engine;
+    let (periods, domains) = match (engine.email_metrics(&by_period).await, engine.email_metrics(&by_domain).await) {
+        (Ok(p), Ok(d)) => (p, d),
+        (Err(e), _) | (_, Err(e)) => return signed.error(e),
+    };
+    // Each period's bar is its share of the busiest period's accepted emails.
+    let rows = periods["data"].as_array().cloned().unwrap_or_default();
+    let most = rows.iter().filter_map(|r| r["received"].as_u64()).max().unwrap_or(0).max(1);
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|mut r| {
+            let share = r["received"].as_u64().unwrap_or(0) * 100 / most;
+            r["bar"] = json!(share);
+            r
+        })
+        .collect();
+    let ranges: Vec<Value> = METRIC_RANGES.iter().map(|r| json!({"name": r.0, "label": r.1})).collect();
+    signed.page(
+        "metrics",
+        "metrics.html",
+        json!({"totals": periods["totals"], "rows": rows, "domains": domains["data"], "range": name,
+               "ranges": ranges, "timezone": zone, "granularity": granularity}),
+    )
+}
 
 async fn suppressions(signed: Signed, q: Q) -> Response {
     let q = q_of(q);
