@@ -154,6 +154,49 @@ fn list_pages_and_errors() {
 }
 
 #[test]
+fn metrics_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    for to in ["delivered@resend.dev", "delivered+2@resend.dev", "bounced@resend.dev", "suppressed@resend.dev"] {
+        assert!(run(&db, &["send"], Some(&email(to))).ok);
+    }
+    assert!(run(&db, &["work", "--until-idle"], None).ok);
+    let m = run(&db, &["metrics", "--metrics", "received,sent,bounced,suppressed,bounce_rate"], None);
+    assert!(m.ok, "{}", m.json);
+    assert_eq!(m.json["object"], "metrics");
+    assert_eq!(
+        m.json["totals"],
+        serde_json::json!({"received": 4, "sent": 3, "bounced": 1, "suppressed": 1, "bounce_rate": 33.33})
+    );
+    // By the hour in a zone half an hour off UTC: the rows' periods say so.
+    let hours = run(
+        &db,
+        &[
+            "metrics",
+            "--by",
+            "period",
+            "--granularity",
+            "hourly",
+            "--timezone",
+            "Asia/Kolkata",
+            "--metrics",
+            "received",
+        ],
+        None,
+    );
+    let rows = hours.json["data"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["period"].as_str().unwrap().ends_with(":00:00+05:30")), "{}", hours.json);
+    assert_eq!(rows.iter().map(|r| r["received"].as_u64().unwrap()).sum::<u64>(), 4);
+    let by_email = run(&db, &["metrics", "--by", "email", "--metrics", "bounced"], None);
+    assert_eq!(by_email.json["data"].as_array().unwrap().len(), 4);
+    // Refusals name the parameter, as the API's do.
+    let both = run(&db, &["metrics", "--by", "domain", "--by", "email"], None);
+    assert!(!both.ok && both.json["message"].as_str().unwrap().contains("dimensions"), "{}", both.json);
+    let bad = run(&db, &["metrics", "--start", "last tuesday"], None);
+    assert!(!bad.ok && bad.json["message"].as_str().unwrap().contains("start_date"), "{}", bad.json);
+}
+
+#[test]
 fn suppression_commands() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.redb");

@@ -109,6 +109,38 @@ pub enum Command {
         #[command(flatten)]
         store: Store,
     },
+    /// Email metrics, as `GET /emails/metrics` answers them: counts and rates of the emails
+    /// accepted in a range, in total and by period, sending domain or email.
+    Metrics {
+        /// The range's start: an ISO 8601 date (midnight in --timezone) or date-time
+        /// (default: six days before the end).
+        #[arg(long, value_name = "DATE")]
+        start: Option<String>,
+        /// The range's end, not included (default, and at most: now).
+        #[arg(long, value_name = "DATE")]
+        end: Option<String>,
+        /// Break down by `period`, `domain` or `email` (repeatable; `period` with one of the
+        /// others).
+        #[arg(long = "by", value_name = "DIMENSION")]
+        by: Vec<String>,
+        /// The period: hourly, daily (default), weekly or monthly.
+        #[arg(long)]
+        granularity: Option<String>,
+        /// The IANA time zone periods and dates are reckoned in (default UTC).
+        #[arg(long, value_name = "ZONE")]
+        timezone: Option<String>,
+        /// Only these metrics, comma-separated (default: all 22).
+        #[arg(long, value_name = "LIST")]
+        metrics: Option<String>,
+        /// Only emails from this sending domain (its id; repeatable).
+        #[arg(long = "domain-id", value_name = "ID")]
+        domain_ids: Vec<String>,
+        /// Only this email (repeatable).
+        #[arg(long = "email-id", value_name = "ID")]
+        email_ids: Vec<String>,
+        #[command(flatten)]
+        store: Store,
+    },
     /// Move a scheduled email to another time (ISO 8601 or English).
     Reschedule {
         /// The email's id.

@@ -59,31 +59,92 @@ impl Failure {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
-    Send { body: String, idempotency_key: Option<String> },
-    Batch { body: String, permissive: bool, idempotency_key: Option<String> },
-    Get { id: String },
-    List { limit: Option<usize>, after: Option<String>, before: Option<String> },
-    Reschedule { id: String, when: String },
-    Cancel { id: String },
+    Send {
+        body: String,
+        idempotency_key: Option<String>,
+    },
+    Batch {
+        body: String,
+        permissive: bool,
+        idempotency_key: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    List {
+        limit: Option<usize>,
+        after: Option<String>,
+        before: Option<String>,
+    },
+    /// The query parameters of `GET /emails/metrics`.
+    Metrics {
+        query: std::collections::BTreeMap<String, String>,
+    },
+    Reschedule {
+        id: String,
+        when: String,
+    },
+    Cancel {
+        id: String,
+    },
     SuppressionsList,
-    SuppressionsAdd { address: String, reason: String },
-    SuppressionsRemove { address: String },
-    DomainsAdd { domain: String, options: DomainOptions },
+    SuppressionsAdd {
+        address: String,
+        reason: String,
+    },
+    SuppressionsRemove {
+        address: String,
+    },
+    DomainsAdd {
+        domain: String,
+        options: DomainOptions,
+    },
     DomainsList,
-    DomainsShow { domain: String },
-    DomainsVerify { domain: String, dns: Option<SocketAddr> },
-    DomainsRotateKey { domain: String },
-    DomainsRemove { domain: String },
-    KeysCreate { name: String, sending_access: bool, domain: Option<String> },
+    DomainsShow {
+        domain: String,
+    },
+    DomainsVerify {
+        domain: String,
+        dns: Option<SocketAddr>,
+    },
+    DomainsRotateKey {
+        domain: String,
+    },
+    DomainsRemove {
+        domain: String,
+    },
+    KeysCreate {
+        name: String,
+        sending_access: bool,
+        domain: Option<String>,
+    },
     KeysList,
-    KeysRevoke { id: String },
-    Insights { id: Option<String>, draft: Option<String>, dns: Option<SocketAddr> },
-    IngestBounce { message: Vec<u8> },
-    Prune { older_than_days: u32 },
-    Backup { path: PathBuf },
-    WebhooksAdd { url: String, events: Vec<String> },
+    KeysRevoke {
+        id: String,
+    },
+    Insights {
+        id: Option<String>,
+        draft: Option<String>,
+        dns: Option<SocketAddr>,
+    },
+    IngestBounce {
+        message: Vec<u8>,
+    },
+    Prune {
+        older_than_days: u32,
+    },
+    Backup {
+        path: PathBuf,
+    },
+    WebhooksAdd {
+        url: String,
+        events: Vec<String>,
+    },
     WebhooksList,
-    EventsAfter { after: u64, limit: usize },
+    EventsAfter {
+        after: u64,
+        limit: usize,
+    },
 }
 
 impl Request {
@@ -94,6 +155,7 @@ impl Request {
             Request::Batch { .. } => "batch",
             Request::Get { .. } => "get",
             Request::List { .. } => "list",
+            Request::Metrics { .. } => "metrics",
             Request::Reschedule { .. } => "reschedule",
             Request::Cancel { .. } => "cancel",
             Request::SuppressionsList => "suppressions-list",
@@ -179,6 +241,11 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
             let after = after.as_deref().map(str::parse::<EmailId>).transpose()?;
             let before = before.as_deref().map(str::parse::<EmailId>).transpose()?;
             json!(engine.list(PageRequest::new(limit, after, before)?).await?)
+        }
+        Request::Metrics { query } => {
+            let query =
+                mailroom::core::email_metrics::MetricsQuery::parse(&query.into_iter().collect(), engine.clock().now())?;
+            engine.email_metrics(&query).await?
         }
         Request::Reschedule { id, when } => json!(engine.reschedule(id.parse::<EmailId>()?, &when).await?),
         Request::Cancel { id } => json!(engine.cancel(id.parse::<EmailId>()?).await?),
@@ -343,6 +410,7 @@ mod tests {
             Request::Batch { body: String::new(), permissive: false, idempotency_key: None },
             Request::Get { id: String::new() },
             Request::List { limit: None, after: None, before: None },
+            Request::Metrics { query: Default::default() },
             Request::Reschedule { id: String::new(), when: String::new() },
             Request::Cancel { id: String::new() },
             Request::SuppressionsList,

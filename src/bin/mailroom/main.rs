@@ -168,6 +168,24 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Get { id, store } => (store, Request::Get { id }),
         Command::List { limit, after, before, store } => (store, Request::List { limit, after, before }),
+        Command::Metrics { start, end, by, granularity, timezone, metrics, domain_ids, email_ids, store } => {
+            // The API's query parameters, so that the command answers exactly what it does.
+            let lists =
+                [("dimensions", by.join(",")), ("domain_id", domain_ids.join(",")), ("email_id", email_ids.join(","))];
+            let single = [
+                ("start_date", start),
+                ("end_date", end),
+                ("granularity", granularity),
+                ("timezone", timezone),
+                ("metrics", metrics),
+            ];
+            let query = single
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .chain(lists.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v)))
+                .collect();
+            (store, Request::Metrics { query })
+        }
         Command::Reschedule { id, when, store } => (store, Request::Reschedule { id, when: when.join(" ") }),
         Command::Cancel { id, store } => (store, Request::Cancel { id }),
         Command::Suppressions { action } => match action {
