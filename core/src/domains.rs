@@ -14,8 +14,8 @@ mod model;
 mod verify;
 
 pub use api::{
-    DomainUpdate, MAX_DOMAINS, NewDomain, Sender, domain_event_json, domain_json, governing_domain, normalize_name,
-    records_json,
+    DomainUpdate, MAX_DOMAINS, NewDomain, Sender, domain_event_json, domain_json, governing_domain, governing_names,
+    normalize_name, records_json,
 };
 pub use model::{DkimEntry, Domain, DomainConfig, REGIONS, TlsMode};
 pub use verify::{Verifier, check_domain};

@@ -572,16 +572,12 @@ impl Senders {
 
     fn of(&mut self, from_domain: &str) -> &Sender {
         if !self.seen.contains_key(from_domain) {
-            let mut name = from_domain;
-            let found = loop {
-                if let Some((id, n)) = self.by_name.get(name) {
-                    break Sender { name: n.clone(), id: Some(id.clone()) };
-                }
-                match name.split_once('.') {
-                    Some((_, parent)) if parent.contains('.') => name = parent,
-                    _ => break Sender { name: from_domain.to_string(), id: None },
-                }
-            };
+            // The names `domains::governing_domain` looks up, matched against the list.
+            let found =
+                crate::domains::governing_names(from_domain).find_map(|name| self.by_name.get(name)).map_or_else(
+                    || Sender { name: from_domain.to_string(), id: None },
+                    |(id, n)| Sender { name: n.clone(), id: Some(id.clone()) },
+                );
             self.seen.insert(from_domain.to_string(), found);
         }
         &self.seen[from_domain]
@@ -659,15 +655,15 @@ pub async fn compute(storage: &dyn Storage, account: &AccountId, q: &MetricsQuer
         Ok(())
     };
     if let Some(ids) = &q.email_ids {
-        // A few named emails: read each, not the range.
+        // A few named emails: read each, not the range (the content only when its sending
+        // domain is wanted, as the range's reading does).
         for id in ids {
-            if let Some(r) = storage.get_email(account, *id).await? {
-                let facts = EmailFacts {
-                    id: *id,
-                    created_at: r.state.created_at,
-                    from_domain: r.content.from.domain.to_ascii_lowercase(),
-                    events: r.state.events,
-                };
+            let facts = if senders_wanted {
+                storage.get_email(account, *id).await?.map(|r| EmailFacts::of(r.state, Some(&r.content.from.domain)))
+            } else {
+                storage.get_state(account, *id).await?.map(|state| EmailFacts::of(state, None))
+            };
+            if let Some(facts) = facts {
                 take(facts, &mut senders)?;
             }
         }

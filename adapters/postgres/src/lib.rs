@@ -644,19 +644,20 @@ impl Storage for PostgresStorage {
         let c = self.client().await?;
         let take = i64::try_from(limit).unwrap_or(i64::MAX);
         let (lo, hi) = (uuid(EmailId::from_u128(ids.start)), uuid(EmailId::from_u128(ids.end)));
-        // One query for the range, by the (account, id) index.
-        let rows = sql::query(
-            &c,
+        // One query for the range, by the (account, id) index; the content (compressed, most
+        // of a row) is fetched and decoded only when its sending domain is wanted.
+        let query = if senders {
             "SELECT content, state FROM mailroom_emails WHERE account = $1 AND id >= $2 AND id < $3 \
-                 ORDER BY id ASC LIMIT $4",
-            &[&account.as_str(), &lo, &hi, &take],
-        )
-        .await
-        .map_err(backend)?;
+                 ORDER BY id ASC LIMIT $4"
+        } else {
+            "SELECT state FROM mailroom_emails WHERE account = $1 AND id >= $2 AND id < $3 ORDER BY id ASC LIMIT $4"
+        };
+        let rows = sql::query(&c, query, &[&account.as_str(), &lo, &hi, &take]).await.map_err(backend)?;
         rows.iter()
             .map(|row| {
-                let r = record_of(row)?;
-                Ok(mailroom_core::ports::EmailFacts::of(r.state, senders.then_some(r.content.from.domain.as_str())))
+                let state: EmailState = decode(row.get("state"))?;
+                let content: Option<EmailContent> = if senders { Some(decode(row.get("content"))?) } else { None };
+                Ok(mailroom_core::ports::EmailFacts::of(state, content.as_ref().map(|c| c.from.domain.as_str())))
             })
             .collect()
     }

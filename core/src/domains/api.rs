@@ -400,20 +400,22 @@ pub async fn governing_domain(
     domain: &str,
 ) -> Result<Option<Domain>, StorageError> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let Some(zone) = psl::domain_str(&domain).map(str::to_string) else { return Ok(None) };
-    let mut name = domain.as_str();
-    loop {
+    for name in governing_names(&domain) {
         if let Some(d) = store.domain_get(account, name).await? {
             return Ok(Some(d));
         }
-        if name.len() <= zone.len() {
-            return Ok(None);
-        }
-        match name.split_once('.') {
-            Some((_, parent)) => name = parent,
-            None => return Ok(None),
-        }
     }
+    Ok(None)
+}
+
+/// The names that may govern mail from `domain` (lower-cased, no trailing dot), nearest
+/// first: itself, then each parent down to the registrable domain below the public suffix;
+/// none when it has no registrable domain. What [`governing_domain`] looks up, and what the
+/// email metrics match against an account's domains read at once.
+pub fn governing_names(domain: &str) -> impl Iterator<Item = &str> {
+    let zone = psl::domain_str(domain).map_or(usize::MAX, str::len);
+    std::iter::successors(Some(domain), |name| name.split_once('.').map(|(_, parent)| parent))
+        .take_while(move |name| name.len() >= zone)
 }
 
 impl Sender {
