@@ -587,44 +587,19 @@ impl Senders {
 /// A row's key: its period's start, its sending domain, its email (as dimensions ask).
 type RowKey = (Option<DateTime<Utc>>, Option<Sender>, Option<u128>);
 
-/// The metrics of `account` as `q` asks, read from `storage`.
-pub async fn compute(storage: &dyn Storage, account: &AccountId, q: &MetricsQuery) -> Result<Value, Error> {
-    let domains = match storage.domains() {
-        Some(store) => store.domain_list(account).await?,
-        None => Vec::new(),
-    };
-    let mut senders = Senders::new(&domains);
-    // Only the ids the filter names; `None`: any domain.
-    let senders_wanted = q.has(Dimension::Domain) || q.domain_ids.is_some();
-    let wanted_domains: Option<HashSet<&str>> =
-        q.domain_ids.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
-    let unsubscribed: HashSet<u128> =
-        if q.metrics.iter().any(|m| matches!(m, Metric::Unsubscribed | Metric::UnsubscribeRate)) {
-            storage
-                .suppression_list(account)
-                .await?
-                .into_iter()
-                .filter(|e| e.reason == SuppressionReason::Unsubscribed)
-                .filter_map(|e| e.source_email.map(EmailId::as_u128))
-                .collect()
-        } else {
-            HashSet::new()
-        };
-    let mut totals = Counts::default();
-    let mut rows: BTreeMap<RowKey, (String, Counts)> = BTreeMap::new();
-    let broadcasts_only = q.broadcast_ids.is_some();
-    let mut take = |facts: EmailFacts, senders: &mut Senders| -> Result<(), Error> {
-        if broadcasts_only || facts.created_at < q.start || facts.created_at >= q.end {
-            return Ok(());
-        }
-        let sender = senders.of(&facts.from_domain);
-        if let Some(wanted) = &wanted_domains
-            && !sender.id.as_deref().is_some_and(|id| wanted.contains(id))
-        {
-            return Ok(());
-        }
-        let counts = Counts::of(&facts.events, unsubscribed.contains(&facts.id.as_u128()));
-        totals.add(&counts);
+/// One breakdown being counted: its query (the range, filters and metrics shared, its own
+/// dimensions), the totals and the rows so far.
+struct Tally {
+    q: MetricsQuery,
+    totals: Counts,
+    rows: BTreeMap<RowKey, (String, Counts)>,
+}
+
+impl Tally {
+    /// Adds one email of the range, from `sender`, with these counts.
+    fn add(&mut self, facts: &EmailFacts, sender: &Sender, counts: &Counts) -> Result<(), Error> {
+        let q = &self.q;
+        self.totals.add(counts);
         if q.dimensions.is_empty() || q.has(Dimension::Broadcast) {
             return Ok(());
         }
@@ -639,7 +614,7 @@ pub async fn compute(storage: &dyn Storage, account: &AccountId, q: &MetricsQuer
             q.has(Dimension::Domain).then(|| sender.clone()),
             q.has(Dimension::Email).then_some(facts.id.as_u128()),
         );
-        if rows.len() >= MAX_ROWS && !rows.contains_key(&key) {
+        if self.rows.len() >= MAX_ROWS && !self.rows.contains_key(&key) {
             let why = if key.2.is_some() {
                 format!(
                     "the `email` dimension gives one row per email, and the range holds more than {MAX_ROWS}: narrow `start_date` and `end_date`, or name the emails with `email_id`"
@@ -651,8 +626,91 @@ pub async fn compute(storage: &dyn Storage, account: &AccountId, q: &MetricsQuer
             };
             return Err(invalid("dimensions", why).into());
         }
-        rows.entry(key).or_insert_with(|| (label, Counts::default())).1.add(&counts);
+        self.rows.entry(key).or_insert_with(|| (label, Counts::default())).1.add(counts);
         Ok(())
+    }
+
+    /// The answer, as `GET /emails/metrics` gives it.
+    fn finish(self) -> Value {
+        let q = &self.q;
+        let mut out = json!({
+            "object": "metrics",
+            "start_date": crate::email::rfc3339(q.start),
+            "end_date": crate::email::rfc3339(q.end),
+            "metrics": q.metrics.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+            "dimensions": q.dimensions.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            "granularity": q.granularity.as_str(),
+            "totals": self.totals.row(&q.metrics, Map::new()),
+        });
+        if !q.dimensions.is_empty()
+            && let Some(o) = out.as_object_mut()
+        {
+            o.insert("data".into(), Value::Array(data_rows(q, self.rows)));
+        }
+        out
+    }
+}
+
+/// The metrics of `account` as `q` asks, read from `storage`.
+pub async fn compute(storage: &dyn Storage, account: &AccountId, q: &MetricsQuery) -> Result<Value, Error> {
+    let mut answers = compute_breakdowns(storage, account, q, std::slice::from_ref(&q.dimensions)).await?;
+    Ok(answers.pop().unwrap_or_default())
+}
+
+/// The metrics of `q`'s range, filters and metrics broken down each way `breakdowns` names
+/// (each a combination [`MetricsQuery::parse`] accepts), in that order, from one reading of
+/// the range. Why: a page showing the same range by period and by sending domain would
+/// otherwise read every email of the range twice.
+pub async fn compute_breakdowns(
+    storage: &dyn Storage,
+    account: &AccountId,
+    q: &MetricsQuery,
+    breakdowns: &[Vec<Dimension>],
+) -> Result<Vec<Value>, Error> {
+    let domains = match storage.domains() {
+        Some(store) => store.domain_list(account).await?,
+        None => Vec::new(),
+    };
+    let mut senders = Senders::new(&domains);
+    // The sending domain is read (it is in the content) only when a breakdown or the filter
+    // needs it.
+    let senders_wanted = q.domain_ids.is_some() || breakdowns.iter().any(|d| d.contains(&Dimension::Domain));
+    // Only the ids the filter names; `None`: any domain.
+    let wanted_domains: Option<HashSet<&str>> =
+        q.domain_ids.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
+    let unsubscribed: HashSet<u128> =
+        if q.metrics.iter().any(|m| matches!(m, Metric::Unsubscribed | Metric::UnsubscribeRate)) {
+            storage
+                .suppression_list(account)
+                .await?
+                .into_iter()
+                .filter(|e| e.reason == SuppressionReason::Unsubscribed)
+                .filter_map(|e| e.source_email.map(EmailId::as_u128))
+                .collect()
+        } else {
+            HashSet::new()
+        };
+    let mut tallies: Vec<Tally> = breakdowns
+        .iter()
+        .map(|d| Tally {
+            q: MetricsQuery { dimensions: d.clone(), ..q.clone() },
+            totals: Counts::default(),
+            rows: BTreeMap::new(),
+        })
+        .collect();
+    let broadcasts_only = q.broadcast_ids.is_some();
+    let mut take = |facts: EmailFacts, senders: &mut Senders| -> Result<(), Error> {
+        if broadcasts_only || facts.created_at < q.start || facts.created_at >= q.end {
+            return Ok(());
+        }
+        let sender = senders.of(&facts.from_domain);
+        if let Some(wanted) = &wanted_domains
+            && !sender.id.as_deref().is_some_and(|id| wanted.contains(id))
+        {
+            return Ok(());
+        }
+        let counts = Counts::of(&facts.events, unsubscribed.contains(&facts.id.as_u128()));
+        tallies.iter_mut().try_for_each(|t| t.add(&facts, sender, &counts))
     };
     if let Some(ids) = &q.email_ids {
         // A few named emails: read each, not the range (the content only when its sending
@@ -682,20 +740,7 @@ pub async fn compute(storage: &dyn Storage, account: &AccountId, q: &MetricsQuer
             from = last + 1;
         }
     }
-    let data = if q.dimensions.is_empty() { None } else { Some(data_rows(q, rows)) };
-    let mut out = json!({
-        "object": "metrics",
-        "start_date": crate::email::rfc3339(q.start),
-        "end_date": crate::email::rfc3339(q.end),
-        "metrics": q.metrics.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-        "dimensions": q.dimensions.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
-        "granularity": q.granularity.as_str(),
-        "totals": totals.row(&q.metrics, Map::new()),
-    });
-    if let (Some(data), Some(o)) = (data, out.as_object_mut()) {
-        o.insert("data".into(), Value::Array(data));
-    }
-    Ok(out)
+    Ok(tallies.into_iter().map(Tally::finish).collect())
 }
 
 /// The smallest id accepted at `at` or later (UUIDv7: milliseconds in the top 48 bits).
@@ -947,6 +992,13 @@ mod tests {
         let m = compute(&store, &account, &q).await.unwrap_or_else(|e| panic!("{e}"));
         let bounced = (100..2_300).filter(|i| i % 7 == 0).count();
         assert_eq!(m["totals"], json!({"received": 2_200, "sent": bounced, "bounced_permanent": bounced}));
+        // Several breakdowns from one reading are each the breakdown computed alone.
+        let ways = [vec![Dimension::Period], vec![Dimension::Domain], vec![]];
+        let together = compute_breakdowns(&store, &account, &q, &ways).await.unwrap_or_else(|e| panic!("{e}"));
+        for (way, answer) in ways.iter().zip(&together) {
+            let alone = MetricsQuery { dimensions: way.clone(), ..q.clone() };
+            assert_eq!(answer, &compute(&store, &account, &alone).await.unwrap_or_else(|e| panic!("{e}")), "{way:?}");
+        }
         let (lo, hi) = (id_floor(q.start), id_floor(q.end));
         let paged = crate::ports::email_facts_by_pages(&store, &account, lo..hi, 2_500, true)
             .await

@@ -902,6 +902,16 @@ impl Engine {
         crate::email_metrics::compute(&*self.inner.config.storage, &self.account, query).await
     }
 
+    /// The same range's metrics broken down each way `breakdowns` names, from one reading
+    /// ([`crate::email_metrics::compute_breakdowns`]).
+    pub async fn email_metrics_breakdowns(
+        &self,
+        query: &crate::email_metrics::MetricsQuery,
+        breakdowns: &[Vec<crate::email_metrics::Dimension>],
+    ) -> Result<Vec<serde_json::Value>, Error> {
+        crate::email_metrics::compute_breakdowns(&*self.inner.config.storage, &self.account, query, breakdowns).await
+    }
+
     /// Puts an address on the suppression list (by hand).
     pub async fn suppress(&self, address: &str, reason: SuppressionReason) -> Result<SuppressionEntry, Error> {
         let key = address::normalize(address).map_err(|e| FieldError::new("address", Rule::Address(e)))?;
