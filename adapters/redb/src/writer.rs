@@ -100,12 +100,14 @@ fn backend(e: impl std::fmt::Display) -> StorageError {
 }
 
 impl Writer {
-    /// Starts the writer over `db`; `fsync` says whether commits are durable.
+    /// Starts the writer over `db`; `fsync` says whether commits are durable, `quick_repair`
+    /// whether each commit records the allocator state ([`crate::Options::quick_repair`]).
     /// `settle` runs after each group, told whether it committed, before any of its writes is
     /// answered (the store settles its in-memory indexes there).
     pub(crate) fn start(
         db: Arc<RwLock<Database>>,
         fsync: Arc<AtomicBool>,
+        quick_repair: bool,
         settle: Box<dyn Fn(bool) + Send>,
     ) -> Result<Writer, StorageError> {
         let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
@@ -113,7 +115,7 @@ impl Writer {
         let counted = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("redb-writer".into())
-            .spawn(move || run(&db, &fsync, &jobs, &counted, &*settle))
+            .spawn(move || run(&db, &fsync, quick_repair, &jobs, &counted, &*settle))
             .map_err(backend)?;
         Ok(Writer { queue: Mutex::new(Some(queue)), thread: Mutex::new(Some(thread)), stats })
     }
@@ -148,6 +150,7 @@ impl Drop for Writer {
 fn run(
     db: &RwLock<Database>,
     fsync: &AtomicBool,
+    quick_repair: bool,
     jobs: &mpsc::Receiver<Box<dyn Job>>,
     stats: &Stats,
     settle: &(dyn Fn(bool) + Send),
@@ -171,6 +174,7 @@ fn run(
         let txn = db.begin_write().map_err(backend).and_then(|mut t| {
             let durability = if fsync.load(Ordering::Relaxed) { Durability::Immediate } else { Durability::None };
             t.set_durability(durability).map_err(backend)?;
+            t.set_quick_repair(quick_repair);
             Ok(t)
         });
         let txn = match txn {

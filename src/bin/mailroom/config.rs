@@ -92,6 +92,9 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Connections to PostgreSQL at most (per process).
     pub database_connections: usize,
+    /// `database.quick_repair`: each redb commit records the allocator state, so that a
+    /// restart after a crash does not read the whole file first.
+    pub quick_repair: bool,
     pub admin_socket: PathBuf,
     /// The secret that signs tracking and unsubscribe links (made at first start).
     pub link_key_file: PathBuf,
@@ -254,6 +257,7 @@ const SETTINGS: &[&str] = &[
     "database.path",
     "database.url",
     "database.max_connections",
+    "database.quick_repair",
     "delivery.mode",
     "delivery.relay",
     "delivery.connections",
@@ -590,6 +594,7 @@ impl Layers {
             Ok(Some(s))
         });
         let database_connections = self.get("database.max_connections", 16, count);
+        let quick_repair = self.get("database.quick_repair", false, Raw::boolean);
         let admin_socket = self.get("server.admin_socket", admin_socket_for(&db), path);
         let link_key_file = self.get("server.link_key_file", beside(&db, ".link-key"), path);
 
@@ -777,6 +782,7 @@ impl Layers {
             db,
             database_url,
             database_connections,
+            quick_repair,
             admin_socket,
             link_key_file,
             metrics,
@@ -1072,6 +1078,19 @@ mod tests {
         let (_d, l) = layers("", &[("MAILROOM_NOPE", "1")]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(s.warnings[0].origin, Origin::Env("MAILROOM_NOPE".into()));
+    }
+
+    #[test]
+    fn quick_repair_is_off_unless_set_and_must_be_a_boolean() {
+        let (_d, l) = layers("", &[]);
+        assert!(!l.resolve().unwrap_or_else(|p| panic!("{p:?}")).quick_repair);
+        let (_d, l) = layers("[database]\nquick_repair = true\n", &[]);
+        assert!(l.resolve().unwrap_or_else(|p| panic!("{p:?}")).quick_repair);
+        let (_d, l) = layers("", &[("MAILROOM_DATABASE_QUICK_REPAIR", "true")]);
+        assert!(l.resolve().unwrap_or_else(|p| panic!("{p:?}")).quick_repair);
+        let (_d, l) = layers("[database]\nquick_repair = \"soon\"\n", &[]);
+        let problems = l.resolve().err().unwrap_or_default();
+        assert!(problems.iter().any(|p| p.setting == "database.quick_repair"), "{problems:?}");
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn store_settings(store: &Store) -> Result<Settings, Failure> {
 /// Runs a request on the database: here when the file is free, through the running server's
 /// admin socket when a server holds it.
 async fn run_request(settings: &Settings, request: Request) -> Result<Value, Failure> {
-    match serve::open_store(&settings.db) {
+    match serve::open_store(settings) {
         Ok(store) => {
             let engine = serve::build_engine(settings, Arc::new(store.clone())).map_err(Failure::Usage)?;
             execute(&Context { engine, store: Some(store), dns: settings.dns }, request).await
@@ -113,7 +113,7 @@ async fn run_request(settings: &Settings, request: Request) -> Result<Value, Fai
 
 /// Opens the database for a command that needs it to itself (not through a server).
 fn open_alone(settings: &Settings, what: &str) -> Result<mailroom::redb::RedbStorage, Failure> {
-    serve::open_store(&settings.db).map_err(|e| match e {
+    serve::open_store(settings).map_err(|e| match e {
         OpenError::InUse => Failure::Usage(format!(
             "the database {} is in use (a running `mailroom serve`?); {what}",
             settings.db.display()

@@ -15,15 +15,24 @@ use mailroom::core::worker::{HANDOVERS_PER_CONNECTION, WorkerConfig, in_flight_f
 use mailroom::dns::HickoryResolver;
 use mailroom::fetch::Fetcher;
 use mailroom::http::{Api, router};
-use mailroom::redb::{OpenError, RedbStorage};
+use mailroom::redb::{OpenError, Options, RedbStorage};
 use mailroom::smtp::{DkimKey, RelayTarget, SmtpConfig, SmtpTransport};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Opens the store, telling "another process holds it" apart.
-pub fn open_store(db: &Path) -> Result<RedbStorage, OpenError> {
-    RedbStorage::try_open(db)
+/// Opens the store the settings name, telling "another process holds it" apart.
+pub fn open_store(settings: &Settings) -> Result<RedbStorage, OpenError> {
+    let store = RedbStorage::try_open_with(&settings.db, Options::default().quick_repair(settings.quick_repair))?;
+    if let Some(took) = store.repaired_on_open() {
+        tracing::warn!(
+            target: "mailroom::serve",
+            seconds = took.as_secs_f64(),
+            "the database was repaired after an unclean shutdown; `database.quick_repair = true` makes that \
+             immediate at a cost to every commit"
+        );
+    }
+    Ok(store)
 }
 
 /// The engine the settings describe, on `store`.
@@ -245,7 +254,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     // PostgreSQL when a URL is given (several processes may share it), else the redb file.
     let (storage, redb): (Arc<dyn mailroom::core::Storage>, Option<RedbStorage>) = match &settings.database_url {
         Some(url) => (Arc::new(postgres(url, &settings).await?), None),
-        None => match open_store(&settings.db) {
+        None => match open_store(&settings) {
             Ok(s) => (Arc::new(s.clone()), Some(s)),
             Err(OpenError::InUse) => {
                 return Err(format!(
