@@ -216,7 +216,7 @@ pub struct Options {
     /// is repaired when it is opened next, and that repair reads the whole file to rebuild
     /// which pages are free; nothing is served until it is done. Measured on `serve` (the
     /// README's "Restarts"): a 6.4 GB file restarts in 0.05 s after a clean stop, and in
-    /// 5.7–9.1 s after a SIGKILL with its pages in the OS cache (longer from a cold disk);
+    /// 5.7–21 s after a SIGKILL with its pages mostly in the OS cache (longer from a cold disk);
     /// 0.05 s with this option, whose commits cost more the larger the file (single sends on
     /// that file ran at 0.74–0.78 × the default's rate).
     pub quick_repair: bool,

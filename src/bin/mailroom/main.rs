@@ -22,6 +22,7 @@ mod admin;
 mod cli;
 mod commands;
 mod config;
+mod opening;
 mod serve;
 
 use clap::Parser;

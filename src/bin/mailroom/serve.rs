@@ -249,30 +249,56 @@ pub async fn postgres(url: &str, settings: &Settings) -> Result<mailroom::postgr
         .map_err(|e| format!("cannot use the PostgreSQL database: {e}"))
 }
 
+/// How long the store may take to open before the port answers "starting" (a normal start
+/// takes milliseconds, and its early requests wait for the API rather than get a 503).
+const ANSWER_AFTER: Duration = Duration::from_secs(1);
+
+/// The store the settings name: PostgreSQL when a URL is given (several processes may share
+/// it), else the redb file (opened on a blocking thread: its repair after a crash reads the
+/// whole file, and the port answers meanwhile).
+async fn open_storage(settings: &Settings) -> Result<(Arc<dyn mailroom::core::Storage>, Option<RedbStorage>), String> {
+    if let Some(url) = &settings.database_url {
+        return Ok((Arc::new(postgres(url, settings).await?), None));
+    }
+    let for_open = settings.clone();
+    let opened = tokio::task::spawn_blocking(move || open_store(&for_open)).await.map_err(|e| e.to_string())?;
+    match opened {
+        Ok(s) => Ok((Arc::new(s.clone()), Some(s))),
+        Err(OpenError::InUse) => Err(format!(
+            "the database {} is in use by another process: is a `mailroom serve` already running on it?",
+            settings.db.display()
+        )),
+        Err(OpenError::Failed(e)) => Err(format!("cannot open {}: {e}", settings.db.display())),
+    }
+}
+
 /// Runs the server until SIGTERM or Ctrl-C. `Err`: it could not start (nothing was changed).
 pub async fn serve(settings: Settings) -> Result<(), String> {
-    // PostgreSQL when a URL is given (several processes may share it), else the redb file.
-    let (storage, redb): (Arc<dyn mailroom::core::Storage>, Option<RedbStorage>) = match &settings.database_url {
-        Some(url) => (Arc::new(postgres(url, &settings).await?), None),
-        None => match open_store(&settings) {
-            Ok(s) => (Arc::new(s.clone()), Some(s)),
-            Err(OpenError::InUse) => {
-                return Err(format!(
-                    "the database {} is in use by another process: is a `mailroom serve` already running on it?",
-                    settings.db.display()
-                ));
-            }
-            Err(OpenError::Failed(e)) => return Err(format!("cannot open {}: {e}", settings.db.display())),
-        },
+    // The port first (a port in use fails here, before anything is opened). Connections wait
+    // in its backlog until the API serves them; but if the redb file takes longer than
+    // `ANSWER_AFTER` to open (a file a crash left is repaired first, which can take minutes
+    // on a large one), the port answers "starting" meanwhile (`opening`; plain HTTP only).
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let owned = settings.clone();
+    let mut open = tokio::spawn(async move { open_storage(&owned).await });
+    let answer = settings.tls.is_none() && settings.database_url.is_none();
+    let (opened, listener) = match tokio::time::timeout(ANSWER_AFTER, &mut open).await {
+        Ok(opened) => (opened, listener),
+        Err(_) if answer => {
+            let answering = crate::opening::Opening::start(listener);
+            let opened = open.await;
+            (opened, answering.finish().await?)
+        }
+        Err(_) => (open.await, listener),
     };
-    // The admin socket before the port: once the API answers, so does the command line.
+    let (storage, redb) = opened.map_err(|e| e.to_string())??;
+    // The admin socket before the API proper: once the API answers, so does the command line.
     let engine = build_engine(&settings, storage)?;
     let context = Context { engine: engine.clone(), store: redb, dns: settings.dns };
     let admin = admin::listen(&settings.admin_socket, context).await?;
     let _cleanup = admin::Cleanup(settings.admin_socket.clone());
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let mut server_config = settings.server.clone();
     if let Some((cert, key)) = &settings.tls {
         server_config.tls = Some(mailroom::http::tls_config(cert, key).map_err(|e| format!("TLS: {e}"))?);
