@@ -39,7 +39,11 @@ impl Opening {
         let task = tokio::spawn(async move {
             let permits = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
             loop {
-                let Ok((socket, _)) = accepting.accept().await else { continue };
+                let Ok((socket, _)) = accepting.accept().await else {
+                    // (Out of file descriptors, say: a pause, not a loop that spins on the error.)
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 // Past the bound, the connection is closed at once: nothing queues up.
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else { continue };
                 tokio::spawn(async move {
