@@ -260,8 +260,9 @@ async fn open_storage(settings: &Settings) -> Result<(Arc<dyn mailroom::core::St
     if let Some(url) = &settings.database_url {
         return Ok((Arc::new(postgres(url, settings).await?), None));
     }
-    let for_open = settings.clone();
-    let opened = tokio::task::spawn_blocking(move || open_store(&for_open)).await.map_err(|e| e.to_string())?;
+    // (The blocking thread needs settings of its own; the runtime's threads go on answering.)
+    let owned = settings.clone();
+    let opened = tokio::task::spawn_blocking(move || open_store(&owned)).await.map_err(|e| e.to_string())?;
     match opened {
         Ok(s) => Ok((Arc::new(s.clone()), Some(s))),
         Err(OpenError::InUse) => Err(format!(
@@ -281,10 +282,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let owned = settings.clone();
-    let mut open = tokio::spawn(async move { open_storage(&owned).await });
+    let mut open = std::pin::pin!(open_storage(&settings));
     let answer = settings.tls.is_none() && settings.database_url.is_none();
-    let (opened, listener) = match tokio::time::timeout(ANSWER_AFTER, &mut open).await {
+    let (opened, listener) = match tokio::time::timeout(ANSWER_AFTER, open.as_mut()).await {
         Ok(opened) => (opened, listener),
         Err(_) if answer => {
             let answering = crate::opening::Opening::start(listener);
@@ -293,7 +293,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         }
         Err(_) => (open.await, listener),
     };
-    let (storage, redb) = opened.map_err(|e| e.to_string())??;
+    let (storage, redb) = opened?;
     // The admin socket before the API proper: once the API answers, so does the command line.
     let engine = build_engine(&settings, storage)?;
     let context = Context { engine: engine.clone(), store: redb, dns: settings.dns };
