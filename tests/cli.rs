@@ -393,6 +393,8 @@ fn work_relays_through_smtp_and_keeps_test_addresses_simulated() {
     // A relay URL that breaks the rules is refused with the rule named.
     let bad = run(&db, &["work", "--until-idle", "--smtp", "smtp://127.0.0.1:99999"], None);
     assert!(!bad.ok && bad.json.to_string().contains("port"), "{}", bad.json);
+    // Nothing went to the sandbox's outbox (the relay took the real recipient), so no folder.
+    assert!(!dir.path().join("m.redb.outbox").exists(), "an empty outbox folder was left beside the file");
 }
 
 #[path = "../adapters/dns/tests/support/dnsmasq.rs"]

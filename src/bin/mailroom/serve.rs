@@ -113,14 +113,17 @@ pub fn outbox_dir(db: &Path) -> PathBuf {
 /// Each message is written under a hidden name and then renamed, so a file named `….eml` is
 /// always whole: a reader that polls the folder (a test, a script) had been able to open one
 /// while it was still empty and read no message.
+///
+/// The folder is made by the first message written to it, not here: every command builds the
+/// sandbox (test addresses are always simulated), and one that relays over SMTP, or stops on a
+/// bad setting, had left an empty `<db>.outbox/` beside a file it never wrote.
 pub fn sandbox(db: &Path, test_domain: &str) -> SandboxTransport {
     let dir = outbox_dir(db);
-    let _ = std::fs::create_dir_all(&dir);
     SandboxTransport::new(test_domain).with_hook(move |m: &OutboxMessage| {
         let file = dir.join(format!("{}.eml", m.envelope.email_id));
         let part = dir.join(format!(".{}.eml.part", m.envelope.email_id));
         let write = || std::fs::write(&part, &m.message).and_then(|()| std::fs::rename(&part, &file));
-        // The folder is made once; again only if someone removed it meanwhile.
+        // The first write finds no folder and makes it; later ones only if someone removed it.
         if write().is_err() && std::fs::create_dir_all(&dir).is_ok() {
             let _ = write();
         }
