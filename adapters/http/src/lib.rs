@@ -496,6 +496,15 @@ pub(crate) fn email_id(id: &str) -> Result<EmailId, ApiError> {
     Ok(id.parse::<EmailId>()?)
 }
 
+/// An email id given as the query parameter `name` (a cursor), refused under that name: the
+/// parse alone names the field `id`, which a request with no `id` in it cannot be mended by.
+pub(crate) fn email_id_param(name: &str, value: &str) -> Result<EmailId, ApiError> {
+    value.parse::<EmailId>().map_err(|mut e| {
+        e.path = name.to_string();
+        e.into()
+    })
+}
+
 pub(crate) type PathParam<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
 
 /// A path parameter, or a JSON 400 naming it.
@@ -564,7 +573,7 @@ pub(crate) fn email_page(q: &std::collections::HashMap<String, String>) -> Resul
             })
         })
         .transpose()?;
-    let cursor = |name: &str| q.get(name).map(|v| email_id(v)).transpose();
+    let cursor = |name: &str| q.get(name).map(|v| email_id_param(name, v)).transpose();
     Ok(PageRequest::new(limit, cursor("after")?, cursor("before")?)?)
 }
 

@@ -98,6 +98,12 @@ async fn send_get_list_reschedule_cancel() {
         (st, page["object"].as_str(), page["data"][0]["id"].as_str()),
         (StatusCode::OK, Some("list"), Some(id.as_str()))
     );
+    // A cursor that is not an id is refused under the parameter's own name.
+    for name in ["after", "before"] {
+        let (st, r, _) = call(&s, reqwest::Method::GET, &format!("/emails?{name}=x"), Some(&s.full), None, &[]).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+        assert_eq!(r["message"], format!("Invalid `{name}` field: must be a valid UUID."), "{r}");
+    }
 
     let mut later = email("delivered@resend.dev");
     later["scheduled_at"] = json!("in 1 hour");
@@ -427,6 +433,8 @@ async fn requests_are_logged_redacted_queried_and_exported() {
     assert_eq!((&up["data"][0]["id"], up["has_more"].as_bool()), (&page["data"][0]["id"], Some(true)), "{up}");
     let both = get(format!("{base}/logs?before={cursor}&after={cursor}")).await;
     assert_eq!(both.status().as_u16(), 422);
+    let bad: Value = get(format!("{base}/logs?before=x")).await.json().await.unwrap();
+    assert!(bad["message"].as_str().unwrap().contains("`before`"), "{bad}");
     // One log by id, as the SDKs' `logs.get` reads it: the hosted API's field names, the
     // (redacted) bodies as JSON.
     let one: Value = get(format!("{base}/logs/{oldest}")).await.json().await.unwrap();
