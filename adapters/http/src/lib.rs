@@ -436,13 +436,20 @@ pub(crate) fn json_object<T: serde::de::DeserializeOwned>(headers: &HeaderMap, b
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.to_string()))
-            .map_err(|_| ApiError::new(400, "invalid_idempotency_key", "The key must be between 1-256 chars.")),
-    }
+    let refuse = |why: &str| ApiError::new(400, "invalid_idempotency_key", why);
+    let mut keys = headers.get_all("idempotency-key").iter();
+    let (Some(v), None) = (keys.next(), keys.next()) else {
+        // Two keys (a client's and a proxy's, say) would leave which request this is a retry of
+        // to a guess; taking either would silently drop the other.
+        return match headers.contains_key("idempotency-key") {
+            false => Ok(None),
+            true => Err(refuse("Send one `Idempotency-Key` header, not several.")),
+        };
+    };
+    // The length rule (1-256 chars) is the core's, with the hosted service's words.
+    v.to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| refuse("The key must be between 1-256 chars of visible ASCII (no control or non-ASCII bytes)."))
 }
 
 /// `limit` from 1 to 100 (default 20), as every list takes it.

@@ -169,8 +169,14 @@ async fn batch_modes_and_idempotency() {
     assert_eq!((st.as_u16(), r["name"].as_str()), (409, Some("invalid_idempotent_request")), "{r}");
     let long = "k".repeat(257);
     let (st, r, _) =
-        call(&s, post, "/emails", Some(&s.full), Some(email("a@example.com")), &[("idempotency-key", &long)]).await;
+        call(&s, post.clone(), "/emails", Some(&s.full), Some(email("a@example.com")), &[("idempotency-key", &long)])
+            .await;
     assert_eq!((st.as_u16(), r["name"].as_str()), (400, Some("invalid_idempotency_key")), "{r}");
+    // Two keys on one request are refused, not one of them taken.
+    let two = [("idempotency-key", "welcome/42"), ("idempotency-key", "welcome/43")];
+    let (st, r, _) = call(&s, post, "/emails", Some(&s.full), Some(email("c@example.com")), &two).await;
+    assert_eq!((st.as_u16(), r["name"].as_str()), (400, Some("invalid_idempotency_key")), "{r}");
+    assert!(r["message"].as_str().unwrap().contains("one `Idempotency-Key`"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
