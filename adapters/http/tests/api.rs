@@ -638,6 +638,43 @@ async fn dashboard_sessions_are_guarded() {
     assert_eq!(r.status().as_u16(), 303, "a revoked key's session is over");
 }
 
+/// The dashboard's suppression list is shown a page of 100 at a time, in address order, each
+/// page linking the next: every entry once, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_suppression_list_comes_in_pages() {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let full = key(&engine, "full", KeyPermission::FullAccess).await;
+    let mut config = unlimited();
+    config.dashboard = Some(mailroom_http::DashboardConfig::new("/ui", false).unwrap());
+    let base = listen(engine.clone(), config).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = http.post(format!("{base}/ui/sign-in")).form(&[("key", full.as_str())]).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    for i in 0..205 {
+        let address = format!("gone{i:03}@example.com");
+        engine.suppress(&address, mailroom_core::ports::SuppressionReason::Bounced).await.unwrap();
+    }
+    let (mut seen, mut path, mut pages) = (Vec::new(), "/suppressions".to_string(), 0);
+    loop {
+        let html = http.get(format!("{base}/ui{path}")).header("cookie", &cookie).send().send_ok().await;
+        pages += 1;
+        let rows: Vec<String> =
+            html.split("name=\"address\" value=\"").skip(1).map(|r| r.split('"').next().unwrap().to_string()).collect();
+        assert!(rows.len() <= 100, "page {pages} holds {} rows", rows.len());
+        seen.extend(rows);
+        // The base is written escaped (`&#x2f;ui`), as every link of the dashboard.
+        match html.split("/suppressions?").nth(1) {
+            Some(rest) => path = format!("/suppressions?{}", rest.split('"').next().unwrap().replace("&amp;", "&")),
+            None => break,
+        }
+    }
+    let all: Vec<String> = (0..205).map(|i| format!("gone{i:03}@example.com")).collect();
+    assert_eq!((pages, seen), (3, all), "three pages, every address once, in order");
+    // A cursor that names no entry is refused, not taken as the start.
+    let r = http.get(format!("{base}/ui/suppressions?after=nope")).header("cookie", &cookie).send().await.unwrap();
+    assert_ne!(r.status().as_u16(), 200);
+}
+
 trait SendOk {
     async fn send_ok(self) -> String;
 }

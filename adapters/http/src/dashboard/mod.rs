@@ -118,6 +118,9 @@ pub(crate) const SCAN_LIMIT: usize = 2_000;
 /// Emails per page.
 const PAGE: usize = 25;
 
+/// Suppressed addresses per page: the API's largest page.
+const SUPPRESSIONS_PAGE: usize = 100;
+
 /// The dashboard's routes, to be nested under its path.
 pub(crate) fn routes() -> Router<Api> {
     Router::new()
@@ -971,21 +974,40 @@ async fn metrics(signed: Signed, q: Q) -> Response {
     )
 }
 
+/// Suppressed addresses on one page, in address order, from the `after` cursor (an entry's
+/// id, as the API's). Why pages: the list grows with every hard bounce and has no bound, and
+/// the page had held all of it (a million entries, some hundred megabytes of HTML).
 async fn suppressions(signed: Signed, q: Q) -> Response {
+    use mailroom_core::suppressions::{Cursor, PageQuery};
     let q = q_of(q);
-    match signed.auth.engine.suppressions().await {
-        Ok(list) => {
-            let rows: Vec<Value> = list
-                .iter()
-                .map(|s| {
-                    json!({"address": s.address, "reason": s.reason, "created_at": s.created_at.to_rfc3339(),
-                           "source_email": s.source_email.map(|e| e.to_string())})
-                })
-                .collect();
-            signed.page("suppressions", "suppressions.html", json!({"rows": rows, "removed": q.get("removed")}))
-        }
-        Err(e) => signed.error(e),
-    }
+    let cursor = match q.get("after").filter(|a| !a.is_empty()) {
+        Some(after) => Cursor::After(after.clone()),
+        None => Cursor::Start,
+    };
+    let first_page = cursor == Cursor::Start;
+    let page =
+        match signed.auth.engine.suppressions_page(&PageQuery { limit: SUPPRESSIONS_PAGE, cursor, origin: None }).await
+        {
+            Ok(page) => page,
+            Err(e) => return signed.error(e),
+        };
+    let account = signed.auth.engine.account();
+    let next = page.data.last().filter(|_| page.has_more).map(|s| {
+        query_string(&HashMap::from([("after".to_string(), mailroom_core::suppressions::id(account, &s.address))]), &[])
+    });
+    let rows: Vec<Value> = page
+        .data
+        .iter()
+        .map(|s| {
+            json!({"address": s.address, "reason": s.reason, "created_at": s.created_at.to_rfc3339(),
+                   "source_email": s.source_email.map(|e| e.to_string())})
+        })
+        .collect();
+    signed.page(
+        "suppressions",
+        "suppressions.html",
+        json!({"rows": rows, "removed": q.get("removed"), "next": next, "first_page": first_page}),
+    )
 }
 
 #[derive(Deserialize)]
