@@ -28,6 +28,11 @@ pub const TOKEN_PREFIX: &str = "re_";
 /// The longest key name.
 pub const MAX_NAME: usize = 50;
 
+/// The most active keys an account may create (as domains and webhooks are capped): every key
+/// list, the dashboard's included, is read whole, so its length must have a bound. Revoked
+/// keys do not count; keys the configuration manages are not created here.
+pub const MAX_ACTIVE_KEYS: usize = 1000;
+
 /// A fresh token: `re_` and 24 random bytes in hex (192 bits: not guessable, so an unsalted
 /// hash of it is safe to keep).
 pub fn generate_token() -> String {
@@ -184,9 +189,14 @@ impl Engine {
     /// is stored). `name` is required (1 to 50 characters).
     pub async fn create_api_key(&self, name: Option<&str>, permission: KeyPermission) -> Result<CreatedKey, Error> {
         let name = check_name(name)?;
+        let store = self.key_store()?;
+        let active = store.key_list(self.account()).await?.iter().filter(|k| k.revoked_at.is_none()).count();
+        if active >= MAX_ACTIVE_KEYS {
+            return Err(FieldError::new("api_keys", Rule::TooMany { max: MAX_ACTIVE_KEYS, got: active + 1 }).into());
+        }
         let token = generate_token();
         let record = ApiKeyRecord::new(new_key_id(), name, token_sha256(&token), permission, self.clock().now());
-        self.key_store()?.key_insert(self.account(), record.clone()).await?;
+        store.key_insert(self.account(), record.clone()).await?;
         Ok(CreatedKey { record, token })
     }
 
@@ -297,6 +307,19 @@ mod tests {
             Err(Error::Invalid(_))
         ));
         assert!(matches!(e.create_api_key(None, KeyPermission::FullAccess).await, Err(Error::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn active_keys_are_capped_and_a_revoked_one_makes_room() {
+        let e = engine();
+        let mut last = None;
+        for i in 0..MAX_ACTIVE_KEYS {
+            last = Some(e.create_api_key(Some(&format!("k{i}")), KeyPermission::FullAccess).await.unwrap());
+        }
+        let err = e.create_api_key(Some("one more"), KeyPermission::FullAccess).await.unwrap_err();
+        assert_eq!(err.to_string(), "Invalid `api_keys` field: at most 1000 allowed, got 1001.", "{err:?}");
+        e.revoke_api_key(&last.unwrap().record.id).await.unwrap();
+        assert!(e.create_api_key(Some("one more"), KeyPermission::FullAccess).await.is_ok());
     }
 
     #[tokio::test]
