@@ -34,7 +34,7 @@ use crate::domains::Domain;
 use crate::email::{AccountId, EmailId};
 use crate::error::{Error, FieldError, Rule};
 use crate::lifecycle::EventKind;
-use crate::ports::{EmailFacts, Storage, SuppressionReason};
+use crate::ports::{EmailFacts, Storage};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
@@ -680,13 +680,7 @@ pub async fn compute_breakdowns(
         q.domain_ids.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
     let unsubscribed: HashSet<u128> =
         if q.metrics.iter().any(|m| matches!(m, Metric::Unsubscribed | Metric::UnsubscribeRate)) {
-            storage
-                .suppression_list(account)
-                .await?
-                .into_iter()
-                .filter(|e| e.reason == SuppressionReason::Unsubscribed)
-                .filter_map(|e| e.source_email.map(EmailId::as_u128))
-                .collect()
+            storage.suppression_unsubscribe_sources(account).await?.into_iter().map(EmailId::as_u128).collect()
         } else {
             HashSet::new()
         };

@@ -395,6 +395,20 @@ pub trait Storage: Send + Sync + Debug {
     /// All entries of an account, ordered by address.
     async fn suppression_list(&self, account: &AccountId) -> StorageResult<Vec<SuppressionEntry>>;
 
+    /// The emails whose recipients unsubscribed by their link: the `source_email` of each of
+    /// the account's entries of reason [`SuppressionReason::Unsubscribed`], in any order. For
+    /// the email metrics, which had read the whole list for this. The provided version still
+    /// does; a store that can stream its entries keeps only these ids (16 bytes an unsubscribe
+    /// instead of every entry of the list).
+    async fn suppression_unsubscribe_sources(&self, account: &AccountId) -> StorageResult<Vec<EmailId>> {
+        let all = self.suppression_list(account).await?;
+        Ok(all
+            .into_iter()
+            .filter(|e| e.reason == SuppressionReason::Unsubscribed)
+            .filter_map(|e| e.source_email)
+            .collect())
+    }
+
     /// One page of an account's entries in address order ([`crate::suppressions::page`]);
     /// `None` when the page's cursor is the id of no entry. The provided version reads the
     /// whole list; a store that can stream its entries reads only up to the page's end.

@@ -912,6 +912,31 @@ impl Storage for PostgresStorage {
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
+    // The account's entries in chunks by address, each decoded and dropped unless it is an
+    // unsubscribe with a source: the answer holds those ids, not the list (the reason is inside
+    // the encoded entry, so the filter cannot be SQL's).
+    async fn suppression_unsubscribe_sources(&self, account: &AccountId) -> StorageResult<Vec<EmailId>> {
+        let c = self.client().await?;
+        let query = "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+             AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3";
+        let (mut from, mut out) = (String::new(), Vec::new());
+        loop {
+            let rows = sql::query(&c, query, &[&account.as_str(), &from, &SUPPRESSION_CHUNK]).await.map_err(backend)?;
+            for row in &rows {
+                from = row.get(0);
+                let e: SuppressionEntry = decode(row.get(1))?;
+                if e.reason == mailroom_core::ports::SuppressionReason::Unsubscribed
+                    && let Some(source) = e.source_email
+                {
+                    out.push(source);
+                }
+            }
+            if (rows.len() as i64) < SUPPRESSION_CHUNK {
+                return Ok(out);
+            }
+        }
+    }
+
     // A page reads rows from its cursor on, in chunks, until it is full: the cursor's address is
     // found among the account's addresses alone (an id is derived from one, never stored).
     async fn suppression_page(

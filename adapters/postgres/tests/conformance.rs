@@ -420,7 +420,7 @@ async fn suppression_pages_cross_read_chunks() {
             let source_email = (i % 7 == 0).then(|| EmailId::from_u128(u128::from(i)));
             let e = SuppressionEntry {
                 address: format!("user{i:05}@example.com"),
-                reason: SuppressionReason::Bounced,
+                reason: if i % 5 == 0 { SuppressionReason::Unsubscribed } else { SuppressionReason::Bounced },
                 source_email,
                 created_at: mailroom_core::testkit::t0(),
             };
@@ -447,4 +447,10 @@ async fn suppression_pages_cross_read_chunks() {
     let want = page(&a, all.iter().cloned().map(Ok), &q).unwrap();
     assert_eq!(store.suppression_page(&a, &q).await.unwrap(), want);
     assert_eq!(want.as_ref().map(|p| p.items.len()), Some(100), "a page of bounces reads past two chunks");
+    // The unsubscribes' sources, read in chunks too: every one of the three chunks' (i a
+    // multiple of 35 below 1,203: 35 of them).
+    let mut sources = store.suppression_unsubscribe_sources(&a).await.unwrap();
+    sources.sort();
+    let want: Vec<EmailId> = (0..1_203u32).filter(|i| i % 35 == 0).map(|i| EmailId::from_u128(u128::from(i))).collect();
+    assert_eq!((sources.len(), sources), (35, want));
 }

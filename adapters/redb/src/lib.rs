@@ -1549,6 +1549,30 @@ impl Storage for RedbStorage {
         .await
     }
 
+    // One pass over the account's entries, each decoded and dropped unless it is an unsubscribe
+    // with a source: the answer holds those ids, not the list.
+    async fn suppression_unsubscribe_sources(&self, account: &AccountId) -> StorageResult<Vec<EmailId>> {
+        let account = account.0.to_string();
+        self.read(move |tx| {
+            let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let mut out = Vec::new();
+            for item in t.range((account.as_str(), "")..).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                if k.value().0 != account {
+                    break;
+                }
+                let e: SuppressionEntry = decode(v.value())?;
+                if e.reason == mailroom_core::ports::SuppressionReason::Unsubscribed
+                    && let Some(source) = e.source_email
+                {
+                    out.push(source);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     // Read from the cursor: the cursor's address is found among the keys (no entry decoded
     // on the way), then only the entries the page needs are read, nearest first.
     async fn suppression_page(

@@ -633,6 +633,26 @@ pub async fn suppression_pages_and_ids(s: Arc<dyn Storage>) {
     }
     let all = s.suppression_list(&a).await.unwrap();
     assert_eq!(all.len(), 23);
+    // Unsubscribes: the sources of that reason only, this account's only, an entry without a
+    // source left out.
+    for (i, source) in [(1u128, Some(EmailId::from_u128(101))), (2, None), (3, Some(EmailId::from_u128(103)))] {
+        let e = SuppressionEntry {
+            address: format!("gone{i}@example.com"),
+            reason: SuppressionReason::Unsubscribed,
+            source_email: source,
+            created_at: t0(),
+        };
+        s.suppression_add(&a, e.clone()).await.unwrap();
+        let other = SuppressionEntry { source_email: Some(EmailId::from_u128(200 + i)), ..e };
+        s.suppression_add(&acct("b"), other).await.unwrap();
+    }
+    let mut sources = s.suppression_unsubscribe_sources(&a).await.unwrap();
+    sources.sort();
+    assert_eq!(sources, vec![EmailId::from_u128(101), EmailId::from_u128(103)]);
+    for i in 1..=3 {
+        s.suppression_remove(&a, &format!("gone{i}@example.com"), t0()).await.unwrap();
+    }
+    assert_eq!(s.suppression_unsubscribe_sources(&a).await.unwrap(), vec![], "removed entries are gone");
     let mut queries = vec![PageQuery { limit: 5, cursor: Cursor::Start, origin: None }];
     for at in [0usize, 4, 11, 22] {
         for origin in [None, Some(Origin::Bounce), Some(Origin::Manual)] {
