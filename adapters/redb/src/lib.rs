@@ -682,14 +682,27 @@ fn account_values_with<T>(
     read: impl Fn(&[u8]) -> StorageResult<T>,
 ) -> StorageResult<Vec<T>> {
     let mut out = Vec::new();
+    each_account_value(table, account, |v| {
+        out.push(read(v)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `visit` with each value of `account`'s rows, in key order, keeping none of them.
+fn each_account_value(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    account: &str,
+    mut visit: impl FnMut(&[u8]) -> StorageResult<()>,
+) -> StorageResult<()> {
     for item in table.range((account, "")..).map_err(backend)? {
         let (k, v) = item.map_err(backend)?;
         if k.value().0 != account {
             break;
         }
-        out.push(read(v.value())?);
+        visit(v.value())?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A table of one of the extensions, read before anything was ever written to it: `None`
@@ -1556,18 +1569,15 @@ impl Storage for RedbStorage {
         self.read(move |tx| {
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
             let mut out = Vec::new();
-            for item in t.range((account.as_str(), "")..).map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                if k.value().0 != account {
-                    break;
-                }
-                let e: SuppressionEntry = decode(v.value())?;
+            each_account_value(&t, &account, |v| {
+                let e: SuppressionEntry = decode(v)?;
                 if e.reason == mailroom_core::ports::SuppressionReason::Unsubscribed
                     && let Some(source) = e.source_email
                 {
                     out.push(source);
                 }
-            }
+                Ok(())
+            })?;
             Ok(out)
         })
         .await
