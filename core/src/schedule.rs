@@ -75,6 +75,24 @@ pub fn parse_instant(input: &str) -> Option<DateTime<Utc>> {
     None
 }
 
+/// Why an ISO 8601 date-time with a `T` but no offset (`2026-12-07T09:00`, what an HTML
+/// `datetime-local` field gives) is refused, saying what to write instead; `None` for anything
+/// else. Without this the English reader took it for a word and answered that
+/// `2026-12-07t09:00` (lower-cased) was not understood, which does not say what is missing.
+fn iso_without_offset(input: &str) -> Option<String> {
+    let s = input.trim();
+    let (date, time) = s.split_once(['T', 't'])?;
+    let naive = ["%H:%M", "%H:%M:%S", "%H:%M:%S%.f"]
+        .iter()
+        .any(|f| NaiveDateTime::parse_from_str(&format!("{date}T{time}"), &format!("%Y-%m-%dT{f}")).is_ok());
+    naive.then(|| {
+        format!(
+            "an ISO 8601 time needs its offset, as in `{date}T{time}Z` (UTC) or `{date}T{time}+01:00`; \
+             `{date} {time}` is read in the server's default zone"
+        )
+    })
+}
+
 /// Resolves `input` relative to `now`, clock times in UTC. See the module docs for the rules.
 pub fn resolve(input: &str, now: DateTime<Utc>, max_days: u32) -> Result<DateTime<Utc>, Rule> {
     resolve_in(input, now, max_days, Tz::UTC)
@@ -100,6 +118,9 @@ pub(crate) fn parse_when(input: &str, now: DateTime<Utc>, zone: Tz) -> Result<Da
     }
     if let Some(t) = parse_instant(input) {
         return Ok(t);
+    }
+    if let Some(why) = iso_without_offset(input) {
+        return Err(why);
     }
     let tokens = tokenize(input)?;
     if tokens.is_empty() {
@@ -803,6 +824,20 @@ mod tests {
         assert_eq!(parse_instant("2024-08-05 13:52:01.858+0200"), parse_instant(want));
         assert!(parse_instant("2024-08-05T11:52:01").is_none(), "no offset: refused, not guessed");
         assert!(parse_instant("tomorrow").is_none());
+    }
+
+    #[test]
+    fn an_iso_time_without_its_offset_is_refused_saying_what_to_write() {
+        let now = at("2024-08-01T00:00:00Z");
+        for input in ["2024-08-05T11:52", "2024-08-05T11:52:01", "2024-08-05t11:52:01.858"] {
+            let why = parse_when(input, now, Tz::UTC).unwrap_err();
+            assert!(why.starts_with("an ISO 8601 time needs its offset"), "{input}: {why}");
+            assert!(why.contains("Z` (UTC)") && why.contains("default zone"), "{why}");
+        }
+        // Not date-times: left to the English reader (and its own errors).
+        assert!(parse_when("tomorrow at 9am", now, Tz::UTC).is_ok());
+        assert!(!parse_when("2024-08-05Tnoon", now, Tz::UTC).unwrap_err().contains("offset"));
+        assert!(parse_when("2024-08-05 11:52", now, Tz::UTC).is_ok(), "a space: the default zone");
     }
 
     #[test]
