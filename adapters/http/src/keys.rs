@@ -1,7 +1,7 @@
 //! `POST /api-keys`, `GET /api-keys`, `PATCH /api-keys/{id}`, `DELETE /api-keys/{id}`: the wire side of the engine's
 //! key rules (`mailroom_core::keys`). Nothing is decided here.
 
-use crate::{ApiError, ApiResult, Auth, PathParam, json_object, ok, path};
+use crate::{ApiError, ApiResult, Auth, PathParam, QueryParam, json_object, ok, path, query};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use mailroom_core::ports::KeyPermission;
@@ -23,14 +23,17 @@ pub(crate) async fn create(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiRe
     ok(json!({"id": created.record.id, "token": created.token}))
 }
 
-pub(crate) async fn list(auth: Auth) -> ApiResult {
+/// `GET /api-keys`: the active keys, newest first as every list of the API, paged by `limit`,
+/// `after` and `before` (an id) as the others are. Why paged: it had answered every key with
+/// `has_more: false` whatever `limit` said, so a client paging as the SDKs do saw one page.
+pub(crate) async fn list(auth: Auth, q: QueryParam) -> ApiResult {
+    let q = query(q)?;
     let keys = auth.engine.list_api_keys().await?;
-    let data: Vec<_> = keys
-        .iter()
-        .filter(|k| k.revoked_at.is_none())
-        .map(|k| json!({"id": k.id, "name": k.name, "created_at": k.created_at.to_rfc3339()}))
-        .collect();
-    ok(json!({"object": "list", "has_more": false, "data": data}))
+    let active: Vec<_> = keys.iter().rev().filter(|k| k.revoked_at.is_none()).collect();
+    let (page, has_more) = crate::page_by_id(&active, |k| k.id.as_str(), &q)?;
+    let data: Vec<_> =
+        page.iter().map(|k| json!({"id": k.id, "name": k.name, "created_at": k.created_at.to_rfc3339()})).collect();
+    ok(json!({"object": "list", "has_more": has_more, "data": data}))
 }
 
 #[derive(Deserialize)]

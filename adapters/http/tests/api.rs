@@ -331,6 +331,29 @@ async fn api_keys_are_managed_over_the_api_and_scope_their_account() {
         listed["data"].as_array().unwrap().iter().any(|k| k["name"] == "ci" && k.get("token").is_none()),
         "{listed}"
     );
+    // The list is newest first and pages as every list does.
+    for name in ["p1", "p2"] {
+        call(&s, post.clone(), "/api-keys", Some(&s.full), Some(json!({"name": name})), &[]).await;
+    }
+    let list = |query: &'static str| call(&s, get.clone(), query, Some(&s.full), None, &[]);
+    let (_, all, _) = list("/api-keys").await;
+    let ids: Vec<String> = all["data"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().into()).collect();
+    assert!(ids.len() >= 4 && all["data"][0]["name"] == "p2" && all["data"][1]["name"] == "p1", "{all}");
+    let (_, first, _) = list("/api-keys?limit=2").await;
+    let page_ids = |v: &Value| -> Vec<String> {
+        v["data"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!((page_ids(&first), first["has_more"].as_bool()), (ids[..2].to_vec(), Some(true)), "{first}");
+    let after = format!("/api-keys?limit=100&after={}", ids[1]);
+    let (_, rest, _) = call(&s, get.clone(), &after, Some(&s.full), None, &[]).await;
+    assert_eq!((page_ids(&rest), rest["has_more"].as_bool()), (ids[2..].to_vec(), Some(false)), "{rest}");
+    let before = format!("/api-keys?limit=1&before={}", ids[2]);
+    let (_, back, _) = call(&s, get.clone(), &before, Some(&s.full), None, &[]).await;
+    assert_eq!(page_ids(&back), ids[1..2].to_vec(), "{back}");
+    for bad in ["/api-keys?limit=0", "/api-keys?after=nope"] {
+        let (st, r, _) = list(bad).await;
+        assert_eq!(st.as_u16(), 422, "{bad}: {r}");
+    }
     let (st, _, _) = call(&s, post.clone(), "/emails", Some(&token), Some(email("a@example.com")), &[]).await;
     assert_eq!(st, StatusCode::OK);
     let id = created["id"].as_str().unwrap();
