@@ -311,6 +311,19 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
         )
         .await;
     assert_eq!((status, one["object"].as_str()), (200, Some("attachment")), "{one}");
+    // The list pages as every list does: past its one attachment nothing is left, and a
+    // cursor that names no attachment is refused under its name.
+    let first = mail["attachments"][0]["id"].as_str().unwrap();
+    let (status, rest) =
+        server.call(reqwest::Method::GET, &format!("/emails/receiving/{mid}/attachments?after={first}"), None).await;
+    assert_eq!(
+        (status, rest["data"].as_array().map(Vec::len), rest["has_more"].as_bool()),
+        (200, Some(0), Some(false))
+    );
+    let (status, bad) =
+        server.call(reqwest::Method::GET, &format!("/emails/receiving/{mid}/attachments?after=nope"), None).await;
+    assert_eq!(status, 422, "{bad}");
+    assert!(bad["message"].as_str().unwrap().contains("`after`"), "{bad}");
 
     // Limits: a declared size over the limit, data over it, too many recipients, and a bare
     // LF dot line that must not end the data (SMTP smuggling).

@@ -79,11 +79,21 @@ async fn attachments_of(engine: &Engine, id: &str) -> Result<(EmailId, Vec<Attac
     Ok((id, engine.get_record(id).await?.content.attachments))
 }
 
-/// `GET /emails/{id}/attachments`: every attachment of the email, in order.
-pub(crate) async fn list(State(api): State<Api>, auth: Auth, headers: HeaderMap, id: PathParam<String>) -> ApiResult {
+/// `GET /emails/{id}/attachments`: the email's attachments in order, paged by `limit`,
+/// `after` and `before` (an attachment id) as every list is.
+pub(crate) async fn list(
+    State(api): State<Api>,
+    auth: Auth,
+    headers: HeaderMap,
+    id: PathParam<String>,
+    q: crate::QueryParam,
+) -> ApiResult {
+    let q = crate::query(q)?;
     let (email, list) = attachments_of(&auth.engine, &path(id)?).await?;
-    let data: Vec<Value> = list.iter().map(|a| view(&api, &headers, &auth.account, &email, a)).collect();
-    ok(json!({"object": "list", "has_more": false, "data": data}))
+    let ids: Vec<(String, &Attachment)> = list.iter().map(|a| (a.id.to_string(), a)).collect();
+    let (page, has_more) = crate::page_by_id(&ids, |(id, _)| id.as_str(), &q)?;
+    let data: Vec<Value> = page.iter().map(|(_, a)| view(&api, &headers, &auth.account, &email, a)).collect();
+    ok(json!({"object": "list", "has_more": has_more, "data": data}))
 }
 
 /// `GET /emails/{id}/attachments/{attachment_id}`.

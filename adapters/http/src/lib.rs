@@ -467,6 +467,11 @@ pub(crate) fn page_limit(q: &std::collections::HashMap<String, String>) -> Resul
     }
 }
 
+/// The 422 for a cursor (`name`: `after` or `before`) that is the id of nothing on its list.
+pub(crate) fn unknown_cursor(name: &str) -> ApiError {
+    ApiError::new(422, "validation_error", format!("Invalid `{name}` field: it is the id of nothing on this list."))
+}
+
 /// One page of `all` (already in list order) by the `limit`, `after` and `before` parameters,
 /// where a cursor is an item's id; and whether more follow in that direction.
 pub(crate) fn page_by_id<'a, T>(
@@ -478,16 +483,12 @@ pub(crate) fn page_by_id<'a, T>(
     if q.contains_key("after") && q.contains_key("before") {
         return Err(ApiError::new(422, "validation_error", "Use `after` or `before`, not both."));
     }
-    let find = |cursor: &str| {
-        all.iter()
-            .position(|t| id(t) == cursor)
-            .ok_or_else(|| ApiError::new(422, "validation_error", "Unknown cursor."))
-    };
+    let find = |name: &str, cursor: &str| all.iter().position(|t| id(t) == cursor).ok_or_else(|| unknown_cursor(name));
     Ok(if let Some(after) = q.get("after") {
-        let rest = &all[find(after)? + 1..];
+        let rest = &all[find("after", after)? + 1..];
         (&rest[..rest.len().min(limit)], rest.len() > limit)
     } else if let Some(before) = q.get("before") {
-        let head = &all[..find(before)?];
+        let head = &all[..find("before", before)?];
         let start = head.len().saturating_sub(limit);
         (&head[start..], start > 0)
     } else {

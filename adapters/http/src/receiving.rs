@@ -68,17 +68,21 @@ pub(crate) async fn get(
     ok(v)
 }
 
-/// `GET /emails/receiving/{id}/attachments`.
+/// `GET /emails/receiving/{id}/attachments`: in the message's order, paged by `limit`, `after`
+/// and `before` (an attachment id) as every list is.
 pub(crate) async fn attachments(
     State(api): State<Api>,
     auth: Auth,
     headers: HeaderMap,
     id: PathParam<String>,
+    q: crate::QueryParam,
 ) -> ApiResult {
+    let q = crate::query(q)?;
     let id = email_id(&path(id)?)?;
     let e = auth.engine.received(id).await?;
-    let data: Vec<Value> = e.attachments.iter().map(|a| attachment_view(&api, &auth, &headers, id, a)).collect();
-    ok(json!({"object": "list", "has_more": false, "data": data}))
+    let (page, has_more) = crate::page_by_id(&e.attachments, |a| a.id.as_str(), &q)?;
+    let data: Vec<Value> = page.iter().map(|a| attachment_view(&api, &auth, &headers, id, a)).collect();
+    ok(json!({"object": "list", "has_more": has_more, "data": data}))
 }
 
 /// `GET /emails/receiving/{id}/attachments/{attachment_id}`.

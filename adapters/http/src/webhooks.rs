@@ -156,13 +156,7 @@ pub(crate) async fn attempts(auth: Auth, ids: PathParam<(String, String)>, q: Qu
     let m = auth.engine.webhook_message(&id, &msg).await?;
     let newest_first: Vec<_> = m.attempts.iter().rev().collect();
     let start = match q.get("after") {
-        Some(a) => {
-            newest_first
-                .iter()
-                .position(|x| x.id == *a)
-                .ok_or_else(|| ApiError::new(422, "validation_error", "Unknown cursor."))?
-                + 1
-        }
+        Some(a) => newest_first.iter().position(|x| x.id == *a).ok_or_else(|| crate::unknown_cursor("after"))? + 1,
         None => 0,
     };
     let rest = &newest_first[start..];

@@ -522,6 +522,18 @@ async fn attachments_are_listed_with_signed_download_urls() {
         (Some("report.txt"), Some(11), Some("attachment"))
     );
     assert_eq!(items[1]["content_disposition"], "inline");
+    // Paged as every list is, in the email's order.
+    let path = format!("/emails/{id}/attachments?limit=1");
+    let (_, first, _) = call(&s, reqwest::Method::GET, &path, Some(&s.full), None, &[]).await;
+    assert_eq!((first["data"][0]["id"].clone(), first["has_more"].as_bool()), (items[0]["id"].clone(), Some(true)));
+    let path = format!("/emails/{id}/attachments?after={}", items[0]["id"].as_str().unwrap());
+    let (_, rest, _) = call(&s, reqwest::Method::GET, &path, Some(&s.full), None, &[]).await;
+    assert_eq!((rest["data"][0]["id"].clone(), rest["has_more"].as_bool()), (items[1]["id"].clone(), Some(false)));
+    for bad in ["limit=0", "after=nope"] {
+        let path = format!("/emails/{id}/attachments?{bad}");
+        let (st, r, _) = call(&s, reqwest::Method::GET, &path, Some(&s.full), None, &[]).await;
+        assert_eq!(st.as_u16(), 422, "{bad}: {r}");
+    }
     let att = items[0]["id"].as_str().unwrap();
     let (st, one, _) =
         call(&s, reqwest::Method::GET, &format!("/emails/{id}/attachments/{att}"), Some(&s.full), None, &[]).await;
