@@ -185,6 +185,9 @@ async fn failures_are_retried_on_the_hosted_schedule_with_the_same_id() {
     let (msgs, _) = s.engine.webhook_messages(&hook.id, None, 10).await.unwrap();
     let m = &msgs[0];
     assert_eq!(m.status, MessageStatus::Attempting);
+    // A cursor that is no event id is refused saying what an event id is (not "a UUID").
+    let err = s.engine.webhook_messages(&hook.id, Some("msg_nope"), 10).await.unwrap_err();
+    assert!(err.to_string().contains("`after`") && err.to_string().contains("`msg_…`"), "{err}");
     assert_eq!(m.next_attempt_at, Some(t0() + CDuration::seconds(5)));
     // Not due yet: nothing happens before 5 s.
     s.clock.advance(CDuration::seconds(4));

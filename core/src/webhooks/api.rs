@@ -221,7 +221,10 @@ impl Engine {
     ) -> Result<(Vec<Message>, bool), Error> {
         self.webhook(id).await?;
         let before = match after {
-            Some(m) => Some(parse_message_id(id, m).ok_or_else(|| FieldError::new("after", Rule::InvalidId))?),
+            // An event id is `msg_…`, not a UUID: the rule says which.
+            Some(m) => Some(parse_message_id(id, m).ok_or_else(|| {
+                FieldError::new("after", Rule::Shape("it is not the id of an event of this webhook (`msg_…`)".into()))
+            })?),
             None => None,
         };
         Ok(self.hooks()?.message_page(self.account(), id, before, limit.clamp(1, 100)).await?)
