@@ -431,8 +431,22 @@ pub(crate) fn json_object<T: serde::de::DeserializeOwned>(headers: &HeaderMap, b
         return Err(ApiError::new(422, "validation_error", "Invalid JSON body: it must be a JSON object."));
     }
     let mut de = serde_json::Deserializer::from_slice(&body);
-    let value = T::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
-    value.map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A value of the wrong type is named by its field, as the email's fields are; a body
+        // that is not JSON is the body's fault, wherever the parser had got to.
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match (inner.is_syntax() || inner.is_eof(), path.as_str()) {
+            (false, p) if p != "." => {
+                let why = inner.to_string();
+                let why = why.rfind(" at line ").map_or(why.as_str(), |i| &why[..i]).to_string();
+                ApiError::new(422, "validation_error", format!("Invalid `{p}` field: {why}."))
+            }
+            _ => ApiError::new(422, "validation_error", format!("Invalid JSON body: {inner}")),
+        }
+    })?;
+    de.end().map_err(|e| ApiError::new(422, "validation_error", format!("Invalid JSON body: {e}")))?;
+    Ok(value)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -354,6 +354,15 @@ async fn api_keys_are_managed_over_the_api_and_scope_their_account() {
         let (st, r, _) = list(bad).await;
         assert_eq!(st.as_u16(), 422, "{bad}: {r}");
     }
+    // A value of the wrong type is refused naming its field; a body that is not JSON, as such.
+    let rename = format!("/api-keys/{}", ids[0]);
+    let patch = reqwest::Method::PATCH;
+    let (st, r, _) = call(&s, patch.clone(), &rename, Some(&s.full), Some(json!({"name": 5})), &[]).await;
+    assert_eq!(
+        (st.as_u16(), r["message"].as_str()),
+        (422, Some("Invalid `name` field: invalid type: integer `5`, expected a string.")),
+        "{r}"
+    );
     let (st, _, _) = call(&s, post.clone(), "/emails", Some(&token), Some(email("a@example.com")), &[]).await;
     assert_eq!(st, StatusCode::OK);
     let id = created["id"].as_str().unwrap();
