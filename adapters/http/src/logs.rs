@@ -13,6 +13,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use mailroom_core::email::{EmailId, PageRequest};
+use mailroom_core::lifecycle::EventKind;
 use mailroom_core::ports::{LogFilter, RequestLog};
 use mailroom_core::{Engine, Error};
 use serde_json::{Value, json};
@@ -240,12 +241,20 @@ pub(crate) struct EmailFilter {
 impl EmailFilter {
     pub(crate) fn parse(q: &HashMap<String, String>) -> Result<EmailFilter, ApiError> {
         let f = filter(q)?;
-        Ok(EmailFilter {
-            last_event: q.get("last_event").map(|s| s.to_ascii_lowercase()),
-            from: f.from,
-            to: f.to,
-            search: f.search.map(|s| s.to_lowercase()),
-        })
+        // A value that is no event would match no email: an export empty for a typo, silently.
+        let last_event = match q.get("last_event").map(|s| s.trim().to_ascii_lowercase()) {
+            Some(l) if l.is_empty() => None,
+            Some(l) if !EventKind::ALL.iter().any(|k| k.as_str() == l) => {
+                let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(ApiError::new(
+                    422,
+                    "validation_error",
+                    format!("`last_event` must be one of {}, not {l:?}.", names.join(", ")),
+                ));
+            }
+            l => l,
+        };
+        Ok(EmailFilter { last_event, from: f.from, to: f.to, search: f.search.map(|s| s.to_lowercase()) })
     }
 
     pub(crate) fn matches(&self, e: &mailroom_core::email::EmailSummary, last: &str) -> bool {

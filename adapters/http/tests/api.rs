@@ -508,6 +508,11 @@ async fn requests_are_logged_redacted_queried_and_exported() {
     assert_eq!(found.lines().count(), 2, "{found}");
     let later = get(format!("{base}/emails/export?from=2999-01-01T00:00:00Z")).await.text().await.unwrap();
     assert_eq!(later.lines().count(), 1, "{later}");
+    // A `last_event` that is no event is refused, not answered with an empty export.
+    let typo = get(format!("{base}/emails/export?last_event=deliverd")).await;
+    assert_eq!(typo.status().as_u16(), 422);
+    let typo: Value = typo.json().await.unwrap();
+    assert!(typo["message"].as_str().unwrap().contains("`last_event` must be one of queued,"), "{typo}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
