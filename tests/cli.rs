@@ -145,6 +145,8 @@ fn list_pages_and_errors() {
     assert_eq!((bad_limit.ok, bad_limit.json["statusCode"].as_u64()), (false, Some(422)));
     let bad_id = run(&db, &["get", "xyz"], None);
     assert_eq!(bad_id.json["name"], "invalid_parameter");
+    let bad_cursor = run(&db, &["list", "--after", "xyz"], None);
+    assert_eq!(bad_cursor.json["message"], "Invalid `after` field: must be a valid UUID.", "{}", bad_cursor.json);
     let unknown = run(&db, &["get", "01900000-0000-7000-8000-000000000000"], None);
     assert_eq!(unknown.json, serde_json::json!({"statusCode": 404, "name": "not_found", "message": "Email not found"}));
     let garbage = run(&db, &["send"], Some("{not json"));

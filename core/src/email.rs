@@ -40,7 +40,15 @@ impl fmt::Display for EmailId {
 impl FromStr for EmailId {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, FieldError> {
-        Uuid::parse_str(s.trim()).map(EmailId).map_err(|_| FieldError::new("id", Rule::InvalidId))
+        EmailId::parse_as("id", s)
+    }
+}
+
+impl EmailId {
+    /// Parses `s` given as `field` (a cursor, `after` or `before`): refused under that name,
+    /// which is the one the caller wrote, rather than as an `id` it never sent.
+    pub fn parse_as(field: &str, s: &str) -> Result<EmailId, FieldError> {
+        Uuid::parse_str(s.trim()).map(EmailId).map_err(|_| FieldError::new(field, Rule::InvalidId))
     }
 }
 

@@ -521,10 +521,7 @@ pub(crate) fn email_id(id: &str) -> Result<EmailId, ApiError> {
 /// An email id given as the query parameter `name` (a cursor), refused under that name: the
 /// parse alone names the field `id`, which a request with no `id` in it cannot be mended by.
 pub(crate) fn email_id_param(name: &str, value: &str) -> Result<EmailId, ApiError> {
-    value.parse::<EmailId>().map_err(|mut e| {
-        e.path = name.to_string();
-        e.into()
-    })
+    Ok(EmailId::parse_as(name, value)?)
 }
 
 pub(crate) type PathParam<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;

@@ -238,8 +238,8 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
         }
         Request::Get { id } => json!(engine.get(id.parse::<EmailId>()?).await?),
         Request::List { limit, after, before } => {
-            let after = after.as_deref().map(str::parse::<EmailId>).transpose()?;
-            let before = before.as_deref().map(str::parse::<EmailId>).transpose()?;
+            let after = after.as_deref().map(|a| EmailId::parse_as("after", a)).transpose()?;
+            let before = before.as_deref().map(|b| EmailId::parse_as("before", b)).transpose()?;
             json!(engine.list(PageRequest::new(limit, after, before)?).await?)
         }
         Request::Metrics { query } => {
