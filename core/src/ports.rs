@@ -152,6 +152,12 @@ impl SuppressionEntry {
             created_at: at,
         }
     }
+
+    /// The email whose one-click unsubscribe link put this entry here, if that is why it is
+    /// listed.
+    pub fn unsubscribed_from(&self) -> Option<EmailId> {
+        self.source_email.filter(|_| self.reason == SuppressionReason::Unsubscribed)
+    }
 }
 
 /// A claimed email, with the token that proves the claim.
@@ -402,11 +408,7 @@ pub trait Storage: Send + Sync + Debug {
     /// instead of every entry of the list).
     async fn suppression_unsubscribe_sources(&self, account: &AccountId) -> StorageResult<Vec<EmailId>> {
         let all = self.suppression_list(account).await?;
-        Ok(all
-            .into_iter()
-            .filter(|e| e.reason == SuppressionReason::Unsubscribed)
-            .filter_map(|e| e.source_email)
-            .collect())
+        Ok(all.iter().filter_map(SuppressionEntry::unsubscribed_from).collect())
     }
 
     /// One page of an account's entries in address order ([`crate::suppressions::page`]);

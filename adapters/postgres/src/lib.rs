@@ -396,10 +396,15 @@ async fn put_states(tx: &Conn, changed: &[(usize, &EmailState)]) -> StorageResul
     Ok(())
 }
 
-/// Lists an address (replacing its entry), logging `suppression.added` when it was not listed.
 /// Rows a suppression page or an id's search reads per query.
 const SUPPRESSION_CHUNK: i64 = 500;
 
+/// An account's entries after an address (`""`: from the start), in address order ("C"), a
+/// chunk at a time: `$1` account, `$2` address, `$3` chunk.
+const SUPPRESSIONS_AFTER: &str = "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+     AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3";
+
+/// Lists an address (replacing its entry), logging `suppression.added` when it was not listed.
 async fn put_suppression(tx: &Conn, account: &AccountId, entry: &SuppressionEntry) -> StorageResult<()> {
     // `xmax = 0` tells an inserted row from an updated one.
     let row = sql::query_one(
@@ -917,17 +922,15 @@ impl Storage for PostgresStorage {
     // the encoded entry, so the filter cannot be SQL's).
     async fn suppression_unsubscribe_sources(&self, account: &AccountId) -> StorageResult<Vec<EmailId>> {
         let c = self.client().await?;
-        let query = "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-             AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3";
         let (mut from, mut out) = (String::new(), Vec::new());
         loop {
-            let rows = sql::query(&c, query, &[&account.as_str(), &from, &SUPPRESSION_CHUNK]).await.map_err(backend)?;
+            let rows = sql::query(&c, SUPPRESSIONS_AFTER, &[&account.as_str(), &from, &SUPPRESSION_CHUNK])
+                .await
+                .map_err(backend)?;
             for row in &rows {
                 from = row.get(0);
                 let e: SuppressionEntry = decode(row.get(1))?;
-                if e.reason == mailroom_core::ports::SuppressionReason::Unsubscribed
-                    && let Some(source) = e.source_email
-                {
+                if let Some(source) = e.unsubscribed_from() {
                     out.push(source);
                 }
             }
@@ -959,8 +962,7 @@ impl Storage for PostgresStorage {
             "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
              AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3"
         } else {
-            "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-             AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3"
+            SUPPRESSIONS_AFTER
         };
         'chunks: loop {
             let rows = sql::query(&c, query, &[&account.as_str(), &from, &SUPPRESSION_CHUNK]).await.map_err(backend)?;

@@ -1571,9 +1571,7 @@ impl Storage for RedbStorage {
             let mut out = Vec::new();
             each_account_value(&t, &account, |v| {
                 let e: SuppressionEntry = decode(v)?;
-                if e.reason == mailroom_core::ports::SuppressionReason::Unsubscribed
-                    && let Some(source) = e.source_email
-                {
+                if let Some(source) = e.unsubscribed_from() {
                     out.push(source);
                 }
                 Ok(())
