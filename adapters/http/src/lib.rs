@@ -518,12 +518,6 @@ pub(crate) fn email_id(id: &str) -> Result<EmailId, ApiError> {
     Ok(id.parse::<EmailId>()?)
 }
 
-/// An email id given as the query parameter `name` (a cursor), refused under that name: the
-/// parse alone names the field `id`, which a request with no `id` in it cannot be mended by.
-pub(crate) fn email_id_param(name: &str, value: &str) -> Result<EmailId, ApiError> {
-    Ok(EmailId::parse_as(name, value)?)
-}
-
 pub(crate) type PathParam<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
 
 /// A path parameter, or a JSON 400 naming it.
@@ -592,7 +586,8 @@ pub(crate) fn email_page(q: &std::collections::HashMap<String, String>) -> Resul
             })
         })
         .transpose()?;
-    let cursor = |name: &str| q.get(name).map(|v| email_id_param(name, v)).transpose();
+    // Refused under the cursor's own name: the request has no `id` in it.
+    let cursor = |name: &str| q.get(name).map(|v| EmailId::parse_as(name, v)).transpose();
     Ok(PageRequest::new(limit, cursor("after")?, cursor("before")?)?)
 }
 

@@ -6,7 +6,7 @@
 //! as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) is neutralised with a leading
 //! `'`, as OWASP recommends.
 
-use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, email_id_param, ok, path, query};
+use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, ok, path, query};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
@@ -111,7 +111,7 @@ pub(crate) async fn list(State(api): State<Api>, auth: Auth, q: QueryParam) -> A
             ApiError::new(422, "validation_error", "The `limit` parameter must be a number from 1 to 100.")
         })?,
     };
-    let cursor = |name: &str| q.get(name).map(|c| email_id_param(name, c).map(EmailId::as_u128)).transpose();
+    let cursor = |name: &str| q.get(name).map(|c| EmailId::parse_as(name, c).map(EmailId::as_u128)).transpose();
     let filter = filter(&q)?;
     let (page, has_more) = match (cursor("after")?, cursor("before")?) {
         (Some(_), Some(_)) => return Err(ApiError::new(422, "validation_error", "Use `after` or `before`, not both.")),
