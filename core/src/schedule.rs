@@ -82,9 +82,10 @@ pub fn parse_instant(input: &str) -> Option<DateTime<Utc>> {
 fn iso_without_offset(input: &str) -> Option<String> {
     let s = input.trim();
     let (date, time) = s.split_once(['T', 't'])?;
-    let naive = ["%H:%M", "%H:%M:%S", "%H:%M:%S%.f"]
+    // `%.f` reads a fraction of a second or none.
+    let naive = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S%.f"]
         .iter()
-        .any(|f| NaiveDateTime::parse_from_str(&format!("{date}T{time}"), &format!("%Y-%m-%dT{f}")).is_ok());
+        .any(|f| NaiveDateTime::parse_from_str(&format!("{date}T{time}"), f).is_ok());
     naive.then(|| {
         format!(
             "an ISO 8601 time needs its offset, as in `{date}T{time}Z` (UTC) or `{date}T{time}+01:00`; \
