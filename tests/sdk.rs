@@ -139,7 +139,7 @@ fn the_official_node_and_python_sdks_work_unchanged() {
         assert!(out.status.success() && text.contains("250 2.0.0 OK"), "swaks: {text}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    run_script("node", "node_receiving.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 19);
+    run_script("node", "node_receiving.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 20);
     run_script("python3", "python_receiving.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 8);
 
     // SIGTERM: the server stops accepting, the worker finishes, the process exits 0.

@@ -317,7 +317,7 @@ pub fn detail_json(e: &ReceivedEmail, raw: &[u8], format: HtmlFormat, raw_link: 
     let mut v = list_json(e);
     let (html, text, headers) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let Some(m) = MessageParser::default().parse(raw) else { return (None, None, Value::Null) };
-        let mut html = m.body_html(0).map(|h| h.into_owned());
+        let mut html = own_body(&m, &m.html_body, true);
         if format == HtmlFormat::DataUri
             && let Some(h) = html.as_mut()
         {
@@ -332,7 +332,7 @@ pub fn detail_json(e: &ReceivedEmail, raw: &[u8], format: HtmlFormat, raw_link: 
             // inline image a million times must not make one GET answer gigabytes.
             *h = inline_images(h, &inline, 2 * raw.len());
         }
-        let text = m.body_text(0).map(|t| t.into_owned());
+        let text = own_body(&m, &m.text_body, false);
         let mut headers = serde_json::Map::new();
         for h in m.headers() {
             let name = h.name().to_ascii_lowercase();
@@ -359,6 +359,20 @@ pub fn detail_json(e: &ReceivedEmail, raw: &[u8], format: HtmlFormat, raw_link: 
         );
     }
     v
+}
+
+/// The first body of `parts` (the message's html or text bodies) that the message itself
+/// carries in that form: `html` an html part, otherwise a text one. Why not mail-parser's
+/// `body_html` / `body_text`: each makes one from the other form when the message has only
+/// one (`<html><body>…<br/></body></html>` around a plain-text message), and the API answers
+/// `null` for a body the sender did not write, as the hosted service does.
+fn own_body(m: &mail_parser::Message<'_>, parts: &[u32], html: bool) -> Option<String> {
+    use mail_parser::PartType;
+    parts.iter().filter_map(|&i| m.parts.get(i as usize)).find_map(|p| match &p.body {
+        PartType::Html(b) if html => Some(b.to_string()),
+        PartType::Text(b) if !html => Some(b.to_string()),
+        _ => None,
+    })
 }
 
 /// `type/subtype`, lower case.
@@ -696,6 +710,25 @@ Content-Disposition: inline; filename=\"logo.png\"\r\nContent-Transfer-Encoding:
         assert_eq!(d["headers"]["subject"], "Hello");
         let c = detail_json(&e, MSG, HtmlFormat::Cid, None);
         assert!(c["html"].as_str().unwrap().contains("cid:logo1"));
+    }
+
+    /// A body the message does not carry is `null`, not one made from the other form.
+    #[test]
+    fn a_body_the_message_lacks_is_null() {
+        let plain = b"From: a@b.test\r\nTo: c@d.test\r\n\r\nplain body\r\n";
+        let e = summarize(EmailId::from_u128(1), plain, arrival(), None, Utc::now());
+        let d = detail_json(&e, plain, HtmlFormat::DataUri, None);
+        assert_eq!((d["html"].clone(), d["text"].as_str()), (Value::Null, Some("plain body\r\n")), "{d}");
+        let html = b"From: a@b.test\r\nTo: c@d.test\r\nContent-Type: text/html\r\n\r\n<p>Hi <b>there</b></p>\r\n";
+        let e = summarize(EmailId::from_u128(2), html, arrival(), None, Utc::now());
+        let d = detail_json(&e, html, HtmlFormat::DataUri, None);
+        assert_eq!((d["html"].as_str(), d["text"].clone()), (Some("<p>Hi <b>there</b></p>\r\n"), Value::Null), "{d}");
+        // Both forms, as alternatives: each as written.
+        let both = b"From: a@b.test\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n\
+Content-Type: text/plain\r\n\r\nthe text\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>the html</p>\r\n--b--\r\n";
+        let e = summarize(EmailId::from_u128(3), both, arrival(), None, Utc::now());
+        let d = detail_json(&e, both, HtmlFormat::DataUri, None);
+        assert_eq!((d["html"].as_str(), d["text"].as_str()), (Some("<p>the html</p>"), Some("the text")), "{d}");
     }
 
     #[test]

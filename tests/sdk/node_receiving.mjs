@@ -25,6 +25,8 @@ check('inline images as data URIs by default', e.html_format === 'data_uri' && e
 check('headers and the raw link', e.headers.subject === 'Invoice' && e.raw.download_url.startsWith('http') && e.raw.expires_at, e);
 const cid = await resend.emails.receiving.get(oldest.id, { html_format: 'cid' });
 check('cid keeps the references', cid.data.html_format === 'cid' && cid.data.html.includes('cid:logo@sdk'), cid.data.html);
+const plain = await resend.emails.receiving.get(newest.id);
+check('a plain-text message has its text and no html', plain.data.html === null && plain.data.text.includes('This is a test mailing'), plain.data);
 const bad = await resend.emails.receiving.get(oldest.id, { html_format: 'svg' });
 check('an unknown html_format is refused', bad.error && bad.error.statusCode === 422, bad);
 const missing = await resend.emails.receiving.get('00000000-0000-4000-8000-000000000000');
