@@ -192,6 +192,9 @@ struct Inner {
     wake: Notify,
     /// Recent answers to "who receives mail for this domain" (see `receiving::RouteCache`).
     routes: crate::receiving::RouteCache,
+    /// Held from counting an account's API keys, domains or webhooks to adding one (see
+    /// [`Engine::creating`]).
+    creating: tokio::sync::Mutex<()>,
 }
 
 /// Builds an [`Engine`].
@@ -300,6 +303,7 @@ impl EngineBuilder {
                 ids: IdGen::default(),
                 wake: Notify::new(),
                 routes: Default::default(),
+                creating: tokio::sync::Mutex::new(()),
             }),
             account: AccountId::default(),
             key: None,
@@ -387,6 +391,15 @@ impl Engine {
     /// The account this engine acts for.
     pub fn account(&self) -> &AccountId {
         &self.account
+    }
+    /// The lock a capped create holds from its count to its insert. Why: the caps on an
+    /// account's API keys, domains and webhooks are a count, then an insert, two store calls;
+    /// without it, concurrent creates each see room and all insert (a test saw 24 domains
+    /// made where 5 places were left). One lock for the three, since creating them is rare.
+    /// It covers this process only: processes sharing a Postgres store can each pass a cap
+    /// by the one create it has in flight.
+    pub(crate) async fn creating(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.creating.lock().await
     }
     /// The store.
     pub fn storage(&self) -> &Arc<dyn Storage> {

@@ -186,13 +186,22 @@ impl Engine {
         let return_path = new.custom_return_path.as_deref().map(|r| subdomain("custom_return_path", r)).transpose()?;
         let tracking = new.tracking_subdomain.as_deref().map(|t| subdomain("tracking_subdomain", t)).transpose()?;
         let store = self.domain_store()?;
-        let count = store.domain_list(self.account()).await?.len();
-        if count >= MAX_DOMAINS {
-            return Err(FieldError::new("domains", Rule::TooMany { max: MAX_DOMAINS, got: count + 1 }).into());
-        }
+        let over_the_cap = || async {
+            let count = store.domain_list(self.account()).await?.len();
+            if count >= MAX_DOMAINS {
+                return Err(FieldError::new("domains", Rule::TooMany { max: MAX_DOMAINS, got: count + 1 }).into());
+            }
+            Ok::<_, Error>(())
+        };
+        // Counted before the key is made (an account at its cap is refused without the cost of
+        // an RSA key), and again under the lock, which is not held while the key is made: the
+        // lock is shared, and an RSA key takes a while.
+        over_the_cap().await?;
         let config = self.domain_config();
         let algorithm = new.dkim_algorithm.unwrap_or(config.dkim_algorithm);
         let key = self.new_key(algorithm).await?;
+        let _creating = self.creating().await;
+        over_the_cap().await?;
         let now = self.clock().now();
         let mut d = Domain::new(uuid::Uuid::new_v4().to_string(), name, key, config, now);
         d.region = region.unwrap_or(d.region);
