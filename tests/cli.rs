@@ -118,6 +118,33 @@ fn batches_strict_and_permissive_and_idempotency() {
     assert_eq!(run(&db, &["list", "--limit", "100"], None).json["data"].as_array().unwrap().len(), 4);
 }
 
+/// A command that reads what a database holds, pointed at a file that does not exist, says
+/// so and leaves no file behind; a send creates the database.
+#[test]
+fn reading_a_database_that_does_not_exist_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo.redb");
+    for args in [
+        &["list"][..],
+        &["list", "--after", "xyz"],
+        &["get", "01900000-0000-7000-8000-000000000000"],
+        &["suppressions", "list"],
+        &["events", "tail"],
+    ] {
+        let out = run(&db, args, None);
+        assert!(!out.ok, "{args:?}");
+        let message = out.json["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("there is no database at ") && message.contains("typo.redb"),
+            "{args:?}: {message}"
+        );
+        assert!(!db.exists(), "{args:?} created the file");
+    }
+    assert!(run(&db, &["send"], Some(&email("a@example.com"))).ok);
+    assert!(db.exists());
+    assert!(run(&db, &["list"], None).ok);
+}
+
 #[test]
 fn list_pages_and_errors() {
     let dir = tempfile::tempdir().unwrap();

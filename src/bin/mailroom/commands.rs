@@ -148,6 +148,24 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether the command only reads or changes what a database already holds, so that on
+    /// a database file that does not exist it has nothing to do. Why it matters: opening a
+    /// file creates it, so `mailroom list --db typo.redb` made an empty database and printed
+    /// an empty list, a typo answered as if the data were gone.
+    pub fn needs_a_database(&self) -> bool {
+        !matches!(
+            self,
+            Request::Send { .. }
+                | Request::Batch { .. }
+                | Request::SuppressionsAdd { .. }
+                | Request::DomainsAdd { .. }
+                | Request::KeysCreate { .. }
+                | Request::WebhooksAdd { .. }
+                | Request::IngestBounce { .. }
+                | Request::Insights { id: None, .. }
+        )
+    }
+
     /// The command's name, as the wire tags it (`send`, `keys-create`…).
     pub fn name(&self) -> &'static str {
         match self {

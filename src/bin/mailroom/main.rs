@@ -95,6 +95,13 @@ fn store_settings(store: &Store) -> Result<Settings, Failure> {
 /// Runs a request on the database: here when the file is free, through the running server's
 /// admin socket when a server holds it.
 async fn run_request(settings: &Settings, request: Request) -> Result<Value, Failure> {
+    if request.needs_a_database() && !settings.db.exists() {
+        return Err(Failure::Usage(format!(
+            "there is no database at {}: `mailroom serve` and `mailroom send` create it; \
+             or name the one meant with --db or --config",
+            settings.db.display()
+        )));
+    }
     match serve::open_store(settings) {
         Ok(store) => {
             let engine = serve::build_engine(settings, Arc::new(store.clone())).map_err(Failure::Usage)?;
