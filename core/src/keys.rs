@@ -201,6 +201,11 @@ impl Engine {
         Ok(CreatedKey { record, token })
     }
 
+    /// This account's key `id`, revoked or not; `None` when it has none.
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, Error> {
+        Ok(self.key_store()?.key_by_id(self.account(), id).await?)
+    }
+
     /// This account's keys, oldest first, revoked ones included.
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, Error> {
         Ok(self.key_store()?.key_list(self.account()).await?)

@@ -76,6 +76,18 @@ impl ApiKeyStore for PostgresStorage {
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
+    async fn key_by_id(&self, account: &AccountId, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let c = self.client().await?;
+        let row = sql::query_opt(
+            &c,
+            "SELECT record FROM mailroom_api_keys WHERE account = $1 AND id = $2",
+            &[&account.as_str(), &id],
+        )
+        .await
+        .map_err(backend)?;
+        row.map(|r| decode(r.get(0))).transpose()
+    }
+
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool> {
         self.change_key(account, id, move |key| key.revoke(at)).await
     }

@@ -158,10 +158,36 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_list(&self, account: &AccountId) -> StorageResult<Vec<ApiKeyRecord>> {
-        let mut out: Vec<ApiKeyRecord> =
-            self.key_all().await?.into_iter().filter(|(a, _)| a == account).map(|(_, k)| k).collect();
+        // From the keys held in memory when they are (the dashboard checks its session by
+        // the account's keys on every page): otherwise every row of the table is read and
+        // decoded, every account's.
+        let cached =
+            self.cached_keys(|keys| keys.values().filter(|(a, _)| a == account).map(|(_, k)| k.clone()).collect());
+        let mut out: Vec<ApiKeyRecord> = match cached {
+            Some(keys) => keys,
+            None => self.key_all().await?.into_iter().filter(|(a, _)| a == account).map(|(_, k)| k).collect(),
+        };
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    async fn key_by_id(&self, account: &AccountId, id: &str) -> StorageResult<Option<ApiKeyRecord>> {
+        let cached =
+            |keys: &KeysByHash| keys.values().find(|(a, k)| a == account && k.id == id).map(|(_, k)| k.clone());
+        if let Some(found) = self.cached_keys(cached) {
+            return Ok(found);
+        }
+        let (account, id) = (account.0.to_string(), id.to_string());
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
+            for item in t.iter().map_err(backend)? {
+                let (a, key) = decode_key(item.map_err(backend)?.1.value())?;
+                if a == account && key.id == id {
+                    return Ok(Some(key));
+                }
+            }
+            Ok(None)
+        })
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
@@ -175,6 +201,12 @@ impl ApiKeyStore for RedbStorage {
 }
 
 impl RedbStorage {
+    /// `read` over every key, when the keys are held in memory (see [`KeyCache`]); `None`
+    /// when they are not (not yet looked up, or past the bound).
+    fn cached_keys<T>(&self, read: impl FnOnce(&KeysByHash) -> T) -> Option<T> {
+        cache(&self.api_keys).map.as_ref().map(read)
+    }
+
     /// Changes the account's key `id` by `change` (which answers whether it changed it), in the
     /// writer; whether a key was changed.
     async fn change_key(
@@ -371,6 +403,46 @@ mod tests {
         file.sort_by_key(|(h, _)| *h);
         cached.sort_by_key(|(h, _)| *h);
         assert_eq!(cached, file);
+    }
+
+    /// An account's keys listed, or one found by id, read the same from the table and from
+    /// the keys held in memory, and once they are held the table is not read again.
+    #[tokio::test]
+    async fn keys_by_account_and_id_come_from_memory_once_held() {
+        let s = RedbStorage::in_memory().unwrap();
+        let (a, b) = (AccountId::new("a"), AccountId::new("b"));
+        for n in 1..=6 {
+            s.key_insert(if n % 2 == 0 { &a } else { &b }, key(n)).await.unwrap();
+        }
+        let read = || async {
+            let ids = |keys: Vec<ApiKeyRecord>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+            (
+                ids(s.key_list(&a).await.unwrap()),
+                s.key_by_id(&a, "k4").await.unwrap().map(|k| k.id),
+                s.key_by_id(&b, "k4").await.unwrap(),
+                s.key_by_id(&a, "k9").await.unwrap(),
+            )
+        };
+        let from_the_table = read().await;
+        assert!(cache(&s.api_keys).map.is_none(), "nothing looked up by token yet");
+        assert_eq!(from_the_table, (vec!["k2".into(), "k4".into(), "k6".into()], Some("k4".into()), None, None));
+        s.key_by_hash(&[1; 32]).await.unwrap();
+        assert_eq!(read().await, from_the_table);
+        // A row put in the table behind the cache's back (no write of the store does that) is
+        // not seen: the answers come from memory.
+        s.write(|tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            t.insert([8u8; 32].as_slice(), encode_key("a", &key(8))?.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(s.key_all().await.unwrap().iter().any(|(_, k)| k.id == "k8"), "it is in the table");
+        assert_eq!(read().await, from_the_table);
+        assert_eq!(s.key_by_id(&a, "k8").await.unwrap(), None);
+        assert!(s.key_revoke(&a, "k4", t0()).await.unwrap());
+        assert_eq!(s.key_by_id(&a, "k4").await.unwrap().and_then(|k| k.revoked_at), Some(t0()));
+        assert_eq!(cache(&s.api_keys).loads, 1);
     }
 
     /// `keys` written in one group, as that many key writes would leave them.

@@ -897,6 +897,8 @@ pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     s.key_put(&acct("a"), managed.clone()).await.unwrap();
     assert_eq!(s.key_by_hash(&[1; 32]).await.unwrap(), Some((acct("a"), managed.clone())));
     assert_eq!(s.key_by_id(&acct("a"), "k1").await.unwrap(), Some(managed));
+    assert_eq!(s.key_by_id(&acct("b"), "k1").await.unwrap(), None, "another account's key");
+    assert_eq!(s.key_by_id(&acct("a"), "k9").await.unwrap(), None);
     s.key_put(&acct("b"), key("k4", 4, 3)).await.unwrap();
     let mut all: Vec<(String, String)> =
         s.key_all().await.unwrap().into_iter().map(|(a, k)| (a.as_str().to_string(), k.id)).collect();

@@ -398,14 +398,11 @@ impl FromRequestParts<Api> for Signed {
         };
         // The key must still be there, unrevoked, with full access: revoking it ends the session.
         let engine = api.engine.with_account(&session.account);
-        let keys = match engine.list_api_keys().await {
+        let key = match engine.api_key(&session.key_id).await {
             Ok(k) => k,
             Err(e) => return Err(plain_error(api, e.into())),
         };
-        let Some(key) = keys
-            .into_iter()
-            .find(|k| k.id == session.key_id && k.revoked_at.is_none() && k.permission == KeyPermission::FullAccess)
-        else {
+        let Some(key) = key.filter(|k| k.revoked_at.is_none() && k.permission == KeyPermission::FullAccess) else {
             return Err(sign_in());
         };
         let account = engine.account().clone();
