@@ -33,6 +33,12 @@ pub const MAX_NAME: usize = 50;
 /// keys do not count; keys the configuration manages are not created here.
 pub const MAX_ACTIVE_KEYS: usize = 1000;
 
+/// The most revoked keys an account keeps, for the record (the dashboard and the logs name
+/// them): revoking one more removes the longest-revoked. Why a bound: revoked keys do not
+/// count against [`MAX_ACTIVE_KEYS`], so a client looping create and revoke would grow the
+/// key table, and every key list with it, for ever.
+pub const MAX_REVOKED_KEPT: usize = 1000;
+
 /// A fresh token: `re_` and 24 random bytes in hex (192 bits: not guessable, so an unsalted
 /// hash of it is safe to keep).
 pub fn generate_token() -> String {
@@ -222,6 +228,15 @@ impl Engine {
             ));
         }
         store.key_revoke(self.account(), id, self.clock().now()).await?;
+        let mut revoked: Vec<ApiKeyRecord> =
+            store.key_list(self.account()).await?.into_iter().filter(|k| k.revoked_at.is_some()).collect();
+        if revoked.len() > MAX_REVOKED_KEPT {
+            revoked.sort_by(|a, b| a.revoked_at.cmp(&b.revoked_at).then_with(|| a.id.cmp(&b.id)));
+            for old in &revoked[..revoked.len() - MAX_REVOKED_KEPT] {
+                // Racing revocations may both pick a key; the second finds it gone.
+                store.key_remove_revoked(self.account(), &old.id).await?;
+            }
+        }
         Ok(())
     }
 
@@ -326,6 +341,32 @@ mod tests {
         assert_eq!(err.to_string(), "Invalid `api_keys` field: at most 1000 allowed, got 1001.", "{err:?}");
         e.revoke_api_key(&last.unwrap().record.id).await.unwrap();
         assert!(e.create_api_key(Some("one more"), KeyPermission::FullAccess).await.is_ok());
+    }
+
+    /// Past the number of revoked keys an account keeps, revoking one more removes the
+    /// longest-revoked: gone from the list, by id and by token, which still authenticates
+    /// nothing. Active keys are never removed.
+    #[tokio::test]
+    async fn revoked_keys_kept_are_bounded_and_the_oldest_go() {
+        let e = engine();
+        let mut made = Vec::new();
+        for i in 0..MAX_REVOKED_KEPT + 3 {
+            let k = e.create_api_key(Some(&format!("k{i}")), KeyPermission::FullAccess).await.unwrap();
+            e.revoke_api_key(&k.record.id).await.unwrap();
+            made.push(k);
+        }
+        let active = e.create_api_key(Some("active"), KeyPermission::FullAccess).await.unwrap();
+        let listed = e.list_api_keys().await.unwrap();
+        assert_eq!(listed.len(), MAX_REVOKED_KEPT + 1);
+        assert_eq!(listed.iter().filter(|k| k.revoked_at.is_none()).count(), 1);
+        for (i, k) in made.iter().enumerate() {
+            let kept = e.api_key(&k.record.id).await.unwrap();
+            assert_eq!(kept.is_some(), i >= 3, "key {i}");
+            assert_eq!(e.authenticate(&k.token).await.unwrap(), None, "key {i}");
+        }
+        assert!(e.authenticate(&active.token).await.unwrap().is_some());
+        let err = e.revoke_api_key(&made[0].record.id).await.unwrap_err();
+        assert_eq!(err, Error::NotFound { what: "API key" });
     }
 
     #[tokio::test]

@@ -697,6 +697,13 @@ impl crate::ports::ApiKeyStore for MemoryStorage {
         let mut s = self.lock();
         Ok(s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id).is_some_and(|(_, k)| k.rename(name)))
     }
+
+    async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool, StorageError> {
+        let mut s = self.lock();
+        let found = s.api_keys.iter().find(|(_, (a, k))| a == account && k.id == id && k.revoked_at.is_some());
+        let Some(hash) = found.map(|(h, _)| *h) else { return Ok(false) };
+        Ok(s.api_keys.remove(&hash).is_some())
+    }
 }
 
 #[async_trait::async_trait]

@@ -1070,6 +1070,9 @@ pub trait ApiKeyStore: Send + Sync + Debug {
     }
     /// Marks the key revoked at `at`; `false` if the account has no key `id`. Idempotent.
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
+    /// Removes the account's key `id` if it is revoked (an active key is never removed by it);
+    /// whether one was. Its token then authenticates nothing, as when it was revoked.
+    async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool, StorageError>;
     /// Renames the account's active key `id`, in one atomic change of that one field (a
     /// revocation racing it is never undone); `false` if the account has no active key `id`.
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool, StorageError>;

@@ -96,6 +96,34 @@ impl ApiKeyStore for PostgresStorage {
         let name = name.to_string();
         self.change_key(account, id, move |key| key.rename(&name)).await
     }
+
+    async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool> {
+        let (account, id) = (account.as_str().to_string(), id.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                // Locked, then judged: `revoked_at` is in the record, and a key the
+                // configuration brings back (`key_put`) must not be removed as it does.
+                let row = sql::query_opt(
+                    tx,
+                    "SELECT token_sha256, record FROM mailroom_api_keys WHERE account = $1 AND id = $2 FOR UPDATE",
+                    &[&account, &id],
+                )
+                .await
+                .map_err(backend)?;
+                let Some(row) = row else { return Ok(false) };
+                let hash: Vec<u8> = row.get(0);
+                let key: ApiKeyRecord = decode(row.get(1))?;
+                if key.revoked_at.is_none() {
+                    return Ok(false);
+                }
+                sql::execute(tx, "DELETE FROM mailroom_api_keys WHERE token_sha256 = $1", &[&hash])
+                    .await
+                    .map_err(backend)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
 }
 
 impl PostgresStorage {

@@ -29,13 +29,13 @@ use std::sync::{Arc, Mutex};
 ///
 /// Bounded: a table of more than [`MAX_CACHED_KEYS`] keys is not held (clients with a
 /// full-access key create keys; memory must not grow with them). Past it, each lookup reads
-/// its one key in a read transaction, as without the cache. Keys are revoked, never removed,
-/// so a table past the bound stays past it.
+/// its one key in a read transaction, as without the cache. A table past the bound is taken
+/// to stay past it (only revoked keys past an account's kept number are ever removed).
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     generation: u64,
-    /// The rows the group being written leaves, in the order written.
-    pending: Vec<([u8; 32], (AccountId, ApiKeyRecord))>,
+    /// The rows the group being written leaves, in the order written (`None`: removed).
+    pending: Vec<([u8; 32], Option<KeyRow>)>,
     map: Option<KeysByHash>,
     /// The table holds more keys than are cached.
     too_many: bool,
@@ -46,8 +46,11 @@ pub(crate) struct KeyCache {
 /// The most API keys [`KeyCache`] holds in memory (a few MB).
 const MAX_CACHED_KEYS: usize = 10_000;
 
+/// A key with its account.
+type KeyRow = (AccountId, ApiKeyRecord);
+
 /// Every key, by the SHA-256 of its token.
-type KeysByHash = HashMap<[u8; 32], (AccountId, ApiKeyRecord)>;
+type KeysByHash = HashMap<[u8; 32], KeyRow>;
 
 impl KeyCache {
     /// After a group: a committed group's rows enter the map; an aborted group's never were.
@@ -58,7 +61,12 @@ impl KeyCache {
         }
         self.generation += 1;
         if let Some(map) = self.map.as_mut() {
-            map.extend(rows);
+            for (hash, row) in rows {
+                match row {
+                    Some(row) => map.insert(hash, row),
+                    None => map.remove(&hash),
+                };
+            }
             if map.len() > MAX_CACHED_KEYS {
                 self.map = None;
                 self.too_many = true;
@@ -80,7 +88,7 @@ fn key_row(value: &[u8]) -> StorageResult<(AccountId, ApiKeyRecord)> {
 
 /// Records, inside the writer, the row a write of the key table leaves.
 fn wrote(c: &SharedKeyCache, account: &str, key: &ApiKeyRecord) {
-    cache(c).pending.push((key.token_sha256, (AccountId::new(account), key.clone())));
+    cache(c).pending.push((key.token_sha256, Some((AccountId::new(account), key.clone()))));
 }
 
 #[async_trait]
@@ -198,6 +206,26 @@ impl ApiKeyStore for RedbStorage {
         let name = name.to_string();
         self.change_key(account, id, move |key| key.rename(&name)).await
     }
+
+    async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
+        let Some(hash) = self.key_row_hash(&account.0, id)? else { return Ok(false) };
+        let keys = Arc::clone(&self.api_keys);
+        let (account, id) = (account.0.to_string(), id.to_string());
+        self.write(move |tx| {
+            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
+            let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
+            // Judged again in the writer: a key the configuration brought back meanwhile
+            // (`key_put`) is active, and stays.
+            if !row.is_some_and(|(a, key)| a == account && key.id == id && key.revoked_at.is_some()) {
+                return Ok(false);
+            }
+            t.remove(hash.as_slice()).map_err(backend)?;
+            let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| backend("a key row's hash is 32 bytes"))?;
+            cache(&keys).pending.push((hash, None));
+            Ok(true)
+        })
+        .await
+    }
 }
 
 impl RedbStorage {
@@ -205,6 +233,23 @@ impl RedbStorage {
     /// when they are not (not yet looked up, or past the bound).
     fn cached_keys<T>(&self, read: impl FnOnce(&KeysByHash) -> T) -> Option<T> {
         cache(&self.api_keys).map.as_ref().map(read)
+    }
+
+    /// The table key (the token's hash) of the account's key `id`, found in a read snapshot
+    /// (see [`Self::change_key`] for why not in the writer).
+    fn key_row_hash(&self, account: &str, id: &str) -> StorageResult<Option<Vec<u8>>> {
+        let (account, id) = (account.to_string(), id.to_string());
+        self.read_now(move |tx| {
+            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
+            for item in t.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let (a, key) = decode_key(v.value())?;
+                if a == account && key.id == id {
+                    return Ok(Some(k.value().to_vec()));
+                }
+            }
+            Ok(None)
+        })
     }
 
     /// Changes the account's key `id` by `change` (which answers whether it changed it), in the
@@ -219,24 +264,14 @@ impl RedbStorage {
         // Why the row is found in a read snapshot, not in the writer: rows are keyed by the
         // token's hash, so finding one by its id reads the whole table, and inside the writer
         // that scan held up every other write of the store, as often as a client with a
-        // full-access key cared to revoke (unknown ids included). No row is ever removed and a
-        // row's hash never changes, so the row found here is the one the writer updates; an id
-        // not found here did not exist when the call began (a key created meanwhile is not
+        // full-access key cared to revoke (unknown ids included). A row's hash never changes,
+        // so the row found here is the one the writer updates, unless it was removed
+        // meanwhile (only a revoked key is, and the writer then finds nothing to change); an
+        // id not found here did not exist when the call began (a key created meanwhile is not
         // changed by it, as if the change had come first), and is answered without a write.
         // The writer changes the row as it finds it then: a revocation and a rename racing
         // each other both hold.
-        let found = self.read_now(|tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
-            for item in t.iter().map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                let (a, key) = decode_key(v.value())?;
-                if a == account && key.id == id {
-                    return Ok(Some(k.value().to_vec()));
-                }
-            }
-            Ok(None)
-        })?;
-        let Some(hash) = found else { return Ok(false) };
+        let Some(hash) = self.key_row_hash(&account, &id)? else { return Ok(false) };
         let keys = Arc::clone(&self.api_keys);
         self.write(move |tx| {
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
@@ -396,6 +431,10 @@ mod tests {
         assert!(s.key_revoke(&a, "k7", t0()).await.unwrap());
         assert_eq!(s.key_by_hash(&[7; 32]).await.unwrap().unwrap().1.revoked_at, Some(t0()));
         assert!(s.key_by_hash(&[99; 32]).await.unwrap().is_none());
+        // A removal leaves the held keys too.
+        assert!(s.key_remove_revoked(&a, "k7").await.unwrap());
+        assert!(s.key_by_hash(&[7; 32]).await.unwrap().is_none());
+        assert!(!s.key_remove_revoked(&a, "k8").await.unwrap(), "k8 is active");
         assert_eq!(cache(&s.api_keys).loads, 1);
         // What the cache says is what the file says.
         let mut file: Vec<_> = s.key_all().await.unwrap().into_iter().map(|(a, k)| (k.token_sha256, (a, k))).collect();

@@ -899,6 +899,17 @@ pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     assert_eq!(s.key_by_id(&acct("a"), "k1").await.unwrap(), Some(managed));
     assert_eq!(s.key_by_id(&acct("b"), "k1").await.unwrap(), None, "another account's key");
     assert_eq!(s.key_by_id(&acct("a"), "k9").await.unwrap(), None);
+    // Only a revoked key is removed, and only by its own account.
+    assert!(!s.key_remove_revoked(&acct("a"), "k1").await.unwrap(), "k1 is active again");
+    let gone = key("k5", 5, 4);
+    s.key_insert(&acct("a"), gone.clone()).await.unwrap();
+    assert!(s.key_revoke(&acct("a"), "k5", t0()).await.unwrap());
+    assert!(!s.key_remove_revoked(&acct("b"), "k5").await.unwrap());
+    assert!(s.key_remove_revoked(&acct("a"), "k5").await.unwrap());
+    assert!(!s.key_remove_revoked(&acct("a"), "k5").await.unwrap());
+    assert_eq!(s.key_by_hash(&gone.token_sha256).await.unwrap(), None);
+    assert_eq!(s.key_by_id(&acct("a"), "k5").await.unwrap(), None);
+    assert!(!s.key_list(&acct("a")).await.unwrap().iter().any(|k| k.id == "k5"));
     s.key_put(&acct("b"), key("k4", 4, 3)).await.unwrap();
     let mut all: Vec<(String, String)> =
         s.key_all().await.unwrap().into_iter().map(|(a, k)| (a.as_str().to_string(), k.id)).collect();
