@@ -89,52 +89,30 @@ impl ApiKeyStore for PostgresStorage {
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool> {
-        self.change_key(account, id, move |key| key.revoke(at)).await
+        self.change_key(account, id, move |key| Row::updated(key.revoke(at))).await
     }
 
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.change_key(account, id, move |key| key.rename(&name)).await
+        self.change_key(account, id, move |key| Row::updated(key.rename(&name))).await
     }
 
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool> {
-        let (account, id) = (account.as_str().to_string(), id.to_string());
-        self.write(move |tx| {
-            Box::pin(async move {
-                // Locked, then judged: `revoked_at` is in the record, and a key the
-                // configuration brings back (`key_put`) must not be removed as it does.
-                let row = sql::query_opt(
-                    tx,
-                    "SELECT token_sha256, record FROM mailroom_api_keys WHERE account = $1 AND id = $2 FOR UPDATE",
-                    &[&account, &id],
-                )
-                .await
-                .map_err(backend)?;
-                let Some(row) = row else { return Ok(false) };
-                let hash: Vec<u8> = row.get(0);
-                let key: ApiKeyRecord = decode(row.get(1))?;
-                if key.revoked_at.is_none() {
-                    return Ok(false);
-                }
-                sql::execute(tx, "DELETE FROM mailroom_api_keys WHERE token_sha256 = $1", &[&hash])
-                    .await
-                    .map_err(backend)?;
-                Ok(true)
-            })
-        })
-        .await
+        // Judged on the locked row: a key the configuration brings back (`key_put`) is
+        // active again, and stays.
+        self.change_key(account, id, |key| if key.revoked_at.is_some() { Row::Removed } else { Row::Unchanged }).await
     }
 }
 
 impl PostgresStorage {
-    /// Changes the account's key `id` by `change` (which answers whether it changed it), the
+    /// Changes the account's key `id` by `change` (which answers what became of the row), the
     /// row locked for the change (a revocation and a rename racing each other both hold);
     /// whether a key was changed.
     async fn change_key(
         &self,
         account: &AccountId,
         id: &str,
-        change: impl FnOnce(&mut ApiKeyRecord) -> bool + Send + 'static,
+        change: impl FnOnce(&mut ApiKeyRecord) -> Row + Send + 'static,
     ) -> Result<bool> {
         let (account, id) = (account.as_str().to_string(), id.to_string());
         self.write(move |tx| {
@@ -149,20 +127,36 @@ impl PostgresStorage {
                 let Some(row) = row else { return Ok(false) };
                 let hash: Vec<u8> = row.get(0);
                 let mut key: ApiKeyRecord = decode(row.get(1))?;
-                if !change(&mut key) {
-                    return Ok(false);
-                }
-                sql::execute(
-                    tx,
-                    "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",
-                    &[&hash, &encode(&key)?],
-                )
-                .await
-                .map_err(backend)?;
+                match change(&mut key) {
+                    Row::Unchanged => return Ok(false),
+                    Row::Updated => sql::execute(
+                        tx,
+                        "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",
+                        &[&hash, &encode(&key)?],
+                    )
+                    .await
+                    .map_err(backend)?,
+                    Row::Removed => sql::execute(tx, "DELETE FROM mailroom_api_keys WHERE token_sha256 = $1", &[&hash])
+                        .await
+                        .map_err(backend)?,
+                };
                 Ok(true)
             })
         })
         .await
+    }
+}
+
+/// What a locked key row becomes (see `PostgresStorage::change_key`).
+enum Row {
+    Unchanged,
+    Updated,
+    Removed,
+}
+
+impl Row {
+    fn updated(changed: bool) -> Row {
+        if changed { Row::Updated } else { Row::Unchanged }
     }
 }
 
