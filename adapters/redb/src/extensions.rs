@@ -199,32 +199,31 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
-        self.change_key(account, id, move |key| key.revoke(at)).await
+        self.change_key(account, id, move |key| Row::updated(key.revoke(at))).await
     }
 
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> StorageResult<bool> {
         let name = name.to_string();
-        self.change_key(account, id, move |key| key.rename(&name)).await
+        self.change_key(account, id, move |key| Row::updated(key.rename(&name))).await
     }
 
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
-        let Some(hash) = self.key_row_hash(&account.0, id)? else { return Ok(false) };
-        let keys = Arc::clone(&self.api_keys);
-        let (account, id) = (account.0.to_string(), id.to_string());
-        self.write(move |tx| {
-            let mut t = tx.open_table(API_KEYS).map_err(backend)?;
-            let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
-            // Judged again in the writer: a key the configuration brought back meanwhile
-            // (`key_put`) is active, and stays.
-            if !row.is_some_and(|(a, key)| a == account && key.id == id && key.revoked_at.is_some()) {
-                return Ok(false);
-            }
-            t.remove(hash.as_slice()).map_err(backend)?;
-            let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| backend("a key row's hash is 32 bytes"))?;
-            cache(&keys).pending.push((hash, None));
-            Ok(true)
-        })
-        .await
+        // Judged in the writer: a key the configuration brought back meanwhile (`key_put`)
+        // is active, and stays.
+        self.change_key(account, id, |key| if key.revoked_at.is_some() { Row::Removed } else { Row::Unchanged }).await
+    }
+}
+
+/// What a key row becomes (see `RedbStorage::change_key`).
+enum Row {
+    Unchanged,
+    Updated,
+    Removed,
+}
+
+impl Row {
+    fn updated(changed: bool) -> Row {
+        if changed { Row::Updated } else { Row::Unchanged }
     }
 }
 
@@ -252,13 +251,13 @@ impl RedbStorage {
         })
     }
 
-    /// Changes the account's key `id` by `change` (which answers whether it changed it), in the
-    /// writer; whether a key was changed.
+    /// Changes the account's key `id` by `change` (which answers what became of the row), in
+    /// the writer; whether a key was changed.
     async fn change_key(
         &self,
         account: &AccountId,
         id: &str,
-        change: impl FnOnce(&mut ApiKeyRecord) -> bool + Send + 'static,
+        change: impl FnOnce(&mut ApiKeyRecord) -> Row + Send + 'static,
     ) -> StorageResult<bool> {
         let (account, id) = (account.0.to_string(), id.to_string());
         // Why the row is found in a read snapshot, not in the writer: rows are keyed by the
@@ -277,11 +276,17 @@ impl RedbStorage {
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
             let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
             let Some((a, mut key)) = row.filter(|(a, key)| *a == account && key.id == id) else { return Ok(false) };
-            if !change(&mut key) {
-                return Ok(false);
+            match change(&mut key) {
+                Row::Unchanged => return Ok(false),
+                Row::Updated => {
+                    t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
+                    wrote(&keys, &a, &key);
+                }
+                Row::Removed => {
+                    t.remove(hash.as_slice()).map_err(backend)?;
+                    cache(&keys).pending.push((key.token_sha256, None));
+                }
             }
-            t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
-            wrote(&keys, &a, &key);
             Ok(true)
         })
         .await
