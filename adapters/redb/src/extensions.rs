@@ -185,17 +185,7 @@ impl ApiKeyStore for RedbStorage {
         if let Some(found) = self.cached_keys(cached) {
             return Ok(found);
         }
-        let (account, id) = (account.0.to_string(), id.to_string());
-        self.read_now(move |tx| {
-            let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
-            for item in t.iter().map_err(backend)? {
-                let (a, key) = decode_key(item.map_err(backend)?.1.value())?;
-                if a == account && key.id == id {
-                    return Ok(Some(key));
-                }
-            }
-            Ok(None)
-        })
+        Ok(self.key_row_by_id(&account.0, id)?.map(|(_, key)| key))
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
@@ -234,9 +224,10 @@ impl RedbStorage {
         cache(&self.api_keys).map.as_ref().map(read)
     }
 
-    /// The table key (the token's hash) of the account's key `id`, found in a read snapshot
-    /// (see [`Self::change_key`] for why not in the writer).
-    fn key_row_hash(&self, account: &str, id: &str) -> StorageResult<Option<Vec<u8>>> {
+    /// The account's key `id` with its table key (the token's hash), found in a read snapshot
+    /// by reading the table (rows are keyed by hash; see [`Self::change_key`] for why not in
+    /// the writer).
+    fn key_row_by_id(&self, account: &str, id: &str) -> StorageResult<Option<(Vec<u8>, ApiKeyRecord)>> {
         let (account, id) = (account.to_string(), id.to_string());
         self.read_now(move |tx| {
             let Some(t) = optional_table(tx, API_KEYS)? else { return Ok(None) };
@@ -244,7 +235,7 @@ impl RedbStorage {
                 let (k, v) = item.map_err(backend)?;
                 let (a, key) = decode_key(v.value())?;
                 if a == account && key.id == id {
-                    return Ok(Some(k.value().to_vec()));
+                    return Ok(Some((k.value().to_vec(), key)));
                 }
             }
             Ok(None)
@@ -270,7 +261,7 @@ impl RedbStorage {
         // changed by it, as if the change had come first), and is answered without a write.
         // The writer changes the row as it finds it then: a revocation and a rename racing
         // each other both hold.
-        let Some(hash) = self.key_row_hash(&account, &id)? else { return Ok(false) };
+        let Some((hash, _)) = self.key_row_by_id(&account, &id)? else { return Ok(false) };
         let keys = Arc::clone(&self.api_keys);
         self.write(move |tx| {
             let mut t = tx.open_table(API_KEYS).map_err(backend)?;
