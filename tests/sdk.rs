@@ -76,7 +76,7 @@ fn the_official_node_and_python_sdks_work_unchanged() {
     run_script("python3", "python_account.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 17);
     // Webhooks, each SDK with a receiver of its own on 127.0.0.1: create, get, list, update,
     // events, attempts, replay, rotation, remove; deliveries verified by the SDKs' `verify`.
-    run_script("node", "node_webhooks.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 25);
+    run_script("node", "node_webhooks.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 26);
     run_script("python3", "python_webhooks.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 13);
 
     // Domains: each SDK creates one and writes its records; a dnsmasq then publishes them on

@@ -110,6 +110,11 @@ for (let i = 0; i < 100; i++) {
 check('webhooks.events.get', ev.data && ev.data.object === 'webhook_event' && ev.data.status === 'success' && ev.data.payload.type === 'email.delivered', ev);
 const attempts = await resend.webhooks.events.attempts.list({ webhookId: id, eventId: msgId });
 check('webhooks.events.attempts.list', attempts.data && attempts.data.data.length === 2 && attempts.data.data[0].http_status_code === 200 && attempts.data.data[1].http_status_code === 500, attempts);
+const [newest, oldest] = attempts.data.data;
+const older = await resend.webhooks.events.attempts.list({ webhookId: id, eventId: msgId, limit: 1, after: newest.id });
+const newer = await resend.webhooks.events.attempts.list({ webhookId: id, eventId: msgId, limit: 1, before: oldest.id });
+const none = await resend.webhooks.events.attempts.list({ webhookId: id, eventId: msgId, before: newest.id });
+check('attempts page by after and before', older.data && older.data.data.length === 1 && older.data.data[0].id === oldest.id && older.data.has_more === false && newer.data && newer.data.data.length === 1 && newer.data.data[0].id === newest.id && newer.data.has_more === false && none.data && none.data.data.length === 0, [older, newer, none]);
 const before = received.length;
 const replay = await resend.webhooks.events.replay({ webhookId: id, eventId: msgId });
 check('webhooks.events.replay', replay.data && replay.data.id === msgId, replay);

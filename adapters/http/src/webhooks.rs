@@ -152,18 +152,14 @@ pub(crate) async fn replay(auth: Auth, ids: PathParam<(String, String)>) -> ApiR
 pub(crate) async fn attempts(auth: Auth, ids: PathParam<(String, String)>, q: QueryParam) -> ApiResult {
     let (id, msg) = path(ids)?;
     let q = query(q)?;
-    let limit = crate::page_limit(&q)?;
     let m = auth.engine.webhook_message(&id, &msg).await?;
+    // A message keeps its newest `ATTEMPTS_KEPT` (32) attempts, so paging the list held whole
+    // is cheap; `page_by_id` honours `before` as every other list does.
     let newest_first: Vec<_> = m.attempts.iter().rev().collect();
-    let start = match q.get("after") {
-        Some(a) => newest_first.iter().position(|x| x.id == *a).ok_or_else(|| crate::unknown_cursor("after"))? + 1,
-        None => 0,
-    };
-    let rest = &newest_first[start..];
-    let data: Vec<Value> = rest
+    let (page, has_more) = crate::page_by_id(&newest_first, |a| a.id.as_str(), &q)?;
+    let data: Vec<Value> = page
         .iter()
-        .take(limit)
         .map(|a| json!({"id": a.id, "http_status_code": a.status_code, "response": a.response, "sent_at": iso(a.sent_at)}))
         .collect();
-    crate::ok(json!({"object": "list", "has_more": rest.len() > limit, "data": data}))
+    crate::ok(json!({"object": "list", "has_more": has_more, "data": data}))
 }
