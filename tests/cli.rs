@@ -91,6 +91,9 @@ fn batches_strict_and_permissive_and_idempotency() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.redb");
     let bad = format!("[{},{},{}]", email("a@example.com"), email("nope"), email("c@example.com"));
+    // The database exists first (a refusal on a new path leaves none), so the list below shows
+    // that the strict refusal kept none of the batch's emails.
+    assert!(run(&db, &["keys", "create", "cli"], None).ok);
     let strict = run(&db, &["batch"], Some(&bad));
     assert!(!strict.ok);
     assert_eq!(strict.json["statusCode"], 422);
@@ -140,7 +143,18 @@ fn reading_a_database_that_does_not_exist_creates_none() {
         );
         assert!(!db.exists(), "{args:?} created the file");
     }
+    // A command that adds, refused for its input, leaves no file either.
+    let refused =
+        run(&db, &["send"], Some(r#"{"from":"a@example.com","to":"not an address","subject":"s","text":"t"}"#));
+    assert!(!refused.ok && refused.json["message"].as_str().unwrap().contains("`to`"), "{}", refused.json);
+    assert!(!db.exists(), "a refused send created the file");
+    let refused = run(&db, &["batch"], Some("[{}]"));
+    assert!(!refused.ok, "{}", refused.json);
+    assert!(!db.exists(), "a refused batch created the file");
     assert!(run(&db, &["send"], Some(&email("a@example.com"))).ok);
+    assert!(db.exists());
+    // On a database that exists, a refusal leaves it where it is.
+    assert!(!run(&db, &["send"], Some("{}")).ok);
     assert!(db.exists());
     assert!(run(&db, &["list"], None).ok);
 }

@@ -102,10 +102,25 @@ async fn run_request(settings: &Settings, request: Request) -> Result<Value, Fai
             settings.db.display()
         )));
     }
+    let new_file = !settings.db.exists();
     match serve::open_store(settings) {
         Ok(store) => {
-            let engine = serve::build_engine(settings, Arc::new(store.clone())).map_err(Failure::Usage)?;
-            execute(&Context { engine, store: Some(store), dns: settings.dns }, request).await
+            let result = match serve::build_engine(settings, Arc::new(store.clone())) {
+                Ok(engine) => {
+                    execute(&Context { engine, store: Some(store.clone()), dns: settings.dns }, request).await
+                }
+                Err(why) => Err(Failure::Usage(why)),
+            };
+            if new_file && result.is_err() {
+                // A refused command accepted nothing, so the file it made holds nothing: a typo'd
+                // `--db` with bad input leaves no stray database. Unlinked while this process still
+                // holds the file's lock, so no other process can have opened it meanwhile.
+                if let Err(e) = std::fs::remove_file(&settings.db) {
+                    tracing::warn!(target: "mailroom::cli", path = %settings.db.display(), "could not remove the database this refused command created: {e}");
+                }
+            }
+            drop(store);
+            result
         }
         Err(OpenError::InUse) => match admin::call(&settings.admin_socket, &request).await {
             Ok(result) => result,
