@@ -3,9 +3,10 @@
 //!
 //! Why ids are derived, not stored: an entry is keyed by its normalised address, and a webhook
 //! (`suppression.added`/`removed`) already carries [`id`] of it. So an id is a function of
-//! (account, address) — the same address always has the same id, before and after a removal —
-//! and finding an entry by id is a scan of the account's keys ([`find`]), which the stores do
-//! without decoding values they pass over. A page is read from an iterator over the account's
+//! (account, address) — the same address always has the same id, before and after a removal.
+//! A store finds an entry by id through an index of [`id_bits`] (redb keeps one beside the
+//! entries, and one by [`Origin::code`]); [`find`], a scan of the account's keys, is the way
+//! without one. A page is read from an iterator over the account's
 //! entries ([`page`]) so that a store can stream its table: the memory a page takes is the
 //! page's, not the list's.
 
@@ -38,6 +39,17 @@ impl Origin {
         }
     }
 
+    /// A small number per origin that stays the same across versions: how stores index
+    /// entries by origin (redb in its key, PostgreSQL in a column).
+    pub fn code(self) -> u8 {
+        match self {
+            Origin::Bounce => 0,
+            Origin::Complaint => 1,
+            Origin::Manual => 2,
+            Origin::Unsubscribe => 3,
+        }
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,10 +69,23 @@ impl Origin {
 /// A suppression's stable id: the same address on the same account always has the same one
 /// (a UUID's form, from SHA-256 of the account and the address).
 pub fn id(account: &AccountId, address: &str) -> String {
+    uuid::Uuid::from_u128(id_bits(account, address)).to_string()
+}
+
+/// [`id`] as its UUID's 128 bits: what a store indexes entries by, so that an id is found
+/// without hashing every address of the account ([`find`] is the way without an index).
+pub fn id_bits(account: &AccountId, address: &str) -> u128 {
     let d = Sha256::new().chain_update(account.as_str()).chain_update([0]).chain_update(address).finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
-    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(b).into_uuid().as_u128()
+}
+
+/// The bits of the id `wanted` is, written as [`id`] writes ids; `None` when it is written any
+/// other way (upper case, braces, no hyphens), which names no entry, as with [`find`].
+pub fn parse_id(wanted: &str) -> Option<u128> {
+    let u = uuid::Uuid::try_parse(wanted).ok()?;
+    (u.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()) == wanted).then(|| u.as_u128())
 }
 
 /// Where a page of the list starts.
@@ -314,6 +339,22 @@ mod tests {
         assert_eq!(find(&a, keys.into_iter(), &id(&a, "x@example.com")), Some("x@example.com"));
         assert_eq!(find(&a, keys.into_iter(), &id(&b, "x@example.com")), None);
         assert_eq!(find(&a, keys.into_iter(), "x@example.com"), None);
+    }
+
+    #[test]
+    fn an_id_and_its_bits_are_one_value() {
+        let a = AccountId::new("acme");
+        // Pinned: ids went out in webhooks and API answers, so they never change.
+        assert_eq!(id(&a, "x@example.com"), "acd8215c-518d-4809-b1a8-3a6704ce5367");
+        let bits = id_bits(&a, "x@example.com");
+        assert_eq!(parse_id(&id(&a, "x@example.com")), Some(bits));
+        // Written any other way, it names no entry (as `find` answers).
+        assert_eq!(parse_id("ACD8215C-518D-4809-B1A8-3A6704CE5367"), None);
+        assert_eq!(parse_id("acd8215c518d4809b1a83a6704ce5367"), None);
+        assert_eq!(parse_id("{acd8215c-518d-4809-b1a8-3a6704ce5367}"), None);
+        assert_eq!(parse_id("x@example.com"), None);
+        let codes: Vec<u8> = (0..4).map(|o| Origin::of(&entry("a@b.c", o)).code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3], "codes are stored: they never change");
     }
 
     #[test]

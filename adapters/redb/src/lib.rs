@@ -32,6 +32,8 @@
 //! | `idempotency_v1` | (account, key) | completed record, once moved out of the recent log |
 //! | `idempotency_expiry_v1` | (expiry ns, account, key) | () — `idempotency_v1`'s records in the order they lapse, for the purge |
 //! | `suppressions_v1` | (account, address) | entry |
+//! | `suppression_ids_v1` | (account, id's 128 bits) | address — the entries by id (ids are derived from addresses; `suppressions`) |
+//! | `suppression_origins_v1` | (account, origin code, address) | () — each origin's entries in address order |
 //! | `api_keys_v1`, `request_logs_v1`, `request_log_times_v1`, `domains_v1` | | the extensions |
 #![warn(missing_docs)]
 
@@ -42,6 +44,7 @@ mod events;
 mod extensions;
 mod idempotency;
 mod receiving;
+mod suppressions;
 mod writer;
 
 use async_trait::async_trait;
@@ -86,7 +89,7 @@ const LOG_TIMES: TableDefinition<u128, &str> = TableDefinition::new("request_log
 
 /// Every table this store writes, by name: a backup copies each, and refuses a file holding a
 /// table it does not know (it would be lost).
-const TABLE_NAMES: [&str; 19] = [
+const TABLE_NAMES: [&str; 21] = [
     "events_v1",
     "webhooks_v1",
     "webhook_messages_v1",
@@ -98,6 +101,8 @@ const TABLE_NAMES: [&str; 19] = [
     "idempotency_recent_v1",
     "idempotency_expiry_v1",
     "suppressions_v1",
+    "suppression_ids_v1",
+    "suppression_origins_v1",
     "api_keys_v1",
     "request_logs_v1",
     "domains_v1",
@@ -143,6 +148,8 @@ fn copy_into(snapshot: &redb::ReadTransaction, path: &Path) -> Result<u64, Stora
     rows += copy_table(snapshot, &tx, idempotency::RECENT)?;
     rows += copy_table(snapshot, &tx, idempotency::EXPIRY)?;
     rows += copy_table(snapshot, &tx, SUPPRESSIONS)?;
+    rows += copy_table(snapshot, &tx, suppressions::SUPPRESSION_IDS)?;
+    rows += copy_table(snapshot, &tx, suppressions::SUPPRESSION_ORIGINS)?;
     rows += copy_table(snapshot, &tx, API_KEYS)?;
     rows += copy_table(snapshot, &tx, LOGS)?;
     rows += copy_table(snapshot, &tx, DOMAINS)?;
@@ -419,6 +426,7 @@ impl RedbStorage {
                 idempotency::index_expiry(&tx)?;
             }
             tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            suppressions::ensure_indexed(&tx)?;
             index_request_logs(&tx)?;
         }
         tx.commit().map_err(backend)?;
@@ -812,7 +820,7 @@ fn apply_outcomes(
 ) -> StorageResult<Vec<EmailId>> {
     let mut states = tx.open_table(STATES).map_err(backend)?;
     let mut due = tx.open_table(DUE).map_err(backend)?;
-    let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+    let mut sup = suppressions::Tables::open(tx)?;
     let mut held = locked(claims);
     let mut lost = Vec::new();
     // Every outcome is applied before anything is written: a transition the lifecycle
@@ -846,7 +854,7 @@ fn apply_outcomes(
             continue;
         }
         for s in &o.suppressions {
-            suppressions.push((state.account.0.to_string(), s.address.clone(), s.clone(), encode(s)?));
+            suppressions.push((state.account.0.to_string(), s.clone(), encode(s)?));
         }
         match at {
             Some(i) => changed[i].2 = state,
@@ -869,8 +877,8 @@ fn apply_outcomes(
         // due again and its durable hand-over mark sends it through recovery).
         held.remove(&id);
     }
-    for (account, address, entry, bytes) in suppressions {
-        if sup.insert((account.as_str(), address.as_str()), bytes.as_slice()).map_err(backend)?.is_none() {
+    for (account, entry, bytes) in suppressions {
+        if sup.put(&account, &entry, &bytes)? {
             pending.push(added(&account, entry));
         }
     }
@@ -1413,7 +1421,7 @@ impl Storage for RedbStorage {
         let log = self.log.clone();
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
-            let mut sup = tx.open_table(SUPPRESSIONS).map_err(backend)?;
+            let mut sup = suppressions::Tables::open(tx)?;
             let Some(mut state) = get_state(&states, id.as_u128())? else { return Ok(None) };
             let before = state.events.len();
             for e in events {
@@ -1424,8 +1432,7 @@ impl Storage for RedbStorage {
             let bytes = to_disk(&state, state.due_at)?;
             let mut pending = gained(&state, before);
             for (entry, value) in entries {
-                let k = (state.account.as_str(), entry.address.as_str());
-                if sup.insert(k, value.as_slice()).map_err(backend)?.is_none() {
+                if sup.put(state.account.as_str(), entry, &value)? {
                     pending.push(added(state.account.as_str(), entry.clone()));
                 }
             }
@@ -1480,9 +1487,8 @@ impl Storage for RedbStorage {
         let account = account.0.to_string();
         let value = encode(&entry)?;
         self.write(move |tx| {
-            let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let fresh =
-                t.insert((account.as_str(), entry.address.as_str()), value.as_slice()).map_err(backend)?.is_none();
+            let mut t = suppressions::Tables::open(tx)?;
+            let fresh = t.put(&account, &entry, &value)?;
             drop(t);
             if fresh {
                 log_pending(tx, log.as_deref(), vec![added(&account, entry)])?;
@@ -1501,12 +1507,11 @@ impl Storage for RedbStorage {
         let account = account.0.to_string();
         let value = encode(&entry)?;
         self.write(move |tx| {
-            let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let key = (account.as_str(), entry.address.as_str());
-            if let Some(listed) = t.get(key).map_err(backend)? {
-                return decode(listed.value());
+            let mut t = suppressions::Tables::open(tx)?;
+            if let Some(listed) = t.get(&account, &entry.address)? {
+                return Ok(listed);
             }
-            t.insert(key, value.as_slice()).map_err(backend)?;
+            t.put(&account, &entry, &value)?;
             drop(t);
             log_pending(tx, log.as_deref(), vec![added(&account, entry.clone())])?;
             Ok(entry)
@@ -1518,12 +1523,8 @@ impl Storage for RedbStorage {
         let log = self.log.clone();
         let (account, address) = (account.0.to_string(), address.to_string());
         self.write(move |tx| {
-            let mut t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let removed: Option<SuppressionEntry> = t
-                .remove((account.as_str(), address.as_str()))
-                .map_err(backend)?
-                .map(|v| decode(v.value()))
-                .transpose()?;
+            let mut t = suppressions::Tables::open(tx)?;
+            let removed = t.remove(&account, &address)?;
             drop(t);
             let Some(entry) = removed else { return Ok(false) };
             log_pending(
@@ -1562,112 +1563,47 @@ impl Storage for RedbStorage {
         .await
     }
 
-    // One pass over the account's entries, each decoded and dropped unless it is an unsubscribe
-    // with a source: the answer holds those ids, not the list.
+    // The unsubscribes' addresses come from the origin index, and only their entries are
+    // decoded: the answer and the work are per unsubscribe, not per entry of the list.
     async fn suppression_unsubscribe_sources(&self, account: &AccountId) -> StorageResult<Vec<EmailId>> {
         let account = account.0.to_string();
         self.read(move |tx| {
+            let origins = tx.open_table(suppressions::SUPPRESSION_ORIGINS).map_err(backend)?;
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
             let mut out = Vec::new();
-            each_account_value(&t, &account, |v| {
-                let e: SuppressionEntry = decode(v)?;
-                if let Some(source) = e.unsubscribed_from() {
-                    out.push(source);
+            for address in
+                suppressions::addresses_of_origin(&origins, &account, mailroom_core::suppressions::Origin::Unsubscribe)?
+            {
+                if let Some(v) = t.get((account.as_str(), address.as_str())).map_err(backend)? {
+                    let e: SuppressionEntry = decode(v.value())?;
+                    out.extend(e.unsubscribed_from());
                 }
-                Ok(())
-            })?;
+            }
             Ok(out)
         })
         .await
     }
 
-    // Read from the cursor: the cursor's address is found among the keys (no entry decoded
-    // on the way), then only the entries the page needs are read, nearest first.
+    // Read from the cursor, which the id index names: only the entries the page needs are
+    // read, nearest first (with an origin, through that origin's index).
     async fn suppression_page(
         &self,
         account: &AccountId,
         q: &mailroom_core::suppressions::PageQuery,
     ) -> StorageResult<Option<mailroom_core::email::Page<SuppressionEntry>>> {
-        use mailroom_core::suppressions::{PageBuilder, cursor_id};
-        use std::ops::Bound::{Excluded, Included, Unbounded};
         let (account, q) = (account.clone(), q.clone());
-        self.read(move |tx| {
-            let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            let name = account.0.as_ref();
-            let cursor = match cursor_id(&q) {
-                None => None,
-                Some(id) => match suppression_address(&t, &account, id)? {
-                    Some(address) => Some(address),
-                    None => return Ok(None),
-                },
-            };
-            let mut page = PageBuilder::new(&q);
-            let upwards = page.upwards();
-            let rows = match (&cursor, upwards) {
-                (None, _) => t.range::<(&str, &str)>((Included((name, "")), Unbounded)),
-                (Some(c), false) => t.range::<(&str, &str)>((Excluded((name, c.as_str())), Unbounded)),
-                (Some(c), true) => t.range::<(&str, &str)>((Included((name, "")), Excluded((name, c.as_str())))),
-            }
-            .map_err(backend)?;
-            let mut read = |item: Result<_, redb::StorageError>| -> StorageResult<bool> {
-                let (k, v): (redb::AccessGuard<(&str, &str)>, redb::AccessGuard<&[u8]>) = item.map_err(backend)?;
-                Ok(k.value().0 != name || page.push(decode(v.value())?))
-            };
-            if upwards {
-                for item in rows.rev() {
-                    if read(item)? {
-                        break;
-                    }
-                }
-            } else {
-                for item in rows {
-                    if read(item)? {
-                        break;
-                    }
-                }
-            }
-            Ok(Some(page.finish()))
-        })
-        .await
+        self.read(move |tx| suppressions::page(tx, account.as_str(), &q)).await
     }
 
-    // The keys are scanned for the id; only the entry found is decoded.
     async fn suppression_by_id(&self, account: &AccountId, id: &str) -> StorageResult<Option<SuppressionEntry>> {
         let (account, id) = (account.clone(), id.to_string());
         self.read(move |tx| {
+            let ids = tx.open_table(suppressions::SUPPRESSION_IDS).map_err(backend)?;
+            let Some(address) = suppressions::address_of(&ids, account.as_str(), &id)? else { return Ok(None) };
             let t = tx.open_table(SUPPRESSIONS).map_err(backend)?;
-            match suppression_address(&t, &account, &id)? {
-                Some(address) => t
-                    .get((account.0.as_ref(), address.as_str()))
-                    .map_err(backend)?
-                    .map(|v| decode(v.value()))
-                    .transpose(),
-                None => Ok(None),
-            }
+            t.get((account.as_str(), address.as_str())).map_err(backend)?.map(|v| decode(v.value())).transpose()
         })
         .await
-    }
-}
-
-/// The address of the account's suppression whose id is `id`, by its keys alone, streamed.
-fn suppression_address(
-    t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    account: &AccountId,
-    id: &str,
-) -> StorageResult<Option<String>> {
-    let name: &str = account.0.as_ref();
-    let mut failed = None;
-    let keys = t.range((name, "")..).map_err(backend)?.map_while(|item| match item {
-        Ok((k, _)) => Some(k.value()).filter(|(a, _)| *a == name).map(|(_, address)| address.to_string()),
-        Err(e) => {
-            failed = Some(backend(e));
-            None
-        }
-    });
-    let found = mailroom_core::suppressions::find(account, keys, id);
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(found),
     }
 }
 

@@ -680,6 +680,56 @@ pub async fn suppression_pages_and_ids(s: Arc<dyn Storage>) {
     }
     assert_eq!(s.suppression_by_id(&a, &id(&acct("b"), "zz@example.com")).await.unwrap(), None);
     assert_eq!(s.suppression_by_id(&a, "u01@example.com").await.unwrap(), None, "an address is no id");
+    let upper = id(&a, &all[0].address).to_uppercase();
+    assert_eq!(s.suppression_by_id(&a, &upper).await.unwrap(), None, "an id is written as ids are");
+
+    // Entries change origin, go, and come by a bounce applied to an email: pages of one origin
+    // and lookups by id follow every change (stores that index them keep the indexes in step).
+    let manual = all.iter().find(|e| Origin::of(e) == Origin::Manual).unwrap().clone();
+    let bounced = SuppressionEntry {
+        reason: SuppressionReason::Bounced,
+        source_email: Some(EmailId::from_u128(999)),
+        ..manual.clone()
+    };
+    s.suppression_add(&a, bounced.clone()).await.unwrap();
+    let gone = all.iter().find(|e| Origin::of(e) == Origin::Complaint).unwrap().clone();
+    assert!(s.suppression_remove(&a, &gone.address, t0()).await.unwrap());
+    let mail = new_email("a", t0(), 77, None);
+    s.insert_emails(&a, vec![mail.clone()], None).await.unwrap();
+    let complained = SuppressionEntry {
+        address: "late@example.com".into(),
+        reason: SuppressionReason::Complained,
+        source_email: Some(mail.id),
+        created_at: t0(),
+    };
+    s.append_events(mail.id, vec![], vec![complained.clone()]).await.unwrap();
+    let all = s.suppression_list(&a).await.unwrap();
+    let of = |o: Origin| PageQuery { limit: 100, cursor: Cursor::Start, origin: Some(o) };
+    let listed = |p: Option<crate::email::Page<SuppressionEntry>>| {
+        p.unwrap().items.into_iter().map(|e| e.address).collect::<Vec<_>>()
+    };
+    let manuals = listed(s.suppression_page(&a, &of(Origin::Manual)).await.unwrap());
+    assert!(!manuals.contains(&manual.address), "a replaced entry leaves its old origin");
+    let bounces = listed(s.suppression_page(&a, &of(Origin::Bounce)).await.unwrap());
+    assert!(bounces.contains(&manual.address), "and is listed under its new one");
+    let complaints = listed(s.suppression_page(&a, &of(Origin::Complaint)).await.unwrap());
+    assert!(!complaints.contains(&gone.address) && complaints.contains(&complained.address));
+    assert_eq!(s.suppression_by_id(&a, &id(&a, &gone.address)).await.unwrap(), None, "a removed entry's id");
+    assert_eq!(s.suppression_by_id(&a, &id(&a, &complained.address)).await.unwrap(), Some(complained));
+    assert_eq!(s.suppression_by_id(&a, &id(&a, &manual.address)).await.unwrap(), Some(bounced));
+    // Every page, by every origin and from every cursor, is still the list's own.
+    for at in 0..all.len() {
+        for origin in [None, Some(Origin::Bounce), Some(Origin::Complaint), Some(Origin::Manual)] {
+            let cursor_id = id(&a, &all[at].address);
+            for cursor in [Cursor::After(cursor_id.clone()), Cursor::Before(cursor_id)] {
+                let q = PageQuery { limit: 3, cursor, origin };
+                let want = page(&a, all.iter().cloned().map(Ok), &q).unwrap();
+                assert_eq!(s.suppression_page(&a, &q).await.unwrap(), want, "{q:?}");
+            }
+        }
+    }
+    let removed_cursor = PageQuery { limit: 5, cursor: Cursor::After(id(&a, &gone.address)), origin: None };
+    assert_eq!(s.suppression_page(&a, &removed_cursor).await.unwrap(), None, "a removed entry's id is no cursor");
 }
 
 pub async fn next_due_is_the_earliest(s: Arc<dyn Storage>) {
