@@ -424,7 +424,7 @@ pub trait Storage: Send + Sync + Debug {
     }
 
     /// The entry whose [`crate::suppressions::id`] is `id`, if listed. The provided version
-    /// reads the whole list; a store may scan its keys without decoding the entries.
+    /// reads the whole list; a store should index the ids ([`crate::suppressions::id_bits`]).
     async fn suppression_by_id(&self, account: &AccountId, id: &str) -> StorageResult<Option<SuppressionEntry>> {
         let all = self.suppression_list(account).await?;
         let address =

@@ -62,6 +62,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../migrations/0004_webhooks_received.sql")),
     (5, include_str!("../migrations/0005_event_log_numbered_indexes.sql")),
     (6, include_str!("../migrations/0006_compressed_columns_external.sql")),
+    (7, include_str!("../migrations/0007_suppression_ids_and_origins.sql")),
 ];
 
 /// The advisory lock under which readers number the event log's new entries.
@@ -152,30 +153,54 @@ fn uuid(id: EmailId) -> Uuid {
 }
 
 impl PostgresStorage {
-    /// The address of the account's suppression whose id is `id` (ids are derived from
-    /// addresses: the account's addresses are read, not their entries, a chunk at a time).
+    /// The address of the account's suppression whose id is `id`: one indexed lookup (ids
+    /// are derived from addresses and kept beside them, in the `id` column).
     async fn suppression_address(&self, c: &Object, account: &AccountId, id: &str) -> StorageResult<Option<String>> {
-        if Uuid::try_parse(id).is_err() {
-            return Ok(None);
-        }
-        let mut after = String::new();
+        let Some(bits) = mailroom_core::suppressions::parse_id(id) else { return Ok(None) };
+        let row = sql::query_opt(
+            c,
+            "SELECT address FROM mailroom_suppressions WHERE account = $1 AND id = $2",
+            &[&account.as_str(), &Uuid::from_u128(bits)],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Gives rows written before suppressions had an `id` and an `origin` column (migration 7)
+    /// both, a chunk at a time; nothing to do once every row has them.
+    async fn index_suppressions(&self) -> StorageResult<()> {
+        let c = self.client().await?;
         loop {
             let rows = sql::query(
-                c,
-                "SELECT address FROM mailroom_suppressions WHERE account = $1 AND address COLLATE \"C\" > $2 \
-                 ORDER BY address COLLATE \"C\" LIMIT $3",
-                &[&account.as_str(), &after, &SUPPRESSION_CHUNK],
+                &c,
+                "SELECT account, address, entry FROM mailroom_suppressions WHERE id IS NULL OR origin IS NULL LIMIT $1",
+                &[&SUPPRESSION_CHUNK],
             )
             .await
             .map_err(backend)?;
-            let addresses: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            if let Some(found) = mailroom_core::suppressions::find(account, &addresses, id) {
-                return Ok(Some(found.clone()));
+            if rows.is_empty() {
+                return Ok(());
             }
-            match addresses.last() {
-                Some(last) if addresses.len() as i64 == SUPPRESSION_CHUNK => after = last.clone(),
-                _ => return Ok(None),
+            let (mut accounts, mut addresses, mut ids, mut origins) = (vec![], vec![], vec![], vec![]);
+            for r in &rows {
+                let (account, address): (String, String) = (r.get(0), r.get(1));
+                let entry: SuppressionEntry = decode(r.get(2))?;
+                let (id, origin) = suppression_columns(&AccountId::new(&account), &entry);
+                accounts.push(account);
+                addresses.push(address);
+                ids.push(id);
+                origins.push(origin);
             }
+            sql::execute(
+                &c,
+                "UPDATE mailroom_suppressions s SET id = u.id, origin = u.origin \
+                 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::smallint[]) AS u(account, address, id, origin) \
+                 WHERE s.account = u.account AND s.address = u.address",
+                &[&accounts, &addresses, &ids, &origins],
+            )
+            .await
+            .map_err(backend)?;
         }
     }
 
@@ -191,6 +216,7 @@ impl PostgresStorage {
         let combiners = std::sync::Arc::new(combine::Combiners::start(groups.clone()));
         let store = PostgresStorage { pool, wake: wake.clone(), groups, combiners };
         store.migrate().await?;
+        store.index_suppressions().await?;
         tokio::spawn(listen(config, std::sync::Arc::downgrade(&wake)));
         Ok(store)
     }
@@ -396,22 +422,40 @@ async fn put_states(tx: &Conn, changed: &[(usize, &EmailState)]) -> StorageResul
     Ok(())
 }
 
-/// Rows a suppression page or an id's search reads per query.
+/// Rows a suppression page or the indexing of old rows reads per query.
 const SUPPRESSION_CHUNK: i64 = 500;
 
 /// An account's entries after an address (`""`: from the start), in address order ("C"), a
 /// chunk at a time: `$1` account, `$2` address, `$3` chunk.
 const SUPPRESSIONS_AFTER: &str = "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
      AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3";
+/// The same before an address, nearest first.
+const SUPPRESSIONS_BEFORE: &str = "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
+     AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3";
+/// [`SUPPRESSIONS_AFTER`] of one origin (`$4`, its code).
+const SUPPRESSIONS_OF_ORIGIN_AFTER: &str = "SELECT address, entry FROM mailroom_suppressions \
+     WHERE account = $1 AND origin = $4 AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3";
+/// [`SUPPRESSIONS_BEFORE`] of one origin (`$4`, its code).
+const SUPPRESSIONS_OF_ORIGIN_BEFORE: &str = "SELECT address, entry FROM mailroom_suppressions \
+     WHERE account = $1 AND origin = $4 AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3";
+
+/// The `id` and `origin` columns of `entry`'s row: what lookups by id and pages of one origin
+/// find it by.
+fn suppression_columns(account: &AccountId, entry: &SuppressionEntry) -> (Uuid, i16) {
+    use mailroom_core::suppressions::{Origin, id_bits};
+    (Uuid::from_u128(id_bits(account, &entry.address)), i16::from(Origin::of(entry).code()))
+}
 
 /// Lists an address (replacing its entry), logging `suppression.added` when it was not listed.
 async fn put_suppression(tx: &Conn, account: &AccountId, entry: &SuppressionEntry) -> StorageResult<()> {
+    let (id, origin) = suppression_columns(account, entry);
     // `xmax = 0` tells an inserted row from an updated one.
     let row = sql::query_one(
         tx,
-        "INSERT INTO mailroom_suppressions (account, address, entry) VALUES ($1, $2, $3) \
-             ON CONFLICT (account, address) DO UPDATE SET entry = EXCLUDED.entry RETURNING (xmax = 0)",
-        &[&account.as_str(), &entry.address, &encode(entry)?],
+        "INSERT INTO mailroom_suppressions (account, address, entry, id, origin) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (account, address) DO UPDATE SET entry = EXCLUDED.entry, id = EXCLUDED.id, \
+             origin = EXCLUDED.origin RETURNING (xmax = 0)",
+        &[&account.as_str(), &entry.address, &encode(entry)?, &id, &origin],
     )
     .await
     .map_err(backend)?;
@@ -832,11 +876,12 @@ impl Storage for PostgresStorage {
         let account = account.clone();
         self.write(move |tx| {
             Box::pin(async move {
+                let (id, origin) = suppression_columns(&account, &entry);
                 let inserted = sql::query_opt(
                     tx,
-                    "INSERT INTO mailroom_suppressions (account, address, entry) VALUES ($1, $2, $3) \
-                     ON CONFLICT (account, address) DO NOTHING RETURNING address",
-                    &[&account.as_str(), &entry.address, &encode(&entry)?],
+                    "INSERT INTO mailroom_suppressions (account, address, entry, id, origin) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account, address) DO NOTHING RETURNING address",
+                    &[&account.as_str(), &entry.address, &encode(&entry)?, &id, &origin],
                 )
                 .await
                 .map_err(backend)?;
@@ -917,31 +962,27 @@ impl Storage for PostgresStorage {
         rows.iter().map(|r| decode(r.get(0))).collect()
     }
 
-    // The account's entries in chunks by address, each decoded and dropped unless it is an
-    // unsubscribe with a source: the answer holds those ids, not the list (the reason is inside
-    // the encoded entry, so the filter cannot be SQL's).
+    // The unsubscribes alone, by the origin index: the work and the answer are per unsubscribe.
     async fn suppression_unsubscribe_sources(&self, account: &AccountId) -> StorageResult<Vec<EmailId>> {
         let c = self.client().await?;
-        let (mut from, mut out) = (String::new(), Vec::new());
-        loop {
-            let rows = sql::query(&c, SUPPRESSIONS_AFTER, &[&account.as_str(), &from, &SUPPRESSION_CHUNK])
-                .await
-                .map_err(backend)?;
-            for row in &rows {
-                from = row.get(0);
-                let e: SuppressionEntry = decode(row.get(1))?;
-                if let Some(source) = e.unsubscribed_from() {
-                    out.push(source);
-                }
-            }
-            if (rows.len() as i64) < SUPPRESSION_CHUNK {
-                return Ok(out);
-            }
+        let unsubscribe = i16::from(mailroom_core::suppressions::Origin::Unsubscribe.code());
+        let rows = sql::query(
+            &c,
+            "SELECT entry FROM mailroom_suppressions WHERE account = $1 AND origin = $2",
+            &[&account.as_str(), &unsubscribe],
+        )
+        .await
+        .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let e: SuppressionEntry = decode(row.get(0))?;
+            out.extend(e.unsubscribed_from());
         }
+        Ok(out)
     }
 
-    // A page reads rows from its cursor on, in chunks, until it is full: the cursor's address is
-    // found among the account's addresses alone (an id is derived from one, never stored).
+    // A page reads rows from its cursor on, in chunks, until it is full (of one origin, through
+    // the origin index, when it asks for one); the cursor's address is found by its id.
     async fn suppression_page(
         &self,
         account: &AccountId,
@@ -958,14 +999,20 @@ impl Storage for PostgresStorage {
             },
         };
         let mut page = PageBuilder::new(q);
-        let query = if page.upwards() {
-            "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
-             AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3"
-        } else {
-            SUPPRESSIONS_AFTER
+        // Four statements, not one with optional conditions, so that each is planned for the
+        // index it reads: (account, address) or (account, origin, address).
+        let (query, origin) = match (page.upwards(), q.origin) {
+            (false, None) => (SUPPRESSIONS_AFTER, None),
+            (true, None) => (SUPPRESSIONS_BEFORE, None),
+            (false, Some(o)) => (SUPPRESSIONS_OF_ORIGIN_AFTER, Some(i16::from(o.code()))),
+            (true, Some(o)) => (SUPPRESSIONS_OF_ORIGIN_BEFORE, Some(i16::from(o.code()))),
         };
         'chunks: loop {
-            let rows = sql::query(&c, query, &[&account.as_str(), &from, &SUPPRESSION_CHUNK]).await.map_err(backend)?;
+            let rows = match &origin {
+                None => sql::query(&c, query, &[&account.as_str(), &from, &SUPPRESSION_CHUNK]).await,
+                Some(o) => sql::query(&c, query, &[&account.as_str(), &from, &SUPPRESSION_CHUNK, o]).await,
+            }
+            .map_err(backend)?;
             for row in &rows {
                 from = row.get(0);
                 if page.push(decode(row.get(1))?) {

@@ -28,7 +28,7 @@ async fn migrations_apply_once_even_when_processes_start_together() {
     for j in joins {
         j.await.unwrap().unwrap();
     }
-    assert_eq!(first.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5, 6], "every version, each once");
+    assert_eq!(first.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7], "every version, each once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,4 +453,50 @@ async fn suppression_pages_cross_read_chunks() {
     sources.sort();
     let want: Vec<EmailId> = (0..1_203u32).filter(|i| i % 35 == 0).map(|i| EmailId::from_u128(u128::from(i))).collect();
     assert_eq!((sources.len(), sources), (35, want));
+}
+
+/// Rows written before the suppression list had its `id` and `origin` columns (migration 7)
+/// get both when a store connects, across the chunks the indexing reads: found by id, listed
+/// by origin, their unsubscribes counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppressions_from_before_their_index_columns_are_indexed_at_connect() {
+    use mailroom_core::email::{AccountId, EmailId};
+    use mailroom_core::ports::{SuppressionEntry, SuppressionReason};
+    use mailroom_core::suppressions::{Cursor, Origin, PageQuery, id, page};
+    let cluster = support::Cluster::start();
+    let store = support::store(&cluster).await;
+    let a = AccountId::new("a");
+    for i in 0..1_203u32 {
+        let e = SuppressionEntry {
+            address: format!("user{i:05}@example.com"),
+            reason: if i % 5 == 0 { SuppressionReason::Unsubscribed } else { SuppressionReason::Bounced },
+            source_email: (i % 7 == 0).then(|| EmailId::from_u128(u128::from(i))),
+            created_at: mailroom_core::testkit::t0(),
+        };
+        store.suppression_add(&a, e).await.unwrap();
+    }
+    drop(store);
+    let (client, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let cleared = client.execute("UPDATE mailroom_suppressions SET id = NULL, origin = NULL", &[]).await.unwrap();
+    assert_eq!(cleared, 1_203);
+    let store = support::store(&cluster).await;
+    let all = store.suppression_list(&a).await.unwrap();
+    for e in [&all[0], &all[499], &all[500], &all[1_202]] {
+        assert_eq!(store.suppression_by_id(&a, &id(&a, &e.address)).await.unwrap().as_ref(), Some(e));
+    }
+    for origin in [Origin::Bounce, Origin::Manual, Origin::Unsubscribe] {
+        let q = PageQuery { limit: 100, cursor: Cursor::After(id(&a, &all[600].address)), origin: Some(origin) };
+        let want = page(&a, all.iter().cloned().map(Ok), &q).unwrap();
+        assert_eq!(store.suppression_page(&a, &q).await.unwrap(), want, "{q:?}");
+    }
+    assert_eq!(store.suppression_unsubscribe_sources(&a).await.unwrap().len(), 35);
+    let unindexed: i64 = client
+        .query_one("SELECT count(*) FROM mailroom_suppressions WHERE id IS NULL OR origin IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unindexed, 0);
+    drop(client);
+    let _ = driver.await;
 }

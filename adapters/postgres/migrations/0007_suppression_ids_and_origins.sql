@@ -1,0 +1,7 @@
+-- The suppression list found by id and listed by origin without reading an account's whole
+-- list. An id is derived from the address (`mailroom_core::suppressions::id`) and the origin
+-- from the encoded entry, so both are written by the process: rows from before this version
+-- get them when a store connects (`PostgresStorage::index_suppressions`), NULL until then.
+ALTER TABLE mailroom_suppressions ADD COLUMN id uuid, ADD COLUMN origin smallint;
+CREATE INDEX mailroom_suppressions_by_id ON mailroom_suppressions (account, id);
+CREATE INDEX mailroom_suppressions_by_origin ON mailroom_suppressions (account, origin, address COLLATE "C");
