@@ -236,6 +236,50 @@ mod tests {
         }
     }
 
+    /// The index rows are exactly the entries' after every change: an entry replaced by one of
+    /// another origin leaves no row under its old origin, a removal leaves none at all. (A stale
+    /// row would not change an answer — pages check each entry's origin — only cost reads, and
+    /// make the next opening rebuild both indexes.)
+    #[tokio::test]
+    async fn index_rows_follow_every_change() {
+        let s = RedbStorage::in_memory().unwrap();
+        let a = AccountId::new("acme");
+        let rows = |s: &RedbStorage| {
+            let tx = s.db.read().unwrap().begin_read().unwrap();
+            let ids: Vec<(u128, String)> = tx
+                .open_table(SUPPRESSION_IDS)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value().1, v.value().to_string())
+                })
+                .collect();
+            let origins: Vec<(u8, String)> = tx
+                .open_table(SUPPRESSION_ORIGINS)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, _) = r.unwrap();
+                    (k.value().1, k.value().2.to_string())
+                })
+                .collect();
+            (ids, origins)
+        };
+        let x = "x@example.com";
+        let bits = id_bits(&a, x);
+        s.suppression_add(&a, entry(x, SuppressionReason::Bounced, None)).await.unwrap();
+        assert_eq!(rows(&s), (vec![(bits, x.into())], vec![(Origin::Manual.code(), x.into())]));
+        s.suppression_add(&a, entry(x, SuppressionReason::Complained, Some(1))).await.unwrap();
+        assert_eq!(rows(&s), (vec![(bits, x.into())], vec![(Origin::Complaint.code(), x.into())]));
+        s.suppression_add(&a, entry(x, SuppressionReason::Complained, Some(2))).await.unwrap();
+        assert_eq!(rows(&s), (vec![(bits, x.into())], vec![(Origin::Complaint.code(), x.into())]));
+        assert!(s.suppression_remove(&a, x, t0()).await.unwrap());
+        assert_eq!(rows(&s), (vec![], vec![]));
+    }
+
     /// A file whose entries were written without the indexes (by an earlier version, or by one
     /// that did not keep them) is indexed when it is opened: lookups by id, cursors and pages of
     /// one origin find its entries.
