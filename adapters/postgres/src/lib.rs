@@ -168,13 +168,14 @@ impl PostgresStorage {
     }
 
     /// Gives rows written before suppressions had an `id` and an `origin` column (migration 7)
-    /// both, a chunk at a time; nothing to do once every row has them.
+    /// both, a chunk at a time, found through the partial index of rows without an id (every
+    /// write sets both): each row is read once, and a connect after that reads nothing.
     async fn index_suppressions(&self) -> StorageResult<()> {
         let c = self.client().await?;
         loop {
             let rows = sql::query(
                 &c,
-                "SELECT account, address, entry FROM mailroom_suppressions WHERE id IS NULL OR origin IS NULL LIMIT $1",
+                "SELECT account, address, entry FROM mailroom_suppressions WHERE id IS NULL LIMIT $1",
                 &[&SUPPRESSION_CHUNK],
             )
             .await
