@@ -820,7 +820,6 @@ fn apply_outcomes(
 ) -> StorageResult<Vec<EmailId>> {
     let mut states = tx.open_table(STATES).map_err(backend)?;
     let mut due = tx.open_table(DUE).map_err(backend)?;
-    let mut sup = suppressions::Tables::open(tx)?;
     let mut held = locked(claims);
     let mut lost = Vec::new();
     // Every outcome is applied before anything is written: a transition the lifecycle
@@ -877,12 +876,16 @@ fn apply_outcomes(
         // due again and its durable hand-over mark sends it through recovery).
         held.remove(&id);
     }
-    for (account, entry, bytes) in suppressions {
-        if sup.put(&account, &entry, &bytes)? {
-            pending.push(added(&account, entry));
+    drop((states, due));
+    // The list's three tables are opened only by the outcomes that list someone (few do).
+    if !suppressions.is_empty() {
+        let mut sup = suppressions::Tables::open(tx)?;
+        for (account, entry, bytes) in suppressions {
+            if sup.put(&account, &entry, &bytes)? {
+                pending.push(added(&account, entry));
+            }
         }
     }
-    drop((states, due, sup));
     log_pending(tx, log, pending)?;
     Ok(lost)
 }
@@ -1421,7 +1424,6 @@ impl Storage for RedbStorage {
         let log = self.log.clone();
         self.write(move |tx| {
             let mut states = tx.open_table(STATES).map_err(backend)?;
-            let mut sup = suppressions::Tables::open(tx)?;
             let Some(mut state) = get_state(&states, id.as_u128())? else { return Ok(None) };
             let before = state.events.len();
             for e in events {
@@ -1431,13 +1433,17 @@ impl Storage for RedbStorage {
                 suppressions.iter().map(|s| Ok((s, encode(s)?))).collect::<StorageResult<_>>()?;
             let bytes = to_disk(&state, state.due_at)?;
             let mut pending = gained(&state, before);
-            for (entry, value) in entries {
-                if sup.put(state.account.as_str(), entry, &value)? {
-                    pending.push(added(state.account.as_str(), entry.clone()));
+            // Opens, clicks and delays list no one: the list's tables only for those that do.
+            if !entries.is_empty() {
+                let mut sup = suppressions::Tables::open(tx)?;
+                for (entry, value) in entries {
+                    if sup.put(state.account.as_str(), entry, &value)? {
+                        pending.push(added(state.account.as_str(), entry.clone()));
+                    }
                 }
             }
             states.insert(id.as_u128(), bytes.as_slice()).map_err(backend)?;
-            drop((states, sup));
+            drop(states);
             log_pending(tx, log.as_deref(), pending)?;
             Ok(Some(state.account))
         })
