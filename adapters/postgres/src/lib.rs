@@ -433,6 +433,10 @@ const SUPPRESSIONS_AFTER: &str = "SELECT address, entry FROM mailroom_suppressio
 /// The same before an address, nearest first.
 const SUPPRESSIONS_BEFORE: &str = "SELECT address, entry FROM mailroom_suppressions WHERE account = $1 \
      AND address COLLATE \"C\" < $2 ORDER BY address COLLATE \"C\" DESC LIMIT $3";
+/// The statements that read pages of the suppression list (for tests of their plans).
+#[doc(hidden)]
+pub const SUPPRESSION_PAGE_STATEMENTS: [&str; 4] =
+    [SUPPRESSIONS_AFTER, SUPPRESSIONS_BEFORE, SUPPRESSIONS_OF_ORIGIN_AFTER, SUPPRESSIONS_OF_ORIGIN_BEFORE];
 /// [`SUPPRESSIONS_AFTER`] of one origin (`$4`, its code).
 const SUPPRESSIONS_OF_ORIGIN_AFTER: &str = "SELECT address, entry FROM mailroom_suppressions \
      WHERE account = $1 AND origin = $4 AND address COLLATE \"C\" > $2 ORDER BY address COLLATE \"C\" LIMIT $3";
