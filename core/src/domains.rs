@@ -314,6 +314,13 @@ mod tests {
         assert!(normalize_name(&format!("{}test.com", "a.".repeat(120))).is_ok());
         assert_eq!(normalize_name(" Acme.TEST. ").unwrap(), "acme.test");
         assert_eq!(normalize_name("bücher.de").unwrap(), "xn--bcher-kva.de");
+        // An IP address is no domain, nor is any name whose last label is all digits; digits
+        // elsewhere are fine.
+        for ip in ["1.2.3.4", "192.168.1.1.", "example.123"] {
+            assert!(why(ip).contains("an IP address is not a domain name"), "{ip}: {}", why(ip));
+        }
+        assert_eq!(normalize_name("123.com").unwrap(), "123.com");
+        assert_eq!(normalize_name("10.0.0.1.example").unwrap(), "10.0.0.1.example");
     }
 
     #[test]

@@ -107,6 +107,12 @@ pub fn normalize_name(raw: &str) -> Result<String, FieldError> {
             check_label(label).map_err(|why| bad(&why))?;
         }
     }
+    // A top-level label of digits only is no domain (RFC 3696 §2): `1.2.3.4` is an IPv4
+    // address, and the public suffix list's default rule would give it a registrable part
+    // (`3.4`) and records under it. Mail from such a name is refused too (`address`).
+    if ascii.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad("its last label is all digits (an IP address is not a domain name)"));
+    }
     match psl::domain_str(&ascii) {
         Some(_) => Ok(ascii),
         None => Err(bad("it has no registrable part (a name under a public suffix)")),
