@@ -207,6 +207,34 @@ impl Engine {
         Ok(CreatedKey { record, token })
     }
 
+    /// A new key's permission as the wire gives it: `permission`, and the one domain a
+    /// `sending_access` key may send from, by name (`domain`) or by the id of one of this
+    /// account's domains (`domain_id`, what the official SDKs send). Why here: a `domain_id`
+    /// the server did not read would leave the key free to send from any domain, the opposite
+    /// of what its creator asked.
+    pub async fn key_permission(
+        &self,
+        permission: Option<&str>,
+        domain: Option<&str>,
+        domain_id: Option<&str>,
+    ) -> Result<KeyPermission, Error> {
+        let Some(id) = domain_id else { return Ok(KeyPermission::parse(permission, domain)?) };
+        if domain.is_some() {
+            return Err(FieldError::new("domain_id", Rule::Exclusive("domain")).into());
+        }
+        let name = match self.domain(id).await {
+            Ok(d) => d.name,
+            Err(Error::NotFound { .. }) => {
+                let why = format!("{} is the id of no domain of this account", crate::error::quoted(id));
+                return Err(FieldError::new("domain_id", Rule::Shape(why)).into());
+            }
+            Err(e) => return Err(e),
+        };
+        // The rules are `parse`'s; a refusal names the field the request used.
+        KeyPermission::parse(permission, Some(&name))
+            .map_err(|e| if e.path == "domain" { FieldError { path: "domain_id".into(), ..e } } else { e }.into())
+    }
+
     /// This account's key `id`, revoked or not; `None` when it has none.
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, Error> {
         Ok(self.key_store()?.key_by_id(self.account(), id).await?)

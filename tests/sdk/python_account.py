@@ -54,3 +54,19 @@ hourly = resend.Emails.metrics({"granularity": "hourly", "dimensions": ["period"
                                 "start_date": "2026-01-01T00:00:00Z", "end_date": "2026-01-01T06:00:00Z"})
 check("Emails.metrics by hour", [r["period"] for r in hourly["data"]][:2] == ["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"]
       and len(hourly["data"]) == 6, hourly)
+
+# A sending key limited to a domain, named by id as the SDK's `domain_id` does: it sends from
+# that domain and nowhere else.
+domain = resend.Domains.create({"name": "py-keys.example"})
+limited = resend.ApiKeys.create({"name": "py limited", "permission": "sending_access", "domain_id": domain["id"]})
+full_key, resend.api_key = resend.api_key, limited["token"]
+sent = resend.Emails.send({"from": "a@py-keys.example", "to": "delivered@resend.dev", "subject": "s", "text": "t"})
+check("a domain_id key sends from its domain", uuid.match(sent["id"]), sent)
+try:
+    resend.Emails.send({"from": "a@elsewhere.example", "to": "delivered@resend.dev", "subject": "s", "text": "t"})
+    check("a domain_id key sends from no other domain", False)
+except resend.exceptions.ResendError as e:
+    check("a domain_id key sends from no other domain", "py-keys.example" in e.message, e)
+resend.api_key = full_key
+resend.ApiKeys.remove(limited["id"])
+resend.Domains.remove(domain["id"])

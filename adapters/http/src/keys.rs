@@ -4,7 +4,6 @@
 use crate::{ApiError, ApiResult, Auth, PathParam, QueryParam, json_object, ok, path, query};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use mailroom_core::ports::KeyPermission;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -12,13 +11,16 @@ use serde_json::json;
 pub(crate) struct NewKey {
     name: Option<String>,
     permission: Option<String>,
-    /// The one sending domain a `sending_access` key may send from.
+    /// The one sending domain a `sending_access` key may send from, by name.
     domain: Option<String>,
+    /// The same, by the id of one of the account's domains (what the SDKs send).
+    domain_id: Option<String>,
 }
 
 pub(crate) async fn create(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiResult {
     let k: NewKey = json_object(&headers, body)?;
-    let permission = KeyPermission::parse(k.permission.as_deref(), k.domain.as_deref())?;
+    let permission =
+        auth.engine.key_permission(k.permission.as_deref(), k.domain.as_deref(), k.domain_id.as_deref()).await?;
     let created = auth.engine.create_api_key(k.name.as_deref(), permission).await?;
     ok(json!({"id": created.record.id, "token": created.token}))
 }

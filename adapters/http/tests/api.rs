@@ -384,6 +384,42 @@ async fn api_keys_are_managed_over_the_api_and_scope_their_account() {
     let (st, r, _) = call(&s, post.clone(), "/emails", Some(&acme), Some(other), &[]).await;
     assert_eq!((st.as_u16(), r["name"].as_str()), (403, Some("validation_error")), "{r}");
 
+    // The SDKs name the domain by id (`domain_id`): the key is limited to it just the same.
+    let (st, domain, _) =
+        call(&s, post.clone(), "/domains", Some(&s.full), Some(json!({"name": "byid.test"})), &[]).await;
+    assert_eq!(st, StatusCode::CREATED, "{domain}");
+    let domain_id = domain["id"].as_str().unwrap();
+    let body = json!({"name": "by id", "permission": "sending_access", "domain_id": domain_id});
+    let (st, created, _) = call(&s, post.clone(), "/api-keys", Some(&s.full), Some(body), &[]).await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let by_id = created["token"].as_str().unwrap().to_string();
+    let mut own = email("a@example.com");
+    own["from"] = json!("News <news@mail.byid.test>");
+    let (st, r, _) = call(&s, post.clone(), "/emails", Some(&by_id), Some(own), &[]).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let (st, r, _) = call(&s, post.clone(), "/emails", Some(&by_id), Some(email("a@example.com")), &[]).await;
+    assert_eq!(
+        (st.as_u16(), r["name"].as_str()),
+        (403, Some("validation_error")),
+        "a domain_id key sent from another: {r}"
+    );
+    for (body, rule) in [
+        (
+            json!({"name": "k", "permission": "sending_access", "domain_id": "00000000-0000-0000-0000-000000000000"}),
+            "the id of no domain",
+        ),
+        (json!({"name": "k", "domain_id": domain_id}), "permission: full_access"),
+        (
+            json!({"name": "k", "permission": "sending_access", "domain_id": domain_id, "domain": "byid.test"}),
+            "`domain`",
+        ),
+    ] {
+        let (st, r, _) = call(&s, post.clone(), "/api-keys", Some(&s.full), Some(body), &[]).await;
+        let message = r["message"].as_str().unwrap_or_default();
+        assert_eq!(st.as_u16(), 422, "{r}");
+        assert!(message.contains("`domain_id`") && message.contains(rule), "{r}");
+    }
+
     // A key of another account sees none of this account's emails.
     let foreign = key(&s.engine.with_account("other-team"), "theirs", KeyPermission::FullAccess).await;
     let (_, page, _) = call(&s, get, "/emails", Some(&foreign), None, &[]).await;
