@@ -700,7 +700,9 @@ impl crate::ports::ApiKeyStore for MemoryStorage {
 
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool, StorageError> {
         let mut s = self.lock();
-        let found = s.api_keys.iter().find(|(_, (a, k))| a == account && k.id == id && k.revoked_at.is_some());
+        let found = s.api_keys.iter().find(|(_, (a, k))| {
+            a == account && k.id == id && crate::ports::KeyChange::remove_revoked(k) == crate::ports::KeyChange::Removed
+        });
         let Some(hash) = found.map(|(h, _)| *h) else { return Ok(false) };
         Ok(s.api_keys.remove(&hash).is_some())
     }

@@ -1049,6 +1049,41 @@ impl ApiKeyRecord {
     }
 }
 
+/// What a store does with the key row it holds locked for one of [`ApiKeyStore`]'s changes:
+/// the rules are [`ApiKeyRecord`]'s and these, once for every store, which only writes the
+/// answer (keeps the row, writes it back, or deletes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Nothing changed: no write.
+    Unchanged,
+    /// The record changed: write it back.
+    Updated,
+    /// Delete the row.
+    Removed,
+}
+
+impl KeyChange {
+    /// [`ApiKeyStore::key_revoke`]'s change.
+    pub fn revoke(key: &mut ApiKeyRecord, at: DateTime<Utc>) -> KeyChange {
+        Self::updated(key.revoke(at))
+    }
+
+    /// [`ApiKeyStore::key_rename`]'s change.
+    pub fn rename(key: &mut ApiKeyRecord, name: &str) -> KeyChange {
+        Self::updated(key.rename(name))
+    }
+
+    /// [`ApiKeyStore::key_remove_revoked`]'s: a revoked key goes; an active one (a key the
+    /// configuration brought back meanwhile, say) stays.
+    pub fn remove_revoked(key: &ApiKeyRecord) -> KeyChange {
+        if key.revoked_at.is_some() { KeyChange::Removed } else { KeyChange::Unchanged }
+    }
+
+    fn updated(changed: bool) -> KeyChange {
+        if changed { KeyChange::Updated } else { KeyChange::Unchanged }
+    }
+}
+
 /// API keys, per account: an extension a store may offer beside [`Storage`] (the HTTP adapter
 /// needs it; an embedding host that calls the engine directly does not).
 #[async_trait]

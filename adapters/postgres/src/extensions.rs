@@ -8,7 +8,7 @@ use mailroom_core::domains::Domain;
 use mailroom_core::email::AccountId;
 use mailroom_core::error::StorageError;
 use mailroom_core::events::{DomainEvent, Pending};
-use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, DomainStore, LogFilter, RequestLog, RequestLogStore};
+use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, DomainStore, KeyChange, LogFilter, RequestLog, RequestLogStore};
 use uuid::Uuid;
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -89,18 +89,18 @@ impl ApiKeyStore for PostgresStorage {
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool> {
-        self.change_key(account, id, move |key| Row::updated(key.revoke(at))).await
+        self.change_key(account, id, move |key| KeyChange::revoke(key, at)).await
     }
 
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.change_key(account, id, move |key| Row::updated(key.rename(&name))).await
+        self.change_key(account, id, move |key| KeyChange::rename(key, &name)).await
     }
 
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool> {
         // Judged on the locked row: a key the configuration brings back (`key_put`) is
         // active again, and stays.
-        self.change_key(account, id, |key| if key.revoked_at.is_some() { Row::Removed } else { Row::Unchanged }).await
+        self.change_key(account, id, |key| KeyChange::remove_revoked(key)).await
     }
 }
 
@@ -112,7 +112,7 @@ impl PostgresStorage {
         &self,
         account: &AccountId,
         id: &str,
-        change: impl FnOnce(&mut ApiKeyRecord) -> Row + Send + 'static,
+        change: impl FnOnce(&mut ApiKeyRecord) -> KeyChange + Send + 'static,
     ) -> Result<bool> {
         let (account, id) = (account.as_str().to_string(), id.to_string());
         self.write(move |tx| {
@@ -128,35 +128,24 @@ impl PostgresStorage {
                 let hash: Vec<u8> = row.get(0);
                 let mut key: ApiKeyRecord = decode(row.get(1))?;
                 match change(&mut key) {
-                    Row::Unchanged => return Ok(false),
-                    Row::Updated => sql::execute(
+                    KeyChange::Unchanged => return Ok(false),
+                    KeyChange::Updated => sql::execute(
                         tx,
                         "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",
                         &[&hash, &encode(&key)?],
                     )
                     .await
                     .map_err(backend)?,
-                    Row::Removed => sql::execute(tx, "DELETE FROM mailroom_api_keys WHERE token_sha256 = $1", &[&hash])
-                        .await
-                        .map_err(backend)?,
+                    KeyChange::Removed => {
+                        sql::execute(tx, "DELETE FROM mailroom_api_keys WHERE token_sha256 = $1", &[&hash])
+                            .await
+                            .map_err(backend)?
+                    }
                 };
                 Ok(true)
             })
         })
         .await
-    }
-}
-
-/// What a locked key row becomes (see `PostgresStorage::change_key`).
-enum Row {
-    Unchanged,
-    Updated,
-    Removed,
-}
-
-impl Row {
-    fn updated(changed: bool) -> Row {
-        if changed { Row::Updated } else { Row::Unchanged }
     }
 }
 

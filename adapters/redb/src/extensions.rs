@@ -6,7 +6,9 @@ use crate::{API_KEYS, LOG_TIMES, LOGS, RedbStorage, backend, optional_table};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::email::AccountId;
-use mailroom_core::ports::{ApiKeyRecord, ApiKeyStore, LogFilter, RequestLog, RequestLogStore, StorageResult};
+use mailroom_core::ports::{
+    ApiKeyRecord, ApiKeyStore, KeyChange, LogFilter, RequestLog, RequestLogStore, StorageResult,
+};
 use redb::{ReadableTable, ReadableTableMetadata};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -189,31 +191,18 @@ impl ApiKeyStore for RedbStorage {
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
-        self.change_key(account, id, move |key| Row::updated(key.revoke(at))).await
+        self.change_key(account, id, move |key| KeyChange::revoke(key, at)).await
     }
 
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> StorageResult<bool> {
         let name = name.to_string();
-        self.change_key(account, id, move |key| Row::updated(key.rename(&name))).await
+        self.change_key(account, id, move |key| KeyChange::rename(key, &name)).await
     }
 
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
         // Judged in the writer: a key the configuration brought back meanwhile (`key_put`)
         // is active, and stays.
-        self.change_key(account, id, |key| if key.revoked_at.is_some() { Row::Removed } else { Row::Unchanged }).await
-    }
-}
-
-/// What a key row becomes (see `RedbStorage::change_key`).
-enum Row {
-    Unchanged,
-    Updated,
-    Removed,
-}
-
-impl Row {
-    fn updated(changed: bool) -> Row {
-        if changed { Row::Updated } else { Row::Unchanged }
+        self.change_key(account, id, |key| KeyChange::remove_revoked(key)).await
     }
 }
 
@@ -248,7 +237,7 @@ impl RedbStorage {
         &self,
         account: &AccountId,
         id: &str,
-        change: impl FnOnce(&mut ApiKeyRecord) -> Row + Send + 'static,
+        change: impl FnOnce(&mut ApiKeyRecord) -> KeyChange + Send + 'static,
     ) -> StorageResult<bool> {
         let (account, id) = (account.0.to_string(), id.to_string());
         // Why the row is found in a read snapshot, not in the writer: rows are keyed by the
@@ -268,12 +257,12 @@ impl RedbStorage {
             let row = t.get(hash.as_slice()).map_err(backend)?.map(|v| decode_key(v.value())).transpose()?;
             let Some((a, mut key)) = row.filter(|(a, key)| *a == account && key.id == id) else { return Ok(false) };
             match change(&mut key) {
-                Row::Unchanged => return Ok(false),
-                Row::Updated => {
+                KeyChange::Unchanged => return Ok(false),
+                KeyChange::Updated => {
                     t.insert(hash.as_slice(), encode_key(&a, &key)?.as_slice()).map_err(backend)?;
                     wrote(&keys, &a, &key);
                 }
-                Row::Removed => {
+                KeyChange::Removed => {
                     t.remove(hash.as_slice()).map_err(backend)?;
                     cache(&keys).pending.push((key.token_sha256, None));
                 }
