@@ -1,12 +1,14 @@
 //! `scheduled_at`: from the wire's text to one UTC instant, resolved once at acceptance.
 //!
-//! Accepted: ISO 8601 / RFC 3339 date-times with an offset, and plain English relative to the
-//! engine's clock — `in 5 min`, `in an hour`, `30 minutes`, `tomorrow`, `tomorrow at 9am`,
-//! `tomorrow 9:00`, `today 17:00`, `friday 3pm`, `Friday at 3pm ET`, `next friday 8pm`,
+//! Accepted: ISO 8601 / RFC 3339 date-times with an offset (extended or basic; `+02` as well
+//! as `+02:00`), RFC 2822 dates with a numeric offset or GMT (`toUTCString()`), JavaScript's
+//! `Date.toString()`, and plain English relative to the engine's clock — `in 5 min`,
+//! `in an hour`, `30 minutes`, `tomorrow`, `tomorrow at 9am`, `tomorrow 9:00`, `today 17:00`, `friday 3pm`, `Friday at 3pm ET`, `next friday 8pm`,
 //! `next day at 9am PST`, `monday at noon`, `midnight`, `9am tomorrow`,
 //! `2026-12-01 09:00 Europe/Berlin`, `Dec 24 at 9am`, `December 24th, 2026 5pm ET`,
 //! `24 Dec 9:00`, `the 24th of December at noon`, `tonight at 8`, `tomorrow morning at 9`,
-//! `friday evening at 7:30 ET`, `8 in the evening`, `the day after tomorrow at 10am`.
+//! `friday evening at 7:30 ET`, `8 in the evening`, `the day after tomorrow at 10am`,
+//! `Dec 10 2026 10:00:15 EST`, `2026-12-10T10:00 UTC`.
 //!
 //! The rules, so that nothing is ever guessed silently:
 //! - Every word must be understood; a phrase with anything left over is an error that quotes
@@ -54,25 +56,57 @@ pub const GRACE: Duration = Duration::seconds(60);
 /// The longest phrase considered (anything longer is refused before parsing).
 const MAX_INPUT: usize = 200;
 
-/// Parses an ISO 8601 date-time. A value without an offset is refused: guessing a zone is the
+/// Parses a date-time that carries its own offset: ISO 8601 (extended or basic), RFC 2822 with
+/// a numeric offset or GMT/UT (what `Date.toUTCString()` and e-mail `Date:` headers give), and
+/// JavaScript's `Date.toString()`. A value without an offset is refused: guessing a zone is the
 /// silent wrong answer this module exists to prevent.
 pub fn parse_instant(input: &str) -> Option<DateTime<Utc>> {
     let s = input.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.to_utc());
     }
-    // ISO 8601 forms RFC 3339 does not cover: a `t`/space separator, `+0200` offsets.
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z"] {
+    // ISO 8601 forms RFC 3339 does not cover: a `t`/space separator, `+0200` offsets, the hour
+    // alone as offset (`+02`, ISO 8601's own short form, and how PostgreSQL prints `+00`: this
+    // API's `created_at` is written that way, so a client may send one back), and the basic
+    // format (`20261210T100000Z`). `%#z` reads `Z`, `+02`, `+0200` and `+02:00`.
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M%#z",
+        "%Y-%m-%d %H:%M%#z",
+        "%Y%m%dT%H%M%S%.f%#z",
+        "%Y%m%dT%H%M%#z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, fmt) {
             return Some(t.to_utc());
         }
     }
-    if let Some(naive) = s.strip_suffix('Z').or_else(|| s.strip_suffix('z'))
-        && let Ok(t) = NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M")
-    {
-        return Some(t.and_utc());
+    rfc2822(s).or_else(|| javascript_date(s))
+}
+
+/// RFC 2822 (`Thu, 10 Dec 2026 10:00:00 +0000`, `… GMT`), as JavaScript's `toUTCString()`,
+/// Python's `email.utils.format_datetime` and mail headers write it. Only with a numeric offset
+/// or GMT/UT: RFC 2822 reads `EST` as a fixed -0500 all year, where the English reader below
+/// reads it as New York's civil time (people write "EST" in July); such a date is left to it,
+/// so one word has one meaning whichever form it comes in.
+fn rfc2822(s: &str) -> Option<DateTime<Utc>> {
+    let zone = s.rsplit(char::is_whitespace).next()?;
+    let numeric = zone.starts_with(['+', '-']) && zone.len() == 5;
+    if !(numeric || zone.eq_ignore_ascii_case("gmt") || zone.eq_ignore_ascii_case("ut")) {
+        return None;
     }
-    None
+    DateTime::parse_from_rfc2822(s).ok().map(|t| t.to_utc())
+}
+
+/// JavaScript's `Date.prototype.toString()`: `Thu Dec 10 2026 10:00:00 GMT+0100 (Central
+/// European Standard Time)` — what `String(date)` gives. The zone's name in parentheses is the
+/// runtime's description of the offset before it, and is not read.
+fn javascript_date(s: &str) -> Option<DateTime<Utc>> {
+    let s = match s.split_once(" (") {
+        Some((head, name)) if name.ends_with(')') => head,
+        _ => s,
+    };
+    DateTime::parse_from_str(s, "%a %b %d %Y %H:%M:%S GMT%z").ok().map(|t| t.to_utc())
 }
 
 /// Why an ISO 8601 date-time with a `T` but no offset (`2026-12-07T09:00`, what an HTML
@@ -134,8 +168,8 @@ pub(crate) fn parse_when(input: &str, now: DateTime<Utc>, zone: Tz) -> Result<Da
 enum Tok {
     Word(String),
     Num(u32),
-    /// `9:30` (hour, minute).
-    Clock(u32, u32),
+    /// `9:30` or `9:30:15` (hour, minute, second).
+    Clock(u32, u32, u32),
     /// A calendar date `2026-12-01`.
     Date(NaiveDate),
 }
@@ -159,17 +193,33 @@ fn tokenize(input: &str) -> Result<Vec<Tok>, String> {
             out.push(Tok::Date(d));
             continue;
         }
+        // ISO 8601's `T` between a date and a time, with the zone as a word after it
+        // (`2026-12-10T10:00 UTC`): the date, then the time as its own token. Without a zone
+        // such a value never gets here (`iso_without_offset` refuses it first).
+        if head.matches('-').count() == 2
+            && let Some(time) = tail.strip_prefix('t')
+            && time.starts_with(|c: char| c.is_ascii_digit())
+        {
+            let d = NaiveDate::parse_from_str(head, "%Y-%m-%d").map_err(|_| format!("`{raw}` is not a date"))?;
+            out.push(Tok::Date(d));
+            out.extend(tokenize(time)?);
+            continue;
+        }
         if head.contains('-') {
             return Err(format!("`{raw}` is not understood"));
         }
         match head.split_once(':') {
-            Some((h, m)) => {
-                let h: u32 = h.parse().map_err(|_| format!("`{raw}` is not a time"))?;
-                if m.len() != 2 {
-                    return Err(format!("`{raw}` is not a time"));
+            Some((h, ms)) => {
+                let bad = || format!("`{raw}` is not a time");
+                let h: u32 = h.parse().map_err(|_| bad())?;
+                // Seconds as dates print them (`10:00:00`, in `Dec 10 2026 10:00:00 EST`).
+                let (m, sec) = ms.split_once(':').unwrap_or((ms, "00"));
+                if m.len() != 2 || sec.len() != 2 {
+                    return Err(bad());
                 }
-                let m: u32 = m.parse().map_err(|_| format!("`{raw}` is not a time"))?;
-                out.push(Tok::Clock(h, m));
+                let m: u32 = m.parse().map_err(|_| bad())?;
+                let sec: u32 = sec.parse().map_err(|_| bad())?;
+                out.push(Tok::Clock(h, m, sec));
             }
             None => out.push(Tok::Num(head.parse().map_err(|_| format!("`{raw}` is too large"))?)),
         }
@@ -407,7 +457,8 @@ impl Parser<'_> {
             .map(|t| match t {
                 Tok::Word(w) => w.clone(),
                 Tok::Num(n) => n.to_string(),
-                Tok::Clock(h, m) => format!("{h}:{m:02}"),
+                Tok::Clock(h, m, 0) => format!("{h}:{m:02}"),
+                Tok::Clock(h, m, sec) => format!("{h}:{m:02}:{sec:02}"),
                 Tok::Date(d) => d.to_string(),
             })
             .collect::<Vec<_>>()
@@ -753,30 +804,34 @@ impl Parser<'_> {
     fn clock(&mut self) -> Result<Option<Clock>, String> {
         let written = |at: NaiveTime| Clock { at, bare: false };
         let bare = |at: NaiveTime| Clock { at, bare: (1..=12).contains(&at.hour()) };
-        let t =
-            |h: u32, m: u32| NaiveTime::from_hms_opt(h, m, 0).ok_or_else(|| format!("{h}:{m:02} is not a time of day"));
+        let t = |h: u32, m: u32, sec: u32| {
+            NaiveTime::from_hms_opt(h, m, sec).ok_or_else(|| match sec {
+                0 => format!("{h}:{m:02} is not a time of day"),
+                _ => format!("{h}:{m:02}:{sec:02} is not a time of day"),
+            })
+        };
         match self.peek().cloned() {
             Some(Tok::Word(w)) if w == "noon" || w == "midday" => {
                 self.pos += 1;
-                Ok(Some(written(t(12, 0)?)))
+                Ok(Some(written(t(12, 0, 0)?)))
             }
             Some(Tok::Word(w)) if w == "midnight" => {
                 self.pos += 1;
-                Ok(Some(written(t(0, 0)?)))
+                Ok(Some(written(t(0, 0, 0)?)))
             }
             Some(Tok::Num(h)) => {
                 self.pos += 1;
                 match self.meridiem() {
-                    Some(pm) => Ok(Some(written(t(twelve_hour(h, pm)?, 0)?))),
-                    None if h <= 23 => Ok(Some(bare(t(h, 0)?))),
+                    Some(pm) => Ok(Some(written(t(twelve_hour(h, pm)?, 0, 0)?))),
+                    None if h <= 23 => Ok(Some(bare(t(h, 0, 0)?))),
                     None => Err(format!("`{h}` is not an hour")),
                 }
             }
-            Some(Tok::Clock(h, m)) => {
+            Some(Tok::Clock(h, m, sec)) => {
                 self.pos += 1;
                 match self.meridiem() {
-                    Some(pm) => Ok(Some(written(t(twelve_hour(h, pm)?, m)?))),
-                    None => Ok(Some(bare(t(h, m)?))),
+                    Some(pm) => Ok(Some(written(t(twelve_hour(h, pm)?, m, sec)?))),
+                    None => Ok(Some(bare(t(h, m, sec)?))),
                 }
             }
             _ => Ok(None),
@@ -825,6 +880,54 @@ mod tests {
         assert_eq!(parse_instant("2024-08-05 13:52:01.858+0200"), parse_instant(want));
         assert!(parse_instant("2024-08-05T11:52:01").is_none(), "no offset: refused, not guessed");
         assert!(parse_instant("tomorrow").is_none());
+    }
+
+    #[test]
+    fn dates_that_carry_their_offset_in_other_common_forms() {
+        let want = parse_instant("2026-12-10T10:00:00Z").unwrap();
+        let east = parse_instant("2026-12-10T09:00:00Z").unwrap();
+        for input in [
+            // ISO 8601: the offset's hour alone, as PostgreSQL and this API's `created_at` print it.
+            "2026-12-10 10:00:00+00",
+            "2026-12-10 10:00:00.000000+00",
+            "2026-12-10T11:00:00+01",
+            "2026-12-10T10:00z",
+            "2026-12-10 10:00Z",
+            // ISO 8601's basic format.
+            "20261210T100000Z",
+            "20261210T1100+0100",
+            // RFC 2822: JavaScript's `toUTCString()`, Python's `format_datetime`, mail headers.
+            "Thu, 10 Dec 2026 10:00:00 GMT",
+            "Thu, 10 Dec 2026 11:00:00 +0100",
+            "10 Dec 2026 10:00 UT",
+            // JavaScript's `Date.toString()`.
+            "Thu Dec 10 2026 11:00:00 GMT+0100 (Central European Standard Time)",
+            "Thu Dec 10 2026 10:00:00 GMT+0000",
+        ] {
+            assert_eq!(parse_instant(input), Some(want), "{input}");
+        }
+        assert_eq!(parse_instant("Thu, 10 Dec 2026 10:00:00 +0100"), Some(east));
+        // RFC 2822 with a zone name other than GMT/UT is the English reader's (civil time).
+        assert_eq!(parse_instant("Fri, 10 Jul 2026 10:00:00 EST"), None);
+        let now = at("2026-07-01T00:00:00Z");
+        assert_eq!(parse_when("10 Jul 2026 10:00:00 EST", now, Tz::UTC), Ok(at("2026-07-10T14:00:00Z")));
+        // Still refused: no offset at all, and a weekday the date does not fall on.
+        assert_eq!(parse_instant("2026-12-10 10:00:00"), None);
+        assert_eq!(parse_instant("Fri, 10 Dec 2026 10:00:00 GMT"), None);
+        let now = at("2026-12-01T00:00:00Z");
+        assert!(parse_when("Fri, 10 Dec 2026 10:00:00 GMT", now, Tz::UTC).is_err());
+    }
+
+    #[test]
+    fn clock_times_may_carry_seconds() {
+        let now = at("2026-12-01T00:00:00Z");
+        assert_eq!(parse_when("dec 10 2026 10:00:15 utc", now, Tz::UTC), Ok(at("2026-12-10T10:00:15Z")));
+        assert_eq!(parse_when("tomorrow at 9:30:05pm", now, Tz::UTC), Ok(at("2026-12-02T21:30:05Z")));
+        assert_eq!(parse_when("2026-12-10T10:00:00 UTC", now, Tz::UTC), Ok(at("2026-12-10T10:00:00Z")));
+        assert_eq!(parse_when("2026-12-10T10:00 Europe/Berlin", now, Tz::UTC), Ok(at("2026-12-10T09:00:00Z")));
+        for bad in ["tomorrow at 9:30:5", "tomorrow at 9:30:60", "tomorrow at 9:30:", "tomorrow at 9:30:00:00"] {
+            assert!(parse_when(bad, now, Tz::UTC).is_err(), "{bad}");
+        }
     }
 
     #[test]
