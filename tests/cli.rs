@@ -81,9 +81,45 @@ fn send_work_get_for_every_test_address() {
     let eml = std::fs::read_to_string(outbox).unwrap();
     assert!(eml.contains("Subject: Hi"));
     let sup = run(&db, &["suppressions", "list"], None);
-    let listed: Vec<&str> =
-        sup.json["data"].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap()).collect();
-    assert_eq!(listed, ["bounced+x@resend.dev", "complained@resend.dev"]);
+    let listed: Vec<(&str, &str)> = sup.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["email"].as_str().unwrap(), e["origin"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("bounced+x@resend.dev", "bounce"), ("complained@resend.dev", "complaint")]);
+}
+
+/// `suppressions list` answers one page, as `GET /suppressions` does: a list of any length is
+/// never read whole into one answer.
+#[test]
+fn the_suppression_list_is_printed_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    for a in ["d@example.com", "a@example.com", "c@example.com", "b@example.com"] {
+        assert!(run(&db, &["suppressions", "add", a], None).ok);
+    }
+    let emails = |out: &Out| -> Vec<String> {
+        out.json["data"].as_array().unwrap().iter().map(|e| e["email"].as_str().unwrap().to_string()).collect()
+    };
+    let first = run(&db, &["suppressions", "list", "--limit", "2"], None);
+    assert!(first.ok, "{}", first.json);
+    assert_eq!(emails(&first), ["a@example.com", "b@example.com"]);
+    assert_eq!(first.json["has_more"], true);
+    let cursor = first.json["data"][1]["id"].as_str().unwrap().to_string();
+    let rest = run(&db, &["suppressions", "list", "--limit", "2", "--after", &cursor], None);
+    assert_eq!(emails(&rest), ["c@example.com", "d@example.com"]);
+    assert_eq!(rest.json["has_more"], false);
+    let back = run(&db, &["suppressions", "list", "--before", rest.json["data"][0]["id"].as_str().unwrap()], None);
+    assert_eq!(emails(&back), ["a@example.com", "b@example.com"]);
+    // The default page is the API's (20); every entry here is a manual one.
+    assert_eq!(emails(&run(&db, &["suppressions", "list", "--origin", "manual"], None)).len(), 4);
+    assert!(emails(&run(&db, &["suppressions", "list", "--origin", "bounce"], None)).is_empty());
+    // Refusals name their field.
+    let big = run(&db, &["suppressions", "list", "--limit", "101"], None);
+    assert!(!big.ok && big.json["message"].as_str().unwrap().contains("`limit`"), "{}", big.json);
+    let unknown = run(&db, &["suppressions", "list", "--after", "00000000-0000-0000-0000-000000000000"], None);
+    assert!(!unknown.ok && unknown.json["message"].as_str().unwrap().contains("`after`"), "{}", unknown.json);
 }
 
 #[test]
@@ -244,12 +280,18 @@ fn suppression_commands() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.redb");
     let added = run(&db, &["suppressions", "add", "Person@Example.com", "--reason", "complained"], None);
-    assert_eq!(added.json["address"], "person@example.com");
-    assert_eq!(added.json["reason"], "complained");
+    assert_eq!(added.json["email"], "person@example.com");
+    assert_eq!(added.json["origin"], "complaint");
+    let listed = run(&db, &["suppressions", "list"], None);
+    assert_eq!(listed.json["data"][0]["id"], added.json["id"], "{}", listed.json);
     let id = run(&db, &["send"], Some(&email("person@example.com"))).json["id"].as_str().unwrap().to_string();
     run(&db, &["work", "--until-idle"], None);
     assert_eq!(run(&db, &["get", &id], None).json["last_event"], "suppressed");
-    assert!(run(&db, &["suppressions", "remove", "person@example.com"], None).ok);
+    let removed = run(&db, &["suppressions", "remove", "Person@example.com"], None);
+    assert_eq!(
+        (removed.json["id"].as_str(), removed.json["deleted"].as_bool()),
+        (added.json["id"].as_str(), Some(true))
+    );
     let again = run(&db, &["suppressions", "remove", "person@example.com"], None);
     assert_eq!((again.ok, again.json["statusCode"].as_u64()), (false, Some(404)));
     let bad = run(&db, &["suppressions", "add", "not an address"], None);

@@ -320,8 +320,21 @@ pub struct ServeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum SuppressionCommand {
-    /// Print every suppressed address.
+    /// Print one page of the list, in address order, as `GET /suppressions` answers (each
+    /// entry with the id a cursor takes).
     List {
+        /// How many (1-100, default 20).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Entries after the one with this id.
+        #[arg(long, value_name = "ID", conflicts_with = "before")]
+        after: Option<String>,
+        /// Entries before the one with this id.
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
+        /// Only entries of this origin.
+        #[arg(long, value_parser = ["bounce", "complaint", "manual", "unsubscribe"])]
+        origin: Option<String>,
         #[command(flatten)]
         store: Store,
     },

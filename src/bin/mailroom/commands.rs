@@ -6,7 +6,7 @@
 use mailroom::core::email::{EmailId, PageRequest};
 use mailroom::core::ports::{KeyPermission, SuppressionReason};
 use mailroom::core::request::{EmailRequest, batch_from_json};
-use mailroom::core::{BatchMode, BatchOptions, Engine, Error, SendOptions};
+use mailroom::core::{BatchMode, BatchOptions, Engine, Error, FieldError, Rule, SendOptions};
 use mailroom::dns::HickoryResolver;
 use mailroom::redb::RedbStorage;
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,14 @@ pub enum Request {
     Cancel {
         id: String,
     },
-    SuppressionsList,
+    /// One page: the whole list could be millions of entries, read into one answer (also by a
+    /// running server, through its admin socket).
+    SuppressionsList {
+        limit: Option<usize>,
+        after: Option<String>,
+        before: Option<String>,
+        origin: Option<String>,
+    },
     SuppressionsAdd {
         address: String,
         reason: String,
@@ -176,7 +183,7 @@ impl Request {
             Request::Metrics { .. } => "metrics",
             Request::Reschedule { .. } => "reschedule",
             Request::Cancel { .. } => "cancel",
-            Request::SuppressionsList => "suppressions-list",
+            Request::SuppressionsList { .. } => "suppressions-list",
             Request::SuppressionsAdd { .. } => "suppressions-add",
             Request::SuppressionsRemove { .. } => "suppressions-remove",
             Request::DomainsAdd { .. } => "domains-add",
@@ -267,15 +274,46 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
         }
         Request::Reschedule { id, when } => json!(engine.reschedule(id.parse::<EmailId>()?, &when).await?),
         Request::Cancel { id } => json!(engine.cancel(id.parse::<EmailId>()?).await?),
-        Request::SuppressionsList => json!({"object": "list", "data": engine.suppressions().await?}),
+        Request::SuppressionsList { limit, after, before, origin } => {
+            use mailroom::core::suppressions::{Cursor, Origin, PageQuery};
+            // The same checks as the page size of `list` (1 to 100, one cursor at most).
+            let limit = PageRequest::new(limit, None, None)?.limit;
+            let cursor = match (after, before) {
+                (Some(_), Some(_)) => return Err(FieldError::new("before", Rule::Exclusive("after")).into()),
+                (Some(a), None) => Cursor::After(a),
+                (None, Some(b)) => Cursor::Before(b),
+                (None, None) => Cursor::Start,
+            };
+            let origin = origin
+                .map(|o| {
+                    Origin::parse(&o).ok_or_else(|| {
+                        FieldError::new("origin", Rule::Shape("bounce, complaint, manual or unsubscribe".into()))
+                    })
+                })
+                .transpose()?;
+            let page = engine.suppressions_page(&PageQuery { limit, cursor, origin }).await?;
+            let data: Vec<Value> =
+                page.data.iter().map(|e| mailroom::core::suppressions::json(engine.account(), e)).collect();
+            json!({"object": "list", "has_more": page.has_more, "data": data})
+        }
         Request::SuppressionsAdd { address, reason } => {
             let reason =
                 if reason == "complained" { SuppressionReason::Complained } else { SuppressionReason::Bounced };
-            json!(engine.suppress(&address, reason).await?)
+            // Printed as the API shows an entry (`GET /suppressions/{id}`), as the list prints it.
+            let entry = engine.suppress(&address, reason).await?;
+            let mut v = mailroom::core::suppressions::json(engine.account(), &entry);
+            v["object"] = json!("suppression");
+            v
         }
         Request::SuppressionsRemove { address } => {
             engine.unsuppress(&address).await?;
-            json!({"object": "suppression", "address": address, "deleted": true})
+            let key = mailroom::core::address::normalize(&address).unwrap_or(address);
+            json!({
+                "object": "suppression",
+                "id": mailroom::core::suppressions::id(engine.account(), &key),
+                "email": key,
+                "deleted": true
+            })
         }
         Request::DomainsAdd { domain, options: o } => {
             let mut new = mailroom::core::domains::NewDomain::new(domain);
@@ -431,7 +469,7 @@ mod tests {
             Request::Metrics { query: Default::default() },
             Request::Reschedule { id: String::new(), when: String::new() },
             Request::Cancel { id: String::new() },
-            Request::SuppressionsList,
+            Request::SuppressionsList { limit: None, after: None, before: None, origin: None },
             Request::SuppressionsAdd { address: String::new(), reason: String::new() },
             Request::SuppressionsRemove { address: String::new() },
             Request::DomainsAdd { domain: String::new(), options: DomainOptions::default() },

@@ -212,7 +212,9 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Reschedule { id, when, store } => (store, Request::Reschedule { id, when: when.join(" ") }),
         Command::Cancel { id, store } => (store, Request::Cancel { id }),
         Command::Suppressions { action } => match action {
-            SuppressionCommand::List { store } => (store, Request::SuppressionsList),
+            SuppressionCommand::List { limit, after, before, origin, store } => {
+                (store, Request::SuppressionsList { limit, after, before, origin })
+            }
             SuppressionCommand::Add { address, reason, store } => (store, Request::SuppressionsAdd { address, reason }),
             SuppressionCommand::Remove { address, store } => (store, Request::SuppressionsRemove { address }),
         },
