@@ -294,7 +294,10 @@ async fn a_receiving_domain_receives_and_nothing_else_is_relayed() {
     let raw = raw.bytes().await.unwrap();
     assert!(raw.starts_with(b"Received: from client.test") || raw.starts_with(b"Received: from "), "our line on top");
     let a_url = full["attachments"][0]["download_url"].as_str().unwrap();
-    let got = reqwest::get(a_url).await.unwrap().bytes().await.unwrap();
+    let got = reqwest::get(a_url).await.unwrap();
+    // A stranger's file on this server's origin: sandboxed should a browser show it.
+    assert_eq!(got.headers()["content-security-policy"], "sandbox; default-src 'none'");
+    let got = got.bytes().await.unwrap();
     assert_eq!(got.as_ref(), pdf.as_slice(), "the attachment comes back byte for byte");
     // A tampered link is refused.
     let tampered = format!("{}x", &raw_url[..raw_url.len() - 1]);

@@ -112,6 +112,21 @@ pub(crate) async fn get(
     ok(view(&api, &headers, &auth.account, &email, a))
 }
 
+/// The headers of a file served from a download link: its declared type, a download
+/// disposition, no sniffing, and a policy that runs nothing. The files come from whoever sent
+/// the email (a received message's attachment is a stranger's), and a link opens on this
+/// server's origin: should a browser show one (an `text/html` or `image/svg+xml` file opened
+/// from a download list, a PDF viewer), `sandbox` puts it in an origin of its own with scripts
+/// off, so it can reach neither the dashboard's session nor the API.
+pub(crate) fn file_headers(content_type: String, filename: &str) -> [(header::HeaderName, String); 4] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_DISPOSITION, disposition(filename)),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        (header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'".to_string()),
+    ]
+}
+
 /// `Content-Disposition` for a download (RFC 6266): a plain ASCII fallback and the exact name
 /// encoded (RFC 8187), so no byte of a filename reaches the header unencoded.
 pub(crate) fn disposition(filename: &str) -> String {
@@ -178,15 +193,7 @@ pub(crate) async fn download(
         .find(|a| a.id.to_string() == attachment)
         .ok_or_else(|| ApiError::new(404, "not_found", "Attachment not found"))?;
     let name = a.filename.unwrap_or_else(|| "attachment".into());
-    Ok((
-        [
-            (header::CONTENT_TYPE, a.content_type),
-            (header::CONTENT_DISPOSITION, disposition(&name)),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-        ],
-        a.content,
-    )
-        .into_response())
+    Ok((file_headers(a.content_type, &name), a.content).into_response())
 }
 
 #[cfg(test)]

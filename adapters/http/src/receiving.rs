@@ -2,10 +2,10 @@
 //! URLs of a message's raw bytes and its attachments (signed by the engine's link key, valid
 //! for one hour, rate-limited per client address like attachment downloads).
 
-use crate::attachments::{base_url, disposition};
+use crate::attachments::{base_url, file_headers};
 use crate::{Api, ApiError, ApiResult, Auth, PathParam, QueryParam, email_id, ok, path, query};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use mailroom_core::email::EmailId;
 use mailroom_core::error::quoted;
@@ -117,26 +117,13 @@ pub(crate) async fn download(State(api): State<Api>, token: PathParam<String>, r
     let (account, id, attachment) = api.engine.download_target(&token).ok_or_else(denied)?;
     let engine = api.engine.with_account(account.as_str());
     let (e, raw) = engine.received_with_raw(id).await?;
-    let nosniff = (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string());
     match attachment {
-        None => Ok((
-            [
-                (header::CONTENT_TYPE, "message/rfc822".to_string()),
-                (header::CONTENT_DISPOSITION, disposition(&format!("{id}.eml"))),
-                nosniff,
-            ],
-            raw,
-        )
-            .into_response()),
+        None => Ok((file_headers("message/rfc822".to_string(), &format!("{id}.eml")), raw).into_response()),
         Some(aid) => {
             let (a, content) = attachment_content(&e, &raw, &aid)
                 .ok_or_else(|| ApiError::new(404, "not_found", "Attachment not found"))?;
             let name = a.filename.unwrap_or_else(|| "attachment".into());
-            Ok((
-                [(header::CONTENT_TYPE, a.content_type), (header::CONTENT_DISPOSITION, disposition(&name)), nosniff],
-                content,
-            )
-                .into_response())
+            Ok((file_headers(a.content_type, &name), content).into_response())
         }
     }
 }

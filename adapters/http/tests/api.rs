@@ -592,6 +592,11 @@ async fn attachments_are_listed_with_signed_download_urls() {
     let url = one["download_url"].as_str().unwrap().to_string();
     let got = reqwest::get(&url).await.unwrap();
     assert_eq!(got.status(), StatusCode::OK);
+    // A sender's file on this server's origin: downloaded, never sniffed, and sandboxed should
+    // a browser show it anyway.
+    assert!(got.headers()["content-disposition"].to_str().unwrap().starts_with("attachment;"));
+    assert_eq!(got.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(got.headers()["content-security-policy"], "sandbox; default-src 'none'");
     assert_eq!(got.bytes().await.unwrap().as_ref(), b"hello world");
     let forged = url.replace("expires=", "expires=9");
     assert_eq!(reqwest::get(&forged).await.unwrap().status().as_u16(), 403);
