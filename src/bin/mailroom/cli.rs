@@ -32,6 +32,20 @@ pub struct Store {
 }
 
 /// How mail leaves (overrides `[delivery]` in the configuration).
+/// Which page of a list, as the API's `limit`, `after` and `before` name it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Page {
+    /// How many (1-100, default 20).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The items after this id, in the list's order.
+    #[arg(long, value_name = "ID", conflicts_with = "before")]
+    pub after: Option<String>,
+    /// The items before this id, in the list's order.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<String>,
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct Delivery {
     /// Relay through this SMTP server: smtp://[user:pass@]host[:port][?tls=required|none]
@@ -95,17 +109,10 @@ pub enum Command {
         #[command(flatten)]
         store: Store,
     },
-    /// List emails, newest first.
+    /// List emails, newest first (`--after`: older ones; `--before`: newer ones).
     List {
-        /// How many (1-100, default 20).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Emails older than this id.
-        #[arg(long, value_name = "ID", conflicts_with = "before")]
-        after: Option<String>,
-        /// Emails newer than this id.
-        #[arg(long, value_name = "ID")]
-        before: Option<String>,
+        #[command(flatten)]
+        page: Page,
         #[command(flatten)]
         store: Store,
     },
@@ -323,15 +330,8 @@ pub enum SuppressionCommand {
     /// Print one page of the list, in address order, as `GET /suppressions` answers (each
     /// entry with the id a cursor takes).
     List {
-        /// How many (1-100, default 20).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Entries after the one with this id.
-        #[arg(long, value_name = "ID", conflicts_with = "before")]
-        after: Option<String>,
-        /// Entries before the one with this id.
-        #[arg(long, value_name = "ID")]
-        before: Option<String>,
+        #[command(flatten)]
+        page: Page,
         /// Only entries of this origin.
         #[arg(long, value_parser = ["bounce", "complaint", "manual", "unsubscribe"])]
         origin: Option<String>,

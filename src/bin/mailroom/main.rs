@@ -27,7 +27,8 @@ mod serve;
 
 use clap::Parser;
 use cli::{
-    Cli, Command, ConfigCommand, DomainCommand, EventsCommand, KeyCommand, Store, SuppressionCommand, WebhookCommand,
+    Cli, Command, ConfigCommand, DomainCommand, EventsCommand, KeyCommand, Page, Store, SuppressionCommand,
+    WebhookCommand,
 };
 use commands::{Context, DomainOptions, Failure, Request, execute};
 use config::{Layers, Settings};
@@ -190,7 +191,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             (store, Request::Batch { body, permissive, idempotency_key })
         }
         Command::Get { id, store } => (store, Request::Get { id }),
-        Command::List { limit, after, before, store } => (store, Request::List { limit, after, before }),
+        Command::List { page: Page { limit, after, before }, store } => (store, Request::List { limit, after, before }),
         Command::Metrics { start, end, by, granularity, timezone, metrics, domain_ids, email_ids, store } => {
             // The API's query parameters, so that the command answers exactly what it does.
             let lists =
@@ -212,7 +213,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Reschedule { id, when, store } => (store, Request::Reschedule { id, when: when.join(" ") }),
         Command::Cancel { id, store } => (store, Request::Cancel { id }),
         Command::Suppressions { action } => match action {
-            SuppressionCommand::List { limit, after, before, origin, store } => {
+            SuppressionCommand::List { page: Page { limit, after, before }, origin, store } => {
                 (store, Request::SuppressionsList { limit, after, before, origin })
             }
             SuppressionCommand::Add { address, reason, store } => (store, Request::SuppressionsAdd { address, reason }),
