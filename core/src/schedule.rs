@@ -3,10 +3,11 @@
 //! Accepted: ISO 8601 / RFC 3339 date-times with an offset (extended or basic; `+02` as well
 //! as `+02:00`), RFC 2822 dates with a numeric offset or GMT (`toUTCString()`), JavaScript's
 //! `Date.toString()`, and plain English relative to the engine's clock — `in 5 min`,
-//! `in an hour`, `30 minutes`, `tomorrow`, `tomorrow at 9am`, `tomorrow 9:00`, `today 17:00`, `friday 3pm`, `Friday at 3pm ET`, `next friday 8pm`,
-//! `next day at 9am PST`, `monday at noon`, `midnight`, `9am tomorrow`,
-//! `2026-12-01 09:00 Europe/Berlin`, `Dec 24 at 9am`, `December 24th, 2026 5pm ET`,
-//! `24 Dec 9:00`, `the 24th of December at noon`, `tonight at 8`, `tomorrow morning at 9`,
+//! `in an hour`, `30 minutes`, `tomorrow`, `tomorrow at 9am`, `tomorrow 9:00`, `today 17:00`,
+//! `friday 3pm`, `Friday at 3pm ET`, `next friday 8pm`, `next day at 9am PST`,
+//! `monday at noon`, `midnight`, `9am tomorrow`, `2026-12-01 09:00 Europe/Berlin`,
+//! `Dec 24 at 9am`, `December 24th, 2026 5pm ET`, `24 Dec 9:00`,
+//! `the 24th of December at noon`, `tonight at 8`, `tomorrow morning at 9`,
 //! `friday evening at 7:30 ET`, `8 in the evening`, `the day after tomorrow at 10am`,
 //! `Dec 10 2026 10:00:15 EST`, `2026-12-10T10:00 UTC`.
 //!
