@@ -3,7 +3,7 @@
 //! stopped on drop. Shared by the DNS and SMTP adapters' tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,10 +20,16 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// A port free for both UDP and TCP.
+#[path = "../../../smtp/tests/peers/ports.rs"]
+// A crate that takes both the SMTP peers and dnsmasq has two copies of this file: harmless,
+// since the ports are held by file locks, which the two copies share.
+#[allow(clippy::duplicate_mod)]
+mod ports;
+
+/// A port free for both UDP and TCP, handed out once ([`ports::free_port`]).
 pub fn free_port() -> u16 {
     loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = ports::free_port();
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }

@@ -52,9 +52,12 @@ fn command(program: PathBuf, user: Option<(u32, u32)>) -> Command {
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../../../smtp/tests/peers/ports.rs"]
+// A crate that takes both the SMTP peers and dnsmasq has two copies of this file: harmless,
+// since the ports are held by file locks, which the two copies share.
+#[allow(clippy::duplicate_mod)]
+mod ports;
+use ports::free_port;
 
 impl Cluster {
     pub fn start() -> Cluster {

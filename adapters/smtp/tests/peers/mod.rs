@@ -4,15 +4,17 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (for a peer about to be started).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "ports.rs"]
+// A crate that takes both the SMTP peers and dnsmasq has two copies of this file: harmless,
+// since the ports are held by file locks, which the two copies share.
+#[allow(clippy::duplicate_mod)]
+mod ports;
+/// A free TCP port on 127.0.0.1 (for a peer about to be started), handed out once.
+pub use ports::free_port;
 
 /// Waits until `child` accepts connections on 127.0.0.1:`port`; fails with its stderr if it
 /// exits first. `what` names it (and how to install it) in the failure.
@@ -20,7 +22,12 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            // Someone listens; unless `child` has ended: then it is someone else, and `child`
+            // could not bind (its error is in its stderr, below).
+            std::thread::sleep(Duration::from_millis(20));
+            if matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
