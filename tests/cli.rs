@@ -307,6 +307,14 @@ fn demo_shows_every_outcome() {
     let last: Vec<&str> =
         out.json["emails"].as_array().unwrap().iter().map(|e| e["last_event"].as_str().unwrap()).collect();
     assert_eq!(last, ["delivered", "bounced", "complained", "suppressed"]);
+    // The list the bounce and the complaint made, as `suppressions list` shows entries.
+    let listed: Vec<(&str, &str)> = out.json["suppressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["email"].as_str().unwrap(), e["origin"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("bounced+demo@resend.dev", "bounce"), ("complained+demo@resend.dev", "complaint")]);
 }
 
 #[test]

@@ -526,7 +526,10 @@ async fn demo(store: &Store) -> Result<(), Failure> {
             "events": view.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
         }));
     }
-    print(&json!({"db": settings.db, "emails": out, "suppressions": engine.suppressions().await?}));
+    // The list as `suppressions list` and the API show it (a demo's list is four entries at most).
+    let suppressions: Vec<Value> =
+        engine.suppressions().await?.iter().map(|e| mailroom::core::suppressions::json(engine.account(), e)).collect();
+    print(&json!({"db": settings.db, "emails": out, "suppressions": suppressions}));
     Ok(())
 }
 
