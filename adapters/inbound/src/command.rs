@@ -95,10 +95,13 @@ pub fn parse_command(line: &[u8]) -> Command {
             for p in params.split_whitespace() {
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
                 match k.to_ascii_uppercase().as_str() {
-                    "SIZE" => match v.parse::<u64>() {
-                        Ok(n) => size = Some(n),
-                        Err(_) => return Command::Syntax("SIZE takes a number"),
-                    },
+                    // RFC 1870 allows up to 20 digits, more than a u64 holds: a size too large
+                    // to hold is over any limit (552 at the session, as RFC 1870 §6 says),
+                    // not a syntax error.
+                    "SIZE" if !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()) => {
+                        size = Some(v.parse::<u64>().unwrap_or(u64::MAX));
+                    }
+                    "SIZE" => return Command::Syntax("SIZE takes a number"),
                     "BODY" if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
                     "SMTPUTF8" if v.is_empty() => {}
                     _ => return Command::Syntax("unknown MAIL parameter"),
@@ -168,6 +171,15 @@ mod tests {
         assert!(matches!(parse_command(b"RCPT TO:x@in.test\r\n"), Command::Syntax(_)));
         assert!(matches!(parse_command(b"RCPT TO:<x in@in.test>\r\n"), Command::Syntax(_)));
         assert!(matches!(parse_command(b"MAIL FROM:<a@b.test> XFORWARD=1\r\n"), Command::Syntax(_)));
+        // A declared size too large for a u64 is still a size (over any limit), not bad syntax.
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@b.test> SIZE=99999999999999999999\r\n"),
+            Command::Mail { from: "a@b.test".into(), size: Some(u64::MAX) }
+        );
+        for bad in [&b"SIZE=-1"[..], b"SIZE=", b"SIZE=+5", b"SIZE=123456789012345678901", b"SIZE=1e9"] {
+            let line = [&b"MAIL FROM:<a@b.test> "[..], bad, b"\r\n"].concat();
+            assert_eq!(parse_command(&line), Command::Syntax("SIZE takes a number"), "{bad:?}");
+        }
         assert!(matches!(parse_command(b"EHLO\r\n"), Command::Syntax(_)));
         assert_eq!(parse_command(b"data\r\n"), Command::Data);
         assert_eq!(parse_command(b"STARTTLS\r\n"), Command::StartTls);
