@@ -384,7 +384,26 @@ impl MetricsQuery {
             Granularity::Hourly => {
                 // Back to the hour of the zone's clock (a zone may be :30 or :45 off UTC).
                 let into = i64::from(local.minute() * 60 + local.second());
-                let start = at - Duration::seconds(into) - Duration::nanoseconds(i64::from(local.nanosecond()));
+                let mut start = at - Duration::seconds(into) - Duration::nanoseconds(i64::from(local.nanosecond()));
+                // Unless the offset changed since then: where clocks move by less than an hour
+                // (Lord Howe Island's by 30 minutes), `start` read the other offset, and an
+                // hour of the clock is cut in two at the change. The period then starts at the
+                // change (the first second that reads `at`'s offset); without this, the start
+                // of a period lay in the period before it.
+                let offset = |t: i64| {
+                    DateTime::from_timestamp(t, 0).map(|t| chrono::Offset::fix(t.with_timezone(&self.zone).offset()))
+                };
+                let (mut before, mut after) = (start.timestamp(), at.timestamp());
+                if offset(before) != offset(after) {
+                    // Offsets change on whole seconds, at most once in an hour: `before` reads
+                    // the old one, `after` the new.
+                    let new = offset(after);
+                    while after - before > 1 {
+                        let mid = before + (after - before) / 2;
+                        if offset(mid) == new { after = mid } else { before = mid }
+                    }
+                    start = DateTime::from_timestamp(after, 0).unwrap_or(start);
+                }
                 (start, start.with_timezone(&self.zone).format("%Y-%m-%dT%H:%M:%S%:z").to_string())
             }
             Granularity::Daily => day(local.date_naive()),
@@ -407,7 +426,10 @@ impl MetricsQuery {
                 Granularity::Weekly => midnight(self.zone, local + Duration::days(7))?,
                 Granularity::Monthly => midnight(self.zone, local.checked_add_months(chrono::Months::new(1))?)?,
             };
-            (next < self.end).then(|| self.period_of(next))
+            // The period `next` falls in, whose start may lie before `next` (an hour an offset
+            // change cut short ends early): it is in the range when its start is.
+            let period = self.period_of(next);
+            (period.0 > *start && period.0 < self.end).then_some(period)
         })
     }
 
@@ -887,6 +909,55 @@ mod tests {
                 "2026-07-01T08:00:00+05:30"
             ]
         );
+        // Lord Howe Island moves its clocks by 30 minutes: on 4 October 2026 (UTC) 02:00 becomes
+        // 02:30, and on 4 April 2026 02:00 becomes 01:30. Each period starts where its own
+        // period does, and periods go forward; the hour cut by the change is two periods.
+        // (Found by the `metrics_query` fuzz target.)
+        for (start, end, want) in [
+            (
+                "2026-10-03T14:00:00Z",
+                "2026-10-03T17:00:00Z",
+                &[
+                    "2026-10-04T00:00:00+10:30",
+                    "2026-10-04T01:00:00+10:30",
+                    "2026-10-04T02:30:00+11:00",
+                    "2026-10-04T03:00:00+11:00",
+                ][..],
+            ),
+            (
+                "2026-04-04T13:30:00Z",
+                "2026-04-04T16:00:00Z",
+                &[
+                    "2026-04-05T00:00:00+11:00",
+                    "2026-04-05T01:00:00+11:00",
+                    "2026-04-05T01:30:00+10:30",
+                    "2026-04-05T02:00:00+10:30",
+                ][..],
+            ),
+        ] {
+            let map = [
+                ("start_date", start),
+                ("end_date", end),
+                ("timezone", "Australia/Lord_Howe"),
+                ("granularity", "hourly"),
+                ("dimensions", "period"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let h = MetricsQuery::parse(&map, at("2026-12-01T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
+            let periods: Vec<(DateTime<Utc>, String)> = h.periods().collect();
+            let labels: Vec<&str> = periods.iter().map(|p| p.1.as_str()).collect();
+            assert_eq!(labels, want);
+            for w in periods.windows(2) {
+                assert!(w[0].0 < w[1].0, "{w:?}");
+            }
+            for (p, label) in &periods {
+                assert_eq!(&h.period_of(*p), &(*p, label.clone()));
+                // Every instant of a period is in it.
+                assert_eq!(h.period_of(*p + Duration::minutes(29)).0, *p);
+            }
+        }
         let w = q(&[("start_date", "2026-06-20"), ("end_date", "2026-07-20"), ("granularity", "weekly")])
             .unwrap_or_else(|e| panic!("{e}"));
         let weeks: Vec<String> = w.periods().map(|p| p.1).collect();
