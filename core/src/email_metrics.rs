@@ -420,11 +420,14 @@ impl MetricsQuery {
         let first = (self.start < self.end).then(|| self.period_of(self.start));
         std::iter::successors(first, move |(start, _)| {
             let local = start.with_timezone(&self.zone).date_naive();
+            // The first day from `d` on that the zone's calendar has: a zone can skip a whole
+            // day (Samoa went from 29 to 31 December 2011), and the periods go on after it.
+            let from = |d: NaiveDate| (0..3).find_map(|k| midnight(self.zone, d + Duration::days(k)));
             let next = match self.granularity {
                 Granularity::Hourly => *start + Duration::hours(1),
-                Granularity::Daily => midnight(self.zone, local + Duration::days(1))?,
-                Granularity::Weekly => midnight(self.zone, local + Duration::days(7))?,
-                Granularity::Monthly => midnight(self.zone, local.checked_add_months(chrono::Months::new(1))?)?,
+                Granularity::Daily => from(local + Duration::days(1))?,
+                Granularity::Weekly => from(local + Duration::days(7))?,
+                Granularity::Monthly => from(local.checked_add_months(chrono::Months::new(1))?)?,
             };
             // The period `next` falls in, whose start may lie before `next` (an hour an offset
             // change cut short ends early): it is in the range when its start is.
@@ -958,6 +961,19 @@ mod tests {
                 assert_eq!(h.period_of(*p + Duration::minutes(29)).0, *p);
             }
         }
+        // Samoa skipped 30 December 2011: the days go on after it.
+        let map = [
+            ("start_date", "2011-12-28"),
+            ("end_date", "2012-01-02"),
+            ("timezone", "Pacific/Apia"),
+            ("dimensions", "period"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let apia = MetricsQuery::parse(&map, at("2026-12-01T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
+        let days: Vec<String> = apia.periods().map(|p| p.1).collect();
+        assert_eq!(days, ["2011-12-28", "2011-12-29", "2011-12-31", "2012-01-01"]);
         let w = q(&[("start_date", "2026-06-20"), ("end_date", "2026-07-20"), ("granularity", "weekly")])
             .unwrap_or_else(|e| panic!("{e}"));
         let weeks: Vec<String> = w.periods().map(|p| p.1).collect();
