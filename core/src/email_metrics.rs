@@ -269,9 +269,13 @@ fn instant(field: &str, s: &str, zone: Tz) -> Result<DateTime<Utc>, FieldError> 
     })
 }
 
-/// The first instant of `d` in `zone` (midnight, or the first hour after a gap at midnight).
+/// The first instant of `d` in `zone`: midnight, or where clocks move forward at midnight the
+/// end of the gap (read with the offset before it, as `scheduled_at` reads such a time), which
+/// is not always a whole hour (Lord Howe Island went from +10:00 to +10:30 at midnight on
+/// 1 March 1981: that day began at 00:30). `None` for a day the zone's calendar skipped.
 fn midnight(zone: Tz, d: NaiveDate) -> Option<DateTime<Utc>> {
-    (0..4).find_map(|h| zone.from_local_datetime(&d.and_hms_opt(h, 0, 0)?).earliest()).map(|t| t.with_timezone(&Utc))
+    let t = crate::schedule::local_to_utc(zone, d.and_hms_opt(0, 0, 0)?)?;
+    (t.with_timezone(&zone).date_naive() == d).then_some(t)
 }
 
 impl MetricsQuery {
@@ -814,8 +818,13 @@ mod tests {
     use crate::email::Event;
 
     fn q(pairs: &[(&str, &str)]) -> Result<MetricsQuery, FieldError> {
+        q_at(pairs, "2026-07-10T12:00:00Z")
+    }
+
+    /// [`q`] asked at `now`.
+    fn q_at(pairs: &[(&str, &str)], now: &str) -> Result<MetricsQuery, FieldError> {
         let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        MetricsQuery::parse(&map, at("2026-07-10T12:00:00Z"))
+        MetricsQuery::parse(&map, at(now))
     }
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -938,17 +947,14 @@ mod tests {
                 ][..],
             ),
         ] {
-            let map = [
+            let pairs = [
                 ("start_date", start),
                 ("end_date", end),
                 ("timezone", "Australia/Lord_Howe"),
                 ("granularity", "hourly"),
                 ("dimensions", "period"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            let h = MetricsQuery::parse(&map, at("2026-12-01T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
+            ];
+            let h = q_at(&pairs, "2026-12-01T00:00:00Z").unwrap_or_else(|e| panic!("{e}"));
             let periods: Vec<(DateTime<Utc>, String)> = h.periods().collect();
             let labels: Vec<&str> = periods.iter().map(|p| p.1.as_str()).collect();
             assert_eq!(labels, want);
@@ -962,18 +968,34 @@ mod tests {
             }
         }
         // Samoa skipped 30 December 2011: the days go on after it.
-        let map = [
+        let pairs = [
             ("start_date", "2011-12-28"),
             ("end_date", "2012-01-02"),
             ("timezone", "Pacific/Apia"),
             ("dimensions", "period"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let apia = MetricsQuery::parse(&map, at("2026-12-01T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
+        ];
+        let apia = q_at(&pairs, "2026-12-01T00:00:00Z").unwrap_or_else(|e| panic!("{e}"));
         let days: Vec<String> = apia.periods().map(|p| p.1).collect();
         assert_eq!(days, ["2011-12-28", "2011-12-29", "2011-12-31", "2012-01-01"]);
+        // Lord Howe Island moved from +10:00 to +10:30 at midnight on 1 March 1981: that day, and
+        // its month, began at 00:30 (14:00 UTC), not at 01:00. (Found by the fuzz target.)
+        let pairs = [
+            ("start_date", "1981-02-10"),
+            ("end_date", "1981-03-10"),
+            ("timezone", "Australia/Lord_Howe"),
+            ("granularity", "monthly"),
+            ("dimensions", "period"),
+        ];
+        let howe = q_at(&pairs, "2026-12-01T00:00:00Z").unwrap_or_else(|e| panic!("{e}"));
+        let months: Vec<(DateTime<Utc>, String)> = howe.periods().collect();
+        assert_eq!(
+            months,
+            [
+                (at("1981-01-31T14:00:00Z"), "1981-02-01".to_string()),
+                (at("1981-02-28T14:00:00Z"), "1981-03-01".to_string())
+            ]
+        );
+        assert_eq!(howe.period_of(at("1981-02-28T14:15:00Z")).0, at("1981-02-28T14:00:00Z"));
         let w = q(&[("start_date", "2026-06-20"), ("end_date", "2026-07-20"), ("granularity", "weekly")])
             .unwrap_or_else(|e| panic!("{e}"));
         let weeks: Vec<String> = w.periods().map(|p| p.1).collect();
