@@ -397,11 +397,12 @@ impl MetricsQuery {
                 let offset = |t: i64| {
                     DateTime::from_timestamp(t, 0).map(|t| chrono::Offset::fix(t.with_timezone(&self.zone).offset()))
                 };
+                // `at`'s offset is `local`'s: one more lookup per call (for `start`), not two.
+                let new = Some(chrono::Offset::fix(local.offset()));
                 let (mut before, mut after) = (start.timestamp(), at.timestamp());
-                if offset(before) != offset(after) {
+                if offset(before) != new {
                     // Offsets change on whole seconds, at most once in an hour: `before` reads
                     // the old one, `after` the new.
-                    let new = offset(after);
                     while after - before > 1 {
                         let mid = before + (after - before) / 2;
                         if offset(mid) == new { after = mid } else { before = mid }
