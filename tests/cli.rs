@@ -23,6 +23,11 @@ fn with_db(db: &Path, args: &[&str]) -> Vec<String> {
     out
 }
 
+/// The `(email, origin)` of each suppression entry in `list`, as the command line prints them.
+fn entries(list: &Value) -> Vec<(&str, &str)> {
+    list.as_array().unwrap().iter().map(|e| (e["email"].as_str().unwrap(), e["origin"].as_str().unwrap())).collect()
+}
+
 struct Out {
     ok: bool,
     json: Value,
@@ -81,13 +86,10 @@ fn send_work_get_for_every_test_address() {
     let eml = std::fs::read_to_string(outbox).unwrap();
     assert!(eml.contains("Subject: Hi"));
     let sup = run(&db, &["suppressions", "list"], None);
-    let listed: Vec<(&str, &str)> = sup.json["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["email"].as_str().unwrap(), e["origin"].as_str().unwrap()))
-        .collect();
-    assert_eq!(listed, [("bounced+x@resend.dev", "bounce"), ("complained@resend.dev", "complaint")]);
+    assert_eq!(
+        entries(&sup.json["data"]),
+        [("bounced+x@resend.dev", "bounce"), ("complained@resend.dev", "complaint")]
+    );
 }
 
 /// `suppressions list` answers one page, as `GET /suppressions` does: a list of any length is
@@ -308,13 +310,10 @@ fn demo_shows_every_outcome() {
         out.json["emails"].as_array().unwrap().iter().map(|e| e["last_event"].as_str().unwrap()).collect();
     assert_eq!(last, ["delivered", "bounced", "complained", "suppressed"]);
     // The list the bounce and the complaint made, as `suppressions list` shows entries.
-    let listed: Vec<(&str, &str)> = out.json["suppressions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["email"].as_str().unwrap(), e["origin"].as_str().unwrap()))
-        .collect();
-    assert_eq!(listed, [("bounced+demo@resend.dev", "bounce"), ("complained+demo@resend.dev", "complaint")]);
+    assert_eq!(
+        entries(&out.json["suppressions"]),
+        [("bounced+demo@resend.dev", "bounce"), ("complained+demo@resend.dev", "complaint")]
+    );
 }
 
 #[test]
