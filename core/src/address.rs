@@ -70,6 +70,10 @@ pub enum AddressError {
     /// A line break or control character.
     #[error("line breaks and control characters are not allowed")]
     ControlCharacter,
+    /// Several addresses in one string (`a@x.test, b@y.test`): each string holds one
+    /// address, as in the hosted API, which refuses such a list with a 422 too.
+    #[error("this holds {0} addresses separated by `,` or `;`; give one address per string, several as an array")]
+    SeveralAddresses(usize),
 }
 
 /// One parsed mailbox.
@@ -86,6 +90,17 @@ pub struct Mailbox {
 impl Mailbox {
     /// Parses `addr`, `Name <addr>` or `"Name" <addr>`.
     pub fn parse(input: &str) -> Result<Mailbox, AddressError> {
+        // Why only on the error path: a list never parses as one mailbox, and an accepted
+        // address should not pay for the second look. The look names the mistake users make
+        // (a comma- or semicolon-separated list, as a mail client's To field takes it)
+        // instead of whichever rule the list happened to break first.
+        Mailbox::parse_one(input).map_err(|e| match several(input) {
+            Some(n) => AddressError::SeveralAddresses(n),
+            None => e,
+        })
+    }
+
+    fn parse_one(input: &str) -> Result<Mailbox, AddressError> {
         if input.chars().any(|c| matches!(c, '\r' | '\n' | '\0')) {
             return Err(AddressError::ControlCharacter);
         }
@@ -170,6 +185,36 @@ fn scan_unquoted(s: &str, needle: char, mut found: impl FnMut(usize)) -> Result<
         }
     }
     if in_quote { Err(AddressError::UnterminatedQuote) } else { Ok(()) }
+}
+
+/// How many mailboxes `s` holds when it is a list of two or more, each part separated by an
+/// unquoted `,` or `;` (outside `<…>` too) and each a valid mailbox on its own; `None`
+/// otherwise (so `Doe, John <j@x.test>` stays a display-name mistake).
+fn several(s: &str) -> Option<usize> {
+    if !s.contains([',', ';']) {
+        return None;
+    }
+    let (mut parts, mut start, mut in_quote, mut escaped, mut angle) = (Vec::new(), 0, false, false, false);
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            '<' if !in_quote => angle = true,
+            '>' if !in_quote => angle = false,
+            ',' | ';' if !in_quote && !angle => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    let parts: Vec<&str> = parts.into_iter().filter(|p| !p.trim().is_empty()).collect();
+    (parts.len() >= 2 && parts.iter().all(|p| Mailbox::parse_one(p).is_ok())).then_some(parts.len())
 }
 
 fn find_unquoted(s: &str, needle: char) -> Result<Option<usize>, AddressError> {
@@ -480,6 +525,11 @@ mod tests {
             ("Name <a@example.com", AddressError::UnterminatedAngle),
             ("Name <a@example.com> x", AddressError::TrailingText("x".into())),
             ("Doe, John <j@example.com>", AddressError::InvalidDisplayNameChar(',')),
+            ("x@a.example, y@b.example", AddressError::SeveralAddresses(2)),
+            ("x@a.example;y@b.example;", AddressError::SeveralAddresses(2)),
+            ("X <x@a.example>, \"Roe, Y\" <y@b.example>, z@c.example", AddressError::SeveralAddresses(3)),
+            // A list with one bad member is reported by the rule the whole string breaks.
+            ("x@a.example, y", AddressError::InvalidDomain("a.example, y".into())),
             ("\"unterminated <a@example.com>", AddressError::UnterminatedQuote),
             ("a@example.com\r\nBcc: x@example.com", AddressError::ControlCharacter),
         ];

@@ -522,6 +522,18 @@ mod tests {
         r.reply_to = Some("a@b".into());
         let paths: Vec<String> = errs(&r).into_iter().map(|e| e.0).collect();
         assert_eq!(paths, vec!["cc", "bcc[1]", "reply_to"]);
+        // A comma-separated list in one string is named as such, as the hosted API refuses it.
+        let mut r = ok();
+        r.to = Some("a@example.com, b@example.com".into());
+        let e = errs(&r);
+        assert_eq!(e, vec![("to".into(), Rule::Address(crate::address::AddressError::SeveralAddresses(2)))]);
+        let message = crate::error::FieldError::new(e[0].0.clone(), e[0].1.clone()).to_string();
+        assert!(
+            message.ends_with(
+                "this holds 2 addresses separated by `,` or `;`; give one address per string, several as an array."
+            ),
+            "{message}"
+        );
     }
 
     #[test]
