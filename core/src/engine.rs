@@ -185,6 +185,12 @@ impl IdGen {
 }
 
 /// The engine's shared parts: its settings as built, and what it keeps at run time.
+/// The locks a capped create holds ([`Engine::creating`]); the shared one is dropped first.
+pub(crate) struct Creating<'a> {
+    _shared: Option<crate::ports::HeldLock>,
+    _local: tokio::sync::MutexGuard<'a, ()>,
+}
+
 /// How many locks capped creates are spread over (see [`Engine::creating`]).
 const CREATING_LOCKS: usize = 64;
 
@@ -401,13 +407,17 @@ impl Engine {
     /// made where 5 places were left). One lock for the three, since creating them is rare;
     /// but one per group of accounts (by a hash of the name), since the caps are per account:
     /// with one lock for all, an account flooding refused key creates (64 connections) made
-    /// another account's webhook create take 45–75 ms; with these locks, 1–5 ms. It covers this process only: processes sharing
-    /// a Postgres store can each pass a cap by the one create it has in flight.
-    pub(crate) async fn creating(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    /// another account's webhook create take 45–75 ms; with these locks, 1–5 ms. A store
+    /// shared by several processes (Postgres) adds its own lock across them
+    /// ([`crate::ports::Storage::hold_create_lock`]), taken after this one, so that a process's racing
+    /// creates queue here and not on database connections.
+    pub(crate) async fn creating(&self) -> Result<Creating<'_>, Error> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.account.hash(&mut h);
-        self.inner.creating[(h.finish() % CREATING_LOCKS as u64) as usize].lock().await
+        let local = self.inner.creating[(h.finish() % CREATING_LOCKS as u64) as usize].lock().await;
+        let shared = self.storage().hold_create_lock(&self.account).await?;
+        Ok(Creating { _shared: shared, _local: local })
     }
     /// The store.
     pub fn storage(&self) -> &Arc<dyn Storage> {

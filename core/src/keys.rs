@@ -196,7 +196,7 @@ impl Engine {
     pub async fn create_api_key(&self, name: Option<&str>, permission: KeyPermission) -> Result<CreatedKey, Error> {
         let name = check_name(name)?;
         let store = self.key_store()?;
-        let _creating = self.creating().await;
+        let _creating = self.creating().await?;
         let active = store.key_list(self.account()).await?.iter().filter(|k| k.revoked_at.is_none()).count();
         if active >= MAX_ACTIVE_KEYS {
             return Err(FieldError::new("api_keys", Rule::TooMany { max: MAX_ACTIVE_KEYS, got: active + 1 }).into());

@@ -501,6 +501,35 @@ pub trait Storage: Send + Sync + Debug {
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
+
+    /// Takes, across every process sharing this store, the lock an account's capped creates
+    /// (API keys, domains, webhooks) hold from their count to their insert; it is held until
+    /// the guard is dropped, and freed if the process dies. `None` (the default): the store
+    /// is not shared (redb holds its file exclusively), and the engine's in-process lock is
+    /// enough. A store that returns a guard must free it when the future taking it is
+    /// dropped before it returns.
+    async fn hold_create_lock(&self, _account: &AccountId) -> StorageResult<Option<HeldLock>> {
+        Ok(None)
+    }
+}
+
+/// A lock a [`Storage`] holds for the engine until this is dropped
+/// ([`Storage::hold_create_lock`]).
+pub struct HeldLock {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl HeldLock {
+    /// Holds `guard` (whose drop frees the lock).
+    pub fn new(guard: impl Send + Sync + 'static) -> HeldLock {
+        HeldLock { _guard: Box::new(guard) }
+    }
+}
+
+impl Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldLock")
+    }
 }
 
 /// SPF, DKIM and DMARC of a received message. Implemented beside the [`DnsResolver`] (with

@@ -26,6 +26,7 @@
 //! received mail.
 
 mod combine;
+mod create_lock;
 mod extensions;
 mod group;
 mod webhooks;
@@ -89,6 +90,7 @@ pub struct PostgresStorage {
     wake: std::sync::Arc<tokio::sync::Notify>,
     groups: std::sync::Arc<Groups>,
     combiners: std::sync::Arc<combine::Combiners>,
+    create_locks: create_lock::CreateLocks,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -206,7 +208,10 @@ impl PostgresStorage {
     }
 
     /// Connects to `url` (`postgres://user:password@host:port/database`) with at most
-    /// `max_connections` connections, and brings the schema up to date.
+    /// `max_connections` connections, and brings the schema up to date. Give it at least 2:
+    /// the lock that keeps the per-account caps across processes
+    /// ([`Storage::hold_create_lock`]) holds a connection beside the ones its create works
+    /// on, so with one connection the caps hold only within this process.
     pub async fn connect(url: &str, max_connections: usize) -> StorageResult<PostgresStorage> {
         let config: tokio_postgres::Config = url.parse().map_err(backend)?;
         let manager =
@@ -215,7 +220,8 @@ impl PostgresStorage {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let groups = std::sync::Arc::new(Groups::start(pool.clone(), WRITE_LANES));
         let combiners = std::sync::Arc::new(combine::Combiners::start(groups.clone()));
-        let store = PostgresStorage { pool, wake: wake.clone(), groups, combiners };
+        let create_locks = create_lock::CreateLocks::new(pool.clone());
+        let store = PostgresStorage { pool, wake: wake.clone(), groups, combiners, create_locks };
         store.migrate().await?;
         store.index_suppressions().await?;
         tokio::spawn(listen(config, std::sync::Arc::downgrade(&wake)));
@@ -1144,6 +1150,10 @@ impl Storage for PostgresStorage {
 
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         Some(self.wake.clone())
+    }
+
+    async fn hold_create_lock(&self, account: &AccountId) -> StorageResult<Option<mailroom_core::ports::HeldLock>> {
+        self.create_locks.hold(account).await
     }
 
     async fn queue_stats(&self, now: DateTime<Utc>) -> StorageResult<Option<QueueStats>> {

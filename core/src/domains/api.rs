@@ -206,7 +206,7 @@ impl Engine {
         let config = self.domain_config();
         let algorithm = new.dkim_algorithm.unwrap_or(config.dkim_algorithm);
         let key = self.new_key(algorithm).await?;
-        let _creating = self.creating().await;
+        let _creating = self.creating().await?;
         over_the_cap().await?;
         let now = self.clock().now();
         let mut d = Domain::new(uuid::Uuid::new_v4().to_string(), name, key, config, now);

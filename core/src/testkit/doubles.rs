@@ -266,4 +266,7 @@ impl<S: Storage> Storage for StorageDouble<S> {
     fn webhooks(&self) -> Option<&dyn crate::ports::WebhookStore> {
         self.inner.webhooks()
     }
+    async fn hold_create_lock(&self, account: &AccountId) -> StorageResult<Option<crate::ports::HeldLock>> {
+        self.inner.hold_create_lock(account).await
+    }
 }

@@ -141,7 +141,7 @@ impl Engine {
     pub async fn create_webhook(&self, endpoint: &str, events: &[String]) -> Result<Webhook, Error> {
         let endpoint = check_endpoint(endpoint)?;
         let events = check_events(events)?;
-        let _creating = self.creating().await;
+        let _creating = self.creating().await?;
         let existing = self.hooks()?.webhook_list(self.account()).await?.len();
         if existing >= MAX_WEBHOOKS {
             return Err(FieldError::new("webhooks", Rule::TooMany { max: MAX_WEBHOOKS, got: existing + 1 }).into());
