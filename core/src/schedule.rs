@@ -9,7 +9,7 @@
 //! `Dec 24 at 9am`, `December 24th, 2026 5pm ET`, `24 Dec 9:00`,
 //! `the 24th of December at noon`, `tonight at 8`, `tomorrow morning at 9`,
 //! `friday evening at 7:30 ET`, `8 in the evening`, `the day after tomorrow at 10am`,
-//! `Dec 10 2026 10:00:15 EST`, `2026-12-10T10:00 UTC`.
+//! `Dec 10 2026 10:00:15 EST`, `2026-12-10T10:00 UTC`, `in 1.5 hours`, `tomorrow at 9.30am`.
 //!
 //! The rules, so that nothing is ever guessed silently:
 //! - Every word must be understood; a phrase with anything left over is an error that quotes
@@ -25,7 +25,9 @@
 //!   US spring-forward day is 03:30 EDT. A local time that exists twice (clocks go back) is
 //!   the first of the two.
 //! - `in 3 days at 9am` (whole days or weeks, then a clock time) is that day at that time;
-//!   `in 2 hours at 9am` is refused.
+//!   `in 2 hours at 9am` and `in 1.5 days at 9am` are refused. A duration may have up to three
+//!   decimals (`in 1.5 hours`); a dot in a clock time is read only before am or pm (`9.30am`,
+//!   as British English writes it), since `at 9.5` could be a fraction or a typo.
 //! - A part of the day (`morning`, `afternoon`, `evening`, `night`; `tonight`, `this evening`)
 //!   decides how a bare hour reads: `tonight at 8` is 20:00, `tomorrow morning at 8` 08:00. A
 //!   written time must lie inside it (`tonight at 8am` is refused, as is a bare `12` anywhere but
@@ -169,6 +171,9 @@ pub(crate) fn parse_when(input: &str, now: DateTime<Utc>, zone: Tz) -> Result<Da
 enum Tok {
     Word(String),
     Num(u32),
+    /// A number with a fraction (`1.5`), in thousandths; only durations take one (`in 1.5
+    /// hours`).
+    Milli(u64),
     /// `9:30` or `9:30:15` (hour, minute, second).
     Clock(u32, u32, u32),
     /// A calendar date `2026-12-01`.
@@ -178,10 +183,8 @@ enum Tok {
 fn tokenize(input: &str) -> Result<Vec<Tok>, String> {
     let lower = input.trim().trim_end_matches('.').to_lowercase();
     let mut out = Vec::new();
-    for raw in lower.split(|c: char| c.is_whitespace() || c == ',') {
-        if raw.is_empty() {
-            continue;
-        }
+    let raws: Vec<&str> = lower.split(|c: char| c.is_whitespace() || c == ',').filter(|r| !r.is_empty()).collect();
+    for (i, &raw) in raws.iter().enumerate() {
         // Split `9am`, `3pm`, `10min`, `2h` into number and word.
         let digits = raw.bytes().take_while(|b| b.is_ascii_digit() || *b == b':' || *b == b'-').count();
         let (head, tail) = raw.split_at(digits);
@@ -208,6 +211,37 @@ fn tokenize(input: &str) -> Result<Vec<Tok>, String> {
         }
         if head.contains('-') {
             return Err(format!("`{raw}` is not understood"));
+        }
+        // A fraction after a plain number: `1.5`, `2.25h`.
+        if !head.contains(':')
+            && let Some(after) = tail.strip_prefix('.')
+            && after.starts_with(|c: char| c.is_ascii_digit())
+        {
+            let frac: String = after.chars().take_while(char::is_ascii_digit).collect();
+            if frac.len() > 3 {
+                return Err(format!("`{raw}` has more than three decimals"));
+            }
+            let whole: u64 = head.parse().map_err(|_| format!("`{raw}` is too large"))?;
+            let unit = &after[frac.len()..];
+            // British English writes a clock time with a dot before am or pm (`9.30am`,
+            // `9.30 pm`): two digits of minutes, never a fraction of an hour.
+            let meridiem = |w: &str| matches!(w, "am" | "pm" | "a.m" | "p.m" | "a.m." | "p.m.");
+            if frac.len() == 2 && (meridiem(unit) || (unit.is_empty() && raws.get(i + 1).is_some_and(|w| meridiem(w))))
+            {
+                let (h, m) = (u32::try_from(whole).unwrap_or(u32::MAX), frac.parse::<u32>().unwrap_or(99));
+                out.push(Tok::Clock(h, m, 0));
+                if !unit.is_empty() {
+                    out.push(Tok::Word(unit.to_string()));
+                }
+                continue;
+            }
+            let milli = format!("{frac:0<3}").parse::<u64>().unwrap_or(0);
+            let value = whole.checked_mul(1000).and_then(|w| w.checked_add(milli));
+            out.push(Tok::Milli(value.ok_or_else(|| format!("`{raw}` is too large"))?));
+            if !unit.is_empty() {
+                out.push(Tok::Word(unit.to_string()));
+            }
+            continue;
         }
         match head.split_once(':') {
             Some((h, ms)) => {
@@ -458,6 +492,7 @@ impl Parser<'_> {
             .map(|t| match t {
                 Tok::Word(w) => w.clone(),
                 Tok::Num(n) => n.to_string(),
+                Tok::Milli(n) => format!("{}.{:03}", n / 1000, n % 1000).trim_end_matches('0').to_string(),
                 Tok::Clock(h, m, 0) => format!("{h}:{m:02}"),
                 Tok::Clock(h, m, sec) => format!("{h}:{m:02}:{sec:02}"),
                 Tok::Date(d) => d.to_string(),
@@ -607,16 +642,19 @@ impl Parser<'_> {
         if self.pos == self.tokens.len() { Ok(()) } else { Err(format!("`{}` was not understood", self.rest())) }
     }
 
-    /// `in 5 minutes`, `in an hour`, `5 min`, `5 minutes from now`, `in 1 hour 30 minutes`.
+    /// `in 5 minutes`, `in an hour`, `5 min`, `5 minutes from now`, `in 1 hour 30 minutes`,
+    /// `in 1.5 hours`.
     fn relative(&mut self) -> Result<Option<Duration>, String> {
         let start = self.pos;
         let had_in = self.eat("in");
         let mut total = Duration::zero();
         let mut parts = 0;
         loop {
+            // How many units, in thousandths (`1.5` is 1500).
             let n: i64 = match self.peek() {
-                Some(Tok::Num(n)) => i64::from(*n),
-                Some(Tok::Word(w)) if w == "a" || w == "an" || w == "one" => 1,
+                Some(Tok::Num(n)) => i64::from(*n) * 1000,
+                Some(Tok::Milli(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
+                Some(Tok::Word(w)) if w == "a" || w == "an" || w == "one" => 1000,
                 Some(Tok::Word(w)) if w == "half" && parts == 0 => {
                     // `in half an hour`
                     self.pos += 1;
@@ -638,7 +676,7 @@ impl Parser<'_> {
             self.pos += 2;
             // Ten years at most, per part and in all: bigger numbers are errors, not overflow.
             const TEN_YEARS: i64 = 315_360_000;
-            let part = u.num_seconds().saturating_mul(n);
+            let part = u.num_seconds().saturating_mul(n) / 1000;
             if part > TEN_YEARS || total.num_seconds() + part > TEN_YEARS {
                 return Err("that is too far ahead".into());
             }
@@ -928,6 +966,28 @@ mod tests {
         assert_eq!(parse_when("2026-12-10T10:00 Europe/Berlin", now, Tz::UTC), Ok(at("2026-12-10T09:00:00Z")));
         for bad in ["tomorrow at 9:30:5", "tomorrow at 9:30:60", "tomorrow at 9:30:", "tomorrow at 9:30:00:00"] {
             assert!(parse_when(bad, now, Tz::UTC).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_may_have_a_fraction_and_british_clock_times_a_dot() {
+        let now = at("2026-12-01T00:00:00Z");
+        assert_eq!(parse_when("in 1.5 hours", now, Tz::UTC), Ok(at("2026-12-01T01:30:00Z")));
+        assert_eq!(parse_when("in 2.25h", now, Tz::UTC), Ok(at("2026-12-01T02:15:00Z")));
+        assert_eq!(parse_when("in 0.5 days and 1.25 minutes", now, Tz::UTC), Ok(at("2026-12-01T12:01:15Z")));
+        assert_eq!(parse_when("1.5 hours from now", now, Tz::UTC), Ok(at("2026-12-01T01:30:00Z")));
+        assert_eq!(parse_when("tomorrow at 9.30am", now, Tz::UTC), Ok(at("2026-12-02T09:30:00Z")));
+        assert_eq!(parse_when("tomorrow at 9.30 p.m.", now, Tz::UTC), Ok(at("2026-12-02T21:30:00Z")));
+        assert_eq!(parse_when("dec 10 at 12.05pm europe/london", now, Tz::UTC), Ok(at("2026-12-10T12:05:00Z")));
+        for (bad, why) in [
+            ("in 1.2345 hours", "`1.2345` has more than three decimals"),
+            ("tomorrow at 9.5", "not understood"),
+            ("tomorrow at 9.75pm", "not a time"),
+            ("in 1.5", "not understood"),
+            ("in 1.5 days at 9am", ""),
+        ] {
+            let got = parse_when(bad, now, Tz::UTC).unwrap_err();
+            assert!(got.contains(why), "{bad}: {got}");
         }
     }
 
