@@ -56,7 +56,15 @@ fn view(api: &Api, headers: &HeaderMap, account: &AccountId, email: &EmailId, a:
     let expires = now.timestamp() + URL_LIFETIME_SECS;
     let id = a.id.to_string();
     let tag = ring::hmac::sign(&api.url_key, signed_part(&account.0, email, &id, expires).as_bytes());
-    let account_q: String = account.0.bytes().map(|b| format!("%{b:02X}")).collect();
+    // The account as a query value: unreserved characters as they are, the rest escaped.
+    let account_q: String = account
+        .0
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
     json!({
         "object": "attachment",
         "id": id,
@@ -70,7 +78,8 @@ fn view(api: &Api, headers: &HeaderMap, account: &AccountId, email: &EmailId, a:
             base_url(api, headers),
             hex(tag.as_ref())
         ),
-        "expires_at": chrono::DateTime::from_timestamp(expires, 0).map(|t| t.to_rfc3339()),
+        // Written as every other time the API gives (`…T…Z`, milliseconds).
+        "expires_at": chrono::DateTime::from_timestamp(expires, 0).map(mailroom_core::email::rfc3339),
     })
 }
 

@@ -590,6 +590,11 @@ async fn attachments_are_listed_with_signed_download_urls() {
     assert_eq!((st, one["id"].as_str()), (StatusCode::OK, Some(att)));
     // The download URL works without a key, and only as signed.
     let url = one["download_url"].as_str().unwrap().to_string();
+    assert!(one["expires_at"].as_str().unwrap().ends_with(".000Z"), "as every time the API writes: {one}");
+    let account =
+        reqwest::Url::parse(&url).unwrap().query_pairs().find(|(k, _)| k == "account").unwrap().1.into_owned();
+    let plain = account.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    assert!(!plain || url.contains(&format!("account={account}&")), "a plain account is written as it is: {url}");
     let got = reqwest::get(&url).await.unwrap();
     assert_eq!(got.status(), StatusCode::OK);
     // A sender's file on this server's origin: downloaded, never sniffed, and sandboxed should
@@ -638,6 +643,38 @@ async fn download_urls_expire_after_one_hour() {
     assert_eq!(late.status().as_u16(), 403);
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["name"], "invalid_access");
+}
+
+/// An account whose name needs escaping in a query (`&`, `/`, a space, UTF-8) downloads its
+/// attachments by the URL it is given, and the URL names that account alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_urls_carry_any_account_name() {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build().with_account("team a&b/ü=1");
+    let token = key(&engine, "full", KeyPermission::FullAccess).await;
+    let base = listen(engine.clone(), unlimited()).await;
+    let http = reqwest::Client::new();
+    let mut body = email("delivered@resend.dev");
+    body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
+    let sent: Value =
+        http.post(format!("{base}/emails")).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
+    let id = sent["id"].as_str().unwrap();
+    let list: Value = http
+        .get(format!("{base}/emails/{id}/attachments"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = list["data"][0]["download_url"].as_str().unwrap();
+    assert!(url.contains("account=team%20a%26b%2F%C3%BC%3D1&"), "{url}");
+    let got = reqwest::get(url).await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"hi");
+    // The same URL naming another account is refused.
+    let other = url.replace("account=team%20a%26b%2F%C3%BC%3D1&", "account=default&");
+    assert_eq!(reqwest::get(&other).await.unwrap().status().as_u16(), 403);
 }
 
 /// The dashboard's guards, over a socket: a page needs a session from a full-access key; a
