@@ -167,7 +167,7 @@ pub enum Rule {
         /// How many days ahead are allowed.
         max_days: u32,
     },
-    /// A field this engine does not support.
+    /// A field this engine does not support (`what` reads as a plural: "hosted templates").
     Unsupported(&'static str),
     /// Not a valid id.
     InvalidId,
@@ -234,7 +234,7 @@ impl fmt::Display for Rule {
             Rule::ScheduleTooFar { max_days } => {
                 write!(f, "the scheduled time must be at most {max_days} days ahead")
             }
-            Rule::Unsupported(what) => write!(f, "{what} is not supported"),
+            Rule::Unsupported(what) => write!(f, "{what} are not supported"),
             Rule::Url(why) => write!(f, "an absolute http or https URL is required: {why}"),
             Rule::EventType(t) => write!(f, "{} is not an event type a webhook can receive", quoted(t)),
             Rule::InvalidId => f.write_str("must be a valid UUID"),

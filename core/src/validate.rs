@@ -199,8 +199,12 @@ pub(crate) fn validate_owned(
 ) -> Result<Validated, Vec<FieldError>> {
     let mut errors = Errors(Vec::new());
 
-    if req.template.is_some() {
-        errors.push("template", Rule::Unsupported("hosted templates"));
+    // A template stands in for the subject and the body in the hosted API; refused here, it
+    // is the one error such a request gets, not also a missing subject and body it never had
+    // to give.
+    let templated = req.template.is_some();
+    if templated {
+        errors.push("template", Rule::Unsupported("hosted templates (send `subject` with `html` or `text`)"));
     }
 
     let from = match req.from.as_deref() {
@@ -241,7 +245,9 @@ pub(crate) fn validate_owned(
 
     let subject = match req.subject.take() {
         None => {
-            errors.push("subject", Rule::Required);
+            if !templated {
+                errors.push("subject", Rule::Required);
+            }
             String::new()
         }
         Some(s) if has_line_break(&s) => {
@@ -257,7 +263,7 @@ pub(crate) fn validate_owned(
 
     let html = req.html.take().filter(|s| !s.is_empty());
     let text = req.text.take().filter(|s| !s.is_empty());
-    if html.is_none() && text.is_none() {
+    if html.is_none() && text.is_none() && !templated {
         errors.push("html", Rule::BodyRequired);
     }
 
@@ -792,6 +798,18 @@ mod tests {
     fn templates_are_refused_not_ignored() {
         let mut r = ok();
         r.template = Some(serde_json::json!({"id": "t"}));
-        assert_eq!(errs(&r), vec![("template".into(), Rule::Unsupported("hosted templates"))]);
+        let refused = ("template".into(), Rule::Unsupported("hosted templates (send `subject` with `html` or `text`)"));
+        assert_eq!(errs(&r), vec![refused.clone()]);
+        // As the hosted API takes it: a template instead of a subject and a body. Only the
+        // template is named.
+        r.subject = None;
+        r.html = None;
+        r.text = None;
+        assert_eq!(errs(&r), vec![refused]);
+        let message = FieldError::new("template", errs(&r)[0].1.clone()).to_string();
+        assert_eq!(
+            message,
+            "Invalid `template` field: hosted templates (send `subject` with `html` or `text`) are not supported."
+        );
     }
 }
