@@ -9,7 +9,8 @@
 //! `Dec 24 at 9am`, `December 24th, 2026 5pm ET`, `24 Dec 9:00`,
 //! `the 24th of December at noon`, `tonight at 8`, `tomorrow morning at 9`,
 //! `friday evening at 7:30 ET`, `8 in the evening`, `the day after tomorrow at 10am`,
-//! `Dec 10 2026 10:00:15 EST`, `2026-12-10T10:00 UTC`, `in 1.5 hours`, `tomorrow at 9.30am`.
+//! `Dec 10 2026 10:00:15 EST`, `2026-12-10T10:00 UTC`, `in 1.5 hours`, `tomorrow at 9.30am`,
+//! `now`.
 //!
 //! The rules, so that nothing is ever guessed silently:
 //! - Every word must be understood; a phrase with anything left over is an error that quotes
@@ -502,6 +503,12 @@ impl Parser<'_> {
     }
 
     fn phrase(mut self, now: DateTime<Utc>, default_zone: Tz) -> Result<DateTime<Utc>, String> {
+        // `now` (`right now`): this instant, sent at once, as `in 0 minutes` is.
+        if self.tokens == [Tok::Word("now".into())]
+            || self.tokens == [Tok::Word("right".into()), Tok::Word("now".into())]
+        {
+            return Ok(now);
+        }
         if let Some(d) = self.relative()? {
             // `in 3 days at 9am`: whole days ahead, at a clock time on that day.
             let at_word = self.eat("at");
@@ -970,9 +977,12 @@ mod tests {
     }
 
     #[test]
-    fn durations_may_have_a_fraction_and_british_clock_times_a_dot() {
+    fn now_durations_with_a_fraction_and_british_clock_times() {
         let now = at("2026-12-01T00:00:00Z");
         assert_eq!(parse_when("in 1.5 hours", now, Tz::UTC), Ok(at("2026-12-01T01:30:00Z")));
+        assert_eq!(parse_when("now", now, Tz::UTC), Ok(now));
+        assert_eq!(parse_when("Right now.", now, Tz::UTC), Ok(now));
+        assert!(parse_when("now at 9am", now, Tz::UTC).is_err());
         assert_eq!(parse_when("in 2.25h", now, Tz::UTC), Ok(at("2026-12-01T02:15:00Z")));
         assert_eq!(parse_when("in 0.5 days and 1.25 minutes", now, Tz::UTC), Ok(at("2026-12-01T12:01:15Z")));
         assert_eq!(parse_when("1.5 hours from now", now, Tz::UTC), Ok(at("2026-12-01T01:30:00Z")));
