@@ -492,8 +492,17 @@ impl Layers {
             let origin = self.file_origin(&setting);
             self.problem(origin, setting, "is not a setting mailroom knows");
         }
+        // Variables the file itself names (`token_env`) hold tokens, not settings.
+        let named: BTreeSet<&str> = match self.file.get("api_keys") {
+            Some(toml::Value::Array(keys)) => {
+                keys.iter().filter_map(|k| k.get("token_env").and_then(toml::Value::as_str)).collect()
+            }
+            _ => BTreeSet::new(),
+        };
         for var in self.env.keys() {
-            let known = OTHER_VARIABLES.contains(&var.as_str()) || SETTINGS.iter().any(|s| env_name(s) == *var);
+            let known = OTHER_VARIABLES.contains(&var.as_str())
+                || named.contains(var.as_str())
+                || SETTINGS.iter().any(|s| env_name(s) == *var);
             if var.starts_with("MAILROOM_") && !known {
                 self.warnings.push(Problem {
                     origin: Origin::Env(var.clone()),
@@ -719,6 +728,24 @@ impl Layers {
         // Domains: the host that receives bounces (and mail) and serves tracking links is the
         // server's own name unless given.
         let host = self.get("domains.host", Some(helo.clone()), domain).unwrap_or_else(|| helo.clone());
+        // Why a warning, not an error: `localhost` is right for trying the API out, and wrong
+        // in every record a domain's owner would publish from it.
+        if host.trim_end_matches('.').eq_ignore_ascii_case("localhost") {
+            // `domains.host` itself must be a domain name (checked above): `localhost` here
+            // is `delivery.helo`'s, given or by default.
+            let (setting, origin) = match self.raw("delivery.helo") {
+                Some((_, origin)) => ("delivery.helo", origin),
+                None => ("domains.host", Origin::Default),
+            };
+            self.warnings.push(Problem {
+                origin,
+                setting: setting.into(),
+                message: "is `localhost`: the DNS records the domains API lists (the return path's MX and SPF, \
+                          the receiving MX, the tracking CNAME) name it; set `domains.host` (or `delivery.helo`) \
+                          to this server's public name before anyone publishes them"
+                    .into(),
+            });
+        }
         let mut domains = mailroom::core::domains::DomainConfig::default().host(&host);
         if let Some(spf) = self.get("domains.spf", None, |raw| {
             let v = raw.text()?;
@@ -1078,6 +1105,32 @@ mod tests {
         let (_d, l) = layers("", &[("MAILROOM_NOPE", "1")]);
         let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(s.warnings[0].origin, Origin::Env("MAILROOM_NOPE".into()));
+        // Unless the file names it as a key's variable.
+        let file = "[[api_keys]]\nname = \"ops\"\ntoken_env = \"MAILROOM_OPS_KEY\"\n";
+        let (_d, l) = layers(file, &[("MAILROOM_OPS_KEY", "re_ops_key_from_env"), ("MAILROOM_NOPE", "1")]);
+        let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
+        let unknown: Vec<&Origin> =
+            s.warnings.iter().filter(|w| w.message == "is not a setting mailroom knows").map(|w| &w.origin).collect();
+        assert_eq!(unknown, vec![&Origin::Env("MAILROOM_NOPE".into())]);
+    }
+
+    #[test]
+    fn a_localhost_domains_host_is_warned_of_where_it_was_set() {
+        let localhost = |s: &Settings| s.warnings.iter().find(|w| w.message.starts_with("is `localhost`")).cloned();
+        let (_d, l) = layers("", &[]);
+        let w = localhost(&l.resolve().unwrap_or_else(|p| panic!("{p:?}"))).expect("the default is warned of");
+        assert_eq!((w.origin, w.setting.as_str()), (Origin::Default, "domains.host"));
+        let (_d, l) = layers("[delivery]\nhelo = \"localhost\"\n", &[]);
+        let w = localhost(&l.resolve().unwrap_or_else(|p| panic!("{p:?}"))).expect("warned");
+        assert_eq!(w.setting, "delivery.helo");
+        assert!(matches!(w.origin, Origin::File { line: 2, .. }), "{w}");
+        let (_d, l) = layers("", &[("MAILROOM_DELIVERY_HELO", "LOCALHOST.")]);
+        let w = localhost(&l.resolve().unwrap_or_else(|p| panic!("{p:?}"))).expect("warned");
+        assert_eq!(w.origin, Origin::Env("MAILROOM_DELIVERY_HELO".into()));
+        for set in ["[delivery]\nhelo = \"mx.acme.test\"\n", "[domains]\nhost = \"mx.acme.test\"\n"] {
+            let (_d, l) = layers(set, &[]);
+            assert_eq!(localhost(&l.resolve().unwrap_or_else(|p| panic!("{p:?}"))), None, "{set}");
+        }
     }
 
     #[test]
