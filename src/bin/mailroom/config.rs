@@ -1114,6 +1114,29 @@ mod tests {
         assert_eq!(unknown, vec![&Origin::Env("MAILROOM_NOPE".into())]);
     }
 
+    /// The example configuration says it lists every setting: each is there, set or in a
+    /// comment, under its section.
+    #[test]
+    fn the_example_configuration_lists_every_setting() {
+        let example = include_str!("../../../deploy/mailroom.toml");
+        let mut section = "";
+        let mut listed = BTreeSet::new();
+        for line in example.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+                continue;
+            }
+            let line = line.trim_start_matches(['#', ' ']);
+            if let Some((key, _)) = line.split_once(" = ")
+                && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                listed.insert(format!("{section}.{key}"));
+            }
+        }
+        let missing: Vec<&&str> = SETTINGS.iter().filter(|s| !listed.contains(**s)).collect();
+        assert!(missing.is_empty(), "not in deploy/mailroom.toml: {missing:?}");
+    }
+
     #[test]
     fn a_localhost_domains_host_is_warned_of_where_it_was_set() {
         let localhost = |s: &Settings| s.warnings.iter().find(|w| w.message.starts_with("is `localhost`")).cloned();
