@@ -480,7 +480,7 @@ impl RouteCache {
     }
 }
 
-/// What [`Engine::receive`] did with one arrival.
+/// What [`crate::Engine::receive`] did with one arrival.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ReceiveReport {
