@@ -167,9 +167,10 @@ fn needs_quotes(name: &str) -> bool {
     name.chars().any(|c| "()<>[]:;@\\,.\"".contains(c))
 }
 
-/// Calls `found` with the byte index of every `needle` outside a quoted string
-/// (quoted-pairs honoured); fails when a quote is left open.
-fn scan_unquoted(s: &str, needle: char, mut found: impl FnMut(usize)) -> Result<(), AddressError> {
+/// Calls `each` with the byte index of every character outside a quoted string (quotes and
+/// quoted-pairs honoured; the quotes themselves are not passed); fails when a quote is left
+/// open.
+fn each_unquoted(s: &str, mut each: impl FnMut(usize, char)) -> Result<(), AddressError> {
     let mut in_quote = false;
     let mut escaped = false;
     for (i, c) in s.char_indices() {
@@ -180,11 +181,20 @@ fn scan_unquoted(s: &str, needle: char, mut found: impl FnMut(usize)) -> Result<
         match c {
             '\\' if in_quote => escaped = true,
             '"' => in_quote = !in_quote,
-            c if c == needle && !in_quote => found(i),
+            c if !in_quote => each(i, c),
             _ => {}
         }
     }
     if in_quote { Err(AddressError::UnterminatedQuote) } else { Ok(()) }
+}
+
+/// Calls `found` with the byte index of every `needle` outside a quoted string.
+fn scan_unquoted(s: &str, needle: char, mut found: impl FnMut(usize)) -> Result<(), AddressError> {
+    each_unquoted(s, |i, c| {
+        if c == needle {
+            found(i)
+        }
+    })
 }
 
 /// How many mailboxes `s` holds when it is a list of two or more, each part separated by an
@@ -197,23 +207,19 @@ fn several(s: &str) -> Option<usize> {
     if s.len() > LONGEST_LIST || !s.contains([',', ';']) {
         return None;
     }
-    let (mut parts, mut start, mut in_quote, mut escaped, mut angle) = (Vec::new(), 0, false, false, false);
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quote => escaped = true,
-            '"' => in_quote = !in_quote,
-            '<' if !in_quote => angle = true,
-            '>' if !in_quote => angle = false,
-            ',' | ';' if !in_quote && !angle => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
+    let (mut cuts, mut angle) = (Vec::new(), false);
+    each_unquoted(s, |i, c| match c {
+        '<' => angle = true,
+        '>' => angle = false,
+        ',' | ';' if !angle => cuts.push(i),
+        _ => {}
+    })
+    .ok()?;
+    let mut start = 0;
+    let mut parts = Vec::with_capacity(cuts.len() + 1);
+    for cut in cuts {
+        parts.push(&s[start..cut]);
+        start = cut + 1;
     }
     parts.push(&s[start..]);
     let parts: Vec<&str> = parts.into_iter().filter(|p| !p.trim().is_empty()).collect();

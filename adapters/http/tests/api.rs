@@ -75,6 +75,16 @@ async fn post_json(client: &reqwest::Client, base: &str, path: &str, token: &str
     client.post(format!("{base}{path}")).bearer_auth(token).json(body).send().await.unwrap().json().await.unwrap()
 }
 
+/// Sends `to` an email with one small attachment and answers its attachments' list.
+async fn sent_attachments(client: &reqwest::Client, base: &str, token: &str, to: &str) -> Value {
+    let mut body = email(to);
+    body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
+    let sent = post_json(client, base, "/emails", token, &body).await;
+    let id = sent["id"].as_str().unwrap();
+    let list = client.get(format!("{base}/emails/{id}/attachments")).bearer_auth(token).send();
+    list.await.unwrap().json().await.unwrap()
+}
+
 fn email(to: &str) -> Value {
     json!({"from": "Acme <hi@acme.test>", "to": to, "subject": "Hi", "html": "<p>hi</p>"})
 }
@@ -618,20 +628,7 @@ async fn download_urls_expire_after_one_hour() {
     let engine = Engine::builder(Arc::new(MemoryStorage::new())).clock(clock.clone()).build();
     let token = key(&engine, "full", KeyPermission::FullAccess).await;
     let base = listen(engine, unlimited()).await;
-    let client = reqwest::Client::new();
-    let mut body = email("a@example.com");
-    body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
-    let sent = post_json(&client, &base, "/emails", &token, &body).await;
-    let id = sent["id"].as_str().unwrap();
-    let list: Value = client
-        .get(format!("{base}/emails/{id}/attachments"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = sent_attachments(&reqwest::Client::new(), &base, &token, "a@example.com").await;
     let url = list["data"][0]["download_url"].as_str().unwrap().to_string();
     let expires_at = chrono::DateTime::parse_from_rfc3339(list["data"][0]["expires_at"].as_str().unwrap()).unwrap();
     let lifetime = (expires_at.to_utc() - clock.now()).num_seconds();
@@ -652,21 +649,7 @@ async fn download_urls_carry_any_account_name() {
     let engine = Engine::builder(Arc::new(MemoryStorage::new())).build().with_account("team a&b/ü=1");
     let token = key(&engine, "full", KeyPermission::FullAccess).await;
     let base = listen(engine.clone(), unlimited()).await;
-    let http = reqwest::Client::new();
-    let mut body = email("delivered@resend.dev");
-    body["attachments"] = json!([{"filename": "a.txt", "content": "aGk="}]);
-    let sent: Value =
-        http.post(format!("{base}/emails")).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
-    let id = sent["id"].as_str().unwrap();
-    let list: Value = http
-        .get(format!("{base}/emails/{id}/attachments"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = sent_attachments(&reqwest::Client::new(), &base, &token, "delivered@resend.dev").await;
     let url = list["data"][0]["download_url"].as_str().unwrap();
     assert!(url.contains("account=team%20a%26b%2F%C3%BC%3D1&"), "{url}");
     let got = reqwest::get(url).await.unwrap();

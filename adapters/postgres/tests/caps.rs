@@ -7,30 +7,11 @@
 mod support;
 
 use mailroom_core::Engine;
-use mailroom_core::error::Error;
 use mailroom_core::keys::{MAX_ACTIVE_KEYS, token_sha256};
 use mailroom_core::ports::{ApiKeyRecord, KeyPermission};
+use mailroom_core::testkit::race_creates;
 use mailroom_core::webhooks::MAX_WEBHOOKS;
-use std::future::Future;
 use std::sync::Arc;
-
-/// Runs the creates at once, each on the engine `create` picks; how many succeeded. Every
-/// failure must be the cap's.
-async fn race<F, Fut>(racers: usize, create: F) -> usize
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<(), Error>> + Send + 'static,
-{
-    let tasks: Vec<_> = (0..racers).map(|i| tokio::spawn(create(i))).collect();
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(()) => ok += 1,
-            Err(e) => assert!(e.to_string().contains("at most"), "only the cap refuses: {e}"),
-        }
-    }
-    ok
-}
 
 /// Four "processes": four pools on one database, an engine each.
 async fn processes(cluster: &support::Cluster) -> Vec<Engine> {
@@ -52,7 +33,7 @@ async fn webhook_creates_from_several_processes_stop_at_the_cap() {
     for i in 0..MAX_WEBHOOKS - 3 {
         engines[0].create_webhook(&format!("https://hooks.test/{i}"), &events).await.unwrap();
     }
-    let made = race(24, |i| {
+    let made = race_creates(24, |i| {
         let (e, events) = (engines[i % engines.len()].clone(), events.clone());
         async move { e.create_webhook(&format!("https://hooks.test/r{i}"), &events).await.map(drop) }
     })
@@ -78,7 +59,7 @@ async fn key_creates_from_several_processes_stop_at_the_cap() {
         );
         keys.key_insert(engines[0].account(), record).await.unwrap();
     }
-    let made = race(24, |i| {
+    let made = race_creates(24, |i| {
         let e = engines[i % engines.len()].clone();
         async move { e.create_api_key(Some(&format!("r{i}")), KeyPermission::FullAccess).await.map(drop) }
     })

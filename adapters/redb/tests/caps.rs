@@ -6,30 +6,12 @@
 use chrono::Utc;
 use mailroom_core::Engine;
 use mailroom_core::domains::{DkimAlgorithm, Domain, MAX_DOMAINS, NewDomain, generate_dkim_key};
-use mailroom_core::error::Error;
 use mailroom_core::keys::{MAX_ACTIVE_KEYS, token_sha256};
 use mailroom_core::ports::{ApiKeyRecord, KeyPermission};
+use mailroom_core::testkit::race_creates;
 use mailroom_core::webhooks::MAX_WEBHOOKS;
 use mailroom_redb::RedbStorage;
-use std::future::Future;
 use std::sync::Arc;
-
-/// Runs `racers` creates at once; how many succeeded. Every failure must be the cap's.
-async fn race<F, Fut>(racers: usize, create: F) -> usize
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<(), Error>> + Send + 'static,
-{
-    let tasks: Vec<_> = (0..racers).map(|i| tokio::spawn(create(i))).collect();
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(()) => ok += 1,
-            Err(e) => assert!(e.to_string().contains("at most"), "only the cap refuses: {e}"),
-        }
-    }
-    ok
-}
 
 fn engine() -> Engine {
     Engine::builder(Arc::new(RedbStorage::in_memory().unwrap())).build()
@@ -52,7 +34,7 @@ async fn racing_key_creates_stop_at_the_cap() {
         );
         keys.key_insert(e.account(), record).await.unwrap();
     }
-    let made = race(40, |i| {
+    let made = race_creates(40, |i| {
         let e = e.clone();
         async move { e.create_api_key(Some(&format!("r{i}")), KeyPermission::FullAccess).await.map(drop) }
     })
@@ -69,7 +51,7 @@ async fn racing_webhook_creates_stop_at_the_cap() {
     for i in 0..MAX_WEBHOOKS - 5 {
         e.create_webhook(&format!("https://hooks.test/{i}"), &events).await.unwrap();
     }
-    let made = race(30, |i| {
+    let made = race_creates(30, |i| {
         let (e, events) = (e.clone(), events.clone());
         async move { e.create_webhook(&format!("https://hooks.test/r{i}"), &events).await.map(drop) }
     })
@@ -92,7 +74,7 @@ async fn racing_domain_creates_stop_at_the_cap() {
         let d = Domain::new(format!("d{i}"), format!("d{i}.test"), key.clone(), e.domain_config(), Utc::now());
         assert!(store.domain_put(e.account(), d, None).await.unwrap());
     }
-    let made = race(30, |i| {
+    let made = race_creates(30, |i| {
         let e = e.clone();
         let d = new(format!("r{i}.test"));
         async move { e.create_domain(d).await.map(drop) }

@@ -25,6 +25,25 @@ use chrono::{DateTime, Duration as CDuration, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Runs `racers` capped creates at once, each in a task of its own (`create(i)` makes the
+/// i-th), and answers how many succeeded; any other failure than the cap's ("at most") fails
+/// the test. For the tests that the per-account caps hold when creates race.
+pub async fn race_creates<F, Fut>(racers: usize, create: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::error::Error>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..racers).map(|i| tokio::spawn(create(i))).collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) => assert!(e.to_string().contains("at most"), "only the cap refuses: {e}"),
+        }
+    }
+    ok
+}
+
 /// Generates one `#[tokio::test]` per conformance case.
 #[macro_export]
 macro_rules! storage_conformance_tests {
