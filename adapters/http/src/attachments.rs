@@ -14,7 +14,25 @@ use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use mailroom_core::Engine;
 use mailroom_core::email::{AccountId, Attachment, EmailId};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
+
+/// What a query value keeps as it is: RFC 3986's unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// What an RFC 8187 `filename*` value keeps as it is: its `attr-char`s.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
 
 /// How long a download URL works.
 const URL_LIFETIME_SECS: i64 = 3600;
@@ -56,15 +74,7 @@ fn view(api: &Api, headers: &HeaderMap, account: &AccountId, email: &EmailId, a:
     let expires = now.timestamp() + URL_LIFETIME_SECS;
     let id = a.id.to_string();
     let tag = ring::hmac::sign(&api.url_key, signed_part(&account.0, email, &id, expires).as_bytes());
-    // The account as a query value: unreserved characters as they are, the rest escaped.
-    let account_q: String = account
-        .0
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let account_q = utf8_percent_encode(&account.0, QUERY_VALUE).to_string();
     json!({
         "object": "attachment",
         "id": id,
@@ -143,16 +153,7 @@ pub(crate) fn disposition(filename: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
         .collect();
-    let encoded: String = filename
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = utf8_percent_encode(filename, ATTR_CHAR);
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
