@@ -226,9 +226,8 @@ fn tokenize(input: &str) -> Result<Vec<Tok>, String> {
             let unit = &after[frac.len()..];
             // British English writes a clock time with a dot before am or pm (`9.30am`,
             // `9.30 pm`): two digits of minutes, never a fraction of an hour.
-            let meridiem = |w: &str| matches!(w, "am" | "pm" | "a.m" | "p.m" | "a.m." | "p.m.");
-            if frac.len() == 2 && (meridiem(unit) || (unit.is_empty() && raws.get(i + 1).is_some_and(|w| meridiem(w))))
-            {
+            let am_pm = |w: &str| meridiem(w).is_some();
+            if frac.len() == 2 && (am_pm(unit) || (unit.is_empty() && raws.get(i + 1).is_some_and(|w| am_pm(w)))) {
                 let (h, m) = (u32::try_from(whole).unwrap_or(u32::MAX), frac.parse::<u32>().unwrap_or(99));
                 out.push(Tok::Clock(h, m, 0));
                 if !unit.is_empty() {
@@ -493,7 +492,9 @@ impl Parser<'_> {
             .map(|t| match t {
                 Tok::Word(w) => w.clone(),
                 Tok::Num(n) => n.to_string(),
-                Tok::Milli(n) => format!("{}.{:03}", n / 1000, n % 1000).trim_end_matches('0').to_string(),
+                Tok::Milli(n) => {
+                    format!("{}.{:03}", n / 1000, n % 1000).trim_end_matches('0').trim_end_matches('.').to_string()
+                }
                 Tok::Clock(h, m, 0) => format!("{h}:{m:02}"),
                 Tok::Clock(h, m, sec) => format!("{h}:{m:02}:{sec:02}"),
                 Tok::Date(d) => d.to_string(),
@@ -504,8 +505,8 @@ impl Parser<'_> {
 
     fn phrase(mut self, now: DateTime<Utc>, default_zone: Tz) -> Result<DateTime<Utc>, String> {
         // `now` (`right now`): this instant, sent at once, as `in 0 minutes` is.
-        if self.tokens == [Tok::Word("now".into())]
-            || self.tokens == [Tok::Word("right".into()), Tok::Word("now".into())]
+        if matches!(self.tokens, [Tok::Word(w)] if w == "now")
+            || matches!(self.tokens, [Tok::Word(r), Tok::Word(w)] if r == "right" && w == "now")
         {
             return Ok(now);
         }
@@ -885,17 +886,18 @@ impl Parser<'_> {
     }
 
     fn meridiem(&mut self) -> Option<bool> {
-        match self.peek_word() {
-            Some("am" | "a.m" | "a.m.") => {
-                self.pos += 1;
-                Some(false)
-            }
-            Some("pm" | "p.m" | "p.m.") => {
-                self.pos += 1;
-                Some(true)
-            }
-            _ => None,
-        }
+        let pm = meridiem(self.peek_word()?)?;
+        self.pos += 1;
+        Some(pm)
+    }
+}
+
+/// `Some(true)` for a word that says pm, `Some(false)` for am.
+fn meridiem(word: &str) -> Option<bool> {
+    match word {
+        "am" | "a.m" | "a.m." => Some(false),
+        "pm" | "p.m" | "p.m." => Some(true),
+        _ => None,
     }
 }
 
