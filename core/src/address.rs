@@ -207,22 +207,19 @@ fn several(s: &str) -> Option<usize> {
     if s.len() > LONGEST_LIST || !s.contains([',', ';']) {
         return None;
     }
-    let (mut cuts, mut angle) = (Vec::new(), false);
+    let (mut parts, mut start, mut angle) = (Vec::new(), 0, false);
     each_unquoted(s, |i, c| match c {
         '<' => angle = true,
         '>' => angle = false,
-        ',' | ';' if !angle => cuts.push(i),
+        ',' | ';' if !angle => {
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
         _ => {}
     })
     .ok()?;
-    let mut start = 0;
-    let mut parts = Vec::with_capacity(cuts.len() + 1);
-    for cut in cuts {
-        parts.push(&s[start..cut]);
-        start = cut + 1;
-    }
     parts.push(&s[start..]);
-    let parts: Vec<&str> = parts.into_iter().filter(|p| !p.trim().is_empty()).collect();
+    parts.retain(|p| !p.trim().is_empty());
     (parts.len() >= 2 && parts.iter().all(|p| Mailbox::parse_one(p).is_ok())).then_some(parts.len())
 }
 
