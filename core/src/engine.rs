@@ -204,6 +204,8 @@ struct Inner {
     /// Held from counting an account's API keys, domains or webhooks to adding one, one lock
     /// per group of accounts (see [`Engine::creating`]).
     creating: [tokio::sync::Mutex<()>; CREATING_LOCKS],
+    /// The counts of completed days `GET /usage` has read (see `usage::Days`).
+    usage_days: crate::usage::Days,
 }
 
 /// Builds an [`Engine`].
@@ -313,6 +315,7 @@ impl EngineBuilder {
                 wake: Notify::new(),
                 routes: Default::default(),
                 creating: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+                usage_days: Default::default(),
             }),
             account: AccountId::default(),
             key: None,
@@ -941,6 +944,13 @@ impl Engine {
         breakdowns: &[Vec<crate::email_metrics::Dimension>],
     ) -> Result<Vec<serde_json::Value>, Error> {
         crate::email_metrics::compute_breakdowns(&*self.inner.config.storage, &self.account, query, breakdowns).await
+    }
+
+    /// The account's usage now: emails sent and received today and this month (UTC), and its
+    /// domains (`GET /usage`; see [`crate::usage`]).
+    pub async fn usage(&self) -> Result<crate::usage::Usage, Error> {
+        let now = self.inner.config.clock.now();
+        crate::usage::measure(&*self.inner.config.storage, &self.inner.usage_days, &self.account, now).await
     }
 
     /// Puts an address on the suppression list (by hand).

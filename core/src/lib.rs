@@ -34,6 +34,7 @@ pub mod share;
 pub mod store;
 pub mod suppressions;
 pub mod tracking;
+pub mod usage;
 pub mod validate;
 pub mod webhooks;
 pub mod worker;

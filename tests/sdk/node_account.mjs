@@ -102,3 +102,11 @@ check('emails.metrics by day', byDay.data && byDay.data.data.length >= 6 && byDa
   && byDay.data.data.reduce((n, r) => n + r.received, 0) === byDay.data.totals.received, byDay);
 const badMetric = await resend.emails.metrics({ metrics: ['opens'] });
 check('emails.metrics refuses an unknown metric', badMetric.error && badMetric.error.name === 'validation_error' && badMetric.error.statusCode === 422, badMetric);
+
+// Usage (`usage.get`): the bounced email above counted today and this month; no quota, so the
+// daily limit is null and the monthly one the largest exact JSON integer.
+const usage = await resend.usage.get();
+check('usage.get', usage.data && usage.data.object === 'usage' && usage.data.emails.daily.sent >= 1
+  && usage.data.emails.monthly.sent >= usage.data.emails.daily.sent && usage.data.emails.daily.limit === null
+  && usage.data.emails.monthly.limit === Number.MAX_SAFE_INTEGER && usage.data.contacts.limit === 0
+  && typeof usage.data.domains.used === 'number' && usage.data.rate_limit.duration === '1000ms', usage);

@@ -1,6 +1,6 @@
 """The account's resources through the official Python SDK (PyPI `resend` 2.x): the
 suppression list (add, list by origin with cursors, get and remove by id or address, the batch
-add and remove), the request logs, the API keys.
+add and remove), the request logs, the API keys, the usage.
 Usage: RESEND_API_URL=http://127.0.0.1:PORT KEY=re_... python3 python_account.py"""
 import os
 import re
@@ -54,6 +54,18 @@ hourly = resend.Emails.metrics({"granularity": "hourly", "dimensions": ["period"
                                 "start_date": "2026-01-01T00:00:00Z", "end_date": "2026-01-01T06:00:00Z"})
 check("Emails.metrics by hour", [r["period"] for r in hourly["data"]][:2] == ["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"]
       and len(hourly["data"]) == 6, hourly)
+
+# Usage (`Usage.get`): one more email sent counts once today and once this month; no quota.
+before = resend.Usage.get()
+resend.Emails.send({"from": "onboarding@resend.dev", "to": "delivered@resend.dev", "subject": "s", "text": "t"})
+after = resend.Usage.get()
+daily, monthly = after["emails"]["daily"], after["emails"]["monthly"]
+check("Usage.get", after["object"] == "usage" and daily["limit"] is None and monthly["limit"] >= 2**53 - 1
+      and daily["used"] == daily["sent"] + daily["received"] and monthly["sent"] >= daily["sent"] >= 1
+      and after["domains"]["used"] == len(resend.Domains.list()["data"])
+      and after["rate_limit"]["duration"] == "1000ms", after)
+check("Usage.get counts a send once", daily["sent"] == before["emails"]["daily"]["sent"] + 1
+      and monthly["sent"] == before["emails"]["monthly"]["sent"] + 1, (before, after))
 
 # A sending key limited to a domain, named by id as the SDK's `domain_id` does: it sends from
 # that domain and nowhere else.

@@ -49,7 +49,7 @@ pub use redact::{KEEP as LOG_BODY_LIMIT, redact as redact_for_log};
 pub use server::{ServerConfig, TlsError, serve, tls_config};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -300,6 +300,7 @@ pub fn router(api: Api) -> Router {
         .route("/emails", post(send).get(list))
         .route("/emails/batch", post(batch))
         .route("/emails/metrics", get(metrics))
+        .route("/usage", get(usage))
         .route("/emails/{id}", get(get_email).patch(reschedule))
         .route("/emails/{id}/cancel", post(cancel))
         .route("/emails/{id}/share", post(pages::share))
@@ -568,6 +569,15 @@ async fn metrics(auth: Auth, q: QueryParam) -> ApiResult {
     let query =
         mailroom_core::email_metrics::MetricsQuery::parse(&query(q)?, now).map_err(mailroom_core::Error::from)?;
     ok(auth.engine.email_metrics(&query).await?)
+}
+
+/// `GET /usage` (the SDKs' `usage.get`): the account's mail today and this month, its domains,
+/// and the rate limit its keys run under: the stricter of the per-key and per-account limits
+/// (`null` when both are off).
+async fn usage(State(api): State<Api>, auth: Auth) -> ApiResult {
+    let r = api.config.rate_limits;
+    let rate = [r.per_key, r.per_account].into_iter().filter(|&l| l > 0).min();
+    ok(auth.engine.usage().await?.to_json(rate))
 }
 
 /// A page of emails by the `limit`, `after` and `before` parameters, where a cursor is an

@@ -260,6 +260,9 @@ impl<S: Storage> Storage for StorageDouble<S> {
     fn domains(&self) -> Option<&dyn crate::ports::DomainStore> {
         self.inner.domains()
     }
+    fn received(&self) -> Option<&dyn crate::ports::ReceivedStore> {
+        self.inner.received()
+    }
     fn event_log(&self) -> Option<&dyn crate::ports::EventLog> {
         self.inner.event_log()
     }
