@@ -18,8 +18,9 @@
 //!   AI credits, also absent, are `0` used.
 //!
 //! Counting reads the ids of the period (ids are UUIDv7: an id range is a time range), so it
-//! costs time in proportion to the period's mail. Completed days never change, so their
-//! counts are kept ([`Days`]) and a month is read once: each answer reads only today.
+//! costs time in proportion to the period's mail. Mail older than a few minutes ([`SETTLE`])
+//! no longer changes, so its counts are kept ([`Days`]): each process reads a month's mail
+//! once, and each answer reads only the last minutes' mail.
 
 use crate::domains::MAX_DOMAINS;
 use crate::email::{AccountId, Cursor, EmailId, PageRequest};
@@ -63,22 +64,51 @@ pub struct Usage {
     pub domains: usize,
 }
 
-/// The counts of completed UTC days, per account, kept by the engine: such a day's mail
-/// never changes (ids carry their time; retention removes bodies, not emails), so it is read
-/// once. Days before the current month are dropped, so the map holds at most one month per
+/// How long after an instant its mail is taken as complete: ids carry the time they were
+/// given at acceptance, and the email is stored within its request, so by then nothing new
+/// can appear before the instant. (An acceptance that took longer, or a process whose clock
+/// is this far behind another's on a shared store, would go uncounted; the counts inform,
+/// they are no quota.)
+pub const SETTLE: Duration = Duration::minutes(5);
+
+/// What is known of one UTC day of one account: its counts up to `until`.
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    until: DateTime<Utc>,
+    counts: Counts,
+}
+
+/// The settled counts of each UTC day of the month, per account, kept by the engine: a day's
+/// mail before `now − SETTLE` no longer changes (ids carry their time; retention removes
+/// bodies, not emails), so it is read once, and an answer reads only the last minutes'
+/// mail. Days before the current month are dropped, so the map holds at most one month per
 /// account that asked.
 #[derive(Debug, Default)]
-pub struct Days(Mutex<HashMap<(AccountId, NaiveDate), Counts>>);
+pub struct Days(Mutex<HashMap<(AccountId, NaiveDate), Settled>>);
 
 impl Days {
-    fn get(&self, account: &AccountId, day: NaiveDate) -> Option<Counts> {
+    fn get(&self, account: &AccountId, day: NaiveDate) -> Option<Settled> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(account.clone(), day)).copied()
     }
 
-    fn keep(&self, account: &AccountId, day: NaiveDate, counts: Counts, month_start: NaiveDate) {
+    /// Moves `day`'s settled counts from `from` to `to.until`, unless another answer already
+    /// moved them (it counted the same mail: adding both would count it twice). Returns what
+    /// is settled now.
+    fn advance(
+        &self,
+        account: &AccountId,
+        day: NaiveDate,
+        from: Settled,
+        to: Settled,
+        month_start: NaiveDate,
+    ) -> Settled {
         let mut days = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         days.retain(|(_, d), _| *d >= month_start);
-        days.insert((account.clone(), day), counts);
+        let entry = days.entry((account.clone(), day)).or_insert(from);
+        if entry.until == from.until {
+            *entry = to;
+        }
+        *entry
     }
 }
 
@@ -131,8 +161,8 @@ async fn count(
     Ok(Counts { sent, received })
 }
 
-/// `account`'s usage at `now`: today read from the store, the month's earlier days from
-/// `days` or, the first time, from the store.
+/// `account`'s usage at `now`: for each day of the month, what `days` has settled, what
+/// settled since (read once), and the mail of the last [`SETTLE`] (read every time).
 pub async fn measure(
     storage: &dyn Storage,
     days: &Days,
@@ -141,20 +171,27 @@ pub async fn measure(
 ) -> Result<Usage, Error> {
     let today = now.date_naive();
     let month_start = today.with_day(1).unwrap_or(today);
-    let day = count(storage, account, midnight(today), midnight(today) + Duration::days(1)).await?;
-    let mut month = day;
+    let (mut day, mut month) = (Counts::default(), Counts::default());
     let mut d = month_start;
-    while d < today {
-        let counts = match days.get(account, d) {
-            Some(c) => c,
-            None => {
-                let c = count(storage, account, midnight(d), midnight(d) + Duration::days(1)).await?;
-                days.keep(account, d, c, month_start);
-                c
-            }
+    while d <= today {
+        let (start, end) = (midnight(d), midnight(d) + Duration::days(1));
+        let settle = (now - SETTLE).clamp(start, end);
+        let known = days.get(account, d).unwrap_or(Settled { until: start, counts: Counts::default() });
+        let settled = if known.until < settle {
+            let more = count(storage, account, known.until, settle).await?;
+            days.advance(account, d, known, Settled { until: settle, counts: known.counts.add(more) }, month_start)
+        } else {
+            known
         };
+        let recent =
+            if settled.until < end { count(storage, account, settled.until, end).await? } else { Counts::default() };
+        let counts = settled.counts.add(recent);
         month = month.add(counts);
-        d = d.succ_opt().unwrap_or(today);
+        if d == today {
+            day = counts;
+        }
+        let Some(next) = d.succ_opt() else { break };
+        d = next;
     }
     let domains = match storage.domains() {
         Some(store) => store.domain_list(account).await?.len(),
@@ -230,6 +267,25 @@ mod tests {
         assert_eq!(u.to_json(None)["automation_runs"]["resets_at"], "2027-03-01T00:00:00.000Z");
     }
 
+    #[test]
+    fn two_answers_that_settled_the_same_mail_add_it_once() {
+        let days = Days::default();
+        let account = AccountId::default();
+        let d = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        let start = Settled { until: midnight(d), counts: Counts::default() };
+        let to = Settled { until: midnight(d) + Duration::hours(6), counts: Counts { sent: 3, received: 1 } };
+        // Both read the store from `start`; the second to arrive keeps the first's result.
+        assert_eq!(days.advance(&account, d, start, to, d).counts, to.counts);
+        let twice = Settled { counts: Counts { sent: 6, received: 2 }, ..to };
+        assert_eq!(days.advance(&account, d, start, twice, d).counts, to.counts);
+        assert_eq!(days.get(&account, d).unwrap().counts, to.counts);
+        // Days before the month are dropped when another is settled.
+        let next_month = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+        let fresh = Settled { until: midnight(next_month), counts: Counts::default() };
+        days.advance(&account, next_month, fresh, fresh, next_month);
+        assert!(days.get(&account, d).is_none());
+    }
+
     async fn accept(store: &MemoryStorage, account: &str, t: &str, seq: u16) {
         let email = new_email(account, at(t), seq, None);
         store.insert_emails(&AccountId::new(account), vec![email], None).await.unwrap();
@@ -294,18 +350,25 @@ mod tests {
         assert_eq!(v["emails"]["monthly"]["limit"], NO_LIMIT);
         assert_eq!(v["emails"]["daily"]["limit"], Value::Null);
 
-        // The completed days are kept: a second answer reads the store for today only.
+        // What has settled is kept: a second answer reads only the last minutes' mail, in one
+        // read of emails and one page of received messages.
         let fresh = StorageDouble::counting(store.clone());
         measure(&*fresh, &Days::default(), &account, now).await.unwrap();
         let kept = StorageDouble::counting(store.clone());
         assert_eq!(measure(&*kept, &days, &account, now).await.unwrap(), u);
         assert!(kept.calls() < fresh.calls(), "kept days spare reads: {} against {}", kept.calls(), fresh.calls());
 
-        // Mail accepted later today counts at once; a new month starts from nothing.
+        // Mail of the last minutes counts at once. Mail stamped before them, stored after an
+        // answer settled them, is not counted (no acceptance takes minutes); a new month
+        // starts from nothing.
+        seq += 1;
+        accept(&store, "default", "2026-12-07T11:58:00Z", seq).await;
         seq += 1;
         accept(&store, "default", "2026-12-07T11:00:00Z", seq).await;
         let u = measure(&store, &days, &account, now).await.unwrap();
         assert_eq!((u.day.sent, u.month.sent), (5, 9));
+        let later = measure(&store, &days, &account, at("2026-12-07T12:30:00Z")).await.unwrap();
+        assert_eq!((later.day.sent, later.month.sent), (5, 9));
         let u = measure(&store, &days, &account, at("2027-01-01T00:00:00Z")).await.unwrap();
         assert_eq!((u.day, u.month), (Counts::default(), Counts::default()));
     }
