@@ -210,6 +210,8 @@ async fn keys_and_every_error_is_json() {
         "invalid_api_key",
     );
     expect(call(&s, get.clone(), "/emails", Some(&s.sending), None, &[]).await, 401, "restricted_api_key");
+    // An account's usage is not a sending key's to read.
+    expect(call(&s, get.clone(), "/usage", Some(&s.sending), None, &[]).await, 401, "restricted_api_key");
     let (st, _, _) = call(&s, post.clone(), "/emails", Some(&s.sending), Some(email("a@example.com")), &[]).await;
     assert_eq!(st, StatusCode::OK, "a sending key sends");
     let id = s.engine.list_api_keys().await.unwrap().into_iter().find(|k| k.name == "sending").unwrap().id;
@@ -982,4 +984,48 @@ async fn email_metrics_count_what_the_test_addresses_simulate() {
         assert_eq!((st.as_u16(), r["name"].as_str()), (422, Some(name)), "{q}: {r}");
         assert!(r["message"].as_str().unwrap().contains(field), "{q}: {r}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counts_the_accounts_mail_and_names_the_stricter_rate_limit() {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    let full = key(&engine, "full", KeyPermission::FullAccess).await;
+    let mut config = ApiConfig::default();
+    config.rate_limits.per_key = 1000;
+    config.rate_limits.per_account = 500;
+    let base = listen(engine.clone(), config).await;
+    let s = Server { base, full: full.clone(), sending: String::new(), engine };
+    for to in ["a@example.com", "b@example.com", "c@example.com"] {
+        let (st, r, _) = call(&s, reqwest::Method::POST, "/emails", Some(&full), Some(email(to)), &[]).await;
+        assert_eq!(st, StatusCode::OK, "{r}");
+    }
+    let (st, u, ct) = call(&s, reqwest::Method::GET, "/usage", Some(&full), None, &[]).await;
+    assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/json"), "{u}");
+    assert_eq!(u["object"], "usage");
+    let (daily, monthly) = (&u["emails"]["daily"], &u["emails"]["monthly"]);
+    assert_eq!(
+        (&daily["sent"], &daily["received"], &daily["used"], &daily["limit"]),
+        (&json!(3), &json!(0), &json!(3), &Value::Null),
+        "{u}"
+    );
+    assert_eq!(
+        (&monthly["sent"], &monthly["used"], &monthly["limit"]),
+        (&json!(3), &json!(3), &json!(9_007_199_254_740_991u64)),
+        "{u}"
+    );
+    assert_eq!(u["rate_limit"], json!({"limit": 500, "duration": "1000ms"}));
+    assert_eq!(u["domains"], json!({"used": 0, "limit": 1000}));
+    // With the limits off there is no rate to name.
+    let open = listen(s.engine.clone(), unlimited()).await;
+    let u: Value = reqwest::Client::new()
+        .get(format!("{open}/usage"))
+        .bearer_auth(&full)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(u["rate_limit"]["limit"], Value::Null, "{u}");
+    assert_eq!(u["emails"]["daily"]["sent"], 3, "the same account's mail, whichever server answers");
 }
