@@ -278,6 +278,28 @@ fn metrics_from_the_command_line() {
 }
 
 #[test]
+fn usage_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let none = run(&db, &["usage"], None);
+    assert!(!none.ok && none.json["message"].as_str().unwrap().contains("no database"), "{}", none.json);
+    for to in ["delivered@resend.dev", "bounced@resend.dev"] {
+        assert!(run(&db, &["send"], Some(&email(to))).ok);
+    }
+    let u = run(&db, &["usage"], None);
+    assert!(u.ok, "{}", u.json);
+    assert_eq!(u.json["object"], "usage");
+    assert_eq!(
+        (&u.json["emails"]["daily"]["sent"], &u.json["emails"]["monthly"]["used"]),
+        (&2.into(), &2.into()),
+        "{}",
+        u.json
+    );
+    // The default rate limits: 10 requests a second per key and per account.
+    assert_eq!(u.json["rate_limit"], serde_json::json!({"limit": 10, "duration": "1000ms"}));
+}
+
+#[test]
 fn suppression_commands() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.redb");

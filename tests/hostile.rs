@@ -660,6 +660,11 @@ fn what_a_newcomer_hit() {
     wait_for(&second, "bounced");
     let (ok, listed) = cli(&["list"], None);
     assert!(ok && listed["data"].as_array().unwrap().len() == 2, "{listed}");
+    // The running server answers `usage` as `GET /usage` does.
+    let (ok, usage) = cli(&["usage"], None);
+    let over_http = get(&s, "/usage", OPERATOR).json();
+    assert!(ok && usage["emails"]["daily"]["sent"] == 2, "{usage}");
+    assert_eq!((&usage["emails"], &usage["rate_limit"]), (&over_http["emails"], &over_http["rate_limit"]));
 
     // A port in use: a clear error, and nothing written (no key created).
     let dir = tempfile::tempdir().unwrap();

@@ -97,6 +97,12 @@ impl Default for RateLimits {
 }
 
 impl RateLimits {
+    /// The requests per second an API key may make: the stricter of the per-key and
+    /// per-account limits; `None` when both are off.
+    pub fn for_keys(&self) -> Option<u32> {
+        [self.per_key, self.per_account].into_iter().filter(|&l| l > 0).min()
+    }
+
     /// No limits at all (tests, trusted networks).
     pub fn none() -> RateLimits {
         RateLimits { per_key: 0, per_account: 0, unauthenticated_per_ip: 0, downloads_per_ip: 0 }
@@ -575,9 +581,7 @@ async fn metrics(auth: Auth, q: QueryParam) -> ApiResult {
 /// and the rate limit its keys run under: the stricter of the per-key and per-account limits
 /// (`null` when both are off).
 async fn usage(State(api): State<Api>, auth: Auth) -> ApiResult {
-    let r = api.config.rate_limits;
-    let rate = [r.per_key, r.per_account].into_iter().filter(|&l| l > 0).min();
-    ok(auth.engine.usage().await?.to_json(rate))
+    ok(auth.engine.usage().await?.to_json(api.config.rate_limits.for_keys()))
 }
 
 /// A page of emails by the `limit`, `after` and `before` parameters, where a cursor is an

@@ -148,6 +148,12 @@ pub enum Command {
         #[command(flatten)]
         store: Store,
     },
+    /// Usage, as `GET /usage` answers it: emails sent and received today and this month (UTC),
+    /// domains, and the rate limit API keys run under. mailroom keeps no quotas
+    Usage {
+        #[command(flatten)]
+        store: Store,
+    },
     /// Move a scheduled email to another time (ISO 8601 or English).
     Reschedule {
         /// The email's id.

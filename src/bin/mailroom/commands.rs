@@ -80,6 +80,7 @@ pub enum Request {
     Metrics {
         query: std::collections::BTreeMap<String, String>,
     },
+    Usage,
     Reschedule {
         id: String,
         when: String,
@@ -181,6 +182,7 @@ impl Request {
             Request::Get { .. } => "get",
             Request::List { .. } => "list",
             Request::Metrics { .. } => "metrics",
+            Request::Usage => "usage",
             Request::Reschedule { .. } => "reschedule",
             Request::Cancel { .. } => "cancel",
             Request::SuppressionsList { .. } => "suppressions-list",
@@ -239,6 +241,8 @@ pub struct Context {
     pub store: Option<RedbStorage>,
     /// The configured nameserver.
     pub dns: Option<SocketAddr>,
+    /// The configured rate limits (what `usage` reports, as `GET /usage` does).
+    pub rate_limits: mailroom::http::RateLimits,
 }
 
 fn resolver(dns: Option<SocketAddr>) -> Result<HickoryResolver, Failure> {
@@ -272,6 +276,7 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
                 mailroom::core::email_metrics::MetricsQuery::parse(&query.into_iter().collect(), engine.clock().now())?;
             engine.email_metrics(&query).await?
         }
+        Request::Usage => engine.usage().await?.to_json(ctx.rate_limits.for_keys()),
         Request::Reschedule { id, when } => json!(engine.reschedule(id.parse::<EmailId>()?, &when).await?),
         Request::Cancel { id } => json!(engine.cancel(id.parse::<EmailId>()?).await?),
         Request::SuppressionsList { limit, after, before, origin } => {
@@ -467,6 +472,7 @@ mod tests {
             Request::Get { id: String::new() },
             Request::List { limit: None, after: None, before: None },
             Request::Metrics { query: Default::default() },
+            Request::Usage,
             Request::Reschedule { id: String::new(), when: String::new() },
             Request::Cancel { id: String::new() },
             Request::SuppressionsList { limit: None, after: None, before: None, origin: None },

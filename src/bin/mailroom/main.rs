@@ -108,7 +108,13 @@ async fn run_request(settings: &Settings, request: Request) -> Result<Value, Fai
         Ok(store) => {
             let result = match serve::build_engine(settings, Arc::new(store.clone())) {
                 Ok(engine) => {
-                    execute(&Context { engine, store: Some(store.clone()), dns: settings.dns }, request).await
+                    let context = Context {
+                        engine,
+                        store: Some(store.clone()),
+                        dns: settings.dns,
+                        rate_limits: settings.api.rate_limits,
+                    };
+                    execute(&context, request).await
                 }
                 Err(why) => Err(Failure::Usage(why)),
             };
@@ -210,6 +216,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                 .collect();
             (store, Request::Metrics { query })
         }
+        Command::Usage { store } => (store, Request::Usage),
         Command::Reschedule { id, when, store } => (store, Request::Reschedule { id, when: when.join(" ") }),
         Command::Cancel { id, store } => (store, Request::Cancel { id }),
         Command::Suppressions { action } => match action {

@@ -299,7 +299,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let (storage, redb) = opened?;
     // The admin socket before the API proper: once the API answers, so does the command line.
     let engine = build_engine(&settings, storage)?;
-    let context = Context { engine: engine.clone(), store: redb, dns: settings.dns };
+    let context =
+        Context { engine: engine.clone(), store: redb, dns: settings.dns, rate_limits: settings.api.rate_limits };
     let admin = admin::listen(&settings.admin_socket, context).await?;
     let _cleanup = admin::Cleanup(settings.admin_socket.clone());
     let mut server_config = settings.server.clone();
