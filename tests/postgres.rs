@@ -108,6 +108,15 @@ async fn two_servers_share_one_database() {
     }
     let (_, page) = call(a.1, reqwest::Method::GET, "/emails?limit=100", None, None).await;
     assert_eq!(page["data"].as_array().unwrap().len(), 40, "one email per key, none twice");
+    // Usage is the database's: both servers count the 40, each one once.
+    for port in [a.1, b.1] {
+        let (s, u) = call(port, reqwest::Method::GET, "/usage", None, None).await;
+        assert_eq!(
+            (s, &u["emails"]["daily"]["sent"], &u["emails"]["monthly"]["sent"]),
+            (200, &json!(40), &json!(40)),
+            "{u}"
+        );
+    }
 
     // A dashboard session made on one server opens pages on the other (one link key).
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
