@@ -84,26 +84,25 @@ struct Settled {
 /// mail. Days before the current month are dropped, so the map holds at most one month per
 /// account that asked.
 #[derive(Debug, Default)]
-pub struct Days(Mutex<HashMap<(AccountId, NaiveDate), Settled>>);
+pub struct Days {
+    settled: Mutex<HashMap<(AccountId, NaiveDate), Settled>>,
+    /// Held while an answer reads mail to settle: answers that come together (a fresh
+    /// process, a client asking many times at once) wait for the first one and find the
+    /// month read, instead of each reading it side by side.
+    settling: tokio::sync::Mutex<()>,
+}
 
 impl Days {
     fn get(&self, account: &AccountId, day: NaiveDate) -> Option<Settled> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(account.clone(), day)).copied()
+        self.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(account.clone(), day)).copied()
     }
 
     /// Moves `day`'s settled counts from `from` to `to.until`, unless another answer already
-    /// moved them (it counted the same mail: adding both would count it twice). Returns what
-    /// is settled now.
-    fn advance(
-        &self,
-        account: &AccountId,
-        day: NaiveDate,
-        from: Settled,
-        to: Settled,
-        month_start: NaiveDate,
-    ) -> Settled {
-        let mut days = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        days.retain(|(_, d), _| *d >= month_start);
+    /// moved them (it counted the same mail: adding both would count it twice), and drops the
+    /// days before `first` (the month's first day). Returns what is settled now.
+    fn advance(&self, account: &AccountId, day: NaiveDate, from: Settled, to: Settled, first: NaiveDate) -> Settled {
+        let mut days = self.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        days.retain(|(_, d), _| *d >= first);
         let entry = days.entry((account.clone(), day)).or_insert(from);
         if entry.until == from.until {
             *entry = to;
@@ -116,10 +115,14 @@ fn midnight(d: NaiveDate) -> DateTime<Utc> {
     d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
+/// The first day of `d`'s month.
+fn month_start(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).unwrap_or(d)
+}
+
 /// The first day of the month after `d`'s.
 fn next_month(d: NaiveDate) -> NaiveDate {
-    let (y, m) = if d.month() == 12 { (d.year() + 1, 1) } else { (d.year(), d.month() + 1) };
-    NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(NaiveDate::MAX)
+    month_start(d).checked_add_months(chrono::Months::new(1)).unwrap_or(NaiveDate::MAX)
 }
 
 /// Emails accepted and messages received by `account` from `from` (included) to `to`
@@ -170,28 +173,37 @@ pub async fn measure(
     now: DateTime<Utc>,
 ) -> Result<Usage, Error> {
     let today = now.date_naive();
-    let month_start = today.with_day(1).unwrap_or(today);
+    let first = month_start(today);
+    // First what has settled, one answer at a time: each day's counts up to `now − SETTLE`.
+    let mut settled = Vec::new();
+    {
+        let _one = days.settling.lock().await;
+        let mut d = first;
+        while d <= today {
+            let (start, end) = (midnight(d), midnight(d) + Duration::days(1));
+            let settle = (now - SETTLE).clamp(start, end);
+            let known = days.get(account, d).unwrap_or(Settled { until: start, counts: Counts::default() });
+            let now_settled = if known.until < settle {
+                let more = count(storage, account, known.until, settle).await?;
+                days.advance(account, d, known, Settled { until: settle, counts: known.counts.add(more) }, first)
+            } else {
+                known
+            };
+            settled.push((d, end, now_settled));
+            let Some(next) = d.succ_opt() else { break };
+            d = next;
+        }
+    }
+    // Then the last minutes' mail, read by every answer (today's, and yesterday's just after
+    // midnight).
     let (mut day, mut month) = (Counts::default(), Counts::default());
-    let mut d = month_start;
-    while d <= today {
-        let (start, end) = (midnight(d), midnight(d) + Duration::days(1));
-        let settle = (now - SETTLE).clamp(start, end);
-        let known = days.get(account, d).unwrap_or(Settled { until: start, counts: Counts::default() });
-        let settled = if known.until < settle {
-            let more = count(storage, account, known.until, settle).await?;
-            days.advance(account, d, known, Settled { until: settle, counts: known.counts.add(more) }, month_start)
-        } else {
-            known
-        };
-        let recent =
-            if settled.until < end { count(storage, account, settled.until, end).await? } else { Counts::default() };
-        let counts = settled.counts.add(recent);
+    for (d, end, s) in settled {
+        let recent = if s.until < end { count(storage, account, s.until, end).await? } else { Counts::default() };
+        let counts = s.counts.add(recent);
         month = month.add(counts);
         if d == today {
             day = counts;
         }
-        let Some(next) = d.succ_opt() else { break };
-        d = next;
     }
     let domains = match storage.domains() {
         Some(store) => store.domain_list(account).await?.len(),

@@ -1016,16 +1016,8 @@ async fn usage_counts_the_accounts_mail_and_names_the_stricter_rate_limit() {
     assert_eq!(u["rate_limit"], json!({"limit": 500, "duration": "1000ms"}));
     assert_eq!(u["domains"], json!({"used": 0, "limit": 1000}));
     // With the limits off there is no rate to name.
-    let open = listen(s.engine.clone(), unlimited()).await;
-    let u: Value = reqwest::Client::new()
-        .get(format!("{open}/usage"))
-        .bearer_auth(&full)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open = Server { base: listen(s.engine.clone(), unlimited()).await, ..s };
+    let (_, u, _) = call(&open, reqwest::Method::GET, "/usage", Some(&full), None, &[]).await;
     assert_eq!(u["rate_limit"]["limit"], Value::Null, "{u}");
     assert_eq!(u["emails"]["daily"]["sent"], 3, "the same account's mail, whichever server answers");
 }
