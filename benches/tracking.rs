@@ -26,7 +26,7 @@ mod fixtures;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mailroom::core::email::AccountId;
-use mailroom::core::render::{render, render_with};
+use mailroom::core::render::{Extras, render, render_with};
 use mailroom::core::tracking::{LinkKey, Tracking, rewrite_html};
 
 fn html() -> String {
@@ -71,13 +71,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("render_tracked", |b| {
         b.iter(|| {
             let html = rewrite_html(content.html.as_deref().unwrap_or_default(), &tracking, &key, id, &account);
-            render_with(&content, at, Some(&html), &[]).expect("renders")
+            render_with(&content, at, &Extras { html: Some(html), ..Extras::default() }).expect("renders")
         })
     });
     // The encoding part of the extra: the tracked html (made once) rendered alone.
-    group.bench_function("render_of_tracked_html", |b| {
-        b.iter(|| render_with(&content, at, Some(&tracked), &[]).expect("renders"))
-    });
+    let extras = Extras { html: Some(tracked.clone()), ..Extras::default() };
+    group.bench_function("render_of_tracked_html", |b| b.iter(|| render_with(&content, at, &extras).expect("renders")));
     group.bench_function("rewrite_only", |b| {
         b.iter(|| rewrite_html(content.html.as_deref().unwrap_or_default(), &tracking, &key, id, &account))
     });
@@ -96,7 +95,9 @@ fn bench(c: &mut Criterion) {
         let t = Instant::now();
         let rewritten = std::hint::black_box(rewrite_html(html, &tracking, &key, id, &account));
         rewrite += t.elapsed();
-        std::hint::black_box(render_with(&content, at, Some(&rewritten), &[]).expect("renders"));
+        std::hint::black_box(
+            render_with(&content, at, &Extras { html: Some(rewritten), ..Extras::default() }).expect("renders"),
+        );
         tracked_render += t.elapsed();
     }
     println!(
@@ -156,7 +157,7 @@ fn signed(c: &mut Criterion) {
     g.bench_function("render_and_sign_tracked", |b| {
         b.iter(|| {
             let html = rewrite_html(content.html.as_deref().unwrap_or_default(), &tracking, &key, id, &account);
-            let bytes = render_with(&content, at, Some(&html), &[]).expect("renders");
+            let bytes = render_with(&content, at, &Extras { html: Some(html), ..Extras::default() }).expect("renders");
             dkim.signature(&bytes).expect("signs").len() + bytes.len()
         })
     });

@@ -511,6 +511,62 @@ fn work_relays_through_smtp_and_keeps_test_addresses_simulated() {
     assert!(!dir.path().join("m.redb.outbox").exists(), "an empty outbox folder was left beside the file");
 }
 
+/// As on the hosted service, html sent alone reaches the relay with a text part derived from
+/// it, and `text: ""` opts an email out; the stored emails keep what the client sent. Read
+/// from the messages an SMTP server saved.
+#[test]
+fn html_sent_alone_reaches_the_relay_with_a_text_part_unless_opted_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.redb");
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    let smtpd = common::peers::smtpd(&["--save", saved.to_str().unwrap()]);
+    let html = "<h1>Welcome</h1><p>Thanks for joining &amp; welcome.</p>\
+                <p><a href='https://acme.test/start?a=1&amp;b=2'>Get started</a></p>";
+    let send = |subject: &str, text: Option<&str>| {
+        let mut email = serde_json::json!({"from": "Acme <hi@acme.test>", "to": "person@example.com", "subject": subject, "html": html});
+        if let Some(t) = text {
+            email["text"] = t.into();
+        }
+        run(&db, &["send"], Some(&email.to_string())).json["id"].as_str().unwrap().to_string()
+    };
+    let derived = send("Derived", None);
+    let opted_out = send("Opted out", Some(""));
+    let written = send("Written", Some("Mine."));
+    let url = format!("smtp://127.0.0.1:{}?tls=none", smtpd.port);
+    let work = run(&db, &["work", "--until-idle", "--smtp", &url], None);
+    assert!(work.ok, "{}", work.json);
+    assert!(smtpd.stop().contains("accepted=3"));
+
+    // Each saved message: its subject, and the text of its text/plain part if it has one.
+    let mut parts = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&saved).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "eml") {
+            let raw = std::fs::read(&path).unwrap();
+            use mail_parser::MimeHeaders;
+            let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
+            let plain = m
+                .parts
+                .iter()
+                .find(|p| p.content_type().is_some_and(|c| c.ctype() == "text" && c.subtype() == Some("plain")));
+            let html_parts =
+                m.parts.iter().filter(|p| p.content_type().is_some_and(|c| c.subtype() == Some("html"))).count();
+            assert_eq!(html_parts, 1);
+            parts.insert(m.subject().unwrap().to_string(), plain.map(|p| p.text_contents().unwrap().to_string()));
+        }
+    }
+    assert_eq!(
+        parts["Derived"].as_deref(),
+        Some("Welcome\r\n\r\nThanks for joining & welcome.\r\n\r\nGet started [https://acme.test/start?a=1&b=2]")
+    );
+    assert_eq!(parts["Opted out"], None);
+    assert_eq!(parts["Written"].as_deref(), Some("Mine."));
+    assert_eq!(run(&db, &["get", &derived], None).json["text"], Value::Null);
+    assert_eq!(run(&db, &["get", &opted_out], None).json["text"], "");
+    assert_eq!(run(&db, &["get", &written], None).json["text"], "Mine.");
+}
+
 #[path = "../adapters/dns/tests/support/dnsmasq.rs"]
 mod dnsmasq;
 

@@ -227,8 +227,10 @@ pub struct EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Generates the plain-text part from the html of an email that has none (mailbox
-    /// providers trust mail with both more than html alone).
+    /// Whether an email sent with `html` and without `text` gets a text part derived from
+    /// its html at each hand-over (on by default, as on the hosted service; mailbox providers
+    /// trust mail with both more than html alone). A client opts one email out with
+    /// `text: ""`; off, html sent alone goes out as html alone.
     pub fn text_from_html(mut self, on: bool) -> Self {
         self.text_from_html = on;
         self
@@ -345,7 +347,7 @@ impl Engine {
             in_flight_lease: idempotency::IN_FLIGHT_LEASE,
             retention: None,
             bounce_domain: None,
-            text_from_html: false,
+            text_from_html: true,
             request_log_retention: Some(chrono::Duration::days(30)),
             domains: crate::domains::DomainConfig::default(),
             link_key: crate::tracking::LinkKey::random(),
@@ -619,10 +621,6 @@ impl Engine {
                 let mut content = v.content;
                 content.message_id = message_id_for(&id, &content.from);
                 content.api_key_id = self.key_id().map(str::to_string);
-                if self.inner.config.text_from_html && content.text.is_none() {
-                    content.text =
-                        content.html.as_deref().map(crate::insights::text_from_html).filter(|t| !t.is_empty());
-                }
                 NewEmail { account: self.account.clone(), id, created_at: now, scheduled_at: v.scheduled_at, content }
             })
             .collect();
@@ -877,16 +875,22 @@ impl Engine {
         self.inner.config.storage.get_email(&self.account, id).await?.ok_or(Error::NotFound { what: "Email" })
     }
 
+    /// The text part derived from `content`'s html, as this engine hands it over: for html
+    /// sent without `text`, unless derivation is off ([`EngineBuilder::text_from_html`]).
+    pub fn derived_text(&self, content: &crate::email::EmailContent) -> Option<String> {
+        if self.inner.config.text_from_html { crate::render::derived_text(content) } else { None }
+    }
+
     /// Deliverability insights for a stored email (queued, scheduled, sent, ...): its body as
     /// kept (a pruned body makes the checks that read it `unknown`), its sending domain's
     /// settings from `domains`, DNS answers from `dns`.
     pub async fn insights(&self, id: EmailId, dns: &dyn DnsResolver) -> Result<Vec<Insight>, Error> {
         let r = self.get_record(id).await?;
-        let body = r
-            .state
-            .pruned_at
-            .is_none()
-            .then_some(Body { html: r.content.html.as_deref(), text: r.content.text.as_deref() });
+        let derived = self.derived_text(&r.content);
+        let body = r.state.pruned_at.is_none().then_some(Body {
+            html: r.content.html.as_deref(),
+            text: r.content.text.as_deref().or(derived.as_deref()),
+        });
         self.insights_of(Draft { from: Ok(&r.content.from), body }, dns).await
     }
 
@@ -899,7 +903,7 @@ impl Engine {
             Some(f) => address::Mailbox::parse(f).map_err(|e| FieldError::new("from", Rule::Address(e)).to_string()),
         };
         let derived = match (&draft.text, &draft.html) {
-            (None, Some(html)) if self.inner.config.text_from_html => Some(crate::insights::text_from_html(html)),
+            (None, Some(html)) if self.inner.config.text_from_html => Some(crate::html::to_text(html)),
             _ => None,
         };
         let body = Body { html: draft.html.as_deref(), text: draft.text.as_deref().or(derived.as_deref()) };

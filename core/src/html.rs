@@ -21,8 +21,13 @@
 //! and `<script>` switch state as they would in HTML. `noscript` is ordinary markup: email is
 //! rendered with scripting disabled.
 
+mod text;
+
+pub use text::{WIDTH as TEXT_WIDTH, to_text};
+
 use memchr::{memchr, memchr2, memmem};
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Where an `href` was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +65,68 @@ pub fn links_with_conditionals(html: &str) -> Vec<Link<'_>> {
 }
 
 fn read(html: &str, conditionals: bool) -> Vec<Link<'_>> {
-    let mut t = Tokenizer { src: html, bytes: html.as_bytes(), pos: 0, out: Vec::with_capacity(16), conditionals };
+    let mut t = Tokenizer::new(html, Links { out: Vec::with_capacity(16), conditionals });
     t.run();
-    t.out
+    t.sink.out
+}
+
+/// What a pass over the tokens does with them. The tokenizer is generic over it so that the
+/// link reader (the hot one: insights and tracking read every email) pays for nothing the
+/// text reader needs: its `text` is empty and inlined away.
+pub(crate) trait Sink<'a> {
+    /// Which attribute of the tag named `name` (a start tag of `kind`, or an end tag) the sink
+    /// wants: [`tag`](Self::tag) gets the first value of that name.
+    fn wants(&mut self, kind: Kind, name: &[u8], start: bool) -> Option<&'static [u8]>;
+    /// A tag, read to its `>`: its name as written, and the wanted attribute's decoded value
+    /// with the span of its raw text.
+    fn tag(&mut self, kind: Kind, name: &'a [u8], start: bool, attribute: Option<(Cow<'a, str>, Range<usize>)>);
+    /// Text of the data state (character references not yet decoded), by its span; the text
+    /// of a `plaintext` element too.
+    fn text(&mut self, _span: Range<usize>) {}
+    /// The rest of the input after `<plaintext>`, where character references are text.
+    fn plaintext(&mut self, span: Range<usize>) {
+        self.text(span);
+    }
+    /// The body of a conditional comment (`<!--[if …]>` … `<![endif]-->`), by its span.
+    fn conditional(&mut self, _src: &'a str, _body: Range<usize>) {}
+}
+
+/// The link reader's sink.
+struct Links<'a> {
+    out: Vec<Link<'a>>,
+    /// Read the bodies of conditional comments (see [`links_with_conditionals`]).
+    conditionals: bool,
+}
+
+impl<'a> Sink<'a> for Links<'a> {
+    fn wants(&mut self, kind: Kind, _name: &[u8], start: bool) -> Option<&'static [u8]> {
+        (start && matches!(kind, Kind::Anchor | Kind::Base)).then_some(b"href")
+    }
+
+    fn tag(&mut self, kind: Kind, _name: &'a [u8], _start: bool, attribute: Option<(Cow<'a, str>, Range<usize>)>) {
+        let kind = match kind {
+            Kind::Anchor => LinkKind::Anchor,
+            Kind::Base => LinkKind::Base,
+            _ => return,
+        };
+        if let Some((href, span)) = attribute {
+            self.out.push(Link { kind, href, span });
+        }
+    }
+
+    fn conditional(&mut self, src: &'a str, body: Range<usize>) {
+        if self.conditionals {
+            let inner = links(&src[body.clone()]);
+            let at = body.start;
+            self.out.extend(inner.into_iter().map(|l| Link { span: l.span.start + at..l.span.end + at, ..l }));
+        }
+    }
 }
 
 /// What a start tag's name means to us: the tags that carry links, and the tree builder's
 /// tokenizer switches (§13.2.6) for the elements whose contents are not markup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Markup,
     Anchor,
     Base,
@@ -101,21 +159,33 @@ fn kind_of(name: &[u8]) -> Kind {
     }
 }
 
-struct Tokenizer<'a> {
+pub(crate) struct Tokenizer<'a, S> {
     src: &'a str,
     bytes: &'a [u8],
     pos: usize,
-    out: Vec<Link<'a>>,
-    /// Read the bodies of conditional comments (see [`links_with_conditionals`]).
-    conditionals: bool,
+    pub(crate) sink: S,
 }
 
-impl<'a> Tokenizer<'a> {
+impl<'a, S: Sink<'a>> Tokenizer<'a, S> {
+    pub(crate) fn new(src: &'a str, sink: S) -> Self {
+        Tokenizer { src, bytes: src.as_bytes(), pos: 0, sink }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn run(&mut self) {
+    /// Hands the text from `from` to `to` (exclusive) to the sink, if there is any.
+    fn text(&mut self, from: usize, to: usize) {
+        if to > from {
+            self.sink.text(from..to);
+        }
+    }
+
+    pub(crate) fn run(&mut self) {
+        let len = self.bytes.len();
+        // Where the text not yet handed to the sink begins.
+        let mut text = self.pos;
         // Data state: only `<` matters.
         loop {
             // Tags often follow each other (`</td></tr><tr>`): look before searching.
@@ -123,13 +193,15 @@ impl<'a> Tokenizer<'a> {
                 Some(b'<') => 0,
                 Some(_) => match memchr(b'<', &self.bytes[self.pos..]) {
                     Some(off) => off,
-                    None => return,
+                    None => return self.text(text, len),
                 },
-                None => return,
+                None => return self.text(text, len),
             };
-            self.pos += off + 1;
+            let lt = self.pos + off;
+            self.pos = lt + 1;
             match self.peek() {
                 Some(b'!') => {
+                    self.text(text, lt);
                     self.pos += 1;
                     self.markup_declaration();
                 }
@@ -137,26 +209,44 @@ impl<'a> Tokenizer<'a> {
                     self.pos += 1;
                     match self.peek() {
                         Some(b) if b.is_ascii_alphabetic() => {
+                            self.text(text, lt);
                             let _ = self.tag(false);
                         }
-                        Some(b'>') => self.pos += 1,
-                        None => return,
-                        Some(_) => self.bogus_comment(),
+                        Some(b'>') => {
+                            self.text(text, lt);
+                            self.pos += 1;
+                        }
+                        // `</` at the end of input is text.
+                        None => return self.text(text, len),
+                        Some(_) => {
+                            self.text(text, lt);
+                            self.bogus_comment();
+                        }
                     }
                 }
-                Some(b'?') => self.bogus_comment(),
+                Some(b'?') => {
+                    self.text(text, lt);
+                    self.bogus_comment();
+                }
                 Some(b) if b.is_ascii_alphabetic() => {
+                    self.text(text, lt);
                     let Some(kind) = self.tag(true) else { return };
                     match kind {
                         Kind::Markup | Kind::Anchor | Kind::Base => {}
                         Kind::Raw(i) => self.raw(RAW[usize::from(i)]),
                         Kind::Script => self.script(),
-                        Kind::Plaintext => return,
+                        Kind::Plaintext => {
+                            if len > self.pos {
+                                self.sink.plaintext(self.pos..len);
+                            }
+                            return;
+                        }
                     }
                 }
                 // `<` followed by anything else (or nothing) is text.
-                _ => {}
+                _ => continue,
             }
+            text = self.pos;
         }
     }
 
@@ -178,12 +268,8 @@ impl<'a> Tokenizer<'a> {
     fn comment(&mut self) {
         let body = self.pos;
         let (body_end, after) = comment_end(self.bytes, body);
-        if self.conditionals
-            && body < body_end
-            && self.bytes.get(body..body + 3).is_some_and(|w| w.eq_ignore_ascii_case(b"[if"))
-        {
-            let inner = links(&self.src[body..body_end]);
-            self.out.extend(inner.into_iter().map(|l| Link { span: l.span.start + body..l.span.end + body, ..l }));
+        if body < body_end && self.bytes.get(body..body + 3).is_some_and(|w| w.eq_ignore_ascii_case(b"[if")) {
+            self.sink.conditional(self.src, body..body_end);
         }
         self.pos = after;
     }
@@ -267,9 +353,9 @@ impl<'a> Tokenizer<'a> {
         }
     }
 
-    /// A tag from its name's first letter, through its attributes, to its `>`; a start tag's
-    /// link is recorded. `None` when the input ends inside it: such a tag is not emitted, and
-    /// nothing follows it.
+    /// A tag from its name's first letter, through its attributes, to its `>`, handed to the
+    /// sink. `None` when the input ends inside it: such a tag is not emitted, and nothing
+    /// follows it.
     fn tag(&mut self, start: bool) -> Option<Kind> {
         let tag = self.tag_to_end(start);
         if tag.is_none() {
@@ -286,17 +372,13 @@ impl<'a> Tokenizer<'a> {
         while i < len && class(b[i]) & (WS | SLASH | GT) == 0 {
             i += 1;
         }
+        let name: &'a [u8] = &b[self.pos..i];
         // An end tag's name changes nothing (only start tags switch the tokenizer's state).
-        let kind = if start { kind_of(&b[self.pos..i]) } else { Kind::Markup };
-        let link = match kind {
-            Kind::Anchor => Some(LinkKind::Anchor),
-            Kind::Base => Some(LinkKind::Base),
-            _ => None,
-        };
-        let want_href = link.is_some();
-        let mut href = None;
+        let kind = if start { kind_of(name) } else { Kind::Markup };
+        let want = self.sink.wants(kind, name, start);
+        let mut value = None;
         let mut span = 0..0;
-        let mut seen_href = false;
+        let mut seen = false;
         loop {
             // Before attribute name (a `/` here is the self-closing flag, which changes nothing
             // for us: anything but `>` after it is read as before an attribute name).
@@ -305,9 +387,7 @@ impl<'a> Tokenizer<'a> {
             }
             if *b.get(i)? == b'>' {
                 self.pos = i + 1;
-                if let (Some(kind), Some(href)) = (link, href) {
-                    self.out.push(Link { kind, href, span });
-                }
+                self.sink.tag(kind, name, start, value.map(|v| (v, span)));
                 return Some(kind);
             }
             // Attribute name: its first character may be `=`.
@@ -316,15 +396,15 @@ impl<'a> Tokenizer<'a> {
             while i < len && class(b[i]) & (WS | SLASH | GT | EQ) == 0 {
                 i += 1;
             }
-            let is_href = want_href && b[name_start..i].eq_ignore_ascii_case(b"href") && !seen_href;
-            seen_href |= is_href;
+            let is_wanted = !seen && want.is_some_and(|w| b[name_start..i].eq_ignore_ascii_case(w));
+            seen |= is_wanted;
             // After attribute name.
             while i < len && class(b[i]) & WS != 0 {
                 i += 1;
             }
             if *b.get(i)? != b'=' {
-                if is_href {
-                    href = Some(Cow::Borrowed(""));
+                if is_wanted {
+                    value = Some(Cow::Borrowed(""));
                     span = i..i;
                 }
                 continue;
@@ -354,8 +434,8 @@ impl<'a> Tokenizer<'a> {
                     (start, i)
                 }
             };
-            if is_href {
-                href = Some(decode_attribute(&self.src[start..end]));
+            if is_wanted {
+                value = Some(decode_attribute(&self.src[start..end]));
                 span = start..end;
             }
         }
@@ -451,7 +531,7 @@ fn decode_attribute(raw: &str) -> Cow<'_, str> {
 /// The oracle: html5gum's tokens, with the same state switches after start tags.
 #[cfg(any(test, feature = "testkit"))]
 pub fn links_by_html5gum(html: &str) -> Vec<(LinkKind, String)> {
-    use html5gum::{State, Token, Tokenizer};
+    use html5gum::{Token, Tokenizer};
     let mut out = Vec::new();
     let mut tokenizer = Tokenizer::new(html);
     while let Some(Ok(token)) = tokenizer.next() {
@@ -464,12 +544,47 @@ pub fn links_by_html5gum(html: &str) -> Vec<(LinkKind, String)> {
         if let (Some(kind), Some(href)) = (kind, tag.attributes.get(b"href".as_slice())) {
             out.push((kind, String::from_utf8_lossy(href).into_owned()));
         }
-        match kind_of(&tag.name) {
-            Kind::Markup | Kind::Anchor | Kind::Base => {}
-            Kind::Raw(0 | 1) => tokenizer.set_state(State::RcData),
-            Kind::Raw(_) => tokenizer.set_state(State::RawText),
-            Kind::Script => tokenizer.set_state(State::ScriptData),
-            Kind::Plaintext => tokenizer.set_state(State::PlainText),
+        switch_html5gum(&mut tokenizer, &tag.name);
+    }
+    out
+}
+
+/// The tree builder's tokenizer switch after the start tag `name` (§13.2.6), which html5gum
+/// leaves to its caller; whether the text that follows is not markup's (RCDATA, RAWTEXT,
+/// script data).
+#[cfg(any(test, feature = "testkit"))]
+fn switch_html5gum(tokenizer: &mut html5gum::Tokenizer<html5gum::StringReader<'_>>, name: &[u8]) -> bool {
+    use html5gum::State;
+    match kind_of(name) {
+        Kind::Markup | Kind::Anchor | Kind::Base => return false,
+        Kind::Raw(0 | 1) => tokenizer.set_state(State::RcData),
+        Kind::Raw(_) => tokenizer.set_state(State::RawText),
+        Kind::Script => tokenizer.set_state(State::ScriptData),
+        Kind::Plaintext => {
+            tokenizer.set_state(State::PlainText);
+            return false;
+        }
+    }
+    true
+}
+
+/// The oracle for [`to_text`]'s words: the character tokens html5gum emits where a browser
+/// shows them (the data state, and PLAINTEXT), with the state switches of
+/// [`links_by_html5gum`]; not the contents of `title`, `textarea`, `style`, `script` and
+/// the other raw text elements, nor comments.
+#[cfg(any(test, feature = "testkit"))]
+pub fn text_by_html5gum(html: &str) -> String {
+    use html5gum::{Token, Tokenizer};
+    let mut out = String::new();
+    let mut tokenizer = Tokenizer::new(html);
+    let mut raw = false;
+    while let Some(Ok(token)) = tokenizer.next() {
+        match token {
+            Token::String(s) if !raw => out.push_str(&String::from_utf8_lossy(&s)),
+            Token::StartTag(tag) => raw = switch_html5gum(&mut tokenizer, &tag.name),
+            // In a raw state the only end tag is the one that returns to the data state.
+            Token::EndTag(_) => raw = false,
+            _ => {}
         }
     }
     out
@@ -615,6 +730,19 @@ mod tests {
         #[test]
         fn same_links_as_html5gum_on_any_text(html in "\\PC{0,200}") {
             prop_assert_eq!(ours(&html), links_by_html5gum(&html), "{:?}", html);
+        }
+
+        /// The text reader's words are the text html5gum reads (links and images aside, whose
+        /// addresses and alt texts it adds): compared by their ASCII letters, in order.
+        #[test]
+        fn same_text_as_html5gum(
+            parts in prop::collection::vec(fragment().prop_filter("no link or image tags", |f| !f.starts_with(['a', 'A', 'i']) && !f.starts_with("<a")), 0..40)
+        ) {
+            let html = parts.concat();
+            let lower = html.to_ascii_lowercase();
+            prop_assume!(!lower.contains("<a") && !lower.contains("<img"));
+            let letters = |t: &str| t.chars().filter(char::is_ascii_alphabetic).collect::<String>();
+            prop_assert_eq!(letters(&to_text(&html)), letters(&text_by_html5gum(&html)), "{:?}", html);
         }
     }
 }

@@ -92,21 +92,6 @@ pub struct Body<'a> {
     pub text: Option<&'a str>,
 }
 
-/// A plain-text version of `html`: html2text's undecorated rendering at 78 columns, without the
-/// borders of layout tables (emails are built of them), links as numbered footnotes with their
-/// URLs (a text part without them loses the button that was the point of the email), trailing
-/// spaces trimmed from each line (hidden preheader text is kept, as it should be).
-pub fn text_from_html(html: &str) -> String {
-    let text = html2text::config::plain_no_decorate()
-        .no_table_borders()
-        .link_footnotes(true)
-        .no_link_wrapping()
-        .string_from_read(html.as_bytes(), 78)
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-    lines.join("\n").trim().to_string()
-}
-
 /// The organisational domain ("registrable domain") of `host`, lower-cased.
 pub(crate) fn organisational_domain(host: &str) -> Option<String> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -619,61 +604,5 @@ mod tests {
         let all = insights(Draft { from: Ok(&suffix), body: Some(Body::default()) }, None, &dns).await;
         assert_eq!(status(&all, "link_domains_match"), Status::Unknown);
         assert_eq!(status(&all, "subdomain_sender"), Status::Unknown);
-    }
-}
-
-#[cfg(test)]
-mod text_tests {
-    use super::*;
-
-    #[test]
-    fn text_from_a_password_reset_with_a_button_a_list_and_hidden_parts() {
-        let html = r#"<html><head><title>Reset</title><script>track("open")</script>
-<style>.btn{background:#000}</style></head><body><!-- preview tracking -->
-<table role="presentation" width="100%"><tr><td align="center">
-<img src="https://acme.test/logo.png" alt="Acme">
-<h2>Reset your password</h2>
-<p>Someone asked to reset the password for <strong>ada@example.com</strong>.</p>
-<a class="btn" href="https://acme.test/reset?t=abc&amp;u=1">Choose a new password</a>
-<p>If it wasn't you:</p><ul><li>ignore this email,</li><li>or <a href="https://acme.test/help">contact us</a>.</li></ul>
-<p style="font-size:11px">This link expires in 1&nbsp;hour.</p>
-</td></tr></table></body></html>"#;
-        let text = text_from_html(html);
-        for want in [
-            "Reset your password",
-            "ada@example.com",
-            "Choose a new password",
-            "ignore this email",
-            "contact us",
-            "1\u{a0}hour",
-            // The links survive, as numbered footnotes with their URLs decoded.
-            "[1]: https://acme.test/reset?t=abc&u=1",
-            "[2]: https://acme.test/help",
-        ] {
-            assert!(text.contains(want), "{want:?} missing from:\n{text}");
-        }
-        for never in ["track(", "background:", "preview tracking", "<", "&amp;", "&nbsp;"] {
-            assert!(!text.contains(never), "{never:?} leaked into:\n{text}");
-        }
-        assert!(
-            text.lines().filter(|l| !l.starts_with('[')).all(|l| l.chars().count() <= 78),
-            "prose wrapped at 78 columns (a link footnote may be longer):\n{text}"
-        );
-    }
-
-    #[test]
-    fn text_from_a_real_looking_email() {
-        let html = r#"<!doctype html><html><head><style>p{color:red}</style></head><body>
-<div style="display:none;max-height:0">Your receipt for order 1042</div>
-<table><tr><td><h1>Thanks, Ada!</h1><p>We received your payment of <b>$42.00</b>.</p>
-<p><a href="https://shop.acme.test/orders/1042">View your order</a></p></td></tr></table>
-<p>Acme Inc &middot; 1 Main St</p></body></html>"#;
-        let text = text_from_html(html);
-        for want in ["Your receipt for order 1042", "Thanks, Ada!", "$42.00", "View your order", "Acme Inc · 1 Main St"]
-        {
-            assert!(text.contains(want), "{want:?} missing from:\n{text}");
-        }
-        assert!(!text.contains("color:red") && !text.contains('<'), "{text}");
-        assert!(text.lines().all(|l| l == l.trim_end()));
     }
 }

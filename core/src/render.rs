@@ -4,6 +4,11 @@
 //! `content_id`) → multipart/related around the html; other attachments → multipart/mixed
 //! around the rest. Bcc never appears in the headers (only in the envelope). Invariant: the
 //! bytes carry the Message-ID fixed at acceptance, so every attempt is the same message.
+//!
+//! The text part: the client's `text`; none when it sent `text: ""` beside `html` (the hosted
+//! service's way to opt out); otherwise, for html sent alone, the plain-text version of the
+//! html ([`crate::html::to_text`]) that the engine derives at each hand-over ([`Extras::text`];
+//! not stored, so `GET /emails/{id}` shows what the client sent).
 
 use crate::address::Mailbox;
 use crate::email::EmailContent;
@@ -43,19 +48,36 @@ fn text_part(content_type: &'static str, text: &str) -> MimePart<'static> {
         .transfer_encoding(encoded.encoding)
 }
 
-/// Renders `content` with `Date: at`.
-pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<u8>> {
-    render_with(content, at, None, &[])
+/// What the engine adds to an email's content when it hands one message of it over.
+#[derive(Debug, Default, Clone)]
+pub struct Extras {
+    /// The html with tracked links and the pixel, in place of the content's.
+    pub html: Option<String>,
+    /// The text part of an email sent with html and without `text` ([`derived_text`]).
+    pub text: Option<String>,
+    /// Headers the engine adds (`List-Unsubscribe`, `List-Unsubscribe-Post`).
+    pub headers: Vec<(String, String)>,
 }
 
-/// [`render`] with the html replaced (links rewritten for tracking) and headers the engine
-/// adds (`List-Unsubscribe`).
-pub fn render_with(
-    content: &EmailContent,
-    at: DateTime<Utc>,
-    html: Option<&str>,
-    extra_headers: &[(String, String)],
-) -> std::io::Result<Vec<u8>> {
+/// The text part derived from `content`'s html, for content sent without `text` (`None`
+/// otherwise, and when the html shows no text).
+pub fn derived_text(content: &EmailContent) -> Option<String> {
+    match (&content.text, &content.html) {
+        (None, Some(html)) => Some(crate::html::to_text(html)).filter(|t| !t.is_empty()),
+        _ => None,
+    }
+}
+
+/// Renders `content` with `Date: at`, as the engine does by default: a text part derived
+/// from html sent alone.
+pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<u8>> {
+    render_with(content, at, &Extras { text: derived_text(content), ..Extras::default() })
+}
+
+/// [`render`] with what the engine adds: the html replaced (links rewritten for tracking), the
+/// text part for html sent alone, headers (`List-Unsubscribe`).
+pub fn render_with(content: &EmailContent, at: DateTime<Utc>, extras: &Extras) -> std::io::Result<Vec<u8>> {
+    let (html, extra_headers) = (extras.html.as_deref(), &extras.headers);
     let mut b = MessageBuilder::new()
         .from(address(&content.from))
         .to(list(&content.to))
@@ -73,11 +95,17 @@ pub fn render_with(
     }
     // The engine's own headers are ASCII by construction and must stay as written (a URL in
     // `List-Unsubscribe` as an encoded word is no URL to a mail client).
-    for (name, value) in extra_headers {
+    for (name, value) in extra_headers.iter() {
         b = b.header(name.clone(), Raw::new(value.clone()));
     }
 
-    let text = content.text.as_deref().map(|t| text_part("text/plain", t));
+    let text = match content.text.as_deref() {
+        // `text: ""` beside html: the sender wants no text part.
+        Some("") => None,
+        Some(t) => Some(t),
+        None => extras.text.as_deref(),
+    }
+    .map(|t| text_part("text/plain", t));
     let inline: Vec<MimePart<'static>> = content
         .attachments
         .iter()

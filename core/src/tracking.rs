@@ -802,15 +802,6 @@ mod tests {
     }
 }
 
-/// What the worker adds to one message when it renders it.
-#[derive(Debug, Default)]
-pub(crate) struct Extras {
-    /// The html with tracked links and the pixel.
-    pub html: Option<String>,
-    /// `List-Unsubscribe` and `List-Unsubscribe-Post`.
-    pub headers: Vec<(String, String)>,
-}
-
 /// Opens or clicks one email records at most (later ones still answer): each is an event on
 /// the email, and a client replaying a link must not grow it without bound.
 pub const MAX_HITS: usize = 32;
@@ -825,7 +816,8 @@ pub enum Followed {
 }
 
 impl crate::Engine {
-    /// The tracked html and the unsubscribe headers for one message of `content`.
+    /// The tracked html, the derived text part and the unsubscribe headers for one message of
+    /// `content`.
     pub(crate) fn render_extras(
         &self,
         content: &crate::email::EmailContent,
@@ -833,9 +825,9 @@ impl crate::Engine {
         account: &AccountId,
         sender: Option<&crate::domains::Sender>,
         send_to: &[String],
-    ) -> Extras {
+    ) -> crate::render::Extras {
         let key = self.link_key();
-        let mut extras = Extras::default();
+        let mut extras = crate::render::Extras { text: self.derived_text(content), ..Default::default() };
         if let (Some(t), Some(html)) = (sender.and_then(|s| s.tracking.as_ref()), content.html.as_deref()) {
             extras.html = Some(rewrite_html(html, t, key, id, account));
         }

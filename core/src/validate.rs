@@ -262,7 +262,9 @@ pub(crate) fn validate_owned(
     };
 
     let html = req.html.take().filter(|s| !s.is_empty());
-    let text = req.text.take().filter(|s| !s.is_empty());
+    // `text: ""` beside html is kept: it asks for no text part, where a missing `text` gets
+    // one derived from the html (the hosted service's rule). Alone it is no body.
+    let text = req.text.take().filter(|s| !s.is_empty() || html.is_some());
     if html.is_none() && text.is_none() && !templated {
         errors.push("html", Rule::BodyRequired);
     }

@@ -585,7 +585,7 @@ impl Worker {
         }
         let sender = facts.senders.get(&(account.clone(), record.content.from.domain.clone()));
         let extras = self.engine.render_extras(&record.content, record.state.id, account, sender, &send_to);
-        let bytes = match crate::render::render_with(&record.content, now, extras.html.as_deref(), &extras.headers) {
+        let bytes = match crate::render::render_with(&record.content, now, &extras) {
             Ok(b) => b,
             Err(e) => {
                 // Marked but never handed over: it ends failed, and is not in doubt.

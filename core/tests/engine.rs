@@ -1062,7 +1062,7 @@ I'm afraid I wasn't able to deliver your message to the following addresses.\n\n
 }
 
 #[tokio::test]
-async fn the_text_part_is_generated_from_html_when_asked() {
+async fn html_sent_alone_goes_out_with_a_text_part_unless_the_sender_opts_out() {
     use mailroom_core::memory::MemoryStorage;
     use mailroom_core::prelude::*;
     use std::sync::Arc;
@@ -1074,15 +1074,43 @@ async fn the_text_part_is_generated_from_html_when_asked() {
         text: text.map(Into::into),
         ..Default::default()
     };
-    let on = Engine::builder(Arc::new(MemoryStorage::new())).text_from_html(true).build();
-    let id = on.send(request("<p>Hello <b>there</b></p>", None), SendOptions::default()).await.unwrap().id;
-    assert_eq!(on.get_record(id).await.unwrap().content.text.as_deref(), Some("Hello there"));
-    // A text the sender wrote stays; without the option nothing is generated.
-    let id = on.send(request("<p>x</p>", Some("mine")), SendOptions::default()).await.unwrap().id;
-    assert_eq!(on.get_record(id).await.unwrap().content.text.as_deref(), Some("mine"));
-    let off = Engine::builder(Arc::new(MemoryStorage::new())).build();
-    let id = off.send(request("<p>x</p>", None), SendOptions::default()).await.unwrap().id;
-    assert_eq!(off.get_record(id).await.unwrap().content.text, None);
+    // What the worker hands over for one request: the rendered message's parts.
+    async fn sent(engine: &Engine, request: EmailRequest) -> (EmailId, String) {
+        let sandbox = SandboxTransport::default();
+        let id = engine.send(request, SendOptions::default()).await.unwrap().id;
+        engine.worker(Arc::new(sandbox.clone()), WorkerConfig::default()).run_until_idle().await.unwrap();
+        let out = sandbox.take_outbox();
+        assert_eq!(out.len(), 1);
+        (id, String::from_utf8(out[0].message.clone()).unwrap())
+    }
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).build();
+    // By default (as on the hosted service) html alone gets a text part derived from it, at
+    // hand-over: the stored email keeps what the client sent.
+    let (id, message) =
+        sent(&engine, request("<p>Hello <b>there</b></p><a href=\"https://acme.test/x\">Go</a>", None)).await;
+    assert!(message.contains("multipart/alternative"), "{message}");
+    assert!(message.contains("Content-Type: text/plain; charset=\"utf-8\""), "{message}");
+    assert!(message.contains("Hello there\r\n\r\nGo [https://acme.test/x]"), "{message}");
+    assert_eq!(engine.get_record(id).await.unwrap().content.text, None);
+    // `text: ""` opts this email out: html alone, and the empty text kept as sent.
+    let (id, message) = sent(&engine, request("<p>Hello</p>", Some(""))).await;
+    assert!(!message.contains("text/plain") && !message.contains("multipart/alternative"), "{message}");
+    assert_eq!(engine.get_record(id).await.unwrap().content.text.as_deref(), Some(""));
+    // A text the sender wrote goes out as written.
+    let (_, message) = sent(&engine, request("<p>x</p>", Some("mine"))).await;
+    assert!(message.contains("\r\n\r\nmine\r\n"), "{message}");
+    // Html that shows no text gets none.
+    let (_, message) = sent(&engine, request("<img src=\"https://acme.test/a.png\">", None)).await;
+    assert!(!message.contains("text/plain"), "{message}");
+    // The engine's switch turns derivation off.
+    let off = Engine::builder(Arc::new(MemoryStorage::new())).text_from_html(false).build();
+    let (_, message) = sent(&off, request("<p>x</p>", None)).await;
+    assert!(!message.contains("text/plain"), "{message}");
+    // `text: ""` with no html is no body at all.
+    let mut empty = request("", Some(""));
+    empty.html = None;
+    let err = engine.send(empty, SendOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("`html`"), "{err}");
 }
 
 /// DMARC answers from a list; every other name is absent.
@@ -1124,7 +1152,12 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     let id = engine.send(email("delivered@resend.dev"), SendOptions::default()).await.unwrap().id;
     let all = engine.insights(id, &dns).await.unwrap();
     assert_eq!(all.len(), 8);
-    assert_eq!(status(&all, "plain_text_included").0, Status::Fail, "html only");
+    assert_eq!(status(&all, "plain_text_included").0, Status::Pass, "html alone gets a derived text part");
+    let mut opted_out = email("delivered@resend.dev");
+    opted_out.text = Some(String::new());
+    let opted_out = engine.send(opted_out, SendOptions::default()).await.unwrap().id;
+    let all = engine.insights(opted_out, &dns).await.unwrap();
+    assert_eq!(status(&all, "plain_text_included").0, Status::Fail, "`text: \"\"`: html only");
     assert_eq!(status(&all, "dmarc_valid").0, Status::Pass);
     assert_eq!(status(&all, "click_tracking_disabled").0, Status::Fail, "the domain's own setting");
     assert_eq!(status(&all, "open_tracking_disabled").0, Status::Pass);
@@ -1133,7 +1166,7 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     // Pruned by retention: what reads the body cannot tell any more.
     engine.worker(Arc::new(SandboxTransport::default()), WorkerConfig::default()).run_until_idle().await.unwrap();
     clock.advance(CDuration::hours(2));
-    assert_eq!(engine.prune().await.unwrap(), 1);
+    assert_eq!(engine.prune().await.unwrap(), 2);
     let all = engine.insights(id, &dns).await.unwrap();
     for check in ["link_domains_match", "plain_text_included", "body_size"] {
         let (st, advice) = status(&all, check);
@@ -1142,17 +1175,19 @@ async fn insights_read_the_stored_body_the_domain_settings_and_drafts() {
     }
     assert_eq!(status(&all, "dmarc_valid").0, Status::Pass);
 
-    // Drafts: an unfinished one says why the sender's checks cannot tell; with text_from_html
-    // a derived text part counts.
+    // Drafts: an unfinished one says why the sender's checks cannot tell; the text part the
+    // engine derives counts (not with derivation off).
     let mut draft = email("a@b.test");
     draft.from = None;
     let all = engine.draft_insights(&draft, &dns).await.unwrap();
     let (st, advice) = status(&all, "no_reply_sender");
     assert_eq!(st, Status::Unknown);
     assert!(advice.contains("`from`"), "{advice}");
-    let deriving = Engine::builder(store.clone()).text_from_html(true).build();
-    let all = deriving.draft_insights(&email("a@b.test"), &dns).await.unwrap();
+    let all = engine.draft_insights(&email("a@b.test"), &dns).await.unwrap();
     assert_eq!(status(&all, "plain_text_included").0, Status::Pass);
+    let plain = Engine::builder(store.clone()).text_from_html(false).build();
+    let all = plain.draft_insights(&email("a@b.test"), &dns).await.unwrap();
+    assert_eq!(status(&all, "plain_text_included").0, Status::Fail);
     assert!(matches!(engine.insights(EmailId::from_u128(7), &dns).await, Err(Error::NotFound { .. })));
 }
 
