@@ -49,31 +49,38 @@ pub(crate) fn encode_text(text: &[u8]) -> Encoded {
 
 /// Whether `text` may go as it is: ASCII without control characters other than tab and line
 /// breaks, no bare CR, no line longer than [`PLAIN_LINE`], and no trailing white space on a
-/// line (which transports may strip).
+/// line (which transports may strip). Read a line at a time (`memchr` finds the breaks):
+/// derived text parts are tens of kilobytes of short lines, and a byte-by-byte state machine
+/// cost more than the rest of their rendering.
 fn plain(text: &[u8]) -> bool {
-    let mut line = 0usize;
-    let mut i = 0;
-    while i < text.len() {
-        let ch = text[i];
-        match ch {
-            b'\n' => line = 0,
-            b'\r' if text.get(i + 1) == Some(&b'\n') => {
-                line = 0;
-                i += 1;
-            }
-            b' ' | b'\t' if line_ends(text, i + 1) => return false,
-            b'\t' | 0x20..=0x7e => {
-                line += 1;
-                if line > PLAIN_LINE {
-                    return false;
-                }
-            }
-            _ => return false,
+    let mut start = 0;
+    let ok = |line: &[u8]| {
+        line.len() <= PLAIN_LINE
+            && !matches!(line.last(), Some(b' ' | b'\t'))
+            && line.iter().all(|&b| PLAIN_BYTE[usize::from(b)])
+    };
+    for i in memchr::memchr_iter(b'\n', text) {
+        // A CR just before the LF is the line break's; any other CR is bare.
+        let end = if i > start && text[i - 1] == b'\r' { i - 1 } else { i };
+        if !ok(&text[start..end]) {
+            return false;
         }
-        i += 1;
+        start = i + 1;
     }
-    true
+    ok(&text[start..])
 }
+
+/// The bytes a plain line may hold: printable ASCII and tab.
+const PLAIN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'\t' as usize] = true;
+    t
+};
 
 /// Whether a line break (or the end) starts at `i`.
 fn line_ends(text: &[u8], i: usize) -> bool {
@@ -84,17 +91,18 @@ fn line_ends(text: &[u8], i: usize) -> bool {
     }
 }
 
-/// `text` with every LF that has no CR before it preceded by one.
+/// `text` with every LF that has no CR before it preceded by one (copied a line at a time).
 fn crlf(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 32 + 2);
-    let mut prev = 0u8;
-    for &ch in text {
-        if ch == b'\n' && prev != b'\r' {
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', text) {
+        if i == 0 || text[i - 1] != b'\r' {
+            out.extend_from_slice(&text[start..i]);
             out.push(b'\r');
+            start = i;
         }
-        out.push(ch);
-        prev = ch;
     }
+    out.extend_from_slice(&text[start..]);
     out
 }
 
