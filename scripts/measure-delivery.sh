@@ -27,8 +27,14 @@ fi
 sink=$!
 
 target/release/examples/ingest --db "$dir/base.redb" --emails "$emails" >"$dir/ingest.json"
-# A rendered benchmark email (headers and quoted-printable html) is about 3 KB.
-size=3000
+# smtp-source sends messages of the size the worker hands over: one benchmark email rendered
+# by the sandbox transport, which keeps a copy in the outbox folder beside the file (headers,
+# the html and the text part derived from it).
+target/release/examples/ingest --db "$dir/probe.redb" --emails 1 >/dev/null
+target/release/mailroom work --db "$dir/probe.redb" --until-idle >/dev/null
+size=$(find "$dir/probe.redb.outbox" -type f -printf '%s\n' | head -n 1)
+[ -n "$size" ] || { echo "the probe rendered nothing" >&2; exit 1; }
+echo "rendered size: $size bytes" >&2
 
 seconds() { python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$@"; }
 work=()
