@@ -605,7 +605,9 @@ fn insights_and_domains_on_real_dns() {
         "bad.json",
         serde_json::json!({
             "from": "no-reply@broken.test", "to": "a@example.com", "subject": "Hi",
-            "html": format!("<a href=\"https://bit.ly/x\">x</a><p>{}</p>", "padding ".repeat(14_000))
+            "html": format!("<a href=\"https://bit.ly/x\">x</a><p>{}</p>", "padding ".repeat(14_000)),
+            // No text part, not even the one html sent alone gets.
+            "text": ""
         }),
     );
     let unfinished = draft("unfinished.json", serde_json::json!({"html": "<p>Hi</p>", "text": "Hi"}));

@@ -277,6 +277,13 @@ async fn tracked_links_the_pixel_unsubscribe_and_share_through_serve() {
     assert!(text.contains("<iframe title=\"Preview\" sandbox srcdoc=") && text.contains("Plain Text"), "{text}");
     let tampered = format!("{}x", url);
     assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 404);
+    // Html sent alone: the Plain Text view shows the text part recipients got, derived from it.
+    let alone = json!({"from": "News <news@acme.test>", "to": "reader@example.com", "subject": "Alone", "html": "<p>Only <b>html</b> here</p>"});
+    let (_, alone) = server.call(reqwest::Method::POST, "/emails", Some(alone)).await;
+    let alone = alone["id"].as_str().unwrap();
+    let (_, link) = server.call(reqwest::Method::POST, &format!("/emails/{alone}/share"), Some(json!({}))).await;
+    let page = reqwest::get(link["url"].as_str().unwrap()).await.unwrap().text().await.unwrap();
+    assert!(page.contains("<section id=\"text\"><h2>Plain Text</h2><pre>Only html here</pre>"), "{page}");
     let (status, too_long) =
         server.call(reqwest::Method::POST, &format!("/emails/{id}/share"), Some(json!({"expires_in": "49h"}))).await;
     assert_eq!(status, 422, "{too_long}");

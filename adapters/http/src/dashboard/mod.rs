@@ -717,6 +717,8 @@ async fn email_page(signed: Signed, id: &str, q: HashMap<String, String>, shared
         None => json!({"error": "This server has no resolver configured for the DNS checks."}),
     };
     let c = &record.content;
+    // The text part as recipients got it: derived from the html when the client sent none.
+    let text = c.text.clone().filter(|t| !t.is_empty()).or_else(|| engine.derived_text(c));
     let images = q.get("images").is_some_and(|v| v == "1");
     signed.page(
         "emails",
@@ -724,7 +726,7 @@ async fn email_page(signed: Signed, id: &str, q: HashMap<String, String>, shared
         json!({
             "email": view, "id": id.to_string(), "events": events, "attachments": attachments,
             "requests": requests, "insights": insights, "shared": shared, "images": images,
-            "has_html": c.html.is_some(), "text": c.text, "html_source": c.html,
+            "has_html": c.html.is_some(), "text": text, "html_source": c.html,
             "headers": c.headers, "tags": c.tags,
         }),
     )
