@@ -240,6 +240,7 @@ impl<'a> Writer<'a> {
             if self.column + 1 + len > WIDTH {
                 self.newline();
                 self.prefix();
+                self.line_start = self.out.len();
             } else {
                 self.out.push(' ');
                 self.column += 1;
@@ -627,6 +628,10 @@ mod tests {
         let text = to_text(&format!("{} tail<b>{}</b>", "a ".repeat(30).trim_end(), "x".repeat(30)));
         assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
         assert!(text.ends_with(&format!("\ntail{}", "x".repeat(30))), "{text}");
+        // A word that wrapped and then goes on in pieces past the width stays where it is (it
+        // begins its line), inside a quotation too.
+        let html = format!("<blockquote>{}bbbb<b>{}</b></blockquote>", "a ".repeat(37), "c".repeat(75));
+        assert_eq!(to_text(&html), format!("> {}\n> bbbb{}", "a ".repeat(37).trim_end(), "c".repeat(75)));
         // A word longer than a line stands alone, unbroken.
         let long = "x".repeat(100);
         assert_eq!(to_text(&format!("a {long} b")), format!("a\n{long}\nb"));
