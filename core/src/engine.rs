@@ -881,16 +881,23 @@ impl Engine {
         if self.inner.config.text_from_html { crate::render::derived_text(content) } else { None }
     }
 
+    /// The text part `content` goes out with from this engine ([`crate::render::text_of`]),
+    /// what the dashboard and the share page show and the insights read.
+    pub fn text_part<'a>(&self, content: &'a crate::email::EmailContent) -> Option<std::borrow::Cow<'a, str>> {
+        match content.text.as_deref() {
+            Some(_) => crate::render::text_of(content, None).map(std::borrow::Cow::Borrowed),
+            None => self.derived_text(content).map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// Deliverability insights for a stored email (queued, scheduled, sent, ...): its body as
     /// kept (a pruned body makes the checks that read it `unknown`), its sending domain's
     /// settings from `domains`, DNS answers from `dns`.
     pub async fn insights(&self, id: EmailId, dns: &dyn DnsResolver) -> Result<Vec<Insight>, Error> {
         let r = self.get_record(id).await?;
-        let derived = self.derived_text(&r.content);
-        let body = r.state.pruned_at.is_none().then_some(Body {
-            html: r.content.html.as_deref(),
-            text: r.content.text.as_deref().or(derived.as_deref()),
-        });
+        let text = self.text_part(&r.content);
+        let body =
+            r.state.pruned_at.is_none().then_some(Body { html: r.content.html.as_deref(), text: text.as_deref() });
         self.insights_of(Draft { from: Ok(&r.content.from), body }, dns).await
     }
 

@@ -68,6 +68,16 @@ pub fn derived_text(content: &EmailContent) -> Option<String> {
     }
 }
 
+/// The text part `content` goes out with, given the one `derived` from its html: the client's
+/// `text`; none for `text: ""` beside html (the sender wants none); else the derived one.
+pub fn text_of<'a>(content: &'a EmailContent, derived: Option<&'a str>) -> Option<&'a str> {
+    match content.text.as_deref() {
+        Some("") => None,
+        Some(t) => Some(t),
+        None => derived,
+    }
+}
+
 /// Renders `content` with `Date: at`, as the engine does by default: a text part derived
 /// from html sent alone.
 pub fn render(content: &EmailContent, at: DateTime<Utc>) -> std::io::Result<Vec<u8>> {
@@ -99,13 +109,7 @@ pub fn render_with(content: &EmailContent, at: DateTime<Utc>, extras: &Extras) -
         b = b.header(name.clone(), Raw::new(value.clone()));
     }
 
-    let text = match content.text.as_deref() {
-        // `text: ""` beside html: the sender wants no text part.
-        Some("") => None,
-        Some(t) => Some(t),
-        None => extras.text.as_deref(),
-    }
-    .map(|t| text_part("text/plain", t));
+    let text = text_of(content, extras.text.as_deref()).map(|t| text_part("text/plain", t));
     let inline: Vec<MimePart<'static>> = content
         .attachments
         .iter()

@@ -291,13 +291,10 @@ pub(crate) async fn shared(State(api): State<Api>, q: axum::extract::Query<Share
         None => "<p>This email has no HTML part.</p>".into(),
     };
     // The text part as recipients got it: derived from the html when the client sent none.
-    let derived = api.engine.derived_text(c);
-    let text = c
-        .text
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .or(derived.as_deref())
-        .map_or_else(|| "<p>This email has no plain-text part.</p>".into(), |t| format!("<pre>{}</pre>", esc(t)));
+    let text = api
+        .engine
+        .text_part(c)
+        .map_or_else(|| "<p>This email has no plain-text part.</p>".into(), |t| format!("<pre>{}</pre>", esc(&t)));
     let source = html
         .as_deref()
         .map_or_else(|| "<p>This email has no HTML part.</p>".into(), |h| format!("<pre>{}</pre>", esc(h)));

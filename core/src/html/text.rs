@@ -357,13 +357,13 @@ impl<'a> Writer<'a> {
     fn close_link(&mut self) {
         let Some(link) = self.link.take() else { return };
         let href = link.href.trim();
-        let lower = href.get(..11).unwrap_or(href).to_ascii_lowercase();
-        if href.is_empty() || href.starts_with('#') || lower.starts_with("javascript:") || lower.starts_with("cid:") {
+        let has = |scheme: &str| strip_prefix_ignore_case(href, scheme).is_some();
+        if href.is_empty() || href.starts_with('#') || has("javascript:") || has("cid:") {
             return;
         }
         // A mail or phone link whose words are its address or number says it already.
-        let scheme = ["mailto:", "tel:"].into_iter().find(|s| lower.starts_with(s)).map_or(0, str::len);
-        let shown = href[scheme..].split('?').next().unwrap_or_default();
+        let shown = ["mailto:", "tel:"].into_iter().find_map(|s| strip_prefix_ignore_case(href, s)).unwrap_or(href);
+        let shown = shown.split('?').next().unwrap_or_default();
         let words = bare(&link.words);
         if !words.is_empty() && (words.eq_ignore_ascii_case(bare(href)) || words.eq_ignore_ascii_case(bare(shown))) {
             return;

@@ -718,7 +718,7 @@ async fn email_page(signed: Signed, id: &str, q: HashMap<String, String>, shared
     };
     let c = &record.content;
     // The text part as recipients got it: derived from the html when the client sent none.
-    let text = c.text.clone().filter(|t| !t.is_empty()).or_else(|| engine.derived_text(c));
+    let text = engine.text_part(c);
     let images = q.get("images").is_some_and(|v| v == "1");
     signed.page(
         "emails",
