@@ -206,6 +206,9 @@ struct Inner {
     creating: [tokio::sync::Mutex<()>; CREATING_LOCKS],
     /// The counts of completed days `GET /usage` has read (see `usage::Days`).
     usage_days: crate::usage::Days,
+    /// The last use of each API key this process wrote, or is writing (see
+    /// [`Engine::note_key_use`]).
+    key_uses: crate::keys::KeyUses,
 }
 
 /// Builds an [`Engine`].
@@ -318,6 +321,7 @@ impl EngineBuilder {
                 routes: Default::default(),
                 creating: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
                 usage_days: Default::default(),
+                key_uses: Default::default(),
             }),
             account: AccountId::default(),
             key: None,
@@ -353,6 +357,11 @@ impl Engine {
             link_key: crate::tracking::LinkKey::random(),
             public_url: None,
         }
+    }
+
+    /// The last use of each API key this process wrote (see [`Engine::note_key_use`]).
+    pub(crate) fn key_uses(&self) -> &crate::keys::KeyUses {
+        &self.inner.key_uses
     }
 
     /// The same engine acting for another account. A single-account host never calls this.

@@ -16,11 +16,12 @@ use crate::address::Mailbox;
 use crate::email::AccountId;
 use crate::engine::Engine;
 use crate::error::{Error, FieldError, Rule};
-use crate::ports::{ApiKeyRecord, ApiKeyStore, KeyPermission};
+use crate::ports::{ApiKeyRecord, ApiKeyStore, KEY_USE_GRANULARITY, KeyPermission};
 use crate::request::EmailRequest;
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Every generated token starts with this (as the hosted service's do).
 pub const TOKEN_PREFIX: &str = "re_";
@@ -161,6 +162,31 @@ pub struct CreatedKey {
     pub token: String,
 }
 
+/// The last use of each API key this process wrote (or is writing), so that requests of one
+/// key arriving together write it once ([`Engine::note_key_use`]).
+#[derive(Debug, Default)]
+pub(crate) struct KeyUses(std::sync::Mutex<HashMap<String, DateTime<Utc>>>);
+
+/// Past this many keys, those written longer than [`KEY_USE_GRANULARITY`] ago are forgotten:
+/// the map holds the keys in use, not every key ever used.
+const KEY_USES_HELD: usize = 4096;
+
+impl KeyUses {
+    /// Whether a use of key `id` at `now` should be written (none was within
+    /// [`KEY_USE_GRANULARITY`]); if so it counts as written from now on.
+    fn claim(&self, id: &str, now: DateTime<Utc>) -> bool {
+        let mut uses = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if uses.get(id).is_some_and(|t| now - *t < KEY_USE_GRANULARITY) {
+            return false;
+        }
+        if uses.len() >= KEY_USES_HELD {
+            uses.retain(|_, t| now - *t < KEY_USE_GRANULARITY);
+        }
+        uses.insert(id.to_string(), now);
+        true
+    }
+}
+
 /// The key an engine acts for (see [`Engine::with_key`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KeyScope {
@@ -289,6 +315,32 @@ impl Engine {
         Ok(ApiKeyRecord { name, ..key })
     }
 
+    /// Records that `account`'s `key` authenticated a request now, as its `last_used_at`: when
+    /// the use it has recorded is older than [`KEY_USE_GRANULARITY`] and this process has not
+    /// written a later one meanwhile. So a key costs one write a minute per process, however
+    /// many requests it makes; concurrent requests of one key write once. Whether it wrote.
+    /// ([`key_use_due`](Self::key_use_due), then [`record_key_use`](Self::record_key_use).)
+    pub async fn note_key_use(&self, account: &AccountId, key: &ApiKeyRecord) -> Result<bool, Error> {
+        match self.key_use_due(key) {
+            Some(at) => self.record_key_use(account, &key.id, at).await,
+            None => Ok(false),
+        }
+    }
+
+    /// The time to record as `key`'s last use, if a use now is to be written (see
+    /// [`note_key_use`](Self::note_key_use)); this process then counts it as written. Not
+    /// async, so that a server can decide on the request's path and write in the background.
+    pub fn key_use_due(&self, key: &ApiKeyRecord) -> Option<DateTime<Utc>> {
+        let now = self.clock().now();
+        (key.use_due(now) && self.key_uses().claim(&key.id, now)).then_some(now)
+    }
+
+    /// Writes `at` as the last use of `account`'s key `id` (a later use recorded stays);
+    /// whether it changed.
+    pub async fn record_key_use(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, Error> {
+        Ok(self.key_store()?.key_touch(account, id, at).await?)
+    }
+
     /// The account and key a token names, if it names an active one.
     pub async fn authenticate(&self, token: &str) -> Result<Option<(AccountId, ApiKeyRecord)>, Error> {
         let found = self.key_store()?.key_by_hash(&token_sha256(token)).await?;
@@ -337,6 +389,55 @@ mod tests {
 
     fn engine() -> Engine {
         Engine::builder(Arc::new(MemoryStorage::new())).build()
+    }
+
+    /// A use is written when none is recorded within a minute, once for requests arriving
+    /// together, never for a revoked key; the list shows it.
+    #[tokio::test]
+    async fn a_key_records_its_last_use_once_a_minute() {
+        let clock = crate::ports::ManualClock::new(crate::testkit::t0());
+        let e = Engine::builder(Arc::new(MemoryStorage::new())).clock(Arc::new(clock.clone())).build();
+        let created = e.create_api_key(Some("ops"), KeyPermission::FullAccess).await.unwrap();
+        let last_use = |e: Engine| async move { e.list_api_keys().await.unwrap()[0].last_used_at };
+        assert_eq!(last_use(e.clone()).await, None, "never used");
+        let (account, key) = e.authenticate(&created.token).await.unwrap().unwrap();
+        assert!(e.note_key_use(&account, &key).await.unwrap());
+        assert_eq!(last_use(e.clone()).await, Some(crate::testkit::t0()));
+        // The same record again (requests that authenticated together): written once.
+        assert!(!e.note_key_use(&account, &key).await.unwrap());
+        // Within the minute: not written, whatever the record says.
+        clock.advance(chrono::Duration::seconds(59));
+        let (_, key) = e.authenticate(&created.token).await.unwrap().unwrap();
+        assert!(!e.note_key_use(&account, &key).await.unwrap());
+        assert_eq!(last_use(e.clone()).await, Some(crate::testkit::t0()));
+        clock.advance(chrono::Duration::seconds(1));
+        let (_, key) = e.authenticate(&created.token).await.unwrap().unwrap();
+        assert!(e.note_key_use(&account, &key).await.unwrap());
+        assert_eq!(last_use(e.clone()).await, Some(crate::testkit::t0() + chrono::Duration::minutes(1)));
+        // Another process (an engine of its own over the same store) writes its own use.
+        let other = Engine::builder(Arc::clone(e.storage())).clock(Arc::new(clock.clone())).build();
+        clock.advance(chrono::Duration::minutes(2));
+        let (_, key) = other.authenticate(&created.token).await.unwrap().unwrap();
+        assert!(other.note_key_use(&account, &key).await.unwrap());
+        // A revoked key records no use.
+        clock.advance(chrono::Duration::minutes(2));
+        e.revoke_api_key(&key.id).await.unwrap();
+        let revoked = e.api_key(&key.id).await.unwrap().unwrap();
+        assert!(!e.note_key_use(&account, &revoked).await.unwrap());
+        assert_eq!(revoked.last_used_at, Some(crate::testkit::t0() + chrono::Duration::minutes(3)));
+    }
+
+    #[test]
+    fn uses_held_are_bounded() {
+        let uses = KeyUses::default();
+        let t = crate::testkit::t0();
+        for i in 0..KEY_USES_HELD {
+            assert!(uses.claim(&format!("k{i}"), t));
+        }
+        // Full: the ones written over a minute ago are forgotten to make room.
+        assert!(uses.claim("new", t + KEY_USE_GRANULARITY));
+        assert_eq!(uses.0.lock().unwrap().len(), 1);
+        assert!(!uses.claim("new", t + KEY_USE_GRANULARITY));
     }
 
     #[tokio::test]

@@ -698,6 +698,11 @@ impl crate::ports::ApiKeyStore for MemoryStorage {
         Ok(s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id).is_some_and(|(_, k)| k.rename(name)))
     }
 
+    async fn key_touch(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError> {
+        let mut s = self.lock();
+        Ok(s.api_keys.values_mut().find(|(a, k)| a == account && k.id == id).is_some_and(|(_, k)| k.touch(at)))
+    }
+
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool, StorageError> {
         let mut s = self.lock();
         let found = s.api_keys.iter().find(|(_, (a, k))| {

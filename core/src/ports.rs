@@ -1039,7 +1039,17 @@ pub struct ApiKeyRecord {
     /// cannot revoke it; a restart with it configured makes it active again).
     #[serde(default)]
     pub managed: bool,
+    /// When a request last authenticated with it, to within [`KEY_USE_GRANULARITY`] (a use is
+    /// written at most once a minute per key and process: the hosted API's `last_used_at`).
+    /// `None`: never used since it was stored (or since this was recorded).
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
 }
+
+/// How stale a key's [`ApiKeyRecord::last_used_at`] may be: a use within this of the recorded
+/// one is not written again. Why not every use: it would be one more durable write per request,
+/// for a figure the hosted API shows to the minute.
+pub const KEY_USE_GRANULARITY: chrono::Duration = chrono::Duration::minutes(1);
 
 impl ApiKeyRecord {
     /// Revokes it at `at` (the first revocation's time stands); every store's
@@ -1058,6 +1068,22 @@ impl ApiKeyRecord {
         }
     }
 
+    /// Records a use at `at`, unless it is revoked or a later use is already recorded; whether
+    /// it changed. Every store's [`ApiKeyStore::key_touch`] change.
+    pub fn touch(&mut self, at: DateTime<Utc>) -> bool {
+        let later = self.revoked_at.is_none() && self.last_used_at.is_none_or(|t| t < at);
+        if later {
+            self.last_used_at = Some(at);
+        }
+        later
+    }
+
+    /// Whether a use at `at` is worth writing: none is recorded within [`KEY_USE_GRANULARITY`]
+    /// before it.
+    pub fn use_due(&self, at: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.last_used_at.is_none_or(|t| at - t >= KEY_USE_GRANULARITY)
+    }
+
     /// A key that is not revoked and not managed by a configuration.
     pub fn new(
         id: impl Into<String>,
@@ -1074,6 +1100,7 @@ impl ApiKeyRecord {
             created_at,
             revoked_at: None,
             managed: false,
+            last_used_at: None,
         }
     }
 }
@@ -1100,6 +1127,11 @@ impl KeyChange {
     /// [`ApiKeyStore::key_rename`]'s change.
     pub fn rename(key: &mut ApiKeyRecord, name: &str) -> KeyChange {
         Self::updated(key.rename(name))
+    }
+
+    /// [`ApiKeyStore::key_touch`]'s change.
+    pub fn touch(key: &mut ApiKeyRecord, at: DateTime<Utc>) -> KeyChange {
+        Self::updated(key.touch(at))
     }
 
     /// [`ApiKeyStore::key_remove_revoked`]'s: a revoked key goes; an active one (a key the
@@ -1140,6 +1172,10 @@ pub trait ApiKeyStore: Send + Sync + Debug {
     /// Renames the account's active key `id`, in one atomic change of that one field (a
     /// revocation racing it is never undone); `false` if the account has no active key `id`.
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool, StorageError>;
+    /// Records a use of the account's active key `id` at `at`, in one atomic change of that
+    /// one field (a later use already recorded stays; a revocation racing it is never undone);
+    /// whether it changed. The engine calls it at most once a [`KEY_USE_GRANULARITY`] per key.
+    async fn key_touch(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool, StorageError>;
 }
 
 /// One request to the HTTP API, as recorded (secrets already redacted by the recorder).

@@ -82,8 +82,18 @@ const renamed = await resend.apiKeys.update(created.data.id, { name: 'ci (rename
 check('apiKeys.update', renamed.data && renamed.data.object === 'api_key' && renamed.data.id === created.data.id, renamed);
 const keys = await resend.apiKeys.list();
 check('apiKeys.list shows the new name', keys.data && keys.data.data.some((k) => k.id === created.data.id && k.name === 'ci (renamed)'), keys);
+check('apiKeys.list: a key never used has last_used_at null, the key in use a time',
+  keys.data.data.some((k) => k.id === created.data.id && k.last_used_at === null)
+  && keys.data.data.some((k) => typeof k.last_used_at === 'string' && Math.abs(Date.parse(k.last_used_at) - Date.now()) < 600_000), keys);
 const withIt = await new Resend(created.data.token, { baseUrl: process.env.RESEND_BASE_URL }).suppressions.list();
 check('a renamed key still works', withIt.data && withIt.data.object === 'list', withIt);
+// Its use is written in the background, once a minute at most.
+let usedAt = null;
+for (let i = 0; i < 50 && !usedAt; i += 1) {
+  usedAt = (await resend.apiKeys.list()).data.data.find((k) => k.id === created.data.id).last_used_at;
+  if (!usedAt) await new Promise((r) => setTimeout(r, 100));
+}
+check('a key records its last use', usedAt && Math.abs(Date.parse(usedAt) - Date.now()) < 600_000, usedAt);
 const tooLong = await resend.apiKeys.update(created.data.id, { name: 'x'.repeat(51) });
 check('a name over 50 characters is refused', tooLong.error && tooLong.error.statusCode === 422, tooLong);
 await resend.apiKeys.remove(created.data.id);

@@ -43,8 +43,11 @@ check("Logs.get", one["object"] == "log" and one["id"] == older["data"][0]["id"]
 
 key = resend.ApiKeys.create({"name": "py"})
 check("ApiKeys.update", resend.ApiKeys.update({"id": key["id"], "name": "py (renamed)"})["id"] == key["id"])
-check("ApiKeys.list shows the new name",
-      any(k["id"] == key["id"] and k["name"] == "py (renamed)" for k in resend.ApiKeys.list()["data"]))
+listed = resend.ApiKeys.list()["data"]
+check("ApiKeys.list shows the new name", any(k["id"] == key["id"] and k["name"] == "py (renamed)" for k in listed))
+check("ApiKeys.list: a key never used has last_used_at None, the key in use a time",
+      any(k["id"] == key["id"] and k["last_used_at"] is None for k in listed)
+      and any(isinstance(k["last_used_at"], str) and k["last_used_at"].endswith("+00:00") for k in listed), listed)
 resend.ApiKeys.remove(key["id"])
 
 metrics = resend.Emails.metrics({"metrics": ["received", "sent", "delivery_rate"], "dimensions": ["domain"]})

@@ -271,6 +271,16 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
             return e.into_response();
         }
     };
+    // The key's `last_used_at`, written at most once a minute per key, off the request's path:
+    // a failed write costs the figure a minute, never the request.
+    if let Some(at) = api.engine.key_use_due(&key) {
+        let (engine, account, id) = (api.engine.clone(), account.clone(), key.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine.record_key_use(&account, &id, at).await {
+                tracing::warn!(key = %id, error = %e, "could not record the API key's last use");
+            }
+        });
+    }
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
     let with_key = |mut r: Response| {
         r.extensions_mut().insert(KeyId(key.id.clone()));

@@ -26,15 +26,23 @@ pub(crate) async fn create(auth: Auth, headers: HeaderMap, body: Bytes) -> ApiRe
 }
 
 /// `GET /api-keys`: the active keys, newest first as every list of the API, paged by `limit`,
-/// `after` and `before` (an id) as the others are. Why paged: it had answered every key with
+/// `after` and `before` (an id) as the others are; each with when it was created and last
+/// used (to the minute; `null` if never). Why paged: it had answered every key with
 /// `has_more: false` whatever `limit` said, so a client paging as the SDKs do saw one page.
 pub(crate) async fn list(auth: Auth, q: QueryParam) -> ApiResult {
     let q = query(q)?;
     let keys = auth.engine.list_api_keys().await?;
     let active: Vec<_> = keys.iter().rev().filter(|k| k.revoked_at.is_none()).collect();
     let (page, has_more) = crate::page_by_id(&active, |k| k.id.as_str(), &q)?;
-    let data: Vec<_> =
-        page.iter().map(|k| json!({"id": k.id, "name": k.name, "created_at": k.created_at.to_rfc3339()})).collect();
+    // Times as the hosted API writes them here (`2023-04-08T00:11:13.110779+00:00`).
+    let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    let data: Vec<_> = page
+        .iter()
+        .map(|k| {
+            json!({"id": k.id, "name": k.name, "created_at": time(&k.created_at),
+                   "last_used_at": k.last_used_at.as_ref().map(time)})
+        })
+        .collect();
     ok(json!({"object": "list", "has_more": has_more, "data": data}))
 }
 

@@ -343,6 +343,24 @@ async fn api_keys_are_managed_over_the_api_and_scope_their_account() {
         listed["data"].as_array().unwrap().iter().any(|k| k["name"] == "ci" && k.get("token").is_none()),
         "{listed}"
     );
+    // Times as the hosted API writes them (`2023-04-08T00:11:13.110779+00:00`); a key never
+    // used has `last_used_at: null`, the one making the requests its last use, written in the
+    // background.
+    let ci = listed["data"].as_array().unwrap().iter().find(|k| k["name"] == "ci").unwrap().clone();
+    let created_at = ci["created_at"].as_str().unwrap();
+    assert!(created_at.len() == 32 && created_at.ends_with("+00:00"), "{created_at}");
+    assert!(ci["last_used_at"].is_null(), "{ci}");
+    let mut used = Value::Null;
+    for _ in 0..50 {
+        let (_, listed, _) = call(&s, get.clone(), "/api-keys", Some(&token), None, &[]).await;
+        used = listed["data"].as_array().unwrap().iter().find(|k| k["name"] == "ci").unwrap()["last_used_at"].clone();
+        if !used.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let used = chrono::DateTime::parse_from_rfc3339(used.as_str().unwrap()).unwrap();
+    assert!((chrono::Utc::now() - used.to_utc()).num_seconds().abs() < 60, "{used}");
     // The list is newest first and pages as every list does.
     for name in ["p1", "p2"] {
         call(&s, post.clone(), "/api-keys", Some(&s.full), Some(json!({"name": name})), &[]).await;

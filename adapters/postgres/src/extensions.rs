@@ -17,6 +17,26 @@ fn account_of(s: String) -> AccountId {
     AccountId::new(s)
 }
 
+/// The first byte of a key record from the version that added `last_used_at` (an `Option`,
+/// last): a key written before it (`encode`'s version 1) reads with postcard's `None` (one
+/// zero byte) appended. Why its own version: postcard has no field names, so a field added
+/// at the end makes an older record one byte short.
+const KEY_V2: u8 = 3;
+
+fn encode_key(key: &ApiKeyRecord) -> Result<Vec<u8>> {
+    let mut out = vec![KEY_V2];
+    postcard::to_io(key, &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+fn decode_key(bytes: &[u8]) -> Result<ApiKeyRecord> {
+    match bytes.split_first() {
+        Some((&KEY_V2, rest)) => postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(e.to_string())),
+        Some((&crate::V1, _)) => decode(&[bytes, &[0]].concat()),
+        _ => decode(bytes),
+    }
+}
+
 #[async_trait]
 impl ApiKeyStore for PostgresStorage {
     async fn key_insert(&self, account: &AccountId, key: ApiKeyRecord) -> Result<()> {
@@ -25,7 +45,7 @@ impl ApiKeyStore for PostgresStorage {
             &c,
             "INSERT INTO mailroom_api_keys (token_sha256, account, id, created_at, record) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (token_sha256) DO NOTHING",
-            &[&&key.token_sha256[..], &account.as_str(), &key.id, &key.created_at, &encode(&key)?],
+            &[&&key.token_sha256[..], &account.as_str(), &key.id, &key.created_at, &encode_key(&key)?],
         )
         .await
         .map_err(backend)?;
@@ -39,7 +59,7 @@ impl ApiKeyStore for PostgresStorage {
             "INSERT INTO mailroom_api_keys (token_sha256, account, id, created_at, record) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (token_sha256) DO UPDATE SET account = EXCLUDED.account, id = EXCLUDED.id, \
              created_at = EXCLUDED.created_at, record = EXCLUDED.record",
-            &[&&key.token_sha256[..], &account.as_str(), &key.id, &key.created_at, &encode(&key)?],
+            &[&&key.token_sha256[..], &account.as_str(), &key.id, &key.created_at, &encode_key(&key)?],
         )
         .await
         .map_err(backend)?;
@@ -49,7 +69,7 @@ impl ApiKeyStore for PostgresStorage {
     async fn key_all(&self) -> Result<Vec<(AccountId, ApiKeyRecord)>> {
         let c = self.client().await?;
         let rows = sql::query(&c, "SELECT account, record FROM mailroom_api_keys", &[]).await.map_err(backend)?;
-        rows.iter().map(|r| Ok((account_of(r.get(0)), decode(r.get(1))?))).collect()
+        rows.iter().map(|r| Ok((account_of(r.get(0)), decode_key(r.get(1))?))).collect()
     }
 
     async fn key_by_hash(&self, sha256: &[u8; 32]) -> Result<Option<(AccountId, ApiKeyRecord)>> {
@@ -61,7 +81,7 @@ impl ApiKeyStore for PostgresStorage {
         )
         .await
         .map_err(backend)?;
-        row.map(|r| Ok((account_of(r.get(0)), decode(r.get(1))?))).transpose()
+        row.map(|r| Ok((account_of(r.get(0)), decode_key(r.get(1))?))).transpose()
     }
 
     async fn key_list(&self, account: &AccountId) -> Result<Vec<ApiKeyRecord>> {
@@ -73,7 +93,7 @@ impl ApiKeyStore for PostgresStorage {
         )
         .await
         .map_err(backend)?;
-        rows.iter().map(|r| decode(r.get(0))).collect()
+        rows.iter().map(|r| decode_key(r.get(0))).collect()
     }
 
     async fn key_by_id(&self, account: &AccountId, id: &str) -> Result<Option<ApiKeyRecord>> {
@@ -85,7 +105,7 @@ impl ApiKeyStore for PostgresStorage {
         )
         .await
         .map_err(backend)?;
-        row.map(|r| decode(r.get(0))).transpose()
+        row.map(|r| decode_key(r.get(0))).transpose()
     }
 
     async fn key_revoke(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool> {
@@ -95,6 +115,10 @@ impl ApiKeyStore for PostgresStorage {
     async fn key_rename(&self, account: &AccountId, id: &str, name: &str) -> Result<bool> {
         let name = name.to_string();
         self.change_key(account, id, move |key| KeyChange::rename(key, &name)).await
+    }
+
+    async fn key_touch(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        self.change_key(account, id, move |key| KeyChange::touch(key, at)).await
     }
 
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> Result<bool> {
@@ -126,13 +150,13 @@ impl PostgresStorage {
                 .map_err(backend)?;
                 let Some(row) = row else { return Ok(false) };
                 let hash: Vec<u8> = row.get(0);
-                let mut key: ApiKeyRecord = decode(row.get(1))?;
+                let mut key: ApiKeyRecord = decode_key(row.get(1))?;
                 match change(&mut key) {
                     KeyChange::Unchanged => return Ok(false),
                     KeyChange::Updated => sql::execute(
                         tx,
                         "UPDATE mailroom_api_keys SET record = $2 WHERE token_sha256 = $1",
-                        &[&hash, &encode(&key)?],
+                        &[&hash, &encode_key(&key)?],
                     )
                     .await
                     .map_err(backend)?,
@@ -352,5 +376,32 @@ impl DomainStore for PostgresStorage {
         .await
         .map_err(backend)?;
         rows.iter().map(|r| Ok((account_of(r.get(0)), decode(r.get(1))?))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn keys_written_before_the_last_use_still_read() {
+        let mut key = ApiKeyRecord::new(
+            "k",
+            "ops",
+            [5; 32],
+            mailroom_core::ports::KeyPermission::FullAccess,
+            mailroom_core::testkit::t0(),
+        );
+        let now = encode_key(&key).unwrap();
+        assert_eq!((now[0], now.last()), (KEY_V2, Some(&0)), "last_used_at = None is one zero byte, last");
+        // What `encode` wrote before the field: version 1, the same bytes without it.
+        let mut before = now[..now.len() - 1].to_vec();
+        before[0] = crate::V1;
+        assert_eq!(decode_key(&before).unwrap(), key);
+        assert_eq!(encode(&(1u8,)).unwrap()[0], crate::V1, "the layout the old keys were written in");
+        assert!(key.touch(mailroom_core::testkit::t0() + chrono::Duration::seconds(90)));
+        assert_eq!(decode_key(&encode_key(&key).unwrap()).unwrap(), key);
+        assert!(matches!(decode_key(&[9, 1]), Err(StorageError::Corrupt(_))));
     }
 }

@@ -42,6 +42,9 @@ pub(crate) const STATE_V3: u8 = 3;
 /// API keys from the version that added `managed` (a bool, last): a version-1 key record
 /// reads as version 2 with postcard's `false` (one zero byte) appended.
 pub(crate) const KEY_V2: u8 = 2;
+/// API keys from the version that added `last_used_at` (an `Option`, last): a version-2 key
+/// reads as version 3 with postcard's `None` appended, a version-1 key with both defaults.
+pub(crate) const KEY_V3: u8 = 3;
 
 /// Domains from the version that added DNS records, keys and verification
 /// ([`mailroom_core::domains::Domain`]); a version-1 domain (a name and two tracking flags)
@@ -83,15 +86,16 @@ pub(crate) fn decode_content(bytes: &[u8]) -> Result<EmailContent, StorageError>
 }
 
 pub(crate) fn encode_key(account: &str, key: &ApiKeyRecord) -> Result<Vec<u8>, StorageError> {
-    let mut out = vec![KEY_V2];
+    let mut out = vec![KEY_V3];
     postcard::to_io(&(account, key), &mut out).map_err(corrupt)?;
     Ok(out)
 }
 
 pub(crate) fn decode_key(bytes: &[u8]) -> Result<(String, ApiKeyRecord), StorageError> {
     match bytes.split_first() {
-        Some((&KEY_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
-        Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(rest),
+        Some((&KEY_V3, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&KEY_V2, rest)) => decode_v1_with_default_last(rest),
+        Some((&FORMAT_V1, rest)) => decode_v1_with_default_last(&[rest, &[0]].concat()),
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown key format {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
@@ -576,18 +580,25 @@ mod tests {
     }
 
     #[test]
-    fn keys_written_before_the_managed_flag_still_read() {
-        let key = ApiKeyRecord::new(
+    fn keys_written_before_the_managed_flag_or_the_last_use_still_read() {
+        let mut key = ApiKeyRecord::new(
             "k",
             "ops",
             [5; 32],
             mailroom_core::ports::KeyPermission::FullAccess,
             mailroom_core::testkit::t0(),
         );
-        let v2 = encode_key("acct", &key).unwrap();
-        assert_eq!(v2.last(), Some(&0), "managed = false is one zero byte, last");
-        let mut v1 = v2[..v2.len() - 1].to_vec();
+        let v3 = encode_key("acct", &key).unwrap();
+        assert_eq!(v3[0], KEY_V3);
+        assert_eq!(&v3[v3.len() - 2..], &[0, 0], "managed = false, then last_used_at = None: a zero byte each");
+        let mut v2 = v3[..v3.len() - 1].to_vec();
+        v2[0] = KEY_V2;
+        assert_eq!(decode_key(&v2).ok(), Some(("acct".to_string(), key.clone())));
+        let mut v1 = v3[..v3.len() - 2].to_vec();
         v1[0] = FORMAT_V1;
-        assert_eq!(decode_key(&v1).ok(), Some(("acct".to_string(), key)));
+        assert_eq!(decode_key(&v1).ok(), Some(("acct".to_string(), key.clone())));
+        // A recorded use survives the round trip.
+        assert!(key.touch(mailroom_core::testkit::t0() + chrono::Duration::seconds(90)));
+        assert_eq!(decode_key(&encode_key("acct", &key).unwrap()).ok(), Some(("acct".to_string(), key)));
     }
 }

@@ -199,6 +199,10 @@ impl ApiKeyStore for RedbStorage {
         self.change_key(account, id, move |key| KeyChange::rename(key, &name)).await
     }
 
+    async fn key_touch(&self, account: &AccountId, id: &str, at: DateTime<Utc>) -> StorageResult<bool> {
+        self.change_key(account, id, move |key| KeyChange::touch(key, at)).await
+    }
+
     async fn key_remove_revoked(&self, account: &AccountId, id: &str) -> StorageResult<bool> {
         // Judged in the writer: a key the configuration brought back meanwhile (`key_put`)
         // is active, and stays.

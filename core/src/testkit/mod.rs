@@ -928,7 +928,8 @@ pub async fn cancel_races_claim_correctly(s: Arc<dyn Storage>) {
 }
 
 /// The API-key extension: insert (idempotent by token hash), lookup with account, list per
-/// account, revoke (idempotent, account-scoped). Every store that offers it runs this.
+/// account, revoke (idempotent, account-scoped), rename, and the record of a use (only ever
+/// later). Every store that offers it runs this.
 pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     use crate::ports::{ApiKeyRecord, KeyPermission};
     let key = |id: &str, n: u8, at: i64| {
@@ -996,6 +997,23 @@ pub async fn api_keys_conformance(s: Arc<dyn crate::ports::ApiKeyStore>) {
     assert!(!s.key_rename(&acct("a"), "k2", "after").await.unwrap(), "a revoked key is not renamed");
     let (_, after) = s.key_by_hash(&[2; 32]).await.unwrap().unwrap();
     assert_eq!((after.name.as_str(), after.revoked_at), ("billing", Some(t0())));
+    // A use is recorded on the key of that account alone, and what every lookup finds has it;
+    // an earlier use never replaces a later one, and a revoked key records none.
+    let used = t0() + chrono::Duration::seconds(90);
+    assert!(s.key_touch(&acct("b"), "k3", used).await.unwrap());
+    assert!(!s.key_touch(&acct("a"), "k3", used).await.unwrap(), "another account's key");
+    let (_, k3) = s.key_by_hash(&key("k3", 3, 2).token_sha256).await.unwrap().unwrap();
+    assert_eq!(k3, ApiKeyRecord { last_used_at: Some(used), ..key("k3", 3, 2) });
+    assert_eq!(s.key_by_id(&acct("b"), "k3").await.unwrap().and_then(|k| k.last_used_at), Some(used));
+    assert!(s.key_list(&acct("b")).await.unwrap().iter().any(|k| k.id == "k3" && k.last_used_at == Some(used)));
+    assert!(!s.key_touch(&acct("b"), "k3", t0()).await.unwrap(), "an earlier use");
+    assert_eq!(s.key_by_id(&acct("b"), "k3").await.unwrap().and_then(|k| k.last_used_at), Some(used));
+    assert!(!s.key_touch(&acct("a"), "k2", used).await.unwrap(), "a revoked key");
+    assert!(!s.key_touch(&acct("a"), "nope", used).await.unwrap());
+    // The other fields stay as they were: a rename after a use keeps the use.
+    assert!(s.key_rename(&acct("b"), "k3", "ops").await.unwrap());
+    let (_, k3) = s.key_by_hash(&key("k3", 3, 2).token_sha256).await.unwrap().unwrap();
+    assert_eq!((k3.name.as_str(), k3.last_used_at), ("ops", Some(used)));
 }
 
 /// A plain successful `GET /emails` logged at `at` (tests of retention and backups).

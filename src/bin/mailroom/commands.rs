@@ -366,7 +366,8 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Value, Failure> 
                 .into_iter()
                 .map(|k| {
                     json!({"id": k.id, "name": k.name, "permission": k.permission, "managed": k.managed,
-                           "created_at": k.created_at.to_rfc3339(), "revoked_at": k.revoked_at.map(|t| t.to_rfc3339())})
+                           "created_at": k.created_at.to_rfc3339(), "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()),
+                           "last_used_at": k.last_used_at.map(|t| t.to_rfc3339())})
                 })
                 .collect();
             json!({"object": "list", "data": keys})

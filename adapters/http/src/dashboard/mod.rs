@@ -1164,6 +1164,7 @@ async fn key_rows(signed: &Signed) -> Result<Vec<Value>, Response> {
             };
             json!({"id": k.id, "name": k.name, "permission": permission, "created_at": k.created_at.to_rfc3339(),
                    "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()), "managed": k.managed,
+                   "last_used_at": k.last_used_at.map(|t| t.to_rfc3339()),
                    "current": k.id == signed.session.key_id})
         })
         .collect())
