@@ -502,6 +502,13 @@ pub struct EmailSummary {
     pub last_event: Option<EventKind>,
     /// When it is scheduled for, if it is.
     pub scheduled_at: Option<String>,
+    /// The topic, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
+    /// The `Message-ID` it is sent with (without angle brackets), as `GET /emails/{id}` gives
+    /// it: the SDKs type a list item as the email without html, text and tags.
+    #[serde(default)]
+    pub message_id: String,
 }
 
 impl From<&EmailRecord> for EmailSummary {
@@ -518,6 +525,8 @@ impl From<&EmailRecord> for EmailSummary {
             reply_to: addresses(&c.reply_to),
             last_event: r.state.last_event(),
             scheduled_at: r.state.scheduled_at.map(rfc3339),
+            topic_id: c.topic_id.clone(),
+            message_id: c.message_id.clone(),
         }
     }
 }

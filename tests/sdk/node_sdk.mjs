@@ -13,7 +13,8 @@ check('emails.send', sent.error === null && /^[0-9a-f-]{36}$/.test(sent.data.id)
 const got = await resend.emails.get(sent.data.id);
 check('emails.get', got.data && got.data.object === 'email' && got.data.id === sent.data.id, got);
 const list = await resend.emails.list({ limit: 5 });
-check('emails.list', list.data && list.data.object === 'list' && Array.isArray(list.data.data), list);
+check('emails.list', list.data && list.data.object === 'list' && Array.isArray(list.data.data)
+  && list.data.data[0].id === sent.data.id && list.data.data[0].message_id === got.data.message_id, list);
 
 const strict = await resend.batch.send([email('a@example.com'), email('not-an-address')]);
 check('batch.send strict refuses all', strict.error && strict.error.name === 'validation_error', strict);

@@ -108,6 +108,12 @@ async fn send_get_list_reschedule_cancel() {
         (st, page["object"].as_str(), page["data"][0]["id"].as_str()),
         (StatusCode::OK, Some("list"), Some(id.as_str()))
     );
+    // An item is the email without html, text and tags, as the SDKs type it: its Message-ID
+    // included.
+    let item = page["data"][0].as_object().unwrap();
+    assert_eq!(item.get("message_id"), got.get("message_id"), "{item:?}");
+    assert!(got["message_id"].as_str().is_some_and(|m| m.starts_with(id.as_str())), "{got}");
+    assert!(["html", "text", "tags", "object"].iter().all(|k| !item.contains_key(*k)), "{item:?}");
     // A cursor that is not an id is refused under the parameter's own name.
     for name in ["after", "before"] {
         let (st, r, _) = call(&s, reqwest::Method::GET, &format!("/emails?{name}=x"), Some(&s.full), None, &[]).await;
