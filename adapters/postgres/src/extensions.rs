@@ -386,13 +386,7 @@ mod tests {
 
     #[test]
     fn keys_written_before_the_last_use_still_read() {
-        let mut key = ApiKeyRecord::new(
-            "k",
-            "ops",
-            [5; 32],
-            mailroom_core::ports::KeyPermission::FullAccess,
-            mailroom_core::testkit::t0(),
-        );
+        let mut key = mailroom_core::testkit::sample_key();
         let now = encode_key(&key).unwrap();
         assert_eq!((now[0], now.last()), (KEY_V2, Some(&0)), "last_used_at = None is one zero byte, last");
         // What `encode` wrote before the field: version 1, the same bytes without it.

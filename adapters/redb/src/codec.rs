@@ -581,13 +581,7 @@ mod tests {
 
     #[test]
     fn keys_written_before_the_managed_flag_or_the_last_use_still_read() {
-        let mut key = ApiKeyRecord::new(
-            "k",
-            "ops",
-            [5; 32],
-            mailroom_core::ports::KeyPermission::FullAccess,
-            mailroom_core::testkit::t0(),
-        );
+        let mut key = mailroom_core::testkit::sample_key();
         let v3 = encode_key("acct", &key).unwrap();
         assert_eq!(v3[0], KEY_V3);
         assert_eq!(&v3[v3.len() - 2..], &[0, 0], "managed = false, then last_used_at = None: a zero byte each");

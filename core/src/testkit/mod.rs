@@ -89,6 +89,11 @@ pub fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc()
 }
 
+/// A full-access key created at [`t0`], never used: what the stores' layout tests encode.
+pub fn sample_key() -> crate::ports::ApiKeyRecord {
+    crate::ports::ApiKeyRecord::new("k", "ops", [5; 32], crate::ports::KeyPermission::FullAccess, t0())
+}
+
 /// An id whose time prefix is `ms` (so ordering follows `ms`, then `seq`).
 pub fn id_at(ms: i64, seq: u16) -> EmailId {
     let v = (u128::from(ms as u64 & 0xffff_ffff_ffff) << 80) | (0x7 << 76) | (0b10 << 62) | u128::from(seq);
