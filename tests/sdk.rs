@@ -73,7 +73,7 @@ fn the_official_node_and_python_sdks_work_unchanged() {
     // request logs of those calls (paged both ways, read one by one), the API keys (renamed, and
     // when each was last used), the email metrics (totals, one email, by day and hour, by
     // domain), the usage.
-    run_script("node", "node_account.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 34);
+    run_script("node", "node_account.mjs", &[("RESEND_BASE_URL", base.clone()), ("KEY", key.into())], 35);
     run_script("python3", "python_account.py", &[("RESEND_API_URL", base.clone()), ("KEY", key.into())], 22);
     // Webhooks, each SDK with a receiver of its own on 127.0.0.1: create, get, list, update,
     // events, attempts, replay, rotation, remove; deliveries verified by the SDKs' `verify`.

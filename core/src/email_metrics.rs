@@ -7,7 +7,9 @@
 //!   later events: a period's `bounce_rate` is the share of that period's emails that
 //!   bounced, not bounces that happened to arrive then divided by unrelated sends. (A
 //!   bounce that arrives after the range still counts for its email.) The range is
-//!   half-open, `[start_date, end_date)`.
+//!   half-open, `[start_date, end_date)`, where a date (`2026-07-01`) stands for its whole day
+//!   in the zone: as a start, its first instant; as an end, the first instant of the next
+//!   day, so a date range includes both its dates (`start_date` may equal `end_date`).
 //! - Counts are of emails, each counted once however many recipients or events it has:
 //!   `received` (accepted), `sent` (reached a server: a `sent`, `delivered`,
 //!   `delivery_delayed`, `bounced`, `complained`, `opened` or `clicked` event), `delivered`,
@@ -250,23 +252,52 @@ fn list(value: Option<&String>) -> Vec<String> {
         .collect()
 }
 
-/// `field` as a date (`2026-07-01`, midnight in `zone`) or a date-time (RFC 3339, or without
-/// an offset: in `zone`).
-fn instant(field: &str, s: &str, zone: Tz) -> Result<DateTime<Utc>, FieldError> {
-    let s = s.trim();
-    let local = |n: NaiveDateTime| zone.from_local_datetime(&n).earliest().map(|t| t.with_timezone(&Utc));
-    let parsed = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        Some(t.with_timezone(&Utc))
-    } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        midnight(zone, d)
-    } else if let Ok(n) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
-        local(n)
-    } else {
-        None
-    };
-    parsed.ok_or_else(|| {
-        invalid(field, "must be an ISO 8601 date (2026-07-01) or date-time (2026-07-01T00:00:00Z) that exists")
-    })
+/// A bound of the range as the client wrote it.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// A date (`2026-07-01`): a whole day of the zone.
+    Day(NaiveDate),
+    /// A date-time (RFC 3339, or without an offset: in the zone).
+    At(DateTime<Utc>),
+}
+
+impl Bound {
+    /// `field` read in `zone`: a date the zone's calendar has, or a date-time that exists there.
+    fn parse(field: &str, s: &str, zone: Tz) -> Result<Bound, FieldError> {
+        let s = s.trim();
+        let local = |n: NaiveDateTime| zone.from_local_datetime(&n).earliest().map(|t| t.with_timezone(&Utc));
+        let parsed = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            Some(Bound::At(t.with_timezone(&Utc)))
+        } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            midnight(zone, d).map(|_| Bound::Day(d))
+        } else if let Ok(n) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+            local(n).map(Bound::At)
+        } else {
+            None
+        };
+        parsed.ok_or_else(|| {
+            invalid(field, "must be an ISO 8601 date (2026-07-01) or date-time (2026-07-01T00:00:00Z) that exists")
+        })
+    }
+
+    /// Where a range starting here starts: a day's first instant.
+    fn start(self, zone: Tz) -> Option<DateTime<Utc>> {
+        match self {
+            Bound::Day(d) => midnight(zone, d),
+            Bound::At(t) => Some(t),
+        }
+    }
+
+    /// Where a range ending here ends (exclusive): after the whole day, at the first instant of
+    /// the next day the zone's calendar has. Why a date includes its day: `start_date` and
+    /// `end_date` may be the same date ("on or before"), which would otherwise be an empty
+    /// range, and `2026-07-01` to `2026-07-31` is July, not July less its last day.
+    fn end(self, zone: Tz) -> Option<DateTime<Utc>> {
+        match self {
+            Bound::Day(d) => (1..=3).find_map(|n| midnight(zone, d.checked_add_days(chrono::Days::new(n))?)),
+            Bound::At(t) => Some(t),
+        }
+    }
 }
 
 /// The first instant of `d` in `zone`: midnight, or where clocks move forward at midnight the
@@ -297,15 +328,32 @@ impl MetricsQuery {
             Some(_) => return Err(invalid("granularity", "must be `hourly`, `daily`, `weekly` or `monthly`")),
         };
         // Values in the future are the present (the hosted API clamps them).
-        let end = match q.get("end_date").filter(|s| !s.trim().is_empty()) {
-            Some(s) => instant("end_date", s, zone)?.min(now),
+        let end_bound = match q.get("end_date").filter(|s| !s.trim().is_empty()) {
+            Some(s) => Some(Bound::parse("end_date", s, zone)?),
+            None => None,
+        };
+        let unreadable = |field| invalid(field, "must be a date or date-time mailroom can count to");
+        let end_at = match end_bound {
+            Some(b) => b.end(zone).ok_or_else(|| unreadable("end_date"))?,
             None => now,
         };
+        let end = end_at.min(now);
+        // By default the six days before the end: a date's six whole days before it (with
+        // it, a week of dates), an instant's 144 hours; and never after the 144 hours before
+        // now (an end date in the future ends now).
         let start = match q.get("start_date").filter(|s| !s.trim().is_empty()) {
-            Some(s) => instant("start_date", s, zone)?,
-            None => end - Duration::days(6),
+            Some(s) => Bound::parse("start_date", s, zone)?.start(zone).ok_or_else(|| unreadable("start_date"))?,
+            None => match end_bound {
+                Some(Bound::Day(d)) => (3..=6)
+                    .rev()
+                    .find_map(|n| midnight(zone, d.checked_sub_days(chrono::Days::new(n))?))
+                    .ok_or_else(|| unreadable("end_date"))?
+                    .min(end - Duration::days(6)),
+                _ => end - Duration::days(6),
+            },
         };
-        if start > end {
+        // A start on the end date's last instant or later is after that date, not on it.
+        if start > end || (matches!(end_bound, Some(Bound::Day(_))) && start >= end_at) {
             return Err(invalid("start_date", "must be on or before `end_date` (and not in the future)"));
         }
         let mut metrics = Vec::new();
@@ -860,6 +908,54 @@ mod tests {
     }
 
     #[test]
+    fn a_date_range_includes_both_its_dates() {
+        let range = |pairs: &[(&str, &str)]| {
+            let d = q(pairs).unwrap_or_else(|e| panic!("{e}"));
+            (d.start, d.end)
+        };
+        // One day: the same date twice.
+        let day = [("start_date", "2026-07-08"), ("end_date", "2026-07-08")];
+        assert_eq!(range(&day), (at("2026-07-08T00:00:00Z"), at("2026-07-09T00:00:00Z")));
+        // In a zone: its midnights.
+        let tokyo = [("start_date", "2026-07-08"), ("end_date", "2026-07-08"), ("timezone", "Asia/Tokyo")];
+        assert_eq!(range(&tokyo), (at("2026-07-07T15:00:00Z"), at("2026-07-08T15:00:00Z")));
+        // Today: up to now. A date-time end is where it says.
+        assert_eq!(range(&[("start_date", "2026-07-10"), ("end_date", "2026-07-10")]).1, at("2026-07-10T12:00:00Z"));
+        assert_eq!(range(&[("end_date", "2026-07-08T06:00:00Z")]).1, at("2026-07-08T06:00:00Z"));
+        // Without a start: the six dates before the end date, and it (a week of dates); before
+        // an instant, 144 hours.
+        assert_eq!(range(&[("end_date", "2026-07-07")]), (at("2026-07-01T00:00:00Z"), at("2026-07-08T00:00:00Z")));
+        // An end date after today ends now, and the week before it is the one before now.
+        assert_eq!(range(&[("end_date", "2027-01-01")]), (at("2026-07-04T12:00:00Z"), at("2026-07-10T12:00:00Z")));
+        assert_eq!(range(&[("end_date", "2026-07-10")]), (at("2026-07-04T00:00:00Z"), at("2026-07-10T12:00:00Z")));
+        let before_instant = range(&[("end_date", "2026-07-07T09:30:00Z")]);
+        assert_eq!(before_instant, (at("2026-07-01T09:30:00Z"), at("2026-07-07T09:30:00Z")));
+        // A day of July to a day of July is July whole, day by day.
+        let july = q_at(
+            &[("start_date", "2026-07-01"), ("end_date", "2026-07-31"), ("dimensions", "period")],
+            "2026-12-01T00:00:00Z",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let days: Vec<String> = july.periods().map(|p| p.1).collect();
+        assert_eq!(
+            (days.len(), days.first().map(String::as_str), days.last().map(String::as_str)),
+            (31, Some("2026-07-01"), Some("2026-07-31"))
+        );
+        // A start after the end date is still refused, and so is a date the zone skipped
+        // (Samoa went from 29 to 31 December 2011).
+        assert!(q(&[("start_date", "2026-07-09"), ("end_date", "2026-07-08")]).is_err());
+        let skipped = [("end_date", "2011-12-30"), ("timezone", "Pacific/Apia")];
+        assert_eq!(q(&skipped).err().map(|e| e.path).as_deref(), Some("end_date"));
+        // The day before a skipped one ends where the next day the calendar has begins.
+        let apia = q_at(
+            &[("start_date", "2011-12-29"), ("end_date", "2011-12-29"), ("timezone", "Pacific/Apia")],
+            "2026-12-01T00:00:00Z",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(apia.end - apia.start, Duration::hours(24));
+    }
+
+    #[test]
     fn bad_parameters_name_their_field() {
         let field = |pairs: &[(&str, &str)]| q(pairs).err().map(|e| e.path);
         assert_eq!(field(&[("start_date", "yesterday")]).as_deref(), Some("start_date"));
@@ -900,7 +996,7 @@ mod tests {
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         let days: Vec<String> = d.periods().map(|p| p.1).collect();
-        assert_eq!(days, ["2026-03-07", "2026-03-08", "2026-03-09"]);
+        assert_eq!(days, ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"]);
         // 8 March 2026 has 23 hours in New York.
         let starts: Vec<DateTime<Utc>> = d.periods().map(|p| p.0).collect();
         assert_eq!(starts[2] - starts[1], Duration::hours(23));
@@ -977,7 +1073,7 @@ mod tests {
         ];
         let apia = q_at(&pairs, "2026-12-01T00:00:00Z").unwrap_or_else(|e| panic!("{e}"));
         let days: Vec<String> = apia.periods().map(|p| p.1).collect();
-        assert_eq!(days, ["2011-12-28", "2011-12-29", "2011-12-31", "2012-01-01"]);
+        assert_eq!(days, ["2011-12-28", "2011-12-29", "2011-12-31", "2012-01-01", "2012-01-02"]);
         // Lord Howe Island moved from +10:00 to +10:30 at midnight on 1 March 1981: that day, and
         // its month, began at 00:30 (14:00 UTC), not at 01:00. (Found by the fuzz target.)
         let pairs = [
@@ -1005,7 +1101,7 @@ mod tests {
         let m = q(&[("start_date", "2026-01-31"), ("end_date", "2026-04-01"), ("granularity", "monthly")])
             .unwrap_or_else(|e| panic!("{e}"));
         let months: Vec<String> = m.periods().map(|p| p.1).collect();
-        assert_eq!(months, ["2026-01-01", "2026-02-01", "2026-03-01"]);
+        assert_eq!(months, ["2026-01-01", "2026-02-01", "2026-03-01", "2026-04-01"]);
     }
 
     #[test]

@@ -110,6 +110,11 @@ check('emails.metrics of one email', ofOne.data && ofOne.data.data.length === 1 
 const byDay = await resend.emails.metrics({ metrics: ['received'], dimensions: ['period'], timezone: 'Asia/Tokyo' });
 check('emails.metrics by day', byDay.data && byDay.data.data.length >= 6 && byDay.data.data.every((r) => /^\d{4}-\d{2}-\d{2}$/.test(r.period))
   && byDay.data.data.reduce((n, r) => n + r.received, 0) === byDay.data.totals.received, byDay);
+// A date range includes both its dates: today to today counts today's emails.
+const today = new Date().toISOString().slice(0, 10);
+const ofToday = await resend.emails.metrics({ metrics: ['received'], startDate: today, endDate: today });
+check('emails.metrics from today to today', ofToday.data && ofToday.data.totals.received >= 1
+  && ofToday.data.start_date === `${today}T00:00:00.000Z`, ofToday);
 const badMetric = await resend.emails.metrics({ metrics: ['opens'] });
 check('emails.metrics refuses an unknown metric', badMetric.error && badMetric.error.name === 'validation_error' && badMetric.error.statusCode === 422, badMetric);
 
