@@ -23,15 +23,16 @@ fn account_of(s: String) -> AccountId {
 /// at the end makes an older record one byte short.
 const KEY_V2: u8 = 3;
 
+/// `encode`'s layout under [`KEY_V2`].
 fn encode_key(key: &ApiKeyRecord) -> Result<Vec<u8>> {
-    let mut out = vec![KEY_V2];
-    postcard::to_io(key, &mut out).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    let mut out = encode(key)?;
+    out[0] = KEY_V2;
     Ok(out)
 }
 
 fn decode_key(bytes: &[u8]) -> Result<ApiKeyRecord> {
     match bytes.split_first() {
-        Some((&KEY_V2, rest)) => postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(e.to_string())),
+        Some((&KEY_V2, rest)) => crate::from_postcard(rest),
         Some((&crate::V1, _)) => decode(&[bytes, &[0]].concat()),
         _ => decode(bytes),
     }

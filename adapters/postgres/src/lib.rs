@@ -120,14 +120,16 @@ fn encode<T: serde::Serialize>(v: &T) -> StorageResult<Vec<u8>> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
     match bytes.split_first() {
-        Some((&V1, rest)) => postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(e.to_string())),
-        Some((&ZSTD, rest)) => {
-            let plain = mailroom_core::compression::unpack(rest)?;
-            postcard::from_bytes(&plain).map_err(|e| StorageError::Corrupt(e.to_string()))
-        }
+        Some((&V1, rest)) => from_postcard(rest),
+        Some((&ZSTD, rest)) => from_postcard(&mailroom_core::compression::unpack(rest)?),
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown record version {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }
+}
+
+/// Postcard bytes (no version byte) read as a `T`.
+fn from_postcard<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
+    postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
 /// The version byte of a record stored as zstd-compressed postcard ([`encode_packed`]).
