@@ -890,6 +890,11 @@ impl Engine {
         if self.inner.config.text_from_html { crate::render::derived_text(content) } else { None }
     }
 
+    /// Whether this engine derives a text part for html sent alone.
+    pub(crate) fn derives_text(&self) -> bool {
+        self.inner.config.text_from_html
+    }
+
     /// The text part `content` goes out with from this engine ([`crate::render::text_of`]),
     /// what the dashboard and the share page show and the insights read.
     pub fn text_part<'a>(&self, content: &'a crate::email::EmailContent) -> Option<std::borrow::Cow<'a, str>> {

@@ -385,11 +385,37 @@ pub fn anchor_hrefs(html: &str) -> impl Iterator<Item = (std::ops::Range<usize>,
 /// pixel added before `</body>` (or at the end), as `t` asks. Links that are not absolute
 /// `http(s)` URLs (`mailto:`, anchors, relative ones, `javascript:`) are left alone.
 pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, account: &AccountId) -> String {
+    rewrite_html_with(html, anchor_hrefs(html), t, key, email, account)
+}
+
+/// [`rewrite_html`] with the links of `html` already read ([`crate::html::text_and_links`]
+/// reads them in the pass that derives the text part): `links` must be
+/// [`crate::html::links_with_conditionals`] of `html`.
+pub fn rewrite_html_links(
+    html: &str,
+    links: Vec<crate::html::Link<'_>>,
+    t: &Tracking,
+    key: &LinkKey,
+    email: EmailId,
+    account: &AccountId,
+) -> String {
+    let anchors = links.into_iter().filter(|l| l.kind == crate::html::LinkKind::Anchor).map(|l| (l.span, l.href));
+    rewrite_html_with(html, anchors, t, key, email, account)
+}
+
+fn rewrite_html_with<'h>(
+    html: &str,
+    anchors: impl Iterator<Item = (std::ops::Range<usize>, Cow<'h, str>)>,
+    t: &Tracking,
+    key: &LinkKey,
+    email: EmailId,
+    account: &AccountId,
+) -> String {
     let mut out = String::with_capacity(html.len() + html.len() / 4 + 256);
     let mut copied = 0;
     let heads = if t.click { Heads::new(key, Kind::Click, email, account, true) } else { None };
     if let Some(heads) = heads {
-        for (span, href) in anchor_hrefs(html) {
+        for (span, href) in anchors {
             let href = href.trim();
             if !trackable(href, &t.base) {
                 continue;
@@ -827,9 +853,19 @@ impl crate::Engine {
         send_to: &[String],
     ) -> crate::render::Extras {
         let key = self.link_key();
-        let mut extras = crate::render::Extras { text: self.derived_text(content), ..Default::default() };
-        if let (Some(t), Some(html)) = (sender.and_then(|s| s.tracking.as_ref()), content.html.as_deref()) {
-            extras.html = Some(rewrite_html(html, t, key, id, account));
+        let mut extras = crate::render::Extras::default();
+        match (sender.and_then(|s| s.tracking.as_ref()), content.html.as_deref()) {
+            // Tracked html sent alone: its text part and its links from one reading of its tags.
+            (Some(t), Some(html)) if content.text.is_none() && self.derives_text() => {
+                let (text, links) = crate::html::text_and_links(html);
+                extras.text = Some(text).filter(|t| !t.is_empty());
+                extras.html = Some(rewrite_html_links(html, links, t, key, id, account));
+            }
+            (Some(t), Some(html)) => {
+                extras.text = self.derived_text(content);
+                extras.html = Some(rewrite_html(html, t, key, id, account));
+            }
+            _ => extras.text = self.derived_text(content),
         }
         if content.unsubscribe {
             let base = sender.and_then(|s| s.link_base.as_deref()).or(self.public_url());

@@ -370,6 +370,10 @@ async fn tracked_links_record_opens_and_clicks_and_unsubscribe_suppresses() {
     let open = token_after("https://links.acme.test/t/o/");
     let unsubscribe = token_after("https://links.acme.test/unsubscribe/");
     assert!(unfolded.contains("href=\"mailto:a@acme.test\""), "mailto untouched");
+    // The text part derived for html sent alone (read in the same pass as the links to
+    // rewrite) carries the links as the sender wrote them.
+    let text = unfolded.split("Content-Type: text/plain").nth(1).and_then(|p| p.split("\r\n--").next()).unwrap();
+    assert!(text.contains("Sale [https://shop.test/sale?x=1&y=2] mail [mailto:a@acme.test]"), "{text}");
 
     let person = Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0");
     let ip: Option<std::net::IpAddr> = Some("198.51.100.9".parse().unwrap());

@@ -120,7 +120,7 @@ struct OpenLink {
 }
 
 /// The text being written.
-struct Writer<'a> {
+pub(super) struct Writer<'a> {
     src: &'a str,
     out: String,
     /// Characters on the current line, its prefix included.
@@ -150,7 +150,7 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(src: &'a str) -> Self {
+    pub(super) fn new(src: &'a str) -> Self {
         Writer {
             src,
             out: String::with_capacity(src.len() / 3),
@@ -377,7 +377,7 @@ impl<'a> Writer<'a> {
         self.space = owed;
     }
 
-    fn finish(mut self) -> String {
+    pub(super) fn finish(mut self) -> String {
         self.close_link();
         let mut out = self.out;
         let trimmed = out.trim_end().len();
