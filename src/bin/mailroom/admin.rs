@@ -33,7 +33,12 @@ pub async fn listen(path: &Path, ctx: Context) -> Result<tokio::task::JoinHandle
     let path = path.to_path_buf();
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: a pause, not a loop that spins on the error (as
+                // the HTTP and SMTP listeners do).
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
             let allowed = stream.peer_cred().is_ok_and(|c| c.uid() == owner || c.uid() == 0);
             if !allowed {
                 tracing::warn!(socket = %path.display(), "refused an admin connection from another user");
