@@ -30,7 +30,7 @@ mod fixtures;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mailroom::core::email::AccountId;
 use mailroom::core::render::{Extras, render, render_with};
-use mailroom::core::tracking::{LinkKey, Tracking, rewrite_html, rewrite_html_links};
+use mailroom::core::tracking::{LinkKey, Tracking, rewrite_html, rewrite_html_and_text};
 
 fn html() -> String {
     fixtures::links_email()
@@ -129,8 +129,7 @@ fn bench(c: &mut Criterion) {
         );
         two_passes += t.elapsed();
         let t = Instant::now();
-        let (text, links) = mailroom::core::html::text_and_links(html);
-        let rewritten = rewrite_html_links(html, links, &tracking, &key, id, &account);
+        let (rewritten, text) = rewrite_html_and_text(html, &tracking, &key, id, &account);
         std::hint::black_box(
             render_with(&html_only, at, &Extras { html: Some(rewritten), text: Some(text), ..Extras::default() })
                 .expect("renders"),

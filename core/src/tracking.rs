@@ -388,19 +388,19 @@ pub fn rewrite_html(html: &str, t: &Tracking, key: &LinkKey, email: EmailId, acc
     rewrite_html_with(html, anchor_hrefs(html), t, key, email, account)
 }
 
-/// [`rewrite_html`] with the links of `html` already read ([`crate::html::text_and_links`]
-/// reads them in the pass that derives the text part): `links` must be
-/// [`crate::html::links_with_conditionals`] of `html`.
-pub fn rewrite_html_links(
+/// [`rewrite_html`] of `html`, and the text part derived from it ([`crate::html::to_text`],
+/// its links as the sender wrote them), from one pass of the tokenizer
+/// ([`crate::html::text_and_links`]): what the hand-over of tracked html sent alone needs.
+pub fn rewrite_html_and_text(
     html: &str,
-    links: Vec<crate::html::Link<'_>>,
     t: &Tracking,
     key: &LinkKey,
     email: EmailId,
     account: &AccountId,
-) -> String {
+) -> (String, String) {
+    let (text, links) = crate::html::text_and_links(html);
     let anchors = links.into_iter().filter(|l| l.kind == crate::html::LinkKind::Anchor).map(|l| (l.span, l.href));
-    rewrite_html_with(html, anchors, t, key, email, account)
+    (rewrite_html_with(html, anchors, t, key, email, account), text)
 }
 
 fn rewrite_html_with<'h>(
@@ -603,6 +603,38 @@ mod tests {
                 prop_assert_eq!(&shared[1..], head_written_whole(&key(), Kind::Click, email, &account, rest));
                 prop_assert_eq!(key().head(Kind::Click, email, &account, rest).unwrap(), &shared[1..]);
             }
+        }
+    }
+
+    proptest! {
+        /// The rewrite and the text part from one pass are the rewrite and the text part each
+        /// made alone: links in and out of conditional comments, `area`, `base`, links that are
+        /// not tracked, text around them.
+        #[test]
+        fn the_rewrite_and_the_text_from_one_pass_are_each_made_alone(parts in prop::collection::vec(
+            prop::sample::select(vec![
+                "<p>Hello ",
+                "there</p>",
+                "<a href=\"https://shop.test/a?x=1&amp;y=2\">Shop</a>",
+                "<a href=\"mailto:a@acme.test\">mail</a>",
+                "<area href=\"https://map.test/\">",
+                "<base href=\"https://base.test/\">",
+                "<!--[if mso]><a href=\"https://mso.test/\">Button</a><![endif]-->",
+                "<img alt=\"Logo\" src=\"cid:logo\">",
+                "<a href='https://b.test/ x'>bad</a>",
+                "<br>",
+                "<li>item",
+                "</body>",
+                "<script>var a = '<a href=\"https://no.test/\">';</script>",
+            ]),
+            0..20,
+        )) {
+            let html = parts.concat();
+            let t = Tracking { base: "https://l.test".into(), open: true, click: true };
+            let (email, account) = (EmailId::from_u128(7), AccountId::new("acct"));
+            let (tracked, text) = rewrite_html_and_text(&html, &t, &key(), email, &account);
+            prop_assert_eq!(tracked, rewrite_html(&html, &t, &key(), email, &account), "{:?}", html);
+            prop_assert_eq!(text, crate::html::to_text(&html), "{:?}", html);
         }
     }
 
@@ -857,9 +889,9 @@ impl crate::Engine {
         match (sender.and_then(|s| s.tracking.as_ref()), content.html.as_deref()) {
             // Tracked html sent alone: its text part and its links from one reading of its tags.
             (Some(t), Some(html)) if content.text.is_none() && self.derives_text() => {
-                let (text, links) = crate::html::text_and_links(html);
+                let (tracked, text) = rewrite_html_and_text(html, t, key, id, account);
                 extras.text = Some(text).filter(|t| !t.is_empty());
-                extras.html = Some(rewrite_html_links(html, links, t, key, id, account));
+                extras.html = Some(tracked);
             }
             (Some(t), Some(html)) => {
                 extras.text = self.derived_text(content);
