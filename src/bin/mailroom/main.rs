@@ -551,28 +551,6 @@ fn init_logging(level: &str, json: bool) {
     }
 }
 
-/// `serve`'s logging: [`init_logging`]'s lines, written by a thread of their own. Why: `serve`
-/// logs a line for every request, and a write to stderr per line was a system call on the
-/// request's own thread (about a twentieth of the server's CPU under `wrk`); the writer thread
-/// takes every line waiting and writes them in one call. Nothing is dropped: when lines come
-/// faster than stderr takes them, the request waits, as it did before. The guard flushes what
-/// is left when it is dropped, so `serve` keeps it until it returns.
-fn init_serve_logging(level: &str, json: bool) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("mailroom-log")
-        .finish(std::io::BufWriter::with_capacity(64 << 10, std::io::stderr()));
-    let builder = tracing_subscriber::fmt().with_writer(writer).with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
-    }
-    guard
-}
-
 fn serve_main(args: cli::ServeArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let settings = settings(args.store.config.as_deref(), args.store.db.as_deref(), |l| {
         l.flag("server.listen", "--listen", args.listen.clone());
@@ -592,7 +570,7 @@ fn serve_main(args: cli::ServeArgs, runtime: &tokio::runtime::Runtime) -> ExitCo
             return ExitCode::FAILURE;
         }
     };
-    let _log = init_serve_logging(&settings.log_level, settings.log_json);
+    init_logging(&settings.log_level, settings.log_json);
     match runtime.block_on(serve::serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
