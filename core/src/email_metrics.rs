@@ -294,7 +294,7 @@ impl Bound {
     /// range, and `2026-07-01` to `2026-07-31` is July, not July less its last day.
     fn end(self, zone: Tz) -> Option<DateTime<Utc>> {
         match self {
-            Bound::Day(d) => (1..=3).find_map(|n| midnight(zone, d.checked_add_days(chrono::Days::new(n))?)),
+            Bound::Day(d) => first_midnight_from(zone, d.succ_opt()?),
             Bound::At(t) => Some(t),
         }
     }
@@ -307,6 +307,12 @@ impl Bound {
 fn midnight(zone: Tz, d: NaiveDate) -> Option<DateTime<Utc>> {
     let t = crate::schedule::local_to_utc(zone, d.and_hms_opt(0, 0, 0)?)?;
     (t.with_timezone(&zone).date_naive() == d).then_some(t)
+}
+
+/// The first instant of the first day from `d` on that `zone`'s calendar has: a zone can skip
+/// a whole day (Samoa went from 29 to 31 December 2011), and what follows goes on after it.
+fn first_midnight_from(zone: Tz, d: NaiveDate) -> Option<DateTime<Utc>> {
+    (0..3).find_map(|k| midnight(zone, d.checked_add_days(chrono::Days::new(k))?))
 }
 
 impl MetricsQuery {
@@ -344,9 +350,9 @@ impl MetricsQuery {
         let start = match q.get("start_date").filter(|s| !s.trim().is_empty()) {
             Some(s) => Bound::parse("start_date", s, zone)?.start(zone).ok_or_else(|| unreadable("start_date"))?,
             None => match end_bound {
-                Some(Bound::Day(d)) => (3..=6)
-                    .rev()
-                    .find_map(|n| midnight(zone, d.checked_sub_days(chrono::Days::new(n))?))
+                Some(Bound::Day(d)) => d
+                    .checked_sub_days(chrono::Days::new(6))
+                    .and_then(|d| first_midnight_from(zone, d))
                     .ok_or_else(|| unreadable("end_date"))?
                     .min(end - Duration::days(6)),
                 _ => end - Duration::days(6),
@@ -473,9 +479,7 @@ impl MetricsQuery {
         let first = (self.start < self.end).then(|| self.period_of(self.start));
         std::iter::successors(first, move |(start, _)| {
             let local = start.with_timezone(&self.zone).date_naive();
-            // The first day from `d` on that the zone's calendar has: a zone can skip a whole
-            // day (Samoa went from 29 to 31 December 2011), and the periods go on after it.
-            let from = |d: NaiveDate| (0..3).find_map(|k| midnight(self.zone, d + Duration::days(k)));
+            let from = |d: NaiveDate| first_midnight_from(self.zone, d);
             let next = match self.granularity {
                 Granularity::Hourly => *start + Duration::hours(1),
                 Granularity::Daily => from(local + Duration::days(1))?,

@@ -887,7 +887,7 @@ impl Engine {
     /// The text part derived from `content`'s html, as this engine hands it over: for html
     /// sent without `text`, unless derivation is off ([`EngineBuilder::text_from_html`]).
     pub fn derived_text(&self, content: &crate::email::EmailContent) -> Option<String> {
-        if self.inner.config.text_from_html { crate::render::derived_text(content) } else { None }
+        if self.derives_text() { crate::render::derived_text(content) } else { None }
     }
 
     /// Whether this engine derives a text part for html sent alone.

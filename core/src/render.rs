@@ -63,9 +63,14 @@ pub struct Extras {
 /// otherwise, and when the html shows no text).
 pub fn derived_text(content: &EmailContent) -> Option<String> {
     match (&content.text, &content.html) {
-        (None, Some(html)) => Some(crate::html::to_text(html)).filter(|t| !t.is_empty()),
+        (None, Some(html)) => derived_part(crate::html::to_text(html)),
         _ => None,
     }
+}
+
+/// The text derived from an html as a text part: none when the html shows no text.
+pub(crate) fn derived_part(text: String) -> Option<String> {
+    Some(text).filter(|t| !t.is_empty())
 }
 
 /// The text part `content` goes out with, given the one `derived` from its html: the client's

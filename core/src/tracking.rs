@@ -890,7 +890,7 @@ impl crate::Engine {
             // Tracked html sent alone: its text part and its links from one reading of its tags.
             (Some(t), Some(html)) if content.text.is_none() && self.derives_text() => {
                 let (tracked, text) = rewrite_html_and_text(html, t, key, id, account);
-                extras.text = Some(text).filter(|t| !t.is_empty());
+                extras.text = crate::render::derived_part(text);
                 extras.html = Some(tracked);
             }
             (Some(t), Some(html)) => {
