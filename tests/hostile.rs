@@ -359,6 +359,23 @@ fn refused_requests_are_not_parsed() {
 }
 
 #[test]
+fn compressed_bodies_are_refused_not_misread() {
+    let s = Server::start("");
+    let body = email("a@example.com").to_string();
+    for coding in ["gzip", "br", "identity, deflate"] {
+        let r = request(s.port, "POST", "/emails", Some(OPERATOR), body.as_bytes(), &[("content-encoding", coding)]);
+        assert_eq!(r.status, 415, "{coding}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["name"], "validation_error");
+        assert!(r.json()["message"].as_str().unwrap().contains(coding), "{coding}: the coding is named");
+        assert_eq!(r.header("accept-encoding").as_deref(), Some("identity"));
+    }
+    assert_eq!(count_emails(&s), 0, "nothing refused was stored");
+    let r = request(s.port, "POST", "/emails", Some(OPERATOR), body.as_bytes(), &[("content-encoding", "identity")]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(count_emails(&s), 1);
+}
+
+#[test]
 fn one_email_causes_at_most_fifty_deliveries_and_lists_are_capped() {
     let s = Server::start("");
     let many: Vec<String> = (0..10_000).map(|i| format!("u{i}@example.com")).collect();

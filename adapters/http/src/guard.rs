@@ -209,6 +209,19 @@ fn sending_route(method: &Method, route: &str) -> bool {
     method == Method::POST && matches!(route, "/emails" | "/emails/batch")
 }
 
+/// The request's `Content-Encoding` when it names anything but `identity` (the whole header
+/// value, trimmed; a value that is not text reads as itself, unprintable).
+fn unsupported_coding(headers: &HeaderMap) -> Option<String> {
+    let mut codings = headers.get_all(header::CONTENT_ENCODING).iter().peekable();
+    codings.peek()?;
+    let values: Vec<String> = codings.map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string()).collect();
+    let all_identity = values.iter().flat_map(|v| v.split(',')).all(|c| {
+        let c = c.trim();
+        c.is_empty() || c.eq_ignore_ascii_case("identity")
+    });
+    (!all_identity).then(|| values.join(", "))
+}
+
 /// Reads a body against the size limit and the deadline, into one buffer sized from its
 /// declared length (no second copy while collecting).
 async fn read_body(api: &Api, body: Body, declared: Option<usize>) -> Result<Bytes, ApiError> {
@@ -302,6 +315,21 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
     if declared.is_some_and(|n| n > max) {
         let e = ApiError::new(413, "validation_error", format!("The request body is larger than {max} bytes."));
         return with_key(e.into_response());
+    }
+    // A compressed body would be read as the JSON it is not (or, decompressed, could grow
+    // past every bound above): refused unread, as RFC 9110 §15.5.16 says, naming the coding.
+    if let Some(coding) = unsupported_coding(&parts.headers) {
+        let e = ApiError::new(
+            415,
+            "validation_error",
+            format!(
+                "The request body's Content-Encoding {} is not supported: send it uncompressed.",
+                mailroom_core::error::quoted(&coding)
+            ),
+        );
+        let mut r = e.into_response();
+        r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        return with_key(r);
     }
     // A body is held about twice while it is parsed; small ones are not worth counting. A
     // request without a length has no body unless it is chunked (then it may be as large as
@@ -456,6 +484,23 @@ mod tests {
     use axum::Router;
     use axum::routing::get;
     use tower::ServiceExt;
+
+    #[test]
+    fn only_identity_is_a_supported_content_encoding() {
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_ENCODING, HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("?")));
+            }
+            unsupported_coding(&h)
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(with(&["identity"]), None);
+        assert_eq!(with(&[" Identity , identity"]), None);
+        assert_eq!(with(&["gzip"]).as_deref(), Some("gzip"));
+        assert_eq!(with(&["identity, br"]).as_deref(), Some("identity, br"));
+        assert_eq!(with(&["identity", "deflate"]).as_deref(), Some("identity, deflate"));
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_is_answered_500_json_and_the_router_lives_on() {
