@@ -24,6 +24,9 @@ struct Score {
     false_complaints: usize,
     /// Complaints whose labelled recipients (every one, in order) are the ones read.
     complainants_ok: usize,
+    /// Recipients suppressed whose label is not a permanent failure: the error that costs a
+    /// sender a good address.
+    wrongly_suppressed: usize,
     misses: Vec<String>,
 }
 
@@ -80,6 +83,7 @@ fn score_with(dir: &Path, labels: &[serde_json::Value], read: impl Fn(&serde_jso
             s.matched += 1;
             let gt = g["type"].as_str().unwrap();
             let gs = g["subtype"].as_str().unwrap();
+            s.wrongly_suppressed += usize::from(b.suppress && g["type"].as_str() != Some("Permanent"));
             let kt = format!("{:?}", b.kind);
             let ks = format!("{:?}", b.subtype);
             if kt == gt {
@@ -253,15 +257,17 @@ fn cross_validated_by_family() {
         pooled.matched += s.matched;
         pooled.type_ok += s.type_ok;
         pooled.subtype_ok += s.subtype_ok;
+        pooled.wrongly_suppressed += s.wrongly_suppressed;
     }
     let in_sample = score(&dir);
     let row = |name: &str, s: &Score| {
         println!(
-            "  {name}: type accuracy {:.3}, type+subtype {:.3}, recall {:.3}, precision {:.3}",
+            "  {name}: type accuracy {:.3}, type+subtype {:.3}, recall {:.3}, precision {:.3}, suppressed though not permanent {}",
             ratio(s.type_ok, s.gold),
             ratio(s.subtype_ok, s.gold),
             ratio(s.matched, s.gold),
-            ratio(s.matched, s.predicted)
+            ratio(s.matched, s.predicted),
+            s.wrongly_suppressed
         );
     };
     println!("{} families, {} rule words supported by one family only: {only_one:?}", texts.len(), only_one.len());

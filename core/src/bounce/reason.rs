@@ -309,7 +309,7 @@ pub(crate) fn judge_with(
 
 /// The type, subtype and suppression that follow from a reason: the one policy.
 ///
-/// - **Unknown user** (x.1.1 / x.1.0 / x.1.3, RFC 3463 §3.2 "bad destination
+/// - **Unknown user** (x.1.1 / x.1.3, RFC 3463 §3.2 "bad destination
 ///   mailbox address", or its words said at `RCPT TO`, by the server holding the mailbox
 ///   ([`Stage::Local`]), or under an x.1.x status other than the sender's x.1.7/x.1.8, or 5.2.1):
 ///   permanent, and suppressed. The same words at another step, or at a step not said with
@@ -448,7 +448,7 @@ fn reason(
             r
         }
     };
-    // An explicit "bad destination mailbox" (x.1.0, x.1.1, x.1.3, x.1.10) is the server's own
+    // An explicit "bad destination mailbox" (x.1.1, x.1.3, x.1.10) is the server's own
     // verdict on the address. Words about the content (a scanner's disclaimer in the same
     // text or in the report around it: "virus", "spam") or a retry story do not outweigh it;
     // words that say why the address was refused (a block, a rate, a sender or SPF refusal)
@@ -621,9 +621,12 @@ pub(crate) fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
 fn reason_of_status(s: EnhancedStatus) -> Option<Reason> {
     use Reason as R;
     Some(match (s.subject, s.detail) {
-        // x.1.0 other address status, x.1.1 bad destination mailbox, x.1.3 bad destination
-        // mailbox syntax.
-        (1, 1) | (1, 0) | (1, 3) => R::UserUnknown,
+        // x.1.1 bad destination mailbox, x.1.3 bad destination mailbox syntax. (Not x.1.0,
+        // "other address status" (RFC 3463 §3.2): it does not say whose address, and servers
+        // put it on refusals of the sender ("550 5.1.0 <bounce@…> sender rejected", an SPF
+        // refusal). Alone it names nothing; it still backs words that name the recipient
+        // unknown, as every x.1.x does in `verdict`.)
+        (1, 1) | (1, 3) => R::UserUnknown,
         // x.1.10 the recipient's domain has a null MX (RFC 7505 §4.2): it takes no mail.
         (1, 10) => R::NotAccept,
         (1, 2) => R::HostUnknown,
@@ -1661,6 +1664,25 @@ mod tests {
 
     fn at(text: &str, status: &str, code: u16, stage: Stage) -> Verdict {
         judge(text, EnhancedStatus::parse(status), Some(code), stage)
+    }
+
+    #[test]
+    fn other_address_status_alone_suppresses_no_one() {
+        // x.1.0 does not say whose address: a refusal whose words name nothing known stays a
+        // permanent failure (a 5xx), but no recipient is taken for gone on it.
+        let v = at(
+            "550 5.1.0 <0100abc@bounces.example.net> See https://isp.example/codes XY#123",
+            "5.1.0",
+            550,
+            Stage::Unknown,
+        );
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::Undefined, BounceType::Permanent, false));
+        // Words that name the recipient unknown, it still backs, at any step.
+        let v = at("5.1.0 - Unknown address error: User unknown in virtual alias table", "5.1.0", 550, Stage::Unknown);
+        assert_eq!((v.reason, v.kind, v.suppress), (Reason::UserUnknown, BounceType::Permanent, true));
+        // x.1.1 alone still does: it names the destination mailbox.
+        let v = at("550 5.1.1 See https://isp.example/codes XY#123", "5.1.1", 550, Stage::Unknown);
+        assert_eq!((v.reason, v.suppress), (Reason::UserUnknown, true));
     }
 
     #[test]
