@@ -370,6 +370,9 @@ fn compressed_bodies_are_refused_not_misread() {
         assert_eq!(r.header("accept-encoding").as_deref(), Some("identity"));
     }
     assert_eq!(count_emails(&s), 0, "nothing refused was stored");
+    // Without a body the header describes nothing.
+    let r = request(s.port, "GET", "/emails", Some(OPERATOR), b"", &[("content-encoding", "gzip")]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = request(s.port, "POST", "/emails", Some(OPERATOR), body.as_bytes(), &[("content-encoding", "identity")]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(count_emails(&s), 1);

@@ -318,7 +318,9 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
     }
     // A compressed body would be read as the JSON it is not (or, decompressed, could grow
     // past every bound above): refused unread, as RFC 9110 §15.5.16 says, naming the coding.
-    if let Some(coding) = unsupported_coding(&parts.headers) {
+    // (Without a body the header describes nothing, and the request goes on.)
+    let has_body = declared.map_or_else(|| axum::body::HttpBody::size_hint(&body).exact() != Some(0), |n| n > 0);
+    if let Some(coding) = unsupported_coding(&parts.headers).filter(|_| has_body) {
         let e = ApiError::new(
             415,
             "validation_error",
