@@ -342,10 +342,13 @@ impl<'a> Session<'a> {
         self.rcpts.clear();
     }
 
-    /// Writes what is pending when the client has nothing more buffered (PIPELINING: one
-    /// write answers a whole group of commands).
+    /// Writes what is pending unless the client's next command is already buffered whole
+    /// (PIPELINING: one write answers a whole group of commands). Why not "unless anything is
+    /// buffered": the next read would then wait for the rest of a part line, and a client may
+    /// wait for these replies before it sends that rest (RFC 2920 §3.2: a server sends its
+    /// replies before it blocks to read).
     async fn flush<S: AsyncRead + AsyncWrite + Unpin>(&mut self, r: &mut BufReader<S>, force: bool) -> bool {
-        if self.out.is_empty() || (!force && !r.buffer().is_empty()) {
+        if self.out.is_empty() || (!force && memchr::memchr(b'\n', r.buffer()).is_some()) {
             return true;
         }
         let ok = r.get_mut().write_all(&self.out).await.is_ok() && r.get_mut().flush().await.is_ok();

@@ -49,6 +49,35 @@ async fn send(port: u16, size: usize) -> String {
     reply(&mut r, &mut line).await
 }
 
+/// Replies to pipelined commands are held only while the next command is buffered whole: a
+/// part of a line after them (a client still writing, or one that waits for the replies
+/// before it goes on) does not hold them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_are_not_held_behind_a_part_line() {
+    let port = start(InboundConfig::default()).await;
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    // A group and the start of the next command, in one write.
+    r.get_mut().write_all(b"HELO t.test\r\nNOOP\r\nNO").await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        line.clear();
+        tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line))
+            .await
+            .expect("the replies to the whole commands come without the rest of the line")
+            .unwrap();
+        replies.push(line.clone());
+    }
+    assert!(replies[0].starts_with("250") && replies[1].starts_with("250"), "{replies:?}");
+    r.get_mut().write_all(b"OP\r\n").await.unwrap();
+    line.clear();
+    r.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("250"), "the rest of the line completes the command: {line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_data_in_memory_is_bounded() {
     let port = start(InboundConfig {
