@@ -36,6 +36,8 @@ pub enum Command {
     Bdat,
     /// A known command with bad arguments: what is wrong.
     Syntax(&'static str),
+    /// A `MAIL` or `RCPT` parameter this server does not offer (RFC 5321 §4.1.1.11: 555).
+    Parameter(&'static str),
     /// Anything else.
     Unknown,
 }
@@ -104,7 +106,7 @@ pub fn parse_command(line: &[u8]) -> Command {
                     "SIZE" => return Command::Syntax("SIZE takes a number"),
                     "BODY" if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
                     "SMTPUTF8" if v.is_empty() => {}
-                    _ => return Command::Syntax("unknown MAIL parameter"),
+                    _ => return Command::Parameter("MAIL FROM parameter not recognized or not offered"),
                 }
             }
             if !from.is_empty() && !from.contains('@') {
@@ -122,7 +124,7 @@ pub fn parse_command(line: &[u8]) -> Command {
                         Command::Syntax("the recipient needs a domain")
                     }
                 }
-                Ok(_) => Command::Syntax("RCPT takes no parameters here"),
+                Ok(_) => Command::Parameter("RCPT TO parameters are not offered here"),
                 Err(e) => Command::Syntax(e),
             }
         }
@@ -170,7 +172,9 @@ mod tests {
         assert_eq!(parse_command(b"RCPT TO:<Postmaster>\r\n"), Command::Rcpt("Postmaster".into()));
         assert!(matches!(parse_command(b"RCPT TO:x@in.test\r\n"), Command::Syntax(_)));
         assert!(matches!(parse_command(b"RCPT TO:<x in@in.test>\r\n"), Command::Syntax(_)));
-        assert!(matches!(parse_command(b"MAIL FROM:<a@b.test> XFORWARD=1\r\n"), Command::Syntax(_)));
+        assert!(matches!(parse_command(b"MAIL FROM:<a@b.test> XFORWARD=1\r\n"), Command::Parameter(_)));
+        assert!(matches!(parse_command(b"MAIL FROM:<a@b.test> BODY=BINARYMIME\r\n"), Command::Parameter(_)));
+        assert!(matches!(parse_command(b"RCPT TO:<a@in.test> NOTIFY=NEVER\r\n"), Command::Parameter(_)));
         // A declared size too large for a u64 is still a size (over any limit), not bad syntax.
         assert_eq!(
             parse_command(b"MAIL FROM:<a@b.test> SIZE=99999999999999999999\r\n"),

@@ -486,6 +486,7 @@ impl<'a> Session<'a> {
                 Command::Auth => self.error("502 5.5.1 No authentication here: this server only receives"),
                 Command::Bdat => self.error("502 5.5.1 CHUNKING not offered"),
                 Command::Syntax(what) => self.error(&format!("501 5.5.4 Syntax error: {what}")),
+                Command::Parameter(what) => self.error(&format!("555 5.5.4 {what}")),
                 Command::Unknown => self.error("500 5.5.2 Command not recognized"),
             }
         }

@@ -78,6 +78,31 @@ async fn replies_are_not_held_behind_a_part_line() {
     assert!(line.starts_with("250"), "the rest of the line completes the command: {line}");
 }
 
+/// A parameter the server does not offer is answered 555 (RFC 5321 §4.1.1.11), not as a
+/// syntax error, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_not_offered_are_answered_555() {
+    let port = start(InboundConfig::default()).await;
+    let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    let mut ask = async |cmd: &str| {
+        r.get_mut().write_all(cmd.as_bytes()).await.unwrap();
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        line.clone()
+    };
+    assert!(ask("HELO t.test\r\n").await.starts_with("250"));
+    let body = ask("MAIL FROM:<a@t.test> BODY=BINARYMIME\r\n").await;
+    assert!(body.starts_with("555 5.5.4 "), "{body}");
+    assert!(ask("MAIL FROM:<>\r\n").await.starts_with("250"));
+    let notify = ask("RCPT TO:<bounces+x@bounces.test> NOTIFY=NEVER\r\n").await;
+    assert!(notify.starts_with("555 5.5.4 "), "{notify}");
+    assert!(ask("RSET\r\n").await.starts_with("250"));
+    let bad = ask("MAIL FROM:<a@t.test> SIZE=big\r\n").await;
+    assert!(bad.starts_with("501 5.5.4 "), "a malformed value stays a syntax error: {bad}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_data_in_memory_is_bounded() {
     let port = start(InboundConfig {
