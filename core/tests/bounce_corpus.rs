@@ -83,7 +83,7 @@ fn score_with(dir: &Path, labels: &[serde_json::Value], read: impl Fn(&serde_jso
             s.matched += 1;
             let gt = g["type"].as_str().unwrap();
             let gs = g["subtype"].as_str().unwrap();
-            s.wrongly_suppressed += usize::from(b.suppress && g["type"].as_str() != Some("Permanent"));
+            s.wrongly_suppressed += usize::from(b.suppress && gt != "Permanent");
             let kt = format!("{:?}", b.kind);
             let ks = format!("{:?}", b.subtype);
             if kt == gt {

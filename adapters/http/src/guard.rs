@@ -316,11 +316,15 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
         let e = ApiError::new(413, "validation_error", format!("The request body is larger than {max} bytes."));
         return with_key(e.into_response());
     }
+    // The body's length as declared; a request without one has no body unless it is chunked
+    // (then it may be as large as allowed).
+    let expected = declared
+        .or_else(|| axum::body::HttpBody::size_hint(&body).exact().map(|n| usize::try_from(n).unwrap_or(max)))
+        .unwrap_or(max);
     // A compressed body would be read as the JSON it is not (or, decompressed, could grow
     // past every bound above): refused unread, as RFC 9110 §15.5.16 says, naming the coding.
     // (Without a body the header describes nothing, and the request goes on.)
-    let has_body = declared.map_or_else(|| axum::body::HttpBody::size_hint(&body).exact() != Some(0), |n| n > 0);
-    if let Some(coding) = unsupported_coding(&parts.headers).filter(|_| has_body) {
+    if let Some(coding) = (expected > 0).then(|| unsupported_coding(&parts.headers)).flatten() {
         let e = ApiError::new(
             415,
             "validation_error",
@@ -333,13 +337,9 @@ pub(crate) async fn authenticated(State(api): State<Api>, req: Request, next: Ne
         r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         return with_key(r);
     }
-    // A body is held about twice while it is parsed; small ones are not worth counting. A
-    // request without a length has no body unless it is chunked (then it may be as large as
-    // allowed). Never more than the whole budget: with a budget below twice the largest body,
-    // such a request would otherwise wait for room that can never be, and every GET with it.
-    let expected = declared
-        .or_else(|| axum::body::HttpBody::size_hint(&body).exact().map(|n| usize::try_from(n).unwrap_or(max)))
-        .unwrap_or(max);
+    // A body is held about twice while it is parsed; small ones are not worth counting.
+    // Never more than the whole budget: with a budget below twice the largest body, a chunked
+    // request would otherwise wait for room that can never be, and every GET with it.
     let cost_kib = u32::try_from((expected.saturating_mul(2)) >> 10).unwrap_or(u32::MAX).min(api.body_memory_kib);
     let _memory = if cost_kib > 64 {
         let wait = api.body_memory.clone().acquire_many_owned(cost_kib);
