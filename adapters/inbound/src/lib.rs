@@ -50,7 +50,7 @@ pub struct InboundConfig {
     pub messages_per_minute_per_ip: u32,
     /// Rejected commands before the session is closed.
     pub max_errors: u32,
-    /// Waiting for a command (RFC 5321: 5 minutes).
+    /// Waiting for a command (RFC 5321: 5 minutes), and for the client to take a reply.
     pub command_timeout: Duration,
     /// Waiting for each block of message data (RFC 5321: 3 minutes).
     pub data_timeout: Duration,
@@ -205,7 +205,7 @@ impl Inbound {
         metrics::counter!("mailroom_inbound_sessions_total").increment(1);
         let mut s = Session::new(self, peer, false);
         let greeting = format!("220 {} ESMTP mailroom\r\n", self.config.hostname);
-        if stream.write_all(greeting.as_bytes()).await.is_err() {
+        if !write_within(&mut stream, greeting.as_bytes(), self.config.command_timeout).await {
             return;
         }
         let mut reader = BufReader::new(stream);
@@ -236,6 +236,21 @@ impl Inbound {
 enum End {
     Closed,
     StartTls,
+}
+
+/// Writes `bytes` and flushes them, giving up after `limit`: whether all went out.
+///
+/// Why a limit on writes too: a client that sends commands and never reads their replies
+/// fills the socket's buffers, and the write then waits for it for ever. Without this, such
+/// a session held its connection slot (and its per-address share) until the session budget
+/// ran out, half an hour; with it, as long as a client that sends nothing (RFC 5321
+/// §4.5.3.2's five minutes, the same rule postfix's `smtpd_timeout` applies to both).
+async fn write_within<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8], limit: Duration) -> bool {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
 }
 
 /// One SMTP session's state.
@@ -351,7 +366,7 @@ impl<'a> Session<'a> {
         if self.out.is_empty() || (!force && memchr::memchr(b'\n', r.buffer()).is_some()) {
             return true;
         }
-        let ok = r.get_mut().write_all(&self.out).await.is_ok() && r.get_mut().flush().await.is_ok();
+        let ok = write_within(r.get_mut(), &self.out, self.inbound.config.command_timeout).await;
         self.out.clear();
         ok
     }

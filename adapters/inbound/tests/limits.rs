@@ -103,6 +103,46 @@ async fn parameters_not_offered_are_answered_555() {
     assert!(bad.starts_with("501 5.5.4 "), "a malformed value stays a syntax error: {bad}");
 }
 
+/// A client that sends commands and never reads the replies fills the socket's buffers; the
+/// server then gives up on writing to it within the command timeout and frees its slot (here
+/// the one slot its address may hold), instead of waiting out the session budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_let_go() {
+    let port = start(InboundConfig {
+        max_connections_per_ip: 1,
+        command_timeout: Duration::from_secs(1),
+        session_timeout: Duration::from_secs(3600),
+        ..InboundConfig::default()
+    })
+    .await;
+    let mut deaf = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // NOOPs until the server stops taking them (its writes wait on us, so it reads no more),
+    // or the connection is closed; never a byte read.
+    let noops = "NOOP\r\n".repeat(10_000);
+    let mut sent = 0usize;
+    while sent < 256 << 20 {
+        match tokio::time::timeout(Duration::from_secs(3), deaf.write_all(noops.as_bytes())).await {
+            Ok(Ok(())) => sent += noops.len(),
+            _ => break,
+        }
+    }
+    assert!(sent < 256 << 20, "the server kept reading commands whose replies were never read");
+    // Its slot comes free once the server gives up writing (1 s), while this client still
+    // holds the connection open and unread.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let greeting = loop {
+        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        if line.starts_with("220") || std::time::Instant::now() > deadline {
+            break line;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(greeting.starts_with("220"), "the deaf client's slot was never freed: {greeting}");
+    drop(deaf);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_data_in_memory_is_bounded() {
     let port = start(InboundConfig {
