@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod bounce;
+pub mod clients;
 #[cfg(feature = "zstd")]
 pub mod compression;
 pub mod domains;

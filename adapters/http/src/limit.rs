@@ -104,18 +104,12 @@ impl RateLimiter {
     }
 }
 
-/// The subject a client address is limited as: IPv4 addresses one by one, IPv6 by /64 (one
-/// host usually holds a whole /64, so single addresses would be free to rotate).
+/// The subject a client address is limited as
+/// ([`mailroom_core::clients::client_network`]): IPv4 addresses one by one, IPv6 by /64.
 pub fn ip_subject(ip: IpAddr) -> String {
-    match ip {
+    match mailroom_core::clients::client_network(ip) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        IpAddr::V6(net) => format!("{net}/64"),
     }
 }
 

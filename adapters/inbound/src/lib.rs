@@ -15,6 +15,7 @@
 //! bounded reads, the end-of-data rule that refuses SMTP smuggling, the pipelining buffer
 //! dropped at STARTTLS — is easier to see and to test in one file than through a framework.
 
+use mailroom_core::clients::client_network;
 use mailroom_core::engine::Engine;
 use mailroom_core::ports::MessageAuth;
 use mailroom_core::receiving::{Arrival, Route, received_line};
@@ -44,9 +45,10 @@ pub struct InboundConfig {
     pub max_recipients: usize,
     /// Sessions open at once, from everyone.
     pub max_connections: usize,
-    /// Sessions open at once from one client address.
+    /// Sessions open at once from one client address (an IPv6 client by its /64:
+    /// [`client_network`]).
     pub max_connections_per_ip: usize,
-    /// Messages per minute from one client address.
+    /// Messages per minute from one client address (likewise).
     pub messages_per_minute_per_ip: u32,
     /// Rejected commands before the session is closed.
     pub max_errors: u32,
@@ -92,7 +94,7 @@ const MAX_COMMAND: usize = 2048;
 /// mail with longer lines exists: those are kept whole, read a step at a time.
 const DATA_STEP: usize = 64 << 10;
 
-/// Per-address counts shared by the sessions.
+/// Per-address counts shared by the sessions, keyed by [`client_network`].
 #[derive(Debug, Default)]
 struct Clients {
     open: HashMap<IpAddr, usize>,
@@ -142,7 +144,10 @@ impl Inbound {
         })
     }
 
+    /// A slot for a session from `ip`, counted against its network
+    /// ([`client_network`]); `None` past the limits.
     fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
+        let ip = client_network(ip);
         let mut c = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let open = c.open.get(&ip).copied().unwrap_or(0);
         if c.total >= self.config.max_connections || open >= self.config.max_connections_per_ip {
@@ -155,6 +160,7 @@ impl Inbound {
 
     /// Counts one message from `ip`; whether it is within the rate.
     fn take_message(&self, ip: IpAddr) -> bool {
+        let ip = client_network(ip);
         let mut c = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         if c.rate.len() > 100_000 {

@@ -143,6 +143,37 @@ async fn a_client_that_never_reads_is_let_go() {
     drop(deaf);
 }
 
+/// The per-address session limit counts an IPv6 client by its /64: a client stepping through
+/// the addresses of its network is one client. (Sessions over in-memory streams, as the
+/// listener runs them for each connection, with the peer addresses a socket would give.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_limited_by_their_64() {
+    let engine = Engine::builder(Arc::new(MemoryStorage::new())).bounce_domain("bounces.test").build();
+    let inbound = Inbound::new(engine, InboundConfig { max_connections_per_ip: 1, ..InboundConfig::default() });
+    let greeting = |peer: &str| {
+        let (client, server) = tokio::io::duplex(4096);
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        let inbound = Arc::clone(&inbound);
+        tokio::spawn(async move { inbound.session(server, peer).await });
+        async move {
+            let mut r = BufReader::new(client);
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            (line, r)
+        }
+    };
+    let (first, _held) = greeting("[2001:db8:1:2::1]:40000").await;
+    assert!(first.starts_with("220"), "{first}");
+    let (same_net, _) = greeting("[2001:db8:1:2:ffff::9]:40001").await;
+    assert!(same_net.starts_with("421"), "another address of the same /64 is the same client: {same_net}");
+    let (other_net, _) = greeting("[2001:db8:1:3::1]:40002").await;
+    assert!(other_net.starts_with("220"), "the next /64 is another client: {other_net}");
+    let (v4, _v4_held) = greeting("192.0.2.7:40003").await;
+    assert!(v4.starts_with("220"), "{v4}");
+    let (mapped, _) = greeting("[::ffff:192.0.2.7]:40004").await;
+    assert!(mapped.starts_with("421"), "an IPv4-mapped address is its IPv4 address: {mapped}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_data_in_memory_is_bounded() {
     let port = start(InboundConfig {
