@@ -161,7 +161,7 @@ pub(crate) fn disposition(filename: &str) -> String {
 /// against it), or `None`.
 pub(crate) fn over_download_rate(api: &Api, req: &Request) -> Option<axum::response::Response> {
     let ip = client_ip(api, peer(req), req.headers());
-    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
+    let subject = crate::guard::ip_key(ip);
     if api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed {
         return None;
     }

@@ -179,7 +179,8 @@ pub(crate) fn peer(req: &Request) -> Option<SocketAddr> {
     req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
-fn ip_key(ip: Option<IpAddr>) -> String {
+/// What a client address is rate-limited as ([`ip_subject`]; `unknown` without a peer).
+pub(crate) fn ip_key(ip: Option<IpAddr>) -> String {
     ip.map_or_else(|| "unknown".to_string(), ip_subject)
 }
 

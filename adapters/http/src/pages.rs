@@ -76,7 +76,7 @@ fn not_a_link() -> Response {
 /// Whether this client may cause a write now (the per-address download limit).
 fn may_record(api: &Api, req: &Request) -> (Option<std::net::IpAddr>, bool) {
     let ip = client_ip(api, peer(req), req.headers());
-    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
+    let subject = crate::guard::ip_key(ip);
     (ip, api.limiters.downloads.check(&subject, std::time::Instant::now()).allowed)
 }
 

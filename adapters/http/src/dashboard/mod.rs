@@ -448,7 +448,7 @@ async fn sign_in(State(api): State<Api>, req: Request) -> Response {
     let frame = || Frame { api: &api, session: None, nav: "sign-in" };
     let refuse = |status: StatusCode, message: &str| render(frame(), "sign_in.html", status, json!({"error": message}));
     let ip = client_ip(&api, peer(&req), req.headers());
-    let subject = ip.map_or_else(|| "unknown".to_string(), crate::limit::ip_subject);
+    let subject = crate::guard::ip_key(ip);
     let now = std::time::Instant::now();
     // The same allowance as API requests without a valid key: guessing keys here is no faster.
     if api.limiters.unauthenticated.exhausted(&subject, now).is_some() {
