@@ -1550,6 +1550,8 @@ pub struct Rules {
     rule_of: Vec<u32>,
     /// Whether each pattern of `ac` counts only as a whole word ([`WHOLE_WORDS`]).
     whole: Vec<bool>,
+    /// Whether each pattern of `ac` is passed over right after "not " ([`NOT_AFTER_NOT`]).
+    negatable: Vec<bool>,
     /// The providers whose reason codes are read (a set of [`Provider::bit`]s).
     providers: u8,
 }
@@ -1560,6 +1562,11 @@ pub struct Rules {
 /// gateway many refusals name). The other words match anywhere, on purpose: compounds such as
 /// "overquota", "bbSpamReject" or "dspam" are how real servers write them.
 const WHOLE_WORDS: &[&str] = &["locked", "rbl", "mime"];
+
+/// Rule words that say the opposite after "not": a blocklist's "listed" is a directory's "not
+/// listed" (Lotus Domino's "User … not listed in Domino Directory", a recipient unknown), which
+/// no blocklist refusal says of the client it refuses.
+const NOT_AFTER_NOT: &[&str] = &["listed"];
 
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1581,11 +1588,13 @@ impl Rules {
         let mut words = Vec::new();
         let mut rule_of = Vec::new();
         let mut whole = Vec::new();
+        let mut negatable = Vec::new();
         for (i, (reason, pats)) in RULES.iter().chain(WEAK_RULES).enumerate() {
             for p in pats.iter().filter(|p| !drop(*reason, p)) {
                 words.push(*p);
                 rule_of.push(u32::try_from(i).unwrap_or(u32::MAX));
                 whole.push(WHOLE_WORDS.contains(p));
+                negatable.push(NOT_AFTER_NOT.contains(p));
             }
         }
         // A DFA: its walk is the fastest per byte, and every refusal and report head is read
@@ -1597,7 +1606,7 @@ impl Rules {
             .unwrap_or_else(|_| {
                 AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton())
             });
-        Rules { ac, rule_of, whole, providers: u8::MAX }
+        Rules { ac, rule_of, whole, negatable, providers: u8::MAX }
     }
 
     /// These rules without the reason codes of the providers `drop` names.
@@ -1625,6 +1634,10 @@ impl Rules {
             let inside =
                 |at: Option<usize>| at.and_then(|j| text.as_bytes().get(j)).is_some_and(u8::is_ascii_alphanumeric);
             if self.whole.get(i) == Some(&true) && (inside(m.start().checked_sub(1)) || inside(Some(m.end()))) {
+                continue;
+            }
+            let before = m.start().checked_sub(4).and_then(|j| text.as_bytes().get(j..m.start()));
+            if self.negatable.get(i) == Some(&true) && before.is_some_and(|b| b.eq_ignore_ascii_case(b"not ")) {
                 continue;
             }
             if let Some(&r) = self.rule_of.get(i) {
@@ -1664,6 +1677,26 @@ mod tests {
 
     fn at(text: &str, status: &str, code: u16, stage: Stage) -> Verdict {
         judge(text, EnhancedStatus::parse(status), Some(code), stage)
+    }
+
+    #[test]
+    fn not_listed_is_no_blocklist() {
+        // Domino's unknown user, read by rules that do not know Domino's phrase (as the
+        // cross-validation reads it): no blocklist is named.
+        let rules = Rules::without(|_, w| w == "not listed in domino directory");
+        let domino = "User some.name (kijitora@example.jp) not listed in Domino Directory";
+        assert!(!rules.names(domino, |r| r == Reason::Blocked), "{domino}");
+        assert!(!rules.names("Recipient NOT LISTED in the address book", |r| r == Reason::Blocked));
+        // A blocklist's own words still are.
+        for text in [
+            "554 5.7.1 Service unavailable; Client host [192.0.2.1] is listed by zen.spamhaus.org",
+            "550 Your IP is blacklisted",
+            "553 sender listed at bl.example",
+        ] {
+            assert!(rules.names(text, |r| r == Reason::Blocked), "{text}");
+        }
+        // The whole reading with every rule: Domino's words name an unknown user.
+        assert_eq!(at(domino, "5.0.0", 550, Stage::Recipient).reason, Reason::UserUnknown);
     }
 
     #[test]
