@@ -103,6 +103,21 @@ pub enum Rule {
         /// How many were given.
         got: usize,
     },
+    /// An array or object of a request body with more entries than any is read with
+    /// ([`crate::json_entries`]).
+    TooManyEntries {
+        /// The most entries one array or object is read with.
+        max: usize,
+        /// How many it holds.
+        got: usize,
+    },
+    /// A request body whose arrays and objects hold more entries in all than one is read with.
+    TooManyValues {
+        /// The most entries a body is read with.
+        max: usize,
+        /// How many it holds.
+        got: usize,
+    },
     /// Fewer items than allowed.
     TooFew {
         /// The fewest allowed.
@@ -203,6 +218,12 @@ impl fmt::Display for Rule {
             Rule::Shape(s) => write!(f, "{s}"),
             Rule::Address(e) => write!(f, "{e}"),
             Rule::TooMany { max, got } => write!(f, "at most {max} allowed, got {got}"),
+            Rule::TooManyEntries { max, got } => {
+                write!(f, "a list or object is read with at most {max} entries, got {got}")
+            }
+            Rule::TooManyValues { max, got } => {
+                write!(f, "the lists and objects of a body are read with at most {max} entries in all, got {got}")
+            }
             Rule::TooFew { min, got } => write!(f, "at least {min} needed, got {got}"),
             Rule::TooLong { max, got } => write!(f, "at most {max} characters, got {got}"),
             Rule::Empty => f.write_str("it must not be empty"),

@@ -20,6 +20,7 @@ pub mod html;
 pub mod idempotency;
 pub mod inbound;
 pub mod insights;
+pub mod json_entries;
 pub mod keys;
 pub mod lifecycle;
 pub mod memory;

@@ -260,6 +260,10 @@ pub fn batch_from_json(json: &[u8]) -> Result<Vec<EmailRequest>, FieldError> {
 /// [`batch_from_json`] with [`EmailRequest::from_json_limited`]'s attachment limit.
 pub fn batch_from_json_limited(json: &[u8], max_attachment_bytes: usize) -> Result<Vec<EmailRequest>, FieldError> {
     parse_json::<Vec<EmailRequest>>(json, max_attachment_bytes).map_err(|mut e| {
+        // A batch too long to be read is refused by the batch's own rule, with its count.
+        if let (true, Rule::TooManyEntries { got, .. }) = (e.path.is_empty(), &e.rule) {
+            e.rule = Rule::TooMany { max: crate::engine::MAX_BATCH, got: *got };
+        }
         if e.path.starts_with('[') {
             e.path = format!("emails{}", e.path);
         } else if e.path.is_empty() {
@@ -279,6 +283,9 @@ impl Drop for LimitGuard {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8], max_attachment_bytes: usize) -> Result<T, FieldError> {
+    // Lists too long for any limit are refused before they are read into values, each of
+    // which takes many times the bytes it took in the body.
+    crate::json_entries::check(json)?;
     let _restore = LimitGuard(DECODE_LIMIT.with(|l| l.replace(max_attachment_bytes)));
     let de = &mut serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {

@@ -437,6 +437,13 @@ pub(crate) fn json_object<T: serde::de::DeserializeOwned>(headers: &HeaderMap, b
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::new(422, "validation_error", "Invalid JSON body: it must be a JSON object."));
     }
+    // As an email's body: lists too long for any limit are refused before they are read.
+    mailroom_core::json_entries::check(&body).map_err(|mut e| {
+        if e.path.is_empty() {
+            e.path = "body".into();
+        }
+        ApiError::from(e)
+    })?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         // A value of the wrong type is named by its field, as the email's fields are; a body

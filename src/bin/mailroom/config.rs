@@ -648,13 +648,24 @@ impl Layers {
             .unwrap_or_else(|| mailroom::core::sandbox::DEFAULT_TEST_DOMAIN.to_string());
         let dns = self.get("dns.nameserver", None, |raw| addr(raw).map(Some));
 
+        // A list's limit past the most entries a request's list is read with could never be
+        // reached (`core::json_entries`).
+        let list = |raw: &Raw| -> Result<usize, String> {
+            let max = mailroom::core::json_entries::MAX_ENTRIES;
+            match count(raw)? {
+                n if n > max => {
+                    Err(format!("must be at most {max}: a request's lists are read with at most {max} entries"))
+                }
+                n => Ok(n),
+            }
+        };
         let mut limits = Limits::default();
-        limits.max_to = self.get("limits.max_to", limits.max_to, count);
-        limits.max_recipients = self.get("limits.max_recipients", limits.max_recipients, count);
-        limits.max_reply_to = self.get("limits.max_reply_to", limits.max_reply_to, count);
-        limits.max_tags = self.get("limits.max_tags", limits.max_tags, count);
-        limits.max_headers = self.get("limits.max_headers", limits.max_headers, count);
-        limits.max_attachments = self.get("limits.max_attachments", limits.max_attachments, count);
+        limits.max_to = self.get("limits.max_to", limits.max_to, list);
+        limits.max_recipients = self.get("limits.max_recipients", limits.max_recipients, list);
+        limits.max_reply_to = self.get("limits.max_reply_to", limits.max_reply_to, list);
+        limits.max_tags = self.get("limits.max_tags", limits.max_tags, list);
+        limits.max_headers = self.get("limits.max_headers", limits.max_headers, list);
+        limits.max_attachments = self.get("limits.max_attachments", limits.max_attachments, list);
         limits.max_email_bytes = self.get("limits.max_email_bytes", limits.max_email_bytes, size);
         limits.attachment_load_timeout =
             self.get("limits.attachment_load_timeout", limits.attachment_load_timeout, duration);
@@ -1112,6 +1123,18 @@ mod tests {
         let unknown: Vec<&Origin> =
             s.warnings.iter().filter(|w| w.message == "is not a setting mailroom knows").map(|w| &w.origin).collect();
         assert_eq!(unknown, vec![&Origin::Env("MAILROOM_NOPE".into())]);
+    }
+
+    /// A list's limit may not pass the entries a request's list is read with: such a limit
+    /// could never be reached.
+    #[test]
+    fn list_limits_stay_within_what_a_list_is_read_with() {
+        let (_d, l) = layers("[limits]\nmax_to = 1000\nmax_tags = 1001\nmax_headers = 0\n", &[]);
+        let problems = l.resolve().err().unwrap_or_default();
+        let got: Vec<String> = problems.iter().map(|p| format!("{} | {}", p.setting, p.message)).collect();
+        assert_eq!(problems.len(), 2, "{got:#?}");
+        assert!(got.iter().any(|g| g.starts_with("limits.max_tags | must be at most 1000")), "{got:#?}");
+        assert!(got.iter().any(|g| g.starts_with("limits.max_headers | must be at least 1")), "{got:#?}");
     }
 
     /// The example configuration says it lists every setting: each is there, set or in a
