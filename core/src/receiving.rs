@@ -180,6 +180,21 @@ fn addresses(a: Option<&Address<'_>>) -> Vec<String> {
 /// the message; the rest stay in the raw message.
 pub const MAX_LISTED_ATTACHMENTS: usize = 1000;
 
+/// The most MIME parts a received message is read with (at arrival, and for the receiving
+/// API). A message that could have more is kept whole with an empty summary, as one that
+/// mail-parser cannot read: mail-parser takes about 160 bytes a part however small the part,
+/// so a 40 MB message of empty parts would take a gigabyte to read (and again at each read of
+/// it through the API). Real mail has a few dozen.
+pub const MAX_MIME_PARTS: usize = 10_000;
+
+/// `raw` read by mail-parser, when it has at most [`MAX_MIME_PARTS`] parts and can be read.
+fn parse_bounded(raw: &[u8]) -> Option<mail_parser::Message<'_>> {
+    if !crate::inbound::parts_within(raw, MAX_MIME_PARTS) {
+        return None;
+    }
+    MessageParser::default().parse(raw)
+}
+
 /// Reads a message once, at arrival, into its summary. Total: a message mail-parser cannot
 /// read is kept with an empty summary (the raw message is still there).
 pub fn summarize(
@@ -207,7 +222,7 @@ pub fn summarize(
     };
     // mail-parser 0.11 can panic on some malformed MIME trees (see `inbound::parse`).
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let Some(m) = MessageParser::default().parse(raw) else { return empty.clone() };
+        let Some(m) = parse_bounded(raw) else { return empty.clone() };
         let attachments = m
             .attachments()
             .take(MAX_LISTED_ATTACHMENTS)
@@ -316,7 +331,7 @@ pub fn webhook_json(e: &ReceivedEmail) -> Value {
 pub fn detail_json(e: &ReceivedEmail, raw: &[u8], format: HtmlFormat, raw_link: Option<(String, String)>) -> Value {
     let mut v = list_json(e);
     let (html, text, headers) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let Some(m) = MessageParser::default().parse(raw) else { return (None, None, Value::Null) };
+        let Some(m) = parse_bounded(raw) else { return (None, None, Value::Null) };
         let mut html = own_body(&m, &m.html_body, true);
         if format == HtmlFormat::DataUri
             && let Some(h) = html.as_mut()
@@ -423,7 +438,7 @@ pub fn inline_images(html: &str, inline: &std::collections::HashMap<&str, (Strin
 pub fn attachment_content(e: &ReceivedEmail, raw: &[u8], id: &str) -> Option<(ReceivedAttachment, Vec<u8>)> {
     let a = e.attachments.iter().find(|a| a.id == id)?.clone();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let m = MessageParser::default().parse(raw)?;
+        let m = parse_bounded(raw)?;
         let p = m.part(a.part)?;
         Some(p.contents().to_vec())
     }))
@@ -678,6 +693,64 @@ Content-Disposition: inline; filename=\"logo.png\"\r\nContent-Transfer-Encoding:
             helo: "sender.test".into(),
             tls: false,
         }
+    }
+
+    /// A message of `n` empty parts, CRLF.
+    fn parts(n: usize) -> String {
+        let mut m = String::from(
+            "From: a@sender.test\r\nSubject: Many\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n",
+        );
+        for _ in 0..n {
+            m.push_str("--b\r\n\r\n");
+        }
+        m.push_str("--b--\r\n");
+        m
+    }
+
+    /// `inner` enclosed in a message as a `message/rfc822` part in base64.
+    fn enclosing(inner: &str) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(inner);
+        format!(
+            "From: a@sender.test\r\nSubject: Outer\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n\
+--o\r\nContent-Type: text/plain\r\n\r\nsee enclosed\r\n--o\r\nContent-Type: message/rfc822\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--o--\r\n"
+        )
+    }
+
+    #[test]
+    fn parts_are_counted_as_mail_parser_would_build_them() {
+        assert!(crate::inbound::parts_within(parts(8).as_bytes(), 10));
+        assert!(!crate::inbound::parts_within(parts(20).as_bytes(), 10));
+        // LF and lone-CR line endings alike.
+        assert!(!crate::inbound::parts_within(parts(20).replace("\r\n", "\n").as_bytes(), 10));
+        assert!(!crate::inbound::parts_within(parts(20).replace("\r\n", "\r").as_bytes(), 10));
+        // An enclosed message in base64 shows three delimiter lines; mail-parser decodes it
+        // and reads its twenty parts too.
+        let outer = enclosing(&parts(20));
+        assert!(outer.matches("\n--").count() <= 3);
+        assert!(!crate::inbound::parts_within(outer.as_bytes(), 10));
+        assert!(crate::inbound::parts_within(enclosing(&parts(4)).as_bytes(), 10));
+    }
+
+    #[test]
+    fn a_message_with_more_parts_than_are_read_is_kept_unread() {
+        let many = parts(MAX_MIME_PARTS + 1);
+        let e = summarize(EmailId::from_u128(9), many.as_bytes(), arrival(), None, Utc::now());
+        assert_eq!((e.subject.as_str(), e.size), ("", many.len() as u64), "kept, its summary empty");
+        let v = detail_json(&e, many.as_bytes(), HtmlFormat::Cid, None);
+        assert_eq!((v["html"].clone(), v["text"].clone()), (Value::Null, Value::Null));
+        // Enclosed in base64, likewise.
+        let hidden = enclosing(&many);
+        assert_eq!(summarize(EmailId::from_u128(9), hidden.as_bytes(), arrival(), None, Utc::now()).subject, "");
+        // Within the bound, read as ever.
+        let e = summarize(EmailId::from_u128(9), parts(100).as_bytes(), arrival(), None, Utc::now());
+        assert_eq!(e.subject, "Many");
+        assert_eq!(
+            summarize(EmailId::from_u128(9), enclosing(&parts(100)).as_bytes(), arrival(), None, Utc::now()).subject,
+            "Outer"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::sync::LazyLock;
 mod dsn;
 mod family;
 mod mime;
+pub(crate) use mime::parts_within;
 mod ses;
 mod text;
 
