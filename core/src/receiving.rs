@@ -732,6 +732,19 @@ Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--o--\r\n"
         assert!(outer.matches("\n--").count() <= 3);
         assert!(!crate::inbound::parts_within(outer.as_bytes(), 10));
         assert!(crate::inbound::parts_within(enclosing(&parts(4)).as_bytes(), 10));
+        // Inside an enclosed message read as it stands (its lines are counted once), the
+        // one enclosed in base64 is decoded too.
+        let plain = format!(
+            "From: a@sender.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n\
+--p\r\nContent-Type: message/rfc822\r\n\r\n{}\r\n--p--\r\n",
+            enclosing(&parts(20))
+        );
+        assert!(plain.matches("\n--").count() <= 6);
+        assert!(!crate::inbound::parts_within(plain.as_bytes(), 10));
+        assert!(crate::inbound::parts_within(
+            plain.replace(&enclosing(&parts(20)), &enclosing(&parts(2))).as_bytes(),
+            10
+        ));
     }
 
     #[test]

@@ -340,32 +340,36 @@ fn walk<'a>(entity: &'a [u8], offset: usize, in_digest: bool, depth: usize, w: &
 /// not given to it at all. `raw` may have CRLF or LF line endings.
 pub(crate) fn parts_within(raw: &[u8], max: usize) -> bool {
     let mut left = max;
-    parts_within_(raw, 3, &mut left)
+    parts_within_(raw, 3, max, &mut left)
 }
 
-fn parts_within_(raw: &[u8], depth: usize, left: &mut usize) -> bool {
+/// Counts `raw`'s delimiter lines against `left`, then its enclosed messages' hidden ones.
+/// `depth`: how many levels of enclosed messages a parser still reads; `max`: the bound (no
+/// walk finds more leaves than it).
+fn parts_within_(raw: &[u8], depth: usize, max: usize, left: &mut usize) -> bool {
     // A line may end with LF, CRLF or a lone CR.
     let lines = usize::from(raw.starts_with(b"--"))
         + memchr::memmem::find_iter(raw, b"\n--").count()
         + memchr::memmem::find_iter(raw, b"\r--").count();
     let Some(rest) = left.checked_sub(lines) else { return false };
     *left = rest;
-    // Only an enclosed message can hide parts from the count above.
+    hidden_within(raw, depth, max, left)
+}
+
+/// The parts of the messages enclosed in `raw` (whose own lines are counted) that its lines
+/// do not show: those of each enclosed message a parser decodes, and, inside an enclosed
+/// message it reads as it stands, those of the ones enclosed in that.
+fn hidden_within(raw: &[u8], depth: usize, max: usize, left: &mut usize) -> bool {
     if depth == 0 || memchr::memmem::find(raw, b"essage/").is_none() {
         return true;
     }
     let lf = super::normalize_newlines(raw);
-    // At most as many leaves as the lines just counted allow (each leaf but the first
-    // follows a delimiter line).
-    let (_, leaves) = read_up_to(&lf, lines + 1);
-    for leaf in leaves.iter().filter(|l| l.kind == Kind::Message) {
-        if let Cow::Owned(decoded) = leaf.decoded()
-            && !parts_within_(&decoded, depth - 1, left)
-        {
-            return false;
-        }
-    }
-    true
+    // Each leaf but the first follows a delimiter line, all of them counted within `max`.
+    let (_, leaves) = read_up_to(&lf, max.saturating_add(1));
+    leaves.iter().filter(|l| l.kind == Kind::Message).all(|leaf| match leaf.decoded() {
+        Cow::Owned(decoded) => parts_within_(&decoded, depth - 1, max, left),
+        Cow::Borrowed(body) => hidden_within(body, depth - 1, max, left),
+    })
 }
 
 fn walk_entity<'a>(
