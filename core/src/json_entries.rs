@@ -37,10 +37,9 @@ struct Frame {
     array: bool,
     /// Entries so far (for an array, the index of the current one once it has begun).
     entries: usize,
-    /// An array: a value has begun since the last comma (or the bracket).
-    begun: bool,
-    /// An object: the next string is a key.
-    expect_key: bool,
+    /// No entry has begun since the opening bracket or the last comma: an array's next value,
+    /// or an object's next string (its key), begins one.
+    fresh: bool,
     /// An object: where its current key's text stands (without the quotes).
     key: (usize, usize),
     /// An attachment's `content`: its entries are not counted.
@@ -65,8 +64,8 @@ fn check_within(json: &[u8], entries: usize, max_total: usize) -> Result<(), Fie
             b'"' => {
                 let Some(end) = string_end(json, i + 1) else { break };
                 if let Some(top) = stack.last_mut() {
-                    if !top.array && top.expect_key {
-                        top.expect_key = false;
+                    if !top.array && top.fresh {
+                        top.fresh = false;
                         top.key = (i + 1, end);
                         top.entries += 1;
                         total += 1;
@@ -85,14 +84,7 @@ fn check_within(json: &[u8], entries: usize, max_total: usize) -> Result<(), Fie
                 if let Some(top) = stack.last_mut() {
                     begin_value(top, &mut total);
                 }
-                stack.push(Frame {
-                    array: b == b'[',
-                    entries: 0,
-                    begun: false,
-                    expect_key: b == b'{',
-                    key: (0, 0),
-                    exempt,
-                });
+                stack.push(Frame { array: b == b'[', entries: 0, fresh: true, key: (0, 0), exempt });
             }
             b']' | b'}' => {
                 let Some(frame) = stack.pop() else { break };
@@ -108,11 +100,7 @@ fn check_within(json: &[u8], entries: usize, max_total: usize) -> Result<(), Fie
             }
             b',' => {
                 if let Some(top) = stack.last_mut() {
-                    if top.array {
-                        top.begun = false;
-                    } else {
-                        top.expect_key = true;
-                    }
+                    top.fresh = true;
                 }
             }
             b' ' | b'\t' | b'\r' | b'\n' | b':' => {}
@@ -137,8 +125,8 @@ fn check_within(json: &[u8], entries: usize, max_total: usize) -> Result<(), Fie
 
 /// A value begins in `top`: for an array, its next entry (counted unless exempt).
 fn begin_value(top: &mut Frame, total: &mut usize) {
-    if top.array && !top.begun {
-        top.begun = true;
+    if top.array && top.fresh {
+        top.fresh = false;
         top.entries += 1;
         if !top.exempt {
             *total += 1;
