@@ -17,11 +17,13 @@
 #   - batch:        POST /emails/batch of 100 such emails from 4 connections, per email.
 # Prints one JSON line. Needs wrk and smtp-sink (/usr/sbin).
 # Usage: ./scripts/measure-request-cost.sh [SECONDS]   (default 5)
+# MAILROOM_BIN=path runs that build of the binary instead (to compare two builds alternately).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-5}"
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet --bin mailroom
+bin="${MAILROOM_BIN:-target/release/mailroom}"
+[ -n "${MAILROOM_BIN:-}" ] || cargo build --release --quiet --bin mailroom
 dir="$(mktemp -d)"
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT
@@ -73,7 +75,7 @@ lua invalid_from POST /emails "$dir/invalid.json"
 lua single POST /emails "$dir/single.json"
 lua batch POST /emails/batch "$dir/batch.json"
 
-target/release/mailroom serve --config "$dir/serve.toml" >"$dir/serve.log" 2>&1 &
+"$bin" serve --config "$dir/serve.toml" >"$dir/serve.log" 2>&1 &
 server=$!
 pids+=("$server")
 for _ in $(seq 100); do
