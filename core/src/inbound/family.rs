@@ -78,8 +78,15 @@ impl Family {
     }
 
     /// Every family with a reader of its own.
-    pub const WITH_READERS: &[Family] =
-        &[Family::Aol, Family::Domino, Family::Exchange, Family::Exim, Family::IMailServer, Family::Qmail];
+    pub const WITH_READERS: &[Family] = &[
+        Family::Aol,
+        Family::Domino,
+        Family::Exchange,
+        Family::Exim,
+        Family::Google,
+        Family::IMailServer,
+        Family::Qmail,
+    ];
 }
 
 /// The fixed wordings [`identify`] looks for, lower-case.
@@ -164,7 +171,10 @@ pub(crate) fn identify(top: &Headers<'_>, subject: &str, lower: &str) -> Family 
         || says("did not reach the following recipient(s)")
     {
         Family::Exchange
-    } else if top.address("From").is_some_and(|f| f.ends_with("@googlemail.com") || f.ends_with("@google.com")) {
+    } else if top
+        .address("From")
+        .is_some_and(|f| f.ends_with("@googlemail.com") || f.ends_with("@google.com") || f == "mailer-daemon@gmail.com")
+    {
         Family::Google
     } else {
         Family::Unknown
@@ -221,6 +231,7 @@ pub(crate) fn read(family: Family, human: &str, from: &str) -> Option<Vec<Found>
         Family::IMailServer => imail(human),
         Family::Qmail => qmail(human),
         Family::Exchange => exchange(human),
+        Family::Google => google(human),
         _ => return None,
     };
     found.truncate(super::MAX_RECIPIENTS);
@@ -424,6 +435,68 @@ fn exchange(human: &str) -> Vec<Found> {
         }
     }
     out
+}
+
+/// Google's notices of 2005–2015 (Gmail, Google Apps): "Delivery to the following
+/// recipient failed permanently:", the addresses indented one to a line, then "Technical
+/// details of permanent failure:" and one account for all of them, up to the `-----` rule
+/// before the original (the oldest name no details at all). The account need not quote the
+/// address ("… The error that the other server returned was: 550 550 Address unknown (state
+/// 14)."), which is why the generic reader, looking for the reason next to the address,
+/// misses it. A remote server's reply ends with Google's number for the step it answered,
+/// as Sisimai's Gmail reader documents them: 13 `MAIL FROM`, 14 `RCPT TO`, 15, 17 and 18
+/// after it (`DATA`). Delay warnings ("has been delayed") are left to the generic reader,
+/// which reads them as delays.
+fn google(human: &str) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    let mut lines = human.lines();
+    let opening = |l: &str| {
+        let l = l.trim().to_ascii_lowercase();
+        l.starts_with("delivery to the following recipient") && l.ends_with("failed permanently:")
+    };
+    if !lines.by_ref().any(opening) {
+        return out;
+    }
+    let mut details = false;
+    for l in lines.by_ref() {
+        let t = l.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if t.to_ascii_lowercase().starts_with("technical details of permanent failure") {
+            details = true;
+            break;
+        }
+        // One address alone on its line, or the list has ended.
+        match addresses(t).into_iter().next() {
+            Some(a) if !t.contains(char::is_whitespace) && !full(&out) => out.push(Found::new(&a)),
+            _ => break,
+        }
+    }
+    let mut account = Found::new("");
+    if details {
+        for l in lines.map(str::trim).take_while(|l| !l.starts_with("-----")).filter(|l| !l.is_empty()) {
+            account.say(l);
+        }
+    }
+    let stage = google_state(&account.diagnostic);
+    for f in &mut out {
+        f.diagnostic.clone_from(&account.diagnostic);
+        f.stage = stage;
+    }
+    out
+}
+
+/// The SMTP step Google's "(state N)" names (see [`google`]).
+fn google_state(account: &str) -> Option<Stage> {
+    let at = account.rfind("(state ")? + "(state ".len();
+    let digits: String = account[at..].chars().take_while(char::is_ascii_digit).collect();
+    match digits.as_str() {
+        "13" => Some(Stage::Sender),
+        "14" => Some(Stage::Recipient),
+        "15" | "17" | "18" => Some(Stage::Message),
+        _ => None,
+    }
 }
 
 /// IMail: one line per failure, "<reason>: <address>", above "Original message follows.".
@@ -730,6 +803,50 @@ mod tests {
         assert_eq!((found[0].status, found[0].stage), (Some("5.1.1"), Some(Stage::Local)));
     }
 
+    #[test]
+    fn google_reads_its_account_for_every_address_and_the_step_it_names() {
+        // The account need not quote the address; its "(state 14)" is Google's RCPT TO.
+        let human = "This is an automatically generated Delivery Status Notification\n\n\
+Delivery to the following recipients failed permanently:\n\n     a@example.org\n     b@example.org\n\n\
+Technical details of permanent failure: \nGoogle tried to deliver your message, but it was rejected by the \
+recipient domain. The error that the other server returned was: 550 550 Address unknown (state 14).\n\n\
+   ----- Original message -----\n\nTo: c@example.org\n";
+        let found = read(Family::Google, human, "mailer-daemon@googlemail.com").unwrap();
+        let r: Vec<_> = found.iter().map(|f| f.recipient.as_str()).collect();
+        assert_eq!(r, ["a@example.org", "b@example.org"]);
+        assert!(found.iter().all(|f| f.diagnostic.ends_with("550 550 Address unknown (state 14).")));
+        assert!(found.iter().all(|f| f.stage == Some(Stage::Recipient)));
+        // Other steps, and none.
+        let with = |state: &str| {
+            let human = format!(
+                "Delivery to the following recipient failed permanently:\n\n     a@example.org\n\n\
+Technical details of permanent failure:\nThe error that the other server returned was: 550 550 No {state}.\n"
+            );
+            read(Family::Google, &human, "").unwrap()[0].stage
+        };
+        assert_eq!(with("(state 13)"), Some(Stage::Sender));
+        assert_eq!(with("(state 18)"), Some(Stage::Message));
+        assert_eq!(with("(state 9)"), None);
+        assert_eq!(with(""), None);
+        // The oldest notices give no details: the address is all they say.
+        let found =
+            read(Family::Google, "Delivery to the following recipient failed permanently:\n\n    a@example.org\n", "");
+        assert_eq!(found.unwrap()[0].diagnostic, "a@example.org");
+        // A delay warning is the generic reader's (it reads it as one).
+        let delay = "THIS IS A WARNING MESSAGE ONLY.\n\nDelivery to the following recipient has been delayed:\n\n\
+     a@example.org\n\nTechnical details of temporary failure:\n450 450 4.2.2 Mailbox Full (state 14).\n";
+        assert_eq!(read(Family::Google, delay, ""), None);
+        // A later format (a sentence, not a list) is the generic reader's too.
+        assert_eq!(
+            read(
+                Family::Google,
+                "Delivery to the following recipient failed permanently:\nYour message to a@example.org was not delivered.\n",
+                ""
+            ),
+            None
+        );
+    }
+
     proptest::proptest! {
         /// Every reader is total on any mix of its own format's pieces and noise, and names
         /// only addresses that occur in the text, each with its lines.
@@ -743,6 +860,8 @@ mod tests {
                 "did not reach the following recipient(s):", "e@example.jp on Thu", "\tno such user",
                 "  an undisclosed address", "    (generated from g@example.org)",
                 "Your mail to the following recipients could not be delivered because x:", "\tkewlone",
+                "Delivery to the following recipient failed permanently:", "     h@example.org",
+                "Technical details of permanent failure: ", "550 550 Address unknown (state 14).", "-----",
             ]), 0..40),
         ) {
             let text = pieces.join("\n");
