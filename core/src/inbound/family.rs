@@ -451,8 +451,8 @@ fn google(human: &str) -> Vec<Found> {
     let mut out: Vec<Found> = Vec::new();
     let mut lines = human.lines();
     let opening = |l: &str| {
-        let l = l.trim().to_ascii_lowercase();
-        l.starts_with("delivery to the following recipient") && l.ends_with("failed permanently:")
+        let l = l.trim().as_bytes();
+        starts_with_ci(l, "delivery to the following recipient") && ends_with_ci(l, "failed permanently:")
     };
     if !lines.by_ref().any(opening) {
         return out;
@@ -463,7 +463,7 @@ fn google(human: &str) -> Vec<Found> {
         if t.is_empty() {
             continue;
         }
-        if t.to_ascii_lowercase().starts_with("technical details of permanent failure") {
+        if starts_with_ci(t.as_bytes(), "technical details of permanent failure") {
             details = true;
             break;
         }
@@ -485,6 +485,16 @@ fn google(human: &str) -> Vec<Found> {
         f.stage = stage;
     }
     out
+}
+
+/// Whether `s` begins (ends) with ASCII `word`, in any case: without a lower-cased copy of
+/// each line the reader tests.
+fn starts_with_ci(s: &[u8], word: &str) -> bool {
+    s.get(..word.len()).is_some_and(|p| p.eq_ignore_ascii_case(word.as_bytes()))
+}
+
+fn ends_with_ci(s: &[u8], word: &str) -> bool {
+    s.len() >= word.len() && s[s.len() - word.len()..].eq_ignore_ascii_case(word.as_bytes())
 }
 
 /// The SMTP step Google's "(state N)" names (see [`google`]).
