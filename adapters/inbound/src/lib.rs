@@ -64,6 +64,16 @@ pub struct InboundConfig {
     pub auth: Option<Arc<dyn MessageAuth>>,
     /// How long those checks may take before the message is kept without them.
     pub auth_timeout: Duration,
+    /// Close a session whose client sends commands ahead of the replies where RFC 2920 does
+    /// not let it (see [`out_of_turn`]) with `554 5.5.0`. On by default, as in Exim
+    /// (`smtp_enforce_sync`) and postfix 3.9 (`smtpd_forbid_unauth_pipelining`): mail servers
+    /// wait for each reply where they must; bulk-mail software that does not is what it stops.
+    pub enforce_sync: bool,
+    /// Wait this long before the greeting and close a session whose client talks first
+    /// (sendmail's `greet_pause`, postscreen's pregreet test): RFC 5321 §3.1 has the client
+    /// wait for the greeting. Zero (the default) greets at once and checks nothing, because
+    /// the pause delays every sender's connection.
+    pub greet_pause: Duration,
 }
 
 impl Default for InboundConfig {
@@ -83,6 +93,8 @@ impl Default for InboundConfig {
             tls: None,
             auth: None,
             auth_timeout: Duration::from_secs(10),
+            enforce_sync: true,
+            greet_pause: Duration::ZERO,
         }
     }
 }
@@ -210,11 +222,25 @@ impl Inbound {
         };
         metrics::counter!("mailroom_inbound_sessions_total").increment(1);
         let mut s = Session::new(self, peer, false);
+        let mut reader = BufReader::new(stream);
+        if !self.config.greet_pause.is_zero() {
+            // (`fill_buf` is cancel-safe: a timeout leaves nothing half read.)
+            match tokio::time::timeout(self.config.greet_pause, reader.fill_buf()).await {
+                Err(_) => {}
+                Ok(Ok([])) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {
+                    metrics::counter!("mailroom_inbound_sync_errors_total").increment(1);
+                    tracing::info!(peer = %peer, "inbound client talked before the greeting");
+                    let bye = b"554 5.5.0 SMTP synchronization error: input before the greeting\r\n";
+                    let _ = write_within(reader.get_mut(), bye, self.config.command_timeout).await;
+                    return;
+                }
+            }
+        }
         let greeting = format!("220 {} ESMTP mailroom\r\n", self.config.hostname);
-        if !write_within(&mut stream, greeting.as_bytes(), self.config.command_timeout).await {
+        if !write_within(reader.get_mut(), greeting.as_bytes(), self.config.command_timeout).await {
             return;
         }
-        let mut reader = BufReader::new(stream);
         match s.run(&mut reader).await {
             End::StartTls => {
                 let Some(tls) = self.config.tls.clone() else { return };
@@ -244,6 +270,20 @@ enum End {
     StartTls,
 }
 
+/// Whether input already waiting behind `command` was sent out of turn: before `EHLO` (no
+/// pipelining granted: `HELO` sessions, or commands before any greeting command) every
+/// command waits for its reply (RFC 5321 §4.3.1); after it, the commands RFC 2920 §3.1 says
+/// end a group (they change state the client must see: `EHLO`, `HELO`, `DATA`, `VRFY`,
+/// `EXPN`, `NOOP`) must still be answered before the client goes on. `QUIT` and `STARTTLS`
+/// are not judged: the session ends at the first, and the second drops what follows it.
+pub fn out_of_turn(command: &Command, pipelining: bool) -> bool {
+    match command {
+        Command::Quit | Command::StartTls => false,
+        Command::Ehlo(_) | Command::Helo(_) | Command::Data | Command::Vrfy | Command::Noop => true,
+        _ => !pipelining,
+    }
+}
+
 /// Writes `bytes` and flushes them, giving up after `limit`: whether all went out.
 ///
 /// Why a limit on writes too: a client that sends commands and never reads their replies
@@ -265,6 +305,8 @@ struct Session<'a> {
     peer: SocketAddr,
     tls: bool,
     helo: Option<String>,
+    /// The client greeted with `EHLO` and was offered PIPELINING.
+    pipelining: bool,
     mail_from: Option<String>,
     rcpts: Vec<(String, Route)>,
     errors: u32,
@@ -345,7 +387,17 @@ async fn read_piece<R: AsyncBufRead + Unpin>(r: &mut R, out: &mut Vec<u8>, max: 
 
 impl<'a> Session<'a> {
     fn new(inbound: &'a Inbound, peer: SocketAddr, tls: bool) -> Self {
-        Session { inbound, peer, tls, helo: None, mail_from: None, rcpts: vec![], errors: 0, out: Vec::new() }
+        Session {
+            inbound,
+            peer,
+            tls,
+            helo: None,
+            pipelining: false,
+            mail_from: None,
+            rcpts: vec![],
+            errors: 0,
+            out: Vec::new(),
+        }
     }
 
     fn reply(&mut self, line: &str) {
@@ -404,10 +456,22 @@ impl<'a> Session<'a> {
                 }
                 Ok(Ok(Line::Ok)) => {}
             }
-            match parse_command(&line) {
+            let command = parse_command(&line);
+            // Checked on what is already read: a client that wrote ahead in the same burst,
+            // which is how the software this stops writes. (Bytes still in flight are not
+            // waited for: that would slow every client.)
+            if config.enforce_sync && !r.buffer().is_empty() && out_of_turn(&command, self.pipelining) {
+                metrics::counter!("mailroom_inbound_sync_errors_total").increment(1);
+                tracing::info!(peer = %self.peer, command = ?command, "inbound client sent commands out of turn");
+                self.reply("554 5.5.0 SMTP synchronization error: commands sent before the reply they must wait for");
+                self.flush(r, true).await;
+                return End::Closed;
+            }
+            match command {
                 Command::Ehlo(name) => {
                     self.reset();
                     self.helo = Some(name);
+                    self.pipelining = true;
                     let mut lines = vec![
                         format!("250-{} greets {}", config.hostname, self.peer.ip()),
                         "250-PIPELINING".into(),
@@ -427,6 +491,7 @@ impl<'a> Session<'a> {
                 Command::Helo(name) => {
                     self.reset();
                     self.helo = Some(name);
+                    self.pipelining = false;
                     let l = format!("250 {}", config.hostname);
                     self.reply(&l);
                 }

@@ -60,8 +60,16 @@ async fn replies_are_not_held_behind_a_part_line() {
     let mut line = String::new();
     r.read_line(&mut line).await.unwrap();
     assert!(line.starts_with("220"), "{line}");
+    r.get_mut().write_all(b"EHLO t.test\r\n").await.unwrap();
+    loop {
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    }
     // A group and the start of the next command, in one write.
-    r.get_mut().write_all(b"HELO t.test\r\nNOOP\r\nNO").await.unwrap();
+    r.get_mut().write_all(b"MAIL FROM:<>\r\nRSET\r\nNO").await.unwrap();
     let mut replies = Vec::new();
     for _ in 0..2 {
         line.clear();
@@ -251,10 +259,115 @@ async fn messages_per_client_address_are_rate_limited() {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).await.unwrap();
-    r.get_mut().write_all(b"HELO t.test\r\nMAIL FROM:<>\r\n").await.unwrap();
+    r.get_mut().write_all(b"HELO t.test\r\n").await.unwrap();
     line.clear();
     r.read_line(&mut line).await.unwrap();
+    r.get_mut().write_all(b"MAIL FROM:<>\r\n").await.unwrap();
     line.clear();
     r.read_line(&mut line).await.unwrap();
     assert!(line.starts_with("450 4.7.1"), "the third message in a minute: {line}");
+}
+
+/// Reads one reply (all its lines); "" when the server closed the connection.
+async fn reply_of(r: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await.expect("a reply in time");
+        if n.unwrap_or(0) == 0 {
+            return all;
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
+/// Opens a session and reads its greeting.
+async fn connect(port: u16) -> BufReader<TcpStream> {
+    let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    assert!(reply_of(&mut r).await.starts_with("220 "));
+    r
+}
+
+/// RFC 2920: pipelining only after `EHLO`, and never past a command that ends a group (`EHLO`,
+/// `DATA`, `NOOP`…). A client that writes ahead there is closed with `554 5.5.0` before the
+/// command is answered; one that pipelines where it may (MAIL, RCPT, DATA; the next command
+/// after the message's end) is served as before; with `enforce_sync` off, the first is too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_out_of_turn_end_the_session() {
+    let port = start(InboundConfig::default()).await;
+    let closed = async |r: &mut BufReader<TcpStream>| {
+        let rest = reply_of(r).await;
+        assert_eq!(rest, "", "the session is closed after the refusal");
+    };
+
+    // Commands behind EHLO, in the same write: refused before EHLO is answered.
+    let mut r = connect(port).await;
+    r.get_mut().write_all(b"EHLO t.test\r\nMAIL FROM:<>\r\n").await.unwrap();
+    let refusal = reply_of(&mut r).await;
+    assert!(refusal.starts_with("554 5.5.0 SMTP synchronization error"), "{refusal}");
+    closed(&mut r).await;
+
+    // A HELO session has no pipelining: MAIL and RCPT in one write are out of turn.
+    let mut r = connect(port).await;
+    r.get_mut().write_all(b"HELO t.test\r\n").await.unwrap();
+    assert!(reply_of(&mut r).await.starts_with("250 "));
+    r.get_mut().write_all(b"MAIL FROM:<>\r\nRCPT TO:<bounces+x@bounces.test>\r\n").await.unwrap();
+    assert!(reply_of(&mut r).await.starts_with("554 5.5.0 "));
+    closed(&mut r).await;
+
+    // The message's content sent behind DATA, without waiting for 354.
+    let mut r = connect(port).await;
+    r.get_mut().write_all(b"EHLO t.test\r\n").await.unwrap();
+    assert!(reply_of(&mut r).await.contains("250-PIPELINING"));
+    r.get_mut()
+        .write_all(b"MAIL FROM:<>\r\nRCPT TO:<bounces+x@bounces.test>\r\nDATA\r\nSubject: hi\r\n")
+        .await
+        .unwrap();
+    assert!(reply_of(&mut r).await.starts_with("250 "));
+    assert!(reply_of(&mut r).await.starts_with("250 "));
+    assert!(reply_of(&mut r).await.starts_with("554 5.5.0 "), "DATA is answered before the content comes");
+    closed(&mut r).await;
+
+    // Pipelining as RFC 2920 has it: MAIL, RCPT and DATA in one write; the message's end
+    // and QUIT in another.
+    let mut r = connect(port).await;
+    r.get_mut().write_all(b"EHLO t.test\r\n").await.unwrap();
+    reply_of(&mut r).await;
+    r.get_mut().write_all(b"MAIL FROM:<>\r\nRCPT TO:<bounces+x@bounces.test>\r\nDATA\r\n").await.unwrap();
+    assert!(reply_of(&mut r).await.starts_with("250 "));
+    assert!(reply_of(&mut r).await.starts_with("250 "));
+    assert!(reply_of(&mut r).await.starts_with("354 "));
+    r.get_mut().write_all(b"Subject: hi\r\n\r\nhello\r\n.\r\nQUIT\r\n").await.unwrap();
+    let end = reply_of(&mut r).await;
+    assert!(end.starts_with("250 ") || end.starts_with("550 ") || end.starts_with("554 5.6"), "{end}");
+    assert!(reply_of(&mut r).await.starts_with("221 "));
+
+    // With the check off, the first client is served.
+    let port = start(InboundConfig { enforce_sync: false, ..InboundConfig::default() }).await;
+    let mut r = connect(port).await;
+    r.get_mut().write_all(b"EHLO t.test\r\nMAIL FROM:<>\r\n").await.unwrap();
+    assert!(reply_of(&mut r).await.contains("250-PIPELINING"));
+    assert!(reply_of(&mut r).await.starts_with("250 2.1.0"));
+}
+
+/// With a greeting pause, a client that talks before the greeting is closed with `554 5.5.0`
+/// and no greeting; one that waits for it is greeted once the pause is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_talks_before_the_greeting_is_refused() {
+    let pause = Duration::from_millis(400);
+    let port = start(InboundConfig { greet_pause: pause, ..InboundConfig::default() }).await;
+    let mut early = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    early.get_mut().write_all(b"EHLO t.test\r\n").await.unwrap();
+    let refusal = reply_of(&mut early).await;
+    assert!(refusal.starts_with("554 5.5.0 SMTP synchronization error: input before the greeting"), "{refusal}");
+    assert_eq!(reply_of(&mut early).await, "");
+
+    let started = std::time::Instant::now();
+    let mut polite = connect(port).await;
+    assert!(started.elapsed() >= pause, "greeted after the pause, not before");
+    polite.get_mut().write_all(b"EHLO t.test\r\n").await.unwrap();
+    assert!(reply_of(&mut polite).await.contains("250-PIPELINING"));
 }

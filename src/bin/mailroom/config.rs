@@ -305,6 +305,8 @@ const SETTINGS: &[&str] = &[
     "inbound.max_connections",
     "inbound.max_connections_per_ip",
     "inbound.messages_per_minute",
+    "inbound.enforce_sync",
+    "inbound.greet_pause",
     "webhooks.enabled",
     "webhooks.allow_private",
     "webhooks.allow_networks",
@@ -734,6 +736,18 @@ impl Layers {
         c.max_connections_per_ip = self.get("inbound.max_connections_per_ip", c.max_connections_per_ip, count);
         c.messages_per_minute_per_ip = self.get("inbound.messages_per_minute", c.messages_per_minute_per_ip, |r| {
             r.int().and_then(|n| u32::try_from(n).map_err(|_| "a number of messages".to_string()))
+        });
+        c.enforce_sync = self.get("inbound.enforce_sync", c.enforce_sync, Raw::boolean);
+        c.greet_pause = self.get("inbound.greet_pause", c.greet_pause, |raw| {
+            let d = match raw {
+                Raw::Toml(toml::Value::Integer(i)) => {
+                    Duration::from_secs(u64::try_from(*i).map_err(|_| "must not be negative".to_string())?)
+                }
+                _ => parse_duration(&raw.text()?)?,
+            };
+            // Every sender's connection waits this long; past a minute it is a denial of service
+            // of one's own mail.
+            if d > Duration::from_secs(60) { Err("must be at most 60s (0 turns it off)".into()) } else { Ok(d) }
         });
 
         // Domains: the host that receives bounces (and mail) and serves tracking links is the
@@ -1220,6 +1234,23 @@ mod tests {
             ]
         );
         assert_eq!(s.keys[1].permission, KeyPermission::SendingAccess { domain: Some("acme.test".into()) });
+    }
+
+    #[test]
+    fn the_inbound_listeners_protocol_checks_are_settings() {
+        let (_d, l) = layers("[inbound]\nlisten = \"127.0.0.1:2525\"\n", &[]);
+        let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(s.inbound.config.enforce_sync, "on by default");
+        assert_eq!(s.inbound.config.greet_pause, Duration::ZERO, "off by default");
+        let (_d, l) = layers("[inbound]\nenforce_sync = false\ngreet_pause = \"3s\"\n", &[]);
+        let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!((s.inbound.config.enforce_sync, s.inbound.config.greet_pause), (false, Duration::from_secs(3)));
+        let (_d, l) = layers("[inbound]\ngreet_pause = \"2m\"\n", &[]);
+        let problems = l.resolve().err().unwrap_or_default();
+        assert!(
+            problems.iter().any(|p| p.setting == "inbound.greet_pause" && p.message.contains("at most 60s")),
+            "{problems:?}"
+        );
     }
 
     #[test]
