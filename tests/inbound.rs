@@ -446,11 +446,15 @@ async fn every_acknowledged_message_survives_a_kill() {
     let db = server._dir.path().join("in.redb");
     let smtp = server.smtp;
     const N: usize = 400;
+    // The client sends at least N messages and goes on until the kills are over: on a quiet
+    // machine N alone can pass between two kills (the test then proved nothing).
+    let kills_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let over = std::sync::Arc::clone(&kills_over);
     let client = std::thread::spawn(move || {
         let mut acked = Vec::new();
         let mut i = 0;
         let deadline = Instant::now() + Duration::from_secs(120);
-        while i < N && Instant::now() < deadline {
+        while (i < N || !over.load(std::sync::atomic::Ordering::Relaxed)) && Instant::now() < deadline {
             let attempt = || -> std::io::Result<bool> {
                 let s = TcpStream::connect(("127.0.0.1", smtp))?;
                 s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -487,9 +491,10 @@ async fn every_acknowledged_message_survives_a_kill() {
         kills += 1;
         server.child = spawn(&db, server.port, smtp, server.dns_port, &[], &[]);
     }
+    kills_over.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = client.join().unwrap();
     assert!(kills >= 3, "the server was killed while the client sent ({kills} kills)");
-    assert!(acked.len() == N, "the client got through all {N} messages ({} acknowledged)", acked.len());
+    assert!(acked.len() >= N, "the client got through {N} messages or more ({} acknowledged)", acked.len());
     let mut subjects = std::collections::BTreeSet::new();
     let mut after: Option<String> = None;
     loop {
