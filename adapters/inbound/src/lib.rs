@@ -64,8 +64,9 @@ pub struct InboundConfig {
     pub auth: Option<Arc<dyn MessageAuth>>,
     /// How long those checks may take before the message is kept without them.
     pub auth_timeout: Duration,
-    /// Close a session whose client sends commands ahead of the replies where RFC 2920 does
-    /// not let it (see [`out_of_turn`]) with `554 5.5.0`. On by default, as in Exim
+    /// Close a session whose client sends commands ahead of the replies where RFC 5321 and
+    /// RFC 2920 §3.1 do not let it (before `EHLO`, or behind a command that ends a group) with
+    /// `554 5.5.0`. On by default, as in Exim
     /// (`smtp_enforce_sync`) and postfix 3.9 (`smtpd_forbid_unauth_pipelining`): mail servers
     /// wait for each reply where they must; bulk-mail software that does not is what it stops.
     pub enforce_sync: bool,
@@ -276,7 +277,7 @@ enum End {
 /// end a group (they change state the client must see: `EHLO`, `HELO`, `DATA`, `VRFY`,
 /// `EXPN`, `NOOP`) must still be answered before the client goes on. `QUIT` and `STARTTLS`
 /// are not judged: the session ends at the first, and the second drops what follows it.
-pub fn out_of_turn(command: &Command, pipelining: bool) -> bool {
+fn out_of_turn(command: &Command, pipelining: bool) -> bool {
     match command {
         Command::Quit | Command::StartTls => false,
         Command::Ehlo(_) | Command::Helo(_) | Command::Data | Command::Vrfy | Command::Noop => true,

@@ -18,24 +18,36 @@ async fn start(config: InboundConfig) -> u16 {
     port
 }
 
+/// Reads one reply (all its lines); "" when the server closed the connection.
+async fn reply_of(r: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await.expect("a reply in time");
+        if n.unwrap_or(0) == 0 {
+            return all;
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
+/// Opens a session and reads its greeting.
+async fn connect(port: u16) -> BufReader<TcpStream> {
+    let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    assert!(reply_of(&mut r).await.starts_with("220 "));
+    r
+}
+
 /// Sends one message of `size` bytes of body; the reply to its end of data (or the reply that
 /// ended the session).
 async fn send(port: u16, size: usize) -> String {
-    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    let reply = async |r: &mut BufReader<TcpStream>, line: &mut String| {
-        loop {
-            line.clear();
-            if r.read_line(line).await.unwrap_or(0) == 0 || line.as_bytes().get(3) != Some(&b'-') {
-                return line.clone();
-            }
-        }
-    };
-    reply(&mut r, &mut line).await;
+    let mut r = connect(port).await;
     for cmd in ["EHLO t.test\r\n", "MAIL FROM:<>\r\n", "RCPT TO:<bounces+x@bounces.test>\r\n", "DATA\r\n"] {
         r.get_mut().write_all(cmd.as_bytes()).await.unwrap();
-        reply(&mut r, &mut line).await;
+        reply_of(&mut r).await;
     }
     let body = format!("{}\r\n", "x".repeat(998));
     let mut sent = 0;
@@ -46,7 +58,7 @@ async fn send(port: u16, size: usize) -> String {
         sent += body.len();
     }
     let _ = r.get_mut().write_all(b".\r\n").await;
-    reply(&mut r, &mut line).await
+    reply_of(&mut r).await
 }
 
 /// Replies to pipelined commands are held only while the next command is buffered whole: a
@@ -55,19 +67,10 @@ async fn send(port: u16, size: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_are_not_held_behind_a_part_line() {
     let port = start(InboundConfig::default()).await;
-    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut r = BufReader::new(s);
+    let mut r = connect(port).await;
     let mut line = String::new();
-    r.read_line(&mut line).await.unwrap();
-    assert!(line.starts_with("220"), "{line}");
     r.get_mut().write_all(b"EHLO t.test\r\n").await.unwrap();
-    loop {
-        line.clear();
-        r.read_line(&mut line).await.unwrap();
-        if line.as_bytes().get(3) == Some(&b' ') {
-            break;
-        }
-    }
+    reply_of(&mut r).await;
     // A group and the start of the next command, in one write.
     r.get_mut().write_all(b"MAIL FROM:<>\r\nRSET\r\nNO").await.unwrap();
     let mut replies = Vec::new();
@@ -223,17 +226,11 @@ async fn long_lines_are_kept_whole() {
 
     let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut r = BufReader::new(s);
-    let mut line = String::new();
     for cmd in ["", "EHLO t.test\r\n", "MAIL FROM:<a@b.test>\r\n", "RCPT TO:<x@in.test>\r\n", "DATA\r\n"] {
         r.get_mut().write_all(cmd.as_bytes()).await.unwrap();
-        loop {
-            line.clear();
-            r.read_line(&mut line).await.unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                break;
-            }
-        }
+        reply_of(&mut r).await;
     }
+    let mut line = String::new();
     // 65,535 bytes then CRLF: the CR is the last byte of the first read step.
     let long = "y".repeat(200_000);
     let split = format!("{}\r\n", "z".repeat((64 << 10) - 1));
@@ -266,29 +263,6 @@ async fn messages_per_client_address_are_rate_limited() {
     line.clear();
     r.read_line(&mut line).await.unwrap();
     assert!(line.starts_with("450 4.7.1"), "the third message in a minute: {line}");
-}
-
-/// Reads one reply (all its lines); "" when the server closed the connection.
-async fn reply_of(r: &mut BufReader<TcpStream>) -> String {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await.expect("a reply in time");
-        if n.unwrap_or(0) == 0 {
-            return all;
-        }
-        all.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return all;
-        }
-    }
-}
-
-/// Opens a session and reads its greeting.
-async fn connect(port: u16) -> BufReader<TcpStream> {
-    let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-    assert!(reply_of(&mut r).await.starts_with("220 "));
-    r
 }
 
 /// RFC 2920: pipelining only after `EHLO`, and never past a command that ends a group (`EHLO`,

@@ -499,9 +499,8 @@ fn ends_with_ci(s: &[u8], word: &str) -> bool {
 
 /// The SMTP step Google's "(state N)" names (see [`google`]).
 fn google_state(account: &str) -> Option<Stage> {
-    let at = account.rfind("(state ")? + "(state ".len();
-    let digits: String = account[at..].chars().take_while(char::is_ascii_digit).collect();
-    match digits.as_str() {
+    let after = &account[account.rfind("(state ")? + "(state ".len()..];
+    match &after[..after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len())] {
         "13" => Some(Stage::Sender),
         "14" => Some(Stage::Recipient),
         "15" | "17" | "18" => Some(Stage::Message),
