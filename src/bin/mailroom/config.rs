@@ -530,14 +530,18 @@ impl Layers {
         };
         let rate =
             |raw: &Raw| -> Result<u32, String> { u32::try_from(raw.int()?).map_err(|_| "is too large".to_string()) };
-        let duration = |raw: &Raw| -> Result<Duration, String> {
+        // A duration as written: a whole number of seconds, or with a unit ("250ms", "5m").
+        let written = |raw: &Raw| -> Result<Duration, String> {
             match raw {
-                Raw::Toml(toml::Value::Integer(i)) => Ok(Duration::from_secs(u64::try_from(*i).unwrap_or(0))),
-                _ => {
-                    let d = parse_duration(&raw.text()?)?;
-                    if d.is_zero() { Err("must be longer than zero".into()) } else { Ok(d) }
+                Raw::Toml(toml::Value::Integer(i)) => {
+                    u64::try_from(*i).map(Duration::from_secs).map_err(|_| "must not be negative".into())
                 }
+                _ => parse_duration(&raw.text()?),
             }
+        };
+        let duration = |raw: &Raw| -> Result<Duration, String> {
+            let d = written(raw)?;
+            if d.is_zero() { Err("must be longer than zero".into()) } else { Ok(d) }
         };
         let size = |raw: &Raw| -> Result<usize, String> {
             match raw {
@@ -739,12 +743,7 @@ impl Layers {
         });
         c.enforce_sync = self.get("inbound.enforce_sync", c.enforce_sync, Raw::boolean);
         c.greet_pause = self.get("inbound.greet_pause", c.greet_pause, |raw| {
-            let d = match raw {
-                Raw::Toml(toml::Value::Integer(i)) => {
-                    Duration::from_secs(u64::try_from(*i).map_err(|_| "must not be negative".to_string())?)
-                }
-                _ => parse_duration(&raw.text()?)?,
-            };
+            let d = written(raw)?;
             // Every sender's connection waits this long; past a minute it is a denial of service
             // of one's own mail.
             if d > Duration::from_secs(60) { Err("must be at most 60s (0 turns it off)".into()) } else { Ok(d) }
@@ -1251,6 +1250,22 @@ mod tests {
             problems.iter().any(|p| p.setting == "inbound.greet_pause" && p.message.contains("at most 60s")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_duration_given_as_a_number_is_held_to_the_rule_of_one_given_as_text() {
+        // (Whole seconds: 0 and negatives were taken as 0s, where "0s" was refused.)
+        for bad in ["0", "-5"] {
+            let (_d, l) = layers(&format!("[server]\nidle_timeout = {bad}\n"), &[]);
+            let problems = l.resolve().err().unwrap_or_default();
+            assert!(problems.iter().any(|p| p.setting == "server.idle_timeout"), "{bad}: {problems:?}");
+        }
+        let (_d, l) = layers("[server]\nidle_timeout = 7\n[inbound]\ngreet_pause = 0\n", &[]);
+        let s = l.resolve().unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(s.inbound.config.greet_pause, Duration::ZERO, "0 turns the pause off");
+        let (_d, l) = layers("[inbound]\ngreet_pause = -1\n", &[]);
+        let problems = l.resolve().err().unwrap_or_default();
+        assert!(problems.iter().any(|p| p.setting == "inbound.greet_pause" && p.message.contains("negative")));
     }
 
     #[test]
