@@ -776,19 +776,43 @@ struct Evidence<'a> {
     stage: Option<Stage>,
 }
 
+/// Whether `status` is what an MTA writes for the bare reply `code` when the server gave no
+/// enhanced code of its own: sendmail's `smtptodsn` table (deliver.c; `553` was 5.1.3 in
+/// older releases, 5.1.0 since), from which other MTAs' tables were copied.
+fn derived(status: EnhancedStatus, code: Option<u16>) -> bool {
+    let derived: &[(u8, u16, u16)] = match code {
+        Some(450) => &[(4, 2, 0)],
+        Some(451) => &[(4, 3, 0)],
+        Some(452) => &[(4, 3, 1)],
+        Some(500) => &[(5, 5, 2)],
+        Some(501 | 504) => &[(5, 5, 4)],
+        Some(502 | 503) => &[(5, 5, 1)],
+        Some(550) => &[(5, 2, 0)],
+        Some(551) => &[(5, 1, 6)],
+        Some(552) => &[(5, 2, 2)],
+        Some(553) => &[(5, 1, 0), (5, 1, 3)],
+        _ => &[],
+    };
+    derived.contains(&(status.class, status.subject, status.detail))
+}
+
 /// Builds one record: status and code from the block (or the text), reason from both.
 fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     let Evidence { status, diag, account, head: whole, delayed, only_recipient, .. } = *e;
     let diag_status = find_status(diag);
     let given = status.and_then(EnhancedStatus::parse);
+    let code = find_code(diag).or_else(|| whole.code());
     // A report's generic `x.0.0` says less than the server's own code in the diagnostic
-    // (`550 5.1.1 ...` under `Status: 5.0.0`): the specific one wins, in the same class.
+    // (`550 5.1.1 ...` under `Status: 5.0.0`): the specific one wins, in the same class. So
+    // does a status the reporting MTA derived from the bare reply code (sendmail's table:
+    // `553` → 5.1.3, `552` → 5.2.2…), which says nothing the code does not: under
+    // `Status: 5.1.3`, "553 … in my badrcptto list (#5.7.1)" is the server's policy refusal,
+    // not a malformed address.
     let status = match (given, diag_status) {
-        (Some(g), Some(d)) if g.subject == 0 && g.detail == 0 && d.class == g.class => Some(d),
+        (Some(g), Some(d)) if d.class == g.class && (g.subject == 0 && g.detail == 0 || derived(g, code)) => Some(d),
         (g, d) => g.or(d),
     }
     .or_else(|| whole.status());
-    let code = find_code(diag).or_else(|| whole.code());
     // The step the server refused at, as the recipient's own lines say, or the whole account
     // when it is about this recipient alone ("in reply to RCPT TO command").
     let stage = match e.stage.unwrap_or_else(|| Stage::named_in_any(&[diag, account])) {
@@ -1106,6 +1130,38 @@ Action: failed\nStatus: 5.1.1";
             "Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.2.2\nDiagnostic-Code: smtp; 550 5.1.1 full",
         );
         assert_eq!(parse(&raw).bounces[0].status, "5.2.2");
+    }
+
+    #[test]
+    fn a_status_derived_from_the_bare_reply_code_gives_way_to_the_servers_own() {
+        let read = |status: &str, diag: &str| {
+            let raw = dsn(
+                "",
+                &format!(
+                    "Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: {status}\nDiagnostic-Code: smtp; {diag}"
+                ),
+            );
+            let b = parse(&raw).bounces.remove(0);
+            (b.status, b.kind, b.suppress)
+        };
+        // sendmail wrote 5.1.3 for the bare 553; the server said 5.7.1: a policy refusal,
+        // not a malformed mailbox, and not suppressed.
+        let (status, kind, suppress) =
+            read("5.1.3", "553 sorry, your envelope recipient is in my badrcptto list (#5.7.1)");
+        assert_eq!(status, "5.7.1");
+        assert_ne!(kind, BounceType::Permanent);
+        assert!(!suppress);
+        // 552 is 5.2.2 (mailbox full) in the table; the server said the message is too big.
+        assert_eq!(
+            read("5.2.2", "552 5.3.4 Message size exceeds fixed limit"),
+            ("5.3.4".into(), BounceType::Transient, false)
+        );
+        // Without a code of the server's own, the derived status is all there is.
+        assert_eq!(read("5.1.3", "553 sorry, that domain isn't in my list of allowed rcpthosts").0, "5.1.3");
+        // A status no table derives from that reply code stays, whatever the text says.
+        assert_eq!(read("5.1.1", "553 5.7.1 refused").0, "5.1.1");
+        // Nor does a code of another class replace it.
+        assert_eq!(read("5.2.2", "552 4.3.1 try later").0, "5.2.2");
     }
 
     #[test]
