@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mailroom::core::inbound::parse;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 fn classify(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces");
@@ -42,17 +43,17 @@ fn classify(c: &mut Criterion) {
     // The same two over alternating rounds (each round reads the corpus once each way, one
     // after the other), so that the machine's noise lands on both: the ratio to the baseline,
     // and each side's messages per second.
-    let (mut ours, mut theirs) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let (mut ours, mut theirs) = (Duration::ZERO, Duration::ZERO);
     const ROUNDS: u32 = 300;
     for _ in 0..ROUNDS {
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         std::hint::black_box(read());
         ours += t.elapsed();
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         std::hint::black_box(baseline());
         theirs += t.elapsed();
     }
-    let per_second = |d: std::time::Duration| (messages.len() as f64 * f64::from(ROUNDS)) / d.as_secs_f64();
+    let per_second = |d: Duration| (messages.len() as f64 * f64::from(ROUNDS)) / d.as_secs_f64();
     println!(
         "classify: over the same {ROUNDS} alternating rounds, the reader {:.1} k messages/s, mail_parser_only \
          {:.1} k/s: {:.2} × the baseline",

@@ -776,11 +776,12 @@ struct Evidence<'a> {
     stage: Option<Stage>,
 }
 
-/// Whether `status` is what an MTA writes for the bare reply `code` when the server gave no
-/// enhanced code of its own: sendmail's `smtptodsn` table (deliver.c; `553` was 5.1.3 in
-/// older releases, 5.1.0 since), from which other MTAs' tables were copied.
-fn derived(status: EnhancedStatus, code: Option<u16>) -> bool {
-    let derived: &[(u8, u16, u16)] = match code {
+/// Whether a report's `status` says nothing the server's own code (found in its words) would
+/// not: a generic `x.0.0`, or what an MTA writes for the bare reply `code` when the server
+/// gave no enhanced code of its own — sendmail's `smtptodsn` table (deliver.c; `553` was
+/// 5.1.3 in older releases, 5.1.0 since), from which other MTAs' tables were copied.
+fn adds_nothing(status: EnhancedStatus, code: Option<u16>) -> bool {
+    let table: &[(u8, u16, u16)] = match code {
         Some(450) => &[(4, 2, 0)],
         Some(451) => &[(4, 3, 0)],
         Some(452) => &[(4, 3, 1)],
@@ -793,7 +794,7 @@ fn derived(status: EnhancedStatus, code: Option<u16>) -> bool {
         Some(553) => &[(5, 1, 0), (5, 1, 3)],
         _ => &[],
     };
-    derived.contains(&(status.class, status.subject, status.detail))
+    status.subject == 0 && status.detail == 0 || table.contains(&(status.class, status.subject, status.detail))
 }
 
 /// Builds one record: status and code from the block (or the text), reason from both.
@@ -809,7 +810,7 @@ fn record(rcpt: &str, e: &Evidence<'_>) -> BounceRecord {
     // `Status: 5.1.3`, "553 … in my badrcptto list (#5.7.1)" is the server's policy refusal,
     // not a malformed address.
     let status = match (given, diag_status) {
-        (Some(g), Some(d)) if d.class == g.class && (g.subject == 0 && g.detail == 0 || derived(g, code)) => Some(d),
+        (Some(g), Some(d)) if d.class == g.class && adds_nothing(g, code) => Some(d),
         (g, d) => g.or(d),
     }
     .or_else(|| whole.status());
