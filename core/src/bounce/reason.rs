@@ -939,14 +939,11 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::MailboxFull,
         &[
-            "mailbox full",
-            "mailbox is full",
             "over quota",
             "quota exceeded",
             "exceeded storage",
             "exceeds quota",
             "mailbox size limit",
-            "mailfolder is full",
             "folder full",
             "folder is full",
             "insufficient storage",
@@ -954,19 +951,15 @@ const RULES: &[(Reason, &[&str])] = &[
             "user is over",
             "over the storage",
             "not enough storage",
-            "mailbox has exceeded",
-            "mailbox exceeded",
             "is over its quota",
             "over its storage",
             "exceeds allowed size",
             // A mailbox counted in messages rather than bytes (before the weak "too many
             // messages", a rate).
             "has too many messages",
-            "mailbox exceeds",
             // After Sisimai's MailboxFull list.
             "boite du destinataire pleine",
             "does not have enough space",
-            "full mailbox",
             "too much mail data",
             "space has been used up",
             "mail file size exceeds the maximum size allowed",
@@ -1069,6 +1062,7 @@ const RULES: &[(Reason, &[&str])] = &[
             "address is not verified",
             "identities failed",
             "sender domain",
+            "sender's domain",
             // The sender, not the recipient, is the unknown one.
             "unknown sender",
             "sender unknown",
@@ -1139,13 +1133,7 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::HostUnknown,
         &[
-            "host unknown",
-            "unknown host",
-            "domain not found",
-            "no such domain",
-            "domain does not exist",
             "name or service not known",
-            "host not found",
             "unrouteable address",
             "unroutable",
             "no mx",
@@ -1153,9 +1141,6 @@ const RULES: &[(Reason, &[&str])] = &[
             "nxdomain",
             "invalid domain",
             "host or domain name not found",
-            "unknown domain",
-            "non-existent domain",
-            "domain name not found",
             "hostname not found",
             "domain is not reachable",
             // Exchange's name for a DNS answer of NXDOMAIN, in its NDRs' diagnostics:
@@ -1492,6 +1477,76 @@ const WEAK_RULES: &[(Reason, &[&str])] = &[
     (Reason::UserUnknown, &["address rejected"]),
 ];
 
+/// Rules written as a product, not as a list: a name for the thing (`things`) and what is
+/// said of it, after the name (`after`: "domain not found") or before it (`before`: "no such
+/// host"). Every pairing is a word of the rule, so a wording no mail has shown yet ("host does
+/// not exist", "inbox is full") is read like the ones it has.
+/// Why: each pairing alone is written by few servers, and a list of them learned from the
+/// mail seen so far misses the next server's pairing of the same two parts; the parts
+/// themselves are what many servers share. The cross-validation counts a phrase rule's
+/// support over all its pairings ([`Rules::phrase_of`]).
+/// A phrase rule takes the priority of the first rule of its reason in [`RULES`]: rules
+/// before that one still win ("sender domain" of a refused sender, "host not found, try
+/// again" of a lookup that broke).
+struct Phrases {
+    reason: Reason,
+    things: &'static [&'static str],
+    after: &'static [&'static str],
+    before: &'static [&'static str],
+}
+
+const PHRASES: &[Phrases] = &[
+    // A destination name the DNS does not know (RFC 3463 x.1.2, "bad destination system
+    // address"). Not "hostname" with "unknown": a client's own hostname that its reverse
+    // lookup does not give is a PTR refusal ("client hostname unknown"), not the recipient's
+    // domain.
+    Phrases {
+        reason: Reason::HostUnknown,
+        things: &["domain", "domain name", "host"],
+        after: &["not found", "does not exist", "doesn't exist", "unknown"],
+        before: &["unknown", "no such", "non-existent", "nonexistent"],
+    },
+    // A mailbox over its quota (RFC 3463 x.2.2, "mailbox full").
+    Phrases {
+        reason: Reason::MailboxFull,
+        things: &["mailbox", "mail box", "mailfolder", "inbox"],
+        after: &["full", "is full", "exceeds", "exceeded", "has exceeded"],
+        before: &["full"],
+    },
+];
+
+/// Every pairing of every phrase rule: (phrase index, reason, word).
+static PHRASE_WORDS: LazyLock<Vec<(usize, Reason, String)>> = LazyLock::new(|| {
+    let mut out = Vec::new();
+    for (i, p) in PHRASES.iter().enumerate() {
+        for thing in p.things {
+            out.extend(p.after.iter().map(|said| (i, p.reason, format!("{thing} {said}"))));
+            out.extend(p.before.iter().map(|said| (i, p.reason, format!("{said} {thing}"))));
+        }
+    }
+    out
+});
+
+/// The index in [`RULES`] of the first rule of `reason` (a phrase rule's priority).
+const fn first_of(reason: Reason) -> usize {
+    let mut i = 0;
+    while i < RULES.len() {
+        if RULES[i].0 as u8 == reason as u8 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+// (Kept true: every phrase rule's reason has a rule of its own in `RULES`.)
+const _: () = {
+    let mut i = 0;
+    while i < PHRASES.len() {
+        assert!(first_of(PHRASES[i].reason) < RULES.len());
+        i += 1;
+    }
+};
+
 // Rule hits are a bit set in a u64.
 const _: () = assert!(RULES.len() + WEAK_RULES.len() <= 64);
 
@@ -1597,6 +1652,12 @@ impl Rules {
                 negatable.push(NOT_AFTER_NOT.contains(p));
             }
         }
+        for (_, reason, p) in PHRASE_WORDS.iter().filter(|(_, r, p)| !drop(*r, p)) {
+            words.push(p.as_str());
+            rule_of.push(u32::try_from(first_of(*reason)).unwrap_or(u32::MAX));
+            whole.push(false);
+            negatable.push(false);
+        }
         // A DFA: its walk is the fastest per byte, and every refusal and report head is read
         // with it (an NFA here was a tenth of the reader's time).
         let ac = AhoCorasick::builder()
@@ -1617,13 +1678,22 @@ impl Rules {
         self
     }
 
-    /// Every (reason, word, strong) of the standard rules, strong ones first.
+    /// Every (reason, word, strong) of the standard rules, strong ones first (the pairings
+    /// of the phrase rules among them).
     pub fn words() -> impl Iterator<Item = (Reason, &'static str, bool)> {
-        RULES
-            .iter()
-            .map(|r| (r, true))
-            .chain(WEAK_RULES.iter().map(|r| (r, false)))
-            .flat_map(|((reason, pats), strong)| pats.iter().map(move |p| (*reason, *p, strong)))
+        let listed = |rules: &'static [(Reason, &'static [&'static str])], strong: bool| {
+            rules.iter().flat_map(move |(reason, pats)| pats.iter().map(move |p| (*reason, *p, strong)))
+        };
+        listed(RULES, true)
+            .chain(PHRASE_WORDS.iter().map(|(_, reason, p)| (*reason, p.as_str(), true)))
+            .chain(listed(WEAK_RULES, false))
+    }
+
+    /// The phrase rule `word` is a pairing of, by index, if it is one: what a
+    /// cross-validation counts a word's support by, since the rule is the product and not
+    /// its pairings one by one.
+    pub fn phrase_of(word: &str) -> Option<usize> {
+        PHRASE_WORDS.iter().find(|(_, _, p)| p == word).map(|(i, _, _)| *i)
     }
 
     /// The rules whose words occur in `text`, as a bit set over rule indices.
@@ -2512,6 +2582,40 @@ mod tests {
         let v = judge_with(&rules, "no such user", None, Some(550), Stage::Recipient, None);
         assert_eq!(v.reason, Reason::Undefined);
         assert!(Rules::words().any(|(r, w, strong)| r == Reason::UserUnknown && w == "no such user" && strong));
+    }
+
+    #[test]
+    fn a_phrase_rule_reads_pairings_no_list_holds_and_keeps_its_place() {
+        // Pairings of a name and what is said of it that no rule lists word for word.
+        for text in
+            ["550 5.0.0 Host does not exist", "550 No such host example.org", "550 nonexistent domain example.org"]
+        {
+            let v = at(text, "5.0.0", 550, Stage::Recipient);
+            assert_eq!((v.reason, v.kind, v.suppress), (Reason::HostUnknown, BounceType::Permanent, true), "{text}");
+        }
+        for text in ["450 Inbox is full", "450 mail box exceeded its allowance", "450 full inbox"] {
+            let v = at(text, "", 450, Stage::Recipient);
+            assert_eq!((v.reason, v.suppress), (Reason::MailboxFull, false), "{text}");
+        }
+        // Rules before the phrase rule's reason still win: a refused sender's domain, and a
+        // lookup that broke.
+        for text in ["553 Sender domain does not exist", "553 sender's domain not found"] {
+            let v = at(text, "", 553, Stage::Unknown);
+            assert_eq!((v.reason, v.suppress), (Reason::Rejected, false), "{text}");
+        }
+        let v = at("451 Host not found, try again", "", 451, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::NetworkError, false));
+        // A client's hostname that its reverse lookup does not give is no pairing.
+        assert_ne!(at("550 client hostname unknown", "", 550, Stage::Unknown).reason, Reason::HostUnknown);
+        // Every pairing is a word of its phrase rule; a listed word is of none.
+        let pairings: Vec<_> = Rules::words().filter(|(_, w, _)| Rules::phrase_of(w) == Some(0)).collect();
+        assert!(pairings.iter().all(|(r, _, strong)| *r == Reason::HostUnknown && *strong));
+        assert!(pairings.iter().any(|(_, w, _)| *w == "domain does not exist"));
+        assert_eq!(Rules::phrase_of("no such user"), None);
+        // Without its pairings, the rule reads none of them.
+        let rules = Rules::without(|_, w| Rules::phrase_of(w) == Some(0));
+        let v = judge_with(&rules, "Host does not exist", None, Some(550), Stage::Recipient, None);
+        assert_ne!(v.reason, Reason::HostUnknown);
     }
 
     proptest! {
