@@ -1605,8 +1605,8 @@ pub struct Rules {
     rule_of: Vec<u32>,
     /// Whether each pattern of `ac` counts only as a whole word ([`WHOLE_WORDS`]).
     whole: Vec<bool>,
-    /// Whether each pattern of `ac` is passed over right after "not " ([`NOT_AFTER_NOT`]).
-    negatable: Vec<bool>,
+    /// The words right after which each pattern of `ac` is passed over ([`PASSED_OVER_AFTER`]).
+    passed_after: Vec<&'static [&'static str]>,
     /// The providers whose reason codes are read (a set of [`Provider::bit`]s).
     providers: u8,
 }
@@ -1618,10 +1618,21 @@ pub struct Rules {
 /// "overquota", "bbSpamReject" or "dspam" are how real servers write them.
 const WHOLE_WORDS: &[&str] = &["locked", "rbl", "mime"];
 
-/// Rule words that say the opposite after "not": a blocklist's "listed" is a directory's "not
-/// listed" (Lotus Domino's "User … not listed in Domino Directory", a recipient unknown), which
-/// no blocklist refusal says of the client it refuses.
-const NOT_AFTER_NOT: &[&str] = &["listed"];
+/// Rule words that say something else right after certain words, where they are passed over:
+/// - a blocklist's "listed" is a directory's "not listed" (Lotus Domino's "User … not listed in
+///   Domino Directory", a recipient unknown), which no blocklist refusal says of the client it
+///   refuses;
+/// - a suspended mailbox's "temporarily unavailable" is the server's own state after "service",
+///   "server" or "system" ("421 4.3.2 Service temporarily unavailable", the reply of a server
+///   closing the connection under load or for maintenance: RFC 5321's 421 "Service not
+///   available"), which says nothing of the mailbox.
+const PASSED_OVER_AFTER: &[(&str, &[&str])] =
+    &[("listed", &["not "]), ("temporarily unavailable", &["service ", "server ", "system "])];
+
+/// The words right after which rule word `p` is passed over.
+fn passed_over_after(p: &str) -> &'static [&'static str] {
+    PASSED_OVER_AFTER.iter().find(|(w, _)| *w == p).map_or(&[], |(_, after)| *after)
+}
 
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1643,20 +1654,20 @@ impl Rules {
         let mut words = Vec::new();
         let mut rule_of = Vec::new();
         let mut whole = Vec::new();
-        let mut negatable = Vec::new();
+        let mut passed_after = Vec::new();
         for (i, (reason, pats)) in RULES.iter().chain(WEAK_RULES).enumerate() {
             for p in pats.iter().filter(|p| !drop(*reason, p)) {
                 words.push(*p);
                 rule_of.push(u32::try_from(i).unwrap_or(u32::MAX));
                 whole.push(WHOLE_WORDS.contains(p));
-                negatable.push(NOT_AFTER_NOT.contains(p));
+                passed_after.push(passed_over_after(p));
             }
         }
         for (_, reason, p) in PHRASE_WORDS.iter().filter(|(_, r, p)| !drop(*r, p)) {
             words.push(p.as_str());
             rule_of.push(u32::try_from(first_of(*reason)).unwrap_or(u32::MAX));
             whole.push(false);
-            negatable.push(false);
+            passed_after.push(passed_over_after(p));
         }
         // A DFA: its walk is the fastest per byte, and every refusal and report head is read
         // with it (an NFA here was a tenth of the reader's time).
@@ -1667,7 +1678,7 @@ impl Rules {
             .unwrap_or_else(|_| {
                 AhoCorasick::new(std::iter::empty::<&str>()).unwrap_or_else(|_| unreachable_automaton())
             });
-        Rules { ac, rule_of, whole, negatable, providers: u8::MAX }
+        Rules { ac, rule_of, whole, passed_after, providers: u8::MAX }
     }
 
     /// These rules without the reason codes of the providers `drop` names.
@@ -1706,8 +1717,13 @@ impl Rules {
             if self.whole.get(i) == Some(&true) && (inside(m.start().checked_sub(1)) || inside(Some(m.end()))) {
                 continue;
             }
-            let before = m.start().checked_sub(4).and_then(|j| text.as_bytes().get(j..m.start()));
-            if self.negatable.get(i) == Some(&true) && before.is_some_and(|b| b.eq_ignore_ascii_case(b"not ")) {
+            let right_after = |w: &&str| {
+                m.start()
+                    .checked_sub(w.len())
+                    .and_then(|j| text.as_bytes().get(j..m.start()))
+                    .is_some_and(|b| b.eq_ignore_ascii_case(w.as_bytes()))
+            };
+            if self.passed_after.get(i).is_some_and(|after| after.iter().any(right_after)) {
                 continue;
             }
             if let Some(&r) = self.rule_of.get(i) {
@@ -1747,6 +1763,24 @@ mod tests {
 
     fn at(text: &str, status: &str, code: u16, stage: Stage) -> Verdict {
         judge(text, EnhancedStatus::parse(status), Some(code), stage)
+    }
+
+    #[test]
+    fn a_server_temporarily_unavailable_is_no_suspended_mailbox() {
+        // The server's own state: whatever else it is read as, not the mailbox's.
+        for text in [
+            "421 4.3.2 Service temporarily unavailable",
+            "421 Server temporarily unavailable. Try again later.",
+            "451 System temporarily unavailable",
+        ] {
+            let v = at(text, "", 421, Stage::Recipient);
+            assert_ne!(v.reason, Reason::Suspend, "{text}");
+            assert_eq!((v.kind, v.suppress), (BounceType::Transient, false), "{text}");
+        }
+        // A mailbox that is: still suspended, and gone for good under 5.2.1.
+        assert_eq!(at("450 Mailbox temporarily unavailable", "", 450, Stage::Recipient).reason, Reason::Suspend);
+        let v = at("550 5.2.1 Mailbox temporarily unavailable", "5.2.1", 550, Stage::Recipient);
+        assert_eq!((v.reason, v.suppress), (Reason::Suspend, true));
     }
 
     #[test]
