@@ -822,11 +822,13 @@ impl Engine {
                 continue;
             }
             let (recipient, is_ours) = who;
+            // A failure the notice names without an address (a display name alone) is the
+            // email's only recipient's (`whose_of`); with several, an event without one.
+            let named = |e: crate::email::Event| if recipient.is_empty() { e } else { e.recipient(&recipient) };
             // A delay notice is the reporting server still trying: `delivery_delayed`, never a
             // bounce and never a suppression.
             if b.delayed {
-                let mut e =
-                    crate::email::Event::new(crate::lifecycle::EventKind::DeliveryDelayed, now).recipient(&recipient);
+                let mut e = named(crate::email::Event::new(crate::lifecycle::EventKind::DeliveryDelayed, now));
                 if let Some(code) = b.reply_code {
                     e.reply = Some(crate::bounce::SmtpReply::new(code, &b.status, &b.diagnostic));
                 }
@@ -839,8 +841,7 @@ impl Engine {
                 message: format!("{:?}", b.reason).to_ascii_lowercase(),
                 diagnostic: vec![b.diagnostic.clone()],
             };
-            let mut e =
-                crate::email::Event::new(crate::lifecycle::EventKind::Bounced, now).recipient(&recipient).bounce(info);
+            let mut e = named(crate::email::Event::new(crate::lifecycle::EventKind::Bounced, now)).bounce(info);
             if let Some(code) = b.reply_code {
                 e.reply = Some(crate::bounce::SmtpReply::new(code, &b.status, &b.diagnostic));
             }

@@ -947,6 +947,55 @@ Message-ID: <{}>\nFrom: onboarding@acme.test\nTo: angry@example.org\nSubject: He
     assert_eq!(s.engine.ingest_bounce(auto).await.unwrap().kind, MessageKind::AutoReply);
 }
 
+/// Exchange 5.5's plain notice naming the failed recipient by display name alone, answering
+/// the email whose Message-ID it quotes.
+fn display_name_notice(message_id: &str) -> Vec<u8> {
+    format!(
+        "From: System Administrator <postmaster@mail.example.org>\nTo: onboarding@acme.test\n\
+Subject: Undeliverable: Hello\nMIME-Version: 1.0\nX-MS-Embedded-Report:\n\
+Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nYour message\n\n\
+  To:      Team\n  Subject: Hello\n  Sent:    Thu, 29 Apr 2010 23:34:45 +0900\n\n\
+did not reach the following recipient(s):\n\n\
+Kijitora Cat on Thu, 29 Apr 2010 23:34:50 +0900\n    The recipient name is not recognized\n\
+    MSEXCH:IMS:Neko:Tokyo:MAIL01 0 (000C05A6) Unknown Recipient\n\n\
+--b\nContent-Type: message/rfc822\n\nMessage-ID: <{message_id}>\nFrom: onboarding@acme.test\nTo: Team\n\
+Subject: Hello\n\nhi\n--b--\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_failure_named_by_display_name_alone_is_the_only_recipients_or_nobodys() {
+    use mailroom_core::inbound::MessageKind;
+    let s = setup();
+    let one = s.engine.send(email("carl@example.org"), SendOptions::default()).await.unwrap().id;
+    let mut pair = email("ann@example.org");
+    pair.to = Some(OneOrMany::Many(vec!["ann@example.org".into(), "bob@example.org".into()]));
+    let two = s.engine.send(pair, SendOptions::default()).await.unwrap().id;
+    s.work().await;
+    let one_mid = s.engine.get(one).await.unwrap().message_id;
+    let two_mid = s.engine.get(two).await.unwrap().message_id;
+
+    // One recipient: the failure is its, a permanent one (Exchange's directory does not know
+    // the name), so it is bounced and suppressed.
+    let r = s.engine.ingest_bounce(&display_name_notice(&one_mid)).await.unwrap();
+    assert_eq!(
+        (r.kind, r.email, r.events, r.suppressed.clone()),
+        (MessageKind::Bounce, Some(one), 1, vec!["carl@example.org".to_string()])
+    );
+    let last = s.engine.get_record(one).await.unwrap().state.events.last().cloned().unwrap();
+    assert_eq!((last.kind, last.recipient.as_deref()), (EventKind::Bounced, Some("carl@example.org")));
+
+    // Two: whose it is cannot be told, so one `bounced` event without a recipient, and no one
+    // suppressed.
+    let r = s.engine.ingest_bounce(&display_name_notice(&two_mid)).await.unwrap();
+    assert_eq!((r.kind, r.email, r.events, r.suppressed.len()), (MessageKind::Bounce, Some(two), 1, 0));
+    let last = s.engine.get_record(two).await.unwrap().state.events.last().cloned().unwrap();
+    assert_eq!((last.kind, last.recipient), (EventKind::Bounced, None));
+    assert!(s.engine.suppression("ann@example.org").await.unwrap().is_none());
+    assert!(s.engine.suppression("bob@example.org").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_report_suppresses_only_the_emails_own_recipients() {
     let s = setup();

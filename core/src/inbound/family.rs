@@ -401,12 +401,16 @@ fn generated_from(line: &str) -> Option<String> {
     addresses(addr.trim()).into_iter().next()
 }
 
-/// Exchange's plain notice (2000/2003, sent without a delivery-status part): after "did
+/// Exchange's plain notice (5.5/2000/2003, sent without a delivery-status part): after "did
 /// not reach the following recipient(s):", each address starts a line ("a@b on <date>"),
 /// its reason on the lines below (indented, though a long MTS-ID wraps to the margin);
 /// the list ends at a `-----` rule or the end of the text. (The quoted "To:" above the list
 /// names the message's recipients, not the failed ones.) The later notices carry a
 /// delivery-status part, which the generic reader reads.
+/// Exchange 5.5 may name a recipient of its own directory by display name alone ("Jane
+/// Doe on Fri, 14 Sep 2007 …"): a failure all the same, read with an empty address (a
+/// recipient the notice does not give), which the engine gives to the email's only
+/// recipient, or records without one.
 fn exchange(human: &str) -> Vec<Found> {
     let mut out: Vec<Found> = Vec::new();
     let mut lines = human.lines();
@@ -421,12 +425,19 @@ fn exchange(human: &str) -> Vec<Found> {
             break;
         }
         let first = l.split_whitespace().next().unwrap_or_default();
+        let at_margin = !l.starts_with([' ', '\t']);
         match addresses(first).into_iter().next() {
-            Some(addr) if !l.starts_with([' ', '\t']) => {
+            Some(addr) if at_margin => {
                 if full(&out) {
                     break;
                 }
                 out.push(Found::new(&addr));
+            }
+            None if at_margin && named_on_a_date(l) => {
+                if full(&out) {
+                    break;
+                }
+                out.push(Found::new(""));
             }
             _ => {
                 let Some(last) = out.last_mut() else { break };
@@ -435,6 +446,18 @@ fn exchange(human: &str) -> Vec<Found> {
         }
     }
     out
+}
+
+/// Whether an Exchange list line names a recipient by display name and the time it failed:
+/// "<name> on <date>", the date a weekday's abbreviation and a comma ("Fri, 14 Sep 2007 …") or
+/// digits ("9/14/2007 6:52 PM"), and no address anywhere on the line.
+fn named_on_a_date(line: &str) -> bool {
+    const DAYS: [&str; 7] = ["mon,", "tue,", "wed,", "thu,", "fri,", "sat,", "sun,"];
+    let Some(at) = line.find(" on ") else { return false };
+    let (name, date) = (line[..at].trim(), line[at + 4..].trim_start());
+    !name.is_empty()
+        && !line.contains('@')
+        && (date.starts_with(|c: char| c.is_ascii_digit()) || DAYS.iter().any(|d| starts_with_ci(date.as_bytes(), d)))
 }
 
 /// Google's notices of 2005–2015 (Gmail, Google Apps): "Delivery to the following
@@ -782,6 +805,32 @@ mod tests {
     }
 
     #[test]
+    fn exchange_reads_a_recipient_named_by_display_name_alone_as_a_failure_without_an_address() {
+        let human = "Your message\n\n  To:      Team\n\n\
+            did not reach the following recipient(s):\n\n\
+            M\u{101}rti\u{146}\u{161} Luka on Fri, 14 Sep 2007 18:52:54 +0300\n    The recipient was unavailable\n\
+            Jane Doe on 9/14/2007 6:52 PM\n    The recipient name is not recognized\n\
+            b@example.jp on Thu, 29 Apr 2010 00:00:00 -0000\n    no such user\n";
+        let found = read(Family::Exchange, human, "").unwrap();
+        let r: Vec<_> = found.iter().map(|f| (f.recipient.as_str(), f.diagnostic.as_str())).collect();
+        assert_eq!(
+            r,
+            [
+                ("", "The recipient was unavailable"),
+                ("", "The recipient name is not recognized"),
+                ("b@example.jp", "no such user")
+            ]
+        );
+        // A line at the margin that is no "<name> on <date>" ends nothing and names no one.
+        for line in ["Please call us on the number below", "Kijitora Cat on", " on Fri, 14 Sep 2007", "Sent on Tuesday"]
+        {
+            assert!(!named_on_a_date(line), "{line}");
+        }
+        let human = "did not reach the following recipient(s):\n\nPlease call us on the number below\n";
+        assert!(read(Family::Exchange, human, "").is_none());
+    }
+
+    #[test]
     fn exchange_lists_the_recipients_that_failed_not_the_quoted_ones() {
         let human = "Your message\n\n  To:      a@example.net\n  Subject: Hi\n\n\
             did not reach the following recipient(s):\n\n\
@@ -867,6 +916,7 @@ Technical details of permanent failure:\nThe error that the other server returne
                 "  a@example.org", "    Unrouteable address", "<b@example.net>:", "Unknown user: c@example.com",
                 "Remote host said: 550 5.1.1 no", "does not like recipient.", "", " ", "<@>:", ": @", "\u{e9}\u{20ac}",
                 "did not reach the following recipient(s):", "e@example.jp on Thu", "\tno such user",
+                "Jane Doe on Fri, 14 Sep 2007 18:52:54 +0300",
                 "  an undisclosed address", "    (generated from g@example.org)",
                 "Your mail to the following recipients could not be delivered because x:", "\tkewlone",
                 "Delivery to the following recipient failed permanently:", "     h@example.org",
@@ -877,7 +927,9 @@ Technical details of permanent failure:\nThe error that the other server returne
             let lower = text.to_ascii_lowercase();
             for f in Family::WITH_READERS {
                 for found in read(*f, &text, "mailer-daemon@aol.com").unwrap_or_default() {
-                    proptest::prop_assert!(found.recipient.contains('@'));
+                    // (Exchange lists a recipient of its own directory by display name alone.)
+                    let unnamed = *f == Family::Exchange && found.recipient.is_empty();
+                    proptest::prop_assert!(found.recipient.contains('@') || unnamed);
                     // (AOL names its members by screen name: the address is that at its domain.)
                     let named = match found.recipient.strip_suffix("@aol.com") {
                         Some(name) if *f == Family::Aol => lower.contains(name),

@@ -61,7 +61,8 @@ fn feedback_token(value: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BounceRecord {
-    /// The failed address.
+    /// The failed address; empty when the notice names the recipient without one (Exchange
+    /// 5.5's display names: see `family::read`). Such failures are one record however many.
     pub recipient: String,
     /// The address the sender gave, when the report names it apart from `recipient`: a DSN's
     /// `Original-Recipient` where the failed address is the target of an alias or a
@@ -453,7 +454,9 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
             bounces.push(r);
         }
 
-        // A family with a format of its own: its reader says which lines are whose.
+        // A family with a format of its own: its reader says which lines are whose. (Its
+        // reader alone may list a failure without an address: see `family::read`.)
+        let mut read_by_family = false;
         if bounces.is_empty()
             && !auto_reply
             && let Some(found) = reader.and_then(|f| family::read(f, &human, &from))
@@ -473,6 +476,7 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
                 };
                 bounces.push(record(&f.recipient, &e));
             }
+            read_by_family = true;
         }
 
         if bounces.is_empty() {
@@ -672,9 +676,13 @@ fn parse_inner(raw: &[u8], rules: &Rules, without: Option<Family>) -> Parsed {
         }
         // A report that repeats a recipient (a relay's report spliced with its own) names one
         // failure: the first account of it stands.
-        // Every recipient is a mailbox (a header mail-parser read oddly can name something else).
+        // Every recipient is a mailbox (a header mail-parser read oddly can name something else),
+        // or, from a family's reader, one the notice names without an address (empty).
         let mut seen = std::collections::HashSet::new();
-        bounces.retain(|b| b.recipient.contains('@') && seen.insert(b.recipient.clone()));
+        bounces.retain(|b| {
+            (b.recipient.contains('@') || (read_by_family && b.recipient.is_empty()))
+                && seen.insert(b.recipient.clone())
+        });
         if bounces.is_empty() {
             return Parsed::empty(MessageKind::NotBounce, links);
         }
