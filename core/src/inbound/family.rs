@@ -413,6 +413,8 @@ fn generated_from(line: &str) -> Option<String> {
 /// recipient, or records without one.
 fn exchange(human: &str) -> Vec<Found> {
     let mut out: Vec<Found> = Vec::new();
+    // The line that named each failure without an address: its words, when no reason follows.
+    let mut named_by: Vec<(usize, &str)> = Vec::new();
     let mut lines = human.lines();
     if !lines.by_ref().any(|l| l.trim().eq_ignore_ascii_case("did not reach the following recipient(s):")) {
         return out;
@@ -437,12 +439,18 @@ fn exchange(human: &str) -> Vec<Found> {
                 if full(&out) {
                     break;
                 }
+                named_by.push((out.len(), l));
                 out.push(Found::new(""));
             }
             _ => {
                 let Some(last) = out.last_mut() else { break };
                 last.say(l);
             }
+        }
+    }
+    for (i, line) in named_by {
+        if let Some(f) = out.get_mut(i).filter(|f| f.diagnostic.is_empty()) {
+            f.say(line);
         }
     }
     out
@@ -828,6 +836,10 @@ mod tests {
         }
         let human = "did not reach the following recipient(s):\n\nPlease call us on the number below\n";
         assert!(read(Family::Exchange, human, "").is_none());
+        // With no reason below it, the line that named the failure is its words.
+        let human = "did not reach the following recipient(s):\n\nJane Doe on Fri, 14 Sep 2007 18:52:54 +0300\n-----\n";
+        let found = read(Family::Exchange, human, "").unwrap();
+        assert_eq!(found[0].diagnostic, "Jane Doe on Fri, 14 Sep 2007 18:52:54 +0300");
     }
 
     #[test]
