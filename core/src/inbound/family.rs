@@ -192,6 +192,9 @@ pub(crate) struct Found {
     pub(crate) stage: Option<Stage>,
     /// The RFC 3463 status a fixed wording of the format stands for, where it gives none.
     pub(crate) status: Option<&'static str>,
+    /// The line that named a recipient without an address (Exchange's display name): what
+    /// stands for its words when no line says more, as the address does otherwise.
+    named_by: Option<String>,
 }
 
 /// A diagnostic is kept to this many bytes: an SMTP reply is a few lines, and anyone may
@@ -200,7 +203,18 @@ const MAX_DIAGNOSTIC: usize = 4096;
 
 impl Found {
     fn new(address: &str) -> Found {
-        Found { recipient: address.to_ascii_lowercase(), diagnostic: String::new(), stage: None, status: None }
+        Found {
+            recipient: address.to_ascii_lowercase(),
+            diagnostic: String::new(),
+            stage: None,
+            status: None,
+            named_by: None,
+        }
+    }
+
+    /// A failure its line names without an address.
+    fn unnamed(line: &str) -> Found {
+        Found { named_by: Some(line.to_string()), ..Found::new("") }
     }
 
     /// Adds one more line of the server's words (space-joined, up to [`MAX_DIAGNOSTIC`]).
@@ -236,9 +250,13 @@ pub(crate) fn read(family: Family, human: &str, from: &str) -> Option<Vec<Found>
     };
     found.truncate(super::MAX_RECIPIENTS);
     for f in &mut found {
-        // (A format that gives an address and no words: the address is all it says.)
-        if f.diagnostic.is_empty() {
-            f.diagnostic = f.recipient.clone();
+        // (A format that gives an address and no words: the address is all it says; or the
+        // line that named the recipient, where it gave no address.)
+        // (`say` keeps it to MAX_DIAGNOSTIC, as any line.)
+        match f.named_by.take() {
+            Some(line) if f.diagnostic.is_empty() => f.say(&line),
+            _ if f.diagnostic.is_empty() => f.diagnostic = f.recipient.clone(),
+            _ => {}
         }
     }
     (!found.is_empty()).then_some(found)
@@ -413,8 +431,6 @@ fn generated_from(line: &str) -> Option<String> {
 /// recipient, or records without one.
 fn exchange(human: &str) -> Vec<Found> {
     let mut out: Vec<Found> = Vec::new();
-    // The line that named each failure without an address: its words, when no reason follows.
-    let mut named_by: Vec<(usize, &str)> = Vec::new();
     let mut lines = human.lines();
     if !lines.by_ref().any(|l| l.trim().eq_ignore_ascii_case("did not reach the following recipient(s):")) {
         return out;
@@ -439,18 +455,12 @@ fn exchange(human: &str) -> Vec<Found> {
                 if full(&out) {
                     break;
                 }
-                named_by.push((out.len(), l));
-                out.push(Found::new(""));
+                out.push(Found::unnamed(l));
             }
             _ => {
                 let Some(last) = out.last_mut() else { break };
                 last.say(l);
             }
-        }
-    }
-    for (i, line) in named_by {
-        if let Some(f) = out.get_mut(i).filter(|f| f.diagnostic.is_empty()) {
-            f.say(line);
         }
     }
     out
